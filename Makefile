@@ -1,0 +1,56 @@
+# ImageX: `make run` serves the archive with sample images; `make test` runs every check.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+VENDOR := app/static/vendor
+
+.PHONY: run test install install-test vendor lint typecheck pytest bench clean
+
+run: install vendor
+	IMAGEX_SAMPLES=1 $(BIN)/imagex serve
+
+test: install-test vendor lint typecheck pytest
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ImageX needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+vendor: $(VENDOR)/.copied
+
+$(VENDOR)/.copied: node_modules/.package-lock.json
+	rm -rf $(VENDOR)
+	mkdir -p $(VENDOR)/openseadragon
+	cp node_modules/openseadragon/build/openseadragon/openseadragon.min.js $(VENDOR)/openseadragon/
+	cp -r node_modules/openseadragon/build/openseadragon/images $(VENDOR)/openseadragon/images
+	cp node_modules/htmx.org/dist/htmx.min.js $(VENDOR)/
+	touch $@
+
+lint:
+	$(BIN)/ruff check app tests bench
+
+typecheck:
+	$(BIN)/mypy
+
+pytest:
+	$(BIN)/pytest -q
+
+bench: install-test
+	$(BIN)/python bench/tiling.py
+
+clean:
+	rm -rf $(VENV) node_modules $(VENDOR) .mypy_cache .pytest_cache .ruff_cache

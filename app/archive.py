@@ -1,0 +1,105 @@
+"""The Archive owns the store, the process pool, the settings and the background job runner."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from quart import current_app
+
+from app import tokens
+from app.settings import Settings
+from app.store import Store, open_store
+from app.tiles.pool import Pool
+
+if TYPE_CHECKING:
+    from app.ingest.jobs import JobRunner
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+STALE_WORK = 24 * 3600
+
+
+class Archive:
+    """Everything long-lived. `startup()` opens it, `close()` (idempotent) releases it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: Store = open_store(settings.store_url)
+        self.pool = Pool(settings.pool_size)
+        self.secret = b""
+        self.started = 0.0
+        self.background_errors: list[str] = []
+        self.runner: JobRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._open = False
+
+    async def startup(self) -> None:
+        if self._open:
+            return
+        self.settings.data.mkdir(parents=True, exist_ok=True)
+        self.settings.tiles_dir.mkdir(parents=True, exist_ok=True)
+        self.secret = await asyncio.to_thread(tokens.load_secret, self.settings.data / "secret.key")
+        await self.store.open()
+        await asyncio.to_thread(self._clean_stale_work)
+        self.started = time.time()
+        self._open = True
+
+    async def close(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await asyncio.to_thread(self.pool.close)
+        await self.store.close()
+        self._open = False
+
+    def start_background(self, name: str, factory: Callable[[asyncio.Event], Any]) -> None:
+        """Run `factory(stop_event)` until close(); a failure is logged and shown in the job page."""
+
+        async def guarded() -> None:
+            try:
+                await factory(self._stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.exception("background task %s failed", name)
+                self.background_errors.append(f"{name}: {type(error).__name__}: {error}")
+
+        self._tasks.append(asyncio.create_task(guarded(), name=name))
+
+    async def run_in_pool(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.pool.run(fn, *args)
+
+    def tile_folder(self, image_id: str) -> Path:
+        return self.settings.tiles_dir / image_id[:2] / image_id
+
+    def tile_token(self, image_id: str) -> str:
+        return tokens.make(self.secret, image_id, self.settings.tile_token_ttl)
+
+    def _clean_stale_work(self) -> None:
+        """Work folders of crashed jobs; a folder younger than a day may belong to a live runner."""
+        work = self.settings.tiles_dir / ".work"
+        if not work.is_dir():
+            return
+        cutoff = time.time() - max(STALE_WORK, self.settings.job_lease * 2)
+        for folder in work.iterdir():
+            with contextlib.suppress(OSError):
+                if folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
+
+
+def get_archive() -> Archive:
+    """The Archive of the running app (for routes)."""
+    archive: Archive = current_app.extensions["imagex"]
+    return archive

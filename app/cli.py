@@ -1,0 +1,161 @@
+"""imagex serve | ingest | samples | settings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.exceptions import ImageXError
+from app.settings import SETTINGS, Settings, markdown_table
+from app.store.base import JobRecord
+
+log = logging.getLogger("imagex")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("settings (each also an IMAGEX_* environment variable)")
+    for setting in SETTINGS:
+        group.add_argument(setting.flag, dest=setting.name, default=None, metavar=setting.name.upper(),
+                           help=f"{setting.help} [{setting.env}, default {setting.default!r}]")
+    parser = argparse.ArgumentParser(prog="imagex", description="ImageX: an archive for scientific images.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", parents=[common], help="serve the portal and JSON API and run queued jobs")
+    ingest = commands.add_parser("ingest", parents=[common],
+                                 help="ingest files and folders (recursively) into the archive")
+    ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    ingest.add_argument("--owner", default="", help="owner recorded for the ingested images")
+    ingest.add_argument("--no-progress", action="store_true", help="no progress bar (summary only)")
+    samples = commands.add_parser("samples", parents=[common], help="write the sample images into a folder")
+    samples.add_argument("folder", type=Path)
+    settings = commands.add_parser("settings", parents=[common], help="show the settings in force")
+    settings.add_argument("--markdown", action="store_true", help="print the settings table as Markdown")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `imagex` command."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pyvips").setLevel(logging.WARNING)
+    try:
+        overrides = {s.name: getattr(args, s.name) for s in SETTINGS}
+        settings = Settings.load(**overrides)
+        if args.command == "serve":
+            return asyncio.run(serve(settings))
+        if args.command == "ingest":
+            return asyncio.run(ingest(settings, args.paths, owner=args.owner, progress=not args.no_progress))
+        if args.command == "samples":
+            from app.samples import write_samples
+
+            for path in write_samples(args.folder):
+                print(path)
+            return 0
+        if args.command == "settings":
+            if args.markdown:
+                print(markdown_table(), end="")
+            else:
+                for name, value in settings.as_dict().items():
+                    print(f"IMAGEX_{name.upper()}={value}")
+            return 0
+    except ImageXError as error:
+        print(f"imagex: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nimagex: interrupted; queued and unfinished jobs stay in the catalog: run the same command "
+              "again to resume", file=sys.stderr)
+        return 130
+    return 2
+
+
+async def serve(settings: Settings) -> int:
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    from app import create_app
+
+    app = create_app(settings)
+    config = Config()
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.accesslog = None
+    config.graceful_timeout = 5
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    print(f"ImageX serving {settings.data} at http://{settings.host}:{settings.port}", flush=True)
+    await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    return 0
+
+
+async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", progress: bool = True) -> int:
+    """Queue every image file under `paths`, run the queue with the pool until all of them are done or
+    failed, and report. Returns the exit status: 0 when nothing failed."""
+    from tqdm import tqdm
+
+    from app.archive import Archive
+    from app.ingest.jobs import JobRunner, wait_for
+    from app.ingest.scan import job_for, walk
+
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise ImageXError(f"no such file or folder: {', '.join(missing)}")
+    archive = Archive(settings)
+    await archive.startup()
+    try:
+        files = await asyncio.to_thread(lambda: list(walk(paths)))
+        if not files:
+            print("No image files found.")
+            return 0
+        jobs = await archive.store.enqueue([job_for(path, owner=owner) for path in files])
+        known = {job.id for job in jobs if job.state == "done"}
+        ids = list(dict.fromkeys(job.id for job in jobs))
+        bar = tqdm(total=len(ids), unit="file", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+        finished = 0
+
+        def report(current: list[JobRecord]) -> None:
+            nonlocal finished
+            done = sum(job.state == "done" for job in current)
+            failed = sum(job.state == "failed" for job in current)
+            bar.set_postfix(done=done, failed=failed, refresh=False)
+            bar.update(done + failed - finished)
+            finished = done + failed
+
+        runner = JobRunner(archive, concurrency=settings.pool_size, role="ingest")
+        stop = asyncio.Event()
+        started = time.monotonic()
+        running = asyncio.create_task(runner.run(stop))
+        try:
+            final = await wait_for(archive, ids, stop, report)
+        finally:
+            stop.set()
+            await running
+            bar.close()
+        return _summary(final, known, time.monotonic() - started)
+    finally:
+        await archive.close()
+
+
+def _summary(jobs: list[JobRecord], known: set[str], seconds: float) -> int:
+    failed = [job for job in jobs if job.state == "failed"]
+    skipped = [job for job in jobs if job.state == "done"
+               and (job.id in known or job.note.startswith("already in the archive"))]
+    new = [job for job in jobs if job.state == "done" and job not in skipped]
+    images = sum(len(job.image_ids) for job in new)
+    print(f"{len(jobs)} file(s) in {seconds:.1f} s: {len(new)} ingested ({images} image(s)), "
+          f"{len(skipped)} already in the archive, {len(failed)} failed.")
+    for job in failed:
+        print(f"  FAILED {job.path}: {job.error}")
+    return 1 if failed else 0
+
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Format readers, chosen by a file's content, never by its name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.exceptions import FormatError, UnsupportedFormat
+from app.formats.base import Plane, Reader
+from app.formats.fits import FitsReader
+from app.formats.raster import RasterReader
+
+READERS: tuple[type[Reader], ...] = (FitsReader, RasterReader)
+HEAD_BYTES = 2880
+
+
+def sniff(path: Path) -> type[Reader]:
+    """The reader class for `path`, judged by its first bytes; UnsupportedFormat says what it saw."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(HEAD_BYTES)
+    except IsADirectoryError:
+        raise FormatError(f"{path}: is a folder, not a file") from None
+    except PermissionError:
+        raise FormatError(f"{path}: permission denied: the file cannot be read") from None
+    except FileNotFoundError:
+        raise FormatError(f"{path}: the file no longer exists") from None
+    except OSError as error:
+        raise FormatError(f"{path}: cannot be read: {error.strerror or error}") from None
+    if not head:
+        raise UnsupportedFormat(f"{path.name}: empty file (0 bytes)")
+    for reader in READERS:
+        if reader.sniff(head):
+            return reader
+    raise UnsupportedFormat(f"{path.name}: {describe(head)}; ImageX reads FITS (also tile-compressed and "
+                            "gzipped), TIFF, PNG and JPEG")
+
+
+def describe(head: bytes) -> str:
+    """A short account of what unrecognised content looks like."""
+    text = head.lstrip()[:200].lower()
+    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text:
+        return "this is an HTML page, not an image"
+    if text.startswith(b"<?xml") or text.startswith(b"<svg"):
+        return "this is an XML/SVG document, not a raster image"
+    if head.startswith(b"%PDF"):
+        return "this is a PDF document, not an image"
+    if head.startswith(b"PK\x03\x04"):
+        return "this is a ZIP archive; unpack it first"
+    if head.startswith(b"SIMPLE"):
+        return "starts like FITS but the first header card is malformed"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "unrecognised binary content"
+    return "this is a text file, not an image"
+
+
+def is_candidate(path: Path) -> bool:
+    """Cheap test used by folder scans: does the file start like something we read?"""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(HEAD_BYTES)
+    except OSError:
+        return False
+    return any(reader.sniff(head) for reader in READERS)
+
+
+__all__ = ["READERS", "FitsReader", "Plane", "RasterReader", "Reader", "is_candidate", "sniff"]

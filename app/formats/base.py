@@ -1,0 +1,71 @@
+"""What every format reader gives the pipeline: the 2-D images in a file, their headers, and their pixels."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyvips
+
+from app.store.base import HeaderValue
+
+
+@dataclass
+class Plane:
+    """One 2-D image found in a file, with everything the catalog records about it."""
+
+    hdu: int
+    name: str
+    width: int
+    height: int
+    bitpix: int | None
+    header: dict[str, HeaderValue]
+    comments: dict[str, str] = field(default_factory=dict)
+    sky: dict[str, Any] | None = None
+    note: str = ""
+
+
+class Reader(ABC):
+    """A reader for one format. Readers run inside pool processes: they may block and use the CPU."""
+
+    format: str = ""
+
+    def __init__(self, path: Path, *, max_pixels: int) -> None:
+        self.path = path
+        self.max_pixels = max_pixels
+
+    @classmethod
+    @abstractmethod
+    def sniff(cls, head: bytes) -> bool:
+        """True when the first bytes of a file say it is this format."""
+
+    @abstractmethod
+    def planes(self) -> list[Plane]:
+        """Every 2-D image in the file, validated; raises FormatError with a precise message."""
+
+    @abstractmethod
+    def pixels(self, plane: Plane) -> pyvips.Image:
+        """The plane's pixels, top row first, as a libvips image (not yet computed)."""
+
+    def close(self) -> None:
+        """Release open files."""
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def check_size(path: Path, where: str, width: int, height: int, max_pixels: int) -> None:
+    """Refuse images whose declared size is empty or beyond the configured maximum."""
+    from app.exceptions import FormatError
+
+    if width <= 0 or height <= 0:
+        raise FormatError(f"{path.name}: {where} has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise FormatError(
+            f"{path.name}: {where} declares {width}x{height} = {width * height:,} pixels, more than the "
+            f"limit of {max_pixels:,} (IMAGEX_MAX_PIXELS)")

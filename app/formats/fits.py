@@ -1,0 +1,241 @@
+"""FITS files read with astropy: primary and extension image HDUs, tile-compressed (.fz) and gzipped."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import warnings
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyvips
+
+from app.exceptions import FormatError
+from app.formats.base import Plane, Reader, check_size
+from app.store.base import HeaderValue
+
+# Structural keywords of one HDU that make no sense when copied onto another.
+_STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "NEXTEND", "END", "CHECKSUM",
+               "DATASUM", "BSCALE", "BZERO", "BLANK"}
+_LIST_KEYWORDS = {"COMMENT", "HISTORY"}
+_VIPS_FORMATS = {"uint8": "uchar", "int8": "char", "uint16": "ushort", "int16": "short", "uint32": "uint",
+                 "int32": "int", "float32": "float", "float64": "double"}
+
+
+def _is_structural(keyword: str) -> bool:
+    return keyword in _STRUCTURAL or (keyword.startswith("NAXIS") and keyword[5:].isdigit()
+                                      or keyword == "NAXIS")
+
+
+class FitsReader(Reader):
+    format = "fits"
+
+    @classmethod
+    def sniff(cls, head: bytes) -> bool:
+        if head[:2] == b"\x1f\x8b":
+            try:
+                head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 80)
+            except zlib.error:
+                return False
+        return head.startswith(b"SIMPLE  =")
+
+    def __init__(self, path: Path, *, max_pixels: int) -> None:
+        super().__init__(path, max_pixels=max_pixels)
+        from astropy.io import fits
+
+        self._size = path.stat().st_size
+        self._gzipped = _is_gzip(path)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._hdul = fits.open(path, memmap=not self._gzipped, lazy_load_hdus=False,
+                                       ignore_missing_simple=False, output_verify="silentfix")
+        except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, gzip.BadGzipFile,
+                zlib.error) as error:
+            raise FormatError(f"{path.name}: not a readable FITS file: {_reason(error)}") from None
+
+    def close(self) -> None:
+        self._hdul.close()
+
+    def planes(self) -> list[Plane]:
+        from astropy.io import fits
+
+        planes: list[Plane] = []
+        primary = self._hdul[0].header
+        for index, hdu in enumerate(self._hdul):
+            if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
+                continue
+            header = hdu.header
+            shape = _shape(header)
+            if len(shape) < 2:
+                continue  # no data, or a 1-D spectrum: nothing to show as an image
+            where = f"HDU {index}" + (f" ({hdu.name})" if hdu.name and hdu.name != "PRIMARY" else "")
+            width, height = shape[0], shape[1]
+            check_size(self.path, where, width, height, self.max_pixels)
+            if not isinstance(hdu, fits.CompImageHDU) and not self._gzipped:
+                self._check_data_present(hdu, where, shape, int(header.get("BITPIX", 0)))
+            merged = header.copy()
+            if index > 0:
+                for card in primary.cards:
+                    if card.keyword and not _is_structural(card.keyword) and card.keyword not in merged \
+                            and card.keyword not in _LIST_KEYWORDS:
+                        merged.append(card)
+            values, comments = harvest(merged)
+            note = ""
+            if len(shape) > 2:
+                planes_count = math.prod(shape[2:])
+                note = (f"{len(shape)}-D data {'x'.join(map(str, shape))}: showing the first of "
+                        f"{planes_count} planes")
+            name = str(values.get("OBJECT") or "").strip() or self.path.name
+            if len(self._hdul) > 1 and index > 0:
+                name += f" [{hdu.name or index}]"
+            planes.append(Plane(hdu=index, name=name, width=width, height=height,
+                                bitpix=int(header.get("BITPIX", 0)) or None, header=values,
+                                comments=comments, sky=_sky(merged, width, height), note=note))
+        if not planes:
+            raise FormatError(f"{self.path.name}: FITS file with no 2-D image data "
+                              f"({len(self._hdul)} HDU(s), none with NAXIS >= 2)")
+        return planes
+
+    def _check_data_present(self, hdu: Any, where: str, shape: list[int], bitpix: int) -> None:
+        if bitpix not in (8, 16, 32, 64, -32, -64):
+            raise FormatError(f"{self.path.name}: {where} has an invalid BITPIX {bitpix}")
+        needed = math.prod(shape) * abs(bitpix) // 8
+        start = int(hdu.fileinfo()["datLoc"])
+        available = max(0, self._size - start)
+        if needed > available:
+            raise FormatError(
+                f"{self.path.name}: {where} is truncated: its header declares {'x'.join(map(str, shape))} "
+                f"pixels ({needed:,} bytes) but only {available:,} bytes of data follow the header")
+
+    def pixels(self, plane: Plane) -> pyvips.Image:
+        try:
+            array = self._first_plane(self._hdul[plane.hdu])
+        except ValueError as error:
+            if "memmap" not in str(error):
+                raise FormatError(f"{self.path.name}: HDU {plane.hdu}: pixel data cannot be read: "
+                                  f"{_reason(error)}") from None
+            # scaled integers (BZERO/BSCALE/BLANK) cannot be memory-mapped: read this HDU whole
+            from astropy.io import fits
+
+            with fits.open(self.path, memmap=False) as whole:
+                array = self._first_plane(whole[plane.hdu])
+        except Exception as error:  # astropy raises many kinds on corrupt compressed tiles
+            raise FormatError(f"{self.path.name}: HDU {plane.hdu}: pixel data cannot be read: "
+                              f"{_reason(error)}") from None
+        if array.ndim != 2:
+            raise FormatError(f"{self.path.name}: HDU {plane.hdu}: expected 2-D pixel data, got shape "
+                              f"{array.shape}")
+        if array.dtype.kind in "iu" and array.dtype.itemsize == 8:
+            array = array.astype(np.float64)
+        native = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
+        vips_format = _VIPS_FORMATS.get(native.dtype.name)
+        if vips_format is None:
+            raise FormatError(f"{self.path.name}: HDU {plane.hdu}: unsupported pixel type {native.dtype}")
+        height, width = native.shape
+        image = pyvips.Image.new_from_memory(native.data, width, height, 1, vips_format)
+        # FITS stores the bottom row first; the display shows it the usual astronomical way, north up.
+        return image.flipver()
+
+
+    @staticmethod
+    def _first_plane(hdu: Any) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            naxis = int(hdu.header["NAXIS"])
+            data = hdu.section[(0,) * (naxis - 2)] if naxis > 2 else hdu.data
+            return np.asarray(data)
+
+
+def _is_gzip(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def _shape(header: Any) -> list[int]:
+    """NAXIS1, NAXIS2, ... as declared (for compressed HDUs astropy shows the image's own header)."""
+    try:
+        naxis = int(header.get("NAXIS", 0))
+        shape = [int(header.get(f"NAXIS{i}", 0)) for i in range(1, naxis + 1)]
+    except (TypeError, ValueError):
+        return []
+    if any(n <= 0 for n in shape):
+        return []
+    # degenerate axes of length 1 beyond the first two (e.g. NAXIS3 = 1) do not make a cube
+    while len(shape) > 2 and shape[-1] == 1:
+        shape.pop()
+    return shape
+
+
+def harvest(header: Any) -> tuple[dict[str, HeaderValue], dict[str, str]]:
+    """Every card as a typed value; COMMENT and HISTORY collected as lists; comments kept apart."""
+    values: dict[str, HeaderValue] = {}
+    comments: dict[str, str] = {}
+    for card in header.cards:
+        keyword = str(card.keyword)
+        if not keyword:
+            continue
+        if keyword in _LIST_KEYWORDS:
+            existing = values.setdefault(keyword, [])
+            if isinstance(existing, list):
+                existing.append(str(card.value))
+            continue
+        if keyword in values:
+            continue  # a repeated keyword: FITS readers honour the first
+        values[keyword] = _typed(card.value)
+        if card.comment:
+            comments[keyword] = str(card.comment)
+    return values, comments
+
+
+def _typed(value: Any) -> HeaderValue:
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        return number if math.isfinite(number) else str(number)
+    if isinstance(value, str):
+        return value.rstrip()
+    if value is None or type(value).__name__ == "Undefined":
+        return None
+    return str(value)
+
+
+def _sky(header: Any, width: int, height: int) -> dict[str, Any] | None:
+    """Centre, corners (ICRS degrees) and pixel scale from a celestial WCS, or None."""
+    from astropy.wcs import WCS
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wcs = WCS(header, naxis=2, fix=True)
+            if not wcs.has_celestial:
+                return None
+            celestial = wcs.celestial
+            xs = np.array([(width - 1) / 2, -0.5, width - 0.5, width - 0.5, -0.5])
+            ys = np.array([(height - 1) / 2, -0.5, -0.5, height - 0.5, height - 0.5])
+            coords = celestial.pixel_to_world(xs, ys).icrs
+            ra = coords.ra.deg
+            dec = coords.dec.deg
+            scale = float(np.mean(proj_plane_pixel_scales(celestial)) * 3600.0)
+    except Exception:  # a broken WCS is not a reason to refuse the image; it just has no sky position
+        return None
+    if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec)) and math.isfinite(scale)):
+        return None
+    return {
+        "center_ra": float(ra[0]), "center_dec": float(dec[0]),
+        "corners": [[float(r), float(d)] for r, d in zip(ra[1:], dec[1:], strict=True)],
+        "pixel_scale_arcsec": scale,
+        "frame": "icrs",
+        "ctype": [str(c) for c in celestial.wcs.ctype],
+    }
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]

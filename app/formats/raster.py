@@ -1,0 +1,75 @@
+"""Ordinary rasters (TIFF, PNG, JPEG) read with libvips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyvips
+
+from app.exceptions import FormatError
+from app.formats.base import Plane, Reader, check_size
+from app.store.base import HeaderValue
+
+_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_BITPIX = {"uchar": 8, "char": 8, "ushort": 16, "short": 16, "uint": 32, "int": 32, "float": -32,
+           "double": -64}
+_LOADERS = {"pngload": "png", "jpegload": "jpeg", "tiffload": "tiff"}
+_SKIP_FIELDS = {"icc-profile-data", "exif-data", "xmp-data", "iptc-data", "ipct-data", "png-comment-0-data",
+                "vips-sequential"}
+
+
+class RasterReader(Reader):
+    format = "raster"
+
+    @classmethod
+    def sniff(cls, head: bytes) -> bool:
+        return head.startswith(_SIGNATURES)
+
+    def __init__(self, path: Path, *, max_pixels: int) -> None:
+        super().__init__(path, max_pixels=max_pixels)
+        try:
+            self._image = pyvips.Image.new_from_file(str(path), fail_on="error")
+        except pyvips.Error as error:
+            raise FormatError(f"{path.name}: not a readable image: {_vips_reason(error)}") from None
+        loader = str(self._image.get("vips-loader")) if "vips-loader" in self._image.get_fields() else ""
+        if loader not in _LOADERS:
+            raise FormatError(f"{path.name}: unexpected image type ({loader or 'unknown loader'})")
+        self.format = _LOADERS[loader]
+
+    def planes(self) -> list[Plane]:
+        image = self._image
+        check_size(self.path, "the image", image.width, image.height, self.max_pixels)
+        header: dict[str, HeaderValue] = {
+            "WIDTH": image.width, "HEIGHT": image.height, "BANDS": image.bands,
+            "FORMAT": str(image.format), "INTERPRETATION": str(image.interpretation),
+        }
+        for name in image.get_fields():
+            if name in _SKIP_FIELDS or name.endswith("-data"):
+                continue
+            try:
+                value = image.get(name)
+            except pyvips.Error:
+                continue
+            if isinstance(value, bool | int | float):
+                header[name] = value
+            elif isinstance(value, str) and len(value) <= 2000:
+                header[name] = value
+        return [Plane(hdu=0, name=self.path.name, width=image.width, height=image.height,
+                      bitpix=_BITPIX.get(str(image.format)), header=header)]
+
+    def pixels(self, plane: Plane) -> pyvips.Image:
+        image = self._image
+        if image.hasalpha():
+            image = image.flatten(background=0)
+        if image.bands == 2:
+            image = image[0]
+        elif image.bands > 3:
+            image = image[:3]
+        if str(image.interpretation) in {"cmyk"}:
+            image = image.colourspace("srgb")
+        return image
+
+
+def _vips_reason(error: pyvips.Error) -> str:
+    detail = str(getattr(error, "detail", "") or error).strip().splitlines()
+    return detail[0][:300] if detail else "unknown libvips error"

@@ -1,0 +1,81 @@
+"""JSON endpoints for automation; each returns the same dict its page renders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, jsonify, request
+from werkzeug.exceptions import BadRequest
+
+from app.archive import get_archive
+from app.routes.portal import image_listing, job_summary, page_args
+from app.routes.viewer import image_detail, load_image
+from app.store.base import JOB_STATES, Compare, Query, Scalar, check_keyword, keyword_range
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def parse_value(text: str) -> Scalar:
+    """Numbers compare as numbers: `10` and `1.5e3` become numbers, `T`/`F` FITS booleans; else text."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if text in ("T", "F"):
+        return text == "T"
+    return text
+
+
+def keyword_query() -> Query | None:
+    """`keyword=NAME` with `eq=VALUE`, or with `min=` and/or `max=` for a range."""
+    keyword = request.args.get("keyword")
+    if keyword is None:
+        if any(name in request.args for name in ("eq", "min", "max")):
+            raise BadRequest("eq, min and max need a keyword=NAME")
+        return None
+    try:
+        check_keyword(keyword)
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    eq, low, high = (request.args.get(name) for name in ("eq", "min", "max"))
+    if eq is not None:
+        if low is not None or high is not None:
+            raise BadRequest("use either eq or min/max, not both")
+        return Compare(keyword, "eq", parse_value(eq))
+    if low is None and high is None:
+        raise BadRequest("keyword needs eq=VALUE or min=/max= bounds")
+    low_value = None if low is None else parse_value(low)
+    high_value = None if high is None else parse_value(high)
+    if isinstance(low_value, int | float) and isinstance(high_value, int | float) and low_value > high_value:
+        raise BadRequest(f"min ({low}) is greater than max ({high})")
+    return keyword_range(keyword, low_value, high_value)
+
+
+@bp.get("/images")
+async def images() -> Any:
+    archive = get_archive()
+    page, per_page = page_args(archive.settings.page_size)
+    return jsonify(await image_listing(archive, page, per_page, keyword_query()))
+
+
+@bp.get("/images/<image_id>")
+async def image(image_id: str) -> Any:
+    archive = get_archive()
+    return jsonify(image_detail(archive, await load_image(archive, image_id)))
+
+
+@bp.get("/jobs")
+async def jobs() -> Any:
+    archive = get_archive()
+    page, per_page = page_args(50)
+    state = request.args.get("state") or None
+    if state is not None and state not in JOB_STATES:
+        raise BadRequest(f"state must be one of {', '.join(JOB_STATES)}")
+    listed = await archive.store.list_jobs(state, offset=(page - 1) * per_page,  # type: ignore[arg-type]
+                                           limit=per_page)
+    return jsonify({"counts": await archive.store.job_counts(), "page": page, "per_page": per_page,
+                    "jobs": [job_summary(job) for job in listed]})

@@ -1,0 +1,152 @@
+"""One table of settings: environment variables, CLI flags and the README section all come from it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from app.exceptions import SettingError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its name (`IMAGEX_<NAME>` in the environment), default, type and help text."""
+
+    name: str
+    default: Any
+    help: str
+    parse: Callable[[str], Any] = str
+
+    @property
+    def env(self) -> str:
+        return "IMAGEX_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"must be a positive whole number, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"must be a TCP port 0-65535, got {text!r}")
+    return value
+
+
+def _workers(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 (one per core) or more, got {text!r}")
+    return value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data", "./var", "Data folder: the SQLite catalog, tiles, thumbnails, samples and the secret key."),
+    Setting("store", "", "Catalog location. Empty means `sqlite:///<data>/catalog.sqlite`; "
+            "`sqlite:///PATH` picks another SQLite file."),
+    Setting("host", "127.0.0.1", "Address `imagex serve` listens on."),
+    Setting("port", 8000, "Port `imagex serve` listens on.", _port),
+    Setting("workers", 0, "Processes in the pool that reads, scales and tiles images; 0 means one per core.",
+            _workers),
+    Setting("job_lease", 60.0, "Seconds a claimed job stays reserved for its claimer; a running job renews "
+            "its lease, and a job whose claimer died is taken again when the lease runs out.", _positive_float),
+    Setting("max_pixels", 500_000_000, "Largest image (width x height) accepted; bigger HDUs fail with a "
+            "message instead of exhausting memory.", _positive_int),
+    Setting("jpeg_quality", 85, "JPEG quality of the display tiles and thumbnails (1-100).", _positive_int),
+    Setting("page_size", 24, "Images per page in the portal and in `/api/images`.", _positive_int),
+    Setting("tile_token_ttl", 43_200, "Seconds a signed tile URL stays valid after the page that holds it "
+            "was rendered.", _positive_int),
+    Setting("samples", False, "When true, `imagex serve` writes the sample images into `<data>/samples` and "
+            "queues them if the catalog is empty (`make run` sets it).",
+            lambda text: text.strip().lower() in {"1", "true", "yes", "on"}),
+)
+
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings in force, typed. Build with `Settings.load()`."""
+
+    data: Path = Path("./var")
+    store: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 0
+    job_lease: float = 60.0
+    max_pixels: int = 500_000_000
+    jpeg_quality: int = 85
+    page_size: int = 24
+    tile_token_ttl: int = 43_200
+    samples: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then `IMAGEX_*` environment variables, then explicit overrides (CLI flags)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            value: Any = setting.default
+            raw = environ.get(setting.env)
+            if raw is not None and raw != "":
+                value = _parse(setting, raw, setting.env)
+            if overrides.get(setting.name) is not None:
+                override = overrides[setting.name]
+                value = _parse(setting, override, setting.flag) if isinstance(override, str) else override
+            values[setting.name] = value
+        values["data"] = Path(values["data"]).expanduser().resolve()
+        if values["jpeg_quality"] > 100:
+            raise SettingError(f"IMAGEX_JPEG_QUALITY must be 1-100, got {values['jpeg_quality']}")
+        unknown = sorted(set(overrides) - set(_BY_NAME))
+        if unknown:
+            raise SettingError(f"unknown setting(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    @property
+    def store_url(self) -> str:
+        return self.store or f"sqlite:///{self.data / 'catalog.sqlite'}"
+
+    @property
+    def pool_size(self) -> int:
+        return self.workers or (os.cpu_count() or 1)
+
+    @property
+    def tiles_dir(self) -> Path:
+        return self.data / "tiles"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+
+
+def _parse(setting: Setting, raw: str, origin: str) -> Any:
+    try:
+        return setting.parse(raw)
+    except ValueError as error:
+        raise SettingError(f"{origin}: {error}") from None
+
+
+def markdown_table() -> str:
+    """The README's settings section, generated from the table."""
+    lines = ["| Environment variable | Default | Meaning |", "|---|---|---|"]
+    for setting in SETTINGS:
+        default = "" if setting.default in ("", None) else f"`{setting.default}`"
+        lines.append(f"| `{setting.env}` | {default} | {setting.help} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,212 @@
+"""What the rest of ImageX may ask of a catalog, and the neutral query form every adapter translates."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+HeaderValue = str | int | float | bool | list[str] | None
+JobState = Literal["queued", "running", "done", "failed"]
+JOB_STATES: tuple[JobState, ...] = ("queued", "running", "done", "failed")
+Provenance = Literal["batch", "watch", "upload"]
+
+
+def new_id() -> str:
+    """A short, unguessable, URL-safe record id (also used as a folder name)."""
+    return secrets.token_urlsafe(9).replace("-", "x").replace("_", "y")
+
+
+def now() -> float:
+    return time.time()
+
+
+@dataclass
+class ImageRecord:
+    """One 2-D image: a whole raster file or one image HDU of a FITS file."""
+
+    id: str
+    sha256: str
+    hdu: int
+    path: str
+    name: str
+    size: int
+    owner: str
+    provenance: str
+    format: str
+    width: int
+    height: int
+    bitpix: int | None
+    header: dict[str, HeaderValue]
+    comments: dict[str, str] = field(default_factory=dict)
+    sky: dict[str, Any] | None = None
+    display: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+    created: float = field(default_factory=now)
+    job_id: str = ""
+
+    def public(self) -> dict[str, Any]:
+        """The record as the JSON API shows it."""
+        return {
+            "id": self.id, "name": self.name, "path": self.path, "hdu": self.hdu, "size": self.size,
+            "sha256": self.sha256, "owner": self.owner, "provenance": self.provenance,
+            "format": self.format, "width": self.width, "height": self.height, "bitpix": self.bitpix,
+            "sky": self.sky, "display": self.display, "note": self.note, "created": self.created, "job_id": self.job_id,
+        }
+
+
+@dataclass
+class NewJob:
+    """A file to ingest. `key` identifies this version of the file (path, size, modification time)."""
+
+    key: str
+    path: str
+    owner: str = ""
+    provenance: str = "batch"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class JobRecord:
+    id: str
+    key: str
+    path: str
+    owner: str
+    provenance: str
+    state: JobState
+    options: dict[str, Any] = field(default_factory=dict)
+    worker: str = ""
+    lease_until: float = 0.0
+    attempts: int = 0
+    error: str = ""
+    note: str = ""
+    image_ids: list[str] = field(default_factory=list)
+    created: float = field(default_factory=now)
+    updated: float = field(default_factory=now)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "path": self.path, "owner": self.owner, "provenance": self.provenance,
+            "state": self.state, "attempts": self.attempts, "error": self.error, "note": self.note,
+            "image_ids": self.image_ids, "created": self.created, "updated": self.updated,
+        }
+
+
+# The neutral query form: a small tree over header keywords. Adapters translate it; nothing from the
+# browser is ever passed to a store as query text.
+CompareOp = Literal["eq", "ne", "lt", "le", "gt", "ge"]
+COMPARE_OPS: tuple[CompareOp, ...] = ("eq", "ne", "lt", "le", "gt", "ge")
+Scalar = str | int | float | bool
+_KEYWORD = re.compile(r"^[A-Za-z0-9_\-. ]{1,70}$")
+
+
+def check_keyword(keyword: str) -> str:
+    """Header keywords in queries: FITS names and HIERARCH names (letters, digits, `_-. `)."""
+    if not _KEYWORD.match(keyword):
+        raise ValueError(f"not a header keyword: {keyword!r}")
+    return keyword
+
+
+@dataclass(frozen=True)
+class Compare:
+    """`header[keyword] <op> value`; numbers compare as numbers, strings as strings."""
+
+    keyword: str
+    op: CompareOp
+    value: Scalar
+
+    def __post_init__(self) -> None:
+        check_keyword(self.keyword)
+        if self.op not in COMPARE_OPS:
+            raise ValueError(f"unknown comparison {self.op!r}")
+
+
+@dataclass(frozen=True)
+class And:
+    parts: tuple[Query, ...]
+
+
+@dataclass(frozen=True)
+class Or:
+    parts: tuple[Query, ...]
+
+
+Query = Compare | And | Or
+
+
+def keyword_range(keyword: str, low: Scalar | None = None, high: Scalar | None = None) -> Query:
+    """`low <= header[keyword] <= high`, either bound optional."""
+    parts: list[Query] = []
+    if low is not None:
+        parts.append(Compare(keyword, "ge", low))
+    if high is not None:
+        parts.append(Compare(keyword, "le", high))
+    if not parts:
+        raise ValueError("a range needs at least one bound")
+    return parts[0] if len(parts) == 1 else And(tuple(parts))
+
+
+class Store(ABC):
+    """A catalog of images and the job queue. Every method is a coroutine and never blocks the loop."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections; safe to call twice."""
+
+    # images
+    @abstractmethod
+    async def add_images(self, images: Sequence[ImageRecord]) -> None:
+        """Insert all of them or none (one file's HDUs arrive together)."""
+
+    @abstractmethod
+    async def get_image(self, image_id: str) -> ImageRecord | None: ...
+
+    @abstractmethod
+    async def images_with_checksum(self, sha256: str) -> list[ImageRecord]: ...
+
+    @abstractmethod
+    async def find_images(self, query: Query | None = None, *, offset: int = 0,
+                          limit: int = 50) -> list[ImageRecord]:
+        """Images matching `query`, newest first."""
+
+    @abstractmethod
+    async def count_images(self, query: Query | None = None) -> int: ...
+
+    # jobs
+    @abstractmethod
+    async def enqueue(self, jobs: Iterable[NewJob], *, retry_failed: bool = True) -> list[JobRecord]:
+        """Queue each job unless one with the same key exists; return the job for every key, new or old.
+        A failed job for the same key is queued again when `retry_failed`."""
+
+    @abstractmethod
+    async def claim_job(self, worker: str, lease: float) -> JobRecord | None:
+        """Atomically take the oldest queued job, or a running one whose lease ran out."""
+
+    @abstractmethod
+    async def renew_lease(self, job_id: str, worker: str, lease: float) -> bool:
+        """Extend the lease; False when the job is no longer this worker's."""
+
+    @abstractmethod
+    async def finish_job(self, job_id: str, worker: str, *, state: JobState, error: str = "",
+                         note: str = "", image_ids: Sequence[str] = ()) -> bool:
+        """Record the outcome; False when the job is no longer this worker's (it was taken again)."""
+
+    @abstractmethod
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]: ...
+
+    @abstractmethod
+    async def list_jobs(self, state: JobState | None = None, *, offset: int = 0,
+                        limit: int = 50) -> list[JobRecord]:
+        """Most recently updated first."""
+
+    @abstractmethod
+    async def job_counts(self) -> dict[str, int]:
+        """Jobs per state; every state present, zero when none."""

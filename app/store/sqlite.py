@@ -1,0 +1,321 @@
+"""The embedded catalog: one SQLite file in WAL mode, reached from one thread so the event loop never blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from app.exceptions import Conflict, StoreError
+from app.store.base import (
+    And,
+    Compare,
+    ImageRecord,
+    JobRecord,
+    JobState,
+    NewJob,
+    Or,
+    Query,
+    Store,
+    new_id,
+    now,
+)
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+T = TypeVar("T")
+_OPS = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+_IMAGE_COLUMNS = ("id, sha256, hdu, path, name, size, owner, provenance, format, width, height, bitpix, "
+                  "header, comments, sky, display, note, created, job_id")
+
+
+def compile_query(query: Query) -> tuple[str, list[Any]]:
+    """Translate the neutral query form into a SQL condition over `images.header` and its parameters."""
+    if isinstance(query, Compare):
+        path = '$."' + query.keyword + '"'
+        value: Any = query.value
+        if isinstance(value, bool):
+            # JSON true/false come back from json_extract as 1/0
+            value = int(value)
+        return f"json_extract(header, ?) {_OPS[query.op]} ?", [path, value]
+    if isinstance(query, And | Or):
+        if not query.parts:
+            return ("1" if isinstance(query, And) else "0"), []
+        joiner = " AND " if isinstance(query, And) else " OR "
+        sqls, params = [], []
+        for part in query.parts:
+            sql, part_params = compile_query(part)
+            sqls.append(f"({sql})")
+            params.extend(part_params)
+        return joiner.join(sqls), params
+    raise TypeError(f"not a query node: {query!r}")
+
+
+class SQLiteStore(Store):
+    """`sqlite:///path/to/catalog.sqlite`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise StoreError("the catalog is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("the catalog is not open")
+        return self._db
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        try:
+            await self._run(self._open_sync)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+
+    def _open_sync(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as error:
+            raise StoreError(f"cannot open the catalog {self.path}: {error}") from error
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout = 30000")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA foreign_keys = ON")
+        self._db = db
+        self._migrate_sync()
+
+    def _migrate_sync(self) -> None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                       "name TEXT NOT NULL, applied REAL NOT NULL)")
+            done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+            for script in sorted(MIGRATIONS.glob("[0-9]*.sql")):
+                version = int(script.name.split("_", 1)[0])
+                if version in done:
+                    continue
+                for statement in _statements(script.read_text()):
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, script.name, now()))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        try:
+            await self._run(self._close_sync)
+        finally:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _close_sync(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # images -----------------------------------------------------------------------------------------
+    async def add_images(self, images: Sequence[ImageRecord]) -> None:
+        await self._run(self._add_images_sync, list(images))
+
+    def _add_images_sync(self, images: list[ImageRecord]) -> None:
+        rows = [
+            (i.id, i.sha256, i.hdu, i.path, i.name, i.size, i.owner, i.provenance, i.format, i.width,
+             i.height, i.bitpix, _dumps(i.header), _dumps(i.comments),
+             None if i.sky is None else _dumps(i.sky),
+             None if i.sky is None else i.sky.get("center_ra"),
+             None if i.sky is None else i.sky.get("center_dec"), _dumps(i.display), i.note, i.created,
+             i.job_id)
+            for i in images
+        ]
+        try:
+            self._insert_images(rows)
+        except sqlite3.IntegrityError as error:
+            raise Conflict(f"image already catalogued: {error}") from None
+
+    def _insert_images(self, rows: list[tuple[Any, ...]]) -> None:
+        with _transaction(self.db) as db:
+            db.executemany(
+                "INSERT INTO images (id, sha256, hdu, path, name, size, owner, provenance, format, width, "
+                "height, bitpix, header, comments, sky, center_ra, center_dec, display, note, created, job_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    async def get_image(self, image_id: str) -> ImageRecord | None:
+        rows = await self._select_images("id = ?", [image_id], 0, 1)
+        return rows[0] if rows else None
+
+    async def images_with_checksum(self, sha256: str) -> list[ImageRecord]:
+        return await self._select_images("sha256 = ?", [sha256], 0, 10_000, order="hdu")
+
+    async def find_images(self, query: Query | None = None, *, offset: int = 0,
+                          limit: int = 50) -> list[ImageRecord]:
+        where, params = compile_query(query) if query is not None else ("1", [])
+        return await self._select_images(where, params, offset, limit)
+
+    async def count_images(self, query: Query | None = None) -> int:
+        where, params = compile_query(query) if query is not None else ("1", [])
+
+        def count() -> int:
+            return int(self.db.execute(f"SELECT count(*) FROM images WHERE {where}", params).fetchone()[0])
+
+        return await self._run(count)
+
+    async def _select_images(self, where: str, params: list[Any], offset: int, limit: int,
+                             order: str = "created DESC, id") -> list[ImageRecord]:
+        sql = f"SELECT {_IMAGE_COLUMNS} FROM images WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
+
+        def select() -> list[ImageRecord]:
+            return [_image(row) for row in self.db.execute(sql, [*params, limit, offset])]
+
+        return await self._run(select)
+
+    # jobs -------------------------------------------------------------------------------------------
+    async def enqueue(self, jobs: Iterable[NewJob], *, retry_failed: bool = True) -> list[JobRecord]:
+        return await self._run(self._enqueue_sync, list(jobs), retry_failed)
+
+    def _enqueue_sync(self, jobs: list[NewJob], retry_failed: bool) -> list[JobRecord]:
+        out: list[JobRecord] = []
+        stamp = now()
+        with _transaction(self.db) as db:
+            for job in jobs:
+                db.execute(
+                    "INSERT INTO jobs (id, key, path, owner, provenance, options, state, created, updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?) ON CONFLICT (key) DO NOTHING",
+                    (new_id(), job.key, job.path, job.owner, job.provenance, _dumps(job.options), stamp,
+                     stamp))
+                if retry_failed:
+                    db.execute("UPDATE jobs SET state = 'queued', error = '', worker = '', lease_until = 0, "
+                               "updated = ? WHERE key = ? AND state = 'failed'", (stamp, job.key))
+                out.append(_job(db.execute("SELECT * FROM jobs WHERE key = ?", (job.key,)).fetchone()))
+        return out
+
+    async def claim_job(self, worker: str, lease: float) -> JobRecord | None:
+        return await self._run(self._claim_sync, worker, lease)
+
+    def _claim_sync(self, worker: str, lease: float) -> JobRecord | None:
+        stamp = now()
+        with _transaction(self.db) as db:
+            row = db.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY created, id LIMIT 1"
+                             ).fetchone()
+            if row is None:
+                row = db.execute("SELECT id FROM jobs WHERE state = 'running' AND lease_until < ? "
+                                 "ORDER BY lease_until LIMIT 1", (stamp,)).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE jobs SET state = 'running', worker = ?, lease_until = ?, "
+                       "attempts = attempts + 1, updated = ? WHERE id = ?",
+                       (worker, stamp + lease, stamp, row["id"]))
+            return _job(db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
+
+    async def renew_lease(self, job_id: str, worker: str, lease: float) -> bool:
+        def renew() -> bool:
+            with _transaction(self.db) as db:
+                cursor = db.execute("UPDATE jobs SET lease_until = ? WHERE id = ? AND worker = ? "
+                                    "AND state = 'running'", (now() + lease, job_id, worker))
+                return cursor.rowcount == 1
+
+        return await self._run(renew)
+
+    async def finish_job(self, job_id: str, worker: str, *, state: JobState, error: str = "",
+                         note: str = "", image_ids: Sequence[str] = ()) -> bool:
+        def finish() -> bool:
+            with _transaction(self.db) as db:
+                cursor = db.execute(
+                    "UPDATE jobs SET state = ?, error = ?, note = ?, image_ids = ?, lease_until = 0, "
+                    "updated = ? WHERE id = ? AND worker = ? AND state = 'running'",
+                    (state, error, note, _dumps(list(image_ids)), now(), job_id, worker))
+                return cursor.rowcount == 1
+
+        return await self._run(finish)
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
+        ids = list(job_ids)
+
+        def get() -> list[JobRecord]:
+            out: list[JobRecord] = []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ", ".join("?" * len(chunk))
+                out.extend(_job(row) for row in self.db.execute(
+                    f"SELECT * FROM jobs WHERE id IN ({marks})", chunk))
+            return out
+
+        return await self._run(get)
+
+    async def list_jobs(self, state: JobState | None = None, *, offset: int = 0,
+                        limit: int = 50) -> list[JobRecord]:
+        where, params = ("state = ?", [state]) if state else ("1", [])
+
+        def select() -> list[JobRecord]:
+            return [_job(row) for row in self.db.execute(
+                f"SELECT * FROM jobs WHERE {where} ORDER BY updated DESC, id LIMIT ? OFFSET ?",
+                [*params, limit, offset])]
+
+        return await self._run(select)
+
+    async def job_counts(self) -> dict[str, int]:
+        def count() -> dict[str, int]:
+            counts = {state: 0 for state in ("queued", "running", "done", "failed")}
+            for row in self.db.execute("SELECT state, count(*) FROM jobs GROUP BY state"):
+                counts[row[0]] = row[1]
+            return counts
+
+        return await self._run(count)
+
+
+class _transaction:
+    """`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on any error: one writer at a time across processes."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _statements(script: str) -> list[str]:
+    # our migrations hold no string literals, so everything after "--" on a line is a comment
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _image(row: sqlite3.Row) -> ImageRecord:
+    return ImageRecord(
+        id=row["id"], sha256=row["sha256"], hdu=row["hdu"], path=row["path"], name=row["name"],
+        size=row["size"], owner=row["owner"], provenance=row["provenance"], format=row["format"],
+        width=row["width"], height=row["height"], bitpix=row["bitpix"], header=json.loads(row["header"]),
+        comments=json.loads(row["comments"]), sky=None if row["sky"] is None else json.loads(row["sky"]),
+        display=json.loads(row["display"]), note=row["note"], created=row["created"], job_id=row["job_id"])
+
+
+def _job(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(
+        id=row["id"], key=row["key"], path=row["path"], owner=row["owner"], provenance=row["provenance"],
+        state=row["state"], options=json.loads(row["options"]), worker=row["worker"],
+        lease_until=row["lease_until"], attempts=row["attempts"], error=row["error"], note=row["note"],
+        image_ids=json.loads(row["image_ids"]), created=row["created"], updated=row["updated"])

@@ -1,0 +1,1 @@
+"""Pixels to pictures: scaling, Deep Zoom pyramids and the process pool that builds them."""

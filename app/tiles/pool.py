@@ -1,0 +1,58 @@
+"""The process pool for CPU-bound work (reading pixels, scaling, tiling); the event loop only awaits it."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import signal
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+from app.exceptions import ImageXError
+
+T = TypeVar("T")
+
+
+def _initialise_worker() -> None:
+    # Ctrl-C goes to the parent, which shuts the pool down in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import pyvips
+
+    # Each job reads a file once; libvips' operation cache would only hold memory.
+    pyvips.cache_set_max(0)
+
+
+class Pool:
+    """A `ProcessPoolExecutor` of `size` processes, started on first use and rebuilt if a worker dies."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._executor: ProcessPoolExecutor | None = None
+
+    def _get(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            # spawn, not fork: the parent runs threads (SQLite, asyncio) that must not be forked mid-flight
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.size, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_initialise_worker)
+        return self._executor
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in a pool process and await its result."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._get(), fn, *args)
+        except BrokenProcessPool:
+            broken, self._executor = self._executor, None
+            if broken is not None:
+                broken.shutdown(wait=False, cancel_futures=True)
+            raise ImageXError("the worker process died while handling this file (out of memory, or "
+                              "killed); see the server log") from None
+
+    def close(self) -> None:
+        """Stop the worker processes; safe to call twice."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
