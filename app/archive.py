@@ -29,10 +29,13 @@ STALE_WORK = 24 * 3600
 class Archive:
     """Everything long-lived. `startup()` opens it, `close()` (idempotent) releases it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, pool: Pool | None = None) -> None:
+        """`pool` lets several archives (tests, benchmarks) share one set of worker processes; an
+        archive closes only a pool it made."""
         self.settings = settings
         self.store: Store = open_store(settings.store_url)
-        self.pool = Pool(settings.pool_size)
+        self.pool = pool or Pool(settings.pool_size)
+        self._own_pool = pool is None
         self.secret = b""
         self.started = 0.0
         self.background_errors: list[str] = []
@@ -60,7 +63,8 @@ class Archive:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        await asyncio.to_thread(self.pool.close)
+        if self._own_pool:
+            await asyncio.to_thread(self.pool.close)
         await self.store.close()
         self._open = False
 

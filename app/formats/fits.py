@@ -89,11 +89,12 @@ class FitsReader(Reader):
                 note = (f"{len(shape)}-D data {'x'.join(map(str, shape))}: showing the first of "
                         f"{planes_count} planes")
             name = str(values.get("OBJECT") or "").strip() or self.path.name
-            if len(self._hdul) > 1 and index > 0:
-                name += f" [{hdu.name or index}]"
+            name += f" [{hdu.name or index}]" if index > 0 else ""
             planes.append(Plane(hdu=index, name=name, width=width, height=height,
                                 bitpix=int(header.get("BITPIX", 0)) or None, header=values,
                                 comments=comments, sky=_sky(merged, width, height), note=note))
+        if len(planes) == 1:
+            planes[0].name = planes[0].name.removesuffix(f" [{self._hdul[planes[0].hdu].name}]")
         if not planes:
             raise FormatError(f"{self.path.name}: FITS file with no 2-D image data "
                               f"({len(self._hdul)} HDU(s), none with NAXIS >= 2)")

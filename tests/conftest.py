@@ -1,0 +1,91 @@
+"""Shared fixtures: settings in a temporary data folder, a started Archive, the app and its test client,
+FITS files written by astropy with real WCS, and a helper that runs the real job queue to completion."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from app import create_app
+from app.archive import Archive
+from app.ingest.jobs import JobRunner
+from app.ingest.scan import job_for, walk
+from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
+from app.settings import Settings
+from app.store.base import JobRecord
+from app.tiles.pool import Pool
+
+
+@pytest.fixture(scope="session")
+def pool() -> Iterator[Pool]:
+    """One real process pool for the whole run (spawning workers that import astropy takes seconds)."""
+    shared = Pool(2)
+    yield shared
+    shared.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.load(environ={}, data=str(tmp_path / "var"), workers=2, job_lease=5.0)
+
+
+@pytest.fixture
+async def archive(settings: Settings, pool: Pool) -> AsyncIterator[Archive]:
+    archive = Archive(settings, pool=pool)
+    await archive.startup()
+    yield archive
+    await archive.close()
+
+
+@pytest.fixture
+async def client(settings: Settings, pool: Pool) -> AsyncIterator[Any]:
+    """The in-process test client of an app on the same data folder (no background job runner)."""
+    app = create_app(settings, run_jobs=False)
+    app.extensions["imagex"].pool = pool
+    app.extensions["imagex"]._own_pool = False
+    async with app.test_app() as test_app:
+        yield test_app.test_client()
+
+
+async def ingest(archive: Archive, *paths: Path, owner: str = "", scaling: dict[str, Any] | None = None,
+                 timeout: float = 120.0) -> list[JobRecord]:
+    """Queue `paths` (files or folders) and run the real job queue until every job is done or failed."""
+    jobs = [job_for(path, owner=owner) for path in walk(paths)]
+    for job in jobs:
+        if scaling:
+            job.options["scaling"] = scaling
+    queued = await archive.store.enqueue(jobs)
+    runner = JobRunner(archive, concurrency=2, role="test")
+
+    async def drain() -> None:
+        while await runner.run_one():
+            pass
+
+    await asyncio.wait_for(asyncio.gather(drain(), drain()), timeout)
+    return await archive.store.get_jobs([job.id for job in queued])
+
+
+@pytest.fixture
+def write_fits(tmp_path: Path) -> Callable[..., Path]:
+    """Write a FITS star field with a real TAN WCS: `write_fits("name.fits", size=64, **header_cards)`."""
+
+    def write(name: str, *, size: int = 64, data: np.ndarray | None = None, rotation: float = 0.0,
+              dtype: str = "float32", **cards: Any) -> Path:
+        wcs = celestial_wcs(FIELD_RA, FIELD_DEC, size, size, rotation_deg=rotation)
+        pixels = star_field(wcs, size, size) if data is None else data
+        header = wcs.to_header()
+        header["OBJECT"] = "Test field"
+        for keyword, value in cards.items():
+            header[keyword.replace("_", "-")] = value
+        path = tmp_path / "in" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fits.PrimaryHDU(pixels.astype(dtype), header).writeto(path, overwrite=True)
+        return path
+
+    return write
