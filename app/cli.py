@@ -90,7 +90,7 @@ async def serve(settings: Settings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     print(f"ImageX serving {settings.data} at http://{settings.host}:{settings.port}", flush=True)
-    await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
     return 0
 
 

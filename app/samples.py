@@ -53,7 +53,7 @@ def star_field(wcs: Any, width: int, height: int, *, seed: int = 1, sky: float =
     half = int(4 * sigma) + 1
     offsets = np.arange(-half, half + 1)
     for sx, sy, flux in zip(x, y, stars[:, 2], strict=True):
-        cx, cy = int(round(sx)), int(round(sy))
+        cx, cy = round(sx), round(sy)
         if not (-half <= cx < width + half and -half <= cy < height + half):
             continue
         xs, ys = cx + offsets, cy + offsets

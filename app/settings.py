@@ -58,7 +58,8 @@ def _workers(text: str) -> int:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("data", "./var", "Data folder: the SQLite catalog, tiles, thumbnails, samples and the secret key."),
+    Setting("data", "./var",
+            "Data folder: the SQLite catalog, tiles, thumbnails, samples and the secret key."),
     Setting("store", "", "Catalog location. Empty means `sqlite:///<data>/catalog.sqlite`; "
             "`sqlite:///PATH` picks another SQLite file."),
     Setting("host", "127.0.0.1", "Address `imagex serve` listens on."),
@@ -66,7 +67,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("workers", 0, "Processes in the pool that reads, scales and tiles images; 0 means one per core.",
             _workers),
     Setting("job_lease", 60.0, "Seconds a claimed job stays reserved for its claimer; a running job renews "
-            "its lease, and a job whose claimer died is taken again when the lease runs out.", _positive_float),
+            "its lease, and a job whose claimer died is taken again when the lease runs out.",
+            _positive_float),
     Setting("max_pixels", 500_000_000, "Largest image (width x height) accepted; bigger HDUs fail with a "
             "message instead of exhausting memory.", _positive_int),
     Setting("jpeg_quality", 85, "JPEG quality of the display tiles and thumbnails (1-100).", _positive_int),

@@ -25,7 +25,7 @@ _VIPS_FORMATS = {"uint8": "uchar", "int8": "char", "uint16": "ushort", "int16": 
 
 
 def _is_structural(keyword: str) -> bool:
-    return keyword in _STRUCTURAL or (keyword.startswith("NAXIS") and keyword[5:].isdigit()
+    return keyword in _STRUCTURAL or ((keyword.startswith("NAXIS") and keyword[5:].isdigit())
                                       or keyword == "NAXIS")
 
 

@@ -75,7 +75,7 @@ async def jobs() -> Any:
     state = request.args.get("state") or None
     if state is not None and state not in JOB_STATES:
         raise BadRequest(f"state must be one of {', '.join(JOB_STATES)}")
-    listed = await archive.store.list_jobs(state, offset=(page - 1) * per_page,  # type: ignore[arg-type]
+    listed = await archive.store.list_jobs(state, offset=(page - 1) * per_page,
                                            limit=per_page)
     return jsonify({"counts": await archive.store.job_counts(), "page": page, "per_page": per_page,
                     "jobs": [job_summary(job) for job in listed]})

@@ -55,7 +55,8 @@ class ImageRecord:
             "id": self.id, "name": self.name, "path": self.path, "hdu": self.hdu, "size": self.size,
             "sha256": self.sha256, "owner": self.owner, "provenance": self.provenance,
             "format": self.format, "width": self.width, "height": self.height, "bitpix": self.bitpix,
-            "sky": self.sky, "display": self.display, "note": self.note, "created": self.created, "job_id": self.job_id,
+            "sky": self.sky, "display": self.display, "note": self.note, "created": self.created,
+            "job_id": self.job_id,
         }
 
 

@@ -1,4 +1,4 @@
-"""The embedded catalog: one SQLite file in WAL mode, reached from one thread so the event loop never blocks."""
+"""The embedded catalog: one SQLite file in WAL mode, used from one thread so the loop never blocks."""
 
 from __future__ import annotations
 
@@ -154,7 +154,8 @@ class SQLiteStore(Store):
         with _transaction(self.db) as db:
             db.executemany(
                 "INSERT INTO images (id, sha256, hdu, path, name, size, owner, provenance, format, width, "
-                "height, bitpix, header, comments, sky, center_ra, center_dec, display, note, created, job_id) "
+                "height, bitpix, header, comments, sky, center_ra, center_dec, display, note, created, "
+                "job_id) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     async def get_image(self, image_id: str) -> ImageRecord | None:

@@ -19,7 +19,7 @@ def build(picture: pyvips.Image, folder: Path, *, quality: int) -> dict[str, int
     folder.mkdir(parents=True, exist_ok=True)
     picture.dzsave(str(folder / DZI_NAME), tile_size=TILE_SIZE, overlap=OVERLAP, depth="onepixel",
                    suffix=f".jpeg[Q={quality},strip]", layout="dz")
-    levels = sorted((int(p.name) for p in (folder / f"{DZI_NAME}_files").iterdir() if p.name.isdigit()))
+    levels = sorted(int(p.name) for p in (folder / f"{DZI_NAME}_files").iterdir() if p.name.isdigit())
     # The deepest level that fits in one tile is the thumbnail: no second pass over the pixels.
     for level in reversed(levels):
         tiles = list((folder / f"{DZI_NAME}_files" / str(level)).iterdir())

@@ -101,7 +101,8 @@ def stretch_lut(stretch: str, normalised_sample: np.ndarray | None = None) -> np
         function = {"linear": LinearStretch(), "sqrt": SqrtStretch(), "log": LogStretch(),
                     "asinh": AsinhStretch()}[stretch]
     y = np.nan_to_num(np.clip(function(x, clip=True), 0.0, 1.0))
-    return np.round(y * 255.0).astype(np.uint8)
+    lut: np.ndarray = np.round(y * 255.0).astype(np.uint8)
+    return lut
 
 
 def display(image: pyvips.Image, scaling: Scaling) -> tuple[pyvips.Image, Applied]:
