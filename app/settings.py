@@ -147,8 +147,8 @@ def _parse(setting: Setting, raw: str, origin: str) -> Any:
 
 def markdown_table() -> str:
     """The README's settings section, generated from the table."""
-    lines = ["| Environment variable | Default | Meaning |", "|---|---|---|"]
+    lines = ["| Environment variable | Flag | Default | Meaning |", "|---|---|---|---|"]
     for setting in SETTINGS:
         default = "" if setting.default in ("", None) else f"`{setting.default}`"
-        lines.append(f"| `{setting.env}` | {default} | {setting.help} |")
+        lines.append(f"| `{setting.env}` | `{setting.flag}` | {default} | {setting.help} |")
     return "\n".join(lines) + "\n"

@@ -131,12 +131,17 @@ class FitsReader(Reader):
                               f"{array.shape}")
         if array.dtype.kind in "iu" and array.dtype.itemsize == 8:
             array = array.astype(np.float64)
-        native = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
-        vips_format = _VIPS_FORMATS.get(native.dtype.name)
+        vips_format = _VIPS_FORMATS.get(array.dtype.newbyteorder("=").name)
         if vips_format is None:
-            raise FormatError(f"{self.path.name}: HDU {plane.hdu}: unsupported pixel type {native.dtype}")
-        height, width = native.shape
-        image = pyvips.Image.new_from_memory(native.data, width, height, 1, vips_format)
+            raise FormatError(f"{self.path.name}: HDU {plane.hdu}: unsupported pixel type {array.dtype}")
+        height, width = array.shape
+        if array.dtype.byteorder == ">" and array.flags.c_contiguous:
+            # FITS is big-endian: let libvips swap bytes lazily while it tiles, straight from the
+            # memory-mapped file, instead of copying the whole array first
+            image = pyvips.Image.new_from_memory(array.data, width, height, 1, vips_format).byteswap()
+        else:
+            native = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
+            image = pyvips.Image.new_from_memory(native.data, width, height, 1, vips_format)
         # FITS stores the bottom row first; the display shows it the usual astronomical way, north up.
         return image.flipver()
 
