@@ -84,6 +84,7 @@ async def serve(settings: Settings) -> int:
     config = Config()
     config.bind = [f"{settings.host}:{settings.port}"]
     config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")  # one handler: ours
     config.graceful_timeout = 5
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -63,6 +63,10 @@ class JobRunner:
         renewer = asyncio.create_task(self._renew(job.id, lease))
         try:
             outcome = await run_job(self.archive, job)
+        except asyncio.CancelledError:
+            # stopping (Ctrl-C, SIGTERM): hand the job back so the next runner starts it at once
+            await asyncio.shield(self.archive.store.release_job(job.id, self.worker))
+            raise
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -107,7 +107,7 @@ _KEYWORD = re.compile(r"^[A-Za-z0-9_\-. ]{1,70}$")
 
 def check_keyword(keyword: str) -> str:
     """Header keywords in queries: FITS names and HIERARCH names (letters, digits, `_-. `)."""
-    if not _KEYWORD.match(keyword):
+    if not _KEYWORD.fullmatch(keyword):
         raise ValueError(f"not a header keyword: {keyword!r}")
     return keyword
 
@@ -199,6 +199,10 @@ class Store(ABC):
     async def finish_job(self, job_id: str, worker: str, *, state: JobState, error: str = "",
                          note: str = "", image_ids: Sequence[str] = ()) -> bool:
         """Record the outcome; False when the job is no longer this worker's (it was taken again)."""
+
+    @abstractmethod
+    async def release_job(self, job_id: str, worker: str) -> bool:
+        """Give a running job back to the queue (its claimer is stopping); False if it was not ours."""
 
     @abstractmethod
     async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]: ...

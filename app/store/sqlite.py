@@ -37,10 +37,14 @@ def compile_query(query: Query) -> tuple[str, list[Any]]:
     if isinstance(query, Compare):
         path = '$."' + query.keyword + '"'
         value: Any = query.value
+        kinds = "('text')" if isinstance(value, str) else "('integer', 'real')"
         if isinstance(value, bool):
             # JSON true/false come back from json_extract as 1/0
-            value = int(value)
-        return f"json_extract(header, ?) {_OPS[query.op]} ?", [path, value]
+            value, kinds = int(value), "('true', 'false')"
+        # SQLite orders any text above any number and reads true/false as 1/0: compare only values of the
+        # query value's JSON type, so `EXPTIME > 5` never matches EXPTIME = 'fast' or EXPTIME = T
+        return (f"json_type(header, ?) IN {kinds} "
+                f"AND json_extract(header, ?) {_OPS[query.op]} ?", [path, path, value])
     if isinstance(query, And | Or):
         if not query.parts:
             return ("1" if isinstance(query, And) else "0"), []
@@ -245,6 +249,16 @@ class SQLiteStore(Store):
                 return cursor.rowcount == 1
 
         return await self._run(finish)
+
+    async def release_job(self, job_id: str, worker: str) -> bool:
+        def release() -> bool:
+            with _transaction(self.db) as db:
+                cursor = db.execute(
+                    "UPDATE jobs SET state = 'queued', worker = '', lease_until = 0, updated = ? "
+                    "WHERE id = ? AND worker = ? AND state = 'running'", (now(), job_id, worker))
+                return cursor.rowcount == 1
+
+        return await self._run(release)
 
     async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
         ids = list(job_ids)

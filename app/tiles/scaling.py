@@ -71,15 +71,15 @@ def sample(image: pyvips.Image) -> np.ndarray:
 
 def limits(values: np.ndarray, interval: str, scaling: Scaling) -> tuple[float, float]:
     """Low and high data values of the interval; never equal, always finite."""
-    from astropy.visualization import MinMaxInterval, PercentileInterval, ZScaleInterval
+    from astropy.visualization import AsymmetricPercentileInterval, MinMaxInterval, ZScaleInterval
 
     if values.size == 0:
         return 0.0, 1.0
     if interval == "zscale":
         low, high = ZScaleInterval().get_limits(values)
     elif interval == "percentile":
-        low, high = PercentileInterval(lower_percentile=scaling.low_percent,
-                                       upper_percentile=scaling.high_percent).get_limits(values)
+        low, high = AsymmetricPercentileInterval(lower_percentile=scaling.low_percent,
+                                                 upper_percentile=scaling.high_percent).get_limits(values)
     else:
         low, high = MinMaxInterval().get_limits(values)
     low, high = float(low), float(high)
@@ -96,7 +96,10 @@ def stretch_lut(stretch: str, normalised_sample: np.ndarray | None = None) -> np
     x = np.linspace(0.0, 1.0, LUT_SIZE)
     if stretch == "histeq":
         data = normalised_sample if normalised_sample is not None and normalised_sample.size else x
-        function: Any = HistEqStretch(np.clip(data, 0.0, 1.0))
+        # Values clipped to the interval's ends would lift its low end off black (and NaN, drawn with
+        # entry 0, with it): equalise the values inside and pin the ends to black and white.
+        inside = data[(data > 0.0) & (data < 1.0)]
+        function: Any = HistEqStretch(np.concatenate(([0.0, 1.0], inside)))
     else:
         function = {"linear": LinearStretch(), "sqrt": SqrtStretch(), "log": LogStretch(),
                     "asinh": AsinhStretch()}[stretch]
