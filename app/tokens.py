@@ -3,29 +3,47 @@ needs no catalog query, and a static server in front can check the same token.""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import os
+import re
 import secrets
 import time
 from pathlib import Path
 
+from app.exceptions import SettingError
+
 DIGEST_CHARS = 20
+MIN_SECRET_BYTES = 16
+_TOKEN = re.compile(r"[1-9a-f][0-9a-f]{0,15}\.[0-9a-f]{" + str(DIGEST_CHARS) + "}")
 
 
 def load_secret(path: Path) -> bytes:
     """The site's secret key, made once (readable by its owner only) and kept in the data folder."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole under a private name, then linked into place: the link fails when a key exists,
+        # so processes starting together agree on one key and none reads a half-written (empty) file.
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(descriptor, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_hex(32))
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
     try:
-        return bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with path.open("x") as handle:  # exclusive: two processes starting together agree on one key
-            path.chmod(0o600)
-            handle.write(secrets.token_hex(32))
-    except FileExistsError:
-        pass
-    return bytes.fromhex(path.read_text().strip())
+        key = bytes.fromhex(path.read_text().strip())
+    except ValueError:
+        key = b""
+    if len(key) < MIN_SECRET_BYTES:
+        # an empty key would let anyone sign tile URLs
+        raise SettingError(f"{path}: the secret key file is empty or damaged; delete it and a new key "
+                           "is made at the next start")
+    return key
 
 
 def _digest(secret: bytes, image_id: str, expires: int) -> str:
@@ -43,12 +61,11 @@ def make(secret: bytes, image_id: str, ttl: int, at: float | None = None) -> str
 
 def check(secret: bytes, image_id: str, token: str, at: float | None = None) -> int | None:
     """Seconds the token stays valid, or None when it is forged, malformed or expired."""
+    if not _TOKEN.fullmatch(token):
+        return None  # one spelling per token, so a checker in front (nginx) can parse it the same way
     expires_hex, _, digest = token.partition(".")
-    try:
-        expires = int(expires_hex, 16)
-    except ValueError:
-        return None
-    if len(digest) != DIGEST_CHARS or not hmac.compare_digest(digest, _digest(secret, image_id, expires)):
+    expires = int(expires_hex, 16)
+    if not hmac.compare_digest(digest, _digest(secret, image_id, expires)):
         return None
     remaining = expires - int(at if at is not None else time.time())
     return remaining if remaining > 0 else None

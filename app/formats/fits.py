@@ -54,6 +54,8 @@ class FitsReader(Reader):
                                        ignore_missing_simple=False, output_verify="silentfix")
         except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, gzip.BadGzipFile,
                 zlib.error) as error:
+            if not self._gzipped:
+                self._check_declared_sizes()
             raise FormatError(f"{path.name}: not a readable FITS file: {_reason(error)}") from None
 
     def close(self) -> None:
@@ -99,6 +101,34 @@ class FitsReader(Reader):
             raise FormatError(f"{self.path.name}: FITS file with no 2-D image data "
                               f"({len(self._hdul)} HDU(s), none with NAXIS >= 2)")
         return planes
+
+    def _check_declared_sizes(self) -> None:
+        """Walk the headers alone and raise the precise error for an HDU whose declared size is beyond the
+        limit or the file: astropy, seeking past such data, fails with a bare OS error instead."""
+        from astropy.io import fits
+
+        with self.path.open("rb") as handle, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            index = 0
+            while handle.tell() < self._size:
+                try:
+                    header = fits.Header.fromfile(handle)
+                    naxes = [int(header[f"NAXIS{i}"]) for i in range(1, int(header.get("NAXIS", 0)) + 1)]
+                    count = int(header.get("GCOUNT", 1)) * (int(header.get("PCOUNT", 0)) + math.prod(naxes))
+                    nbytes = abs(int(header["BITPIX"])) // 8 * count if naxes else 0
+                except Exception:  # anything else wrong is for the caller's message to say
+                    return
+                extname = str(header.get("EXTNAME", "")).strip()
+                where = f"HDU {index}" + (f" ({extname})" if extname else "")
+                if len(naxes) >= 2 and str(header.get("XTENSION", "IMAGE")).strip() == "IMAGE":
+                    check_size(self.path, where, naxes[0], naxes[1], self.max_pixels)
+                start = handle.tell()
+                if start + nbytes > self._size:
+                    raise FormatError(
+                        f"{self.path.name}: {where} is truncated: its header declares {nbytes:,} bytes of "
+                        f"data but only {self._size - start:,} bytes follow the header")
+                handle.seek(start + -(-nbytes // 2880) * 2880)
+                index += 1
 
     def _check_data_present(self, hdu: Any, where: str, shape: list[int], bitpix: int) -> None:
         if bitpix not in (8, 16, 32, 64, -32, -64):

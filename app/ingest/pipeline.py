@@ -46,7 +46,8 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
                 levels = pyramid.build(picture, Path(work) / str(plane.hdu), quality=quality)
             except pyvips.Error as error:
                 detail = str(getattr(error, "detail", "") or error).strip().splitlines()
-                raise FormatError(f"{source.name}: HDU {plane.hdu}: pixel data cannot be decoded: "
+                where = f"HDU {plane.hdu}: " if reader.format == "fits" else ""  # rasters have no HDUs
+                raise FormatError(f"{source.name}: {where}pixel data cannot be decoded: "
                                   f"{detail[-1][:300] if detail else 'libvips error'}") from None
             entry = asdict(plane)
             entry["format"] = reader.format

@@ -20,7 +20,7 @@ _TYPES = {".dzi": "application/xml", ".jpeg": "image/jpeg"}
 @bp.get("/tiles/<image_id>/<token>/<path:name>")
 async def tile(image_id: str, token: str, name: str) -> Any:
     archive = get_archive()
-    if not _ID.match(image_id) or not _NAME.match(name):
+    if not _ID.fullmatch(image_id) or not _NAME.fullmatch(name):
         raise NotFound("no such tile")
     remaining = tokens.check(archive.secret, image_id, token)
     if remaining is None:
@@ -31,7 +31,8 @@ async def tile(image_id: str, token: str, name: str) -> Any:
     try:
         stat = path.stat()
         etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
-        if etag in request.headers.get("If-None-Match", ""):
+        wanted = request.headers.get("If-None-Match", "")
+        if wanted.strip() == "*" or etag in wanted:
             response = Response(b"", status=304)
         else:
             response = Response(path.read_bytes(), content_type=_TYPES[path.suffix])

@@ -1,0 +1,114 @@
+"""A real `imagex serve` (Hypercorn in its own process) on a data folder filled by a real `imagex ingest`,
+and headless Debian Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from astropy.io import fits
+
+from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
+
+BIN = Path(sys.executable).parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SIZE = 600
+
+
+@dataclass
+class Server:
+    url: str
+    data: Path
+    image: dict[str, Any]
+    log: Path
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return json.loads(response.read())
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Ingest a 600x600 FITS star field with the CLI, then serve it; SIGTERM (then kill) at teardown."""
+    root = tmp_path_factory.mktemp("served")
+    data = root / "var"
+    wcs = celestial_wcs(FIELD_RA, FIELD_DEC, SIZE, SIZE)
+    header = wcs.to_header()
+    header["OBJECT"] = "Browser field"
+    path = root / "field.fits"
+    fits.PrimaryHDU(star_field(wcs, SIZE, SIZE), header).writeto(path)
+
+    port = free_port()
+    env = {**os.environ, "IMAGEX_DATA": str(data), "IMAGEX_WORKERS": "1", "IMAGEX_PORT": str(port),
+           "IMAGEX_HOST": "127.0.0.1"}
+    env.pop("IMAGEX_SAMPLES", None)
+    done = subprocess.run([str(BIN / "imagex"), "ingest", "--no-progress", str(path)], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 ingested (1 image(s))" in done.stdout, done.stdout
+
+    log = root / "serve.log"
+    url = f"http://127.0.0.1:{port}"
+    with log.open("w") as output:
+        process = subprocess.Popen([str(BIN / "imagex"), "serve"], env=env, stdout=output,
+                                   stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not answers(url + "/api/images"):
+            assert process.poll() is None, f"imagex serve exited: {log.read_text()}"
+            assert time.monotonic() < deadline, f"imagex serve did not answer: {log.read_text()}"
+            time.sleep(0.2)
+        with urllib.request.urlopen(url + "/api/images", timeout=10) as response:
+            [image] = json.loads(response.read())["images"]
+        yield Server(url=url, data=data, image=image, log=log)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Any]:
+    """A fresh page in headless Chromium (no network beyond the local server)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                                   headless=True)
+        try:
+            context = await browser.new_context(viewport={"width": 1000, "height": 800})
+            yield await context.new_page()
+        finally:
+            with contextlib.suppress(Exception):
+                await browser.close()

@@ -1,0 +1,65 @@
+"""Fixtures for route tests: images ingested through the real job queue, and small page readers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from html import unescape
+from typing import Any
+
+import pytest
+
+from app.archive import Archive
+from app.store.base import ImageRecord
+from tests.conftest import ingest
+
+Ingested = Callable[..., Awaitable[ImageRecord]]
+
+
+@pytest.fixture
+def add_image(archive: Archive, write_fits: Callable[..., Any]) -> Ingested:
+    """Write a FITS file and ingest it: `await add_image("a.fits", size=300, EXPTIME=10.0)`."""
+
+    async def add(name: str, **options: Any) -> ImageRecord:
+        path = write_fits(name, **options)
+        [job] = await ingest(archive, path)
+        assert job.state == "done", job.error
+        [image_id] = job.image_ids
+        image = await archive.store.get_image(image_id)
+        assert image is not None
+        return image
+
+    return add
+
+
+@pytest.fixture
+async def image(add_image: Ingested) -> ImageRecord:
+    """One ready 300x300 image: its pyramid has two levels with more than one tile."""
+    return await add_image("field.fits", size=300, EXPTIME=42.0, DATE_OBS="2026-03-14T21:05:00")
+
+
+async def text_of(response: Any) -> str:
+    return str(await response.get_data(as_text=True))
+
+
+def attribute(html: str, element_id: str, name: str) -> str:
+    """The (unescaped) value of attribute `name` on the element with id `element_id`."""
+    match = re.search(rf'<[a-z]+[^>]*\bid="{re.escape(element_id)}"[^>]*>', html, re.S)
+    assert match, f"no element with id {element_id!r}"
+    value = re.search(rf'\b{re.escape(name)}="([^"]*)"', match.group(0))
+    assert value, f"element {element_id!r} has no {name!r}"
+    return unescape(value.group(1))
+
+
+def dzi_facts(xml: str) -> dict[str, Any]:
+    """Format, tile size, overlap and size of a Deep Zoom descriptor."""
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(xml)
+    namespace = "{http://schemas.microsoft.com/deepzoom/2008}"
+    assert root.tag == namespace + "Image"
+    size = root.find(namespace + "Size")
+    assert size is not None
+    return {"format": root.get("Format"), "tile_size": int(root.get("TileSize", "0")),
+            "overlap": int(root.get("Overlap", "0")), "width": int(size.get("Width", "0")),
+            "height": int(size.get("Height", "0"))}
