@@ -37,7 +37,10 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
 
     source = Path(path)
     reader_class = sniff(source)
-    chosen = Scaling.from_dict(scaling)
+    try:
+        chosen = Scaling.from_dict(scaling)
+    except (TypeError, ValueError) as error:
+        raise ImageXError(f"the scaling chosen for this job cannot be used: {error}") from None
     out: list[dict[str, Any]] = []
     with reader_class(source, max_pixels=max_pixels) as reader:
         for plane in reader.planes():

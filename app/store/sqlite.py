@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -96,7 +97,7 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot open the catalog {self.path}: {error}") from error
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA busy_timeout = 30000")
-        db.execute("PRAGMA journal_mode = WAL")
+        _use_wal(db)
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
         self._db = db
@@ -293,6 +294,20 @@ class SQLiteStore(Store):
             return counts
 
         return await self._run(count)
+
+
+def _use_wal(db: sqlite3.Connection, wait: float = 30.0) -> None:
+    """Switch a new catalog to WAL. The switch ignores busy_timeout: when several processes open a fresh
+    file at once, all but one see "database is locked", so wait for the first one here."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 class _transaction:

@@ -62,7 +62,7 @@ class Applied:
 
 def sample(image: pyvips.Image) -> np.ndarray:
     """About a million finite values spread evenly over the image (all bands together)."""
-    step = max(1, int(np.sqrt(image.width * image.height / SAMPLE_PIXELS)))
+    step = max(1, int(np.ceil(np.sqrt(image.width * image.height / SAMPLE_PIXELS))))
     if step > 1:
         image = image.subsample(step, step)
     values = np.asarray(image.numpy(), dtype=np.float64).ravel()
