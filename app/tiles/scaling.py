@@ -61,7 +61,7 @@ class Applied:
 
 
 def sample(image: pyvips.Image) -> np.ndarray:
-    """About a million finite values spread evenly over the image (all bands together)."""
+    """At most a million (and at least a quarter of that) finite values spread evenly over the image."""
     step = max(1, int(np.ceil(np.sqrt(image.width * image.height / SAMPLE_PIXELS))))
     if step > 1:
         image = image.subsample(step, step)
