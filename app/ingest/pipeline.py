@@ -115,7 +115,7 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
             owner=job.owner, provenance=job.provenance, format=plane["format"], width=plane["width"],
             height=plane["height"], bitpix=plane["bitpix"], header=plane["header"],
             comments=plane["comments"], sky=plane["sky"], display=plane["display"], note=plane["note"],
-            job_id=job.id)
+            job_id=job.id, visibility=job.options.get("visibility", "private"))
         for plane in planes
     ]
     published: list[Path] = []

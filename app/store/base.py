@@ -48,6 +48,7 @@ class ImageRecord:
     note: str = ""
     created: float = field(default_factory=now)
     job_id: str = ""
+    visibility: str = "private"
 
     def public(self) -> dict[str, Any]:
         """The record as the JSON API shows it."""
@@ -56,7 +57,7 @@ class ImageRecord:
             "sha256": self.sha256, "owner": self.owner, "provenance": self.provenance,
             "format": self.format, "width": self.width, "height": self.height, "bitpix": self.bitpix,
             "sky": self.sky, "display": self.display, "note": self.note, "created": self.created,
-            "job_id": self.job_id,
+            "job_id": self.job_id, "visibility": self.visibility,
         }
 
 
@@ -68,7 +69,7 @@ class NewJob:
     path: str
     owner: str = ""
     provenance: str = "batch"
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # "scaling", "visibility"
 
 
 @dataclass
@@ -126,6 +127,21 @@ class Compare:
             raise ValueError(f"unknown comparison {self.op!r}")
 
 
+RECORD_FIELDS = ("owner", "visibility", "provenance", "format", "sha256", "id")
+
+
+@dataclass(frozen=True)
+class FieldIn:
+    """A record field (not a header keyword) equal to one of `values`; used for permissions."""
+
+    field: str
+    values: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.field not in RECORD_FIELDS:
+            raise ValueError(f"not a record field: {self.field!r}")
+
+
 @dataclass(frozen=True)
 class And:
     parts: tuple[Query, ...]
@@ -136,7 +152,7 @@ class Or:
     parts: tuple[Query, ...]
 
 
-Query = Compare | And | Or
+Query = Compare | FieldIn | And | Or
 
 
 def keyword_range(keyword: str, low: Scalar | None = None, high: Scalar | None = None) -> Query:
@@ -149,6 +165,56 @@ def keyword_range(keyword: str, low: Scalar | None = None, high: Scalar | None =
     if not parts:
         raise ValueError("a range needs at least one bound")
     return parts[0] if len(parts) == 1 else And(tuple(parts))
+
+
+@dataclass
+class User:
+    id: str
+    username: str
+    role: str  # "admin" | "user"
+    password_hash: str
+    email: str = ""
+    display_name: str = ""
+    quota: int | None = None  # bytes; None: the site's default
+    disabled: bool = False
+    created: float = field(default_factory=now)
+    last_login: float | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin" and not self.disabled
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "username": self.username, "email": self.email,
+                "display_name": self.display_name, "role": self.role, "quota": self.quota,
+                "disabled": self.disabled, "created": self.created, "last_login": self.last_login}
+
+
+@dataclass
+class ApiToken:
+    id: str
+    user_id: str
+    name: str
+    token_hash: str
+    created: float = field(default_factory=now)
+    last_used: float | None = None
+
+
+@dataclass
+class Invitation:
+    id: str
+    code_hash: str
+    created_by: str
+    expires: float
+    created: float = field(default_factory=now)
+    used_by: str | None = None
+    used_at: float | None = None
+
+
+@dataclass
+class Usage:
+    images: int = 0
+    bytes: int = 0
 
 
 class Store(ABC):
@@ -208,10 +274,105 @@ class Store(ABC):
     async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]: ...
 
     @abstractmethod
-    async def list_jobs(self, state: JobState | None = None, *, offset: int = 0,
-                        limit: int = 50) -> list[JobRecord]:
-        """Most recently updated first."""
+    async def list_jobs(self, state: JobState | None = None, *, offset: int = 0, limit: int = 50,
+                        owner: str | None = None) -> list[JobRecord]:
+        """Most recently updated first; only `owner`'s jobs when given."""
 
     @abstractmethod
     async def job_counts(self) -> dict[str, int]:
         """Jobs per state; every state present, zero when none."""
+
+    @abstractmethod
+    async def requeue_job(self, job_id: str) -> bool:
+        """Queue a failed job again (the monitor's retry button); False unless it had failed."""
+
+    # images: permissions and removal
+    @abstractmethod
+    async def set_visibility(self, image_ids: Sequence[str], visibility: str) -> None: ...
+
+    @abstractmethod
+    async def delete_images(self, image_ids: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    async def usage(self) -> dict[str, Usage]:
+        """Images and bytes (each file counted once) per owner."""
+
+    # users
+    @abstractmethod
+    async def add_user(self, user: User) -> None:
+        """Raises Conflict when the username (case-insensitive) is taken."""
+
+    @abstractmethod
+    async def get_user(self, user_id: str) -> User | None: ...
+
+    @abstractmethod
+    async def get_user_by_name(self, username: str) -> User | None: ...
+
+    @abstractmethod
+    async def list_users(self) -> list[User]: ...
+
+    @abstractmethod
+    async def update_user(self, user_id: str, **changes: Any) -> None:
+        """Change fields of a user: email, display_name, role, password_hash, quota, disabled,
+        last_login."""
+
+    # sessions and API tokens (only hashes are stored)
+    @abstractmethod
+    async def add_session(self, key_hash: str, user_id: str, expires: float) -> None: ...
+
+    @abstractmethod
+    async def session_user(self, key_hash: str) -> User | None:
+        """The user of an unexpired session."""
+
+    @abstractmethod
+    async def delete_session(self, key_hash: str) -> None: ...
+
+    @abstractmethod
+    async def delete_user_sessions(self, user_id: str) -> None: ...
+
+    @abstractmethod
+    async def add_token(self, token: ApiToken) -> None: ...
+
+    @abstractmethod
+    async def list_tokens(self, user_id: str) -> list[ApiToken]: ...
+
+    @abstractmethod
+    async def delete_token(self, user_id: str, token_id: str) -> bool: ...
+
+    @abstractmethod
+    async def token_user(self, token_hash: str) -> User | None:
+        """The user a token belongs to (and note its use)."""
+
+    # invitations
+    @abstractmethod
+    async def add_invitation(self, invitation: Invitation) -> None: ...
+
+    @abstractmethod
+    async def list_invitations(self) -> list[Invitation]: ...
+
+    @abstractmethod
+    async def get_invitation(self, code_hash: str) -> Invitation | None: ...
+
+    @abstractmethod
+    async def use_invitation(self, code_hash: str, username: str) -> bool:
+        """Mark an unused, unexpired invitation used, atomically; False otherwise."""
+
+    # login throttling
+    @abstractmethod
+    async def login_locked_until(self, keys: Sequence[str]) -> float:
+        """The latest lock time over `keys` (0 when none is locked)."""
+
+    @abstractmethod
+    async def record_login_failure(self, keys: Sequence[str], free_failures: int, max_lock: float) -> None:
+        """Count a failure for each key; after `free_failures` failures each further one locks the key for
+        twice as long as the last (1 s, 2 s, 4 s ... up to `max_lock`)."""
+
+    @abstractmethod
+    async def clear_login_failures(self, keys: Sequence[str]) -> None: ...
+
+    # site settings
+    @abstractmethod
+    async def site_settings(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    async def save_site_settings(self, values: dict[str, Any]) -> None: ...

@@ -14,14 +14,19 @@ from typing import Any, TypeVar
 from app.exceptions import Conflict, StoreError
 from app.store.base import (
     And,
+    ApiToken,
     Compare,
+    FieldIn,
     ImageRecord,
+    Invitation,
     JobRecord,
     JobState,
     NewJob,
     Or,
     Query,
     Store,
+    Usage,
+    User,
     new_id,
     now,
 )
@@ -30,7 +35,7 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 T = TypeVar("T")
 _OPS = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 _IMAGE_COLUMNS = ("id, sha256, hdu, path, name, size, owner, provenance, format, width, height, bitpix, "
-                  "header, comments, sky, display, note, created, job_id")
+                  "header, comments, sky, display, note, created, job_id, visibility")
 
 
 def compile_query(query: Query) -> tuple[str, list[Any]]:
@@ -46,6 +51,10 @@ def compile_query(query: Query) -> tuple[str, list[Any]]:
         # query value's JSON type, so `EXPTIME > 5` never matches EXPTIME = 'fast' or EXPTIME = T
         return (f"json_type(header, ?) IN {kinds} "
                 f"AND json_extract(header, ?) {_OPS[query.op]} ?", [path, path, value])
+    if isinstance(query, FieldIn):
+        if not query.values:
+            return "0", []
+        return f"{query.field} IN ({', '.join('?' * len(query.values))})", list(query.values)
     if isinstance(query, And | Or):
         if not query.parts:
             return ("1" if isinstance(query, And) else "0"), []
@@ -147,7 +156,7 @@ class SQLiteStore(Store):
              None if i.sky is None else _dumps(i.sky),
              None if i.sky is None else i.sky.get("center_ra"),
              None if i.sky is None else i.sky.get("center_dec"), _dumps(i.display), i.note, i.created,
-             i.job_id)
+             i.job_id, i.visibility)
             for i in images
         ]
         try:
@@ -160,8 +169,8 @@ class SQLiteStore(Store):
             db.executemany(
                 "INSERT INTO images (id, sha256, hdu, path, name, size, owner, provenance, format, width, "
                 "height, bitpix, header, comments, sky, center_ra, center_dec, display, note, created, "
-                "job_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                "job_id, visibility) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     async def get_image(self, image_id: str) -> ImageRecord | None:
         rows = await self._select_images("id = ?", [image_id], 0, 1)
@@ -275,9 +284,17 @@ class SQLiteStore(Store):
 
         return await self._run(get)
 
-    async def list_jobs(self, state: JobState | None = None, *, offset: int = 0,
-                        limit: int = 50) -> list[JobRecord]:
-        where, params = ("state = ?", [state]) if state else ("1", [])
+    async def list_jobs(self, state: JobState | None = None, *, offset: int = 0, limit: int = 50,
+                        owner: str | None = None) -> list[JobRecord]:
+        clauses: list[str] = ["1"]
+        params: list[Any] = []
+        if state:
+            clauses.append("state = ?")
+            params.append(state)
+        if owner is not None:
+            clauses.append("owner = ?")
+            params.append(owner)
+        where = " AND ".join(clauses)
 
         def select() -> list[JobRecord]:
             return [_job(row) for row in self.db.execute(
@@ -294,6 +311,210 @@ class SQLiteStore(Store):
             return counts
 
         return await self._run(count)
+
+
+    async def requeue_job(self, job_id: str) -> bool:
+        return await self._write("UPDATE jobs SET state = 'queued', error = '', worker = '', "
+                                 "lease_until = 0, updated = ? WHERE id = ? AND state = 'failed'",
+                                 (now(), job_id)) == 1
+
+    # images: permissions and removal -------------------------------------------------------------
+    async def set_visibility(self, image_ids: Sequence[str], visibility: str) -> None:
+        await self._write_many("UPDATE images SET visibility = ? WHERE id = ?",
+                               [(visibility, image_id) for image_id in image_ids])
+
+    async def delete_images(self, image_ids: Sequence[str]) -> None:
+        await self._write_many("DELETE FROM images WHERE id = ?", [(image_id,) for image_id in image_ids])
+
+    async def usage(self) -> dict[str, Usage]:
+        def usage() -> dict[str, Usage]:
+            rows = self.db.execute(
+                "SELECT owner, sum(images) AS images, sum(size) AS bytes FROM (SELECT owner, sha256, "
+                "count(*) AS images, max(size) AS size FROM images GROUP BY owner, sha256) GROUP BY owner")
+            return {row["owner"]: Usage(row["images"], row["bytes"]) for row in rows}
+
+        return await self._run(usage)
+
+    # users -----------------------------------------------------------------------------------------
+    async def add_user(self, user: User) -> None:
+        try:
+            await self._write(
+                "INSERT INTO users (id, username, email, display_name, role, password_hash, quota, disabled, "
+                "created, last_login) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (user.id, user.username, user.email, user.display_name, user.role, user.password_hash,
+                 user.quota, int(user.disabled), user.created, user.last_login))
+        except sqlite3.IntegrityError:
+            raise Conflict(f"the username {user.username!r} is taken") from None
+
+    async def get_user(self, user_id: str) -> User | None:
+        return await self._one_user("SELECT * FROM users WHERE id = ?", (user_id,))
+
+    async def get_user_by_name(self, username: str) -> User | None:
+        return await self._one_user("SELECT * FROM users WHERE username = ?", (username,))
+
+    async def list_users(self) -> list[User]:
+        def select() -> list[User]:
+            return [_user(row) for row in self.db.execute("SELECT * FROM users ORDER BY username")]
+
+        return await self._run(select)
+
+    async def update_user(self, user_id: str, **changes: Any) -> None:
+        allowed = {"email", "display_name", "role", "password_hash", "quota", "disabled", "last_login"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"cannot change user fields {sorted(unknown)}")
+        if not changes:
+            return
+        columns = ", ".join(f"{name} = ?" for name in changes)
+        values = [int(v) if isinstance(v, bool) else v for v in changes.values()]
+        await self._write(f"UPDATE users SET {columns} WHERE id = ?", (*values, user_id))
+
+    async def _one_user(self, sql: str, params: tuple[Any, ...]) -> User | None:
+        def select() -> User | None:
+            row = self.db.execute(sql, params).fetchone()
+            return None if row is None else _user(row)
+
+        return await self._run(select)
+
+    # sessions and tokens ---------------------------------------------------------------------------
+    async def add_session(self, key_hash: str, user_id: str, expires: float) -> None:
+        def add() -> None:
+            with _transaction(self.db) as db:
+                db.execute("DELETE FROM sessions WHERE expires < ?", (now(),))
+                db.execute("INSERT INTO sessions (key_hash, user_id, created, expires) VALUES (?, ?, ?, ?)",
+                           (key_hash, user_id, now(), expires))
+
+        await self._run(add)
+
+    async def session_user(self, key_hash: str) -> User | None:
+        return await self._one_user(
+            "SELECT users.* FROM sessions JOIN users ON users.id = sessions.user_id "
+            "WHERE sessions.key_hash = ? AND sessions.expires > ?", (key_hash, now()))
+
+    async def delete_session(self, key_hash: str) -> None:
+        await self._write("DELETE FROM sessions WHERE key_hash = ?", (key_hash,))
+
+    async def delete_user_sessions(self, user_id: str) -> None:
+        await self._write("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+
+    async def add_token(self, token: ApiToken) -> None:
+        await self._write("INSERT INTO api_tokens (id, user_id, name, token_hash, created, last_used) "
+                          "VALUES (?, ?, ?, ?, ?, ?)", (token.id, token.user_id, token.name,
+                                                        token.token_hash, token.created, token.last_used))
+
+    async def list_tokens(self, user_id: str) -> list[ApiToken]:
+        def select() -> list[ApiToken]:
+            rows = self.db.execute("SELECT * FROM api_tokens WHERE user_id = ? ORDER BY created", (user_id,))
+            return [ApiToken(id=row["id"], user_id=row["user_id"], name=row["name"],
+                             token_hash=row["token_hash"], created=row["created"], last_used=row["last_used"])
+                    for row in rows]
+
+        return await self._run(select)
+
+    async def delete_token(self, user_id: str, token_id: str) -> bool:
+        return await self._write("DELETE FROM api_tokens WHERE id = ? AND user_id = ?",
+                                 (token_id, user_id)) == 1
+
+    async def token_user(self, token_hash: str) -> User | None:
+        def find() -> User | None:
+            row = self.db.execute(
+                "SELECT users.* FROM api_tokens JOIN users ON users.id = api_tokens.user_id "
+                "WHERE api_tokens.token_hash = ?", (token_hash,)).fetchone()
+            if row is None:
+                return None
+            with _transaction(self.db) as db:
+                db.execute("UPDATE api_tokens SET last_used = ? WHERE token_hash = ?", (now(), token_hash))
+            return _user(row)
+
+        return await self._run(find)
+
+    # invitations -----------------------------------------------------------------------------------
+    async def add_invitation(self, invitation: Invitation) -> None:
+        await self._write("INSERT INTO invitations (id, code_hash, created_by, created, expires, used_by, "
+                          "used_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                          (invitation.id, invitation.code_hash, invitation.created_by, invitation.created,
+                           invitation.expires, invitation.used_by, invitation.used_at))
+
+    async def list_invitations(self) -> list[Invitation]:
+        def select() -> list[Invitation]:
+            return [_invitation(row) for row in self.db.execute(
+                "SELECT * FROM invitations ORDER BY created DESC")]
+
+        return await self._run(select)
+
+    async def get_invitation(self, code_hash: str) -> Invitation | None:
+        def select() -> Invitation | None:
+            row = self.db.execute("SELECT * FROM invitations WHERE code_hash = ?", (code_hash,)).fetchone()
+            return None if row is None else _invitation(row)
+
+        return await self._run(select)
+
+    async def use_invitation(self, code_hash: str, username: str) -> bool:
+        stamp = now()
+        return await self._write(
+            "UPDATE invitations SET used_by = ?, used_at = ? WHERE code_hash = ? AND used_by IS NULL "
+            "AND expires > ?", (username, stamp, code_hash, stamp)) == 1
+
+    # login throttling ------------------------------------------------------------------------------
+    async def login_locked_until(self, keys: Sequence[str]) -> float:
+        if not keys:
+            return 0.0
+
+        def select() -> float:
+            marks = ", ".join("?" * len(keys))
+            row = self.db.execute(f"SELECT max(locked_until) FROM login_failures WHERE key IN ({marks})",
+                                  list(keys)).fetchone()
+            return float(row[0] or 0.0)
+
+        return await self._run(select)
+
+    async def record_login_failure(self, keys: Sequence[str], free_failures: int, max_lock: float) -> None:
+        def record() -> None:
+            stamp = now()
+            with _transaction(self.db) as db:
+                for key in keys:
+                    row = db.execute("SELECT failures FROM login_failures WHERE key = ?", (key,)).fetchone()
+                    failures = (row["failures"] if row else 0) + 1
+                    extra = failures - free_failures
+                    locked = stamp + min(max_lock, 2.0 ** (extra - 1)) if extra > 0 else 0.0
+                    db.execute("INSERT INTO login_failures (key, failures, last_failure, locked_until) "
+                               "VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                               "failures = excluded.failures, last_failure = excluded.last_failure, "
+                               "locked_until = excluded.locked_until", (key, failures, stamp, locked))
+
+        await self._run(record)
+
+    async def clear_login_failures(self, keys: Sequence[str]) -> None:
+        await self._write_many("DELETE FROM login_failures WHERE key = ?", [(key,) for key in keys])
+
+    # site settings ---------------------------------------------------------------------------------
+    async def site_settings(self) -> dict[str, Any]:
+        def select() -> dict[str, Any]:
+            return {row["name"]: json.loads(row["value"])
+                    for row in self.db.execute("SELECT name, value FROM site_settings")}
+
+        return await self._run(select)
+
+    async def save_site_settings(self, values: dict[str, Any]) -> None:
+        await self._write_many(
+            "INSERT INTO site_settings (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            [(name, _dumps(value)) for name, value in values.items()])
+
+    # helpers ---------------------------------------------------------------------------------------
+    async def _write(self, sql: str, params: Sequence[Any]) -> int:
+        def write() -> int:
+            with _transaction(self.db) as db:
+                return db.execute(sql, params).rowcount
+
+        return await self._run(write)
+
+    async def _write_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        def write() -> None:
+            with _transaction(self.db) as db:
+                db.executemany(sql, rows)
+
+        await self._run(write)
 
 
 def _use_wal(db: sqlite3.Connection, wait: float = 30.0) -> None:
@@ -340,7 +561,8 @@ def _image(row: sqlite3.Row) -> ImageRecord:
         size=row["size"], owner=row["owner"], provenance=row["provenance"], format=row["format"],
         width=row["width"], height=row["height"], bitpix=row["bitpix"], header=json.loads(row["header"]),
         comments=json.loads(row["comments"]), sky=None if row["sky"] is None else json.loads(row["sky"]),
-        display=json.loads(row["display"]), note=row["note"], created=row["created"], job_id=row["job_id"])
+        display=json.loads(row["display"]), note=row["note"], created=row["created"], job_id=row["job_id"],
+        visibility=row["visibility"])
 
 
 def _job(row: sqlite3.Row) -> JobRecord:
@@ -349,3 +571,15 @@ def _job(row: sqlite3.Row) -> JobRecord:
         state=row["state"], options=json.loads(row["options"]), worker=row["worker"],
         lease_until=row["lease_until"], attempts=row["attempts"], error=row["error"], note=row["note"],
         image_ids=json.loads(row["image_ids"]), created=row["created"], updated=row["updated"])
+
+
+def _user(row: sqlite3.Row) -> User:
+    return User(id=row["id"], username=row["username"], role=row["role"], password_hash=row["password_hash"],
+                email=row["email"], display_name=row["display_name"], quota=row["quota"],
+                disabled=bool(row["disabled"]), created=row["created"], last_login=row["last_login"])
+
+
+def _invitation(row: sqlite3.Row) -> Invitation:
+    return Invitation(id=row["id"], code_hash=row["code_hash"], created_by=row["created_by"],
+                      expires=row["expires"], created=row["created"], used_by=row["used_by"],
+                      used_at=row["used_at"])
