@@ -50,6 +50,12 @@ def _port(text: str) -> int:
     return value
 
 
+def _choice(text: str, choices: tuple[str, ...]) -> str:
+    if text not in choices:
+        raise ValueError(f"must be one of {', '.join(choices)}, got {text!r}")
+    return text
+
+
 def _workers(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -75,6 +81,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("page_size", 24, "Images per page in the portal and in `/api/images`.", _positive_int),
     Setting("tile_token_ttl", 43_200, "Seconds a signed tile URL stays valid after the page that holds it "
             "was rendered.", _positive_int),
+    Setting("secure_cookies", "auto", "Mark cookies `Secure`: `auto` does so for HTTPS requests; set `true` "
+            "behind a proxy that terminates HTTPS.", lambda text: _choice(text, ("auto", "true", "false"))),
+    Setting("session_days", 14.0, "Days a login session lasts.", _positive_float),
     Setting("samples", False, "When true, `imagex serve` writes the sample images into `<data>/samples` and "
             "queues them if the catalog is empty (`make run` sets it).",
             lambda text: text.strip().lower() in {"1", "true", "yes", "on"}),
@@ -97,6 +106,8 @@ class Settings:
     jpeg_quality: int = 85
     page_size: int = 24
     tile_token_ttl: int = 43_200
+    secure_cookies: str = "auto"
+    session_days: float = 14.0
     samples: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 

@@ -1,13 +1,20 @@
-"""One blueprint per area; `register(app)` wires them and the error pages."""
+"""One blueprint per area; `register(app)` wires them, the request context (user, site settings, CSRF)
+and the error pages."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from quart import Quart, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from quart import Quart, Response, jsonify, redirect, render_template, request
+from werkzeug.exceptions import Forbidden, HTTPException, Unauthorized
 
+from app import accounts
 from app.exceptions import ImageXError
+
+# Endpoints that need no user context: the hot tile path and static files.
+_BARE_ENDPOINTS = {"static", "tiles.tile"}
+# What a guest may reach when guest access is off, and what stays open in demo mode.
+_ALWAYS_OPEN = {"accounts.login", "accounts.logout", "accounts.register", "static", "tiles.tile"}
 
 
 def register(app: Quart) -> None:
@@ -18,6 +25,30 @@ def register(app: Quart) -> None:
         app.register_blueprint(module.bp)
     register_filters(app)
 
+    @app.before_request
+    async def request_context() -> Any:
+        if request.endpoint in _BARE_ENDPOINTS:
+            return None
+        await accounts.load_request_context()
+        await accounts.check_csrf()
+        user, site = accounts.current_user(), accounts.current_site()
+        if user is None and not site.guest_access and request.endpoint not in _ALWAYS_OPEN:
+            if _wants_json():
+                raise Unauthorized("log in or send an API token: guest access is off on this site")
+            return redirect(f"/login?next={request.full_path if request.query_string else request.path}")
+        if (site.demo_mode and request.method in accounts.UNSAFE_METHODS
+                and not (user is not None and user.is_admin) and request.endpoint not in _ALWAYS_OPEN):
+            raise Forbidden("this site is in demo mode: it is read-only for everyone but administrators")
+        return None
+
+    @app.after_request
+    async def visitor_cookie(response: Response) -> Response:
+        if request.endpoint in _BARE_ENDPOINTS:
+            return response
+        return accounts.remember_visitor(response)
+
+    app.context_processor(accounts.context)
+
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Any:
         return await _error(error.code or 500, error.description or error.name)
@@ -27,7 +58,11 @@ def register(app: Quart) -> None:
         return await _error(400, str(error))
 
 
+def _wants_json() -> bool:
+    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+
 async def _error(code: int, message: str) -> Any:
-    if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+    if _wants_json():
         return jsonify({"error": message, "status": code}), code
     return await render_template("error.html", code=code, message=message), code

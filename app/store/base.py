@@ -132,10 +132,12 @@ RECORD_FIELDS = ("owner", "visibility", "provenance", "format", "sha256", "id")
 
 @dataclass(frozen=True)
 class FieldIn:
-    """A record field (not a header keyword) equal to one of `values`; used for permissions."""
+    """A record field (not a header keyword) equal to one of `values` (or none of them, with `negate`);
+    used for permissions."""
 
     field: str
     values: tuple[str, ...]
+    negate: bool = False
 
     def __post_init__(self) -> None:
         if self.field not in RECORD_FIELDS:

@@ -53,8 +53,9 @@ def compile_query(query: Query) -> tuple[str, list[Any]]:
                 f"AND json_extract(header, ?) {_OPS[query.op]} ?", [path, path, value])
     if isinstance(query, FieldIn):
         if not query.values:
-            return "0", []
-        return f"{query.field} IN ({', '.join('?' * len(query.values))})", list(query.values)
+            return ("1" if query.negate else "0"), []
+        operator = "NOT IN" if query.negate else "IN"
+        return f"{query.field} {operator} ({', '.join('?' * len(query.values))})", list(query.values)
     if isinstance(query, And | Or):
         if not query.parts:
             return ("1" if isinstance(query, And) else "0"), []

@@ -1,0 +1,204 @@
+"""Who is asking: passwords, login sessions, API tokens, CSRF tokens and login throttling."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import time
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from quart import Response, g, request
+from werkzeug.exceptions import Forbidden
+
+from app.archive import Archive, get_archive
+from app.site import Site
+from app.store.base import User, new_id
+
+SESSION_COOKIE = "imagex_session"
+VISITOR_COOKIE = "imagex_visitor"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+FREE_FAILURES = 5  # failed logins before each further one locks the account/address for longer
+MAX_LOCK = 15 * 60.0
+MIN_PASSWORD = 10
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+# A hash of a random password, checked when the username is unknown so that timing does not tell
+# which usernames exist.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def digest(secret_value: str) -> str:
+    """How session keys, API tokens and invitation codes are stored: SHA-256, never the value."""
+    return hashlib.sha256(secret_value.encode()).hexdigest()
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+def check_new_password(password: str, username: str = "") -> None:
+    """Raise ValueError with the reason a new password is refused."""
+    if len(password) < MIN_PASSWORD:
+        raise ValueError(f"the password must have at least {MIN_PASSWORD} characters")
+    if username and password.lower() == username.lower():
+        raise ValueError("the password must not be the username")
+
+
+def generated_password() -> str:
+    return secrets.token_urlsafe(15)
+
+
+async def verify_password(archive: Archive, user: User | None, password: str) -> bool:
+    """Check a password (argon2id, in a thread); rehash it when the hasher's parameters changed."""
+
+    def verify(stored: str) -> bool:
+        try:
+            return _hasher.verify(stored, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    ok = await asyncio.to_thread(verify, user.password_hash if user else _DUMMY_HASH)
+    if ok and user is not None and _hasher.check_needs_rehash(user.password_hash):
+        await archive.store.update_user(user.id, password_hash=await hash_password(password))
+    return ok and user is not None
+
+
+async def new_user(archive: Archive, username: str, password: str, *, role: str = "user", email: str = "",
+                   display_name: str = "") -> User:
+    """Create an account (raises ValueError for a bad name or password, Conflict when the name is taken)."""
+    username = username.strip()
+    if not (1 <= len(username) <= 40) or not all(c.isalnum() or c in "._-" for c in username):
+        raise ValueError("a username has 1-40 letters, digits, dots, dashes or underscores")
+    check_new_password(password, username)
+    user = User(id=new_id(), username=username, role=role, password_hash=await hash_password(password),
+                email=email.strip(), display_name=display_name.strip() or username)
+    await archive.store.add_user(user)
+    return user
+
+
+# throttling ------------------------------------------------------------------------------------------
+def throttle_keys(username: str) -> list[str]:
+    address = request.remote_addr or "unknown"
+    return [f"user:{username.strip().lower()}", f"addr:{address}"]
+
+
+async def login_wait(archive: Archive, username: str) -> float:
+    """Seconds before another login attempt for this account or from this address is considered."""
+    return max(0.0, await archive.store.login_locked_until(throttle_keys(username)) - time.time())
+
+
+async def note_login_failure(archive: Archive, username: str) -> None:
+    await archive.store.record_login_failure(throttle_keys(username), FREE_FAILURES, MAX_LOCK)
+
+
+# sessions ------------------------------------------------------------------------------------------
+def _cookie_secure(archive: Archive) -> bool:
+    mode = archive.settings.secure_cookies
+    return mode == "true" or (mode == "auto" and request.scheme == "https")
+
+
+def set_cookie(response: Response, archive: Archive, name: str, value: str, max_age: float | None) -> None:
+    response.set_cookie(name, value, max_age=None if max_age is None else int(max_age), httponly=True,
+                        samesite="Lax", secure=_cookie_secure(archive), path="/")
+
+
+async def log_in(response: Response, user: User) -> None:
+    """Start a new session (a new key: the old one, if any, is ended) and a new CSRF identity."""
+    archive = get_archive()
+    old = request.cookies.get(SESSION_COOKIE)
+    if old:
+        await archive.store.delete_session(digest(old))
+    key = secrets.token_urlsafe(32)
+    lifetime = archive.settings.session_days * 86400
+    await archive.store.add_session(digest(key), user.id, time.time() + lifetime)
+    await archive.store.update_user(user.id, last_login=time.time())
+    await archive.store.clear_login_failures(throttle_keys(user.username)[:1])
+    set_cookie(response, archive, SESSION_COOKIE, key, lifetime)
+    set_cookie(response, archive, VISITOR_COOKIE, secrets.token_urlsafe(18), None)
+
+
+async def log_out(response: Response) -> None:
+    archive = get_archive()
+    key = request.cookies.get(SESSION_COOKIE)
+    if key:
+        await archive.store.delete_session(digest(key))
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    set_cookie(response, archive, VISITOR_COOKIE, secrets.token_urlsafe(18), None)
+
+
+# who is asking ---------------------------------------------------------------------------------------
+async def load_request_context() -> None:
+    """Before each request (but tiles and static files): the site settings and the user, from an API
+    token (`Authorization: Bearer`) or the session cookie. Disabled accounts count as guests."""
+    archive = get_archive()
+    g.site = Site.from_stored(await archive.store.site_settings())
+    g.user = None
+    g.via_token = False
+    authorization = request.headers.get("Authorization", "")
+    if authorization.startswith("Bearer "):
+        user = await archive.store.token_user(digest(authorization.removeprefix("Bearer ").strip()))
+        if user is None or user.disabled:
+            raise Forbidden("this API token is not valid (revoked, mistyped, or its account is disabled)")
+        g.user = user
+        g.via_token = True
+        return
+    key = request.cookies.get(SESSION_COOKIE)
+    if key:
+        user = await archive.store.session_user(digest(key))
+        g.user = user if user is not None and not user.disabled else None
+
+
+def current_user() -> User | None:
+    user: User | None = g.get("user")
+    return user
+
+
+def current_site() -> Site:
+    site: Site = g.get("site") or Site()
+    return site
+
+
+def _visitor() -> str:
+    visitor: str = g.get("new_visitor") or request.cookies.get(VISITOR_COOKIE, "")
+    if not visitor:
+        visitor = g.new_visitor = secrets.token_urlsafe(18)
+    return visitor
+
+
+def csrf_token() -> str:
+    """The token every form and state-changing htmx request must carry: bound to this browser (visitor
+    cookie) and, when logged in, to the session."""
+    archive = get_archive()
+    message = f"csrf:{_visitor()}:{request.cookies.get(SESSION_COOKIE, '')}".encode()
+    return hmac.new(archive.secret, message, hashlib.sha256).hexdigest()[:40]
+
+
+async def check_csrf() -> None:
+    """Refuse a state-changing browser request without the right CSRF token (API-token requests are not
+    sent by browsers on their own, so they need none)."""
+    if request.method not in UNSAFE_METHODS or g.get("via_token"):
+        return
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None:
+        form = await request.form
+        sent = form.get(CSRF_FIELD)
+    if not request.cookies.get(VISITOR_COOKIE) or not sent or not hmac.compare_digest(sent, csrf_token()):
+        raise Forbidden("the form's security token is missing or out of date: reload the page and try again")
+
+
+def remember_visitor(response: Response) -> Response:
+    """After each request: give a new browser its visitor cookie."""
+    new_visitor = g.get("new_visitor")
+    if new_visitor and not request.cookies.get(VISITOR_COOKIE):
+        set_cookie(response, get_archive(), VISITOR_COOKIE, new_visitor, None)
+    return response
+
+
+def context() -> dict[str, Any]:
+    """Template globals: the user, the site settings and the CSRF token."""
+    return {"current_user": current_user(), "site": current_site(), "csrf_token": csrf_token}

@@ -1,0 +1,73 @@
+"""The one place that decides who may do what with an image. Every route asks `may()`, and listings
+ask the store only for what `visible()` allows, so paging and counts never leak what is hidden."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from app.site import Site
+from app.store.base import And, FieldIn, ImageRecord, JobRecord, Or, Query, User
+
+Action = Literal["view", "download", "change", "delete"]
+NOTHING: Query = FieldIn("id", ())
+
+
+def _owns(user: User | None, owner: str) -> bool:
+    return user is not None and bool(owner) and user.username.casefold() == owner.casefold()
+
+
+def effective_visibility(image: ImageRecord, site: Site) -> str:
+    """User data is private to its owner (and admins) when the sharing policy forbids sharing; images
+    that belong to the site itself (no owner) keep the visibility an admin gave them."""
+    if image.owner and site.sharing == "none":
+        return "private"
+    return image.visibility
+
+
+def may(user: User | None, action: Action, image: ImageRecord, site: Site) -> bool:
+    """May `user` (None: a guest) `action` this image: view its record, tiles and thumbnail; download the
+    original; change its visibility; delete it."""
+    if user is not None and user.is_admin:
+        return True
+    if user is not None and user.disabled:
+        user = None
+    if action in ("change", "delete"):
+        if site.demo_mode or not _owns(user, image.owner):
+            return False
+        return site.sharing == "choose" if action == "change" else site.users_may_delete
+    if _owns(user, image.owner):
+        return True
+    visibility = effective_visibility(image, site)
+    if user is None:
+        allowed = site.guest_access and visibility == "public"
+        return allowed and (action == "view" or site.guest_download)
+    if visibility in ("registered", "public"):
+        return True
+    return site.sharing == "all" and bool(image.owner)
+
+
+def visible(user: User | None, site: Site) -> Query | None:
+    """The store condition for the images `user` may view (None: no condition, everything)."""
+    if user is not None and user.is_admin:
+        return None
+    shared_by_site = FieldIn("owner", ("",))
+    if user is None or user.disabled:
+        if not site.guest_access:
+            return NOTHING
+        public = FieldIn("visibility", ("public",))
+        return And((public, shared_by_site)) if site.sharing == "none" else public
+    shared = FieldIn("visibility", ("registered", "public"))
+    own = FieldIn("owner", (user.username,))
+    if site.sharing == "all":
+        # every user's data, and what the site itself shares
+        return Or((own, And((shared_by_site, shared)), FieldIn("owner", ("",), negate=True)))
+    if site.sharing == "none":
+        return Or((own, And((shared_by_site, shared))))
+    return Or((own, shared))
+
+
+def may_see_job(user: User | None, job: JobRecord) -> bool:
+    """Admins see every job; users their own; guests none."""
+    if user is None or user.disabled:
+        return False
+    return user.is_admin or _owns(user, job.owner)
