@@ -11,8 +11,9 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from quart import Response, g, request
+from quart import g, request
 from werkzeug.exceptions import Forbidden
+from werkzeug.sansio.response import Response
 
 from app.archive import Archive, get_archive
 from app.site import Site

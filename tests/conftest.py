@@ -89,3 +89,41 @@ def write_fits(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def make_user(archive: Archive) -> Callable[..., Any]:
+    """`await make_user("alice", role="user")`: a real account with the password PASSWORD."""
+    from app.accounts import new_user
+
+    async def make(username: str, *, role: str = "user", password: str = PASSWORD, **fields: Any) -> Any:
+        return await new_user(archive, username, password, role=role, **fields)
+
+    return make
+
+
+def csrf_from(html: str) -> str:
+    """The CSRF token of the first form (or the page's htmx headers) in `html`."""
+    import re
+
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html) or re.search(
+        r'"X-CSRF-Token": "([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+async def log_in(client: Any, username: str, password: str = PASSWORD) -> Any:
+    """Log in through the real login form (GET for the CSRF token, then POST); returns the response."""
+    page = await client.get("/login")
+    token = csrf_from(await page.get_data(as_text=True))
+    return await client.post("/login", form={"username": username, "password": password,
+                                             "csrf_token": token})
+
+
+async def csrf_of(client: Any, path: str = "/") -> str:
+    """The CSRF token the client's browser would hold after loading `path`."""
+    page = await client.get(path)
+    return csrf_from(await page.get_data(as_text=True))

@@ -8,7 +8,7 @@ from typing import Any
 from quart import Quart, Response, jsonify, redirect, render_template, request
 from werkzeug.exceptions import Forbidden, HTTPException, Unauthorized
 
-from app import accounts
+from app import accounts as identity
 from app.exceptions import ImageXError
 
 # Endpoints that need no user context: the hot tile path and static files.
@@ -18,10 +18,11 @@ _ALWAYS_OPEN = {"accounts.login", "accounts.logout", "accounts.register", "stati
 
 
 def register(app: Quart) -> None:
+    from app.routes import accounts as account_routes
     from app.routes import api, portal, tiles, viewer
     from app.routes.units import register_filters
 
-    for module in (portal, viewer, tiles, api):
+    for module in (portal, viewer, tiles, api, account_routes):
         app.register_blueprint(module.bp)
     register_filters(app)
 
@@ -29,14 +30,14 @@ def register(app: Quart) -> None:
     async def request_context() -> Any:
         if request.endpoint in _BARE_ENDPOINTS:
             return None
-        await accounts.load_request_context()
-        await accounts.check_csrf()
-        user, site = accounts.current_user(), accounts.current_site()
+        await identity.load_request_context()
+        await identity.check_csrf()
+        user, site = identity.current_user(), identity.current_site()
         if user is None and not site.guest_access and request.endpoint not in _ALWAYS_OPEN:
             if _wants_json():
                 raise Unauthorized("log in or send an API token: guest access is off on this site")
             return redirect(f"/login?next={request.full_path if request.query_string else request.path}")
-        if (site.demo_mode and request.method in accounts.UNSAFE_METHODS
+        if (site.demo_mode and request.method in identity.UNSAFE_METHODS
                 and not (user is not None and user.is_admin) and request.endpoint not in _ALWAYS_OPEN):
             raise Forbidden("this site is in demo mode: it is read-only for everyone but administrators")
         return None
@@ -45,9 +46,9 @@ def register(app: Quart) -> None:
     async def visitor_cookie(response: Response) -> Response:
         if request.endpoint in _BARE_ENDPOINTS:
             return response
-        return accounts.remember_visitor(response)
+        return identity.remember_visitor(response)
 
-    app.context_processor(accounts.context)
+    app.context_processor(identity.context)
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Any:
