@@ -192,12 +192,11 @@ async def check_csrf() -> None:
         raise Forbidden("the form's security token is missing or out of date: reload the page and try again")
 
 
-def remember_visitor(response: Response) -> Response:
+def remember_visitor(response: Response) -> None:
     """After each request: give a new browser its visitor cookie."""
     new_visitor = g.get("new_visitor")
     if new_visitor and not request.cookies.get(VISITOR_COOKIE):
         set_cookie(response, get_archive(), VISITOR_COOKIE, new_visitor, None)
-    return response
 
 
 def context() -> dict[str, Any]:

@@ -46,7 +46,8 @@ def register(app: Quart) -> None:
     async def visitor_cookie(response: Response) -> Response:
         if request.endpoint in _BARE_ENDPOINTS:
             return response
-        return identity.remember_visitor(response)
+        identity.remember_visitor(response)
+        return response
 
     app.context_processor(identity.context)
 
