@@ -13,6 +13,7 @@ from pathlib import Path
 
 from app.exceptions import ImageXError
 from app.settings import SETTINGS, Settings, markdown_table
+from app.site import VISIBILITIES
 from app.store.base import JobRecord
 
 log = logging.getLogger("imagex")
@@ -30,7 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", parents=[common],
                                  help="ingest files and folders (recursively) into the archive")
     ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    ingest.add_argument("--owner", default="", help="owner recorded for the ingested images")
+    ingest.add_argument("--owner", default="", help="owner (a username) recorded for the ingested images; "
+                        "empty: the site itself, managed by administrators")
+    ingest.add_argument("--visibility", default="private", choices=VISIBILITIES,
+                        help="who may see the ingested images: private (owner and admins), registered "
+                        "(every logged-in user) or public (guests too); default private")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar (summary only)")
     samples = commands.add_parser("samples", parents=[common], help="write the sample images into a folder")
     samples.add_argument("folder", type=Path)
@@ -50,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return asyncio.run(serve(settings))
         if args.command == "ingest":
-            return asyncio.run(ingest(settings, args.paths, owner=args.owner, progress=not args.no_progress))
+            return asyncio.run(ingest(settings, args.paths, owner=args.owner, visibility=args.visibility,
+                                      progress=not args.no_progress))
         if args.command == "samples":
             from app.samples import write_samples
 
@@ -95,7 +101,8 @@ async def serve(settings: Settings) -> int:
     return 0
 
 
-async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", progress: bool = True) -> int:
+async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", visibility: str = "private",
+                 progress: bool = True) -> int:
     """Queue every image file under `paths`, run the queue with the pool until all of them are done or
     failed, and report. Returns the exit status: 0 when nothing failed."""
     from tqdm import tqdm
@@ -114,7 +121,10 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
         if not files:
             print("No image files found.")
             return 0
-        jobs = await archive.store.enqueue([job_for(path, owner=owner) for path in files])
+        new_jobs = [job_for(path, owner=owner) for path in files]
+        for job in new_jobs:
+            job.options["visibility"] = visibility
+        jobs = await archive.store.enqueue(new_jobs)
         known = {job.id for job in jobs if job.state == "done"}
         ids = list(dict.fromkeys(job.id for job in jobs))
         bar = tqdm(total=len(ids), unit="file", disable=not progress, file=sys.stderr, dynamic_ncols=True)

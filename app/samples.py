@@ -139,5 +139,8 @@ async def queue_samples_if_empty(archive: Archive) -> int:
     if sum(counts.values()) or await archive.store.count_images():
         return 0
     paths = await asyncio.to_thread(write_samples, archive.settings.data / "samples")
-    await archive.store.enqueue([job_for(path, owner="", provenance="batch") for path in paths])
+    jobs = [job_for(path, owner="", provenance="batch") for path in paths]
+    for job in jobs:
+        job.options["visibility"] = "public"  # the samples show a new site to every visitor
+    await archive.store.enqueue(jobs)
     return len(paths)
