@@ -54,10 +54,11 @@ async def client(settings: Settings, pool: Pool) -> AsyncIterator[Any]:
 
 
 async def ingest(archive: Archive, *paths: Path, owner: str = "", scaling: dict[str, Any] | None = None,
-                 timeout: float = 120.0) -> list[JobRecord]:
+                 visibility: str = "private", timeout: float = 120.0) -> list[JobRecord]:
     """Queue `paths` (files or folders) and run the real job queue until every job is done or failed."""
     jobs = [job_for(path, owner=owner) for path in walk(paths)]
     for job in jobs:
+        job.options["visibility"] = visibility
         if scaling:
             job.options["scaling"] = scaling
     queued = await archive.store.enqueue(jobs)
