@@ -281,8 +281,8 @@ class Store(ABC):
         """Most recently updated first; only `owner`'s jobs when given."""
 
     @abstractmethod
-    async def job_counts(self) -> dict[str, int]:
-        """Jobs per state; every state present, zero when none."""
+    async def job_counts(self, *, owner: str | None = None) -> dict[str, int]:
+        """Jobs per state (only `owner`'s when given); every state present, zero when none."""
 
     @abstractmethod
     async def requeue_job(self, job_id: str) -> bool:

@@ -210,12 +210,14 @@ class SQLiteStore(Store):
         out: list[JobRecord] = []
         stamp = now()
         with _transaction(self.db) as db:
-            for job in jobs:
+            for order, job in enumerate(jobs):
+                # a microsecond apart, so a batch is claimed in the order it was listed
+                created = stamp + order * 1e-6
                 db.execute(
                     "INSERT INTO jobs (id, key, path, owner, provenance, options, state, created, updated) "
                     "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?) ON CONFLICT (key) DO NOTHING",
-                    (new_id(), job.key, job.path, job.owner, job.provenance, _dumps(job.options), stamp,
-                     stamp))
+                    (new_id(), job.key, job.path, job.owner, job.provenance, _dumps(job.options), created,
+                     created))
                 if retry_failed:
                     db.execute("UPDATE jobs SET state = 'queued', error = '', worker = '', lease_until = 0, "
                                "updated = ? WHERE key = ? AND state = 'failed'", (stamp, job.key))
@@ -304,10 +306,13 @@ class SQLiteStore(Store):
 
         return await self._run(select)
 
-    async def job_counts(self) -> dict[str, int]:
+    async def job_counts(self, *, owner: str | None = None) -> dict[str, int]:
+        where, params = ("owner = ?", [owner]) if owner is not None else ("1", [])
+
         def count() -> dict[str, int]:
             counts = {state: 0 for state in ("queued", "running", "done", "failed")}
-            for row in self.db.execute("SELECT state, count(*) FROM jobs GROUP BY state"):
+            for row in self.db.execute(f"SELECT state, count(*) FROM jobs WHERE {where} GROUP BY state",
+                                       params):
                 counts[row[0]] = row[1]
             return counts
 

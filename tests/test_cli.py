@@ -1,0 +1,272 @@
+"""The `imagex` command run as a user runs it: a real process on a real folder of FITS files, checked
+through its exit status, its summary and the catalog it leaves behind. Includes a crash and resume, and
+two runners working on the same tree at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+
+from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
+from app.store.sqlite import SQLiteStore
+
+IMAGEX = Path(sys.executable).parent / "imagex"
+TIMEOUT = 300
+SUMMARY = re.compile(r"^(\d+) file\(s\) in [\d.]+ s: (\d+) ingested \((\d+) image\(s\)\), "
+                     r"(\d+) already in the archive, (\d+) failed\.$", re.MULTILINE)
+
+
+def environment(data: Path, **extra: str) -> dict[str, str]:
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("IMAGEX_")}
+    return {**clean, "IMAGEX_DATA": str(data), **extra}
+
+
+def imagex(data: Path, *args: str, timeout: float = TIMEOUT, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(IMAGEX), *args], env=environment(data, **env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def summary(stdout: str) -> dict[str, int]:
+    match = SUMMARY.search(stdout)
+    assert match, f"no summary line in:\n{stdout}"
+    names = ("files", "ingested", "images", "known", "failed")
+    return dict(zip(names, map(int, match.groups()), strict=True))
+
+
+def write_tree(root: Path, count: int, *, size: int = 128) -> list[Path]:
+    """`count` distinct FITS star fields with real WCS, spread over nested folders."""
+    folders = ["", "night1", "night2/raw", "night2/raw/deep"]
+    paths = []
+    for n in range(count):
+        path = root / folders[n % len(folders)] / f"frame_{n:02d}.fits"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        wcs = celestial_wcs(FIELD_RA + n * 0.01, FIELD_DEC, size, size)
+        header = wcs.to_header()
+        header["OBJECT"] = f"Field {n}"
+        header["EXPTIME"] = float(10 * (n + 1))
+        fits.PrimaryHDU(star_field(wcs, size, size, seed=n), header).writeto(path)
+        paths.append(path)
+    return paths
+
+
+def catalog(data: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(data / "catalog.sqlite")
+    db.row_factory = sqlite3.Row
+    return db
+
+
+def job_states(data: Path) -> dict[str, int]:
+    with catalog(data) as db:
+        return dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+
+
+def assert_each_file_once(data: Path, files: list[Path]) -> None:
+    """Every file has exactly one image record, every job is done, and the tiles match the records."""
+    with catalog(data) as db:
+        images = db.execute("SELECT id, sha256, hdu, path FROM images").fetchall()
+        jobs = db.execute("SELECT state, image_ids FROM jobs").fetchall()
+    assert sorted(row["path"] for row in images) == sorted(str(path.resolve()) for path in files)
+    assert len({(row["sha256"], row["hdu"]) for row in images}) == len(images) == len(files)
+    assert [row["state"] for row in jobs] == ["done"] * len(files)
+    referenced = sorted(image_id for row in jobs for image_id in json.loads(row["image_ids"]))
+    assert referenced == sorted(row["id"] for row in images)
+
+
+def tile_folders(data: Path) -> list[str]:
+    tiles = data / "tiles"
+    return sorted(folder.name for shard in tiles.iterdir() if not shard.name.startswith(".")
+                  for folder in shard.iterdir())
+
+
+async def test_a_tree_with_one_bad_file_fails_naming_it_and_keeps_the_good_ones(tmp_path):
+    good = write_tree(tmp_path / "tree", 3)
+    bad = tmp_path / "tree" / "night1" / "broken.fits"
+    bad.write_text("this was supposed to be an image\n")
+    (tmp_path / "tree" / "night1" / "notes.txt").write_text("seeing 1.2 arcsec\n")  # not an image: ignored
+    data = tmp_path / "var"
+
+    result = imagex(data, "ingest", str(tmp_path / "tree"), "--workers", "2", "--no-progress")
+
+    assert result.returncode == 1, result.stderr
+    assert summary(result.stdout) == {"files": 4, "ingested": 3, "images": 3, "known": 0, "failed": 1}
+    assert f"FAILED {bad}: broken.fits: this is a text file, not an image" in result.stdout
+    store = SQLiteStore(data / "catalog.sqlite")
+    await store.open()
+    try:
+        images = await store.find_images(limit=100)
+        assert sorted(image.path for image in images) == sorted(str(path) for path in good)
+        assert {image.header["OBJECT"] for image in images} == {"Field 0", "Field 1", "Field 2"}
+        assert all(image.sky is not None and image.width == 128 for image in images)
+        assert await store.job_counts() == {"queued": 0, "running": 0, "done": 3, "failed": 1}
+    finally:
+        await store.close()
+    assert tile_folders(data) == sorted(image.id for image in images)
+    for image in images:
+        assert (data / "tiles" / image.id[:2] / image.id / "image.dzi").is_file()
+
+
+def test_a_good_tree_succeeds_and_a_second_run_ingests_nothing_new(tmp_path):
+    files = write_tree(tmp_path / "tree", 5)
+    data = tmp_path / "var"
+
+    first = imagex(data, "ingest", str(tmp_path / "tree"), "--workers", "2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert summary(first.stdout) == {"files": 5, "ingested": 5, "images": 5, "known": 0, "failed": 0}
+    assert "FAILED" not in first.stdout
+    assert_each_file_once(data, files)
+
+    again = imagex(data, "ingest", str(tmp_path / "tree"), "--workers", "2", "--no-progress")
+    assert again.returncode == 0, again.stderr
+    assert summary(again.stdout) == {"files": 5, "ingested": 0, "images": 0, "known": 5, "failed": 0}
+    assert_each_file_once(data, files)
+
+    # a touched file and a copy under another name are new versions of a path, but known content
+    os.utime(files[0], (time.time() + 5, time.time() + 5))
+    copy = tmp_path / "tree" / "copy_of_frame_01.fits"
+    copy.write_bytes(files[1].read_bytes())
+    third = imagex(data, "ingest", str(files[0]), str(copy), "--workers", "2", "--no-progress")
+    assert third.returncode == 0, third.stderr
+    assert summary(third.stdout) == {"files": 2, "ingested": 0, "images": 0, "known": 2, "failed": 0}
+    with catalog(data) as db:
+        assert db.execute("SELECT count(*) FROM images").fetchone()[0] == 5
+    assert len(tile_folders(data)) == 5
+
+
+def test_an_empty_folder_has_nothing_to_ingest(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "notes.txt").write_text("no images here\n")
+    result = imagex(tmp_path / "var", "ingest", str(tmp_path / "empty"))
+    assert result.returncode == 0, result.stderr
+    assert "No image files found." in result.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ("{tmp}/missing",),
+    ("{tmp}/tree", "{tmp}/missing.fits"),
+])
+def test_a_path_that_does_not_exist_is_refused_before_anything_runs(tmp_path, args):
+    (tmp_path / "tree").mkdir()
+    paths = [arg.format(tmp=tmp_path) for arg in args]
+    result = imagex(tmp_path / "var", "ingest", *paths, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"imagex: no such file or folder: {paths[-1]}"
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "var").exists()
+
+
+def test_an_interrupted_ingest_resumes_where_it_stopped(tmp_path):
+    files = write_tree(tmp_path / "tree", 12, size=1024)  # ~0.1 s a file: time to interrupt
+    data = tmp_path / "var"
+    command = [str(IMAGEX), "ingest", str(tmp_path / "tree"), "--workers", "1", "--no-progress"]
+    env = environment(data, IMAGEX_JOB_LEASE="2")
+
+    runner = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        done = 0
+        while time.monotonic() < deadline and runner.poll() is None:
+            try:
+                done = job_states(data).get("done", 0)
+            except sqlite3.Error:  # the catalog is still being created
+                done = 0
+            if done >= 1:
+                break
+            time.sleep(0.01)
+        assert runner.poll() is None, "the ingest finished before it could be interrupted"
+        os.killpg(runner.pid, signal.SIGKILL)  # the runner and its pool die at once, as in a crash
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+        runner.wait(timeout=30)
+
+    interrupted = job_states(data)
+    assert 1 <= interrupted.get("done", 0) < len(files), interrupted
+    assert interrupted.get("failed", 0) == 0
+
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    counts = summary(resumed.stdout)
+    assert counts["files"] == len(files) and counts["failed"] == 0
+    assert counts["known"] >= interrupted["done"]
+    assert_each_file_once(data, files)
+    assert job_states(data) == {"done": len(files)}
+
+
+def _ctrl_c_enabled() -> None:
+    # a shell starts background jobs with SIGINT ignored, and that is inherited: give the command the
+    # default disposition it has in a terminal, whoever runs the tests
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_leaves_no_job_running_and_the_next_run_finishes(tmp_path):
+    files = write_tree(tmp_path / "tree", 12, size=1024)  # ~0.1 s a file: time to interrupt
+    data = tmp_path / "var"
+    command = [str(IMAGEX), "ingest", str(tmp_path / "tree"), "--workers", "1", "--no-progress"]
+    env = environment(data)  # the default 60 s lease: a resumed run must not wait for it
+
+    runner = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True, preexec_fn=_ctrl_c_enabled)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline and runner.poll() is None:
+            try:
+                if job_states(data).get("done", 0) >= 1:
+                    break
+            except sqlite3.Error:
+                pass
+            time.sleep(0.01)
+        assert runner.poll() is None, "the ingest finished before it could be interrupted"
+        os.killpg(runner.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
+        stdout, stderr = runner.communicate(timeout=60)
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait(timeout=30)
+    assert runner.returncode == 130, stdout + stderr
+    assert "interrupted" in stderr and "run the same command again to resume" in stderr
+    interrupted = job_states(data)
+    assert interrupted.get("running", 0) == 0, interrupted
+    assert 1 <= interrupted.get("done", 0) < len(files)
+
+    started = time.monotonic()
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert time.monotonic() - started < 60  # no job waited for a lease to run out
+    assert_each_file_once(data, files)
+
+
+def test_two_runners_on_the_same_tree_ingest_each_file_once(tmp_path):
+    files = write_tree(tmp_path / "tree", 12)
+    data = tmp_path / "var"
+    command = [str(IMAGEX), "ingest", str(tmp_path / "tree"), "--workers", "1", "--no-progress"]
+    runners = [subprocess.Popen(command, env=environment(data), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        outputs = [runner.communicate(timeout=TIMEOUT) for runner in runners]
+    finally:
+        for runner in runners:
+            if runner.poll() is None:
+                runner.kill()
+                runner.wait()
+    for runner, (stdout, stderr) in zip(runners, outputs, strict=True):
+        assert runner.returncode == 0, stdout + stderr
+        assert summary(stdout)["files"] == len(files) and summary(stdout)["failed"] == 0
+    assert_each_file_once(data, files)
+    with catalog(data) as db:
+        attempts = [row[0] for row in db.execute("SELECT attempts FROM jobs")]
+        workers = {row[0].split(":")[1] for row in db.execute("SELECT worker FROM jobs")}
+        image_ids = sorted(row[0] for row in db.execute("SELECT id FROM images"))
+    assert attempts == [1] * len(files)  # no job was taken twice
+    assert workers <= {str(runner.pid) for runner in runners}
+    assert tile_folders(data) == image_ids  # no orphan or duplicate pyramids
