@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
 
 from quart import Quart
 
 from app.settings import Settings
 
+if TYPE_CHECKING:
+    from app.archive import Archive
 
-def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Quart:
-    """The web application. `run_jobs` starts the background job runner while serving."""
+FIRST_ADMIN = "admin"
+
+
+def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
+               first_admin: bool | None = None) -> Quart:
+    """The web application. `run_jobs` starts the background job runner while serving; `first_admin`
+    (default: as `run_jobs`) creates an administrator at start when the catalog has none and prints its
+    password once."""
     from app.archive import Archive
     from app.ingest.jobs import JobRunner
     from app.routes import register
 
     settings = settings or Settings.load()
+    make_admin = run_jobs if first_admin is None else first_admin
     app = Quart(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
     archive = Archive(settings)
@@ -25,6 +36,12 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Qu
     @app.while_serving
     async def lifespan() -> AsyncGenerator[None, None]:
         await archive.startup()
+        if make_admin:
+            password = await create_first_admin(archive)
+            if password is not None:
+                # stdout only, once: never through logging, which may be kept
+                print(f"Created administrator '{FIRST_ADMIN}' with password '{password}'; change it at "
+                      f"/account (it is not shown again)", flush=True)
         if settings.samples:
             from app.samples import queue_samples_if_empty
 
@@ -39,3 +56,23 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Qu
             await archive.close()
 
     return app
+
+
+async def create_first_admin(archive: Archive) -> str | None:
+    """Create the account `admin` with a generated password when the catalog has no administrator, and
+    return the password; None when there is one already (or another process just made it)."""
+    from app import accounts
+    from app.exceptions import Conflict
+
+    if any(user.role == "admin" for user in await archive.store.list_users()):
+        return None
+    password = accounts.generated_password()
+    try:
+        await accounts.new_user(archive, FIRST_ADMIN, password, role="admin", display_name="Administrator")
+    except Conflict:
+        if not any(user.role == "admin" for user in await archive.store.list_users()):
+            logging.getLogger("imagex").warning(
+                "there is no administrator, and the name %r belongs to an ordinary user: make one with "
+                "`imagex user add NAME --admin`", FIRST_ADMIN)
+        return None
+    return password

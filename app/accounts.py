@@ -42,6 +42,17 @@ async def hash_password(password: str) -> str:
     return await asyncio.to_thread(_hasher.hash, password)
 
 
+def check_username(username: str) -> str:
+    """The username stripped; ValueError when it is not 1-40 ASCII letters, digits, dots, dashes or
+    underscores (ASCII only: the store compares names case-insensitively for ASCII alone, and look-alike
+    letters from other scripts would let one user pass for another)."""
+    username = username.strip()
+    if not (1 <= len(username) <= 40) or not all(
+            c.isascii() and (c.isalnum() or c in "._-") for c in username):
+        raise ValueError("a username has 1-40 letters (a-z), digits, dots, dashes or underscores")
+    return username
+
+
 def check_new_password(password: str, username: str = "") -> None:
     """Raise ValueError with the reason a new password is refused."""
     if len(password) < MIN_PASSWORD:
@@ -72,9 +83,7 @@ async def verify_password(archive: Archive, user: User | None, password: str) ->
 async def new_user(archive: Archive, username: str, password: str, *, role: str = "user", email: str = "",
                    display_name: str = "") -> User:
     """Create an account (raises ValueError for a bad name or password, Conflict when the name is taken)."""
-    username = username.strip()
-    if not (1 <= len(username) <= 40) or not all(c.isalnum() or c in "._-" for c in username):
-        raise ValueError("a username has 1-40 letters, digits, dots, dashes or underscores")
+    username = check_username(username)
     check_new_password(password, username)
     user = User(id=new_id(), username=username, role=role, password_hash=await hash_password(password),
                 email=email.strip(), display_name=display_name.strip() or username)

@@ -5,24 +5,30 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 REGISTRATION = ("open", "invite", "closed")
 SHARING = ("choose", "none", "all")
 VISIBILITIES = ("private", "registered", "public")
+MAX_BYTES = 10**18
 _EMAIL = re.compile(r"^[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+$")
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
 def parse_bytes(text: str) -> int:
-    """`1073741824`, `1 GB`, `500MB`, `2 GiB` -> bytes. Negative, fractional bytes and words are refused."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    """`1073741824`, `1 GB`, `500MB`, `2 GiB` -> bytes. Negative, fractional bytes, words and sizes above
+    1 EB (more than the catalog's integers hold) are refused."""
+    match = re.fullmatch(r"\s*(\d{1,30}(?:\.\d{1,30})?)\s*([A-Za-z]*)\s*", text)
     if not match or match.group(2).lower() not in _UNITS:
         raise ValueError(f"{text!r} is not a size: use a number of bytes, or a number with KB, MB, GB or TB")
-    value = float(match.group(1)) * _UNITS[match.group(2).lower()]
-    if value != int(value):
+    # exact decimal arithmetic: a float would round big byte counts and overflow on long digit strings
+    value = Decimal(match.group(1)) * _UNITS[match.group(2).lower()]
+    if value != value.to_integral_value():
         raise ValueError(f"{text!r} is not a whole number of bytes")
+    if value > MAX_BYTES:
+        raise ValueError(f"{text!r} is too large: at most {MAX_BYTES} bytes (1 EB)")
     return int(value)
 
 

@@ -1,0 +1,152 @@
+"""What the system is doing, for the administrator's monitor: disk use (originals, tiles, catalog, free),
+the background parts (job runner, watcher, process pool) and the job queue with its recent failures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.archive import Archive
+from app.store.base import JobRecord
+
+# Seconds a measurement that reads a whole folder or table is reused: the monitor refreshes every few
+# seconds, and the catalog has one writer thread that a full scan would hold up.
+MEASURE_TTL = 30.0
+RECENT_FAILURES = 20
+
+
+@dataclass(frozen=True)
+class FolderSize:
+    files: int
+    bytes: int
+    measured: float
+
+
+_walks: dict[Path, FolderSize] = {}
+_originals: dict[str, dict[str, Any]] = {}
+
+
+def folder_size(folder: Path) -> FolderSize:
+    """Files and bytes under `folder` (symbolic links are not followed; unreadable parts are skipped)."""
+    files = total = 0
+    pending = [str(folder)]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path)
+                        elif entry.is_file(follow_symlinks=False):
+                            files += 1
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except OSError:  # removed while we looked (a job's work folder, say)
+                        continue
+        except OSError:
+            continue
+    return FolderSize(files, total, time.time())
+
+
+async def cached_folder_size(folder: Path, ttl: float = MEASURE_TTL) -> FolderSize:
+    """`folder_size`, walked in a thread and reused for `ttl` seconds."""
+    key = folder.resolve()
+    known = _walks.get(key)
+    if known is not None and time.time() - known.measured < ttl:
+        return known
+    measured = await asyncio.to_thread(folder_size, key)
+    _walks[key] = measured
+    return measured
+
+
+async def originals(archive: Archive, ttl: float = MEASURE_TTL) -> dict[str, Any]:
+    """Bytes and images of the catalogued originals, reused for `ttl` seconds. Identical content is
+    catalogued once, so the per-owner sums add up to the distinct files."""
+    key = archive.settings.store_url
+    known = _originals.get(key)
+    if known is not None and time.time() - known["measured"] < ttl:
+        return known
+    usage = (await archive.store.usage()).values()
+    measured = {"bytes": sum(entry.bytes for entry in usage), "images": sum(entry.images for entry in usage),
+                "measured": time.time()}
+    _originals[key] = measured
+    return measured
+
+
+def catalog_files(store_url: str) -> list[Path]:
+    """The files of an SQLite catalog (the database and its write-ahead log); none for other stores."""
+    if not store_url.startswith("sqlite:///"):
+        return []
+    database = Path(store_url.removeprefix("sqlite:///"))
+    return [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+
+
+def _disk_facts(data: Path, catalog: list[Path]) -> dict[str, Any]:
+    catalog_bytes = 0
+    for path in catalog:
+        try:
+            catalog_bytes += path.stat().st_size
+        except OSError:  # no -wal or -shm file right now
+            continue
+    disk = shutil.disk_usage(data)
+    return {"catalog": {"bytes": catalog_bytes if catalog else None,
+                        "path": str(catalog[0]) if catalog else ""},
+            "free": {"bytes": disk.free, "total": disk.total, "used": disk.used, "path": str(data)}}
+
+
+def failure(job: JobRecord) -> dict[str, Any]:
+    """A failed job as the monitor lists it."""
+    return {"id": job.id, "name": job.path.rsplit("/", 1)[-1], "path": job.path, "owner": job.owner,
+            "state": job.state, "error": job.error, "attempts": job.attempts, "updated": job.updated}
+
+
+def _background(archive: Archive) -> dict[str, Any]:
+    runner = archive.runner
+    if runner is None:
+        job_runner: dict[str, Any] = {
+            "present": False, "alive": False, "busy": 0, "concurrency": 0, "worker": "", "last_error": "",
+            "state": "not running in this process (jobs are run by `imagex ingest` or `imagex worker`)"}
+    else:
+        # the runner's task ends only at shutdown or when it fails, and a failure is recorded there
+        failed = any(error.startswith("job runner:") for error in archive.background_errors)
+        job_runner = {
+            "present": True, "alive": not failed, "busy": runner.active, "concurrency": runner.concurrency,
+            "worker": runner.worker, "last_error": runner.last_error,
+            "state": "stopped after an error" if failed else
+            ("busy" if runner.active else "idle, waiting for jobs")}
+    return {
+        "job_runner": job_runner,
+        "watcher": {"present": False, "alive": False, "state": "not configured"},
+        "pool": {"present": True, "size": archive.pool.size,
+                 "busy": runner.active if runner is not None else 0,
+                 "state": f"{archive.pool.size} worker process{'' if archive.pool.size == 1 else 'es'}, "
+                          "started on first use"},
+    }
+
+
+async def monitor_facts(archive: Archive) -> dict[str, Any]:
+    """Everything the monitor page shows, as one JSON-ready dict (the page and `/api/admin/monitor`)."""
+    settings = archive.settings
+    counts = await archive.store.job_counts()
+    failed = await archive.store.list_jobs("failed", limit=RECENT_FAILURES)
+    tiles = await cached_folder_size(settings.tiles_dir)
+    disk = await asyncio.to_thread(_disk_facts, settings.data, catalog_files(settings.store_url))
+    stamp = time.time()
+    return {
+        "time": stamp,
+        "uptime": stamp - archive.started if archive.started else 0.0,
+        "disk": {
+            "originals": dict(await originals(archive)),
+            "tiles": {"bytes": tiles.bytes, "files": tiles.files, "measured": tiles.measured,
+                      "path": str(settings.tiles_dir)},
+            **disk,
+        },
+        "background": _background(archive),
+        "background_errors": list(archive.background_errors),
+        "jobs": {"counts": counts, "pending": counts.get("queued", 0) + counts.get("running", 0),
+                 "failures": [failure(job) for job in failed]},
+    }
