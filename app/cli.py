@@ -171,7 +171,7 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
             stop.set()
             await running
             bar.close()
-        return _summary(final, known, time.monotonic() - started)
+        return _summary(final, known, time.monotonic() - started, runner.worker)
     finally:
         await archive.close()
 
@@ -260,13 +260,15 @@ def _user_list(users: Sequence[Any]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
-def _summary(jobs: list[JobRecord], known: set[str], seconds: float) -> int:
+def _summary(jobs: list[JobRecord], known: set[str], seconds: float, worker: str) -> int:
     failed = [job for job in jobs if job.state == "failed"]
     skipped = [job for job in jobs if job.state == "done"
                and (job.id in known or job.note.startswith("already in the archive"))]
     new = [job for job in jobs if job.state == "done" and job not in skipped]
     images = sum(len(job.image_ids) for job in new)
-    print(f"{len(jobs)} file(s) in {seconds:.1f} s: {len(new)} ingested ({images} image(s)), "
+    elsewhere = sum(job.worker != worker for job in new)
+    by_others = f", {elsewhere} of them by other runners" if elsewhere else ""
+    print(f"{len(jobs)} file(s) in {seconds:.1f} s: {len(new)} ingested ({images} image(s){by_others}), "
           f"{len(skipped)} already in the archive, {len(failed)} failed.")
     for job in failed:
         print(f"  FAILED {job.path}: {job.error}")

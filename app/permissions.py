@@ -13,7 +13,9 @@ NOTHING: Query = FieldIn("id", ())
 
 
 def _owns(user: User | None, owner: str) -> bool:
-    return user is not None and bool(owner) and user.username.casefold() == owner.casefold()
+    # exact, as the store's owner conditions (`visible`, `list_jobs(owner=)`) compare: a looser match here
+    # would let may() and the listings disagree about an owner spelled in another case
+    return user is not None and bool(owner) and user.username == owner
 
 
 def effective_visibility(image: ImageRecord, site: Site) -> str:

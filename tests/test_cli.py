@@ -22,7 +22,8 @@ from app.store.sqlite import SQLiteStore
 
 IMAGEX = Path(sys.executable).parent / "imagex"
 TIMEOUT = 300
-SUMMARY = re.compile(r"^(\d+) file\(s\) in [\d.]+ s: (\d+) ingested \((\d+) image\(s\)\), "
+SUMMARY = re.compile(r"^(\d+) file\(s\) in [\d.]+ s: (\d+) ingested \((\d+) image\(s\)"
+                     r"(?:, (\d+) of them by other runners)?\), "
                      r"(\d+) already in the archive, (\d+) failed\.$", re.MULTILINE)
 
 
@@ -39,8 +40,8 @@ def imagex(data: Path, *args: str, timeout: float = TIMEOUT, **env: str) -> subp
 def summary(stdout: str) -> dict[str, int]:
     match = SUMMARY.search(stdout)
     assert match, f"no summary line in:\n{stdout}"
-    names = ("files", "ingested", "images", "known", "failed")
-    return dict(zip(names, map(int, match.groups()), strict=True))
+    names = ("files", "ingested", "images", "by_others", "known", "failed")
+    return dict(zip(names, (int(group or 0) for group in match.groups()), strict=True))
 
 
 def write_tree(root: Path, count: int, *, size: int = 128) -> list[Path]:
@@ -98,7 +99,7 @@ async def test_a_tree_with_one_bad_file_fails_naming_it_and_keeps_the_good_ones(
     result = imagex(data, "ingest", str(tmp_path / "tree"), "--workers", "2", "--no-progress")
 
     assert result.returncode == 1, result.stderr
-    assert summary(result.stdout) == {"files": 4, "ingested": 3, "images": 3, "known": 0, "failed": 1}
+    assert summary(result.stdout) == {"files": 4, "ingested": 3, "images": 3, "by_others": 0, "known": 0, "failed": 1}
     assert f"FAILED {bad}: broken.fits: this is a text file, not an image" in result.stdout
     store = SQLiteStore(data / "catalog.sqlite")
     await store.open()
@@ -121,13 +122,13 @@ def test_a_good_tree_succeeds_and_a_second_run_ingests_nothing_new(tmp_path):
 
     first = imagex(data, "ingest", str(tmp_path / "tree"), "--workers", "2")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert summary(first.stdout) == {"files": 5, "ingested": 5, "images": 5, "known": 0, "failed": 0}
+    assert summary(first.stdout) == {"files": 5, "ingested": 5, "images": 5, "by_others": 0, "known": 0, "failed": 0}
     assert "FAILED" not in first.stdout
     assert_each_file_once(data, files)
 
     again = imagex(data, "ingest", str(tmp_path / "tree"), "--workers", "2", "--no-progress")
     assert again.returncode == 0, again.stderr
-    assert summary(again.stdout) == {"files": 5, "ingested": 0, "images": 0, "known": 5, "failed": 0}
+    assert summary(again.stdout) == {"files": 5, "ingested": 0, "images": 0, "by_others": 0, "known": 5, "failed": 0}
     assert_each_file_once(data, files)
 
     # a touched file and a copy under another name are new versions of a path, but known content
@@ -136,7 +137,7 @@ def test_a_good_tree_succeeds_and_a_second_run_ingests_nothing_new(tmp_path):
     copy.write_bytes(files[1].read_bytes())
     third = imagex(data, "ingest", str(files[0]), str(copy), "--workers", "2", "--no-progress")
     assert third.returncode == 0, third.stderr
-    assert summary(third.stdout) == {"files": 2, "ingested": 0, "images": 0, "known": 2, "failed": 0}
+    assert summary(third.stdout) == {"files": 2, "ingested": 0, "images": 0, "by_others": 0, "known": 2, "failed": 0}
     with catalog(data) as db:
         assert db.execute("SELECT count(*) FROM images").fetchone()[0] == 5
     assert len(tile_folders(data)) == 5
@@ -262,6 +263,9 @@ def test_two_runners_on_the_same_tree_ingest_each_file_once(tmp_path):
     for runner, (stdout, stderr) in zip(runners, outputs, strict=True):
         assert runner.returncode == 0, stdout + stderr
         assert summary(stdout)["files"] == len(files) and summary(stdout)["failed"] == 0
+    # each runner says how many of the files the other one did: together, every file once
+    done_here = [summary(stdout)["ingested"] - summary(stdout)["by_others"] for stdout, _ in outputs]
+    assert sum(done_here) == len(files)
     assert_each_file_once(data, files)
     with catalog(data) as db:
         attempts = [row[0] for row in db.execute("SELECT attempts FROM jobs")]

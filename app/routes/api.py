@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, jsonify, request
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, Forbidden, Unauthorized
 
+from app.accounts import current_site, current_user
 from app.archive import get_archive
-from app.routes.portal import image_listing, job_summary, page_args
-from app.routes.viewer import image_detail, load_image
+from app.routes.portal import image_listing, job_owner, job_summary, page_args
+from app.routes.viewer import change_visibility, image_detail, load_image, remove
 from app.store.base import JOB_STATES, Compare, Query, Scalar, check_keyword, keyword_range
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -33,8 +34,12 @@ def parse_value(text: str) -> Scalar:
 def keyword_query() -> Query | None:
     """`keyword=NAME` with `eq=VALUE`, or with `min=` and/or `max=` for a range."""
     keyword = request.args.get("keyword")
+    filtering = keyword is not None or any(name in request.args for name in ("eq", "min", "max"))
+    if filtering and current_user() is None and not current_site().guest_search:
+        raise Forbidden("guests may not search this site: log in to filter the catalog "
+                        "(browsing without a filter is allowed)")
     if keyword is None:
-        if any(name in request.args for name in ("eq", "min", "max")):
+        if filtering:
             raise BadRequest("eq, min and max need a keyword=NAME")
         return None
     try:
@@ -68,14 +73,35 @@ async def image(image_id: str) -> Any:
     return jsonify(image_detail(archive, await load_image(archive, image_id)))
 
 
+@bp.post("/images/<image_id>/visibility")
+async def image_visibility(image_id: str) -> Any:
+    """`{"visibility": "private" | "registered" | "public"}`: the image page's visibility form."""
+    archive = get_archive()
+    body = await request.get_json(force=True, silent=True)
+    value = body.get("visibility") if isinstance(body, dict) else None
+    return jsonify(image_detail(archive, await change_visibility(archive, image_id, value)))
+
+
+@bp.delete("/images/<image_id>")
+async def delete_image(image_id: str) -> Any:
+    """The image page's delete button."""
+    archive = get_archive()
+    return jsonify((await remove(archive, image_id)).public())
+
+
 @bp.get("/jobs")
 async def jobs() -> Any:
+    """Ingest jobs: admins see all of them, users their own; guests must log in."""
     archive = get_archive()
+    user = current_user()
+    if user is None:
+        raise Unauthorized("log in or send an API token to see ingest jobs")
+    owner = job_owner(user)
     page, per_page = page_args(50)
     state = request.args.get("state") or None
     if state is not None and state not in JOB_STATES:
         raise BadRequest(f"state must be one of {', '.join(JOB_STATES)}")
-    listed = await archive.store.list_jobs(state, offset=(page - 1) * per_page,
-                                           limit=per_page)
-    return jsonify({"counts": await archive.store.job_counts(), "page": page, "per_page": per_page,
-                    "jobs": [job_summary(job) for job in listed]})
+    listed = await archive.store.list_jobs(state, offset=(page - 1) * per_page, limit=per_page,
+                                           owner=owner)
+    return jsonify({"counts": await archive.store.job_counts(owner=owner), "page": page,
+                    "per_page": per_page, "jobs": [job_summary(job) for job in listed]})

@@ -1,4 +1,5 @@
-"""The portal: newest images first, with the ingest queue and its failures."""
+"""The portal: newest images first (only those the asker may see), with the ingest queue and its
+failures (admins: all; users: their own; guests: none)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from typing import Any
 from quart import Blueprint, render_template, request
 from werkzeug.exceptions import BadRequest
 
+from app.accounts import current_site, current_user
 from app.archive import Archive, get_archive
-from app.store.base import ImageRecord, JobRecord, Query
+from app.permissions import Action, effective_visibility, may, visible
+from app.store.base import JOB_STATES, And, ImageRecord, JobRecord, Query, User
 
 bp = Blueprint("portal", __name__)
 MAX_PER_PAGE = 200
+ACTIONS: tuple[Action, ...] = ("view", "download", "change", "delete")
 
 
 def page_args(default_size: int) -> tuple[int, int]:
@@ -28,27 +32,47 @@ def page_args(default_size: int) -> tuple[int, int]:
 
 
 def image_summary(archive: Archive, image: ImageRecord) -> dict[str, Any]:
-    token = archive.tile_token(image.id)
-    return {
+    """An image as listings show it, with what the asker may do with it. Tile URLs (signed tokens) are
+    issued only when the asker may view the image."""
+    user, site = current_user(), current_site()
+    permissions = {action: may(user, action, image, site) for action in ACTIONS}
+    summary = {
         **image.public(),
+        "effective_visibility": effective_visibility(image, site),
+        "permissions": permissions,
         "date": image.header.get("DATE-OBS") or image.header.get("DATE") or "",
         "url": f"/images/{image.id}",
         "api_url": f"/api/images/{image.id}",
-        "thumbnail_url": f"/tiles/{image.id}/{token}/thumb.jpeg",
-        "dzi_url": f"/tiles/{image.id}/{token}/image.dzi",
+        "thumbnail_url": None,
+        "dzi_url": None,
         "original_url": f"/images/{image.id}/original",
     }
+    if permissions["view"]:
+        token = archive.tile_token(image.id)
+        summary["thumbnail_url"] = f"/tiles/{image.id}/{token}/thumb.jpeg"
+        summary["dzi_url"] = f"/tiles/{image.id}/{token}/image.dzi"
+    return summary
 
 
 def job_summary(job: JobRecord) -> dict[str, Any]:
     return {**job.public(), "name": job.path.rsplit("/", 1)[-1]}
 
 
+def visible_images(query: Query | None = None) -> Query | None:
+    """`query` narrowed to the images the asker may see (None: everything)."""
+    condition = visible(current_user(), current_site())
+    if condition is None:
+        return query
+    return condition if query is None else And((condition, query))
+
+
 async def image_listing(archive: Archive, page: int, per_page: int,
                         query: Query | None = None) -> dict[str, Any]:
-    """One page of images, newest first, with paging facts: the portal and `/api/images` share it."""
-    total = await archive.store.count_images(query)
-    images = await archive.store.find_images(query, offset=(page - 1) * per_page, limit=per_page)
+    """One page of the images the asker may see, newest first, with paging facts (counted by the store
+    under the same condition): the portal and `/api/images` share it."""
+    condition = visible_images(query)
+    total = await archive.store.count_images(condition)
+    images = await archive.store.find_images(condition, offset=(page - 1) * per_page, limit=per_page)
     return {
         "images": [image_summary(archive, image) for image in images],
         "page": page,
@@ -58,16 +82,28 @@ async def image_listing(archive: Archive, page: int, per_page: int,
     }
 
 
+def job_owner(user: User) -> str | None:
+    """Whose jobs a user may see: everyone's (None) for admins, their own for users."""
+    return None if user.is_admin else user.username
+
+
 async def queue_state(archive: Archive) -> dict[str, Any]:
-    counts = await archive.store.job_counts()
-    failed = await archive.store.list_jobs("failed", limit=20)
-    active = await archive.store.list_jobs("running", limit=20)
+    """The ingest queue as the asker may see it: admins all jobs (and background errors), users their own
+    jobs, guests nothing."""
+    user = current_user()
+    if user is None:
+        return {"counts": dict.fromkeys(JOB_STATES, 0), "pending": 0, "failed": [], "running": [],
+                "background_errors": []}
+    owner = job_owner(user)
+    counts = await archive.store.job_counts(owner=owner)
+    failed = await archive.store.list_jobs("failed", limit=20, owner=owner)
+    active = await archive.store.list_jobs("running", limit=20, owner=owner)
     return {
         "counts": counts,
         "pending": counts["queued"] + counts["running"],
         "failed": [job_summary(job) for job in failed],
         "running": [job_summary(job) for job in active],
-        "background_errors": list(archive.background_errors),
+        "background_errors": list(archive.background_errors) if user.is_admin else [],
     }
 
 

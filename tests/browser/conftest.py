@@ -70,8 +70,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {**os.environ, "IMAGEX_DATA": str(data), "IMAGEX_WORKERS": "1", "IMAGEX_PORT": str(port),
            "IMAGEX_HOST": "127.0.0.1"}
     env.pop("IMAGEX_SAMPLES", None)
-    done = subprocess.run([str(BIN / "imagex"), "ingest", "--no-progress", str(path)], env=env,
-                          capture_output=True, text=True, timeout=180)
+    command = [str(BIN / "imagex"), "ingest", "--no-progress", "--visibility", "public", str(path)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 ingested (1 image(s))" in done.stdout, done.stdout
 

@@ -11,18 +11,19 @@ import pytest
 
 from app.archive import Archive
 from app.store.base import ImageRecord
-from tests.conftest import ingest
+from tests.conftest import ingest, log_in
 
 Ingested = Callable[..., Awaitable[ImageRecord]]
 
 
 @pytest.fixture
 def add_image(archive: Archive, write_fits: Callable[..., Any]) -> Ingested:
-    """Write a FITS file and ingest it: `await add_image("a.fits", size=300, EXPTIME=10.0)`."""
+    """Write a FITS file and ingest it, public unless told: `await add_image("a.fits", size=300,
+    EXPTIME=10.0)`, `await add_image("b.fits", owner="alice", visibility="private")`."""
 
-    async def add(name: str, **options: Any) -> ImageRecord:
+    async def add(name: str, *, owner: str = "", visibility: str = "public", **options: Any) -> ImageRecord:
         path = write_fits(name, **options)
-        [job] = await ingest(archive, path)
+        [job] = await ingest(archive, path, owner=owner, visibility=visibility)
         assert job.state == "done", job.error
         [image_id] = job.image_ids
         image = await archive.store.get_image(image_id)
@@ -36,6 +37,22 @@ def add_image(archive: Archive, write_fits: Callable[..., Any]) -> Ingested:
 async def image(add_image: Ingested) -> ImageRecord:
     """One ready 300x300 image: its pyramid has two levels with more than one tile."""
     return await add_image("field.fits", size=300, EXPTIME=42.0, DATE_OBS="2026-03-14T21:05:00")
+
+
+@pytest.fixture
+async def admin(client: Any, make_user: Callable[..., Any]) -> Any:
+    """The test client, logged in as an administrator (who sees every image and job)."""
+    await make_user("root", role="admin")
+    assert (await log_in(client, "root")).status_code == 302
+    return client
+
+
+@pytest.fixture
+async def member(client: Any, make_user: Callable[..., Any]) -> Any:
+    """The test client, logged in as a registered user (who may download what they may see)."""
+    await make_user("mia")
+    assert (await log_in(client, "mia")).status_code == 302
+    return client
 
 
 async def text_of(response: Any) -> str:

@@ -61,11 +61,18 @@ async def test_lists_images_newest_first_with_name_date_size_and_thumbnail(clien
         assert body.startswith(b"\xff\xd8\xff") and len(body) > 100
 
 
-async def test_empty_archive_says_how_to_add_images(client):
-    html = await text_of(await client.get("/"))
+async def test_empty_archive_says_how_to_add_images(admin):
+    html = await text_of(await admin.get("/"))
     assert "0 images in the archive." in html
     assert "No images yet" in html and "imagex ingest" in html
     assert '<li class="card">' not in html
+
+
+async def test_a_guest_who_sees_nothing_is_asked_to_log_in(client, add_image):
+    await add_image("hidden.fits", visibility="private")
+    html = await text_of(await client.get("/"))
+    assert "0 images in the archive." in html and '<li class="card">' not in html
+    assert "imagex ingest" not in html and 'href="/login">Log in</a> to see more' in html
 
 
 async def test_paging_splits_the_listing(client, add_image):
@@ -101,7 +108,7 @@ async def test_bad_paging_values_are_a_400_page_with_a_message(client, query, me
     assert "<h1>400</h1>" in html and message in html
 
 
-async def test_ingest_failures_show_file_name_and_message(client, archive, tmp_path: Path, write_fits):
+async def test_ingest_failures_show_file_name_and_message(client, admin, archive, tmp_path: Path, write_fits):
     folder = tmp_path / "bad"
     folder.mkdir()
     text = folder / "notes.fits"
@@ -127,7 +134,7 @@ async def test_ingest_failures_show_file_name_and_message(client, archive, tmp_p
     assert "1 image in the archive." in html
 
 
-async def test_failed_job_with_a_hostile_file_name_is_escaped(client, archive, tmp_path: Path):
+async def test_failed_job_with_a_hostile_file_name_is_escaped(client, admin, archive, tmp_path: Path):
     hostile = tmp_path / "<img src=x onerror=alert(9)>.fits"
     hostile.write_bytes(b"<html><body>not a FITS file</body></html>")
     [job] = await ingest(archive, hostile)
@@ -154,7 +161,7 @@ async def test_htmx_request_gets_only_the_catalog_fragment(client, add_image):
     assert fragment.strip() in full
 
 
-async def test_pending_jobs_make_the_catalog_poll_itself(client, archive, write_fits):
+async def test_pending_jobs_make_the_catalog_poll_itself(client, admin, archive, write_fits):
     await archive.store.enqueue([job_for(write_fits("waiting.fits"))])
     fragment = await text_of(await client.get("/?per_page=7", headers={"HX-Request": "true"}))
     assert "Ingesting: 0 running, 1 queued." in fragment

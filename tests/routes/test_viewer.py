@@ -55,7 +55,7 @@ async def test_image_page_has_a_working_viewer_and_the_header(client, image):
     assert image.sha256 in html and image.path in unescape(html)
 
 
-async def test_original_link_and_static_assets_resolve(client, image):
+async def test_original_link_and_static_assets_resolve(client, member, image):
     html = await text_of(await client.get(f"/images/{image.id}"))
     links = {unescape(link) for link in re.findall(r'(?:href|src)="(/[^"]*)"', html)}
     assert f"/images/{image.id}/original" in links and f"/api/images/{image.id}" in links
@@ -119,7 +119,7 @@ async def test_unknown_image_asked_for_json_is_a_json_404(client):
     assert payload["status"] == 404 and "there is no image" in payload["error"]
 
 
-async def test_original_streams_the_exact_bytes_as_an_attachment(client, image):
+async def test_original_streams_the_exact_bytes_as_an_attachment(client, member, image):
     expected = hashlib.sha256(Path(image.path).read_bytes()).hexdigest()
     assert expected == image.sha256
     response = await client.get(f"/images/{image.id}/original")
@@ -132,7 +132,7 @@ async def test_original_streams_the_exact_bytes_as_an_attachment(client, image):
     assert response.headers["Digest"] == f"sha-256={expected}"
 
 
-async def test_original_of_a_deleted_file_is_gone(client, image):
+async def test_original_of_a_deleted_file_is_gone(client, member, image):
     Path(image.path).unlink()
     response = await client.get(f"/images/{image.id}/original")
     assert response.status_code == 410
