@@ -99,7 +99,8 @@ async def test_a_tree_with_one_bad_file_fails_naming_it_and_keeps_the_good_ones(
     result = imagex(data, "ingest", str(tmp_path / "tree"), "--workers", "2", "--no-progress")
 
     assert result.returncode == 1, result.stderr
-    assert summary(result.stdout) == {"files": 4, "ingested": 3, "images": 3, "by_others": 0, "known": 0, "failed": 1}
+    assert summary(result.stdout) == {"files": 4, "ingested": 3, "images": 3, "by_others": 0,
+                                     "known": 0, "failed": 1}
     assert f"FAILED {bad}: broken.fits: this is a text file, not an image" in result.stdout
     store = SQLiteStore(data / "catalog.sqlite")
     await store.open()
@@ -122,13 +123,15 @@ def test_a_good_tree_succeeds_and_a_second_run_ingests_nothing_new(tmp_path):
 
     first = imagex(data, "ingest", str(tmp_path / "tree"), "--workers", "2")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert summary(first.stdout) == {"files": 5, "ingested": 5, "images": 5, "by_others": 0, "known": 0, "failed": 0}
+    assert summary(first.stdout) == {"files": 5, "ingested": 5, "images": 5, "by_others": 0,
+                                     "known": 0, "failed": 0}
     assert "FAILED" not in first.stdout
     assert_each_file_once(data, files)
 
     again = imagex(data, "ingest", str(tmp_path / "tree"), "--workers", "2", "--no-progress")
     assert again.returncode == 0, again.stderr
-    assert summary(again.stdout) == {"files": 5, "ingested": 0, "images": 0, "by_others": 0, "known": 5, "failed": 0}
+    assert summary(again.stdout) == {"files": 5, "ingested": 0, "images": 0, "by_others": 0,
+                                     "known": 5, "failed": 0}
     assert_each_file_once(data, files)
 
     # a touched file and a copy under another name are new versions of a path, but known content
@@ -137,7 +140,8 @@ def test_a_good_tree_succeeds_and_a_second_run_ingests_nothing_new(tmp_path):
     copy.write_bytes(files[1].read_bytes())
     third = imagex(data, "ingest", str(files[0]), str(copy), "--workers", "2", "--no-progress")
     assert third.returncode == 0, third.stderr
-    assert summary(third.stdout) == {"files": 2, "ingested": 0, "images": 0, "by_others": 0, "known": 2, "failed": 0}
+    assert summary(third.stdout) == {"files": 2, "ingested": 0, "images": 0, "by_others": 0,
+                                     "known": 2, "failed": 0}
     with catalog(data) as db:
         assert db.execute("SELECT count(*) FROM images").fetchone()[0] == 5
     assert len(tile_folders(data)) == 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from markupsafe import escape
 from quart import Quart, Response, jsonify, redirect, render_template, request
 from werkzeug.exceptions import Forbidden, HTTPException, Unauthorized
 
@@ -67,4 +68,8 @@ def _wants_json() -> bool:
 async def _error(code: int, message: str) -> Any:
     if _wants_json():
         return jsonify({"error": message, "status": code}), code
+    if request.headers.get("HX-Request") == "true":
+        # an htmx action failed: show the message in the page's alert area, whatever the target was
+        fragment = f'<p class="error">{escape(message)}</p>'
+        return fragment, code, {"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"}
     return await render_template("error.html", code=code, message=message), code
