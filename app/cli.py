@@ -140,6 +140,12 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
     archive = Archive(settings)
     await archive.startup()
     try:
+        if owner:
+            account = await archive.store.get_user_by_name(owner)
+            if account is None:
+                raise ImageXError(f"--owner {owner}: there is no such user; add one with "
+                                  f"`imagex user add {owner}`")
+            owner = account.username  # the stored spelling: permissions compare names exactly
         files = await asyncio.to_thread(lambda: list(walk(paths)))
         if not files:
             print("No image files found.")

@@ -8,11 +8,14 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from astropy.io import fits
 
 from app import accounts
 from app.archive import Archive
@@ -178,3 +181,21 @@ async def test_serve_prints_the_first_admin_password_once(tmp_path):
     out, err = await asyncio.to_thread(serve_once, data)
     assert "administrator" not in out and password not in out + err
     assert "ImageX serving" in out
+
+
+def test_ingest_owner_must_be_a_user_and_is_stored_in_its_spelling(tmp_path):
+    from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
+
+    data = tmp_path / "var"
+    wcs = celestial_wcs(FIELD_RA, FIELD_DEC, 64, 64)
+    path = tmp_path / "one.fits"
+    fits.PrimaryHDU(star_field(wcs, 64, 64), wcs.to_header()).writeto(path)
+    refused = imagex(data, "ingest", str(path), "--owner", "nobody", "--no-progress")
+    assert refused.returncode == 2
+    assert "--owner nobody: there is no such user" in refused.stderr
+    added = imagex(data, "user", "add", "Alice")
+    assert added.returncode == 0, added.stderr
+    done = imagex(data, "ingest", str(path), "--owner", "alice", "--no-progress")
+    assert done.returncode == 0, done.stdout + done.stderr
+    with sqlite3.connect(data / "catalog.sqlite") as db:
+        assert db.execute("SELECT owner FROM images").fetchall() == [("Alice",)]
