@@ -347,6 +347,14 @@ async def create_invitation() -> Any:
     return await _invitations_page(201, created={"link": link, "expires": invitation.expires}, days=days)
 
 
+@bp.post("/invitations/<invitation_id>/revoke")
+async def revoke_invitation(invitation_id: str) -> Any:
+    """Withdraw an unused invitation: its link stops working at once."""
+    if not await get_archive().store.expire_invitation(invitation_id):
+        return await _invitations_page(409, error="That invitation was already used or had expired.")
+    return await _invitations_page()
+
+
 # system monitor --------------------------------------------------------------------------------------
 @bp.get("/monitor")
 async def monitor() -> Any:

@@ -356,6 +356,10 @@ class Store(ABC):
     async def get_invitation(self, code_hash: str) -> Invitation | None: ...
 
     @abstractmethod
+    async def expire_invitation(self, invitation_id: str) -> bool:
+        """Withdraw an unused invitation now; False when it was used or had expired already."""
+
+    @abstractmethod
     async def use_invitation(self, code_hash: str, username: str) -> bool:
         """Mark an unused, unexpired invitation used, atomically; False otherwise."""
 

@@ -455,6 +455,11 @@ class SQLiteStore(Store):
 
         return await self._run(select)
 
+    async def expire_invitation(self, invitation_id: str) -> bool:
+        stamp = now()
+        return await self._write("UPDATE invitations SET expires = ? WHERE id = ? AND used_by IS NULL "
+                                 "AND expires > ?", (stamp, invitation_id, stamp)) == 1
+
     async def use_invitation(self, code_hash: str, username: str) -> bool:
         stamp = now()
         return await self._write(

@@ -622,6 +622,23 @@ async def test_invitations_list_expired_ones_and_default_to_seven_days(archive, 
     assert "Registration is currently <strong>closed</strong>" in page
 
 
+async def test_a_revoked_invitation_stops_working_at_once(archive, client, account):
+    await admin_client(client, account)
+    response = await post(client, "/admin/invitations", {"days": "3"}, headers=HTMX)
+    code = re.search(r'invite=([^"]+)"', await text_of(response)).group(1)
+    invitation = await archive.store.get_invitation(digest(code))
+    page = await text_of(await client.get("/admin/invitations"))
+    assert f"/admin/invitations/{invitation.id}/revoke" in page
+    response = await post(client, f"/admin/invitations/{invitation.id}/revoke", {}, headers=HTMX)
+    assert response.status_code == 200
+    assert re.search(rf'id="invitation-{invitation.id}".*?class="state-expired">expired<',
+                     await text_of(response), re.S)
+    assert not await archive.store.use_invitation(digest(code), "mallory")
+    again = await post(client, f"/admin/invitations/{invitation.id}/revoke", {}, headers=HTMX)
+    assert again.status_code == 409
+    assert "already used or had expired" in await text_of(again)
+
+
 @pytest.mark.parametrize("days", ["0", "366", "soon", "-1", "1.5"])
 async def test_an_invalid_expiry_is_refused(archive, client, account, days):
     await admin_client(client, account)
