@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
                first_admin: bool | None = None) -> Quart:
     """The web application. `run_jobs` starts the background job runner while serving; `first_admin`
     (default: as `run_jobs`) creates an administrator at start when the catalog has none and prints its
-    password once."""
+    password once. When the settings name watch folders (IMAGEX_WATCH_DIRS), the folder watcher runs too."""
     from app.archive import Archive
     from app.ingest.jobs import JobRunner
     from app.routes import register
@@ -50,6 +50,11 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
             runner = JobRunner(archive, concurrency=settings.pool_size)
             archive.runner = runner
             archive.start_background("job runner", runner.run)
+        if settings.watch_folders:
+            from app.ingest.watch import TASK_NAME, FolderWatcher
+
+            archive.watcher = FolderWatcher.from_settings(archive)
+            archive.start_background(TASK_NAME, archive.watcher.run)
         try:
             yield
         finally:

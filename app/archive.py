@@ -20,6 +20,7 @@ from app.tiles.pool import Pool
 
 if TYPE_CHECKING:
     from app.ingest.jobs import JobRunner
+    from app.ingest.watch import FolderWatcher
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Archive:
         self.started = 0.0
         self.background_errors: list[str] = []
         self.runner: JobRunner | None = None
+        self.watcher: FolderWatcher | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._open = False
@@ -52,6 +54,9 @@ class Archive:
         self.secret = await asyncio.to_thread(tokens.load_secret, self.settings.data / "secret.key")
         await self.store.open()
         await asyncio.to_thread(self._clean_stale_work)
+        from app.ingest.spool import clean_spool
+
+        await asyncio.to_thread(clean_spool, self.settings.data)  # partial uploads of a crashed process
         self.started = time.time()
         self._open = True
 

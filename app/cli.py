@@ -1,4 +1,4 @@
-"""imagex serve | ingest | samples | settings | user."""
+"""imagex serve | ingest | watch | samples | settings | user."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ from app.site import VISIBILITIES
 from app.store.base import JobRecord
 
 log = logging.getLogger("imagex")
+# what `imagex ingest --interval/--stretch` offer (app.tiles.scaling checks them; not imported here, so that
+# every command starts without numpy and libvips)
+RUN_INTERVALS = ("zscale", "percentile", "minmax")
+RUN_STRETCHES = ("linear", "sqrt", "log", "asinh", "histeq")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,6 +42,23 @@ def _parser() -> argparse.ArgumentParser:
                         help="who may see the ingested images: private (owner and admins), registered "
                         "(every logged-in user) or public (guests too); default private")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar (summary only)")
+    ingest.add_argument("--fixed-scaling", metavar="first|NAME",
+                        help="one scaling for every image of the run, so that a mosaic has one background "
+                        "and brightness: 'first' measures it on the first image (in the order the files are "
+                        "listed) and stores it under a name (see --scaling-name); NAME applies a scaling "
+                        "stored by an earlier run")
+    ingest.add_argument("--scaling-name", metavar="NAME", help="with --fixed-scaling first: the name to "
+                        "store the scaling under (default run-YYYYmmdd-HHMMSS)")
+    ingest.add_argument("--interval", choices=RUN_INTERVALS,
+                        help="the interval of the run's scaling (default: zscale, min-max for 8-bit rasters)")
+    ingest.add_argument("--stretch", choices=RUN_STRETCHES, help="the stretch of the run's scaling "
+                        "(default linear)")
+    ingest.add_argument("--dry-run", action="store_true", help="list the files and whether each would be "
+                        "queued; queue nothing, write no tiles")
+    watch = commands.add_parser("watch", parents=[common], help="watch folders: queue and ingest every file "
+                                "that arrives or changes in them once it has settled, until stopped")
+    watch.add_argument("folders", nargs="*", type=Path, metavar="DIR",
+                       help="folders to watch (recursively); default: IMAGEX_WATCH_DIRS")
     samples = commands.add_parser("samples", parents=[common], help="write the sample images into a folder")
     samples.add_argument("folder", type=Path)
     settings = commands.add_parser("settings", parents=[common], help="show the settings in force")
@@ -70,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pyvips").setLevel(logging.WARNING)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every batch of changes
     try:
         overrides = {s.name: getattr(args, s.name) for s in SETTINGS}
         settings = Settings.load(**overrides)
@@ -77,7 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(serve(settings))
         if args.command == "ingest":
             return asyncio.run(ingest(settings, args.paths, owner=args.owner, visibility=args.visibility,
-                                      progress=not args.no_progress))
+                                      progress=not args.no_progress, fixed_scaling=args.fixed_scaling,
+                                      scaling_name=args.scaling_name, interval=args.interval,
+                                      stretch=args.stretch, dry_run=args.dry_run))
+        if args.command == "watch":
+            return asyncio.run(watch(settings, args.folders))
         if args.command == "samples":
             from app.samples import write_samples
 
@@ -125,34 +151,53 @@ async def serve(settings: Settings) -> int:
 
 
 async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", visibility: str = "private",
-                 progress: bool = True) -> int:
+                 progress: bool = True, fixed_scaling: str | None = None, scaling_name: str | None = None,
+                 interval: str | None = None, stretch: str | None = None, dry_run: bool = False) -> int:
     """Queue every image file under `paths`, run the queue with the pool until all of them are done or
-    failed, and report. Returns the exit status: 0 when nothing failed."""
+    failed, and report. Returns the exit status: 0 when nothing failed. `fixed_scaling` "first" measures
+    one scaling on the first image and applies it to all (stored as `scaling_name`); another value names a
+    stored scaling to apply. `dry_run` lists what would be queued and changes nothing."""
     from tqdm import tqdm
 
     from app.archive import Archive
+    from app.ingest import fixed_scaling as fixed
     from app.ingest.jobs import JobRunner, wait_for
     from app.ingest.scan import job_for, walk
 
+    _check_scaling_options(fixed_scaling, scaling_name, interval, stretch)
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise ImageXError(f"no such file or folder: {', '.join(missing)}")
+    chosen = {"interval": interval or "auto", "stretch": stretch or "auto"}
+    if dry_run:
+        return await _dry_run(settings, paths, owner=owner, fixed_scaling=fixed_scaling,
+                              scaling_name=scaling_name, chosen=chosen)
     archive = Archive(settings)
     await archive.startup()
     try:
-        if owner:
-            account = await archive.store.get_user_by_name(owner)
-            if account is None:
-                raise ImageXError(f"--owner {owner}: there is no such user; add one with "
-                                  f"`imagex user add {owner}`")
-            owner = account.username  # the stored spelling: permissions compare names exactly
+        owner = await _stored_owner(archive.store, owner)
         files = await asyncio.to_thread(lambda: list(walk(paths)))
         if not files:
             print("No image files found.")
             return 0
+        options: dict[str, Any] = {"visibility": visibility}
+        if fixed_scaling == fixed.FIRST:
+            measured = await fixed.measure(archive, files, chosen, settings.max_pixels)
+            scaling = await fixed.save(archive.store, fixed.named(scaling_name or fixed.run_name(), measured,
+                                                                  owner), chosen_name=bool(scaling_name))
+            print(f"Fixed scaling {scaling.name!r} for every image of this run: {fixed.describe(scaling)}; "
+                  f"apply it again with --fixed-scaling {scaling.name}", flush=True)
+            options["scaling"] = scaling.job_option()
+        elif fixed_scaling:
+            scaling = await fixed.stored(archive.store, fixed_scaling)
+            print(f"Fixed scaling {scaling.name!r} for every image of this run: {fixed.describe(scaling)}",
+                  flush=True)
+            options["scaling"] = scaling.job_option()
+        elif interval or stretch:
+            options["scaling"] = chosen
         new_jobs = [job_for(path, owner=owner) for path in files]
         for job in new_jobs:
-            job.options["visibility"] = visibility
+            job.options.update(options)
         jobs = await archive.store.enqueue(new_jobs)
         known = {job.id for job in jobs if job.state == "done"}
         ids = list(dict.fromkeys(job.id for job in jobs))
@@ -167,7 +212,9 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
             bar.update(done + failed - finished)
             finished = done + failed
 
-        runner = JobRunner(archive, concurrency=settings.pool_size, role="ingest")
+        # two jobs per pool process: while one is in the pool, the other is checksummed, catalogued and
+        # published, so that the pool does not wait for the catalog (it did for ~15% of a small file's job)
+        runner = JobRunner(archive, concurrency=settings.pool_size * 2, role="ingest")
         stop = asyncio.Event()
         started = time.monotonic()
         running = asyncio.create_task(runner.run(stop))
@@ -178,6 +225,137 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
             await running
             bar.close()
         return _summary(final, known, time.monotonic() - started, runner.worker)
+    finally:
+        await archive.close()
+
+
+def _check_scaling_options(fixed_scaling: str | None, scaling_name: str | None, interval: str | None,
+                           stretch: str | None) -> None:
+    """Refuse combinations of the scaling options that cannot be meant, before anything is written."""
+    from app.ingest.fixed_scaling import FIRST, check_name
+
+    if fixed_scaling is not None and fixed_scaling != FIRST:
+        if not fixed_scaling.strip():
+            raise ImageXError("--fixed-scaling: give 'first' (measure it on the first image) or the name of "
+                              "a stored scaling")
+        try:
+            check_name(fixed_scaling)
+        except ValueError as error:
+            raise ImageXError(f"--fixed-scaling: {error}") from None
+        if interval or stretch:
+            raise ImageXError(f"--fixed-scaling {fixed_scaling} applies a stored scaling with its own "
+                              "interval and stretch: leave out --interval and --stretch")
+    if scaling_name is not None:
+        if fixed_scaling != FIRST:
+            raise ImageXError("--scaling-name names the scaling that --fixed-scaling first stores: use them "
+                              "together")
+        try:
+            check_name(scaling_name)
+        except ValueError as error:
+            raise ImageXError(f"--scaling-name: {error}") from None
+
+
+async def _stored_owner(store: Any, owner: str) -> str:
+    """`--owner` as the stored username ("" stays the site); ImageXError when there is no such user."""
+    if not owner:
+        return ""
+    account = await store.get_user_by_name(owner) if store is not None else None
+    if account is None:
+        raise ImageXError(f"--owner {owner}: there is no such user; add one with `imagex user add {owner}`")
+    return str(account.username)  # the stored spelling: permissions compare names exactly
+
+
+async def _dry_run(settings: Settings, paths: Sequence[Path], *, owner: str, fixed_scaling: str | None,
+                   scaling_name: str | None, chosen: dict[str, str]) -> int:
+    """List every file with what a run would do with it (judged by its key: path, size and modification
+    time; content already catalogued under another name is only recognised when a run reads it)."""
+    from app.ingest import fixed_scaling as fixed
+    from app.ingest.scan import job_for, walk
+    from app.routes.units import human_bytes
+    from app.store import Store, open_store
+    from app.store.sqlite import SQLiteStore
+
+    store: Store | None = open_store(settings.store_url)
+    if isinstance(store, SQLiteStore) and not store.path.exists():
+        store = None  # no catalog yet: every file is new, and a dry run creates nothing
+    elif store is not None:
+        await store.open()
+    try:
+        owner = await _stored_owner(store, owner)
+        files = await asyncio.to_thread(lambda: list(walk(paths)))
+        if fixed_scaling and fixed_scaling != fixed.FIRST:
+            if store is None:
+                raise ImageXError(f"--fixed-scaling {fixed_scaling}: there is no scaling named "
+                                  f"{fixed_scaling!r}; no scaling is stored yet (there is no catalog at "
+                                  f"{settings.data})")
+            scaling = await fixed.stored(store, fixed_scaling)
+            print(f"Would apply the scaling {scaling.name!r}: {fixed.describe(scaling)}")
+        jobs = await asyncio.to_thread(lambda: [job_for(path, owner=owner) for path in files])
+        found = await store.jobs_with_keys([job.key for job in jobs]) if store is not None else []
+        known = {job.key: job for job in found}
+    finally:
+        if store is not None:
+            await store.close()
+    if fixed_scaling == fixed.FIRST and files:
+        measured = await fixed.measure(None, files, chosen, settings.max_pixels)
+        scaling = fixed.named(scaling_name or fixed.run_name(), measured, owner)
+        print(f"Would store the scaling {scaling.name!r} and apply it to every image: "
+              f"{fixed.describe(scaling)}")
+    counts = {"new": 0, "known": 0, "retry": 0}
+    for job, path in zip(jobs, files, strict=True):
+        earlier = known.get(job.key)
+        if earlier is None:
+            status, kind = "new", "new"
+        elif earlier.state == "failed":
+            status, kind = "retry (failed)", "retry"
+        else:
+            status, kind = f"already {earlier.state}", "known"
+        counts[kind] += 1
+        size = path.stat().st_size if path.exists() else None
+        print(f"{status:<16} {human_bytes(size) or '-':>9}  {path}")
+    print(f"{len(files)} file(s): {counts['new'] + counts['retry']} would be queued ({counts['new']} new, "
+          f"{counts['retry']} failed before), {counts['known']} already queued or done. Nothing was queued "
+          "(--dry-run).")
+    return 0
+
+
+async def watch(settings: Settings, folders: Sequence[Path]) -> int:
+    """Run the folder watcher and a job runner until SIGINT or SIGTERM; files still settling then are
+    caught up with at the next start, and a job in progress is handed back to the queue."""
+    from app.archive import Archive
+    from app.ingest.jobs import JobRunner
+    from app.ingest.watch import FolderWatcher
+
+    folders = list(folders) or list(settings.watch_folders)
+    if not folders:
+        raise ImageXError("watch: name the folders to watch, or set IMAGEX_WATCH_DIRS")
+    not_folders = [str(folder) for folder in folders if not folder.is_dir()]
+    if not_folders:
+        raise ImageXError(f"watch: no such folder: {', '.join(not_folders)}")
+    archive = Archive(settings)
+    await archive.startup()
+    try:
+        watcher = archive.watcher = FolderWatcher.from_settings(archive, folders)
+        await watcher.check_owners()
+        runner = archive.runner = JobRunner(archive, concurrency=settings.pool_size, role="watch")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        watching = asyncio.create_task(watcher.run(stop))
+        running = asyncio.create_task(runner.run(stop))
+        print(f"ImageX watching {', '.join(str(folder.path) for folder in watcher.folders)} into "
+              f"{settings.data}; Ctrl-C stops", flush=True)
+        await asyncio.wait([asyncio.create_task(stop.wait()), watching, running],
+                           return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        running.cancel()  # a job in progress goes back to the queue for the next runner
+        outcome = await asyncio.gather(watching, running, return_exceptions=True)
+        failures = [error for error in outcome if isinstance(error, Exception)]
+        for error in failures:
+            print(f"imagex: watch: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"Stopped watching; {watcher.queued} file(s) queued while watching.", flush=True)
+        return 1 if failures else 0
     finally:
         await archive.close()
 

@@ -120,12 +120,24 @@ def _background(archive: Archive) -> dict[str, Any]:
             ("busy" if runner.active else "idle, waiting for jobs")}
     return {
         "job_runner": job_runner,
-        "watcher": {"present": False, "alive": False, "state": "not configured"},
+        "watcher": _watcher(archive),
         "pool": {"present": True, "size": archive.pool.size,
                  "busy": runner.active if runner is not None else 0,
                  "state": f"{archive.pool.size} worker process{'' if archive.pool.size == 1 else 'es'}, "
                           "started on first use"},
     }
+
+
+def _watcher(archive: Archive) -> dict[str, Any]:
+    watcher = archive.watcher
+    if watcher is None:
+        return {"present": False, "alive": False, "state": "not configured (set IMAGEX_WATCH_DIRS)",
+                "settle": 0.0, "folders": [], "waiting": 0, "queued": 0, "last_error": ""}
+    facts = watcher.facts()
+    failed = [error for error in archive.background_errors if error.startswith("folder watcher:")]
+    if failed:
+        facts.update(alive=False, state="stopped after an error", last_error=failed[-1])
+    return facts
 
 
 async def monitor_facts(archive: Archive) -> dict[str, Any]:

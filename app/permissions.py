@@ -73,3 +73,17 @@ def may_see_job(user: User | None, job: JobRecord) -> bool:
     if user is None or user.disabled:
         return False
     return user.is_admin or _owns(user, job.owner)
+
+
+def upload_refusal(user: User | None, site: Site) -> str:
+    """Why `user` may not upload files now; empty when they may. Administrators always may; users when the
+    site lets users upload and is not in demo mode; guests and disabled accounts never."""
+    if user is None or user.disabled:
+        return "log in to upload files"
+    if user.is_admin:
+        return ""
+    if site.demo_mode:
+        return "this site is in demo mode: it is read-only for everyone but administrators"
+    if not site.users_may_upload:
+        return "uploads are turned off on this site: ask an administrator"
+    return ""

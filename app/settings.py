@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from app.exceptions import SettingError
+from app.site import VISIBILITIES
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,28 @@ def _choice(text: str, choices: tuple[str, ...]) -> str:
     return text
 
 
+def _folders(text: str) -> tuple[Path, ...]:
+    return tuple(Path(part.strip()).expanduser().resolve() for part in text.split(os.pathsep) if part.strip())
+
+
+def _owner_map(text: str) -> dict[Path, str]:
+    """`FOLDER=USER` entries separated by os.pathsep (a folder name may itself hold `=`)."""
+    owners: dict[Path, str] = {}
+    for entry in (part.strip() for part in text.split(os.pathsep)):
+        if not entry:
+            continue
+        folder, sep, user = entry.rpartition("=")
+        if not sep or not folder.strip() or not user.strip():
+            raise ValueError(f"each entry must be FOLDER=USERNAME, got {entry!r}")
+        owners[Path(folder.strip()).expanduser().resolve()] = user.strip()
+    return owners
+
+
+def _checked_owner_map(text: str) -> str:
+    _owner_map(text)
+    return text
+
+
 def _workers(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -84,9 +107,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("secure_cookies", "auto", "Mark cookies `Secure`: `auto` does so for HTTPS requests; set `true` "
             "behind a proxy that terminates HTTPS.", lambda text: _choice(text, ("auto", "true", "false"))),
     Setting("session_days", 14.0, "Days a login session lasts.", _positive_float),
+    Setting("upload_timeout", 60.0, "Seconds an upload may send nothing before it is cut off (its partial "
+            "file is removed).", _positive_float),
     Setting("samples", False, "When true, `imagex serve` writes the sample images into `<data>/samples` and "
             "queues them if the catalog is empty (`make run` sets it).",
             lambda text: text.strip().lower() in {"1", "true", "yes", "on"}),
+    Setting("watch_dirs", "", "Folders to watch for new image files, separated by `:`; `imagex serve` then "
+            "runs the folder watcher in the background, and `imagex watch` watches them when no folder is "
+            "named."),
+    Setting("watch_settle", 5.0, "Seconds a new or changed file in a watched folder must stay unchanged "
+            "(size and modification time) before it is queued.", _positive_float),
+    Setting("watch_owners", "", "Owners of watched files: `FOLDER=USERNAME` entries separated by `:`; a file "
+            "belongs to the user of the deepest such folder holding it, otherwise to the site (no owner).",
+            _checked_owner_map),
+    Setting("watch_visibility", "private", "Who may see images from watched folders: `private`, `registered` "
+            "or `public`.", lambda text: _choice(text, VISIBILITIES)),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -108,7 +143,12 @@ class Settings:
     tile_token_ttl: int = 43_200
     secure_cookies: str = "auto"
     session_days: float = 14.0
+    upload_timeout: float = 60.0
     samples: bool = False
+    watch_dirs: str = ""
+    watch_settle: float = 5.0
+    watch_owners: str = ""
+    watch_visibility: str = "private"
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -144,6 +184,16 @@ class Settings:
     @property
     def tiles_dir(self) -> Path:
         return self.data / "tiles"
+
+    @property
+    def watch_folders(self) -> tuple[Path, ...]:
+        """IMAGEX_WATCH_DIRS as absolute paths."""
+        return _folders(self.watch_dirs)
+
+    @property
+    def watch_owner_map(self) -> dict[Path, str]:
+        """IMAGEX_WATCH_OWNERS as {absolute folder: username}."""
+        return _owner_map(self.watch_owners)
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}

@@ -90,11 +90,18 @@ class JobRunner:
 
 async def wait_for(archive: Archive, job_ids: Sequence[str], stop: asyncio.Event,
                    progress: Callable[[list[JobRecord]], None], poll: float = 0.5) -> list[JobRecord]:
-    """Poll until every job in `job_ids` is done or failed (whoever ran it); report progress each poll."""
+    """Poll until every job in `job_ids` is done or failed (whoever ran it); report progress each poll.
+    Each poll reads only the jobs still unfinished: a batch of thousands does not keep the catalog busy."""
+    wanted = list(dict.fromkeys(job_ids))
+    current: dict[str, JobRecord] = {}
+    pending = wanted
     while True:
-        jobs = await archive.store.get_jobs(job_ids)
+        for job in await archive.store.get_jobs(pending):
+            current[job.id] = job
+        jobs = [current[job_id] for job_id in wanted if job_id in current]
         progress(jobs)
-        if all(job.state in ("done", "failed") for job in jobs):
+        pending = [job.id for job in jobs if job.state not in ("done", "failed")]
+        if not pending:
             stop.set()
             return jobs
         await asyncio.sleep(poll)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.exceptions import Conflict, FormatError, ImageXError
+from app.ingest.removal import UPLOADS
 from app.store.base import ImageRecord, JobRecord, new_id
 from app.tiles import pyramid
 from app.tiles.scaling import Scaling, display
@@ -55,6 +56,8 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
             entry = asdict(plane)
             entry["format"] = reader.format
             entry["display"] = {**applied.to_dict(), **levels}
+            if scaling.get("name"):  # a stored scaling, fixed for a whole batch
+                entry["display"]["scaling"] = str(scaling["name"])
             out.append(entry)
     return out
 
@@ -82,6 +85,30 @@ class Outcome:
 
 async def run_job(archive: Archive, job: JobRecord) -> Outcome:
     """Ingest the file of `job`. Never raises for a bad file: the outcome says what went wrong."""
+    outcome = await _run(archive, job)
+    if job.provenance == "upload" and job.options.get("client_name"):
+        await _settle_upload(archive, job, outcome)
+    return outcome
+
+
+async def _settle_upload(archive: Archive, job: JobRecord, outcome: Outcome) -> None:
+    """An upload is stored under a generated name: messages name the client's file instead. Content that
+    was catalogued already leaves its uploaded copy unused: remove it (without saying where the other
+    copy is; it may be someone else's)."""
+    path = Path(job.path)
+    client_name = str(job.options["client_name"])
+    outcome.error = outcome.error.replace(path.name, client_name)
+    if outcome.state != "done" or not job.options.get("sha256"):
+        return
+    if not path.resolve().is_relative_to((archive.settings.data / UPLOADS).resolve()):
+        return
+    catalogued = await archive.store.images_with_checksum(str(job.options["sha256"]))
+    if not any(image.path == job.path for image in catalogued):
+        await asyncio.to_thread(path.unlink, True)
+        outcome.note = f"{client_name}: already in the archive (same SHA-256); this upload was not kept"
+
+
+async def _run(archive: Archive, job: JobRecord) -> Outcome:
     path = Path(job.path)
     work = archive.settings.tiles_dir / ".work" / f"{job.id}-{new_id()}"
     try:
@@ -102,13 +129,18 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
     from app.formats import sniff
 
     await asyncio.to_thread(sniff, path)  # a clear message for missing, unreadable or non-image files
-    checksum, size = await asyncio.to_thread(sha256_of, path)
+    checksum, size = await _checksum(job, path)
     existing = await archive.store.images_with_checksum(checksum)
     if existing:
         return _duplicate(existing)
     scaling = job.options.get("scaling") or {}
     planes = await archive.pool.run(render_file, str(path), str(work), scaling,
                                     archive.settings.max_pixels, archive.settings.jpeg_quality)
+    client_name = job.options.get("client_name")
+    for plane in planes if client_name else []:
+        # named after the file when the header names no object: the client's name, not the generated one
+        if plane["name"] == path.name or plane["name"].startswith(path.name + " ["):
+            plane["name"] = str(client_name) + plane["name"][len(path.name):]
     records = [
         ImageRecord(
             id=new_id(), sha256=checksum, hdu=plane["hdu"], path=str(path), name=plane["name"], size=size,
@@ -136,6 +168,16 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
         raise
     notes = "; ".join(f"HDU {r.hdu}: {r.note}" for r in records if r.note)
     return Outcome("done", note=notes, image_ids=[r.id for r in records])
+
+
+async def _checksum(job: JobRecord, path: Path) -> tuple[str, int]:
+    """SHA-256 and size. An upload's checksum was computed as its bytes arrived, and the file has been
+    ImageX's own since: it is not read again."""
+    known, size = job.options.get("sha256"), job.options.get("size")
+    if job.provenance == "upload" and known and isinstance(size, int):
+        if (await asyncio.to_thread(path.stat)).st_size == size:
+            return str(known), size
+    return await asyncio.to_thread(sha256_of, path)
 
 
 def _duplicate(existing: list[ImageRecord]) -> Outcome:

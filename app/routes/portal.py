@@ -55,7 +55,8 @@ def image_summary(archive: Archive, image: ImageRecord) -> dict[str, Any]:
 
 
 def job_summary(job: JobRecord) -> dict[str, Any]:
-    return {**job.public(), "name": job.path.rsplit("/", 1)[-1]}
+    # an upload is stored under a generated name: show the client's
+    return {**job.public(), "name": job.options.get("client_name") or job.path.rsplit("/", 1)[-1]}
 
 
 def visible_images(query: Query | None = None) -> Query | None:

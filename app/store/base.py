@@ -219,6 +219,51 @@ class Usage:
     bytes: int = 0
 
 
+@dataclass(frozen=True)
+class QuotaCheck:
+    """The answer to an upload reservation: whether it was granted, and where the owner's bytes are:
+    catalogued (`stored`), uploaded and waiting to be ingested (`pending`), held by their other uploads in
+    progress (`reserved`)."""
+
+    granted: bool
+    quota: int
+    stored: int
+    pending: int
+    reserved: int
+
+    @property
+    def available(self) -> int:
+        """Bytes this upload may hold at most."""
+        return max(0, self.quota - self.stored - self.pending - self.reserved)
+
+
+@dataclass
+class NamedScaling:
+    """A scaling stored under a name: the limits `low`..`high` (data values shown black and white) that
+    `interval` measured on the file `source`, the stretch, and for `histeq` its equalisation curve. Every
+    image given it is shown with the same mapping from data values to grey levels."""
+
+    name: str
+    interval: str
+    stretch: str
+    low: float
+    high: float
+    curve: list[float] = field(default_factory=list)
+    source: str = ""
+    created: float = field(default_factory=now)
+    created_by: str = ""
+
+    def job_option(self) -> dict[str, Any]:
+        """The job option "scaling" that applies it exactly (the `manual` interval) and names it."""
+        return {"interval": "manual", "stretch": self.stretch, "low": self.low, "high": self.high,
+                "curve": list(self.curve), "name": self.name}
+
+    def public(self) -> dict[str, Any]:
+        return {"name": self.name, "interval": self.interval, "stretch": self.stretch, "low": self.low,
+                "high": self.high, "source": self.source, "created": self.created,
+                "created_by": self.created_by}
+
+
 class Store(ABC):
     """A catalog of images and the job queue. Every method is a coroutine and never blocks the loop."""
 
@@ -287,6 +332,22 @@ class Store(ABC):
     @abstractmethod
     async def requeue_job(self, job_id: str) -> bool:
         """Queue a failed job again (the monitor's retry button); False unless it had failed."""
+
+    @abstractmethod
+    async def jobs_with_keys(self, keys: Sequence[str]) -> list[JobRecord]:
+        """The jobs of those keys that exist (what `enqueue` would find), queueing nothing."""
+
+    # named scalings
+    @abstractmethod
+    async def save_scaling(self, scaling: NamedScaling) -> None:
+        """Store a new named scaling; raises Conflict when the name is taken."""
+
+    @abstractmethod
+    async def get_scaling(self, name: str) -> NamedScaling | None: ...
+
+    @abstractmethod
+    async def list_scalings(self) -> list[NamedScaling]:
+        """Every named scaling, by name."""
 
     # images: permissions and removal
     @abstractmethod
@@ -382,3 +443,15 @@ class Store(ABC):
 
     @abstractmethod
     async def save_site_settings(self, values: dict[str, Any]) -> None: ...
+
+    # upload reservations
+    @abstractmethod
+    async def reserve_upload(self, reservation_id: str, owner: str, size: int, quota: int,
+                             ttl: float) -> QuotaCheck:
+        """Atomically (across processes) hold `size` bytes for one upload of `owner`, replacing what this
+        reservation held before, when the owner's catalogued bytes, their queued and running upload jobs
+        (options `size`), their other unexpired reservations and `size` together fit in `quota`; the hold
+        expires after `ttl` seconds unless reserved again."""
+
+    @abstractmethod
+    async def release_upload(self, reservation_id: str) -> None: ...

@@ -21,9 +21,11 @@ from app.store.base import (
     Invitation,
     JobRecord,
     JobState,
+    NamedScaling,
     NewJob,
     Or,
     Query,
+    QuotaCheck,
     Store,
     Usage,
     User,
@@ -324,6 +326,44 @@ class SQLiteStore(Store):
                                  "lease_until = 0, updated = ? WHERE id = ? AND state = 'failed'",
                                  (now(), job_id)) == 1
 
+    async def jobs_with_keys(self, keys: Sequence[str]) -> list[JobRecord]:
+        wanted = list(dict.fromkeys(keys))
+
+        def select() -> list[JobRecord]:
+            out: list[JobRecord] = []
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                marks = ", ".join("?" * len(chunk))
+                out.extend(_job(row) for row in self.db.execute(
+                    f"SELECT * FROM jobs WHERE key IN ({marks})", chunk))
+            return out
+
+        return await self._run(select)
+
+    # named scalings --------------------------------------------------------------------------------
+    async def save_scaling(self, scaling: NamedScaling) -> None:
+        try:
+            await self._write(
+                "INSERT INTO scalings (name, interval, stretch, low, high, curve, source, created, "
+                "created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (scaling.name, scaling.interval, scaling.stretch, scaling.low, scaling.high,
+                 _dumps(list(scaling.curve)), scaling.source, scaling.created, scaling.created_by))
+        except sqlite3.IntegrityError:
+            raise Conflict(f"a scaling named {scaling.name!r} exists already") from None
+
+    async def get_scaling(self, name: str) -> NamedScaling | None:
+        def select() -> NamedScaling | None:
+            row = self.db.execute("SELECT * FROM scalings WHERE name = ?", (name,)).fetchone()
+            return None if row is None else _scaling(row)
+
+        return await self._run(select)
+
+    async def list_scalings(self) -> list[NamedScaling]:
+        def select() -> list[NamedScaling]:
+            return [_scaling(row) for row in self.db.execute("SELECT * FROM scalings ORDER BY name")]
+
+        return await self._run(select)
+
     # images: permissions and removal -------------------------------------------------------------
     async def set_visibility(self, image_ids: Sequence[str], visibility: str) -> None:
         await self._write_many("UPDATE images SET visibility = ? WHERE id = ?",
@@ -512,6 +552,34 @@ class SQLiteStore(Store):
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             [(name, _dumps(value)) for name, value in values.items()])
 
+    # upload reservations ---------------------------------------------------------------------------
+    async def reserve_upload(self, reservation_id: str, owner: str, size: int, quota: int,
+                             ttl: float) -> QuotaCheck:
+        def reserve() -> QuotaCheck:
+            stamp = now()
+            with _transaction(self.db) as db:  # one writer: the sums and the insert see the same state
+                db.execute("DELETE FROM upload_reservations WHERE expires < ?", (stamp,))
+                stored = db.execute(
+                    "SELECT coalesce(sum(size), 0) FROM (SELECT max(size) AS size FROM images "
+                    "WHERE owner = ? GROUP BY sha256)", (owner,)).fetchone()[0]
+                pending = db.execute(
+                    "SELECT coalesce(sum(json_extract(options, '$.size')), 0) FROM jobs WHERE owner = ? "
+                    "AND state IN ('queued', 'running') AND provenance = 'upload'", (owner,)).fetchone()[0]
+                reserved = db.execute(
+                    "SELECT coalesce(sum(bytes), 0) FROM upload_reservations WHERE owner = ? AND id != ?",
+                    (owner, reservation_id)).fetchone()[0]
+                granted = stored + pending + reserved + size <= quota
+                if granted:
+                    db.execute("INSERT INTO upload_reservations (id, owner, bytes, expires) "
+                               "VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes, "
+                               "expires = excluded.expires", (reservation_id, owner, size, stamp + ttl))
+                return QuotaCheck(granted, quota, int(stored), int(pending), int(reserved))
+
+        return await self._run(reserve)
+
+    async def release_upload(self, reservation_id: str) -> None:
+        await self._write("DELETE FROM upload_reservations WHERE id = ?", (reservation_id,))
+
     # helpers ---------------------------------------------------------------------------------------
     async def _write(self, sql: str, params: Sequence[Any]) -> int:
         def write() -> int:
@@ -582,6 +650,12 @@ def _job(row: sqlite3.Row) -> JobRecord:
         state=row["state"], options=json.loads(row["options"]), worker=row["worker"],
         lease_until=row["lease_until"], attempts=row["attempts"], error=row["error"], note=row["note"],
         image_ids=json.loads(row["image_ids"]), created=row["created"], updated=row["updated"])
+
+
+def _scaling(row: sqlite3.Row) -> NamedScaling:
+    return NamedScaling(name=row["name"], interval=row["interval"], stretch=row["stretch"], low=row["low"],
+                        high=row["high"], curve=json.loads(row["curve"]), source=row["source"],
+                        created=row["created"], created_by=row["created_by"])
 
 
 def _user(row: sqlite3.Row) -> User:

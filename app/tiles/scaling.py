@@ -3,32 +3,43 @@
 Limits come from a sample of the pixels (numpy, astropy); the per-pixel work is done lazily by libvips
 while it writes the tiles, as one linear map to 16 bits followed by a 65536-entry lookup table that holds
 the stretch. So every stretch costs the same, and scaling adds almost nothing to tiling time.
+
+The `manual` interval takes its limits (and, for histogram equalisation, its curve) as given instead of
+measuring them: `freeze()` turns the scaling chosen for one image into such a scaling, so that a whole
+batch (a mosaic) can be shown with exactly the same mapping from data values to grey levels.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pyvips
 
-INTERVALS = ("auto", "zscale", "percentile", "minmax")
+INTERVALS = ("auto", "zscale", "percentile", "minmax", "manual")
 STRETCHES = ("auto", "linear", "sqrt", "log", "asinh", "histeq")
 LUT_SIZE = 65536
 SAMPLE_PIXELS = 1_000_000
+CURVE_POINTS = 257  # quantiles kept of a frozen histogram equalisation
 _FLOAT_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
 class Scaling:
     """How to map pixel values to display grey levels. `auto` keeps 8-bit rasters as they are and uses
-    zscale + linear for science data."""
+    zscale + linear for science data. `manual` uses the data values `low` and `high` as the limits and, for
+    `histeq`, the equalisation `curve` (quantiles of the normalised values, 0..1) instead of measuring
+    them on each image."""
 
     interval: str = "auto"
     stretch: str = "auto"
     low_percent: float = 0.5
     high_percent: float = 99.5
+    low: float | None = None
+    high: float | None = None
+    curve: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.interval not in INTERVALS:
@@ -37,14 +48,40 @@ class Scaling:
             raise ValueError(f"unknown stretch {self.stretch!r}; choose one of {', '.join(STRETCHES)}")
         if not 0 <= self.low_percent < self.high_percent <= 100:
             raise ValueError("percentiles must satisfy 0 <= low < high <= 100")
+        if self.interval == "manual":
+            _check_manual(self.low, self.high, self.curve)
+        elif self.low is not None or self.high is not None or self.curve:
+            raise ValueError("low, high and curve are given only with the manual interval")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Scaling:
-        known = {k: values[k] for k in ("interval", "stretch", "low_percent", "high_percent") if k in values}
+        names = ("interval", "stretch", "low_percent", "high_percent", "low", "high")
+        known: dict[str, Any] = {k: values[k] for k in names if k in values}
+        if values.get("curve"):
+            if not isinstance(values["curve"], list | tuple):
+                raise ValueError("the curve must be a list of numbers")
+            known["curve"] = tuple(values["curve"])
         return cls(**known)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        values["curve"] = list(self.curve)
+        return values
+
+
+def _check_manual(low: float | None, high: float | None, curve: tuple[float, ...]) -> None:
+    numbers = (int, float, np.integer, np.floating)
+    if not isinstance(low, numbers) or not isinstance(high, numbers) or isinstance(low, bool) \
+            or isinstance(high, bool):
+        raise ValueError("the manual interval needs the data values low and high")
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(f"the manual interval needs finite limits with low < high, got {low!r} and {high!r}")
+    if curve:
+        points = np.asarray(curve, dtype=np.float64) if all(
+            isinstance(v, numbers) and not isinstance(v, bool) for v in curve) else None
+        if points is None or points.size < 2 or not np.all(np.isfinite(points)) \
+                or not np.all((points >= 0) & (points <= 1)) or np.any(np.diff(points) < 0):
+            raise ValueError("the curve must be at least two rising numbers between 0 and 1")
 
 
 @dataclass(frozen=True)
@@ -89,8 +126,33 @@ def limits(values: np.ndarray, interval: str, scaling: Scaling) -> tuple[float, 
     return low, high
 
 
-def stretch_lut(stretch: str, normalised_sample: np.ndarray | None = None) -> np.ndarray:
-    """The stretch as a lookup table from 16-bit normalised values to 8-bit grey levels."""
+def equalisation_curve(normalised_sample: np.ndarray) -> tuple[float, ...]:
+    """The quantiles of the values strictly inside the interval: enough to equalise other images with
+    this one's histogram."""
+    inside = normalised_sample[(normalised_sample > 0.0) & (normalised_sample < 1.0)]
+    if inside.size == 0:
+        return ()
+    return tuple(float(v) for v in np.quantile(inside, np.linspace(0.0, 1.0, CURVE_POINTS)))
+
+
+def stretch_lut(stretch: str, normalised_sample: np.ndarray | None = None,
+                curve: tuple[float, ...] = ()) -> np.ndarray:
+    """The stretch as a lookup table from 16-bit normalised values to 8-bit grey levels (read-only).
+    `histeq` equalises with `curve` when given, else with the sample."""
+    if stretch != "histeq":
+        return _fixed_lut(stretch)
+    return _lut(stretch, normalised_sample, curve)
+
+
+@functools.lru_cache(maxsize=8)
+def _fixed_lut(stretch: str) -> np.ndarray:
+    # the same for every image: computing it takes about as long as the rest of the scaling of a small one
+    lut = _lut(stretch, None, ())
+    lut.setflags(write=False)
+    return lut
+
+
+def _lut(stretch: str, normalised_sample: np.ndarray | None, curve: tuple[float, ...]) -> np.ndarray:
     from astropy.visualization import AsinhStretch, HistEqStretch, LinearStretch, LogStretch, SqrtStretch
 
     x = np.linspace(0.0, 1.0, LUT_SIZE)
@@ -98,7 +160,7 @@ def stretch_lut(stretch: str, normalised_sample: np.ndarray | None = None) -> np
         data = normalised_sample if normalised_sample is not None and normalised_sample.size else x
         # Values clipped to the interval's ends would lift its low end off black (and NaN, drawn with
         # entry 0, with it): equalise the values inside and pin the ends to black and white.
-        inside = data[(data > 0.0) & (data < 1.0)]
+        inside = np.asarray(curve, dtype=np.float64) if curve else data[(data > 0.0) & (data < 1.0)]
         function: Any = HistEqStretch(np.concatenate(([0.0, 1.0], inside)))
     else:
         function = {"linear": LinearStretch(), "sqrt": SqrtStretch(), "log": LogStretch(),
@@ -106,6 +168,26 @@ def stretch_lut(stretch: str, normalised_sample: np.ndarray | None = None) -> np
     y = np.nan_to_num(np.clip(function(x, clip=True), 0.0, 1.0))
     lut: np.ndarray = np.round(y * 255.0).astype(np.uint8)
     return lut
+
+
+def freeze(image: pyvips.Image, scaling: Scaling) -> tuple[Scaling, str]:
+    """The `manual` scaling that shows `image` as `scaling` would, with its limits (and equalisation
+    curve) measured now, so that other images can be shown exactly alike; and the interval that measured
+    them. An 8-bit raster left as it is becomes 0..255 linear (which leaves it as it is), measured by
+    "none"."""
+    if scaling.interval == "manual":
+        return scaling, "manual"
+    eight_bit = str(image.format) == "uchar"
+    interval = scaling.interval
+    stretch = "linear" if scaling.stretch == "auto" else scaling.stretch
+    if eight_bit and interval == "auto" and stretch == "linear":
+        return Scaling(interval="manual", stretch="linear", low=0.0, high=255.0), "none"
+    if interval == "auto":
+        interval = "minmax" if eight_bit else "zscale"
+    values = sample(image)
+    low, high = limits(values, interval, scaling)
+    curve = equalisation_curve((values - low) / (high - low)) if stretch == "histeq" else ()
+    return Scaling(interval="manual", stretch=stretch, low=low, high=high, curve=curve), interval
 
 
 def display(image: pyvips.Image, scaling: Scaling) -> tuple[pyvips.Image, Applied]:
@@ -119,13 +201,19 @@ def display(image: pyvips.Image, scaling: Scaling) -> tuple[pyvips.Image, Applie
         interval = "minmax" if eight_bit else "zscale"
     if stretch == "auto":
         stretch = "linear"
-    values = sample(image)
-    low, high = limits(values, interval, scaling)
-    factor = (LUT_SIZE - 1) / (high - low)
     normalised = None
-    if stretch == "histeq":
-        normalised = (values - low) / (high - low)
-    lut = stretch_lut(stretch, normalised)
+    if interval == "manual" and scaling.low is not None and scaling.high is not None:
+        low, high = float(scaling.low), float(scaling.high)
+        if stretch == "histeq" and not scaling.curve:
+            values = sample(image)
+            normalised = (values - low) / (high - low)
+    else:
+        values = sample(image)
+        low, high = limits(values, interval, scaling)
+        if stretch == "histeq":
+            normalised = (values - low) / (high - low)
+    factor = (LUT_SIZE - 1) / (high - low)
+    lut = stretch_lut(stretch, normalised, scaling.curve)
     lut_image = pyvips.Image.new_from_memory(lut.data, LUT_SIZE, 1, 1, "uchar")
     # the cast to ushort clips to 0..65535, so values outside the interval saturate
     index = image.linear(factor, -low * factor).cast("ushort")

@@ -1,0 +1,132 @@
+"""A scaling fixed for a whole batch: measured on the first image of the run, stored under a name and
+applied to every image of the run, so that a mosaic has one background and one brightness. A later run
+reuses it by name.
+
+The limits are measured once, before anything is queued, and travel in each job's options as a `manual`
+scaling: whichever runner (or `imagex serve`) takes a job applies exactly the same mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app.exceptions import Conflict, ImageXError
+from app.store.base import NamedScaling, Store
+from app.tiles.scaling import Scaling, freeze
+
+if TYPE_CHECKING:
+    from app.archive import Archive
+
+FIRST = "first"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_name(name: str) -> str:
+    """A scaling name: 1-64 letters, digits, `.`, `_` or `-`, starting with a letter or digit; not `first`."""
+    if name == FIRST:
+        raise ValueError(f"{FIRST!r} means \"measure the first image\"; it cannot name a stored scaling")
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a scaling name: use 1-64 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit")
+    return name
+
+
+def run_name(moment: float | None = None) -> str:
+    """The default name of a run's scaling: `run-YYYYmmdd-HHMMSS` (local time)."""
+    return time.strftime("run-%Y%m%d-%H%M%S", time.localtime(time.time() if moment is None else moment))
+
+
+def measure_first(paths: Sequence[str], chosen: dict[str, Any], max_pixels: int) -> dict[str, Any] | None:
+    """In a pool process or a thread: `chosen` (interval, stretch) frozen on the first image of the first
+    readable file of `paths`: {"scaling": manual scaling as a dict, "interval": what measured it,
+    "source": the file}. Unreadable files are passed over (their jobs fail with the reason); None when
+    no file can be read."""
+    import pyvips
+
+    from app.formats import sniff
+
+    scaling = Scaling.from_dict(chosen)
+    for name in paths:
+        path = Path(name)
+        try:
+            with sniff(path)(path, max_pixels=max_pixels) as reader:
+                plane = reader.planes()[0]
+                frozen, interval = freeze(reader.pixels(plane), scaling)
+        except (ImageXError, pyvips.Error, OSError, ValueError):
+            continue
+        return {"scaling": frozen.to_dict(), "interval": interval, "source": str(path)}
+    return None
+
+
+async def measure(archive: Archive | None, files: Sequence[Path], chosen: dict[str, Any],
+                  max_pixels: int) -> dict[str, Any]:
+    """`measure_first` in the archive's pool (a thread when there is no archive, as in a dry run);
+    ImageXError when no file of the run can be read."""
+    paths = [str(path) for path in files]
+    if archive is None:
+        found = await asyncio.to_thread(measure_first, paths, chosen, max_pixels)
+    else:
+        found = await archive.pool.run(measure_first, paths, chosen, max_pixels)
+    if found is None:
+        raise ImageXError("--fixed-scaling first: no file of this run could be read to measure the scaling "
+                          "on (run without --fixed-scaling to see why each one fails)")
+    return found
+
+
+def named(name: str, measured: dict[str, Any], created_by: str) -> NamedScaling:
+    """The stored form of a measured scaling."""
+    scaling = measured["scaling"]
+    return NamedScaling(name=name, interval=measured["interval"], stretch=scaling["stretch"],
+                        low=float(scaling["low"]), high=float(scaling["high"]),
+                        curve=[float(v) for v in scaling["curve"]], source=measured["source"],
+                        created_by=created_by)
+
+
+def _same(one: NamedScaling, other: NamedScaling) -> bool:
+    return (one.interval, one.stretch, one.low, one.high, list(one.curve)) == \
+        (other.interval, other.stretch, other.low, other.high, list(other.curve))
+
+
+async def save(store: Store, scaling: NamedScaling, *, chosen_name: bool) -> NamedScaling:
+    """Store `scaling`. When its name is taken by the same scaling (another runner started on the same
+    files), that one is used. A name chosen by the user and taken by a different scaling is refused; a
+    generated one gets a suffix (`-2`, `-3`, ...)."""
+    base = scaling.name
+    for attempt in range(2, 1000):
+        try:
+            await store.save_scaling(scaling)
+            return scaling
+        except Conflict:
+            existing = await store.get_scaling(scaling.name)
+            if existing is None:
+                continue  # removed in between: try the same name again
+            if _same(existing, scaling):
+                return existing
+            if chosen_name:
+                raise ImageXError(
+                    f"--scaling-name {base}: a different scaling has that name ({describe(existing)}); "
+                    f"choose another name, or apply that one with --fixed-scaling {base}") from None
+            scaling.name = f"{base}-{attempt}"
+    raise ImageXError(f"--fixed-scaling first: no free name like {base!r}")
+
+
+async def stored(store: Store, name: str) -> NamedScaling:
+    """The scaling stored under `name`; ImageXError listing the names there are."""
+    scaling = await store.get_scaling(name)
+    if scaling is not None:
+        return scaling
+    names = [other.name for other in await store.list_scalings()]
+    there = (f"stored scalings: {', '.join(names)}" if names
+             else "no scaling is stored yet; make one with --fixed-scaling first")
+    raise ImageXError(f"--fixed-scaling {name}: there is no scaling named {name!r}; {there}")
+
+
+def describe(scaling: NamedScaling) -> str:
+    """One line for people: `zscale limits 91.2 .. 118.7, linear stretch, measured on PATH`."""
+    measured = "as is" if scaling.interval == "none" else f"{scaling.interval} limits"
+    return (f"{measured} {scaling.low:.6g} .. {scaling.high:.6g}, {scaling.stretch} stretch, measured on "
+            f"{scaling.source or 'an unknown file'}")

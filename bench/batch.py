@@ -1,0 +1,120 @@
+"""Benchmark: many small FITS files (256x256 float32 star fields with a real TAN WCS) through
+`imagex ingest` run as a subprocess, against bare astropy header reads (`fits.getheader`) of the same
+files in the same run: the floor for any tool that has to open every file.
+
+    .venv/bin/python bench/batch.py [--files 2000] [--size 256] [--workers N] [--keep]
+
+Prints files/s for both and the ratio. The ImageX figure is measured twice: the whole command (process
+start, catalog, pool start, queueing, every job, summary) and the queue alone (the time the command's
+own summary line reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from astropy.io import fits
+
+from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
+
+IMAGEX = Path(sys.executable).parent / "imagex"
+SUMMARY = re.compile(r"^(\d+) file\(s\) in ([\d.]+) s: (\d+) ingested .*?(\d+) failed\.$", re.MULTILINE)
+PER_FOLDER = 250
+
+
+def write_one(folder: Path, index: int, size: int) -> Path:
+    """One distinct star field: its own pointing (a grid around the sample field) and noise seed."""
+    column, row = index % 40, index // 40
+    ra = FIELD_RA + (column - 20) * size / 3600 / 4
+    dec = FIELD_DEC + (row - 25) * size / 3600 / 4
+    wcs = celestial_wcs(ra, dec, size, size)
+    header = wcs.to_header()
+    header["OBJECT"] = f"Bench field {index}"
+    header["EXPTIME"] = 30.0
+    header["FILTER"] = "r"
+    path = folder / f"night{index // PER_FOLDER:02d}" / f"frame_{index:05d}.fits"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fits.PrimaryHDU(star_field(wcs, size, size, seed=index), header).writeto(path)
+    return path
+
+
+def write_files(folder: Path, count: int, size: int, workers: int) -> list[Path]:
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(write_one, [folder] * count, range(count), [size] * count, chunksize=50))
+
+
+def header_reads(paths: list[Path]) -> float:
+    """Seconds for `fits.getheader` of every file, one after the other."""
+    start = time.perf_counter()
+    for path in paths:
+        fits.getheader(path)
+    return time.perf_counter() - start
+
+
+def run_ingest(files: Path, data: Path, workers: int) -> tuple[float, float, str]:
+    """Seconds for the whole `imagex ingest` command and for its queue (from its summary line)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGEX_")}
+    env["IMAGEX_DATA"] = str(data)
+    start = time.perf_counter()
+    result = subprocess.run([str(IMAGEX), "ingest", str(files), "--workers", str(workers), "--no-progress"],
+                            env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    match = SUMMARY.search(result.stdout)
+    if result.returncode != 0 or match is None:
+        raise SystemExit(f"imagex ingest failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    if int(match.group(4)):
+        raise SystemExit(f"imagex ingest reported failures:\n{result.stdout}")
+    return wall, float(match.group(2)), match.group(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--files", type=int, default=2000, help="number of FITS files (default 2000)")
+    parser.add_argument("--size", type=int, default=256, help="width and height in pixels (default 256)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="imagex ingest --workers (default: one per core)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder and print it")
+    args = parser.parse_args()
+    if args.files < 1 or args.size < 8 or args.workers < 1:
+        parser.error("--files and --workers must be at least 1, --size at least 8")
+
+    root = Path(tempfile.mkdtemp(prefix="imagex-batch-"))
+    try:
+        files = root / "files"
+        print(f"writing {args.files} FITS files of {args.size}x{args.size} float32 ...", flush=True)
+        started = time.perf_counter()
+        paths = write_files(files, args.files, args.size, args.workers)
+        megabytes = sum(path.stat().st_size for path in paths) / 1e6
+        print(f"  {megabytes:.0f} MB in {time.perf_counter() - started:.1f} s", flush=True)
+
+        header_reads(paths[:20])  # import and warm up astropy outside the timing
+        floor = header_reads(paths)
+        print(f"running imagex ingest --workers {args.workers} ...", flush=True)
+        wall, queue, line = run_ingest(files, root / "var", args.workers)
+        print(f"  {line}")
+
+        count = len(paths)
+        floor_rate, wall_rate, queue_rate = count / floor, count / wall, count / queue
+        print(f"bare astropy fits.getheader        : {floor_rate:9.0f} files/s  ({floor:.2f} s)")
+        print(f"imagex ingest, whole command       : {wall_rate:9.1f} files/s  ({wall:.1f} s)")
+        print(f"imagex ingest, queue (its summary) : {queue_rate:9.1f} files/s  ({queue:.1f} s)")
+        print(f"ratio header reads / whole command : {floor_rate / wall_rate:9.1f}x")
+        print(f"ratio header reads / queue         : {floor_rate / queue_rate:9.1f}x")
+    finally:
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
