@@ -6,8 +6,12 @@ VENDOR := app/static/vendor
 
 .PHONY: run test install install-test vendor lint typecheck pytest bench clean
 
+# Files dropped into var/inbox are ingested while the archive runs (IMAGEX_WATCH_DIRS overrides it).
+INBOX ?= $(CURDIR)/var/inbox
+
 run: install vendor
-	IMAGEX_SAMPLES=1 $(BIN)/imagex serve
+	mkdir -p "$(INBOX)"
+	IMAGEX_SAMPLES=1 IMAGEX_WATCH_DIRS="$${IMAGEX_WATCH_DIRS:-$(INBOX)}" $(BIN)/imagex serve
 
 test: install-test vendor lint typecheck pytest
 
