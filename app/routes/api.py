@@ -11,7 +11,9 @@ from app.accounts import current_site, current_user
 from app.archive import get_archive
 from app.routes.portal import image_listing, job_owner, job_summary, page_args
 from app.routes.viewer import change_visibility, image_detail, load_image, remove
-from app.store.base import JOB_STATES, Compare, Query, Scalar, check_keyword, keyword_range
+from app.search.dates import date_range
+from app.search.sky import parse_cone
+from app.store.base import JOB_STATES, And, Compare, Cone, Query, Scalar, check_keyword, keyword_range
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -60,11 +62,56 @@ def keyword_query() -> Query | None:
     return keyword_range(keyword, low_value, high_value)
 
 
+DATE_ARGS = ("date_keywords", "date_from", "date_to")
+
+
+def date_query() -> Query | None:
+    """`date_keywords=DATE-OBS,DATE,MJD-OBS` (alternates, any of them) with `date_from=` and/or `date_to=`:
+    calendar dates (whole days, UTC, inclusive) or ISO date-times."""
+    if not any(name in request.args for name in DATE_ARGS):
+        return None
+    if current_user() is None and not current_site().guest_search:
+        raise Forbidden("guests may not search this site: log in to filter the catalog "
+                        "(browsing without a filter is allowed)")
+    if "date_keywords" not in request.args:
+        raise BadRequest("date_from and date_to need date_keywords=NAME[,NAME...], "
+                         "e.g. DATE-OBS,DATE,MJD-OBS")
+    try:
+        return date_range(request.args["date_keywords"], request.args.get("date_from"),
+                          request.args.get("date_to"))
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+
+
+CONE_ARGS = ("ra", "dec", "radius", "frame", "mode")
+
+
+def cone_query() -> Query | None:
+    """`ra=&dec=&radius=` (sexagesimal or degrees; radius with a unit arcsec/arcmin/deg, bare: degrees),
+    `frame=icrs|galactic`, `mode=overlaps|contains` (the image holds the point; no radius needed)."""
+    if not any(name in request.args for name in CONE_ARGS):
+        return None
+    if current_user() is None and not current_site().guest_search:
+        raise Forbidden("guests may not search this site: log in to filter the catalog "
+                        "(browsing without a filter is allowed)")
+    ra, dec = request.args.get("ra"), request.args.get("dec")
+    if ra is None or dec is None:
+        raise BadRequest("a cone search needs both ra= and dec= (with radius=, frame=, mode=)")
+    try:
+        cone = parse_cone(ra, dec, request.args.get("radius"), request.args.get("frame", "icrs"),
+                          request.args.get("mode", "overlaps"))
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    return Cone(cone.ra, cone.dec, cone.radius, cone.mode)
+
+
 @bp.get("/images")
 async def images() -> Any:
     archive = get_archive()
     page, per_page = page_args(archive.settings.page_size)
-    return jsonify(await image_listing(archive, page, per_page, keyword_query()))
+    parts = [part for part in (keyword_query(), date_query(), cone_query()) if part is not None]
+    query = None if not parts else parts[0] if len(parts) == 1 else And(tuple(parts))
+    return jsonify(await image_listing(archive, page, per_page, query))
 
 
 @bp.get("/images/<image_id>")

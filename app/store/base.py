@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 HeaderValue = str | int | float | bool | list[str] | None
@@ -154,7 +156,84 @@ class Or:
     parts: tuple[Query, ...]
 
 
-Query = Compare | FieldIn | And | Or
+MJD_EPOCH = datetime(1858, 11, 17, tzinfo=UTC)
+MICROS_PER_DAY = 86_400_000_000
+MAX_DATE_KEYWORDS = 20
+
+
+def mjd_from_micros(micros: int) -> float:
+    """Microseconds since the MJD epoch as an MJD: every path to a date's number goes through here, so the
+    same moment always gets the same float (inclusive bounds then match exactly)."""
+    day, rest = divmod(micros, MICROS_PER_DAY)
+    return day + rest / MICROS_PER_DAY
+
+
+def mjd_of(value: datetime | float) -> float:
+    """A moment as a Modified Julian Date (days since 1858-11-17 00:00 UTC); a naive datetime is UTC."""
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return mjd_from_micros((moment - MJD_EPOCH) // timedelta(microseconds=1))
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"not a date: {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """Any of `keywords` holds a date (as normalised at ingest) within `start`..`end`, both inclusive and
+    either optional (neither: the image has a date in one of them). Bounds are UTC datetimes (naive ones
+    are read as UTC) or MJD numbers. Alternate keywords are OR-ed: DATE-OBS, DATE and MJD-OBS together
+    find an image whichever of them its header used."""
+
+    keywords: tuple[str, ...]
+    start: datetime | float | None = None
+    end: datetime | float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.keywords:
+            raise ValueError("a date range needs at least one keyword")
+        if len(self.keywords) > MAX_DATE_KEYWORDS:
+            raise ValueError(f"a date range takes at most {MAX_DATE_KEYWORDS} keywords")
+        for keyword in self.keywords:
+            check_keyword(keyword)
+        low, high = self.bounds()
+        if low is not None and high is not None and low > high:
+            raise ValueError("the start of a date range is after its end")
+
+    def bounds(self) -> tuple[float | None, float | None]:
+        """The bounds as MJD numbers."""
+        return (None if self.start is None else mjd_of(self.start),
+                None if self.end is None else mjd_of(self.end))
+
+
+ConeMode = Literal["overlaps", "contains"]
+CONE_MODES: tuple[ConeMode, ...] = ("overlaps", "contains")
+
+
+@dataclass(frozen=True)
+class Cone:
+    """Images whose sky footprint (the quadrilateral of its WCS corners) overlaps the cone of `radius_deg`
+    around (`ra`, `dec`), ICRS degrees; with mode `contains`, images whose footprint holds that point
+    (`radius_deg` ignored). Images without a celestial WCS never match."""
+
+    ra: float
+    dec: float
+    radius_deg: float
+    mode: ConeMode = "overlaps"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.ra) and math.isfinite(self.dec) and math.isfinite(self.radius_deg)):
+            raise ValueError("cone coordinates and radius must be finite numbers")
+        if not -90 <= self.dec <= 90:
+            raise ValueError(f"Dec {self.dec} is outside -90..+90 degrees")
+        if self.mode not in CONE_MODES:
+            raise ValueError(f"unknown cone mode {self.mode!r}")
+        if self.mode == "overlaps" and not 0 < self.radius_deg <= 180:
+            raise ValueError(f"cone radius {self.radius_deg} must be above 0 and at most 180 degrees")
+
+
+Query = Compare | FieldIn | And | Or | DateRange | Cone
 
 
 def keyword_range(keyword: str, low: Scalar | None = None, high: Scalar | None = None) -> Query:
@@ -167,6 +246,23 @@ def keyword_range(keyword: str, low: Scalar | None = None, high: Scalar | None =
     if not parts:
         raise ValueError("a range needs at least one bound")
     return parts[0] if len(parts) == 1 else And(tuple(parts))
+
+
+def any_compare(keywords: Sequence[str], op: CompareOp, value: Scalar) -> Query:
+    """`header[k] <op> value` for any of the alternate `keywords` (EXPTIME or EXPOSURE ...)."""
+    if not keywords:
+        raise ValueError("a condition needs at least one keyword")
+    parts = tuple(Compare(keyword, op, value) for keyword in dict.fromkeys(keywords))
+    return parts[0] if len(parts) == 1 else Or(parts)
+
+
+def any_in_range(keywords: Sequence[str], low: Scalar | None = None, high: Scalar | None = None) -> Query:
+    """`low <= header[k] <= high` for any of the alternate `keywords`; either bound optional. With numbers,
+    only numeric values match (a keyword holding text never does)."""
+    if not keywords:
+        raise ValueError("a range needs at least one keyword")
+    parts = tuple(keyword_range(keyword, low, high) for keyword in dict.fromkeys(keywords))
+    return parts[0] if len(parts) == 1 else Or(parts)
 
 
 @dataclass

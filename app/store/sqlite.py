@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -12,10 +13,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from app.exceptions import Conflict, StoreError
+from app.search.dates import DATES_VERSION, header_dates
+from app.search.footprint import cone_ranges, footprint_cells, sky_matches_json
 from app.store.base import (
     And,
     ApiToken,
     Compare,
+    Cone,
+    DateRange,
     FieldIn,
     ImageRecord,
     Invitation,
@@ -34,6 +39,7 @@ from app.store.base import (
 )
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 _OPS = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 _IMAGE_COLUMNS = ("id, sha256, hdu, path, name, size, owner, provenance, format, width, height, bitpix, "
@@ -53,6 +59,10 @@ def compile_query(query: Query) -> tuple[str, list[Any]]:
         # query value's JSON type, so `EXPTIME > 5` never matches EXPTIME = 'fast' or EXPTIME = T
         return (f"json_type(header, ?) IN {kinds} "
                 f"AND json_extract(header, ?) {_OPS[query.op]} ?", [path, path, value])
+    if isinstance(query, DateRange):
+        return _compile_date_range(query)
+    if isinstance(query, Cone):
+        return _compile_cone(query)
     if isinstance(query, FieldIn):
         if not query.values:
             return ("1" if query.negate else "0"), []
@@ -69,6 +79,31 @@ def compile_query(query: Query) -> tuple[str, list[Any]]:
             params.extend(part_params)
         return joiner.join(sqls), params
     raise TypeError(f"not a query node: {query!r}")
+
+
+def _compile_date_range(query: DateRange) -> tuple[str, list[Any]]:
+    """Images with a normalised date of any of the keywords in range: one range scan of the
+    (keyword, mjd) index per keyword."""
+    low, high = query.bounds()
+    conditions = [f"keyword IN ({', '.join('?' * len(query.keywords))})"]
+    params: list[Any] = list(query.keywords)
+    if low is not None:
+        conditions.append("mjd >= ?")
+        params.append(low)
+    if high is not None:
+        conditions.append("mjd <= ?")
+        params.append(high)
+    return f"id IN (SELECT image_id FROM image_dates WHERE {' AND '.join(conditions)})", params
+
+
+def _compile_cone(query: Cone) -> tuple[str, list[Any]]:
+    """Candidates from the HEALPix cells of the cone (runs of the cell index), then the exact footprint test
+    (the `sky_cone` function) on those alone."""
+    ranges = cone_ranges(query.ra, query.dec, query.radius_deg, query.mode)
+    cells = " OR ".join("cell BETWEEN ? AND ?" for _ in ranges)
+    params: list[Any] = [bound for run in ranges for bound in run]
+    return (f"id IN (SELECT image_id FROM image_cells WHERE {cells}) AND sky_cone(sky, ?, ?, ?, ?)",
+            [*params, query.ra, query.dec, query.radius_deg, query.mode])
 
 
 class SQLiteStore(Store):
@@ -112,8 +147,11 @@ class SQLiteStore(Store):
         _use_wal(db)
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
+        db.create_function("sky_cone", 5, sky_matches_json, deterministic=True)
         self._db = db
         self._migrate_sync()
+        self._backfill_cells_sync()
+        self._backfill_dates_sync()
 
     def _migrate_sync(self) -> None:
         db = self.db
@@ -133,6 +171,47 @@ class SQLiteStore(Store):
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _backfill_dates_sync(self, chunk: int = 2000) -> int:
+        """Read the dates of images catalogued before typed dates (or under older date rules), a chunk per
+        transaction so other writers are not held up; idempotent. Returns how many images were read."""
+        done = 0
+        while True:
+            with _transaction(self.db) as db:
+                rows = db.execute("SELECT id, header FROM images WHERE dates_version < ? LIMIT ?",
+                                  (DATES_VERSION, chunk)).fetchall()
+                if not rows:
+                    break
+                ids = [(row["id"],) for row in rows]
+                db.executemany("DELETE FROM image_dates WHERE image_id = ?", ids)
+                db.executemany("INSERT INTO image_dates (image_id, keyword, mjd) VALUES (?, ?, ?)",
+                               [(row["id"], keyword, mjd) for row in rows
+                                for keyword, mjd in header_dates(json.loads(row["header"])).items()])
+                db.executemany(f"UPDATE images SET dates_version = {DATES_VERSION} WHERE id = ?", ids)
+            done += len(rows)
+        if done:
+            log.info("read the dates of %d catalogued images", done)
+        return done
+
+    def _backfill_cells_sync(self, chunk: int = 2000) -> int:
+        """Index the footprints of images catalogued before cone search (listed by the migration), a chunk
+        per transaction; idempotent. Returns how many images were indexed."""
+        done = 0
+        while True:
+            with _transaction(self.db) as db:
+                rows = db.execute("SELECT p.image_id AS id, i.sky AS sky FROM image_cells_pending p "
+                                  "JOIN images i ON i.id = p.image_id LIMIT ?", (chunk,)).fetchall()
+                if not rows:
+                    db.execute("DELETE FROM image_cells_pending")
+                    break
+                db.executemany("INSERT OR IGNORE INTO image_cells (cell, image_id) VALUES (?, ?)",
+                               [(cell, row["id"]) for row in rows
+                                for cell in footprint_cells(None if row["sky"] is None
+                                                            else json.loads(row["sky"]))])
+                db.executemany("DELETE FROM image_cells_pending WHERE image_id = ?",
+                               [(row["id"],) for row in rows])
+            done += len(rows)
+        return done
 
     async def close(self) -> None:
         if self._executor is None:
@@ -162,18 +241,26 @@ class SQLiteStore(Store):
              i.job_id, i.visibility)
             for i in images
         ]
+        dates = [(i.id, keyword, mjd) for i in images for keyword, mjd in header_dates(i.header).items()]
+        cells = [(cell, i.id) for i in images for cell in footprint_cells(i.sky)]
         try:
-            self._insert_images(rows)
+            self._insert_images(rows, dates, cells)
         except sqlite3.IntegrityError as error:
             raise Conflict(f"image already catalogued: {error}") from None
 
-    def _insert_images(self, rows: list[tuple[Any, ...]]) -> None:
+    def _insert_images(self, rows: list[tuple[Any, ...]], dates: list[tuple[str, str, float]],
+                       cells: list[tuple[int, str]]) -> None:
         with _transaction(self.db) as db:
             db.executemany(
                 "INSERT INTO images (id, sha256, hdu, path, name, size, owner, provenance, format, width, "
                 "height, bitpix, header, comments, sky, center_ra, center_dec, display, note, created, "
-                "job_id, visibility) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                "job_id, visibility, dates_version) "
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {DATES_VERSION})",
+                rows)
+            # typed dates beside the raw header, in the same transaction
+            db.executemany("INSERT INTO image_dates (image_id, keyword, mjd) VALUES (?, ?, ?)", dates)
+            # the footprint's HEALPix cells, for cone search
+            db.executemany("INSERT INTO image_cells (cell, image_id) VALUES (?, ?)", cells)
 
     async def get_image(self, image_id: str) -> ImageRecord | None:
         rows = await self._select_images("id = ?", [image_id], 0, 1)
