@@ -7,7 +7,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from astropy.io import fits
 from app import accounts
 from app.archive import Archive
 from app.settings import Settings
+from tests.processes import free_port
 
 IMAGEX = Path(sys.executable).parent / "imagex"
 TIMEOUT = 60
@@ -133,12 +133,6 @@ async def test_user_passwd_sets_the_password_and_ends_sessions(tmp_path):
 
 
 # first start -----------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def serve_once(data: Path) -> tuple[str, str]:
     """Start `imagex serve`, wait until it answers, stop it with SIGTERM; its stdout and stderr."""
     port = free_port()

@@ -10,7 +10,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.ingest.test_watch import fits_bytes
+from tests.processes import answers, free_port
 from tests.test_cli import IMAGEX, catalog, environment, imagex
 
 TIMEOUT = 90
@@ -170,20 +170,6 @@ def test_a_file_the_watcher_may_not_read_is_queued_and_fails_with_a_message():
         assert (data / "catalog.sqlite").stat().st_uid == nobody.pw_uid  # it really ran as nobody
     finally:
         shutil.rmtree(base, ignore_errors=True)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def test_serve_with_watch_dirs_shows_a_dropped_file_with_no_other_command(tmp_path):
