@@ -8,7 +8,6 @@ import asyncio
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -27,6 +26,7 @@ from app.routes.accounts import create_token
 from app.settings import Settings
 from tests.browser.conftest import BIN, answers, free_port
 from tests.conftest import csrf_of, ingest, log_in
+from tests.processes import stop
 from tests.routes.conftest import text_of
 
 HTML_NAME = "<img src=x onerror=alert(1)> deep.fits"
@@ -491,12 +491,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             time.sleep(0.2)
         yield {"port": port, "data": data, "token": made.stdout.strip()}
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
 
 
 def _request_head(served: dict[str, Any], path: str, length: int) -> bytes:
