@@ -19,6 +19,7 @@ from app.ingest.scan import job_for, walk
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.settings import Settings
 from app.store.base import JobRecord
+from app.store.sqlite import SQLiteStore
 from app.tiles.pool import Pool
 
 
@@ -28,6 +29,15 @@ def pool() -> Iterator[Pool]:
     shared = Pool(2)
     yield shared
     shared.close()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """A bare, opened SQLite catalog in the test's folder."""
+    opened = SQLiteStore(tmp_path / "catalog.sqlite")
+    await opened.open()
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture

@@ -363,18 +363,21 @@ class SQLiteStore(Store):
         return await self._run(release)
 
     async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
-        ids = list(job_ids)
+        return await self._jobs_where_in("id", list(job_ids))
 
-        def get() -> list[JobRecord]:
+    async def _jobs_where_in(self, column: str, values: list[str]) -> list[JobRecord]:
+        """Jobs whose `column` (id or key) is one of `values`, asked in chunks of 500 parameters."""
+
+        def select() -> list[JobRecord]:
             out: list[JobRecord] = []
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
+            for start in range(0, len(values), 500):
+                chunk = values[start:start + 500]
                 marks = ", ".join("?" * len(chunk))
                 out.extend(_job(row) for row in self.db.execute(
-                    f"SELECT * FROM jobs WHERE id IN ({marks})", chunk))
+                    f"SELECT * FROM jobs WHERE {column} IN ({marks})", chunk))
             return out
 
-        return await self._run(get)
+        return await self._run(select)
 
     async def list_jobs(self, state: JobState | None = None, *, offset: int = 0, limit: int = 50,
                         owner: str | None = None) -> list[JobRecord]:
@@ -414,18 +417,7 @@ class SQLiteStore(Store):
                                  (now(), job_id)) == 1
 
     async def jobs_with_keys(self, keys: Sequence[str]) -> list[JobRecord]:
-        wanted = list(dict.fromkeys(keys))
-
-        def select() -> list[JobRecord]:
-            out: list[JobRecord] = []
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start:start + 500]
-                marks = ", ".join("?" * len(chunk))
-                out.extend(_job(row) for row in self.db.execute(
-                    f"SELECT * FROM jobs WHERE key IN ({marks})", chunk))
-            return out
-
-        return await self._run(select)
+        return await self._jobs_where_in("key", list(dict.fromkeys(keys)))
 
     # named scalings --------------------------------------------------------------------------------
     async def save_scaling(self, scaling: NamedScaling) -> None:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ from app.store.base import JOB_STATES, NewJob
 from app.store.sqlite import SQLiteStore
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "catalog.sqlite")
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 def new_jobs(count: int, prefix: str = "file") -> list[NewJob]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -140,14 +139,6 @@ def record(sky: dict[str, Any] | None, owner: str = "") -> ImageRecord:
     return ImageRecord(id=new_id(), sha256=new_id(), hdu=0, path="/data/x.fits", name="x.fits", size=2880,
                        owner=owner, provenance="batch", format="fits", width=64, height=64, bitpix=-32,
                        header={}, sky=sky)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "catalog.sqlite")
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 def random_images(rng: np.random.Generator, count: int) -> list[ImageRecord]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,6 @@ def image(sha256: str = "", hdu: int = 0, *, created: float = 1000.0, **header: 
         id=new_id(), sha256=sha256 or new_id(), hdu=hdu, path=f"/data/{sha256 or 'x'}.fits", name="x.fits",
         size=2880, owner="", provenance="batch", format="fits", width=64, height=48, bitpix=-32,
         header={key.replace("_", "-"): value for key, value in header.items()}, created=created)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "catalog.sqlite")
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 def tables(path: Path) -> set[str]:
