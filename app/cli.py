@@ -1,4 +1,4 @@
-"""imagex serve | ingest | watch | samples | settings | user."""
+"""imagex serve | ingest | watch | worker | samples | settings | user."""
 
 from __future__ import annotations
 
@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                                 "that arrives or changes in them once it has settled, until stopped")
     watch.add_argument("folders", nargs="*", type=Path, metavar="DIR",
                        help="folders to watch (recursively); default: IMAGEX_WATCH_DIRS")
+    commands.add_parser("worker", parents=[common], help="run queued jobs from the shared store with a "
+                        "process pool (no web server) until SIGTERM or Ctrl-C")
     samples = commands.add_parser("samples", parents=[common], help="write the sample images into a folder")
     samples.add_argument("folder", type=Path)
     settings = commands.add_parser("settings", parents=[common], help="show the settings in force")
@@ -104,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       stretch=args.stretch, dry_run=args.dry_run))
         if args.command == "watch":
             return asyncio.run(watch(settings, args.folders))
+        if args.command == "worker":
+            from app.worker import Worker
+
+            return asyncio.run(Worker(settings).run())
         if args.command == "samples":
             from app.samples import write_samples
 

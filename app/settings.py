@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from app.exceptions import SettingError
 from app.site import VISIBILITIES
@@ -86,6 +87,24 @@ def _workers(text: str) -> int:
     return value
 
 
+def _public_url(text: str) -> str:
+    """An absolute http(s) URL of the site's root, without a trailing slash (a path is not supported)."""
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an absolute http:// or https:// address, got {text!r}")
+    if parts.path.strip("/") or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"must be the site's root address (scheme, host and port only), got {text!r}")
+    parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _hops(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 10:
+        raise ValueError(f"must be a whole number 0-10, got {text!r}")
+    return value
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("data", "./var",
             "Data folder: the SQLite catalog, tiles, thumbnails, samples and the secret key."),
@@ -122,6 +141,15 @@ SETTINGS: tuple[Setting, ...] = (
             _checked_owner_map),
     Setting("watch_visibility", "private", "Who may see images from watched folders: `private`, `registered` "
             "or `public`.", lambda text: _choice(text, VISIBILITIES)),
+    Setting("public_url", "", "The address users reach the site at, e.g. `https://images.example.org`, "
+            "when a reverse proxy is in front: links the site makes (invitations) use it, and with `https` "
+            "cookies are marked `Secure`. Empty: taken from each request.", _public_url),
+    Setting("proxy_hops", 0, "Reverse proxies in front that set `X-Forwarded-For`, `-Proto` and `-Host`; "
+            "that many hops of these headers are trusted (the client address for login throttling, the "
+            "scheme, the host). 0 trusts none: never set it when clients reach the server directly.", _hops),
+    Setting("stop_grace", 30.0, "Seconds `imagex worker` lets its running jobs finish after SIGTERM or "
+            "Ctrl-C; jobs still running then are given back to the queue for another worker.",
+            _positive_float),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -149,6 +177,9 @@ class Settings:
     watch_settle: float = 5.0
     watch_owners: str = ""
     watch_visibility: str = "private"
+    public_url: str = ""
+    proxy_hops: int = 0
+    stop_grace: float = 30.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
