@@ -39,7 +39,7 @@ async def health_facts(archive: Archive) -> dict[str, Any]:
     runner, watcher = _runner_state(archive), _watcher_state(archive)
     if not store["reachable"]:
         status = "unavailable"
-    elif _stopped(runner) or _stopped(watcher) or (store["migration"] or 0) < store["migrations_known"]:
+    elif _stopped(runner) or _stopped(watcher) or _behind(store):
         status = "degraded"  # a background part failed, or the store lacks migrations
     else:
         status = "ok"
@@ -52,6 +52,10 @@ async def health_facts(archive: Archive) -> dict[str, Any]:
         "runner": runner,
         "watcher": watcher,
     }
+
+
+def _behind(store: dict[str, Any]) -> bool:
+    return store["migration"] is not None and bool(store["migration"] < store["migrations_known"])
 
 
 def _stopped(part: dict[str, Any]) -> bool:
