@@ -184,12 +184,14 @@ class Settings:
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then `IMAGEX_*` environment variables, then explicit overrides (CLI flags)."""
+        """Defaults, then `IMAGEX_*` environment variables (or the file named by `IMAGEX_*_FILE`), then
+        explicit overrides (CLI flags)."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for setting in SETTINGS:
             value: Any = setting.default
-            raw = environ.get(setting.env)
+            from_file = bool(environ.get(setting.env + "_FILE"))
+            raw = _from_file(setting, environ) if from_file else environ.get(setting.env)
             if raw is not None and raw != "":
                 value = _parse(setting, raw, setting.env)
             if overrides.get(setting.name) is not None:
@@ -228,6 +230,21 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+
+
+def _from_file(setting: Setting, environ: Mapping[str, str]) -> str:
+    """`IMAGEX_<NAME>_FILE`: the setting's value is the file's content (one line; Docker and Compose secrets
+    are mounted as files, so that a password in a store URL is never in the environment or the image)."""
+    name = setting.env + "_FILE"
+    if environ.get(setting.env):
+        raise SettingError(f"{setting.env} and {name} are both set: give one")
+    path = Path(environ[name])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or "not UTF-8 text"
+        raise SettingError(f"{name}: cannot read {path}: {reason}") from None
+    return text.strip("\r\n")
 
 
 def _parse(setting: Setting, raw: str, origin: str) -> Any:
