@@ -11,6 +11,7 @@ start, in fresh work folders; a pyramid is moved into place only when complete.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 import time
@@ -24,12 +25,18 @@ log = logging.getLogger(__name__)
 JOBS_PER_PROCESS = 2
 
 
-def warm_up() -> bool:
-    """In a pool process: import what reading and tiling need, so the first job does not pay for it."""
-    import app.formats
-    import app.ingest.pipeline
-    import app.tiles.scaling  # noqa: F401
+# What reading, scaling, tiling and cataloguing an image import on first use (astropy's units, WCS,
+# visualization, coordinates and HEALPix take seconds to import).
+WARM_MODULES = ("astropy.io.fits", "astropy.units", "astropy.wcs", "astropy.wcs.utils",
+                "astropy.visualization", "astropy.coordinates", "astropy_healpix", "app.formats",
+                "app.ingest.pipeline", "app.search.footprint", "app.tiles.scaling")
 
+
+def warm_up() -> bool:
+    """Import WARM_MODULES, so that the first job does not pay for it: run in every pool process and, for
+    the catalog's footprint cells, in the worker itself."""
+    for name in WARM_MODULES:
+        importlib.import_module(name)
     return True
 
 
@@ -63,7 +70,8 @@ class Worker:
             if removed:
                 log.info("removed %d work folder(s) left by runners that stopped mid-job", removed)
             started = time.monotonic()
-            await asyncio.gather(*(archive.run_in_pool(warm_up) for _ in range(settings.pool_size)))
+            await asyncio.gather(asyncio.to_thread(warm_up),
+                                 *(archive.run_in_pool(warm_up) for _ in range(settings.pool_size)))
             runner = archive.runner = JobRunner(archive, concurrency=settings.pool_size * JOBS_PER_PROCESS,
                                                 role="worker")
             print(f"ImageX worker {runner.worker} ready in {time.monotonic() - started:.1f} s: "
