@@ -20,7 +20,7 @@ T = TypeVar("T")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """On Linux, ask the kernel to kill this process when the process that started it dies (say a worker
     killed with SIGKILL): an orphan would otherwise wait for work forever, or go on writing a job that
     another worker has taken over."""
@@ -29,12 +29,13 @@ def _die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() == 1:  # the parent died before prctl took effect
+        if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 
 
-def _initialise_worker() -> None:
-    _die_with_parent()
+def _initialise_worker(parent: int | None = None) -> None:
+    if parent is not None:
+        _die_with_parent(parent)
     # Ctrl-C goes to the parent, which shuts the pool down in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import pyvips
@@ -55,7 +56,7 @@ class Pool:
             # spawn, not fork: the parent runs threads (SQLite, asyncio) that must not be forked mid-flight
             self._executor = ProcessPoolExecutor(
                 max_workers=self.size, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_initialise_worker)
+                initializer=_initialise_worker, initargs=(os.getpid(),))
         return self._executor
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
