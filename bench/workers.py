@@ -3,7 +3,7 @@
 baseline; each other count prints its scaling efficiency against linear (target: at least 80 % up to the
 core count).
 
-    .venv/bin/python bench/workers.py [--files 48] [--size 1024] [--counts 1,2,N] [--repeat 2] [--keep]
+    .venv/bin/python bench/workers.py [--files 96] [--size 1024] [--counts 1,2,N] [--repeat 2] [--keep]
 
 Each worker is a real `imagex worker` process with one pool process (IMAGEX_WORKERS=1), i.e. one core's
 worth. The clock runs from the moment the jobs are queued (every worker is up and idle, its pool warmed)
@@ -118,7 +118,7 @@ def run(count: int, files: Path, root: Path, jobs: int) -> float:
 def main() -> None:
     cores = os.cpu_count() or 1
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--files", type=int, default=48, help="number of FITS files (default 48)")
+    parser.add_argument("--files", type=int, default=96, help="number of FITS files (default 96)")
     parser.add_argument("--size", type=int, default=1024, help="width and height in pixels (default 1024)")
     parser.add_argument("--counts", default=",".join(str(n) for n in sorted({1, min(2, cores), cores})),
                         help=f"worker counts to measure, the first being the baseline (default 1,2,{cores})")
