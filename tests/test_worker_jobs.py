@@ -79,3 +79,15 @@ async def test_a_hurried_drain_gives_the_running_job_back_at_once(archive, write
     assert await runner.run_one()
     [after] = await archive.store.get_jobs([job.id])
     assert after.state == "done" and after.attempts == 2
+
+
+def test_the_worker_names_its_store_without_the_password():
+    from app.settings import Settings
+    from app.worker import _store_label
+
+    mongo = Settings.load(environ={}, store="mongodb://imagex:s3cret@mongo:27017/imagex?authSource=admin")
+    assert _store_label(mongo) == "mongodb://***@mongo:27017/imagex?authSource=admin"
+    plain = Settings.load(environ={}, store="mongodb://mongo:27017/imagex")
+    assert _store_label(plain) == "mongodb://mongo:27017/imagex"
+    sqlite = Settings.load(environ={}, data="/srv/imagex")
+    assert _store_label(sqlite) == "sqlite:////srv/imagex/catalog.sqlite"
