@@ -196,7 +196,7 @@ def _read_order(search: Search, elements: Sequence[SearchElement], args: Mapping
         element = by_id[sort]
         search.descending = direction == "desc"
         search.order = Order(keywords=tuple(element.keywords), dates=element.type == "date",
-                             descending=search.descending)
+                             numbers=element.type == "number", descending=search.descending)
     elif sort in ORDER_FIELDS:
         search.descending = direction != "asc" if sort in ("created", "size") else direction == "desc"
         search.order = Order(field=sort, descending=search.descending)

@@ -133,7 +133,9 @@ def compile_order(order: Order | None) -> tuple[str, list[Any]]:
                       f"AND d.keyword IN ({marks}))")
         params = list(order.keywords)
     elif order.keywords:
-        values = [value_of(keyword) for keyword in order.keywords]
+        values = [value_of(keyword) if not order.numbers else
+                  f"CASE WHEN {type_of(keyword)} IN ('integer', 'real') THEN {value_of(keyword)} END"
+                  for keyword in order.keywords]
         expression = values[0] if len(values) == 1 else f"coalesce({', '.join(values)})"
     else:
         expression = order.field
