@@ -112,7 +112,7 @@ def compile_search(elements: Sequence[SearchElement], args: Mapping[str, str]) -
 
 
 def _field_at_fault(element: SearchElement, message: str) -> str:
-    for suffix in SUFFIXES[element.type]:
+    for suffix in sorted(SUFFIXES[element.type], key=len, reverse=True):  # "radius" before "ra"
         word = suffix.lstrip("_")
         if word and message.lower().startswith(word):
             return element.id + suffix
