@@ -45,12 +45,15 @@ def image_summary(archive: Archive, image: ImageRecord) -> dict[str, Any]:
         "api_url": f"/api/images/{image.id}",
         "thumbnail_url": None,
         "dzi_url": None,
+        "display_url": None,
         "original_url": f"/images/{image.id}/original",
     }
     if permissions["view"]:
         token = archive.tile_token(image.id)
         summary["thumbnail_url"] = f"/tiles/{image.id}/{token}/thumb.jpeg"
         summary["dzi_url"] = f"/tiles/{image.id}/{token}/image.dzi"
+        # dynamic tiles: <display_url><spec>/image.dzi (see app/tiles/render.py)
+        summary["display_url"] = f"/tiles/{image.id}/{token}/display/"
     return summary
 
 
