@@ -13,6 +13,7 @@ from app.accounts import current_site, current_user
 from app.archive import Archive, get_archive
 from app.permissions import Action, effective_visibility, may, visible
 from app.store.base import JOB_STATES, And, ImageRecord, JobRecord, Query, User
+from app.tiles.render import default_spec
 
 bp = Blueprint("portal", __name__)
 MAX_PER_PAGE = 200
@@ -46,6 +47,7 @@ def image_summary(archive: Archive, image: ImageRecord) -> dict[str, Any]:
         "thumbnail_url": None,
         "dzi_url": None,
         "display_url": None,
+        "display_default": default_spec(image.display).text,
         "original_url": f"/images/{image.id}/original",
     }
     if permissions["view"]:

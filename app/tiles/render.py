@@ -31,13 +31,16 @@ from app.tiles import colormaps
 from app.tiles.pyramid import DZI_NAME, OVERLAP, TILE_SIZE
 
 STRETCHES = ("linear", "sqrt", "log", "asinh", "histeq", "ahisteq")
+EQUALISED = ("histeq", "ahisteq")  # stretches that need the image's equalisation curve
 DISPLAY = "display"
 SCALE_FILE = "scale.json"
 MAX_SPEC_CHARS = 120
-# adaptive equalisation: the window (in pixels of the level shown) and the CLAHE slope limit
+# adaptive equalisation: the window (in pixels of the level shown) and the CLAHE slope limit, applied to
+# the globally equalised 8-bit picture (so that faint structure spans many grey levels before it is
+# equalised locally)
 AHE_WINDOW = 64
 AHE_MARGIN = AHE_WINDOW
-AHE_MAX_SLOPE = 3
+AHE_MAX_SLOPE = 4
 _LUT_SIZE = 65536
 _FLOAT_MAX = float(np.finfo(np.float32).max)
 _NUMBER = r"-?(?:\d+(?:\.\d+)?|\.\d+)(?:e[-+]?\d+)?"
@@ -197,7 +200,7 @@ def measure(science_path: str, spec: Spec) -> Scale:
     if spec.interval == "manual":
         assert spec.low is not None and spec.high is not None
         low, high = spec.low, spec.high
-        values = sample(science.open_page(science_path, 0)) if spec.stretch == "histeq" else None
+        values = sample(science.open_page(science_path, 0)) if spec.stretch in EQUALISED else None
     else:
         values = sample(science.open_page(science_path, 0))
         if spec.interval == "percentile":
@@ -207,7 +210,7 @@ def measure(science_path: str, spec: Spec) -> Scale:
         else:
             low, high = limits(values, spec.interval, Scaling())
     curve: tuple[float, ...] = ()
-    if spec.stretch == "histeq" and values is not None:
+    if spec.stretch in EQUALISED and values is not None:
         curve = equalisation_curve((values - low) / (high - low))
     return Scale(low, high, curve)
 
@@ -217,11 +220,13 @@ def scale_of(folder: Path, spec: Spec, science_path: str) -> Scale:
     first requests from measuring twice)."""
     from app.tiles.science import locked
 
+    if not folder.is_dir():  # the image was deleted: do not make its folder again
+        return measure(science_path, spec)
     cache = folder / DISPLAY / spec.text / SCALE_FILE
     scale = _read_scale(cache)
     if scale is not None:
         return scale
-    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)  # inside the image's folder, known to exist
     with locked(cache.parent / ".scale.lock"):
         scale = _read_scale(cache)
         if scale is None:
@@ -310,21 +315,20 @@ def render_region(science_path: str, scale: Scale, spec: Spec, level: int,
         x1 = min(level_width, left + box_width + AHE_MARGIN)
         y1 = min(level_height, top + box_height + AHE_MARGIN)
         values = _level_region(science_path, width, height, pages, level, (x0, y0, x1 - x0, y1 - y0))
-        factor = 255.0 / (scale.high - scale.low)
-        grey = _finite_or_zero(values, values.linear(factor, -scale.low * factor).cast("uchar"))
+        grey = _index(values, scale).maplut(_lut("histeq", "grey", scale.curve))
         window_width, window_height = min(AHE_WINDOW, grey.width), min(AHE_WINDOW, grey.height)
         equalised = grey.hist_local(window_width, window_height, max_slope=AHE_MAX_SLOPE)
         equalised = equalised.crop(left - x0, top - y0, box_width, box_height)
         return equalised.maplut(_colormap_lut(spec.colormap))
     values = _level_region(science_path, width, height, pages, level, box)
+    return _index(values, scale).maplut(_lut(spec.stretch, spec.colormap, scale.curve))
+
+
+def _index(values: Any, scale: Scale) -> Any:
+    """Values as 16-bit positions in the interval; NaN and infinities at its low end."""
     factor = (_LUT_SIZE - 1) / (scale.high - scale.low)
     # the cast to ushort clips to 0..65535: values outside the interval saturate
-    index = _finite_or_zero(values, values.linear(factor, -scale.low * factor).cast("ushort"))
-    return index.maplut(_lut(spec.stretch, spec.colormap, scale.curve))
-
-
-def _finite_or_zero(values: Any, index: Any) -> Any:
-    """NaN and infinities drawn as the interval's low end."""
+    index = values.linear(factor, -scale.low * factor).cast("ushort")
     return (values.abs() < _FLOAT_MAX).ifthenelse(index, 0)
 
 
