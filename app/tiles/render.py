@@ -15,6 +15,7 @@ uses the same mapping, so tiles meet without seams. Rendered tiles are kept in
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 import os
@@ -34,13 +35,15 @@ STRETCHES = ("linear", "sqrt", "log", "asinh", "histeq", "ahisteq")
 EQUALISED = ("histeq", "ahisteq")  # stretches that need the image's equalisation curve
 DISPLAY = "display"
 SCALE_FILE = "scale.json"
+SAMPLE_FILE = "sample.npy"
 MAX_SPEC_CHARS = 120
-# adaptive equalisation: the window (in pixels of the level shown) and the CLAHE slope limit, applied to
-# the globally equalised 8-bit picture (so that faint structure spans many grey levels before it is
-# equalised locally)
-AHE_WINDOW = 64
-AHE_MARGIN = AHE_WINDOW
-AHE_MAX_SLOPE = 4
+# Adaptive equalisation (CLAHE): the level is cut into cells of AHE_CELL pixels on a grid anchored at the
+# level's origin; each cell's clipped histogram gives it a mapping, and each pixel blends the mappings of
+# the four cells around it. It works on the globally equalised 8-bit picture, so that faint structure
+# spans many grey levels before it is equalised locally. A tile reads the cells around it too, so it is
+# exactly the same as that part of a render of the whole level.
+AHE_CELL = 64
+AHE_CLIP = 3.0  # a histogram bin holds at most this many times the mean count; the rest is spread out
 _LUT_SIZE = 65536
 _FLOAT_MAX = float(np.finfo(np.float32).max)
 _NUMBER = r"-?(?:\d+(?:\.\d+)?|\.\d+)(?:e[-+]?\d+)?"
@@ -194,15 +197,14 @@ class Scale:
 def measure(science_path: str, spec: Spec) -> Scale:
     """The limits of `spec`'s interval (and the histeq curve) from a sample of the full-resolution
     image."""
-    from app.tiles import science
-    from app.tiles.scaling import Scaling, equalisation_curve, limits, sample
+    from app.tiles.scaling import Scaling, equalisation_curve, limits
 
     if spec.interval == "manual":
         assert spec.low is not None and spec.high is not None
         low, high = spec.low, spec.high
-        values = sample(science.open_page(science_path, 0)) if spec.stretch in EQUALISED else None
+        values = sample_of(science_path) if spec.stretch in EQUALISED else None
     else:
-        values = sample(science.open_page(science_path, 0))
+        values = sample_of(science_path)
         if spec.interval == "percentile":
             assert spec.percent is not None
             edge = (100.0 - spec.percent) / 2
@@ -213,6 +215,27 @@ def measure(science_path: str, spec: Spec) -> Scale:
     if spec.stretch in EQUALISED and values is not None:
         curve = equalisation_curve((values - low) / (high - low))
     return Scale(low, high, curve)
+
+
+def sample_of(science_path: str) -> np.ndarray:
+    """The finite values of an evenly spread sample of the full-resolution image (see
+    `scaling.sample`), kept in `display/sample.npy` so that each further spec is measured without
+    reading the image again."""
+    from app.tiles import science
+    from app.tiles.scaling import sample
+
+    cache = Path(science_path).parent / DISPLAY / SAMPLE_FILE
+    try:
+        return np.asarray(np.load(cache, allow_pickle=False), dtype=np.float64)
+    except (FileNotFoundError, ValueError, OSError):
+        pass
+    values = sample(science.open_page(science_path, 0))
+    if cache.parent.parent.is_dir():
+        cache.parent.mkdir(exist_ok=True)
+        buffer = io.BytesIO()
+        np.save(buffer, values.astype(np.float32), allow_pickle=False)
+        _write_atomically(cache, buffer.getvalue())
+    return values
 
 
 def scale_of(folder: Path, spec: Spec, science_path: str) -> Scale:
@@ -265,14 +288,6 @@ def _lut(stretch: str, colormap: str, curve: tuple[float, ...]) -> Any:
     return pyvips.Image.new_from_memory(table.data, _LUT_SIZE, 1, table.shape[1], "uchar")
 
 
-@functools.lru_cache(maxsize=32)
-def _colormap_lut(colormap: str) -> Any:
-    import pyvips
-
-    table = colormaps.table(colormap)
-    return pyvips.Image.new_from_memory(np.ascontiguousarray(table).data, 256, 1, table.shape[1], "uchar")
-
-
 def _level_region(science_path: str, width: int, height: int, pages: int, level: int,
                   box: tuple[int, int, int, int]) -> Any:
     """The science values of `box` (left, top, width, height in pixels of Deep Zoom `level`; it may
@@ -309,19 +324,61 @@ def render_region(science_path: str, scale: Scale, spec: Spec, level: int,
     level_width, level_height = level_size(width, height, level)
     left, top, box_width, box_height = box
     if spec.stretch == "ahisteq":
-        # equalised in windows: read a margin around the box (inside the level) so that every pixel's
-        # window is the same as in a render of the whole level
-        x0, y0 = max(0, left - AHE_MARGIN), max(0, top - AHE_MARGIN)
-        x1 = min(level_width, left + box_width + AHE_MARGIN)
-        y1 = min(level_height, top + box_height + AHE_MARGIN)
+        cell = AHE_CELL
+        x0, y0 = max(0, (left // cell - 1) * cell), max(0, (top // cell - 1) * cell)
+        x1 = min(level_width, ((left + box_width - 1) // cell + 2) * cell)
+        y1 = min(level_height, ((top + box_height - 1) // cell + 2) * cell)
         values = _level_region(science_path, width, height, pages, level, (x0, y0, x1 - x0, y1 - y0))
         grey = _index(values, scale).maplut(_lut("histeq", "grey", scale.curve))
-        window_width, window_height = min(AHE_WINDOW, grey.width), min(AHE_WINDOW, grey.height)
-        equalised = grey.hist_local(window_width, window_height, max_slope=AHE_MAX_SLOPE)
-        equalised = equalised.crop(left - x0, top - y0, box_width, box_height)
-        return equalised.maplut(_colormap_lut(spec.colormap))
+        array = np.ndarray(buffer=grey.write_to_memory(), dtype=np.uint8, shape=(grey.height, grey.width))
+        equalised = adaptive_equalisation(array, (x0, y0), (level_width, level_height), box)
+        coloured = np.ascontiguousarray(colormaps.table(spec.colormap)[equalised])
+        import pyvips
+
+        return pyvips.Image.new_from_memory(coloured.data, box_width, box_height, coloured.shape[2], "uchar")
     values = _level_region(science_path, width, height, pages, level, box)
     return _index(values, scale).maplut(_lut(spec.stretch, spec.colormap, scale.curve))
+
+
+def adaptive_equalisation(grey: np.ndarray, origin: tuple[int, int], level: tuple[int, int],
+                          box: tuple[int, int, int, int]) -> np.ndarray:
+    """CLAHE of `box` (left, top, width, height in level pixels) from `grey`, the 8-bit picture of a
+    region of the level that starts at `origin` (a corner of the cell grid) and holds every cell around
+    the box."""
+    cell = AHE_CELL
+    rows, cols = -(-grey.shape[0] // cell), -(-grey.shape[1] // cell)
+    maps = np.empty((rows, cols, 256), dtype=np.float32)
+    for j in range(rows):
+        for i in range(cols):
+            block = grey[j * cell:(j + 1) * cell, i * cell:(i + 1) * cell]
+            histogram = np.bincount(block.ravel(), minlength=256).astype(np.float64)
+            limit = max(1.0, AHE_CLIP * block.size / 256)
+            excess = np.maximum(histogram - limit, 0.0).sum()
+            histogram = np.minimum(histogram, limit) + excess / 256
+            cdf = np.cumsum(histogram)
+            maps[j, i] = 255.0 * cdf / cdf[-1]
+    left, top, width, height = box
+    level_cols, level_rows = -(-level[0] // cell), -(-level[1] // cell)
+
+    def neighbours(start: int, count: int, cells: int, first: int) -> tuple[np.ndarray, np.ndarray,
+                                                                             np.ndarray]:
+        # position of each pixel centre between the centres of the cells on either side
+        where = (np.arange(start, start + count) + 0.5) / cell - 0.5
+        low = np.floor(where)
+        weight = (where - low).astype(np.float32)
+        before = np.clip(low, 0, cells - 1).astype(np.intp) - first
+        after = np.clip(low + 1, 0, cells - 1).astype(np.intp) - first
+        return before, after, weight
+
+    x_before, x_after, x_weight = neighbours(left, width, level_cols, origin[0] // cell)
+    y_before, y_after, y_weight = neighbours(top, height, level_rows, origin[1] // cell)
+    values = grey[top - origin[1]:top - origin[1] + height, left - origin[0]:left - origin[0] + width]
+    yb, ya, xb, xa = y_before[:, None], y_after[:, None], x_before[None, :], x_after[None, :]
+    upper = maps[yb, xb, values] * (1 - x_weight) + maps[yb, xa, values] * x_weight
+    lower = maps[ya, xb, values] * (1 - x_weight) + maps[ya, xa, values] * x_weight
+    blended = upper * (1 - y_weight[:, None]) + lower * y_weight[:, None]
+    result: np.ndarray = np.round(blended).astype(np.uint8)
+    return result
 
 
 def _index(values: Any, scale: Scale) -> Any:

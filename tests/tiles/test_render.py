@@ -428,3 +428,13 @@ def test_ensure_says_when_the_original_is_gone(tmp_path):
         science.ensure(str(folder), "/gone/away.fits", 0, 10**8)
     with pytest.raises(ImageXError, match="has no tiles"):
         science.ensure(str(tmp_path / "deleted"), "/gone/away.fits", 0, 10**8)
+
+
+def test_the_sample_is_read_once_per_image_and_shared_by_every_spec(sky_science):
+    path, data = sky_science
+    folder = Path(path).parent
+    render.scale_of(folder, render.parse("zscale~linear~grey"), path)
+    cached = folder / "display" / render.SAMPLE_FILE
+    assert np.array_equal(np.sort(np.load(cached)), np.sort(finite(data)).astype(np.float32))
+    np.save(cached, np.array([3.0, 5.0, 11.0], dtype=np.float32))
+    assert render.scale_of(folder, render.parse("minmax~linear~grey"), path) == render.Scale(3.0, 11.0, ())
