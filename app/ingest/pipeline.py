@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,9 +51,16 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
                 pixels = reader.pixels(plane)
                 picture, applied = display(pixels, chosen)
                 folder = Path(work) / str(plane.hdu)
-                levels = pyramid.build(picture, folder, quality=quality)
-                # the original values beside the DZI, for dynamic tiles and the pixel readout
-                science.write(pixels, folder)
+                folder.mkdir(parents=True, exist_ok=True)
+                # the original values beside the DZI, for dynamic tiles and the pixel readout: written
+                # by a second thread while this one writes the DZI (libvips releases the GIL), which
+                # hides most of its cost
+                with ThreadPoolExecutor(1) as writer:
+                    written = writer.submit(science.write, pixels, folder)
+                    try:
+                        levels = pyramid.build(picture, folder, quality=quality)
+                    finally:
+                        written.result()
             except pyvips.Error as error:
                 detail = str(getattr(error, "detail", "") or error).strip().splitlines()
                 where = f"HDU {plane.hdu}: " if reader.format == "fits" else ""  # rasters have no HDUs
