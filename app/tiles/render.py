@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from app.tiles import colormaps
+from app.tiles import colormaps, science
 from app.tiles.pyramid import DZI_NAME, OVERLAP, TILE_SIZE
 
 STRETCHES = ("linear", "sqrt", "log", "asinh", "histeq", "ahisteq")
@@ -221,7 +221,6 @@ def sample_of(science_path: str) -> np.ndarray:
     """The finite values of an evenly spread sample of the full-resolution image (see
     `scaling.sample`), kept in `display/sample.npy` so that each further spec is measured without
     reading the image again."""
-    from app.tiles import science
     from app.tiles.scaling import sample
 
     cache = Path(science_path).parent / DISPLAY / SAMPLE_FILE
@@ -241,8 +240,6 @@ def sample_of(science_path: str) -> np.ndarray:
 def scale_of(folder: Path, spec: Spec, science_path: str) -> Scale:
     """The spec's scale, read from its cache file or measured and cached (once: a lock keeps concurrent
     first requests from measuring twice)."""
-    from app.tiles.science import locked
-
     if not folder.is_dir():  # the image was deleted: do not make its folder again
         return measure(science_path, spec)
     cache = folder / DISPLAY / spec.text / SCALE_FILE
@@ -250,7 +247,7 @@ def scale_of(folder: Path, spec: Spec, science_path: str) -> Scale:
     if scale is not None:
         return scale
     cache.parent.mkdir(parents=True, exist_ok=True)  # inside the image's folder, known to exist
-    with locked(cache.parent / ".scale.lock"):
+    with science.locked(cache.parent / ".scale.lock"):
         scale = _read_scale(cache)
         if scale is None:
             scale = measure(science_path, spec)
@@ -293,8 +290,6 @@ def _level_region(science_path: str, width: int, height: int, pages: int, level:
     """The science values of `box` (left, top, width, height in pixels of Deep Zoom `level`; it may
     reach past the level's edges, which repeat): read from the nearest pyramid page at or above the
     level's resolution, block-averaged down to it."""
-    from app.tiles import science
-
     shrink_total = 2 ** (max_level(width, height) - level)
     page = min(int(math.log2(shrink_total)), pages - 1)
     factor = shrink_total // 2 ** page
@@ -313,14 +308,23 @@ def _level_region(science_path: str, width: int, height: int, pages: int, level:
     return region
 
 
+def geometry(science_path: str) -> tuple[int, int, int]:
+    """Full-resolution width and height and the number of pages of a science pyramid (remembered per
+    process while the file stays the same)."""
+    stat = os.stat(science_path)
+    return _geometry(science_path, stat.st_mtime_ns, stat.st_ino)
+
+
+@functools.lru_cache(maxsize=256)
+def _geometry(science_path: str, _mtime: int, _inode: int) -> tuple[int, int, int]:
+    full = science.open_page(science_path, 0)
+    return full.width, full.height, science.page_count(science_path)
+
+
 def render_region(science_path: str, scale: Scale, spec: Spec, level: int,
                   box: tuple[int, int, int, int]) -> Any:
     """The 8-bit (grey or RGB) picture of `box` at `level` (a lazy libvips image)."""
-    from app.tiles import science
-
-    full = science.open_page(science_path, 0)
-    width, height = full.width, full.height
-    pages = science.page_count(science_path)
+    width, height, pages = geometry(science_path)
     level_width, level_height = level_size(width, height, level)
     left, top, box_width, box_height = box
     if spec.stretch == "ahisteq":
@@ -397,12 +401,10 @@ def render_tile(folder_text: str, science_path: str, spec_text: str, level: int,
                 quality: int) -> bytes | None:
     """In a pool process: the JPEG of one dynamic tile, cached on disk; None when the level has no
     such tile."""
-    from app.tiles import science
-
     folder = Path(folder_text)
     spec = parse(spec_text)
-    full = science.open_page(science_path, 0)
-    box = tile_box(full.width, full.height, level, col, row)
+    width, height, _ = geometry(science_path)
+    box = tile_box(width, height, level, col, row)
     if box is None:
         return None
     scale = scale_of(folder, spec, science_path)
