@@ -136,20 +136,46 @@
     var message = form.elements.message;
     var shown = staticUrl;
 
+    // The new pyramid is laid over the one shown and the old one removed once the new one has loaded
+    // what the view needs, so the image never goes blank; a choice overtaken by a later one is dropped.
     function show(url) {
       if (url === shown) { return; }
       shown = url;
-      var replace = function () {
-        var item = viewer.world.getItemAt(0);
-        if (!item) { return; }
-        var bounds = item.getBounds();
-        viewer.addTiledImage({tileSource: url, index: 0, replace: true, x: bounds.x, y: bounds.y,
-                              width: bounds.width});
+      var swap = function () {
+        var current = viewer.world.getItemAt(viewer.world.getItemCount() - 1);
+        if (!current || shown !== url) { return; }
+        var bounds = current.getBounds();
+        viewer.addTiledImage({
+          tileSource: url, x: bounds.x, y: bounds.y, width: bounds.width,
+          success: function (event) {
+            var item = event.item;
+            var settle = function () {
+              if (shown !== url) {
+                viewer.world.removeItem(item);
+                return;
+              }
+              for (var i = viewer.world.getItemCount() - 1; i >= 0; i--) {
+                var other = viewer.world.getItemAt(i);
+                if (other !== item) { viewer.world.removeItem(other); }
+              }
+            };
+            if (item.getFullyLoaded() || shown !== url) {
+              settle();
+              return;
+            }
+            var loaded = function (change) {
+              if (!change.fullyLoaded && shown === url) { return; }
+              item.removeHandler("fully-loaded-change", loaded);
+              settle();
+            };
+            item.addHandler("fully-loaded-change", loaded);
+          }
+        });
       };
       if (viewer.world.getItemCount()) {
-        replace();
+        swap();
       } else {
-        viewer.addOnceHandler("open", replace);
+        viewer.addOnceHandler("open", swap);
       }
     }
 
