@@ -101,7 +101,8 @@ def test_nested_trees():
     query = And((FieldIn("owner", ("me",)), Or((Compare("A", "lt", 1), TextMatch("B", "x")))))
     assert mq.compile_query(query) == {"$and": [
         {"owner": {"$in": ["me"]}},
-        {"$or": [{"header.A": {**NUMBER, "$lt": 1}}, {"header.B": {**TEXT, "$regex": "x", "$options": "i"}}]}]}
+        {"$or": [{"header.A": {**NUMBER, "$lt": 1}},
+                 {"header.B": {**TEXT, "$regex": "x", "$options": "i"}}]}]}
 
 
 def _cell_of(ra: float, dec: float) -> int:
