@@ -217,6 +217,15 @@ async def test_the_command(tmp_path, capsys):
     for kind in KINDS:
         assert any(line.startswith(kind) and line.rstrip().endswith("ok") for line in out.splitlines()), kind
 
+    # without --from: the catalog in use (IMAGEX_STORE / --store)
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.sqlite'}"
+    assert await _main(["migrate-store", "--store", source_url, "--to", elsewhere]) == 0
+    assert "every record is in the target" in capsys.readouterr().out
+    copy = open_store(elsewhere)
+    await copy.open()
+    assert await copy.count_images() == 4
+    await copy.close()
+
     assert await _main(["migrate-store", "--from", source_url, "--to", target_url, "--batch", "0"]) == 2
     assert "--batch must be at least 1" in capsys.readouterr().err
     assert await _main(["migrate-store", "--from", source_url, "--to", source_url]) == 2
