@@ -242,14 +242,18 @@ class MongoStore(Store):
     async def filter_of(self, query: Query | None) -> Filter:
         """The filter document for `query`, its cones answered exactly: the candidates of each cone (by
         cell, narrowed by the conditions beside it) go through the footprint test here."""
-        exact: dict[Cone, list[str]] = {}
+        exact: dict[Cone, Filter] = {}
         for cone in mongoquery.cones_of(query):
             candidates = mongoquery.cone_candidates(cone)
             narrower = mongoquery.narrowing(query, cone)
             if narrower:
                 candidates = {"$and": [candidates, narrower]}
-            exact[cone] = [doc["_id"] async for doc in self.images.find(candidates, {"sky": 1})
-                           if sky_matches(doc.get("sky"), cone.ra, cone.dec, cone.radius_deg, cone.mode)]
+            accepted: list[str] = []
+            rejected: list[str] = []
+            async for doc in self.images.find(candidates, {"sky": 1}):
+                passed = sky_matches(doc.get("sky"), cone.ra, cone.dec, cone.radius_deg, cone.mode)
+                (accepted if passed else rejected).append(doc["_id"])
+            exact[cone] = mongoquery.exact_cone(cone, accepted, rejected)
         return mongoquery.compile_query(query, exact)
 
     # jobs -------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ as `cells: [int, ...]`, both multikey-indexed.
 
 A cone is answered in two steps: the cells give candidates (`cone_candidates`), the exact footprint test runs
 in Python on those (app/search/footprint.py), and the query is then translated with the ids that passed
-(`compile_query(query, cones)`), so counts, pages and orderings are all done by the server.
+(`compile_query(query, cones)` with `exact_cone`), so counts, pages and orderings are all done by the
+server.
 """
 
 from __future__ import annotations
@@ -66,9 +67,9 @@ def header_path(keyword: str) -> str:
     return "header." + field_name(check_keyword(keyword))
 
 
-def compile_query(query: Query | None, cones: Mapping[Cone, Sequence[str]] | None = None) -> Filter:
-    """A filter document for `query`. A `Cone` becomes its exact matches when `cones` lists them (the ids
-    that passed the footprint test), else its candidates by cell."""
+def compile_query(query: Query | None, cones: Mapping[Cone, Filter] | None = None) -> Filter:
+    """A filter document for `query`. A `Cone` becomes its exact filter when `cones` has one (see
+    `exact_cone`), else its candidates by cell."""
     if query is None:
         return {}
     if isinstance(query, Compare):
@@ -82,7 +83,7 @@ def compile_query(query: Query | None, cones: Mapping[Cone, Sequence[str]] | Non
         return {"dates": {"$elemMatch": date_condition(query)}}
     if isinstance(query, Cone):
         if cones is not None and query in cones:
-            return {"_id": {"$in": list(cones[query])}}
+            return cones[query]
         return cone_candidates(query)
     if isinstance(query, FieldIn):
         field = STORED_FIELD[query.field]
@@ -130,6 +131,17 @@ def cone_candidates(query: Cone) -> Filter:
     runs = [{"cells": {"$elemMatch": {"$gte": low, "$lte": high}}}
             for low, high in cone_ranges(query.ra, query.dec, query.radius_deg, query.mode)]
     return runs[0] if len(runs) == 1 else {"$or": runs}
+
+
+def exact_cone(cone: Cone, accepted: Sequence[str], rejected: Sequence[str]) -> Filter:
+    """The filter of a cone once its candidates went through the footprint test: the ids that passed, or
+    for a wide cone (most candidates pass, only those near its rim fail) the candidates less those that
+    failed, whichever list is shorter, so the filter stays small."""
+    if not rejected:
+        return cone_candidates(cone)
+    if len(accepted) <= len(rejected):
+        return {"_id": {"$in": list(accepted)}}
+    return {"$and": [cone_candidates(cone), {"_id": {"$nin": list(rejected)}}]}
 
 
 def cones_of(query: Query | None) -> list[Cone]:

@@ -128,12 +128,20 @@ def test_a_wider_cone_is_an_or_of_cell_runs_that_hold_its_centre():
     assert not any(low <= _cell_of(330.1, -2.2) <= high for low, high in runs)
 
 
-def test_cones_with_exact_matches_become_id_lists():
+def test_cones_answered_exactly_become_the_shorter_id_list():
     cone = Cone(10.0, 20.0, 0.5)
+    candidates = mq.cone_candidates(cone)
+    assert mq.exact_cone(cone, ["i1", "i2"], ["r1", "r2", "r3"]) == {"_id": {"$in": ["i1", "i2"]}}
+    assert mq.exact_cone(cone, ["i1", "i2", "i3"], ["r1"]) == {"$and": [candidates,
+                                                                        {"_id": {"$nin": ["r1"]}}]}
+    assert mq.exact_cone(cone, ["i1"], []) == candidates
+    assert mq.exact_cone(cone, [], ["r1"]) == {"_id": {"$in": []}}
     query = And((FieldIn("owner", ("me",)), cone))
     assert mq.cones_of(query) == [cone]
-    assert mq.compile_query(query, {cone: ["i1", "i2"]}) == {"$and": [{"owner": {"$in": ["me"]}},
-                                                                      {"_id": {"$in": ["i1", "i2"]}}]}
+    assert mq.cones_of(Or((cone, And((cone, Cone(1.0, 2.0, 0.1)))))) == [cone, Cone(1.0, 2.0, 0.1)]
+    exact = {cone: {"_id": {"$in": ["i1", "i2"]}}}
+    assert mq.compile_query(query, exact) == {"$and": [{"owner": {"$in": ["me"]}},
+                                                       {"_id": {"$in": ["i1", "i2"]}}]}
     # what narrows the cone's candidates: its cone-free siblings in a top-level And, nothing under Or
     assert mq.narrowing(query, cone) == {"$and": [{"owner": {"$in": ["me"]}}]}
     assert mq.narrowing(Or((FieldIn("owner", ("me",)), cone)), cone) == {}
