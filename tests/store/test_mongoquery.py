@@ -190,3 +190,60 @@ def test_distinct_values_pipeline():
             {"$expr": {"$regexMatch": {"input": {"$toString": "$header.FILTER"}, "regex": r"^v\.",
                                        "options": "i"}}}]}},
         {"$group": {"_id": "$header.FILTER", "n": {"$sum": 1}}}]
+
+
+# documents as stored (real BSON, no server) -----------------------------------------------------------
+
+def test_image_documents_survive_bson_with_any_keyword():
+    import bson
+
+    from app.formats.fits import _sky
+    from app.samples import celestial_wcs
+    from app.store.base import ImageRecord
+    from app.store.mongo import _image, _image_doc
+
+    header = {"SIMPLE": True, "BITPIX": -32, "EXPTIME": 30.5, "OBJECT": "M31", "BLANK": None,
+              "DATE-OBS": "2024-03-01T12:00:00", "COMMENT": ["a", "b"], "HIERARCH ESO.DET DIT": 2.5,
+              "$where": "x", "100%": 1}
+    wcs = celestial_wcs(150.0, 2.0, 100, 100)
+    record = ImageRecord(id="i1", sha256="s", hdu=0, path="/p.fits", name="p.fits", size=1, owner="u",
+                         provenance="batch", format="fits", width=100, height=100, bitpix=-32,
+                         header=header, comments={"HIERARCH ESO.DET DIT": "seconds"},
+                         sky=_sky(wcs.to_header(), 100, 100), display={"levels": 3})
+    document = _image_doc(record)
+    assert all("." not in key and not key.startswith("$") for key in document["header"])
+    assert document["header"]["HIERARCH ESO%2EDET DIT"] == 2.5
+    assert document["dates"] == [{"k": "DATE-OBS", "mjd": 60370.5}]
+    assert document["cells"] and all(isinstance(cell, int) for cell in document["cells"])
+    stored = bson.decode(bson.encode(document))
+    back = _image(stored)
+    assert back == record and list(back.header) == list(header)
+
+
+def test_usernames_fold_ascii_only_and_urls_hide_passwords():
+    from app.store.mongo import redacted, username_key
+
+    assert username_key("Alice") == "alice" and username_key("ÄRGER") == "Ärger"
+    assert redacted("mongodb://imagex:s3cr%40t@db:27017/imagex?authSource=admin") == (
+        "mongodb://imagex:***@db:27017/imagex?authSource=admin")
+    assert redacted("mongodb+srv://u:p@cluster/x") == "mongodb+srv://u:***@cluster/x"
+    assert redacted("mongodb://db/imagex") == "mongodb://db/imagex"
+
+
+def test_the_index_migrations_are_well_formed():
+    import json
+
+    from app.store.mongo import MIGRATIONS
+
+    scripts = sorted(MIGRATIONS.glob("[0-9]*.json"))
+    assert scripts and scripts[0].name == "0001_indexes.json"
+    names = set()
+    for script in scripts:
+        for step in json.loads(script.read_text())["steps"]:
+            assert set(step) <= {"collection", "index", "name", "unique", "drop_index"}
+            if "index" in step:
+                assert step["name"] not in names and not step["name"].startswith(mq.INDEX_PREFIX)
+                names.add(step["name"])
+                assert all(direction in (1, -1) for _, direction in step["index"])
+    # what the queries rely on has an index
+    assert {"images_dates", "images_cells", "jobs_key", "users_username", "images_file"} <= names
