@@ -125,6 +125,7 @@ async def test_find_images_newest_first_with_offset_and_limit(any_store):
     assert names(await any_store.find_images()) == newest
     assert names(await any_store.find_images(offset=2, limit=3)) == newest[2:5]
     assert await any_store.find_images(offset=7) == []
+    assert await any_store.find_images(limit=0) == []
     assert await any_store.count_images() == 7
 
 
