@@ -85,6 +85,8 @@ async def migrate_store(source_url: str, target_url: str, *, batch: int = 500,
     if _same(source_url, target_url):
         raise StoreError("the source and the target are the same catalog")
     source, target = open_store(source_url), open_store(target_url)
+    if isinstance(source, SQLiteStore) and not source.path.is_file():
+        raise StoreError(f"there is no catalog at {source.path}")  # opening would make an empty one
     await source.open()
     try:
         await target.open()

@@ -645,3 +645,63 @@ async def test_every_method_of_the_interface_is_exercised():
     source = open(__file__, encoding="utf-8").read()
     missing = [name for name in sorted(Store.__abstractmethods__) if f".{name}(" not in source]
     assert missing == []
+
+
+# atomic across processes -------------------------------------------------------------------------------
+
+RACER = """
+import asyncio, json, sys, time
+from pathlib import Path
+from app.store import open_store
+
+async def main(url, name, start):
+    store = open_store(url)
+    await store.open()
+    print("ready", flush=True)
+    while not Path(start).exists():
+        time.sleep(0.001)
+    granted = [(await store.reserve_upload(f"{name}-{n}", "u", 100, quota=1050, ttl=60)).granted
+               for n in range(6)]
+    claimed = []
+    while (job := await store.claim_job(name, 60)) is not None:
+        claimed.append(job.id)
+    await store.close()
+    print(json.dumps({"granted": sum(granted), "claimed": claimed}), flush=True)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_reservations_and_claims_are_atomic_across_processes(adapter_url, tmp_path):
+    """Four processes on one catalog: together they never reserve past the quota, and every job is
+    claimed by exactly one of them."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    store = open_store(adapter_url)
+    await store.open()
+    await store.enqueue([job(f"k{n}") for n in range(40)])
+    await store.close()
+    start = tmp_path / "start"
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, adapter_url, f"p{n}", str(start)],
+                               cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for n in range(4)]
+    try:
+        for racer in racers:
+            assert racer.stdout.readline().strip() == "ready", racer.communicate(timeout=60)[1]
+        start.touch()
+        outcomes = []
+        for racer in racers:
+            out, err = await asyncio.to_thread(racer.communicate, timeout=120)
+            assert racer.returncode == 0, err
+            outcomes.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for racer in racers:
+            if racer.poll() is None:
+                racer.kill()
+                racer.wait()
+    assert sum(outcome["granted"] for outcome in outcomes) == 10
+    claimed = [job_id for outcome in outcomes for job_id in outcome["claimed"]]
+    assert len(claimed) == 40 and len(set(claimed)) == 40

@@ -232,6 +232,10 @@ async def test_the_command(tmp_path, capsys):
     assert "the same catalog" in capsys.readouterr().err
     assert await _main(["migrate-store", "--from", source_url, "--to", "redis://x"]) == 2
     assert "unknown store URL" in capsys.readouterr().err
+    typo = tmp_path / "sourse.sqlite"
+    assert await _main(["migrate-store", "--from", f"sqlite:///{typo}", "--to", target_url]) == 2
+    assert f"there is no catalog at {typo}" in capsys.readouterr().err
+    assert not typo.exists()
 
 
 async def _main(argv: list[str]) -> int:
