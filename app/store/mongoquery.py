@@ -53,12 +53,15 @@ _UNESCAPES = {code: char for char, code in _ESCAPES.items()}
 
 def field_name(keyword: str) -> str:
     """A header keyword as a field name of the `header` sub-document: `%`, `.`, `$` and NUL are written as
-    `%25`, `%2E`, `%24`, `%00`, so any keyword is one plain field."""
-    return "".join(_ESCAPES.get(char, char) for char in keyword)
+    `%25`, `%2E`, `%24`, `%00`, so any keyword is one plain field (an empty one is `%`, which no escape
+    makes)."""
+    return "".join(_ESCAPES.get(char, char) for char in keyword) if keyword else "%"
 
 
 def keyword_of_field(name: str) -> str:
     """The inverse of `field_name`."""
+    if name == "%":
+        return ""
     return _ESCAPED.sub(lambda match: _UNESCAPES[match.group(0)], name)
 
 

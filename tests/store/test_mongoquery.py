@@ -49,9 +49,10 @@ def test_text_and_boolean_comparisons_only_meet_their_own_type():
 def test_keywords_with_dots_dollars_and_percent_are_one_encoded_field():
     assert mq.compile_query(Compare("ESO.DET CHIP", "eq", 1)) == {"header.ESO%2EDET CHIP": {**NUMBER,
                                                                                             "$eq": 1}}
-    for keyword in ("a.b", "$where", "100%", "x%2Ey", "nul\x00", "ordinary", "DATE-OBS"):
+    for keyword in ("a.b", "$where", "100%", "%", "", "x%2Ey", "nul\x00", "ordinary", "DATE-OBS"):
         assert mq.keyword_of_field(mq.field_name(keyword)) == keyword
         assert "." not in mq.field_name(keyword) and not mq.field_name(keyword).startswith("$")
+        assert mq.field_name(keyword)
     assert mq.field_name("$x.y%") == "%24x%2Ey%25"
 
 
