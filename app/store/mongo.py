@@ -71,6 +71,8 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 _LOCK_LEASE = 30.0
 _LOCK_WAIT = 30.0
 _CHUNK = 1000
+# sort stages use $ifNull with several expressions (5.0)
+MIN_SERVER = (5, 0)
 
 
 def username_key(username: str) -> str:
@@ -119,7 +121,12 @@ class MongoStore(Store):
             raise StoreError(f"cannot use the MongoDB URL {redacted(self.url)}: {error}") from None
         try:
             self._db = client.get_default_database(default="imagex")
-            await client.admin.command("ping")
+            info = await client.server_info()
+            version = tuple(int(part) for part in info.get("versionArray", [0])[:2])
+            if version < MIN_SERVER:
+                running = info.get("version", "an unknown version")
+                raise StoreError(f"the MongoDB catalog needs MongoDB {'.'.join(map(str, MIN_SERVER))} or "
+                                 f"newer; {redacted(self.url)} runs {running}")
             self._client = client
             await self._migrate()
             await self._backfill_dates()
