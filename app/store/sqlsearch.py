@@ -86,11 +86,9 @@ def compile_query(query: Query) -> tuple[str, list[Any]]:
 
 def _compile_text(query: TextMatch) -> tuple[str, list[Any]]:
     """Case-insensitive and literal: no LIKE pattern is built, so `%` and `_` are plain characters."""
-    value = value_of(query.keyword)
-    if query.text.isascii():
-        folded, needle = f"lower({value})", query.text.lower()
-    else:
-        folded, needle = f"imagex_fold({value})", query.text.casefold()
+    # Python's casefold on both sides: SQLite's lower() leaves non-ASCII letters alone, so "STRASSE" would
+    # miss "Straße"
+    folded, needle = f"imagex_fold({value_of(query.keyword)})", query.text.casefold()
     test = (f"instr({folded}, ?) > 0" if query.mode == "contains"
             else f"substr({folded}, 1, {len(needle)}) = ?")
     return f"{type_of(query.keyword)} = 'text' AND {test}", [needle]
@@ -133,7 +131,9 @@ def compile_order(order: Order | None) -> tuple[str, list[Any]]:
                       f"AND d.keyword IN ({marks}))")
         params = list(order.keywords)
     elif order.keywords:
-        values = [value_of(keyword) for keyword in order.keywords]
+        values = [value_of(keyword) if not order.numbers else
+                  f"CASE WHEN {type_of(keyword)} IN ('integer', 'real') THEN {value_of(keyword)} END"
+                  for keyword in order.keywords]
         expression = values[0] if len(values) == 1 else f"coalesce({', '.join(values)})"
     else:
         expression = order.field
