@@ -2,7 +2,8 @@
 
 Collections and their documents (`_id` is the record's id unless said otherwise):
 - `images`: the record's fields; `header` and `comments` as sub-documents whose field names are the keywords
-  encoded by `mongoquery.field_name`; `dates: [{"k": keyword, "mjd": number}]` (typed dates, read at insert);
+  encoded by `mongoquery.field_name`; `folded` (the text values case-folded, for text matches);
+  `dates: [{"k": keyword, "mjd": number}]` (typed dates, read at insert);
   `cells: [int]` (the footprint's HEALPix cells); `dates_version`.
 - `jobs` (unique `key`), `scalings` (`_id` = name), `search_elements`, `header_keywords` (`_id` = keyword,
   `images` = how many images have it, kept with `$inc`), `users` (`username_key` = the username with ASCII
@@ -64,7 +65,7 @@ from app.store.mongoquery import Filter, field_name, keyword_of_field
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations" / "mongo"
 log = logging.getLogger(__name__)
 Doc = dict[str, Any]
-_IMAGE_PROJECTION = {"dates": 0, "cells": 0, "dates_version": 0}
+_IMAGE_PROJECTION = {"dates": 0, "cells": 0, "dates_version": 0, "folded": 0}
 _USER_FIELDS = {"email", "display_name", "role", "password_hash", "quota", "disabled", "last_login"}
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 # how long one reservation may hold an owner's lock before another process may take it over (seconds)
@@ -736,7 +737,8 @@ def _image_doc(image: ImageRecord) -> Doc:
         "width": image.width, "height": image.height, "bitpix": image.bitpix,
         "header": _encode_keys(image.header), "comments": _encode_keys(image.comments), "sky": image.sky,
         "display": image.display, "note": image.note, "created": image.created, "job_id": image.job_id,
-        "visibility": image.visibility, "dates": _dates(image.header), "cells": footprint_cells(image.sky),
+        "visibility": image.visibility, "folded": mongoquery.folded_texts(image.header),
+        "dates": _dates(image.header), "cells": footprint_cells(image.sky),
         "dates_version": DATES_VERSION}
 
 

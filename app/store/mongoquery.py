@@ -3,7 +3,9 @@ names of the indexes that follow the search builder's elements. Pure translation
 mirror of app/store/sqlsearch.py.
 
 An image document keeps its header as a sub-document, `header`, whose field names are the keywords encoded
-by `field_name` (MongoDB reads `.` as a path separator and `$` as an operator, so those are escaped).
+by `field_name` (MongoDB reads `.` as a path separator and `$` as an operator, so those are escaped), and
+beside it `folded`: every text value case-folded (`str.casefold`, as SQLite's search does), which text
+matches read, so that "STRASSE" finds "Straße" (a regular expression's case-insensitivity cannot).
 Typed dates sit beside it as `dates: [{"k": keyword, "mjd": number}, ...]` and the footprint's HEALPix cells
 as `cells: [int, ...]`, both multikey-indexed.
 
@@ -70,6 +72,22 @@ def header_path(keyword: str) -> str:
     return "header." + field_name(check_keyword(keyword))
 
 
+def folded_path(keyword: str) -> str:
+    """The dotted path of one (checked) query keyword's case-folded text."""
+    return "folded." + field_name(check_keyword(keyword))
+
+
+def folded_texts(header: Mapping[str, Any]) -> dict[str, str]:
+    """The `folded` sub-document of an image: its text values case-folded, under encoded keywords."""
+    return {field_name(key): value.casefold() for key, value in header.items() if isinstance(value, str)}
+
+
+def literal(text: str) -> str:
+    """A regular expression that matches `text` literally (NUL written as an escape, which the server
+    requires)."""
+    return re.escape(text).replace("\x00", "\\x00")
+
+
 def compile_query(query: Query | None, cones: Mapping[Cone, Filter] | None = None) -> Filter:
     """A filter document for `query`. A `Cone` becomes its exact filter when `cones` has one (see
     `exact_cone`), else its candidates by cell."""
@@ -78,10 +96,8 @@ def compile_query(query: Query | None, cones: Mapping[Cone, Filter] | None = Non
     if isinstance(query, Compare):
         return {header_path(query.keyword): _compare(query)}
     if isinstance(query, TextMatch):
-        pattern = re.escape(query.text)
-        return {header_path(query.keyword): {"$type": "string", **_NOT_ARRAY,
-                                             "$regex": ("^" if query.mode == "prefix" else "") + pattern,
-                                             "$options": "i"}}
+        return {folded_path(query.keyword): {"$regex": ("^" if query.mode == "prefix" else "")
+                                             + literal(query.text.casefold())}}
     if isinstance(query, DateRange):
         return {"dates": {"$elemMatch": date_condition(query)}}
     if isinstance(query, Cone):
@@ -184,7 +200,9 @@ def compile_order(order: Order | None) -> tuple[list[Filter], dict[str, int]]:
                                 "cond": {"$in": ["$$d.k", list(order.keywords)]}}}
         value = {"$min": {"$map": {"input": matching, "as": "d", "in": "$$d.mjd"}}}
     else:
-        values = ["$" + header_path(keyword) for keyword in order.keywords]
+        values: list[Any] = ["$" + header_path(keyword) for keyword in order.keywords]
+        if order.numbers:  # numeric values only: text and booleans count as missing
+            values = [{"$cond": [{"$isNumber": path}, path, None]} for path in values]
         value = values[0] if len(values) == 1 else {"$ifNull": [*values, None]}
     stages = [{"$addFields": {SORT_FIELD: value}},
               {"$addFields": {MISSING_FIELD: {"$cond": [
@@ -217,13 +235,17 @@ def index_changes(elements: Sequence[SearchElement], present: Sequence[str]) -> 
 
 def distinct_pipeline(keyword: str, match: Filter, prefix: str) -> list[Filter]:
     """Counts of the text and number values of one keyword among the images matching `match`; with
-    `prefix`, only values whose text starts with it, ignoring case."""
+    `prefix`, only values whose text (case-folded; a number's digits) starts with it, ignoring case."""
     path = header_path(keyword)
     conditions: list[Filter] = [{path: {"$type": ["string", "number"], **_NOT_ARRAY}}]
     if match:
         conditions.append(match)
     if prefix:
-        conditions.append({"$expr": {"$regexMatch": {"input": {"$toString": "$" + path},
-                                                     "regex": "^" + re.escape(prefix), "options": "i"}}})
+        start = "^" + literal(prefix.casefold())
+        as_text = {"$convert": {"input": "$" + path, "to": "string", "onError": "", "onNull": ""}}
+        conditions.append({"$or": [
+            {folded_path(keyword): {"$regex": start}},
+            {"$and": [{path: {"$type": "number"}},
+                      {"$expr": {"$regexMatch": {"input": as_text, "regex": start, "options": "i"}}}]}]})
     return [{"$match": conditions[0] if len(conditions) == 1 else {"$and": conditions}},
             {"$group": {"_id": "$" + path, "n": {"$sum": 1}}}]

@@ -165,6 +165,17 @@ async def test_orders_by_field_by_keyword_and_by_date(any_store):
     assert names(await any_store.find_images(order=by_date))[:2] == ["b", "a"]
 
 
+async def test_numeric_orders_leave_text_and_booleans_last(any_store):
+    await any_store.add_images([
+        image("five", created=1.0, EXPTIME=5), image("twenty", created=2.0, EXPOSURE=20),
+        image("fast", created=3.0, EXPTIME="fast"), image("none", created=4.0),
+        image("bool", created=5.0, EXPTIME=True), image("small", created=6.0, EXPTIME=1.5)])
+    for descending, expected in ((False, ["small", "five", "twenty"]), (True, ["twenty", "five", "small"])):
+        order = Order(keywords=("EXPTIME", "EXPOSURE"), numbers=True, descending=descending)
+        found = names(await any_store.find_images(order=order))
+        assert found[:3] == expected and set(found[3:]) == {"fast", "none", "bool"}
+
+
 # the neutral query form ------------------------------------------------------------------------------
 
 CATALOG = [
@@ -216,6 +227,8 @@ QUERIES = [
     (TextMatch("OBJECT", "o'b", mode="prefix"), ["like", "quote"]),
     (TextMatch("OBJECT", "brien", mode="prefix"), []),
     (TextMatch("OBJECT", "ÜNÏ"), ["text"]),
+    (TextMatch("OBJECT", "STRASSE"), ["text"]),  # case-folded on both sides: ß is ss
+    (TextMatch("OBJECT", "ünïcode straße", mode="prefix"), ["text"]),
     (TextMatch("EXPTIME", "10"), []),  # numbers are not text
     (TextMatch("COMMENT", "M31"), []),
     (TextMatch("ESO.TEL", "ut"), ["hier"]),
@@ -470,6 +483,7 @@ async def test_distinct_values(catalog):
     assert await catalog.distinct_values(["EXPOSURE", "EXPTIME"], prefix="10") == [(100, 2), (10, 1)]
     assert await catalog.distinct_values(["COMMENT", "SIMPLE"]) == []
     assert await catalog.distinct_values(["FILTER"], prefix="zz") == []
+    assert await catalog.distinct_values(["OBJECT"], prefix="ÜNÏCODE STRASSE") == [("Ünïcode Straße", 1)]
 
 
 # users, sessions, tokens -----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from app.store.base import (
 )
 
 NUMBER = {"$type": "number"}
-TEXT = {"$type": "string", "$not": {"$type": "array"}}
+TEXT = {"$type": "string", "$not": {"$type": "array"}}  # a text value, not a list (COMMENT, HISTORY)
 
 
 def test_no_query_matches_everything():
@@ -69,13 +69,16 @@ def test_alternate_keywords_become_or():
         {"$and": [{"header.SECZ": {**NUMBER, "$gte": 1.0}}, {"header.SECZ": {**NUMBER, "$lte": 1.5}}]}]}
 
 
-def test_text_match_is_literal_and_ignores_case():
-    assert mq.compile_query(TextMatch("OBJECT", "m31")) == {
-        "header.OBJECT": {**TEXT, "$regex": "m31", "$options": "i"}}
+def test_text_match_is_literal_and_case_folded_on_both_sides():
+    assert mq.compile_query(TextMatch("OBJECT", "M31")) == {"folded.OBJECT": {"$regex": "m31"}}
     assert mq.compile_query(TextMatch("OBJECT", "NGC 1.2*(x)", mode="prefix")) == {
-        "header.OBJECT": {**TEXT, "$regex": r"^NGC\ 1\.2\*\(x\)", "$options": "i"}}
-    assert mq.compile_query(TextMatch("OBJECT", "50%_[a]$")) == {
-        "header.OBJECT": {**TEXT, "$regex": r"50%_\[a\]\$", "$options": "i"}}
+        "folded.OBJECT": {"$regex": r"^ngc\ 1\.2\*\(x\)"}}
+    assert mq.compile_query(TextMatch("OBJECT", "50%_[A]$")) == {"folded.OBJECT": {"$regex": r"50%_\[a\]\$"}}
+    assert mq.compile_query(TextMatch("ESO.OBJ", "STRASSE")) == {"folded.ESO%2EOBJ": {"$regex": "strasse"}}
+    assert mq.compile_query(TextMatch("OBJECT", "a\x00b")) == {"folded.OBJECT": {"$regex": "a\\x00b"}}
+    # what the documents hold: every text value folded, nothing else
+    header = {"OBJECT": "Große Straße", "ESO.X": "ÀB", "N": 3, "COMMENT": ["A"], "T": True}
+    assert mq.folded_texts(header) == {"OBJECT": "grosse strasse", "ESO%2EX": "àb"}
 
 
 def test_date_ranges_are_one_elem_match_over_the_typed_dates():
@@ -102,8 +105,7 @@ def test_nested_trees():
     query = And((FieldIn("owner", ("me",)), Or((Compare("A", "lt", 1), TextMatch("B", "x")))))
     assert mq.compile_query(query) == {"$and": [
         {"owner": {"$in": ["me"]}},
-        {"$or": [{"header.A": {**NUMBER, "$lt": 1}},
-                 {"header.B": {**TEXT, "$regex": "x", "$options": "i"}}]}]}
+        {"$or": [{"header.A": {**NUMBER, "$lt": 1}}, {"folded.B": {"$regex": "x"}}]}]}
 
 
 def _cell_of(ra: float, dec: float) -> int:
@@ -160,6 +162,10 @@ def test_orders():
     assert mq.compile_order(Order(keywords=("EXPTIME", "EXPOSURE"))) == (
         [{"$addFields": {"_sort": {"$ifNull": ["$header.EXPTIME", "$header.EXPOSURE", None]}}}, missing_last],
         {"_nosort": 1, "_sort": -1, "_id": 1})
+    numeric = {"$ifNull": [{"$cond": [{"$isNumber": "$header.EXPTIME"}, "$header.EXPTIME", None]},
+                           {"$cond": [{"$isNumber": "$header.ITIME"}, "$header.ITIME", None]}, None]}
+    assert mq.compile_order(Order(keywords=("EXPTIME", "ITIME"), numbers=True, descending=False)) == (
+        [{"$addFields": {"_sort": numeric}}, missing_last], {"_nosort": 1, "_sort": 1, "_id": 1})
     stages, sort = mq.compile_order(Order(keywords=("DATE-OBS", "MJD-OBS"), dates=True))
     assert stages == [{"$addFields": {"_sort": {"$min": {"$map": {
         "input": {"$filter": {"input": {"$ifNull": ["$dates", []]}, "as": "d",
@@ -184,12 +190,15 @@ def test_distinct_values_pipeline():
     assert mq.distinct_pipeline("FILTER", {}, "") == [
         {"$match": {"header.FILTER": {"$type": ["string", "number"], "$not": {"$type": "array"}}}},
         {"$group": {"_id": "$header.FILTER", "n": {"$sum": 1}}}]
-    assert mq.distinct_pipeline("FILTER", {"owner": {"$in": ["me"]}}, "v.") == [
+    as_text = {"$convert": {"input": "$header.FILTER", "to": "string", "onError": "", "onNull": ""}}
+    assert mq.distinct_pipeline("FILTER", {"owner": {"$in": ["me"]}}, "V.") == [
         {"$match": {"$and": [
             {"header.FILTER": {"$type": ["string", "number"], "$not": {"$type": "array"}}},
             {"owner": {"$in": ["me"]}},
-            {"$expr": {"$regexMatch": {"input": {"$toString": "$header.FILTER"}, "regex": r"^v\.",
-                                       "options": "i"}}}]}},
+            {"$or": [{"folded.FILTER": {"$regex": r"^v\."}},
+                     {"$and": [{"header.FILTER": {"$type": "number"}},
+                               {"$expr": {"$regexMatch": {"input": as_text, "regex": r"^v\.",
+                                                          "options": "i"}}}]}]}]}},
         {"$group": {"_id": "$header.FILTER", "n": {"$sum": 1}}}]
 
 
@@ -215,6 +224,7 @@ def test_image_documents_survive_bson_with_any_keyword():
     assert all("." not in key and not key.startswith("$") for key in document["header"])
     assert document["header"]["HIERARCH ESO%2EDET DIT"] == 2.5
     assert document["dates"] == [{"k": "DATE-OBS", "mjd": 60370.5}]
+    assert document["folded"] == {"OBJECT": "m31", "DATE-OBS": "2024-03-01t12:00:00", "%24where": "x"}
     assert document["cells"] and all(isinstance(cell, int) for cell in document["cells"])
     stored = bson.decode(bson.encode(document))
     back = _image(stored)
