@@ -8,9 +8,7 @@ store answers, 503 when it does not.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 from quart import Blueprint, Response, jsonify
@@ -78,26 +76,8 @@ async def _store_state(archive: Archive) -> dict[str, Any]:
 
 
 async def _migration(archive: Archive) -> int | None:
-    """The newest migration applied to the store: the store's own answer when it has one
-    (`migration_version()`), else read from an SQLite catalog directly."""
-    own = getattr(archive.store, "migration_version", None)
-    if own is not None:
-        version = await own()
-        return None if version is None else int(version)
-    url = archive.settings.store_url
-    if url.startswith("sqlite:///"):
-        return await asyncio.to_thread(_sqlite_migration, Path(url.removeprefix("sqlite:///")))
-    return None
-
-
-def _sqlite_migration(database: Path) -> int | None:
-    # a separate read-only connection: the store's own goes through its single writer thread
-    db = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True, timeout=STORE_TIMEOUT)
-    try:
-        row = db.execute("SELECT max(version) FROM schema_migrations").fetchone()
-    finally:
-        db.close()
-    return None if row is None or row[0] is None else int(row[0])
+    """The newest migration applied to the store."""
+    return await archive.store.migration_version()
 
 
 def _migrations_known(kind: str) -> int:

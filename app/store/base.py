@@ -450,6 +450,10 @@ class Store(ABC):
     async def close(self) -> None:
         """Release connections; safe to call twice."""
 
+    @abstractmethod
+    async def migration_version(self) -> int | None:
+        """The newest migration applied to this catalog (None before any)."""
+
     # images
     @abstractmethod
     async def add_images(self, images: Sequence[ImageRecord]) -> None:

@@ -176,6 +176,13 @@ class SQLiteStore(Store):
             self._db.close()
             self._db = None
 
+    async def migration_version(self) -> int | None:
+        def select() -> int | None:
+            row = self.db.execute("SELECT max(version) FROM schema_migrations").fetchone()
+            return None if row is None or row[0] is None else int(row[0])
+
+        return await self._run(select)
+
     # images -----------------------------------------------------------------------------------------
     async def add_images(self, images: Sequence[ImageRecord]) -> None:
         await self._run(self._add_images_sync, list(images))

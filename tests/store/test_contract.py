@@ -85,6 +85,15 @@ async def test_reopening_keeps_records_and_closing_twice_is_safe(adapter_url):
         await again.close()
 
 
+async def test_the_migration_version_is_the_newest_shipped(any_store, adapter_url):
+    from app.store.sqlite import MIGRATIONS
+
+    folder, pattern = ((MIGRATIONS / "mongo", "[0-9]*.json") if adapter_url.startswith("mongodb")
+                       else (MIGRATIONS, "[0-9]*.sql"))
+    newest = max(int(script.name.split("_", 1)[0]) for script in folder.glob(pattern))
+    assert await any_store.migration_version() == newest
+
+
 # images ----------------------------------------------------------------------------------------------
 
 async def test_image_round_trip_keeps_every_field(any_store):
