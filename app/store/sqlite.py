@@ -565,7 +565,10 @@ class SQLiteStore(Store):
                 db.execute("INSERT INTO sessions (key_hash, user_id, created, expires) VALUES (?, ?, ?, ?)",
                            (key_hash, user_id, now(), expires))
 
-        await self._run(add)
+        try:
+            await self._run(add)
+        except sqlite3.IntegrityError:
+            raise Conflict("that session key is in use") from None
 
     async def session_user(self, key_hash: str) -> User | None:
         return await self._one_user(
@@ -579,9 +582,12 @@ class SQLiteStore(Store):
         await self._write("DELETE FROM sessions WHERE user_id = ?", (user_id,))
 
     async def add_token(self, token: ApiToken) -> None:
-        await self._write("INSERT INTO api_tokens (id, user_id, name, token_hash, created, last_used) "
-                          "VALUES (?, ?, ?, ?, ?, ?)", (token.id, token.user_id, token.name,
-                                                        token.token_hash, token.created, token.last_used))
+        try:
+            await self._write("INSERT INTO api_tokens (id, user_id, name, token_hash, created, last_used) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", (token.id, token.user_id, token.name,
+                                                            token.token_hash, token.created, token.last_used))
+        except sqlite3.IntegrityError:
+            raise Conflict("that token is in use") from None
 
     async def list_tokens(self, user_id: str) -> list[ApiToken]:
         def select() -> list[ApiToken]:

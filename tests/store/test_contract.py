@@ -540,6 +540,9 @@ async def test_sessions(any_store):
     await any_store.delete_user_sessions(alice.id)
     assert await any_store.session_user("s2") is None
     assert (await any_store.session_user("s3")).id == bob.id
+    with pytest.raises(Conflict):  # a key already in use is refused, never shared
+        await any_store.add_session("s3", alice.id, now() + 60)
+    assert (await any_store.session_user("s3")).id == bob.id
 
 
 async def test_api_tokens(any_store):
@@ -562,6 +565,9 @@ async def test_api_tokens(any_store):
     assert not await any_store.delete_token(alice.id, first.id)
     assert await any_store.token_user("hash1") is None
     assert [t.name for t in await any_store.list_tokens(alice.id)] == ["ci"]
+    with pytest.raises(Conflict):  # the same token hash twice is refused
+        await any_store.add_token(ApiToken(new_id(), bob.id, "copy", "hash2"))
+    assert (await any_store.token_user("hash2")).id == alice.id
 
 
 async def test_invitations(any_store):
