@@ -117,13 +117,15 @@ class Grid:
                 + (ty * tx)[:, None] * self.nodes[j + 2, i + 2]
         norm = np.linalg.norm(total, axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return total / norm
+            unit: np.ndarray = total / norm
+        return unit
 
 
 def separation_arcsec(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Angles between unit vectors (rows), in arcsec: 2 asin(chord / 2) stays exact for small angles."""
     chord = np.linalg.norm(a - b, axis=-1)
-    return np.degrees(2 * np.arcsin(np.clip(chord / 2, 0, 1))) * 3600
+    angle: np.ndarray = np.degrees(2 * np.arcsin(np.clip(chord / 2, 0, 1))) * 3600
+    return angle
 
 
 def make_grid(wcs: Any, width: int, height: int, nx: int, ny: int) -> Grid:

@@ -18,14 +18,8 @@ from astropy.wcs import WCS, Sip
 
 from app.formats.fits import harvest
 from app.samples import celestial_wcs
-from app.sky.readout import (
-    MAX_CELLS,
-    OffImage,
-    celestial_wcs as wcs_of_header,
-    describe,
-    locate,
-    physical_scale,
-)
+from app.sky import readout
+from app.sky.readout import MAX_CELLS, OffImage, describe, locate, physical_scale
 from app.store.base import HeaderValue
 
 SKY_JS = Path(__file__).resolve().parents[2] / "app" / "static" / "sky.js"
@@ -45,7 +39,8 @@ process.stdin.on("end", () => {
     local: job.local.map(([x, y]) => grid.local(x, y)),
     ra: job.ra.map(sky.formatRa),
     dec: job.dec.map(sky.formatDec),
-    nice: job.nice.map(([most, kind]) => sky.niceLength(most, kind === "angle" ? sky.ANGLE_UNITS : sky.LENGTH_UNITS)),
+    nice: job.nice.map(([most, kind]) =>
+      sky.niceLength(most, kind === "angle" ? sky.ANGLE_UNITS : sky.LENGTH_UNITS)),
   };
   process.stdout.write(JSON.stringify(out));
 });
@@ -270,7 +265,7 @@ def test_locate_gives_astropy_pixels_and_refuses_positions_off_the_image():
     target = wcs.pixel_to_world(100.25, 1900.75).icrs
     x, y = locate(header, width, height, float(target.ra.deg), float(target.dec.deg))
     assert (x, y) == (pytest.approx(100.25, abs=1e-3), pytest.approx(1900.75, abs=1e-3))
-    with pytest.raises(OffImage, match=r"off this image: it would be at FITS pixel x .*image spans x 1 to 2048"):
+    with pytest.raises(OffImage, match=r"off this image: it would be at FITS pixel x .*spans x 1 to 2048"):
         locate(header, width, height, 1.0, 10.0)
     # the opposite side of the sky: TAN cannot project it at all
     with pytest.raises(OffImage, match="projection does not reach"):
@@ -281,7 +276,7 @@ def test_locate_gives_astropy_pixels_and_refuses_positions_off_the_image():
 
 def test_header_as_stored_rebuilds_the_same_wcs():
     wcs, width, height = CASES["tan-sip"]
-    rebuilt = wcs_of_header(stored_header(wcs, width, height, OBJECT="<b>x</b>", HISTORY="made"))
+    rebuilt = readout.celestial_wcs(stored_header(wcs, width, height, OBJECT="<b>x</b>", HISTORY="made"))
     assert rebuilt is not None and rebuilt.sip is not None
     xs, ys = np.array([0.0, 2047.0]), np.array([0.0, 1000.0])
     assert wcs.pixel_to_world(xs, ys).separation(rebuilt.pixel_to_world(xs, ys)).arcsec.max() < 1e-6
