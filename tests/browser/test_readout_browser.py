@@ -4,19 +4,26 @@ it, go to RA/Dec, the scale bar and the compass."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import numpy as np
 import pytest
 from astropy.coordinates import Angle, SkyCoord
+from astropy.io import fits
+from astropy.wcs import Sip
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
-from tests.browser.conftest import SIZE, Server
+from tests.browser.conftest import BIN, SIZE, Server
 from tests.browser.test_viewer_browser import FULLY_LOADED, Recorder, move_to_image_pixel, open_viewer
+from tests.processes import answers, free_port, stop
 
 pytestmark = pytest.mark.browser
 
@@ -232,3 +239,128 @@ async def test_scale_bar_and_compass_follow_the_wcs(page, server):
     centre, north, east = (np.array(boxes[name]) for name in ("centre", "north", "east"))
     assert north[1] < centre[1] - 15 and abs(north[0] - centre[0]) < 3
     assert east[0] < centre[0] - 15 and abs(east[1] - centre[1]) < 3
+
+
+# A second archive: a rotated TAN-SIP field straddling RA 0 and a microscopy image with 0.25 um pixels.
+OTHER_SIZE = 800
+
+
+def sip_field_wcs() -> Any:
+    wcs = celestial_wcs(0.05, -30.0, OTHER_SIZE, OTHER_SIZE, scale_arcsec=1.2, rotation_deg=35)
+    wcs.wcs.ctype = ["RA---TAN-SIP", "DEC--TAN-SIP"]
+    a, b = np.zeros((4, 4)), np.zeros((4, 4))
+    a[2, 0], a[0, 2], a[1, 1], a[3, 0] = 1e-5, -8e-6, 1.2e-5, 4e-9
+    b[0, 2], b[2, 0], b[1, 1], b[0, 3] = 9e-6, -5e-6, -7e-6, -5e-9
+    wcs.sip = Sip(a, b, None, None, wcs.wcs.crpix)
+    return wcs
+
+
+@pytest.fixture(scope="module")
+def others(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, dict[str, Any]]]]:
+    """(url, {"sip": image, "micro": image}) of a real `imagex serve` on its own data folder."""
+    root = tmp_path_factory.mktemp("others")
+    wcs = sip_field_wcs()
+    header = wcs.to_header(relax=True)
+    header["OBJECT"] = "SIP field"
+    # the sample star catalogue lies far from this field: noise is all the readout needs
+    sky = np.random.default_rng(4).normal(100, 10, (OTHER_SIZE, OTHER_SIZE)).astype(np.float32)
+    fits.PrimaryHDU(sky, header).writeto(root / "sip.fits")
+    micro = fits.Header()
+    micro["OBJECT"] = "Cells"
+    micro["CTYPE1"], micro["CTYPE2"] = "LINEAR", "LINEAR"
+    micro["CDELT1"], micro["CDELT2"] = 0.25, 0.25
+    micro["CUNIT1"], micro["CUNIT2"] = "um", "um"
+    pixels = np.random.default_rng(5).normal(1000, 50, (400, 500)).astype(np.float32)
+    fits.PrimaryHDU(pixels, micro).writeto(root / "cells.fits")
+    port = free_port()
+    env = {**os.environ, "IMAGEX_DATA": str(root / "var"), "IMAGEX_WORKERS": "1", "IMAGEX_PORT": str(port),
+           "IMAGEX_HOST": "127.0.0.1"}
+    env.pop("IMAGEX_SAMPLES", None)
+    done = subprocess.run([str(BIN / "imagex"), "ingest", "--no-progress", "--visibility", "public",
+                           str(root / "sip.fits"), str(root / "cells.fits")],
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    url = f"http://127.0.0.1:{port}"
+    log = root / "serve.log"
+    with log.open("w") as output:
+        process = subprocess.Popen([str(BIN / "imagex"), "serve"], env=env, stdout=output,
+                                   stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not answers(url + "/api/images"):
+            assert process.poll() is None, f"imagex serve exited: {log.read_text()}"
+            assert time.monotonic() < deadline, f"imagex serve did not answer: {log.read_text()}"
+            time.sleep(0.2)
+        listing = Server(url=url, data=root / "var", image={}, log=log).get("/api/images")["images"]
+        images = {"sip" if item["name"] == "SIP field" else "micro": item for item in listing}
+        assert set(images) == {"sip", "micro"}
+        yield url, images
+    finally:
+        stop(process)
+
+
+async def open_image(page: Any, url: str, image: dict[str, Any]) -> Recorder:
+    recorder = Recorder(page)
+    response = await page.goto(url + image["url"])
+    assert response is not None and response.status == 200
+    await page.wait_for_function(FULLY_LOADED, timeout=30_000)
+    return recorder
+
+
+async def test_rotated_sip_field_across_ra_zero_reads_and_points_as_astropy_says(page, others):
+    url, images = others
+    recorder = await open_image(page, url, images["sip"])
+    wcs = sip_field_wcs()
+    corners = wcs.pixel_to_world(np.array([0, OTHER_SIZE - 1]), np.array([0, 0])).icrs.ra.deg
+    assert corners.min() < 1 and corners.max() > 359  # the image really straddles RA 0
+    for column, row in ((3, 5), (OTHER_SIZE - 4, 7), (400, 400), (790, 780), (12, 777)):
+        await move_to_image_pixel(page, column + 0.5, row + 0.5)
+        fits_x, fits_y = column + 1, OTHER_SIZE - row
+        await page.wait_for_function("(text) => document.getElementById('readout').textContent === text",
+                                     arg=f"x {fits_x}, y {fits_y}", timeout=5_000)
+        match = await sky_text(page, SKY_TEXT)
+        expected = wcs.pixel_to_world(fits_x - 1, fits_y - 1).icrs
+        shown = SkyCoord(Angle(match["ra"], unit="hourangle"), Angle(match["dec"], unit="deg"))
+        assert shown.separation(expected).arcsec < 0.1, (match.group(0), expected)
+    # the compass: its arrows point where astropy puts a step north and east of the view centre
+    view = await page.evaluate(VIEW)
+    centre = wcs.pixel_to_world(view["x"] - 1, view["y"] - 1)
+    compass = await page.evaluate("""() => {
+      const mid = (selector) => {
+        const b = document.querySelector(selector).getBoundingClientRect();
+        return [b.left + b.width / 2, b.top + b.height / 2];
+      };
+      return {centre: mid("#compass"), north: mid("#compass .compass-north polygon"),
+              east: mid("#compass .compass-east polygon")};
+    }""")
+    for name, angle in (("north", 0.0), ("east", np.pi / 2)):
+        x, y = wcs.world_to_pixel(centre.directional_offset_by(angle, 2 / 3600))
+        expected = np.array([x - (view["x"] - 1), -(y - (view["y"] - 1))])  # screen y points down
+        shown = np.array(compass[name]) - np.array(compass["centre"])
+        cosine = shown @ expected / np.linalg.norm(shown) / np.linalg.norm(expected)
+        assert np.degrees(np.arccos(min(1.0, cosine))) < 4, (name, shown, expected)
+    assert not recorder.errors, recorder.errors
+
+
+async def test_microscopy_image_has_a_physical_scale_bar_and_no_sky(page, others):
+    url, images = others
+    recorder = await open_image(page, url, images["micro"])
+    assert await page.locator("#goto").count() == 0
+    assert not await page.locator("#compass").is_visible()
+    await page.evaluate("""() => {
+      const viewer = window.imagexViewer;
+      viewer.viewport.zoomTo(viewer.world.getItemAt(0).imageToViewportZoom(2), null, true);
+    }""")
+    await page.wait_for_timeout(200)
+    label = str(await page.text_content("#scale-bar .scale-bar-label"))
+    match = re.fullmatch(r"(?P<value>[\d.]+) (?P<unit>nm|\u00b5m|mm|m)", label)
+    assert match, label
+    metres = float(match["value"]) * {"nm": 1e-9, "\u00b5m": 1e-6, "mm": 1e-3, "m": 1.0}[match["unit"]]
+    width = await page.evaluate(
+        "() => document.querySelector('#scale-bar .scale-bar-line').getBoundingClientRect().width")
+    # 0.25 um pixels shown 2 screen pixels each
+    assert width == pytest.approx(metres / 0.25e-6 * 2, rel=0.02), (label, width)
+    await move_to_image_pixel(page, 250.5, 210.5)
+    await page.wait_for_function("() => document.getElementById('readout').textContent === 'x 251, y 190'")
+    assert await page.text_content("#readout-sky") == ""
+    assert not recorder.errors, recorder.errors
