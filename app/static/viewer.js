@@ -18,6 +18,11 @@
     return magnitude !== 0 && (magnitude < 1e-3 || magnitude >= 1e7) ? value.toExponential(5) : String(Number(value.toPrecision(7)));
   }
 
+  // Pages that embed the viewer may leave out any of the readout's elements.
+  function setText(element, text) {
+    if (element) { element.textContent = text; }
+  }
+
   function signed(value, decimals) {
     return (value < 0 ? "-" : "+") + Math.abs(value).toFixed(decimals);
   }
@@ -83,7 +88,7 @@
     var valueOut = document.getElementById("readout-value");
     var skyOut = document.getElementById("readout-sky");
     var galactic = document.getElementById("readout-galactic");
-    var values = new ValueReader(element.dataset.tiles, function (text) { valueOut.textContent = "value " + text; });
+    var values = new ValueReader(element.dataset.tiles, function (text) { setText(valueOut, "value " + text); });
     var last = null;
 
     // Image coordinates (OpenSeadragon: 0 at the left/top edge, y down) to astropy's 0-based pixels (y up)
@@ -93,31 +98,31 @@
     function imageOf(x, y) { return isFits ? new OpenSeadragon.Point(x - 0.5, height - y + 0.5) : new OpenSeadragon.Point(x + 0.5, y + 0.5); }
 
     function showSky(x, y) {
-      if (!grid) { skyOut.textContent = ""; return; }
+      if (!grid) { setText(skyOut, ""); return; }
       // the centre of the pixel under the cursor, like its x/y and value
       var ax = x, ay = height - 1 - y;
       if (galactic && galactic.checked) {
         var lb = grid.galactic(ax, ay);
-        skyOut.textContent = lb ? "l " + lb[0].toFixed(6) + "\u00b0, b " + signed(lb[1], 6) + "\u00b0" : "no sky position";
+        setText(skyOut, lb ? "l " + lb[0].toFixed(6) + "\u00b0, b " + signed(lb[1], 6) + "\u00b0" : "no sky position");
         return;
       }
       var radec = grid.sky(ax, ay);
-      skyOut.textContent = radec ? "RA " + ImagexSky.formatRa(radec[0]) + ", Dec " + ImagexSky.formatDec(radec[1]) +
-        " (" + radec[0].toFixed(6) + "\u00b0, " + signed(radec[1], 6) + "\u00b0)" : "no sky position";
+      setText(skyOut, radec ? "RA " + ImagexSky.formatRa(radec[0]) + ", Dec " + ImagexSky.formatDec(radec[1]) +
+        " (" + radec[0].toFixed(6) + "\u00b0, " + signed(radec[1], 6) + "\u00b0)" : "no sky position");
     }
 
     function clear() {
       last = null;
       values.cancel();
-      readout.textContent = "\u00a0";
-      valueOut.textContent = "";
-      skyOut.textContent = "";
+      setText(readout, "\u00a0");
+      setText(valueOut, "");
+      setText(skyOut, "");
     }
 
     function show(x, y) {
       last = [x, y];
       // FITS counts pixels from 1 at the bottom-left; the display shows the bottom row last.
-      readout.textContent = isFits ? "x " + (x + 1) + ", y " + (height - y) : "x " + x + ", y " + y;
+      setText(readout, isFits ? "x " + (x + 1) + ", y " + (height - y) : "x " + x + ", y " + y);
       showSky(x, y);
       values.ask(x, y);
     }
@@ -172,12 +177,15 @@
       var centre = viewer.world.getItemAt(0).viewportToImageCoordinates(viewer.viewport.getCenter(true));
       var local = grid ? grid.local(centre.x - 0.5, height - centre.y - 0.5) : null;
       var units = null, perPixel = null;
+      if (typeof ImagexSky === "undefined") {
+        physical = null;  // sky.js did not load: no units to draw with
+      }
       if (local) {
         units = ImagexSky.ANGLE_UNITS; perPixel = local.arcsecPerPixel;
       } else if (physical) {
         units = ImagexSky.LENGTH_UNITS; perPixel = Math.sqrt(physical.x * physical.y);
       }
-      if (units && perPixel > 0 && typeof ImagexSky !== "undefined") {
+      if (units && perPixel > 0) {
         // at most 150 screen pixels long
         var nice = ImagexSky.niceLength(150 * perPixel / zoom, units);
         if (nice) {
@@ -246,7 +254,7 @@
     // Go to RA/Dec: the server places the position with astropy; off the image gets its message.
     var form = document.getElementById("goto");
     var message = document.getElementById("goto-message");
-    if (form && element.dataset.locate) {
+    if (form && message && element.dataset.locate) {
       form.addEventListener("submit", function (event) {
         event.preventDefault();
         var query = new URLSearchParams(new FormData(form));
