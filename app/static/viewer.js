@@ -27,25 +27,31 @@
     return (value < 0 ? "-" : "+") + Math.abs(value).toFixed(decimals);
   }
 
-  // Pixel values from the tile server, one request in flight and the latest position wins.
+  // Pixel values from the tile server, one request in flight and the latest position wins: an answer is
+  // shown only if no newer position (or leaving the image) came after the one it answers.
   function ValueReader(base, show) {
     this.base = base;
     this.show = show;
     this.busy = false;
     this.wanted = null;
+    this.generation = 0;
     this.missing = !base;
   }
 
   ValueReader.prototype.ask = function (x, y) {
+    this.generation += 1;
     if (this.missing) { this.show("\u2014"); return; }
     this.wanted = [x, y];
     if (!this.busy) { this.next(); }
   };
 
-  ValueReader.prototype.cancel = function () { this.wanted = null; };
+  ValueReader.prototype.cancel = function () {
+    this.generation += 1;
+    this.wanted = null;
+  };
 
   ValueReader.prototype.next = function () {
-    var self = this, wanted = this.wanted;
+    var self = this, wanted = this.wanted, generation = this.generation;
     if (!wanted) { return; }
     this.wanted = null;
     this.busy = true;
@@ -55,8 +61,8 @@
         if (!response.ok) { throw new Error("no value"); }
         return response.json();
       })
-      .then(function (answer) { if (!self.wanted) { self.show(formatValue(answer.value)); } })
-      .catch(function () { if (!self.wanted) { self.show("\u2014"); } })
+      .then(function (answer) { if (generation === self.generation) { self.show(formatValue(answer.value)); } })
+      .catch(function () { if (generation === self.generation) { self.show("\u2014"); } })
       .then(function () { self.busy = false; self.next(); });
   };
 
@@ -175,7 +181,7 @@
       var zoom = imageZoom();
       if (!viewer.world.getItemCount() || !(zoom > 0)) { return; }
       var centre = viewer.world.getItemAt(0).viewportToImageCoordinates(viewer.viewport.getCenter(true));
-      var local = grid ? grid.local(centre.x - 0.5, height - centre.y - 0.5) : null;
+      var local = grid ? grid.local.apply(grid, astropyOf(centre)) : null;
       var units = null, perPixel = null;
       if (typeof ImagexSky === "undefined") {
         physical = null;  // sky.js did not load: no units to draw with
