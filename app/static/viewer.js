@@ -80,6 +80,9 @@
     var described = readJson(element.dataset.readout) || {};
     var grid = described.celestial && typeof ImagexSky !== "undefined" ? new ImagexSky.Grid(described.celestial) : null;
     var physical = described.physical || null;
+    // A projection the grid could not follow within 0.1" (e.g. an all-sky map near its rim) says so.
+    var worst = grid ? Number(described.celestial.max_error_arcsec) : 0;
+    var roughness = worst > 0.1 ? " \u00b1" + (worst < 60 ? worst.toPrecision(2) + "\u2033" : (worst / 60).toPrecision(2) + "\u2032") : "";
     var viewer = OpenSeadragon({
       element: element,
       tileSources: element.dataset.dzi,
@@ -109,12 +112,12 @@
       var ax = x, ay = height - 1 - y;
       if (galactic && galactic.checked) {
         var lb = grid.galactic(ax, ay);
-        setText(skyOut, lb ? "l " + lb[0].toFixed(6) + "\u00b0, b " + signed(lb[1], 6) + "\u00b0" : "no sky position");
+        setText(skyOut, lb ? "l " + lb[0].toFixed(6) + "\u00b0, b " + signed(lb[1], 6) + "\u00b0" + roughness : "no sky position");
         return;
       }
       var radec = grid.sky(ax, ay);
       setText(skyOut, radec ? "RA " + ImagexSky.formatRa(radec[0]) + ", Dec " + ImagexSky.formatDec(radec[1]) +
-        " (" + radec[0].toFixed(6) + "\u00b0, " + signed(radec[1], 6) + "\u00b0)" : "no sky position");
+        " (" + radec[0].toFixed(6) + "\u00b0, " + signed(radec[1], 6) + "\u00b0)" + roughness : "no sky position");
     }
 
     function clear() {

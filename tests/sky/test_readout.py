@@ -281,3 +281,26 @@ def test_header_as_stored_rebuilds_the_same_wcs():
     xs, ys = np.array([0.0, 2047.0]), np.array([0.0, 1000.0])
     assert wcs.pixel_to_world(xs, ys).separation(rebuilt.pixel_to_world(xs, ys)).arcsec.max() < 1e-6
     assert not math.isnan(rebuilt.wcs.crval[0])
+
+
+def test_all_sky_map_reports_the_accuracy_it_reached_and_no_position_off_the_sky():
+    # Aitoff at 1 degree per pixel: the rim of the ellipse bends faster than any grid of at most
+    # MAX_CELLS cells can follow. The description must say so rather than claim 0.1", and pixels outside
+    # the ellipse (no sky there) must get no position at all.
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["GLON-AIT", "GLAT-AIT"]
+    wcs.wcs.crval = [0.0, 0.0]
+    wcs.wcs.crpix = [180.5, 90.5]
+    wcs.wcs.cdelt = [-1.0, 1.0]
+    celestial = describe(stored_header(wcs, 360, 180), 360, 180)["celestial"]
+    points = probe_points(360, 180, count=2000)
+    out = run_sky_js(celestial, points)
+    expected = wcs.pixel_to_world(points[:, 0], points[:, 1]).icrs
+    defined = np.isfinite(expected.ra.deg)
+    found = np.array([item is not None for item in out["icrs"]])
+    assert not (found & ~defined).any(), "a position was given off the sky"
+    assert found[defined].mean() > 0.95
+    errors = separations_arcsec([item for item, ok in zip(out["icrs"], found, strict=True) if ok],
+                                expected[found])
+    assert celestial["max_error_arcsec"] > ACCURACY_ARCSEC
+    assert np.median(errors) < celestial["max_error_arcsec"]
