@@ -117,7 +117,8 @@ async def access_fragment(archive: Archive, image: ImageRecord, *, saved: bool =
 
 
 async def readout_of(archive: Archive, image: ImageRecord) -> dict[str, Any]:
-    """What the viewer needs for sky coordinates, scale bar and compass (`app.sky.readout.describe`)."""
+    """What the viewer needs for sky coordinates, scale bar and compass (`app.sky.readout.describe`).
+    The page fetches it after loading, so a pool busy with ingest never holds up the page itself."""
     key = (image.id, image.sha256)
     if key in _READOUTS:
         _READOUTS.move_to_end(key)
@@ -154,7 +155,7 @@ async def image_page(image_id: str) -> str:
     archive = get_archive()
     image = await load_image(archive, image_id)
     return await render_template("image.html", image=image_detail(archive, image), rows=header_rows(image),
-                                 audiences=AUDIENCES, saved=False, readout=await readout_of(archive, image))
+                                 audiences=AUDIENCES, saved=False)
 
 
 @bp.get("/images/<image_id>/original")

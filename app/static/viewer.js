@@ -7,10 +7,6 @@
 
   var VIEW_PARAMS = ["x", "y", "zoom"];
 
-  function readJson(text) {
-    try { return JSON.parse(text || "null"); } catch (error) { return null; }
-  }
-
   function formatValue(value) {
     if (value === null || value === undefined || typeof value !== "number" || !isFinite(value)) { return "\u2014"; }
     if (Number.isInteger(value)) { return String(value); }
@@ -77,12 +73,8 @@
     if (!element || typeof OpenSeadragon === "undefined") { return; }
     var width = Number(element.dataset.width), height = Number(element.dataset.height);
     var isFits = element.dataset.fits === "true";
-    var described = readJson(element.dataset.readout) || {};
-    var grid = described.celestial && typeof ImagexSky !== "undefined" ? new ImagexSky.Grid(described.celestial) : null;
-    var physical = described.physical || null;
-    // A projection the grid could not follow within 0.1" (e.g. an all-sky map near its rim) says so.
-    var worst = grid ? Number(described.celestial.max_error_arcsec) : 0;
-    var roughness = worst > 0.1 ? " \u00b1" + (worst < 60 ? worst.toPrecision(2) + "\u2033" : (worst / 60).toPrecision(2) + "\u2032") : "";
+    // The sky description arrives after the page (see useDescription); until then only x/y and values.
+    var grid = null, physical = null, roughness = "";
     var viewer = OpenSeadragon({
       element: element,
       tileSources: element.dataset.dzi,
@@ -161,6 +153,7 @@
     barLabel.className = "scale-bar-label";
     bar.appendChild(barLine);
     bar.appendChild(barLabel);
+    bar.hidden = true;
     var compass = svg("svg", { "class": "compass", id: "compass", viewBox: "-40 -40 80 80", width: "80", height: "80",
       role: "img", "aria-label": "compass: north and east" });
     var arrows = {};
@@ -186,9 +179,6 @@
       var centre = viewer.world.getItemAt(0).viewportToImageCoordinates(viewer.viewport.getCenter(true));
       var local = grid ? grid.local.apply(grid, astropyOf(centre)) : null;
       var units = null, perPixel = null;
-      if (typeof ImagexSky === "undefined") {
-        physical = null;  // sky.js did not load: no units to draw with
-      }
       if (local) {
         units = ImagexSky.ANGLE_UNITS; perPixel = local.arcsecPerPixel;
       } else if (physical) {
@@ -248,6 +238,25 @@
         var y = Math.min(Math.max(asked[1], isFits ? 0.5 : -0.5), isFits ? height + 0.5 : height - 0.5);
         viewer.viewport.panTo(item.imageToViewportCoordinates(imageOf(x, y)), true);
       }
+    }
+
+    // /api/images/<id>/readout: the grid for RA/Dec (null without a celestial WCS) and a physical pixel size.
+    function useDescription(described) {
+      if (!described || typeof ImagexSky === "undefined") { return; }
+      grid = described.celestial ? new ImagexSky.Grid(described.celestial) : null;
+      physical = described.physical || null;
+      // A projection the grid could not follow within 0.1" (e.g. an all-sky map near its rim) says so.
+      var worst = grid ? Number(described.celestial.max_error_arcsec) : 0;
+      roughness = worst > 0.1 ? " \u00b1" + (worst < 60 ? worst.toPrecision(2) + "\u2033" : (worst / 60).toPrecision(2) + "\u2032") : "";
+      element.dataset.described = "true";
+      drawOverlays();
+      if (last) { showSky(last[0], last[1]); }
+    }
+    if (element.dataset.readout) {
+      fetch(element.dataset.readout, { headers: { Accept: "application/json" } })
+        .then(function (response) { return response.ok ? response.json() : null; })
+        .then(useDescription)
+        .catch(function () { /* no description: the readout keeps x/y and values */ });
     }
 
     viewer.addOnceHandler("open", function () {

@@ -47,6 +47,9 @@ SETTLED = """() => {
 }"""
 
 
+DESCRIBED = "() => document.getElementById('viewer').dataset.described === 'true'"
+
+
 def field_wcs() -> Any:
     return celestial_wcs(FIELD_RA, FIELD_DEC, SIZE, SIZE)
 
@@ -213,6 +216,7 @@ async def test_go_to_centres_the_view_on_the_position(page, server):
 
 async def test_scale_bar_and_compass_follow_the_wcs(page, server):
     await open_viewer(page, server)
+    await page.wait_for_function(DESCRIBED, timeout=10_000)
     for zoom in (0.5, 4.0):
         await page.evaluate("""(zoom) => {
           const viewer = window.imagexViewer;
@@ -304,6 +308,7 @@ async def open_image(page: Any, url: str, image: dict[str, Any]) -> Recorder:
     response = await page.goto(url + image["url"])
     assert response is not None and response.status == 200
     await page.wait_for_function(FULLY_LOADED, timeout=30_000)
+    await page.wait_for_function(DESCRIBED, timeout=10_000)
     return recorder
 
 
