@@ -211,16 +211,27 @@
     }
 
     // The view in the URL: x, y (FITS pixels of the centre) and zoom; other parameters are left alone.
+    // The whole image (the home view) needs none, so a plain link stays plain until the user moves.
     function saveView() {
       var zoom = imageZoom();
       if (!(zoom > 0)) { return; }
-      var centre = viewer.world.getItemAt(0).viewportToImageCoordinates(viewer.viewport.getCenter(false));
-      var fits = fitsOf(centre);
+      var viewport = viewer.viewport, item = viewer.world.getItemAt(0);
+      var centre = item.viewportToImageCoordinates(viewport.getCenter(false));
+      var homeCentre = item.viewportToImageCoordinates(viewport.getHomeBounds().getCenter());
+      var atHome = Math.abs(viewport.getZoom(false) / viewport.getHomeZoom() - 1) < 1e-6 &&
+        Math.abs(centre.x - homeCentre.x) < 0.01 && Math.abs(centre.y - homeCentre.y) < 0.01;
       var url = new URL(window.location.href);
-      url.searchParams.set("x", fits[0].toFixed(2));
-      url.searchParams.set("y", fits[1].toFixed(2));
-      url.searchParams.set("zoom", String(Number(zoom.toPrecision(5))));
-      window.history.replaceState(window.history.state, "", url.toString());
+      if (atHome) {
+        VIEW_PARAMS.forEach(function (name) { url.searchParams.delete(name); });
+      } else {
+        var fits = fitsOf(centre);
+        url.searchParams.set("x", fits[0].toFixed(2));
+        url.searchParams.set("y", fits[1].toFixed(2));
+        url.searchParams.set("zoom", String(Number(zoom.toPrecision(5))));
+      }
+      if (url.toString() !== window.location.href) {
+        window.history.replaceState(window.history.state, "", url.toString());
+      }
     }
 
     function restoreView() {

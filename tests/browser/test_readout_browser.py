@@ -136,10 +136,12 @@ async def test_readout_shows_the_pixel_value(page, server):
 
 
 async def test_view_in_the_url_reproduces_centre_and_zoom(page, server):
-    await page.add_init_script("window.__noop = true;")
     response = await page.goto(server.url + server.image["url"] + "?stretch=asinh&cmap=viridis")
     assert response is not None and response.status == 200
     await page.wait_for_function(FULLY_LOADED, timeout=30_000)
+    await page.wait_for_function(SETTLED, timeout=30_000)
+    # the whole image needs no view parameters: a plain link stays plain
+    assert not {"x", "y", "zoom"} & set(parse_qs(urlsplit(page.url).query))
     # zoom in and pan: the centre on FITS pixel (150.5, 420.25) at 3 screen pixels per image pixel
     await page.evaluate("""() => {
       const viewer = window.imagexViewer, item = viewer.world.getItemAt(0);
