@@ -10,7 +10,7 @@ from werkzeug.exceptions import BadRequest, Forbidden, Unauthorized
 from app.accounts import current_site, current_user
 from app.archive import get_archive
 from app.routes.portal import image_listing, job_owner, job_summary, page_args
-from app.routes.viewer import change_visibility, image_detail, load_image, remove
+from app.routes.viewer import change_visibility, go_to, image_detail, load_image, readout_of, remove
 from app.search.dates import date_range
 from app.search.sky import parse_cone
 from app.store.base import JOB_STATES, And, Compare, Cone, Query, Scalar, check_keyword, keyword_range
@@ -118,6 +118,22 @@ async def images() -> Any:
 async def image(image_id: str) -> Any:
     archive = get_archive()
     return jsonify(image_detail(archive, await load_image(archive, image_id)))
+
+
+@bp.get("/images/<image_id>/readout")
+async def image_readout(image_id: str) -> Any:
+    """The image page's sky description: a grid of ICRS unit vectors for the cursor readout (`celestial`,
+    null without a celestial WCS) and the physical pixel size in metres (`physical`, or null)."""
+    archive = get_archive()
+    return jsonify(await readout_of(archive, await load_image(archive, image_id)))
+
+
+@bp.get("/images/<image_id>/locate")
+async def image_locate(image_id: str) -> Any:
+    """`ra=&dec=` (sexagesimal or degrees, `frame=icrs|galactic`): the image page's go-to form."""
+    archive = get_archive()
+    return jsonify(await go_to(archive, image_id, request.args.get("ra"), request.args.get("dec"),
+                               request.args.get("frame")))
 
 
 @bp.post("/images/<image_id>/visibility")

@@ -4,18 +4,29 @@ a missing one."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from quart import Blueprint, Response, redirect, render_template, request, send_file
-from werkzeug.exceptions import BadRequest, Forbidden, Gone, HTTPException, NotFound, Unauthorized
+from werkzeug.exceptions import (
+    BadRequest,
+    Forbidden,
+    Gone,
+    HTTPException,
+    NotFound,
+    Unauthorized,
+    UnprocessableEntity,
+)
 
 from app.accounts import current_site, current_user
 from app.archive import Archive, get_archive
 from app.ingest.removal import Removal, delete_image
 from app.permissions import Action, may
 from app.routes.portal import image_summary
+from app.search.sky import parse_position
 from app.site import VISIBILITIES, Site
+from app.sky.readout import OffImage, describe, locate
 from app.store.base import ImageRecord, User
 
 bp = Blueprint("viewer", __name__)
@@ -25,6 +36,10 @@ AUDIENCES = {
     "registered": "registered users",
     "public": "everyone, guests included",
 }
+# Readout descriptions by (image id, checksum): a header never changes after ingest, and computing one
+# takes a pool round trip. Bounded: the least recently used go first.
+_READOUTS: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+_READOUTS_KEPT = 256
 
 
 def refusal(user: User | None, action: Action, image: ImageRecord, site: Site) -> HTTPException:
@@ -99,6 +114,40 @@ async def remove(archive: Archive, image_id: str) -> Removal:
 async def access_fragment(archive: Archive, image: ImageRecord, *, saved: bool = False) -> str:
     return await render_template("_image_access.html", image=image_detail(archive, image),
                                  audiences=AUDIENCES, saved=saved)
+
+
+async def readout_of(archive: Archive, image: ImageRecord) -> dict[str, Any]:
+    """What the viewer needs for sky coordinates, scale bar and compass (`app.sky.readout.describe`).
+    The page fetches it after loading, so a pool busy with ingest never holds up the page itself."""
+    key = (image.id, image.sha256)
+    if key in _READOUTS:
+        _READOUTS.move_to_end(key)
+        return _READOUTS[key]
+    readout = await archive.run_in_pool(describe, image.header, image.width, image.height)
+    _READOUTS[key] = readout
+    while len(_READOUTS) > _READOUTS_KEPT:
+        _READOUTS.popitem(last=False)
+    return readout
+
+
+async def go_to(archive: Archive, image_id: str, ra_text: str | None, dec_text: str | None,
+                frame: str | None) -> dict[str, Any]:
+    """Where a typed sky position falls on the image, in FITS pixels (1-based, y up), with the position
+    in ICRS degrees; 400 for text that is not a position, 422 for a position off the image."""
+    image = await load_image(archive, image_id)
+    if not ra_text or not dec_text:
+        raise BadRequest("go to needs both ra= and dec= (and frame=icrs or galactic)")
+    try:
+        ra, dec = parse_position(ra_text, dec_text, frame or "icrs")
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    try:
+        x, y = await archive.run_in_pool(locate, image.header, image.width, image.height, ra, dec)
+    except OffImage as error:
+        raise UnprocessableEntity(str(error)) from None
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    return {"x": x + 1, "y": y + 1, "ra": ra, "dec": dec}
 
 
 @bp.get("/images/<image_id>")

@@ -1,12 +1,80 @@
-// The image page: OpenSeadragon on the image's Deep Zoom pyramid, and the pixel under the cursor.
+// The image page: OpenSeadragon on the image's Deep Zoom pyramid; under the cursor the pixel (FITS
+// convention), its value and its sky position (sky.js); a scale bar and compass; "go to RA/Dec"; and the
+// view (centre x, y in FITS pixels and zoom in screen pixels per image pixel) kept in the URL.
+// Everything shown is built with textContent: header text never becomes markup.
 (function () {
   "use strict";
+
+  var VIEW_PARAMS = ["x", "y", "zoom"];
+
+  function formatValue(value) {
+    if (value === null || value === undefined || typeof value !== "number" || !isFinite(value)) { return "\u2014"; }
+    if (Number.isInteger(value)) { return String(value); }
+    var magnitude = Math.abs(value);
+    return magnitude !== 0 && (magnitude < 1e-3 || magnitude >= 1e7) ? value.toExponential(5) : String(Number(value.toPrecision(7)));
+  }
+
+  // Pages that embed the viewer may leave out any of the readout's elements.
+  function setText(element, text) {
+    if (element) { element.textContent = text; }
+  }
+
+  function signed(value, decimals) {
+    return (value < 0 ? "-" : "+") + Math.abs(value).toFixed(decimals);
+  }
+
+  // Pixel values from the tile server, one request in flight and the latest position wins: an answer is
+  // shown only if no newer position (or leaving the image) came after the one it answers.
+  function ValueReader(base, show) {
+    this.base = base;
+    this.show = show;
+    this.busy = false;
+    this.wanted = null;
+    this.generation = 0;
+    this.missing = !base;
+  }
+
+  ValueReader.prototype.ask = function (x, y) {
+    this.generation += 1;
+    if (this.missing) { this.show("\u2014"); return; }
+    this.wanted = [x, y];
+    if (!this.busy) { this.next(); }
+  };
+
+  ValueReader.prototype.cancel = function () {
+    this.generation += 1;
+    this.wanted = null;
+  };
+
+  ValueReader.prototype.next = function () {
+    var self = this, wanted = this.wanted, generation = this.generation;
+    if (!wanted) { return; }
+    this.wanted = null;
+    this.busy = true;
+    fetch(this.base + "pixel/" + wanted[0] + "_" + wanted[1], { headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (response.status === 404) { self.missing = true; }
+        if (!response.ok) { throw new Error("no value"); }
+        return response.json();
+      })
+      .then(function (answer) { if (generation === self.generation) { self.show(formatValue(answer.value)); } })
+      .catch(function () { if (generation === self.generation) { self.show("\u2014"); } })
+      .then(function () { self.busy = false; self.next(); });
+  };
+
+  function svg(name, attributes) {
+    var element = document.createElementNS("http://www.w3.org/2000/svg", name);
+    Object.keys(attributes).forEach(function (key) { element.setAttribute(key, attributes[key]); });
+    return element;
+  }
 
   function start() {
     var element = document.getElementById("viewer");
     if (!element || typeof OpenSeadragon === "undefined") { return; }
-    var height = Number(element.dataset.height);
+    var width = Number(element.dataset.width), height = Number(element.dataset.height);
     var isFits = element.dataset.fits === "true";
+    // The sky description arrives after the page (see useDescription); until then only x/y and values.
+    var grid = null, physical = null, roughness = "";
     var viewer = OpenSeadragon({
       element: element,
       tileSources: element.dataset.dzi,
@@ -18,6 +86,48 @@
     });
     window.imagexViewer = viewer;
     var readout = document.getElementById("readout");
+    var valueOut = document.getElementById("readout-value");
+    var skyOut = document.getElementById("readout-sky");
+    var galactic = document.getElementById("readout-galactic");
+    var values = new ValueReader(element.dataset.tiles, function (text) { setText(valueOut, "value " + text); });
+    var last = null;
+
+    // Image coordinates (OpenSeadragon: 0 at the left/top edge, y down) to astropy's 0-based pixels (y up)
+    // and to FITS pixels (astropy + 1); non-FITS images count from 0 at the top, as they are stored.
+    function astropyOf(point) { return [point.x - 0.5, height - point.y - 0.5]; }
+    function fitsOf(point) { return isFits ? [point.x + 0.5, height - point.y + 0.5] : [point.x - 0.5, point.y - 0.5]; }
+    function imageOf(x, y) { return isFits ? new OpenSeadragon.Point(x - 0.5, height - y + 0.5) : new OpenSeadragon.Point(x + 0.5, y + 0.5); }
+
+    function showSky(x, y) {
+      if (!grid) { setText(skyOut, ""); return; }
+      // the centre of the pixel under the cursor, like its x/y and value
+      var ax = x, ay = height - 1 - y;
+      if (galactic && galactic.checked) {
+        var lb = grid.galactic(ax, ay);
+        setText(skyOut, lb ? "l " + lb[0].toFixed(6) + "\u00b0, b " + signed(lb[1], 6) + "\u00b0" + roughness : "no sky position");
+        return;
+      }
+      var radec = grid.sky(ax, ay);
+      setText(skyOut, radec ? "RA " + ImagexSky.formatRa(radec[0]) + ", Dec " + ImagexSky.formatDec(radec[1]) +
+        " (" + radec[0].toFixed(6) + "\u00b0, " + signed(radec[1], 6) + "\u00b0)" + roughness : "no sky position");
+    }
+
+    function clear() {
+      last = null;
+      values.cancel();
+      setText(readout, "\u00a0");
+      setText(valueOut, "");
+      setText(skyOut, "");
+    }
+
+    function show(x, y) {
+      last = [x, y];
+      // FITS counts pixels from 1 at the bottom-left; the display shows the bottom row last.
+      setText(readout, isFits ? "x " + (x + 1) + ", y " + (height - y) : "x " + x + ", y " + y);
+      showSky(x, y);
+      values.ask(x, y);
+    }
+
     var tracker = new OpenSeadragon.MouseTracker({
       element: viewer.container,
       moveHandler: function (event) {
@@ -25,15 +135,181 @@
         var point = viewer.viewport.pointFromPixel(event.position);
         var pixel = viewer.world.getItemAt(0).viewportToImageCoordinates(point);
         var x = Math.floor(pixel.x), y = Math.floor(pixel.y);
-        if (x < 0 || y < 0 || x >= Number(element.dataset.width) || y >= height) {
-          readout.textContent = "\u00a0";
-          return;
-        }
-        // FITS counts pixels from 1 at the bottom-left; the display shows the bottom row last.
-        readout.textContent = isFits ? "x " + (x + 1) + ", y " + (height - y) : "x " + x + ", y " + y;
+        if (x < 0 || y < 0 || x >= width || y >= height) { clear(); return; }
+        if (last && last[0] === x && last[1] === y) { return; }
+        show(x, y);
       }
     });
     tracker.setTracking(true);
+    if (galactic) { galactic.addEventListener("change", function () { if (last) { showSky(last[0], last[1]); } }); }
+
+    // Scale bar and compass, redrawn for the view centre whenever the view changes.
+    var bar = document.createElement("div");
+    bar.className = "scale-bar";
+    bar.id = "scale-bar";
+    var barLine = document.createElement("div");
+    barLine.className = "scale-bar-line";
+    var barLabel = document.createElement("span");
+    barLabel.className = "scale-bar-label";
+    bar.appendChild(barLine);
+    bar.appendChild(barLabel);
+    bar.hidden = true;
+    var compass = svg("svg", { "class": "compass", id: "compass", viewBox: "-40 -40 80 80", width: "80", height: "80",
+      role: "img", "aria-label": "compass: north and east" });
+    var arrows = {};
+    [["N", "north"], ["E", "east"]].forEach(function (pair) {
+      var group = svg("g", { "class": "compass-" + pair[1] });
+      group.appendChild(svg("line", { x1: "0", y1: "0", x2: "0", y2: "-24" }));
+      group.appendChild(svg("polygon", { points: "0,-30 -4,-22 4,-22" }));
+      var label = svg("text", { x: "0", y: "-31", "text-anchor": "middle" });
+      label.textContent = pair[0];
+      group.appendChild(label);
+      compass.appendChild(group);
+      arrows[pair[1]] = { group: group, label: label };
+    });
+
+    function imageZoom() {
+      var item = viewer.world.getItemAt(0);
+      return item ? item.viewportToImageZoom(viewer.viewport.getZoom(true)) : 0;
+    }
+
+    function drawOverlays() {
+      var zoom = imageZoom();
+      if (!viewer.world.getItemCount() || !(zoom > 0)) { return; }
+      var centre = viewer.world.getItemAt(0).viewportToImageCoordinates(viewer.viewport.getCenter(true));
+      var local = grid ? grid.local.apply(grid, astropyOf(centre)) : null;
+      var units = null, perPixel = null;
+      if (local) {
+        units = ImagexSky.ANGLE_UNITS; perPixel = local.arcsecPerPixel;
+      } else if (physical) {
+        units = ImagexSky.LENGTH_UNITS; perPixel = Math.sqrt(physical.x * physical.y);
+      }
+      if (units && perPixel > 0) {
+        // at most 150 screen pixels long
+        var nice = ImagexSky.niceLength(150 * perPixel / zoom, units);
+        if (nice) {
+          bar.hidden = false;
+          barLine.style.width = (nice.size / perPixel * zoom).toFixed(1) + "px";
+          barLabel.textContent = String(nice.value) + (units === ImagexSky.LENGTH_UNITS ? " " : "") + nice.unit;
+        }
+      } else {
+        bar.hidden = true;
+      }
+      if (local) {
+        compass.style.display = "";
+        // pixel directions (x right, y up) on a screen whose y points down; the viewer never rotates
+        [["north", local.north], ["east", local.east]].forEach(function (pair) {
+          var angle = Math.atan2(pair[1][0], pair[1][1]) * 180 / Math.PI;
+          arrows[pair[0]].group.setAttribute("transform", "rotate(" + angle.toFixed(2) + ")");
+          arrows[pair[0]].label.setAttribute("transform", "rotate(" + (-angle).toFixed(2) + " 0 -35)");
+        });
+        compass.dataset.north = local.north.map(function (v) { return v.toFixed(4); }).join(",");
+        compass.dataset.east = local.east.map(function (v) { return v.toFixed(4); }).join(",");
+      } else {
+        compass.style.display = "none";
+      }
+    }
+
+    // The view in the URL: x, y (FITS pixels of the centre) and zoom; other parameters are left alone.
+    // The whole image (the home view) needs none, so a plain link stays plain until the user moves.
+    function saveView() {
+      var zoom = imageZoom();
+      if (!(zoom > 0)) { return; }
+      var viewport = viewer.viewport, item = viewer.world.getItemAt(0);
+      var centre = item.viewportToImageCoordinates(viewport.getCenter(false));
+      var homeCentre = item.viewportToImageCoordinates(viewport.getHomeBounds().getCenter());
+      var atHome = Math.abs(viewport.getZoom(false) / viewport.getHomeZoom() - 1) < 1e-6 &&
+        Math.abs(centre.x - homeCentre.x) < 0.01 && Math.abs(centre.y - homeCentre.y) < 0.01;
+      var url = new URL(window.location.href);
+      if (atHome) {
+        VIEW_PARAMS.forEach(function (name) { url.searchParams.delete(name); });
+      } else {
+        var fits = fitsOf(centre);
+        url.searchParams.set("x", fits[0].toFixed(2));
+        url.searchParams.set("y", fits[1].toFixed(2));
+        url.searchParams.set("zoom", String(Number(zoom.toPrecision(5))));
+      }
+      if (url.toString() !== window.location.href) {
+        window.history.replaceState(window.history.state, "", url.toString());
+      }
+    }
+
+    function restoreView() {
+      var params = new URLSearchParams(window.location.search);
+      var asked = VIEW_PARAMS.map(function (name) { return params.has(name) ? Number(params.get(name)) : NaN; });
+      var item = viewer.world.getItemAt(0);
+      if (!item) { return; }
+      if (isFinite(asked[2]) && asked[2] > 0) {
+        var zoom = item.imageToViewportZoom(asked[2]);
+        var limited = Math.min(Math.max(zoom, viewer.viewport.getMinZoom()), viewer.viewport.getMaxZoom());
+        viewer.viewport.zoomTo(limited, null, true);
+      }
+      if (isFinite(asked[0]) && isFinite(asked[1])) {
+        var x = Math.min(Math.max(asked[0], isFits ? 0.5 : -0.5), isFits ? width + 0.5 : width - 0.5);
+        var y = Math.min(Math.max(asked[1], isFits ? 0.5 : -0.5), isFits ? height + 0.5 : height - 0.5);
+        viewer.viewport.panTo(item.imageToViewportCoordinates(imageOf(x, y)), true);
+      }
+    }
+
+    // /api/images/<id>/readout: the grid for RA/Dec (null without a celestial WCS) and a physical pixel size.
+    function useDescription(described) {
+      if (!described || typeof ImagexSky === "undefined") { return; }
+      grid = described.celestial ? new ImagexSky.Grid(described.celestial) : null;
+      physical = described.physical || null;
+      // A projection the grid could not follow within 0.1" (e.g. an all-sky map near its rim) says so.
+      var worst = grid ? Number(described.celestial.max_error_arcsec) : 0;
+      roughness = worst > 0.1 ? " \u00b1" + (worst < 60 ? worst.toPrecision(2) + "\u2033" : (worst / 60).toPrecision(2) + "\u2032") : "";
+      element.dataset.described = "true";
+      drawOverlays();
+      if (last) { showSky(last[0], last[1]); }
+    }
+    if (element.dataset.readout) {
+      fetch(element.dataset.readout, { headers: { Accept: "application/json" } })
+        .then(function (response) { return response.ok ? response.json() : null; })
+        .then(useDescription)
+        .catch(function () { /* no description: the readout keeps x/y and values */ });
+    }
+
+    viewer.addOnceHandler("open", function () {
+      viewer.addControl(bar, { anchor: OpenSeadragon.ControlAnchor.BOTTOM_LEFT, autoFade: false });
+      viewer.addControl(compass, { anchor: OpenSeadragon.ControlAnchor.TOP_LEFT, autoFade: false });
+      restoreView();
+      drawOverlays();
+    });
+    viewer.addHandler("animation", drawOverlays);
+    viewer.addHandler("animation-finish", function () { drawOverlays(); saveView(); });
+    viewer.addHandler("resize", drawOverlays);
+
+    // Go to RA/Dec: the server places the position with astropy; off the image gets its message.
+    var form = document.getElementById("goto");
+    var message = document.getElementById("goto-message");
+    if (form && message && element.dataset.locate) {
+      form.addEventListener("submit", function (event) {
+        event.preventDefault();
+        var query = new URLSearchParams(new FormData(form));
+        message.textContent = "\u2026";
+        message.className = "";
+        fetch(element.dataset.locate + "?" + query.toString(), { headers: { Accept: "application/json" } })
+          .then(function (response) {
+            return response.json().then(function (body) { return { ok: response.ok, body: body }; });
+          })
+          .then(function (answer) {
+            if (!answer.ok) {
+              message.className = "error";
+              message.textContent = answer.body.error || "that position could not be placed";
+              return;
+            }
+            var item = viewer.world.getItemAt(0);
+            viewer.viewport.panTo(item.imageToViewportCoordinates(imageOf(answer.body.x, answer.body.y)));
+            message.textContent = "centred on RA " + ImagexSky.formatRa(answer.body.ra) + ", Dec " +
+              ImagexSky.formatDec(answer.body.dec) + " (FITS x " + answer.body.x.toFixed(1) + ", y " + answer.body.y.toFixed(1) + ")";
+          })
+          .catch(function () {
+            message.className = "error";
+            message.textContent = "the server did not answer; try again";
+          });
+      });
+    }
   }
 
   if (document.readyState === "loading") {

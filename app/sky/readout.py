@@ -1,0 +1,281 @@
+"""What the browser needs to show sky coordinates under the cursor, computed once per image with astropy.
+
+The description is a grid of exact ICRS positions (unit vectors) over the image, one cell row and column
+beyond every edge, that `app/static/sky.js` interpolates with Catmull-Rom cubics and normalises. Unit
+vectors have no seam at RA 0/360 and no singularity at the poles, and the grid works for every projection
+and distortion astropy understands (TAN, TAN-SIP, ZEA, CAR, TPV ...). The grid is refined until the
+interpolation, checked here against astropy at nine points inside every cell, stays within `TOLERANCE`;
+the error reached is part of the description. The same interpolation is written twice (here, to check
+it; in sky.js, to use it) and a test runs the browser's file under node against astropy.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.store.base import HeaderValue
+
+TOLERANCE_ARCSEC = 0.02
+MAX_CELLS = 128  # per axis; (128 + 3)^2 nodes is the largest grid a page ever carries
+RADIANS_PER_ARCSEC = math.pi / (180 * 3600)
+# Keywords that give a physical pixel size in micrometres (microscopy, detectors).
+_MICRON_KEYWORDS = (("XPIXSIZE", "YPIXSIZE"), ("PIXSIZE1", "PIXSIZE2"), ("XPIXSZ", "YPIXSZ"),
+                    ("PIXSIZE", "PIXSIZE"))
+_SKIPPED = {"COMMENT", "HISTORY", ""}
+
+
+class OffImage(ValueError):
+    """A sky position that does not fall on the image."""
+
+
+def fits_header(header: Mapping[str, HeaderValue]) -> Any:
+    """An astropy Header rebuilt from a stored record's cards (list-valued and undefined cards left out)."""
+    from astropy.io import fits
+
+    rebuilt = fits.Header()
+    for keyword, value in header.items():
+        if keyword in _SKIPPED or value is None or isinstance(value, list):
+            continue
+        try:
+            rebuilt[keyword] = value
+        except (ValueError, KeyError, TypeError):
+            continue  # a card astropy cannot write back (too long, odd keyword) plays no part in a WCS
+    return rebuilt
+
+
+def celestial_wcs(header: Mapping[str, HeaderValue]) -> Any | None:
+    """The image's celestial WCS (astropy), or None when it has none or it is unusable."""
+    from astropy.wcs import WCS
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wcs = WCS(fits_header(header), naxis=2, fix=True)
+            if not wcs.has_celestial:
+                return None
+            return wcs.celestial
+    except Exception:  # a broken WCS leaves the image without sky coordinates, as at ingest
+        return None
+
+
+def sky_vectors(wcs: Any, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """ICRS unit vectors (n, 3) of 0-based pixel positions; NaN rows where the projection is undefined."""
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore")
+        coords = wcs.pixel_to_world(xs.ravel(), ys.ravel()).icrs
+        ra = np.asarray(coords.ra.rad, dtype=float)
+        dec = np.asarray(coords.dec.rad, dtype=float)
+    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
+
+
+def catmull_rom(t: np.ndarray) -> np.ndarray:
+    """The four Catmull-Rom weights (n, 4) for positions t in [0, 1] between the middle two nodes."""
+    t2, t3 = t * t, t * t * t
+    return np.stack([(-t3 + 2 * t2 - t) / 2, (3 * t3 - 5 * t2 + 2) / 2,
+                     (-3 * t3 + 4 * t2 + t) / 2, (t3 - t2) / 2], axis=-1)
+
+
+@dataclass
+class Grid:
+    """Nodes (ny + 3, nx + 3, 3) at x = -0.5 + (i - 1) * width / nx (same for y): 0-based pixels."""
+
+    width: int
+    height: int
+    nx: int
+    ny: int
+    nodes: np.ndarray
+
+    @property
+    def step(self) -> tuple[float, float]:
+        return self.width / self.nx, self.height / self.ny
+
+    def interpolate(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Unit vectors at 0-based pixel positions, as sky.js computes them (NaN where it gives none)."""
+        sx, sy = self.step
+        u, v = (xs + 0.5) / sx, (ys + 0.5) / sy
+        ci = np.clip(np.floor(u), 0, self.nx - 1).astype(int)
+        cj = np.clip(np.floor(v), 0, self.ny - 1).astype(int)
+        wx, wy = catmull_rom(u - ci), catmull_rom(v - cj)
+        total = np.zeros((xs.size, 3))
+        for a in range(4):
+            for b in range(4):
+                total += (wy[:, a] * wx[:, b])[:, None] * self.nodes[cj + a, ci + b]
+        # where a node of the 4x4 block is undefined, fall back to the bilinear inner 2x2
+        broken = ~np.all(np.isfinite(total), axis=1)
+        if broken.any():
+            tx, ty = (u - ci)[broken], (v - cj)[broken]
+            i, j = ci[broken], cj[broken]
+            total[broken] = ((1 - ty) * (1 - tx))[:, None] * self.nodes[j + 1, i + 1] \
+                + ((1 - ty) * tx)[:, None] * self.nodes[j + 1, i + 2] \
+                + (ty * (1 - tx))[:, None] * self.nodes[j + 2, i + 1] \
+                + (ty * tx)[:, None] * self.nodes[j + 2, i + 2]
+        norm = np.linalg.norm(total, axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            unit: np.ndarray = total / norm
+        return unit
+
+
+def separation_arcsec(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angles between unit vectors (rows), in arcsec: 2 asin(chord / 2) stays exact for small angles."""
+    chord = np.linalg.norm(a - b, axis=-1)
+    angle: np.ndarray = np.degrees(2 * np.arcsin(np.clip(chord / 2, 0, 1))) * 3600
+    return angle
+
+
+def make_grid(wcs: Any, width: int, height: int, nx: int, ny: int) -> Grid:
+    sx, sy = width / nx, height / ny
+    xs = -0.5 + (np.arange(nx + 3) - 1) * sx
+    ys = -0.5 + (np.arange(ny + 3) - 1) * sy
+    gx, gy = np.meshgrid(xs, ys)
+    nodes = sky_vectors(wcs, gx, gy).reshape(ny + 3, nx + 3, 3)
+    return Grid(width, height, nx, ny, nodes)
+
+
+def check_points(width: int, height: int, nx: int, ny: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nine points inside every cell (where interpolation errs most), plus the image's corners."""
+    sx, sy = width / nx, height / ny
+    fractions = np.array([0.25, 0.5, 0.75])
+    xs = -0.5 + (np.arange(nx)[:, None] + fractions[None, :]).ravel() * sx
+    ys = -0.5 + (np.arange(ny)[:, None] + fractions[None, :]).ravel() * sy
+    gx, gy = np.meshgrid(xs, ys)
+    corners_x = np.array([-0.5, width - 0.5, width - 0.5, -0.5])
+    corners_y = np.array([-0.5, -0.5, height - 0.5, height - 0.5])
+    return np.concatenate([gx.ravel(), corners_x]), np.concatenate([gy.ravel(), corners_y])
+
+
+def grid_error(grid: Grid, wcs: Any) -> tuple[float, float]:
+    """(largest error in arcsec, fraction of checked points with no interpolated position) at the check
+    points where astropy gives a position."""
+    xs, ys = check_points(grid.width, grid.height, grid.nx, grid.ny)
+    exact = sky_vectors(wcs, xs, ys)
+    defined = np.all(np.isfinite(exact), axis=1)
+    if not defined.any():
+        return math.inf, 1.0
+    found = grid.interpolate(xs[defined], ys[defined])
+    missing = ~np.all(np.isfinite(found), axis=1)
+    errors = separation_arcsec(found[~missing], exact[defined][~missing])
+    return (float(errors.max()) if errors.size else math.inf), float(missing.mean())
+
+
+def fit_grid(wcs: Any, width: int, height: int, tolerance: float = TOLERANCE_ARCSEC) -> tuple[Grid, float]:
+    """The coarsest grid (doubling from about 4 cells per axis) whose interpolation stays within
+    `tolerance` arcsec at every check point, or the finest allowed, with its error."""
+    longest = max(width, height)
+    nx = max(1, min(width, round(4 * width / longest)))
+    ny = max(1, min(height, round(4 * height / longest)))
+    while True:
+        grid = make_grid(wcs, width, height, nx, ny)
+        error, missing = grid_error(grid, wcs)
+        if (error <= tolerance and missing == 0) or (nx * 2 > min(MAX_CELLS, width)
+                                                    and ny * 2 > min(MAX_CELLS, height)):
+            return grid, error
+        nx, ny = min(nx * 2, max(1, min(MAX_CELLS, width))), min(ny * 2, max(1, min(MAX_CELLS, height)))
+
+
+def galactic_matrix() -> list[list[float]]:
+    """The rotation taking ICRS unit vectors to Galactic ones, as astropy transforms them."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
+    # the ICRS x, y and z axes as positions; their Galactic vectors are the matrix's columns
+    basis = SkyCoord(ra=[0.0, 90.0, 0.0] * u.deg, dec=[0.0, 0.0, 90.0] * u.deg, frame="icrs")
+    galactic = basis.galactic.cartesian
+    columns = np.stack([galactic.x.value, galactic.y.value, galactic.z.value], axis=0)  # rows: x, y, z
+    return [[float(value) for value in row] for row in columns]
+
+
+def physical_scale(header: Mapping[str, HeaderValue]) -> dict[str, Any] | None:
+    """The pixel size in metres (x, y) from CDELTn with a length CUNITn, or from a pixel-size keyword in
+    micrometres (XPIXSIZE, PIXSIZE1, XPIXSZ, PIXSIZE); None when the header gives none."""
+    import astropy.units as u
+
+    def positive(value: object) -> float | None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        number = abs(float(value))
+        return number if math.isfinite(number) and 0 < number < 1e6 else None
+
+    def length(unit_text: object) -> float | None:
+        if not isinstance(unit_text, str) or not unit_text.strip() or len(unit_text) > 20:
+            return None
+        try:
+            unit = u.Unit(unit_text.strip().replace("µ", "u"))
+            return float(unit.to(u.m)) if unit.physical_type == "length" else None
+        except (ValueError, TypeError, u.UnitsError):
+            return None
+
+    unit_x, unit_y = length(header.get("CUNIT1")), length(header.get("CUNIT2"))
+    delta_x, delta_y = positive(header.get("CDELT1")), positive(header.get("CDELT2"))
+    if unit_x is not None and delta_x is not None:
+        size_x = delta_x * unit_x
+        size_y = delta_y * unit_y if unit_y is not None and delta_y is not None else size_x
+        return {"x": size_x, "y": size_y, "source": "CDELT1/CUNIT1"}
+    for key_x, key_y in _MICRON_KEYWORDS:
+        size = positive(header.get(key_x))
+        if size is not None:
+            other = positive(header.get(key_y))
+            return {"x": size * 1e-6, "y": (other if other is not None else size) * 1e-6,
+                    "source": key_x if key_x == key_y else f"{key_x}/{key_y}"}
+    return None
+
+
+def describe(header: Mapping[str, HeaderValue], width: int, height: int,
+             tolerance: float = TOLERANCE_ARCSEC) -> dict[str, Any]:
+    """Everything the viewer's readout needs (JSON-ready): `celestial` (the grid, or None) and `physical`
+    (a pixel size in metres, or None). Runs in the process pool: a few astropy calls on arrays."""
+    wcs = celestial_wcs(header)
+    celestial: dict[str, Any] | None = None
+    if wcs is not None and width > 0 and height > 0:
+        grid, error = fit_grid(wcs, width, height, tolerance)
+        if math.isfinite(error):
+            flat = np.round(grid.nodes, 12).reshape(-1)
+            celestial = {
+                "width": width, "height": height, "nx": grid.nx, "ny": grid.ny,
+                "nodes": [None if not math.isfinite(value) else float(value) for value in flat],
+                "max_error_arcsec": error,
+                "galactic": galactic_matrix(),
+                "ctype": [str(c) for c in wcs.wcs.ctype],
+            }
+    return {"celestial": celestial, "physical": physical_scale(header)}
+
+
+def locate(header: Mapping[str, HeaderValue], width: int, height: int, ra: float,
+           dec: float) -> tuple[float, float]:
+    """The 0-based pixel (x, y) of an ICRS position; `OffImage` with a message when it is not on the
+    image, ValueError when the image has no celestial WCS."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
+    wcs = celestial_wcs(header)
+    if wcs is None:
+        raise ValueError("this image has no celestial WCS, so it has no sky positions to go to")
+    target = SkyCoord(ra=ra * u.deg, dec=dec * u.deg, frame="icrs")
+    where = f"RA {ra:.6f}°, Dec {dec:+.6f}°"
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            x, y = (float(value) for value in wcs.world_to_pixel(target))
+        except Exception:
+            x = y = math.nan
+        # a projection can map a point of the far side of the sky onto the plane: only a position that
+        # comes back to itself is on the image
+        back = sky_vectors(wcs, np.array([x]), np.array([y])) if math.isfinite(x + y) else None
+    wanted = sky_vectors_of(ra, dec)
+    if back is None or not np.all(np.isfinite(back)) or separation_arcsec(back[0], wanted) > 1.0:
+        raise OffImage(f"{where} is off this image: its projection does not reach that part of the sky")
+    if not (-0.5 <= x < width - 0.5 and -0.5 <= y < height - 0.5):
+        raise OffImage(f"{where} is off this image: it would be at FITS pixel x {x + 1:.1f}, "
+                       f"y {y + 1:.1f}, and the image spans x 1 to {width}, y 1 to {height}")
+    return x, y
+
+
+def sky_vectors_of(ra: float, dec: float) -> np.ndarray:
+    """The unit vector of one position in degrees."""
+    a, d = math.radians(ra), math.radians(dec)
+    return np.array([math.cos(d) * math.cos(a), math.cos(d) * math.sin(a), math.sin(d)])
