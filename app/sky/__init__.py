@@ -1,0 +1,1 @@
+"""Sky geometry for the viewer: cursor coordinates and mosaic placement."""
