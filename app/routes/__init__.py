@@ -25,6 +25,8 @@ def register(app: Quart) -> None:
 
     for module in (portal, viewer, tiles, api, account_routes, admin, upload):
         app.register_blueprint(module.bp)
+    from app.routes import mosaic  # mosaics and embeds (issue 6)
+    app.register_blueprint(mosaic.bp)
     register_filters(app)
 
     @app.before_request
