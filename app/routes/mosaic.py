@@ -5,6 +5,8 @@ exactly as a missing one is."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import re
 from typing import Any
 
@@ -16,7 +18,7 @@ from app.archive import Archive, get_archive
 from app.permissions import effective_visibility
 from app.routes.portal import image_summary, visible_images
 from app.routes.viewer import load_image
-from app.sky.mosaic import Sheet, placements
+from app.sky.mosaic import Sheet, first_celestial, placements
 from app.store.base import FieldIn, ImageRecord
 from app.tiles.pyramid import OVERLAP, TILE_SIZE
 
@@ -28,6 +30,7 @@ _ID = re.compile(r"[A-Za-z0-9]{6,32}")
 _EMBEDS = {"mosaic.embed_image", "mosaic.embed_mosaic"}
 _UNFRAMED = {"static", "tiles.tile"}  # no HTML: nothing to frame, and the tile path stays bare
 _NOTICE_IDS = 20
+_PART = 40  # images placed by one pool task; a longer mosaic is shared among the workers
 
 
 def parse_ids(raw: str | None) -> list[str]:
@@ -65,6 +68,20 @@ def _listed(ids: list[str]) -> str:
     return shown + (f" and {len(ids) - _NOTICE_IDS} more" if len(ids) > _NOTICE_IDS else "")
 
 
+async def place_all(archive: Archive, sheets: list[Sheet]) -> list[dict[str, Any] | str]:
+    """`placements` in the pool: a long list is cut into one part per worker, placed in parallel against
+    the same reference (found first)."""
+    if len(sheets) <= _PART:
+        return await archive.run_in_pool(placements, sheets) if sheets else []
+    index = await archive.run_in_pool(first_celestial, sheets)
+    if index is None:
+        return ["it has no celestial WCS"] * len(sheets)
+    size = max(_PART, math.ceil(len(sheets) / archive.pool.size))
+    parts = await asyncio.gather(*(archive.run_in_pool(placements, sheets[start:start + size], sheets[index])
+                                   for start in range(0, len(sheets), size)))
+    return [entry for part in parts for entry in part]
+
+
 async def mosaic_view(archive: Archive, ids: list[str]) -> dict[str, Any]:
     """The images of `ids` the asker may view, placed relative to the first with a celestial WCS, and
     notices for the ones left out (missing and hidden alike: "no such image")."""
@@ -76,8 +93,9 @@ async def mosaic_view(archive: Archive, ids: list[str]) -> dict[str, Any]:
     if absent:
         notices.append(f"no such image: {_listed(absent)}" if len(absent) == 1
                        else f"no such images: {_listed(absent)}")
-    placed = await archive.run_in_pool(placements, [Sheet(dict(image.header), image.width, image.height)
-                                                    for image in images]) if images else []
+    sheets = [Sheet(dict(image.header), image.width, image.height, key=f"{image.id}:{image.sha256}")
+              for image in images]
+    placed = await place_all(archive, sheets)
     layers = []
     for image, result in zip(images, placed, strict=True):
         if isinstance(result, str):

@@ -51,6 +51,18 @@ async def test_images_are_placed_relative_to_the_first(client, add_image):
     assert view["layers"][1]["error_px"] < 0.5
 
 
+async def test_a_long_mosaic_placed_in_parallel_parts_is_placed_the_same(client, add_image, monkeypatch):
+    from app.routes import mosaic
+
+    images = [await add_image(f"{n}.fits", size=90, rotation=15.0 * n) for n in range(4)]
+    ids = ",".join(image.id for image in images)
+    _, whole = await api(client, ids)
+    monkeypatch.setattr(mosaic, "_PART", 1)  # one image per pool task
+    _, parts = await api(client, ids)
+    assert parts == whole
+    assert [round(layer["pieces"][0]["degrees"]) for layer in parts["layers"]] == [0, -15, -30, -45]
+
+
 async def test_tile_urls_are_signed_for_each_image_and_load(client, add_image):
     images = [await add_image(f"{name}.fits", size=100, rotation=turn)
               for name, turn in (("a", 0.0), ("b", 20.0))]

@@ -209,3 +209,12 @@ def test_broken_or_non_celestial_wcs_is_no_wcs(cards: dict[str, Any]) -> None:
               "CRVAL2": 20.0, "CDELT1": -0.001, "CDELT2": 0.001, **cards}
     [reason] = placements([Sheet(header, 100, 100)])
     assert isinstance(reason, str), reason
+
+
+def test_parts_placed_against_the_same_reference_match_the_whole() -> None:
+    sheets = [stored(celestial_wcs(REF_RA + 0.01 * n, REF_DEC, 300, 300, rotation_deg=20.0 * n), 300)
+              for n in range(5)]
+    sheets = [Sheet(sheet.header, sheet.width, sheet.height, key=f"k{n}") for n, sheet in enumerate(sheets)]
+    whole = placements(sheets)
+    assert placements(sheets[:2]) + placements(sheets[2:], sheets[0]) == whole
+    assert placements(sheets) == whole  # again, from the parsed WCS kept by key
