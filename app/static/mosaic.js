@@ -6,6 +6,7 @@
   "use strict";
 
   var PAGE_SIZE = 25;
+  var MANY = 12;  // more layers than this: the lighter drawing set-up
   var DZI_NS = "http://schemas.microsoft.com/deepzoom/2008";
 
   function element(tag, attributes, text) {
@@ -23,14 +24,20 @@
     if (!data.layers.length) { return; }
     // viewport units: the reference image is 1 wide
     var unit = 1 / data.reference.width;
-    var viewer = OpenSeadragon({
+    var options = {
       element: container,
       prefixUrl: container.dataset.prefix,
-      showNavigator: !document.body.classList.contains("embed"),
+      showNavigator: !document.body.classList.contains("embed") && data.layers.length <= MANY,
       maxZoomPixelRatio: 8,
       crossOriginPolicy: false,
       gestureSettingsMouse: { clickToZoom: false }
-    });
+    };
+    if (data.layers.length > MANY) {
+      // The WebGL drawer composites every image through its own texture each frame; with many small
+      // images the 2-D canvas, which just draws the tiles, keeps frames fast.
+      options.drawer = "canvas";
+    }
+    var viewer = OpenSeadragon(options);
 
     var blink = { timer: null, current: null };
     var layers = data.layers.map(function (layer, index) {
@@ -88,11 +95,19 @@
       }
     }
 
+    // the world's size is figured once, when every image is in, not again after each one
+    var adding = layers.length;
+    viewer.world.setAutoRefigureSizes(false);
     layers.forEach(function (layer) {
       addPieces(layer, "grey", null, function (items, failure) {
         layer.items = items || [];
         layer.failed = failure;
         refresh(layer);
+        adding -= 1;
+        if (adding === 0) {
+          viewer.world.setAutoRefigureSizes(true);
+          viewer.viewport.goHome(true);
+        }
       });
     });
 

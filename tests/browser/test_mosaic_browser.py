@@ -205,7 +205,8 @@ async def test_each_image_draws_the_star_where_its_placement_says(page, served):
         const viewer = window.imagexViewer;
         const target = viewer.viewport.viewerElementToViewportCoordinates(
             new OpenSeadragon.Point(point[0], point[1]));
-        viewer.viewport.zoomBy(4, target, true);
+        // four screen pixels per reference pixel (the viewport is 1 reference image wide at zoom 1)
+        viewer.viewport.zoomTo(4 * 600 / viewer.viewport.getContainerSize().x, target, true);
         viewer.viewport.panTo(target, true);
         viewer.viewport.applyConstraints(true);
     }""", list(positions["Reference"]))
@@ -279,3 +280,84 @@ async def test_a_colormap_asks_for_the_display_tiles_and_keeps_the_image_when_th
     else:
         assert wanted[0][1] == 200
         assert await page.locator("#mosaic-layers li").nth(1).locator("select").input_value() == "viridis_r"
+
+
+MANY = 500  # the most a mosaic takes
+MANY_SIZE = 256  # two tiles a side at full resolution, one when the whole mosaic is in view
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[str]]]:
+    """500 images on a 25 x 20 grid 288 arcsec apart, each turned by its own angle, served."""
+    root = tmp_path_factory.mktemp("many")
+    folder = root / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for n in range(MANY):
+        row, column = divmod(n, 25)
+        wcs = celestial_wcs(FIELD_RA + column * 0.08, FIELD_DEC + row * 0.08, MANY_SIZE, MANY_SIZE,
+                            rotation_deg=float(n % 90))
+        header = wcs.to_header()
+        header["OBJECT"] = f"Tile {n:03d}"
+        pixels = rng.normal(100.0, 5.0, (MANY_SIZE, MANY_SIZE)).astype(np.float32) + n
+        fits.PrimaryHDU(pixels, header).writeto(folder / f"tile{n:03d}.fits")
+    port = free_port()
+    env = {**os.environ, "IMAGEX_DATA": str(root / "var"), "IMAGEX_WORKERS": "2", "IMAGEX_PORT": str(port),
+           "IMAGEX_HOST": "127.0.0.1"}
+    env.pop("IMAGEX_SAMPLES", None)
+    ingest_files(env, [folder], "public")
+    url = f"http://127.0.0.1:{port}"
+    log = root / "serve.log"
+    with log.open("w") as output:
+        process = subprocess.Popen([str(BIN / "imagex"), "serve"], env=env, stdout=output,
+                                   stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not answers(url + "/api/images"):
+            assert process.poll() is None, f"imagex serve exited: {log.read_text()}"
+            assert time.monotonic() < deadline, f"imagex serve did not answer: {log.read_text()}"
+            time.sleep(0.2)
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(root / "var" / "catalog.sqlite")) as db:
+            ids = [row[0] for row in db.execute("SELECT id FROM images ORDER BY name")]
+        assert len(ids) == MANY
+        yield url, ids
+    finally:
+        stop(process)
+
+
+async def test_five_hundred_images_stay_light(page, many):
+    """Every image is in the viewer, but the list draws one page of rows, no descriptor is fetched per
+    image, and zoomed in on one image only the tiles of the images in view are asked for."""
+    url, ids = many
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    response = await page.goto(f"{url}/mosaic?ids={','.join(ids)}", wait_until="domcontentloaded",
+                               timeout=120_000)
+    assert response is not None and response.status == 200
+    await page.wait_for_function("() => window.imagexMosaic && window.imagexMosaic.ready()", timeout=120_000)
+    assert await page.evaluate("() => window.imagexViewer.world.getItemCount()") == MANY
+    rows = page.locator("#mosaic-layers li")
+    assert await rows.count() == 25
+    assert await page.inner_text("#mosaic-page") == "page 1 of 20"
+    await page.click("#mosaic-next")
+    assert await rows.first.locator("a").inner_text() == "Tile 025"
+    assert await rows.count() == 25
+    assert not [request for request in asked if request.endswith(".dzi")]
+
+    await page.wait_for_function(
+        "() => window.imagexMosaic.layers.every(layer => layer.items[0].getFullyLoaded())", timeout=120_000)
+    await page.wait_for_timeout(500)
+    asked.clear()
+    await page.evaluate("""() => {
+        const viewer = window.imagexViewer;
+        viewer.viewport.fitBounds(window.imagexMosaic.layers[0].items[0].getBounds(), true);
+    }""")
+    await page.wait_for_timeout(1500)  # frames run: the deeper levels of what is in view are asked for
+    await page.wait_for_function("() => window.imagexMosaic.layers[0].items[0].getFullyLoaded()",
+                                 timeout=30_000)
+    await page.wait_for_timeout(500)
+    tiles = {request.split("/tiles/")[1].split("/")[0] for request in asked if "/tiles/" in request}
+    assert ids[0] in tiles
+    assert len(tiles) <= 6, tiles  # the image and at most its overlapping neighbours
