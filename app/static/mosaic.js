@@ -207,7 +207,9 @@
       colormap.value = layer.colormap;
       colormap.disabled = layer.pending > 0;
       colormap.addEventListener("change", function () { setColormap(layer, colormap.value); });
-      item.append(show, " ", name, " ", opacity, " ", colormap);
+      var tools = element("div", { "class": "mosaic-layer-tools" });
+      tools.append(opacity, colormap);
+      item.append(show, " ", name, tools);
       if (layer.data.error_px > 1) {
         item.appendChild(element("span", { "class": "meta" }, " placed within " + layer.data.error_px.toFixed(1) + " px"));
       }

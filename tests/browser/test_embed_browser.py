@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.test_mosaic_browser import FIELDS, Served, serving
+from tests.browser.test_mosaic_browser import FIELDS, Served, screenshot, serving
 from tests.processes import free_port
 
 pytestmark = pytest.mark.browser
@@ -117,6 +117,7 @@ async def test_an_embed_on_another_origin_shows_the_image_and_not_the_private_on
         mosaic = next(f for f in page.frames if "/embed/mosaic?" in f.url)
         await mosaic.wait_for_function(FRAME_LOADED, timeout=60_000)
         assert await mosaic.evaluate("() => window.imagexMosaic.layers.length") == 3
+        await screenshot(page, "embed.png")
     assert errors == []
 
 

@@ -129,6 +129,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield running
 
 
+async def screenshot(page: Any, name: str) -> None:
+    """With IMAGEX_SCREENSHOTS=FOLDER, keep a screenshot of the page for the README (docs/screenshots)."""
+    folder = os.environ.get("IMAGEX_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(Path(folder) / name), full_page=False)
+
+
 def star_display_pixel(served: Served, name: str) -> tuple[float, float]:
     """Where astropy puts STAR in the image's display pixels (y down, FITS rows bottom-up)."""
     x, y = served.wcs[name].world_to_pixel(STAR)
@@ -361,3 +369,76 @@ async def test_five_hundred_images_stay_light(page, many):
     tiles = {request.split("/tiles/")[1].split("/")[0] for request in asked if "/tiles/" in request}
     assert ids[0] in tiles
     assert len(tiles) <= 6, tiles  # the image and at most its overlapping neighbours
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """The site's own sample images (`app.samples`), ingested and served as `make run` shows them."""
+    from app.samples import write_samples
+
+    root = tmp_path_factory.mktemp("samples")
+    paths = write_samples(root / "samples")
+    port = free_port()
+    env = {**os.environ, "IMAGEX_DATA": str(root / "var"), "IMAGEX_WORKERS": "2", "IMAGEX_PORT": str(port),
+           "IMAGEX_HOST": "127.0.0.1"}
+    env.pop("IMAGEX_SAMPLES", None)
+    command = [str(BIN / "imagex"), "ingest", "--no-progress", "--visibility", "public", *map(str, paths)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    from astropy.wcs import WCS
+
+    wcs = {path.name: WCS(fits.getheader(path, 0 if path.suffix == ".fits" else 1)).celestial
+           for path in paths if path.name in ("field_a.fits", "field_b_rotated.fits", "field_c.fits.fz")}
+    url = f"http://127.0.0.1:{port}"
+    log = root / "serve.log"
+    with log.open("w") as output:
+        process = subprocess.Popen([str(BIN / "imagex"), "serve"], env=env, stdout=output,
+                                   stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not answers(url + "/api/images"):
+            assert process.poll() is None, f"imagex serve exited: {log.read_text()}"
+            assert time.monotonic() < deadline, f"imagex serve did not answer: {log.read_text()}"
+            time.sleep(0.2)
+        with urllib.request.urlopen(url + "/api/images?per_page=50", timeout=10) as response:
+            listed = json.loads(response.read())["images"]
+        images = {image["path"].rsplit("/", 1)[-1]: image for image in listed if image["hdu"] in (0, 1)}
+        yield url, images, wcs
+    finally:
+        stop(process)
+
+
+async def test_the_overlapping_samples_line_up(page, samples):
+    """A new user's check: the mosaic of the samples A and B (turned by 30 degrees) and C (another pixel
+    scale) puts the stars they share on one screen position."""
+    from app.samples import star_catalog
+
+    url, images, wcs = samples
+    names = ["field_a.fits", "field_b_rotated.fits", "field_c.fits.fz"]
+    response = await page.goto(f"{url}/mosaic?ids={','.join(images[name]['id'] for name in names)}")
+    assert response is not None and response.status == 200
+    await page.wait_for_function(ALL_LOADED, timeout=60_000)
+    await page.set_viewport_size({"width": 1200, "height": 800})
+    await page.wait_for_timeout(500)
+    # the brightest catalogue stars inside both A and B
+    stars = star_catalog()
+    shared = []
+    for ra, dec, _ in stars[np.argsort(-stars[:, 2])]:
+        inside = []
+        for name in names[:2]:
+            x, y = wcs[name].world_to_pixel(SkyCoord(ra, dec, unit="deg"))
+            inside.append(20 < x < 1004 and 20 < y < 1004)
+        if all(inside):
+            shared.append(SkyCoord(ra, dec, unit="deg"))
+        if len(shared) == 5:
+            break
+    assert len(shared) == 5
+    for star in shared:
+        seen = []
+        for index, name in enumerate(names[:2]):
+            x, y = wcs[name].world_to_pixel(star)
+            point = await page.evaluate("([i, u, v]) => window.imagexMosaic.toElement(i, u, v)",
+                                        [index, float(x) + 0.5, 1024 - 0.5 - float(y)])
+            seen.append((point["x"], point["y"]))
+        assert np.hypot(seen[0][0] - seen[1][0], seen[0][1] - seen[1][1]) < 2.0, seen
+    await screenshot(page, "mosaic-samples.png")
