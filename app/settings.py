@@ -111,7 +111,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data", "./var",
             "Data folder: the SQLite catalog, tiles, thumbnails, samples and the secret key."),
     Setting("store", "", "Catalog location. Empty means `sqlite:///<data>/catalog.sqlite`; "
-            "`sqlite:///PATH` picks another SQLite file."),
+            "`sqlite:///PATH` picks another SQLite file; `mongodb://HOST/DBNAME` a MongoDB database "
+            "(`pip install 'imagex[mongodb]'`)."),
     Setting("host", "127.0.0.1", "Address `imagex serve` listens on."),
     Setting("port", 8000, "Port `imagex serve` listens on.", _port),
     Setting("workers", 0, "Processes in the pool that reads, scales and tiles images; 0 means one per core.",

@@ -20,10 +20,10 @@ _ALWAYS_OPEN = {"accounts.login", "accounts.logout", "accounts.register", "stati
 
 def register(app: Quart) -> None:
     from app.routes import accounts as account_routes
-    from app.routes import admin, api, portal, tiles, upload, viewer
+    from app.routes import admin, api, builder, portal, search, tiles, upload, viewer
     from app.routes.units import register_filters
 
-    for module in (portal, viewer, tiles, api, account_routes, admin, upload):
+    for module in (portal, viewer, tiles, api, account_routes, admin, upload, search, builder):
         app.register_blueprint(module.bp)
     from app.routes import mosaic  # mosaics and embeds (issue 6)
     app.register_blueprint(mosaic.bp)

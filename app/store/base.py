@@ -233,7 +233,52 @@ class Cone:
             raise ValueError(f"cone radius {self.radius_deg} must be above 0 and at most 180 degrees")
 
 
-Query = Compare | FieldIn | And | Or | DateRange | Cone
+TextMode = Literal["contains", "prefix"]
+TEXT_MODES: tuple[TextMode, ...] = ("contains", "prefix")
+MAX_TEXT = 200
+
+
+@dataclass(frozen=True)
+class TextMatch:
+    """`header[keyword]` is text that contains `text` (or starts with it, mode `prefix`), ignoring case.
+    The text matches literally: `%`, `_`, quotes and brackets are ordinary characters."""
+
+    keyword: str
+    text: str
+    mode: TextMode = "contains"
+
+    def __post_init__(self) -> None:
+        check_keyword(self.keyword)
+        if self.mode not in TEXT_MODES:
+            raise ValueError(f"unknown text match {self.mode!r}")
+        if not self.text:
+            raise ValueError("a text match needs some text")
+        if len(self.text) > MAX_TEXT:
+            raise ValueError(f"search text is limited to {MAX_TEXT} characters")
+
+
+Query = Compare | FieldIn | And | Or | DateRange | Cone | TextMatch
+
+ORDER_FIELDS = ("created", "name", "owner", "size", "format")
+
+
+@dataclass(frozen=True)
+class Order:
+    """How results are sorted: by a record field, or by the first present of header `keywords` (with
+    `dates`, by the keywords' normalised dates; with `numbers`, by numeric values only). Images without a
+    value sort last either way."""
+
+    field: str = "created"
+    keywords: tuple[str, ...] = ()
+    dates: bool = False
+    numbers: bool = False
+    descending: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.keywords and self.field not in ORDER_FIELDS:
+            raise ValueError(f"cannot sort by {self.field!r}")
+        for keyword in self.keywords:
+            check_keyword(keyword)
 
 
 def keyword_range(keyword: str, low: Scalar | None = None, high: Scalar | None = None) -> Query:
@@ -263,6 +308,40 @@ def any_in_range(keywords: Sequence[str], low: Scalar | None = None, high: Scala
         raise ValueError("a range needs at least one keyword")
     parts = tuple(keyword_range(keyword, low, high) for keyword in dict.fromkeys(keywords))
     return parts[0] if len(parts) == 1 else Or(parts)
+
+
+ElementType = Literal["text", "number", "date", "select", "cone"]
+ELEMENT_TYPES: tuple[ElementType, ...] = ("text", "number", "date", "select", "cone")
+# Elements whose conditions read header values directly: their keywords get an index each.
+INDEXED_TYPES = ("text", "number", "select")
+
+
+@dataclass
+class SearchElement:
+    """One field of the search form, built by an administrator: its `type`, the header `keywords` it
+    searches (the primary first, then alternates, OR-ed), and type-specific `options` (see
+    app/search/elements.py). `id` names its values in search URLs."""
+
+    id: str
+    type: str
+    label: str
+    keywords: list[str] = field(default_factory=list)
+    help: str = ""
+    enabled: bool = True
+    position: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    created: float = field(default_factory=now)
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type, "label": self.label, "keywords": list(self.keywords),
+                "help": self.help, "enabled": self.enabled, "position": self.position,
+                "options": dict(self.options)}
+
+
+def indexed_keywords(elements: Iterable[SearchElement]) -> set[str]:
+    """The header keywords that need an index for these search elements."""
+    return {keyword for element in elements if element.type in INDEXED_TYPES
+            for keyword in element.keywords}
 
 
 @dataclass
@@ -384,8 +463,8 @@ class Store(ABC):
 
     @abstractmethod
     async def find_images(self, query: Query | None = None, *, offset: int = 0,
-                          limit: int = 50) -> list[ImageRecord]:
-        """Images matching `query`, newest first."""
+                          limit: int = 50, order: Order | None = None) -> list[ImageRecord]:
+        """Images matching `query`, newest first unless `order` says otherwise."""
 
     @abstractmethod
     async def count_images(self, query: Query | None = None) -> int: ...
@@ -455,6 +534,43 @@ class Store(ABC):
     @abstractmethod
     async def usage(self) -> dict[str, Usage]:
         """Images and bytes (each file counted once) per owner."""
+
+    # search elements (the admin's search builder) and what they need
+    @abstractmethod
+    async def list_elements(self) -> list[SearchElement]:
+        """Every search element, in form order."""
+
+    @abstractmethod
+    async def add_element(self, element: SearchElement) -> None:
+        """Add at the end of the form; raises Conflict when the id is taken. Creates the indexes its
+        keywords need."""
+
+    @abstractmethod
+    async def update_element(self, element: SearchElement) -> bool:
+        """Replace an element's definition (not its position); False when there is none with that id.
+        Indexes follow the change."""
+
+    @abstractmethod
+    async def delete_element(self, element_id: str) -> bool:
+        """False when there is none; drops indexes no other element needs."""
+
+    @abstractmethod
+    async def order_elements(self, element_ids: Sequence[str]) -> None:
+        """Put the elements in this order (ids not listed keep their relative order after them)."""
+
+    @abstractmethod
+    async def indexed_keywords(self) -> list[str]:
+        """The header keywords that have a search index now."""
+
+    @abstractmethod
+    async def keyword_counts(self) -> dict[str, int]:
+        """Every header keyword present in the catalog and how many images have it."""
+
+    @abstractmethod
+    async def distinct_values(self, keywords: Sequence[str], query: Query | None = None, *,
+                              prefix: str = "", limit: int = 20) -> list[tuple[Scalar, int]]:
+        """The values of any of `keywords` among the images matching `query` (starting with `prefix`,
+        ignoring case), most frequent first, with their counts."""
 
     # users
     @abstractmethod

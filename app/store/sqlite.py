@@ -7,6 +7,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,23 +15,21 @@ from typing import Any, TypeVar
 
 from app.exceptions import Conflict, StoreError
 from app.search.dates import DATES_VERSION, header_dates
-from app.search.footprint import cone_ranges, footprint_cells, sky_matches_json
+from app.search.footprint import footprint_cells, sky_matches_json
+from app.store import sqlsearch
 from app.store.base import (
-    And,
     ApiToken,
-    Compare,
-    Cone,
-    DateRange,
-    FieldIn,
     ImageRecord,
     Invitation,
     JobRecord,
     JobState,
     NamedScaling,
     NewJob,
-    Or,
+    Order,
     Query,
     QuotaCheck,
+    Scalar,
+    SearchElement,
     Store,
     Usage,
     User,
@@ -41,69 +40,9 @@ from app.store.base import (
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_OPS = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+compile_query = sqlsearch.compile_query
 _IMAGE_COLUMNS = ("id, sha256, hdu, path, name, size, owner, provenance, format, width, height, bitpix, "
                   "header, comments, sky, display, note, created, job_id, visibility")
-
-
-def compile_query(query: Query) -> tuple[str, list[Any]]:
-    """Translate the neutral query form into a SQL condition over `images.header` and its parameters."""
-    if isinstance(query, Compare):
-        path = '$."' + query.keyword + '"'
-        value: Any = query.value
-        kinds = "('text')" if isinstance(value, str) else "('integer', 'real')"
-        if isinstance(value, bool):
-            # JSON true/false come back from json_extract as 1/0
-            value, kinds = int(value), "('true', 'false')"
-        # SQLite orders any text above any number and reads true/false as 1/0: compare only values of the
-        # query value's JSON type, so `EXPTIME > 5` never matches EXPTIME = 'fast' or EXPTIME = T
-        return (f"json_type(header, ?) IN {kinds} "
-                f"AND json_extract(header, ?) {_OPS[query.op]} ?", [path, path, value])
-    if isinstance(query, DateRange):
-        return _compile_date_range(query)
-    if isinstance(query, Cone):
-        return _compile_cone(query)
-    if isinstance(query, FieldIn):
-        if not query.values:
-            return ("1" if query.negate else "0"), []
-        operator = "NOT IN" if query.negate else "IN"
-        return f"{query.field} {operator} ({', '.join('?' * len(query.values))})", list(query.values)
-    if isinstance(query, And | Or):
-        if not query.parts:
-            return ("1" if isinstance(query, And) else "0"), []
-        joiner = " AND " if isinstance(query, And) else " OR "
-        sqls, params = [], []
-        for part in query.parts:
-            sql, part_params = compile_query(part)
-            sqls.append(f"({sql})")
-            params.extend(part_params)
-        return joiner.join(sqls), params
-    raise TypeError(f"not a query node: {query!r}")
-
-
-def _compile_date_range(query: DateRange) -> tuple[str, list[Any]]:
-    """Images with a normalised date of any of the keywords in range: one range scan of the
-    (keyword, mjd) index per keyword."""
-    low, high = query.bounds()
-    conditions = [f"keyword IN ({', '.join('?' * len(query.keywords))})"]
-    params: list[Any] = list(query.keywords)
-    if low is not None:
-        conditions.append("mjd >= ?")
-        params.append(low)
-    if high is not None:
-        conditions.append("mjd <= ?")
-        params.append(high)
-    return f"id IN (SELECT image_id FROM image_dates WHERE {' AND '.join(conditions)})", params
-
-
-def _compile_cone(query: Cone) -> tuple[str, list[Any]]:
-    """Candidates from the HEALPix cells of the cone (runs of the cell index), then the exact footprint test
-    (the `sky_cone` function) on those alone."""
-    ranges = cone_ranges(query.ra, query.dec, query.radius_deg, query.mode)
-    cells = " OR ".join("cell BETWEEN ? AND ?" for _ in ranges)
-    params: list[Any] = [bound for run in ranges for bound in run]
-    return (f"id IN (SELECT image_id FROM image_cells WHERE {cells}) AND sky_cone(sky, ?, ?, ?, ?)",
-            [*params, query.ra, query.dec, query.radius_deg, query.mode])
 
 
 class SQLiteStore(Store):
@@ -148,10 +87,20 @@ class SQLiteStore(Store):
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
         db.create_function("sky_cone", 5, sky_matches_json, deterministic=True)
+        db.create_function("imagex_fold", 1, sqlsearch.fold, deterministic=True)
         self._db = db
         self._migrate_sync()
         self._backfill_cells_sync()
         self._backfill_dates_sync()
+        self._analyze_sync()
+
+    def _analyze_sync(self) -> None:
+        """Refresh the planner's statistics from a bounded sample of each index (milliseconds even for
+        millions of images): without them SQLite may walk the newest-first index for a user's search
+        instead of the search's own index."""
+        db = self.db
+        db.execute("PRAGMA analysis_limit = 1000")
+        db.execute("ANALYZE")
 
     def _migrate_sync(self) -> None:
         db = self.db
@@ -244,12 +193,12 @@ class SQLiteStore(Store):
         dates = [(i.id, keyword, mjd) for i in images for keyword, mjd in header_dates(i.header).items()]
         cells = [(cell, i.id) for i in images for cell in footprint_cells(i.sky)]
         try:
-            self._insert_images(rows, dates, cells)
+            self._insert_images(rows, dates, cells, sqlsearch.count_keywords(i.header for i in images))
         except sqlite3.IntegrityError as error:
             raise Conflict(f"image already catalogued: {error}") from None
 
     def _insert_images(self, rows: list[tuple[Any, ...]], dates: list[tuple[str, str, float]],
-                       cells: list[tuple[int, str]]) -> None:
+                       cells: list[tuple[int, str]], keywords: Counter[str]) -> None:
         with _transaction(self.db) as db:
             db.executemany(
                 "INSERT INTO images (id, sha256, hdu, path, name, size, owner, provenance, format, width, "
@@ -261,6 +210,8 @@ class SQLiteStore(Store):
             db.executemany("INSERT INTO image_dates (image_id, keyword, mjd) VALUES (?, ?, ?)", dates)
             # the footprint's HEALPix cells, for cone search
             db.executemany("INSERT INTO image_cells (cell, image_id) VALUES (?, ?)", cells)
+            # which keywords the catalog holds, for the search builder
+            sqlsearch.add_keyword_counts(db, keywords)
 
     async def get_image(self, image_id: str) -> ImageRecord | None:
         rows = await self._select_images("id = ?", [image_id], 0, 1)
@@ -270,9 +221,10 @@ class SQLiteStore(Store):
         return await self._select_images("sha256 = ?", [sha256], 0, 10_000, order="hdu")
 
     async def find_images(self, query: Query | None = None, *, offset: int = 0,
-                          limit: int = 50) -> list[ImageRecord]:
+                          limit: int = 50, order: Order | None = None) -> list[ImageRecord]:
         where, params = compile_query(query) if query is not None else ("1", [])
-        return await self._select_images(where, params, offset, limit)
+        by, order_params = sqlsearch.compile_order(order)
+        return await self._select_images(where, [*params, *order_params], offset, limit, by)
 
     async def count_images(self, query: Query | None = None) -> int:
         where, params = compile_query(query) if query is not None else ("1", [])
@@ -449,7 +401,12 @@ class SQLiteStore(Store):
                                [(visibility, image_id) for image_id in image_ids])
 
     async def delete_images(self, image_ids: Sequence[str]) -> None:
-        await self._write_many("DELETE FROM images WHERE id = ?", [(image_id,) for image_id in image_ids])
+        def delete() -> None:
+            with _transaction(self.db) as db:
+                sqlsearch.remove_keyword_counts(db, image_ids)
+                db.executemany("DELETE FROM images WHERE id = ?", [(image_id,) for image_id in image_ids])
+
+        await self._run(delete)
 
     async def usage(self) -> dict[str, Usage]:
         def usage() -> dict[str, Usage]:
@@ -459,6 +416,98 @@ class SQLiteStore(Store):
             return {row["owner"]: Usage(row["images"], row["bytes"]) for row in rows}
 
         return await self._run(usage)
+
+    # search elements ---------------------------------------------------------------------------------
+    async def list_elements(self) -> list[SearchElement]:
+        def select() -> list[SearchElement]:
+            return self._elements_sync(self.db)
+
+        return await self._run(select)
+
+    @staticmethod
+    def _elements_sync(db: sqlite3.Connection) -> list[SearchElement]:
+        return [_element(row) for row in db.execute("SELECT * FROM search_elements ORDER BY position, id")]
+
+    async def add_element(self, element: SearchElement) -> None:
+        def add() -> None:
+            with _transaction(self.db) as db:
+                last = db.execute("SELECT coalesce(max(position), -1) FROM search_elements").fetchone()[0]
+                element.position = last + 1
+                try:
+                    db.execute("INSERT INTO search_elements (id, type, label, keywords, help, enabled, "
+                               "position, options, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               _element_row(element))
+                except sqlite3.IntegrityError:
+                    raise Conflict(f"there is already a search element {element.id!r}") from None
+                self._after_elements_change(db)
+
+        await self._run(add)
+
+    async def update_element(self, element: SearchElement) -> bool:
+        def update() -> bool:
+            with _transaction(self.db) as db:
+                changed = db.execute(
+                    "UPDATE search_elements SET type = ?, label = ?, keywords = ?, help = ?, enabled = ?, "
+                    "options = ? WHERE id = ?",
+                    (element.type, element.label, _dumps(element.keywords), element.help,
+                     int(element.enabled), _dumps(element.options), element.id)).rowcount
+                if changed:
+                    self._after_elements_change(db)
+                return bool(changed)
+
+        return await self._run(update)
+
+    async def delete_element(self, element_id: str) -> bool:
+        def delete() -> bool:
+            with _transaction(self.db) as db:
+                changed = db.execute("DELETE FROM search_elements WHERE id = ?", (element_id,)).rowcount
+                if changed:
+                    self._after_elements_change(db)
+                return bool(changed)
+
+        return await self._run(delete)
+
+    async def order_elements(self, element_ids: Sequence[str]) -> None:
+        def order() -> None:
+            with _transaction(self.db) as db:
+                current = [element.id for element in self._elements_sync(db)]
+                listed = [element_id for element_id in dict.fromkeys(element_ids) if element_id in current]
+                ordered = listed + [element_id for element_id in current if element_id not in listed]
+                db.executemany("UPDATE search_elements SET position = ? WHERE id = ?",
+                               [(position, element_id) for position, element_id in enumerate(ordered)])
+
+        await self._run(order)
+
+    def _after_elements_change(self, db: sqlite3.Connection) -> None:
+        created, dropped = sqlsearch.sync_indexes(db, self._elements_sync(db))
+        if created or dropped:
+            log.info("search indexes created for %s, dropped for %s", created or "none", dropped or "none")
+            if created:
+                db.execute("PRAGMA analysis_limit = 1000")
+                db.execute("ANALYZE images")
+
+    async def indexed_keywords(self) -> list[str]:
+        def select() -> list[str]:
+            return sorted(sqlsearch.existing_indexes(self.db))
+
+        return await self._run(select)
+
+    async def keyword_counts(self) -> dict[str, int]:
+        def select() -> dict[str, int]:
+            rows = self.db.execute("SELECT keyword, images FROM header_keywords WHERE images > 0 "
+                                   "ORDER BY keyword")
+            return {row[0]: row[1] for row in rows}
+
+        return await self._run(select)
+
+    async def distinct_values(self, keywords: Sequence[str], query: Query | None = None, *,
+                              prefix: str = "", limit: int = 20) -> list[tuple[Scalar, int]]:
+        where, params = compile_query(query) if query is not None else ("1", [])
+
+        def select() -> list[tuple[Scalar, int]]:
+            return sqlsearch.distinct_values(self.db, list(keywords), where, params, prefix, limit)
+
+        return await self._run(select)
 
     # users -----------------------------------------------------------------------------------------
     async def add_user(self, user: User) -> None:
@@ -735,6 +784,17 @@ def _scaling(row: sqlite3.Row) -> NamedScaling:
     return NamedScaling(name=row["name"], interval=row["interval"], stretch=row["stretch"], low=row["low"],
                         high=row["high"], curve=json.loads(row["curve"]), source=row["source"],
                         created=row["created"], created_by=row["created_by"])
+
+
+def _element(row: sqlite3.Row) -> SearchElement:
+    return SearchElement(id=row["id"], type=row["type"], label=row["label"],
+                         keywords=json.loads(row["keywords"]), help=row["help"], enabled=bool(row["enabled"]),
+                         position=row["position"], options=json.loads(row["options"]), created=row["created"])
+
+
+def _element_row(element: SearchElement) -> tuple[Any, ...]:
+    return (element.id, element.type, element.label, _dumps(element.keywords), element.help,
+            int(element.enabled), element.position, _dumps(element.options), element.created)
 
 
 def _user(row: sqlite3.Row) -> User:
