@@ -58,6 +58,8 @@ def _layer(archive: Archive, image: ImageRecord, placed: dict[str, Any]) -> dict
     return {
         "id": image.id, "name": image.name, "url": summary["url"], "width": image.width,
         "height": image.height, "tiles_url": _tiles_url(summary), "dzi_url": summary["dzi_url"],
+        # the interval and stretch of the image's own display: a colormap changes only the colours
+        "scaling": str(summary["display_default"]).rsplit("~", 1)[0],
         "public": effective_visibility(image, current_site()) == "public",
         "pieces": placed["pieces"], "error_px": placed["error_px"],
     }

@@ -53,7 +53,8 @@
                           TileSize: String(data.tile_format.tile_size),
                           Size: { Width: String(layer.data.width), Height: String(layer.data.height) } } };
       }
-      return layer.data.tiles_url + "display/zscale~linear~" + encodeURIComponent(colormap) + "/image.dzi";
+      return layer.data.tiles_url + "display/" + layer.data.scaling + "~" + encodeURIComponent(colormap) +
+        "/image.dzi";
     }
 
     function shownOpacity(layer) {

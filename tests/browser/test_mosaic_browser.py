@@ -269,8 +269,9 @@ async def test_show_hide_opacity_and_blink(page, served):
 
 
 async def test_a_colormap_asks_for_the_display_tiles_and_keeps_the_image_when_they_fail(page, served):
-    """The colormap uses the render contract `/tiles/ID/TOKEN/display/zscale~linear~NAME/image.dzi`; where
-    that is not served (yet), the image stays as it was and the row says why."""
+    """A colormap asks for the display tiles `/tiles/ID/TOKEN/display/<interval>~<stretch>~NAME/image.dzi`
+    with the image's own interval and stretch (these were ingested with minmax and asinh); where they are not
+    served, the image stays as it was and the row says why."""
     asked: list[tuple[str, int]] = []
     page.on("response", lambda response: asked.append((response.url, response.status)))
     await open_mosaic(page, served)
@@ -279,7 +280,7 @@ async def test_a_colormap_asks_for_the_display_tiles_and_keeps_the_image_when_th
     await page.wait_for_function("() => window.imagexMosaic.layers[1].pending === 0", timeout=20_000)
     wanted = [(url, status) for url, status in asked if "/display/" in url]
     assert wanted and wanted[0][0].startswith(f"{served.url}/tiles/{layer_id}/")
-    assert wanted[0][0].endswith("/display/zscale~linear~viridis_r/image.dzi")
+    assert wanted[0][0].endswith("/display/minmax~asinh~viridis_r/image.dzi")
     if wanted[0][1] == 404:  # the render part is not merged here
         assert await page.evaluate("() => window.imagexMosaic.layers[1].items.length") == 1
         assert "colormap viridis_r is not available" in await page.locator(

@@ -73,6 +73,13 @@ async def test_tile_urls_are_signed_for_each_image_and_load(client, add_image):
         assert tile.status_code == 200
         assert tile.headers["Content-Type"] == "image/jpeg"
     assert view["tile_format"] == {"format": "jpeg", "tile_size": 254, "overlap": 1}
+    # a colormap keeps the image's own interval and stretch: those of its default display
+    for image, layer in zip(images, view["layers"], strict=True):
+        record = await (await client.get(f"/api/images/{image.id}")).get_json()
+        interval, stretch, colormap = record["display_default"].split("~")
+        assert layer["scaling"] == f"{interval}~{stretch}" and colormap == "grey"
+        display = await client.get(f"{layer['tiles_url']}display/{layer['scaling']}~viridis/image.dzi")
+        assert display.status_code == 200
     # a token is bound to its image: one image's token does not open the other's tiles
     swapped = view["layers"][0]["tiles_url"].replace(images[0].id, images[1].id)
     assert (await client.get(swapped + "image_files/0/0_0.jpeg")).status_code == 403
