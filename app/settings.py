@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -103,6 +104,24 @@ def _hops(text: str) -> int:
     if not 0 <= value <= 10:
         raise ValueError(f"must be a whole number 0-10, got {text!r}")
     return value
+_FRAME_SOURCE = re.compile(
+    r"\*|'self'|'none'|[a-z][a-z0-9+.-]*:"  # any site, this site, no site, a scheme
+    r"|(?:[a-z][a-z0-9+.-]*://)?(?:\*\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*(?::(?:[0-9]{1,5}|\*))?(?:/[^\s;,']*)?",
+    re.IGNORECASE)
+
+
+def _frame_ancestors(text: str) -> str:
+    """CSP `frame-ancestors` sources, space-separated; nothing that could end the header or the directive."""
+    sources = text.split()
+    if not sources:
+        raise ValueError("name at least one source, e.g. * or 'self' https://example.org")
+    for source in sources:
+        if not _FRAME_SOURCE.fullmatch(source):
+            raise ValueError(f"{source!r} is not a frame-ancestors source: use *, 'self', 'none', a scheme "
+                             "such as https:, or a host such as https://example.org or *.example.org:8443")
+    if "'none'" in sources and len(sources) > 1:
+        raise ValueError("'none' cannot be combined with other sources")
+    return " ".join(sources)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -151,6 +170,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stop_grace", 30.0, "Seconds `imagex worker` lets its running jobs finish after SIGTERM or "
             "Ctrl-C; jobs still running then are given back to the queue for another worker.",
             _positive_float),
+    Setting("frame_ancestors", "*", "Sites that may show embeds (`/embed/...`) in a frame: CSP "
+            "`frame-ancestors` sources separated by spaces (`*` any site, `'self'`, `https://a.example`...). "
+            "It applies to public images; embeds of images that are not public may only be framed by this "
+            "site, and other pages by no site.", _frame_ancestors),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -181,6 +204,7 @@ class Settings:
     public_url: str = ""
     proxy_hops: int = 0
     stop_grace: float = 30.0
+    frame_ancestors: str = "*"
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod

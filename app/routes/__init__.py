@@ -21,14 +21,12 @@ _ALWAYS_OPEN = {"accounts.login", "accounts.logout", "accounts.register", "stati
 
 def register(app: Quart) -> None:
     from app.routes import accounts as account_routes
-    from app.routes import admin, api, builder, portal, search, tiles, upload, viewer
+    from app.routes import admin, api, builder, health, mosaic, portal, search, tiles, upload, viewer
     from app.routes.units import register_filters
 
-    for module in (portal, viewer, tiles, api, account_routes, admin, upload, search, builder):
+    for module in (portal, viewer, tiles, api, account_routes, admin, upload, search, builder, health,
+                   mosaic):
         app.register_blueprint(module.bp)
-    from app.routes import health
-
-    app.register_blueprint(health.bp)
     register_filters(app)
 
     @app.before_request

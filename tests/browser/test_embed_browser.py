@@ -1,0 +1,138 @@
+"""Embedding from another origin: a plain HTML page served by a second tiny HTTP server (another port, so
+another origin) holds `<script src=".../static/embed.js" data-imagex-image="ID">` tags; the script puts
+iframes after them, the public image's tiles load inside, and the private one shows "not available"."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser.test_mosaic_browser import FIELDS, Served, screenshot, serving
+from tests.processes import free_port
+
+pytestmark = pytest.mark.browser
+
+FRAME_LOADED = """() => {
+  const mosaic = window.imagexMosaic;
+  return !!mosaic && mosaic.ready() && mosaic.layers.length > 0 &&
+    mosaic.layers.every(layer => layer.items.length > 0 && layer.items.every(item => item.getFullyLoaded()));
+}"""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serving(tmp_path_factory.mktemp("embed")) as running:
+        yield running
+
+
+class Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def other_site(folder: Path) -> Iterator[str]:
+    """A plain static web server for `folder` on another port: another origin than ImageX's."""
+    port = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def blog_page(imagex: str, public_id: str, private_id: str, mosaic_ids: str) -> str:
+    script = f'<script src="{imagex}/static/embed.js"'
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>A blog</title></head>
+<body>
+  <h1>Our observations</h1>
+  <p id="before-public">The field:</p>
+  {script} data-imagex-image="{public_id}" data-width="480" data-height="360"></script>
+  <p id="before-private">A secret:</p>
+  {script} data-imagex-image="{private_id}" data-width="300" data-height="200"></script>
+  <p id="before-mosaic">All together:</p>
+  {script} data-imagex-mosaic="{mosaic_ids}" data-width="50%" data-height="bad"></script>
+  <p id="end">The end.</p>
+</body></html>
+"""
+
+
+async def test_an_embed_on_another_origin_shows_the_image_and_not_the_private_one(page, served, tmp_path):
+    public = served.images["Reference"]
+    mosaic_ids = ",".join(served.images[name]["id"] for name in FIELDS)
+    (tmp_path / "post.html").write_text(blog_page(served.url, public["id"], served.private["id"], mosaic_ids))
+    tiles: list[tuple[str, int]] = []
+    page.on("response", lambda response: tiles.append((response.url, response.status))
+            if "/tiles/" in response.url else None)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    with other_site(tmp_path) as blog:
+        assert blog.split(":")[-1] != served.url.split(":")[-1]  # another port: another origin
+        response = await page.goto(f"{blog}/post.html")
+        assert response is not None and response.status == 200
+
+        # each script tag is followed by its iframe, sized by its data attributes, pointing at ImageX
+        frames = page.locator("iframe.imagex-embed")
+        assert await frames.count() == 3
+        for before, src, width, height in [
+                ("before-public", f"{served.url}/embed/images/{public['id']}", "480px", "360px"),
+                ("before-private", f"{served.url}/embed/images/{served.private['id']}", "300px", "200px"),
+                ("before-mosaic", f"{served.url}/embed/mosaic?ids={mosaic_ids}", "50%", "480px")]:
+            frame = page.locator(f"#{before} + script + iframe")
+            assert await frame.get_attribute("src") == src
+            style = await frame.get_attribute("style")
+            assert f"width: {width}" in style and f"height: {height}" in style
+
+        public_frame = page.frame_locator("#before-public + script + iframe")
+        await public_frame.locator("#mosaic-viewer canvas").first.wait_for(timeout=30_000)
+        frame = next(f for f in page.frames if f.url.endswith(f"/embed/images/{public['id']}"))
+        await frame.wait_for_function(FRAME_LOADED, timeout=60_000)
+        loaded = [url for url, status in tiles if status == 200 and f"/tiles/{public['id']}/" in url]
+        assert any("/image_files/" in url for url in loaded)
+        # the drawn image is not blank
+        shot = await page.locator("#before-public + script + iframe").screenshot()
+        import numpy as np
+        import pyvips
+
+        grey = pyvips.Image.new_from_buffer(shot, "").colourspace("b-w")[0].numpy()
+        assert np.ptp(grey) > 50
+
+        private_frame = page.frame_locator("#before-private + script + iframe")
+        await private_frame.locator("text=This view is not available.").wait_for(timeout=20_000)
+        assert await private_frame.locator("#mosaic-viewer").count() == 0
+        assert not [url for url, _ in tiles if served.private["id"] in url]
+
+        mosaic = next(f for f in page.frames if "/embed/mosaic?" in f.url)
+        await mosaic.wait_for_function(FRAME_LOADED, timeout=60_000)
+        assert await mosaic.evaluate("() => window.imagexMosaic.layers.length") == 3
+        await screenshot(page, "embed.png")
+    assert errors == []
+
+
+async def test_a_page_other_than_an_embed_refuses_to_be_framed_by_another_origin(page, served, tmp_path):
+    public = served.images["Reference"]
+    (tmp_path / "frame.html").write_text(
+        f'<!doctype html><iframe id="page" src="{served.url}/images/{public["id"]}"></iframe>'
+        f'<iframe id="embed" src="{served.url}/embed/images/{public["id"]}"></iframe>')
+    with other_site(tmp_path) as blog:
+        await page.goto(f"{blog}/frame.html")
+        embed = page.frame_locator("#embed")
+        await embed.locator("#mosaic-viewer").wait_for(timeout=20_000)
+        await page.wait_for_timeout(1000)
+        framed = next((f for f in page.frames if f.url.endswith(f"/images/{public['id']}")
+                       and "/embed/" not in f.url), None)
+        # Chromium blocks the page (frame-ancestors 'none'): no document of ours is in that frame
+        if framed is not None:
+            assert await framed.locator("#viewer").count() == 0

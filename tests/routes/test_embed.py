@@ -1,0 +1,166 @@
+"""Embeds: `/embed/images/<id>` and `/embed/mosaic?ids=...` show the viewer alone, may be framed by the
+sites of the `frame_ancestors` setting (public images), answer "not available" with the same bytes for a
+private, missing or malformed image; every other page refuses to be framed."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app import create_app
+from app.exceptions import SettingError
+from app.settings import Settings
+from tests.conftest import log_in
+from tests.routes.conftest import text_of
+
+UNUSED_ID = "Zz9Zz9Zz9Zz9"
+HOSTILE = '<script>alert(1)</script>"><img src=x>'
+
+
+def embedded(html: str) -> dict[str, Any]:
+    match = re.search(r'<script type="application/json" id="mosaic-data">(.*?)</script>', html, re.S)
+    assert match, "no mosaic data in the embed"
+    return dict(json.loads(match.group(1)))
+
+
+async def test_an_embed_shows_the_viewer_alone_and_may_be_framed_by_any_site(client, add_image):
+    image = await add_image("a.fits", size=120, OBJECT=HOSTILE)
+    response = await client.get(f"/embed/images/{image.id}")
+    assert response.status_code == 200
+    assert response.headers["Content-Security-Policy"] == "frame-ancestors *"
+    assert "X-Frame-Options" not in response.headers
+    html = await text_of(response)
+    assert '<header class="bar">' not in html and "Log in" not in html  # no site chrome
+    assert 'id="mosaic-viewer"' in html and "/static/mosaic.js" in html
+    assert "<script>alert(1)" not in html and "<img src=x>" not in html
+    data = embedded(html)
+    [layer] = data["layers"]
+    assert layer["name"] == HOSTILE and layer["url"] == f"/images/{image.id}"
+    assert layer["pieces"][0]["x"] == 0 and layer["pieces"][0]["width"] == 120
+    tile = await client.get(layer["tiles_url"] + "image_files/0/0_0.jpeg")
+    assert tile.status_code == 200
+
+
+async def test_an_embed_of_an_image_without_wcs_still_shows_it(client, archive, tmp_path):
+    import numpy as np
+    import pyvips
+
+    from tests.conftest import ingest
+
+    path = tmp_path / "photo.png"
+    pyvips.Image.new_from_array(np.arange(40 * 30, dtype=np.uint8).reshape(30, 40)).write_to_file(str(path))
+    [job] = await ingest(archive, path, visibility="public")
+    assert job.state == "done", job.error
+    response = await client.get(f"/embed/images/{job.image_ids[0]}")
+    assert response.status_code == 200
+    [layer] = embedded(await text_of(response))["layers"]
+    assert (layer["width"], layer["height"]) == (40, 30)
+
+
+@pytest.mark.parametrize("path", ["/embed/images/{hidden}", "/embed/images/{missing}", "/embed/images/abc",
+                                  "/embed/images/..%2F..%2Fetc", "/embed/images/" + "x" * 200,
+                                  "/embed/mosaic?ids={hidden}", "/embed/mosaic?ids={missing}",
+                                  "/embed/mosaic?ids={hidden},{missing}", "/embed/mosaic?ids=",
+                                  "/embed/mosaic?ids=%3Cscript%3E", "/embed/mosaic"])
+async def test_private_missing_and_malformed_embeds_are_the_same_not_available_page(client, add_image, path):
+    hidden = await add_image("hidden.fits", size=80, owner="alice", visibility="private")
+    reference = await client.get(f"/embed/images/{UNUSED_ID}")
+    assert reference.status_code == 404
+    expected = await reference.get_data()
+    assert b"This view is not available." in expected
+    response = await client.get(path.format(hidden=hidden.id, missing=UNUSED_ID))
+    assert response.status_code == 404
+    assert await response.get_data() == expected
+    assert response.headers["Content-Security-Policy"] == "frame-ancestors *"  # so the message can show
+    assert hidden.id.encode() not in expected
+
+
+async def test_a_mosaic_embed_shows_what_may_be_seen_and_nothing_else(client, add_image):
+    shown = await add_image("a.fits", size=80)
+    hidden = await add_image("hidden.fits", size=80, owner="alice", visibility="private", rotation=5.0)
+    response = await client.get(f"/embed/mosaic?ids={hidden.id},{shown.id}")
+    assert response.status_code == 200
+    assert response.headers["Content-Security-Policy"] == "frame-ancestors *"
+    html = await text_of(response)
+    data = embedded(html)
+    assert [layer["id"] for layer in data["layers"]] == [shown.id]
+    assert "hidden.fits" not in html and f"/tiles/{hidden.id}/" not in html
+
+
+async def test_the_owner_may_embed_a_private_image_but_only_in_this_site(client, add_image, make_user):
+    hidden = await add_image("hidden.fits", size=80, owner="alice", visibility="private")
+    await make_user("alice")
+    assert (await log_in(client, "alice")).status_code == 302
+    response = await client.get(f"/embed/images/{hidden.id}")
+    assert response.status_code == 200
+    assert response.headers["Content-Security-Policy"] == "frame-ancestors 'self'"
+
+
+@pytest.mark.parametrize("path", ["/", "/login", "/mosaic?ids=Abcdef123456", "/images/Abcdef123456",
+                                  "/api/mosaic?ids=bad"])
+async def test_other_pages_refuse_to_be_framed(client, path):
+    response = await client.get(path)
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+
+
+async def test_tiles_and_static_files_stay_bare(client, add_image):
+    image = await add_image("a.fits", size=80)
+    [layer] = embedded(await text_of(await client.get(f"/embed/images/{image.id}")))["layers"]
+    for path in (layer["tiles_url"] + "image_files/0/0_0.jpeg", "/static/embed.js"):
+        response = await client.get(path)
+        assert response.status_code == 200
+        assert "X-Frame-Options" not in response.headers
+        assert "Content-Security-Policy" not in response.headers
+
+
+async def test_the_frame_ancestors_setting_is_used_for_public_images(tmp_path: Path, pool, add_image):
+    settings = Settings.load(environ={"IMAGEX_FRAME_ANCESTORS": "'self'  https://blog.example.org"},
+                             data=str(tmp_path / "var"), workers=2)
+    image = await add_image("a.fits", size=80)
+    app = create_app(settings, run_jobs=False)
+    app.extensions["imagex"].pool = pool
+    app.extensions["imagex"]._own_pool = False
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        response = await client.get(f"/embed/images/{image.id}")
+        assert response.status_code == 200
+        assert response.headers["Content-Security-Policy"] == "frame-ancestors 'self' https://blog.example.org"
+        missing = await client.get(f"/embed/images/{UNUSED_ID}")
+        assert missing.headers["Content-Security-Policy"] == "frame-ancestors 'self' https://blog.example.org"
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("*", "*"),
+    ("'self'", "'self'"),
+    ("'none'", "'none'"),
+    ("https:", "https:"),
+    ("https://a.example.org  http://localhost:8888", "https://a.example.org http://localhost:8888"),
+    ("*.example.org:*", "*.example.org:*"),
+    ("https://example.org/blog/", "https://example.org/blog/"),
+])
+def test_frame_ancestors_setting_accepts_csp_sources(value, expected):
+    assert Settings.load(environ={"IMAGEX_FRAME_ANCESTORS": value}).frame_ancestors == expected
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("https://a.org; script-src *", "'https://a.org;' is not a frame-ancestors source"),
+    ("https://a.org,https://b.org", "'https://a.org,https://b.org' is not a frame-ancestors source"),
+    ("self", None),
+    ("'unsafe-inline'", "\"'unsafe-inline'\" is not a frame-ancestors source"),
+    ("'none' https://a.org", "'none' cannot be combined with other sources"),
+    # line breaks only separate sources (the header is rebuilt with single spaces); x=1 is no source
+    ("https://a.org\r\nSet-Cookie: x=1", "'x=1' is not a frame-ancestors source"),
+])
+def test_frame_ancestors_setting_refuses_what_is_not_a_source(value, message):
+    if message is None:  # a bare host name is a valid CSP host source
+        assert Settings.load(environ={"IMAGEX_FRAME_ANCESTORS": value}).frame_ancestors == value
+        return
+    with pytest.raises(SettingError) as caught:
+        Settings.load(environ={"IMAGEX_FRAME_ANCESTORS": value})
+    assert str(caught.value).startswith("IMAGEX_FRAME_ANCESTORS: ")
+    assert message in str(caught.value)
