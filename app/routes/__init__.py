@@ -16,7 +16,9 @@ from app.exceptions import ImageXError
 # answer even when the catalog does not.
 _BARE_ENDPOINTS = {"static", "tiles.tile", "health.healthz"}
 # What a guest may reach when guest access is off, and what stays open in demo mode.
-_ALWAYS_OPEN = {"accounts.login", "accounts.logout", "accounts.register", "static", "tiles.tile"}
+# Embeds answer "not available" themselves (a login page cannot be shown in a frame).
+_ALWAYS_OPEN = {"accounts.login", "accounts.logout", "accounts.register", "static", "tiles.tile",
+                "mosaic.embed_image", "mosaic.embed_mosaic"}
 
 
 def register(app: Quart) -> None:

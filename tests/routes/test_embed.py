@@ -79,6 +79,20 @@ async def test_private_missing_and_malformed_embeds_are_the_same_not_available_p
     assert hidden.id.encode() not in expected
 
 
+async def test_with_guest_access_off_a_guest_embed_says_not_available_instead_of_a_login_page(
+        client, archive, add_image):
+    public = await add_image("public.fits", size=80)
+    reference = await (await client.get(f"/embed/images/{UNUSED_ID}")).get_data()
+    await archive.store.save_site_settings({"guest_access": False})
+    for path in (f"/embed/images/{public.id}", f"/embed/mosaic?ids={public.id}"):
+        response = await client.get(path)
+        assert response.status_code == 404, path  # not a redirect to /login, which no frame may show
+        assert await response.get_data() == reference
+        assert response.headers["Content-Security-Policy"] == "frame-ancestors *"
+    # the rest of the site still sends guests to log in
+    assert (await client.get(f"/images/{public.id}")).status_code == 302
+
+
 async def test_a_mosaic_embed_shows_what_may_be_seen_and_nothing_else(client, add_image):
     shown = await add_image("a.fits", size=80)
     hidden = await add_image("hidden.fits", size=80, owner="alice", visibility="private", rotation=5.0)

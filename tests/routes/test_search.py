@@ -230,3 +230,9 @@ async def test_a_selection_opens_in_the_mosaic_viewer(client, catalog):
     response = await client.get(f"/search/open?ids={catalog['a'].id}&ids={catalog['b'].id}")
     assert response.status_code == 303
     assert response.headers["Location"] == f"/mosaic?ids={catalog['a'].id}%2C{catalog['b'].id}"
+    mosaic = await (await client.get(f"/api/mosaic?ids={catalog['a'].id},{catalog['b'].id}")).get_json()
+    assert [layer["id"] for layer in mosaic["layers"]] == [catalog["a"].id, catalog["b"].id]
+    page = await client.get(response.headers["Location"])
+    html = await text_of(page)
+    assert page.status_code == 200
+    assert f"/tiles/{catalog['a'].id}/" in html and f"/tiles/{catalog['b'].id}/" in html
