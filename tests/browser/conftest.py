@@ -92,3 +92,11 @@ async def page() -> AsyncIterator[Any]:
         finally:
             with contextlib.suppress(Exception):
                 await browser.close()
+
+
+async def screenshot(page: Any, name: str) -> None:
+    """With IMAGEX_SCREENSHOTS=FOLDER, keep a screenshot of the page for the README (docs/screenshots)."""
+    folder = os.environ.get("IMAGEX_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(Path(folder) / name), full_page=False)

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pytest
 
-from tests.browser.conftest import Server
+from tests.browser.conftest import Server, screenshot
 from tests.browser.test_viewer_browser import (
     FULLY_LOADED,
     Recorder,
@@ -89,6 +89,7 @@ async def test_changing_the_stretch_loads_other_tiles_and_the_url_restores_it(pa
     await form.locator("input[name=inverted]").check()
     await shows(page, "zscale~sqrt~viridis_r")
     coloured = await page.locator("#viewer").screenshot()
+    await screenshot(page, "viewer-display.png")
     assert query(page)["cmap"] == ["viridis_r"]
 
     # a shared link: the same page URL in a fresh load restores the controls and the display

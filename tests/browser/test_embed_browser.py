@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.browser.test_mosaic_browser import FIELDS, Served, screenshot, serving
+from tests.browser.conftest import screenshot
+from tests.browser.test_mosaic_browser import FIELDS, Served, serving
 from tests.processes import free_port
 
 pytestmark = pytest.mark.browser

@@ -22,7 +22,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
-from tests.browser.conftest import BIN
+from tests.browser.conftest import BIN, screenshot
 from tests.processes import answers, free_port, stop
 
 pytestmark = pytest.mark.browser
@@ -127,14 +127,6 @@ def serving(root: Path) -> Iterator[Served]:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with serving(tmp_path_factory.mktemp("mosaic")) as running:
         yield running
-
-
-async def screenshot(page: Any, name: str) -> None:
-    """With IMAGEX_SCREENSHOTS=FOLDER, keep a screenshot of the page for the README (docs/screenshots)."""
-    folder = os.environ.get("IMAGEX_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(Path(folder) / name), full_page=False)
 
 
 def star_display_pixel(served: Served, name: str) -> tuple[float, float]:

@@ -21,7 +21,7 @@ from astropy.io import fits
 from astropy.wcs import Sip
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
-from tests.browser.conftest import BIN, SIZE, Server
+from tests.browser.conftest import BIN, SIZE, Server, screenshot
 from tests.browser.test_viewer_browser import FULLY_LOADED, Recorder, move_to_image_pixel, open_viewer
 from tests.processes import answers, free_port, stop
 
@@ -91,6 +91,7 @@ async def test_readout_shows_fits_pixel_and_sky_position_as_astropy_does(page, s
         # the display rounds to 1e-6 degrees (0.0036") and 0.001 s / 0.01": well inside 0.1"
         assert decimal.separation(expected).arcsec < 0.1, (match.group(0), expected)
         assert sexagesimal.separation(expected).arcsec < 0.1, (match.group(0), expected)
+    await screenshot(page, "viewer-readout.png")
 
     await page.check("#readout-galactic")
     match = await sky_text(page, GALACTIC_TEXT)

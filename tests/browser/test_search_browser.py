@@ -11,7 +11,7 @@ import pytest
 from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
-from tests.browser.conftest import BIN, Server
+from tests.browser.conftest import BIN, Server, screenshot
 from tests.browser.test_accounts_browser import admin_password, log_in
 
 pytestmark = pytest.mark.browser
@@ -57,6 +57,7 @@ async def test_an_admin_builds_a_date_search_and_a_visitor_uses_it(server, page)
     await page.wait_for_function(
         "document.querySelector('#results .count strong')?.textContent === '2'", timeout=15_000)
     shown = await page.locator("#results table.results tbody td:nth-child(3) a").all_inner_texts()
+    await screenshot(page, "search.png")
     assert sorted(shown) == ["Alpha", "Bravo"]
     # the URL holds the query: opening it again shows the same results, form filled in
     await page.wait_for_function("location.search.includes('observation_date_to=2026-01-31')")
