@@ -15,6 +15,7 @@ and `sort=` (`created`, `name`, `owner`, `size`, or the id of a text, number, dr
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -114,7 +115,8 @@ def compile_search(elements: Sequence[SearchElement], args: Mapping[str, str]) -
 def _field_at_fault(element: SearchElement, message: str) -> str:
     for suffix in SUFFIXES[element.type]:
         word = suffix.lstrip("_")
-        if word and message.lower().startswith(word):
+        # the whole word: a message about the radius is not one about RA
+        if word and re.match(rf"{word}\b", message.lower()):
             return element.id + suffix
     return element.id + SUFFIXES[element.type][0]
 
