@@ -58,7 +58,8 @@ BENCH_USER = "user0007"
 EXPOSURES = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 450, 600, 900, 1200, 1800, 3600)
 
 ELEMENTS = [
-    {"id": "obsdate", "type": "date", "label": "Observation date", "keywords": ["DATE-OBS", "DATETIME", "DATE"]},
+    {"id": "obsdate", "type": "date", "label": "Observation date",
+     "keywords": ["DATE-OBS", "DATETIME", "DATE"]},
     {"id": "exptime", "type": "number", "label": "Exposure", "keywords": ["EXPTIME", "EXPOSURE"],
      "options": {"min": 0, "max": 3600, "unit": "s"}},
     {"id": "sky", "type": "cone", "label": "Sky position", "options": {"radius": "10arcmin"}},

@@ -92,6 +92,9 @@ class SQLiteStore(Store):
         self._migrate_sync()
         self._backfill_cells_sync()
         self._backfill_dates_sync()
+        if sqlsearch.existing_indexes(db) != sqlsearch.existing_indexes(db, current=True):
+            with _transaction(db):  # search indexes built on an older expression: built again
+                self._after_elements_change(db)
         self._analyze_sync()
 
     def _analyze_sync(self) -> None:

@@ -39,7 +39,7 @@ TEXTS = ["M31", "m31 core", "NGC 7000", "ngc7000", "Ωmega Cen", "ΩMEGA cluster
          "50% done", "100%", "a_b", "axb", "back\\slash", "O'Brien field", '"quoted" name', "İstanbul",
          "ﬁeld of view", "Kelvin \u212a", "çà et là", "Comet C/2023 A3", "  padded  ", "TARGET_01",
          "target%01", "'; DROP TABLE images; --", '{"$where": "1"}', "x", "", "NULL"]
-FILTERS = ["B", "V", "R", "r", "b", "Hα", "2", 2, 2.0, 1, "1.0", True, "OIII"]
+FILTERS = ["B", "V", "R", "r", "b", "H\u03b1", "2", 2, 2.0, 1, "1.0", True, "OIII"]
 ELEMENTS: list[dict[str, Any]] = [
     {"id": "object", "type": "text", "label": "Object", "keywords": list(TEXT_KEYWORDS)},
     {"id": "objprefix", "type": "text", "label": "Object starts with", "keywords": list(TEXT_KEYWORDS),
@@ -50,7 +50,7 @@ ELEMENTS: list[dict[str, Any]] = [
     {"id": "filter", "type": "select", "label": "Filter", "keywords": ["FILTER"],
      "options": {"from_values": True}},
     {"id": "band", "type": "select", "label": "Band", "keywords": ["FILTER"],
-     "options": {"choices": ["B", "V", "2", "Hα"]}},
+     "options": {"choices": ["B", "V", "2", "H\u03b1"]}},
     {"id": "sky", "type": "cone", "label": "Sky position", "options": {"radius": "10arcmin"}},
     {"id": "skyin", "type": "cone", "label": "Image holds", "options": {"mode": "contains"}},
 ]
@@ -106,7 +106,8 @@ def write_dates(rng: random.Random, header: dict[str, Any], truth: Truth) -> Non
             header[keyword] = moment.strftime("%Y-%m-%d")
             header["TIME-OBS"] = moment.strftime("%H:%M:%S.%f")[:-4]
         elif style == "old":  # DD/MM/YY, the 1990s
-            moment = datetime(1990 + rng.randrange(10), rng.randrange(1, 13), rng.randrange(1, 28), tzinfo=UTC)
+            moment = datetime(1990 + rng.randrange(10), rng.randrange(1, 13), rng.randrange(1, 28),
+                              tzinfo=UTC)
             header[keyword] = moment.strftime("%d/%m/%y")
         else:
             moment = moment.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -191,7 +192,8 @@ class Footprints:
 
     def __init__(self, records: list[ImageRecord]) -> None:
         self.ids = [item.id for item in records if item.sky]
-        self.vertices = unit(*np.moveaxis(np.array([item.sky["corners"] for item in records if item.sky]), -1, 0))
+        corners = np.array([item.sky["corners"] for item in records if item.sky])
+        self.vertices = unit(corners[..., 0], corners[..., 1])
         middle = self.vertices.sum(axis=1)
         self.middle = middle / np.linalg.norm(middle, axis=1)[:, None]
         east = np.cross([0.0, 0.0, 1.0], self.middle)
@@ -402,7 +404,7 @@ def some_args(rng: random.Random, element: SearchElement, records: list[ImageRec
         return {element.id: some_text(rng, records)}
     if element.type == "select":
         if element.options["from_values"]:
-            return {element.id: rng.choice(["B", "b", "2", "2.0", "1", "1.0", "Hα", "R", "OIII", "true",
+            return {element.id: rng.choice(["B", "b", "2", "2.0", "1", "1.0", "H\u03b1", "R", "OIII", "true",
                                              "%", "'; DROP TABLE images; --"])}
         return {element.id: rng.choice(element.options["choices"])}
     if element.type == "number":
@@ -652,3 +654,27 @@ async def test_injection_strings_match_literally_or_get_a_precise_message(search
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall() == tables
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+async def test_indexes_on_an_older_expression_are_built_again_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.sqlite"
+    first = SQLiteStore(path)
+    await first.open()
+    await first.add_images(catalog(5, 400)[0][:50])
+    await first.add_element(element_from(ELEMENTS[2]))
+    await first.close()
+    name = sqlsearch.index_name("EXPTIME")
+    with sqlite3.connect(path) as db:  # as the first search indexes were built: on the bare value
+        db.execute(f'DROP INDEX "{name}"')
+        db.execute(f"""CREATE INDEX "{name}" ON images (json_extract(header, '$."EXPTIME"'))""")
+    again = SQLiteStore(path)
+    await again.open()
+    try:
+        with sqlite3.connect(path) as db:
+            sql = db.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()[0]
+        assert sql == sqlsearch.index_sql("EXPTIME")
+        assert await again.indexed_keywords() == sorted(EXPOSURE_KEYWORDS)
+        assert f"INDEX {name}" in plan_of(path, compile_search([element_from(ELEMENTS[2])],
+                                                               {"exposure_min": "5"}))
+    finally:
+        await again.close()
