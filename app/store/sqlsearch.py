@@ -32,6 +32,7 @@ from app.store.base import (
 
 _OPS = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 INDEX_PREFIX = "hkw_"
+_BROAD_FIELDS = ("owner", "visibility")
 
 
 def value_of(keyword: str) -> str:
@@ -72,7 +73,13 @@ def compile_query(query: Query) -> tuple[str, list[Any]]:
         if not query.values:
             return ("1" if query.negate else "0"), []
         operator = "NOT IN" if query.negate else "IN"
-        return f"{query.field} {operator} ({', '.join('?' * len(query.values))})", list(query.values)
+        sql = f"{query.field} {operator} ({', '.join('?' * len(query.values))})"
+        if query.field in _BROAD_FIELDS:
+            # permissions split the catalog into a few large parts, but sampled statistics (ANALYZE with
+            # analysis_limit) take every owner and visibility for a thousand images or so, and the planner
+            # then drives a search by them instead of by the search's own index (seconds, not ms, at 1M)
+            sql = f"likely({sql})"
+        return sql, list(query.values)
     if isinstance(query, And | Or):
         if not query.parts:
             return ("1" if isinstance(query, And) else "0"), []
@@ -80,8 +87,11 @@ def compile_query(query: Query) -> tuple[str, list[Any]]:
         # keywords with a numeric upper bound here: their lower bounds need not shut out text
         capped = {part.keyword for part in query.parts if isinstance(query, And) and isinstance(part, Compare)
                   and _is_number(part.value) and part.op in ("lt", "le", "eq")}
+        # a small cone's cells hold a handful of images: listed first, it drives the query (SQLite takes
+        # the first of several `id IN (...)` conditions it cannot tell apart)
+        parts = sorted(query.parts, key=lambda part: not (isinstance(part, Cone) and part.radius_deg <= 1))
         sqls, params = [], []
-        for part in query.parts:
+        for part in parts:
             sql, part_params = (_compile_compare(part, capped=part.keyword in capped)
                                 if isinstance(part, Compare) else compile_query(part))
             sqls.append(f"({sql})")
