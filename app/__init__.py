@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
     password once. When the settings name watch folders (IMAGEX_WATCH_DIRS), the folder watcher runs too."""
     from app.archive import Archive
     from app.ingest.jobs import JobRunner
+    from app.proxy import behind_proxy
     from app.routes import register
 
     settings = settings or Settings.load()
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
     archive = Archive(settings)
     app.extensions["imagex"] = archive
     register(app)
+    app.asgi_app = behind_proxy(app.asgi_app, settings)  # type: ignore[method-assign]
 
     @app.while_serving
     async def lifespan() -> AsyncGenerator[None, None]:

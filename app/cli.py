@@ -1,4 +1,4 @@
-"""imagex serve | ingest | watch | samples | settings | user."""
+"""imagex serve | ingest | watch | worker | samples | settings | user | migrate-store."""
 
 from __future__ import annotations
 
@@ -59,11 +59,14 @@ def _parser() -> argparse.ArgumentParser:
                                 "that arrives or changes in them once it has settled, until stopped")
     watch.add_argument("folders", nargs="*", type=Path, metavar="DIR",
                        help="folders to watch (recursively); default: IMAGEX_WATCH_DIRS")
+    commands.add_parser("worker", parents=[common], help="run queued jobs from the shared store with a "
+                        "process pool (no web server) until SIGTERM or Ctrl-C")
     samples = commands.add_parser("samples", parents=[common], help="write the sample images into a folder")
     samples.add_argument("folder", type=Path)
     settings = commands.add_parser("settings", parents=[common], help="show the settings in force")
     settings.add_argument("--markdown", action="store_true", help="print the settings table as Markdown")
     _user_parser(commands, common)
+    _migrate_store_parser(commands, common)
     return parser
 
 
@@ -104,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       stretch=args.stretch, dry_run=args.dry_run))
         if args.command == "watch":
             return asyncio.run(watch(settings, args.folders))
+        if args.command == "worker":
+            from app.worker import Worker
+
+            return asyncio.run(Worker(settings).run())
         if args.command == "samples":
             from app.samples import write_samples
 
@@ -112,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "user":
             return asyncio.run(user_command(settings, args))
+        if args.command == "migrate-store":
+            source = args.source or settings.store_url
+            return asyncio.run(migrate_store(source, args.target, batch=args.batch))
         if args.command == "settings":
             if args.markdown:
                 print(markdown_table(), end="")
@@ -463,3 +473,42 @@ def _summary(jobs: list[JobRecord], known: set[str], seconds: float, worker: str
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _migrate_store_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    migrate = commands.add_parser(
+        "migrate-store", parents=[common],
+        help="copy a catalog to another store (SQLite to MongoDB ...); resumable",
+        description="Copy images, jobs, users, API tokens, invitations, site settings, named scalings and "
+        "search elements from one catalog to another. What the target holds already is skipped, so running "
+        "it again after an interruption finishes the copy. Sessions are not copied: users log in again. "
+        "Tiles and thumbnails stay where they are (the data folder).")
+    migrate.add_argument("--from", dest="source", metavar="URL",
+                         help="the catalog to copy: sqlite:///PATH or mongodb://HOST/DBNAME (default: the "
+                         "catalog in use, IMAGEX_STORE)")
+    migrate.add_argument("--to", dest="target", required=True, metavar="URL",
+                         help="the catalog to copy into (created when missing)")
+    migrate.add_argument("--batch", type=int, default=500, metavar="N",
+                         help="records per batch (default 500)")
+
+
+async def migrate_store(source: str, target: str, *, batch: int = 500) -> int:
+    """`imagex migrate-store`: 0 when every source record is in the target, 1 when some are not."""
+    from app.exceptions import SettingError
+    from app.store.migrate import Tally, migrate_store
+
+    if batch < 1:
+        raise SettingError(f"--batch must be at least 1, not {batch}")
+
+    def progress(kind: str, tally: Tally) -> None:
+        print(f"{kind}: {tally.copied} copied, {tally.present} there already", file=sys.stderr, flush=True)
+
+    report = await migrate_store(source, target, batch=batch, progress=progress)
+    for line in report.lines():
+        print(line)
+    if report.complete:
+        print("migrate-store: every record is in the target")
+        return 0
+    print("migrate-store: some records are not in the target (see above); fix them and run it again",
+          file=sys.stderr)
+    return 1

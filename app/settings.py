@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from app.exceptions import SettingError
 from app.site import VISIBILITIES
@@ -86,11 +87,30 @@ def _workers(text: str) -> int:
     return value
 
 
+def _public_url(text: str) -> str:
+    """An absolute http(s) URL of the site's root, without a trailing slash (a path is not supported)."""
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an absolute http:// or https:// address, got {text!r}")
+    if parts.path.strip("/") or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"must be the site's root address (scheme, host and port only), got {text!r}")
+    parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _hops(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 10:
+        raise ValueError(f"must be a whole number 0-10, got {text!r}")
+    return value
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("data", "./var",
             "Data folder: the SQLite catalog, tiles, thumbnails, samples and the secret key."),
     Setting("store", "", "Catalog location. Empty means `sqlite:///<data>/catalog.sqlite`; "
-            "`sqlite:///PATH` picks another SQLite file."),
+            "`sqlite:///PATH` picks another SQLite file; `mongodb://HOST/DBNAME` a MongoDB database "
+            "(`pip install 'imagex[mongodb]'`)."),
     Setting("host", "127.0.0.1", "Address `imagex serve` listens on."),
     Setting("port", 8000, "Port `imagex serve` listens on.", _port),
     Setting("workers", 0, "Processes in the pool that reads, scales and tiles images; 0 means one per core.",
@@ -122,6 +142,15 @@ SETTINGS: tuple[Setting, ...] = (
             _checked_owner_map),
     Setting("watch_visibility", "private", "Who may see images from watched folders: `private`, `registered` "
             "or `public`.", lambda text: _choice(text, VISIBILITIES)),
+    Setting("public_url", "", "The address users reach the site at, e.g. `https://images.example.org`, "
+            "when a reverse proxy is in front: links the site makes (invitations) use it, and with `https` "
+            "cookies are marked `Secure`. Empty: taken from each request.", _public_url),
+    Setting("proxy_hops", 0, "Reverse proxies in front that set `X-Forwarded-For`, `-Proto` and `-Host`; "
+            "that many hops of these headers are trusted (the client address for login throttling, the "
+            "scheme, the host). 0 trusts none: never set it when clients reach the server directly.", _hops),
+    Setting("stop_grace", 30.0, "Seconds `imagex worker` lets its running jobs finish after SIGTERM or "
+            "Ctrl-C; jobs still running then are given back to the queue for another worker.",
+            _positive_float),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -149,16 +178,21 @@ class Settings:
     watch_settle: float = 5.0
     watch_owners: str = ""
     watch_visibility: str = "private"
+    public_url: str = ""
+    proxy_hops: int = 0
+    stop_grace: float = 30.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then `IMAGEX_*` environment variables, then explicit overrides (CLI flags)."""
+        """Defaults, then `IMAGEX_*` environment variables (or the file named by `IMAGEX_*_FILE`), then
+        explicit overrides (CLI flags)."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for setting in SETTINGS:
             value: Any = setting.default
-            raw = environ.get(setting.env)
+            from_file = bool(environ.get(setting.env + "_FILE"))
+            raw = _from_file(setting, environ) if from_file else environ.get(setting.env)
             if raw is not None and raw != "":
                 value = _parse(setting, raw, setting.env)
             if overrides.get(setting.name) is not None:
@@ -197,6 +231,21 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+
+
+def _from_file(setting: Setting, environ: Mapping[str, str]) -> str:
+    """`IMAGEX_<NAME>_FILE`: the setting's value is the file's content (one line; Docker and Compose secrets
+    are mounted as files, so that a password in a store URL is never in the environment or the image)."""
+    name = setting.env + "_FILE"
+    if environ.get(setting.env):
+        raise SettingError(f"{setting.env} and {name} are both set: give one")
+    path = Path(environ[name])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or "not UTF-8 text"
+        raise SettingError(f"{name}: cannot read {path}: {reason}") from None
+    return text.strip("\r\n")
 
 
 def _parse(setting: Setting, raw: str, origin: str) -> Any:

@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import socket
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from app.ingest.pipeline import Outcome, run_job
 from app.store.base import JobRecord, new_id
@@ -36,6 +38,8 @@ class JobRunner:
         self.on_finish = on_finish
         self.active = 0
         self.last_error = ""
+        self.current: dict[str, JobRecord] = {}  # the jobs in progress, by id
+        self.finished = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until `stop` is set; an empty queue is polled every second."""
@@ -60,8 +64,12 @@ class JobRunner:
         if job is None:
             return False
         self.active += 1
+        self.current[job.id] = job
         renewer = asyncio.create_task(self._renew(job.id, lease))
         try:
+            # an earlier attempt whose runner died (SIGKILL, power cut) may have left a half-written work
+            # folder: we hold the lease now, so it is nobody's
+            await asyncio.to_thread(remove_work, self.archive.settings.tiles_dir, job.id)
             outcome = await run_job(self.archive, job)
         except asyncio.CancelledError:
             # stopping (Ctrl-C, SIGTERM): hand the job back so the next runner starts it at once
@@ -72,6 +80,8 @@ class JobRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
             self.active -= 1
+            self.current.pop(job.id, None)
+        self.finished += 1
         recorded = await self.archive.store.finish_job(
             job.id, self.worker, state="done" if outcome.state == "done" else "failed",
             error=outcome.error, note=outcome.note, image_ids=outcome.image_ids)
@@ -81,11 +91,73 @@ class JobRunner:
             self.on_finish(job, outcome)
         return True
 
+    async def drain(self, running: asyncio.Task[None], grace: float,
+                    hurry: asyncio.Event | None = None) -> list[str]:
+        """Stop gracefully once the stop event of `running` (the task of `run`) is set: no job is claimed
+        any more; the jobs in progress get `grace` seconds (or until `hurry` is set) to finish, and those
+        still running then are given back to the queue (`release_job`) for another runner to start afresh.
+        Their pool processes are stopped, so that nothing goes on writing for a job given back, and their
+        work folders are removed. Returns the ids of the jobs given back."""
+        waiters: list[asyncio.Future[Any]] = [running]
+        if hurry is not None:
+            waiters.append(asyncio.ensure_future(hurry.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters[1:]:
+                waiter.cancel()
+        given_back = list(self.current)
+        if not running.done():
+            running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running  # re-raises a failure of the runner itself
+        if given_back:
+            log.info("gave %d job(s) back to the queue: %s", len(given_back), ", ".join(given_back))
+            await asyncio.to_thread(self.archive.pool.terminate)
+            for job_id in given_back:
+                await asyncio.to_thread(remove_work, self.archive.settings.tiles_dir, job_id)
+        return given_back
+
     async def _renew(self, job_id: str, lease: float) -> None:
         while True:
             await asyncio.sleep(lease / 3)
             if not await self.archive.store.renew_lease(job_id, self.worker, lease):
                 return
+
+
+WORK = ".work"
+
+
+def remove_work(tiles_dir: Path, job_id: str) -> int:
+    """Remove the work folders (`<tiles>/.work/<job id>-<attempt>`) of a job; returns how many there were.
+    Only the runner holding the job's lease may call this: a work folder is private to one attempt."""
+    work = tiles_dir / WORK
+    if not work.is_dir():
+        return 0
+    folders = list(work.glob(f"{job_id}-*"))
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(folders)
+
+
+async def remove_abandoned_work(archive: Archive) -> int:
+    """Remove the work folders of jobs that nobody runs any more (finished, failed, back in the queue or
+    gone): what runners killed mid-job left behind. Folders of running jobs are left to their runner (or
+    to the next one to claim the job). Returns how many were removed."""
+    work = archive.settings.tiles_dir / WORK
+    if not work.is_dir():
+        return 0
+    # listed before the states are read: a folder exists only once its job was claimed, so a state read
+    # afterwards is "running" for a live attempt
+    folders = await asyncio.to_thread(lambda: [p for p in work.iterdir() if p.is_dir() and "-" in p.name])
+    if not folders:
+        return 0
+    ids = list(dict.fromkeys(folder.name.split("-", 1)[0] for folder in folders))
+    running = {job.id for job in await archive.store.get_jobs(ids) if job.state == "running"}
+    abandoned = [folder for folder in folders if folder.name.split("-", 1)[0] not in running]
+    for folder in abandoned:
+        await asyncio.to_thread(shutil.rmtree, folder, True)
+    return len(abandoned)
 
 
 async def wait_for(archive: Archive, job_ids: Sequence[str], stop: asyncio.Event,

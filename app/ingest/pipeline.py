@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from app.exceptions import Conflict, FormatError, ImageXError
 from app.ingest.removal import UPLOADS
 from app.store.base import ImageRecord, JobRecord, new_id
-from app.tiles import pyramid
+from app.tiles import pyramid, science
 from app.tiles.scaling import Scaling, display
 
 if TYPE_CHECKING:
@@ -30,7 +31,8 @@ CHUNK = 1 << 20
 
 def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
                 quality: int) -> list[dict[str, Any]]:
-    """In a pool process: read every plane of `path` and build its pyramid in `work/<hdu>/`.
+    """In a pool process: read every plane of `path` and build its pyramids (the 8-bit DZI and the
+    science pyramid) in `work/<hdu>/`.
     Returns the planes' catalog data. Raises FormatError for anything wrong with the file."""
     import pyvips
 
@@ -46,8 +48,19 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
     with reader_class(source, max_pixels=max_pixels) as reader:
         for plane in reader.planes():
             try:
-                picture, applied = display(reader.pixels(plane), chosen)
-                levels = pyramid.build(picture, Path(work) / str(plane.hdu), quality=quality)
+                pixels = reader.pixels(plane)
+                picture, applied = display(pixels, chosen)
+                folder = Path(work) / str(plane.hdu)
+                folder.mkdir(parents=True, exist_ok=True)
+                # the original values beside the DZI, for dynamic tiles and the pixel readout: written
+                # by a second thread while this one writes the DZI (libvips releases the GIL), which
+                # hides most of its cost
+                with ThreadPoolExecutor(1) as writer:
+                    written = writer.submit(science.write, pixels, folder)
+                    try:
+                        levels = pyramid.build(picture, folder, quality=quality)
+                    finally:
+                        written.result()
             except pyvips.Error as error:
                 detail = str(getattr(error, "detail", "") or error).strip().splitlines()
                 where = f"HDU {plane.hdu}: " if reader.format == "fits" else ""  # rasters have no HDUs

@@ -12,8 +12,9 @@ from werkzeug.exceptions import Forbidden, HTTPException, Unauthorized
 from app import accounts as identity
 from app.exceptions import ImageXError
 
-# Endpoints that need no user context: the hot tile path and static files.
-_BARE_ENDPOINTS = {"static", "tiles.tile"}
+# Endpoints that need no user context: the hot tile path and static files; the health check, which must
+# answer even when the catalog does not.
+_BARE_ENDPOINTS = {"static", "tiles.tile", "health.healthz"}
 # What a guest may reach when guest access is off, and what stays open in demo mode.
 _ALWAYS_OPEN = {"accounts.login", "accounts.logout", "accounts.register", "static", "tiles.tile"}
 
@@ -25,6 +26,9 @@ def register(app: Quart) -> None:
 
     for module in (portal, viewer, tiles, api, account_routes, admin, upload, search, builder):
         app.register_blueprint(module.bp)
+    from app.routes import health
+
+    app.register_blueprint(health.bp)
     register_filters(app)
 
     @app.before_request

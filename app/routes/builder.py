@@ -53,7 +53,7 @@ async def builder_state(archive: Archive) -> dict[str, Any]:
 
 
 def _form_values(form: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {name: form.get(name, "") for name in FORM_FIELDS}
+    values: dict[str, Any] = {name: form[name] for name in FORM_FIELDS if name in form}
     for flag in ("enabled", "autocomplete", "from_values"):
         values[flag] = form.get(flag) is not None
     return values  # the type's options sit beside the other fields, as element_from reads them

@@ -13,6 +13,7 @@ from app.accounts import current_site, current_user
 from app.archive import Archive, get_archive
 from app.permissions import Action, effective_visibility, may, visible
 from app.store.base import JOB_STATES, And, ImageRecord, JobRecord, Query, User
+from app.tiles.render import default_spec
 
 bp = Blueprint("portal", __name__)
 MAX_PER_PAGE = 200
@@ -45,12 +46,16 @@ def image_summary(archive: Archive, image: ImageRecord) -> dict[str, Any]:
         "api_url": f"/api/images/{image.id}",
         "thumbnail_url": None,
         "dzi_url": None,
+        "display_url": None,
+        "display_default": default_spec(image.display).text,
         "original_url": f"/images/{image.id}/original",
     }
     if permissions["view"]:
         token = archive.tile_token(image.id)
         summary["thumbnail_url"] = f"/tiles/{image.id}/{token}/thumb.jpeg"
         summary["dzi_url"] = f"/tiles/{image.id}/{token}/image.dzi"
+        # dynamic tiles: <display_url><spec>/image.dzi (see app/tiles/render.py)
+        summary["display_url"] = f"/tiles/{image.id}/{token}/display/"
     return summary
 
 

@@ -79,7 +79,10 @@ def _iso(mjd: float) -> str:
 def query_string(values: Mapping[str, str], **changes: Any) -> str:
     """The query string of a search with some parameters changed (None: left as it was)."""
     merged = {**values, **{name: str(value) for name, value in changes.items() if value is not None}}
-    return urlencode({name: value for name, value in merged.items() if value != ""})
+    # the form's fields first, then how the results are shown, in one order (links stay stable)
+    tail = [name for name in ("sort", "order", "per_page", "page") if name in merged]
+    ordered = [name for name in merged if name not in tail] + tail
+    return urlencode({name: merged[name] for name in ordered if merged[name] != ""})
 
 
 async def run_search(archive: Archive, *, strict: bool) -> dict[str, Any]:

@@ -1,43 +1,152 @@
-"""Deep Zoom files and thumbnails. The hot path: a signed token in the URL, no catalog query."""
+"""Deep Zoom files and thumbnails, dynamic tiles (another interval, stretch or colormap, rendered from the
+science pyramid and cached on disk) and pixel values. The hot path: a signed token in the URL, no catalog
+query when the file is there.
+
+    /tiles/<id>/<token>/image.dzi, thumb.jpeg, image_files/<level>/<col>_<row>.jpeg   static pyramid
+    /tiles/<id>/<token>/display/<spec>/image.dzi, .../image_files/<level>/<col>_<row>.jpeg   dynamic
+    /tiles/<id>/<token>/pixel/<x>_<y>   the original value at display pixel (x, y), as JSON
+"""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
-from quart import Blueprint, Response, request
-from werkzeug.exceptions import Forbidden, NotFound
+from quart import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import Forbidden, Gone, NotFound
 
 from app import tokens
-from app.archive import get_archive
+from app.archive import Archive, get_archive
+from app.exceptions import ImageXError
+from app.tiles import render, science
+from app.tiles.pyramid import DZI_NAME
 
 bp = Blueprint("tiles", __name__)
 _NAME = re.compile(r"^(?:image\.dzi|thumb\.jpeg|image_files/\d{1,2}/\d{1,6}_\d{1,6}\.jpeg)$")
 _ID = re.compile(r"^[A-Za-z0-9]{6,32}$")
 _TYPES = {".dzi": "application/xml", ".jpeg": "image/jpeg"}
+_INTEGER = r"(?:0|[1-9]\d{0,5})"  # one spelling per number: one cache file per tile
+_DISPLAY = re.compile(rf"^display/(?P<spec>[^/]+)/(?:image\.dzi|image_files/(?P<level>0|[1-9]\d?)/"
+                      rf"(?P<col>{_INTEGER})_(?P<row>{_INTEGER})\.jpeg)$")
+_PIXEL = re.compile(rf"^pixel/(?P<x>{_INTEGER})_(?P<y>{_INTEGER})$")
+_EXPIRED = "this tile link has expired or is not valid; reload the page"
 
 
 @bp.get("/tiles/<image_id>/<token>/<path:name>")
 async def tile(image_id: str, token: str, name: str) -> Any:
     archive = get_archive()
+    if _ID.fullmatch(image_id) and name.startswith("display/"):
+        return await _display(archive, image_id, token, name)
+    if _ID.fullmatch(image_id) and name.startswith("pixel/"):
+        return await _pixel(archive, image_id, token, name)
     if not _ID.fullmatch(image_id) or not _NAME.fullmatch(name):
         raise NotFound("no such tile")
-    remaining = tokens.check(archive.secret, image_id, token)
-    if remaining is None:
-        raise Forbidden("this tile link has expired or is not valid; reload the page")
-    path = archive.tile_folder(image_id) / name
-    # Tiles are small (tens of KB) and usually in the page cache: a direct read is cheaper than a
-    # thread hop, and it is what keeps this route fast.
+    remaining = _check(archive, image_id, token)
     try:
-        stat = path.stat()
-        etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
-        wanted = request.headers.get("If-None-Match", "")
-        if wanted.strip() == "*" or etag in wanted:
-            response = Response(b"", status=304)
-        else:
-            response = Response(path.read_bytes(), content_type=_TYPES[path.suffix])
+        return _file(archive.tile_folder(image_id) / name, remaining)
     except FileNotFoundError:
         raise NotFound("no such tile") from None
+
+
+def _check(archive: Archive, image_id: str, token: str) -> int:
+    remaining = tokens.check(archive.secret, image_id, token)
+    if remaining is None:
+        raise Forbidden(_EXPIRED)
+    return remaining
+
+
+def _file(path: Path, remaining: int) -> Response:
+    """The file's bytes, or a 304 for a matching ETag; FileNotFoundError when it is not there."""
+    # Tiles are small (tens of KB) and usually in the page cache: a direct read is cheaper than a
+    # thread hop, and it is what keeps this route fast.
+    stat = path.stat()
+    etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+    wanted = request.headers.get("If-None-Match", "")
+    if wanted.strip() == "*" or etag in wanted:
+        response = Response(b"", status=304)
+    else:
+        response = Response(path.read_bytes(), content_type=_TYPES[path.suffix])
     response.headers["ETag"] = etag
     response.headers["Cache-Control"] = f"public, max-age={remaining}, immutable"
+    return response
+
+
+async def _display(archive: Archive, image_id: str, token: str, name: str) -> Response:
+    """A dynamic tile: from the disk cache, else rendered in the pool from the science pyramid."""
+    match = _DISPLAY.fullmatch(name)
+    if not match:
+        raise NotFound("no such tile")
+    try:
+        spec = render.parse(match["spec"])
+    except render.SpecError as error:
+        raise NotFound(f"no such display: {error}") from None
+    remaining = _check(archive, image_id, token)
+    folder = archive.tile_folder(image_id)
+    if match["level"] is None:  # the descriptor: the same geometry as the static pyramid
+        try:
+            return _file(folder / f"{DZI_NAME}.dzi", remaining)
+        except FileNotFoundError:
+            raise NotFound("no such tile") from None
+    level, col, row = int(match["level"]), int(match["col"]), int(match["row"])
+    path = render.tile_path(folder, spec.text, level, col, row)
+    try:
+        return _file(path, remaining)
+    except FileNotFoundError:
+        pass
+    science_path = await _science(archive, image_id)
+    data = await archive.pool.run(render.render_tile, str(folder), science_path, spec.text, level, col, row,
+                                  archive.settings.jpeg_quality)
+    if data is None:
+        raise NotFound("no such tile")
+    try:
+        return _file(path, remaining)
+    except FileNotFoundError:  # the image was deleted while its tile was drawn
+        raise NotFound("no such tile") from None
+
+
+async def _science(archive: Archive, image_id: str) -> str:
+    """The image's science pyramid, built from its original first when it has none (an image ingested
+    before science pyramids existed): only then is the catalog asked where the original is."""
+    folder = archive.tile_folder(image_id)
+    path = folder / science.NAME
+    if path.exists():
+        return str(path)
+    image = await archive.store.get_image(image_id)
+    if image is None or not (folder / f"{DZI_NAME}.dzi").exists():
+        raise NotFound("no such tile")
+    try:
+        return await archive.pool.run(science.ensure, str(folder), image.path, image.hdu,
+                                      archive.settings.max_pixels)
+    except science.MissingOriginal as error:
+        raise Gone(str(error)) from None
+    except ImageXError as error:
+        raise NotFound(str(error)) from None
+
+
+async def _pixel(archive: Archive, image_id: str, token: str, name: str) -> Any:
+    """`{"x", "y", "value"}` at display pixel (x, y) (0-based from the top left, as the viewer counts):
+    FITS images answer in FITS pixel coordinates (1-based, y from the bottom); value null for NaN."""
+    match = _PIXEL.fullmatch(name)
+    if not match:
+        raise NotFound("no such pixel: use pixel/<x>_<y> with whole numbers")
+    remaining = _check(archive, image_id, token)
+    image = await archive.store.get_image(image_id)
+    if image is None:
+        raise NotFound("no such tile")
+    x, y = int(match["x"]), int(match["y"])
+    if not (x < image.width and y < image.height):
+        raise NotFound(f"pixel ({x}, {y}) is outside the image ({image.width}x{image.height} pixels; x and "
+                       "y count from 0)")
+    science_path = await _science(archive, image_id)
+    try:
+        _, height, value = await archive.pool.run(science.pixel, science_path, x, y)
+    except IndexError as error:
+        raise NotFound(str(error)) from None
+    if image.format == "fits":
+        answer = {"x": x + 1, "y": height - y, "value": value}
+    else:
+        answer = {"x": x, "y": y, "value": value}
+    response = jsonify(answer)
+    response.headers["Cache-Control"] = f"public, max-age={remaining}"
     return response

@@ -15,7 +15,6 @@ and `sort=` (`created`, `name`, `owner`, `size`, or the id of a text, number, dr
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -113,10 +112,9 @@ def compile_search(elements: Sequence[SearchElement], args: Mapping[str, str]) -
 
 
 def _field_at_fault(element: SearchElement, message: str) -> str:
-    for suffix in SUFFIXES[element.type]:
+    for suffix in sorted(SUFFIXES[element.type], key=len, reverse=True):  # "radius" before "ra"
         word = suffix.lstrip("_")
-        # the whole word: a message about the radius is not one about RA
-        if word and re.match(rf"{word}\b", message.lower()):
+        if word and message.lower().startswith(word):
             return element.id + suffix
     return element.id + SUFFIXES[element.type][0]
 
@@ -198,7 +196,7 @@ def _read_order(search: Search, elements: Sequence[SearchElement], args: Mapping
         element = by_id[sort]
         search.descending = direction == "desc"
         search.order = Order(keywords=tuple(element.keywords), dates=element.type == "date",
-                             descending=search.descending)
+                             numbers=element.type == "number", descending=search.descending)
     elif sort in ORDER_FIELDS:
         search.descending = direction != "asc" if sort in ("created", "size") else direction == "desc"
         search.order = Order(field=sort, descending=search.descending)

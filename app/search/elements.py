@@ -33,6 +33,9 @@ MAX_LABEL = 80
 MAX_HELP = 300
 MAX_CHOICES = 200
 MAX_CHOICE = 100
+OPTIONS: dict[str, tuple[str, ...]] = {"text": ("match", "autocomplete"), "number": ("min", "max", "unit"),
+                                       "date": (), "select": ("choices", "from_values"),
+                                       "cone": ("radius", "mode")}
 TYPE_NAMES = {"text": "text", "number": "number range", "date": "date range", "select": "drop-down",
               "cone": "sky cone"}
 
@@ -119,9 +122,8 @@ def _number(value: object, name: str) -> float | None:
 
 def _options(kind: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """The options of one element type, checked; unknown options are refused so typos are seen."""
-    allowed = {"text": {"match", "autocomplete"}, "number": {"min", "max", "unit"}, "date": set(),
-               "select": {"choices", "from_values"}, "cone": {"radius", "mode"}}[kind]
-    unknown = sorted(set(options) - allowed)
+    allowed = OPTIONS[kind]
+    unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ElementError("options", f"a {TYPE_NAMES[kind]} element has no option {unknown[0]!r}")
     if kind == "text":
@@ -185,8 +187,8 @@ def element_from(data: Mapping[str, Any], *, element_id: str | None = None,
         raise ElementError("keywords", "name the header keyword to search (and any alternates)")
     options = data.get("options")
     if options is None:
-        options = {name: data[name] for name in ("match", "autocomplete", "min", "max", "unit", "choices",
-                                                 "from_values", "radius", "mode") if name in data}
+        # the builder's form: the type's options sit beside the other fields
+        options = {name: data[name] for name in OPTIONS[str(kind)] if name in data}
     if not isinstance(options, Mapping):
         raise ElementError("options", "options must be an object")
     return SearchElement(id=element_id, type=str(kind), label=label, keywords=keywords,

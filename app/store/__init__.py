@@ -15,9 +15,15 @@ def open_store(url: str) -> Store:
 
         return SQLiteStore(Path(url.removeprefix("sqlite:///")))
     if url.startswith(("mongodb://", "mongodb+srv://")):
-        raise StoreError("the MongoDB store is not available yet: use the embedded SQLite store "
-                         "(leave IMAGEX_STORE empty)")
-    raise StoreError(f"unknown store URL {url!r}: expected sqlite:///PATH")
+        try:
+            from app.store.mongo import MongoStore
+        except ImportError as error:
+            if error.name is None or error.name.split(".")[0] not in ("pymongo", "bson"):
+                raise
+            raise StoreError("the MongoDB store needs PyMongo: pip install 'imagex[mongodb]' "
+                             "(or leave IMAGEX_STORE empty for the embedded SQLite catalog)") from None
+        return MongoStore(url)
+    raise StoreError(f"unknown store URL {url!r}: expected sqlite:///PATH or mongodb://HOST/DBNAME")
 
 
 __all__ = ["Store", "open_store"]

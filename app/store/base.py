@@ -265,11 +265,13 @@ ORDER_FIELDS = ("created", "name", "owner", "size", "format")
 @dataclass(frozen=True)
 class Order:
     """How results are sorted: by a record field, or by the first present of header `keywords` (with
-    `dates`, by the keywords' normalised dates). Images without a value sort last either way."""
+    `dates`, by the keywords' normalised dates; with `numbers`, by numeric values only). Images without a
+    value sort last either way."""
 
     field: str = "created"
     keywords: tuple[str, ...] = ()
     dates: bool = False
+    numbers: bool = False
     descending: bool = True
 
     def __post_init__(self) -> None:
@@ -447,6 +449,10 @@ class Store(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release connections; safe to call twice."""
+
+    @abstractmethod
+    async def migration_version(self) -> int | None:
+        """The newest migration applied to this catalog (None before any)."""
 
     # images
     @abstractmethod

@@ -179,6 +179,13 @@ class SQLiteStore(Store):
             self._db.close()
             self._db = None
 
+    async def migration_version(self) -> int | None:
+        def select() -> int | None:
+            row = self.db.execute("SELECT max(version) FROM schema_migrations").fetchone()
+            return None if row is None or row[0] is None else int(row[0])
+
+        return await self._run(select)
+
     # images -----------------------------------------------------------------------------------------
     async def add_images(self, images: Sequence[ImageRecord]) -> None:
         await self._run(self._add_images_sync, list(images))
@@ -572,7 +579,10 @@ class SQLiteStore(Store):
                 db.execute("INSERT INTO sessions (key_hash, user_id, created, expires) VALUES (?, ?, ?, ?)",
                            (key_hash, user_id, now(), expires))
 
-        await self._run(add)
+        try:
+            await self._run(add)
+        except sqlite3.IntegrityError:
+            raise Conflict("that session key is in use") from None
 
     async def session_user(self, key_hash: str) -> User | None:
         return await self._one_user(
@@ -586,9 +596,12 @@ class SQLiteStore(Store):
         await self._write("DELETE FROM sessions WHERE user_id = ?", (user_id,))
 
     async def add_token(self, token: ApiToken) -> None:
-        await self._write("INSERT INTO api_tokens (id, user_id, name, token_hash, created, last_used) "
-                          "VALUES (?, ?, ?, ?, ?, ?)", (token.id, token.user_id, token.name,
-                                                        token.token_hash, token.created, token.last_used))
+        try:
+            await self._write("INSERT INTO api_tokens (id, user_id, name, token_hash, created, last_used) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", (token.id, token.user_id, token.name,
+                                                            token.token_hash, token.created, token.last_used))
+        except sqlite3.IntegrityError:
+            raise Conflict("that token is in use") from None
 
     async def list_tokens(self, user_id: str) -> list[ApiToken]:
         def select() -> list[ApiToken]:

@@ -123,12 +123,10 @@ def _compile_compare(query: Compare, *, capped: bool = False) -> tuple[str, list
 
 
 def _compile_text(query: TextMatch) -> tuple[str, list[Any]]:
-    """Case-insensitive and literal: no LIKE pattern is built, so `%` and `_` are plain characters. Values
-    are always folded by Python's casefold, even for an ASCII needle: SQLite's lower() leaves non-ASCII
-    letters alone, yet some fold to ASCII ('Straße' contains 'SS', 'ﬁeld' starts with 'FI'). Reading the
-    JSON costs far more than the call, so this is not slower in practice."""
-    value = raw_value_of(query.keyword)
-    folded, needle = f"imagex_fold({value})", query.text.casefold()
+    """Case-insensitive and literal: no LIKE pattern is built, so `%` and `_` are plain characters."""
+    # Python's casefold on both sides: SQLite's lower() leaves non-ASCII letters alone, so "STRASSE" would
+    # miss "Straße"
+    folded, needle = f"imagex_fold({raw_value_of(query.keyword)})", query.text.casefold()
     test = (f"instr({folded}, ?) > 0" if query.mode == "contains"
             else f"substr({folded}, 1, {len(needle)}) = ?")
     return f"{type_of(query.keyword)} = 'text' AND {test}", [needle]
@@ -171,7 +169,9 @@ def compile_order(order: Order | None) -> tuple[str, list[Any]]:
                       f"AND d.keyword IN ({marks}))")
         params = list(order.keywords)
     elif order.keywords:
-        values = [value_of(keyword) for keyword in order.keywords]
+        values = [value_of(keyword) if not order.numbers else
+                  f"CASE WHEN {type_of(keyword)} IN ('integer', 'real') THEN {value_of(keyword)} END"
+                  for keyword in order.keywords]
         expression = values[0] if len(values) == 1 else f"coalesce({', '.join(values)})"
     else:
         expression = order.field

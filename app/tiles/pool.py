@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import multiprocessing
+import os
 import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -13,9 +17,25 @@ from typing import Any, TypeVar
 from app.exceptions import ImageXError
 
 T = TypeVar("T")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _initialise_worker() -> None:
+def _die_with_parent(parent: int) -> None:
+    """On Linux, ask the kernel to kill this process when the process that started it dies (say a worker
+    killed with SIGKILL): an orphan would otherwise wait for work forever, or go on writing a job that
+    another worker has taken over."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+def _initialise_worker(parent: int | None = None) -> None:
+    if parent is not None:
+        _die_with_parent(parent)
     # Ctrl-C goes to the parent, which shuts the pool down in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import pyvips
@@ -36,7 +56,7 @@ class Pool:
             # spawn, not fork: the parent runs threads (SQLite, asyncio) that must not be forked mid-flight
             self._executor = ProcessPoolExecutor(
                 max_workers=self.size, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_initialise_worker)
+                initializer=_initialise_worker, initargs=(os.getpid(),))
         return self._executor
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -50,6 +70,19 @@ class Pool:
                 broken.shutdown(wait=False, cancel_futures=True)
             raise ImageXError("the worker process died while handling this file (out of memory, or "
                               "killed); see the server log") from None
+
+    def terminate(self) -> None:
+        """Stop the worker processes now, abandoning what they are doing (a job given back to the queue
+        must not go on writing); the next `run` starts new ones."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        # ProcessPoolExecutor has no public way to stop busy workers before Python 3.14
+        processes = list(getattr(executor, "_processes", {}).values())
+        for process in processes:
+            with contextlib.suppress(OSError, ValueError):
+                process.terminate()
+        executor.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> None:
         """Stop the worker processes; safe to call twice."""

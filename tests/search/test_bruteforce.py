@@ -491,14 +491,14 @@ async def test_and_ed_elements_equal_brute_force(searched: Searched) -> None:
     assert nonempty >= 40
 
 
-def sort_value(item: ImageRecord, keywords: list[str]) -> tuple[int, Any] | None:
-    """The first of `keywords` that holds a number or text: numbers sort before text, text by code point
-    (booleans are not values to sort by)."""
+def sort_value(item: ImageRecord, keywords: list[str], numbers: bool) -> tuple[int, Any] | None:
+    """The first of `keywords` that holds a number or text (`numbers`: a number): numbers sort before
+    text, text by code point (booleans are not values to sort by)."""
     for keyword in keywords:
         value = item.header.get(keyword)
         if is_number(value):
             return (0, value)
-        if isinstance(value, str):
+        if isinstance(value, str) and not numbers:
             return (1, value)
     return None
 
@@ -519,9 +519,11 @@ async def test_ordering_equals_brute_force(searched: Searched, direction: str) -
     descending = direction == "desc"
     everything = {item.id for item in records}
     for sort in ("object", "exposure", "filter"):
-        keywords = by_id[sort].keywords
+        keywords, numbers = by_id[sort].keywords, by_id[sort].type == "number"
         ids = await found(store, compile_search(elements, {"sort": sort, "order": direction}))
-        assert ids == expected_order(records, lambda i, k=keywords: sort_value(i, k), descending, everything)
+        expected = expected_order(records, lambda i, k=keywords, n=numbers: sort_value(i, k, n),
+                                  descending, everything)
+        assert ids == expected, sort
 
     def first_date(item: ImageRecord) -> Fraction | None:
         dates = [truths[item.id].dates[k] for k in DATE_KEYWORDS if k in truths[item.id].dates]

@@ -1,0 +1,62 @@
+# syntax=docker/dockerfile:1
+# ImageX in one container: `imagex serve` with the embedded SQLite catalog in the /data volume.
+#   docker build -t imagex .
+#   docker run --init -p 8000:8000 -v imagex-data:/data imagex
+# The same image runs `imagex worker` (see compose.yaml). Build with `--build-arg IMAGEX_EXTRAS=mongodb` for
+# the MongoDB store.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG NODE_IMAGE=node:22-bookworm-slim
+
+# 1. Front-end packages from npm (OpenSeadragon, htmx), copied as `make vendor` does.
+FROM ${NODE_IMAGE} AS vendor
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund \
+    && mkdir -p vendor/openseadragon \
+    && cp node_modules/openseadragon/build/openseadragon/openseadragon.min.js vendor/openseadragon/ \
+    && cp -r node_modules/openseadragon/build/openseadragon/images vendor/openseadragon/images \
+    && cp node_modules/htmx.org/dist/htmx.min.js vendor/
+
+# 2. The Python environment. Every dependency comes as a binary wheel (libvips itself, with its compiled
+# binding, from pyvips-binary) except two pure-Python source packages, ImageX and pyvips: no compiler is
+# needed. The source tree is installed editable at /app, the path it keeps in the final image: the catalog
+# finds its migrations next to the package (/app/migrations).
+FROM ${PYTHON_IMAGE} AS build
+ARG IMAGEX_EXTRAS=""
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/imagex
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY app ./app
+COPY migrations ./migrations
+RUN /opt/imagex/bin/pip install --only-binary=:all: --no-binary=imagex,pyvips \
+        -e "/app${IMAGEX_EXTRAS:+[${IMAGEX_EXTRAS}]}" \
+    && /opt/imagex/bin/python -m compileall -q /app/app
+COPY --from=vendor /src/vendor ./app/static/vendor
+
+# 3. The image that runs: the slim Python base, the environment and the source; no build tools, no npm.
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="ImageX" \
+      org.opencontainers.image.description="A push-button archive for scientific images" \
+      org.opencontainers.image.licenses="BSD-3-Clause"
+RUN groupadd --system --gid 10001 imagex \
+    && useradd --system --uid 10001 --gid imagex --home-dir /data --no-create-home --shell /usr/sbin/nologin imagex \
+    && mkdir /data \
+    && chown imagex:imagex /data
+COPY --from=build /opt/imagex /opt/imagex
+COPY --from=build /app /app
+ENV PATH=/opt/imagex/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    IMAGEX_DATA=/data \
+    IMAGEX_HOST=0.0.0.0 \
+    IMAGEX_PORT=8000
+WORKDIR /data
+USER imagex
+VOLUME /data
+EXPOSE 8000
+# /healthz answers 503 when the catalog does not (urlopen then raises: exit status 1)
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('IMAGEX_PORT', '8000') + '/healthz', timeout=8)"]
+CMD ["imagex", "serve"]

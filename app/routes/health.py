@@ -1,0 +1,109 @@
+"""`/healthz`: is this process able to serve? For container health checks, load balancers and operators.
+
+Open to anyone (no session, no CSRF, no site settings: it must answer even when the catalog does not), so
+it says nothing secret: no paths, no store address, no error texts, no user or image data. 200 when the
+store answers, 503 when it does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from quart import Blueprint, Response, jsonify
+
+from app.archive import Archive, get_archive
+
+bp = Blueprint("health", __name__)
+# Seconds the store may take to answer before the process is reported unhealthy (below the 10 s timeout
+# of the Dockerfile's HEALTHCHECK).
+STORE_TIMEOUT = 5.0
+
+
+@bp.get("/healthz")
+async def healthz() -> Response:
+    archive = get_archive()
+    facts = await health_facts(archive)
+    response = jsonify(facts)
+    response.status_code = 200 if facts["store"]["reachable"] else 503
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def health_facts(archive: Archive) -> dict[str, Any]:
+    """The state of the store, the process pool, the job runner and the folder watcher, JSON-ready."""
+    store = await _store_state(archive)
+    runner, watcher = _runner_state(archive), _watcher_state(archive)
+    if not store["reachable"]:
+        status = "unavailable"
+    elif _stopped(runner) or _stopped(watcher) or _behind(store):
+        status = "degraded"  # a background part failed, or the store lacks migrations
+    else:
+        status = "ok"
+    return {
+        "status": status,
+        "time": time.time(),
+        "uptime": time.time() - archive.started if archive.started else 0.0,
+        "store": store,
+        "pool": {"size": archive.pool.size, "busy": archive.runner.active if archive.runner else 0},
+        "runner": runner,
+        "watcher": watcher,
+    }
+
+
+def _behind(store: dict[str, Any]) -> bool:
+    return store["migration"] is not None and bool(store["migration"] < store["migrations_known"])
+
+
+def _stopped(part: dict[str, Any]) -> bool:
+    return bool(part["present"] and not part["alive"])
+
+
+async def _store_state(archive: Archive) -> dict[str, Any]:
+    url = archive.settings.store_url
+    kind = url.split(":", 1)[0].removesuffix("+srv")
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(archive.store.site_settings(), STORE_TIMEOUT)
+        migration = await asyncio.wait_for(_migration(archive), STORE_TIMEOUT)
+    except Exception as error:  # unreachable, closed, timed out, damaged: the kind of error only
+        return {"kind": kind, "reachable": False, "problem": type(error).__name__, "migration": None,
+                "migrations_known": _migrations_known(kind), "latency_ms": None}
+    return {"kind": kind, "reachable": True, "problem": "", "migration": migration,
+            "migrations_known": _migrations_known(kind),
+            "latency_ms": round((time.monotonic() - started) * 1000, 1)}
+
+
+async def _migration(archive: Archive) -> int | None:
+    """The newest migration applied to the store."""
+    return await archive.store.migration_version()
+
+
+def _migrations_known(kind: str) -> int:
+    """The newest migration this version of ImageX ships for the kind of store (SQLite DDL in
+    `migrations/`, MongoDB indexes in `migrations/mongo/`)."""
+    from app.store.sqlite import MIGRATIONS
+
+    mongo = kind == "mongodb"
+    folder, pattern = (MIGRATIONS / "mongo", "[0-9]*.json") if mongo else (MIGRATIONS, "[0-9]*.sql")
+    versions = [int(script.name.split("_", 1)[0]) for script in folder.glob(pattern)]
+    return max(versions, default=0)
+
+
+def _runner_state(archive: Archive) -> dict[str, Any]:
+    runner = archive.runner
+    if runner is None:
+        return {"present": False, "alive": False, "busy": 0, "concurrency": 0, "finished": 0}
+    failed = any(error.startswith("job runner:") for error in archive.background_errors)
+    return {"present": True, "alive": not failed, "busy": runner.active, "concurrency": runner.concurrency,
+            "finished": runner.finished}
+
+
+def _watcher_state(archive: Archive) -> dict[str, Any]:
+    watcher = archive.watcher
+    if watcher is None:
+        return {"present": False, "alive": False, "folders": 0, "missing": 0, "waiting": 0}
+    failed = any(error.startswith("folder watcher:") for error in archive.background_errors)
+    return {"present": True, "alive": watcher.running and not failed, "folders": len(watcher.folders),
+            "missing": sum(not folder.present for folder in watcher.folders), "waiting": watcher.waiting}

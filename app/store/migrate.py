@@ -1,0 +1,386 @@
+"""Copy a catalog from one store to another (`imagex migrate-store --from URL --to URL`).
+
+What is copied: images (the target computes their typed dates, footprint cells and keyword counts as at any
+insert), jobs (as they are: ids, states, attempts, the images they made), users, API tokens, invitations,
+site settings, named scalings and search elements (the target creates their indexes). Sessions, login
+failures and upload reservations are short-lived and are not copied: users log in again on the new store.
+
+Resumable: records are copied in batches and whatever the target holds already (same id, or same name for
+scalings and settings) is skipped, so running the same command again after an interruption finishes the
+job. At the end every source record is looked up in the target and the counts are reported.
+
+The store interface has no way to list every image or job in a stable order, nor to write a job as it is;
+for those this module reads and writes SQLite files directly (they are ours) and uses the MongoDB store's
+own `scan_*`/`put_jobs` methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from app.exceptions import Conflict, StoreError
+from app.store import open_store
+from app.store.base import ImageRecord, JobRecord, Store
+from app.store.sqlite import _IMAGE_COLUMNS, SQLiteStore, _dumps, _image, _job
+
+KINDS = ("images", "jobs", "users", "tokens", "invitations", "settings", "scalings", "elements")
+_IMAGE_SELECT = f"SELECT {_IMAGE_COLUMNS} FROM images "  # noqa: S608
+_JOB_COLUMNS = ("id", "key", "path", "owner", "provenance", "options", "state", "worker", "lease_until",
+                "attempts", "error", "note", "image_ids", "created", "updated")
+
+
+@dataclass
+class Tally:
+    """One kind of record: how many the source has, how many this run copied, how many the target had
+    already, how many could not be copied (with why), and how many source records the final check found
+    in the target."""
+
+    kind: str
+    source: int = 0
+    copied: int = 0
+    present: int = 0
+    refused: int = 0
+    found: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.found == self.source
+
+
+@dataclass
+class Report:
+    tallies: dict[str, Tally] = field(default_factory=lambda: {kind: Tally(kind) for kind in KINDS})
+
+    @property
+    def complete(self) -> bool:
+        return all(tally.complete for tally in self.tallies.values())
+
+    def lines(self) -> list[str]:
+        rows = [f"{'':<12} {'source':>9} {'copied':>9} {'there':>9} {'refused':>9} {'in target':>10}"]
+        for tally in self.tallies.values():
+            mark = "ok" if tally.complete else f"MISSING {tally.source - tally.found}"
+            rows.append(f"{tally.kind:<12} {tally.source:>9} {tally.copied:>9} {tally.present:>9} "
+                        f"{tally.refused:>9} {tally.found:>10}  {mark}")
+        for tally in self.tallies.values():
+            rows.extend(f"{tally.kind}: {problem}" for problem in tally.problems[:20])
+            if len(tally.problems) > 20:
+                rows.append(f"{tally.kind}: ... and {len(tally.problems) - 20} more")
+        return rows
+
+
+Progress = Callable[[str, Tally], Awaitable[None] | None]
+
+
+async def migrate_store(source_url: str, target_url: str, *, batch: int = 500,
+                        progress: Progress | None = None) -> Report:
+    """Copy everything from the store at `source_url` into the one at `target_url` (created if needed)."""
+    if batch < 1:
+        raise ValueError("the batch size must be at least 1")
+    if _same(source_url, target_url):
+        raise StoreError("the source and the target are the same catalog")
+    source, target = open_store(source_url), open_store(target_url)
+    if isinstance(source, SQLiteStore) and not source.path.is_file():
+        raise StoreError(f"there is no catalog at {source.path}")  # opening would make an empty one
+    await source.open()
+    try:
+        await target.open()
+        try:
+            return await _Copy(source, target, batch, progress).run()
+        finally:
+            await target.close()
+    finally:
+        await source.close()
+
+
+def _same(a: str, b: str) -> bool:
+    if a.startswith("sqlite:///") and b.startswith("sqlite:///"):
+        return Path(a.removeprefix("sqlite:///")).resolve() == Path(b.removeprefix("sqlite:///")).resolve()
+    return a == b
+
+
+class _Copy:
+    def __init__(self, source: Store, target: Store, batch: int, progress: Progress | None) -> None:
+        self.source, self.target, self.batch, self.progress = source, target, batch, progress
+        self.report = Report()
+
+    async def _tell(self, kind: str) -> None:
+        if self.progress is not None:
+            outcome = self.progress(kind, self.report.tallies[kind])
+            if outcome is not None:
+                await outcome
+
+    async def run(self) -> Report:
+        # the records others point to first: users (tokens, owners), jobs (images' job_id)
+        await self._users_and_tokens()
+        await self._invitations()
+        await self._settings()
+        await self._scalings()
+        await self._elements()
+        await self._jobs()
+        await self._images()
+        return self.report
+
+    # images and jobs, in batches ------------------------------------------------------------------
+    async def _images(self) -> None:
+        tally = self.report.tallies["images"]
+        async for records in self._scan(self.source, "images"):
+            tally.source += len(records)
+            there = await _existing(self.target, "images", [record.id for record in records])
+            new = [record for record in records if record.id not in there]
+            tally.present += len(records) - len(new)
+            await self._add_images(new, tally)
+            await self._tell("images")
+        async for records in self._scan(self.source, "images"):
+            tally.found += len(await _existing(self.target, "images", [record.id for record in records]))
+
+    async def _add_images(self, records: list[ImageRecord], tally: Tally) -> None:
+        if not records:
+            return
+        try:
+            await self.target.add_images(records)
+            tally.copied += len(records)
+            return
+        except Conflict:
+            pass
+        # something in the batch clashes: one file at a time, to copy everything that does not
+        files: dict[str, list[ImageRecord]] = {}
+        for record in records:
+            files.setdefault(record.sha256, []).append(record)
+        for file_records in files.values():
+            try:
+                await self.target.add_images(file_records)
+                tally.copied += len(file_records)
+            except Conflict as error:
+                tally.refused += len(file_records)
+                first = file_records[0]
+                tally.problems.append(f"{first.path} (sha256 {first.sha256[:12]}): {error}")
+
+    async def _jobs(self) -> None:
+        tally = self.report.tallies["jobs"]
+        async for jobs in self._scan(self.source, "jobs"):
+            tally.source += len(jobs)
+            there = await _existing(self.target, "jobs", [job.id for job in jobs])
+            new = [job for job in jobs if job.id not in there]
+            tally.present += len(jobs) - len(new)
+            written = await _put_jobs(self.target, new)
+            tally.copied += written
+            if written < len(new):
+                tally.refused += len(new) - written
+                tally.problems.append(f"{len(new) - written} jobs have a key the target queued already")
+            await self._tell("jobs")
+        async for jobs in self._scan(self.source, "jobs"):
+            tally.found += len(await _existing(self.target, "jobs", [job.id for job in jobs]))
+
+    async def _scan(self, store: Store, kind: str) -> AsyncIterator[list[Any]]:
+        """Batches of the store's images or jobs in id order."""
+        after = ""
+        while True:
+            records = await _scan(store, kind, after, self.batch)
+            if not records:
+                return
+            yield list(records)
+            after = records[-1].id
+
+    # the rest: small, through the interface ---------------------------------------------------------
+    async def _users_and_tokens(self) -> None:
+        users, tokens = self.report.tallies["users"], self.report.tallies["tokens"]
+        for user in await self.source.list_users():
+            users.source += 1
+            existing = await self.target.get_user(user.id)
+            if existing is not None:
+                users.present += 1
+            else:
+                try:
+                    await self.target.add_user(user)
+                    users.copied += 1
+                except Conflict:
+                    users.refused += 1
+                    users.problems.append(f"the username {user.username!r} belongs to another account in the "
+                                          "target")
+            if await self.target.get_user(user.id) is not None:
+                users.found += 1
+            source_tokens = await self.source.list_tokens(user.id)
+            have = {token.id for token in await self.target.list_tokens(user.id)}
+            for token in source_tokens:
+                tokens.source += 1
+                if token.id in have:
+                    tokens.present += 1
+                    continue
+                if await self.target.get_user(user.id) is None:
+                    tokens.refused += 1
+                    continue
+                await self.target.add_token(token)
+                tokens.copied += 1
+            tokens.found += len({token.id for token in await self.target.list_tokens(user.id)}
+                                & {token.id for token in source_tokens})
+        await self._tell("users")
+        await self._tell("tokens")
+
+    async def _invitations(self) -> None:
+        tally = self.report.tallies["invitations"]
+        have = {invitation.id for invitation in await self.target.list_invitations()}
+        wanted = await self.source.list_invitations()
+        for invitation in wanted:
+            tally.source += 1
+            if invitation.id in have:
+                tally.present += 1
+            elif await self.target.get_invitation(invitation.code_hash) is not None:
+                tally.refused += 1
+                tally.problems.append(f"invitation {invitation.id}: its code is another invitation's in the "
+                                      "target")
+            else:
+                await self.target.add_invitation(invitation)
+                tally.copied += 1
+        have = {invitation.id for invitation in await self.target.list_invitations()}
+        tally.found = sum(invitation.id in have for invitation in wanted)
+        await self._tell("invitations")
+
+    async def _settings(self) -> None:
+        tally = self.report.tallies["settings"]
+        values = await self.source.site_settings()
+        have = await self.target.site_settings()
+        new = {name: value for name, value in values.items() if name not in have}
+        tally.source, tally.present, tally.copied = len(values), len(values) - len(new), len(new)
+        await self.target.save_site_settings(new)
+        tally.found = len(set(values) & set(await self.target.site_settings()))
+        await self._tell("settings")
+
+    async def _scalings(self) -> None:
+        tally = self.report.tallies["scalings"]
+        for scaling in await self.source.list_scalings():
+            tally.source += 1
+            try:
+                await self.target.save_scaling(scaling)
+                tally.copied += 1
+            except Conflict:
+                tally.present += 1
+        have = {scaling.name for scaling in await self.target.list_scalings()}
+        tally.found = sum(scaling.name in have for scaling in await self.source.list_scalings())
+        await self._tell("scalings")
+
+    async def _elements(self) -> None:
+        tally = self.report.tallies["elements"]
+        have = {element.id for element in await self.target.list_elements()}
+        wanted = await self.source.list_elements()
+        for element in wanted:  # in form order: each goes at the end
+            tally.source += 1
+            if element.id in have:
+                tally.present += 1
+                continue
+            await self.target.add_element(element)
+            tally.copied += 1
+        have = {element.id for element in await self.target.list_elements()}
+        tally.found = sum(element.id in have for element in wanted)
+        await self._tell("elements")
+
+
+# what the interface does not offer, per adapter ------------------------------------------------------
+
+@runtime_checkable
+class Scannable(Protocol):
+    """A store that lists its images and jobs in id order and writes jobs as they are (the MongoDB store;
+    SQLite files are read and written here directly)."""
+
+    async def scan_images(self, after: str, limit: int) -> list[ImageRecord]: ...
+
+    async def scan_jobs(self, after: str, limit: int) -> list[JobRecord]: ...
+
+    async def existing_ids(self, collection: str, ids: Sequence[str]) -> set[str]: ...
+
+    async def put_jobs(self, jobs: Sequence[JobRecord]) -> int: ...
+
+
+def _mongo(store: Store) -> Scannable | None:
+    return store if isinstance(store, Scannable) else None
+
+
+async def _scan(store: Store, kind: str, after: str, limit: int) -> Sequence[ImageRecord | JobRecord]:
+    mongo = _mongo(store)
+    if mongo is not None:
+        if kind == "images":
+            return await mongo.scan_images(after, limit)
+        return await mongo.scan_jobs(after, limit)
+    path = _sqlite_path(store)
+
+    def read() -> list[ImageRecord | JobRecord]:
+        with _connect(path) as db:
+            if kind == "images":
+                rows = db.execute(_IMAGE_SELECT + "WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+                return [_image(row) for row in rows]
+            rows = db.execute("SELECT * FROM jobs WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+            return [_job(row) for row in rows]
+
+    return await asyncio.to_thread(read)
+
+
+async def _existing(store: Store, kind: str, ids: list[str]) -> set[str]:
+    if not ids:
+        return set()
+    mongo = _mongo(store)
+    if mongo is not None:
+        return await mongo.existing_ids(kind, ids)
+    path = _sqlite_path(store)
+    table = "images" if kind == "images" else "jobs"
+
+    def read() -> set[str]:
+        with _connect(path) as db:
+            marks = ", ".join("?" * len(ids))
+            return {row[0] for row in db.execute(f"SELECT id FROM {table} WHERE id IN ({marks})",  # noqa: S608
+                                                 ids)}
+
+    return await asyncio.to_thread(read)
+
+
+async def _put_jobs(store: Store, jobs: list[JobRecord]) -> int:
+    if not jobs:
+        return 0
+    mongo = _mongo(store)
+    if mongo is not None:
+        return await mongo.put_jobs(jobs)
+    path = _sqlite_path(store)
+
+    def write() -> int:
+        with _connect(path) as db:
+            db.execute("BEGIN IMMEDIATE")
+            before = db.total_changes
+            db.executemany(
+                f"INSERT OR IGNORE INTO jobs ({', '.join(_JOB_COLUMNS)}) "  # noqa: S608
+                f"VALUES ({', '.join('?' * len(_JOB_COLUMNS))})",
+                [(job.id, job.key, job.path, job.owner, job.provenance, _dumps(job.options), job.state,
+                  job.worker, job.lease_until, job.attempts, job.error, job.note, _dumps(job.image_ids),
+                  job.created, job.updated) for job in jobs])
+            written = db.total_changes - before
+            db.execute("COMMIT")
+            return written
+
+    return await asyncio.to_thread(write)
+
+
+def _sqlite_path(store: Store) -> Path:
+    if not isinstance(store, SQLiteStore):
+        raise StoreError(f"migrate-store cannot read or write a {type(store).__name__}")
+    return store.path
+
+
+class _connect:
+    """A connection of our own to a SQLite catalog (opened by its store first, so it exists and is
+    migrated), closed on exit."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA busy_timeout = 30000")
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self.db
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None and self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        self.db.close()

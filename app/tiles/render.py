@@ -1,0 +1,417 @@
+"""Dynamic tiles: the science pyramid shown with another interval, stretch or colormap, rendered on
+request with the geometry of the static Deep Zoom pyramid (254-pixel tiles, 1 pixel overlap, the same
+levels), so a viewer can swap one for the other without moving.
+
+A display is named by a spec, one URL path segment `<interval>~<stretch>~<colormap>`, e.g.
+`zscale~asinh~viridis`, `p99.5~linear~grey_r`, `m-10.5:300~sqrt~heat`. Each spec has one spelling (the
+canonical one, see `Spec.text`), so each display has one cache.
+
+The interval's limits (and the equalisation curve of `histeq`) are measured once per image and spec on a
+sample of the whole full-resolution image and kept in `display/<spec>/scale.json`: every tile of a view
+uses the same mapping, so tiles meet without seams. Rendered tiles are kept in
+`display/<spec>/image_files/<level>/<col>_<row>.jpeg`, written under a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import math
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.tiles import colormaps, science
+from app.tiles.pyramid import DZI_NAME, OVERLAP, TILE_SIZE
+
+STRETCHES = ("linear", "sqrt", "log", "asinh", "histeq", "ahisteq")
+EQUALISED = ("histeq", "ahisteq")  # stretches that need the image's equalisation curve
+DISPLAY = "display"
+SCALE_FILE = "scale.json"
+SAMPLE_FILE = "sample.npy"
+MAX_SPEC_CHARS = 120
+# Adaptive equalisation (CLAHE): the level is cut into cells of AHE_CELL pixels on a grid anchored at the
+# level's origin; each cell's clipped histogram gives it a mapping, and each pixel blends the mappings of
+# the four cells around it. It works on the globally equalised 8-bit picture, so that faint structure
+# spans many grey levels before it is equalised locally. A tile reads the cells around it too, so it is
+# exactly the same as that part of a render of the whole level.
+AHE_CELL = 64
+AHE_CLIP = 3.0  # a histogram bin holds at most this many times the mean count; the rest is spread out
+_LUT_SIZE = 65536
+_FLOAT_MAX = float(np.finfo(np.float32).max)
+_NUMBER = r"-?(?:\d+(?:\.\d+)?|\.\d+)(?:e[-+]?\d+)?"
+_INTERVAL = re.compile(rf"zscale|minmax|p(?P<percent>{_NUMBER})|m(?P<low>{_NUMBER}):(?P<high>{_NUMBER})")
+
+
+class SpecError(ValueError):
+    """A display spec that is not in the grammar; the message says what is wrong."""
+
+
+def number_text(value: float) -> str:
+    """The one spelling of a number in a spec: JavaScript's `String(number)` (shortest round trip;
+    positional from 1e-6 up to 1e21, exponent notation outside), so the page builds the same text."""
+    if value == 0:
+        return "0"
+    if value < 0:
+        return "-" + number_text(-value)
+    normal = Decimal(repr(float(value))).normalize()
+    _, digit_tuple, exponent = normal.as_tuple()
+    digits = "".join(map(str, digit_tuple))
+    assert isinstance(exponent, int)
+    k = len(digits)
+    n = exponent + k  # value = 0.digits * 10**n
+    if k <= n <= 21:
+        return digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return "0." + "0" * (-n) + digits
+    power = n - 1
+    mantissa = digits if k == 1 else digits[0] + "." + digits[1:]
+    return f"{mantissa}e{'+' if power >= 0 else '-'}{abs(power)}"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed display spec. `interval` is zscale, minmax, percentile or manual."""
+
+    interval: str
+    stretch: str
+    colormap: str
+    percent: float | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def text(self) -> str:
+        """The canonical spelling (the URL path segment)."""
+        if self.interval == "percentile":
+            assert self.percent is not None
+            interval = "p" + number_text(self.percent)
+        elif self.interval == "manual":
+            assert self.low is not None and self.high is not None
+            interval = f"m{number_text(self.low)}:{number_text(self.high)}"
+        else:
+            interval = self.interval
+        return f"{interval}~{self.stretch}~{self.colormap}"
+
+
+def parse(text: str) -> Spec:
+    """The spec spelled `text`, which must be canonical; SpecError says what is wrong and, when only the
+    spelling is, what the canonical spelling is."""
+    if len(text) > MAX_SPEC_CHARS:
+        raise SpecError(f"the display spec is longer than {MAX_SPEC_CHARS} characters")
+    parts = text.split("~")
+    if len(parts) != 3:
+        raise SpecError("a display spec is <interval>~<stretch>~<colormap>, e.g. zscale~asinh~viridis")
+    interval_text, stretch, colormap = parts
+    match = _INTERVAL.fullmatch(interval_text)
+    if not match:
+        raise SpecError(f"unknown interval {interval_text[:40]!r}: use zscale, minmax, p<N> (a percentile, "
+                        "50 < N < 100, e.g. p99.5) or m<low>:<high> (data values, e.g. m-10.5:300)")
+    if stretch not in STRETCHES:
+        raise SpecError(f"unknown stretch {stretch[:40]!r}: use one of {', '.join(STRETCHES)}")
+    if not colormaps.is_colormap(colormap):
+        raise SpecError(f"unknown colormap {colormap[:40]!r}: use one of {', '.join(colormaps.NAMES)}, "
+                        "optionally with _r for inverted")
+    if match["percent"] is not None:
+        percent = float(match["percent"])
+        if not 50 < percent < 100:
+            raise SpecError(f"the percentile interval needs 50 < N < 100, got {match['percent']}")
+        spec = Spec("percentile", stretch, colormap, percent=percent)
+    elif match["low"] is not None:
+        low, high = float(match["low"]), float(match["high"])
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise SpecError("the manual interval needs finite limits")
+        if not low < high:
+            raise SpecError(f"the manual interval needs low < high, got {match['low']} and {match['high']}")
+        spec = Spec("manual", stretch, colormap, low=low, high=high)
+    else:
+        spec = Spec(interval_text, stretch, colormap)
+    if spec.text != text:
+        raise SpecError(f"the display spec is not written in its canonical form; write {spec.text}")
+    return spec
+
+
+def default_spec(display: dict[str, Any]) -> Spec:
+    """The spec closest to how an image's static pyramid was scaled at ingest (its `display` record):
+    what the display controls show before the user changes anything."""
+    interval = str(display.get("interval") or "")
+    stretch = str(display.get("stretch") or "linear")
+    stretch = stretch if stretch in STRETCHES else "linear"
+    low, high = display.get("low"), display.get("high")
+    if interval in ("zscale", "minmax"):
+        return Spec(interval, stretch, "grey")
+    if isinstance(low, int | float) and isinstance(high, int | float) and math.isfinite(low) \
+            and math.isfinite(high) and low < high:
+        return Spec("manual", stretch, "grey", low=float(low), high=float(high))
+    if interval == "none":  # 8-bit pixels shown as they are
+        return Spec("manual", "linear", "grey", low=0.0, high=255.0)
+    return Spec("zscale", stretch, "grey")
+
+
+# -- geometry ---------------------------------------------------------------------------------------------
+
+def max_level(width: int, height: int) -> int:
+    """The deepest Deep Zoom level (full resolution), as libvips dzsave counts them down to one pixel."""
+    return max(0, math.ceil(math.log2(max(width, height))))
+
+
+def level_size(width: int, height: int, level: int) -> tuple[int, int]:
+    factor = 2 ** (max_level(width, height) - level)
+    return -(-width // factor), -(-height // factor)
+
+
+def tile_box(width: int, height: int, level: int, col: int, row: int) -> tuple[int, int, int, int] | None:
+    """(left, top, width, height) of a tile in its level's pixels, or None when there is no such tile."""
+    if not 0 <= level <= max_level(width, height):
+        return None
+    level_width, level_height = level_size(width, height, level)
+    if col < 0 or row < 0 or col * TILE_SIZE >= level_width or row * TILE_SIZE >= level_height:
+        return None
+    left = max(0, col * TILE_SIZE - OVERLAP)
+    top = max(0, row * TILE_SIZE - OVERLAP)
+    right = min(level_width, (col + 1) * TILE_SIZE + OVERLAP)
+    bottom = min(level_height, (row + 1) * TILE_SIZE + OVERLAP)
+    return left, top, right - left, bottom - top
+
+
+# -- the scale of one spec on one image -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Scale:
+    """Measured once per image and spec: the interval's data values and, for histeq, the curve."""
+
+    low: float
+    high: float
+    curve: tuple[float, ...] = ()
+
+
+def measure(science_path: str, spec: Spec) -> Scale:
+    """The limits of `spec`'s interval (and the histeq curve) from a sample of the full-resolution
+    image."""
+    from app.tiles.scaling import Scaling, equalisation_curve, limits
+
+    if spec.interval == "manual":
+        assert spec.low is not None and spec.high is not None
+        low, high = spec.low, spec.high
+        values = sample_of(science_path) if spec.stretch in EQUALISED else None
+    else:
+        values = sample_of(science_path)
+        if spec.interval == "percentile":
+            assert spec.percent is not None
+            edge = (100.0 - spec.percent) / 2
+            low, high = limits(values, "percentile", Scaling(low_percent=edge, high_percent=100.0 - edge))
+        else:
+            low, high = limits(values, spec.interval, Scaling())
+    curve: tuple[float, ...] = ()
+    if spec.stretch in EQUALISED and values is not None:
+        curve = equalisation_curve((values - low) / (high - low))
+    return Scale(low, high, curve)
+
+
+def sample_of(science_path: str) -> np.ndarray:
+    """The finite values of an evenly spread sample of the full-resolution image (see
+    `scaling.sample`), kept in `display/sample.npy` so that each further spec is measured without
+    reading the image again."""
+    from app.tiles.scaling import sample
+
+    cache = Path(science_path).parent / DISPLAY / SAMPLE_FILE
+    try:
+        return np.asarray(np.load(cache, allow_pickle=False), dtype=np.float64)
+    except (FileNotFoundError, ValueError, OSError):
+        pass
+    values = sample(science.open_page(science_path, 0))
+    if cache.parent.parent.is_dir():
+        cache.parent.mkdir(exist_ok=True)
+        buffer = io.BytesIO()
+        np.save(buffer, values.astype(np.float32), allow_pickle=False)
+        _write_atomically(cache, buffer.getvalue())
+    return values
+
+
+def scale_of(folder: Path, spec: Spec, science_path: str) -> Scale:
+    """The spec's scale, read from its cache file or measured and cached (once: a lock keeps concurrent
+    first requests from measuring twice)."""
+    if not folder.is_dir():  # the image was deleted: do not make its folder again
+        return measure(science_path, spec)
+    cache = folder / DISPLAY / spec.text / SCALE_FILE
+    scale = _read_scale(cache)
+    if scale is not None:
+        return scale
+    cache.parent.mkdir(parents=True, exist_ok=True)  # inside the image's folder, known to exist
+    with science.locked(cache.parent / ".scale.lock"):
+        scale = _read_scale(cache)
+        if scale is None:
+            scale = measure(science_path, spec)
+            _write_atomically(cache, json.dumps(
+                {"low": scale.low, "high": scale.high, "curve": list(scale.curve)}).encode())
+    return scale
+
+
+def _read_scale(path: Path) -> Scale | None:
+    try:
+        values = json.loads(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return None
+    return Scale(float(values["low"]), float(values["high"]), tuple(float(v) for v in values["curve"]))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+# -- rendering --------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=32)
+def _lut(stretch: str, colormap: str, curve: tuple[float, ...]) -> Any:
+    """The stretch and colormap as one lookup table image: 65536 normalised values to grey or RGB."""
+    import pyvips
+
+    from app.tiles.scaling import stretch_lut
+
+    grey = stretch_lut(stretch, None, curve)
+    table = colormaps.table(colormap)[grey]
+    table = np.ascontiguousarray(table)
+    return pyvips.Image.new_from_memory(table.data, _LUT_SIZE, 1, table.shape[1], "uchar")
+
+
+def _level_region(science_path: str, width: int, height: int, pages: int, level: int,
+                  box: tuple[int, int, int, int]) -> Any:
+    """The science values of `box` (left, top, width, height in pixels of Deep Zoom `level`; it may
+    reach past the level's edges, which repeat): read from the nearest pyramid page at or above the
+    level's resolution, block-averaged down to it."""
+    shrink_total = 2 ** (max_level(width, height) - level)
+    page = min(int(math.log2(shrink_total)), pages - 1)
+    factor = shrink_total // 2 ** page
+    source = science.open_page(science_path, page)
+    left, top, box_width, box_height = (v * factor for v in box)
+    # what the box covers of the page (at least its nearest edge pixel), the rest filled by repeating
+    # the page's edges
+    x0 = min(max(0, left), source.width - 1)
+    y0 = min(max(0, top), source.height - 1)
+    x1 = max(min(source.width, left + box_width), x0 + 1)
+    y1 = max(min(source.height, top + box_height), y0 + 1)
+    region = source.crop(x0, y0, x1 - x0, y1 - y0).embed(x0 - left, y0 - top, box_width, box_height,
+                                                         extend="copy")
+    if factor > 1:
+        region = region.shrink(factor, factor)
+    return region
+
+
+def geometry(science_path: str) -> tuple[int, int, int]:
+    """Full-resolution width and height and the number of pages of a science pyramid (remembered per
+    process while the file stays the same)."""
+    stat = os.stat(science_path)
+    return _geometry(science_path, stat.st_mtime_ns, stat.st_ino)
+
+
+@functools.lru_cache(maxsize=256)
+def _geometry(science_path: str, _mtime: int, _inode: int) -> tuple[int, int, int]:
+    full = science.open_page(science_path, 0)
+    return full.width, full.height, science.page_count(science_path)
+
+
+def render_region(science_path: str, scale: Scale, spec: Spec, level: int,
+                  box: tuple[int, int, int, int]) -> Any:
+    """The 8-bit (grey or RGB) picture of `box` at `level` (a lazy libvips image)."""
+    width, height, pages = geometry(science_path)
+    level_width, level_height = level_size(width, height, level)
+    left, top, box_width, box_height = box
+    if spec.stretch == "ahisteq":
+        cell = AHE_CELL
+        x0, y0 = max(0, (left // cell - 1) * cell), max(0, (top // cell - 1) * cell)
+        x1 = min(level_width, ((left + box_width - 1) // cell + 2) * cell)
+        y1 = min(level_height, ((top + box_height - 1) // cell + 2) * cell)
+        values = _level_region(science_path, width, height, pages, level, (x0, y0, x1 - x0, y1 - y0))
+        grey = _index(values, scale).maplut(_lut("histeq", "grey", scale.curve))
+        array = np.ndarray(buffer=grey.write_to_memory(), dtype=np.uint8, shape=(grey.height, grey.width))
+        equalised = adaptive_equalisation(array, (x0, y0), (level_width, level_height), box)
+        coloured = np.ascontiguousarray(colormaps.table(spec.colormap)[equalised])
+        import pyvips
+
+        return pyvips.Image.new_from_memory(coloured.data, box_width, box_height, coloured.shape[2], "uchar")
+    values = _level_region(science_path, width, height, pages, level, box)
+    return _index(values, scale).maplut(_lut(spec.stretch, spec.colormap, scale.curve))
+
+
+def adaptive_equalisation(grey: np.ndarray, origin: tuple[int, int], level: tuple[int, int],
+                          box: tuple[int, int, int, int]) -> np.ndarray:
+    """CLAHE of `box` (left, top, width, height in level pixels) from `grey`, the 8-bit picture of a
+    region of the level that starts at `origin` (a corner of the cell grid) and holds every cell around
+    the box."""
+    cell = AHE_CELL
+    rows, cols = -(-grey.shape[0] // cell), -(-grey.shape[1] // cell)
+    maps = np.empty((rows, cols, 256), dtype=np.float32)
+    for j in range(rows):
+        for i in range(cols):
+            block = grey[j * cell:(j + 1) * cell, i * cell:(i + 1) * cell]
+            histogram = np.bincount(block.ravel(), minlength=256).astype(np.float64)
+            limit = max(1.0, AHE_CLIP * block.size / 256)
+            excess = np.maximum(histogram - limit, 0.0).sum()
+            histogram = np.minimum(histogram, limit) + excess / 256
+            cdf = np.cumsum(histogram)
+            maps[j, i] = 255.0 * cdf / cdf[-1]
+    left, top, width, height = box
+    level_cols, level_rows = -(-level[0] // cell), -(-level[1] // cell)
+
+    def neighbours(start: int, count: int, cells: int, first: int) -> tuple[np.ndarray, np.ndarray,
+                                                                             np.ndarray]:
+        # position of each pixel centre between the centres of the cells on either side
+        where = (np.arange(start, start + count) + 0.5) / cell - 0.5
+        low = np.floor(where)
+        weight = (where - low).astype(np.float32)
+        before = np.clip(low, 0, cells - 1).astype(np.intp) - first
+        after = np.clip(low + 1, 0, cells - 1).astype(np.intp) - first
+        return before, after, weight
+
+    x_before, x_after, x_weight = neighbours(left, width, level_cols, origin[0] // cell)
+    y_before, y_after, y_weight = neighbours(top, height, level_rows, origin[1] // cell)
+    values = grey[top - origin[1]:top - origin[1] + height, left - origin[0]:left - origin[0] + width]
+    yb, ya, xb, xa = y_before[:, None], y_after[:, None], x_before[None, :], x_after[None, :]
+    upper = maps[yb, xb, values] * (1 - x_weight) + maps[yb, xa, values] * x_weight
+    lower = maps[ya, xb, values] * (1 - x_weight) + maps[ya, xa, values] * x_weight
+    blended = upper * (1 - y_weight[:, None]) + lower * y_weight[:, None]
+    result: np.ndarray = np.round(blended).astype(np.uint8)
+    return result
+
+
+def _index(values: Any, scale: Scale) -> Any:
+    """Values as 16-bit positions in the interval; NaN and infinities at its low end."""
+    factor = (_LUT_SIZE - 1) / (scale.high - scale.low)
+    # the cast to ushort clips to 0..65535: values outside the interval saturate
+    index = values.linear(factor, -scale.low * factor).cast("ushort")
+    return (values.abs() < _FLOAT_MAX).ifthenelse(index, 0)
+
+
+def tile_path(folder: Path, spec_text: str, level: int, col: int, row: int) -> Path:
+    return folder / DISPLAY / spec_text / f"{DZI_NAME}_files" / str(level) / f"{col}_{row}.jpeg"
+
+
+def render_tile(folder_text: str, science_path: str, spec_text: str, level: int, col: int, row: int,
+                quality: int) -> bytes | None:
+    """In a pool process: the JPEG of one dynamic tile, cached on disk; None when the level has no
+    such tile."""
+    folder = Path(folder_text)
+    spec = parse(spec_text)
+    width, height, _ = geometry(science_path)
+    box = tile_box(width, height, level, col, row)
+    if box is None:
+        return None
+    scale = scale_of(folder, spec, science_path)
+    picture = render_region(science_path, scale, spec, level, box)
+    data: bytes = picture.jpegsave_buffer(Q=quality, strip=True)
+    target = tile_path(folder, spec.text, level, col, row)
+    if folder.is_dir():  # not when the image was deleted meanwhile: that would make its folder again
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(target, data)
+    return data

@@ -1,0 +1,116 @@
+"""The science pyramid: a tiled, pyramidal TIFF of an image's original values (float32, NaN kept), in
+display orientation (top row first, as the Deep Zoom pyramid), written by libvips next to the DZI.
+
+Ingest writes it into the pyramid's work folder, so it appears with the DZI in one rename. Images
+ingested before it existed get one lazily, built from the original file on the first request that needs
+it; a lock file keeps concurrent requests from building it twice, and it is written under a temporary
+name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyvips
+
+from app.exceptions import ImageXError
+
+NAME = "science.tif"
+TIFF_TILE = 256
+LOCK = ".science.lock"
+# Past this size a classic TIFF's 32-bit offsets overflow; libvips needs to be told to write BigTIFF.
+_CLASSIC_TIFF_BYTES = 3_500_000_000
+
+
+class MissingOriginal(ImageXError):
+    """The science pyramid must be built from an original file that is no longer there."""
+
+
+def values(picture: pyvips.Image) -> pyvips.Image:
+    """The single float32 band that holds an image's values: science data as it is; a colour raster as
+    its grey level (the value the readout shows)."""
+    if picture.bands > 1:
+        picture = picture.colourspace("b-w")[0] if picture.bands >= 3 else picture[0]
+    return picture.cast("float")
+
+
+def write(picture: pyvips.Image, folder: Path) -> Path:
+    """Write `folder/science.tif` from `picture` (the pixels as the reader gives them). Uncompressed:
+    noisy float data hardly compresses, and compression would make ingest several times slower."""
+    target = folder / NAME
+    data = values(picture)
+    data.tiffsave(str(target), tile=True, tile_width=TIFF_TILE, tile_height=TIFF_TILE, pyramid=True,
+                  compression="none", bigtiff=data.width * data.height * 4 * 4 // 3 > _CLASSIC_TIFF_BYTES,
+                  strip=True)
+    return target
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (created if missing) for the duration of the block."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
+def ensure(folder: str, original: str, hdu: int, max_pixels: int) -> str:
+    """In a pool process: the path of `folder/science.tif`, built from plane `hdu` of `original` when
+    missing (an image ingested before science pyramids existed)."""
+    from app.formats import sniff
+
+    target = Path(folder) / NAME
+    if target.exists():
+        return str(target)
+    if not Path(folder).is_dir():
+        raise ImageXError("this image has no tiles (it was deleted or is still being ingested)")
+    with locked(Path(folder) / LOCK):
+        if target.exists():  # built by another request while this one waited
+            return str(target)
+        source = Path(original)
+        if not source.is_file():
+            raise MissingOriginal(f"the original file is no longer at {original}: the display controls "
+                                  "need it once to build this image's science pyramid")
+        with sniff(source)(source, max_pixels=max_pixels) as reader:
+            planes = [plane for plane in reader.planes() if plane.hdu == hdu]
+            if not planes:
+                raise ImageXError(f"{source.name}: HDU {hdu} is no longer an image in this file")
+            work = Path(folder) / f".science-{secrets.token_hex(6)}"
+            work.mkdir()
+            try:
+                write(reader.pixels(planes[0]), work)
+                os.replace(work / NAME, target)
+            finally:
+                for leftover in work.iterdir():
+                    leftover.unlink()
+                work.rmdir()
+    return str(target)
+
+
+def page_count(path: str) -> int:
+    """How many levels the pyramid has (full resolution is page 0, each next one half the size)."""
+    return int(pyvips.Image.new_from_file(path).get("n-pages"))
+
+
+def open_page(path: str, page: int) -> pyvips.Image:
+    """One level of the pyramid: page 0 is full resolution, page k is 2**k times smaller (rounded down)."""
+    return pyvips.Image.new_from_file(path, page=page, access="random")
+
+
+def pixel(path: str, x: int, y: int) -> tuple[int, int, float | None]:
+    """In a pool process: the full-resolution size and the value at (x, y), display orientation (0-based,
+    from the top left); None for NaN or infinity. Raises IndexError outside the image."""
+    full = open_page(path, 0)
+    if not (0 <= x < full.width and 0 <= y < full.height):
+        raise IndexError(f"pixel ({x}, {y}) is outside the image ({full.width}x{full.height} pixels)")
+    value = float(np.frombuffer(full.crop(x, y, 1, 1).write_to_memory(), dtype=np.float32)[0])
+    return full.width, full.height, value if math.isfinite(value) else None

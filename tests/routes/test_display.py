@@ -1,0 +1,277 @@
+"""Dynamic tiles and pixel values through the real routes: `/tiles/<id>/<token>/display/<spec>/...` and
+`/tiles/<id>/<token>/pixel/<x>_<y>`. Same token as the static pyramid, same geometry, cached on disk,
+built lazily for images that have no science pyramid yet."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from html import unescape
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyvips
+
+from app import tokens
+from app.ingest.removal import delete_image
+from app.tiles import render, science
+from tests.conftest import ingest, log_in
+from tests.routes.conftest import attribute, dzi_facts, text_of
+
+DEEPEST = 9  # the 300x300 `image` fixture: levels 0-9, 2x2 tiles at the deepest
+SPEC = "zscale~asinh~viridis"
+
+
+@pytest.fixture
+def base(archive, image) -> str:
+    return f"/tiles/{image.id}/{archive.tile_token(image.id)}"
+
+
+def decode(body: bytes) -> np.ndarray:
+    tile = pyvips.Image.new_from_buffer(body, "")
+    return np.ndarray(buffer=tile.write_to_memory(), dtype=np.uint8,
+                      shape=(tile.height, tile.width, tile.bands))
+
+
+async def test_ingest_writes_the_science_pyramid_beside_the_dzi(archive, image):
+    folder = archive.tile_folder(image.id)
+    path = folder / science.NAME
+    assert path.is_file() and (folder / "image.dzi").is_file()
+    full = science.open_page(str(path), 0)
+    assert (full.width, full.height, str(full.format)) == (300, 300, "float")
+    assert not (archive.settings.tiles_dir / ".work").exists() or \
+        not list((archive.settings.tiles_dir / ".work").iterdir())
+
+
+async def test_the_dynamic_dzi_is_the_static_one(client, base):
+    static = await text_of(await client.get(f"{base}/image.dzi"))
+    response = await client.get(f"{base}/display/{SPEC}/image.dzi")
+    assert response.status_code == 200 and response.content_type == "application/xml"
+    assert await text_of(response) == static
+    assert dzi_facts(static) == {"format": "jpeg", "tile_size": 254, "overlap": 1, "width": 300,
+                                 "height": 300}
+
+
+@pytest.mark.parametrize(("level", "name", "size"), [
+    (DEEPEST, "0_0", (255, 255)), (DEEPEST, "1_0", (47, 255)), (DEEPEST, "0_1", (255, 47)),
+    (DEEPEST, "1_1", (47, 47)), (8, "0_0", (150, 150)), (0, "0_0", (1, 1)),
+])
+async def test_dynamic_tiles_have_the_static_tiles_geometry(client, base, level, name, size):
+    static = await client.get(f"{base}/image_files/{level}/{name}.jpeg")
+    dynamic = await client.get(f"{base}/display/{SPEC}/image_files/{level}/{name}.jpeg")
+    assert dynamic.status_code == 200 and dynamic.content_type == "image/jpeg"
+    assert dynamic.headers["Cache-Control"].startswith("public, max-age=")
+    ours, theirs = decode(await dynamic.get_data()), decode(await static.get_data())
+    assert ours.shape[:2] == theirs.shape[:2] == (size[1], size[0])
+    assert ours.shape[2] == 3 and theirs.shape[2] == 1  # viridis is in colour, the static pyramid grey
+
+
+async def test_another_stretch_gives_other_pixels_and_a_cached_tile_is_served_identically(client, archive,
+                                                                                         image, base):
+    name = f"image_files/{DEEPEST}/0_0.jpeg"
+    static = decode(await (await client.get(f"{base}/{name}")).get_data())
+    cold = await client.get(f"{base}/display/zscale~sqrt~grey/{name}")
+    body = await cold.get_data()
+    dynamic = decode(body)
+    assert np.abs(dynamic.astype(int) - static.astype(int)).mean() > 10
+    cached = archive.tile_folder(image.id) / "display" / "zscale~sqrt~grey" / name
+    assert cached.read_bytes() == body
+    again = await client.get(f"{base}/display/zscale~sqrt~grey/{name}")
+    assert await again.get_data() == body and again.headers["ETag"] == cold.headers["ETag"]
+    unchanged = await client.get(f"{base}/display/zscale~sqrt~grey/{name}",
+                                 headers={"If-None-Match": cold.headers["ETag"]})
+    assert unchanged.status_code == 304 and await unchanged.get_data() == b""
+    scale = archive.tile_folder(image.id) / "display" / "zscale~sqrt~grey" / "scale.json"
+    assert scale.is_file()
+
+
+async def test_the_default_spec_looks_like_the_static_pyramid(client, archive, image, base):
+    spec = render.default_spec(image.display).text
+    assert spec == "zscale~linear~grey"
+    name = f"image_files/{DEEPEST}/0_0.jpeg"
+    static = decode(await (await client.get(f"{base}/{name}")).get_data()).astype(int)
+    dynamic = decode(await (await client.get(f"{base}/display/{spec}/{name}")).get_data()).astype(int)
+    assert np.abs(dynamic - static).mean() < 3  # JPEG noise only
+
+
+async def test_concurrent_requests_for_one_cold_tile_agree(client, archive, image, base):
+    name = f"image_files/{DEEPEST}/1_1.jpeg"
+    responses = await asyncio.gather(*(client.get(f"{base}/display/p99.5~histeq~magma/{name}")
+                                       for _ in range(6)))
+    bodies = {await response.get_data() for response in responses}
+    assert [r.status_code for r in responses] == [200] * 6 and len(bodies) == 1
+    folder = archive.tile_folder(image.id) / "display" / "p99.5~histeq~magma"
+    assert (folder / name).read_bytes() in bodies
+    leftovers = [p for p in folder.rglob(".*") if not p.name.endswith(".lock")]
+    assert leftovers == []
+
+
+async def test_a_cached_tile_needs_no_catalog(client, archive, image, base):
+    name = f"display/{SPEC}/image_files/{DEEPEST}/0_0.jpeg"
+    first = await (await client.get(f"{base}/{name}")).get_data()
+    await archive.store.delete_images([image.id])  # the record gone, the files still there
+    again = await client.get(f"{base}/{name}")
+    assert again.status_code == 200 and await again.get_data() == first
+
+
+async def test_an_image_without_a_science_pyramid_gets_one_on_first_use(client, archive, image, base):
+    folder = archive.tile_folder(image.id)
+    (folder / science.NAME).unlink()  # as an image ingested before science pyramids existed
+    response = await client.get(f"{base}/display/minmax~log~heat/image_files/{DEEPEST}/1_0.jpeg")
+    assert response.status_code == 200
+    assert (folder / science.NAME).is_file()
+    assert decode(await response.get_data()).shape == (255, 47, 3)
+    (folder / science.NAME).unlink()
+    pixel = await client.get(f"{base}/pixel/0_0")
+    assert pixel.status_code == 200 and (folder / science.NAME).is_file()
+
+
+async def test_without_science_pyramid_or_original_the_answer_says_why(client, archive, image, base):
+    (archive.tile_folder(image.id) / science.NAME).unlink()
+    Path(image.path).unlink()
+    response = await client.get(f"{base}/display/{SPEC}/image_files/{DEEPEST}/0_0.jpeg")
+    assert response.status_code == 410
+    assert f"the original file is no longer at {image.path}" in await text_of(response)
+
+
+async def test_deleting_the_image_removes_its_display_cache(client, archive, image, base):
+    assert (await client.get(f"{base}/display/{SPEC}/image_files/{DEEPEST}/0_0.jpeg")).status_code == 200
+    folder = archive.tile_folder(image.id)
+    assert (folder / "display" / SPEC).is_dir()
+    await delete_image(archive, image)
+    assert not folder.exists()
+    response = await client.get(f"{base}/display/{SPEC}/image_files/{DEEPEST}/1_1.jpeg")
+    assert response.status_code == 404
+    assert not folder.exists()
+
+
+# --- tokens and permissions -------------------------------------------------------------------------------
+
+async def test_forged_expired_and_foreign_tokens_are_refused(client, archive, image, add_image):
+    ttl = archive.settings.tile_token_ttl
+    good = archive.tile_token(image.id)
+    expires, _, digest = good.partition(".")
+    other = await add_image("other.fits", OBJECT="Other")
+    bad = [f"{expires}.{digest[:-1]}{'0' if digest[-1] != '0' else '1'}",
+           tokens.make(archive.secret, image.id, ttl, at=time.time() - 2 * ttl),
+           tokens.make(b"another site's secret key", image.id, ttl),
+           archive.tile_token(other.id), "x"]
+    for token in bad:
+        for name in (f"display/{SPEC}/image.dzi", f"display/{SPEC}/image_files/{DEEPEST}/0_0.jpeg",
+                     "pixel/3_4"):
+            response = await client.get(f"/tiles/{image.id}/{token}/{name}")
+            assert response.status_code == 403, (token, name)
+            assert "expired or is not valid" in await text_of(response)
+    assert not (archive.tile_folder(image.id) / "display").exists()  # nothing rendered for them
+
+
+async def test_a_private_image_gives_others_no_display_url(client, archive, add_image, make_user):
+    await make_user("alice")
+    await make_user("bob")
+    private = await add_image("mine.fits", owner="alice", visibility="private")
+    # a guest and another user: the page and the API answer as for a missing image, with no token
+    for who in (None, "bob"):
+        if who:
+            assert (await log_in(client, who)).status_code == 302
+        for path in (f"/images/{private.id}", f"/api/images/{private.id}"):
+            response = await client.get(path)
+            assert response.status_code == 404
+            body = await text_of(response)
+            assert "/tiles/" not in body and "display-controls" not in body
+    await client.post("/logout", form={})
+    assert (await log_in(client, "alice")).status_code == 302
+    page = await text_of(await client.get(f"/images/{private.id}"))
+    display_base = attribute(page, "display-controls", "data-base")
+    assert display_base == f"/tiles/{private.id}/{archive.tile_token(private.id)}/display/"
+    assert attribute(page, "display-controls", "data-default") == "zscale~linear~grey"
+    response = await client.get(f"{display_base}{SPEC}/image_files/6/0_0.jpeg")
+    assert response.status_code == 200
+
+
+async def test_the_api_gives_the_display_url_with_the_other_tile_urls(client, archive, image):
+    detail = await (await client.get(f"/api/images/{image.id}")).get_json()
+    assert detail["display_url"] == f"/tiles/{image.id}/{archive.tile_token(image.id)}/display/"
+    assert detail["display_default"] == "zscale~linear~grey"
+
+
+# --- bad paths --------------------------------------------------------------------------------------------
+
+TRICKS = [
+    ("display/zscale~asinh~jet/image.dzi", "unknown colormap"),
+    ("display/zscale~bogus~grey/image.dzi", "unknown stretch"),
+    ("display/p99.50~linear~grey/image.dzi", "write p99.5~linear~grey"),
+    ("display/m300:-1~linear~grey/image.dzi", "low < high"),
+    ("display/p100~linear~grey/image_files/9/0_0.jpeg", "50 < N < 100"),
+    ("display/..~linear~grey/image.dzi", "unknown interval"),
+    ("display/../image.dzi", "no such display: a display spec is <interval>~<stretch>~<colormap>"),
+    ("display/../../secret.key", "no such tile"),
+    ("display/%2e%2e/%2e%2e/%2e%2e/secret.key", "no such tile"),
+    ("display/zscale~linear~grey/../../../secret.key", "no such tile"),
+    ("display/zscale~linear~grey%2f..%2f..%2fsecret.key/image.dzi", "no such tile"),
+    ("display/zscale~linear~grey/scale.json", "no such tile"),
+    ("display/zscale~linear~grey/image_files/9/0_0.png", "no such tile"),
+    ("display/zscale~linear~grey/image_files/09/0_0.jpeg", "no such tile"),
+    ("display/zscale~linear~grey/image_files/9/00_0.jpeg", "no such tile"),
+    ("display/zscale~linear~grey/image_files/9/-1_0.jpeg", "no such tile"),
+    ("display/zscale~linear~grey/image_files/9/0_0.jpeg%00", "no such tile"),
+    ("display/zscale~linear~grey/image_files/123/0_0.jpeg", "no such tile"),
+    ("display/zscale~linear~grey/image_files/9/1234567_0.jpeg", "no such tile"),
+    ("display/zscale~linear~grey/image_files/9/2_0.jpeg", "no such tile"),
+    ("display/zscale~linear~grey/image_files/10/0_0.jpeg", "no such tile"),
+    ("display/zscale~linear~grey/image_files/99/0_0.jpeg", "no such tile"),
+    ("display/zscale~linear~grey/image_files/9/999999_999999.jpeg", "no such tile"),
+    ("display/zscale~linear~grey", "no such tile"),
+    ("display/", "no such tile"),
+    ("display", "no such tile"),
+    ("pixel/300_0", "outside the image"),
+    ("pixel/0_300", "outside the image"),
+    ("pixel/-1_0", "no such pixel"),
+    ("pixel/1.5_2", "no such pixel"),
+    ("pixel/01_2", "no such pixel"),
+    ("pixel/1_2/x", "no such pixel"),
+    ("pixel/../../secret.key", "no such pixel"),
+    ("pixel/", "no such pixel"),
+]
+
+
+@pytest.mark.parametrize(("name", "message"), TRICKS)
+async def test_bad_specs_levels_tiles_and_pixels_are_404_with_a_message(client, archive, base, name, message):
+    secret_hex = (archive.settings.data / "secret.key").read_text().strip()
+    response = await client.get(f"{base}/{name}")
+    assert response.status_code == 404, name
+    body = unescape(await text_of(response))
+    assert message in body
+    assert secret_hex not in body and "SQLite format" not in body
+
+
+# --- pixel values -----------------------------------------------------------------------------------------
+
+async def test_pixel_values_in_fits_coordinates(client, archive, add_image):
+    data = np.arange(50 * 40, dtype=np.float32).reshape(50, 40) - 500.0  # 40 wide, 50 high
+    data[0, 0] = np.nan  # FITS pixel (1, 1): the bottom-left corner
+    image = await add_image("values.fits", data=data)
+    base = f"/tiles/{image.id}/{archive.tile_token(image.id)}"
+    # display (x, y) counts from the top left; FITS (x, y) from 1 at the bottom left
+    for x, y in [(0, 0), (39, 0), (7, 13), (39, 48)]:
+        response = await client.get(f"{base}/pixel/{x}_{y}")
+        assert response.status_code == 200
+        assert await response.get_json() == {"x": x + 1, "y": 50 - y, "value": float(data[49 - y, x])}
+    assert await (await client.get(f"{base}/pixel/0_49")).get_json() == {"x": 1, "y": 1, "value": None}
+    outside = await client.get(f"{base}/pixel/40_0")
+    assert outside.status_code == 404
+    assert "pixel (40, 0) is outside the image (40x50 pixels" in await text_of(outside)
+
+
+async def test_pixel_values_of_a_raster_are_grey_levels_as_shown(client, archive, tmp_path):
+    grey = np.zeros((30, 20), dtype=np.uint8)
+    grey[5, 7] = 201
+    path = tmp_path / "in" / "grey.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pyvips.Image.new_from_array(grey).cast("uchar").pngsave(str(path))
+    [job] = await ingest(archive, path, visibility="public")
+    assert job.state == "done", job.error
+    [image_id] = job.image_ids
+    base = f"/tiles/{image_id}/{archive.tile_token(image_id)}"
+    assert await (await client.get(f"{base}/pixel/7_5")).get_json() == {"x": 7, "y": 5, "value": 201.0}
+    assert await (await client.get(f"{base}/pixel/0_0")).get_json() == {"x": 0, "y": 0, "value": 0.0}

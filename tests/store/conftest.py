@@ -1,0 +1,59 @@
+"""Stores for the contract suite and migrate-store tests: always SQLite; MongoDB when
+IMAGEX_TEST_MONGODB_URL names a server (each test then gets a database of its own, dropped afterwards)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from app.store import open_store
+from app.store.base import Store, new_id
+
+MONGODB_ENV = "IMAGEX_TEST_MONGODB_URL"
+ADAPTERS = ["sqlite", pytest.param("mongodb", marks=pytest.mark.skipif(
+    not os.environ.get(MONGODB_ENV), reason=f"set {MONGODB_ENV}=mongodb://host:port to test on MongoDB"))]
+
+
+def database_url(base: str, name: str) -> str:
+    """`base` with its database replaced by `name` (the options kept)."""
+    parts = urlsplit(base)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@pytest.fixture
+def mongo_url() -> Iterator[str]:
+    """The URL of a fresh MongoDB database for this test, dropped afterwards; skips without a server."""
+    base = os.environ.get(MONGODB_ENV)
+    if not base:
+        pytest.skip(f"set {MONGODB_ENV}=mongodb://host:port to test on MongoDB")
+    from pymongo import MongoClient
+
+    name = "imagex_test_" + new_id().lower()
+    yield database_url(base, name)
+    with MongoClient(base) as client:
+        client.drop_database(name)
+
+
+def store_url(adapter: str, tmp_path: Path, request: pytest.FixtureRequest, name: str = "catalog") -> str:
+    if adapter == "sqlite":
+        return f"sqlite:///{tmp_path / (name + '.sqlite')}"
+    return str(request.getfixturevalue("mongo_url"))
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty catalog, once per adapter."""
+    return store_url(request.param, tmp_path, request)
+
+
+@pytest.fixture
+async def any_store(adapter_url: str) -> AsyncIterator[Store]:
+    """An opened, empty catalog, once per adapter."""
+    store = open_store(adapter_url)
+    await store.open()
+    yield store
+    await store.close()

@@ -1,0 +1,736 @@
+"""The contract of the `Store` interface (app/store/base.py), run on every adapter: SQLite always, MongoDB
+when IMAGEX_TEST_MONGODB_URL is set (see conftest.py). Every method of the interface is exercised here with
+the same expectations on each adapter; adapter-specific details stay in their own test files."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from app.exceptions import Conflict
+from app.formats.fits import _sky
+from app.samples import celestial_wcs
+from app.store import open_store
+from app.store.base import (
+    And,
+    ApiToken,
+    Compare,
+    Cone,
+    DateRange,
+    FieldIn,
+    ImageRecord,
+    Invitation,
+    NamedScaling,
+    NewJob,
+    Or,
+    Order,
+    SearchElement,
+    Store,
+    TextMatch,
+    User,
+    any_compare,
+    any_in_range,
+    new_id,
+    now,
+)
+
+
+def image(name: str, *, sha256: str = "", hdu: int = 0, created: float = 1000.0, owner: str = "",
+          visibility: str = "private", size: int = 2880, fmt: str = "fits", sky: dict[str, Any] | None = None,
+          **header: Any) -> ImageRecord:
+    """A record named `name` with these header cards (`_` in a card name is written `-`)."""
+    return ImageRecord(
+        id=new_id(), sha256=sha256 or new_id(), hdu=hdu, path=f"/data/{name}.fits", name=name, size=size,
+        owner=owner, provenance="batch", format=fmt, width=64, height=48, bitpix=-32,
+        header={key.replace("_", "-"): value for key, value in header.items()},
+        comments={key.replace("_", "-"): "a comment" for key in header}, sky=sky, created=created,
+        visibility=visibility)
+
+
+def names(records: list[ImageRecord]) -> list[str]:
+    return [record.name for record in records]
+
+
+def sky_at(ra: float, dec: float, size: int = 600, scale_arcsec: float = 1.0,
+           rotation_deg: float = 0.0) -> dict[str, Any]:
+    """The footprint of a `size`-pixel square image centred on (ra, dec), from a real WCS."""
+    header = celestial_wcs(ra, dec, size, size, scale_arcsec=scale_arcsec,
+                           rotation_deg=rotation_deg).to_header()
+    sky = _sky(header, size, size)
+    assert sky is not None
+    return sky
+
+
+# opening and closing ---------------------------------------------------------------------------------
+
+async def test_reopening_keeps_records_and_closing_twice_is_safe(adapter_url):
+    first = open_store(adapter_url)
+    await first.open()
+    record = image("kept", EXPTIME=30.0, OBJECT="M31")
+    await first.add_images([record])
+    await first.close()
+    await first.close()
+    again = open_store(adapter_url)
+    await again.open()
+    await again.open()  # a second open is harmless
+    try:
+        assert await again.get_image(record.id) == record
+        assert await again.count_images() == 1
+        assert await again.keyword_counts() == {"EXPTIME": 1, "OBJECT": 1}
+    finally:
+        await again.close()
+
+
+async def test_the_migration_version_is_the_newest_shipped(any_store, adapter_url):
+    from app.store.sqlite import MIGRATIONS
+
+    folder, pattern = ((MIGRATIONS / "mongo", "[0-9]*.json") if adapter_url.startswith("mongodb")
+                       else (MIGRATIONS, "[0-9]*.sql"))
+    newest = max(int(script.name.split("_", 1)[0]) for script in folder.glob(pattern))
+    assert await any_store.migration_version() == newest
+
+
+# images ----------------------------------------------------------------------------------------------
+
+async def test_image_round_trip_keeps_every_field(any_store):
+    record = image("full", owner="u1", visibility="public", sky=sky_at(150.1, 2.2),
+                   EXPTIME=30.5, NAXIS=2, OBJECT="M31 — ünïcode", SIMPLE=True, BLANK=None,
+                   COMMENT=["first", "second"], **{"HIERARCH ESO.DET DIT": 2.5, "$weird%": "x"})
+    record.display = {"scaling": {"interval": "zscale", "low": -1.5, "high": 20.0}, "levels": 5}
+    record.note = "a note"
+    record.job_id = "job1"
+    await any_store.add_images([record])
+    back = await any_store.get_image(record.id)
+    assert back == record
+    assert list(back.header) == list(record.header)  # card order kept
+    assert await any_store.get_image("missing") is None
+
+
+async def test_a_file_with_several_hdus_is_found_by_checksum_in_hdu_order(any_store):
+    await any_store.add_images([image("h2", sha256="same", hdu=2), image("h0", sha256="same", hdu=0),
+                                image("h1", sha256="same", hdu=1), image("other", sha256="other")])
+    assert [r.hdu for r in await any_store.images_with_checksum("same")] == [0, 1, 2]
+    assert await any_store.images_with_checksum("none") == []
+
+
+async def test_add_images_is_all_or_nothing(any_store):
+    await any_store.add_images([image("a", sha256="dup", A=1)])
+    with pytest.raises(Conflict):
+        await any_store.add_images([image("b", sha256="new", B=1), image("c", sha256="dup", C=1)])
+    assert names(await any_store.find_images()) == ["a"]
+    assert await any_store.keyword_counts() == {"A": 1}
+    await any_store.add_images([])
+    assert await any_store.count_images() == 1
+
+
+async def test_find_images_newest_first_with_offset_and_limit(any_store):
+    await any_store.add_images([image(f"n{n}", created=1000.0 + n) for n in range(4)])
+    await any_store.add_images([image(f"n{n}", created=1000.0 + n) for n in range(4, 7)])
+    newest = [f"n{n}" for n in range(6, -1, -1)]
+    assert names(await any_store.find_images()) == newest
+    assert names(await any_store.find_images(offset=2, limit=3)) == newest[2:5]
+    assert await any_store.find_images(offset=7) == []
+    assert await any_store.find_images(limit=0) == []
+    assert await any_store.count_images() == 7
+
+
+async def test_equal_sort_values_are_ordered_by_id_so_pages_are_stable(any_store):
+    records = [image(f"t{n}", created=5.0) for n in range(6)]
+    await any_store.add_images(records)
+    expected = sorted(records, key=lambda record: record.id)
+    assert [r.id for r in await any_store.find_images()] == [r.id for r in expected]
+    pages = [r.id for start in range(0, 6, 2) for r in await any_store.find_images(offset=start, limit=2)]
+    assert pages == [r.id for r in expected]
+
+
+async def test_orders_by_field_by_keyword_and_by_date(any_store):
+    await any_store.add_images([
+        image("b", created=3.0, size=10, fmt="png", EXPTIME=5, DATE_OBS="2020-01-02T00:00:00"),
+        image("a", created=1.0, size=30, fmt="fits", EXPOSURE=7.5, MJD_OBS=58000.0),
+        image("c", created=2.0, size=20, fmt="jpeg", EXPTIME=1, EXPOSURE=100, DATE="2019-05-05"),
+        image("d", created=4.0, size=40, fmt="tiff", OBJECT="no exposure, no date"),
+    ])
+    assert names(await any_store.find_images(order=Order("name", descending=False))) == ["a", "b", "c", "d"]
+    assert names(await any_store.find_images(order=Order("size"))) == ["d", "a", "c", "b"]
+    oldest_first = Order("created", descending=False)
+    assert names(await any_store.find_images(order=oldest_first)) == ["a", "c", "b", "d"]
+    assert names(await any_store.find_images(order=Order("format", descending=False))) == ["a", "c", "b", "d"]
+    # the first present of the keywords; images with none of them last, either way
+    by_exposure = Order(keywords=("EXPTIME", "EXPOSURE"), descending=False)
+    assert names(await any_store.find_images(order=by_exposure)) == ["c", "b", "a", "d"]
+    by_exposure = Order(keywords=("EXPTIME", "EXPOSURE"), descending=True)
+    assert names(await any_store.find_images(order=by_exposure)) == ["a", "b", "c", "d"]
+    by_date = Order(keywords=("DATE-OBS", "MJD-OBS", "DATE"), dates=True, descending=False)
+    assert names(await any_store.find_images(order=by_date)) == ["a", "c", "b", "d"]
+    by_date = Order(keywords=("DATE-OBS", "MJD-OBS", "DATE"), dates=True)
+    assert names(await any_store.find_images(order=by_date)) == ["b", "c", "a", "d"]
+    assert names(await any_store.find_images(order=by_date, offset=1, limit=2)) == ["c", "a"]
+    # only the keywords named count
+    by_date = Order(keywords=("DATE-OBS", "MJD-OBS"), dates=True)
+    assert names(await any_store.find_images(order=by_date))[:2] == ["b", "a"]
+
+
+async def test_numeric_orders_leave_text_and_booleans_last(any_store):
+    await any_store.add_images([
+        image("five", created=1.0, EXPTIME=5), image("twenty", created=2.0, EXPOSURE=20),
+        image("fast", created=3.0, EXPTIME="fast"), image("none", created=4.0),
+        image("bool", created=5.0, EXPTIME=True), image("small", created=6.0, EXPTIME=1.5)])
+    for descending, expected in ((False, ["small", "five", "twenty"]), (True, ["twenty", "five", "small"])):
+        order = Order(keywords=("EXPTIME", "EXPOSURE"), numbers=True, descending=descending)
+        found = names(await any_store.find_images(order=order))
+        assert found[:3] == expected and set(found[3:]) == {"fast", "none", "bool"}
+
+
+# the neutral query form ------------------------------------------------------------------------------
+
+CATALOG = [
+    dict(name="m31", OBJECT="M31", EXPTIME=9, FILTER="r", AIRMASS=1.05, SIMPLE=True),
+    dict(name="m33", OBJECT="M33", EXPTIME=10, FILTER="g", AIRMASS=1.5, SIMPLE=False),
+    dict(name="ngc", OBJECT="NGC 224", EXPTIME=100, FILTER="R", EXPOSURE=3.0),
+    dict(name="flat", OBJECT="flat", EXPTIME=100.0, FILTER="r", EXPOSURE=300),
+    dict(name="quote", OBJECT="O'Brien \"the\" 50%_off", EXPTIME=1.5),
+    dict(name="like", OBJECT="O'Brien xthex 50xxoff", EXPTIME=-3, COMMENT=["M31 here"]),
+    dict(name="text", OBJECT="Ünïcode Straße", EXPTIME="fast", FILTER=7),
+    dict(name="hier", **{"HIERARCH ESO DET DIT": 2.5, "ESO.TEL": "UT1"}),
+]
+
+
+@pytest.fixture
+async def catalog(any_store):
+    await any_store.add_images([image(created=1000.0 + n, **values) for n, values in enumerate(CATALOG)])
+    return any_store
+
+
+QUERIES = [
+    (Compare("EXPTIME", "eq", 100), ["flat", "ngc"]),
+    (Compare("EXPTIME", "gt", 9), ["flat", "ngc", "m33"]),
+    (Compare("EXPTIME", "le", 9), ["like", "quote", "m31"]),
+    (Compare("EXPTIME", "ne", 100), ["like", "quote", "m33", "m31"]),  # not "fast", not missing
+    (Compare("EXPTIME", "lt", 0), ["like"]),
+    (Compare("EXPTIME", "eq", "fast"), ["text"]),
+    (Compare("FILTER", "eq", "r"), ["flat", "m31"]),  # case matters for eq
+    (Compare("FILTER", "gt", "g"), ["flat", "m31"]),  # "R" < "g" < "r"
+    (Compare("FILTER", "eq", 7), ["text"]),
+    (Compare("SIMPLE", "eq", True), ["m31"]),
+    (Compare("SIMPLE", "eq", False), ["m33"]),
+    (Compare("OBJECT", "eq", "M31 here"), []),  # a list value (COMMENT elsewhere) never matches
+    (Compare("COMMENT", "eq", "M31 here"), []),
+    (Compare("HIERARCH ESO DET DIT", "ge", 2), ["hier"]),
+    (Compare("ESO.TEL", "eq", "UT1"), ["hier"]),
+    (Compare("MISSING", "ne", 1), []),
+    (any_compare(["EXPTIME", "EXPOSURE"], "ge", 200), ["flat"]),
+    (any_in_range(["EXPOSURE", "EXPTIME"], 2, 5), ["ngc"]),
+    (any_in_range(["EXPTIME"], 9, 10), ["m33", "m31"]),
+    (And((Compare("FILTER", "eq", "r"), Compare("EXPTIME", "lt", 50))), ["m31"]),
+    (Or((Compare("FILTER", "eq", "g"), Compare("OBJECT", "eq", "flat"))), ["flat", "m33"]),
+    (And(()), ["hier", "text", "like", "quote", "flat", "ngc", "m33", "m31"]),
+    (Or(()), []),
+    (TextMatch("OBJECT", "m3"), ["m33", "m31"]),
+    (TextMatch("OBJECT", "50%_"), ["quote"]),  # % and _ are literal
+    (TextMatch("OBJECT", "\"THE\""), ["quote"]),
+    (TextMatch("OBJECT", ".*"), []),  # no pattern either
+    (TextMatch("OBJECT", "o'b", mode="prefix"), ["like", "quote"]),
+    (TextMatch("OBJECT", "brien", mode="prefix"), []),
+    (TextMatch("OBJECT", "ÜNÏ"), ["text"]),
+    (TextMatch("OBJECT", "STRASSE"), ["text"]),  # case-folded on both sides: ß is ss
+    (TextMatch("OBJECT", "ünïcode straße", mode="prefix"), ["text"]),
+    (TextMatch("EXPTIME", "10"), []),  # numbers are not text
+    (TextMatch("COMMENT", "M31"), []),
+    (TextMatch("ESO.TEL", "ut"), ["hier"]),
+]
+
+
+@pytest.mark.parametrize(("query", "expected"), QUERIES, ids=[repr(q)[:60] for q, _ in QUERIES])
+async def test_query(catalog, query, expected):
+    assert names(await catalog.find_images(query)) == expected
+    assert await catalog.count_images(query) == len(expected)
+
+
+async def test_record_fields(any_store):
+    await any_store.add_images([image("mine", owner="me", created=2.0),
+                                image("public", owner="other", visibility="public", created=1.0),
+                                image("theirs", owner="other", created=0.5)])
+    mine = await any_store.find_images(FieldIn("owner", ("me",)))
+    assert names(mine) == ["mine"]
+    assert names(await any_store.find_images(FieldIn("id", (mine[0].id, "nope")))) == ["mine"]
+    visible = Or((FieldIn("owner", ("me",)), FieldIn("visibility", ("private",), negate=True)))
+    assert names(await any_store.find_images(visible)) == ["mine", "public"]
+    assert await any_store.count_images(FieldIn("owner", ())) == 0
+    assert await any_store.count_images(FieldIn("owner", (), negate=True)) == 3
+    assert await any_store.count_images(FieldIn("format", ("fits",))) == 3
+
+
+async def test_date_ranges_over_alternate_keywords(any_store):
+    await any_store.add_images([
+        image("iso", DATE_OBS="2024-03-01T12:00:00", created=4.0),
+        image("mjd", MJD_OBS=60400.25, created=3.0),  # 2024-04-05 06:00
+        image("date", DATE="2023-12-31", created=2.0),
+        image("none", OBJECT="no date", created=1.0),
+    ])
+    anywhere = ("DATE-OBS", "MJD-OBS", "DATE")
+    spring = DateRange(anywhere, datetime(2024, 3, 1, 12), datetime(2024, 4, 5, 6))  # both inclusive
+    assert names(await any_store.find_images(spring)) == ["iso", "mjd"]
+    assert names(await any_store.find_images(DateRange(anywhere, end=60310.0))) == ["date"]
+    assert names(await any_store.find_images(DateRange(("DATE-OBS",), start=60000.0))) == ["iso"]
+    assert names(await any_store.find_images(DateRange(anywhere))) == ["iso", "mjd", "date"]
+    assert await any_store.count_images(DateRange(("EXPTIME",))) == 0
+
+
+async def test_cone_search_uses_the_exact_footprint(any_store):
+    # a 10-arcmin square at (150, 2), one rotated 45 degrees nearby, one far away, one without WCS
+    await any_store.add_images([
+        image("square", sky=sky_at(150.0, 2.0), created=4.0, EXPTIME=10),
+        image("diamond", sky=sky_at(150.3, 2.0, rotation_deg=45.0), created=3.0, EXPTIME=20),
+        image("far", sky=sky_at(30.0, -40.0), created=2.0, EXPTIME=10),
+        image("nowcs", created=1.0, EXPTIME=10),
+    ])
+    assert names(await any_store.find_images(Cone(150.0, 2.0, 0.01))) == ["square"]
+    # just outside the square's corner (0.0833 deg half-width): a cone of 0.02 deg misses it ...
+    corner = Cone(150.0 + 0.0833 + 0.03, 2.0 + 0.0833 + 0.03, 0.02)
+    assert await any_store.count_images(corner) == 0
+    # ... one of 0.05 deg reaches it
+    assert names(await any_store.find_images(Cone(corner.ra, corner.dec, 0.05))) == ["square"]
+    assert names(await any_store.find_images(Cone(150.3, 2.0, 0.0, mode="contains"))) == ["diamond"]
+    # the rotated footprint's bounding box holds this point, the footprint does not
+    assert await any_store.count_images(Cone(150.3 + 0.11, 2.0 + 0.11, 0.0, mode="contains")) == 0
+    assert names(await any_store.find_images(Cone(150.15, 2.0, 1.0))) == ["square", "diamond"]
+    assert names(await any_store.find_images(Cone(0.0, 0.0, 180.0))) == ["square", "diamond", "far"]
+    # combined with other conditions, both ways
+    near = Cone(150.15, 2.0, 1.0)
+    assert names(await any_store.find_images(And((near, Compare("EXPTIME", "eq", 20))))) == ["diamond"]
+    either = Or((Cone(30.0, -40.0, 0.1), Compare("EXPTIME", "eq", 20)))
+    assert names(await any_store.find_images(either)) == ["diamond", "far"]
+    assert await any_store.count_images(And((near, FieldIn("owner", ("x",))))) == 0
+
+
+async def test_query_values_are_inert(catalog):
+    hostile = "'); DROP TABLE images; --"
+    assert await catalog.count_images(Compare("OBJECT", "eq", hostile)) == 0
+    assert await catalog.count_images(TextMatch("OBJECT", hostile)) == 0
+    assert await catalog.count_images() == len(CATALOG)
+
+
+# jobs ------------------------------------------------------------------------------------------------
+
+def job(key: str, *, owner: str = "", provenance: str = "batch", **options: Any) -> NewJob:
+    return NewJob(key=key, path=f"/in/{key}.fits", owner=owner, provenance=provenance, options=options)
+
+
+async def test_enqueue_returns_one_job_per_key_and_queues_each_key_once(any_store):
+    first = await any_store.enqueue([job("a", scaling={"stretch": "log"}), job("b")])
+    assert [(j.key, j.state, j.attempts) for j in first] == [("a", "queued", 0), ("b", "queued", 0)]
+    assert first[0].options == {"scaling": {"stretch": "log"}}
+    again = await any_store.enqueue([job("b"), job("c"), job("a")])
+    assert [j.key for j in again] == ["b", "c", "a"]
+    assert again[0].id == first[1].id and again[2].id == first[0].id
+    assert await any_store.enqueue([]) == []
+    assert sorted(j.key for j in await any_store.jobs_with_keys(["a", "c", "zz", "a"])) == ["a", "c"]
+    assert (await any_store.job_counts())["queued"] == 3
+
+
+async def test_claims_take_the_oldest_queued_job_then_expired_leases(any_store):
+    queued = await any_store.enqueue([job("j1"), job("j2")])
+    one = await any_store.claim_job("w1", lease=60)
+    two = await any_store.claim_job("w2", lease=0.05)
+    assert (one.id, two.id) == (queued[0].id, queued[1].id)
+    assert (one.state, one.worker, one.attempts) == ("running", "w1", 1)
+    assert one.lease_until > now() + 50
+    assert await any_store.claim_job("w3", lease=60) is None  # nothing queued, no lease ran out
+    await asyncio.sleep(0.1)
+    taken = await any_store.claim_job("w3", lease=60)
+    assert (taken.id, taken.worker, taken.attempts) == (two.id, "w3", 2)
+    # w2 lost it: it can neither renew, nor finish, nor release it
+    assert not await any_store.renew_lease(two.id, "w2", 60)
+    assert not await any_store.finish_job(two.id, "w2", state="done")
+    assert not await any_store.release_job(two.id, "w2")
+    assert await any_store.renew_lease(two.id, "w3", 120)
+    assert (await any_store.get_jobs([two.id]))[0].lease_until > now() + 100
+
+
+async def test_finish_release_requeue_and_retry(any_store):
+    [a, b] = await any_store.enqueue([job("a"), job("b")])
+    claimed = await any_store.claim_job("w", 60)
+    assert claimed.id == a.id
+    assert await any_store.finish_job(a.id, "w", state="done", note="ok", image_ids=["i1", "i2"])
+    done = (await any_store.get_jobs([a.id]))[0]
+    assert (done.state, done.note, done.image_ids, done.lease_until) == ("done", "ok", ["i1", "i2"], 0.0)
+    assert not await any_store.finish_job(a.id, "w", state="failed")  # not running any more
+    assert not await any_store.requeue_job(a.id)  # only failed jobs
+    # released: queued again, claimable
+    assert (await any_store.claim_job("w", 60)).id == b.id
+    assert await any_store.release_job(b.id, "w")
+    released = (await any_store.get_jobs([b.id]))[0]
+    assert (released.state, released.worker) == ("queued", "")
+    assert (await any_store.claim_job("w", 60)).id == b.id
+    assert await any_store.finish_job(b.id, "w", state="failed", error="broken")
+    assert (await any_store.get_jobs([b.id]))[0].error == "broken"
+    # a failed job is queued again by enqueue (unless told not to) and by requeue_job
+    assert (await any_store.enqueue([job("b")], retry_failed=False))[0].state == "failed"
+    assert (await any_store.enqueue([job("b")]))[0].state == "queued"
+    assert (await any_store.claim_job("w", 60)).id == b.id
+    await any_store.finish_job(b.id, "w", state="failed", error="again")
+    assert await any_store.requeue_job(b.id)
+    requeued = (await any_store.get_jobs([b.id]))[0]
+    assert (requeued.state, requeued.error, requeued.attempts) == ("queued", "", 3)
+    assert not await any_store.requeue_job("missing")
+    assert await any_store.get_jobs(["missing"]) == []
+
+
+async def test_list_jobs_and_counts_by_state_and_owner(any_store):
+    jobs = await any_store.enqueue([job("a", owner="u1"), job("b", owner="u2"), job("c", owner="u1")])
+    await any_store.claim_job("w", 60)
+    await asyncio.sleep(0.01)
+    await any_store.finish_job(jobs[0].id, "w", state="done")
+    # most recently updated first: the finished one, then the queue, whose later entries are newer
+    assert [j.key for j in await any_store.list_jobs()] == ["a", "c", "b"]
+    assert [j.key for j in await any_store.list_jobs("queued")] == ["c", "b"]
+    assert [j.key for j in await any_store.list_jobs(owner="u1")] == ["a", "c"]
+    assert [j.key for j in await any_store.list_jobs("queued", owner="u1")] == ["c"]
+    assert [j.key for j in await any_store.list_jobs(offset=1, limit=1)] == ["c"]
+    assert await any_store.job_counts() == {"queued": 2, "running": 0, "done": 1, "failed": 0}
+    assert await any_store.job_counts(owner="u2") == {"queued": 1, "running": 0, "done": 0, "failed": 0}
+    assert await any_store.job_counts(owner="nobody") == {"queued": 0, "running": 0, "done": 0, "failed": 0}
+
+
+async def test_concurrent_claims_never_share_a_job(any_store):
+    await any_store.enqueue([job(f"k{n}") for n in range(20)])
+    claimed = await asyncio.gather(*(any_store.claim_job(f"w{n}", 60) for n in range(30)))
+    ids = [j.id for j in claimed if j is not None]
+    assert len(ids) == 20 and len(set(ids)) == 20
+
+
+# named scalings --------------------------------------------------------------------------------------
+
+async def test_named_scalings(any_store):
+    deep = NamedScaling("deep", "zscale", "asinh", -1.5, 250.0, source="/a.fits", created_by="u1")
+    flat = NamedScaling("flat", "percentile", "histeq", 0.0, 1.0, curve=[0.0, 0.25, 1.0])
+    await any_store.save_scaling(flat)
+    await any_store.save_scaling(deep)
+    with pytest.raises(Conflict, match="exists already"):
+        await any_store.save_scaling(NamedScaling("deep", "minmax", "linear", 0.0, 1.0))
+    assert await any_store.get_scaling("deep") == deep
+    assert await any_store.get_scaling("missing") is None
+    assert await any_store.list_scalings() == [deep, flat]
+
+
+# permissions, removal, usage -----------------------------------------------------------------------
+
+async def test_visibility_deletion_keyword_counts_and_usage(any_store):
+    a0 = image("a0", sha256="file-a", hdu=0, owner="u1", size=100, created=4.0, EXPTIME=1, OBJECT="x")
+    a1 = image("a1", sha256="file-a", hdu=1, owner="u1", size=100, created=3.0, EXPTIME=2)
+    b = image("b", owner="u1", size=50, created=2.0, OBJECT="y", FILTER="r")
+    c = image("c", owner="u2", size=7, created=1.0, FILTER="g")
+    await any_store.add_images([a0, a1])
+    await any_store.add_images([b])
+    await any_store.add_images([c])
+    usage = await any_store.usage()
+    assert {owner: (u.images, u.bytes) for owner, u in usage.items()} == {"u1": (3, 150), "u2": (1, 7)}
+    assert await any_store.keyword_counts() == {"EXPTIME": 2, "FILTER": 2, "OBJECT": 2}
+    await any_store.set_visibility([a0.id, c.id, "missing"], "public")
+    assert names(await any_store.find_images(FieldIn("visibility", ("public",)))) == ["a0", "c"]
+    await any_store.delete_images([a0.id, b.id, "missing"])
+    assert await any_store.get_image(a0.id) is None
+    assert sorted(names(await any_store.find_images())) == ["a1", "c"]
+    assert await any_store.keyword_counts() == {"EXPTIME": 1, "FILTER": 1}
+    await any_store.delete_images([a0.id])  # twice: nothing more comes off the counts
+    assert await any_store.keyword_counts() == {"EXPTIME": 1, "FILTER": 1}
+    usage = await any_store.usage()
+    assert {owner: (u.images, u.bytes) for owner, u in usage.items()} == {"u1": (1, 100), "u2": (1, 7)}
+
+
+# search elements ------------------------------------------------------------------------------------
+
+async def test_search_elements_and_the_indexes_that_follow_them(any_store):
+    exposure = SearchElement("exp", "number", "Exposure", ["EXPTIME", "EXPOSURE"], options={"unit": "s"})
+    when = SearchElement("when", "date", "Date", ["DATE-OBS"])
+    target = SearchElement("obj", "text", "Object", ["OBJECT"], help="the target")
+    for element in (exposure, when, target):
+        await any_store.add_element(element)
+    assert [e.id for e in await any_store.list_elements()] == ["exp", "when", "obj"]
+    assert [e.position for e in await any_store.list_elements()] == [0, 1, 2]
+    assert (await any_store.list_elements())[0] == exposure
+    assert await any_store.indexed_keywords() == ["EXPOSURE", "EXPTIME", "OBJECT"]  # not the date's
+    with pytest.raises(Conflict):
+        await any_store.add_element(SearchElement("exp", "text", "Again", ["X"]))
+
+    changed = SearchElement("obj", "select", "Filter", ["FILTER", "ESO.FILT"], enabled=False, position=99)
+    assert await any_store.update_element(changed)
+    stored = next(e for e in await any_store.list_elements() if e.id == "obj")
+    assert (stored.type, stored.label, stored.keywords, stored.enabled, stored.position) == (
+        "select", "Filter", ["FILTER", "ESO.FILT"], False, 2)  # the position is not changed by update
+    assert await any_store.indexed_keywords() == ["ESO.FILT", "EXPOSURE", "EXPTIME", "FILTER"]
+    assert not await any_store.update_element(SearchElement("missing", "text", "x", ["A"]))
+
+    await any_store.order_elements(["obj", "nope", "exp"])
+    assert [e.id for e in await any_store.list_elements()] == ["obj", "exp", "when"]
+    assert await any_store.delete_element("exp")
+    assert not await any_store.delete_element("exp")
+    assert await any_store.indexed_keywords() == ["ESO.FILT", "FILTER"]
+    await any_store.add_element(SearchElement("last", "number", "Airmass", ["AIRMASS"]))
+    assert [e.id for e in await any_store.list_elements()] == ["obj", "when", "last"]
+
+
+async def test_keyword_indexes_are_shared_between_elements(any_store):
+    await any_store.add_element(SearchElement("a", "number", "A", ["EXPTIME"]))
+    await any_store.add_element(SearchElement("b", "select", "B", ["EXPTIME"]))
+    await any_store.delete_element("a")
+    assert await any_store.indexed_keywords() == ["EXPTIME"]
+    await any_store.delete_element("b")
+    assert await any_store.indexed_keywords() == []
+
+
+async def test_distinct_values(catalog):
+    assert await catalog.distinct_values(["FILTER"]) == [("r", 2), (7, 1), ("R", 1), ("g", 1)]
+    assert await catalog.distinct_values(["FILTER"], prefix="R") == [("r", 2), ("R", 1)]
+    assert await catalog.distinct_values(["FILTER"], Compare("EXPTIME", "eq", 100)) == [("R", 1), ("r", 1)]
+    assert await catalog.distinct_values(["FILTER"], limit=1) == [("r", 2)]
+    # alternate keywords count together; lists and booleans are not offered
+    assert await catalog.distinct_values(["EXPOSURE", "EXPTIME"], prefix="10") == [(100, 2), (10, 1)]
+    assert await catalog.distinct_values(["COMMENT", "SIMPLE"]) == []
+    assert await catalog.distinct_values(["FILTER"], prefix="zz") == []
+    assert await catalog.distinct_values(["OBJECT"], prefix="ÜNÏCODE STRASSE") == [("Ünïcode Straße", 1)]
+
+
+# users, sessions, tokens -----------------------------------------------------------------------------
+
+def user(name: str, **fields: Any) -> User:
+    return User(id=new_id(), username=name, role=fields.pop("role", "user"), password_hash="h:" + name,
+                **fields)
+
+
+async def test_users(any_store):
+    alice = user("Alice", email="a@x.org", display_name="Alice A.", quota=10**9)
+    bob = user("bob", role="admin")
+    await any_store.add_user(bob)
+    await any_store.add_user(alice)
+    with pytest.raises(Conflict, match="taken"):
+        await any_store.add_user(user("ALICE"))
+    assert await any_store.get_user(alice.id) == alice
+    assert await any_store.get_user_by_name("alice") == alice
+    assert await any_store.get_user_by_name("BOB") == bob
+    assert await any_store.get_user("missing") is None and await any_store.get_user_by_name("carol") is None
+    assert [u.username for u in await any_store.list_users()] == ["Alice", "bob"]
+    await any_store.update_user(alice.id, disabled=True, quota=None, last_login=123.5, role="admin")
+    changed = await any_store.get_user(alice.id)
+    assert (changed.disabled, changed.quota, changed.last_login, changed.role) == (True, None, 123.5, "admin")
+    assert not changed.is_admin
+    await any_store.update_user(alice.id)
+    with pytest.raises(ValueError, match="cannot change user fields"):
+        await any_store.update_user(alice.id, username="mallory")
+
+
+async def test_sessions(any_store):
+    alice, bob = user("alice"), user("bob")
+    await any_store.add_user(alice)
+    await any_store.add_user(bob)
+    await any_store.add_session("s1", alice.id, now() + 60)
+    await any_store.add_session("s2", alice.id, now() + 60)
+    await any_store.add_session("old", bob.id, now() - 1)
+    await any_store.add_session("s3", bob.id, now() + 60)
+    assert (await any_store.session_user("s1")).id == alice.id
+    assert await any_store.session_user("old") is None
+    assert await any_store.session_user("nope") is None
+    await any_store.delete_session("s1")
+    assert await any_store.session_user("s1") is None
+    assert (await any_store.session_user("s2")).id == alice.id
+    await any_store.delete_user_sessions(alice.id)
+    assert await any_store.session_user("s2") is None
+    assert (await any_store.session_user("s3")).id == bob.id
+    with pytest.raises(Conflict):  # a key already in use is refused, never shared
+        await any_store.add_session("s3", alice.id, now() + 60)
+    assert (await any_store.session_user("s3")).id == bob.id
+
+
+async def test_api_tokens(any_store):
+    alice, bob = user("alice"), user("bob")
+    await any_store.add_user(alice)
+    await any_store.add_user(bob)
+    first = ApiToken(new_id(), alice.id, "laptop", "hash1", created=1.0)
+    second = ApiToken(new_id(), alice.id, "ci", "hash2", created=2.0)
+    await any_store.add_token(second)
+    await any_store.add_token(first)
+    await any_store.add_token(ApiToken(new_id(), bob.id, "bob's", "hash3"))
+    assert await any_store.list_tokens(alice.id) == [first, second]
+    before = time.time()
+    assert (await any_store.token_user("hash1")).id == alice.id
+    used = (await any_store.list_tokens(alice.id))[0]
+    assert used.last_used is not None and used.last_used >= before
+    assert await any_store.token_user("nope") is None
+    assert not await any_store.delete_token(bob.id, first.id)  # not bob's
+    assert await any_store.delete_token(alice.id, first.id)
+    assert not await any_store.delete_token(alice.id, first.id)
+    assert await any_store.token_user("hash1") is None
+    assert [t.name for t in await any_store.list_tokens(alice.id)] == ["ci"]
+    with pytest.raises(Conflict):  # the same token hash twice is refused
+        await any_store.add_token(ApiToken(new_id(), bob.id, "copy", "hash2"))
+    assert (await any_store.token_user("hash2")).id == alice.id
+
+
+async def test_invitations(any_store):
+    old = Invitation(new_id(), "code-old", "admin", expires=now() + 60, created=1.0)
+    new = Invitation(new_id(), "code-new", "admin", expires=now() + 60, created=2.0)
+    gone = Invitation(new_id(), "code-gone", "admin", expires=now() - 1, created=3.0)
+    for invitation in (old, new, gone):
+        await any_store.add_invitation(invitation)
+    assert [i.code_hash for i in await any_store.list_invitations()] == ["code-gone", "code-new", "code-old"]
+    assert await any_store.get_invitation("code-new") == new
+    assert await any_store.get_invitation("missing") is None
+    assert not await any_store.use_invitation("code-gone", "late")  # expired
+    assert await any_store.use_invitation("code-new", "carol")
+    assert not await any_store.use_invitation("code-new", "dave")  # used
+    used = await any_store.get_invitation("code-new")
+    assert used.used_by == "carol" and used.used_at is not None
+    assert not await any_store.expire_invitation(new.id)  # used
+    assert not await any_store.expire_invitation(gone.id)  # expired already
+    assert await any_store.expire_invitation(old.id)
+    assert not await any_store.use_invitation("code-old", "erin")
+    assert (await any_store.get_invitation("code-old")).expires <= now()
+
+
+async def test_invitations_are_used_once_under_concurrency(any_store):
+    await any_store.add_invitation(Invitation(new_id(), "code", "admin", expires=now() + 60))
+    results = await asyncio.gather(*(any_store.use_invitation("code", f"u{n}") for n in range(10)))
+    assert sum(results) == 1
+
+
+# login throttling, site settings -------------------------------------------------------------------
+
+async def test_login_failures_lock_keys_for_doubling_times(any_store):
+    keys = ["user:alice", "addr:1.2.3.4"]
+    assert await any_store.login_locked_until(keys) == 0.0
+    assert await any_store.login_locked_until([]) == 0.0
+    for _ in range(3):
+        await any_store.record_login_failure(keys, free_failures=3, max_lock=5.0)
+    assert await any_store.login_locked_until(keys) == 0.0  # free failures
+    start = now()
+    await any_store.record_login_failure(keys, free_failures=3, max_lock=5.0)
+    first = await any_store.login_locked_until(keys)
+    assert start + 0.9 <= first <= now() + 1.1
+    await any_store.record_login_failure(["user:alice"], free_failures=3, max_lock=5.0)
+    second = await any_store.login_locked_until(["user:alice"])
+    assert start + 1.9 <= second <= now() + 2.1
+    for _ in range(5):
+        await any_store.record_login_failure(["user:alice"], free_failures=3, max_lock=5.0)
+    assert await any_store.login_locked_until(["user:alice"]) <= now() + 5.0
+    assert await any_store.login_locked_until(["addr:1.2.3.4"]) == first
+    await any_store.clear_login_failures(["user:alice"])
+    assert await any_store.login_locked_until(["user:alice"]) == 0.0
+    assert await any_store.login_locked_until(keys) == first
+
+
+async def test_site_settings(any_store):
+    assert await any_store.site_settings() == {}
+    await any_store.save_site_settings({"site_name": "Archive", "default_quota": 10**12,
+                                        "open": False, "list": [1, "two"], "nested": {"a.b": None}})
+    await any_store.save_site_settings({"site_name": "Renamed"})
+    await any_store.save_site_settings({})
+    assert await any_store.site_settings() == {"site_name": "Renamed", "default_quota": 10**12,
+                                               "open": False, "list": [1, "two"], "nested": {"a.b": None}}
+
+
+# upload reservations -------------------------------------------------------------------------------
+
+async def test_upload_reservations_count_everything_that_holds_bytes(any_store):
+    await any_store.add_images([image("stored", sha256="f", owner="u", size=300),
+                                image("hdu1", sha256="f", hdu=1, owner="u", size=300)])  # one file
+    await any_store.enqueue([job("up1", owner="u", provenance="upload", size=200),
+                             job("batch", owner="u", size=10**6),  # not an upload
+                             job("other", owner="v", provenance="upload", size=10**6)])
+    first = await any_store.reserve_upload("r1", "u", 400, quota=1000, ttl=60)
+    assert (first.granted, first.stored, first.pending, first.reserved, first.available) == (
+        True, 300, 200, 0, 500)
+    refused = await any_store.reserve_upload("r2", "u", 101, quota=1000, ttl=60)
+    assert (refused.granted, refused.reserved, refused.available) == (False, 400, 100)
+    # a reservation replaces what it held before
+    assert (await any_store.reserve_upload("r1", "u", 450, quota=1000, ttl=60)).granted
+    assert (await any_store.reserve_upload("r2", "u", 50, quota=1000, ttl=60)).granted
+    await any_store.release_upload("r1")
+    again = await any_store.reserve_upload("r3", "u", 450, quota=1000, ttl=60)
+    assert (again.granted, again.reserved) == (True, 50)
+    # another owner is not held back
+    assert (await any_store.reserve_upload("r4", "v", 10, quota=1000, ttl=60)).granted is False  # their job
+    assert (await any_store.reserve_upload("r4", "w", 1000, quota=1000, ttl=60)).granted
+
+
+async def test_expired_reservations_hold_nothing(any_store):
+    assert (await any_store.reserve_upload("r1", "u", 900, quota=1000, ttl=0.05)).granted
+    assert not (await any_store.reserve_upload("r2", "u", 900, quota=1000, ttl=60)).granted
+    await asyncio.sleep(0.1)
+    assert (await any_store.reserve_upload("r2", "u", 900, quota=1000, ttl=60)).granted
+
+
+async def test_concurrent_reservations_never_overshoot_the_quota(any_store):
+    results = await asyncio.gather(*(any_store.reserve_upload(f"r{n}", "u", 100, quota=350, ttl=60)
+                                     for n in range(10)))
+    assert sum(check.granted for check in results) == 3
+
+
+async def test_every_method_of_the_interface_is_exercised():
+    """The suite names every abstract method of Store: a new method needs a contract test here."""
+    source = open(__file__, encoding="utf-8").read()
+    missing = [name for name in sorted(Store.__abstractmethods__) if f".{name}(" not in source]
+    assert missing == []
+
+
+# atomic across processes -------------------------------------------------------------------------------
+
+RACER = """
+import asyncio, json, sys, time
+from pathlib import Path
+from app.store import open_store
+
+async def main(url, name, start):
+    store = open_store(url)
+    await store.open()
+    print("ready", flush=True)
+    while not Path(start).exists():
+        time.sleep(0.001)
+    granted = [(await store.reserve_upload(f"{name}-{n}", "u", 100, quota=1050, ttl=60)).granted
+               for n in range(6)]
+    claimed = []
+    while (job := await store.claim_job(name, 60)) is not None:
+        claimed.append(job.id)
+    await store.close()
+    print(json.dumps({"granted": sum(granted), "claimed": claimed}), flush=True)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_reservations_and_claims_are_atomic_across_processes(adapter_url, tmp_path):
+    """Four processes on one catalog: together they never reserve past the quota, and every job is
+    claimed by exactly one of them."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    store = open_store(adapter_url)
+    await store.open()
+    await store.enqueue([job(f"k{n}") for n in range(40)])
+    await store.close()
+    start = tmp_path / "start"
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, adapter_url, f"p{n}", str(start)],
+                               cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for n in range(4)]
+    try:
+        for racer in racers:
+            assert racer.stdout.readline().strip() == "ready", racer.communicate(timeout=60)[1]
+        start.touch()
+        outcomes = []
+        for racer in racers:
+            out, err = await asyncio.to_thread(racer.communicate, timeout=120)
+            assert racer.returncode == 0, err
+            outcomes.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for racer in racers:
+            if racer.poll() is None:
+                racer.kill()
+                racer.wait()
+    assert sum(outcome["granted"] for outcome in outcomes) == 10
+    claimed = [job_id for outcome in outcomes for job_id in outcome["claimed"]]
+    assert len(claimed) == 40 and len(set(claimed)) == 40

@@ -1,0 +1,105 @@
+"""`/healthz`: open to anyone, even with guest access off; reports the store (reachable, migrations), the
+pool, the job runner and the watcher; 503 when the store does not answer; nothing secret in it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app import create_app
+from app.ingest.jobs import JobRunner
+from app.settings import Settings
+from app.store.sqlite import MIGRATIONS
+from app.tiles.pool import Pool
+
+NEWEST_MIGRATION = max(int(script.name.split("_", 1)[0]) for script in MIGRATIONS.glob("[0-9]*.sql"))
+
+
+async def health(client: Any) -> tuple[int, dict[str, Any]]:
+    response = await client.get("/healthz")
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.headers["Cache-Control"] == "no-store"
+    return response.status_code, json.loads(await response.get_data(as_text=True))
+
+
+async def test_a_healthy_process_reports_its_store_pool_runner_and_watcher(client, settings):
+    status, facts = await health(client)
+    assert status == 200
+    assert facts["status"] == "ok"
+    assert facts["store"] == {"kind": "sqlite", "reachable": True, "problem": "",
+                              "migration": NEWEST_MIGRATION, "migrations_known": NEWEST_MIGRATION,
+                              "latency_ms": facts["store"]["latency_ms"]}
+    assert 0 <= facts["store"]["latency_ms"] < 5000
+    assert facts["pool"] == {"size": 2, "busy": 0}
+    # the test client's app runs no job runner and no watcher
+    assert facts["runner"]["present"] is False and facts["watcher"]["present"] is False
+    assert facts["uptime"] >= 0
+
+
+async def test_nothing_secret_is_in_it(client, settings, make_user):
+    await make_user("alice")
+    body = await (await client.get("/healthz")).get_data(as_text=True)
+    secret = (settings.data / "secret.key").read_text().strip()
+    for private in (str(settings.data), "catalog.sqlite", settings.store_url, secret, "alice"):
+        assert private not in body
+
+
+async def test_it_answers_guests_when_guest_access_is_off_and_sets_no_cookie(client, archive):
+    await archive.store.save_site_settings({"guest_access": False})
+    assert (await client.get("/")).status_code == 302  # the rest of the site wants a login
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers
+
+
+async def test_an_unreachable_store_answers_503(client):
+    app_archive = client.app.extensions["imagex"]
+    await app_archive.store.close()  # the catalog is gone for this process, as when its disk disappears
+    try:
+        status, facts = await health(client)
+    finally:
+        await app_archive.store.open()
+    assert status == 503
+    assert facts["status"] == "unavailable"
+    assert facts["store"]["reachable"] is False
+    assert facts["store"]["problem"] == "StoreError"
+    assert facts["store"]["migration"] is None
+
+
+async def test_a_catalog_behind_the_code_is_degraded(client, settings):
+    import sqlite3
+
+    with sqlite3.connect(settings.data / "catalog.sqlite") as db:
+        db.execute("DELETE FROM schema_migrations WHERE version = ?", (NEWEST_MIGRATION,))
+    status, facts = await health(client)
+    assert status == 200
+    assert facts["status"] == "degraded"
+    assert facts["store"]["migration"] == NEWEST_MIGRATION - 1
+
+
+@pytest.fixture
+async def serving(tmp_path: Path, pool: Pool) -> Any:
+    """An app whose job runner and folder watcher run, as under `imagex serve`."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    settings = Settings.load(environ={}, data=str(tmp_path / "var"), workers=2, watch_dirs=str(inbox))
+    app = create_app(settings, first_admin=False)
+    app.extensions["imagex"].pool = pool
+    app.extensions["imagex"]._own_pool = False
+    async with app.test_app() as test_app:
+        yield test_app.test_client()
+
+
+async def test_the_runner_and_watcher_of_a_serving_process_are_reported(serving):
+    _, facts = await health(serving)
+    assert facts["runner"] == {"present": True, "alive": True, "busy": 0, "concurrency": 2, "finished": 0}
+    assert facts["watcher"]["present"] is True and facts["watcher"]["folders"] == 1
+    assert facts["watcher"]["missing"] == 0
+    archive = serving.app.extensions["imagex"]
+    assert isinstance(archive.runner, JobRunner)
+    archive.background_errors.append("job runner: RuntimeError: boom")
+    _, facts = await health(serving)
+    assert facts["status"] == "degraded" and facts["runner"]["alive"] is False
