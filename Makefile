@@ -58,3 +58,7 @@ bench: install-test
 
 clean:
 	rm -rf $(VENV) node_modules $(VENDOR) .mypy_cache .pytest_cache .ruff_cache
+
+# 1,000,000-image search benchmark (the catalog is cached under the temp dir between runs)
+bench-search: install-test
+	$(BIN)/python bench/search.py

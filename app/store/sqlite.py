@@ -92,6 +92,9 @@ class SQLiteStore(Store):
         self._migrate_sync()
         self._backfill_cells_sync()
         self._backfill_dates_sync()
+        if sqlsearch.existing_indexes(db) != sqlsearch.existing_indexes(db, current=True):
+            with _transaction(db):  # search indexes built on an older expression: built again
+                self._after_elements_change(db)
         self._analyze_sync()
 
     def _analyze_sync(self) -> None:
@@ -243,10 +246,21 @@ class SQLiteStore(Store):
 
     async def _select_images(self, where: str, params: list[Any], offset: int, limit: int,
                              order: str = "created DESC, id") -> list[ImageRecord]:
-        sql = f"SELECT {_IMAGE_COLUMNS} FROM images WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
+        # the page is found by rowid first and only its own rows are read whole: sorting the whole rows
+        # (headers and all) of every match to keep `limit` of them made large result sets slow
+        page = f"SELECT rowid FROM images WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
+        rows = (f"SELECT rowid AS row_number, {_IMAGE_COLUMNS} FROM images "
+                f"WHERE rowid IN (SELECT value FROM json_each(?))")
 
         def select() -> list[ImageRecord]:
-            return [_image(row) for row in self.db.execute(sql, [*params, limit, offset])]
+            db = self.db
+            db.execute("BEGIN")  # both reads see one snapshot
+            try:
+                rowids = [row[0] for row in db.execute(page, [*params, limit, offset])]
+                found = {row["row_number"]: row for row in db.execute(rows, [json.dumps(rowids)])}
+            finally:
+                db.execute("COMMIT")
+            return [_image(found[rowid]) for rowid in rowids]
 
         return await self._run(select)
 

@@ -32,10 +32,21 @@ from app.store.base import (
 
 _OPS = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 INDEX_PREFIX = "hkw_"
+_BROAD_FIELDS = ("owner", "visibility")
 
 
 def value_of(keyword: str) -> str:
-    """The SQL expression for one header keyword's value (the one its index is built on)."""
+    """The SQL expression for one header keyword's value as search compares and sorts it, and the one its
+    index is built on: a number or text; NULL when the keyword is absent or holds anything else (true,
+    false, a list). With the JSON type inside the indexed expression, a range or an equality is answered
+    from the index alone; a separate json_type() test would read and parse every candidate's header."""
+    path = f"""'$."{check_keyword(keyword)}"'"""
+    return (f"CASE WHEN json_type(header, {path}) IN ('integer', 'real', 'text') "
+            f"THEN json_extract(header, {path}) END")
+
+
+def raw_value_of(keyword: str) -> str:
+    """The keyword's JSON value as SQLite reads it (true and false as 1 and 0)."""
     return f"""json_extract(header, '$."{check_keyword(keyword)}"')"""
 
 
@@ -51,15 +62,7 @@ def fold(value: Any) -> str | None:
 def compile_query(query: Query) -> tuple[str, list[Any]]:
     """Translate the neutral query form into a SQL condition over `images` and its parameters."""
     if isinstance(query, Compare):
-        value: Any = query.value
-        kinds = "('text')" if isinstance(value, str) else "('integer', 'real')"
-        if isinstance(value, bool):
-            # JSON true/false come back from json_extract as 1/0
-            value, kinds = int(value), "('true', 'false')"
-        # SQLite orders any text above any number and reads true/false as 1/0: compare only values of the
-        # query value's JSON type, so `EXPTIME > 5` never matches EXPTIME = 'fast' or EXPTIME = T
-        return (f"{type_of(query.keyword)} IN {kinds} "
-                f"AND {value_of(query.keyword)} {_OPS[query.op]} ?", [value])
+        return _compile_compare(query)
     if isinstance(query, TextMatch):
         return _compile_text(query)
     if isinstance(query, DateRange):
@@ -70,25 +73,60 @@ def compile_query(query: Query) -> tuple[str, list[Any]]:
         if not query.values:
             return ("1" if query.negate else "0"), []
         operator = "NOT IN" if query.negate else "IN"
-        return f"{query.field} {operator} ({', '.join('?' * len(query.values))})", list(query.values)
+        sql = f"{query.field} {operator} ({', '.join('?' * len(query.values))})"
+        if query.field in _BROAD_FIELDS:
+            # permissions split the catalog into a few large parts, but sampled statistics (ANALYZE with
+            # analysis_limit) take every owner and visibility for a thousand images or so, and the planner
+            # then drives a search by them instead of by the search's own index (seconds, not ms, at 1M)
+            sql = f"likely({sql})"
+        return sql, list(query.values)
     if isinstance(query, And | Or):
         if not query.parts:
             return ("1" if isinstance(query, And) else "0"), []
         joiner = " AND " if isinstance(query, And) else " OR "
+        # keywords with a numeric upper bound here: their lower bounds need not shut out text
+        capped = {part.keyword for part in query.parts if isinstance(query, And) and isinstance(part, Compare)
+                  and _is_number(part.value) and part.op in ("lt", "le", "eq")}
+        # a small cone's cells hold a handful of images: listed first, it drives the query (SQLite takes
+        # the first of several `id IN (...)` conditions it cannot tell apart)
+        parts = sorted(query.parts, key=lambda part: not (isinstance(part, Cone) and part.radius_deg <= 1))
         sqls, params = [], []
-        for part in query.parts:
-            sql, part_params = compile_query(part)
+        for part in parts:
+            sql, part_params = (_compile_compare(part, capped=part.keyword in capped)
+                                if isinstance(part, Compare) else compile_query(part))
             sqls.append(f"({sql})")
             params.extend(part_params)
         return joiner.join(sqls), params
     raise TypeError(f"not a query node: {query!r}")
 
 
+def _is_number(value: Scalar) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _compile_compare(query: Compare, *, capped: bool = False) -> tuple[str, list[Any]]:
+    """`EXPTIME > 5` never matches EXPTIME = 'fast' or EXPTIME = T: values compare only with values of
+    their own kind. SQLite orders every number below every text (and '' is the least text), so a number
+    bound is kept below '' and a text bound at or above it, unless the comparison does so already (or,
+    `capped`, a numeric upper bound beside it does: one range on the index then answers both)."""
+    keyword, value, op = query.keyword, query.value, query.op
+    if isinstance(value, bool):
+        # JSON true/false come back from json_extract as 1/0; they have no index (nor a place in ranges)
+        return (f"{type_of(keyword)} IN ('true', 'false') AND {raw_value_of(keyword)} {_OPS[op]} ?",
+                [int(value)])
+    sql = f"{value_of(keyword)} {_OPS[op]} ?"
+    if isinstance(value, str) and op in ("lt", "le", "ne"):
+        sql += f" AND {value_of(keyword)} >= ''"
+    elif not isinstance(value, str) and op in ("gt", "ge", "ne") and not capped:
+        sql += f" AND {value_of(keyword)} < ''"
+    return sql, [value]
+
+
 def _compile_text(query: TextMatch) -> tuple[str, list[Any]]:
     """Case-insensitive and literal: no LIKE pattern is built, so `%` and `_` are plain characters."""
     # Python's casefold on both sides: SQLite's lower() leaves non-ASCII letters alone, so "STRASSE" would
     # miss "Straße"
-    folded, needle = f"imagex_fold({value_of(query.keyword)})", query.text.casefold()
+    folded, needle = f"imagex_fold({raw_value_of(query.keyword)})", query.text.casefold()
     test = (f"instr({folded}, ?) > 0" if query.mode == "contains"
             else f"substr({folded}, 1, {len(needle)}) = ?")
     return f"{type_of(query.keyword)} = 'text' AND {test}", [needle]
@@ -156,12 +194,18 @@ def keyword_of_index(name: str) -> str | None:
         return None
 
 
-def existing_indexes(db: sqlite3.Connection) -> dict[str, str]:
-    """Keyword -> index name, for the keyword indexes present."""
+def index_sql(keyword: str) -> str:
+    return f'CREATE INDEX "{index_name(keyword)}" ON images ({value_of(keyword)})'
+
+
+def existing_indexes(db: sqlite3.Connection, *, current: bool = False) -> dict[str, str]:
+    """Keyword -> index name, for the keyword indexes present (`current`: only those built on today's
+    expression; an index on another one is never used by the queries)."""
     found: dict[str, str] = {}
-    for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'images'"):
+    for name, sql in db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                                "AND tbl_name = 'images'"):
         keyword = keyword_of_index(name)
-        if keyword is not None:
+        if keyword is not None and (not current or sql == index_sql(keyword)):
             found[keyword] = name
     return found
 
@@ -171,12 +215,15 @@ def sync_indexes(db: sqlite3.Connection, elements: Iterable[SearchElement]) -> t
     transaction). Returns the keywords indexed and dropped."""
     wanted = indexed_keywords(elements)
     present = existing_indexes(db)
-    created = sorted(wanted - present.keys())
-    dropped = sorted(present.keys() - wanted)
-    for keyword in created:
-        db.execute(f'CREATE INDEX "{index_name(keyword)}" ON images ({value_of(keyword)})')
-    for keyword in dropped:
+    current = existing_indexes(db, current=True)
+    for keyword in present.keys() - current.keys():  # built on an older expression: built again
         db.execute(f'DROP INDEX "{present[keyword]}"')
+    created = sorted(wanted - current.keys())
+    dropped = sorted(current.keys() - wanted)
+    for keyword in created:
+        db.execute(index_sql(keyword))
+    for keyword in dropped:
+        db.execute(f'DROP INDEX "{current[keyword]}"')
     return created, dropped
 
 

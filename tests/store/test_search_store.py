@@ -11,7 +11,8 @@ import pytest
 
 from app.exceptions import Conflict
 from app.search.elements import element_from
-from app.store.base import And, FieldIn, ImageRecord, Order, TextMatch, new_id
+from app.store import sqlsearch
+from app.store.base import And, Compare, FieldIn, ImageRecord, Order, TextMatch, new_id
 from app.store.sqlite import MIGRATIONS, SQLiteStore, _statements
 
 
@@ -116,11 +117,9 @@ async def test_elements_keep_their_order_and_indexes_follow_them(store):
     assert await store.delete_element("obj") and not await store.delete_element("obj")
     assert await store.indexed_keywords() == ["EXPTIME", "ITIME"]
     # the planner uses the expression index for a number range over the element's keyword
+    where, params = sqlsearch.compile_query(Compare("EXPTIME", "gt", 1))
     plan = " ".join(
-        row[-1]
-        for row in store.db.execute(
-            "EXPLAIN QUERY PLAN SELECT id FROM images WHERE json_extract(header, '$.\"EXPTIME\"') > 1"
-        )
+        row[-1] for row in store.db.execute(f"EXPLAIN QUERY PLAN SELECT id FROM images WHERE {where}", params)
     )
     assert "USING INDEX hkw_" in plan, plan
 
