@@ -37,6 +37,8 @@
   ValueReader.prototype.ask = function (x, y) {
     this.generation += 1;
     if (this.missing) { this.show("\u2014"); return; }
+    // until this pixel's answer arrives, no value is shown beside its x/y (never the previous pixel's)
+    this.show("\u2026");
     this.wanted = [x, y];
     if (!this.busy) { this.next(); }
   };
