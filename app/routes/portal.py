@@ -17,6 +17,9 @@ from app.tiles.render import default_spec
 
 bp = Blueprint("portal", __name__)
 MAX_PER_PAGE = 200
+# Listings count matches up to this many and then say "more than": counting every match of a broad search
+# in a catalog of millions would cost more than the page itself.
+COUNT_LIMIT = 10_000
 ACTIONS: tuple[Action, ...] = ("view", "download", "change", "delete")
 
 
@@ -77,13 +80,14 @@ async def image_listing(archive: Archive, page: int, per_page: int,
     """One page of the images the asker may see, newest first, with paging facts (counted by the store
     under the same condition): the portal and `/api/images` share it."""
     condition = visible_images(query)
-    total = await archive.store.count_images(condition)
+    total = await archive.store.count_images(condition, at_most=COUNT_LIMIT)
     images = await archive.store.find_images(condition, offset=(page - 1) * per_page, limit=per_page)
     return {
         "images": [image_summary(archive, image) for image in images],
         "page": page,
         "per_page": per_page,
         "total": total,
+        "total_exact": total < COUNT_LIMIT,
         "pages": max(1, math.ceil(total / per_page)),
     }
 

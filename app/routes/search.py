@@ -19,6 +19,7 @@ from werkzeug.exceptions import BadRequest, Forbidden, NotFound
 from app.accounts import current_site, current_user
 from app.archive import Archive, get_archive
 from app.permissions import may
+from app.routes import portal
 from app.routes.portal import image_summary, page_args, visible_images
 from app.search.compile import SORTABLE, Search, compile_search, describe, parameters
 from app.search.dates import header_dates
@@ -96,7 +97,7 @@ async def run_search(archive: Archive, *, strict: bool) -> dict[str, Any]:
     _guard(search)
     page, per_page = page_args(archive.settings.page_size)
     condition = visible_images(search.query)
-    total = await archive.store.count_images(condition)
+    total = await archive.store.count_images(condition, at_most=portal.COUNT_LIMIT)
     images = await archive.store.find_images(condition, offset=(page - 1) * per_page, limit=per_page,
                                              order=search.order)
     enabled = [element for element in elements if element.enabled]
@@ -115,11 +116,14 @@ async def run_search(archive: Archive, *, strict: bool) -> dict[str, Any]:
     if search.sort != "created":
         values["sort"] = search.sort
     values["order"] = "desc" if search.descending else "asc"
+    if "per_page" in request.args:
+        values["per_page"] = str(per_page)
     return {
         "images": results,
         "page": page,
         "per_page": per_page,
         "total": total,
+        "total_exact": total < portal.COUNT_LIMIT,
         "pages": max(1, math.ceil(total / per_page)),
         "sort": search.sort,
         "order": values["order"],
@@ -159,8 +163,8 @@ async def search_api() -> Any:
     results = await run_search(archive, strict=True)
     for image in results["images"]:
         image.pop("permissions", None)
-    return jsonify({key: results[key] for key in ("images", "page", "per_page", "total", "pages", "sort",
-                                                   "order", "notices")})
+    return jsonify({key: results[key] for key in ("images", "page", "per_page", "total", "total_exact",
+                                                   "pages", "sort", "order", "notices")})
 
 
 async def _element(archive: Archive, element_id: str) -> SearchElement:

@@ -471,7 +471,9 @@ class Store(ABC):
         """Images matching `query`, newest first unless `order` says otherwise."""
 
     @abstractmethod
-    async def count_images(self, query: Query | None = None) -> int: ...
+    async def count_images(self, query: Query | None = None, *, at_most: int | None = None) -> int:
+        """How many images match; with `at_most`, counting stops there (a result equal to `at_most` means
+        "at least that many"), which bounds the cost of counting a broad search in a large catalog."""
 
     # jobs
     @abstractmethod

@@ -248,7 +248,9 @@ class MongoStore(Store):
             docs = await (await self.images.aggregate(pipeline, allowDiskUse=True)).to_list()
         return [_image(doc) for doc in docs]
 
-    async def count_images(self, query: Query | None = None) -> int:
+    async def count_images(self, query: Query | None = None, *, at_most: int | None = None) -> int:
+        if at_most is not None:
+            return await self.images.count_documents(await self.filter_of(query), limit=at_most)
         return await self.images.count_documents(await self.filter_of(query))
 
     async def filter_of(self, query: Query | None) -> Filter:

@@ -236,3 +236,19 @@ async def test_a_selection_opens_in_the_mosaic_viewer(client, catalog):
     html = await text_of(page)
     assert page.status_code == 200
     assert f"/tiles/{catalog['a'].id}/" in html and f"/tiles/{catalog['b'].id}/" in html
+
+
+async def test_a_broad_search_says_more_than_the_count_bound(client, catalog, monkeypatch):
+    from app.routes import portal
+
+    monkeypatch.setattr(portal, "COUNT_LIMIT", 2)
+    body = await found(client, "obsdate_from=2026-01-01")
+    assert (body["total"], body["total_exact"]) == (2, False)
+    assert len(body["images"]) == 4  # the page itself is whole
+    html = await text_of(await client.get("/search?obsdate_from=2026-01-01&per_page=1"))
+    assert "More than <strong>2</strong> images found, page 1." in html
+    assert 'href="/search?obsdate_from=2026-01-01&amp;order=desc&amp;per_page=1&amp;page=2"' in html
+    exact = await found(client, "obsdate_to=2026-01-05")
+    assert (exact["total"], exact["total_exact"]) == (1, True)
+    listing = await text_of(await client.get("/"))
+    assert "More than 2 images in the archive." in listing

@@ -127,6 +127,15 @@ async def test_add_images_is_all_or_nothing(any_store):
     assert await any_store.count_images() == 1
 
 
+async def test_counts_may_stop_at_a_bound(any_store):
+    await any_store.add_images([image(f"n{number}", created=1000.0 + number, EXPTIME=number)
+                                for number in range(7)])
+    assert await any_store.count_images() == 7
+    assert await any_store.count_images(at_most=3) == 3
+    assert await any_store.count_images(at_most=100) == 7
+    assert await any_store.count_images(Compare("EXPTIME", "ge", 5), at_most=3) == 2
+
+
 async def test_find_images_newest_first_with_offset_and_limit(any_store):
     await any_store.add_images([image(f"n{n}", created=1000.0 + n) for n in range(4)])
     await any_store.add_images([image(f"n{n}", created=1000.0 + n) for n in range(4, 7)])

@@ -192,3 +192,29 @@ async def test_ordering_by_keywords_puts_missing_values_last(store):
         assert values[:3] == expected and set(map(str, values[3:])) == {"fast", "None"}
     by_name = await store.find_images(And(()), order=Order(field="created", descending=False))
     assert [image.created for image in by_name] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("bound", [1, 3, 10_000])
+async def test_broad_and_narrow_searches_page_alike(store, monkeypatch, bound):
+    """A search matching many images reads the newest images until a page is found (BROAD_SEARCH); a
+    narrow one lets the planner choose. Either way the pages equal a brute-force filter, newest first."""
+    from app.store import sqlite as sqlite_module
+
+    monkeypatch.setattr(sqlite_module, "BROAD_SEARCH", bound)
+    records = [record({"EXPTIME": number % 7}, owner="ann" if number % 3 else "", created=float(number))
+               for number in range(60)]
+    await store.add_images(records)
+    exposure = {"id": "e", "type": "number", "label": "E", "keywords": ["EXPTIME"]}
+    await store.add_element(element_from(exposure))
+    for query, keep in (
+        (Compare("EXPTIME", "ge", 2), lambda r: r.header["EXPTIME"] >= 2),
+        (Compare("EXPTIME", "eq", 6), lambda r: r.header["EXPTIME"] == 6),
+        (And((FieldIn("owner", ("ann",)), Compare("EXPTIME", "le", 1))),
+         lambda r: r.owner == "ann" and r.header["EXPTIME"] <= 1),
+    ):
+        expected = [r.id for r in sorted(records, key=lambda r: -r.created) if keep(r)]
+        pages = []
+        for offset in range(0, len(expected) + 10, 10):
+            pages.extend(image.id for image in await store.find_images(query, offset=offset, limit=10))
+        assert pages == expected
+        assert await store.count_images(query, at_most=5) == min(5, len(expected))
