@@ -1,7 +1,7 @@
 """Benchmark: search over a catalog of 1,000,000 images with heterogeneous headers, as the search page runs
-it (`compile_search` over the search elements, then `count_images` bounded at the page's COUNT_LIMIT and
-`find_images(limit=50)` under the asker's permission condition), against a full scan of the same catalog in
-the same run.
+it (`compile_search` over the search elements, then `search_images`: the count, bounded at the page's
+COUNT_LIMIT, and the first 50, under the asker's permission condition), against a full scan of the same
+catalog in the same run.
 
     .venv/bin/python bench/search.py [--images 1000000] [--queries 60] [--scan-queries 4] [--rebuild]
 
@@ -287,8 +287,7 @@ def percentile(values: list[float], fraction: float) -> float:
 async def timed_search(store: SQLiteStore, query: Query) -> float:
     """As the search page runs it: the count (bounded like the page's, `COUNT_LIMIT`) and the first page."""
     began = time.perf_counter()
-    await store.count_images(query, at_most=COUNT_LIMIT)
-    await store.find_images(query, limit=50)
+    await store.search_images(query, limit=50, count_at_most=COUNT_LIMIT)
     return (time.perf_counter() - began) * 1000
 
 

@@ -80,8 +80,8 @@ async def image_listing(archive: Archive, page: int, per_page: int,
     """One page of the images the asker may see, newest first, with paging facts (counted by the store
     under the same condition): the portal and `/api/images` share it."""
     condition = visible_images(query)
-    total = await archive.store.count_images(condition, at_most=COUNT_LIMIT)
-    images = await archive.store.find_images(condition, offset=(page - 1) * per_page, limit=per_page)
+    total, images = await archive.store.search_images(condition, offset=(page - 1) * per_page, limit=per_page,
+                                                      count_at_most=COUNT_LIMIT)
     return {
         "images": [image_summary(archive, image) for image in images],
         "page": page,

@@ -97,9 +97,9 @@ async def run_search(archive: Archive, *, strict: bool) -> dict[str, Any]:
     _guard(search)
     page, per_page = page_args(archive.settings.page_size)
     condition = visible_images(search.query)
-    total = await archive.store.count_images(condition, at_most=portal.COUNT_LIMIT)
-    images = await archive.store.find_images(condition, offset=(page - 1) * per_page, limit=per_page,
-                                             order=search.order)
+    total, images = await archive.store.search_images(condition, offset=(page - 1) * per_page,
+                                                      limit=per_page, order=search.order,
+                                                      count_at_most=portal.COUNT_LIMIT)
     enabled = [element for element in elements if element.enabled]
     shown = [element for element in enabled if element.type in ("text", "number", "select")]
     present = await archive.store.keyword_counts() if search.used else {}

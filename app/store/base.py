@@ -470,6 +470,14 @@ class Store(ABC):
                           limit: int = 50, order: Order | None = None) -> list[ImageRecord]:
         """Images matching `query`, newest first unless `order` says otherwise."""
 
+    async def search_images(self, query: Query | None = None, *, offset: int = 0, limit: int = 50,
+                            order: Order | None = None,
+                            count_at_most: int | None = None) -> tuple[int, list[ImageRecord]]:
+        """A listing's page and its count (bounded by `count_at_most`) together: an adapter may use the
+        count to choose how to find the page."""
+        total = await self.count_images(query, at_most=count_at_most)
+        return total, await self.find_images(query, offset=offset, limit=limit, order=order)
+
     @abstractmethod
     async def count_images(self, query: Query | None = None, *, at_most: int | None = None) -> int:
         """How many images match; with `at_most`, counting stops there (a result equal to `at_most` means

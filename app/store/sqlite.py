@@ -236,31 +236,42 @@ class SQLiteStore(Store):
                           limit: int = 50, order: Order | None = None) -> list[ImageRecord]:
         where, params = compile_query(query) if query is not None else ("1", [])
         by, order_params = sqlsearch.compile_order(order)
-        newest = order is None or (not order.keywords and order.field == "created")
         return await self._select_images(where, [*params, *order_params], offset, limit, by,
-                                         walk_created=newest and query is not None)
+                                         walk_created=_newest_first(order) and query is not None)
+
+    async def search_images(self, query: Query | None = None, *, offset: int = 0, limit: int = 50,
+                            order: Order | None = None,
+                            count_at_most: int | None = None) -> tuple[int, list[ImageRecord]]:
+        where, params = compile_query(query) if query is not None else ("1", [])
+        total = await self._run(self._count_sync, where, params, count_at_most)
+        by, order_params = sqlsearch.compile_order(order)
+        # the count says whether the search is broad: no second probe
+        bound = BROAD_SEARCH if count_at_most is None or count_at_most >= BROAD_SEARCH else count_at_most
+        broad = query is not None and _newest_first(order) and total >= bound
+        images = await self._select_images(where, [*params, *order_params], offset, limit, by,
+                                           broad=broad)
+        return total, images
 
     async def count_images(self, query: Query | None = None, *, at_most: int | None = None) -> int:
         where, params = compile_query(query) if query is not None else ("1", [])
-        sql = f"SELECT count(*) FROM images WHERE {where}"
-        if at_most is not None:
-            sql = f"SELECT count(*) FROM (SELECT 1 FROM images WHERE {where} LIMIT ?)"
-            params = [*params, at_most]
+        return await self._run(self._count_sync, where, params, at_most)
 
-        def count() -> int:
-            return int(self.db.execute(sql, params).fetchone()[0])
-
-        return await self._run(count)
+    def _count_sync(self, where: str, params: list[Any], at_most: int | None) -> int:
+        if at_most is None:
+            return int(self.db.execute(f"SELECT count(*) FROM images WHERE {where}", params).fetchone()[0])
+        return int(self.db.execute(f"SELECT count(*) FROM (SELECT 1 FROM images WHERE {where} LIMIT ?)",
+                                   [*params, at_most]).fetchone()[0])
 
     async def _select_images(self, where: str, params: list[Any], offset: int, limit: int,
-                             order: str = "created DESC, id", *,
-                             walk_created: bool = False) -> list[ImageRecord]:
+                             order: str = "created DESC, id", *, walk_created: bool = False,
+                             broad: bool | None = None) -> list[ImageRecord]:
         # the page is found by rowid first and only its own rows are read whole: sorting the whole rows
         # (headers and all) of every match to keep `limit` of them made large result sets slow
         page = f"SELECT rowid FROM images WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
-        # A broad search in date order: reading the newest images until a page is found beats sorting
+        # A broad search in date order: walking the newest-first index (it holds what a permission condition
+        # reads, so no row is read) until a page is found beats sorting
         # every match (a tenth of a million images matched a number range in bench/search.py)
-        walk = (f"SELECT rowid FROM images INDEXED BY images_created WHERE {where} "
+        walk = (f"SELECT rowid FROM images INDEXED BY images_newest WHERE {where} "
                 f"ORDER BY {order} LIMIT ? OFFSET ?")
         probe = f"SELECT count(*) FROM (SELECT 1 FROM images WHERE {where} LIMIT ?)"
         rows = (f"SELECT rowid AS row_number, {_IMAGE_COLUMNS} FROM images "
@@ -270,12 +281,12 @@ class SQLiteStore(Store):
             db = self.db
             db.execute("BEGIN")  # both reads see one snapshot
             try:
-                chosen = page
-                if walk_created:
+                wide = broad
+                if wide is None and walk_created:
                     # broad when the matches are dense enough that the newest images hold a page soon
                     # (a date order adds no parameters: `params` are the condition's alone)
-                    broad = db.execute(probe, [*params, BROAD_SEARCH]).fetchone()[0] >= BROAD_SEARCH
-                    chosen = walk if broad else page
+                    wide = db.execute(probe, [*params, BROAD_SEARCH]).fetchone()[0] >= BROAD_SEARCH
+                chosen = walk if wide else page
                 rowids = [row[0] for row in db.execute(chosen, [*params, limit, offset])]
                 found = {row["row_number"]: row for row in db.execute(rows, [json.dumps(rowids)])}
             finally:
@@ -769,6 +780,10 @@ class SQLiteStore(Store):
                 db.executemany(sql, rows)
 
         await self._run(write)
+
+
+def _newest_first(order: Order | None) -> bool:
+    return order is None or (not order.keywords and order.field == "created" and order.descending)
 
 
 def _use_wal(db: sqlite3.Connection, wait: float = 30.0) -> None:

@@ -134,6 +134,12 @@ async def test_counts_may_stop_at_a_bound(any_store):
     assert await any_store.count_images(at_most=3) == 3
     assert await any_store.count_images(at_most=100) == 7
     assert await any_store.count_images(Compare("EXPTIME", "ge", 5), at_most=3) == 2
+    # a listing's count and page together: the page as find_images gives it, newest first
+    total, page = await any_store.search_images(Compare("EXPTIME", "ge", 1), offset=2, limit=3,
+                                                count_at_most=4)
+    assert total == 4 and names(page) == ["n4", "n3", "n2"]
+    total, page = await any_store.search_images(order=Order(field="name", descending=False), limit=2)
+    assert total == 7 and names(page) == ["n0", "n1"]
 
 
 async def test_find_images_newest_first_with_offset_and_limit(any_store):

@@ -218,3 +218,11 @@ async def test_broad_and_narrow_searches_page_alike(store, monkeypatch, bound):
             pages.extend(image.id for image in await store.find_images(query, offset=offset, limit=10))
         assert pages == expected
         assert await store.count_images(query, at_most=5) == min(5, len(expected))
+        # the listing's own call: its count picks the plan, the pages are the same
+        for at_most in (2, 10_000):
+            listed = []
+            for offset in range(0, len(expected) + 10, 10):
+                total, page = await store.search_images(query, offset=offset, limit=10, count_at_most=at_most)
+                assert total == min(at_most, len(expected))
+                listed.extend(image.id for image in page)
+            assert listed == expected
