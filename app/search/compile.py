@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from app.search.dates import parse_bound
+from app.search.dates import date_bounds
 from app.search.elements import RESERVED, TYPE_NAMES
 from app.search.sky import parse_cone
 from app.store.base import (
@@ -154,20 +154,7 @@ def _condition(element: SearchElement, given: Mapping[str, str]) -> Query:
                              f"({given[element.id + '_max']})")
         return any_in_range(keywords, low, high)
     if element.type == "date":
-        moments: list[float | None] = []
-        for suffix, is_end in (("_from", False), ("_to", True)):
-            text = given[element.id + suffix]
-            if not text:
-                moments.append(None)
-                continue
-            try:
-                moments.append(parse_bound(text, end=is_end))
-            except ValueError as error:
-                raise ValueError(f"{suffix[1:]}: {error}") from None
-        start, end = moments
-        if start is not None and end is not None and start > end:
-            raise ValueError(f"from ({given[element.id + '_from']}) is after "
-                             f"to ({given[element.id + '_to']})")
+        start, end = date_bounds(given[element.id + "_from"], given[element.id + "_to"], ("from", "to"))
         return DateRange(tuple(keywords), start, end)
     if element.type == "cone":
         ra, dec = given[element.id + "_ra"], given[element.id + "_dec"]

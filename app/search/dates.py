@@ -133,8 +133,16 @@ def date_range(keywords: str, start: str | None, end: str | None) -> DateRange:
             check_keyword(name)
         except ValueError as error:
             raise ValueError(f"date_keywords: {error}") from None
+    low, high = date_bounds(start, end)
+    return DateRange(tuple(dict.fromkeys(names)), low, high)
+
+
+def date_bounds(start: str | None, end: str | None,
+                fields: tuple[str, str] = ("date_from", "date_to")) -> tuple[float | None, float | None]:
+    """A date range's bounds as typed (either may be empty) as MJD numbers: the start of `start`'s day and
+    the end of `end`'s for calendar dates. Raises ValueError naming the field (`fields`) at fault."""
     bounds: list[float | None] = []
-    for field, text, is_end in (("date_from", start, False), ("date_to", end, True)):
+    for field, text, is_end in ((fields[0], start, False), (fields[1], end, True)):
         if text is None or not text.strip():
             bounds.append(None)
             continue
@@ -144,8 +152,8 @@ def date_range(keywords: str, start: str | None, end: str | None) -> DateRange:
             raise ValueError(f"{field}: {error}") from None
     low, high = bounds
     if low is not None and high is not None and low > high:
-        raise ValueError(f"date_from ({start}) is after date_to ({end})")
-    return DateRange(tuple(dict.fromkeys(names)), low, high)
+        raise ValueError(f"{fields[0]} ({start}) is after {fields[1]} ({end})")
+    return low, high
 
 
 def _add_day_number(dates: dict[str, float], keyword: str, value: object) -> None:

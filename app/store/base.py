@@ -344,6 +344,25 @@ def indexed_keywords(elements: Iterable[SearchElement]) -> set[str]:
             for keyword in element.keywords}
 
 
+INDEX_PREFIX = "hkw_"
+
+
+def index_name(keyword: str) -> str:
+    """The name of one keyword's search index in every adapter (hex, so any keyword spelling is a safe
+    name)."""
+    return INDEX_PREFIX + check_keyword(keyword).encode().hex()
+
+
+def keyword_of_index(name: str) -> str | None:
+    """The keyword of a search index name; None for other indexes."""
+    if not name.startswith(INDEX_PREFIX):
+        return None
+    try:
+        return bytes.fromhex(name[len(INDEX_PREFIX):]).decode()
+    except ValueError:
+        return None
+
+
 @dataclass
 class User:
     id: str

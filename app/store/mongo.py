@@ -57,6 +57,8 @@ from app.store.base import (
     Store,
     Usage,
     User,
+    index_name,
+    keyword_of_index,
     new_id,
     now,
 )
@@ -460,10 +462,10 @@ class MongoStore(Store):
         created, dropped = mongoquery.index_changes(await self.list_elements(), await self._index_names())
         for keyword in created:
             await self.images.create_index([(mongoquery.header_path(keyword), 1)],
-                                           name=mongoquery.index_name(keyword))
+                                           name=index_name(keyword))
         for keyword in dropped:
             try:
-                await self.images.drop_index(mongoquery.index_name(keyword))
+                await self.images.drop_index(index_name(keyword))
             except OperationFailure as error:
                 if error.code != 27:  # IndexNotFound: another process dropped it first
                     raise
@@ -471,7 +473,7 @@ class MongoStore(Store):
             log.info("search indexes created for %s, dropped for %s", created or "none", dropped or "none")
 
     async def indexed_keywords(self) -> list[str]:
-        return sorted(keyword for keyword in map(mongoquery.keyword_of_index, await self._index_names())
+        return sorted(keyword for keyword in map(keyword_of_index, await self._index_names())
                       if keyword is not None)
 
     async def keyword_counts(self) -> dict[str, int]:

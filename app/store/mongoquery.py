@@ -35,11 +35,11 @@ from app.store.base import (
     TextMatch,
     check_keyword,
     indexed_keywords,
+    keyword_of_index,
 )
 
 Filter = dict[str, Any]
 _OPS = {"eq": "$eq", "ne": "$ne", "lt": "$lt", "le": "$lte", "gt": "$gt", "ge": "$gte"}
-INDEX_PREFIX = "hkw_"
 # matches no document, answered from the _id index without reading any
 NOTHING: Filter = {"_id": {"$in": []}}
 # header values that are lists (COMMENT, HISTORY) never match a condition, as in SQLite: MongoDB would
@@ -211,20 +211,6 @@ def compile_order(order: Order | None) -> tuple[list[Filter], dict[str, int]]:
 
 
 # search elements and their indexes ------------------------------------------------------------------
-
-def index_name(keyword: str) -> str:
-    """A stable index name for one keyword (hex, so any keyword spelling is a safe name)."""
-    return INDEX_PREFIX + check_keyword(keyword).encode().hex()
-
-
-def keyword_of_index(name: str) -> str | None:
-    if not name.startswith(INDEX_PREFIX):
-        return None
-    try:
-        return bytes.fromhex(name[len(INDEX_PREFIX):]).decode()
-    except ValueError:
-        return None
-
 
 def index_changes(elements: Sequence[SearchElement], present: Sequence[str]) -> tuple[list[str], list[str]]:
     """Given the index names present on `images`, the keywords whose index to create and to drop."""

@@ -27,11 +27,12 @@ from app.store.base import (
     SearchElement,
     TextMatch,
     check_keyword,
+    index_name,
     indexed_keywords,
+    keyword_of_index,
 )
 
 _OPS = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
-INDEX_PREFIX = "hkw_"
 _BROAD_FIELDS = ("owner", "visibility")
 
 
@@ -179,20 +180,6 @@ def compile_order(order: Order | None) -> tuple[str, list[Any]]:
 
 
 # search elements and their indexes ------------------------------------------------------------------
-
-def index_name(keyword: str) -> str:
-    """A stable SQL name for the index of one keyword (hex, so any keyword spelling is a safe name)."""
-    return INDEX_PREFIX + check_keyword(keyword).encode().hex()
-
-
-def keyword_of_index(name: str) -> str | None:
-    if not name.startswith(INDEX_PREFIX):
-        return None
-    try:
-        return bytes.fromhex(name[len(INDEX_PREFIX):]).decode()
-    except ValueError:
-        return None
-
 
 def index_sql(keyword: str) -> str:
     # visibility and owner ride along so a user's search is counted from the index alone (a broad

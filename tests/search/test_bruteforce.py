@@ -24,7 +24,7 @@ from astropy.coordinates import SkyCoord
 from app.search.compile import Search, compile_search
 from app.search.elements import element_from
 from app.store import sqlsearch
-from app.store.base import ImageRecord, SearchElement, new_id
+from app.store.base import ImageRecord, SearchElement, index_name, new_id
 from app.store.sqlite import SQLiteStore
 from tests.search.test_sky import footprint
 
@@ -575,7 +575,7 @@ async def test_number_ranges_use_the_element_indexes_until_it_is_deleted(store: 
     await store.add_images(records)
     exposure = element_from(ELEMENTS[2])
     names = {f"hkw_{keyword.encode().hex()}" for keyword in EXPOSURE_KEYWORDS}
-    assert names == {sqlsearch.index_name(keyword) for keyword in EXPOSURE_KEYWORDS}
+    assert names == {index_name(keyword) for keyword in EXPOSURE_KEYWORDS}
     assert index_names(path) == set()
     args = {"exposure_min": "30", "exposure_max": "300"}
     expected = brute(records, truths, [exposure], args).ids
@@ -596,7 +596,7 @@ async def test_number_ranges_use_the_element_indexes_until_it_is_deleted(store: 
     other = element_from({"id": "exp2", "type": "number", "label": "Exposure 2", "keywords": ["EXPTIME"]})
     await store.add_element(other)
     assert await store.delete_element("exposure")
-    assert index_names(path) == {sqlsearch.index_name("EXPTIME")}
+    assert index_names(path) == {index_name("EXPTIME")}
     assert await store.delete_element("exp2")
     assert index_names(path) == set()
     assert "SCAN images" in plan_of(path, compile_search([exposure], args))
@@ -665,7 +665,7 @@ async def test_indexes_on_an_older_expression_are_built_again_at_open(tmp_path: 
     await first.add_images(catalog(5, 400)[0][:50])
     await first.add_element(element_from(ELEMENTS[2]))
     await first.close()
-    name = sqlsearch.index_name("EXPTIME")
+    name = index_name("EXPTIME")
     with sqlite3.connect(path) as db:  # as the first search indexes were built: on the bare value
         db.execute(f'DROP INDEX "{name}"')
         db.execute(f"""CREATE INDEX "{name}" ON images (json_extract(header, '$."EXPTIME"'))""")

@@ -12,6 +12,7 @@ from astropy_healpix import HEALPix
 from app.search.footprint import HEALPIX_ORDER
 from app.store import mongoquery as mq
 from app.store.base import (
+    INDEX_PREFIX,
     And,
     Compare,
     Cone,
@@ -23,6 +24,8 @@ from app.store.base import (
     TextMatch,
     any_compare,
     any_in_range,
+    index_name,
+    keyword_of_index,
 )
 
 NUMBER = {"$type": "number"}
@@ -175,14 +178,14 @@ def test_orders():
 
 
 def test_index_names_and_changes():
-    assert mq.index_name("EXPTIME") == "hkw_" + b"EXPTIME".hex()
-    assert mq.keyword_of_index(mq.index_name("ESO.DET X")) == "ESO.DET X"
-    assert mq.keyword_of_index("images_created") is None
-    assert mq.keyword_of_index("hkw_zz") is None
+    assert index_name("EXPTIME") == "hkw_" + b"EXPTIME".hex()
+    assert keyword_of_index(index_name("ESO.DET X")) == "ESO.DET X"
+    assert keyword_of_index("images_created") is None
+    assert keyword_of_index("hkw_zz") is None
     elements = [SearchElement("e", "number", "Exposure", ["EXPTIME", "EXPOSURE"]),
                 SearchElement("d", "date", "Date", ["DATE-OBS"]),
                 SearchElement("t", "text", "Object", ["OBJECT"])]
-    present = ["_id_", "images_created", mq.index_name("EXPTIME"), mq.index_name("FILTER")]
+    present = ["_id_", "images_created", index_name("EXPTIME"), index_name("FILTER")]
     assert mq.index_changes(elements, present) == (["EXPOSURE", "OBJECT"], ["FILTER"])
 
 
@@ -253,7 +256,7 @@ def test_the_index_migrations_are_well_formed():
         for step in json.loads(script.read_text())["steps"]:
             assert set(step) <= {"collection", "index", "name", "unique", "drop_index"}
             if "index" in step:
-                assert step["name"] not in names and not step["name"].startswith(mq.INDEX_PREFIX)
+                assert step["name"] not in names and not step["name"].startswith(INDEX_PREFIX)
                 names.add(step["name"])
                 assert all(direction in (1, -1) for _, direction in step["index"])
     # what the queries rely on has an index
