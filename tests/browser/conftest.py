@@ -61,7 +61,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert "1 ingested (1 image(s))" in done.stdout, done.stdout
 
     log = root / "serve.log"
-    url = f"http://127.0.0.1:{port}"
+    with imagex_serve(env, log) as url:
+        with urllib.request.urlopen(url + "/api/images", timeout=10) as response:
+            [image] = json.loads(response.read())["images"]
+        yield Server(url=url, data=data, image=image, log=log)
+
+
+@contextlib.contextmanager
+def imagex_serve(env: dict[str, str], log: Path) -> Iterator[str]:
+    """A real `imagex serve` with `env` (which names its port), its output in `log`: yields its URL once it
+    answers; SIGTERM (then kill) afterwards."""
+    url = f"http://127.0.0.1:{env['IMAGEX_PORT']}"
     with log.open("w") as output:
         process = subprocess.Popen([str(BIN / "imagex"), "serve"], env=env, stdout=output,
                                    stderr=subprocess.STDOUT)
@@ -71,9 +81,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             assert process.poll() is None, f"imagex serve exited: {log.read_text()}"
             assert time.monotonic() < deadline, f"imagex serve did not answer: {log.read_text()}"
             time.sleep(0.2)
-        with urllib.request.urlopen(url + "/api/images", timeout=10) as response:
-            [image] = json.loads(response.read())["images"]
-        yield Server(url=url, data=data, image=image, log=log)
+        yield url
     finally:
         stop(process)
 

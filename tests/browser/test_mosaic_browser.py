@@ -22,7 +22,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
-from tests.browser.conftest import BIN, screenshot
+from tests.browser.conftest import BIN, imagex_serve, screenshot
 from tests.processes import answers, free_port, stop
 
 pytestmark = pytest.mark.browser
@@ -99,17 +99,7 @@ def serving(root: Path) -> Iterator[Served]:
     env.pop("IMAGEX_FRAME_ANCESTORS", None)
     ingest_files(env, paths, "public")
     ingest_files(env, [hidden], "private")
-    log = root / "serve.log"
-    url = f"http://127.0.0.1:{port}"
-    with log.open("w") as output:
-        process = subprocess.Popen([str(BIN / "imagex"), "serve"], env=env, stdout=output,
-                                   stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not answers(url + "/api/images"):
-            assert process.poll() is None, f"imagex serve exited: {log.read_text()}"
-            assert time.monotonic() < deadline, f"imagex serve did not answer: {log.read_text()}"
-            time.sleep(0.2)
+    with imagex_serve(env, root / "serve.log") as url:
         with urllib.request.urlopen(url + "/api/images", timeout=10) as response:
             listed = {image["name"]: image for image in json.loads(response.read())["images"]}
         assert set(listed) == set(FIELDS), listed.keys()  # the private one is not listed to guests
@@ -119,8 +109,6 @@ def serving(root: Path) -> Iterator[Served]:
         with contextlib.closing(sqlite3.connect(data / "catalog.sqlite")) as db:
             [(secret_id,)] = db.execute("SELECT id FROM images WHERE name = 'Secret'").fetchall()
         yield Served(url=url, images=listed, wcs=wcs, private={"id": secret_id})
-    finally:
-        stop(process)
 
 
 @pytest.fixture(scope="module")

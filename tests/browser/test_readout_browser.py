@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,9 +20,9 @@ from astropy.io import fits
 from astropy.wcs import Sip
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
-from tests.browser.conftest import BIN, SIZE, Server, screenshot
+from tests.browser.conftest import BIN, SIZE, Server, imagex_serve, screenshot
 from tests.browser.test_viewer_browser import FULLY_LOADED, Recorder, move_to_image_pixel, open_viewer
-from tests.processes import answers, free_port, stop
+from tests.processes import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -288,23 +287,12 @@ def others(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
                            str(root / "sip.fits"), str(root / "cells.fits")],
                           env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
-    url = f"http://127.0.0.1:{port}"
     log = root / "serve.log"
-    with log.open("w") as output:
-        process = subprocess.Popen([str(BIN / "imagex"), "serve"], env=env, stdout=output,
-                                   stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not answers(url + "/api/images"):
-            assert process.poll() is None, f"imagex serve exited: {log.read_text()}"
-            assert time.monotonic() < deadline, f"imagex serve did not answer: {log.read_text()}"
-            time.sleep(0.2)
+    with imagex_serve(env, log) as url:
         listing = Server(url=url, data=root / "var", image={}, log=log).get("/api/images")["images"]
         images = {"sip" if item["name"] == "SIP field" else "micro": item for item in listing}
         assert set(images) == {"sip", "micro"}
         yield url, images
-    finally:
-        stop(process)
 
 
 async def open_image(page: Any, url: str, image: dict[str, Any]) -> Recorder:
