@@ -22,13 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from app.sky.wcs import celestial_wcs
+
 # Grid of points per side used for each fit (corners and edges included).
 GRID = 9
 # A placement further than this from astropy anywhere on the image is cut into pieces.
 TOLERANCE_PX = 0.5
 MAX_SPLIT = 8
 # Header keywords that are not WCS and may hold values a FITS header cannot (lists).
-_SKIPPED = {"COMMENT", "HISTORY", ""}
 
 
 @dataclass(frozen=True)
@@ -66,37 +67,6 @@ class Placement:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "region": list(self.region), "clip": list(self.clip)}
-
-
-def fits_header(header: Mapping[str, Any]) -> Any:
-    """An astropy `fits.Header` from a stored header dict (lists and odd values left out)."""
-    from astropy.io import fits
-
-    result = fits.Header()
-    for keyword, value in header.items():
-        if keyword in _SKIPPED or isinstance(value, list) or value is None:
-            continue
-        try:
-            result[keyword] = value
-        except (ValueError, KeyError, TypeError):
-            continue  # a card astropy will not write back (too long, bad keyword) is not WCS anyway
-    return result
-
-
-def celestial_wcs(header: Mapping[str, Any]) -> Any | None:
-    """The celestial part of the WCS described by a stored header, or None when it has none (or a broken
-    one)."""
-    from astropy.wcs import WCS
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            wcs = WCS(fits_header(header), naxis=2, fix=True)
-            if not wcs.has_celestial:
-                return None
-            return wcs.celestial
-    except Exception:  # astropy raises many kinds for broken headers; they all mean "no usable WCS"
-        return None
 
 
 def display_to_fits(height: int, u: Any, v: Any) -> tuple[Any, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from app.sky.wcs import celestial_wcs
 from app.store.base import HeaderValue
 
 TOLERANCE_ARCSEC = 0.02
@@ -27,41 +28,10 @@ RADIANS_PER_ARCSEC = math.pi / (180 * 3600)
 # Keywords that give a physical pixel size in micrometres (microscopy, detectors).
 _MICRON_KEYWORDS = (("XPIXSIZE", "YPIXSIZE"), ("PIXSIZE1", "PIXSIZE2"), ("XPIXSZ", "YPIXSZ"),
                     ("PIXSIZE", "PIXSIZE"))
-_SKIPPED = {"COMMENT", "HISTORY", ""}
 
 
 class OffImage(ValueError):
     """A sky position that does not fall on the image."""
-
-
-def fits_header(header: Mapping[str, HeaderValue]) -> Any:
-    """An astropy Header rebuilt from a stored record's cards (list-valued and undefined cards left out)."""
-    from astropy.io import fits
-
-    rebuilt = fits.Header()
-    for keyword, value in header.items():
-        if keyword in _SKIPPED or value is None or isinstance(value, list):
-            continue
-        try:
-            rebuilt[keyword] = value
-        except (ValueError, KeyError, TypeError):
-            continue  # a card astropy cannot write back (too long, odd keyword) plays no part in a WCS
-    return rebuilt
-
-
-def celestial_wcs(header: Mapping[str, HeaderValue]) -> Any | None:
-    """The image's celestial WCS (astropy), or None when it has none or it is unusable."""
-    from astropy.wcs import WCS
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            wcs = WCS(fits_header(header), naxis=2, fix=True)
-            if not wcs.has_celestial:
-                return None
-            return wcs.celestial
-    except Exception:  # a broken WCS leaves the image without sky coordinates, as at ingest
-        return None
 
 
 def sky_vectors(wcs: Any, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:

@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
 from tests.browser.conftest import BIN, imagex_serve, screenshot
-from tests.processes import answers, free_port, stop
+from tests.processes import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -295,25 +294,13 @@ def many(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[s
            "IMAGEX_HOST": "127.0.0.1"}
     env.pop("IMAGEX_SAMPLES", None)
     ingest_files(env, [folder], "public")
-    url = f"http://127.0.0.1:{port}"
-    log = root / "serve.log"
-    with log.open("w") as output:
-        process = subprocess.Popen([str(BIN / "imagex"), "serve"], env=env, stdout=output,
-                                   stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not answers(url + "/api/images"):
-            assert process.poll() is None, f"imagex serve exited: {log.read_text()}"
-            assert time.monotonic() < deadline, f"imagex serve did not answer: {log.read_text()}"
-            time.sleep(0.2)
+    with imagex_serve(env, root / "serve.log") as url:
         import sqlite3
 
         with contextlib.closing(sqlite3.connect(root / "var" / "catalog.sqlite")) as db:
             ids = [row[0] for row in db.execute("SELECT id FROM images ORDER BY name")]
         assert len(ids) == MANY
         yield url, ids
-    finally:
-        stop(process)
 
 
 async def test_five_hundred_images_stay_light(page, many):
@@ -370,23 +357,11 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
 
     wcs = {path.name: WCS(fits.getheader(path, 0 if path.suffix == ".fits" else 1)).celestial
            for path in paths if path.name in ("field_a.fits", "field_b_rotated.fits", "field_c.fits.fz")}
-    url = f"http://127.0.0.1:{port}"
-    log = root / "serve.log"
-    with log.open("w") as output:
-        process = subprocess.Popen([str(BIN / "imagex"), "serve"], env=env, stdout=output,
-                                   stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not answers(url + "/api/images"):
-            assert process.poll() is None, f"imagex serve exited: {log.read_text()}"
-            assert time.monotonic() < deadline, f"imagex serve did not answer: {log.read_text()}"
-            time.sleep(0.2)
+    with imagex_serve(env, root / "serve.log") as url:
         with urllib.request.urlopen(url + "/api/images?per_page=50", timeout=10) as response:
             listed = json.loads(response.read())["images"]
         images = {image["path"].rsplit("/", 1)[-1]: image for image in listed if image["hdu"] in (0, 1)}
         yield url, images, wcs
-    finally:
-        stop(process)
 
 
 async def test_the_overlapping_samples_line_up(page, samples):
