@@ -26,7 +26,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,22 @@ _LOCK_WAIT = 30.0
 _CHUNK = 1000
 # sort stages use $ifNull with several expressions (5.0)
 MIN_SERVER = (5, 0)
+_VERSION_TEXT = re.compile(r"\s*(\d+)\.(\d+)")
+
+
+def server_version(info: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The server's (major, minor) from its buildInfo or serverStatus document, or None when it tells neither.
+
+    `versionArray` is preferred; some servers and proxies in front of them (and serverStatus) give only the
+    `version` string ("8.0.4", "7.0.2-rc1", "6.0.9-ent"), so that is read when the array is missing.
+    """
+    parts = info.get("versionArray")
+    if isinstance(parts, list | tuple) and len(parts) >= 2 and all(type(part) is int for part in parts[:2]):
+        return parts[0], parts[1]
+    text = info.get("version")
+    if isinstance(text, str) and (match := _VERSION_TEXT.match(text)):
+        return int(match[1]), int(match[2])
+    return None
 
 
 def username_key(username: str) -> str:
@@ -125,9 +141,9 @@ class MongoStore(Store):
         try:
             self._db = client.get_default_database(default="imagex")
             info = await client.server_info()
-            version = tuple(int(part) for part in info.get("versionArray", [0])[:2])
-            if version < MIN_SERVER:
-                running = info.get("version", "an unknown version")
+            version = server_version(info)
+            if version is None or version < MIN_SERVER:
+                running = info.get("version") or "a version it does not tell"
                 raise StoreError(f"the MongoDB catalog needs MongoDB {'.'.join(map(str, MIN_SERVER))} or "
                                  f"newer; {redacted(self.url)} runs {running}")
             self._client = client
