@@ -1,6 +1,8 @@
-# syntax=docker/dockerfile:1
 # ImageX in one container: `imagex serve` with the embedded SQLite catalog in the /data volume.
 #   docker build -t imagex .
+# It builds with the classic builder as well as BuildKit (no `# syntax=` line: nothing is pulled but the two
+# base images, which `--build-arg PYTHON_IMAGE=... NODE_IMAGE=...` may name; `make test-docker` builds it
+# from locally made stand-ins).
 #   docker run --init -p 8000:8000 -v imagex-data:/data imagex
 # The same image runs `imagex worker` (see compose.yaml). Build with `--build-arg IMAGEX_EXTRAS=mongodb` for
 # the MongoDB store.
@@ -20,18 +22,22 @@ RUN npm ci --no-audit --no-fund \
 
 # 2. The Python environment. Every dependency comes as a binary wheel (libvips itself, with its compiled
 # binding, from pyvips-binary) except two pure-Python source packages, ImageX and pyvips: no compiler is
-# needed. The source tree is installed editable at /app, the path it keeps in the final image: the catalog
-# finds its migrations next to the package (/app/migrations).
+# needed. Versions are pinned by requirements/docker.txt (`make lock`), given to pip as constraints, which
+# also reach the isolated environments pip builds those two in. The source tree is installed editable at
+# /app, the path it keeps in the final image: the catalog finds its migrations next to the package
+# (/app/migrations). pip and setuptools leave the venv afterwards: the image runs, it installs nothing.
 FROM ${PYTHON_IMAGE} AS build
 ARG IMAGEX_EXTRAS=""
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CONSTRAINT=/app/requirements/docker.txt
 RUN python -m venv /opt/imagex
 WORKDIR /app
+COPY requirements/docker.txt ./requirements/
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY migrations ./migrations
 RUN /opt/imagex/bin/pip install --only-binary=:all: --no-binary=imagex,pyvips \
         -e "/app${IMAGEX_EXTRAS:+[${IMAGEX_EXTRAS}]}" \
+    && /opt/imagex/bin/python -m pip uninstall --yes pip setuptools \
     && /opt/imagex/bin/python -m compileall -q /app/app
 COPY --from=vendor /src/vendor ./app/static/vendor
 
@@ -56,7 +62,8 @@ WORKDIR /data
 USER imagex
 VOLUME /data
 EXPOSE 8000
-# /healthz answers 503 when the catalog does not (urlopen then raises: exit status 1)
+# GET /healthz at the address IMAGEX_HOST and IMAGEX_PORT name (app/healthcheck.py); it answers 503 when the
+# catalog does not, and the probe then exits 1
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('IMAGEX_PORT', '8000') + '/healthz', timeout=8)"]
+    CMD ["python", "-m", "app.healthcheck"]
 CMD ["imagex", "serve"]

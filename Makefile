@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 VENDOR := app/static/vendor
 
-.PHONY: run test install install-test vendor lint typecheck pytest bench clean
+.PHONY: run test install install-test vendor lint typecheck pytest bench clean lock test-docker
 
 # Files dropped into var/inbox are ingested while the archive runs (IMAGEX_WATCH_DIRS overrides it).
 INBOX ?= $(CURDIR)/var/inbox
@@ -62,3 +62,26 @@ clean:
 # 1,000,000-image search benchmark (the catalog is cached under the temp dir between runs)
 bench-search: install-test
 	$(BIN)/python bench/search.py
+
+# requirements/docker.txt pins every Python package the Docker image installs (the MongoDB driver included),
+# as `pip freeze` lists them after a clean install of this tree in a fresh venv with the image's Python minor
+# version. Remake it after changing the dependencies in pyproject.toml: `make lock`.
+LOCK := requirements/docker.txt
+lock:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "make lock needs Python 3.11, as in the image: PYTHON=python3.11 make lock")'
+	@set -e; scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; \
+	$(PYTHON) -m venv "$$scratch/venv"; \
+	"$$scratch/venv/bin/pip" install --quiet --only-binary=:all: --no-binary=imagex,pyvips -e '.[mongodb]'; \
+	{ echo "# The Python packages of the Docker image, pinned (constraints for pip). Made by \`make lock\`: do not edit."; \
+	  "$$scratch/venv/bin/pip" freeze --exclude-editable | LC_ALL=C sort -f; } > $(LOCK).new; \
+	mv $(LOCK).new $(LOCK); echo "wrote $(LOCK): $$(grep -c '==' $(LOCK)) packages"
+
+# The Docker image built from locally made base images and run (tests/deploy/, marker `docker`): starts its
+# own engine when none runs, keeps the base images in /var/cache/imagex-docker between runs, removes the rest.
+test-docker: install-test vendor
+	@command -v dockerd >/dev/null && command -v debootstrap >/dev/null \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null; } \
+	  || echo "test-docker: could not install docker.io and debootstrap; the tests will say what they skip"
+	@started=$$(date +%s); status=0; \
+	$(BIN)/pytest -q -rs -m docker tests/deploy || status=$$?; \
+	echo "make test-docker: $$(( $$(date +%s) - started )) s"; exit $$status

@@ -1,9 +1,10 @@
-"""Dockerfile, .dockerignore and compose.yaml, checked without a Docker daemon (there is none where the tests
-run): the Dockerfile is parsed into stages and instructions, compose.yaml as YAML, and both are held to what
-a deployment needs (multi-stage with npm in a build stage, a slim final stage without build tools, a non-root
+"""Dockerfile, .dockerignore, requirements/docker.txt, compose.yaml and compose.sqlite.yaml, checked without a
+Docker engine (tests/deploy/ builds and runs the image: `make test-docker`): the Dockerfile is parsed into
+stages and instructions, the Compose files as YAML, and all are held to what a deployment needs (multi-stage
+with npm in a build stage, pinned Python packages, a slim final stage without build tools or pip, a non-root
 user, the data volume, the health check on /healthz; MongoDB, web and a scalable worker sharing the data
-volume and the watched folder; no secret baked in). `docker compose config` and `hadolint` run too, but only
-where they work: that part is skipped, saying so, on machines without them."""
+volume and the watched folder, the image built once; no secret baked in). `docker compose config` and
+`hadolint` run too, but only where they work: that part is skipped, saying so, on machines without them."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from app.exceptions import SettingError
 from app.settings import SETTINGS, Settings
@@ -78,11 +82,20 @@ def stages(dockerfile: str) -> list[Stage]:
     return dockerfile_stages(dockerfile)
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    loaded = yaml.safe_load((REPO / "compose.yaml").read_text())
+def load_compose(name: str) -> dict[str, Any]:
+    loaded = yaml.safe_load((REPO / name).read_text())
     assert isinstance(loaded, dict)
     return loaded
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load_compose("compose.yaml")
+
+
+@pytest.fixture(scope="module")
+def compose_sqlite() -> dict[str, Any]:
+    return load_compose("compose.sqlite.yaml")
 
 
 def args_defaults(dockerfile: str) -> dict[str, str]:
@@ -122,7 +135,11 @@ def test_the_final_stage_is_slim_runs_as_a_user_and_checks_its_health(stages, do
     env = " ".join(final.all("ENV"))
     assert "IMAGEX_DATA=/data" in env and "IMAGEX_HOST=0.0.0.0" in env and "IMAGEX_PORT=8000" in env
     [healthcheck] = final.all("HEALTHCHECK")
-    assert "/healthz" in healthcheck and re.search(r"--timeout=\d+s", healthcheck)
+    # the probe (app/healthcheck.py) asks /healthz where IMAGEX_HOST and IMAGEX_PORT say the server listens
+    assert healthcheck.endswith('CMD ["python", "-m", "app.healthcheck"]') and re.search(r"--timeout=\d+s",
+                                                                                          healthcheck)
+    probe = (REPO / "app" / "healthcheck.py").read_text()
+    assert "/healthz" in probe and "settings.port" in probe and "settings.host" in probe
     assert final.all("CMD") == ['["imagex", "serve"]']
     copies = final.all("COPY")
     assert all(copy.startswith("--from=") for copy in copies), "the final stage takes only built results"
@@ -136,6 +153,11 @@ def test_the_container_finds_the_migrations_and_installs_the_tree_editable(stage
     words = shlex.split(install)
     assert "-e" in words and words[words.index("-e") + 1].startswith("/app")
     assert "--only-binary=:all:" in words  # wheels only: nothing is compiled
+    # the versions come from the lock, as constraints (they reach pip's isolated build environments too)
+    assert "PIP_CONSTRAINT=/app/requirements/docker.txt" in " ".join(build.all("ENV"))
+    assert "requirements/docker.txt ./requirements/" in build.all("COPY")
+    # the environment that runs installs nothing: pip and setuptools leave it
+    assert "pip uninstall --yes pip setuptools" in install
     # the final image keeps the tree at the same path, so app/store/sqlite.py finds /app/migrations
     assert "--from=build /app /app" in stages[-1].all("COPY")
     assert (REPO / "migrations").is_dir() and any((REPO / "migrations").glob("0001_*.sql"))
@@ -156,6 +178,46 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_no_local_data(st
                 assert source not in ignored, f"{source} is copied but excluded from the build context"
 
 
+def test_the_dockerfile_builds_offline_with_the_classic_builder(dockerfile, stages):
+    # no `# syntax=` line: it would make BuildKit pull a frontend image from a registry
+    assert not re.search(r"^#\s*syntax\s*=", dockerfile, re.MULTILINE | re.IGNORECASE)
+    # the only images named are the two bases, which build arguments may replace
+    assert {stage.base for stage in stages} == {"${NODE_IMAGE}", "${PYTHON_IMAGE}"}
+    copies = [copy for stage in stages for copy in stage.all("COPY") if copy.startswith("--from=")]
+    assert all(copy.split()[0] in ("--from=vendor", "--from=build") for copy in copies)
+    for stage in stages:
+        assert not stage.all("ADD"), "ADD may fetch URLs: COPY only"
+        for command in stage.all("RUN"):
+            assert not re.search(r"\b(curl|wget)\b", command), command
+
+
+def lock() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in (REPO / "requirements" / "docker.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) and version, line
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_the_lock_pins_every_dependency_of_the_image_and_satisfies_pyproject():
+    pins = lock()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    listed = project["dependencies"] + project["optional-dependencies"]["mongodb"]
+    wanted = [Requirement(text) for text in listed]
+    for requirement in wanted:
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not pinned in requirements/docker.txt: run `make lock`"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"requirements/docker.txt pins {requirement.name}=={pins[name]}, outside {requirement}: "
+            "run `make lock`")
+    assert "pyvips-binary" in pins  # libvips itself, from the pyvips[binary] extra
+    for tool in ("pip", "setuptools", "wheel", "imagex"):
+        assert tool not in pins, f"{tool} does not belong in the image's lock"
+    assert "lock:" in (REPO / "Makefile").read_text()
+
+
 def test_no_secret_is_baked_into_the_image(dockerfile):
     for line in dockerfile.splitlines():
         if line.lstrip().startswith(("ENV", "ARG", "LABEL")):
@@ -170,6 +232,8 @@ def test_compose_has_mongodb_web_and_a_scalable_worker(compose):
     assert services["mongo"]["image"].startswith("mongo:")
     web, worker = services["web"], services["worker"]
     assert web["image"] == worker["image"]
+    # built once: by web, with the MongoDB driver; the workers run the image it made
+    assert web["build"] == {"context": ".", "args": {"IMAGEX_EXTRAS": "mongodb"}} and "build" not in worker
     assert web["command"] == ["imagex", "serve"] and worker["command"] == ["imagex", "worker"]
     assert "ports" not in worker and "container_name" not in worker  # `--scale worker=4` needs both
     assert web["ports"] == ["${IMAGEX_HTTP_PORT:-8000}:8000"]
@@ -217,11 +281,37 @@ def test_compose_takes_secrets_from_files_and_names_only_known_settings(compose)
                 assert str(value).startswith("/run/secrets/"), key
 
 
-def test_the_worker_has_longer_to_stop_than_its_jobs_get(compose):
-    worker = compose["services"]["worker"]
+@pytest.mark.parametrize("name", ["compose.yaml", "compose.sqlite.yaml"])
+def test_the_worker_has_longer_to_stop_than_its_jobs_get(name):
+    worker = load_compose(name)["services"]["worker"]
     grace = float(worker["environment"]["IMAGEX_STOP_GRACE"])
     assert float(worker["stop_grace_period"].removesuffix("s")) > grace
     assert worker["healthcheck"] == {"disable": True}  # no HTTP server to check in a worker
+
+
+def test_the_sqlite_compose_file_runs_web_and_workers_on_one_volume_without_mongodb(compose_sqlite):
+    services = compose_sqlite["services"]
+    assert set(services) == {"web", "worker"}
+    web, worker = services["web"], services["worker"]
+    assert web["image"] == worker["image"] and "build" in web and "build" not in worker
+    assert web["command"] == ["imagex", "serve"] and worker["command"] == ["imagex", "worker"]
+    assert "ports" not in worker and "container_name" not in worker
+    known = {setting.env for setting in SETTINGS}
+    for service in (web, worker):
+        assert "imagex-data:/data" in service["volumes"] and "./inbox:/inbox:ro" in service["volumes"]
+        assert service["init"] is True
+        # no store named: the SQLite catalog in the data folder
+        assert not {key for key in service["environment"] if key.startswith("IMAGEX_STORE")}
+        assert set(service["environment"]) <= known
+    assert web["environment"]["IMAGEX_WATCH_DIRS"] == "/inbox"
+    # workers start once the web process made the catalog and the secret key
+    assert worker["depends_on"] == {"web": {"condition": "service_healthy"}}
+    assert set(compose_sqlite["volumes"]) == {"imagex-data"} and "secrets" not in compose_sqlite
+
+
+def test_the_compose_files_say_they_need_compose_v2():
+    for name in ("compose.yaml", "compose.sqlite.yaml"):
+        assert "Compose v2" in (REPO / name).read_text().split("\n\n", 1)[0], name
 
 
 def test_a_setting_read_from_a_file_as_compose_secrets_give_it(tmp_path):
@@ -262,9 +352,10 @@ def test_docker_compose_config_accepts_it_where_docker_compose_works(tmp_path):
     # file must pass Compose's own validation as well as the structural checks above.
     if not _works("docker", "compose", "version"):
         pytest.skip("`docker compose` does not work on this machine; the structural checks above still ran")
-    result = subprocess.run(["docker", "compose", "-f", str(REPO / "compose.yaml"), "config", "--quiet"],
-                            capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert result.returncode == 0, result.stderr
+    for name in ("compose.yaml", "compose.sqlite.yaml"):
+        result = subprocess.run(["docker", "compose", "-f", str(REPO / name), "config", "--quiet"],
+                                capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert result.returncode == 0, name + ": " + result.stderr
 
 
 def test_hadolint_accepts_the_dockerfile_where_it_is_installed():
