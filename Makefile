@@ -78,7 +78,7 @@ lock:
 
 # The Docker image built from locally made base images and run (tests/deploy/, marker `docker`): starts its
 # own engine when none runs, keeps the base images in /var/cache/imagex-docker between runs, removes the rest.
-test-docker: install-test vendor
+test-docker: install-test
 	@command -v dockerd >/dev/null && command -v debootstrap >/dev/null \
 	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null; } \
 	  || echo "test-docker: could not install docker.io and debootstrap; the tests will say what they skip"

@@ -26,7 +26,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 SUITE = "bookworm"
@@ -94,7 +94,6 @@ class Engine:
     process: subprocess.Popen[bytes] | None = None
     runtime: Path | None = None
     log: Path | None = None
-    made: list[str] = field(default_factory=list)
 
     @property
     def owned(self) -> bool:
@@ -126,7 +125,19 @@ class Engine:
                 self.process.kill()
                 self.process.wait(timeout=30)
         if self.runtime is not None:
+            # the engine leaves its network namespace bind-mounted (exec/netns/default)
+            for mount in sorted(_mounts_under(self.runtime), reverse=True):
+                subprocess.run(["umount", "--lazy", mount], capture_output=True, timeout=30, check=False)
             shutil.rmtree(self.runtime, ignore_errors=True)
+
+
+def _mounts_under(folder: Path) -> list[str]:
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    points = [line.split()[4].replace("\\040", " ") for line in lines if len(line.split()) > 4]
+    return [point for point in points if point.startswith(str(folder) + "/")]
 
 
 def _client_env() -> dict[str, str]:
