@@ -1,11 +1,10 @@
 # ImageX in one container: `imagex serve` with the embedded SQLite catalog in the /data volume.
 #   docker build -t imagex .
-# It builds with the classic builder as well as BuildKit (no `# syntax=` line: nothing is pulled but the two
-# base images, which `--build-arg PYTHON_IMAGE=... NODE_IMAGE=...` may name; `make test-docker` builds it
-# from locally made stand-ins).
 #   docker run --init -p 8000:8000 -v imagex-data:/data imagex
 # The same image runs `imagex worker` (see compose.yaml). Build with `--build-arg IMAGEX_EXTRAS=mongodb` for
-# the MongoDB store.
+# the MongoDB store. It builds with BuildKit or the classic builder (DOCKER_BUILDKIT=0), and pulls nothing but
+# its two base images, which build arguments may replace with local ones (no `# syntax=` line, which would
+# pull a frontend): `make test-docker` builds it from stand-ins made on the machine.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG NODE_IMAGE=node:22-bookworm-slim
