@@ -1,5 +1,6 @@
-"""What the stand-in base images take from this machine's configuration (tests/deploy/engine.py): the Debian
-mirror read from apt's sources in either format. No engine needed: these run in `make test` too."""
+"""What the deployment tests take from this machine (tests/deploy/engine.py): the Debian mirror read from
+apt's sources in either format, and a plain reason when there is no Docker to use. No engine needed: these
+run in `make test` too."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.engine import EngineUnavailable, debian_mirror
+from tests.deploy.engine import EngineUnavailable, debian_mirror, start_engine
 
 DEB822 = """\
 Types: deb
@@ -53,3 +54,11 @@ def test_no_debian_source_is_said_plainly(tmp_path: Path):
     (tmp_path / "node.sources").write_text(OTHER)
     with pytest.raises(EngineUnavailable, match="no Debian mirror for bookworm in the apt sources"):
         debian_mirror([tmp_path / "node.sources"], codename="bookworm")
+
+
+def test_a_machine_without_docker_is_told_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker, no dockerd
+    with pytest.raises(EngineUnavailable) as error:
+        start_engine(tmp_path / "cache")
+    assert str(error.value) == "no `docker` command on this machine (apt-get install docker.io)"
+    assert not (tmp_path / "cache").exists()
