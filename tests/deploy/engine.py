@@ -335,6 +335,8 @@ def _debian_image(engine: Engine, setup: HostSetup, scratch: Path) -> str:
         return name
     if shutil.which("debootstrap") is None:
         raise EngineUnavailable("the stand-in base images need `debootstrap` (apt-get install debootstrap)")
+    if os.geteuid() != 0:
+        raise EngineUnavailable("making the stand-in Debian base image (debootstrap) needs root")
     root = scratch / "rootfs"
     result = subprocess.run(["debootstrap", "--variant=minbase", SUITE, str(root), setup.mirror],
                             capture_output=True, text=True, timeout=900, check=False)
