@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
     password once. When the settings name watch folders (IMAGEX_WATCH_DIRS), the folder watcher runs too.
     `clock` gives login throttling its time (tests pass one they move)."""
     from app.archive import Archive
+    from app.headers import add_security_headers
     from app.ingest.jobs import JobRunner
     from app.proxy import behind_proxy
     from app.routes import register
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
     archive = Archive(settings, clock=clock)
     app.extensions["imagex"] = archive
     register(app)
+    app.after_request(add_security_headers)
     app.asgi_app = behind_proxy(app.asgi_app, settings)  # type: ignore[method-assign]
 
     @app.while_serving
