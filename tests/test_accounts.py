@@ -86,7 +86,7 @@ async def test_ten_attacking_addresses_do_not_lock_the_owner_out(archive, clocke
 
 async def test_a_successful_login_clears_the_count_of_the_account_at_that_address(archive, client, make_user):
     await make_user("alice")
-    for round_ in range(2):
+    for _round in range(2):
         for _ in range(accounts.FREE_FAILURES):
             assert (await attempt(client, "alice", "typo", "10.0.0.1")).status_code == 401
         assert failures(archive, "user:alice@10.0.0.1") == accounts.FREE_FAILURES

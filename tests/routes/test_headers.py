@@ -102,7 +102,7 @@ class InlineCode(HTMLParser):
             self.found.append("<style> element")
         for name, value in attrs:
             if name.startswith(("on", "hx-on", "data-hx-on")) or name == "style" or \
-                    name in ("hx-vars", "hx-vals") and (value or "").lstrip().startswith("js:"):
+                    (name in ("hx-vars", "hx-vals") and (value or "").lstrip().startswith("js:")):
                 self.found.append(f"<{tag} {name}={value!r}>")
             if name in ("href", "src", "action", "formaction") and \
                     (value or "").strip().lower().startswith("javascript:"):
