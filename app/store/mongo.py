@@ -607,8 +607,9 @@ class MongoStore(Store):
     async def add_login_failure(self, keys: Sequence[str], at: float, forget_before: float) -> None:
         failures = self._c("failed_logins")
         await failures.delete_many({"at": {"$lt": forget_before}})
-        # one document per failure: concurrent failures each count without a read-modify-write
-        await failures.insert_many([{"key": key, "at": at} for key in dict.fromkeys(keys)])
+        if keys:
+            # one document per failure: concurrent failures each count without a read-modify-write
+            await failures.insert_many([{"key": key, "at": at} for key in dict.fromkeys(keys)])
 
     async def login_failures(self, keys: Sequence[str], since: float) -> dict[str, LoginFailures]:
         if not keys:
