@@ -644,6 +644,7 @@ async def test_login_failures_are_forgotten_and_cleared(any_store):
     left = await any_store.login_failures(
         ["user:alice@10.0.0.1", "user:alice@10.0.0.2", "user:alicia@10.0.0.1", "addr:10.0.0.1"], since=0.0)
     assert sorted(left) == ["addr:10.0.0.1", "user:alicia@10.0.0.1"]
+    await any_store.add_login_failure([], 70.0, forget_before=0.0)  # no keys: nothing noted
     await any_store.clear_login_failures()  # neither keys nor prefix: nothing
     assert len(await any_store.login_failures(sorted(left), since=0.0)) == 2
 
