@@ -118,7 +118,8 @@ def locked_until(failures: LoginFailures | None, free_failures: int) -> float:
     extra = 0 if failures is None else failures.count - free_failures
     if failures is None or extra <= 0:
         return 0.0
-    return failures.last + min(MAX_LOCK, 2.0 ** (extra - 1))
+    # the exponent is capped: requests racing past the check can add many failures at once
+    return failures.last + min(MAX_LOCK, 2.0 ** min(extra - 1, 40))
 
 
 async def login_wait(archive: Archive, username: str, *, address: str | None = None,

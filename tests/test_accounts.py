@@ -14,6 +14,7 @@ from argon2 import PasswordHasher
 
 from app import accounts, create_app, create_first_admin
 from app.archive import Archive
+from app.store.base import LoginFailures
 from tests.conftest import PASSWORD, csrf_of, log_in
 
 
@@ -130,6 +131,13 @@ async def test_locks_double_up_to_the_maximum_and_failures_are_forgotten(archive
     await accounts.note_login_failure(archive, "carol", address="203.0.113.5", at=at)
     assert await accounts.login_wait(archive, "carol", address="203.0.113.5", at=at) == 0
     assert failures(archive, "user:carol@203.0.113.5") == 1  # the old rows were deleted, not only ignored
+
+
+def test_a_burst_of_failures_locks_for_the_maximum_without_overflow():
+    burst = LoginFailures(count=5000, last=100.0)
+    assert accounts.locked_until(burst, accounts.FREE_FAILURES) == 100.0 + accounts.MAX_LOCK
+    assert accounts.locked_until(None, accounts.FREE_FAILURES) == 0.0
+    assert accounts.locked_until(LoginFailures(accounts.FREE_FAILURES, 100.0), accounts.FREE_FAILURES) == 0.0
 
 
 async def test_failures_decay_one_by_one_as_they_leave_the_window(archive):
