@@ -38,7 +38,7 @@ class Violations:
         page.on("pageerror", lambda error: self.errors.append(str(error)))
 
     async def seen(self) -> list[str]:
-        events = await self.page.evaluate("window.__violations || []")
+        events = await self.page.evaluate("() => window.__violations || []")
         return [*self.console, *events, *self.errors]
 
 
@@ -73,7 +73,7 @@ async def test_pages_run_under_the_policy_without_violations(server: Server, pag
     await visit(page, server.url + "/search")
     await page.click("#results th a:text-is('Name')")
     await page.wait_for_selector("#results th a[aria-sort]", timeout=IDLE)
-    await page.wait_for_function("location.search.includes('sort=name')", timeout=IDLE)
+    await page.wait_for_function("() => location.search.includes('sort=name')", timeout=IDLE)
     await page.check("#select-all")
     boxes = page.locator("#selection input[name=ids]")
     assert await boxes.count() >= 1
