@@ -18,7 +18,8 @@ OPENSEADRAGON_STYLE = ("@media (hover: none) {    .openseadragon-canvas:focus { 
                        "outline: none !important;    }}")
 OPENSEADRAGON_STYLE_HASH = "sha256-9xTiqzfwFaL2SGb1rmr8gysEwVVjIvqWAgmZgqFqpEE="
 
-# data: and blob: images: the favicon placeholder and OpenSeadragon's drawers
+# data: images: the favicon placeholder (`data:,`); blob: images: OpenSeadragon turns tiles fetched as data
+# (its ajax loading) into images through blob: URLs, which only scripts of this page can make
 POLICY = ("default-src 'self'; "
           f"style-src 'self' '{OPENSEADRAGON_STYLE_HASH}'; "
           "img-src 'self' data: blob:; "
