@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+import time
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING
 
 from quart import Quart
@@ -17,11 +18,13 @@ FIRST_ADMIN = "admin"
 
 
 def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
-               first_admin: bool | None = None) -> Quart:
+               first_admin: bool | None = None, clock: Callable[[], float] = time.time) -> Quart:
     """The web application. `run_jobs` starts the background job runner while serving; `first_admin`
     (default: as `run_jobs`) creates an administrator at start when the catalog has none and prints its
-    password once. When the settings name watch folders (IMAGEX_WATCH_DIRS), the folder watcher runs too."""
+    password once. When the settings name watch folders (IMAGEX_WATCH_DIRS), the folder watcher runs too.
+    `clock` gives login throttling its time (tests pass one they move)."""
     from app.archive import Archive
+    from app.headers import add_security_headers
     from app.ingest.jobs import JobRunner
     from app.proxy import behind_proxy
     from app.routes import register
@@ -30,9 +33,10 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
     make_admin = run_jobs if first_admin is None else first_admin
     app = Quart(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
-    archive = Archive(settings)
+    archive = Archive(settings, clock=clock)
     app.extensions["imagex"] = archive
     register(app)
+    app.after_request(add_security_headers)
     app.asgi_app = behind_proxy(app.asgi_app, settings)  # type: ignore[method-assign]
 
     @app.while_serving

@@ -17,15 +17,21 @@ from werkzeug.sansio.response import Response
 
 from app.archive import Archive, get_archive
 from app.site import Site
-from app.store.base import User, new_id
+from app.store.base import LoginFailures, User, new_id
 
 SESSION_COOKIE = "imagex_session"
 VISITOR_COOKIE = "imagex_visitor"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-FREE_FAILURES = 5  # failed logins before each further one locks the account/address for longer
+# Login throttling: failed logins count under two keys, never under the account alone (strangers could then
+# lock it for its owner): the account from this address, and this address over all accounts (more failures
+# are free there, as a lab's NAT gateway speaks for many people). Past its free failures, each further failure
+# locks a key for twice as long as the last, up to MAX_LOCK; a failure is forgotten after FAILURE_WINDOW.
+FREE_FAILURES = 5
+FREE_ADDRESS_FAILURES = 20
 MAX_LOCK = 15 * 60.0
+FAILURE_WINDOW = 60 * 60.0
 MIN_PASSWORD = 10
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # A hash of a random password, checked when the username is unknown so that timing does not tell
@@ -92,18 +98,47 @@ async def new_user(archive: Archive, username: str, password: str, *, role: str 
 
 
 # throttling ------------------------------------------------------------------------------------------
-def throttle_keys(username: str) -> list[str]:
-    address = request.remote_addr or "unknown"
-    return [f"user:{username.strip().lower()}", f"addr:{address}"]
+def throttle_keys(username: str, address: str | None = None) -> dict[str, int]:
+    """The keys a login as `username` from `address` (default: the request's) counts under, each with its
+    free failures."""
+    if address is None:
+        address = request.remote_addr or "unknown"
+    return {account_prefix(username) + address: FREE_FAILURES, f"addr:{address}": FREE_ADDRESS_FAILURES}
 
 
-async def login_wait(archive: Archive, username: str) -> float:
-    """Seconds before another login attempt for this account or from this address is considered."""
-    return max(0.0, await archive.store.login_locked_until(throttle_keys(username)) - time.time())
+def account_prefix(username: str) -> str:
+    """The start of every throttle key of this account (whatever the address)."""
+    # cut: a name longer than any valid one cannot log in, and must not make stored keys long
+    return f"user:{username.strip().lower()[:64]}@"
 
 
-async def note_login_failure(archive: Archive, username: str) -> None:
-    await archive.store.record_login_failure(throttle_keys(username), FREE_FAILURES, MAX_LOCK)
+def locked_until(failures: LoginFailures | None, free_failures: int) -> float:
+    """When a key with these recent failures may try again (0: now): its free failures cost nothing, then
+    each one locks it for 1 s, 2 s, 4 s ... up to MAX_LOCK after the latest."""
+    extra = 0 if failures is None else failures.count - free_failures
+    if failures is None or extra <= 0:
+        return 0.0
+    # the exponent is capped: requests racing past the check can add many failures at once
+    return failures.last + min(MAX_LOCK, 2.0 ** min(extra - 1, 40))
+
+
+async def login_wait(archive: Archive, username: str, *, address: str | None = None,
+                     at: float | None = None) -> float:
+    """Seconds before a login as `username` from `address` (default: the request's) is considered, at
+    time `at` (default: the archive's clock)."""
+    at = archive.clock() if at is None else at
+    keys = throttle_keys(username, address)
+    failures = await archive.store.login_failures(list(keys), since=at - FAILURE_WINDOW)
+    return max([0.0, *(locked_until(failures.get(key), free) - at for key, free in keys.items())])
+
+
+async def note_login_failure(archive: Archive, username: str, *, address: str | None = None,
+                             at: float | None = None) -> None:
+    """Count a failed login as `username` from `address` (default: the request's) at `at` (default: the
+    archive's clock)."""
+    at = archive.clock() if at is None else at
+    await archive.store.add_login_failure(list(throttle_keys(username, address)), at,
+                                          forget_before=at - FAILURE_WINDOW)
 
 
 # sessions ------------------------------------------------------------------------------------------
@@ -127,7 +162,8 @@ async def log_in(response: Response, user: User) -> None:
     lifetime = archive.settings.session_days * 86400
     await archive.store.add_session(digest(key), user.id, time.time() + lifetime)
     await archive.store.update_user(user.id, last_login=time.time())
-    await archive.store.clear_login_failures(throttle_keys(user.username)[:1])
+    # this account from this address starts afresh; the address's own count stays
+    await archive.store.clear_login_failures(list(throttle_keys(user.username))[:1])
     set_cookie(response, archive, SESSION_COOKIE, key, lifetime)
     set_cookie(response, archive, VISITOR_COOKIE, secrets.token_urlsafe(18), None)
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,14 @@ FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example",
              "X-Forwarded-For": "203.0.113.7"}
 
 
-async def app_client(tmp_path: Path, pool: Pool, **settings: Any) -> AsyncIterator[Any]:
+async def app_client(tmp_path: Path, pool: Pool, clock: Callable[[], float] = time.time,
+                     **settings: Any) -> AsyncIterator[Any]:
     config = Settings.load(environ={}, data=str(tmp_path / "var"), workers=2, **settings)
     archive = Archive(config, pool=pool)
     await archive.startup()
     await new_user(archive, "root", PASSWORD, role="admin")
     await archive.close()
-    app = create_app(config, run_jobs=False)
+    app = create_app(config, run_jobs=False, clock=clock)
     app.extensions["imagex"].pool = pool
     app.extensions["imagex"]._own_pool = False
     async with app.test_app() as test_app:
@@ -90,7 +92,7 @@ async def test_without_proxy_settings_forwarded_headers_from_clients_are_ignored
     assert (await invitation_link(plain)).startswith("http://localhost/register?invite=")
     await login(plain, "wrong password", headers=FORWARDED)
     assert "addr:203.0.113.7" not in failure_keys(tmp_path)
-    assert "user:root" in failure_keys(tmp_path)
+    assert failure_keys(tmp_path) == {"addr:<local>", "user:root@<local>"}  # the test client's own address
 
 
 async def test_the_public_url_names_invitation_links_and_makes_cookies_secure(public):
@@ -126,6 +128,19 @@ async def test_trusted_hops_give_the_client_address_and_scheme(proxied, tmp_path
     response = await login(proxied, headers=FORWARDED)
     assert response.status_code == 302
     assert "; Secure" in session_cookie(response)
+
+
+async def test_behind_a_proxy_guessers_at_many_addresses_do_not_lock_the_owner_out(tmp_path, pool):
+    """Issue 11 through the proxy: ten client addresses forwarded by one proxy guess root's password."""
+    async for client in app_client(tmp_path, pool, clock=lambda: 1_000_000.0, proxy_hops="1"):
+        for n in range(10):
+            forwarded = {"X-Forwarded-For": f"203.0.113.{n}"}
+            statuses = [(await login(client, f"guess {k}", headers=forwarded)).status_code for k in range(7)]
+            assert statuses == [401] * 6 + [429]  # the clock stands still: the lock holds
+        response = await login(client.app.test_client(), headers={"X-Forwarded-For": "198.51.100.9"})
+        assert response.status_code == 302
+        # an attacker's address is refused even with the right password
+        assert (await login(client, headers={"X-Forwarded-For": "203.0.113.3"})).status_code == 429
 
 
 @pytest.mark.parametrize(("name", "value", "message"), [

@@ -63,7 +63,7 @@ async def login() -> Any:
     wait = await accounts.login_wait(archive, username)
     if wait > 0:
         return await render_template("login.html", next_url=next_url, error=_wait_message(wait),
-                                     username=username), 429
+                                     username=username), 429, {"Retry-After": str(math.ceil(wait))}
     user = await archive.store.get_user_by_name(username) if username else None
     if not await accounts.verify_password(archive, user, password) or user is None:
         await accounts.note_login_failure(archive, username)
@@ -78,8 +78,7 @@ async def login() -> Any:
 
 
 def _wait_message(wait: float) -> str:
-    return (f"Too many failed logins for this account or from this address: try again in "
-            f"{math.ceil(wait)} s.")
+    return f"Too many failed logins from this address: try again in {math.ceil(wait)} s."
 
 
 @bp.post("/logout")

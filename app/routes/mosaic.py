@@ -15,6 +15,7 @@ from werkzeug.exceptions import BadRequest, NotFound
 
 from app.accounts import current_site
 from app.archive import Archive, get_archive
+from app.headers import allow_framing
 from app.permissions import effective_visibility
 from app.routes.portal import image_summary, visible_images
 from app.routes.viewer import load_image
@@ -27,8 +28,6 @@ MAX_IMAGES = 500
 COLORMAPS = ("grey", "viridis", "magma", "inferno", "heat", "cool", "rainbow")
 _ID = re.compile(r"[A-Za-z0-9]{6,32}")
 # Pages that other sites may frame; every other page refuses framing.
-_EMBEDS = {"mosaic.embed_image", "mosaic.embed_mosaic"}
-_UNFRAMED = {"static", "tiles.tile"}  # no HTML: nothing to frame, and the tile path stays bare
 _NOTICE_IDS = 20
 _PART = 40  # images placed by one pool task; a longer mosaic is shared among the workers
 
@@ -141,7 +140,7 @@ async def _embed(archive: Archive, template: str, view: dict[str, Any] | None) -
     else:
         body, status = await render_template(template, mosaic=view), 200
     response = Response(body, status=status, content_type="text/html; charset=utf-8")
-    response.headers["Content-Security-Policy"] = f"frame-ancestors {_frame_ancestors(archive, view)}"
+    allow_framing(_frame_ancestors(archive, view))
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -182,16 +181,3 @@ async def embed_mosaic() -> Response:
         return await _embed(archive, "embed_mosaic.html", None)
     view = await mosaic_view(archive, ids)
     return await _embed(archive, "embed_mosaic.html", view if view["layers"] else None)
-
-
-@bp.after_app_request
-async def refuse_framing(response: Response) -> Response:
-    """Every page but the embeds refuses to be framed (clickjacking); embeds set their own policy."""
-    if request.endpoint in _UNFRAMED or request.endpoint in _EMBEDS:
-        return response
-    policy = response.headers.get("Content-Security-Policy", "")
-    if "frame-ancestors" not in policy:
-        response.headers["Content-Security-Policy"] = (
-            f"{policy}; frame-ancestors 'none'" if policy.strip() else "frame-ancestors 'none'")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    return response

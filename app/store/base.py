@@ -407,6 +407,14 @@ class Invitation:
     used_at: float | None = None
 
 
+@dataclass(frozen=True)
+class LoginFailures:
+    """The recent failed logins under one throttle key: how many, and when the latest was."""
+
+    count: int
+    last: float
+
+
 @dataclass
 class Usage:
     images: int = 0
@@ -669,18 +677,20 @@ class Store(ABC):
     async def use_invitation(self, code_hash: str, username: str) -> bool:
         """Mark an unused, unexpired invitation used, atomically; False otherwise."""
 
-    # login throttling
+    # login throttling: the store only keeps failures (one per key and time); app/accounts.py holds the rule
     @abstractmethod
-    async def login_locked_until(self, keys: Sequence[str]) -> float:
-        """The latest lock time over `keys` (0 when none is locked)."""
+    async def add_login_failure(self, keys: Sequence[str], at: float, forget_before: float) -> None:
+        """Note one failed login at `at` under each key, and forget every failure (of any key) older than
+        `forget_before`, so the record never grows beyond what the throttle still reads."""
 
     @abstractmethod
-    async def record_login_failure(self, keys: Sequence[str], free_failures: int, max_lock: float) -> None:
-        """Count a failure for each key; after `free_failures` failures each further one locks the key for
-        twice as long as the last (1 s, 2 s, 4 s ... up to `max_lock`)."""
+    async def login_failures(self, keys: Sequence[str], since: float) -> dict[str, LoginFailures]:
+        """For each key with failures at `since` or later: how many, and the time of the latest (keys with
+        none are absent)."""
 
     @abstractmethod
-    async def clear_login_failures(self, keys: Sequence[str]) -> None: ...
+    async def clear_login_failures(self, keys: Sequence[str] = (), *, prefix: str = "") -> None:
+        """Forget the failures of `keys`, and of every key starting with `prefix` when one is given."""
 
     # site settings
     @abstractmethod

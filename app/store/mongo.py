@@ -8,7 +8,8 @@ Collections and their documents (`_id` is the record's id unless said otherwise)
 - `jobs` (unique `key`), `scalings` (`_id` = name), `search_elements`, `header_keywords` (`_id` = keyword,
   `images` = how many images have it, kept with `$inc`), `users` (`username_key` = the username with ASCII
   letters lowered, unique, as SQLite's NOCASE), `sessions` (`_id` = key hash), `api_tokens`, `invitations`,
-  `login_failures` (`_id` = key), `site_settings` (`_id` = name, `value` = JSON text),
+  `failed_logins` (one document per failed login: `key`, `at`; the `login_failures` of migrations before
+  0012 is no longer read), `site_settings` (`_id` = name, `value` = JSON text),
   `upload_reservations`, `locks` (short leases that serialise upload reservations across processes),
   `schema_migrations`.
 
@@ -47,6 +48,7 @@ from app.store.base import (
     Invitation,
     JobRecord,
     JobState,
+    LoginFailures,
     NamedScaling,
     NewJob,
     Order,
@@ -618,27 +620,27 @@ class MongoStore(Store):
         return result.matched_count == 1
 
     # login throttling ------------------------------------------------------------------------------
-    async def login_locked_until(self, keys: Sequence[str]) -> float:
-        if not keys:
-            return 0.0
-        docs = self._c("login_failures").find({"_id": {"$in": list(keys)}}, {"locked_until": 1})
-        return max([float(doc.get("locked_until") or 0.0) async for doc in docs], default=0.0)
-
-    async def record_login_failure(self, keys: Sequence[str], free_failures: int, max_lock: float) -> None:
-        stamp = now()
-        failures_of = self._c("login_failures")
-        for key in dict.fromkeys(keys):
-            # the count goes up atomically, so concurrent failures each count
-            doc = await failures_of.find_one_and_update(
-                {"_id": key}, {"$inc": {"failures": 1}, "$set": {"last_failure": stamp}}, upsert=True,
-                return_document=ReturnDocument.AFTER)
-            extra = int(doc["failures"]) - free_failures if doc is not None else 0
-            locked = stamp + min(max_lock, 2.0 ** (extra - 1)) if extra > 0 else 0.0
-            await failures_of.update_one({"_id": key}, {"$max": {"locked_until": locked}})
-
-    async def clear_login_failures(self, keys: Sequence[str]) -> None:
+    async def add_login_failure(self, keys: Sequence[str], at: float, forget_before: float) -> None:
+        failures = self._c("failed_logins")
+        await failures.delete_many({"at": {"$lt": forget_before}})
         if keys:
-            await self._c("login_failures").delete_many({"_id": {"$in": list(keys)}})
+            # one document per failure: concurrent failures each count without a read-modify-write
+            await failures.insert_many([{"key": key, "at": at} for key in dict.fromkeys(keys)])
+
+    async def login_failures(self, keys: Sequence[str], since: float) -> dict[str, LoginFailures]:
+        if not keys:
+            return {}
+        groups = await self._c("failed_logins").aggregate([
+            {"$match": {"key": {"$in": list(keys)}, "at": {"$gte": since}}},
+            {"$group": {"_id": "$key", "count": {"$sum": 1}, "last": {"$max": "$at"}}}])
+        return {doc["_id"]: LoginFailures(int(doc["count"]), float(doc["last"])) async for doc in groups}
+
+    async def clear_login_failures(self, keys: Sequence[str] = (), *, prefix: str = "") -> None:
+        conditions: list[dict[str, Any]] = [{"key": {"$in": list(keys)}}] if keys else []
+        if prefix:
+            conditions.append({"key": {"$regex": "^" + re.escape(prefix)}})
+        if conditions:
+            await self._c("failed_logins").delete_many({"$or": conditions})
 
     # site settings ---------------------------------------------------------------------------------
     async def site_settings(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from app.store.base import (
     Invitation,
     JobRecord,
     JobState,
+    LoginFailures,
     NamedScaling,
     NewJob,
     Order,
@@ -693,36 +694,37 @@ class SQLiteStore(Store):
             "AND expires > ?", (username, stamp, code_hash, stamp)) == 1
 
     # login throttling ------------------------------------------------------------------------------
-    async def login_locked_until(self, keys: Sequence[str]) -> float:
-        if not keys:
-            return 0.0
+    async def add_login_failure(self, keys: Sequence[str], at: float, forget_before: float) -> None:
+        def write() -> None:
+            with _transaction(self.db) as db:
+                db.execute("DELETE FROM login_failures WHERE at < ?", (forget_before,))
+                db.executemany("INSERT INTO login_failures (key, at) VALUES (?, ?)",
+                               [(key, at) for key in dict.fromkeys(keys)])
 
-        def select() -> float:
+        await self._run(write)
+
+    async def login_failures(self, keys: Sequence[str], since: float) -> dict[str, LoginFailures]:
+        if not keys:
+            return {}
+
+        def select() -> dict[str, LoginFailures]:
             marks = ", ".join("?" * len(keys))
-            row = self.db.execute(f"SELECT max(locked_until) FROM login_failures WHERE key IN ({marks})",
-                                  list(keys)).fetchone()
-            return float(row[0] or 0.0)
+            rows = self.db.execute(
+                f"SELECT key, count(*), max(at) FROM login_failures WHERE key IN ({marks}) AND at >= ? "
+                "GROUP BY key", [*keys, since]).fetchall()
+            return {row[0]: LoginFailures(int(row[1]), float(row[2])) for row in rows}
 
         return await self._run(select)
 
-    async def record_login_failure(self, keys: Sequence[str], free_failures: int, max_lock: float) -> None:
-        def record() -> None:
-            stamp = now()
+    async def clear_login_failures(self, keys: Sequence[str] = (), *, prefix: str = "") -> None:
+        def write() -> None:
             with _transaction(self.db) as db:
-                for key in keys:
-                    row = db.execute("SELECT failures FROM login_failures WHERE key = ?", (key,)).fetchone()
-                    failures = (row["failures"] if row else 0) + 1
-                    extra = failures - free_failures
-                    locked = stamp + min(max_lock, 2.0 ** (extra - 1)) if extra > 0 else 0.0
-                    db.execute("INSERT INTO login_failures (key, failures, last_failure, locked_until) "
-                               "VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
-                               "failures = excluded.failures, last_failure = excluded.last_failure, "
-                               "locked_until = excluded.locked_until", (key, failures, stamp, locked))
+                db.executemany("DELETE FROM login_failures WHERE key = ?", [(key,) for key in keys])
+                if prefix:
+                    db.execute("DELETE FROM login_failures WHERE substr(key, 1, ?) = ?",
+                               (len(prefix), prefix))
 
-        await self._run(record)
-
-    async def clear_login_failures(self, keys: Sequence[str]) -> None:
-        await self._write_many("DELETE FROM login_failures WHERE key = ?", [(key,) for key in keys])
+        await self._run(write)
 
     # site settings ---------------------------------------------------------------------------------
     async def site_settings(self) -> dict[str, Any]:

@@ -54,7 +54,7 @@ async def test_admin_switches_apply_at_once_and_a_newcomer_sees_only_what_they_m
     await page.select_option("select[name=registration]", "open")
     await page.check("input[name=demo_mode]")
     await page.click("text=Save settings")
-    await page.wait_for_function("document.title.includes('Night Sky Lab')")
+    await page.wait_for_function("() => document.title.includes('Night Sky Lab')")
     assert await page.locator(".brand").inner_text() == "Night Sky Lab"
     assert await page.locator(".banner").count() == 1  # the demo banner, without a reload
 
@@ -69,7 +69,7 @@ async def test_admin_switches_apply_at_once_and_a_newcomer_sees_only_what_they_m
     await page.goto(server.url + "/admin")
     await page.uncheck("input[name=demo_mode]")
     await page.click("text=Save settings")
-    await page.wait_for_function("document.querySelectorAll('.banner').length === 0")
+    await page.wait_for_function("() => document.querySelectorAll('.banner').length === 0")
 
     await visitor.goto(server.url + "/register")
     await visitor.fill("input[name=username]", "newcomer")

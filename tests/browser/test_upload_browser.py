@@ -41,7 +41,7 @@ async def test_files_chosen_or_dropped_are_uploaded_and_end_in_the_viewer(server
     await page.set_input_files("#files", [str(field), str(page_named_fits)])
 
     items = page.locator("#uploads li")
-    await page.wait_for_function("document.querySelectorAll('#uploads li').length === 2")
+    await page.wait_for_function("() => document.querySelectorAll('#uploads li').length === 2")
     good, bad = items.nth(0), items.nth(1)
     assert await good.locator(".name").inner_text() == NAME
 

@@ -55,6 +55,12 @@ async def member(client: Any, make_user: Callable[..., Any]) -> Any:
     return client
 
 
+def directives(policy: str) -> dict[str, str]:
+    """A Content-Security-Policy as {directive: sources}."""
+    parts = [part.strip().split(None, 1) for part in policy.split(";") if part.strip()]
+    return {part[0]: part[1] if len(part) > 1 else "" for part in parts}
+
+
 async def text_of(response: Any) -> str:
     return str(await response.get_data(as_text=True))
 

@@ -24,6 +24,7 @@ from app.store.base import (
     FieldIn,
     ImageRecord,
     Invitation,
+    LoginFailures,
     NamedScaling,
     NewJob,
     Or,
@@ -614,27 +615,45 @@ async def test_invitations_are_used_once_under_concurrency(any_store):
 
 # login throttling, site settings -------------------------------------------------------------------
 
-async def test_login_failures_lock_keys_for_doubling_times(any_store):
-    keys = ["user:alice", "addr:1.2.3.4"]
-    assert await any_store.login_locked_until(keys) == 0.0
-    assert await any_store.login_locked_until([]) == 0.0
-    for _ in range(3):
-        await any_store.record_login_failure(keys, free_failures=3, max_lock=5.0)
-    assert await any_store.login_locked_until(keys) == 0.0  # free failures
-    start = now()
-    await any_store.record_login_failure(keys, free_failures=3, max_lock=5.0)
-    first = await any_store.login_locked_until(keys)
-    assert start + 0.9 <= first <= now() + 1.1
-    await any_store.record_login_failure(["user:alice"], free_failures=3, max_lock=5.0)
-    second = await any_store.login_locked_until(["user:alice"])
-    assert start + 1.9 <= second <= now() + 2.1
-    for _ in range(5):
-        await any_store.record_login_failure(["user:alice"], free_failures=3, max_lock=5.0)
-    assert await any_store.login_locked_until(["user:alice"]) <= now() + 5.0
-    assert await any_store.login_locked_until(["addr:1.2.3.4"]) == first
-    await any_store.clear_login_failures(["user:alice"])
-    assert await any_store.login_locked_until(["user:alice"]) == 0.0
-    assert await any_store.login_locked_until(keys) == first
+async def test_login_failures_are_counted_per_key_within_a_window(any_store):
+    keys = ["user:alice@10.0.0.1", "addr:10.0.0.1"]
+    assert await any_store.login_failures(keys, since=0.0) == {}
+    assert await any_store.login_failures([], since=0.0) == {}
+    for at in (100.0, 101.0, 102.5):
+        await any_store.add_login_failure(keys, at, forget_before=0.0)
+    await any_store.add_login_failure(["addr:10.0.0.1", "addr:10.0.0.1"], 103.0, forget_before=0.0)
+    assert await any_store.login_failures([*keys, "addr:10.9.9.9"], since=0.0) == {
+        "user:alice@10.0.0.1": LoginFailures(3, 102.5), "addr:10.0.0.1": LoginFailures(4, 103.0)}
+    # only failures at `since` or later count
+    assert await any_store.login_failures(keys, since=101.0) == {
+        "user:alice@10.0.0.1": LoginFailures(2, 102.5), "addr:10.0.0.1": LoginFailures(3, 103.0)}
+    assert await any_store.login_failures(keys, since=103.5) == {}
+
+
+async def test_login_failures_are_forgotten_and_cleared(any_store):
+    await any_store.add_login_failure(["user:old@10.0.0.1"], 10.0, forget_before=0.0)
+    await any_store.add_login_failure(["user:alice@10.0.0.1", "user:alice@10.0.0.2", "user:alicia@10.0.0.1",
+                                       "addr:10.0.0.1"], 50.0, forget_before=0.0)
+    # a new failure forgets every failure older than `forget_before`, of any key
+    await any_store.add_login_failure(["addr:10.0.0.2"], 60.0, forget_before=20.0)
+    assert await any_store.login_failures(["user:old@10.0.0.1"], since=0.0) == {}
+    await any_store.clear_login_failures(["addr:10.0.0.2"])
+    assert await any_store.login_failures(["addr:10.0.0.2"], since=0.0) == {}
+    # a prefix clears one account from every address, and nothing else
+    await any_store.clear_login_failures(prefix="user:alice@")
+    left = await any_store.login_failures(
+        ["user:alice@10.0.0.1", "user:alice@10.0.0.2", "user:alicia@10.0.0.1", "addr:10.0.0.1"], since=0.0)
+    assert sorted(left) == ["addr:10.0.0.1", "user:alicia@10.0.0.1"]
+    await any_store.add_login_failure([], 70.0, forget_before=0.0)  # no keys: nothing noted
+    await any_store.clear_login_failures()  # neither keys nor prefix: nothing
+    assert len(await any_store.login_failures(sorted(left), since=0.0)) == 2
+
+
+async def test_concurrent_login_failures_each_count(any_store):
+    await asyncio.gather(*(any_store.add_login_failure(["addr:10.0.0.1"], 100.0 + n, forget_before=0.0)
+                           for n in range(20)))
+    assert await any_store.login_failures(["addr:10.0.0.1"], since=0.0) == {
+        "addr:10.0.0.1": LoginFailures(20, 119.0)}
 
 
 async def test_site_settings(any_store):

@@ -1,0 +1,51 @@
+"""The security headers every response carries, set once by `create_app` after each request.
+
+The Content-Security-Policy lets pages load scripts, styles, fonts and data only from this site: no inline
+script (page behaviour lives in app/static/*.js; `<script type="application/json">` data blocks are not
+run), no eval (htmx is told `allowEval: false`), no plugins, no `<base>` and no form posting elsewhere.
+Framing is refused (`frame-ancestors 'none'` and `X-Frame-Options: DENY`) except for the embeds, whose
+route names who may frame them with `allow_framing()`.
+"""
+
+from __future__ import annotations
+
+from quart import Response, g
+
+# OpenSeadragon (6.x) adds this one <style> to the page when a viewer opens (no outline around the focused
+# canvas on touch screens); it is allowed by its hash instead of allowing inline styles.
+# tests/test_headers.py checks the vendored file still holds exactly this text.
+OPENSEADRAGON_STYLE = ("@media (hover: none) {    .openseadragon-canvas:focus {        "
+                       "outline: none !important;    }}")
+OPENSEADRAGON_STYLE_HASH = "sha256-9xTiqzfwFaL2SGb1rmr8gysEwVVjIvqWAgmZgqFqpEE="
+
+# data: images: the favicon placeholder (`data:,`); blob: images: OpenSeadragon turns tiles fetched as data
+# (its ajax loading) into images through blob: URLs, which only scripts of this page can make
+POLICY = ("default-src 'self'; "
+          f"style-src 'self' '{OPENSEADRAGON_STYLE_HASH}'; "
+          "img-src 'self' data: blob:; "
+          "object-src 'none'; base-uri 'none'; form-action 'self'")
+NO_FRAMING = "'none'"
+
+
+def allow_framing(sources: str) -> None:
+    """Let the sites of `sources` (CSP frame-ancestors sources) frame this request's answer."""
+    g.frame_ancestors = sources
+
+
+def content_security_policy(frame_ancestors: str = NO_FRAMING) -> str:
+    """The policy of a page that the sites of `frame_ancestors` may frame."""
+    return f"{POLICY}; frame-ancestors {frame_ancestors}"
+
+
+async def add_security_headers(response: Response) -> Response:
+    """After every request (pages, JSON, errors, tiles and static files alike)."""
+    frame_ancestors: str = g.get("frame_ancestors") or NO_FRAMING
+    headers = response.headers
+    headers["Content-Security-Policy"] = content_security_policy(frame_ancestors)
+    if frame_ancestors == NO_FRAMING:
+        headers["X-Frame-Options"] = "DENY"  # for browsers without frame-ancestors
+    else:
+        headers.pop("X-Frame-Options", None)
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Referrer-Policy"] = "same-origin"
+    return response
