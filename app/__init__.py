@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
     (default: as `run_jobs`) creates an administrator at start when the catalog has none and prints its
     password once. When the settings name watch folders (IMAGEX_WATCH_DIRS), the folder watcher runs too."""
     from app.archive import Archive
+    from app.fleet import join_fleet
     from app.ingest.jobs import JobRunner
     from app.proxy import behind_proxy
     from app.routes import register
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
 
             archive.watcher = FolderWatcher.from_settings(archive)
             archive.start_background(TASK_NAME, archive.watcher.run)
+        await join_fleet(archive, "serve")
         try:
             yield
         finally:
