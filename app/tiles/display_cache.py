@@ -146,26 +146,34 @@ def used(path: Path) -> None:
 
 
 _written = 0
-_sweeping = threading.Lock()
+_guard = threading.Lock()
+_sweeper = {"running": False, "again": False}
 
 
 def wrote(limits: Limits) -> None:
-    """Count a tile written by this process; every `sweep_every` tiles, sweep in a background thread
-    (unless this process is sweeping already)."""
+    """Count a tile written by this process; every `sweep_every` tiles, sweep in a background thread (or,
+    when this process is sweeping already, once more right after)."""
     global _written
     _written += 1
     if _written % limits.sweep_every:
         return
-    if not _sweeping.acquire(blocking=False):
-        return
+    with _guard:
+        if _sweeper["running"]:
+            _sweeper["again"] = True
+            return
+        _sweeper["running"] = True
 
     def run() -> None:
-        try:
-            sweep(limits)
-        except Exception:  # a sweep must never take a render down with it
-            log.exception("display cache: the sweep failed")
-        finally:
-            _sweeping.release()
+        while True:
+            try:
+                sweep(limits)
+            except Exception:  # a sweep must never take a render down with it
+                log.exception("display cache: the sweep failed")
+            with _guard:
+                if not _sweeper["again"]:
+                    _sweeper["running"] = False
+                    return
+                _sweeper["again"] = False
 
     threading.Thread(target=run, name="display-cache-sweep", daemon=True).start()
 

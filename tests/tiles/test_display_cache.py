@@ -9,8 +9,12 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
+from app.settings import Settings
 from app.tiles import display_cache, render
 from app.tiles.display_cache import Limits
+from tests.conftest import ingest
 from tests.tiles.test_render import science_of, sky
 
 SIZE = 600  # 3x3 tiles at the deepest level
@@ -151,3 +155,35 @@ def test_without_limits_nothing_is_registered_or_evicted(tmp_path):
         render.render_tile(str(folder), science_path, spec, DEEPEST, 0, 0, 85)
     assert cached_specs(folder) == sorted(SPECS)
     assert not (tmp_path / "tiles-root").exists()
+
+
+# --- through the real route -----------------------------------------------------------------------------
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Two displays per image, so a third one through the route shows the cap."""
+    return Settings.load(environ={}, data=str(tmp_path / "var"), workers=2, job_lease=5.0, display_specs=2)
+
+
+async def test_the_route_keeps_at_most_the_configured_displays_per_image(archive, client, write_fits):
+    [job] = await ingest(archive, write_fits("field.fits", size=300), visibility="public")
+    [image_id] = job.image_ids
+    base = f"/tiles/{image_id}/{archive.tile_token(image_id)}/display"
+    deepest = render.max_level(300, 300)
+    folder = archive.tile_folder(image_id)
+    for spec in SPECS[:2]:
+        assert (await client.get(f"{base}/{spec}/image_files/{deepest}/0_0.jpeg")).status_code == 200
+    for n, spec in enumerate(SPECS[:2]):
+        age(render.tile_path(folder, spec, deepest, 0, 0), 1000 - n)
+    # served from the cache: the first display is the most recently used now
+    hit = await client.get(f"{base}/{SPECS[0]}/image_files/{deepest}/0_0.jpeg")
+    assert hit.status_code == 200
+    assert time.time() - render.tile_path(folder, SPECS[0], deepest, 0, 0).stat().st_atime < 60
+    third = await client.get(f"{base}/{SPECS[2]}/image_files/{deepest}/1_1.jpeg")
+    assert third.status_code == 200
+    assert render.tile_path(folder, SPECS[2], deepest, 1, 1).read_bytes() == await third.get_data()
+    assert cached_specs(folder) == sorted([SPECS[0], SPECS[2]])
+    # the evicted display renders again on request
+    again = await client.get(f"{base}/{SPECS[1]}/image_files/{deepest}/0_0.jpeg")
+    assert again.status_code == 200 and again.headers["Content-Type"] == "image/jpeg"
+    assert cached_specs(folder) == sorted([SPECS[1], SPECS[2]])
