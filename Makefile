@@ -62,3 +62,7 @@ clean:
 # 1,000,000-image search benchmark (the catalog is cached under the temp dir between runs)
 bench-search: install-test
 	$(BIN)/python bench/search.py
+
+# 200 concurrent tile clients (wrk) against a real `imagex serve`, alone and while it ingests 50 FITS files
+bench-load: install-test
+	$(BIN)/python bench/load.py
