@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+from astropy.io import fits
 
+from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
 from tests.conftest import csrf_from
 from tests.processes import answers, free_port, stop
 from tests.test_cli_watch import running, wait_until
-from tests.test_worker import READY, jobs_of, queue, rendering, worker_env, write_big
+from tests.test_worker import BIG, READY, jobs_of, queue, rendering, worker_env
 
 # a beat every 0.3 s and lost after 4 s of silence: the test waits seconds, not minutes
 FAST = {"IMAGEX_HEARTBEAT": "0.3", "IMAGEX_JOB_LEASE": "4"}
@@ -48,6 +51,21 @@ def by_pid(facts: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return {process["pid"]: process for process in facts["processes"]}
 
 
+def job_of(data: Path, job_id: str) -> dict[str, Any]:
+    [job] = [job for job in jobs_of(data) if job["id"] == job_id]
+    return job
+
+
+def write_big(folder: Path, seed: int) -> Path:
+    """A FITS file whose job takes seconds (distinct content for each seed)."""
+    folder.mkdir(parents=True)
+    wcs = celestial_wcs(FIELD_RA, FIELD_DEC, BIG, BIG)
+    pixels = np.random.default_rng(seed).normal(1000.0, 30.0, (BIG, BIG)).astype("float32")
+    path = folder / "big.fits"
+    fits.PrimaryHDU(pixels, wcs.to_header()).writeto(path)
+    return path
+
+
 def healthz(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
         health: dict[str, Any] = json.loads(response.read())
@@ -57,7 +75,6 @@ def healthz(port: int) -> dict[str, Any]:
 async def test_serve_and_two_workers_one_killed_shown_lost_the_other_alive(tmp_path):
     data, port = tmp_path / "var", free_port()
     env = worker_env(data, **FAST)
-    big = write_big(tmp_path / "in")
     logs = {name: tmp_path / f"{name}.log" for name in ("serve", "first", "second")}
     with running(["serve", "--port", str(port)], env, logs["serve"]) as web, \
             running(["worker"], env, logs["first"], start_new_session=True) as first, \
@@ -78,15 +95,24 @@ async def test_serve_and_two_workers_one_killed_shown_lost_the_other_alive(tmp_p
             assert all(process["jobs"] == [] for process in listed.values())
             assert healthz(port)["fleet"] == {"alive": 3, "lost": 0}
 
-            [job_id] = await queue(data, big)
-            wait_until(lambda: rendering(data), "the job to be running", web, logs["serve"])
-            runner = jobs_of(data)[0]["worker"]
-            # the process running it lists it, under the name it claimed it with
-            running_it = wait_until(lambda: [process for process in fleet(client)["processes"]
-                                             if process["jobs"]], "the job in the fleet", web, logs["serve"])
-            assert [(process["id"], process["jobs"]) for process in running_it] == \
-                [(runner, [{"id": job_id, "path": str(big)}])]
-            # kill the worker running the job (or the first one, when the web process took it)
+            # a job for a worker to be killed in the middle of; the web process runs jobs too, and when it
+            # takes the job, the next file is queued once it is done
+            for attempt in range(4):
+                big = write_big(tmp_path / f"in{attempt}", seed=attempt)
+                [job_id] = await queue(data, big)
+                wait_until(lambda: rendering(data), "the job to be running", web, logs["serve"])
+                runner = job_of(data, job_id)["worker"]
+                # the process running it lists it, under the name it claimed it with
+                running_it = wait_until(lambda: [process for process in fleet(client)["processes"]
+                                                 if process["jobs"]],
+                                        "the job in the fleet", web, logs["serve"])
+                assert [(process["id"], process["jobs"]) for process in running_it] == \
+                    [(runner, [{"id": job_id, "path": str(big)}])]
+                if f":{web.pid}:" not in runner:
+                    break
+                wait_until(lambda job_id=job_id: job_of(data, job_id)["state"] == "done",
+                           "the web process's job", web, logs["serve"], timeout=180)
+            assert f":{web.pid}:" not in runner, "the web process took every job"
             doomed, survivor = (second, first) if f":{second.pid}:" in runner else (first, second)
             os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its pool, at once
             doomed.wait(timeout=10)
@@ -102,13 +128,12 @@ async def test_serve_and_two_workers_one_killed_shown_lost_the_other_alive(tmp_p
             row = page.split(f'id="process-{listed[doomed.pid]["id"]}"', 1)[1].split("</tr>", 1)[0]
             assert f"<td>{doomed.pid}</td>" in row and ">lost<" in row
 
-            # a job of the lost worker is taken again (its lease ran out with its heartbeats) and finished
-            wait_until(lambda: jobs_of(data)[0]["state"] == "done", "the job to be finished", web,
+            # the lost worker's job is taken again (its lease ran out with its heartbeats) and finished
+            assert listed[doomed.pid]["jobs"] == [{"id": job_id, "path": str(big)}]
+            wait_until(lambda: job_of(data, job_id)["state"] == "done", "the job to be redone", web,
                        logs["serve"], timeout=180)
-            [job] = jobs_of(data)
-            if f":{doomed.pid}:" in runner:
-                assert job["attempts"] == 2 and f":{doomed.pid}:" not in job["worker"]
-                assert listed[doomed.pid]["jobs"] == [{"id": job_id, "path": str(big)}]
+            job = job_of(data, job_id)
+            assert job["attempts"] == 2 and f":{doomed.pid}:" not in job["worker"]
 
             stop(survivor)  # a clean stop leaves the fleet
             assert survivor.returncode == 0, logs["first" if survivor is first else "second"].read_text()
