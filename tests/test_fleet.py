@@ -189,3 +189,30 @@ async def test_joining_forgets_processes_lost_for_a_day(archive):
     await join_fleet(archive, "watch", clock=lambda: 2000.0 + FORGET_AFTER)
     assert sorted(process.id for process in await archive.store.list_processes()) == \
         sorted(["recent", archive.heartbeat.name])
+
+
+def fleet_in_store(data: Path) -> list[dict[str, Any]]:
+    from tests.test_cli import catalog
+
+    with catalog(data) as db:
+        return [dict(row) for row in db.execute("SELECT id, role, pid, jobs FROM processes")]
+
+
+async def test_watch_and_ingest_join_the_fleet_and_leave_when_they_end(tmp_path):
+    data, inbox = tmp_path / "var", tmp_path / "inbox"
+    inbox.mkdir()
+    env = worker_env(data, **FAST)
+    big = write_big(tmp_path / "in", seed=11)
+    with running(["watch", str(inbox)], env, tmp_path / "watch.log") as watcher:
+        wait_until(lambda: "Ctrl-C stops" in (tmp_path / "watch.log").read_text(), "the watcher", watcher,
+                   tmp_path / "watch.log")
+        with running(["ingest", "--no-progress", str(big)], env, tmp_path / "ingest.log") as ingester:
+            wanted = {("watch", watcher.pid), ("ingest", ingester.pid)}
+            wait_until(lambda: {(entry["role"], entry["pid"]) for entry in fleet_in_store(data)} == wanted,
+                       "the watcher and the ingest run in the fleet", ingester, tmp_path / "ingest.log")
+            assert ingester.wait(timeout=180) == 0, (tmp_path / "ingest.log").read_text()
+        # the ingest run ended: its entry is gone, the watcher's stays
+        assert [(entry["role"], entry["pid"]) for entry in fleet_in_store(data)] == [("watch", watcher.pid)]
+        stop(watcher)
+        assert watcher.returncode == 0, (tmp_path / "watch.log").read_text()
+    assert fleet_in_store(data) == []
