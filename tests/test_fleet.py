@@ -1,7 +1,8 @@
 """The fleet with real processes on one SQLite catalog: `imagex serve` and two `imagex worker`s register and
 beat; the administrator's monitor lists all three live; a worker killed with SIGKILL mid-job is shown lost
 with the job it was running, the job is taken again by the other worker once its lease runs out, and a
-worker stopped cleanly leaves the fleet. `/healthz` counts the fleet."""
+worker stopped cleanly leaves the fleet. `/healthz` counts the fleet. `imagex watch` and `imagex ingest`
+join and leave too; the heartbeat's clock and the forgetting of long-lost entries without waiting."""
 
 from __future__ import annotations
 
