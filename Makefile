@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 VENDOR := app/static/vendor
 
-.PHONY: run test install install-test vendor lint typecheck pytest bench clean lock test-docker
+.PHONY: run test install install-test vendor lint typecheck pytest bench clean lock test-docker bench-load
 
 # Files dropped into var/inbox are ingested while the archive runs (IMAGEX_WATCH_DIRS overrides it).
 INBOX ?= $(CURDIR)/var/inbox
@@ -85,3 +85,7 @@ test-docker: install-test
 	@started=$$(date +%s); status=0; \
 	$(BIN)/pytest -q -rs -m docker tests/deploy || status=$$?; \
 	echo "make test-docker: $$(( $$(date +%s) - started )) s"; exit $$status
+
+# 200 concurrent tile clients (wrk) against a real `imagex serve`, alone and while it ingests 50 FITS files
+bench-load: install-test
+	$(BIN)/python bench/load.py

@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
     password once. When the settings name watch folders (IMAGEX_WATCH_DIRS), the folder watcher runs too.
     `clock` gives login throttling its time (tests pass one they move)."""
     from app.archive import Archive
+    from app.fleet import join_fleet
     from app.headers import add_security_headers
     from app.ingest.jobs import JobRunner
     from app.proxy import behind_proxy
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
 
             archive.watcher = FolderWatcher.from_settings(archive)
             archive.start_background(TASK_NAME, archive.watcher.run)
+        await join_fleet(archive, "serve")
         try:
             yield
         finally:

@@ -19,6 +19,7 @@ from app.store import Store, open_store
 from app.tiles.pool import Pool
 
 if TYPE_CHECKING:
+    from app.fleet import Heartbeat
     from app.ingest.jobs import JobRunner
     from app.ingest.watch import FolderWatcher
 
@@ -45,6 +46,7 @@ class Archive:
         self.background_errors: list[str] = []
         self.runner: JobRunner | None = None
         self.watcher: FolderWatcher | None = None
+        self.heartbeat: Heartbeat | None = None  # this process's entry in the fleet (app/fleet.py)
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._open = False

@@ -170,6 +170,7 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
     from tqdm import tqdm
 
     from app.archive import Archive
+    from app.fleet import join_fleet
     from app.ingest import fixed_scaling as fixed
     from app.ingest.jobs import JobRunner, wait_for
     from app.ingest.scan import job_for, walk
@@ -224,7 +225,8 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
 
         # two jobs per pool process: while one is in the pool, the other is checksummed, catalogued and
         # published, so that the pool does not wait for the catalog (it did for ~15% of a small file's job)
-        runner = JobRunner(archive, concurrency=settings.pool_size * 2, role="ingest")
+        runner = archive.runner = JobRunner(archive, concurrency=settings.pool_size * 2, role="ingest")
+        await join_fleet(archive, "ingest")
         stop = asyncio.Event()
         started = time.monotonic()
         running = asyncio.create_task(runner.run(stop))
@@ -333,6 +335,7 @@ async def watch(settings: Settings, folders: Sequence[Path]) -> int:
     """Run the folder watcher and a job runner until SIGINT or SIGTERM; files still settling then are
     caught up with at the next start, and a job in progress is handed back to the queue."""
     from app.archive import Archive
+    from app.fleet import join_fleet
     from app.ingest.jobs import JobRunner
     from app.ingest.watch import FolderWatcher
 
@@ -348,6 +351,7 @@ async def watch(settings: Settings, folders: Sequence[Path]) -> int:
         watcher = archive.watcher = FolderWatcher.from_settings(archive, folders)
         await watcher.check_owners()
         runner = archive.runner = JobRunner(archive, concurrency=settings.pool_size, role="watch")
+        await join_fleet(archive, "watch")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -1,5 +1,6 @@
 """What the system is doing, for the administrator's monitor: disk use (originals, tiles, catalog, free),
-the background parts (job runner, watcher, process pool) and the job queue with its recent failures."""
+the background parts (job runner, watcher, process pool), the fleet (every ImageX process that uses this
+store, from its heartbeats) and the job queue with its recent failures."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app.archive import Archive
+from app.fleet import fleet_facts
 from app.store.base import JobRecord
 
 # Seconds a measurement that reads a whole folder or table is reused: the monitor refreshes every few
@@ -147,6 +149,7 @@ async def monitor_facts(archive: Archive) -> dict[str, Any]:
     failed = await archive.store.list_jobs("failed", limit=RECENT_FAILURES)
     tiles = await cached_folder_size(settings.tiles_dir)
     disk = await asyncio.to_thread(_disk_facts, settings.data, catalog_files(settings.store_url))
+    processes = await archive.store.list_processes()
     stamp = time.time()
     return {
         "time": stamp,
@@ -159,6 +162,7 @@ async def monitor_facts(archive: Archive) -> dict[str, Any]:
         },
         "background": _background(archive),
         "background_errors": list(archive.background_errors),
+        "fleet": fleet_facts(processes, stamp, archive.heartbeat.name if archive.heartbeat else ""),
         "jobs": {"counts": counts, "pending": counts.get("queued", 0) + counts.get("running", 0),
                  "failures": [failure(job) for job in failed]},
     }

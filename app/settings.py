@@ -170,6 +170,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stop_grace", 30.0, "Seconds `imagex worker` lets its running jobs finish after SIGTERM or "
             "Ctrl-C; jobs still running then are given back to the queue for another worker.",
             _positive_float),
+    Setting("heartbeat", 10.0, "Seconds between the heartbeats every ImageX process (serve, worker, watch, "
+            "ingest) writes to the store for the monitor's fleet view; one silent for longer than "
+            "`IMAGEX_JOB_LEASE` is shown lost (its jobs are taken again as their leases run out).",
+            _positive_float),
+    Setting("display_cache_mb", 1024, "Megabytes the cache of dynamic tiles (`display/<spec>/...`) may hold "
+            "over all images; past it, the least recently used tiles are removed by a sweep in the "
+            "background.", _positive_int),
+    Setting("display_specs", 16, "Displays (interval, stretch, colormap) cached per image; a further one "
+            "takes the place of the image's least recently used display.", _positive_int),
     Setting("frame_ancestors", "*", "Sites that may show embeds (`/embed/...`) in a frame: CSP "
             "`frame-ancestors` sources separated by spaces (`*` any site, `'self'`, `https://a.example`...). "
             "It applies to public images; embeds of images that are not public may only be framed by this "
@@ -204,6 +213,9 @@ class Settings:
     public_url: str = ""
     proxy_hops: int = 0
     stop_grace: float = 30.0
+    heartbeat: float = 10.0
+    display_cache_mb: int = 1024
+    display_specs: int = 16
     frame_ancestors: str = "*"
     extra: dict[str, str] = field(default_factory=dict)
 

@@ -17,6 +17,7 @@ import signal
 import time
 
 from app.archive import Archive
+from app.fleet import join_fleet
 from app.ingest.jobs import JobRunner, remove_abandoned_work
 from app.settings import Settings
 
@@ -74,6 +75,7 @@ class Worker:
                                  *(archive.run_in_pool(warm_up) for _ in range(settings.pool_size)))
             runner = archive.runner = JobRunner(archive, concurrency=settings.pool_size * JOBS_PER_PROCESS,
                                                 role="worker")
+            await join_fleet(archive, "worker")
             print(f"ImageX worker {runner.worker} ready in {time.monotonic() - started:.1f} s: "
                   f"{settings.pool_size} pool process(es), store {_store_label(settings)}, data "
                   f"{settings.data}; SIGTERM or Ctrl-C stops", flush=True)

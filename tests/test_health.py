@@ -77,7 +77,10 @@ async def test_a_catalog_behind_the_code_is_degraded(client, settings):
     status, facts = await health(client)
     assert status == 200
     assert facts["status"] == "degraded"
-    assert facts["store"]["migration"] == NEWEST_MIGRATION - 1
+    # the one before it (numbers may have gaps while branches that add migrations are merged)
+    assert facts["store"]["migration"] == max(int(script.name.split("_", 1)[0])
+                                              for script in MIGRATIONS.glob("[0-9]*.sql")
+                                              if int(script.name.split("_", 1)[0]) < NEWEST_MIGRATION)
 
 
 @pytest.fixture

@@ -39,7 +39,8 @@ class JobRunner:
         self.active = 0
         self.last_error = ""
         self.current: dict[str, JobRecord] = {}  # the jobs in progress, by id
-        self.finished = 0
+        self.finished = 0  # done or failed
+        self.failed = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until `stop` is set; an empty queue is polled every second."""
@@ -82,6 +83,8 @@ class JobRunner:
             self.active -= 1
             self.current.pop(job.id, None)
         self.finished += 1
+        if outcome.state != "done":
+            self.failed += 1
         recorded = await self.archive.store.finish_job(
             job.id, self.worker, state="done" if outcome.state == "done" else "failed",
             error=outcome.error, note=outcome.note, image_ids=outcome.image_ids)

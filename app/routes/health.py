@@ -32,7 +32,8 @@ async def healthz() -> Response:
 
 
 async def health_facts(archive: Archive) -> dict[str, Any]:
-    """The state of the store, the process pool, the job runner and the folder watcher, JSON-ready."""
+    """The state of the store, the process pool, the job runner, the folder watcher and the count of the
+    fleet (processes alive and lost), JSON-ready."""
     store = await _store_state(archive)
     runner, watcher = _runner_state(archive), _watcher_state(archive)
     if not store["reachable"]:
@@ -49,7 +50,20 @@ async def health_facts(archive: Archive) -> dict[str, Any]:
         "pool": {"size": archive.pool.size, "busy": archive.runner.active if archive.runner else 0},
         "runner": runner,
         "watcher": watcher,
+        "fleet": await _fleet_state(archive) if store["reachable"] else None,
     }
+
+
+async def _fleet_state(archive: Archive) -> dict[str, int] | None:
+    """How many ImageX processes beat into this store, and how many of them are lost (counts only)."""
+    from app.fleet import fleet_facts
+
+    try:
+        processes = await asyncio.wait_for(archive.store.list_processes(), STORE_TIMEOUT)
+    except Exception:  # the store went away between the two questions: no count rather than no answer
+        return None
+    facts = fleet_facts(processes, time.time())
+    return {"alive": facts["alive"], "lost": facts["lost"]}
 
 
 def _behind(store: dict[str, Any]) -> bool:

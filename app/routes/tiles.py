@@ -19,7 +19,7 @@ from werkzeug.exceptions import Forbidden, Gone, NotFound
 from app import tokens
 from app.archive import Archive, get_archive
 from app.exceptions import ImageXError
-from app.tiles import render, science
+from app.tiles import display_cache, render, science
 from app.tiles.pyramid import DZI_NAME
 
 bp = Blueprint("tiles", __name__)
@@ -91,12 +91,14 @@ async def _display(archive: Archive, image_id: str, token: str, name: str) -> Re
     level, col, row = int(match["level"]), int(match["col"]), int(match["row"])
     path = render.tile_path(folder, spec.text, level, col, row)
     try:
-        return _file(path, remaining)
+        response = _file(path, remaining)
+        display_cache.used(path)  # the cache's bound removes the least recently used tiles first
+        return response
     except FileNotFoundError:
         pass
     science_path = await _science(archive, image_id)
     data = await archive.pool.run(render.render_tile, str(folder), science_path, spec.text, level, col, row,
-                                  archive.settings.jpeg_quality)
+                                  archive.settings.jpeg_quality, display_cache.limits_of(archive.settings))
     if data is None:
         raise NotFound("no such tile")
     try:

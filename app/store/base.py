@@ -466,6 +466,37 @@ class NamedScaling:
                 "created_by": self.created_by}
 
 
+@dataclass
+class ProcessRecord:
+    """One ImageX process (`serve`, `worker`, `watch`, `ingest`) as its last heartbeat described it. `id` is
+    also the name it claims jobs under; `lease` is how long it may stay silent before it counts as lost."""
+
+    id: str
+    role: str
+    host: str
+    pid: int
+    version: str
+    started: float
+    last_seen: float
+    lease: float
+    pool_size: int = 0
+    jobs: list[dict[str, str]] = field(default_factory=list)  # running now: {"id", "path"}
+    done: int = 0
+    failed: int = 0
+
+    def lost(self, at: float) -> bool:
+        """True when it has not beaten for longer than its lease at time `at`."""
+        return at > self.last_seen + self.lease
+
+    def public(self, at: float) -> dict[str, Any]:
+        """The record as the monitor shows it at time `at`."""
+        return {"id": self.id, "role": self.role, "host": self.host, "pid": self.pid,
+                "version": self.version, "started": self.started, "last_seen": self.last_seen,
+                "silent": max(0.0, at - self.last_seen), "lease": self.lease, "pool_size": self.pool_size,
+                "jobs": [dict(job) for job in self.jobs], "done": self.done, "failed": self.failed,
+                "lost": self.lost(at)}
+
+
 class Store(ABC):
     """A catalog of images and the job queue. Every method is a coroutine and never blocks the loop."""
 
@@ -710,3 +741,20 @@ class Store(ABC):
 
     @abstractmethod
     async def release_upload(self, reservation_id: str) -> None: ...
+
+    # the fleet: every running process registers and beats (app/fleet.py)
+    @abstractmethod
+    async def beat(self, process: ProcessRecord) -> None:
+        """Register a process or replace its record (a heartbeat: `last_seen` and the rest as given)."""
+
+    @abstractmethod
+    async def list_processes(self) -> list[ProcessRecord]:
+        """Every registered process, lost ones too, by role and start time."""
+
+    @abstractmethod
+    async def remove_process(self, process_id: str) -> bool:
+        """Remove a process's entry (it stopped cleanly); False when there was none."""
+
+    @abstractmethod
+    async def forget_processes(self, before: float) -> int:
+        """Remove the entries of processes last seen before `before` (lost long ago); returns how many."""

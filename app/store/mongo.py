@@ -11,7 +11,7 @@ Collections and their documents (`_id` is the record's id unless said otherwise)
   `failed_logins` (one document per failed login: `key`, `at`; the `login_failures` of migrations before
   0012 is no longer read), `site_settings` (`_id` = name, `value` = JSON text),
   `upload_reservations`, `locks` (short leases that serialise upload reservations across processes),
-  `schema_migrations`.
+  `processes` (`_id` = the process's name; the fleet, replaced at each heartbeat), `schema_migrations`.
 
 Indexes come from `migrations/mongo/*.json`, applied at `open()`; the header indexes of search elements
 (`hkw_<hex of keyword>`) are created and dropped as elements change. No multi-document transactions are
@@ -52,6 +52,7 @@ from app.store.base import (
     NamedScaling,
     NewJob,
     Order,
+    ProcessRecord,
     Query,
     QuotaCheck,
     Scalar,
@@ -706,6 +707,24 @@ class MongoStore(Store):
     async def release_upload(self, reservation_id: str) -> None:
         await self._c("upload_reservations").delete_one({"_id": reservation_id})
 
+    # the fleet -------------------------------------------------------------------------------------
+    async def beat(self, process: ProcessRecord) -> None:
+        doc = {"role": process.role, "host": process.host, "pid": process.pid, "version": process.version,
+               "started": process.started, "last_seen": process.last_seen, "lease": process.lease,
+               "pool_size": process.pool_size, "jobs": [dict(job) for job in process.jobs],
+               "done": process.done, "failed": process.failed}
+        await self._c("processes").replace_one({"_id": process.id}, doc, upsert=True)
+
+    async def list_processes(self) -> list[ProcessRecord]:
+        return [_process(doc) async for doc in self._c("processes").find().sort(
+            [("role", 1), ("started", 1), ("_id", 1)])]
+
+    async def remove_process(self, process_id: str) -> bool:
+        return (await self._c("processes").delete_one({"_id": process_id})).deleted_count == 1
+
+    async def forget_processes(self, before: float) -> int:
+        return (await self._c("processes").delete_many({"last_seen": {"$lt": before}})).deleted_count
+
     # for migrate-store: records in id order, and jobs written as they are -----------------------------
     async def scan_images(self, after: str, limit: int) -> list[ImageRecord]:
         docs = await self.images.find({"_id": {"$gt": after}}, _IMAGE_PROJECTION).sort("_id", 1).limit(
@@ -825,3 +844,12 @@ def _invitation(doc: Doc) -> Invitation:
     return Invitation(id=doc["_id"], code_hash=doc["code_hash"], created_by=doc["created_by"],
                       expires=doc["expires"], created=doc["created"], used_by=doc.get("used_by"),
                       used_at=doc.get("used_at"))
+
+
+def _process(doc: Doc) -> ProcessRecord:
+    return ProcessRecord(id=doc["_id"], role=doc["role"], host=doc["host"], pid=int(doc["pid"]),
+                         version=doc["version"], started=float(doc["started"]),
+                         last_seen=float(doc["last_seen"]), lease=float(doc["lease"]),
+                         pool_size=int(doc.get("pool_size", 0)),
+                         jobs=[dict(job) for job in doc.get("jobs") or []], done=int(doc.get("done", 0)),
+                         failed=int(doc.get("failed", 0)))

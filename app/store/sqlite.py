@@ -27,6 +27,7 @@ from app.store.base import (
     NamedScaling,
     NewJob,
     Order,
+    ProcessRecord,
     Query,
     QuotaCheck,
     Scalar,
@@ -768,6 +769,32 @@ class SQLiteStore(Store):
     async def release_upload(self, reservation_id: str) -> None:
         await self._write("DELETE FROM upload_reservations WHERE id = ?", (reservation_id,))
 
+    # the fleet -------------------------------------------------------------------------------------
+    async def beat(self, process: ProcessRecord) -> None:
+        await self._write(
+            "INSERT INTO processes (id, role, host, pid, version, started, last_seen, lease, pool_size, "
+            "jobs, done, failed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "role = excluded.role, host = excluded.host, pid = excluded.pid, version = excluded.version, "
+            "started = excluded.started, last_seen = excluded.last_seen, lease = excluded.lease, "
+            "pool_size = excluded.pool_size, jobs = excluded.jobs, done = excluded.done, "
+            "failed = excluded.failed",
+            (process.id, process.role, process.host, process.pid, process.version, process.started,
+             process.last_seen, process.lease, process.pool_size, _dumps(process.jobs), process.done,
+             process.failed))
+
+    async def list_processes(self) -> list[ProcessRecord]:
+        def select() -> list[ProcessRecord]:
+            return [_process(row) for row in self.db.execute(
+                "SELECT * FROM processes ORDER BY role, started, id")]
+
+        return await self._run(select)
+
+    async def remove_process(self, process_id: str) -> bool:
+        return await self._write("DELETE FROM processes WHERE id = ?", (process_id,)) == 1
+
+    async def forget_processes(self, before: float) -> int:
+        return await self._write("DELETE FROM processes WHERE last_seen < ?", (before,))
+
     # helpers ---------------------------------------------------------------------------------------
     async def _write(self, sql: str, params: Sequence[Any]) -> int:
         def write() -> int:
@@ -871,3 +898,10 @@ def _invitation(row: sqlite3.Row) -> Invitation:
     return Invitation(id=row["id"], code_hash=row["code_hash"], created_by=row["created_by"],
                       expires=row["expires"], created=row["created"], used_by=row["used_by"],
                       used_at=row["used_at"])
+
+
+def _process(row: sqlite3.Row) -> ProcessRecord:
+    return ProcessRecord(id=row["id"], role=row["role"], host=row["host"], pid=row["pid"],
+                         version=row["version"], started=row["started"], last_seen=row["last_seen"],
+                         lease=row["lease"], pool_size=row["pool_size"], jobs=json.loads(row["jobs"]),
+                         done=row["done"], failed=row["failed"])

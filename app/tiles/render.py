@@ -9,7 +9,8 @@ canonical one, see `Spec.text`), so each display has one cache.
 The interval's limits (and the equalisation curve of `histeq`) are measured once per image and spec on a
 sample of the whole full-resolution image and kept in `display/<spec>/scale.json`: every tile of a view
 uses the same mapping, so tiles meet without seams. Rendered tiles are kept in
-`display/<spec>/image_files/<level>/<col>_<row>.jpeg`, written under a temporary name and renamed.
+`display/<spec>/image_files/<level>/<col>_<row>.jpeg`, written under a temporary name and renamed; the
+cache is bounded in displays per image and in total size (display_cache.py).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from app.tiles import colormaps, science
+from app.tiles import colormaps, display_cache, science
 from app.tiles.pyramid import DZI_NAME, OVERLAP, TILE_SIZE
 
 STRETCHES = ("linear", "sqrt", "log", "asinh", "histeq", "ahisteq")
@@ -398,15 +399,18 @@ def tile_path(folder: Path, spec_text: str, level: int, col: int, row: int) -> P
 
 
 def render_tile(folder_text: str, science_path: str, spec_text: str, level: int, col: int, row: int,
-                quality: int) -> bytes | None:
+                quality: int, limits: display_cache.Limits | None = None) -> bytes | None:
     """In a pool process: the JPEG of one dynamic tile, cached on disk; None when the level has no
-    such tile."""
+    such tile. `limits` bound the cache (see display_cache.py); without them it grows unbounded."""
     folder = Path(folder_text)
     spec = parse(spec_text)
     width, height, _ = geometry(science_path)
     box = tile_box(width, height, level, col, row)
     if box is None:
         return None
+    if limits is not None and folder.is_dir():
+        # a spec new to this image takes the place of its least recently used one beyond the cap
+        display_cache.admit(folder / DISPLAY, spec.text, limits)
     scale = scale_of(folder, spec, science_path)
     picture = render_region(science_path, scale, spec, level, box)
     data: bytes = picture.jpegsave_buffer(Q=quality, strip=True)
@@ -414,4 +418,6 @@ def render_tile(folder_text: str, science_path: str, spec_text: str, level: int,
     if folder.is_dir():  # not when the image was deleted meanwhile: that would make its folder again
         target.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(target, data)
+        if limits is not None:
+            display_cache.wrote(limits)
     return data

@@ -117,7 +117,7 @@ async def test_the_json_twin_has_what_the_page_shows(archive, client, account):
     await admin_client(client, account)
     await failed_job(archive)
     facts = await (await client.get("/api/admin/monitor")).get_json()
-    assert set(facts) == {"time", "uptime", "disk", "background", "background_errors", "jobs"}
+    assert set(facts) == {"time", "uptime", "disk", "background", "background_errors", "fleet", "jobs"}
     assert set(facts["disk"]) == {"originals", "tiles", "catalog", "free"}
     [listed] = facts["jobs"]["failures"]
     assert listed["name"] == "broken.fits" and listed["error"] == "broken.fits: not a FITS file"
@@ -159,3 +159,29 @@ async def test_originals_are_counted_again_only_after_a_while(archive, client, a
     assert after == before  # an auto-refresh does not scan the catalog again
     fresh = await originals(client.app.extensions["imagex"], ttl=0)
     assert fresh["images"] == 1 and fresh["bytes"] > 0
+
+
+async def test_the_fleet_lists_this_process_and_shows_a_silent_one_lost(archive, client, account):
+    import time
+
+    from app.store.base import ProcessRecord
+
+    await admin_client(client, account)
+    silent = ProcessRecord(id="node9:77:worker:abcdef", role="worker", host="node9", pid=77, version="0.1.0",
+                           started=time.time() - 900, last_seen=time.time() - 600, lease=60.0, pool_size=8,
+                           jobs=[{"id": "j1", "path": "/in/m31.fits"}], done=5, failed=2)
+    await archive.store.beat(silent)
+    facts = (await (await client.get("/api/admin/monitor")).get_json())["fleet"]
+    assert (facts["alive"], facts["lost"]) == (1, 1)
+    own, lost = facts["processes"]  # by role: serve before worker
+    assert (own["role"], own["pid"], own["self"], own["lost"]) == ("serve", os.getpid(), True, False)
+    assert (lost["id"], lost["lost"], lost["self"], lost["pool_size"], lost["done"], lost["failed"]) == \
+        (silent.id, True, False, 8, 5, 2)
+    assert lost["silent"] >= 600 and lost["jobs"] == [{"id": "j1", "path": "/in/m31.fits"}]
+
+    html = await text_of(await client.get("/admin/monitor"))
+    assert "1 process alive" in html and "1 lost" in html
+    row = html.split(f'<tr id="process-{silent.id}" class="process-lost">', 1)[1].split("</tr>", 1)[0]
+    assert "node9" in row and "<td>77</td>" in row and ">lost<" in row and "m31.fits" in row
+    health = await (await client.get("/healthz")).get_json()
+    assert health["fleet"] == {"alive": 1, "lost": 1}

@@ -29,6 +29,7 @@ from app.store.base import (
     NewJob,
     Or,
     Order,
+    ProcessRecord,
     SearchElement,
     Store,
     TextMatch,
@@ -701,6 +702,42 @@ async def test_concurrent_reservations_never_overshoot_the_quota(any_store):
     results = await asyncio.gather(*(any_store.reserve_upload(f"r{n}", "u", 100, quota=350, ttl=60)
                                      for n in range(10)))
     assert sum(check.granted for check in results) == 3
+
+
+# the fleet -------------------------------------------------------------------------------------------
+
+def process(name: str, role: str = "worker", *, last_seen: float = 1000.0, lease: float = 60.0,
+            **fields: Any) -> ProcessRecord:
+    return ProcessRecord(id=name, role=role, host="node1", pid=4242, version="0.1.0", started=900.0,
+                         last_seen=last_seen, lease=lease, **fields)
+
+
+async def test_processes_register_beat_and_leave(any_store):
+    assert await any_store.list_processes() == []
+    web = process("node1:10:serve:aaa", "serve", pool_size=2)
+    worker = process("node1:11:worker:bbb", pool_size=4, jobs=[{"id": "j1", "path": "/in/a.fits"}])
+    await any_store.beat(worker)
+    await any_store.beat(web)
+    assert await any_store.list_processes() == [web, worker]  # by role, then start
+    # a heartbeat replaces the record: newer time, other jobs, counts
+    worker.last_seen, worker.jobs, worker.done, worker.failed = 1010.0, [], 3, 1
+    await any_store.beat(worker)
+    assert (await any_store.list_processes())[1] == worker
+    assert await any_store.remove_process(web.id)
+    assert not await any_store.remove_process(web.id)
+    assert await any_store.list_processes() == [worker]
+
+
+async def test_a_silent_process_is_lost_after_its_lease_and_forgotten_much_later(any_store):
+    quiet = process("quiet", last_seen=1000.0, lease=30.0)
+    recent = process("recent", last_seen=5000.0, lease=30.0)
+    await any_store.beat(quiet)
+    await any_store.beat(recent)
+    [first, second] = await any_store.list_processes()
+    assert (first.lost(1030.0), first.lost(1030.5), second.lost(1030.5)) == (False, True, False)
+    assert await any_store.forget_processes(before=1000.0) == 0  # seen at 1000 exactly: kept
+    assert await any_store.forget_processes(before=4000.0) == 1
+    assert [entry.id for entry in await any_store.list_processes()] == ["recent"]
 
 
 async def test_every_method_of_the_interface_is_exercised():
