@@ -75,7 +75,8 @@ async def test_deleting_revokes_the_links_and_removes_the_files(archive, actors,
     await assert_revoked(olive.client, old[:4])  # the pixel route asks the catalog: the image is gone
     assert (await olive.client.get(old[4])).status_code in (403, 404)
     assert not archive.tile_root(mine.id).exists()
-    assert not any(path.name.startswith("removed-") for path in (archive.settings.tiles_dir / ".work").iterdir())
+    work = archive.settings.tiles_dir / ".work"
+    assert not any(path.name.startswith("removed-") for path in work.iterdir())  # the files are gone too
 
 
 async def test_disabling_the_owner_revokes_the_links_of_all_their_images(archive, actors, mine,  # noqa: F811
