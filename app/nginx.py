@@ -32,9 +32,8 @@ import fs from 'fs';
 import crypto from 'crypto';
 
 const KEY_FILE = '@KEY_FILE@';
-const TOKEN = /^([1-9a-f][0-9a-f]{0,15})\.([0-9a-f]{@GEN_CHARS@})\.([0-9a-f]{@DIGEST_CHARS@})$/;
-const ID = /^[A-Za-z0-9]{6,32}$/;
-const NAME = /^(?:@NAME@)$/;
+// /tiles/<id>/<expires>.<gen>.<digest>/<name>: one expression, compiled once
+const URI = /^\/tiles\/([A-Za-z0-9]{6,32})\/@TOKEN@\/(@NAME@)$/;
 const NOWHERE = '@NOWHERE@';
 
 // Read once, when nginx loads its configuration (in the master process, before workers drop privileges).
@@ -53,28 +52,22 @@ function same(a, b) {
 }
 
 function path(r) {
-    const parts = r.uri.split('/');  // '', 'tiles', id, token, name...
-    if (parts.length < 5 || parts[1] !== 'tiles') {
+    const parts = URI.exec(r.uri);
+    if (!parts) {
         return NOWHERE;
     }
-    const id = parts[2];
-    const name = parts.slice(4).join('/');
-    const token = TOKEN.exec(parts[3]);
-    if (!token || !ID.test(id) || !NAME.test(name)) {
-        return NOWHERE;
-    }
-    const expires = parseInt(token[1], 16);
+    const expires = parseInt(parts[2], 16);
     const remaining = expires - Math.floor(Date.now() / 1000);
     if (!(remaining > 0)) {
         return NOWHERE;
     }
-    const digest = crypto.createHmac('sha256', KEY).update('tile:' + id + ':' + token[2] + ':' + expires)
-        .digest('hex').slice(0, @DIGEST_CHARS@);
-    if (!same(digest, token[3])) {
+    const message = 'tile:' + parts[1] + ':' + parts[3] + ':' + expires;
+    const digest = crypto.createHmac('sha256', KEY).update(message).digest('hex').slice(0, @DIGEST_CHARS@);
+    if (!same(digest, parts[4])) {
         return NOWHERE;
     }
     r.variables.imagex_tile_cache = 'public, max-age=' + remaining + ', immutable';
-    return '/' + id.slice(0, 2) + '/' + id + '/' + token[2] + '/' + name;
+    return '/' + parts[1].slice(0, 2) + '/' + parts[1] + '/' + parts[3] + '/' + parts[5];
 }
 
 export default { path };
@@ -101,9 +94,12 @@ def js_module(key_file: Path) -> str:
     if any(char in str(key_file) for char in "'\\\n"):
         raise SettingError(f"{key_file}: a path nginx's JavaScript reads may not hold quotes, backslashes or "
                            "line breaks")
+    # the token as app/tokens.py spells it, in three groups
+    token = rf"([1-9a-f][0-9a-f]{{0,15}})\.([0-9a-f]{{{GEN_CHARS}}})\.([0-9a-f]{{{DIGEST_CHARS}}})"
+    # the names ImageX's tile layer serves from disk, without groups (the expression counts on five)
     name = f"{STATIC_NAME.pattern}|{CACHED_NAME.pattern}".replace("/", "\\/")
-    return (JS_MODULE.replace("@KEY_FILE@", str(key_file)).replace("@GEN_CHARS@", str(GEN_CHARS))
-            .replace("@DIGEST_CHARS@", str(DIGEST_CHARS)).replace("@NAME@", name)
+    return (JS_MODULE.replace("@KEY_FILE@", str(key_file))
+            .replace("@DIGEST_CHARS@", str(DIGEST_CHARS)).replace("@NAME@", name).replace("@TOKEN@", token)
             .replace("@NOWHERE@", _NOWHERE))
 
 
