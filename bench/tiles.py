@@ -46,8 +46,11 @@ PATH = sys.argv[2]
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    with open(PATH, "rb") as handle:
-        body = handle.read()
+    descriptor = os.open(PATH, os.O_RDONLY)
+    try:
+        body = os.pread(descriptor, os.fstat(descriptor).st_size, 0)
+    finally:
+        os.close(descriptor)
     await send({"type": "http.response.start", "status": 200, "headers": [
         (b"content-type", b"image/jpeg"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
@@ -90,7 +93,7 @@ def closest_tile(folder: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
     if nginx.missing() or shutil.which("wrk") is None:
