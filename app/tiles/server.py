@@ -30,6 +30,7 @@ ID = re.compile(r"[A-Za-z0-9]{6,32}")
 STATIC_NAME = re.compile(r"image\.dzi|thumb\.jpeg|image_files/\d{1,2}/\d{1,6}_\d{1,6}\.jpeg")
 CACHED_NAME = re.compile(r"display/[A-Za-z0-9_.:+\-]*~[A-Za-z0-9_.:~+\-]*/image_files/(?:0|[1-9]\d?)/"
                          r"(?:0|[1-9]\d{0,5})_(?:0|[1-9]\d{0,5})\.jpeg")
+SERVED_NAME = re.compile(f"{STATIC_NAME.pattern}|{CACHED_NAME.pattern}")
 TYPES = {"dzi": b"application/xml", "jpeg": b"image/jpeg"}
 
 
@@ -73,9 +74,7 @@ class TileServer:
             return None
         image_id, token, name = parts
         secret = self.archive.secret
-        if not secret or not ID.fullmatch(image_id):
-            return None
-        if not (STATIC_NAME.fullmatch(name) or CACHED_NAME.fullmatch(name)):
+        if not secret or not ID.fullmatch(image_id) or not SERVED_NAME.fullmatch(name):
             return None
         checked = tokens.check(secret, image_id, token)
         if checked is None:
