@@ -158,3 +158,14 @@ def test_processes_starting_together_agree_on_one_key(tmp_path: Path):
         assert {len(key) for key in keys} == {32}, f"attempt {attempt}: a loader got a short key"
         assert len(set(keys)) == 1
         assert [p.name for p in path.parent.iterdir()] == ["secret.key"]  # no temporary files left
+
+
+def test_the_digest_is_hmac_sha256_over_the_documented_message():
+    """nginx in front (app/nginx.py) computes the same: a change here breaks every deployment's site."""
+    import hashlib
+    import hmac
+
+    token = tokens.make(SECRET, "abc123", GEN, TTL, at=START)
+    expires_hex, gen, digest = token.split(".")
+    message = f"tile:abc123:{gen}:{int(expires_hex, 16)}".encode()
+    assert digest == hmac.new(SECRET, message, hashlib.sha256).hexdigest()[:20]
