@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 VENDOR := app/static/vendor
 
-.PHONY: run test test-nginx install install-test vendor lint typecheck pytest bench clean
+.PHONY: run test install install-test vendor lint typecheck pytest bench clean
 
 # Files dropped into var/inbox are ingested while the archive runs (IMAGEX_WATCH_DIRS overrides it).
 INBOX ?= $(CURDIR)/var/inbox
@@ -55,6 +55,7 @@ pytest:
 
 # `imagex nginx-config` in front of a real `imagex serve` (needs Debian's nginx and libnginx-mod-http-js:
 # installed here when missing and possible; the test says why it is skipped otherwise)
+.PHONY: test-nginx bench-tiles
 test-nginx: install-test
 	@command -v nginx >/dev/null 2>&1 && [ -f /usr/lib/nginx/modules/ngx_http_js_module.so ] || \
 	  { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light \

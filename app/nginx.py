@@ -15,7 +15,7 @@ from pathlib import Path
 
 from app.exceptions import SettingError
 from app.settings import Settings
-from app.tiles.server import CACHED_NAME, STATIC_NAME
+from app.tiles.server import CACHED_NAME, SECURITY_HEADERS, STATIC_NAME
 from app.tokens import DIGEST_CHARS, GEN_CHARS
 
 JS_NAME = "imagex_tiles.js"
@@ -87,6 +87,7 @@ class Site:
     max_body: int = 0  # bytes; 0: no limit in nginx
     certificate: str = ""
     certificate_key: str = ""
+    security_headers: tuple[tuple[str, str], ...] = SECURITY_HEADERS  # as ImageX's tile answers carry
 
 
 def js_module(key_file: Path) -> str:
@@ -109,6 +110,13 @@ def _quoted(value: str) -> str:
         raise SettingError(f"{value!r} cannot be written into an nginx configuration: no quotes, "
                            "backslashes, semicolons, braces or dollar signs")
     return f'"{value}"' if any(char.isspace() for char in value) else value
+
+
+def _quoted_value(value: str) -> str:
+    """A header value as one quoted nginx token (it may hold spaces and single quotes, as a CSP does)."""
+    if any(char in value for char in '"\\\n$') or not value:
+        raise SettingError(f"{value!r} cannot be written as an nginx header value")
+    return f'"{value}"'
 
 
 def site_config(site: Site) -> str:
@@ -140,6 +148,8 @@ server {{
     return 301 https://$host$request_uri;
 }}
 """ if tls else "")
+    security = "\n".join(f"        add_header {_quoted(name)} {_quoted_value(value)} always;"
+                         for name, value in site.security_headers)
     return f"""# ImageX behind nginx: written by `imagex nginx-config` for the tiles folder {site.tiles_dir}.
 # nginx checks the signed tile tokens itself (its JavaScript module, njs: Debian's libnginx-mod-http-js,
 # loaded by /etc/nginx/modules-enabled/) and serves tile files from disk; everything else, and tile
@@ -181,7 +191,7 @@ server {{
         }}
         default_type application/octet-stream;
         add_header Cache-Control $imagex_tile_cache;
-        add_header X-Content-Type-Options nosniff always;
+{security}
     }}
 
     location @imagex {{

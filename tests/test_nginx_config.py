@@ -65,3 +65,14 @@ def test_a_data_folder_with_a_quote_is_refused_and_nothing_is_written(tmp_path, 
     assert status == 2 and "it's data/tiles" in error
     assert "cannot be written into an nginx configuration" in error
     assert not out.exists()
+
+
+def test_tile_answers_carry_the_security_headers_given(tmp_path):
+    from app.nginx import Site, site_config
+
+    policy = "default-src 'self'; img-src 'self' data: blob:; frame-ancestors 'none'"
+    headers = (("Content-Security-Policy", policy), ("X-Frame-Options", "DENY"))
+    site = site_config(Site(tiles_dir=tmp_path, key_file=tmp_path / "k", js_file=tmp_path / "j.js",
+                            upstream="127.0.0.1:8000", security_headers=headers))
+    assert f'add_header Content-Security-Policy "{policy}" always;' in site
+    assert 'add_header X-Frame-Options "DENY" always;' in site

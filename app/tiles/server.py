@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from app import tokens
@@ -34,6 +34,12 @@ SERVED_NAME = re.compile(f"{STATIC_NAME.pattern}|{CACHED_NAME.pattern}")
 TYPES = {"dzi": b"application/xml", "jpeg": b"image/jpeg"}
 
 
+# Headers every tile answer carries besides its own (type, length, ETag, Cache-Control), here and in the
+# nginx site: the ones the app sets on every response that matter for an image (after merging the security
+# headers of app/headers.py, take them from there, so that this path and nginx's stay the same).
+SECURITY_HEADERS: tuple[tuple[str, str], ...] = (("X-Content-Type-Options", "nosniff"),)
+
+
 def etag_of(stat: os.stat_result) -> str:
     """The ETag of a tile file: nginx's spelling (modification second and size in hex), so a browser's
     cached copy stays valid whichever of ImageX and nginx in front answers."""
@@ -53,10 +59,12 @@ def matches(etag: str, wanted: str) -> bool:
 class TileServer:
     """ASGI middleware: answers tile requests it can from disk, passes the rest to `app`."""
 
-    def __init__(self, app: Any, archive: Archive) -> None:
+    def __init__(self, app: Any, archive: Archive,
+                 security_headers: Sequence[tuple[str, str]] = SECURITY_HEADERS) -> None:
         self.app = app
         self.archive = archive
         self.tiles = str(archive.settings.tiles_dir)
+        self.security = [(name.lower().encode(), value.encode()) for name, value in security_headers]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].startswith(PREFIX):
@@ -90,7 +98,7 @@ class TileServer:
             stat = os.fstat(descriptor)
             etag = etag_of(stat)
             headers = [(b"etag", etag.encode()), (b"cache-control", cache_control(remaining).encode()),
-                       (b"x-content-type-options", b"nosniff")]
+                       *self.security]
             for key, value in scope["headers"]:
                 if key == b"if-none-match" and matches(etag, value.decode("latin-1")):
                     return 304, headers, b""

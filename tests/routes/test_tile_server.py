@@ -79,3 +79,11 @@ async def test_what_it_cannot_answer_goes_to_the_app_unchanged(archive, image, l
     assert behind.paths == [*passed, f"/tiles/{image.id}/{token}/image.dzi"]
     await archive.revoke_tiles([image.id])
     assert (await ask(server, f"/tiles/{image.id}/{token}/image.dzi"))[0] == 418  # revoked: the app says so
+
+
+async def test_the_security_headers_given_are_sent(archive, image):
+    server = TileServer(Behind(), archive, security_headers=[("Referrer-Policy", "same-origin"),
+                                                             ("X-Content-Type-Options", "nosniff")])
+    status, headers, _ = await ask(server, f"/tiles/{image.id}/{archive.tile_token(image.id)}/thumb.jpeg")
+    assert status == 200
+    assert headers[b"referrer-policy"] == b"same-origin" and headers[b"x-content-type-options"] == b"nosniff"
