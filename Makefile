@@ -51,7 +51,21 @@ typecheck:
 	$(BIN)/mypy
 
 pytest:
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --ignore=tests/deploy/test_nginx.py
+
+# `imagex nginx-config` in front of a real `imagex serve` (needs Debian's nginx and libnginx-mod-http-js:
+# installed here when missing and possible; the test says why it is skipped otherwise)
+.PHONY: test-nginx bench-tiles
+test-nginx: install-test
+	@command -v nginx >/dev/null 2>&1 && [ -f /usr/lib/nginx/modules/ngx_http_js_module.so ] || \
+	  { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light \
+	    libnginx-mod-http-js >/dev/null; } || echo "test-nginx: cannot install nginx here"
+	@start=$$(date +%s); $(BIN)/pytest -q -rs tests/deploy/test_nginx.py; status=$$?; \
+	  echo "test-nginx: $$(( $$(date +%s) - start )) s"; exit $$status
+
+# tile throughput: nginx static, nginx checking tokens, imagex serve, a bare ASGI file server (needs wrk)
+bench-tiles: install-test
+	$(BIN)/python bench/tiles.py
 
 bench: install-test
 	$(BIN)/python bench/tiling.py

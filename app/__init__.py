@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
     from app.ingest.jobs import JobRunner
     from app.proxy import behind_proxy
     from app.routes import register
+    from app.tiles.server import TileServer
 
     settings = settings or Settings.load()
     make_admin = run_jobs if first_admin is None else first_admin
@@ -39,6 +40,8 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
     register(app)
     app.after_request(add_security_headers)
     app.asgi_app = behind_proxy(app.asgi_app, settings)  # type: ignore[method-assign]
+    # outermost: tiles on disk are answered before any other layer runs (they need no client address)
+    app.asgi_app = TileServer(app.asgi_app, archive)  # type: ignore[method-assign,assignment]
 
     @app.while_serving
     async def lifespan() -> AsyncGenerator[None, None]:

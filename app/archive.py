@@ -7,7 +7,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,6 +16,7 @@ from quart import current_app
 from app import tokens
 from app.settings import Settings
 from app.store import Store, open_store
+from app.tiles import pyramid
 from app.tiles.pool import Pool
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 STALE_WORK = 24 * 3600
+_REVOKE_BATCH = 500
 
 
 class Archive:
@@ -57,6 +59,7 @@ class Archive:
         self.settings.data.mkdir(parents=True, exist_ok=True)
         self.settings.tiles_dir.mkdir(parents=True, exist_ok=True)
         self.secret = await asyncio.to_thread(tokens.load_secret, self.settings.data / "secret.key")
+        await asyncio.to_thread(pyramid.migrate_layout, self.settings.tiles_dir)
         await self.store.open()
         await asyncio.to_thread(self._clean_stale_work)
         from app.ingest.spool import clean_spool
@@ -95,11 +98,45 @@ class Archive:
     async def run_in_pool(self, fn: Callable[..., T], *args: Any) -> T:
         return await self.pool.run(fn, *args)
 
+    def tile_root(self, image_id: str) -> Path:
+        """The folder holding an image's tile generation folder (see app/tiles/pyramid.py)."""
+        return pyramid.image_root(self.settings.tiles_dir, image_id)
+
     def tile_folder(self, image_id: str) -> Path:
-        return self.settings.tiles_dir / image_id[:2] / image_id
+        """The image's current tile folder (one listdir); a path that does not exist when it has none."""
+        root = self.tile_root(image_id)
+        return pyramid.current(root) or root / pyramid.NO_GEN
 
     def tile_token(self, image_id: str) -> str:
-        return tokens.make(self.secret, image_id, self.settings.tile_token_ttl)
+        """A signed tile token for the image's current tile generation (made when a page is rendered)."""
+        gen = self.tile_folder(image_id).name
+        return tokens.make(self.secret, image_id, gen, self.settings.tile_token_ttl)
+
+    async def revoke_tiles(self, image_ids: Iterable[str]) -> None:
+        """Every tile URL made so far for these images stops working at once (403 "reload the page"):
+        each image's tile folder gets a new generation name. Pages rendered afterwards get new tokens."""
+        roots = [self.tile_root(image_id) for image_id in image_ids]
+
+        def revoke_all() -> None:
+            for root in roots:
+                pyramid.revoke(root)
+
+        await asyncio.to_thread(revoke_all)
+
+    async def revoke_owner_tiles(self, username: str) -> int:
+        """Revoke the tile URLs of every image `username` owns (their account was disabled); how many."""
+        from app.store.base import FieldIn
+
+        done = 0
+        while batch := await self.store.find_images(FieldIn("owner", (username,)), offset=done,
+                                                    limit=_REVOKE_BATCH):
+            await self.revoke_tiles(image.id for image in batch)
+            done += len(batch)
+        return done
+
+    async def remove_tiles(self, image_id: str) -> None:
+        """Delete an image's tile files; its tile URLs stop working before the files are gone."""
+        await asyncio.to_thread(pyramid.remove, self.tile_root(image_id), self.settings.tiles_dir / ".work")
 
     def _clean_stale_work(self) -> None:
         """Work folders of crashed jobs; a folder younger than a day may belong to a live runner."""

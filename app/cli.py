@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app.exceptions import ImageXError
+from app.nginx import JS_NAME, SITE_NAME
 from app.settings import SETTINGS, Settings, markdown_table
 from app.site import VISIBILITIES
 from app.store.base import JobRecord
@@ -67,7 +68,26 @@ def _parser() -> argparse.ArgumentParser:
     settings.add_argument("--markdown", action="store_true", help="print the settings table as Markdown")
     _user_parser(commands, common)
     _migrate_store_parser(commands, common)
+    _nginx_parser(commands, common)
     return parser
+
+
+def _nginx_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    nginx = commands.add_parser(
+        "nginx-config", parents=[common],
+        help="print an nginx site that checks tile tokens itself and serves tiles from disk (README: "
+             "Behind a reverse proxy)")
+    nginx.add_argument("--output", type=Path, metavar="DIR", help=f"write the site ({SITE_NAME}) and its "
+                       f"JavaScript module ({JS_NAME}) into DIR instead of printing the site")
+    nginx.add_argument("--js", action="store_true", help="print the JavaScript module instead of the site")
+    nginx.add_argument("--js-path", type=Path, default=Path("/etc/nginx") / JS_NAME,
+                       help="where the site imports the module from when printed (default %(default)s)")
+    nginx.add_argument("--listen", default="80", help="nginx's listen address (default 80; 443 with TLS)")
+    nginx.add_argument("--server-name", default="_", help="the site's host name (default: any)")
+    nginx.add_argument("--upstream", help="where ImageX listens (default IMAGEX_HOST:IMAGEX_PORT)")
+    nginx.add_argument("--ssl-certificate", default="", help="certificate file: serve HTTPS (and redirect "
+                       "port 80 to it)")
+    nginx.add_argument("--ssl-certificate-key", default="", help="the certificate's key file")
 
 
 def _user_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -122,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate-store":
             source = args.source or settings.store_url
             return asyncio.run(migrate_store(source, args.target, batch=args.batch))
+        if args.command == "nginx-config":
+            return asyncio.run(nginx_config(settings, args))
         if args.command == "settings":
             if args.markdown:
                 print(markdown_table(), end="")
@@ -157,6 +179,20 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     print(f"ImageX serving {settings.data} at http://{settings.host}:{settings.port}", flush=True)
     await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
+    return 0
+
+
+async def nginx_config(settings: Settings, args: argparse.Namespace) -> int:
+    from app.nginx import write_site
+
+    site, module = await write_site(
+        settings, output=args.output, js_path=args.js_path, listen=args.listen, server_name=args.server_name,
+        upstream=args.upstream, certificate=args.ssl_certificate, certificate_key=args.ssl_certificate_key)
+    if args.output is not None:
+        print(f"wrote {args.output / SITE_NAME} and {args.output / JS_NAME}: include the site in nginx's "
+              "http block (e.g. link it into /etc/nginx/sites-enabled/) and reload nginx", file=sys.stderr)
+    else:
+        print(module if args.js else site, end="")
     return 0
 
 

@@ -37,6 +37,13 @@ def content_security_policy(frame_ancestors: str = NO_FRAMING) -> str:
     return f"{POLICY}; frame-ancestors {frame_ancestors}"
 
 
+# What every tile answer carries besides its own headers, in the tile layer (app/tiles/server.py) and the
+# nginx site alike: tiles are never framed.
+TILE_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Content-Security-Policy", content_security_policy()), ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin"))
+
+
 async def add_security_headers(response: Response) -> Response:
     """After every request (pages, JSON, errors, tiles and static files alike)."""
     frame_ancestors: str = g.get("frame_ancestors") or NO_FRAMING

@@ -1,10 +1,14 @@
 """Signed, expiring tile tokens: the permission decision travels in the tile URL, so serving a tile
-needs no catalog query, and a static server in front can check the same token."""
+needs no catalog query, and a static server in front can check the same token.
+
+A token is `<expires>.<gen>.<digest>`: `expires` in hexadecimal Unix seconds, `gen` the name of the image's
+current tile folder generation (16 hex characters, see `app/tiles/pyramid.py`) and `digest` the first 20
+hex characters of HMAC-SHA256(secret, "tile:<id>:<gen>:<expires>"). Revoking an image's links renames its
+generation folder: a token naming the old one then finds no files, with no catalog query."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import hmac
 import os
 import re
@@ -16,7 +20,9 @@ from app.exceptions import SettingError
 
 DIGEST_CHARS = 20
 MIN_SECRET_BYTES = 16
-_TOKEN = re.compile(r"[1-9a-f][0-9a-f]{0,15}\.[0-9a-f]{" + str(DIGEST_CHARS) + "}")
+GEN_CHARS = 16
+GEN = re.compile(r"[0-9a-f]{" + str(GEN_CHARS) + "}")
+_TOKEN = re.compile(rf"[1-9a-f][0-9a-f]{{0,15}}\.[0-9a-f]{{{GEN_CHARS}}}\.[0-9a-f]{{{DIGEST_CHARS}}}")
 
 
 def load_secret(path: Path) -> bytes:
@@ -46,26 +52,28 @@ def load_secret(path: Path) -> bytes:
     return key
 
 
-def _digest(secret: bytes, image_id: str, expires: int) -> str:
-    message = f"tile:{image_id}:{expires}".encode()
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()[:DIGEST_CHARS]
+def _digest(secret: bytes, image_id: str, gen: str, expires: int) -> str:
+    # the one-shot C digest: this runs for every tile request
+    return hmac.digest(secret, f"tile:{image_id}:{gen}:{expires}".encode(), "sha256").hex()[:DIGEST_CHARS]
 
 
-def make(secret: bytes, image_id: str, ttl: int, at: float | None = None) -> str:
-    """A token valid for at least `ttl` seconds. Expiry is rounded up to a quarter of `ttl`, so pages
-    rendered close together share tile URLs and the browser cache."""
+def make(secret: bytes, image_id: str, gen: str, ttl: int, at: float | None = None) -> str:
+    """A token for generation `gen` of the image's tiles, valid for at least `ttl` seconds. Expiry is
+    rounded up to a quarter of `ttl`, so pages rendered close together share tile URLs and the browser
+    cache."""
     step = max(1, ttl // 4)
     expires = (int(at if at is not None else time.time()) + ttl + step - 1) // step * step
-    return f"{expires:x}.{_digest(secret, image_id, expires)}"
+    return f"{expires:x}.{gen}.{_digest(secret, image_id, gen, expires)}"
 
 
-def check(secret: bytes, image_id: str, token: str, at: float | None = None) -> int | None:
-    """Seconds the token stays valid, or None when it is forged, malformed or expired."""
+def check(secret: bytes, image_id: str, token: str, at: float | None = None) -> tuple[int, str] | None:
+    """(seconds the token stays valid, the generation it names), or None when it is forged, malformed or
+    expired. Whether that generation is still the image's is for the caller to see (its folder exists)."""
     if not _TOKEN.fullmatch(token):
         return None  # one spelling per token, so a checker in front (nginx) can parse it the same way
-    expires_hex, _, digest = token.partition(".")
+    expires_hex, gen, digest = token.split(".")
     expires = int(expires_hex, 16)
-    if not hmac.compare_digest(digest, _digest(secret, image_id, expires)):
+    if not hmac.compare_digest(digest, _digest(secret, image_id, gen, expires)):
         return None
     remaining = expires - int(at if at is not None else time.time())
-    return remaining if remaining > 0 else None
+    return (remaining, gen) if remaining > 0 else None

@@ -19,6 +19,7 @@ from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.store.sqlite import SQLiteStore
+from app.tiles.pyramid import current, image_root
 
 IMAGEX = Path(sys.executable).parent / "imagex"
 TIMEOUT = 300
@@ -83,6 +84,13 @@ def assert_each_file_once(data: Path, files: list[Path]) -> None:
     assert referenced == sorted(row["id"] for row in images)
 
 
+def image_folder(data: Path, image_id: str) -> Path:
+    """An image's current tile folder (`tiles/<id[:2]>/<id>/<gen>/`)."""
+    folder = current(image_root(data / "tiles", image_id))
+    assert folder is not None, f"{image_id} has no tile folder"
+    return folder
+
+
 def tile_folders(data: Path) -> list[str]:
     tiles = data / "tiles"
     return sorted(folder.name for shard in tiles.iterdir() if not shard.name.startswith(".")
@@ -114,7 +122,7 @@ async def test_a_tree_with_one_bad_file_fails_naming_it_and_keeps_the_good_ones(
         await store.close()
     assert tile_folders(data) == sorted(image.id for image in images)
     for image in images:
-        assert (data / "tiles" / image.id[:2] / image.id / "image.dzi").is_file()
+        assert (image_folder(data, image.id) / "image.dzi").is_file()
 
 
 def test_a_good_tree_succeeds_and_a_second_run_ingests_nothing_new(tmp_path):

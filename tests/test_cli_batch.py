@@ -21,7 +21,16 @@ from astropy.visualization import ZScaleInterval
 from app.cli import main
 from tests.conftest import ingest
 from tests.ingest.test_batch_options import PATCH_VALUE, sky, write
-from tests.test_cli import IMAGEX, TIMEOUT, assert_each_file_once, catalog, environment, imagex, summary
+from tests.test_cli import (
+    IMAGEX,
+    TIMEOUT,
+    assert_each_file_once,
+    catalog,
+    environment,
+    image_folder,
+    imagex,
+    summary,
+)
 
 FIXED = re.compile(r"^Fixed scaling '([^']+)' for every image of this run: (\w+) limits (\S+) \.\. (\S+), "
                    r"(\w+) stretch, measured on (.+?)(?:; apply it again with --fixed-scaling \1)?$",
@@ -44,7 +53,7 @@ def scalings(data: Path) -> list[sqlite3.Row]:
 
 def patch_grey(data: Path, image_id: str) -> float:
     """The mean grey of the flat patch in the full-resolution tile the viewer is sent."""
-    folder = data / "tiles" / image_id[:2] / image_id / "image_files"
+    folder = image_folder(data, image_id) / "image_files"
     deepest = max(int(level.name) for level in folder.iterdir() if level.name.isdigit())
     tile = pyvips.Image.new_from_file(str(folder / str(deepest) / "0_0.jpeg")).numpy()
     return float(tile[28:36, 28:36].mean())

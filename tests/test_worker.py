@@ -24,7 +24,7 @@ from app.ingest.scan import job_for, walk
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
 from app.store.sqlite import SQLiteStore
 from tests.processes import answers, free_port
-from tests.test_cli import assert_each_file_once, catalog, environment, tile_folders, write_tree
+from tests.test_cli import assert_each_file_once, catalog, environment, image_folder, tile_folders, write_tree
 from tests.test_cli_watch import running, wait_until
 
 BIG = 5000  # pixels on a side: a job that takes seconds, long enough to be caught mid-way
@@ -158,7 +158,7 @@ async def test_three_workers_and_serve_ingest_200_files_exactly_once(tmp_path):
     images = images_of(data)
     assert tile_folders(data) == sorted(image["id"] for image in images)
     for image in images:
-        folder = data / "tiles" / image["id"][:2] / image["id"]
+        folder = image_folder(data, image["id"])
         assert_complete_pyramid(folder, image["width"], image["height"])
     assert work_folders(data) == []
 
@@ -199,7 +199,7 @@ async def test_a_worker_killed_mid_job_loses_nothing_and_another_redoes_the_job(
     [image] = images_of(data)
     assert json.loads(job["image_ids"]) == [image["id"]]
     assert tile_folders(data) == [image["id"]]
-    assert_complete_pyramid(data / "tiles" / image["id"][:2] / image["id"], BIG, BIG)
+    assert_complete_pyramid(image_folder(data, image["id"]), BIG, BIG)
     assert work_folders(data) == []  # the dead attempt's folder was removed when the job was taken again
 
 
@@ -226,7 +226,7 @@ async def test_sigterm_finishes_or_gives_back_the_job_and_exits_0_promptly(tmp_p
     if expected == "done":
         assert "Stopped: 1 job(s) finished, 0 given back to the queue." in output
         [image] = images_of(data)
-        assert_complete_pyramid(data / "tiles" / image["id"][:2] / image["id"], BIG, BIG)
+        assert_complete_pyramid(image_folder(data, image["id"]), BIG, BIG)
     else:
         # given back at once: the next worker starts it afresh, nothing of it is in place
         assert took < 15, output

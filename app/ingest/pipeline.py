@@ -166,18 +166,18 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
     published: list[Path] = []
     try:
         for record in records:
-            final = archive.tile_folder(record.id)
-            await asyncio.to_thread(pyramid.publish, work / str(record.hdu), final)
-            published.append(final)
+            root = archive.tile_root(record.id)
+            await asyncio.to_thread(pyramid.publish, work / str(record.hdu), root)
+            published.append(root)
         await archive.store.add_images(records)
     except Conflict:
         # the same content was catalogued by another runner a moment ago
         for folder in published:
-            await asyncio.to_thread(pyramid.remove, folder)
+            await asyncio.to_thread(pyramid.discard, folder)
         return _duplicate(await archive.store.images_with_checksum(checksum))
     except BaseException:
         for folder in published:
-            await asyncio.to_thread(pyramid.remove, folder)
+            await asyncio.to_thread(pyramid.discard, folder)
         raise
     notes = "; ".join(f"HDU {r.hdu}: {r.note}" for r in records if r.note)
     return Outcome("done", note=notes, image_ids=[r.id for r in records])

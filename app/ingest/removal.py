@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.store.base import ImageRecord
-from app.tiles import pyramid
 
 if TYPE_CHECKING:
     from app.archive import Archive
@@ -54,7 +53,7 @@ async def delete_image(archive: Archive, image: ImageRecord) -> Removal:
     """Remove `image`: the record first (so no page links to half-removed tiles), then its tile folder,
     then an uploaded original once no other record (another HDU of the same file) uses it."""
     await archive.store.delete_images([image.id])
-    await asyncio.to_thread(pyramid.remove, archive.tile_folder(image.id))
+    await archive.remove_tiles(image.id)
     removed = False
     if is_upload(archive, image):
         users = [other for other in await archive.store.images_with_checksum(image.sha256)

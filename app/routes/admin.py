@@ -292,6 +292,8 @@ async def disable_user(user_id: str) -> Any:
     if not await _kept_an_admin(archive, target, disabled=False):
         return await _row_response(user_id, 409, error="You cannot disable the last enabled administrator.")
     await archive.store.delete_user_sessions(target.id)
+    # tile links the account was given (to its private images too) stop working now
+    await archive.revoke_owner_tiles(target.username)
     return await _row_response(user_id, message=f"{target.username} is disabled and logged out everywhere.")
 
 

@@ -1,6 +1,12 @@
 """Deep Zoom files and thumbnails, dynamic tiles (another interval, stretch or colormap, rendered from the
 science pyramid and cached on disk) and pixel values. The hot path: a signed token in the URL, no catalog
-query when the file is there.
+query when the file is there. Requests for files on disk are answered before they reach this route, by
+the thin ASGI layer in app/tiles/server.py; this route gives the same answers, renders what is missing and
+says why a request fails.
+
+The token names the image's tile generation (app/tiles/pyramid.py): the files are in
+`<tiles>/<id[:2]>/<id>/<gen>/`. When that folder is gone, the link was revoked (visibility changed, the
+owner disabled) or the image deleted: 403, reload the page.
 
     /tiles/<id>/<token>/image.dzi, thumb.jpeg, image_files/<level>/<col>_<row>.jpeg   static pyramid
     /tiles/<id>/<token>/display/<spec>/image.dzi, .../image_files/<level>/<col>_<row>.jpeg   dynamic
@@ -20,7 +26,8 @@ from app import tokens
 from app.archive import Archive, get_archive
 from app.exceptions import ImageXError
 from app.tiles import display_cache, render, science
-from app.tiles.pyramid import DZI_NAME
+from app.tiles.pyramid import DZI_NAME, NO_GEN
+from app.tiles.server import cache_control, etag_of, matches
 
 bp = Blueprint("tiles", __name__)
 _NAME = re.compile(r"^(?:image\.dzi|thumb\.jpeg|image_files/\d{1,2}/\d{1,6}_\d{1,6}\.jpeg)$")
@@ -31,6 +38,7 @@ _DISPLAY = re.compile(rf"^display/(?P<spec>[^/]+)/(?:image\.dzi|image_files/(?P<
                       rf"(?P<col>{_INTEGER})_(?P<row>{_INTEGER})\.jpeg)$")
 _PIXEL = re.compile(rf"^pixel/(?P<x>{_INTEGER})_(?P<y>{_INTEGER})$")
 _EXPIRED = "this tile link has expired or is not valid; reload the page"
+_REVOKED = "this tile link has expired or was revoked; reload the page"
 
 
 @bp.get("/tiles/<image_id>/<token>/<path:name>")
@@ -42,33 +50,41 @@ async def tile(image_id: str, token: str, name: str) -> Any:
         return await _pixel(archive, image_id, token, name)
     if not _ID.fullmatch(image_id) or not _NAME.fullmatch(name):
         raise NotFound("no such tile")
-    remaining = _check(archive, image_id, token)
-    try:
-        return _file(archive.tile_folder(image_id) / name, remaining)
-    except FileNotFoundError:
-        raise NotFound("no such tile") from None
+    folder, remaining = _check(archive, image_id, token)
+    return _file(folder, folder / name, remaining)
 
 
-def _check(archive: Archive, image_id: str, token: str) -> int:
-    remaining = tokens.check(archive.secret, image_id, token)
-    if remaining is None:
+def _check(archive: Archive, image_id: str, token: str) -> tuple[Path, int]:
+    """The generation folder the token names and the seconds it stays valid; 403 when the token is bad
+    or its folder is gone (revoked or deleted)."""
+    checked = tokens.check(archive.secret, image_id, token)
+    if checked is None:
         raise Forbidden(_EXPIRED)
-    return remaining
+    remaining, gen = checked
+    if gen == NO_GEN:  # made for an image that has no tiles
+        raise NotFound("no such tile")
+    folder = archive.tile_root(image_id) / gen
+    if not folder.is_dir():
+        raise Forbidden(_REVOKED)
+    return folder, remaining
 
 
-def _file(path: Path, remaining: int) -> Response:
-    """The file's bytes, or a 304 for a matching ETag; FileNotFoundError when it is not there."""
-    # Tiles are small (tens of KB) and usually in the page cache: a direct read is cheaper than a
-    # thread hop, and it is what keeps this route fast.
-    stat = path.stat()
-    etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
-    wanted = request.headers.get("If-None-Match", "")
-    if wanted.strip() == "*" or etag in wanted:
-        response = Response(b"", status=304)
-    else:
-        response = Response(path.read_bytes(), content_type=_TYPES[path.suffix])
+def _file(folder: Path, path: Path, remaining: int) -> Response:
+    """The file's bytes, or a 304 for a matching ETag; 404 when it is not there, 403 when its generation
+    folder went away (revoked) meanwhile."""
+    try:
+        stat = path.stat()
+        etag = etag_of(stat)
+        unchanged = matches(etag, request.headers.get("If-None-Match", ""))
+        data = b"" if unchanged else path.read_bytes()
+    except FileNotFoundError:
+        if not folder.is_dir():
+            raise Forbidden(_REVOKED) from None
+        raise NotFound("no such tile") from None
+    response = Response(b"", status=304) if unchanged else Response(data, content_type=_TYPES[path.suffix])
     response.headers["ETag"] = etag
-    response.headers["Cache-Control"] = f"public, max-age={remaining}, immutable"
+    response.headers["Cache-Control"] = cache_control(remaining)
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
 
@@ -81,36 +97,27 @@ async def _display(archive: Archive, image_id: str, token: str, name: str) -> Re
         spec = render.parse(match["spec"])
     except render.SpecError as error:
         raise NotFound(f"no such display: {error}") from None
-    remaining = _check(archive, image_id, token)
-    folder = archive.tile_folder(image_id)
+    folder, remaining = _check(archive, image_id, token)
     if match["level"] is None:  # the descriptor: the same geometry as the static pyramid
-        try:
-            return _file(folder / f"{DZI_NAME}.dzi", remaining)
-        except FileNotFoundError:
-            raise NotFound("no such tile") from None
+        return _file(folder, folder / f"{DZI_NAME}.dzi", remaining)
     level, col, row = int(match["level"]), int(match["col"]), int(match["row"])
     path = render.tile_path(folder, spec.text, level, col, row)
-    try:
-        response = _file(path, remaining)
+    if path.is_file():
+        response = _file(folder, path, remaining)
         display_cache.used(path)  # the cache's bound removes the least recently used tiles first
         return response
-    except FileNotFoundError:
-        pass
-    science_path = await _science(archive, image_id)
+    science_path = await _science(archive, image_id, folder)
     data = await archive.pool.run(render.render_tile, str(folder), science_path, spec.text, level, col, row,
                                   archive.settings.jpeg_quality, display_cache.limits_of(archive.settings))
     if data is None:
         raise NotFound("no such tile")
-    try:
-        return _file(path, remaining)
-    except FileNotFoundError:  # the image was deleted while its tile was drawn
-        raise NotFound("no such tile") from None
+    # from the cache file just written (its ETag); gone when the image was revoked or deleted meanwhile
+    return _file(folder, path, remaining)
 
 
-async def _science(archive: Archive, image_id: str) -> str:
+async def _science(archive: Archive, image_id: str, folder: Path) -> str:
     """The image's science pyramid, built from its original first when it has none (an image ingested
     before science pyramids existed): only then is the catalog asked where the original is."""
-    folder = archive.tile_folder(image_id)
     path = folder / science.NAME
     if path.exists():
         return str(path)
@@ -132,7 +139,7 @@ async def _pixel(archive: Archive, image_id: str, token: str, name: str) -> Any:
     match = _PIXEL.fullmatch(name)
     if not match:
         raise NotFound("no such pixel: use pixel/<x>_<y> with whole numbers")
-    remaining = _check(archive, image_id, token)
+    folder, remaining = _check(archive, image_id, token)
     image = await archive.store.get_image(image_id)
     if image is None:
         raise NotFound("no such tile")
@@ -140,7 +147,7 @@ async def _pixel(archive: Archive, image_id: str, token: str, name: str) -> Any:
     if not (x < image.width and y < image.height):
         raise NotFound(f"pixel ({x}, {y}) is outside the image ({image.width}x{image.height} pixels; x and "
                        "y count from 0)")
-    science_path = await _science(archive, image_id)
+    science_path = await _science(archive, image_id, folder)
     try:
         _, height, value = await archive.pool.run(science.pixel, science_path, x, y)
     except IndexError as error:
@@ -151,4 +158,5 @@ async def _pixel(archive: Archive, image_id: str, token: str, name: str) -> Any:
         answer = {"x": x, "y": y, "value": value}
     response = jsonify(answer)
     response.headers["Cache-Control"] = f"public, max-age={remaining}"
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response

@@ -102,6 +102,8 @@ async def change_visibility(archive: Archive, image_id: str, value: object) -> I
     image = await load_image(archive, image_id, "change")
     visibility = parse_visibility(value)
     await archive.store.set_visibility([image.id], visibility)
+    # links handed out under the old visibility stop working now, not when their tokens expire
+    await archive.revoke_tiles([image.id])
     image.visibility = visibility
     return image
 

@@ -135,13 +135,12 @@ def admit(display: Path, spec_text: str, limits: Limits) -> Path:
     return target
 
 
-def used(path: Path) -> None:
-    """Note that a cached tile was served (its access time), unless that was noted less than a minute ago;
-    a tile removed meanwhile is no matter."""
+def used(path: Path | int, stat: os.stat_result | None = None) -> None:
+    """Note that a cached tile (a path or an open descriptor, with its stat when known) was served: its
+    access time, unless that was noted less than a minute ago; a tile removed meanwhile is no matter."""
     with contextlib.suppress(OSError):
-        stat = path.stat()
-        now = time.time()
-        if now - stat.st_atime > TOUCH_AFTER:
+        stat = stat or os.stat(path)
+        if time.time() - stat.st_atime > TOUCH_AFTER:
             os.utime(path, ns=(time.time_ns(), stat.st_mtime_ns))  # the ETag reads mtime: keep it
 
 

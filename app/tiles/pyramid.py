@@ -1,11 +1,28 @@
-"""Deep Zoom pyramids written by libvips, built aside and moved into place only when complete."""
+"""Deep Zoom pyramids written by libvips, built aside and moved into place only when complete; where an
+image's tile files live, and how their links are revoked.
+
+An image's files (the DZI and its tiles, the thumbnail, the science pyramid, the display cache) live in
+`<tiles>/<id[:2]>/<id>/<gen>/`, where `gen` is 16 random hex characters. A tile URL's signed token names
+the generation it was made for, so the tile route (and nginx in front) finds a file from the URL alone.
+Revoking every link of an image is one rename of that folder to a new generation: old URLs find nothing
+(403 "reload the page"), pages rendered afterwards get tokens for the new name. Images published before
+generations existed (files directly in `<id>/`) are moved into one on first use and at startup.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyvips
+
+from app.tokens import GEN, GEN_CHARS
 
 TILE_SIZE = 254
 OVERLAP = 1
@@ -29,11 +46,138 @@ def build(picture: pyvips.Image, folder: Path, *, quality: int) -> dict[str, int
     return {"width": picture.width, "height": picture.height, "levels": len(levels)}
 
 
-def publish(work: Path, final: Path) -> None:
-    """Move a finished pyramid folder into place in one rename."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+log = logging.getLogger(__name__)
+# What tile_folder names for an image that has no tiles: a generation no folder ever has.
+NO_GEN = "0" * GEN_CHARS
+LAYOUT_MARK = ".layout-generations"
+_LAYOUT_LOCK = ".layout.lock"
+
+
+def new_gen() -> str:
+    """A fresh, unguessable generation name."""
+    while (gen := secrets.token_hex(GEN_CHARS // 2)) == NO_GEN:
+        pass
+    return gen
+
+
+def image_root(tiles_dir: Path, image_id: str) -> Path:
+    """The folder that holds an image's generation folder."""
+    return tiles_dir / image_id[:2] / image_id
+
+
+def current(root: Path) -> Path | None:
+    """The image's current generation folder (one listdir), or None when it has no tiles. An image
+    published in the old layout is moved into a generation first."""
+    try:
+        names = os.listdir(root)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    gens = [name for name in names if GEN.fullmatch(name)]
+    if len(gens) != len(names):
+        return _move_into_generation(root)
+    if not gens:
+        return None
+    if len(gens) > 1:  # not made by this module; the newest is the one a publish or revoke left last
+        gens.sort(key=lambda name: _mtime(root / name))
+    return root / gens[-1]
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1
+
+
+@contextlib.contextmanager
+def _layout_lock(root: Path) -> Iterator[None]:
+    # one lock for the whole tiles folder: moving old folders is rare, and it must not race itself
+    descriptor = os.open(root.parent.parent / _LAYOUT_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _move_into_generation(root: Path) -> Path | None:
+    """Old layout: the files directly in `root`. Each entry is moved (renamed) into one generation folder;
+    an interrupted move is finished by the next call, which finds that folder and the entries left."""
+    with _layout_lock(root):
+        try:
+            names = os.listdir(root)
+        except FileNotFoundError:
+            return None
+        gens = sorted((name for name in names if GEN.fullmatch(name)), key=lambda name: _mtime(root / name))
+        folder = root / (gens[-1] if gens else new_gen())
+        folder.mkdir(exist_ok=True)
+        for name in names:
+            if not GEN.fullmatch(name):
+                os.rename(root / name, folder / name)
+        return folder
+
+
+def migrate_layout(tiles_dir: Path) -> int:
+    """Move every image folder still in the old layout into a generation, once per tiles folder (a mark
+    file remembers it is done). Returns how many were moved."""
+    mark = tiles_dir / LAYOUT_MARK
+    if mark.exists():
+        return 0
+    moved = 0
+    for prefix in sorted(os.scandir(tiles_dir), key=lambda entry: entry.name):
+        if prefix.name.startswith(".") or not prefix.is_dir(follow_symlinks=False):
+            continue
+        for entry in os.scandir(prefix.path):
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            names = os.listdir(entry.path)
+            if any(not GEN.fullmatch(name) for name in names):
+                _move_into_generation(Path(entry.path))
+                moved += 1
+    mark.write_text("tile folders hold generation folders: <id[:2]>/<id>/<gen>/\n")
+    if moved:
+        log.info("moved %d image tile folders into generation folders", moved)
+    return moved
+
+
+def publish(work: Path, root: Path) -> Path:
+    """Move a finished pyramid folder into place as the image's first generation, in one rename; the
+    generation folder. This is where every image's tiles appear (ingest; a pyramid shared from another
+    image is published the same way)."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / new_gen()
     work.rename(final)
+    return final
 
 
-def remove(folder: Path) -> None:
+def revoke(root: Path) -> Path | None:
+    """Rename the image's generation folder to a fresh one: every tile URL made before stops working at
+    once (the rename is atomic). The new folder, or None when the image has no tiles."""
+    for _ in range(5):
+        folder = current(root)
+        if folder is None:
+            return None
+        target = root / new_gen()
+        try:
+            os.rename(folder, target)
+        except FileNotFoundError:  # renamed by a concurrent revoke: revoke what it left
+            continue
+        return target
+    raise RuntimeError(f"{root}: the tile folder kept changing while its links were revoked")
+
+
+def remove(root: Path, trash: Path) -> None:
+    """Delete an image's tile files: first one rename out of reach (so its links die at once, even when
+    the folder is large), then the files. `trash` is a folder on the same file system."""
+    trash.mkdir(parents=True, exist_ok=True)
+    doomed = trash / f"removed-{root.name}-{secrets.token_hex(6)}"
+    try:
+        os.rename(root, doomed)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def discard(folder: Path) -> None:
+    """Delete a work folder or a generation that was never catalogued."""
     shutil.rmtree(folder, ignore_errors=True)

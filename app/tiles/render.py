@@ -15,6 +15,7 @@ cache is bounded in displays per image and in total size (display_cache.py).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -230,10 +231,10 @@ def sample_of(science_path: str) -> np.ndarray:
     except (FileNotFoundError, ValueError, OSError):
         pass
     values = sample(science.open_page(science_path, 0))
-    if cache.parent.parent.is_dir():
-        cache.parent.mkdir(exist_ok=True)
-        buffer = io.BytesIO()
-        np.save(buffer, values.astype(np.float32), allow_pickle=False)
+    buffer = io.BytesIO()
+    np.save(buffer, values.astype(np.float32), allow_pickle=False)
+    with contextlib.suppress(FileNotFoundError):  # not when the image's folder is gone (revoked, deleted)
+        make_below(cache.parent.parent, cache.parent)
         _write_atomically(cache, buffer.getvalue())
     return values
 
@@ -247,7 +248,10 @@ def scale_of(folder: Path, spec: Spec, science_path: str) -> Scale:
     scale = _read_scale(cache)
     if scale is not None:
         return scale
-    cache.parent.mkdir(parents=True, exist_ok=True)  # inside the image's folder, known to exist
+    try:
+        make_below(folder, cache.parent)
+    except FileNotFoundError:  # revoked or deleted meanwhile
+        return measure(science_path, spec)
     with science.locked(cache.parent / ".scale.lock"):
         scale = _read_scale(cache)
         if scale is None:
@@ -415,9 +419,21 @@ def render_tile(folder_text: str, science_path: str, spec_text: str, level: int,
     picture = render_region(science_path, scale, spec, level, box)
     data: bytes = picture.jpegsave_buffer(Q=quality, strip=True)
     target = tile_path(folder, spec.text, level, col, row)
-    if folder.is_dir():  # not when the image was deleted meanwhile: that would make its folder again
-        target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        make_below(folder, target.parent)
         _write_atomically(target, data)
         if limits is not None:
             display_cache.wrote(limits)
+    except FileNotFoundError:  # the image was deleted or its links revoked meanwhile: nothing to keep
+        pass
     return data
+
+
+def make_below(folder: Path, target: Path) -> None:
+    """Make the folders from `folder` (which must exist) down to `target`. FileNotFoundError when
+    `folder` is gone: a tile generation folder that was renamed (revoked) or deleted is never made again
+    by a late writer, which would bring old links back to life."""
+    path = folder
+    for name in target.relative_to(folder).parts:
+        path = path / name
+        path.mkdir(exist_ok=True)  # no parents=True: that would make `folder` again

@@ -15,6 +15,7 @@ import pytest
 import pyvips
 
 from tests.browser.conftest import SIZE, Server
+from tests.test_cli import image_folder
 
 pytestmark = pytest.mark.browser
 
@@ -74,7 +75,7 @@ async def open_viewer(page: Any, server: Server) -> Recorder:
 
 
 def deepest_level(server: Server) -> int:
-    folder = server.data / "tiles" / server.image["id"][:2] / server.image["id"] / "image_files"
+    folder = image_folder(server.data, server.image["id"]) / "image_files"
     levels = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
     assert max(levels) == math.ceil(math.log2(SIZE))
     return max(levels)

@@ -142,8 +142,9 @@ async def test_deleting_the_image_removes_its_display_cache(client, archive, ima
     await delete_image(archive, image)
     assert not folder.exists()
     response = await client.get(f"{base}/display/{SPEC}/image_files/{DEEPEST}/1_1.jpeg")
-    assert response.status_code == 404
-    assert not folder.exists()
+    assert response.status_code == 403  # the link died with the image: nothing is rendered for it
+    assert "revoked" in await response.get_data(as_text=True)
+    assert not folder.exists() and not archive.tile_root(image.id).exists()
 
 
 # --- tokens and permissions -------------------------------------------------------------------------------
@@ -151,11 +152,11 @@ async def test_deleting_the_image_removes_its_display_cache(client, archive, ima
 async def test_forged_expired_and_foreign_tokens_are_refused(client, archive, image, add_image):
     ttl = archive.settings.tile_token_ttl
     good = archive.tile_token(image.id)
-    expires, _, digest = good.partition(".")
+    expires, gen, digest = good.split(".")
     other = await add_image("other.fits", OBJECT="Other")
-    bad = [f"{expires}.{digest[:-1]}{'0' if digest[-1] != '0' else '1'}",
-           tokens.make(archive.secret, image.id, ttl, at=time.time() - 2 * ttl),
-           tokens.make(b"another site's secret key", image.id, ttl),
+    bad = [f"{expires}.{gen}.{digest[:-1]}{'0' if digest[-1] != '0' else '1'}",
+           tokens.make(archive.secret, image.id, gen, ttl, at=time.time() - 2 * ttl),
+           tokens.make(b"another site's secret key", image.id, gen, ttl),
            archive.tile_token(other.id), "x"]
     for token in bad:
         for name in (f"display/{SPEC}/image.dzi", f"display/{SPEC}/image_files/{DEEPEST}/0_0.jpeg",

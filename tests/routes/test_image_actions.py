@@ -241,7 +241,7 @@ async def test_deleting_a_batch_image_keeps_its_file_and_it_is_not_ingested_agai
     assert response.status_code == 303 and response.headers["Location"] == "/"
     assert await archive.store.get_image(mine.id) is None
     assert not folder.exists()
-    assert (await olive.client.get(thumb_url)).status_code == 404  # the token is still good; the file gone
+    assert (await olive.client.get(thumb_url)).status_code == 403  # its link died with it, at once
     assert (await olive.client.get(f"/images/{mine.id}")).status_code == 404
     assert (await olive.delete(mine.id)).status_code == 404
     assert path.is_file()  # the batch folder is not ours to clean

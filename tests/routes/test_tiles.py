@@ -23,6 +23,11 @@ def base(archive, image) -> str:
     return f"/tiles/{image.id}/{archive.tile_token(image.id)}"
 
 
+def gen_of(archive, image) -> str:
+    """The image's current tile generation (the name of its tile folder)."""
+    return archive.tile_folder(image.id).name
+
+
 def max_age(response) -> int:
     match = re.fullmatch(r"public, max-age=(\d+), immutable", response.headers["Cache-Control"])
     assert match, response.headers["Cache-Control"]
@@ -89,17 +94,19 @@ def flip(char: str) -> str:
 
 async def test_forged_tokens_are_refused(client, archive, image):
     good = archive.tile_token(image.id)
-    expires, _, digest = good.partition(".")
+    expires, gen, digest = good.split(".")
     later = format(int(expires, 16) + 3600, "x")
-    other_secret = tokens.make(b"not the site secret", image.id, archive.settings.tile_token_ttl)
+    other_secret = tokens.make(b"not the site secret", image.id, gen, archive.settings.tile_token_ttl)
     forged = [
-        f"{expires}.{digest[:-1]}{flip(digest[-1])}",  # one character of the signature changed
-        f"{later}.{digest}",  # expiry pushed out, old signature
+        f"{expires}.{gen}.{digest[:-1]}{flip(digest[-1])}",  # one character of the signature changed
+        f"{later}.{gen}.{digest}",  # expiry pushed out, old signature
+        f"{expires}.{gen[:-1]}{flip(gen[-1])}.{digest}",  # another generation, old signature
         other_secret,  # signed with another key
-        f"{expires}.{digest[:-2]}",  # signature cut short
-        f"{expires}.{digest}00",  # signature too long
-        digest,  # no expiry
-        f"zz.{digest}",  # expiry not hex
+        f"{expires}.{gen}.{digest[:-2]}",  # signature cut short
+        f"{expires}.{gen}.{digest}00",  # signature too long
+        f"{expires}.{digest}",  # no generation (the old token shape)
+        f"{gen}.{digest}",  # no expiry
+        f"zz.{gen}.{digest}",  # expiry not hex
         "x",
     ]
     for token in forged:
@@ -122,13 +129,13 @@ async def test_a_token_for_another_image_is_refused(client, archive, add_image):
 
 async def test_an_expired_token_is_refused(client, archive, image):
     ttl = archive.settings.tile_token_ttl
-    expired = tokens.make(archive.secret, image.id, ttl, at=time.time() - 2 * ttl)
+    expired = tokens.make(archive.secret, image.id, gen_of(archive, image), ttl, at=time.time() - 2 * ttl)
     assert tokens.check(archive.secret, image.id, expired) is None
     response = await client.get(f"/tiles/{image.id}/{expired}/image.dzi")
     assert response.status_code == 403
     assert "expired" in await text_of(response)
     # made a short while ago, still within its lifetime: accepted
-    recent = tokens.make(archive.secret, image.id, ttl, at=time.time() - ttl // 2)
+    recent = tokens.make(archive.secret, image.id, gen_of(archive, image), ttl, at=time.time() - ttl // 2)
     recent_response = await client.get(f"/tiles/{image.id}/{recent}/image.dzi")
     assert recent_response.status_code == 200
     assert 0 < max_age(recent_response) <= ttl // 2 + ttl // 4
@@ -137,7 +144,7 @@ async def test_an_expired_token_is_refused(client, archive, image):
 async def test_an_expired_token_is_refused_even_with_if_none_match(client, archive, image, base):
     etag = (await client.get(f"{base}/image.dzi")).headers["ETag"]
     ttl = archive.settings.tile_token_ttl
-    expired = tokens.make(archive.secret, image.id, ttl, at=time.time() - 2 * ttl)
+    expired = tokens.make(archive.secret, image.id, gen_of(archive, image), ttl, at=time.time() - 2 * ttl)
     response = await client.get(f"/tiles/{image.id}/{expired}/image.dzi", headers={"If-None-Match": etag})
     assert response.status_code == 403
 
