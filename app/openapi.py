@@ -41,7 +41,25 @@ ERROR: Schema = {
                    "status": {"type": "integer", "description": "the HTTP status, again"}},
 }
 OPENAPI_PATH = "/api/openapi.json"
+# Schemas shown once under components/schemas and referred to by name (`named`).
+COMPONENTS: dict[str, Schema] = {"Error": ERROR}
 _PATH_ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
+
+
+def named(name: str, schema: Schema) -> Schema:
+    """`schema` kept under components/schemas as `name`; returns the reference to it."""
+    if COMPONENTS.get(name, schema) != schema:
+        raise ValueError(f"two schemas are named {name!r}")
+    COMPONENTS[name] = schema
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def resolved(schema: Schema) -> Schema:
+    """A named schema's own definition (others as they are)."""
+    reference = schema.get("$ref")
+    if isinstance(reference, str) and reference.startswith("#/components/schemas/"):
+        return COMPONENTS[reference.rsplit("/", 1)[-1]]
+    return schema
 
 
 def obj(properties: Mapping[str, Schema], *, optional: Iterable[str] = (), closed: bool = False,
@@ -191,11 +209,12 @@ def operation_of(view: Callable[..., Any]) -> Operation | None:
 # checking requests --------------------------------------------------------------------------------------
 _SUPPORTED = {"type", "enum", "minimum", "maximum", "minLength", "maxLength", "pattern", "properties",
               "required", "additionalProperties", "items", "minItems", "maxItems", "anyOf", "description",
-              "format", "examples", "default", "const", "x-message"}
+              "format", "examples", "default", "const", "x-message", "$ref"}
 
 
 def _check_supported(schema: Schema) -> None:
     """Refuse, at import, a request schema using keywords the checker below does not apply."""
+    schema = resolved(schema)
     unknown = set(schema) - _SUPPORTED
     if unknown:
         raise TypeError(f"request schemas may not use {sorted(unknown)} (not checked)")
@@ -265,6 +284,7 @@ def _check(value: Any, schema: Schema, where: str) -> None:
     """Raise BadRequest naming `where` when `value` does not fit `schema` (the subset in _SUPPORTED). A
     schema's `x-message` replaces the message for a value that does not fit it at its own level (its
     properties and items keep theirs)."""
+    schema = resolved(schema)
     refusal = _refusal(value, schema, where)
     if refusal:
         raise BadRequest(schema.get("x-message", refusal))
@@ -387,7 +407,7 @@ def document(app: Quart, *, title: str = "ImageX", version: str = "") -> dict[st
                             "description": "the browser session of a logged-in user (state-changing "
                                            "requests also need the page's X-CSRF-Token header)"},
             },
-            "schemas": {"Error": ERROR},
+            "schemas": dict(sorted(COMPONENTS.items())),
         },
     }
 
