@@ -12,6 +12,7 @@ properties, items); answers are checked against the whole schema by the tests.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -130,6 +131,7 @@ class RequestBody:
     description: str = ""
     required: bool = True
     binary: bool = False
+    form: bool = False  # the view also takes the same fields as a form
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,8 @@ def _common_answers(operation: Operation, method: str) -> dict[int, tuple[str, S
     if operation.params or operation.body:
         common[400] = ("a parameter or the body is not valid: `error` says which and why", ERROR)
     if operation.access != "open":
+        common[403] = ("the API token sent is not valid (revoked, mistyped, or its account is disabled)",
+                       ERROR)
         who = {"guest": "guest access is off on this site: log in or send an API token",
                "user": "log in or send an API token",
                "admin": "log in as an administrator or send an administrator's API token"}[operation.access]
@@ -188,10 +192,7 @@ def described(summary: str, *, description: str = "", access: Access = "guest",
                 if param.where == "query":
                     _check_query(param)
             if body is not None and not body.binary:
-                # a body that is not JSON (a form, for the views that take one) is left to the view
-                parsed = await request.get_json(force=True, silent=True)
-                if parsed is not None:
-                    _check(parsed, body.schema, "the body")
+                await _check_body(body)
             return await view(*args, **kwargs)
 
         checked.__dict__["openapi"] = operation
@@ -223,6 +224,25 @@ def _check_supported(schema: Schema) -> None:
     for key in ("items", "additionalProperties"):
         if isinstance(schema.get(key), dict):
             _check_supported(schema[key])
+
+
+async def _check_body(body: RequestBody) -> None:
+    """A JSON body must parse (as UTF-8 JSON without NaN or Infinity) and fit the schema; a body that is
+    not JSON is refused, except a form sent to a view that also takes forms (it reads the form itself)."""
+    if body.form and not request.is_json:
+        return
+    raw = await request.get_data(as_text=False)
+    if not raw.strip():
+        return  # no body: the view says what it needs
+    try:
+        parsed = json.loads(raw, parse_constant=_no_constant)
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise BadRequest(f"the body is not JSON: {error}") from None
+    _check(parsed, body.schema, "the body")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _check_query(param: Param) -> None:

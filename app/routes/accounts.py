@@ -400,7 +400,7 @@ async def api_me() -> Any:
 @bp.patch("/api/me")
 @described("Change the display name and/or email of the account", access="user", tag="account",
            body=RequestBody(obj({"display_name": text(maxLength=MAX_NAME), "email": STRING},
-                         optional=("display_name", "email")), required=False),
+                         optional=("display_name", "email")), required=False, form=True),
            answers={200: ("the account", schemas.ME)})
 async def api_me_update() -> Any:
     user = api_user()
@@ -420,7 +420,8 @@ async def api_tokens() -> Any:
 
 @bp.post("/api/tokens")
 @described("Make a personal API token; the answer holds it once", access="user", tag="account",
-           body=RequestBody(obj({"name": text("what the token is for", maxLength=MAX_NAME)}), required=False),
+           body=RequestBody(obj({"name": text("what the token is for", maxLength=MAX_NAME)}), required=False,
+                            form=True),
            answers={201: ("the new token", schemas.NEW_TOKEN),
                     409: (f"the account holds {MAX_TOKENS} tokens already", ERROR)})
 async def api_token_create() -> Any:
