@@ -151,5 +151,5 @@ def test_the_generated_requests_reached_the_archive() -> None:
         assert ("GET", "/api/me", role) in succeeded and ("POST", "/api/tokens", role) in succeeded
     assert ("GET", "/api/admin/monitor", "admin") in succeeded
     assert ("GET", "/api/admin/monitor", "user") not in succeeded
-    refused = sum(count for statuses in ANSWERS.values() for status, count in statuses.items() if status >= 400)
-    assert refused > 0
+    refused = [status for statuses in ANSWERS.values() for status in statuses if status >= 400]
+    assert refused
