@@ -147,23 +147,25 @@ class Operation:
     tag: str
 
 
-# Answers every operation may give, added to what it declares.
 def _common_answers(operation: Operation, method: str) -> dict[int, tuple[str, Schema | None]]:
+    """Answers an operation may give whatever it declares (its own declarations win)."""
     common: dict[int, tuple[str, Schema | None]] = {}
     if operation.params or operation.body:
         common[400] = ("a parameter or the body is not valid: `error` says which and why", ERROR)
+    refusals = []  # the reasons for a 403
     if operation.access != "open":
-        common[403] = ("the API token sent is not valid (revoked, mistyped, or its account is disabled)",
-                       ERROR)
         who = {"guest": "guest access is off on this site: log in or send an API token",
                "user": "log in or send an API token",
                "admin": "log in as an administrator or send an administrator's API token"}[operation.access]
         common[401] = (who, ERROR)
+        refusals.append("the API token sent is not valid (revoked, mistyped, or its account is disabled)")
     if operation.access == "admin":
-        common[403] = ("the asker is not an administrator", ERROR)
+        refusals.append("the asker is not an administrator")
     if method in ("POST", "PUT", "PATCH", "DELETE"):
-        common[403] = ("refused: a browser session without its CSRF token, a site in demo mode, or an asker "
-                       "without the right", ERROR)
+        refusals.append("a browser session sent no CSRF token, the site is in demo mode, or the asker may "
+                        "not do this")
+    if refusals:
+        common[403] = ("; ".join(refusals), ERROR)
     if any(param.where == "path" for param in operation.params):
         common[404] = ("there is no such record, or the asker may not see it (the same answer)", ERROR)
     if operation.body is not None and not operation.body.binary:
@@ -433,7 +435,11 @@ def document(app: Quart, *, title: str = "ImageX", version: str = "") -> dict[st
 
 
 def _operation(operation: Operation, method: str, endpoint: str, tag: str) -> dict[str, Any]:
-    answers = {**_common_answers(operation, method), **operation.answers}
+    answers = _common_answers(operation, method)
+    for status, (description, schema) in operation.answers.items():
+        if status in answers and answers[status][1] is ERROR and schema is ERROR:
+            description = f"{description}; or {answers[status][0]}"
+        answers[status] = (description, schema)
     described_op: dict[str, Any] = {
         "operationId": endpoint.replace(".", "_"),
         "summary": operation.summary,

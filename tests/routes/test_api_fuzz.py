@@ -1,8 +1,9 @@
 """Schemathesis against a live `imagex serve` (Hypercorn on a free loopback port, a temp data folder with a
 few FITS images ingested by the CLI): every /api/ operation of /api/openapi.json is called with generated
-requests as a guest, a user and an administrator (API tokens), and every answer must be no server error
-(5xx) and fit the description: a declared status, the declared content type and a body of the declared
-schema. A bounded number of examples per operation keeps the module within a few minutes on 2 cores.
+requests, valid and invalid, as a guest, a user and an administrator (API tokens), and every answer must
+be no server error (5xx) and fit the description: a declared status, the declared content type and a body
+of the declared schema; an invalid request must be refused (4xx). A bounded, reproducible number of
+examples per operation keeps the module within a few minutes on 2 cores.
 
 Destructive operations stay harmless: image ids are replaced by real ones only for reading and for
 changing visibility (harmless); `DELETE /api/images/{id}` and the other deletions get generated ids, which
@@ -29,6 +30,7 @@ from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -44,7 +46,10 @@ EXAMPLES = 12  # per operation (~25 operations), each sent in 3 roles
 ROLES = ("guest", "user", "admin")
 # statuses answered, by (method, path, role): the last test checks the run reached real answers
 ANSWERS: defaultdict[tuple[str, str, str], Counter[int]] = defaultdict(Counter)
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+# no 5xx; a declared status and content type; a body of the declared schema; and a request outside the
+# description (negative generation) is refused with a 4xx
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+          negative_data_rejection]
 # Read-only operations (and one harmless change) whose image id is drawn from the real images.
 REAL_IMAGE_IDS = {("get", "/api/images/{image_id}"), ("get", "/api/images/{image_id}/readout"),
                   ("get", "/api/images/{image_id}/locate"), ("post", "/api/images/{image_id}/visibility")}
