@@ -179,6 +179,10 @@ async def test_administrator_answers_fit_their_schemas(admin, spec, archive, wri
     ({"page": "1.5"}, "page must be a whole number"),
     ({"per_page": "201"}, "per_page must be 200 or less"),
     ({"frame": "fk5", "ra": "1", "dec": "2"}, "frame must be one of icrs, galactic"),
+    ({"ra": "nan", "dec": "2", "radius": "1"}, "RA 'nan' is not a coordinate"),
+    ({"ra": "150", "dec": "-inf", "radius": "1"}, "Dec '-inf' is not a coordinate"),
+    ({"ra": "150", "dec": "2", "radius": "1e999deg"}, "radius '1e999deg' is not a finite number"),
+    ({"ra": "150", "dec": "2", "radius": "nan"}, "radius 'nan' is not an angle"),
 ])
 async def test_number_and_choice_parameters_are_checked(client, query, message):
     response = await client.get("/api/images", query_string=query)
