@@ -444,6 +444,7 @@ def _operation(operation: Operation, method: str, endpoint: str, tag: str) -> di
         "operationId": endpoint.replace(".", "_"),
         "summary": operation.summary,
         "tags": [tag],
+        "x-access": operation.access,  # open, guest, user or admin: who may call it
         "parameters": [_parameter(param) for param in operation.params],
         "responses": {str(status): _answer(*answers[status]) for status in sorted(answers)},
     }

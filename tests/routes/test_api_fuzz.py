@@ -124,7 +124,8 @@ def _description() -> dict[str, Any]:
         return document(create_app(Settings.load(environ={}, data=data), run_jobs=False))
 
 
-schema = schemathesis.openapi.from_dict(_description())
+DESCRIPTION = _description()
+schema = schemathesis.openapi.from_dict(DESCRIPTION)
 
 
 @schema.parametrize()
@@ -156,5 +157,11 @@ def test_the_generated_requests_reached_the_archive() -> None:
         assert ("GET", "/api/me", role) in succeeded and ("POST", "/api/tokens", role) in succeeded
     assert ("GET", "/api/admin/monitor", "admin") in succeeded
     assert ("GET", "/api/admin/monitor", "user") not in succeeded
+    # who may call an operation is what the description says: no success for anyone below it
+    below = {"user": ("guest",), "admin": ("guest", "user")}
+    for path, item in DESCRIPTION["paths"].items():
+        for method, operation in item.items():
+            for role in below.get(operation["x-access"], ()):
+                assert (method.upper(), path, role) not in succeeded, (method, path, role)
     refused = [status for statuses in ANSWERS.values() for status in statuses if status >= 400]
     assert refused

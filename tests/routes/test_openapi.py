@@ -167,6 +167,18 @@ async def test_administrator_answers_fit_their_schemas(admin, spec, archive, wri
     assert (await conforming(spec, deleted, "DELETE", "/api/images/{image_id}"))["deleted"] == image_id
 
 
+async def test_an_upload_and_its_job_fit_their_schemas(member, spec, write_fits):
+    body = write_fits("sent.fits").read_bytes()
+    headers = {"X-CSRF-Token": await csrf_of(member), "Content-Type": "application/octet-stream",
+               "Content-Length": str(len(body))}
+    sent = await member.put("/api/uploads/sent.fits?visibility=private", data=body, headers=headers)
+    job = await conforming(spec, sent, "PUT", "/api/uploads/{name}", 201)
+    assert job["client_name"] == "sent.fits" and job["status_url"] == f"/api/jobs/{job['id']}"
+    await conforming(spec, await member.get(job["status_url"]), "GET", "/api/jobs/{job_id}")
+    empty = await member.put("/api/uploads/empty.fits", data=b"", headers={**headers, "Content-Length": "0"})
+    await conforming(spec, empty, "PUT", "/api/uploads/{name}", 422)
+
+
 # declarations check requests -----------------------------------------------------------------------------
 @pytest.mark.parametrize(("query", "message"), [
     ({"keyword": "EXPTIME", "min": "nan"}, "min must be a finite number, not 'nan'"),
