@@ -262,7 +262,8 @@ def _check_query(param: Param) -> None:
                 if "string" not in kinds:
                     raise BadRequest(str(error)) from None
                 value = raw
-            if "integer" in kinds and "number" not in kinds and isinstance(value, float):
+            if "integer" in kinds and "number" not in kinds and isinstance(value, float) \
+                    and not value.is_integer():
                 if "string" not in kinds:
                     raise BadRequest(f"{param.name} must be a whole number, not {raw!r}")
                 value = raw

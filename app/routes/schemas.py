@@ -22,7 +22,7 @@ from app.openapi import (
     text,
     whole,
 )
-from app.routes.portal import MAX_PER_PAGE
+from app.routes.portal import MAX_PAGE, MAX_PER_PAGE
 from app.store.base import ELEMENT_TYPES, JOB_STATES
 
 VISIBILITY = one_of("private", "registered", "public")
@@ -131,5 +131,5 @@ MONITOR = named("Monitor", obj({
 
 # parameters shared by several operations
 IMAGE_ID = Param("image_id", STRING, "an image id", where="path")
-PAGING = (Param("page", whole(minimum=1), "the page, from 1"),
+PAGING = (Param("page", whole(minimum=1, maximum=MAX_PAGE), "the page, from 1"),
           Param("per_page", whole(minimum=1, maximum=MAX_PER_PAGE), "results per page"))

@@ -190,6 +190,8 @@ async def test_an_upload_and_its_job_fit_their_schemas(member, spec, write_fits)
     ({"per_page": "inf"}, "per_page must be a finite number"),
     ({"page": "1.5"}, "page must be a whole number"),
     ({"per_page": "201"}, "per_page must be 200 or less"),
+    ({"page": str(2**63 - 1)}, "page must be 1000000000 or less"),
+    ({"page": "1" + "0" * 40}, "page must be 1000000000 or less"),
     ({"frame": "fk5", "ra": "1", "dec": "2"}, "frame must be one of icrs, galactic"),
     ({"ra": "nan", "dec": "2", "radius": "1"}, "RA 'nan' is not a coordinate"),
     ({"ra": "150", "dec": "-inf", "radius": "1"}, "Dec '-inf' is not a coordinate"),
