@@ -239,3 +239,18 @@ async def test_json_bodies_are_checked_against_their_schema(member, body, messag
 def test_a_request_schema_the_checker_cannot_apply_is_refused_at_once():
     with pytest.raises(TypeError, match="not checked"):
         described("x", params=(Param("n", {"type": "integer", "multipleOf": 2}),), answers={200: ("", ERROR)})
+
+
+@pytest.mark.parametrize(("path", "body", "message"), [
+    ("/api/admin/search-elements", b'\xf6\xa3{"type": "number"}', "the body is not JSON"),
+    ("/api/admin/search-elements/order", b'{"ids": [NaN]}', "NaN is not a JSON value"),
+    ("/api/admin/search-elements", b'{"type": "number", "label": Infinity}', "Infinity is not a JSON value"),
+    ("/api/admin/search-elements", b'{"type": "number",', "the body is not JSON"),
+    ("/api/admin/search-elements/order", b'{"ids": "exptime"}', 'send {"ids": [...]}'),
+])
+async def test_a_json_body_that_does_not_parse_is_a_400_and_changes_nothing(admin, path, body, message):
+    headers = {"X-CSRF-Token": await csrf_of(admin), "Content-Type": "application/json"}
+    response = await admin.post(path, data=body, headers=headers)
+    assert response.status_code == 400, await text_of(response)
+    assert message in (await response.get_json())["error"]
+    assert (await (await admin.get("/api/admin/search-elements")).get_json())["elements"] == []
