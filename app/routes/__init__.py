@@ -18,7 +18,7 @@ _BARE_ENDPOINTS = {"static", "tiles.tile", "health.healthz"}
 # What a guest may reach when guest access is off, and what stays open in demo mode.
 # Embeds answer "not available" themselves (a login page cannot be shown in a frame).
 _ALWAYS_OPEN = {"accounts.login", "accounts.logout", "accounts.register", "static", "tiles.tile",
-                "mosaic.embed_image", "mosaic.embed_mosaic"}
+                "mosaic.embed_image", "mosaic.embed_mosaic", "api.openapi"}
 
 
 def register(app: Quart) -> None:

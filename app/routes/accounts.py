@@ -18,6 +18,8 @@ from werkzeug.exceptions import Conflict as HTTPConflict
 from app import accounts
 from app.archive import Archive, get_archive
 from app.exceptions import Conflict
+from app.openapi import ERROR, STRING, Param, RequestBody, array, described, obj, text
+from app.routes import schemas
 from app.site import Site, _email
 from app.store.base import ApiToken, User, new_id
 
@@ -388,11 +390,17 @@ async def _json_body() -> dict[str, Any]:
 
 
 @bp.get("/api/me")
+@described("The account the request acts as, with its storage", access="user", tag="account",
+           answers={200: ("the account", schemas.ME)})
 async def api_me() -> Any:
     return jsonify(await me_view(api_user()))
 
 
 @bp.patch("/api/me")
+@described("Change the display name and/or email of the account", access="user", tag="account",
+           body=RequestBody(obj({"display_name": text(maxLength=MAX_NAME), "email": STRING},
+                         optional=("display_name", "email")), required=False, form=True),
+           answers={200: ("the account", schemas.ME)})
 async def api_me_update() -> Any:
     user = api_user()
     try:
@@ -403,11 +411,18 @@ async def api_me_update() -> Any:
 
 
 @bp.get("/api/tokens")
+@described("The account's API tokens (never the tokens themselves)", access="user", tag="account",
+           answers={200: ("the tokens", obj({"tokens": array(schemas.TOKEN)}))})
 async def api_tokens() -> Any:
     return jsonify({"tokens": await token_list(get_archive(), api_user())})
 
 
 @bp.post("/api/tokens")
+@described("Make a personal API token; the answer holds it once", access="user", tag="account",
+           body=RequestBody(obj({"name": text("what the token is for", maxLength=MAX_NAME)}), required=False,
+                            form=True),
+           answers={201: ("the new token", schemas.NEW_TOKEN),
+                    409: (f"the account holds {MAX_TOKENS} tokens already", ERROR)})
 async def api_token_create() -> Any:
     user = api_user()
     body = await _json_body()
@@ -421,6 +436,9 @@ async def api_token_create() -> Any:
 
 
 @bp.delete("/api/tokens/<token_id>")
+@described("Revoke one of the account's API tokens", access="user", tag="account",
+           params=(Param("token_id", STRING, where="path"),),
+           answers={200: ("the revoked token's id", obj({"revoked": STRING}, closed=True))})
 async def api_token_delete(token_id: str) -> Any:
     user = api_user()
     if not await get_archive().store.delete_token(user.id, token_id):

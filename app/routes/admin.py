@@ -17,6 +17,8 @@ from app import accounts
 from app.archive import Archive, get_archive
 from app.exceptions import Conflict
 from app.monitor import failure, monitor_facts
+from app.openapi import described
+from app.routes import schemas
 from app.routes.units import human_bytes
 from app.site import SITE_BY_NAME, SITE_SETTINGS, Site, parse_bytes, validate_form
 from app.store.base import Invitation, Usage, User, new_id
@@ -366,6 +368,8 @@ async def monitor() -> Any:
                        m=facts, notice="", notice_error="", focus="", message="", error="")
 
 
+@described("The system monitor: disk, background tasks and the ingest queue", access="admin", tag="admin",
+           answers={200: ("the monitor's facts", schemas.MONITOR)})
 async def monitor_api() -> Any:
     """`GET /api/admin/monitor`: the monitor's dict as JSON."""
     return jsonify(await monitor_facts(get_archive()))

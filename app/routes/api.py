@@ -4,30 +4,42 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, jsonify, request
+from quart import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, Forbidden, Unauthorized
 
 from app.accounts import current_site, current_user
 from app.archive import get_archive
+from app.openapi import (
+    ERROR,
+    OPENAPI_PATH,
+    STRING,
+    Param,
+    RequestBody,
+    described,
+    document,
+    obj,
+    one_of,
+)
+from app.routes import schemas
 from app.routes.portal import image_listing, job_owner, job_summary, page_args
 from app.routes.viewer import change_visibility, go_to, image_detail, load_image, readout_of, remove
 from app.search.dates import date_range
+from app.search.numbers import NotFinite, number_of
 from app.search.sky import parse_cone
 from app.store.base import JOB_STATES, And, Compare, Cone, Query, Scalar, check_keyword, keyword_range
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 
-def parse_value(text: str) -> Scalar:
-    """Numbers compare as numbers: `10` and `1.5e3` become numbers, `T`/`F` FITS booleans; else text."""
+def parse_value(text: str, name: str) -> Scalar:
+    """Numbers compare as numbers: `10` and `1.5e3` become numbers, `T`/`F` FITS booleans; else text.
+    `nan` and `inf` are refused (400), as the search refuses them."""
     try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        pass
+        number = number_of(text)
+    except NotFinite:
+        raise BadRequest(f"{name} must be a finite number, not {text!r}") from None
+    if number is not None:
+        return number
     if text in ("T", "F"):
         return text == "T"
     return text
@@ -52,11 +64,11 @@ def keyword_query() -> Query | None:
     if eq is not None:
         if low is not None or high is not None:
             raise BadRequest("use either eq or min/max, not both")
-        return Compare(keyword, "eq", parse_value(eq))
+        return Compare(keyword, "eq", parse_value(eq, "eq"))
     if low is None and high is None:
         raise BadRequest("keyword needs eq=VALUE or min=/max= bounds")
-    low_value = None if low is None else parse_value(low)
-    high_value = None if high is None else parse_value(high)
+    low_value = None if low is None else parse_value(low, "min")
+    high_value = None if high is None else parse_value(high, "max")
     if isinstance(low_value, int | float) and isinstance(high_value, int | float) and low_value > high_value:
         raise BadRequest(f"min ({low}) is greater than max ({high})")
     return keyword_range(keyword, low_value, high_value)
@@ -106,6 +118,21 @@ def cone_query() -> Query | None:
 
 
 @bp.get("/images")
+@described("Images the asker may see, newest first, with optional filters", params=(
+    *schemas.PAGING,
+    Param("keyword", STRING, "a header keyword to filter on, with eq= or min=/max="),
+    Param("eq", STRING, "the keyword's value (numbers compare as numbers; T/F are FITS booleans)"),
+    Param("min", STRING, "the lowest value of the keyword (a finite number, or text)"),
+    Param("max", STRING, "the highest value of the keyword (a finite number, or text)"),
+    Param("date_keywords", STRING, "date keywords, any of which may match: DATE-OBS,DATE,MJD-OBS"),
+    Param("date_from", STRING, "a calendar date (whole day, UTC) or an ISO date-time"),
+    Param("date_to", STRING, "a calendar date (whole day, UTC, inclusive) or an ISO date-time"),
+    Param("ra", STRING, "cone centre: degrees or sexagesimal"),
+    Param("dec", STRING, "cone centre: degrees or sexagesimal"),
+    Param("radius", STRING, "cone radius with a unit (arcsec, arcmin, deg; bare: degrees)"),
+    Param("frame", one_of("icrs", "galactic")), Param("mode", one_of("overlaps", "contains"))),
+    answers={200: ("one page of images", schemas.LISTING),
+             403: ("guests may not filter (search) on this site", ERROR)})
 async def images() -> Any:
     archive = get_archive()
     page, per_page = page_args(archive.settings.page_size)
@@ -115,12 +142,16 @@ async def images() -> Any:
 
 
 @bp.get("/images/<image_id>")
+@described("One image with its whole header", params=(schemas.IMAGE_ID,),
+           answers={200: ("the image record", schemas.IMAGE_DETAIL)})
 async def image(image_id: str) -> Any:
     archive = get_archive()
     return jsonify(image_detail(archive, await load_image(archive, image_id)))
 
 
 @bp.get("/images/<image_id>/readout")
+@described("What the viewer needs for the cursor readout, scale bar and compass", params=(schemas.IMAGE_ID,),
+           answers={200: ("the sky grid and physical pixel size (each may be null)", schemas.READOUT)})
 async def image_readout(image_id: str) -> Any:
     """The image page's sky description: a grid of ICRS unit vectors for the cursor readout (`celestial`,
     null without a celestial WCS) and the physical pixel size in metres (`physical`, or null)."""
@@ -129,6 +160,12 @@ async def image_readout(image_id: str) -> Any:
 
 
 @bp.get("/images/<image_id>/locate")
+@described("Where a sky position falls on the image", params=(
+    schemas.IMAGE_ID, Param("ra", STRING, "degrees or sexagesimal", required=True),
+    Param("dec", STRING, "degrees or sexagesimal", required=True),
+    Param("frame", one_of("icrs", "galactic"))),
+    answers={200: ("FITS pixel (1-based, y up) and the ICRS position", schemas.LOCATION),
+             422: ("the position is off the image", ERROR)})
 async def image_locate(image_id: str) -> Any:
     """`ra=&dec=` (sexagesimal or degrees, `frame=icrs|galactic`): the image page's go-to form."""
     archive = get_archive()
@@ -137,6 +174,10 @@ async def image_locate(image_id: str) -> Any:
 
 
 @bp.post("/images/<image_id>/visibility")
+@described("Set who may see one image", access="user", params=(schemas.IMAGE_ID,),
+           body=RequestBody({**obj({"visibility": schemas.VISIBILITY}), "x-message": (
+               'visibility must be one of private, registered, public: send {"visibility": ...}')}),
+           answers={200: ("the image record", schemas.IMAGE_DETAIL)})
 async def image_visibility(image_id: str) -> Any:
     """`{"visibility": "private" | "registered" | "public"}`: the image page's visibility form."""
     archive = get_archive()
@@ -146,6 +187,8 @@ async def image_visibility(image_id: str) -> Any:
 
 
 @bp.delete("/images/<image_id>")
+@described("Delete one image, its tiles and an uploaded original nobody else uses", access="user",
+           params=(schemas.IMAGE_ID,), answers={200: ("what was removed", schemas.REMOVAL)})
 async def delete_image(image_id: str) -> Any:
     """The image page's delete button."""
     archive = get_archive()
@@ -153,6 +196,9 @@ async def delete_image(image_id: str) -> Any:
 
 
 @bp.get("/jobs")
+@described("Ingest jobs: administrators see all of them, users their own", access="user", params=(
+    Param("state", one_of(*JOB_STATES)), *schemas.PAGING),
+    answers={200: ("counts per state and one page of jobs", schemas.JOB_LIST)})
 async def jobs() -> Any:
     """Ingest jobs: admins see all of them, users their own; guests must log in."""
     archive = get_archive()
@@ -168,3 +214,11 @@ async def jobs() -> Any:
                                            owner=owner)
     return jsonify({"counts": await archive.store.job_counts(owner=owner), "page": page,
                     "per_page": per_page, "jobs": [job_summary(job) for job in listed]})
+
+
+@bp.get(OPENAPI_PATH.removeprefix("/api"))
+@described("This description of the JSON API (OpenAPI 3.1)", access="open",
+           answers={200: ("the OpenAPI document", {"type": "object"})})
+async def openapi() -> Any:
+    """Made from the routes' own declarations (`app.openapi`), titled with the site's title."""
+    return jsonify(document(current_app, title=current_site().site_title))

@@ -15,6 +15,8 @@ from werkzeug.exceptions import Conflict as HTTPConflict
 
 from app.archive import Archive, get_archive
 from app.exceptions import Conflict
+from app.openapi import ERROR, STRING, Param, RequestBody, array, described, mapping, obj, whole
+from app.routes import schemas
 from app.routes.admin import require_admin
 from app.search.compile import describe
 from app.search.elements import TYPE_NAMES, ElementError, element_from, missing_keywords
@@ -22,6 +24,7 @@ from app.store.base import ELEMENT_TYPES, SearchElement
 
 bp = Blueprint("builder", __name__, url_prefix="/admin/search")
 bp.before_request(require_admin)
+ORDER_MESSAGE = 'send {"ids": [...]}: the element ids in their new order'
 FORM_FIELDS = ("type", "label", "id", "keywords", "help", "enabled", "match", "autocomplete", "min", "max",
                "unit", "choices", "from_values", "radius", "mode")
 
@@ -194,12 +197,19 @@ def _refused(error: ElementError) -> BadRequest:
     return BadRequest(f"{error.field}: {error}")
 
 
+@described("The search form's fields in order, the catalog's keywords and the indexed ones", access="admin",
+           tag="admin", answers={200: ("the builder's state", obj({
+               "elements": array(schemas.ELEMENT), "keywords": mapping(whole(minimum=0)),
+               "indexed": array(STRING)}))})
 async def list_api() -> Any:
     state = await builder_state(get_archive())
     return jsonify({"elements": state["elements"], "keywords": dict(state["keywords"]),
                     "indexed": state["indexed"]})
 
 
+@described("Add a field to the search form", access="admin", tag="admin",
+           body=RequestBody(schemas.ELEMENT_BODY),
+           answers={201: ("the field", schemas.ELEMENT), 409: ("the id is taken", ERROR)})
 async def create_api() -> Any:
     archive = get_archive()
     try:
@@ -212,6 +222,10 @@ async def create_api() -> Any:
     return jsonify((await _element(archive, element.id)).public()), 201
 
 
+@described("Replace a field of the search form (its id stays)", access="admin", tag="admin",
+           params=(Param("element_id", STRING, "the field's id", where="path"),),
+           body=RequestBody(schemas.ELEMENT_BODY),
+           answers={200: ("the field", schemas.ELEMENT)})
 async def update_api(element_id: str) -> Any:
     archive = get_archive()
     old = await _element(archive, element_id)
@@ -226,6 +240,9 @@ async def update_api(element_id: str) -> Any:
     return jsonify((await _element(archive, element_id)).public())
 
 
+@described("Remove a field from the search form", access="admin", tag="admin",
+           params=(Param("element_id", STRING, "the field's id", where="path"),),
+           answers={200: ("the removed field's id", obj({"deleted": STRING}, closed=True))})
 async def delete_api(element_id: str) -> Any:
     archive = get_archive()
     element = await _element(archive, element_id)
@@ -233,12 +250,17 @@ async def delete_api(element_id: str) -> Any:
     return jsonify({"deleted": element.id})
 
 
+@described("Reorder the search form's fields", access="admin", tag="admin",
+           body=RequestBody({**obj({"ids": {**array(STRING), "x-message": ORDER_MESSAGE}}),
+                             "x-message": ORDER_MESSAGE}),
+           answers={200: ("the fields in their new order", obj({"elements": array(schemas.ELEMENT)})),
+                    404: ("an id names no field", ERROR)})
 async def order_api() -> Any:
     archive = get_archive()
     body = await _json_body()
     ids = body.get("ids")
     if not isinstance(ids, list) or not all(isinstance(item, str) for item in ids):
-        raise BadRequest('send {"ids": [...]}: the element ids in their new order')
+        raise BadRequest(ORDER_MESSAGE)
     known = {element.id for element in await archive.store.list_elements()}
     unknown = [item for item in ids if item not in known]
     if unknown:

@@ -16,7 +16,9 @@ from werkzeug.exceptions import BadRequest, NotFound
 from app.accounts import current_site
 from app.archive import Archive, get_archive
 from app.headers import allow_framing
+from app.openapi import STRING, Param, described
 from app.permissions import effective_visibility
+from app.routes import schemas
 from app.routes.portal import image_summary, visible_images
 from app.routes.viewer import load_image
 from app.sky.mosaic import Sheet, first_celestial, placements
@@ -153,6 +155,9 @@ async def mosaic_page() -> str:
 
 
 @bp.get("/api/mosaic")
+@described("Several images placed by their WCS relative to the first", tag="mosaic", params=(
+    Param("ids", STRING, "image ids separated by commas", required=True),),
+    answers={200: ("the layers and notices for images left out", schemas.MOSAIC)})
 async def mosaic_api() -> Any:
     archive = get_archive()
     return jsonify(await mosaic_view(archive, parse_ids(request.args.get("ids"))))

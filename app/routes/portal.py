@@ -17,6 +17,7 @@ from app.tiles.render import default_spec
 
 bp = Blueprint("portal", __name__)
 MAX_PER_PAGE = 200
+MAX_PAGE = 1_000_000_000  # far past any catalog, and its offset still fits a store's 64-bit integer
 # Listings count matches up to this many and then say "more than": counting every match of a broad search
 # in a catalog of millions would cost more than the page itself.
 COUNT_LIMIT = 10_000
@@ -30,8 +31,8 @@ def page_args(default_size: int) -> tuple[int, int]:
         per_page = int(request.args.get("per_page", str(default_size)))
     except ValueError:
         raise BadRequest("page and per_page must be whole numbers") from None
-    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
-        raise BadRequest(f"page must be 1 or more and per_page 1-{MAX_PER_PAGE}")
+    if not 1 <= page <= MAX_PAGE or not 1 <= per_page <= MAX_PER_PAGE:
+        raise BadRequest(f"page must be 1 or more (at most {MAX_PAGE}) and per_page 1-{MAX_PER_PAGE}")
     return page, per_page
 
 

@@ -18,8 +18,9 @@ from werkzeug.exceptions import BadRequest, Forbidden, NotFound
 
 from app.accounts import current_site, current_user
 from app.archive import Archive, get_archive
+from app.openapi import ERROR, STRING, Param, described, one_of
 from app.permissions import may
-from app.routes import portal
+from app.routes import portal, schemas
 from app.routes.portal import image_summary, page_args, visible_images
 from app.search.compile import SORTABLE, Search, compile_search, describe, parameters
 from app.search.dates import header_dates
@@ -158,6 +159,13 @@ async def search_page() -> Any:
 
 
 @bp.get("/api/search")
+@described("The search page's results", tag="search", description=(
+    "Besides these, one parameter per field of the search form (see the README's Searching section and "
+    "`GET /api/admin/search-elements`); any other parameter is a 400."), params=(
+    *schemas.PAGING, Param("sort", STRING, "created, size, name or a sortable field's id"),
+    Param("order", {**one_of("asc", "desc"), "x-message": "order must be asc or desc"})),
+    answers={200: ("one page of results", schemas.SEARCH_RESULTS),
+             403: ("guests may not search this site", ERROR)})
 async def search_api() -> Any:
     archive = get_archive()
     results = await run_search(archive, strict=True)
@@ -199,6 +207,12 @@ async def suggest(element_id: str) -> Any:
 
 
 @bp.get("/api/search/suggest/<element_id>")
+@described("Values present for a text or drop-down field, most frequent first", tag="search", params=(
+    Param("element_id", STRING, "the field's id", where="path"),
+    Param("prefix", STRING, "what was typed (or the field's own id as the parameter name)"),
+    Param("format", one_of("options"), "options: every value, for a drop-down")),
+    answers={200: ("the values", schemas.SUGGESTIONS),
+             403: ("guests may not search this site", ERROR)})
 async def suggest_api(element_id: str) -> Any:
     return jsonify({"values": await suggestions(get_archive(), element_id)})
 

@@ -28,7 +28,9 @@ from werkzeug.routing import PathConverter
 from app.accounts import current_site, current_user
 from app.archive import Archive, get_archive
 from app.ingest import spool
+from app.openapi import ERROR, STRING, Param, RequestBody, described, text
 from app.permissions import may, may_see_job, upload_refusal
+from app.routes import schemas
 from app.routes.accounts import storage
 from app.routes.portal import image_summary, job_summary
 from app.routes.viewer import parse_visibility
@@ -226,6 +228,9 @@ async def load_job(archive: Archive, job_id: str) -> JobRecord:
 
 
 @bp.get("/api/jobs/<job_id>")
+@described("One ingest job, with the images it made", access="user", tag="jobs",
+           params=(Param("job_id", STRING, where="path"),),
+           answers={200: ("the job", schemas.JOB_VIEW)})
 async def api_job(job_id: str) -> Any:
     archive = get_archive()
     return jsonify(await job_view(archive, await load_job(archive, job_id)))
@@ -253,6 +258,16 @@ async def page() -> Any:
 
 
 @bp.put(UPLOAD_PREFIX + "<client_name:name>", merge_slashes=False)
+@described("Upload one file: the body is the file", access="user", tag="uploads", params=(
+    Param("name", text(minLength=1), "the file's name on the client (kept as metadata only)", where="path"),
+    Param("visibility", schemas.VISIBILITY, "who will see the images (default: private)")),
+    body=RequestBody({"type": "string", "format": "binary"}, "the file", binary=True),
+    answers={201: ("the job that ingests it (follow `status_url`)", schemas.JOB_VIEW),
+             403: ("this account may not upload, or may not choose the visibility", ERROR),
+             408: ("the client sent nothing for too long", ERROR),
+             413: ("past the maximum file size, the quota or the declared length", ERROR),
+             422: ("content that is not an image ImageX reads", ERROR),
+             507: ("the server cannot store the upload", ERROR)})
 async def api_upload(name: str) -> Any:
     """The body is the file; `name` its name on the client (kept, cleaned, as metadata only);
     `?visibility=` who will see it. 201 with the job, which `status_url` follows to the images."""

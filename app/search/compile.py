@@ -14,12 +14,12 @@ and `sort=` (`created`, `name`, `owner`, `size`, or the id of a text, number, dr
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from app.search.dates import date_bounds
 from app.search.elements import RESERVED, TYPE_NAMES
+from app.search.numbers import NotFinite, number_of
 from app.search.sky import parse_cone
 from app.store.base import (
     MAX_TEXT,
@@ -66,16 +66,13 @@ def parameters(element: SearchElement) -> list[str]:
 
 
 def parse_number(text: str) -> Scalar:
-    """A form value as a number when it is one (`10`, `1.5e3`), else the text."""
+    """A form value as a number when it is one (`10`, `1.5e3`), else the text (`nan` and `inf` too: a
+    number element then refuses it as not a number)."""
     try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        number = float(text)
-    except ValueError:
+        number = number_of(text)
+    except NotFinite:
         return text
-    return number if math.isfinite(number) else text
+    return text if number is None else number
 
 
 def compile_search(elements: Sequence[SearchElement], args: Mapping[str, str]) -> Search:

@@ -103,7 +103,9 @@ def parse_radius(text: str) -> float:
         raise ValueError(f"radius {text!r} is not an angle: give a number with a unit arcsec, arcmin or "
                          "deg (e.g. 30arcsec, 10arcmin, 0.5deg)")
     value = float(match["value"]) * _RADIUS_UNITS[match["unit"].lower()]
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(value):
+        raise ValueError(f"radius {text!r} is not a finite number")
+    if value <= 0:
         raise ValueError(f"radius {text!r} must be greater than zero")
     if value > 180:
         raise ValueError(f"radius {text!r} is more than 180 degrees")

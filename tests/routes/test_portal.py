@@ -99,6 +99,7 @@ async def test_paging_splits_the_listing(client, add_image):
     ("per_page=0", "per_page 1-200"),
     ("per_page=201", "per_page 1-200"),
     ("page=", "must be whole numbers"),
+    (f"page={2**63 - 1}", "at most 1000000000"),  # its offset would not fit the store's integers
 ])
 async def test_bad_paging_values_are_a_400_page_with_a_message(client, query, message):
     response = await client.get(f"/?{query}")

@@ -1,0 +1,135 @@
+"""The shapes of what the JSON API answers and takes, shared by the views that declare them
+(`app.openapi.described`). Objects stay open (more fields may come); the fields named are required unless
+listed as optional."""
+
+from __future__ import annotations
+
+from app.openapi import (
+    ANY,
+    BOOLEAN,
+    INTEGER,
+    NUMBER,
+    SCALAR,
+    STRING,
+    Param,
+    Schema,
+    array,
+    mapping,
+    named,
+    nullable,
+    obj,
+    one_of,
+    text,
+    whole,
+)
+from app.routes.portal import MAX_PAGE, MAX_PER_PAGE
+from app.store.base import ELEMENT_TYPES, JOB_STATES
+
+VISIBILITY = one_of("private", "registered", "public")
+HEADER_VALUE: Schema = {"anyOf": [SCALAR, {"type": "null"}, array(STRING)]}
+
+
+def _extended(base: Schema, properties: dict[str, Schema], *, optional: tuple[str, ...] = ()) -> Schema:
+    """`base` with more properties (required unless `optional`)."""
+    return {**base, "properties": {**base["properties"], **properties},
+            "required": list(dict.fromkeys([*base["required"],
+                                            *(name for name in properties if name not in optional)]))}
+
+
+_IMAGE = obj({
+    "id": STRING, "name": STRING, "path": text("where the original lies (not shown to everyone)"),
+    "hdu": INTEGER, "size": INTEGER, "sha256": STRING, "owner": STRING, "provenance": STRING,
+    "format": STRING, "width": INTEGER, "height": INTEGER, "bitpix": nullable(INTEGER),
+    "sky": nullable(obj({"center_ra": NUMBER, "center_dec": NUMBER}, optional=("center_ra", "center_dec"))),
+    "display": mapping(ANY), "note": STRING, "created": NUMBER, "job_id": STRING, "visibility": VISIBILITY,
+    "effective_visibility": VISIBILITY,
+    "permissions": obj({action: BOOLEAN for action in ("view", "download", "change", "delete")}),
+    "date": SCALAR, "url": STRING, "api_url": STRING, "thumbnail_url": nullable(STRING),
+    "dzi_url": nullable(STRING), "display_url": nullable(STRING), "display_default": STRING,
+    "original_url": STRING,
+}, optional=("path", "permissions"))
+IMAGE = named("Image", _IMAGE)
+IMAGE_DETAIL = named("ImageDetail", _extended(_IMAGE, {"header": mapping(HEADER_VALUE),
+                                                       "comments": mapping(STRING)}))
+
+_LISTING = obj({
+    "images": array(IMAGE), "page": whole(minimum=1), "per_page": whole(minimum=1, maximum=MAX_PER_PAGE),
+    "total": whole(minimum=0), "total_exact": BOOLEAN, "pages": whole(minimum=1),
+})
+LISTING = named("Listing", _LISTING)
+SEARCH_RESULTS = named("SearchResults", _extended(_LISTING, {
+    "images": array(named("SearchResult", _extended(_IMAGE, {"columns": mapping(HEADER_VALUE)}))),
+    "sort": STRING, "order": one_of("asc", "desc"), "notices": array(STRING)}))
+
+_JOB = obj({
+    "id": STRING, "path": STRING, "owner": STRING, "provenance": STRING, "state": one_of(*JOB_STATES),
+    "attempts": INTEGER, "error": STRING, "note": STRING, "image_ids": array(STRING), "created": NUMBER,
+    "updated": NUMBER, "name": STRING,
+}, optional=("path",))
+JOB = named("Job", _JOB)
+JOB_LIST = named("JobList", obj({
+    "counts": obj({state: whole(minimum=0) for state in JOB_STATES}), "page": whole(minimum=1),
+    "per_page": whole(minimum=1), "jobs": array(JOB),
+}))
+JOB_VIEW = named("JobView", _extended(_JOB, {
+    "client_name": STRING, "size": nullable(INTEGER), "sha256": STRING, "visibility": STRING,
+    "status_url": STRING, "finished": BOOLEAN, "images": array(IMAGE)}))
+
+READOUT = named("Readout", obj({
+    "celestial": nullable(obj({"nx": INTEGER, "ny": INTEGER, "nodes": array(nullable(NUMBER)),
+                               "max_error_arcsec": NUMBER, "galactic": ANY, "ctype": ANY},
+                              optional=("max_error_arcsec", "galactic", "ctype"))),
+    "physical": nullable(obj({"x": NUMBER, "y": NUMBER, "source": STRING})),
+}))
+LOCATION = named("Location", obj({"x": NUMBER, "y": NUMBER, "ra": NUMBER, "dec": NUMBER}, closed=True))
+REMOVAL = named("Removal", obj({"deleted": STRING, "original_removed": BOOLEAN}, closed=True))
+
+STORAGE = obj({"images": whole(minimum=0), "bytes": whole(minimum=0), "quota": INTEGER,
+               "quota_source": one_of("site", "account"), "percent": NUMBER})
+ME = named("Account", obj({
+    "id": STRING, "username": STRING, "email": STRING, "display_name": STRING,
+    "role": one_of("user", "admin"), "quota": nullable(INTEGER), "disabled": BOOLEAN, "created": NUMBER,
+    "last_login": nullable(NUMBER), "storage": STORAGE, "via": one_of("token", "session"),
+}))
+
+_TOKEN = obj({"id": STRING, "name": STRING, "created": NUMBER, "last_used": nullable(NUMBER)})
+TOKEN = named("Token", _TOKEN)
+NEW_TOKEN = named("NewToken", _extended(_TOKEN, {"token": text(
+    "the token itself, shown only in this answer", pattern="^ix_")}))
+
+ELEMENT = named("SearchElement", obj({
+    "id": STRING, "type": one_of(*ELEMENT_TYPES), "label": STRING, "keywords": array(STRING),
+    "help": STRING, "enabled": BOOLEAN, "position": INTEGER, "options": mapping(ANY),
+}))
+ELEMENT_BODY = named("NewSearchElement", {**obj({
+    "type": one_of(*ELEMENT_TYPES), "label": text(minLength=1), "id": STRING,
+    "keywords": {"anyOf": [STRING, array(STRING)], "x-message": "keywords must be a list of header keywords",
+                 "description": "the primary keyword, then alternates (a list, or separated by commas)"},
+    "help": STRING,
+    "enabled": {"type": ["boolean", "string"]}, "options": {"type": "object"},
+}, optional=("id", "keywords", "help", "enabled", "options"),
+    description="a search form field: see the README's Searching section for the options of each type"),
+    "x-message": "send the element as a JSON object"})
+
+SUGGESTIONS = named("Suggestions", obj({"values": array(obj({"value": SCALAR, "images": whole(minimum=1)}))}))
+
+MOSAIC = named("Mosaic", obj({
+    "ids": array(STRING), "notices": array(STRING),
+    "layers": array(obj({"id": STRING, "name": STRING, "url": STRING, "width": INTEGER, "height": INTEGER,
+                         "tiles_url": STRING, "dzi_url": STRING, "scaling": STRING, "public": BOOLEAN,
+                         "pieces": array(mapping(ANY)), "error_px": NUMBER})),
+    "reference": nullable(obj({"id": STRING, "name": STRING, "width": INTEGER, "height": INTEGER})),
+    "colormaps": array(STRING), "tile_format": obj({"format": STRING, "tile_size": INTEGER,
+                                                     "overlap": INTEGER}),
+    "max_images": INTEGER,
+}))
+
+MONITOR = named("Monitor", obj({
+    "time": NUMBER, "uptime": NUMBER, "disk": mapping(ANY), "background": mapping(ANY),
+    "background_errors": array(STRING),
+    "jobs": obj({"counts": mapping(INTEGER), "pending": INTEGER, "failures": array(mapping(ANY))})}))
+
+# parameters shared by several operations
+IMAGE_ID = Param("image_id", STRING, "an image id", where="path")
+PAGING = (Param("page", whole(minimum=1, maximum=MAX_PAGE), "the page, from 1"),
+          Param("per_page", whole(minimum=1, maximum=MAX_PER_PAGE), "results per page"))
