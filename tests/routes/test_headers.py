@@ -45,6 +45,7 @@ GET_ROUTES: list[tuple[str, int]] = [
     ("/api/me", 200),
     ("/api/mosaic?ids={image}", 200),
     ("/api/search", 200),
+    ("/api/openapi.json", 200),
     ("/api/search/suggest/{missing}", 404),
     ("/api/tokens", 200),
     ("/embed/images/{image}", 200),
