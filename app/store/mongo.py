@@ -257,7 +257,8 @@ class MongoStore(Store):
     async def image_locations(self, image_ids: Sequence[str]) -> list[ImageLocation]:
         docs = await self._c("image_locations").find(
             {"image_id": {"$in": list(dict.fromkeys(image_ids))}}).to_list()
-        found = [ImageLocation(str(doc["image_id"]), str(doc["path"]), float(doc["recorded"])) for doc in docs]
+        found = [ImageLocation(str(doc["image_id"]), str(doc["path"]), float(doc["recorded"]))
+                 for doc in docs]
         return sorted(found, key=lambda location: (location.image_id, location.recorded, location.path))
 
     async def _bump_keywords(self, counts: Counter[str], sign: int) -> None:

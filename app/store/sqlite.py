@@ -139,7 +139,8 @@ class SQLiteStore(Store):
                 applied += 1
             broken = db.execute("PRAGMA foreign_key_check").fetchall()
             if broken:
-                raise StoreError(f"a migration left rows that reference nothing: {[tuple(r) for r in broken[:5]]}")
+                rows = [tuple(row) for row in broken[:5]]
+                raise StoreError(f"a migration left rows that reference nothing: {rows}")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -245,8 +246,8 @@ class SQLiteStore(Store):
             # which keywords the catalog holds, for the search builder
             sqlsearch.add_keyword_counts(db, keywords)
             # the first location of each image's content: its own path
-            db.executemany("INSERT OR IGNORE INTO image_locations (image_id, path, recorded) VALUES (?, ?, ?)",
-                           [(row[0], row[3], row[19]) for row in rows])
+            db.executemany("INSERT OR IGNORE INTO image_locations (image_id, path, recorded) "
+                           "VALUES (?, ?, ?)", [(row[0], row[3], row[19]) for row in rows])
 
     async def get_image(self, image_id: str) -> ImageRecord | None:
         rows = await self._select_images("id = ?", [image_id], 0, 1)
@@ -272,7 +273,7 @@ class SQLiteStore(Store):
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
                 rows = self.db.execute(
-                    "SELECT image_id, path, recorded FROM image_locations WHERE image_id IN "  # noqa: S608
+                    "SELECT image_id, path, recorded FROM image_locations WHERE image_id IN "
                     f"({', '.join('?' * len(chunk))})", chunk)
                 found.extend(ImageLocation(row[0], row[1], row[2]) for row in rows)
             return sorted(found, key=lambda location: (location.image_id, location.recorded, location.path))

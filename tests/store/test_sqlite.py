@@ -84,9 +84,9 @@ async def test_a_catalog_of_migration_13_is_rebuilt_whole(tmp_path, monkeypatch)
     with sqlite3.connect(path) as db:
         db.execute("ATTACH ? AS fresh", (str(tmp_path / "fresh.sqlite"),))
         columns = ", ".join(row[1] for row in db.execute("PRAGMA main.table_info(images)"))
-        db.execute(f"INSERT INTO images ({columns}) SELECT {columns} FROM fresh.images")  # noqa: S608
+        db.execute(f"INSERT INTO images ({columns}) SELECT {columns} FROM fresh.images")
         for table in ("image_dates", "image_cells", "header_keywords", "search_elements"):
-            db.execute(f"INSERT INTO main.{table} SELECT * FROM fresh.{table}")  # noqa: S608
+            db.execute(f"INSERT INTO main.{table} SELECT * FROM fresh.{table}")
         db.execute(adapter.sqlsearch.index_sql("EXPTIME"))
 
     store = SQLiteStore(path)
@@ -101,7 +101,8 @@ async def test_a_catalog_of_migration_13_is_rebuilt_whole(tmp_path, monkeypatch)
             records[0].id]
         assert footprint_cells(records[2].sky)
         assert [r.id for r in await store.find_images(Cone(150.0, 2.0, 0.01))] == [records[2].id]
-        assert await store.image_locations([records[2].id]) == [ImageLocation(records[2].id, records[2].path, 2.0)]
+        assert await store.image_locations([records[2].id]) == [
+            ImageLocation(records[2].id, records[2].path, 2.0)]
         # the same file, another owner: now a record of its own; the same owner: still a conflict
         await store.add_images([image("b", created=3.0)])
         with pytest.raises(Conflict):
@@ -111,7 +112,7 @@ async def test_a_catalog_of_migration_13_is_rebuilt_whole(tmp_path, monkeypatch)
         assert await store.count_images(FieldIn("owner", ("u1",))) == 0
         with sqlite3.connect(path) as db:
             for table in ("image_dates", "image_cells", "image_locations"):
-                ids = {row[0] for row in db.execute(f"SELECT image_id FROM {table}")}  # noqa: S608
+                ids = {row[0] for row in db.execute(f"SELECT image_id FROM {table}")}
                 assert not ids & {record.id for record in records}, table
             assert db.execute("PRAGMA foreign_key_check").fetchall() == []
     finally:
