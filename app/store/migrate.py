@@ -2,9 +2,10 @@
 
 What is copied: images and every location recorded for their content (the target computes their typed
 dates, footprint cells and keyword counts as at any insert), jobs (as they are: ids, states, attempts, the
-images they made), users, API tokens, invitations, site settings, named scalings and search elements (the target creates their indexes). Sessions, login
-failures, upload reservations and the fleet's entries are short-lived and are not copied: users log in again
-on the new store, and running processes register there when they start on it.
+images they made), users, API tokens, invitations, site settings, named scalings and search elements (the
+target creates their indexes). Sessions, login failures, upload reservations and the fleet's entries are
+short-lived and are not copied: users log in again on the new store, and running processes register there
+when they start on it.
 
 Resumable: records are copied in batches and whatever the target holds already (same id, or same name for
 scalings and settings) is skipped, so running the same command again after an interruption finishes the
