@@ -162,9 +162,44 @@ async def test_the_same_content_twice_keeps_one_copy(client, archive, alice_toke
     await run_jobs(archive)
     job = await (await client.get(second["status_url"], headers=alice_token)).get_json()
     assert job["state"] == "done"
-    assert job["note"] == "two.fits: already in the archive (same SHA-256); this upload was not kept"
+    assert job["note"] == "two.fits: already in your archive (same SHA-256); this upload was not kept"
     assert [image["name"] for image in job["images"]] == ["twice"]  # the one copy, hers
     assert uploaded(archive) == [Path(first["path"])]
+
+
+async def test_content_someone_else_uploaded_becomes_the_uploaders_own_image(client, archive, alice,
+                                                                            alice_token, make_user):
+    """Nothing tells bob that alice has the same file privately: he gets an image of his own, charged to
+    him, sharing her original on disk; either can delete theirs without touching the other's."""
+    from app.ingest.removal import delete_image
+
+    body = fits_bytes(32)  # no OBJECT: the image is named after the client's file name
+    hers = await (await put(client, "alice-private-run.fits", body, alice_token)).get_json()
+    await run_jobs(archive)
+    [alices_id] = (await archive.store.get_jobs([hers["id"]]))[0].image_ids
+    bob = await make_user("bob")
+    bob_token = await token_for(archive, bob)
+    his = await (await put(client, "bobs.fits", body, bob_token)).get_json()
+    await run_jobs(archive)
+    response = await client.get(his["status_url"], headers=bob_token)
+    job = await response.get_json()
+    assert job["state"] == "done" and job["note"] == "" and job["error"] == ""
+    [image] = job["images"]
+    assert image["name"] == "bobs.fits" and image["owner"] == "bob" and job["image_ids"] == [image["id"]]
+    text = await text_of(response)
+    for secret in (alices_id, "alice", hers["path"].rsplit("/", 1)[-1]):
+        assert secret not in text
+    # his quota holds it; the two originals are one file on disk under two names
+    usage = await archive.store.usage()
+    assert usage["bob"].bytes == usage["alice"].bytes == len(body)
+    his_path, her_path = Path(his["path"]), Path(hers["path"])
+    assert his_path.read_bytes() == body and his_path.stat().st_ino == her_path.stat().st_ino
+    alices = await archive.store.get_image(alices_id)
+    assert alices is not None
+    assert (await delete_image(archive, alices)).original_removed
+    assert not her_path.exists() and his_path.read_bytes() == body
+    original = await client.get(f"/images/{image['id']}/original", headers=bob_token)
+    assert original.status_code == 200 and await original.get_data() == body
 
 
 async def test_a_chosen_visibility_is_applied(client, archive, alice_token):
