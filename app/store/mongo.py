@@ -189,10 +189,11 @@ class MongoStore(Store):
             await collection.create_index(keys, name=step["name"], unique=bool(step.get("unique", False)))
         elif step.get("locations_from_paths"):
             # each catalogued image's own path as its first location (images made before locations)
-            await collection.aggregate([
+            cursor = await collection.aggregate([
                 {"$project": {"_id": 0, "image_id": "$_id", "path": "$path", "recorded": "$created"}},
                 {"$merge": {"into": "image_locations", "on": ["image_id", "path"],
                             "whenMatched": "keepExisting", "whenNotMatched": "insert"}}])
+            await cursor.to_list()  # $merge writes as the pipeline runs; nothing comes back
         elif "drop_index" in step:
             try:
                 await collection.drop_index(step["drop_index"])
