@@ -254,7 +254,8 @@ def test_the_index_migrations_are_well_formed():
     names = set()
     for script in scripts:
         for step in json.loads(script.read_text())["steps"]:
-            assert set(step) <= {"collection", "index", "name", "unique", "drop_index", "locations_from_paths"}
+            assert set(step) <= {"collection", "index", "name", "unique", "drop_index",
+                                 "locations_from_paths"}
             if "index" in step:
                 assert step["name"] not in names and not step["name"].startswith(INDEX_PREFIX)
                 names.add(step["name"])
