@@ -25,7 +25,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
     `clock` gives login throttling its time (tests pass one they move)."""
     from app.archive import Archive
     from app.fleet import join_fleet
-    from app.headers import add_security_headers
+    from app.headers import add_cache_headers, add_security_headers
     from app.ingest.jobs import JobRunner
     from app.proxy import behind_proxy
     from app.routes import register
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
     app.extensions["imagex"] = archive
     register(app)
     app.after_request(add_security_headers)
+    app.after_request(add_cache_headers)
     app.asgi_app = behind_proxy(app.asgi_app, settings)  # type: ignore[method-assign]
     # outermost: tiles on disk are answered before any other layer runs (they need no client address)
     app.asgi_app = TileServer(app.asgi_app, archive)  # type: ignore[method-assign,assignment]

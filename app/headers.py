@@ -9,7 +9,7 @@ route names who may frame them with `allow_framing()`.
 
 from __future__ import annotations
 
-from quart import Response, g
+from quart import Response, g, request
 
 # OpenSeadragon (6.x) adds this one <style> to the page when a viewer opens (no outline around the focused
 # canvas on touch screens); it is allowed by its hash instead of allowing inline styles.
@@ -55,4 +55,25 @@ async def add_security_headers(response: Response) -> Response:
         headers.pop("X-Frame-Options", None)
     headers["X-Content-Type-Options"] = "nosniff"
     headers["Referrer-Policy"] = "same-origin"
+    return response
+
+
+# Answers that are the same for whoever holds the URL: static files, and tiles, whose URL carries the
+# permission (a signed, expiring token for one tile generation). Every other answer may depend on who asks.
+SHARED_ENDPOINTS = frozenset({"static", "tiles.tile"})
+PER_ASKER = "private, no-cache"
+ASKER_HEADERS = ("Cookie", "Authorization")
+
+
+async def add_cache_headers(response: Response) -> Response:
+    """After every request: an answer that depends on who asks (pages, JSON, originals, zip downloads,
+    errors) is never stored by a shared cache (a proxy_cache in front would otherwise hand one user's
+    private original to the next asker) and is revalidated by the browser: `private, no-cache` (an answer
+    that said `no-store` keeps it), varying on the cookie and the Authorization header."""
+    if request.endpoint in SHARED_ENDPOINTS:
+        return response
+    if "no-store" not in response.headers.get("Cache-Control", ""):
+        response.headers["Cache-Control"] = PER_ASKER
+    for name in ASKER_HEADERS:
+        response.vary.add(name)
     return response

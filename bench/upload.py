@@ -257,7 +257,7 @@ def main() -> None:
                     seconds, job = wait_job(port, token, answer["status_url"])
                     outcome = job["state"] + (f" ({job['error']})" if job["error"] else "")
                     print(f"  ingest job (not part of the MB/s figure): {outcome} after {seconds:.1f} s")
-                stored = Path(answer["path"])
+                stored = data / "uploads" / "bench" / answer["path"]  # users get the file's name only
                 stored.unlink(missing_ok=True)  # room for the next run
         finally:
             process.terminate()

@@ -3,6 +3,12 @@
 A failure marks the job failed with a precise message and leaves nothing behind: pyramids are built in a
 private work folder, moved into place only when every plane of the file is done, and the catalog rows
 for a file are written in one transaction.
+
+The same content (SHA-256) is catalogued once per owner. Met again by the same owner, under another path,
+it is "already in the archive" and that path is recorded as another location of the image. Met by another
+owner, it becomes that owner's own image record, sharing the files on disk (the pyramids as hard links;
+an uploaded original as a hard link to the one ImageX keeps already) and charged to them: nothing in the
+job, its note or its images tells that anyone else has the same content.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -17,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.exceptions import Conflict, FormatError, ImageXError
-from app.ingest.removal import UPLOADS
-from app.store.base import ImageRecord, JobRecord, new_id
+from app.ingest.removal import UPLOADS, is_upload
+from app.store.base import ImageLocation, ImageRecord, JobRecord, new_id, now
 from app.tiles import pyramid, science
 from app.tiles.scaling import Scaling, display
 
@@ -106,8 +113,7 @@ async def run_job(archive: Archive, job: JobRecord) -> Outcome:
 
 async def _settle_upload(archive: Archive, job: JobRecord, outcome: Outcome) -> None:
     """An upload is stored under a generated name: messages name the client's file instead. Content that
-    was catalogued already leaves its uploaded copy unused: remove it (without saying where the other
-    copy is; it may be someone else's)."""
+    the uploader has catalogued already leaves its uploaded copy unused: remove it."""
     path = Path(job.path)
     client_name = str(job.options["client_name"])
     outcome.error = outcome.error.replace(path.name, client_name)
@@ -118,7 +124,7 @@ async def _settle_upload(archive: Archive, job: JobRecord, outcome: Outcome) -> 
     catalogued = await archive.store.images_with_checksum(str(job.options["sha256"]))
     if not any(image.path == job.path for image in catalogued):
         await asyncio.to_thread(path.unlink, True)
-        outcome.note = f"{client_name}: already in the archive (same SHA-256); this upload was not kept"
+        outcome.note = f"{client_name}: already in your archive (same SHA-256); this upload was not kept"
 
 
 async def _run(archive: Archive, job: JobRecord) -> Outcome:
@@ -144,8 +150,13 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
     await asyncio.to_thread(sniff, path)  # a clear message for missing, unreadable or non-image files
     checksum, size = await _checksum(job, path)
     existing = await archive.store.images_with_checksum(checksum)
+    mine = [image for image in existing if image.owner == job.owner]
+    if mine:
+        return await _duplicate(archive, job, mine)
     if existing:
-        return _duplicate(existing)
+        shared = await _share(archive, job, path, existing, work)
+        if shared is not None:
+            return shared
     scaling = job.options.get("scaling") or {}
     planes = await archive.pool.run(render_file, str(path), str(work), scaling,
                                     archive.settings.max_pixels, archive.settings.jpeg_quality)
@@ -171,10 +182,10 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
             published.append(root)
         await archive.store.add_images(records)
     except Conflict:
-        # the same content was catalogued by another runner a moment ago
+        # the same content was catalogued for the same owner by another runner a moment ago
         for folder in published:
             await asyncio.to_thread(pyramid.discard, folder)
-        return _duplicate(await archive.store.images_with_checksum(checksum))
+        return await _duplicate(archive, job, await _owned(archive, checksum, job.owner))
     except BaseException:
         for folder in published:
             await asyncio.to_thread(pyramid.discard, folder)
@@ -193,7 +204,108 @@ async def _checksum(job: JobRecord, path: Path) -> tuple[str, int]:
     return await asyncio.to_thread(sha256_of, path)
 
 
-def _duplicate(existing: list[ImageRecord]) -> Outcome:
-    first = existing[0]
-    return Outcome("done", note=f"already in the archive (same SHA-256) as {first.path}",
-                   image_ids=[image.id for image in existing])
+async def _owned(archive: Archive, checksum: str, owner: str) -> list[ImageRecord]:
+    return [image for image in await archive.store.images_with_checksum(checksum) if image.owner == owner]
+
+
+async def _duplicate(archive: Archive, job: JobRecord, mine: list[ImageRecord]) -> Outcome:
+    """The job's owner has this content catalogued already: say so (naming their own image, by file name
+    and id: full server paths are for administrators) and record the job's path as another location of
+    it, unless it is an upload that is about to be removed."""
+    if not mine:  # a Conflict for another owner's content: cannot happen with the store's contract
+        return Outcome("failed", error=f"{Path(job.path).name}: could not be catalogued; try again")
+    first = mine[0]
+    if not _removed_upload(job):
+        await archive.store.add_locations([ImageLocation(image.id, job.path, now()) for image in mine])
+    return Outcome("done", note=f"already in the archive (same SHA-256) as {Path(first.path).name} "
+                                f"(image {first.id})", image_ids=[image.id for image in mine])
+
+
+def _removed_upload(job: JobRecord) -> bool:
+    """An upload whose copy _settle_upload removes when its content is catalogued already."""
+    return job.provenance == "upload" and bool(job.options.get("client_name")) \
+        and bool(job.options.get("sha256"))
+
+
+async def _share(archive: Archive, job: JobRecord, path: Path, existing: list[ImageRecord],
+                 work: Path) -> Outcome | None:
+    """Catalog content that another owner has catalogued already as the job owner's own images, sharing
+    their files on disk. None when they cannot be shared (another scaling was asked for, or their tiles
+    are gone): the file is then read and tiled as any other."""
+    theirs = [image for image in existing if image.owner == existing[0].owner]
+    jobs = {source.id: source for source in await archive.store.get_jobs(
+        sorted({image.job_id for image in theirs}))}
+    wanted = job.options.get("scaling") or {}
+    if any(image.job_id not in jobs or (jobs[image.job_id].options.get("scaling") or {}) != wanted
+           for image in theirs):
+        return None
+    own_name = str(job.options.get("client_name") or path.name)
+    records = [
+        ImageRecord(
+            id=new_id(), sha256=image.sha256, hdu=image.hdu, path=str(path), name=_own_name(image, own_name),
+            size=image.size, owner=job.owner, provenance=job.provenance, format=image.format,
+            width=image.width, height=image.height, bitpix=image.bitpix, header=dict(image.header),
+            comments=dict(image.comments), sky=image.sky, display=dict(image.display), note=image.note,
+            job_id=job.id, visibility=job.options.get("visibility", "private"))
+        for image in theirs
+    ]
+
+    def link_pyramids() -> bool:
+        for image, record in zip(theirs, records, strict=True):
+            source = pyramid.current(archive.tile_root(image.id))
+            if source is None:
+                return False
+            try:
+                pyramid.share(source, work / str(record.hdu))
+            except (OSError, shutil.Error):  # revoked or deleted meanwhile: tile anew
+                return False
+        return True
+
+    if not await asyncio.to_thread(link_pyramids):
+        await asyncio.to_thread(shutil.rmtree, work, True)
+        return None
+    published: list[Path] = []
+    try:
+        for record in records:
+            root = archive.tile_root(record.id)
+            await asyncio.to_thread(pyramid.publish, work / str(record.hdu), root)
+            published.append(root)
+        await archive.store.add_images(records)
+    except Conflict:  # the owner's own copy was catalogued by another runner a moment ago
+        for folder in published:
+            await asyncio.to_thread(pyramid.discard, folder)
+        return await _duplicate(archive, job, await _owned(archive, theirs[0].sha256, job.owner))
+    except BaseException:
+        for folder in published:
+            await asyncio.to_thread(pyramid.discard, folder)
+        raise
+    if job.provenance == "upload" and is_upload(archive, records[0]) and is_upload(archive, theirs[0]):
+        await asyncio.to_thread(_link_original, Path(theirs[0].path), path)
+    notes = "; ".join(f"HDU {r.hdu}: {r.note}" for r in records if r.note)
+    return Outcome("done", note=notes, image_ids=[r.id for r in records])
+
+
+def _own_name(image: ImageRecord, own_file: str) -> str:
+    """The name the reader would have given this plane in the job's own file: OBJECT, or the file's own
+    name (never the other owner's file name), with the extension's label."""
+    obj = str(image.header.get("OBJECT") or "").strip() if image.format == "fits" else ""
+    suffix = ""
+    if obj and image.name.startswith(obj):
+        suffix = image.name[len(obj):]
+    elif image.format == "fits" and image.hdu > 0 and image.name.endswith("]") and " [" in image.name:
+        suffix = " [" + image.name.rsplit(" [", 1)[1]
+    return (obj or own_file) + suffix
+
+
+def _link_original(theirs: Path, mine: Path) -> None:
+    """Two uploads of the same content: keep one copy on disk. The uploader's file becomes a hard link to
+    the original ImageX keeps already (a file of its own name, so deleting either image leaves the other's
+    in place). Nothing changes when links cannot be made."""
+    try:
+        if theirs.stat().st_size != mine.stat().st_size:
+            return
+        temporary = mine.with_name(f".{mine.name}.{new_id()}.link")
+        os.link(theirs, temporary)
+        os.replace(temporary, mine)
+    except OSError:
+        log.info("could not share the original %s with %s; both copies kept", theirs, mine)

@@ -36,6 +36,12 @@ def page_args(default_size: int) -> tuple[int, int]:
     return page, per_page
 
 
+def shown_path(path: str, user: User | None) -> str:
+    """Where a file lies, as the asker may know it: the full server path for administrators, the file's
+    own name for everyone else (a server's folders are not theirs to learn)."""
+    return path if user is not None and user.is_admin else path.rsplit("/", 1)[-1]
+
+
 def image_summary(archive: Archive, image: ImageRecord) -> dict[str, Any]:
     """An image as listings show it, with what the asker may do with it. Tile URLs (signed tokens) are
     issued only when the asker may view the image."""
@@ -43,6 +49,7 @@ def image_summary(archive: Archive, image: ImageRecord) -> dict[str, Any]:
     permissions = {action: may(user, action, image, site) for action in ACTIONS}
     summary = {
         **image.public(),
+        "path": shown_path(image.path, user),
         "effective_visibility": effective_visibility(image, site),
         "permissions": permissions,
         "date": image.header.get("DATE-OBS") or image.header.get("DATE") or "",
@@ -65,7 +72,8 @@ def image_summary(archive: Archive, image: ImageRecord) -> dict[str, Any]:
 
 def job_summary(job: JobRecord) -> dict[str, Any]:
     # an upload is stored under a generated name: show the client's
-    return {**job.public(), "name": job.options.get("client_name") or job.path.rsplit("/", 1)[-1]}
+    return {**job.public(), "path": shown_path(job.path, current_user()),
+            "name": job.options.get("client_name") or job.path.rsplit("/", 1)[-1]}
 
 
 def visible_images(query: Query | None = None) -> Query | None:

@@ -37,7 +37,9 @@ def _extended(base: Schema, properties: dict[str, Schema], *, optional: tuple[st
 
 
 _IMAGE = obj({
-    "id": STRING, "name": STRING, "path": text("where the original lies (not shown to everyone)"),
+    "id": STRING, "name": STRING,
+    "path": text("where the original lies: the full server path for administrators, the file's name for "
+                 "everyone else"),
     "hdu": INTEGER, "size": INTEGER, "sha256": STRING, "owner": STRING, "provenance": STRING,
     "format": STRING, "width": INTEGER, "height": INTEGER, "bitpix": nullable(INTEGER),
     "sky": nullable(obj({"center_ra": NUMBER, "center_dec": NUMBER}, optional=("center_ra", "center_dec"))),
@@ -62,7 +64,9 @@ SEARCH_RESULTS = named("SearchResults", _extended(_LISTING, {
     "sort": STRING, "order": one_of("asc", "desc"), "notices": array(STRING)}))
 
 _JOB = obj({
-    "id": STRING, "path": STRING, "owner": STRING, "provenance": STRING, "state": one_of(*JOB_STATES),
+    "id": STRING, "path": text("the job's file: the full server path for administrators, its name for "
+                               "everyone else"),
+    "owner": STRING, "provenance": STRING, "state": one_of(*JOB_STATES),
     "attempts": INTEGER, "error": STRING, "note": STRING, "image_ids": array(STRING), "created": NUMBER,
     "updated": NUMBER, "name": STRING,
 }, optional=("path",))

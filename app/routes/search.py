@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import zipfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path, PurePath
 from typing import Any
@@ -87,6 +87,24 @@ def query_string(values: Mapping[str, str], **changes: Any) -> str:
     return urlencode({name: merged[name] for name in ordered if merged[name] != ""})
 
 
+async def _without_values(archive: Archive, used: Sequence[SearchElement]) -> list[SearchElement]:
+    """The used elements whose keywords no image the asker may see has a value for. Counted over what
+    the asker may see, never over the whole catalog: a notice must not tell a guest which keywords the
+    private images carry. The catalog's keyword counts settle the common cases at no cost."""
+    used = [element for element in used if element.keywords]
+    if not used:
+        return []
+    present = await archive.store.keyword_counts()
+    condition = visible_images(None)
+    absent = []
+    for element in used:
+        if not any(keyword in present for keyword in element.keywords) or (
+                condition is not None
+                and not await archive.store.distinct_values(element.keywords, condition, limit=1)):
+            absent.append(element)
+    return absent
+
+
 async def run_search(archive: Archive, *, strict: bool) -> dict[str, Any]:
     """One page of results for the query string, as the page and the API show them. `strict` (the API):
     any bad parameter is a 400; the page shows messages beside the fields and searches with the rest."""
@@ -103,10 +121,8 @@ async def run_search(archive: Archive, *, strict: bool) -> dict[str, Any]:
                                                       count_at_most=portal.COUNT_LIMIT)
     enabled = [element for element in elements if element.enabled]
     shown = [element for element in enabled if element.type in ("text", "number", "select")]
-    present = await archive.store.keyword_counts() if search.used else {}
     notices = [f"{element.label}: no image has {' or '.join(element.keywords)}"
-               for element in search.used
-               if element.keywords and not any(keyword in present for keyword in element.keywords)]
+               for element in await _without_values(archive, search.used)]
     results = []
     for image in images:
         summary = image_summary(archive, image)

@@ -213,7 +213,8 @@ async def job_view(archive: Archive, job: JobRecord) -> dict[str, Any]:
     return {**job_summary(job), "client_name": options.get("client_name", ""), "size": options.get("size"),
             "sha256": options.get("sha256", ""), "visibility": options.get("visibility", ""),
             "status_url": f"/api/jobs/{job.id}", "finished": job.state in ("done", "failed"),
-            "images": images}
+            # only the ids of images the asker may view (an older job may name someone else's)
+            "image_ids": [image["id"] for image in images], "images": images}
 
 
 async def load_job(archive: Archive, job_id: str) -> JobRecord:

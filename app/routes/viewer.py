@@ -23,7 +23,7 @@ from app.accounts import current_site, current_user
 from app.archive import Archive, get_archive
 from app.ingest.removal import Removal, delete_image
 from app.permissions import Action, may
-from app.routes.portal import image_summary
+from app.routes.portal import image_summary, shown_path
 from app.search.sky import parse_position
 from app.site import VISIBILITIES, Site
 from app.sky.readout import OffImage, describe, locate
@@ -166,7 +166,7 @@ async def original(image_id: str) -> Any:
     image = await load_image(archive, image_id, "download")
     path = Path(image.path)
     if not path.is_file():
-        raise Gone(f"the original file is no longer at {image.path}")
+        raise Gone(f"the original file is no longer at {shown_path(image.path, current_user())}")
     response = await send_file(path, as_attachment=True, attachment_filename=path.name,
                                mimetype="application/octet-stream", conditional=True)
     response.headers["Digest"] = f"sha-256={image.sha256}"

@@ -63,6 +63,16 @@ class ImageRecord:
         }
 
 
+@dataclass(frozen=True)
+class ImageLocation:
+    """One place where an image's content was found: its own path (recorded with the image) or a copy
+    seen later under another path. Full server paths: administrators only."""
+
+    image_id: str
+    path: str
+    recorded: float = field(default_factory=now)
+
+
 @dataclass
 class NewJob:
     """A file to ingest. `key` identifies this version of the file (path, size, modification time)."""
@@ -521,7 +531,20 @@ class Store(ABC):
     async def get_image(self, image_id: str) -> ImageRecord | None: ...
 
     @abstractmethod
-    async def images_with_checksum(self, sha256: str) -> list[ImageRecord]: ...
+    async def images_with_checksum(self, sha256: str) -> list[ImageRecord]:
+        """Every image of that content, whoever owns it (the same content is catalogued once per owner),
+        in HDU order."""
+
+    # where each image's content was found: `add_images` records each image's own path
+    @abstractmethod
+    async def add_locations(self, locations: Sequence[ImageLocation]) -> None:
+        """Record more places where images' content was found; a place recorded already keeps its first
+        time. Locations of images not in the catalog are ignored."""
+
+    @abstractmethod
+    async def image_locations(self, image_ids: Sequence[str]) -> list[ImageLocation]:
+        """The recorded locations of those images, by image id, then time, then path. Deleting an image
+        deletes its locations."""
 
     @abstractmethod
     async def find_images(self, query: Query | None = None, *, offset: int = 0,

@@ -1,10 +1,11 @@
 """Copy a catalog from one store to another (`imagex migrate-store --from URL --to URL`).
 
-What is copied: images (the target computes their typed dates, footprint cells and keyword counts as at any
-insert), jobs (as they are: ids, states, attempts, the images they made), users, API tokens, invitations,
-site settings, named scalings and search elements (the target creates their indexes). Sessions, login
-failures, upload reservations and the fleet's entries are short-lived and are not copied: users log in again
-on the new store, and running processes register there when they start on it.
+What is copied: images and every location recorded for their content (the target computes their typed
+dates, footprint cells and keyword counts as at any insert), jobs (as they are: ids, states, attempts, the
+images they made), users, API tokens, invitations, site settings, named scalings and search elements (the
+target creates their indexes). Sessions, login failures, upload reservations and the fleet's entries are
+short-lived and are not copied: users log in again on the new store, and running processes register there
+when they start on it.
 
 Resumable: records are copied in batches and whatever the target holds already (same id, or same name for
 scalings and settings) is skipped, so running the same command again after an interruption finishes the
@@ -29,7 +30,7 @@ from app.store import open_store
 from app.store.base import ImageRecord, JobRecord, Store
 from app.store.sqlite import _IMAGE_COLUMNS, SQLiteStore, _dumps, _image, _job
 
-KINDS = ("images", "jobs", "users", "tokens", "invitations", "settings", "scalings", "elements")
+KINDS = ("images", "locations", "jobs", "users", "tokens", "invitations", "settings", "scalings", "elements")
 _IMAGE_SELECT = f"SELECT {_IMAGE_COLUMNS} FROM images "  # noqa: S608
 _JOB_COLUMNS = ("id", "key", "path", "owner", "provenance", "options", "state", "worker", "lease_until",
                 "attempts", "error", "note", "image_ids", "created", "updated")
@@ -136,9 +137,32 @@ class _Copy:
             new = [record for record in records if record.id not in there]
             tally.present += len(records) - len(new)
             await self._add_images(new, tally)
+            await self._locations(records)
             await self._tell("images")
         async for records in self._scan(self.source, "images"):
             tally.found += len(await _existing(self.target, "images", [record.id for record in records]))
+
+    async def _locations(self, records: list[ImageRecord]) -> None:
+        """Every location of these images' content (the target recorded each image's own path as it was
+        added; the rest are copied), checked in the target at once."""
+        tally = self.report.tallies["locations"]
+        ids = [record.id for record in records]
+        by_key = {(location.image_id, location.path): location
+                  for location in await self.source.image_locations(ids)}
+        wanted = list(by_key)
+        there = {(location.image_id, location.path) for location in await self.target.image_locations(ids)}
+        new = [key for key in wanted if key not in there]
+        tally.source += len(wanted)
+        tally.present += len(wanted) - len(new)
+        await self.target.add_locations([by_key[key] for key in new])
+        found = {(location.image_id, location.path) for location in await self.target.image_locations(ids)}
+        copied = sum(key in found for key in new)
+        tally.copied += copied
+        if copied < len(new):
+            tally.refused += len(new) - copied
+            tally.problems.append(f"{len(new) - copied} locations of images the target does not hold")
+        tally.found += sum(key in found for key in wanted)
+        await self._tell("locations")
 
     async def _add_images(self, records: list[ImageRecord], tally: Tally) -> None:
         if not records:

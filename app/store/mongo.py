@@ -5,6 +5,8 @@ Collections and their documents (`_id` is the record's id unless said otherwise)
   encoded by `mongoquery.field_name`; `folded` (the text values case-folded, for text matches);
   `dates: [{"k": keyword, "mjd": number}]` (typed dates, read at insert);
   `cells: [int]` (the footprint's HEALPix cells); `dates_version`.
+- `image_locations`: `{image_id, path, recorded}`, unique (image_id, path): where each image's content
+  was found (its own path first).
 - `jobs` (unique `key`), `scalings` (`_id` = name), `search_elements`, `header_keywords` (`_id` = keyword,
   `images` = how many images have it, kept with `$inc`), `users` (`username_key` = the username with ASCII
   letters lowered, unique, as SQLite's NOCASE), `sessions` (`_id` = key hash), `api_tokens`, `invitations`,
@@ -44,6 +46,7 @@ from app.store.base import (
     JOB_STATES,
     ApiToken,
     Cone,
+    ImageLocation,
     ImageRecord,
     Invitation,
     JobRecord,
@@ -184,6 +187,13 @@ class MongoStore(Store):
         if "index" in step:
             keys = [(str(field), int(direction)) for field, direction in step["index"]]
             await collection.create_index(keys, name=step["name"], unique=bool(step.get("unique", False)))
+        elif step.get("locations_from_paths"):
+            # each catalogued image's own path as its first location (images made before locations)
+            cursor = await collection.aggregate([
+                {"$project": {"_id": 0, "image_id": "$_id", "path": "$path", "recorded": "$created"}},
+                {"$merge": {"into": "image_locations", "on": ["image_id", "path"],
+                            "whenMatched": "keepExisting", "whenNotMatched": "insert"}}])
+            await cursor.to_list()  # $merge writes as the pipeline runs; nothing comes back
         elif "drop_index" in step:
             try:
                 await collection.drop_index(step["drop_index"])
@@ -231,6 +241,26 @@ class MongoStore(Store):
                 raise Conflict(f"image already catalogued: {_first_error(error)}") from None
             raise StoreError(f"cannot catalog the images: {_first_error(error)}") from None
         await self._bump_keywords(Counter(key for image in images for key in image.header), 1)
+        await self._put_locations([ImageLocation(image.id, image.path, image.created) for image in images])
+
+    async def _put_locations(self, locations: Sequence[ImageLocation]) -> None:
+        if locations:
+            await self._c("image_locations").bulk_write([
+                UpdateOne({"image_id": location.image_id, "path": location.path},
+                          {"$setOnInsert": {"recorded": location.recorded}}, upsert=True)
+                for location in locations], ordered=False)
+
+    async def add_locations(self, locations: Sequence[ImageLocation]) -> None:
+        ids = list({location.image_id for location in locations})
+        present = {doc["_id"] async for doc in self.images.find({"_id": {"$in": ids}}, {"_id": 1})}
+        await self._put_locations([location for location in locations if location.image_id in present])
+
+    async def image_locations(self, image_ids: Sequence[str]) -> list[ImageLocation]:
+        docs = await self._c("image_locations").find(
+            {"image_id": {"$in": list(dict.fromkeys(image_ids))}}).to_list()
+        found = [ImageLocation(str(doc["image_id"]), str(doc["path"]), float(doc["recorded"]))
+                 for doc in docs]
+        return sorted(found, key=lambda location: (location.image_id, location.recorded, location.path))
 
     async def _bump_keywords(self, counts: Counter[str], sign: int) -> None:
         if not counts:
@@ -427,6 +457,7 @@ class MongoStore(Store):
             if doc is not None:
                 removed.update(_decode_keys(doc.get("header") or {}).keys())
         await self._bump_keywords(removed, -1)
+        await self._c("image_locations").delete_many({"image_id": {"$in": list(image_ids)}})
 
     async def usage(self) -> dict[str, Usage]:
         pipeline: list[Doc] = [

@@ -19,6 +19,7 @@ from app.search.footprint import footprint_cells, sky_matches_json
 from app.store import sqlsearch
 from app.store.base import (
     ApiToken,
+    ImageLocation,
     ImageRecord,
     Invitation,
     JobRecord,
@@ -93,11 +94,12 @@ class SQLiteStore(Store):
         db.create_function("sky_cone", 5, sky_matches_json, deterministic=True)
         db.create_function("imagex_fold", 1, sqlsearch.fold, deterministic=True)
         self._db = db
-        self._migrate_sync()
+        applied = self._migrate_sync()
         self._backfill_cells_sync()
         self._backfill_dates_sync()
-        if sqlsearch.existing_indexes(db) != sqlsearch.existing_indexes(db, current=True):
-            with _transaction(db):  # search indexes built on an older expression: built again
+        if applied or sqlsearch.existing_indexes(db) != sqlsearch.existing_indexes(db, current=True):
+            # search indexes built on an older expression, or lost with a rebuilt table: built again
+            with _transaction(db):
                 self._after_elements_change(db)
         self._analyze_sync()
 
@@ -109,8 +111,19 @@ class SQLiteStore(Store):
         db.execute("PRAGMA analysis_limit = 1000")
         db.execute("ANALYZE")
 
-    def _migrate_sync(self) -> None:
+    def _migrate_sync(self) -> int:
+        """Apply the pending migrations in one transaction; how many. Foreign keys are off meanwhile (a
+        migration may rebuild a table that others reference, SQLite's documented way to change a
+        constraint) and checked before the commit."""
         db = self.db
+        db.execute("PRAGMA foreign_keys = OFF")  # no effect inside a transaction: set before it
+        try:
+            return self._apply_migrations(db)
+        finally:
+            db.execute("PRAGMA foreign_keys = ON")
+
+    def _apply_migrations(self, db: sqlite3.Connection) -> int:
+        applied = 0
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
@@ -123,10 +136,16 @@ class SQLiteStore(Store):
                 for statement in _statements(script.read_text()):
                     db.execute(statement)
                 db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, script.name, now()))
+                applied += 1
+            broken = db.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                rows = [tuple(row) for row in broken[:5]]
+                raise StoreError(f"a migration left rows that reference nothing: {rows}")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        return applied
 
     def _backfill_dates_sync(self, chunk: int = 2000) -> int:
         """Read the dates of images catalogued before typed dates (or under older date rules), a chunk per
@@ -226,6 +245,9 @@ class SQLiteStore(Store):
             db.executemany("INSERT INTO image_cells (cell, image_id) VALUES (?, ?)", cells)
             # which keywords the catalog holds, for the search builder
             sqlsearch.add_keyword_counts(db, keywords)
+            # the first location of each image's content: its own path
+            db.executemany("INSERT OR IGNORE INTO image_locations (image_id, path, recorded) "
+                           "VALUES (?, ?, ?)", [(row[0], row[3], row[19]) for row in rows])
 
     async def get_image(self, image_id: str) -> ImageRecord | None:
         rows = await self._select_images("id = ?", [image_id], 0, 1)
@@ -233,6 +255,30 @@ class SQLiteStore(Store):
 
     async def images_with_checksum(self, sha256: str) -> list[ImageRecord]:
         return await self._select_images("sha256 = ?", [sha256], 0, 10_000, order="hdu")
+
+    async def add_locations(self, locations: Sequence[ImageLocation]) -> None:
+        def insert() -> None:
+            with _transaction(self.db) as db:
+                db.executemany(
+                    "INSERT OR IGNORE INTO image_locations (image_id, path, recorded) "
+                    "SELECT id, ?, ? FROM images WHERE id = ?",
+                    [(location.path, location.recorded, location.image_id) for location in locations])
+
+        await self._run(insert)
+
+    async def image_locations(self, image_ids: Sequence[str]) -> list[ImageLocation]:
+        def select() -> list[ImageLocation]:
+            found: list[ImageLocation] = []
+            ids = list(dict.fromkeys(image_ids))
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                rows = self.db.execute(
+                    "SELECT image_id, path, recorded FROM image_locations WHERE image_id IN "
+                    f"({', '.join('?' * len(chunk))})", chunk)
+                found.extend(ImageLocation(row[0], row[1], row[2]) for row in rows)
+            return sorted(found, key=lambda location: (location.image_id, location.recorded, location.path))
+
+        return await self._run(select)
 
     async def find_images(self, query: Query | None = None, *, offset: int = 0,
                           limit: int = 50, order: Order | None = None) -> list[ImageRecord]:

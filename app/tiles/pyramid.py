@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 NO_GEN = "0" * GEN_CHARS
 LAYOUT_MARK = ".layout-generations"
 _LAYOUT_LOCK = ".layout.lock"
+_DISPLAY_CACHE = "display"  # render.DISPLAY: dynamic tiles, each image's own
 
 
 def new_gen() -> str:
@@ -148,6 +149,24 @@ def publish(work: Path, root: Path) -> Path:
     final = root / new_gen()
     work.rename(final)
     return final
+
+
+def share(source: Path, work: Path) -> None:
+    """Fill the work folder `work` with the static files of another image's generation folder `source`
+    (the DZI and its tiles, the thumbnail, the science pyramid) as hard links: the same content catalogued
+    for a second owner costs no tiling and no space, and as the links are files of their own, revoking,
+    moving or deleting either image never touches the other's. Copies where links cannot be made (another
+    file system). The display cache and lock files are not shared. Then `publish(work, root)`."""
+
+    def link(from_path: str, to_path: str) -> None:
+        try:
+            os.link(from_path, to_path)
+        except OSError:
+            shutil.copy2(from_path, to_path)
+
+    shutil.copytree(source, work, copy_function=link,
+                    ignore=lambda _folder, names: [name for name in names
+                                                   if name.startswith(".") or name == _DISPLAY_CACHE])
 
 
 def revoke(root: Path) -> Path | None:

@@ -255,8 +255,12 @@ async def test_the_same_content_at_two_paths_is_recognised(archive, write_fits):
     [original] = [job for job in jobs if job.path == image.path]
     [duplicate] = [job for job in jobs if job is not original]
     assert original.note == ""
-    assert duplicate.note == f"already in the archive (same SHA-256) as {image.path}"
+    assert duplicate.note == (f"already in the archive (same SHA-256) as {Path(image.path).name} "
+                              f"(image {image.id})")
     assert tile_folders(archive) == {image.id}
+    # both places are recorded
+    assert {location.path for location in await archive.store.image_locations([image.id])} == {
+        str(first), str(copy)}
 
 
 async def test_the_same_multi_extension_content_is_recognised_as_a_whole(archive, tmp_path):
@@ -273,6 +277,9 @@ async def test_the_same_multi_extension_content_is_recognised_as_a_whole(archive
     assert again.state == "done" and again.note.startswith("already in the archive")
     assert sorted(again.image_ids) == sorted(job.image_ids)
     assert await archive.store.count_images() == 2
+    for location in await archive.store.image_locations(job.image_ids):
+        assert location.path in (str(first), str(copy))
+    assert len(await archive.store.image_locations(job.image_ids)) == 4
     assert tile_folders(archive) == set(job.image_ids)
 
 
@@ -296,3 +303,86 @@ async def test_ingesting_the_same_files_again_adds_nothing(archive, write_fits, 
     assert {image.id for image in await archive.store.find_images()} == before
     assert tile_folders(archive) == before
     assert sum((await archive.store.job_counts()).values()) == 4
+
+
+# --- the same content, another owner ---------------------------------------------------------------------
+
+def inodes(folder: Path) -> dict[str, int]:
+    """Relative path -> inode of every file under `folder`."""
+    return {str(path.relative_to(folder)): path.stat().st_ino for path in folder.rglob("*") if path.is_file()}
+
+
+async def test_another_owners_copy_becomes_their_own_image_sharing_the_pyramids(archive, tmp_path):
+    hdus = [fits.PrimaryHDU(), fits.ImageHDU(np.ones((40, 40), np.float32), name="SCI"),
+            fits.ImageHDU(np.arange(48 * 32, dtype=np.float32).reshape(32, 48), name="ERR")]
+    hdus[1].header["OBJECT"] = "Shared field"
+    mine = tmp_path / "alice" / "alices_secret_run.fits"
+    mine.parent.mkdir()
+    fits.HDUList(hdus).writeto(mine)
+    [first] = await ingest(archive, mine, owner="alice", visibility="private")
+    assert first.state == "done"
+    theirs = tmp_path / "bob" / "bobs_copy.fits"
+    theirs.parent.mkdir()
+    theirs.write_bytes(mine.read_bytes())
+    [second] = await ingest(archive, theirs, owner="bob")
+
+    # bob's job names only bob's images, and says nothing of alice's
+    assert second.state == "done" and second.note == "" and second.error == ""
+    assert not set(second.image_ids) & set(first.image_ids) and len(second.image_ids) == 2
+    public = str(second.public())
+    for secret in (*first.image_ids, "alice", mine.name):
+        assert secret not in public
+    alices = {image.hdu: image for image in [await archive.store.get_image(i) for i in first.image_ids]}
+    bobs = {image.hdu: image for image in [await archive.store.get_image(i) for i in second.image_ids]}
+    assert sorted(bobs) == [1, 2]
+    for hdu, image in bobs.items():
+        assert (image.owner, image.path, image.provenance, image.job_id) == ("bob", str(theirs), "batch",
+                                                                             second.id)
+        assert (image.sha256, image.header, image.display) == (alices[hdu].sha256, alices[hdu].header,
+                                                               alices[hdu].display)
+    # the names come from bob's own file (or the header), never from alice's file name
+    assert (bobs[1].name, bobs[2].name) == ("Shared field [SCI]", "bobs_copy.fits [ERR]")
+    assert alices[2].name == "alices_secret_run.fits [ERR]"
+    # each is charged for their copy
+    usage = await archive.store.usage()
+    assert usage["bob"].bytes == usage["alice"].bytes == theirs.stat().st_size
+
+    # the pyramids are shared as hard links, in folders of their own
+    for hdu in (1, 2):
+        a_folder, b_folder = archive.tile_folder(alices[hdu].id), archive.tile_folder(bobs[hdu].id)
+        a_files, b_files = inodes(a_folder), inodes(b_folder)
+        assert a_files == b_files and "image.dzi" in a_files and "thumb.jpeg" in a_files
+    # revoking or deleting alice's image leaves bob's tiles in place, and the other way round
+    before = inodes(archive.tile_folder(bobs[1].id))
+    await archive.revoke_tiles([alices[1].id])
+    from app.ingest.removal import delete_image
+
+    await delete_image(archive, alices[2])
+    assert inodes(archive.tile_folder(bobs[1].id)) == before
+    assert (archive.tile_folder(bobs[2].id) / "image.dzi").is_file()
+    await delete_image(archive, bobs[1])
+    assert (archive.tile_folder(alices[1].id) / "image.dzi").is_file()
+    assert (archive.tile_folder(alices[1].id) / "science.tif").is_file()
+
+    # bob ingesting his content again: his own, already in his archive
+    [again] = await ingest(archive, theirs.parent, owner="bob")
+    assert again.id == second.id
+    copy = theirs.with_name("copy_again.fits")
+    copy.write_bytes(theirs.read_bytes())
+    [third] = await ingest(archive, copy, owner="bob")
+    assert third.note == f"already in the archive (same SHA-256) as bobs_copy.fits (image {bobs[2].id})"
+    assert third.image_ids == [bobs[2].id]
+
+
+async def test_another_owners_copy_with_another_scaling_is_tiled_anew(archive, write_fits, tmp_path):
+    mine = write_fits("field.fits", size=64, EXPTIME=5.0)
+    [first] = await ingest(archive, mine, owner="alice")
+    theirs = tmp_path / "bobs.fits"
+    theirs.write_bytes(mine.read_bytes())
+    [second] = await ingest(archive, theirs, owner="bob", scaling={"interval": "minmax", "stretch": "log"})
+    assert second.state == "done" and second.note == ""
+    [alices], [bobs] = first.image_ids, second.image_ids
+    assert not set(inodes(archive.tile_folder(alices)).values()) & set(
+        inodes(archive.tile_folder(bobs)).values())
+    bob = await archive.store.get_image(bobs)
+    assert bob is not None and bob.display["stretch"] == "log" and bob.name == "Test field"

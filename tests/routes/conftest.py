@@ -86,3 +86,14 @@ def dzi_facts(xml: str) -> dict[str, Any]:
     return {"format": root.get("Format"), "tile_size": int(root.get("TileSize", "0")),
             "overlap": int(root.get("Overlap", "0")), "width": int(size.get("Width", "0")),
             "height": int(size.get("Height", "0"))}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The permission matrix's table (tests/routes/test_permission_matrix.py), when it ran."""
+    import sys
+
+    matrix = sys.modules.get("tests.routes.test_permission_matrix")
+    if matrix is not None and getattr(matrix, "MATRIX", None):
+        terminalreporter.section("permission matrix")
+        for line in matrix.matrix_table():
+            terminalreporter.write_line(line)

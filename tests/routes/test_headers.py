@@ -147,6 +147,62 @@ async def test_every_answer_carries_the_security_headers(admin: Any, filled: dic
             assert inline_code(await text_of(response)) == [], path
 
 
+def check_cache_headers(path: str, response: Any) -> None:
+    """Tiles and static files are the same for whoever holds the URL (a tile's URL is its permission);
+    every other answer depends on who asks: never stored by a shared cache, varying on cookie and token."""
+    control = response.headers.get("Cache-Control", "")
+    if path.startswith("/static/") or (path.startswith("/tiles/") and response.status_code == 200):
+        assert "private" not in control and "no-store" not in control, (path, control)
+        if path.startswith("/tiles/"):
+            assert control.startswith("public, max-age="), (path, control)
+        return
+    if path.startswith("/tiles/"):  # a refused tile URL is refused for everyone, and kept by no one
+        assert "public" not in control and "max-age" not in control, (path, control)
+        return
+    assert "public" not in control and "max-age" not in control, (path, control)
+    assert control in (headers.PER_ASKER, "no-store"), (path, control)
+    vary = {part.strip().lower() for part in response.headers.get("Vary", "").split(",")}
+    assert {"cookie", "authorization"} <= vary, (path, response.headers.get("Vary"))
+
+
+async def test_answers_that_depend_on_the_asker_are_never_shared(admin: Any, filled: dict[str, str]) -> None:
+    for template, status in GET_ROUTES:
+        path = template.format(**filled)
+        response = await admin.get(path)
+        assert response.status_code == status, path
+        check_cache_headers(path, response)
+    # the same as a guest, and for posts and errors
+    token = await csrf_of(admin, "/account")
+    answers = {
+        "/api/tokens (post)": await admin.post("/api/tokens", json={"name": "ci"},
+                                               headers={"X-CSRF-Token": token}),
+        "/api/images/x (delete)": await admin.delete(f"/api/images/{UNUSED_ID}",
+                                                     headers={"X-CSRF-Token": token}),
+        "/search/download (post)": await admin.post("/search/download", form={"ids": filled["image"],
+                                                                                "csrf_token": token}),
+    }
+    for name, response in answers.items():
+        check_cache_headers(name, response)
+    assert answers["/api/tokens (post)"].headers["Cache-Control"] == "no-store"  # a secret shown once
+
+
+async def test_a_private_original_is_not_publicly_cacheable(client: Any, add_image: Any,
+                                                            make_user: Any) -> None:
+    from tests.conftest import log_in
+
+    hidden = await add_image("mine.fits", size=80, owner="alice", visibility="private")
+    await make_user("alice")
+    assert (await log_in(client, "alice")).status_code == 302
+    response = await client.get(f"/images/{hidden.id}/original")
+    assert response.status_code == 200
+    check_cache_headers(f"/images/{hidden.id}/original", response)
+    assert response.headers["Cache-Control"] == "private, no-cache"
+    # a conditional request still gets its 304 (the browser revalidates; no shared cache keeps it)
+    again = await client.get(f"/images/{hidden.id}/original",
+                             headers={"If-None-Match": response.headers["ETag"]})
+    assert again.status_code == 304 and again.headers["Cache-Control"] == "private, no-cache"
+
+
 async def test_posts_fragments_and_json_errors_carry_them_too(admin: Any, filled: dict[str, str]) -> None:
     token = await csrf_of(admin, "/admin/invitations")
     answers = [

@@ -54,6 +54,12 @@ async def run_jobs(archive: Archive) -> None:
         pass
 
 
+async def stored_path(archive: Archive, answer: dict[str, Any]) -> Path:
+    """Where an upload's file lies (the job's path; the answer names the file only)."""
+    [job] = await archive.store.get_jobs([answer["id"]])
+    return Path(job.path)
+
+
 def files_under(folder: Path) -> list[Path]:
     return sorted(path for path in folder.rglob("*") if path.is_file()) if folder.exists() else []
 
@@ -123,7 +129,8 @@ async def test_a_token_upload_is_followed_to_the_viewer(client, archive, alice_t
     assert response.headers["Location"] == answer["status_url"] == f"/api/jobs/{answer['id']}"
     assert answer["state"] == "queued" and answer["provenance"] == "upload" and answer["owner"] == "alice"
     assert answer["client_name"] == answer["name"] == HTML_NAME and answer["size"] == len(body)
-    stored = Path(answer["path"])
+    stored = await stored_path(archive, answer)
+    assert answer["path"] == stored.name  # the stored file's name, not the server's folders
     assert stored.parent == archive.settings.data / "uploads" / "alice" and stored.suffix == ".fits"
     assert stored.read_bytes() == body
 
@@ -162,9 +169,44 @@ async def test_the_same_content_twice_keeps_one_copy(client, archive, alice_toke
     await run_jobs(archive)
     job = await (await client.get(second["status_url"], headers=alice_token)).get_json()
     assert job["state"] == "done"
-    assert job["note"] == "two.fits: already in the archive (same SHA-256); this upload was not kept"
+    assert job["note"] == "two.fits: already in your archive (same SHA-256); this upload was not kept"
     assert [image["name"] for image in job["images"]] == ["twice"]  # the one copy, hers
-    assert uploaded(archive) == [Path(first["path"])]
+    assert uploaded(archive) == [await stored_path(archive, first)]
+
+
+async def test_content_someone_else_uploaded_becomes_the_uploaders_own_image(client, archive, alice,
+                                                                            alice_token, make_user):
+    """Nothing tells bob that alice has the same file privately: he gets an image of his own, charged to
+    him, sharing her original on disk; either can delete theirs without touching the other's."""
+    from app.ingest.removal import delete_image
+
+    body = fits_bytes(32)  # no OBJECT: the image is named after the client's file name
+    hers = await (await put(client, "alice-private-run.fits", body, alice_token)).get_json()
+    await run_jobs(archive)
+    [alices_id] = (await archive.store.get_jobs([hers["id"]]))[0].image_ids
+    bob = await make_user("bob")
+    bob_token = await token_for(archive, bob)
+    his = await (await put(client, "bobs.fits", body, bob_token)).get_json()
+    await run_jobs(archive)
+    response = await client.get(his["status_url"], headers=bob_token)
+    job = await response.get_json()
+    assert job["state"] == "done" and job["note"] == "" and job["error"] == ""
+    [image] = job["images"]
+    assert image["name"] == "bobs.fits" and image["owner"] == "bob" and job["image_ids"] == [image["id"]]
+    text = await text_of(response)
+    for secret in (alices_id, "alice", hers["path"]):
+        assert secret not in text
+    # his quota holds it; the two originals are one file on disk under two names
+    usage = await archive.store.usage()
+    assert usage["bob"].bytes == usage["alice"].bytes == len(body)
+    his_path, her_path = await stored_path(archive, his), await stored_path(archive, hers)
+    assert his_path.read_bytes() == body and his_path.stat().st_ino == her_path.stat().st_ino
+    alices = await archive.store.get_image(alices_id)
+    assert alices is not None
+    assert (await delete_image(archive, alices)).original_removed
+    assert not her_path.exists() and his_path.read_bytes() == body
+    original = await client.get(f"/images/{image['id']}/original", headers=bob_token)
+    assert original.status_code == 200 and await original.get_data() == body
 
 
 async def test_a_chosen_visibility_is_applied(client, archive, alice_token):
@@ -207,7 +249,8 @@ async def test_path_tricks_in_names_are_stored_under_a_generated_name(client, ar
     answer = await response.get_json()
     assert answer["client_name"] == client_name
     [stored] = uploaded(archive)
-    assert stored == Path(answer["path"]) and stored.parent == archive.settings.data / "uploads" / "alice"
+    assert stored == await stored_path(archive, answer)
+    assert stored.parent == archive.settings.data / "uploads" / "alice"
     assert stored.suffix == ".fits" and len(stored.stem) == 12 and stored.stem.isalnum()
     data_files = {path.name for path in files_under(archive.settings.data)}
     assert not data_files & {"passwd", "x.fits", "b", "evil.fits"}
@@ -519,7 +562,7 @@ def test_a_real_server_stores_a_percent_encoded_path_trick_safely(served):
         status, answer = _answer(sock)
     assert status == 201, answer
     assert answer["client_name"] == "escape.fits"
-    assert Path(answer["path"]).parent == served["data"] / "uploads" / "carol"
+    assert "/" not in answer["path"] and (served["data"] / "uploads" / "carol" / answer["path"]).is_file()
     assert not (served["data"].parent / "escape.fits").exists()
 
 

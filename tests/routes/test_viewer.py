@@ -52,7 +52,29 @@ async def test_image_page_has_a_working_viewer_and_the_header(client, image):
     ctype1, comment = rows["CTYPE1"][0]
     assert ctype1 == "RA---TAN" and comment == image.comments["CTYPE1"] and comment
     assert set(image.header) <= set(rows)
-    assert image.sha256 in html and image.path in unescape(html)
+    assert image.sha256 in html and "<dt>File</dt><dd>field.fits</dd>" in html
+    assert image.path not in unescape(html)  # the server's folders are for administrators
+
+
+async def test_the_full_path_is_for_administrators_only(client, image, make_user):
+    """Everyone who may see an image gets its file's name; administrators get where it lies."""
+    from tests.conftest import log_in
+
+    folder = image.path.rsplit("/", 1)[0]
+    for who in ("guest", "mia", "root"):
+        if who != "guest":
+            await make_user(who, role="admin" if who == "root" else "user")
+            assert (await log_in(client, who)).status_code == 302
+        page = unescape(await text_of(await client.get(f"/images/{image.id}")))
+        detail = await (await client.get(f"/api/images/{image.id}")).get_json()
+        [listed] = (await (await client.get("/api/images")).get_json())["images"]
+        if who == "root":
+            assert f"<dt>Path</dt><dd>{image.path}</dd>" in page
+            assert detail["path"] == listed["path"] == image.path
+        else:
+            assert "<dt>File</dt><dd>field.fits</dd>" in page and folder not in page, who
+            assert detail["path"] == listed["path"] == "field.fits", who
+            assert folder not in str(detail) + str(listed), who
 
 
 async def test_original_link_and_static_assets_resolve(client, member, image):

@@ -22,6 +22,7 @@ from app.store.base import (
     Cone,
     DateRange,
     FieldIn,
+    ImageLocation,
     ImageRecord,
     Invitation,
     LoginFailures,
@@ -127,6 +128,38 @@ async def test_add_images_is_all_or_nothing(any_store):
     assert await any_store.keyword_counts() == {"A": 1}
     await any_store.add_images([])
     assert await any_store.count_images() == 1
+
+
+async def test_the_same_content_is_catalogued_once_per_owner(any_store):
+    mine = image("mine", sha256="shared", owner="u1", size=100)
+    theirs = image("theirs", sha256="shared", owner="u2", size=100)
+    await any_store.add_images([mine])
+    await any_store.add_images([theirs])  # another owner: a record of their own
+    with pytest.raises(Conflict):
+        await any_store.add_images([image("again", sha256="shared", owner="u1")])
+    assert sorted(names(await any_store.images_with_checksum("shared"))) == ["mine", "theirs"]
+    usage = await any_store.usage()  # each owner pays for their copy
+    assert {owner: (u.images, u.bytes) for owner, u in usage.items()} == {"u1": (1, 100), "u2": (1, 100)}
+
+
+async def test_every_location_of_an_images_content_is_kept(any_store):
+    first = image("first", created=5.0)
+    second = image("second", created=6.0)
+    await any_store.add_images([first, second])
+    # an image's own path is its first location
+    assert await any_store.image_locations([first.id]) == [ImageLocation(first.id, first.path, 5.0)]
+    copy = ImageLocation(first.id, "/data/tree/copy.fits", 9.0)
+    await any_store.add_locations([copy, ImageLocation("missing", "/data/x.fits", 9.0)])
+    await any_store.add_locations([ImageLocation(first.id, "/data/tree/copy.fits", 12.0)])  # kept as it was
+    expected = [ImageLocation(first.id, first.path, 5.0), copy, ImageLocation(second.id, second.path, 6.0)]
+    assert await any_store.image_locations([second.id, first.id, "missing"]) == sorted(
+        expected, key=lambda location: location.image_id)  # by image id, then time
+    await any_store.delete_images([first.id])
+    assert await any_store.image_locations([first.id]) == []
+    assert [location.image_id for location in await any_store.image_locations([first.id, second.id])] == [
+        second.id]
+    await any_store.add_images([first])  # catalogued again: only its own path, nothing left over
+    assert await any_store.image_locations([first.id]) == [ImageLocation(first.id, first.path, 5.0)]
 
 
 async def test_counts_may_stop_at_a_bound(any_store):

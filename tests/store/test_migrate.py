@@ -14,6 +14,7 @@ from app.store.base import (
     ApiToken,
     Cone,
     DateRange,
+    ImageLocation,
     Invitation,
     NamedScaling,
     NewJob,
@@ -67,6 +68,9 @@ async def fill(store: Store, images: int = 7) -> dict[str, object]:
     for record in records:
         record.job_id = jobs[0].id
     await store.add_images(records)
+    # copies of two files found under other paths
+    await store.add_locations([ImageLocation(records[0].id, "/in/tree/copy-0.fits", 200.0),
+                               ImageLocation(records[-1].id, "/in/tree/multi.fits", 201.0)])
     return {"images": records, "jobs": jobs}
 
 
@@ -76,6 +80,8 @@ async def same_catalog(source: Store, target: Store) -> None:
     assert images and [await target.get_image(record.id) for record in images] == images
     assert await target.count_images() == len(images)
     assert await target.keyword_counts() == await source.keyword_counts()
+    ids = [record.id for record in images]
+    assert await target.image_locations(ids) == await source.image_locations(ids)
     for query in (DateRange(("DATE-OBS",), start=60313.0), Cone(152.0, 2.0, 0.05), TextMatch("OBJECT", "m1")):
         found = {r.id for r in await target.find_images(query)}
         assert found == {r.id for r in await source.find_images(query)} != set()
@@ -109,7 +115,8 @@ async def test_a_catalog_is_copied_whole_and_checked(source_kind, target_kind, t
     assert report.complete
     tallies = report.tallies
     assert {kind: (t.source, t.copied, t.present, t.refused, t.found) for kind, t in tallies.items()} == {
-        "images": (9, 9, 0, 0, 9), "jobs": (4, 4, 0, 0, 4), "users": (2, 2, 0, 0, 2),
+        "images": (9, 9, 0, 0, 9), "locations": (11, 2, 9, 0, 11), "jobs": (4, 4, 0, 0, 4),
+        "users": (2, 2, 0, 0, 2),
         "tokens": (2, 2, 0, 0, 2),
         "invitations": (2, 2, 0, 0, 2), "settings": (2, 2, 0, 0, 2), "scalings": (1, 1, 0, 0, 1),
         "elements": (3, 3, 0, 0, 3)}
@@ -180,7 +187,7 @@ async def test_records_the_target_holds_differently_are_reported_not_overwritten
         filled = await fill(source, images=3)
         clash = filled["images"][1]  # type: ignore[index]
         # the same file catalogued in the target under another id, and a username taken there
-        other = image("theirs", sha256=clash.sha256, hdu=clash.hdu)
+        other = image("theirs", sha256=clash.sha256, hdu=clash.hdu, owner=clash.owner)
         await target.add_images([other])
         await target.add_user(User(new_id(), "BOB", "user", "hash-other"))
     finally:

@@ -254,10 +254,15 @@ def test_the_index_migrations_are_well_formed():
     names = set()
     for script in scripts:
         for step in json.loads(script.read_text())["steps"]:
-            assert set(step) <= {"collection", "index", "name", "unique", "drop_index"}
+            assert set(step) <= {"collection", "index", "name", "unique", "drop_index",
+                                 "locations_from_paths"}
             if "index" in step:
                 assert step["name"] not in names and not step["name"].startswith(INDEX_PREFIX)
                 names.add(step["name"])
                 assert all(direction in (1, -1) for _, direction in step["index"])
-    # what the queries rely on has an index
-    assert {"images_dates", "images_cells", "jobs_key", "users_username", "images_file"} <= names
+            if "drop_index" in step:
+                names.discard(step["drop_index"])
+    # what the queries rely on has an index; the same content is unique per owner
+    assert {"images_dates", "images_cells", "jobs_key", "users_username", "images_file_owner",
+            "image_locations_image"} <= names
+    assert "images_file" not in names

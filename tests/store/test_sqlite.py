@@ -50,6 +50,75 @@ async def test_migrations_create_the_schema_on_a_fresh_file(tmp_path):
         (int(script.name.split("_", 1)[0]), script.name) for script in scripts]
 
 
+async def test_a_catalog_of_migration_13_is_rebuilt_whole(tmp_path, monkeypatch):
+    """0014 rebuilds the images table (the same content once per owner): every record, its dates, cells
+    and keyword counts survive, the search indexes come back, and each image's path is its first
+    location."""
+    from app.search.footprint import footprint_cells
+    from app.store import sqlite as adapter
+    from app.store.base import Cone, DateRange, FieldIn, ImageLocation, SearchElement
+    from tests.store.test_contract import sky_at
+
+    old = tmp_path / "migrations-0013"
+    old.mkdir()
+    for script in MIGRATIONS.glob("[0-9]*.sql"):
+        if int(script.name.split("_", 1)[0]) <= 13:
+            (old / script.name).write_text(script.read_text())
+    records = [image("a", 0, created=1.0, DATE_OBS="2024-01-01T00:00:00", EXPTIME=1.0),
+               image("a", 1, created=1.0, EXPTIME=2.0), image("b", created=2.0, OBJECT="M31")]
+    records[2].sky = sky_at(150.0, 2.0)
+    records[2].owner = "u1"
+    # the rows as today's code writes them, copied into a catalog that stopped at migration 13
+    fresh = SQLiteStore(tmp_path / "fresh.sqlite")
+    await fresh.open()
+    await fresh.add_images(records)
+    await fresh.add_element(SearchElement("exp", "number", "Exposure", ["EXPTIME"]))
+    await fresh.close()
+    path = tmp_path / "catalog.sqlite"
+    monkeypatch.setattr(adapter, "MIGRATIONS", old)
+    store = SQLiteStore(path)
+    await store.open()
+    assert await store.migration_version() == 13
+    await store.close()
+    monkeypatch.setattr(adapter, "MIGRATIONS", MIGRATIONS)
+    with sqlite3.connect(path) as db:
+        db.execute("ATTACH ? AS fresh", (str(tmp_path / "fresh.sqlite"),))
+        columns = ", ".join(row[1] for row in db.execute("PRAGMA main.table_info(images)"))
+        db.execute(f"INSERT INTO images ({columns}) SELECT {columns} FROM fresh.images")
+        for table in ("image_dates", "image_cells", "header_keywords", "search_elements"):
+            db.execute(f"INSERT INTO main.{table} SELECT * FROM fresh.{table}")
+        db.execute(adapter.sqlsearch.index_sql("EXPTIME"))
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert await store.migration_version() == max(
+            int(script.name.split("_", 1)[0]) for script in MIGRATIONS.glob("[0-9]*.sql"))
+        assert [await store.get_image(record.id) for record in records] == records
+        assert await store.indexed_keywords() == ["EXPTIME"]
+        assert await store.keyword_counts() == {"DATE-OBS": 1, "EXPTIME": 2, "OBJECT": 1}
+        assert [r.id for r in await store.find_images(DateRange(("DATE-OBS",), start=60000.0))] == [
+            records[0].id]
+        assert footprint_cells(records[2].sky)
+        assert [r.id for r in await store.find_images(Cone(150.0, 2.0, 0.01))] == [records[2].id]
+        assert await store.image_locations([records[2].id]) == [
+            ImageLocation(records[2].id, records[2].path, 2.0)]
+        # the same file, another owner: now a record of its own; the same owner: still a conflict
+        await store.add_images([image("b", created=3.0)])
+        with pytest.raises(Conflict):
+            await store.add_images([image("a", 0)])
+        # deleting still cascades to the dates, cells and locations
+        await store.delete_images([record.id for record in records])
+        assert await store.count_images(FieldIn("owner", ("u1",))) == 0
+        with sqlite3.connect(path) as db:
+            for table in ("image_dates", "image_cells", "image_locations"):
+                ids = {row[0] for row in db.execute(f"SELECT image_id FROM {table}")}
+                assert not ids & {record.id for record in records}, table
+            assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+    finally:
+        await store.close()
+
+
 async def test_reopening_applies_nothing_and_keeps_the_records(tmp_path):
     path = tmp_path / "catalog.sqlite"
     first = SQLiteStore(path)
