@@ -9,6 +9,8 @@ route names who may frame them with `allow_framing()`.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from quart import Response, g, request
 
 # OpenSeadragon (6.x) adds this one <style> to the page when a viewer opens (no outline around the focused
@@ -25,6 +27,17 @@ POLICY = ("default-src 'self'; "
           "img-src 'self' data: blob:; "
           "object-src 'none'; base-uri 'none'; form-action 'self'")
 NO_FRAMING = "'none'"
+
+
+def content_disposition(name: str) -> str:
+    """An attachment header for a file of any name (RFC 6266): a plain-ASCII `filename` for old clients
+    (anything else, quotes and backslashes become `_`) and the exact name, percent-encoded UTF-8, as
+    `filename*`. A line break or a non-ASCII character in a name can then never break the answer."""
+    fallback = "".join(char if " " <= char <= "~" and char not in '"\\' else "_" for char in name) or "file"
+    exact = quote(name, safe="")
+    if exact == fallback:
+        return f'attachment; filename="{fallback}"'
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{exact}"
 
 
 def allow_framing(sources: str) -> None:

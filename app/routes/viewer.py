@@ -21,6 +21,7 @@ from werkzeug.exceptions import (
 
 from app.accounts import current_site, current_user
 from app.archive import Archive, get_archive
+from app.headers import content_disposition
 from app.ingest.removal import Removal, delete_image
 from app.permissions import Action, may
 from app.routes.portal import image_summary, shown_path
@@ -167,8 +168,8 @@ async def original(image_id: str) -> Any:
     path = Path(image.path)
     if not path.is_file():
         raise Gone(f"the original file is no longer at {shown_path(image.path, current_user())}")
-    response = await send_file(path, as_attachment=True, attachment_filename=path.name,
-                               mimetype="application/octet-stream", conditional=True)
+    response = await send_file(path, mimetype="application/octet-stream", conditional=True)
+    response.headers["Content-Disposition"] = content_disposition(path.name)
     response.headers["Digest"] = f"sha-256={image.sha256}"
     return response
 

@@ -6,7 +6,9 @@ import hashlib
 import re
 from html import unescape
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
+
+import pytest
 
 from tests.routes.conftest import attribute, dzi_facts, text_of
 
@@ -168,3 +170,22 @@ async def test_original_of_an_unknown_image_is_a_404(client):
     response = await client.get("/images/nosuchimage/original")
     assert response.status_code == 404
     assert "there is no image" in await text_of(response)
+
+
+ODD_NAMES = ["line\nbreak.fits", 'quote"; semi.fits', "back\\slash.fits",
+             "Überfeld ☉.fits", "tab\tand\rreturn.fits"]
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+async def test_original_of_an_oddly_named_file_downloads_under_its_name(client, member, add_image, name):
+    # a watched or batch file may be named anything the file system allows; its download must still work
+    image = await add_image(name, size=64)
+    response = await client.get(f"/images/{image.id}/original")
+    assert response.status_code == 200
+    assert hashlib.sha256(await response.get_data()).hexdigest() == image.sha256
+    disposition = response.headers["Content-Disposition"]
+    assert all(" " <= char <= "~" for char in disposition), disposition  # one clean ASCII header line
+    plain = re.search(r'filename="([^"]*)"', disposition)
+    assert plain is not None and len(plain.group(1)) == len(name)
+    exact = re.search(r"filename\*=UTF-8''(\S+)$", disposition)
+    assert exact is not None and unquote(exact.group(1)) == name
