@@ -129,6 +129,34 @@ async def test_user_passwd_sets_the_password_and_ends_sessions(tmp_path):
             "Password of 'alice' changed; its sessions were logged out\n")
         alice = await archive.store.get_user_by_name("alice")
         assert await accounts.verify_password(archive, alice, "second password")
+        assert len(await archive.store.list_tokens(alice.id)) == 0
+    finally:
+        await archive.close()
+
+
+async def test_user_passwd_revokes_the_tokens_when_asked(tmp_path):
+    from app.routes.accounts import create_token
+
+    data = tmp_path / "var"
+    for name in ("alice", "bob"):
+        assert imagex(data, "user", "add", name, "--password-stdin", stdin="first password\n").returncode == 0
+    archive = Archive(Settings.load(environ={}, data=str(data)))
+    await archive.startup()
+    try:
+        alice, bob = [await archive.store.get_user_by_name(name) for name in ("alice", "bob")]
+        for user in (alice, alice, bob):
+            await create_token(archive, user, "a script")
+        done = await asyncio.to_thread(imagex, data, "user", "passwd", "alice", "--password-stdin",
+                                       stdin="second password\n")
+        assert done.stdout == "Password of 'alice' changed; its sessions were logged out\n"
+        assert len(await archive.store.list_tokens(alice.id)) == 2  # kept unless asked
+        done = await asyncio.to_thread(imagex, data, "user", "passwd", "alice", "--password-stdin",
+                                       "--revoke-tokens", stdin="third password\n")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == ("Password of 'alice' changed; its sessions were logged out and its 2 API "
+                               "tokens revoked\n")
+        assert await archive.store.list_tokens(alice.id) == []
+        assert len(await archive.store.list_tokens(bob.id)) == 1
     finally:
         await archive.close()
 

@@ -12,13 +12,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from quart import Blueprint, g, jsonify, redirect, render_template, request
-from werkzeug.exceptions import BadRequest, NotFound, Unauthorized
+from werkzeug.exceptions import BadRequest, NotFound, TooManyRequests, Unauthorized
 from werkzeug.exceptions import Conflict as HTTPConflict
 
 from app import accounts
 from app.archive import Archive, get_archive
 from app.exceptions import Conflict
-from app.openapi import ERROR, STRING, Param, RequestBody, array, described, obj, text
+from app.openapi import BOOLEAN, ERROR, STRING, Param, RequestBody, array, described, obj, text, whole
 from app.routes import schemas
 from app.site import Site, _email
 from app.store.base import ApiToken, User, new_id
@@ -38,6 +38,8 @@ class TooManyTokens(ValueError):
 NOTICES = {
     "registered": "Welcome! Your account is ready.",
     "password": "Your password was changed. Every other session of your account was logged out.",
+    "password-tokens": "Your password was changed. Every other session of your account was logged out and "
+                       "all its API tokens were revoked.",
 }
 
 
@@ -332,11 +334,18 @@ async def account_password() -> Any:
         return await account_page(user, 400, password_error=_sentence(str(error)))
     await archive.store.update_user(user.id, password_hash=await accounts.hash_password(new))
     await archive.store.delete_user_sessions(user.id)
-    log.info("password of %r changed; its sessions were ended", user.username)
+    done = "password"
+    if form.get("revoke_tokens"):
+        revoked = await archive.store.delete_user_tokens(user.id)
+        log.info("password of %r changed; its sessions were ended and its %d API tokens revoked",
+                 user.username, revoked)
+        done = "password-tokens"
+    else:
+        log.info("password of %r changed; its sessions were ended", user.username)
     # A redirect, not a page: the page's CSRF token must come from the new session's cookies.
-    response = redirect("/account?done=password")
+    response = redirect(f"/account?done={done}")
     if _htmx():
-        response.headers["HX-Redirect"] = "/account?done=password"
+        response.headers["HX-Redirect"] = f"/account?done={done}"
     await accounts.log_in(response, user)
     return response
 
@@ -408,6 +417,40 @@ async def api_me_update() -> Any:
     except ValueError as error:
         raise BadRequest(str(error)) from None
     return jsonify(await me_view(await save_profile(get_archive(), user, changes)))
+
+
+@bp.post("/api/me/password")
+@described("Change the account's password; every session of the account is logged out, and with "
+           "`revoke_tokens` every API token (this request's too) is revoked", access="user", tag="account",
+           body=RequestBody(obj({"current": text("the password now"), "new": text("the new password"),
+                                 "revoke_tokens": BOOLEAN}, optional=("revoke_tokens",)), form=False),
+           answers={200: ("what was ended",
+                          obj({"changed": BOOLEAN, "tokens_revoked": whole()}, closed=True)),
+                    429: ("too many wrong passwords: wait Retry-After seconds", ERROR)})
+async def api_me_password() -> Any:
+    archive = get_archive()
+    user = api_user()
+    body = await _json_body()
+    current, new = body.get("current"), body.get("new")
+    revoke = body.get("revoke_tokens", False)
+    if not isinstance(current, str) or not isinstance(new, str) or not isinstance(revoke, bool):
+        raise BadRequest("send current and new (text) and optionally revoke_tokens (true or false)")
+    wait = await accounts.login_wait(archive, user.username)
+    if wait > 0:
+        raise TooManyRequests(_wait_message(wait), retry_after=math.ceil(wait))
+    if not await accounts.verify_password(archive, user, current):
+        await accounts.note_login_failure(archive, user.username)
+        raise BadRequest("the current password is wrong")
+    try:
+        accounts.check_new_password(new, user.username)
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    await archive.store.update_user(user.id, password_hash=await accounts.hash_password(new))
+    await archive.store.delete_user_sessions(user.id)
+    revoked = await archive.store.delete_user_tokens(user.id) if revoke else 0
+    log.info("password of %r changed through the API; sessions ended, %d API tokens revoked", user.username,
+             revoked)
+    return jsonify({"changed": True, "tokens_revoked": revoked})
 
 
 @bp.get("/api/tokens")

@@ -564,3 +564,61 @@ def _api_token(user_id: str) -> Any:
     from app.store.base import ApiToken
 
     return ApiToken(id=new_id(), user_id=user_id, name="kept", token_hash=accounts.digest(new_id()))
+
+
+# A password change may revoke every API token too ----------------------------------------------------
+async def test_password_change_keeps_tokens_unless_asked_to_revoke_them(archive, client, make_user):
+    alice = await make_user("alice")
+    kept, doomed = await _token(archive, alice), await _token(archive, alice)
+    await log_in(client, "alice")
+    page = await text_of(await client.get("/account"))
+    assert 'name="revoke_tokens"' in page and "Also revoke all my API tokens" in page
+
+    async def change(current: str, new: str, **extra: str) -> Any:
+        token = await csrf_of(client, "/account")
+        return await client.post("/account/password", form={"current": current, "new": new, "new2": new,
+                                                            "csrf_token": token, **extra})
+
+    response = await change(PASSWORD, NEW_PASSWORD)
+    assert response.headers["Location"] == "/account?done=password"
+    answer = await me(client.app.test_client(), headers={"Authorization": f"Bearer {kept}"})
+    assert answer.status_code == 200
+    response = await change(NEW_PASSWORD, PASSWORD, revoke_tokens="1")
+    assert response.headers["Location"] == "/account?done=password-tokens"
+    assert "all its API tokens were revoked" in await text_of(await client.get(response.headers["Location"]))
+    for secret in (kept, doomed):
+        answer = await me(client.app.test_client(), headers={"Authorization": f"Bearer {secret}"})
+        assert answer.status_code == 403 and "not valid" in (await answer.get_json())["error"]
+    assert await archive.store.list_tokens(alice.id) == []
+
+
+async def test_api_password_change_revokes_tokens_when_asked(archive, client, make_user):
+    alice, bob = await make_user("alice"), await make_user("bob")
+    caller, other = await _token(archive, alice), await _token(archive, alice)
+    bobs = await _token(archive, bob)
+    api = client.app.test_client()
+
+    async def change(secret: str, body: Any) -> Any:
+        return await api.post("/api/me/password", json=body, headers={"Authorization": f"Bearer {secret}"})
+
+    for body, message in [({"current": "wrong guess", "new": NEW_PASSWORD}, "current password is wrong"),
+                          ({"current": PASSWORD, "new": "short"}, "at least 10 characters"),
+                          ({"current": PASSWORD, "new": NEW_PASSWORD, "revoke_tokens": "yes"},
+                           "true or false")]:
+        response = await change(caller, body)
+        assert response.status_code == 400, body
+        assert message in (await response.get_json())["error"]
+    response = await change(caller, {"current": PASSWORD, "new": NEW_PASSWORD})
+    assert response.status_code == 200
+    assert await response.get_json() == {"changed": True, "tokens_revoked": 0}
+    assert (await log_in(client.app.test_client(), "alice", NEW_PASSWORD)).status_code == 302
+    response = await change(other, {"current": NEW_PASSWORD, "new": PASSWORD, "revoke_tokens": True})
+    assert await response.get_json() == {"changed": True, "tokens_revoked": 2}
+    for secret in (caller, other):
+        assert (await me(api, headers={"Authorization": f"Bearer {secret}"})).status_code == 403
+    # another account's tokens are untouched
+    assert (await me(api, headers={"Authorization": f"Bearer {bobs}"})).status_code == 200
+    # nobody signed in changes nothing
+    response = await api.post("/api/me/password", json={"current": PASSWORD, "new": NEW_PASSWORD})
+    assert response.status_code in (401, 403)
+    assert (await log_in(client.app.test_client(), "alice", PASSWORD)).status_code == 302
