@@ -225,7 +225,7 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
     await archive.startup()
     try:
         owner = await _stored_owner(archive.store, owner)
-        files = await asyncio.to_thread(lambda: list(walk(paths)))
+        files = await asyncio.to_thread(lambda: list(walk(paths, follow_links=settings.follow_links)))
         if not files:
             print("No image files found.")
             return 0
@@ -332,7 +332,7 @@ async def _dry_run(settings: Settings, paths: Sequence[Path], *, owner: str, fix
         await store.open()
     try:
         owner = await _stored_owner(store, owner)
-        files = await asyncio.to_thread(lambda: list(walk(paths)))
+        files = await asyncio.to_thread(lambda: list(walk(paths, follow_links=settings.follow_links)))
         if fixed_scaling and fixed_scaling != fixed.FIRST:
             if store is None:
                 raise ImageXError(f"--fixed-scaling {fixed_scaling}: there is no scaling named "

@@ -159,6 +159,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("watch_owners", "", "Owners of watched files: `FOLDER=USERNAME` entries separated by `:`; a file "
             "belongs to the user of the deepest such folder holding it, otherwise to the site (no owner).",
             _checked_owner_map),
+    Setting("follow_links", False, "When true, symbolic links in watched folders and in folders given to "
+            "`imagex ingest` are followed to files outside those folders; by default such links are skipped "
+            "(and logged), so a link cannot publish a file from elsewhere on the server.",
+            lambda text: text.strip().lower() in {"1", "true", "yes", "on"}),
     Setting("watch_visibility", "private", "Who may see images from watched folders: `private`, `registered` "
             "or `public`.", lambda text: _choice(text, VISIBILITIES)),
     Setting("public_url", "", "The address users reach the site at, e.g. `https://images.example.org`, "
@@ -209,6 +213,7 @@ class Settings:
     watch_dirs: str = ""
     watch_settle: float = 5.0
     watch_owners: str = ""
+    follow_links: bool = False
     watch_visibility: str = "private"
     public_url: str = ""
     proxy_hops: int = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -15,14 +16,27 @@ IMAGE_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.gz", ".fit.gz", ".tif",
                   ".jpeg")
 PARTIAL_SUFFIXES = (".part", ".tmp", ".partial", ".crdownload")
 
+log = logging.getLogger(__name__)
+
 
 def is_hidden_or_partial(name: str) -> bool:
     return name.startswith(".") or name.lower().endswith(PARTIAL_SUFFIXES)
 
 
-def walk(paths: Iterable[Path]) -> Iterator[Path]:
+def stays_inside(path: Path, root: Path) -> bool:
+    """Whether `path`, with every symbolic link on the way resolved, is still under the folder `root`
+    (resolved). A link in a watched or walked folder to a file elsewhere must not publish that file."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        return False
+
+
+def walk(paths: Iterable[Path], *, follow_links: bool = False) -> Iterator[Path]:
     """Every file named, and every file under every folder named (sorted, hidden names skipped).
-    Files named explicitly are always yielded; files found in folders only when they look like images."""
+    Files named explicitly are always yielded; files found in folders only when they look like images.
+    Symbolic links found in a folder are followed only to files inside that folder, unless `follow_links`
+    (IMAGEX_FOLLOW_LINKS); links to folders are never descended into (a loop could never end)."""
     for path in paths:
         if path.is_dir():
             for root, dirs, files in os.walk(path):
@@ -31,6 +45,10 @@ def walk(paths: Iterable[Path]) -> Iterator[Path]:
                     if is_hidden_or_partial(name):
                         continue
                     candidate = Path(root) / name
+                    if not follow_links and candidate.is_symlink() and not stays_inside(candidate, path):
+                        log.warning("%s is a link to a file outside %s; skipped (IMAGEX_FOLLOW_LINKS=true "
+                                    "follows such links)", candidate, path)
+                        continue
                     if candidate.is_file() and (name.lower().endswith(IMAGE_SUFFIXES)
                                                 or is_candidate(candidate)):
                         yield candidate.resolve()

@@ -23,7 +23,7 @@ from watchfiles import Change, awatch
 
 from app.exceptions import ImageXError
 from app.formats import is_candidate
-from app.ingest.scan import IMAGE_SUFFIXES, is_hidden_or_partial, job_for, walk
+from app.ingest.scan import IMAGE_SUFFIXES, is_hidden_or_partial, job_for, stays_inside, walk
 from app.store.base import NewJob
 
 if TYPE_CHECKING:
@@ -92,12 +92,14 @@ class FolderWatcher:
     """Watches folders and queues settled files as jobs with provenance `watch`. Run with `run(stop)`."""
 
     def __init__(self, archive: Archive, folders: Sequence[Path], *, settle: float,
-                 owners: Mapping[Path, str] | None = None, visibility: str = "private") -> None:
+                 owners: Mapping[Path, str] | None = None, visibility: str = "private",
+                 follow_links: bool = False) -> None:
         self.archive = archive
         self.folders = [WatchedFolder(Path(folder).expanduser().resolve())
                         for folder in dict.fromkeys(folders)]
         self.settle = settle
         self.visibility = visibility
+        self.follow_links = follow_links
         self.owners = {Path(folder).expanduser().resolve(): user for folder, user in (owners or {}).items()}
         self.running = False
         self.queued = 0
@@ -112,7 +114,7 @@ class FolderWatcher:
         settings = archive.settings
         return cls(archive, list(folders) if folders else list(settings.watch_folders),
                    settle=settings.watch_settle, owners=settings.watch_owner_map,
-                   visibility=settings.watch_visibility)
+                   visibility=settings.watch_visibility, follow_links=settings.follow_links)
 
     @property
     def waiting(self) -> int:
@@ -238,7 +240,7 @@ class FolderWatcher:
             older: list[Path] = []
             recent: list[Path] = []
             cutoff = began - self.settle
-            for path in walk([folder.path]):
+            for path in walk([folder.path], follow_links=self.follow_links):
                 try:
                     (older if path.stat().st_mtime < cutoff else recent).append(path)
                 except OSError:  # gone already
@@ -282,6 +284,10 @@ class FolderWatcher:
                 if now == seen:
                     break
                 seen = now
+            if not self.follow_links and not await asyncio.to_thread(stays_inside, path, folder.path):
+                log.warning("%s is a link to a file outside the watched folder %s; skipped "
+                            "(IMAGEX_FOLLOW_LINKS=true follows such links)", path, folder.path)
+                return
             if not await asyncio.to_thread(_looks_like_image, path):
                 log.debug("%s is not an image file; ignored", path)
                 return

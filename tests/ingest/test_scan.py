@@ -139,3 +139,24 @@ def test_job_for_a_missing_file(tmp_path):
     job = job_for(tmp_path / "gone.fits")
     assert job.path == str(tmp_path / "gone.fits")
     assert job.key == f"{tmp_path / 'gone.fits'}|missing"
+
+
+def test_links_out_of_a_walked_folder_are_skipped_unless_allowed(tmp_path, caplog):
+    secret = tmp_path / "elsewhere" / "someone_elses.fits"
+    secret.parent.mkdir()
+    secret.write_bytes(fits_bytes())
+    root = tmp_path / "tree"
+    (root / "sub").mkdir(parents=True)
+    own = root / "sub" / "own.fits"
+    own.write_bytes(fits_bytes())
+    (root / "out.fits").symlink_to(secret)                       # leaves the tree: skipped
+    (root / "alias.fits").symlink_to(own)                        # stays inside: fine
+    (root / "up").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # never descended into
+    (root / "loop.fits").symlink_to(root / "loop.fits")          # a loop: skipped, no error
+    found = list(walk([root]))
+    assert found == [own.resolve(), own.resolve()]  # alias.fits and sub/own.fits, the same file
+    assert secret.resolve() not in found
+    assert "out.fits is a link to a file outside" in caplog.text
+    assert secret.resolve() in list(walk([root], follow_links=True))
+    # a file named on the command line is the user's explicit choice
+    assert list(walk([root / "out.fits"])) == [secret.resolve()]

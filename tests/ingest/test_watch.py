@@ -329,6 +329,36 @@ async def test_a_non_image_file_with_an_image_name_is_queued_and_fails_with_a_me
         "gzipped), TIFF, PNG and JPEG"]
 
 
+async def test_links_out_of_the_watched_folder_are_not_followed(archive, inbox, tmp_path, caplog):
+    # a link in an inbox must not publish a file from elsewhere on the server (someone's private data)
+    outside = tmp_path / "private" / "theirs.fits"
+    outside.parent.mkdir()
+    outside.write_bytes(fits_bytes(7))
+    (inbox / "before.fits").symlink_to(outside)  # there at start: the catch-up walk skips it
+    async with watching(archive, inbox):
+        (inbox / "after.fits").symlink_to(outside)  # arrives while watched: skipped when settled
+        (inbox / "mine.fits").write_bytes(fits_bytes(8))
+        (inbox / "mine_again.fits").symlink_to(inbox / "mine.fits")  # a link inside the folder is fine
+        jobs = await finished(archive, 1)
+        await eventually(lambda: "after.fits is a link to a file outside" in caplog.text,
+                         what="the link to be skipped")
+        await asyncio.sleep(SETTLE * 2)
+        assert len(await all_jobs(archive)) == 1
+    assert [job.path for job in jobs] == [str(inbox / "mine.fits")] and jobs[0].state == "done"
+    assert "before.fits is a link to a file outside" in caplog.text
+    assert all(image.path != str(outside) for image in await archive.store.find_images())
+
+
+async def test_links_out_are_followed_when_the_site_allows_it(archive, inbox, tmp_path):
+    outside = tmp_path / "shared" / "survey.fits"
+    outside.parent.mkdir()
+    outside.write_bytes(fits_bytes(9))
+    async with watching(archive, inbox, follow_links=True):
+        (inbox / "survey.fits").symlink_to(outside)
+        [job] = await finished(archive, 1)
+    assert job.state == "done" and job.path == str(outside)
+
+
 # owners and visibility -----------------------------------------------------------------------------
 
 async def test_a_folder_may_map_to_a_user(archive, inbox, make_user):
