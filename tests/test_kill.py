@@ -92,7 +92,8 @@ def assert_complete_pyramids(data: Path) -> None:
         assert folder is not None and (folder / f"{DZI_NAME}.dzi").is_file(), image_id
         levels = math.ceil(math.log2(max(image["width"], image["height"]))) + 1
         level_folders = folder / f"{DZI_NAME}_files"
-        assert sorted(int(name) for name in os.listdir(level_folders)) == list(range(levels)), image_id
+        assert sorted(int(name) for name in os.listdir(level_folders) if name.isdigit()) == list(range(levels)), \
+            image_id
         assert all(os.listdir(level_folders / str(level)) for level in range(levels)), image_id
     work = tiles / ".work"
     assert not work.exists() or not os.listdir(work), os.listdir(work)
@@ -110,9 +111,9 @@ def test_ingest_killed_three_times_then_rerun_loses_and_duplicates_nothing(tmp_p
     killed_at = []
     for kill in range(KILLS):
         before = done_count(data)
-        # a moment in this run: after a random number of further files (0 is "during startup or the first
-        # files"), plus a random fraction of a file's time
-        target = before + moments.randint(0, 12)
+        # a moment in this run: after a random number of further files (at least one, so that the pool
+        # has started), plus a random fraction of a file's time
+        target = before + moments.randint(1, 12)
         jitter = moments.uniform(0.0, 0.08)
         runner = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
