@@ -18,7 +18,15 @@ import time
 from pathlib import Path
 
 from app.tiles.pyramid import DZI_NAME, current, image_root
-from tests.test_cli import IMAGEX, assert_each_file_once, catalog, environment, job_states, summary, write_tree
+from tests.test_cli import (
+    IMAGEX,
+    assert_each_file_once,
+    catalog,
+    environment,
+    job_states,
+    summary,
+    write_tree,
+)
 
 SEED = int(os.environ.get("IMAGEX_KILL_SEED", "20240611"))
 FILES = 100
@@ -92,8 +100,8 @@ def assert_complete_pyramids(data: Path) -> None:
         assert folder is not None and (folder / f"{DZI_NAME}.dzi").is_file(), image_id
         levels = math.ceil(math.log2(max(image["width"], image["height"]))) + 1
         level_folders = folder / f"{DZI_NAME}_files"
-        assert sorted(int(name) for name in os.listdir(level_folders) if name.isdigit()) == list(range(levels)), \
-            image_id
+        present = sorted(int(name) for name in os.listdir(level_folders) if name.isdigit())
+        assert present == list(range(levels)), image_id
         assert all(os.listdir(level_folders / str(level)) for level in range(levels)), image_id
     work = tiles / ".work"
     assert not work.exists() or not os.listdir(work), os.listdir(work)

@@ -172,7 +172,7 @@ async def clear_attempts(archive: Archive, job_ids: Sequence[str]) -> int:
     tiles_dir = archive.settings.tiles_dir
     work = tiles_dir / WORK
     folders = await asyncio.to_thread(
-        lambda: [folder for job_id in job_ids for folder in work.glob(f"{job_id}-*")] if work.is_dir() else [])
+        lambda: [path for job_id in job_ids for path in work.glob(f"{job_id}-*")] if work.is_dir() else [])
     await _remove_uncatalogued(archive, folders)
     for job_id in job_ids:
         await asyncio.to_thread(remove_work, tiles_dir, job_id)
