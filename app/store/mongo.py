@@ -58,9 +58,11 @@ from app.store.base import (
     ProcessRecord,
     Query,
     QuotaCheck,
+    Reservation,
     Scalar,
     SearchElement,
     Store,
+    UploadHolder,
     Usage,
     User,
     index_name,
@@ -686,8 +688,11 @@ class MongoStore(Store):
 
     # upload reservations ---------------------------------------------------------------------------
     async def reserve_upload(self, reservation_id: str, owner: str, size: int, quota: int,
-                             ttl: float) -> QuotaCheck:
-        holder = await self._lock(f"upload:{owner}")
+                             ttl: float, *, used: int | None = None,
+                             holder: UploadHolder | None = None) -> QuotaCheck:
+        holder = holder or UploadHolder()
+        received = size if used is None else used
+        lock = await self._lock(f"upload:{owner}")
         try:
             stamp = now()
             reservations = self._c("upload_reservations")
@@ -698,19 +703,24 @@ class MongoStore(Store):
             pending = await self._total(self.jobs, [
                 {"$match": {"owner": owner, "state": {"$in": ["queued", "running"]},
                             "provenance": "upload"}}], "$options.size")
-            reserved = await self._total(reservations, [
-                {"$match": {"owner": owner, "_id": {"$ne": reservation_id}}}], "$bytes")
-            granted = stored + pending + reserved + size <= quota
-            if granted:
+            others = [{"$match": {"owner": owner, "_id": {"$ne": reservation_id}}}]
+            check = QuotaCheck.decide(
+                quota=quota, stored=stored, pending=pending,
+                others_held=await self._total(reservations, others, "$bytes"),
+                others_used=await self._total(reservations, others, {"$ifNull": ["$used", "$bytes"]}),
+                size=size, used=received)
+            if check.granted:
                 await reservations.update_one(
                     {"_id": reservation_id},
-                    {"$set": {"bytes": size, "expires": stamp + ttl}, "$setOnInsert": {"owner": owner}},
+                    {"$set": {"bytes": check.held, "used": min(check.held, received), "expires": stamp + ttl},
+                     "$setOnInsert": {"owner": owner, "host": holder.host, "pid": holder.pid,
+                                      "started": holder.started}},
                     upsert=True)
-            return QuotaCheck(granted, quota, stored, pending, reserved)
+            return check
         finally:
-            await self._c("locks").delete_one({"_id": f"upload:{owner}", "holder": holder})
+            await self._c("locks").delete_one({"_id": f"upload:{owner}", "holder": lock})
 
-    async def _total(self, collection: AsyncCollection[Doc], stages: list[Doc], value: str) -> int:
+    async def _total(self, collection: AsyncCollection[Doc], stages: list[Doc], value: str | Doc) -> int:
         pipeline = [*stages, {"$group": {"_id": None, "total": {"$sum": value}}}]
         docs = await (await collection.aggregate(pipeline)).to_list()
         return int(docs[0]["total"]) if docs else 0
@@ -737,6 +747,17 @@ class MongoStore(Store):
 
     async def release_upload(self, reservation_id: str) -> None:
         await self._c("upload_reservations").delete_one({"_id": reservation_id})
+
+    async def upload_reservations(self, owner: str | None = None) -> list[Reservation]:
+        match: Doc = {"expires": {"$gte": now()}}
+        if owner is not None:
+            match["owner"] = owner
+        found = self._c("upload_reservations").find(match).sort([("expires", 1), ("_id", 1)])
+        return [Reservation(doc["_id"], doc["owner"], int(doc["bytes"]), int(doc.get("used") or doc["bytes"]),
+                            float(doc["expires"]), UploadHolder(str(doc.get("host", "")),
+                                                                int(doc.get("pid", 0)),
+                                                                str(doc.get("started", ""))))
+                async for doc in found]
 
     # the fleet -------------------------------------------------------------------------------------
     async def beat(self, process: ProcessRecord) -> None:

@@ -31,9 +31,11 @@ from app.store.base import (
     ProcessRecord,
     Query,
     QuotaCheck,
+    Reservation,
     Scalar,
     SearchElement,
     Store,
+    UploadHolder,
     Usage,
     User,
     new_id,
@@ -789,7 +791,11 @@ class SQLiteStore(Store):
 
     # upload reservations ---------------------------------------------------------------------------
     async def reserve_upload(self, reservation_id: str, owner: str, size: int, quota: int,
-                             ttl: float) -> QuotaCheck:
+                             ttl: float, *, used: int | None = None,
+                             holder: UploadHolder | None = None) -> QuotaCheck:
+        holder = holder or UploadHolder()
+        received = size if used is None else used
+
         def reserve() -> QuotaCheck:
             stamp = now()
             with _transaction(self.db) as db:  # one writer: the sums and the insert see the same state
@@ -800,20 +806,40 @@ class SQLiteStore(Store):
                 pending = db.execute(
                     "SELECT coalesce(sum(json_extract(options, '$.size')), 0) FROM jobs WHERE owner = ? "
                     "AND state IN ('queued', 'running') AND provenance = 'upload'", (owner,)).fetchone()[0]
-                reserved = db.execute(
-                    "SELECT coalesce(sum(bytes), 0) FROM upload_reservations WHERE owner = ? AND id != ?",
-                    (owner, reservation_id)).fetchone()[0]
-                granted = stored + pending + reserved + size <= quota
-                if granted:
-                    db.execute("INSERT INTO upload_reservations (id, owner, bytes, expires) "
-                               "VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes, "
-                               "expires = excluded.expires", (reservation_id, owner, size, stamp + ttl))
-                return QuotaCheck(granted, quota, int(stored), int(pending), int(reserved))
+                others_held, others_used = db.execute(
+                    "SELECT coalesce(sum(bytes), 0), coalesce(sum(used), 0) FROM upload_reservations "
+                    "WHERE owner = ? AND id != ?", (owner, reservation_id)).fetchone()
+                check = QuotaCheck.decide(quota=quota, stored=int(stored), pending=int(pending),
+                                          others_held=int(others_held), others_used=int(others_used),
+                                          size=size,
+                                          used=received)
+                if check.granted:
+                    db.execute(
+                        "INSERT INTO upload_reservations (id, owner, bytes, used, expires, host, pid, "
+                        "started) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                        "bytes = excluded.bytes, used = excluded.used, expires = excluded.expires",
+                        (reservation_id, owner, check.held, min(check.held, received), stamp + ttl,
+                         holder.host, holder.pid, holder.started))
+                return check
 
         return await self._run(reserve)
 
     async def release_upload(self, reservation_id: str) -> None:
         await self._write("DELETE FROM upload_reservations WHERE id = ?", (reservation_id,))
+
+    async def upload_reservations(self, owner: str | None = None) -> list[Reservation]:
+        def select() -> list[Reservation]:
+            where = "expires >= ?"
+            args: list[Any] = [now()]
+            if owner is not None:
+                where += " AND owner = ?"
+                args.append(owner)
+            return [Reservation(row["id"], row["owner"], row["bytes"], row["used"], row["expires"],
+                                UploadHolder(row["host"], row["pid"], row["started"]))
+                    for row in self.db.execute(f"SELECT * FROM upload_reservations WHERE {where} "
+                                               "ORDER BY expires, id", args)]
+
+        return await self._run(select)
 
     # the fleet -------------------------------------------------------------------------------------
     async def beat(self, process: ProcessRecord) -> None:
