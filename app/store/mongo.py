@@ -700,9 +700,11 @@ class MongoStore(Store):
             stored = await self._total(self.images, [
                 {"$match": {"owner": owner}}, {"$group": {"_id": "$sha256", "size": {"$max": "$size"}}}],
                 "$size")
+            # a job queued a moment ago whose upload still holds its reservation counts once
+            live = [doc["_id"] async for doc in reservations.find({"owner": owner}, {"_id": 1})]
             pending = await self._total(self.jobs, [
                 {"$match": {"owner": owner, "state": {"$in": ["queued", "running"]},
-                            "provenance": "upload"}}], "$options.size")
+                            "provenance": "upload", "options.reservation": {"$nin": live}}}], "$options.size")
             others = [{"$match": {"owner": owner, "_id": {"$ne": reservation_id}}}]
             check = QuotaCheck.decide(
                 quota=quota, stored=stored, pending=pending,

@@ -805,7 +805,10 @@ class SQLiteStore(Store):
                     "WHERE owner = ? GROUP BY sha256)", (owner,)).fetchone()[0]
                 pending = db.execute(
                     "SELECT coalesce(sum(json_extract(options, '$.size')), 0) FROM jobs WHERE owner = ? "
-                    "AND state IN ('queued', 'running') AND provenance = 'upload'", (owner,)).fetchone()[0]
+                    "AND state IN ('queued', 'running') AND provenance = 'upload' "
+                    # a job queued a moment ago whose upload still holds its reservation counts once
+                    "AND coalesce(json_extract(options, '$.reservation'), '') NOT IN "
+                    "(SELECT id FROM upload_reservations WHERE owner = ?)", (owner, owner)).fetchone()[0]
                 others_held, others_used = db.execute(
                     "SELECT coalesce(sum(bytes), 0), coalesce(sum(used), 0) FROM upload_reservations "
                     "WHERE owner = ? AND id != ?", (owner, reservation_id)).fetchone()
