@@ -7,6 +7,7 @@ others are refused with the quota's message."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import signal
@@ -67,7 +68,8 @@ def spool_files(data: Path) -> list[Path]:
 def stored_bytes(data: Path) -> tuple[int, int]:
     """alice's images and the bytes of their distinct files, straight from the catalog."""
     with catalog(data) as db:
-        rows = db.execute("SELECT sha256, max(size) FROM images WHERE owner = 'alice' GROUP BY sha256").fetchall()
+        rows = db.execute("SELECT sha256, max(size) FROM images WHERE owner = 'alice' "
+                          "GROUP BY sha256").fetchall()
         images = db.execute("SELECT count(*) FROM images WHERE owner = 'alice'").fetchone()[0]
     return images, sum(size for _, size in rows)
 
@@ -134,7 +136,7 @@ def test_serve_killed_during_uploads_restarts_clean_and_parallel_uploads_fill_th
     go_on = threading.Event()
     with running(["serve", "--port", str(port)], env, first_log) as web:
         wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), "the server", web, first_log)
-        with log_in(port) as client:
+        with contextlib.closing(log_in(port)) as client:
             response = client.put("/api/uploads/first.fits", content=fits_body(1))
             assert response.status_code == 201, response.text
         wait_until(lambda: jobs_finished(data), "the first upload's ingest", web, first_log)
@@ -155,10 +157,11 @@ def test_serve_killed_during_uploads_restarts_clean_and_parallel_uploads_fill_th
     assert {pid for _, _, pid in reservations(data)} == {web.pid}
 
     with running(["serve", "--port", str(port)], env, second_log) as web:
-        wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), "the restarted server", web, second_log)
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), "the restarted server", web,
+                   second_log)
         assert spool_files(data) == []
         assert reservations(data) == []
-        with log_in(port) as client:
+        with contextlib.closing(log_in(port)) as client:
             me = client.get("/api/me").json()
             assert (me["storage"]["images"], me["storage"]["bytes"]) == (1, SIZE)
             answers_ = asyncio.run(parallel_uploads(port, client.cookies, client.headers["X-CSRF-Token"]))

@@ -269,8 +269,8 @@ class Upload:
         store = self.archive.store
         holder = this_process()
         for attempt in range(2):
-            check = await store.reserve_upload(self.reservation_id, self.user.username, want, self.limits.quota,
-                                               RESERVATION_TTL, used=need, holder=holder)
+            check = await store.reserve_upload(self.reservation_id, self.user.username, want,
+                                               self.limits.quota, RESERVATION_TTL, used=need, holder=holder)
             if check.granted or attempt or not await release_dead_reservations(store, self.user.username):
                 break
         if not check.granted:

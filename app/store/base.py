@@ -450,20 +450,22 @@ class QuotaCheck:
         return max(0, self.quota - self.stored - self.pending - self.reserved)
 
     @classmethod
-    def decide(cls, *, quota: int, stored: int, pending: int, others_held: int, others_used: int,
+    def decide(cls, *, quota: int, stored: int, pending: int, others_held: int, older_used: int,
                size: int, used: int) -> QuotaCheck:
         """The quota rule, for every adapter: an upload that has received `used` bytes and asks to hold
         `size` (room ahead, so that it need not ask at every chunk) gets `size` when that fits beside what
-        the owner's other uploads hold; else, when quota is tight, just `used`, judged against what the
-        others have received (not the room they hold ahead). So parallel uploads of one owner, of
-        unknown length, grow side by side and those refused are only those that cannot fit; what is
-        committed (stored and pending) never exceeds the quota, as an upload is queued only after a last
-        check of exactly its size."""
+        the owner's other uploads hold. Else, when quota is tight, it holds just `used`, judged against
+        what the owner's older uploads in progress have received (not the room they hold; the younger
+        ones yield to it and are refused when they next ask). So one owner's parallel uploads of unknown
+        length are refused only when they cannot fit: an upload is refused only when what is stored,
+        queued and received by older uploads leaves it no room, and each of those will be kept. What is
+        stored and queued never exceeds the quota: an upload is queued after a last check of exactly its
+        size."""
         used = min(used, size)
         if stored + pending + others_held + size <= quota:
-            return cls(True, quota, stored, pending, others_used, size)
-        granted = stored + pending + others_used + used <= quota
-        return cls(granted, quota, stored, pending, others_used, used if granted else 0)
+            return cls(True, quota, stored, pending, older_used, size)
+        granted = stored + pending + older_used + used <= quota
+        return cls(granted, quota, stored, pending, older_used, used if granted else 0)
 
 
 @dataclass(frozen=True)
@@ -479,7 +481,8 @@ class UploadHolder:
 
 @dataclass(frozen=True)
 class Reservation:
-    """One upload in progress: the bytes it holds and has received, when it expires, who holds it."""
+    """One upload in progress: the bytes it holds and has received, when it expires, who holds it, and
+    when it started."""
 
     id: str
     owner: str
@@ -487,6 +490,7 @@ class Reservation:
     used: int
     expires: float
     holder: UploadHolder = field(default_factory=UploadHolder)
+    created: float = 0.0
 
 
 @dataclass

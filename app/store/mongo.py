@@ -705,18 +705,23 @@ class MongoStore(Store):
             pending = await self._total(self.jobs, [
                 {"$match": {"owner": owner, "state": {"$in": ["queued", "running"]},
                             "provenance": "upload", "options.reservation": {"$nin": live}}}], "$options.size")
-            others = [{"$match": {"owner": owner, "_id": {"$ne": reservation_id}}}]
+            others: Doc = {"owner": owner, "_id": {"$ne": reservation_id}}
+            mine = await reservations.find_one({"_id": reservation_id}, {"created": 1})
+            created = stamp if mine is None else float(mine.get("created", 0.0))
+            older = {**others, "$or": [{"created": {"$lt": created}}, {"created": {"$exists": False}},
+                                       {"created": created, "_id": {"$lt": reservation_id}}]}
             check = QuotaCheck.decide(
                 quota=quota, stored=stored, pending=pending,
-                others_held=await self._total(reservations, others, "$bytes"),
-                others_used=await self._total(reservations, others, {"$ifNull": ["$used", "$bytes"]}),
+                others_held=await self._total(reservations, [{"$match": others}], "$bytes"),
+                older_used=await self._total(reservations, [{"$match": older}],
+                                             {"$ifNull": ["$used", "$bytes"]}),
                 size=size, used=received)
             if check.granted:
                 await reservations.update_one(
                     {"_id": reservation_id},
                     {"$set": {"bytes": check.held, "used": min(check.held, received), "expires": stamp + ttl},
                      "$setOnInsert": {"owner": owner, "host": holder.host, "pid": holder.pid,
-                                      "started": holder.started}},
+                                      "started": holder.started, "created": created}},
                     upsert=True)
             return check
         finally:
@@ -758,7 +763,8 @@ class MongoStore(Store):
         return [Reservation(doc["_id"], doc["owner"], int(doc["bytes"]), int(doc.get("used") or doc["bytes"]),
                             float(doc["expires"]), UploadHolder(str(doc.get("host", "")),
                                                                 int(doc.get("pid", 0)),
-                                                                str(doc.get("started", ""))))
+                                                                str(doc.get("started", ""))),
+                            float(doc.get("created", 0.0)))
                 async for doc in found]
 
     # the fleet -------------------------------------------------------------------------------------

@@ -809,20 +809,24 @@ class SQLiteStore(Store):
                     # a job queued a moment ago whose upload still holds its reservation counts once
                     "AND coalesce(json_extract(options, '$.reservation'), '') NOT IN "
                     "(SELECT id FROM upload_reservations WHERE owner = ?)", (owner, owner)).fetchone()[0]
-                others_held, others_used = db.execute(
-                    "SELECT coalesce(sum(bytes), 0), coalesce(sum(used), 0) FROM upload_reservations "
-                    "WHERE owner = ? AND id != ?", (owner, reservation_id)).fetchone()
+                mine = db.execute("SELECT created FROM upload_reservations WHERE id = ?",
+                                  (reservation_id,)).fetchone()
+                created = stamp if mine is None else mine[0]
+                others_held, older_used = db.execute(
+                    "SELECT coalesce(sum(bytes), 0), coalesce(sum(CASE WHEN created < ? OR (created = ? AND "
+                    "id < ?) THEN used ELSE 0 END), 0) FROM upload_reservations WHERE owner = ? AND id != ?",
+                    (created, created, reservation_id, owner, reservation_id)).fetchone()
                 check = QuotaCheck.decide(quota=quota, stored=int(stored), pending=int(pending),
-                                          others_held=int(others_held), others_used=int(others_used),
+                                          others_held=int(others_held), older_used=int(older_used),
                                           size=size,
                                           used=received)
                 if check.granted:
                     db.execute(
                         "INSERT INTO upload_reservations (id, owner, bytes, used, expires, host, pid, "
-                        "started) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                        "started, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
                         "bytes = excluded.bytes, used = excluded.used, expires = excluded.expires",
                         (reservation_id, owner, check.held, min(check.held, received), stamp + ttl,
-                         holder.host, holder.pid, holder.started))
+                         holder.host, holder.pid, holder.started, created))
                 return check
 
         return await self._run(reserve)
@@ -838,7 +842,7 @@ class SQLiteStore(Store):
                 where += " AND owner = ?"
                 args.append(owner)
             return [Reservation(row["id"], row["owner"], row["bytes"], row["used"], row["expires"],
-                                UploadHolder(row["host"], row["pid"], row["started"]))
+                                UploadHolder(row["host"], row["pid"], row["started"]), row["created"])
                     for row in self.db.execute(f"SELECT * FROM upload_reservations WHERE {where} "
                                                "ORDER BY expires, id", args)]
 

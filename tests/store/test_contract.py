@@ -749,6 +749,11 @@ async def test_when_quota_is_tight_uploads_are_judged_on_what_they_received(any_
     assert (refused.granted, refused.held, refused.reserved) == (False, 0, 400)
     held = {entry.id: (entry.bytes, entry.used) for entry in await any_store.upload_reservations("u")}
     assert held == {"r1": (600, 100), "r2": (300, 300)}
+    # the younger upload yields: the older one grows past what both together may hold...
+    assert (await any_store.reserve_upload("r1", "u", 900, quota=1000, ttl=60, used=800)).granted
+    # ...and the younger one is refused when it next asks, judged against the older one's 800
+    younger = await any_store.reserve_upload("r2", "u", 400, quota=1000, ttl=60, used=301)
+    assert (younger.granted, younger.reserved) == (False, 800)
 
 
 async def test_reservations_name_their_holder(any_store):
