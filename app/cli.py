@@ -106,6 +106,8 @@ def _user_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     passwd.add_argument("name", metavar="NAME")
     passwd.add_argument("--password-stdin", action="store_true",
                         help="read the password from the first line of standard input")
+    passwd.add_argument("--revoke-tokens", action="store_true",
+                        help="also revoke every API token of the account")
     actions.add_parser("list", parents=[common], help="list the accounts")
 
 
@@ -473,6 +475,9 @@ async def _user_passwd(archive: Any, args: argparse.Namespace) -> int:
     await archive.store.delete_user_sessions(user.id)
     await archive.store.clear_login_failures(prefix=accounts.account_prefix(user.username))
     ended = "; its sessions were logged out"
+    if args.revoke_tokens:
+        revoked = await archive.store.delete_user_tokens(user.id)
+        ended += f" and its {revoked} API token(s) revoked"
     if given is None:
         print(f"New password of '{user.username}': '{password}'{ended}")
     else:

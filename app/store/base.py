@@ -754,6 +754,10 @@ class Store(ABC):
     async def delete_token(self, user_id: str, token_id: str) -> bool: ...
 
     @abstractmethod
+    async def delete_user_tokens(self, user_id: str) -> int:
+        """Revoke every API token of a user (their password changed); returns how many there were."""
+
+    @abstractmethod
     async def token_user(self, token_hash: str) -> User | None:
         """The user a token belongs to (and note its use)."""
 

@@ -613,6 +613,10 @@ class MongoStore(Store):
         result = await self._c("api_tokens").delete_one({"_id": token_id, "user_id": user_id})
         return result.deleted_count == 1
 
+    async def delete_user_tokens(self, user_id: str) -> int:
+        result = await self._c("api_tokens").delete_many({"user_id": user_id})
+        return int(result.deleted_count)
+
     async def token_user(self, token_hash: str) -> User | None:
         token = await self._c("api_tokens").find_one({"token_hash": token_hash})
         if token is None:

@@ -697,6 +697,9 @@ class SQLiteStore(Store):
         return await self._write("DELETE FROM api_tokens WHERE id = ? AND user_id = ?",
                                  (token_id, user_id)) == 1
 
+    async def delete_user_tokens(self, user_id: str) -> int:
+        return await self._write("DELETE FROM api_tokens WHERE user_id = ?", (user_id,))
+
     async def token_user(self, token_hash: str) -> User | None:
         def find() -> User | None:
             row = self.db.execute(
