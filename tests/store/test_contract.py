@@ -619,6 +619,11 @@ async def test_api_tokens(any_store):
     with pytest.raises(Conflict):  # the same token hash twice is refused
         await any_store.add_token(ApiToken(new_id(), bob.id, "copy", "hash2"))
     assert (await any_store.token_user("hash2")).id == alice.id
+    # a password change may revoke all of a user's tokens: the other user's stay
+    assert await any_store.delete_user_tokens(alice.id) == 1
+    assert await any_store.list_tokens(alice.id) == []
+    assert await any_store.delete_user_tokens(alice.id) == 0
+    assert (await any_store.token_user("hash3")).id == bob.id
 
 
 async def test_invitations(any_store):
