@@ -12,11 +12,15 @@ import math
 import os
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+from app.ingest.spool import holder_dead, process_started
+from app.store.base import UploadHolder
 from app.tiles.pyramid import DZI_NAME, current, image_root
 from tests.test_cli import (
     IMAGEX,
@@ -32,6 +36,7 @@ SEED = int(os.environ.get("IMAGEX_KILL_SEED", "20240611"))
 FILES = 100
 KILLS = 3
 DEADLINE = 120.0
+REPO = Path(__file__).resolve().parents[1]
 
 
 def children_of(pid: int) -> set[int]:
@@ -139,7 +144,9 @@ def test_ingest_killed_three_times_then_rerun_loses_and_duplicates_nothing(tmp_p
                 runner.wait(timeout=30)
         killed_at.append(done_count(data))
         assert pool, "the runner had no pool processes when it was killed"
+        since = time.monotonic()
         assert wait_dead(pool) == set(), f"kill {kill + 1}: pool processes outlived their parent"
+        print(f"kill {kill + 1}: {len(pool)} child process(es) gone {time.monotonic() - since:.2f} s after")
     print(f"killed after {killed_at} of {FILES} files were done")
     assert killed_at[-1] < FILES
 
@@ -153,3 +160,47 @@ def test_ingest_killed_three_times_then_rerun_loses_and_duplicates_nothing(tmp_p
     with catalog(data) as db:
         image_ids = [json.loads(row[0]) for row in db.execute("SELECT image_ids FROM jobs")]
     assert all(len(ids) == 1 for ids in image_ids)
+
+
+ORPHAN = """
+import os, subprocess, sys
+watch = ("import sys; from app.tiles.pool import _watch_parent; print('watching', flush=True); "
+         "_watch_parent(int(sys.argv[1]))")
+child = subprocess.Popen([sys.executable, "-c", watch, str(os.getpid())])
+print(child.pid, flush=True)
+child.wait()
+"""
+
+
+def test_the_watchdog_alone_ends_a_pool_process_whose_parent_was_killed(tmp_path):
+    """Without PR_SET_PDEATHSIG (other systems, or a signal missed), the getppid watchdog still ends an
+    orphaned pool process within about a second."""
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert parent.stdout.readline().strip() == "watching"
+        assert alive(child)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        assert wait_dead({child}, timeout=5) == set()
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
+
+
+def test_reservations_of_dead_holders_are_released_and_live_ones_kept(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(10)
+    try:
+        live = UploadHolder(socket.gethostname(), sleeper.pid, process_started(sleeper.pid) or "")
+        assert live.started and not holder_dead(live)
+        assert holder_dead(UploadHolder(live.host, dead.pid, "x"))  # its pid is free (or reused)
+        assert holder_dead(UploadHolder(live.host, sleeper.pid, live.started + "0"))  # pid reused
+        assert not holder_dead(UploadHolder("another-host", dead.pid, "x"))  # cannot tell: kept
+    finally:
+        sleeper.kill()
+        sleeper.wait(10)
+    assert holder_dead(live)
