@@ -62,9 +62,10 @@ class Archive:
         await asyncio.to_thread(pyramid.migrate_layout, self.settings.tiles_dir)
         await self.store.open()
         await asyncio.to_thread(self._clean_stale_work)
-        from app.ingest.spool import clean_spool
+        from app.ingest.spool import clean_spool, release_dead_reservations
 
         await asyncio.to_thread(clean_spool, self.settings.data)  # partial uploads of a crashed process
+        await release_dead_reservations(self.store)  # and the quota they held
         self.started = time.time()
         self._open = True
 

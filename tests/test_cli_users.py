@@ -161,6 +161,30 @@ async def test_user_passwd_revokes_the_tokens_when_asked(tmp_path):
         await archive.close()
 
 
+async def test_user_passwd_revokes_api_tokens_when_asked(tmp_path):
+    from app.routes.accounts import create_token
+
+    data = tmp_path / "var"
+    assert imagex(data, "user", "add", "alice", "--password-stdin", stdin="first password\n").returncode == 0
+    archive = Archive(Settings.load(environ={}, data=str(data)))
+    await archive.startup()
+    try:
+        alice = await archive.store.get_user_by_name("alice")
+        secret = str((await create_token(archive, alice, "laptop"))["token"])
+        kept = await asyncio.to_thread(imagex, data, "user", "passwd", "alice", "--password-stdin",
+                                       stdin="second password\n")
+        assert kept.returncode == 0, kept.stderr
+        assert (await archive.store.token_user(accounts.digest(secret))) is not None
+        revoked = await asyncio.to_thread(imagex, data, "user", "passwd", "alice", "--password-stdin",
+                                          "--revoke-tokens", stdin="third password\n")
+        assert revoked.returncode == 0 and revoked.stdout == (
+            "Password of 'alice' changed; its sessions were logged out and its 1 API token revoked\n")
+        assert await archive.store.token_user(accounts.digest(secret)) is None
+        assert await archive.store.list_tokens(alice.id) == []
+    finally:
+        await archive.close()
+
+
 # first start -----------------------------------------------------------------------------------------
 def serve_once(data: Path) -> tuple[str, str]:
     """Start `imagex serve`, wait until it answers, stop it with SIGTERM; its stdout and stderr."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.ingest.pipeline import Outcome, run_job
+from app.ingest.pipeline import PUBLISHING, Outcome, run_job
 from app.store.base import JobRecord, new_id
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ class JobRunner:
         try:
             # an earlier attempt whose runner died (SIGKILL, power cut) may have left a half-written work
             # folder: we hold the lease now, so it is nobody's
-            await asyncio.to_thread(remove_work, self.archive.settings.tiles_dir, job.id)
+            await clear_attempts(self.archive, [job.id])
             outcome = await run_job(self.archive, job)
         except asyncio.CancelledError:
             # stopping (Ctrl-C, SIGTERM): hand the job back so the next runner starts it at once
@@ -117,8 +118,7 @@ class JobRunner:
         if given_back:
             log.info("gave %d job(s) back to the queue: %s", len(given_back), ", ".join(given_back))
             await asyncio.to_thread(self.archive.pool.terminate)
-            for job_id in given_back:
-                await asyncio.to_thread(remove_work, self.archive.settings.tiles_dir, job_id)
+            await clear_attempts(self.archive, given_back)
         return given_back
 
     async def _renew(self, job_id: str, lease: float) -> None:
@@ -143,6 +143,42 @@ def remove_work(tiles_dir: Path, job_id: str) -> int:
     return len(folders)
 
 
+def _published_ids(folders: Sequence[Path]) -> list[str]:
+    """The image ids that these attempts' notes say they were publishing pyramids under."""
+    ids: list[str] = []
+    for folder in folders:
+        try:
+            noted = json.loads((folder / PUBLISHING).read_text())
+        except (OSError, ValueError):
+            continue
+        ids.extend(str(image_id) for image_id in noted if isinstance(image_id, str))
+    return ids
+
+
+async def _remove_uncatalogued(archive: Archive, folders: Sequence[Path]) -> None:
+    """An attempt killed between publishing its pyramids and cataloguing their images left tile folders
+    that no catalog row names (and that its retry, with new ids, would never reuse): remove them."""
+    for image_id in await asyncio.to_thread(_published_ids, folders):
+        if await archive.store.get_image(image_id) is None:
+            log.info("removing the tile folder of image %s: published by an interrupted attempt, never "
+                     "catalogued", image_id)
+            await archive.remove_tiles(image_id)
+
+
+async def clear_attempts(archive: Archive, job_ids: Sequence[str]) -> int:
+    """Remove what earlier attempts of these jobs left: their work folders, and the tile folders they
+    published but did not catalogue. Only the runner holding the jobs' leases (or giving them back) may
+    call this. Returns how many work folders there were."""
+    tiles_dir = archive.settings.tiles_dir
+    work = tiles_dir / WORK
+    folders = await asyncio.to_thread(
+        lambda: [path for job_id in job_ids for path in work.glob(f"{job_id}-*")] if work.is_dir() else [])
+    await _remove_uncatalogued(archive, folders)
+    for job_id in job_ids:
+        await asyncio.to_thread(remove_work, tiles_dir, job_id)
+    return len(folders)
+
+
 async def remove_abandoned_work(archive: Archive) -> int:
     """Remove the work folders of jobs that nobody runs any more (finished, failed, back in the queue or
     gone): what runners killed mid-job left behind. Folders of running jobs are left to their runner (or
@@ -158,6 +194,7 @@ async def remove_abandoned_work(archive: Archive) -> int:
     ids = list(dict.fromkeys(folder.name.split("-", 1)[0] for folder in folders))
     running = {job.id for job in await archive.store.get_jobs(ids) if job.state == "running"}
     abandoned = [folder for folder in folders if folder.name.split("-", 1)[0] not in running]
+    await _remove_uncatalogued(archive, abandoned)
     for folder in abandoned:
         await asyncio.to_thread(shutil.rmtree, folder, True)
     return len(abandoned)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -34,6 +35,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
+PUBLISHING = "publishing.json"  # in a work folder: the ids its pyramids are published under
+
+
+def note_publishing(work: Path, image_ids: list[str]) -> None:
+    """Write down, in the attempt's work folder, the image ids its pyramids are about to be published
+    under. A process killed between publishing a pyramid and cataloguing its image leaves this note
+    behind, and whoever next claims the job (or cleans up after dead runners) removes those tile folders
+    unless their images were catalogued (app/ingest/jobs.py, `clear_attempts`)."""
+    work.mkdir(parents=True, exist_ok=True)
+    temporary = work / f".{PUBLISHING}.part"
+    temporary.write_text(json.dumps(image_ids))
+    os.replace(temporary, work / PUBLISHING)  # never a half-written note
 
 
 def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
@@ -174,6 +187,7 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
             job_id=job.id, visibility=job.options.get("visibility", "private"))
         for plane in planes
     ]
+    await asyncio.to_thread(note_publishing, work, [record.id for record in records])
     published: list[Path] = []
     try:
         for record in records:
@@ -264,6 +278,7 @@ async def _share(archive: Archive, job: JobRecord, path: Path, existing: list[Im
     if not await asyncio.to_thread(link_pyramids):
         await asyncio.to_thread(shutil.rmtree, work, True)
         return None
+    await asyncio.to_thread(note_publishing, work, [record.id for record in records])
     published: list[Path] = []
     try:
         for record in records:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import hashlib
 import logging
 import os
 import re
+import socket
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -27,10 +29,11 @@ from app.exceptions import FormatError, ImageXError
 from app.formats import HEAD_BYTES, READERS, describe, sniff
 from app.ingest.removal import UPLOADS
 from app.site import Site
-from app.store.base import JobRecord, NewJob, QuotaCheck, User, new_id
+from app.store.base import JobRecord, NewJob, QuotaCheck, UploadHolder, User, new_id
 
 if TYPE_CHECKING:
     from app.archive import Archive
+    from app.store import Store
 
 log = logging.getLogger(__name__)
 SPOOL = "spool"
@@ -163,7 +166,7 @@ class Upload:
         self.reserved = 0
         self.sha256 = ""
         self.path: Path | None = None
-        self._reservation = new_id()
+        self.reservation_id = new_id()
         self._renewed = 0.0
         self._fd: int | None = None
         self._digest = hashlib.sha256()
@@ -217,7 +220,7 @@ class Upload:
         if self.received > self.reserved:
             await self._hold(self.received, min(self.received + GROWTH, self.limits.max_file_size))
         elif time.monotonic() - self._renewed > RESERVATION_TTL / 3:
-            await self._hold(self.reserved, self.reserved)
+            await self._hold(self.declared or self.received, self.reserved)
         if len(self._head) < HEAD_BYTES:
             self._head += chunk[:HEAD_BYTES - len(self._head)]
             if len(self._head) == HEAD_BYTES:
@@ -241,9 +244,13 @@ class Upload:
         await self._written()
         self.sha256 = self._digest.hexdigest()
         await asyncio.to_thread(self._check_file)
+        # a last check of exactly its size: room held ahead, judged when the others had received less,
+        # must not let this upload and theirs together past the quota
+        await self._hold(self.received, self.received)
         final = await asyncio.to_thread(self._keep)
+        # the job names the reservation: its bytes count once, as the reservation's, until it is released
         options = {"visibility": visibility, "client_name": self.client_name, "size": self.received,
-                   "sha256": self.sha256}
+                   "sha256": self.sha256, "reservation": self.reservation_id}
         try:
             [job] = await self.archive.store.enqueue([NewJob(
                 key=f"upload:{final}", path=str(final), owner=self.user.username, provenance="upload",
@@ -257,27 +264,28 @@ class Upload:
 
     # quota ----------------------------------------------------------------------------------------
     async def _hold(self, need: int, want: int) -> None:
-        """Reserve `want` bytes of the quota, or at least `need` when `want` does not fit."""
+        """Hold `want` bytes of the quota (room ahead), or at least `need` (what is received or declared)
+        when quota is tight; a refusal first releases the reservations of dead uploaders and asks again."""
         store = self.archive.store
-        check = await store.reserve_upload(self._reservation, self.user.username, want, self.limits.quota,
-                                           RESERVATION_TTL)
-        if not check.granted and want > need and check.available >= need:
-            want = check.available
-            check = await store.reserve_upload(self._reservation, self.user.username, want,
-                                               self.limits.quota, RESERVATION_TTL)
+        holder = this_process()
+        for attempt in range(2):
+            check = await store.reserve_upload(self.reservation_id, self.user.username, want,
+                                               self.limits.quota, RESERVATION_TTL, used=need, holder=holder)
+            if check.granted or attempt or not await release_dead_reservations(store, self.user.username):
+                break
         if not check.granted:
             if self.declared is not None:
                 what = f"{self.client_name} ({_count(self.declared)})"
             else:
                 what = f"{self.client_name} (at least {_count(need)})"
             raise quota_refusal(what, check)
-        self.reserved = want
+        self.reserved = check.held
         self._renewed = time.monotonic()
 
     async def _release(self) -> None:
         if self.reserved:
             self.reserved = 0
-            await self.archive.store.release_upload(self._reservation)
+            await self.archive.store.release_upload(self.reservation_id)
 
     # files (in threads) ---------------------------------------------------------------------------
     def _open_spool(self) -> tuple[Path, int]:
@@ -360,6 +368,65 @@ class Upload:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
             self.path = None
+
+
+def process_started(pid: int) -> str | None:
+    """A process's start as a string that another process with the same pid cannot have (the boot and the
+    start time in clock ticks, on Linux; "" elsewhere, where only the pid is checked); None when no process
+    has that pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return ""
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):  # a zombie: dead, waiting to be reaped
+        return None
+    return f"{_boot_id()}:{fields[19]}"  # field 22, starttime
+
+
+@functools.cache
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def this_process() -> UploadHolder:
+    """This process as the holder of its upload reservations."""
+    pid = os.getpid()
+    return UploadHolder(socket.gethostname(), pid, process_started(pid) or "")
+
+
+def holder_dead(holder: UploadHolder) -> bool:
+    """True when the process that holds a reservation is known to be gone: it ran on this host and its pid
+    is free now or belongs to a process started later. A holder on another host (several servers on one
+    MongoDB) cannot be checked from here: its reservation lasts until it expires."""
+    if holder.pid <= 0 or holder.host != socket.gethostname():
+        return False
+    started = process_started(holder.pid)
+    return started is None or bool(holder.started and started and started != holder.started)
+
+
+async def release_dead_reservations(store: Store, owner: str | None = None) -> int:
+    """Release the upload reservations (of `owner`, or of everyone) whose holder died, so that a killed
+    server's uploads do not block the quota until they expire. Returns how many were released."""
+    released = 0
+    for reservation in await store.upload_reservations(owner):
+        if holder_dead(reservation.holder):
+            await store.release_upload(reservation.id)
+            released += 1
+    if released:
+        log.info("released %d upload reservation(s) of processes that died", released)
+    return released
 
 
 def clean_spool(data: Path) -> int:

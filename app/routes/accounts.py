@@ -12,13 +12,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from quart import Blueprint, g, jsonify, redirect, render_template, request
-from werkzeug.exceptions import BadRequest, NotFound, TooManyRequests, Unauthorized
+from werkzeug.exceptions import BadRequest, NotFound, Unauthorized
 from werkzeug.exceptions import Conflict as HTTPConflict
 
 from app import accounts
 from app.archive import Archive, get_archive
 from app.exceptions import Conflict
-from app.openapi import BOOLEAN, ERROR, STRING, Param, RequestBody, array, described, obj, text, whole
+from app.openapi import BOOLEAN, ERROR, INTEGER, STRING, Param, RequestBody, array, described, obj, text
 from app.routes import schemas
 from app.site import Site, _email
 from app.store.base import ApiToken, User, new_id
@@ -38,8 +38,8 @@ class TooManyTokens(ValueError):
 NOTICES = {
     "registered": "Welcome! Your account is ready.",
     "password": "Your password was changed. Every other session of your account was logged out.",
-    "password-tokens": "Your password was changed. Every other session of your account was logged out and "
-                       "all its API tokens were revoked.",
+    "password_tokens": "Your password was changed. Every other session of your account was logged out and "
+                       "every API token of your account was revoked.",
 }
 
 
@@ -318,35 +318,84 @@ async def account_password() -> Any:
     if user is None:
         return _to_login()
     form = await request.form
+    revoke = bool(form.get("revoke_tokens"))
+    try:
+        await change_password(archive, user, form.get("current", ""), form.get("new", ""),
+                              new2=form.get("new2", ""), revoke_tokens=revoke)
+    except PasswordRefused as error:
+        return await account_page(user, error.status, password_error=str(error))
+    # A redirect, not a page: the page's CSRF token must come from the new session's cookies.
+    done = "/account?done=password_tokens" if revoke else "/account?done=password"
+    response = redirect(done)
+    if _htmx():
+        response.headers["HX-Redirect"] = done
+    await accounts.log_in(response, user)
+    return response
+
+
+class PasswordRefused(Exception):
+    """A password change refused: the sentence to show and the HTTP status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def change_password(archive: Archive, user: User, current: str, new: str, *, new2: str | None = None,
+                          revoke_tokens: bool = False) -> int:
+    """Check the current password (a failure counts as a failed login) and the new one, store it, end
+    every session of the account and, with `revoke_tokens`, delete its API tokens too. Returns how many
+    tokens were revoked; raises PasswordRefused."""
     wait = await accounts.login_wait(archive, user.username)
     if wait > 0:
-        return await account_page(user, 429, password_error=_wait_message(wait))
-    if not await accounts.verify_password(archive, user, form.get("current", "")):
+        raise PasswordRefused(_wait_message(wait), 429)
+    if not await accounts.verify_password(archive, user, current):
         # a stolen session must not become an unlimited password guesser
         await accounts.note_login_failure(archive, user.username)
-        return await account_page(user, 400, password_error="The current password is wrong.")  # noqa: S106
-    new = form.get("new", "")
+        raise PasswordRefused("The current password is wrong.")
     try:
-        if new != form.get("new2", ""):
+        if new2 is not None and new != new2:
             raise ValueError("the two new passwords differ")
         accounts.check_new_password(new, user.username)
     except ValueError as error:
-        return await account_page(user, 400, password_error=_sentence(str(error)))
+        raise PasswordRefused(_sentence(str(error))) from None
     await archive.store.update_user(user.id, password_hash=await accounts.hash_password(new))
     await archive.store.delete_user_sessions(user.id)
-    done = "password"
-    if form.get("revoke_tokens"):
-        revoked = await archive.store.delete_user_tokens(user.id)
-        log.info("password of %r changed; its sessions were ended and its %d API tokens revoked",
-                 user.username, revoked)
-        done = "password-tokens"
-    else:
-        log.info("password of %r changed; its sessions were ended", user.username)
-    # A redirect, not a page: the page's CSRF token must come from the new session's cookies.
-    response = redirect(f"/account?done={done}")
-    if _htmx():
-        response.headers["HX-Redirect"] = f"/account?done={done}"
-    await accounts.log_in(response, user)
+    revoked = await archive.store.delete_user_tokens(user.id) if revoke_tokens else 0
+    log.info("password of %r changed; its sessions were ended%s", user.username,
+             f" and its {revoked} API token(s) revoked" if revoke_tokens else "")
+    return revoked
+
+
+@bp.post("/api/me/password")
+@described("Change the account's password: every session is logged out (this one stays logged in), and "
+           "with `revoke_tokens` every API token of the account stops working", access="user",
+           tag="account",
+           body=RequestBody(obj({"current": text("the current password"), "new": text("the new password"),
+                                 "revoke_tokens": BOOLEAN}, optional=("revoke_tokens",)), form=True),
+           answers={200: ("done", obj({"changed": BOOLEAN, "tokens_revoked": INTEGER}, closed=True)),
+                    400: ("the current password is wrong, or the new one is not accepted", ERROR),
+                    429: ("too many wrong passwords: wait", ERROR)})
+async def api_password() -> Any:
+    user = api_user()
+    body = await _json_body()
+    revoke = body.get("revoke_tokens", False)
+    if isinstance(revoke, str):  # a form field
+        revoke = revoke.lower() in ("1", "true", "on", "yes")
+    if not isinstance(revoke, bool):
+        raise BadRequest("revoke_tokens: give true or false")
+    current, new = body.get("current", ""), body.get("new", "")
+    if not isinstance(current, str) or not isinstance(new, str):
+        raise BadRequest("current and new: give the passwords as strings")
+    try:
+        revoked = await change_password(get_archive(), user, current, new, revoke_tokens=revoke)
+    except PasswordRefused as error:
+        refusal = BadRequest(str(error))
+        refusal.code = error.status
+        raise refusal from None
+    response = jsonify({"changed": True, "tokens_revoked": revoked})
+    if not g.get("via_token"):
+        await accounts.log_in(response, user)  # the asker's own session goes on, with a new key
     return response
 
 
@@ -417,40 +466,6 @@ async def api_me_update() -> Any:
     except ValueError as error:
         raise BadRequest(str(error)) from None
     return jsonify(await me_view(await save_profile(get_archive(), user, changes)))
-
-
-@bp.post("/api/me/password")
-@described("Change the account's password; every session of the account is logged out, and with "
-           "`revoke_tokens` every API token (this request's too) is revoked", access="user", tag="account",
-           body=RequestBody(obj({"current": text("the password now"), "new": text("the new password"),
-                                 "revoke_tokens": BOOLEAN}, optional=("revoke_tokens",)), form=False),
-           answers={200: ("what was ended",
-                          obj({"changed": BOOLEAN, "tokens_revoked": whole()}, closed=True)),
-                    429: ("too many wrong passwords: wait Retry-After seconds", ERROR)})
-async def api_me_password() -> Any:
-    archive = get_archive()
-    user = api_user()
-    body = await _json_body()
-    current, new = body.get("current"), body.get("new")
-    revoke = body.get("revoke_tokens", False)
-    if not isinstance(current, str) or not isinstance(new, str) or not isinstance(revoke, bool):
-        raise BadRequest("send current and new (text) and optionally revoke_tokens (true or false)")
-    wait = await accounts.login_wait(archive, user.username)
-    if wait > 0:
-        raise TooManyRequests(_wait_message(wait), retry_after=math.ceil(wait))
-    if not await accounts.verify_password(archive, user, current):
-        await accounts.note_login_failure(archive, user.username)
-        raise BadRequest("the current password is wrong")
-    try:
-        accounts.check_new_password(new, user.username)
-    except ValueError as error:
-        raise BadRequest(str(error)) from None
-    await archive.store.update_user(user.id, password_hash=await accounts.hash_password(new))
-    await archive.store.delete_user_sessions(user.id)
-    revoked = await archive.store.delete_user_tokens(user.id) if revoke else 0
-    log.info("password of %r changed through the API; sessions ended, %d API tokens revoked", user.username,
-             revoked)
-    return jsonify({"changed": True, "tokens_revoked": revoked})
 
 
 @bp.get("/api/tokens")

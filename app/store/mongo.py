@@ -58,9 +58,11 @@ from app.store.base import (
     ProcessRecord,
     Query,
     QuotaCheck,
+    Reservation,
     Scalar,
     SearchElement,
     Store,
+    UploadHolder,
     Usage,
     User,
     index_name,
@@ -690,8 +692,11 @@ class MongoStore(Store):
 
     # upload reservations ---------------------------------------------------------------------------
     async def reserve_upload(self, reservation_id: str, owner: str, size: int, quota: int,
-                             ttl: float) -> QuotaCheck:
-        holder = await self._lock(f"upload:{owner}")
+                             ttl: float, *, used: int | None = None,
+                             holder: UploadHolder | None = None) -> QuotaCheck:
+        holder = holder or UploadHolder()
+        received = size if used is None else used
+        lock = await self._lock(f"upload:{owner}")
         try:
             stamp = now()
             reservations = self._c("upload_reservations")
@@ -699,22 +704,34 @@ class MongoStore(Store):
             stored = await self._total(self.images, [
                 {"$match": {"owner": owner}}, {"$group": {"_id": "$sha256", "size": {"$max": "$size"}}}],
                 "$size")
+            # a job queued a moment ago whose upload still holds its reservation counts once
+            live = [doc["_id"] async for doc in reservations.find({"owner": owner}, {"_id": 1})]
             pending = await self._total(self.jobs, [
                 {"$match": {"owner": owner, "state": {"$in": ["queued", "running"]},
-                            "provenance": "upload"}}], "$options.size")
-            reserved = await self._total(reservations, [
-                {"$match": {"owner": owner, "_id": {"$ne": reservation_id}}}], "$bytes")
-            granted = stored + pending + reserved + size <= quota
-            if granted:
+                            "provenance": "upload", "options.reservation": {"$nin": live}}}], "$options.size")
+            others: Doc = {"owner": owner, "_id": {"$ne": reservation_id}}
+            mine = await reservations.find_one({"_id": reservation_id}, {"created": 1})
+            created = stamp if mine is None else float(mine.get("created", 0.0))
+            older = {**others, "$or": [{"created": {"$lt": created}}, {"created": {"$exists": False}},
+                                       {"created": created, "_id": {"$lt": reservation_id}}]}
+            check = QuotaCheck.decide(
+                quota=quota, stored=stored, pending=pending,
+                others_held=await self._total(reservations, [{"$match": others}], "$bytes"),
+                older_used=await self._total(reservations, [{"$match": older}],
+                                             {"$ifNull": ["$used", "$bytes"]}),
+                size=size, used=received)
+            if check.granted:
                 await reservations.update_one(
                     {"_id": reservation_id},
-                    {"$set": {"bytes": size, "expires": stamp + ttl}, "$setOnInsert": {"owner": owner}},
+                    {"$set": {"bytes": check.held, "used": min(check.held, received), "expires": stamp + ttl},
+                     "$setOnInsert": {"owner": owner, "host": holder.host, "pid": holder.pid,
+                                      "started": holder.started, "created": created}},
                     upsert=True)
-            return QuotaCheck(granted, quota, stored, pending, reserved)
+            return check
         finally:
-            await self._c("locks").delete_one({"_id": f"upload:{owner}", "holder": holder})
+            await self._c("locks").delete_one({"_id": f"upload:{owner}", "holder": lock})
 
-    async def _total(self, collection: AsyncCollection[Doc], stages: list[Doc], value: str) -> int:
+    async def _total(self, collection: AsyncCollection[Doc], stages: list[Doc], value: str | Doc) -> int:
         pipeline = [*stages, {"$group": {"_id": None, "total": {"$sum": value}}}]
         docs = await (await collection.aggregate(pipeline)).to_list()
         return int(docs[0]["total"]) if docs else 0
@@ -741,6 +758,18 @@ class MongoStore(Store):
 
     async def release_upload(self, reservation_id: str) -> None:
         await self._c("upload_reservations").delete_one({"_id": reservation_id})
+
+    async def upload_reservations(self, owner: str | None = None) -> list[Reservation]:
+        match: Doc = {"expires": {"$gte": now()}}
+        if owner is not None:
+            match["owner"] = owner
+        found = self._c("upload_reservations").find(match).sort([("expires", 1), ("_id", 1)])
+        return [Reservation(doc["_id"], doc["owner"], int(doc["bytes"]), int(doc.get("used") or doc["bytes"]),
+                            float(doc["expires"]), UploadHolder(str(doc.get("host", "")),
+                                                                int(doc.get("pid", 0)),
+                                                                str(doc.get("started", ""))),
+                            float(doc.get("created", 0.0)))
+                async for doc in found]
 
     # the fleet -------------------------------------------------------------------------------------
     async def beat(self, process: ProcessRecord) -> None:

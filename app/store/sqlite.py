@@ -31,9 +31,11 @@ from app.store.base import (
     ProcessRecord,
     Query,
     QuotaCheck,
+    Reservation,
     Scalar,
     SearchElement,
     Store,
+    UploadHolder,
     Usage,
     User,
     new_id,
@@ -792,7 +794,11 @@ class SQLiteStore(Store):
 
     # upload reservations ---------------------------------------------------------------------------
     async def reserve_upload(self, reservation_id: str, owner: str, size: int, quota: int,
-                             ttl: float) -> QuotaCheck:
+                             ttl: float, *, used: int | None = None,
+                             holder: UploadHolder | None = None) -> QuotaCheck:
+        holder = holder or UploadHolder()
+        received = size if used is None else used
+
         def reserve() -> QuotaCheck:
             stamp = now()
             with _transaction(self.db) as db:  # one writer: the sums and the insert see the same state
@@ -802,21 +808,48 @@ class SQLiteStore(Store):
                     "WHERE owner = ? GROUP BY sha256)", (owner,)).fetchone()[0]
                 pending = db.execute(
                     "SELECT coalesce(sum(json_extract(options, '$.size')), 0) FROM jobs WHERE owner = ? "
-                    "AND state IN ('queued', 'running') AND provenance = 'upload'", (owner,)).fetchone()[0]
-                reserved = db.execute(
-                    "SELECT coalesce(sum(bytes), 0) FROM upload_reservations WHERE owner = ? AND id != ?",
-                    (owner, reservation_id)).fetchone()[0]
-                granted = stored + pending + reserved + size <= quota
-                if granted:
-                    db.execute("INSERT INTO upload_reservations (id, owner, bytes, expires) "
-                               "VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes, "
-                               "expires = excluded.expires", (reservation_id, owner, size, stamp + ttl))
-                return QuotaCheck(granted, quota, int(stored), int(pending), int(reserved))
+                    "AND state IN ('queued', 'running') AND provenance = 'upload' "
+                    # a job queued a moment ago whose upload still holds its reservation counts once
+                    "AND coalesce(json_extract(options, '$.reservation'), '') NOT IN "
+                    "(SELECT id FROM upload_reservations WHERE owner = ?)", (owner, owner)).fetchone()[0]
+                mine = db.execute("SELECT created FROM upload_reservations WHERE id = ?",
+                                  (reservation_id,)).fetchone()
+                created = stamp if mine is None else mine[0]
+                others_held, older_used = db.execute(
+                    "SELECT coalesce(sum(bytes), 0), coalesce(sum(CASE WHEN created < ? OR (created = ? AND "
+                    "id < ?) THEN used ELSE 0 END), 0) FROM upload_reservations WHERE owner = ? AND id != ?",
+                    (created, created, reservation_id, owner, reservation_id)).fetchone()
+                check = QuotaCheck.decide(quota=quota, stored=int(stored), pending=int(pending),
+                                          others_held=int(others_held), older_used=int(older_used),
+                                          size=size,
+                                          used=received)
+                if check.granted:
+                    db.execute(
+                        "INSERT INTO upload_reservations (id, owner, bytes, used, expires, host, pid, "
+                        "started, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                        "bytes = excluded.bytes, used = excluded.used, expires = excluded.expires",
+                        (reservation_id, owner, check.held, min(check.held, received), stamp + ttl,
+                         holder.host, holder.pid, holder.started, created))
+                return check
 
         return await self._run(reserve)
 
     async def release_upload(self, reservation_id: str) -> None:
         await self._write("DELETE FROM upload_reservations WHERE id = ?", (reservation_id,))
+
+    async def upload_reservations(self, owner: str | None = None) -> list[Reservation]:
+        def select() -> list[Reservation]:
+            where = "expires >= ?"
+            args: list[Any] = [now()]
+            if owner is not None:
+                where += " AND owner = ?"
+                args.append(owner)
+            return [Reservation(row["id"], row["owner"], row["bytes"], row["used"], row["expires"],
+                                UploadHolder(row["host"], row["pid"], row["started"]), row["created"])
+                    for row in self.db.execute(f"SELECT * FROM upload_reservations WHERE {where} "
+                                               "ORDER BY expires, id", args)]
+
+        return await self._run(select)
 
     # the fleet -------------------------------------------------------------------------------------
     async def beat(self, process: ProcessRecord) -> None:

@@ -9,6 +9,8 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -20,10 +22,22 @@ T = TypeVar("T")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
+PARENT_POLL = 1.0  # seconds between the watchdog's looks at the parent
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit as soon as the parent is gone (this process was given to another parent)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    os._exit(1)
+
+
 def _die_with_parent(parent: int) -> None:
-    """On Linux, ask the kernel to kill this process when the process that started it dies (say a worker
-    killed with SIGKILL): an orphan would otherwise wait for work forever, or go on writing a job that
-    another worker has taken over."""
+    """Ask the kernel to kill this process when the process that started it dies (say `imagex serve` or a
+    worker killed with SIGKILL): an orphan would otherwise wait for work forever, or go on writing a job
+    that another worker has taken over. PR_SET_PDEATHSIG on Linux; everywhere (and should the signal be
+    missed), a watchdog thread that exits within PARENT_POLL seconds of the parent's death."""
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watchdog", daemon=True).start()
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):

@@ -160,7 +160,7 @@ async def test_a_body_is_hashed_on_the_way_and_kept_under_a_generated_name(archi
     assert stored.read_bytes() == body
     assert (job.provenance, job.owner, job.state) == ("upload", "alice", "queued")
     assert job.options == {"visibility": "private", "client_name": "../field.fits", "size": len(body),
-                           "sha256": upload.sha256}
+                           "sha256": upload.sha256, "reservation": upload.reservation_id}
     assert _spool_files(archive) == []
     # the reservation is released: the queued job holds the bytes now
     check = await archive.store.reserve_upload("next", "alice", 1, len(body), 60)
@@ -207,9 +207,14 @@ async def test_a_body_of_unknown_length_holds_quota_as_it_grows(archive: Archive
     with pytest.raises(TooLarge, match=r"stream.fits \(at least 5,001 bytes\) does not fit in your quota "
                                        r"of 5,000 bytes: 0 bytes stored"):
         async with upload:
-            assert upload.reserved == 5000  # wanted GROWTH ahead, got what was free
-            await upload.receive(header)
+            # wanted GROWTH ahead, which does not fit: holds what it has (the rest stays free for the
+            # owner's other uploads), and grows with what arrives
+            assert upload.reserved == 1
+            await upload.receive(header[:80])
+            assert upload.reserved == 80
+            await upload.receive(header[80:])
             await upload.receive(b"\0" * 2120)  # 5,000 bytes: exactly the quota
+            assert upload.reserved == 5000
             await upload.receive(b"\0")
     assert GROWTH > 5000
     assert _spool_files(archive) == []

@@ -566,59 +566,64 @@ def _api_token(user_id: str) -> Any:
     return ApiToken(id=new_id(), user_id=user_id, name="kept", token_hash=accounts.digest(new_id()))
 
 
-# A password change may revoke every API token too ----------------------------------------------------
-async def test_password_change_keeps_tokens_unless_asked_to_revoke_them(archive, client, make_user):
+@pytest.mark.parametrize("revoke", [False, True])
+async def test_a_password_change_on_the_page_may_sign_out_all_api_tokens(archive, client, make_user, revoke):
     alice = await make_user("alice")
-    kept, doomed = await _token(archive, alice), await _token(archive, alice)
+    bearer = {"Authorization": f"Bearer {await _token(archive, alice)}"}
     await log_in(client, "alice")
     page = await text_of(await client.get("/account"))
-    assert 'name="revoke_tokens"' in page and "Also revoke all my API tokens" in page
-
-    async def change(current: str, new: str, **extra: str) -> Any:
-        token = await csrf_of(client, "/account")
-        return await client.post("/account/password", form={"current": current, "new": new, "new2": new,
-                                                            "csrf_token": token, **extra})
-
-    response = await change(PASSWORD, NEW_PASSWORD)
-    assert response.headers["Location"] == "/account?done=password"
-    answer = await me(client.app.test_client(), headers={"Authorization": f"Bearer {kept}"})
-    assert answer.status_code == 200
-    response = await change(NEW_PASSWORD, PASSWORD, revoke_tokens="1")
-    assert response.headers["Location"] == "/account?done=password-tokens"
-    assert "all its API tokens were revoked" in await text_of(await client.get(response.headers["Location"]))
-    for secret in (kept, doomed):
-        answer = await me(client.app.test_client(), headers={"Authorization": f"Bearer {secret}"})
-        assert answer.status_code == 403 and "not valid" in (await answer.get_json())["error"]
-    assert await archive.store.list_tokens(alice.id) == []
+    assert 'name="revoke_tokens"' in page and "Sign out all API tokens" in page
+    form = {"current": PASSWORD, "new": NEW_PASSWORD, "new2": NEW_PASSWORD,
+            "csrf_token": await csrf_of(client, "/account")}
+    if revoke:
+        form["revoke_tokens"] = "1"
+    response = await client.post("/account/password", form=form)
+    assert response.status_code == 302
+    scripted = client.app.test_client()  # a script: the token alone, no session
+    # a revoked token is refused as every bad bearer token is (test_bad_bearer_tokens_are_refused)
+    assert (await me(scripted, headers=bearer)).status_code == (403 if revoke else 200)
+    assert len(await archive.store.list_tokens(alice.id)) == (0 if revoke else 1)
+    if revoke:
+        assert "every API token" in await text_of(await client.get(response.headers["Location"]))
 
 
-async def test_api_password_change_revokes_tokens_when_asked(archive, client, make_user):
-    alice, bob = await make_user("alice"), await make_user("bob")
-    caller, other = await _token(archive, alice), await _token(archive, alice)
-    bobs = await _token(archive, bob)
-    api = client.app.test_client()
+async def test_the_api_changes_the_password_and_revokes_tokens_when_asked(archive, client, make_user):
+    alice = await make_user("alice")
+    bob = await make_user("bob")
+    kept = {"Authorization": f"Bearer {await _token(archive, alice)}"}
+    bobs = {"Authorization": f"Bearer {await _token(archive, bob)}"}
+    url = "/api/me/password"
+    # a token needs no CSRF token; a wrong current password, a short new one: 400 with the reason
+    wrong = await client.post(url, json={"current": "nope", "new": NEW_PASSWORD}, headers=kept)
+    assert wrong.status_code == 400 and "current password is wrong" in (await wrong.get_json())["error"]
+    short = await client.post(url, json={"current": PASSWORD, "new": "short"}, headers=kept)
+    assert short.status_code == 400 and "at least" in (await short.get_json())["error"]
+    bad = await client.post(url, json={"current": PASSWORD, "new": NEW_PASSWORD, "revoke_tokens": "maybe!"},
+                            headers=kept)
+    assert bad.status_code == 400
+    # a guest: refused (no session, so no CSRF token either)
+    assert (await client.post(url, json={"current": PASSWORD, "new": NEW_PASSWORD})).status_code in (401, 403)
 
-    async def change(secret: str, body: Any) -> Any:
-        return await api.post("/api/me/password", json=body, headers={"Authorization": f"Bearer {secret}"})
+    # without revoke_tokens, tokens keep working
+    response = await client.post(url, json={"current": PASSWORD, "new": NEW_PASSWORD}, headers=kept)
+    assert (response.status_code, await response.get_json()) == (200, {"changed": True, "tokens_revoked": 0})
+    assert (await me(client, headers=kept)).status_code == 200
+    # with it, every token of the account stops working; another user's stays
+    second = {"Authorization": f"Bearer {await _token(archive, alice)}"}
+    response = await client.post(url, json={"current": NEW_PASSWORD, "new": PASSWORD, "revoke_tokens": True},
+                                 headers=kept)
+    assert (response.status_code, await response.get_json()) == (200, {"changed": True, "tokens_revoked": 2})
+    assert (await me(client, headers=kept)).status_code == 403
+    assert (await me(client, headers=second)).status_code == 403
+    assert (await me(client, headers=bobs)).status_code == 200
 
-    for body, message in [({"current": "wrong guess", "new": NEW_PASSWORD}, "current password is wrong"),
-                          ({"current": PASSWORD, "new": "short"}, "at least 10 characters"),
-                          ({"current": PASSWORD, "new": NEW_PASSWORD, "revoke_tokens": "yes"},
-                           "true or false")]:
-        response = await change(caller, body)
-        assert response.status_code == 400, body
-        assert message in (await response.get_json())["error"]
-    response = await change(caller, {"current": PASSWORD, "new": NEW_PASSWORD})
+
+async def test_the_api_password_change_in_a_session_needs_csrf_and_keeps_it(archive, client, make_user):
+    await make_user("alice")
+    await log_in(client, "alice")
+    body = {"current": PASSWORD, "new": NEW_PASSWORD}
+    assert (await client.post("/api/me/password", json=body)).status_code == 403
+    csrf = await csrf_of(client, "/account")
+    response = await client.post("/api/me/password", json=body, headers={"X-CSRF-Token": csrf})
     assert response.status_code == 200
-    assert await response.get_json() == {"changed": True, "tokens_revoked": 0}
-    assert (await log_in(client.app.test_client(), "alice", NEW_PASSWORD)).status_code == 302
-    response = await change(other, {"current": NEW_PASSWORD, "new": PASSWORD, "revoke_tokens": True})
-    assert await response.get_json() == {"changed": True, "tokens_revoked": 2}
-    for secret in (caller, other):
-        assert (await me(api, headers={"Authorization": f"Bearer {secret}"})).status_code == 403
-    # another account's tokens are untouched
-    assert (await me(api, headers={"Authorization": f"Bearer {bobs}"})).status_code == 200
-    # nobody signed in changes nothing
-    response = await api.post("/api/me/password", json={"current": PASSWORD, "new": NEW_PASSWORD})
-    assert response.status_code in (401, 403)
-    assert (await log_in(client.app.test_client(), "alice", PASSWORD)).status_code == 302
+    assert (await me(client)).status_code == 200

@@ -34,6 +34,7 @@ from app.store.base import (
     SearchElement,
     Store,
     TextMatch,
+    UploadHolder,
     User,
     any_compare,
     any_in_range,
@@ -618,6 +619,11 @@ async def test_api_tokens(any_store):
     with pytest.raises(Conflict):  # the same token hash twice is refused
         await any_store.add_token(ApiToken(new_id(), bob.id, "copy", "hash2"))
     assert (await any_store.token_user("hash2")).id == alice.id
+    # a password change may revoke all of a user's tokens: the other user's stay
+    assert await any_store.delete_user_tokens(alice.id) == 1
+    assert await any_store.list_tokens(alice.id) == []
+    assert await any_store.delete_user_tokens(alice.id) == 0
+    assert (await any_store.token_user("hash3")).id == bob.id
 
 
 async def test_invitations(any_store):
@@ -735,6 +741,37 @@ async def test_concurrent_reservations_never_overshoot_the_quota(any_store):
     results = await asyncio.gather(*(any_store.reserve_upload(f"r{n}", "u", 100, quota=350, ttl=60)
                                      for n in range(10)))
     assert sum(check.granted for check in results) == 3
+
+
+async def test_when_quota_is_tight_uploads_are_judged_on_what_they_received(any_store):
+    # room ahead is granted while it fits beside what the others hold
+    roomy = await any_store.reserve_upload("r1", "u", 600, quota=1000, ttl=60, used=100)
+    assert (roomy.granted, roomy.held) == (True, 600)
+    # no room for 600 ahead beside r1's 600: r2 holds just what it received, judged against r1's 100
+    tight = await any_store.reserve_upload("r2", "u", 600, quota=1000, ttl=60, used=300)
+    assert (tight.granted, tight.held, tight.reserved, tight.available) == (True, 300, 100, 900)
+    refused = await any_store.reserve_upload("r3", "u", 700, quota=1000, ttl=60, used=650)
+    assert (refused.granted, refused.held, refused.reserved) == (False, 0, 400)
+    held = {entry.id: (entry.bytes, entry.used) for entry in await any_store.upload_reservations("u")}
+    assert held == {"r1": (600, 100), "r2": (300, 300)}
+    # the younger upload yields: the older one grows past what both together may hold...
+    assert (await any_store.reserve_upload("r1", "u", 900, quota=1000, ttl=60, used=800)).granted
+    # ...and the younger one is refused when it next asks, judged against the older one's 800
+    younger = await any_store.reserve_upload("r2", "u", 400, quota=1000, ttl=60, used=301)
+    assert (younger.granted, younger.reserved) == (False, 800)
+
+
+async def test_reservations_name_their_holder(any_store):
+    holder = UploadHolder("node1", 4242, "boot:123")
+    await any_store.reserve_upload("r1", "u", 10, quota=100, ttl=60, holder=holder)
+    await any_store.reserve_upload("r2", "v", 20, quota=100, ttl=60)
+    await any_store.reserve_upload("r1", "u", 15, quota=100, ttl=60, holder=holder)  # renewed
+    everyone = await any_store.upload_reservations()
+    assert sorted((entry.id, entry.owner, entry.bytes, entry.holder) for entry in everyone) == [
+        ("r1", "u", 15, holder), ("r2", "v", 20, UploadHolder())]
+    assert [entry.id for entry in await any_store.upload_reservations("v")] == ["r2"]
+    await any_store.release_upload("r1")
+    assert [entry.id for entry in await any_store.upload_reservations()] == ["r2"]
 
 
 # the fleet -------------------------------------------------------------------------------------------
