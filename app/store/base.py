@@ -433,20 +433,64 @@ class Usage:
 
 @dataclass(frozen=True)
 class QuotaCheck:
-    """The answer to an upload reservation: whether it was granted, and where the owner's bytes are:
-    catalogued (`stored`), uploaded and waiting to be ingested (`pending`), held by their other uploads in
-    progress (`reserved`)."""
+    """The answer to an upload reservation: whether it was granted (and how many bytes it now holds), and
+    where the owner's bytes are: catalogued (`stored`), uploaded and waiting to be ingested (`pending`),
+    received by their other uploads in progress (`reserved`)."""
 
     granted: bool
     quota: int
     stored: int
     pending: int
     reserved: int
+    held: int = 0
 
     @property
     def available(self) -> int:
         """Bytes this upload may hold at most."""
         return max(0, self.quota - self.stored - self.pending - self.reserved)
+
+    @classmethod
+    def decide(cls, *, quota: int, stored: int, pending: int, others_held: int, older_used: int,
+               size: int, used: int) -> QuotaCheck:
+        """The quota rule, for every adapter: an upload that has received `used` bytes and asks to hold
+        `size` (room ahead, so that it need not ask at every chunk) gets `size` when that fits beside what
+        the owner's other uploads hold. Else, when quota is tight, it holds just `used`, judged against
+        what the owner's older uploads in progress have received (not the room they hold; the younger
+        ones yield to it and are refused when they next ask). So one owner's parallel uploads of unknown
+        length are refused only when they cannot fit: an upload is refused only when what is stored,
+        queued and received by older uploads leaves it no room, and each of those will be kept. What is
+        stored and queued never exceeds the quota: an upload is queued after a last check of exactly its
+        size."""
+        used = min(used, size)
+        if stored + pending + others_held + size <= quota:
+            return cls(True, quota, stored, pending, older_used, size)
+        granted = stored + pending + older_used + used <= quota
+        return cls(granted, quota, stored, pending, older_used, used if granted else 0)
+
+
+@dataclass(frozen=True)
+class UploadHolder:
+    """The process holding an upload reservation: its host, pid and start time (`started`, so that a pid
+    reused by another process is not taken for the holder; "" when unknown). A reservation whose holder
+    died is released at once (app/ingest/spool.py) instead of blocking the quota until it expires."""
+
+    host: str = ""
+    pid: int = 0
+    started: str = ""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """One upload in progress: the bytes it holds and has received, when it expires, who holds it, and
+    when it started."""
+
+    id: str
+    owner: str
+    bytes: int
+    used: int
+    expires: float
+    holder: UploadHolder = field(default_factory=UploadHolder)
+    created: float = 0.0
 
 
 @dataclass
@@ -760,14 +804,20 @@ class Store(ABC):
     # upload reservations
     @abstractmethod
     async def reserve_upload(self, reservation_id: str, owner: str, size: int, quota: int,
-                             ttl: float) -> QuotaCheck:
-        """Atomically (across processes) hold `size` bytes for one upload of `owner`, replacing what this
-        reservation held before, when the owner's catalogued bytes, their queued and running upload jobs
-        (options `size`), their other unexpired reservations and `size` together fit in `quota`; the hold
-        expires after `ttl` seconds unless reserved again."""
+                             ttl: float, *, used: int | None = None,
+                             holder: UploadHolder | None = None) -> QuotaCheck:
+        """Atomically (across processes) hold bytes for one upload of `owner` that has received `used`
+        bytes (default: `size`) and asks for `size`, replacing what this reservation held before, as
+        `QuotaCheck.decide` rules over the owner's catalogued bytes, their queued and running upload jobs
+        (options `size`) and their other unexpired reservations; the hold expires after `ttl` seconds
+        unless reserved again. `holder` is the process streaming the upload."""
 
     @abstractmethod
     async def release_upload(self, reservation_id: str) -> None: ...
+
+    @abstractmethod
+    async def upload_reservations(self, owner: str | None = None) -> list[Reservation]:
+        """The unexpired reservations (of `owner`, or of everyone), oldest expiry first."""
 
     # the fleet: every running process registers and beats (app/fleet.py)
     @abstractmethod
