@@ -800,8 +800,10 @@ class SQLiteStore(Store):
         received = size if used is None else used
 
         def reserve() -> QuotaCheck:
-            stamp = now()
             with _transaction(self.db) as db:  # one writer: the sums and the insert see the same state
+                # the time is read holding the lock: a reservation another process made while this one
+                # waited for it is older than this one, never younger
+                stamp = now()
                 db.execute("DELETE FROM upload_reservations WHERE expires < ?", (stamp,))
                 stored = db.execute(
                     "SELECT coalesce(sum(size), 0) FROM (SELECT max(size) AS size FROM images "
