@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import math
+import re
 import warnings
 import zlib
 from pathlib import Path
@@ -14,12 +14,14 @@ import pyvips
 
 from app.exceptions import FormatError
 from app.formats.base import Plane, Reader, check_size
+from app.formats.fits_structure import Hdu, walk
 from app.store.base import HeaderValue
 
 # Structural keywords of one HDU that make no sense when copied onto another.
 _STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "NEXTEND", "END", "CHECKSUM",
                "DATASUM", "BSCALE", "BZERO", "BLANK"}
 _LIST_KEYWORDS = {"COMMENT", "HISTORY"}
+_KEYWORD = re.compile(r"[!-~][ -~]*")  # printable ASCII (HIERARCH keywords hold spaces)
 _VIPS_FORMATS = {"uint8": "uchar", "int8": "char", "uint16": "ushort", "int16": "short", "uint32": "uint",
                  "int32": "int", "float32": "float", "float64": "double"}
 
@@ -45,17 +47,14 @@ class FitsReader(Reader):
         super().__init__(path, max_pixels=max_pixels)
         from astropy.io import fits
 
-        self._size = path.stat().st_size
         self._gzipped = _is_gzip(path)
+        self.structure = walk(path, max_pixels=max_pixels)  # precise messages for broken structure first
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self._hdul = fits.open(path, memmap=not self._gzipped, lazy_load_hdus=False,
                                        ignore_missing_simple=False, output_verify="silentfix")
-        except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, gzip.BadGzipFile,
-                zlib.error) as error:
-            if not self._gzipped:
-                self._check_declared_sizes()
+        except Exception as error:  # astropy raises many kinds for what the walk lets through
             raise FormatError(f"{path.name}: not a readable FITS file: {_reason(error)}") from None
 
     def close(self) -> None:
@@ -76,20 +75,22 @@ class FitsReader(Reader):
             where = f"HDU {index}" + (f" ({hdu.name})" if hdu.name and hdu.name != "PRIMARY" else "")
             width, height = shape[0], shape[1]
             check_size(self.path, where, width, height, self.max_pixels)
-            if not isinstance(hdu, fits.CompImageHDU) and not self._gzipped:
-                self._check_data_present(hdu, where, shape, int(header.get("BITPIX", 0)))
             merged = header.copy()
             if index > 0:
                 for card in primary.cards:
                     if card.keyword and not _is_structural(card.keyword) and card.keyword not in merged \
                             and card.keyword not in _LIST_KEYWORDS:
                         merged.append(card)
-            values, comments = harvest(merged)
-            note = ""
+            repairs = _odd_cards(self.structure, index)
+            values, comments = harvest(merged, repairs)
+            notes = []
             if len(shape) > 2:
                 planes_count = math.prod(shape[2:])
-                note = (f"{len(shape)}-D data {'x'.join(map(str, shape))}: showing the first of "
-                        f"{planes_count} planes")
+                notes.append(f"{len(shape)}-D data {'x'.join(map(str, shape))}: showing the first of "
+                             f"{planes_count} planes")
+            if repairs:
+                notes.append("header repaired: " + "; ".join(repairs))
+            note = "; ".join(notes)
             name = str(values.get("OBJECT") or "").strip() or self.path.name
             name += f" [{hdu.name or index}]" if index > 0 else ""
             planes.append(Plane(hdu=index, name=name, width=width, height=height,
@@ -101,45 +102,6 @@ class FitsReader(Reader):
             raise FormatError(f"{self.path.name}: FITS file with no 2-D image data "
                               f"({len(self._hdul)} HDU(s), none with NAXIS >= 2)")
         return planes
-
-    def _check_declared_sizes(self) -> None:
-        """Walk the headers alone and raise the precise error for an HDU whose declared size is beyond the
-        limit or the file: astropy, seeking past such data, fails with a bare OS error instead."""
-        from astropy.io import fits
-
-        with self.path.open("rb") as handle, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            index = 0
-            while handle.tell() < self._size:
-                try:
-                    header = fits.Header.fromfile(handle)
-                    naxes = [int(header[f"NAXIS{i}"]) for i in range(1, int(header.get("NAXIS", 0)) + 1)]
-                    count = int(header.get("GCOUNT", 1)) * (int(header.get("PCOUNT", 0)) + math.prod(naxes))
-                    nbytes = abs(int(header["BITPIX"])) // 8 * count if naxes else 0
-                except Exception:  # anything else wrong is for the caller's message to say
-                    return
-                extname = str(header.get("EXTNAME", "")).strip()
-                where = f"HDU {index}" + (f" ({extname})" if extname else "")
-                if len(naxes) >= 2 and str(header.get("XTENSION", "IMAGE")).strip() == "IMAGE":
-                    check_size(self.path, where, naxes[0], naxes[1], self.max_pixels)
-                start = handle.tell()
-                if start + nbytes > self._size:
-                    raise FormatError(
-                        f"{self.path.name}: {where} is truncated: its header declares {nbytes:,} bytes of "
-                        f"data but only {self._size - start:,} bytes follow the header")
-                handle.seek(start + -(-nbytes // 2880) * 2880)
-                index += 1
-
-    def _check_data_present(self, hdu: Any, where: str, shape: list[int], bitpix: int) -> None:
-        if bitpix not in (8, 16, 32, 64, -32, -64):
-            raise FormatError(f"{self.path.name}: {where} has an invalid BITPIX {bitpix}")
-        needed = math.prod(shape) * abs(bitpix) // 8
-        start = int(hdu.fileinfo()["datLoc"])
-        available = max(0, self._size - start)
-        if needed > available:
-            raise FormatError(
-                f"{self.path.name}: {where} is truncated: its header declares {'x'.join(map(str, shape))} "
-                f"pixels ({needed:,} bytes) but only {available:,} bytes of data follow the header")
 
     def pixels(self, plane: Plane) -> pyvips.Image:
         try:
@@ -205,25 +167,65 @@ def _shape(header: Any) -> list[int]:
     return shape
 
 
-def harvest(header: Any) -> tuple[dict[str, HeaderValue], dict[str, str]]:
-    """Every card as a typed value; COMMENT and HISTORY collected as lists; comments kept apart."""
+def harvest(header: Any, repairs: list[str] | None = None) -> tuple[dict[str, HeaderValue], dict[str, str]]:
+    """Every card as a typed value; COMMENT and HISTORY collected as lists; comments kept apart. A card
+    astropy cannot parse is read as fixed as it can be, else kept as its text; a keyword FITS does not
+    allow is left out. Each such repair is described in `repairs`."""
     values: dict[str, HeaderValue] = {}
     comments: dict[str, str] = {}
     for card in header.cards:
         keyword = str(card.keyword)
         if not keyword:
             continue
+        if not _KEYWORD.fullmatch(keyword):
+            if repairs is not None:
+                repairs.append(f"card {_printable(keyword)!r} left out (a keyword FITS does not allow)")
+            continue
+        value, comment = _card_value(card, keyword, repairs)
         if keyword in _LIST_KEYWORDS:
             existing = values.setdefault(keyword, [])
             if isinstance(existing, list):
-                existing.append(str(card.value))
+                existing.append(str(value))
             continue
         if keyword in values:
             continue  # a repeated keyword: FITS readers honour the first
-        values[keyword] = _typed(card.value)
-        if card.comment:
-            comments[keyword] = str(card.comment)
+        values[keyword] = _typed(value)
+        if comment:
+            comments[keyword] = str(comment)
     return values, comments
+
+
+def _card_value(card: Any, keyword: str, repairs: list[str] | None) -> tuple[Any, str]:
+    """A card's value and comment; an unparsable card fixed the way astropy's verify('fix') does, or
+    else its value text kept as a string."""
+    from astropy.io.fits.verify import VerifyError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return card.value, card.comment
+        except (VerifyError, ValueError):
+            pass
+        try:
+            card.verify("silentfix")
+            value, comment = card.value, card.comment
+            how = f"read as {_printable(str(value))[:40]!r}"
+        except Exception:  # beyond astropy's repair: keep what the card says, as text
+            value, comment = str(card.image)[10:].strip(), ""
+            how = "kept as its text"
+    if repairs is not None:
+        repairs.append(f"{keyword}: not a valid FITS value, {how}")
+    return value, comment
+
+
+def _odd_cards(structure: list[Hdu], index: int) -> list[str]:
+    odd = structure[index].odd if index < len(structure) else []
+    return [f"{_printable(keyword) or 'a blank card'}: characters outside printable ASCII shown as '?'"
+            for keyword in dict.fromkeys(odd)]
+
+
+def _printable(text: str) -> str:
+    return "".join(c if " " <= c <= "~" else "?" for c in text)
 
 
 def _typed(value: Any) -> HeaderValue:

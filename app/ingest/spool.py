@@ -347,8 +347,8 @@ class Upload:
                 reader.planes()
         except FormatError as error:
             message = str(error).replace(str(self.path), self.client_name)
-            raise NotAnImage(message.replace(self.path.name, self.client_name) + " Nothing was kept.") \
-                from None
+            message = message.replace(self.path.name, self.client_name).rstrip(".")
+            raise NotAnImage(f"{message}. Nothing was kept.") from None
 
     def _keep(self) -> Path:
         """Move the spool file into `uploads/<user>/` under a generated name (same file system: a rename)."""

@@ -1,0 +1,143 @@
+"""Hostile FITS headers sent to `PUT /api/uploads/<name>`: a broken structural card is refused with 422 and a
+message naming the upload, the HDU and the card (never a 500 or an internal error), and nothing is kept; a
+card that can be read anyway is, and the image's note says what was repaired."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from tests.routes.test_upload import error_of, put, run_jobs, spooled, token_for, uploaded
+
+
+@pytest.fixture
+async def alice_token(archive, make_user):
+    return await token_for(archive, await make_user("alice"))
+
+CARD = 80
+
+
+def plain() -> bytes:
+    buffer = io.BytesIO()
+    fits.PrimaryHDU(np.arange(32 * 32, dtype=np.float32).reshape(32, 32)).writeto(buffer)
+    return buffer.getvalue()
+
+
+def compressed() -> bytes:
+    buffer = io.BytesIO()
+    pixels = np.arange(32 * 32, dtype=np.int16).reshape(32, 32)
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(pixels, compression_type="RICE_1")]).writeto(buffer)
+    return buffer.getvalue()
+
+
+def card(keyword: str, value: str) -> bytes:
+    return f"{keyword:<8}= {value:>20}".ljust(CARD).encode("latin-1")
+
+
+def edited(data: bytes, keyword: str, raw: bytes | None, *, hdu: int = 0) -> bytes:
+    """`data` with the card `keyword` of header `hdu` replaced by `raw` (80 bytes), or added before END
+    when absent; None removes it (a blank card takes its place, so sizes stay put)."""
+    body = bytearray(data)
+    with fits.open(io.BytesIO(data)) as hdus:
+        start = hdus.fileinfo(hdu)["hdrLoc"]
+    position = start
+    while position < len(body):
+        name = bytes(body[position:position + 8]).decode("latin-1").rstrip()
+        if name == keyword or name == "END":
+            break
+        position += CARD
+    replacement = raw if raw is not None else b" " * CARD
+    assert len(replacement) == CARD
+    if name == "END":
+        body[position:position + CARD] = replacement
+        body[position + CARD:position + 2 * CARD] = b"END".ljust(CARD)
+    else:
+        body[position:position + CARD] = replacement
+    return bytes(body)
+
+
+def naxis(value: str) -> bytes:
+    return edited(plain(), "NAXIS", card("NAXIS", value))
+
+
+def fz(keyword: str, value: str) -> bytes:
+    return edited(compressed(), keyword, card(keyword, value), hdu=1)
+
+
+FZ = "HDU 1 (COMPRESSED_IMAGE)"
+REFUSED: list[tuple[str, Any, str]] = [
+    ("naxis1-text", lambda: edited(plain(), "NAXIS1", card("NAXIS1", "'abc'")),
+     "HDU 0: NAXIS1 = 'abc' is not a whole number"),
+    ("naxis1-negative", lambda: edited(plain(), "NAXIS1", card("NAXIS1", "-300")),
+     "HDU 0: NAXIS1 = -300 must be at least 0"),
+    ("naxis1-huge", lambda: edited(plain(), "NAXIS1", card("NAXIS1", "99999999999999")),
+     "HDU 0 declares 99999999999999x32 = 3,199,999,999,999,968 pixels, more than the limit of "
+     "500,000,000 (IMAGEX_MAX_PIXELS)"),
+    ("naxis1-float", lambda: edited(plain(), "NAXIS1", card("NAXIS1", "3.5")),
+     "HDU 0: NAXIS1 = 3.5 is not a whole number"),
+    ("naxis3-missing", lambda: naxis("3"),
+     "HDU 0: the required card NAXIS3 is missing (NAXIS = 3 declares it)"),
+    ("naxis-huge", lambda: naxis("1000"), "HDU 0: NAXIS = 1,000 must be between 0 and 999"),
+    ("naxis-negative", lambda: naxis("-1"), "HDU 0: NAXIS = -1 must be between 0 and 999"),
+    ("bitpix-odd", lambda: edited(plain(), "BITPIX", card("BITPIX", "12")),
+     "HDU 0: BITPIX = 12 is not one of 8, 16, 32, 64, -32, -64"),
+    ("bitpix-text", lambda: edited(plain(), "BITPIX", card("BITPIX", "'big'")),
+     "HDU 0: BITPIX = 'big' is not a whole number"),
+    ("bscale-zero", lambda: edited(plain(), "BSCALE", card("BSCALE", "0")),
+     "HDU 0: BSCALE = 0 would make every pixel the same value (BZERO); a pixel scale must not be zero"),
+    ("garbled", lambda: edited(plain(), "NAXIS2", bytes(range(33, 113))),
+     "HDU 0: the required card NAXIS2 is missing (NAXIS = 2 declares it)"),
+    ("no-end", lambda: plain().replace(b"END" + b" " * 77, b"XND" + b" " * 77, 1),
+     "HDU 0: the header has no END card (the file ends 8,640 bytes into it)"),
+    ("fz-znaxis1-negative", lambda: fz("ZNAXIS1", "-300"), f"{FZ}: ZNAXIS1 = -300 must be at least 1"),
+    ("fz-znaxis1-text", lambda: fz("ZNAXIS1", "'wide'"), f"{FZ}: ZNAXIS1 = 'wide' is not a whole number"),
+    ("fz-zcmptype-bogus", lambda: fz("ZCMPTYPE", "'BOGUS_9'"),
+     f"{FZ}: ZCMPTYPE = 'BOGUS_9' is not a compression FITS defines (RICE_1, RICE_ONE, GZIP_1, GZIP_2, "
+     "PLIO_1, HCOMPRESS_1, NOCOMPRESS)"),
+    ("fz-zbitpix-odd", lambda: fz("ZBITPIX", "7"),
+     f"{FZ}: ZBITPIX = 7 is not one of 8, 16, 32, 64, -32, -64"),
+    ("fz-znaxis-huge", lambda: fz("ZNAXIS", "1200"), f"{FZ}: ZNAXIS = 1,200 must be between 1 and 999"),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "reason"), REFUSED, ids=[name for name, *_ in REFUSED])
+async def test_a_hostile_header_is_refused_naming_the_card(client, archive, alice_token, name, make, reason):
+    message = await error_of(await put(client, f"{name}.fits", make(), alice_token), 422)
+    assert message == f"{name}.fits: {reason}. Nothing was kept."
+    assert spooled(archive) == [] and uploaded(archive) == []
+
+
+REPAIRED: list[tuple[str, Any, str, dict[str, Any]]] = [
+    ("non-ascii", lambda: edited(
+        plain(), "OBJECT", "OBJECT  = 'caf\xe9 \xff\xfe'".ljust(CARD).encode("latin-1")),
+     "header repaired: OBJECT: characters outside printable ASCII shown as '?'", {"OBJECT": "caf? ??"}),
+    ("nul-bytes", lambda: edited(plain(), "OBJECT", b"OBJ\0\0\0\0\0= 'x'".ljust(CARD)),
+     "header repaired: OBJ?????: characters outside printable ASCII shown as '?'; card 'OBJ?????' left out "
+     "(a keyword FITS does not allow)", {}),
+    ("unquoted", lambda: edited(plain(), "OBJECT", b"OBJECT  = M31 galaxy".ljust(CARD)),
+     "header repaired: OBJECT: not a valid FITS value, read as 'M31 galaxy'", {"OBJECT": "M31 galaxy"}),
+    ("bad-number", lambda: edited(plain(), "EXPTIME", b"EXPTIME = 1.2.3 / seconds".ljust(CARD)),
+     "header repaired: EXPTIME: not a valid FITS value, read as '1.2.3'", {"EXPTIME": "1.2.3"}),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "note", "cards"), REPAIRED, ids=[name for name, *_ in REPAIRED])
+async def test_a_repairable_header_is_read_and_the_repair_noted(client, archive, alice_token, name, make,
+                                                                note, cards):
+    response = await put(client, f"{name}.fits", make(), alice_token)
+    assert response.status_code == 201, await response.get_data(as_text=True)
+    answer = await response.get_json()
+    await run_jobs(archive)
+    job = await (await client.get(answer["status_url"], headers=alice_token)).get_json()
+    assert job["state"] == "done", job["error"]
+    assert job["note"] == f"HDU 0: {note}"
+    [image_id] = job["image_ids"]
+    image = await archive.store.get_image(image_id)
+    assert image is not None
+    assert image.note == note
+    assert {key: image.header.get(key) for key in cards} == cards
+    assert all(key.isprintable() for key in image.header)
