@@ -139,6 +139,8 @@ SETTINGS: tuple[Setting, ...] = (
             _positive_float),
     Setting("max_pixels", 500_000_000, "Largest image (width x height) accepted; bigger HDUs fail with a "
             "message instead of exhausting memory.", _positive_int),
+    Setting("job_timeout", 3600.0, "Seconds the pixel work of one file (read, scale, tile) may take; a job "
+            "past it is stopped and failed with a message, and the next file goes on.", _positive_float),
     Setting("jpeg_quality", 85, "JPEG quality of the display tiles and thumbnails (1-100).", _positive_int),
     Setting("page_size", 24, "Images per page in the portal and in `/api/images`.", _positive_int),
     Setting("tile_token_ttl", 43_200, "Seconds a signed tile URL stays valid after the page that holds it "
@@ -203,6 +205,7 @@ class Settings:
     workers: int = 0
     job_lease: float = 60.0
     max_pixels: int = 500_000_000
+    job_timeout: float = 3600.0
     jpeg_quality: int = 85
     page_size: int = 24
     tile_token_ttl: int = 43_200

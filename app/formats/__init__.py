@@ -46,8 +46,12 @@ def describe(head: bytes) -> str:
         return "this is a PDF document, not an image"
     if head.startswith(b"PK\x03\x04"):
         return "this is a ZIP archive; unpack it first"
-    if head.startswith(b"SIMPLE"):
-        return "starts like FITS but the first header card is malformed"
+    if len(head) < 80 and b"SIMPLE  =".startswith(head[:9]):
+        return f"starts like FITS but ends after {len(head)} bytes, inside its first header card"
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip file whose content cannot be read (damaged, or cut short near its start)"
+    if head.startswith(b"SIMPLE") or (b"BITPIX  =" in head[:2880] and b"NAXIS   =" in head[:2880]):
+        return "starts like FITS but the first header card is malformed (a FITS file opens with SIMPLE = T)"
     try:
         head.decode("utf-8")
     except UnicodeDecodeError:

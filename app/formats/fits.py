@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import warnings
@@ -49,12 +50,20 @@ class FitsReader(Reader):
 
         self._gzipped = _is_gzip(path)
         self.structure = walk(path, max_pixels=max_pixels)  # precise messages for broken structure first
+        last = self.structure[-1]
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self._hdul = fits.open(path, memmap=not self._gzipped, lazy_load_hdus=False,
-                                       ignore_missing_simple=False, output_verify="silentfix")
+                # lazily: only the HDUs the walk found are read, so bytes after the last are ignored
+                self._hdul = fits.open(path, memmap=not self._gzipped, lazy_load_hdus=True,
+                                       ignore_missing_simple=False, output_verify="silentfix",
+                                       ignore_missing_end=bool(last.trailing))
         except Exception as error:  # astropy raises many kinds for what the walk lets through
+            if last.trailing:
+                extra = f"{last.trailing:,} bytes" if last.trailing > 0 else "the data"
+                raise FormatError(f"{path.name}: {extra} after {last.where} are neither a FITS extension "
+                                  f"nor padding (does the header of {last.where} declare its data's true "
+                                  "size?)") from None
             raise FormatError(f"{path.name}: not a readable FITS file: {_reason(error)}") from None
 
     def close(self) -> None:
@@ -64,15 +73,19 @@ class FitsReader(Reader):
         from astropy.io import fits
 
         planes: list[Plane] = []
-        primary = self._hdul[0].header
-        for index, hdu in enumerate(self._hdul):
+        hdus = [self._hdu(index) for index in range(len(self.structure))]
+        primary = hdus[0].header
+        for index, hdu in enumerate(hdus):
+            where = self.structure[index].where
+            if self.structure[index].compressed and not isinstance(hdu, fits.CompImageHDU):
+                raise FormatError(f"{self.path.name}: {where}: a tile-compressed image (ZIMAGE = T) whose "
+                                  "compression cards do not fit its table, so it cannot be decompressed")
             if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
                 continue
             header = hdu.header
             shape = _shape(header)
             if len(shape) < 2:
                 continue  # no data, or a 1-D spectrum: nothing to show as an image
-            where = f"HDU {index}" + (f" ({hdu.name})" if hdu.name and hdu.name != "PRIMARY" else "")
             width, height = shape[0], shape[1]
             check_size(self.path, where, width, height, self.max_pixels)
             merged = header.copy()
@@ -90,6 +103,10 @@ class FitsReader(Reader):
                              f"{planes_count} planes")
             if repairs:
                 notes.append("header repaired: " + "; ".join(repairs))
+            if not planes and self.structure[-1].trailing:
+                extra = self.structure[-1].trailing
+                notes.append(f"{f'{extra:,} bytes' if extra > 0 else 'data'} after the last HDU "
+                             f"({self.structure[-1].where}) are not a FITS extension and were ignored")
             note = "; ".join(notes)
             name = str(values.get("OBJECT") or "").strip() or self.path.name
             name += f" [{hdu.name or index}]" if index > 0 else ""
@@ -100,8 +117,18 @@ class FitsReader(Reader):
             planes[0].name = planes[0].name.removesuffix(f" [{self._hdul[planes[0].hdu].name}]")
         if not planes:
             raise FormatError(f"{self.path.name}: FITS file with no 2-D image data "
-                              f"({len(self._hdul)} HDU(s), none with NAXIS >= 2)")
+                              f"({len(self.structure)} HDU(s), none with NAXIS >= 2)")
         return planes
+
+    def _hdu(self, index: int) -> Any:
+        """HDU `index`, read now (lazily opened); a precise message when astropy cannot read it."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return self._hdul[index]
+        except Exception as error:  # the walk found the HDU, astropy's reading of it fails
+            raise FormatError(f"{self.path.name}: {self.structure[index].where} cannot be read: "
+                              f"{_reason(error)}") from None
 
     def pixels(self, plane: Plane) -> pyvips.Image:
         try:
@@ -113,7 +140,8 @@ class FitsReader(Reader):
             # scaled integers (BZERO/BSCALE/BLANK) cannot be memory-mapped: read this HDU whole
             from astropy.io import fits
 
-            with fits.open(self.path, memmap=False) as whole:
+            with fits.open(self.path, memmap=False, ignore_missing_end=bool(self.structure[-1].trailing)) \
+                    as whole:
                 array = self._first_plane(whole[plane.hdu])
         except Exception as error:  # astropy raises many kinds on corrupt compressed tiles
             raise FormatError(f"{self.path.name}: HDU {plane.hdu}: pixel data cannot be read: "
@@ -181,7 +209,10 @@ def harvest(header: Any, repairs: list[str] | None = None) -> tuple[dict[str, He
             if repairs is not None:
                 repairs.append(f"card {_printable(keyword)!r} left out (a keyword FITS does not allow)")
             continue
-        value, comment = _card_value(card, keyword, repairs)
+        read = _card_value(card, keyword, repairs)
+        if read is None:
+            continue
+        value, comment = read
         if keyword in _LIST_KEYWORDS:
             existing = values.setdefault(keyword, [])
             if isinstance(existing, list):
@@ -195,26 +226,22 @@ def harvest(header: Any, repairs: list[str] | None = None) -> tuple[dict[str, He
     return values, comments
 
 
-def _card_value(card: Any, keyword: str, repairs: list[str] | None) -> tuple[Any, str]:
+def _card_value(card: Any, keyword: str, repairs: list[str] | None) -> tuple[Any, str] | None:
     """A card's value and comment; an unparsable card fixed the way astropy's verify('fix') does, or
-    else its value text kept as a string."""
-    from astropy.io.fits.verify import VerifyError
-
+    None when even that cannot read it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
+        with contextlib.suppress(Exception):  # astropy raises many kinds for an unparsable card
             return card.value, card.comment
-        except (VerifyError, ValueError):
-            pass
         try:
             card.verify("silentfix")
             value, comment = card.value, card.comment
-            how = f"read as {_printable(str(value))[:40]!r}"
-        except Exception:  # beyond astropy's repair: keep what the card says, as text
-            value, comment = str(card.image)[10:].strip(), ""
-            how = "kept as its text"
+        except Exception:  # beyond astropy's repair: the card is left out
+            if repairs is not None:
+                repairs.append(f"{keyword}: a value that cannot be read, left out")
+            return None
     if repairs is not None:
-        repairs.append(f"{keyword}: not a valid FITS value, {how}")
+        repairs.append(f"{keyword}: not a valid FITS value, read as {_printable(str(value))[:40]!r}")
     return value, comment
 
 

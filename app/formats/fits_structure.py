@@ -52,6 +52,7 @@ class Hdu:
     compressed: bool = False
     cards: dict[str, str] = field(default_factory=dict, repr=False)
     odd: list[str] = field(default_factory=list)  # cards with bytes FITS does not allow, for the note
+    trailing: int = 0  # bytes after this, the last HDU, that are neither an extension nor zero padding
 
 
 def walk(path: Path, *, max_pixels: int) -> list[Hdu]:
@@ -78,8 +79,13 @@ def _walk(handle: _Stream, name: str, path: Path, max_pixels: int, *, size: int 
     while True:
         start = offset
         first = handle.read(CARD)
+        if not hdus and len(first) < CARD:
+            raise FormatError(f"{name}: HDU 0: the file ends inside the first header card ({len(first)} "
+                              "bytes)")
         if len(first) < CARD or (hdus and not first.startswith(b"XTENSION= ")):
-            break  # the end of the file, or trailing bytes after the last HDU (ignored, as astropy does)
+            if hdus and (first + handle.read(BLOCK - CARD)).strip(b"\0"):  # not just zero padding
+                hdus[-1].trailing = size - start if size is not None else -1
+            break  # the end of the file, or bytes after the last HDU, which are ignored
         where = f"HDU {len(hdus)}"
         cards, odd, header_bytes = _header(handle, first, name, where)
         offset = start + header_bytes
@@ -142,8 +148,8 @@ def _header(handle: _Stream, first: bytes, name: str,
                 return cards, odd, length
             if unusual and _UNPRINTABLE.search(card):
                 odd.append(_printable(keyword))
-            if card[8:10] == b"= " and keyword not in cards:
-                cards[keyword] = card[10:].decode("latin-1")
+            if keyword not in cards:  # astropy takes a value without the "= " indicator as text: so do we
+                cards[keyword] = card[10 if card[8:10] == b"= " else 8:].decode("latin-1")
         block = handle.read(BLOCK)
 
 
@@ -161,6 +167,9 @@ def _hdu(cards: dict[str, str], index: int, name: str, where: str) -> Hdu:
         return _integer(cards, keyword, f"{name}: {where}", default=default, low=low, high=high,
                         allowed=allowed)
 
+    if index == 0 and _value(cards.get("SIMPLE", "")) != "T":
+        raise FormatError(f"{name}: {where}: SIMPLE = {_shown(cards.get('SIMPLE', ''))} where a FITS file "
+                          "has SIMPLE = T")
     bitpix = integer("BITPIX", allowed=BITPIX_VALUES)
     naxis = integer("NAXIS", low=0, high=MAX_NAXIS)
     shape = [integer(f"NAXIS{axis}", low=0) for axis in range(1, naxis + 1)]
@@ -174,7 +183,11 @@ def _hdu(cards: dict[str, str], index: int, name: str, where: str) -> Hdu:
         hdu.bitpix = integer("ZBITPIX", allowed=BITPIX_VALUES)
         znaxis = integer("ZNAXIS", low=1, high=MAX_NAXIS)
         hdu.shape = [integer(f"ZNAXIS{axis}", low=1) for axis in range(1, znaxis + 1)]
+        for axis in range(1, znaxis + 1):
+            if f"ZTILE{axis}" in cards:
+                integer(f"ZTILE{axis}", low=1)
         hdu.image_bytes = abs(hdu.bitpix) // 8 * math.prod(hdu.shape)
+        _check_row_width(cards, shape, f"{name}: {where}")
         method = _string(cards.get("ZCMPTYPE", ""))
         if "ZCMPTYPE" not in cards:
             raise FormatError(f"{name}: {where}: a tile-compressed image without ZCMPTYPE")
@@ -184,6 +197,32 @@ def _hdu(cards: dict[str, str], index: int, name: str, where: str) -> Hdu:
     if hdu.compressed or _is_image(cards, index):
         _check_scaling(cards, hdu.bitpix, f"{name}: {where}")
     return hdu
+
+
+_TFORM = re.compile(r"(\d*)([LXBIJKAEDCMPQ])")
+_WIDTHS = {"L": 1, "B": 1, "I": 2, "J": 4, "K": 8, "A": 1, "E": 4, "D": 8, "C": 8, "M": 16, "P": 8, "Q": 16}
+
+
+def _check_row_width(cards: dict[str, str], shape: list[int], where: str) -> None:
+    """A binary table's row (NAXIS1 bytes) must hold exactly its columns (TFORMn): decompressing a table
+    whose rows say otherwise reads past its data."""
+    fields = _integer(cards, "TFIELDS", where, low=1, high=999)
+    width = 0
+    for column in range(1, fields + 1):
+        keyword = f"TFORM{column}"
+        if keyword not in cards:
+            raise FormatError(f"{where}: the required card {keyword} is missing (TFIELDS = {fields} "
+                              "declares it)")
+        match = _TFORM.match(_string(cards[keyword]).strip())
+        if match is None:
+            raise FormatError(f"{where}: {keyword} = {_shown(cards[keyword])} is not a binary table column "
+                              "format")
+        repeat = int(match.group(1) or 1)
+        kind = match.group(2)
+        width += -(-repeat // 8) if kind == "X" else repeat * _WIDTHS[kind]
+    if shape and shape[0] != width:
+        raise FormatError(f"{where}: NAXIS1 = {shape[0]:,} but its columns (TFORMn) make rows of "
+                          f"{width:,} bytes")
 
 
 def _check_scaling(cards: dict[str, str], bitpix: int, where: str) -> None:
@@ -238,8 +277,9 @@ def _context(cards: dict[str, str], keyword: str) -> str:
 
 
 def _value(text: str) -> str:
-    """A card's value without its comment: a quoted string keeps its quotes."""
-    text = text.strip()
+    """A card's value without its comment: a quoted string keeps its quotes. Only spaces are stripped
+    (str.strip would take control characters for spaces, where astropy sees a broken value)."""
+    text = text.strip(" ")
     if text.startswith("'"):
         end = 1
         while True:
@@ -250,7 +290,7 @@ def _value(text: str) -> str:
                 end += 2
                 continue
             return text[:end + 1]
-    return text.split("/", 1)[0].strip()
+    return text.split("/", 1)[0].strip(" ")
 
 
 def _string(text: str) -> str:

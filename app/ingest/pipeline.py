@@ -28,6 +28,7 @@ from app.exceptions import Conflict, FormatError, ImageXError
 from app.ingest.removal import UPLOADS, is_upload
 from app.store.base import ImageLocation, ImageRecord, JobRecord, new_id, now
 from app.tiles import pyramid, science
+from app.tiles.pool import WorkerDied
 from app.tiles.scaling import Scaling, display
 
 if TYPE_CHECKING:
@@ -171,8 +172,7 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
         if shared is not None:
             return shared
     scaling = job.options.get("scaling") or {}
-    planes = await archive.pool.run(render_file, str(path), str(work), scaling,
-                                    archive.settings.max_pixels, archive.settings.jpeg_quality)
+    planes = await _render(archive, path, work, scaling)
     client_name = job.options.get("client_name")
     for plane in planes if client_name else []:
         # named after the file when the header names no object: the client's name, not the generated one
@@ -206,6 +206,24 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
         raise
     notes = "; ".join(f"HDU {r.hdu}: {r.note}" for r in records if r.note)
     return Outcome("done", note=notes, image_ids=[r.id for r in records])
+
+
+async def _render(archive: Archive, path: Path, work: Path, scaling: dict[str, Any]) -> list[dict[str, Any]]:
+    """The file's planes rendered in the pool, within the job time limit. A worker that dies takes the jobs
+    of the other workers with it: the file is tried once more before it is blamed."""
+    settings = archive.settings
+    for attempt in (1, 2):
+        try:
+            return await archive.pool.run_limited(settings.job_timeout, render_file, str(path), str(work),
+                                                  scaling, settings.max_pixels, settings.jpeg_quality)
+        except WorkerDied:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+            if attempt == 2:
+                raise ImageXError("the worker process died twice while reading this file: it is probably "
+                                  "damaged in a way that crashes its decoder, or needs more memory than the "
+                                  "server has") from None
+            log.warning("a worker process died under %s; trying it once more", path)
+    raise AssertionError("unreachable")
 
 
 async def _checksum(job: JobRecord, path: Path) -> tuple[str, int]:

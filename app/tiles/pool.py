@@ -23,6 +23,55 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 PARENT_POLL = 1.0  # seconds between the watchdog's looks at the parent
+KILL_GRACE = 30.0  # seconds past a job's limit before a worker that cannot be interrupted is killed
+
+
+class _Expired(BaseException):
+    """Raised in a pool process when its job's time is up. Not an Exception, so that the readers' broad
+    handlers (which turn any failure into a message about the file) do not take it for a bad file."""
+
+
+def _expire(_signum: int, _frame: Any) -> None:
+    raise _Expired
+
+
+def run_limited(seconds: float, grace: float, fn: Callable[..., T], *args: Any) -> T:
+    """In a pool process: `fn(*args)` stopped after `seconds` of wall-clock time. Python code is
+    interrupted (SIGALRM) and the worker lives on; code that cannot be interrupted (a long libvips or
+    numpy call) is ended `grace` seconds later by killing the worker, which the pool then replaces."""
+    previous = signal.signal(signal.SIGALRM, _expire)
+    killer = threading.Timer(seconds + grace, os.kill, (os.getpid(), signal.SIGKILL))
+    killer.daemon = True
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    killer.start()
+    try:
+        return fn(*args)
+    except _Expired:
+        raise JobTimeout(seconds) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        killer.cancel()
+        signal.signal(signal.SIGALRM, previous)
+
+
+class WorkerDied(ImageXError):
+    """A pool process died under a job: a crash (perhaps another job's: the whole pool goes with it), or
+    the kernel's out-of-memory killer."""
+
+    def __init__(self) -> None:
+        super().__init__("the worker process died while handling this file (out of memory, or killed); see "
+                         "the server log")
+
+
+class JobTimeout(ImageXError):
+    """A job ran past its time limit and was stopped."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"stopped after {seconds:g} s, the time limit for one file (IMAGEX_JOB_TIMEOUT)")
+        self.seconds = seconds
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return JobTimeout, (self.seconds,)
 
 
 def _watch_parent(parent: int) -> None:
@@ -79,11 +128,28 @@ class Pool:
         try:
             return await loop.run_in_executor(self._get(), fn, *args)
         except BrokenProcessPool:
-            broken, self._executor = self._executor, None
-            if broken is not None:
-                broken.shutdown(wait=False, cancel_futures=True)
-            raise ImageXError("the worker process died while handling this file (out of memory, or "
-                              "killed); see the server log") from None
+            self._discard_broken()
+            raise WorkerDied from None
+
+    async def run_limited(self, seconds: float, fn: Callable[..., T], *args: Any,
+                          grace: float = KILL_GRACE) -> T:
+        """`run`, stopped with JobTimeout after `seconds` (0: no limit)."""
+        if not seconds:
+            return await self.run(fn, *args)
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        try:
+            return await loop.run_in_executor(self._get(), run_limited, seconds, grace, fn, *args)
+        except BrokenProcessPool:
+            self._discard_broken()
+            if time.monotonic() - started >= seconds + grace:  # this job's worker was killed for its time
+                raise JobTimeout(seconds) from None
+            raise WorkerDied from None
+
+    def _discard_broken(self) -> None:
+        broken, self._executor = self._executor, None
+        if broken is not None:
+            broken.shutdown(wait=False, cancel_futures=True)
 
     def terminate(self) -> None:
         """Stop the worker processes now, abandoning what they are doing (a job given back to the queue

@@ -11,15 +11,13 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from tests.fitsedit import CARD, card, edited
 from tests.routes.test_upload import error_of, put, run_jobs, spooled, token_for, uploaded
 
 
 @pytest.fixture
 async def alice_token(archive, make_user):
     return await token_for(archive, await make_user("alice"))
-
-CARD = 80
-
 
 def plain() -> bytes:
     buffer = io.BytesIO()
@@ -32,32 +30,6 @@ def compressed() -> bytes:
     pixels = np.arange(32 * 32, dtype=np.int16).reshape(32, 32)
     fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(pixels, compression_type="RICE_1")]).writeto(buffer)
     return buffer.getvalue()
-
-
-def card(keyword: str, value: str) -> bytes:
-    return f"{keyword:<8}= {value:>20}".ljust(CARD).encode("latin-1")
-
-
-def edited(data: bytes, keyword: str, raw: bytes | None, *, hdu: int = 0) -> bytes:
-    """`data` with the card `keyword` of header `hdu` replaced by `raw` (80 bytes), or added before END
-    when absent; None removes it (a blank card takes its place, so sizes stay put)."""
-    body = bytearray(data)
-    with fits.open(io.BytesIO(data)) as hdus:
-        start = hdus.fileinfo(hdu)["hdrLoc"]
-    position = start
-    while position < len(body):
-        name = bytes(body[position:position + 8]).decode("latin-1").rstrip()
-        if name == keyword or name == "END":
-            break
-        position += CARD
-    replacement = raw if raw is not None else b" " * CARD
-    assert len(replacement) == CARD
-    if name == "END":
-        body[position:position + CARD] = replacement
-        body[position + CARD:position + 2 * CARD] = b"END".ljust(CARD)
-    else:
-        body[position:position + CARD] = replacement
-    return bytes(body)
 
 
 def naxis(value: str) -> bytes:
