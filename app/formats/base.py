@@ -49,6 +49,11 @@ class Reader(ABC):
     def pixels(self, plane: Plane) -> pyvips.Image:
         """The plane's pixels, top row first, as a libvips image (not yet computed)."""
 
+    @abstractmethod
+    def pixel_bytes(self) -> int:
+        """Bytes the file's images hold once decompressed, as its headers declare them (read no pixels):
+        what a small compressed file may unfold into."""
+
     def close(self) -> None:  # noqa: B027 - readers without open files need not override it
         """Release open files."""
 

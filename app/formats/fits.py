@@ -120,6 +120,9 @@ class FitsReader(Reader):
                               f"({len(self.structure)} HDU(s), none with NAXIS >= 2)")
         return planes
 
+    def pixel_bytes(self) -> int:
+        return sum(hdu.image_bytes for hdu in self.structure if hdu.is_image)
+
     def _hdu(self, index: int) -> Any:
         """HDU `index`, read now (lazily opened); a precise message when astropy cannot read it."""
         try:

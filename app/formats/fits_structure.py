@@ -50,6 +50,7 @@ class Hdu:
     data_bytes: int  # bytes the data occupies in the file (compressed bytes for .fz)
     image_bytes: int  # bytes of the image once decompressed: what its pixels cost
     compressed: bool = False
+    is_image: bool = False  # an image HDU (primary, IMAGE extension or tile-compressed), not a table
     cards: dict[str, str] = field(default_factory=dict, repr=False)
     odd: list[str] = field(default_factory=list)  # cards with bytes FITS does not allow, for the note
     trailing: int = 0  # bytes after this, the last HDU, that are neither an extension nor zero padding
@@ -194,7 +195,8 @@ def _hdu(cards: dict[str, str], index: int, name: str, where: str) -> Hdu:
         if method not in COMPRESSIONS:
             raise FormatError(f"{name}: {where}: ZCMPTYPE = {_shown(cards['ZCMPTYPE'])} is not a compression "
                               f"FITS defines ({', '.join(COMPRESSIONS)})")
-    if hdu.compressed or _is_image(cards, index):
+    hdu.is_image = hdu.compressed or _is_image(cards, index)
+    if hdu.is_image:
         _check_scaling(cards, hdu.bitpix, f"{name}: {where}")
     return hdu
 

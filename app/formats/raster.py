@@ -57,6 +57,10 @@ class RasterReader(Reader):
         return [Plane(hdu=0, name=self.path.name, width=image.width, height=image.height,
                       bitpix=_BITPIX.get(str(image.format)), header=header)]
 
+    def pixel_bytes(self) -> int:
+        image = self._image
+        return int(image.width * image.height * image.bands) * abs(_BITPIX.get(str(image.format), 64)) // 8
+
     def pixels(self, plane: Plane) -> pyvips.Image:
         image = self._image
         if image.hasalpha():

@@ -126,14 +126,20 @@ async def run_job(archive: Archive, job: JobRecord) -> Outcome:
 
 
 async def _settle_upload(archive: Archive, job: JobRecord, outcome: Outcome) -> None:
-    """An upload is stored under a generated name: messages name the client's file instead. Content that
-    the uploader has catalogued already leaves its uploaded copy unused: remove it."""
+    """An upload is stored under a generated name: messages name the client's file instead. An upload that
+    failed, or whose content the uploader has catalogued already, leaves its copy unused: remove it."""
     path = Path(job.path)
     client_name = str(job.options["client_name"])
     outcome.error = outcome.error.replace(path.name, client_name)
-    if outcome.state != "done" or not job.options.get("sha256"):
-        return
     if not path.resolve().is_relative_to((archive.settings.data / UPLOADS).resolve()):
+        return
+    if outcome.state == "failed":
+        # kept, it would lie in the user's folder uncounted by any quota: the user still has the file
+        if await asyncio.to_thread(path.exists):
+            await asyncio.to_thread(path.unlink, True)
+            outcome.error += "; the upload was not kept"
+        return
+    if outcome.state != "done" or not job.options.get("sha256"):
         return
     catalogued = await archive.store.images_with_checksum(str(job.options["sha256"]))
     if not any(image.path == job.path for image in catalogued):

@@ -243,7 +243,14 @@ class Upload:
         await self._flush()
         await self._written()
         self.sha256 = self._digest.hexdigest()
-        await asyncio.to_thread(self._check_file)
+        unfolded = await asyncio.to_thread(self._check_file)
+        if unfolded > self.received:
+            # compressed: judged by what its pixels unfold into, before a byte of them is decompressed
+            what = f"{self.client_name} ({_count(self.received)}; {_count(unfolded)} once decompressed)"
+            too_large = self.limits.size_refusal(unfolded, what)
+            if too_large is not None:
+                raise too_large
+            await self._hold(unfolded, unfolded, what=what)
         # a last check of exactly its size: room held ahead, judged when the others had received less,
         # must not let this upload and theirs together past the quota
         await self._hold(self.received, self.received)
@@ -263,7 +270,7 @@ class Upload:
         return job
 
     # quota ----------------------------------------------------------------------------------------
-    async def _hold(self, need: int, want: int) -> None:
+    async def _hold(self, need: int, want: int, *, what: str = "") -> None:
         """Hold `want` bytes of the quota (room ahead), or at least `need` (what is received or declared)
         when quota is tight; a refusal first releases the reservations of dead uploaders and asks again."""
         store = self.archive.store
@@ -274,11 +281,9 @@ class Upload:
             if check.granted or attempt or not await release_dead_reservations(store, self.user.username):
                 break
         if not check.granted:
-            if self.declared is not None:
+            if not what and self.declared is not None:
                 what = f"{self.client_name} ({_count(self.declared)})"
-            else:
-                what = f"{self.client_name} (at least {_count(need)})"
-            raise quota_refusal(what, check)
+            raise quota_refusal(what or f"{self.client_name} (at least {_count(need)})", check)
         self.reserved = check.held
         self._renewed = time.monotonic()
 
@@ -338,17 +343,23 @@ class Upload:
                 raise UploadError(f"{self.client_name}: the server cannot store the upload: "
                                   f"{error.strerror or error}", 507) from None
 
-    def _check_file(self) -> None:
-        """Format by content, and every header readable with its declared sizes present."""
+    def _check_file(self) -> int:
+        """Format by content, and every header readable with its declared sizes present; the bytes its
+        images hold once decompressed."""
         assert self.path is not None
         try:
             reader_class = sniff(self.path)
             with reader_class(self.path, max_pixels=self.archive.settings.max_pixels) as reader:
                 reader.planes()
+                return reader.pixel_bytes()
         except FormatError as error:
-            message = str(error).replace(str(self.path), self.client_name)
-            message = message.replace(self.path.name, self.client_name).rstrip(".")
-            raise NotAnImage(f"{message}. Nothing was kept.") from None
+            message = str(error)
+        except Exception as error:  # a reader's failure it gave no words to: still the file's fault
+            log.exception("upload check of %s failed unexpectedly", self.client_name)
+            message = f"{self.path.name}: not a readable image ({type(error).__name__})"
+        message = message.replace(str(self.path), self.client_name)
+        message = message.replace(self.path.name, self.client_name).rstrip(".")
+        raise NotAnImage(f"{message}. Nothing was kept.") from None
 
     def _keep(self) -> Path:
         """Move the spool file into `uploads/<user>/` under a generated name (same file system: a rename)."""

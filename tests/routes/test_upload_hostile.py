@@ -4,6 +4,7 @@ card that can be read anyway is, and the image's note says what was repaired."""
 
 from __future__ import annotations
 
+import gzip
 import io
 from typing import Any
 
@@ -113,3 +114,55 @@ async def test_a_repairable_header_is_read_and_the_repair_noted(client, archive,
     assert image.note == note
     assert {key: image.header.get(key) for key in cards} == cards
     assert all(key.isprintable() for key in image.header)
+
+
+def zeros_gzipped(side: int) -> bytes:
+    buffer = io.BytesIO()
+    fits.PrimaryHDU(np.zeros((side, side), dtype=np.float64)).writeto(buffer)
+    return gzip.compress(buffer.getvalue())
+
+
+def zeros_compressed(side: int) -> bytes:
+    buffer = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(np.zeros((side, side), dtype=np.int32),
+                                                       compression_type="RICE_1")]).writeto(buffer)
+    return buffer.getvalue()
+
+
+async def test_a_compressed_file_is_judged_by_what_it_unfolds_into(client, archive, alice_token):
+    body = zeros_gzipped(1000)  # a few kB that decompress into 8,000,000 bytes of pixels
+    assert len(body) < 20_000
+    await archive.store.save_site_settings({"max_file_size": 1_000_000})
+    message = await error_of(await put(client, "bomb.fits.gz", body, alice_token), 413)
+    assert message == (f"bomb.fits.gz ({len(body):,} bytes; 8,000,000 bytes once decompressed) is larger "
+                       "than this site's maximum file size of 1,000,000 bytes")
+    assert spooled(archive) == [] and uploaded(archive) == []
+    await archive.store.save_site_settings({"max_file_size": 8_000_000})
+    assert (await put(client, "bomb.fits.gz", body, alice_token)).status_code == 201
+
+
+async def test_a_tile_compressed_file_must_fit_the_quota_once_decompressed(client, archive, make_user):
+    alice = await make_user("carol")
+    token = await token_for(archive, alice)
+    body = zeros_compressed(1000)  # int32: 4,000,000 bytes of pixels
+    await archive.store.update_user(alice.id, quota=1_000_000)
+    message = await error_of(await put(client, "bomb.fits.fz", body, token), 413)
+    assert message.startswith(f"bomb.fits.fz ({len(body):,} bytes; 4,000,000 bytes once decompressed) does "
+                              "not fit in your quota of 1,000,000 bytes")
+    assert spooled(archive) == [] and uploaded(archive) == []
+
+
+async def test_an_upload_that_fails_ingest_is_not_kept(client, archive, alice_token):
+    body = bytearray(compressed())
+    heap = len(body) - 2880  # the compressed tiles: the upload check reads headers, not these
+    body[heap:heap + 200] = bytes(range(200))
+    response = await put(client, "broken.fits.fz", bytes(body), alice_token)
+    assert response.status_code == 201, await response.get_data(as_text=True)
+    answer = await response.get_json()
+    assert len(uploaded(archive)) == 1
+    await run_jobs(archive)
+    job = await (await client.get(answer["status_url"], headers=alice_token)).get_json()
+    assert job["state"] == "failed"
+    assert job["error"].startswith("broken.fits.fz: HDU 1: pixel data cannot be read")
+    assert job["error"].endswith("; the upload was not kept")
+    assert uploaded(archive) == [] and await archive.store.usage() == {}
