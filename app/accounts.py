@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -16,6 +17,7 @@ from werkzeug.exceptions import Forbidden
 from werkzeug.sansio.response import Response
 
 from app.archive import Archive, get_archive
+from app.exceptions import DiskFull
 from app.site import Site
 from app.store.base import LoginFailures, User, new_id
 
@@ -160,10 +162,15 @@ async def log_in(response: Response, user: User) -> None:
         await archive.store.delete_session(digest(old))
     key = secrets.token_urlsafe(32)
     lifetime = archive.settings.session_days * 86400
-    await archive.store.add_session(digest(key), user.id, time.time() + lifetime)
-    await archive.store.update_user(user.id, last_login=time.time())
-    # this account from this address starts afresh; the address's own count stays
-    await archive.store.clear_login_failures(list(throttle_keys(user.username))[:1])
+    try:
+        await archive.store.add_session(digest(key), user.id, time.time() + lifetime)
+    except DiskFull:
+        raise DiskFull("the server's disk is full: signing in needs to record a session; try again once "
+                       "an administrator has made room") from None
+    with contextlib.suppress(DiskFull):  # bookkeeping: a full disk must not stand between a user and in
+        await archive.store.update_user(user.id, last_login=time.time())
+        # this account from this address starts afresh; the address's own count stays
+        await archive.store.clear_login_failures(list(throttle_keys(user.username))[:1])
     set_cookie(response, archive, SESSION_COOKIE, key, lifetime)
     set_cookie(response, archive, VISITOR_COOKIE, secrets.token_urlsafe(18), None)
 

@@ -15,6 +15,10 @@ class StoreError(ImageXError):
     """The catalog cannot be opened or does not answer as expected."""
 
 
+class DiskFull(StoreError):
+    """A write the disk has no room for: the catalog's, or a job's pyramids. Reads go on working."""
+
+
 class NotFound(ImageXError):
     """A record that was asked for does not exist."""
 

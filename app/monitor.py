@@ -87,6 +87,16 @@ def catalog_files(store_url: str) -> list[Path]:
     return [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
 
 
+DISK_LOW = 256 * 2**20
+DISK_LOW_SHARE = 0.02
+
+
+def disk_is_full(free: int, total: int) -> bool:
+    """Below the smaller of 256 MiB and 2 % of the disk: uploads, tiles and the catalog's own writes are
+    about to fail (the monitor and `/healthz` say so)."""
+    return free < min(DISK_LOW, total * DISK_LOW_SHARE)
+
+
 def _disk_facts(data: Path, catalog: list[Path]) -> dict[str, Any]:
     catalog_bytes = 0
     for path in catalog:
@@ -97,7 +107,8 @@ def _disk_facts(data: Path, catalog: list[Path]) -> dict[str, Any]:
     disk = shutil.disk_usage(data)
     return {"catalog": {"bytes": catalog_bytes if catalog else None,
                         "path": str(catalog[0]) if catalog else ""},
-            "free": {"bytes": disk.free, "total": disk.total, "used": disk.used, "path": str(data)}}
+            "free": {"bytes": disk.free, "total": disk.total, "used": disk.used, "path": str(data),
+                     "full": disk_is_full(disk.free, disk.total)}}
 
 
 def failure(job: JobRecord) -> dict[str, Any]:

@@ -14,6 +14,8 @@ job, its note or its images tells that anyone else has the same content.
 from __future__ import annotations
 
 import asyncio
+import errno
+import gc
 import hashlib
 import json
 import logging
@@ -24,7 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.exceptions import Conflict, FormatError, ImageXError
+from app.exceptions import Conflict, DiskFull, FormatError, ImageXError
 from app.ingest.removal import UPLOADS, is_upload
 from app.store.base import ImageLocation, ImageRecord, JobRecord, new_id, now
 from app.tiles import pyramid, science
@@ -50,6 +52,45 @@ def note_publishing(work: Path, image_ids: list[str]) -> None:
     os.replace(temporary, work / PUBLISHING)  # never a half-written note
 
 
+def _no_space(error: BaseException) -> bool:
+    """libvips reports a full disk in its error text; Python as ENOSPC (or EDQUOT, a quota's limit)."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(getattr(error, "detail", "") or error)
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path,
+                  quality: int) -> tuple[dict[str, Any], Any]:
+    pixels = reader.pixels(plane)
+    picture, applied = display(pixels, chosen)
+    folder.mkdir(parents=True, exist_ok=True)
+    # the original values beside the DZI, for dynamic tiles and the pixel readout: written by a second
+    # thread while this one writes the DZI (libvips releases the GIL), which hides most of its cost
+    with ThreadPoolExecutor(1) as writer:
+        written = writer.submit(science.write, pixels, folder)
+        try:
+            levels = pyramid.build(picture, folder, quality=quality)
+        finally:
+            written.result()
+    return levels, applied
+
+
+def _render_failure(error: BaseException, source: Path, hdu: int | None, work: str) -> Exception:
+    """What a failed plane is reported as: a full disk, or pixel data libvips could not decode."""
+    if _no_space(error):
+        free = shutil.disk_usage(work).free
+        place = f"HDU {hdu}" if hdu is not None else "the image"
+        return DiskFull(f"the disk of the data folder is full ({free:,} bytes free): the pyramids of {place} "
+                        "could not be written; nothing was kept")
+    if isinstance(error, OSError):
+        return OSError(error.errno, error.strerror, error.filename)
+    detail = str(getattr(error, "detail", "") or error).strip().splitlines()
+    where = f"HDU {hdu}: " if hdu is not None else ""  # rasters have no HDUs
+    return FormatError(f"{source.name}: {where}pixel data cannot be decoded: "
+                       f"{detail[-1][:300] if detail else 'libvips error'}")
+
+
 def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
                 quality: int) -> list[dict[str, Any]]:
     """In a pool process: read every plane of `path` and build its pyramids (the 8-bit DZI and the
@@ -68,25 +109,16 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
     out: list[dict[str, Any]] = []
     with reader_class(source, max_pixels=max_pixels) as reader:
         for plane in reader.planes():
+            failure: Exception | None = None
             try:
-                pixels = reader.pixels(plane)
-                picture, applied = display(pixels, chosen)
-                folder = Path(work) / str(plane.hdu)
-                folder.mkdir(parents=True, exist_ok=True)
-                # the original values beside the DZI, for dynamic tiles and the pixel readout: written
-                # by a second thread while this one writes the DZI (libvips releases the GIL), which
-                # hides most of its cost
-                with ThreadPoolExecutor(1) as writer:
-                    written = writer.submit(science.write, pixels, folder)
-                    try:
-                        levels = pyramid.build(picture, folder, quality=quality)
-                    finally:
-                        written.result()
-            except pyvips.Error as error:
-                detail = str(getattr(error, "detail", "") or error).strip().splitlines()
-                where = f"HDU {plane.hdu}: " if reader.format == "fits" else ""  # rasters have no HDUs
-                raise FormatError(f"{source.name}: {where}pixel data cannot be decoded: "
-                                  f"{detail[-1][:300] if detail else 'libvips error'}") from None
+                levels, applied = _render_plane(reader, plane, chosen, Path(work) / str(plane.hdu), quality)
+            except (pyvips.Error, OSError) as error:
+                failure = _render_failure(error, source, plane.hdu if reader.format == "fits" else None, work)
+            if failure is not None:
+                # raised out here, with no traceback of the failed writers held: libvips closes the files
+                # they had open (else a removed work file stays open, its room never given back)
+                gc.collect()
+                raise failure
             entry = asdict(plane)
             entry["format"] = reader.format
             entry["display"] = {**applied.to_dict(), **levels}

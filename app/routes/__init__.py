@@ -10,7 +10,7 @@ from quart import Quart, Response, jsonify, redirect, render_template, request
 from werkzeug.exceptions import Forbidden, HTTPException, Unauthorized
 
 from app import accounts as identity
-from app.exceptions import ImageXError
+from app.exceptions import DiskFull, ImageXError
 
 # Endpoints that need no user context: the hot tile path and static files; the health check, which must
 # answer even when the catalog does not.
@@ -63,6 +63,10 @@ def register(app: Quart) -> None:
     @app.errorhandler(ImageXError)
     async def imagex_error(error: ImageXError) -> Any:
         return await _error(400, str(error))
+
+    @app.errorhandler(DiskFull)
+    async def disk_full(error: DiskFull) -> Any:
+        return await _error(507, str(error))
 
 
 def _wants_json() -> bool:

@@ -8,12 +8,15 @@ store answers, 503 when it does not.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 from quart import Blueprint, Response, jsonify
 
 from app.archive import Archive, get_archive
+from app.monitor import disk_is_full
 
 bp = Blueprint("health", __name__)
 # Seconds the store may take to answer before the process is reported unhealthy (below the 10 s timeout
@@ -36,10 +39,12 @@ async def health_facts(archive: Archive) -> dict[str, Any]:
     fleet (processes alive and lost), JSON-ready."""
     store = await _store_state(archive)
     runner, watcher = _runner_state(archive), _watcher_state(archive)
+    disk = await asyncio.to_thread(disk_state, archive.settings.data)
     if not store["reachable"]:
         status = "unavailable"
-    elif _stopped(runner) or _stopped(watcher) or _behind(store):
-        status = "degraded"  # a background part failed, or the store lacks migrations
+    elif _stopped(runner) or _stopped(watcher) or _behind(store) or disk["full"]:
+        # a background part failed, the store lacks migrations, or nothing new can be written
+        status = "degraded"
     else:
         status = "ok"
     return {
@@ -50,8 +55,19 @@ async def health_facts(archive: Archive) -> dict[str, Any]:
         "pool": {"size": archive.pool.size, "busy": archive.runner.active if archive.runner else 0},
         "runner": runner,
         "watcher": watcher,
+        "disk": disk,
         "fleet": await _fleet_state(archive) if store["reachable"] else None,
     }
+
+
+def disk_state(data: Path) -> dict[str, Any]:
+    """Room on the data folder's disk (sizes only, never the path), and whether it is full."""
+    try:
+        usage = shutil.disk_usage(data)
+    except OSError:
+        return {"free": None, "total": None, "full": False}
+    return {"free": usage.free, "total": usage.total,
+            "full": disk_is_full(usage.free, usage.total)}
 
 
 async def _fleet_state(archive: Archive) -> dict[str, int] | None:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from app.exceptions import Conflict, StoreError
+from app.exceptions import Conflict, DiskFull, StoreError
 from app.search.dates import DATES_VERSION, header_dates
 from app.search.footprint import footprint_cells, sky_matches_json
 from app.store import sqlsearch
@@ -52,6 +52,10 @@ _IMAGE_COLUMNS = ("id, sha256, hdu, path, name, size, owner, provenance, format,
                   "header, comments, sky, display, note, created, job_id, visibility")
 
 
+def disk_full(error: sqlite3.Error) -> bool:
+    return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(error)
+
+
 class SQLiteStore(Store):
     """`sqlite:///path/to/catalog.sqlite`."""
 
@@ -63,7 +67,13 @@ class SQLiteStore(Store):
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
             raise StoreError("the catalog is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except sqlite3.OperationalError as error:
+            if disk_full(error):
+                raise DiskFull("the server's disk is full: the catalog cannot record this change (what is "
+                               "already there can still be read)") from None
+            raise
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -707,8 +717,13 @@ class SQLiteStore(Store):
                 "WHERE api_tokens.token_hash = ?", (token_hash,)).fetchone()
             if row is None:
                 return None
-            with _transaction(self.db) as db:
-                db.execute("UPDATE api_tokens SET last_used = ? WHERE token_hash = ?", (now(), token_hash))
+            try:
+                with _transaction(self.db) as db:
+                    db.execute("UPDATE api_tokens SET last_used = ? WHERE token_hash = ?",
+                               (now(), token_hash))
+            except sqlite3.OperationalError as error:  # a full disk must not lock token holders out
+                if not disk_full(error):
+                    raise
             return _user(row)
 
         return await self._run(find)
