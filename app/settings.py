@@ -39,6 +39,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or a positive whole number, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -141,6 +148,9 @@ SETTINGS: tuple[Setting, ...] = (
             "message instead of exhausting memory.", _positive_int),
     Setting("job_timeout", 3600.0, "Seconds the pixel work of one file (read, scale, tile) may take; a job "
             "past it is stopped and failed with a message, and the next file goes on.", _positive_float),
+    Setting("job_memory_mb", 0, "MiB of memory one file's pixel work may take (its process's data, not "
+            "memory-mapped files); past it the job fails with a message. 0: 80 % of the machine's memory "
+            "shared among the pool's processes.", _non_negative_int),
     Setting("jpeg_quality", 85, "JPEG quality of the display tiles and thumbnails (1-100).", _positive_int),
     Setting("page_size", 24, "Images per page in the portal and in `/api/images`.", _positive_int),
     Setting("tile_token_ttl", 43_200, "Seconds a signed tile URL stays valid after the page that holds it "
@@ -206,6 +216,7 @@ class Settings:
     job_lease: float = 60.0
     max_pixels: int = 500_000_000
     job_timeout: float = 3600.0
+    job_memory_mb: int = 0
     jpeg_quality: int = 85
     page_size: int = 24
     tile_token_ttl: int = 43_200
@@ -258,6 +269,17 @@ class Settings:
     @property
     def pool_size(self) -> int:
         return self.workers or (os.cpu_count() or 1)
+
+    @property
+    def job_memory(self) -> int:
+        """Bytes one job's process may hold (IMAGEX_JOB_MEMORY_MB, or its automatic value)."""
+        if self.job_memory_mb:
+            return self.job_memory_mb * 2**20
+        try:
+            machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):  # no such figure on this system: no limit
+            return 0
+        return int(machine * 0.8) // self.pool_size
 
     @property
     def tiles_dir(self) -> Path:

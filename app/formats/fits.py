@@ -146,6 +146,8 @@ class FitsReader(Reader):
             with fits.open(self.path, memmap=False, ignore_missing_end=bool(self.structure[-1].trailing)) \
                     as whole:
                 array = self._first_plane(whole[plane.hdu])
+        except MemoryError:
+            raise  # the job's memory limit, not the file's fault
         except Exception as error:  # astropy raises many kinds on corrupt compressed tiles
             raise FormatError(f"{self.path.name}: HDU {plane.hdu}: pixel data cannot be read: "
                               f"{_reason(error)}") from None

@@ -86,6 +86,8 @@ def _render_failure(error: BaseException, source: Path, hdu: int | None, work: s
     if isinstance(error, OSError):
         return OSError(error.errno, error.strerror, error.filename)
     detail = str(getattr(error, "detail", "") or error).strip().splitlines()
+    if any("out of memory" in line or "Cannot allocate memory" in line for line in detail):
+        return MemoryError()  # libvips could not allocate: the job's memory limit, not the file
     where = f"HDU {hdu}: " if hdu is not None else ""  # rasters have no HDUs
     return FormatError(f"{source.name}: {where}pixel data cannot be decoded: "
                        f"{detail[-1][:300] if detail else 'libvips error'}")
@@ -253,13 +255,17 @@ async def _render(archive: Archive, path: Path, work: Path, scaling: dict[str, A
     for attempt in (1, 2):
         try:
             return await archive.pool.run_limited(settings.job_timeout, render_file, str(path), str(work),
-                                                  scaling, settings.max_pixels, settings.jpeg_quality)
+                                                  scaling, settings.max_pixels, settings.jpeg_quality,
+                                                  memory=settings.job_memory)
         except WorkerDied:
             await asyncio.to_thread(shutil.rmtree, work, True)
             if attempt == 2:
+                memory = "more memory than the server has"
+                if settings.job_memory:
+                    memory = (f"more than the {settings.job_memory / 2**20:,.0f} MiB one job may use "
+                              "(IMAGEX_JOB_MEMORY_MB)")
                 raise ImageXError("the worker process died twice while reading this file: it is probably "
-                                  "damaged in a way that crashes its decoder, or needs more memory than the "
-                                  "server has") from None
+                                  f"damaged in a way that crashes its decoder, or needs {memory}") from None
             log.warning("a worker process died under %s; trying it once more", path)
     raise AssertionError("unreachable")
 

@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import multiprocessing
 import os
+import resource
 import signal
 import sys
 import threading
@@ -35,23 +36,35 @@ def _expire(_signum: int, _frame: Any) -> None:
     raise _Expired
 
 
-def run_limited(seconds: float, grace: float, fn: Callable[..., T], *args: Any) -> T:
-    """In a pool process: `fn(*args)` stopped after `seconds` of wall-clock time. Python code is
-    interrupted (SIGALRM) and the worker lives on; code that cannot be interrupted (a long libvips or
-    numpy call) is ended `grace` seconds later by killing the worker, which the pool then replaces."""
+def run_limited(seconds: float, grace: float, memory: int, fn: Callable[..., T], *args: Any) -> T:
+    """In a pool process: `fn(*args)` stopped after `seconds` of wall-clock time (0: no limit), and with
+    at most `memory` bytes of data (0: no limit). Python code is interrupted (SIGALRM) and the worker lives
+    on; code that cannot be interrupted (a long libvips or numpy call) is ended `grace` seconds later by
+    killing the worker, which the pool then replaces. Memory is the process's data segment (RLIMIT_DATA:
+    heap and private mappings, not a memory-mapped file), so an allocation past it fails with MemoryError
+    instead of the machine's out-of-memory killer choosing a victim."""
     previous = signal.signal(signal.SIGALRM, _expire)
     killer = threading.Timer(seconds + grace, os.kill, (os.getpid(), signal.SIGKILL))
     killer.daemon = True
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    killer.start()
+    limits = resource.getrlimit(resource.RLIMIT_DATA)
+    if memory:
+        ceiling = limits[1]
+        resource.setrlimit(resource.RLIMIT_DATA, (
+            memory if ceiling == resource.RLIM_INFINITY else min(memory, ceiling), ceiling))
+    if seconds:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        killer.start()
     try:
         return fn(*args)
     except _Expired:
         raise JobTimeout(seconds) from None
+    except MemoryError:
+        raise JobOutOfMemory(memory) from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         killer.cancel()
         signal.signal(signal.SIGALRM, previous)
+        resource.setrlimit(resource.RLIMIT_DATA, limits)
 
 
 class WorkerDied(ImageXError):
@@ -61,6 +74,19 @@ class WorkerDied(ImageXError):
     def __init__(self) -> None:
         super().__init__("the worker process died while handling this file (out of memory, or killed); see "
                          "the server log")
+
+
+class JobOutOfMemory(ImageXError):
+    """A job needed more memory than one job may use."""
+
+    def __init__(self, memory: int) -> None:
+        limit = f"{memory / 2**20:,.0f} MiB, the memory one job may use (IMAGEX_JOB_MEMORY_MB)" if memory \
+            else "the memory the server has"
+        super().__init__(f"needs more memory than {limit}; the file was not catalogued")
+        self.memory = memory
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return JobOutOfMemory, (self.memory,)
 
 
 class JobTimeout(ImageXError):
@@ -131,18 +157,17 @@ class Pool:
             self._discard_broken()
             raise WorkerDied from None
 
-    async def run_limited(self, seconds: float, fn: Callable[..., T], *args: Any,
+    async def run_limited(self, seconds: float, fn: Callable[..., T], *args: Any, memory: int = 0,
                           grace: float = KILL_GRACE) -> T:
-        """`run`, stopped with JobTimeout after `seconds` (0: no limit)."""
-        if not seconds:
-            return await self.run(fn, *args)
+        """`run`, stopped with JobTimeout after `seconds` and failed with JobOutOfMemory past `memory`
+        bytes (0: no limit)."""
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
-            return await loop.run_in_executor(self._get(), run_limited, seconds, grace, fn, *args)
+            return await loop.run_in_executor(self._get(), run_limited, seconds, grace, memory, fn, *args)
         except BrokenProcessPool:
             self._discard_broken()
-            if time.monotonic() - started >= seconds + grace:  # this job's worker was killed for its time
+            if seconds and time.monotonic() - started >= seconds + grace:  # killed for its time
                 raise JobTimeout(seconds) from None
             raise WorkerDied from None
 

@@ -7,10 +7,11 @@ import os
 import signal
 import time
 
+import numpy as np
 import pytest
 
 from app.exceptions import ImageXError
-from app.tiles.pool import JobTimeout, Pool
+from app.tiles.pool import JobOutOfMemory, JobTimeout, Pool
 
 
 def pid_after(seconds: float) -> int:
@@ -35,6 +36,13 @@ def catches_everything(seconds: float) -> str:
     except Exception:
         return "swallowed"
     return "finished"
+
+
+def allocate(megabytes: int) -> int:
+    """Touches `megabytes` MiB of new memory; the worker's pid."""
+    block = np.ones(megabytes * 2**20, dtype=np.uint8)
+    assert int(block[-1]) == 1
+    return os.getpid()
 
 
 @pytest.fixture
@@ -77,3 +85,13 @@ async def test_a_worker_dying_for_another_reason_is_not_called_a_timeout(pool):
         await pool.run_limited(30, os.abort)
     assert not isinstance(died.value, JobTimeout)
     assert "the worker process died" in str(died.value)
+
+
+async def test_a_job_past_its_memory_fails_with_a_message_and_the_worker_goes_on(pool):
+    worker = await pool.run_limited(30, allocate, 10, memory=1024 * 2**20)
+    with pytest.raises(JobOutOfMemory) as refused:
+        await pool.run_limited(30, allocate, 2048, memory=1024 * 2**20)
+    assert str(refused.value) == ("needs more memory than 1,024 MiB, the memory one job may use "
+                                  "(IMAGEX_JOB_MEMORY_MB); the file was not catalogued")
+    # the same worker, its limit given back: the next job may use what it needs
+    assert await pool.run_limited(30, allocate, 1536) == worker
