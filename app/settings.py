@@ -149,8 +149,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("job_timeout", 3600.0, "Seconds the pixel work of one file (read, scale, tile) may take; a job "
             "past it is stopped and failed with a message, and the next file goes on.", _positive_float),
     Setting("job_memory_mb", 0, "MiB of memory one file's pixel work may take (its process's data, not "
-            "memory-mapped files); past it the job fails with a message. 0: 80 percent of the machine's memory "
-            "shared among the pool's processes.", _non_negative_int),
+            "memory-mapped files); past it the job fails with a message. 0: 80 percent of the machine's "
+            "memory shared among the pool's processes.", _non_negative_int),
     Setting("jpeg_quality", 85, "JPEG quality of the display tiles and thumbnails (1-100).", _positive_int),
     Setting("page_size", 24, "Images per page in the portal and in `/api/images`.", _positive_int),
     Setting("tile_token_ttl", 43_200, "Seconds a signed tile URL stays valid after the page that holds it "

@@ -244,20 +244,26 @@ class Upload:
         await self._written()
         self.sha256 = self._digest.hexdigest()
         unfolded = await asyncio.to_thread(self._check_file)
+        what = ""
         if unfolded > self.received:
-            # compressed: judged by what its pixels unfold into, before a byte of them is decompressed
+            # compressed: judged and charged by what its pixels unfold into, before a byte of them is
+            # decompressed
             what = f"{self.client_name} ({_count(self.received)}; {_count(unfolded)} once decompressed)"
             too_large = self.limits.size_refusal(unfolded, what)
             if too_large is not None:
                 raise too_large
-            await self._hold(unfolded, unfolded, what=what)
-        # a last check of exactly its size: room held ahead, judged when the others had received less,
+        cost = max(unfolded, self.received)
+        # a last check of exactly its cost: room held ahead, judged when the others had received less,
         # must not let this upload and theirs together past the quota
-        await self._hold(self.received, self.received)
+        await self._hold(cost, cost, what=what)
         final = await asyncio.to_thread(self._keep)
         # the job names the reservation: its bytes count once, as the reservation's, until it is released
         options = {"visibility": visibility, "client_name": self.client_name, "size": self.received,
                    "sha256": self.sha256, "reservation": self.reservation_id}
+        if unfolded > self.received:
+            # counted while waiting (`charge`), and once catalogued for as long as the owner holds it
+            options["charge"] = unfolded
+            await self.archive.store.charge_content(self.user.username, self.sha256, unfolded)
         try:
             [job] = await self.archive.store.enqueue([NewJob(
                 key=f"upload:{final}", path=str(final), owner=self.user.username, provenance="upload",

@@ -816,6 +816,15 @@ class Store(ABC):
     async def release_upload(self, reservation_id: str) -> None: ...
 
     @abstractmethod
+    async def charge_content(self, owner: str, sha256: str, size: int) -> None:
+        """Count content `sha256` as at least `size` bytes in `owner`'s quota (what a compressed upload
+        unfolds into) for as long as they hold an image of it; the larger of two charges stands."""
+
+    @abstractmethod
+    async def content_charges(self) -> list[tuple[str, str, int]]:
+        """Every charge as (owner, sha256, bytes), for `imagex migrate-store`."""
+
+    @abstractmethod
     async def upload_reservations(self, owner: str | None = None) -> list[Reservation]:
         """The unexpired reservations (of `owner`, or of everyone), oldest expiry first."""
 

@@ -30,7 +30,8 @@ from app.store import open_store
 from app.store.base import ImageRecord, JobRecord, Store
 from app.store.sqlite import _IMAGE_COLUMNS, SQLiteStore, _dumps, _image, _job
 
-KINDS = ("images", "locations", "jobs", "users", "tokens", "invitations", "settings", "scalings", "elements")
+KINDS = ("images", "locations", "jobs", "users", "tokens", "invitations", "settings", "scalings", "elements",
+         "charges")
 _IMAGE_SELECT = f"SELECT {_IMAGE_COLUMNS} FROM images "  # noqa: S608
 _JOB_COLUMNS = ("id", "key", "path", "owner", "provenance", "options", "state", "worker", "lease_until",
                 "attempts", "error", "note", "image_ids", "created", "updated")
@@ -126,6 +127,7 @@ class _Copy:
         await self._elements()
         await self._jobs()
         await self._images()
+        await self._charges()
         return self.report
 
     # images and jobs, in batches ------------------------------------------------------------------
@@ -275,6 +277,22 @@ class _Copy:
         await self.target.save_site_settings(new)
         tally.found = len(set(values) & set(await self.target.site_settings()))
         await self._tell("settings")
+
+    async def _charges(self) -> None:
+        """What compressed uploads are charged (a charge is the larger of the two where both have one)."""
+        tally = self.report.tallies["charges"]
+        charges = await self.source.content_charges()
+        there = set(await self.target.content_charges())
+        for owner, sha256, size in charges:
+            tally.source += 1
+            if (owner, sha256, size) in there:
+                tally.present += 1
+                continue
+            await self.target.charge_content(owner, sha256, size)
+            tally.copied += 1
+        have = {(owner, sha256): size for owner, sha256, size in await self.target.content_charges()}
+        tally.found = sum(have.get((owner, sha256), -1) >= size for owner, sha256, size in charges)
+        await self._tell("charges")
 
     async def _scalings(self) -> None:
         tally = self.report.tallies["scalings"]

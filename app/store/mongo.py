@@ -465,6 +465,11 @@ class MongoStore(Store):
         pipeline: list[Doc] = [
             {"$group": {"_id": {"owner": "$owner", "sha256": "$sha256"}, "images": {"$sum": 1},
                         "size": {"$max": "$size"}}},
+            {"$lookup": {"from": "upload_charges", "let": {"owner": "$_id.owner", "sha256": "$_id.sha256"},
+                         "pipeline": [{"$match": {"$expr": {"$and": [{"$eq": ["$owner", "$$owner"]},
+                                                                     {"$eq": ["$sha256", "$$sha256"]}]}}}],
+                         "as": "charge"}},
+            {"$set": {"size": {"$max": ["$size", {"$ifNull": [{"$max": "$charge.bytes"}, 0]}]}}},
             {"$group": {"_id": "$_id.owner", "images": {"$sum": "$images"}, "bytes": {"$sum": "$size"}}}]
         return {doc["_id"]: Usage(int(doc["images"]), int(doc["bytes"]))
                 async for doc in await self.images.aggregate(pipeline)}
@@ -702,13 +707,14 @@ class MongoStore(Store):
             reservations = self._c("upload_reservations")
             await reservations.delete_many({"expires": {"$lt": stamp}})
             stored = await self._total(self.images, [
-                {"$match": {"owner": owner}}, {"$group": {"_id": "$sha256", "size": {"$max": "$size"}}}],
-                "$size")
+                {"$match": {"owner": owner}}, {"$group": {"_id": "$sha256", "size": {"$max": "$size"}}},
+                *_charged(owner)], "$size")
             # a job queued a moment ago whose upload still holds its reservation counts once
             live = [doc["_id"] async for doc in reservations.find({"owner": owner}, {"_id": 1})]
             pending = await self._total(self.jobs, [
                 {"$match": {"owner": owner, "state": {"$in": ["queued", "running"]},
-                            "provenance": "upload", "options.reservation": {"$nin": live}}}], "$options.size")
+                            "provenance": "upload", "options.reservation": {"$nin": live}}}],
+                {"$max": [{"$ifNull": ["$options.size", 0]}, {"$ifNull": ["$options.charge", 0]}]})
             others: Doc = {"owner": owner, "_id": {"$ne": reservation_id}}
             mine = await reservations.find_one({"_id": reservation_id}, {"created": 1})
             created = stamp if mine is None else float(mine.get("created", 0.0))
@@ -758,6 +764,14 @@ class MongoStore(Store):
 
     async def release_upload(self, reservation_id: str) -> None:
         await self._c("upload_reservations").delete_one({"_id": reservation_id})
+
+    async def charge_content(self, owner: str, sha256: str, size: int) -> None:
+        await self._c("upload_charges").update_one({"owner": owner, "sha256": sha256},
+                                                   {"$max": {"bytes": size}}, upsert=True)
+
+    async def content_charges(self) -> list[tuple[str, str, int]]:
+        found = self._c("upload_charges").find({}, {"_id": 0}).sort([("owner", 1), ("sha256", 1)])
+        return [(doc["owner"], doc["sha256"], int(doc["bytes"])) async for doc in found]
 
     async def upload_reservations(self, owner: str | None = None) -> list[Reservation]:
         match: Doc = {"expires": {"$gte": now()}}
@@ -829,6 +843,17 @@ def _dumps(value: Any) -> str:
 
 def _encode_keys(values: dict[str, Any]) -> Doc:
     return {field_name(key): value for key, value in values.items()}
+
+
+def _charged(owner: str) -> list[Doc]:
+    """Stages after grouping `owner`'s images by content (`_id` the SHA-256, `size` the file's): each
+    content's size becomes the larger of its file size and what its upload was charged."""
+    return [
+        {"$lookup": {"from": "upload_charges", "let": {"sha256": "$_id"},
+                     "pipeline": [{"$match": {"$expr": {"$and": [{"$eq": ["$owner", owner]},
+                                                                 {"$eq": ["$sha256", "$$sha256"]}]}}}],
+                     "as": "charge"}},
+        {"$set": {"size": {"$max": ["$size", {"$ifNull": [{"$max": "$charge.bytes"}, 0]}]}}}]
 
 
 def _decode_keys(values: Doc) -> dict[str, Any]:

@@ -523,8 +523,10 @@ class SQLiteStore(Store):
     async def usage(self) -> dict[str, Usage]:
         def usage() -> dict[str, Usage]:
             rows = self.db.execute(
-                "SELECT owner, sum(images) AS images, sum(size) AS bytes FROM (SELECT owner, sha256, "
-                "count(*) AS images, max(size) AS size FROM images GROUP BY owner, sha256) GROUP BY owner")
+                "SELECT owner, sum(images) AS images, sum(size) AS bytes FROM (SELECT i.owner AS owner, "
+                "count(*) AS images, max(max(i.size), coalesce(max(c.bytes), 0)) AS size FROM images i "
+                "LEFT JOIN upload_charges c ON c.owner = i.owner AND c.sha256 = i.sha256 "
+                "GROUP BY i.owner, i.sha256) GROUP BY owner")
             return {row["owner"]: Usage(row["images"], row["bytes"]) for row in rows}
 
         return await self._run(usage)
@@ -821,10 +823,12 @@ class SQLiteStore(Store):
                 stamp = now()
                 db.execute("DELETE FROM upload_reservations WHERE expires < ?", (stamp,))
                 stored = db.execute(
-                    "SELECT coalesce(sum(size), 0) FROM (SELECT max(size) AS size FROM images "
-                    "WHERE owner = ? GROUP BY sha256)", (owner,)).fetchone()[0]
+                    "SELECT coalesce(sum(size), 0) FROM (SELECT max(max(i.size), coalesce(max(c.bytes), 0)) "
+                    "AS size FROM images i LEFT JOIN upload_charges c ON c.owner = i.owner AND "
+                    "c.sha256 = i.sha256 WHERE i.owner = ? GROUP BY i.sha256)", (owner,)).fetchone()[0]
                 pending = db.execute(
-                    "SELECT coalesce(sum(json_extract(options, '$.size')), 0) FROM jobs WHERE owner = ? "
+                    "SELECT coalesce(sum(max(coalesce(json_extract(options, '$.size'), 0), "
+                    "coalesce(json_extract(options, '$.charge'), 0))), 0) FROM jobs WHERE owner = ? "
                     "AND state IN ('queued', 'running') AND provenance = 'upload' "
                     # a job queued a moment ago whose upload still holds its reservation counts once
                     "AND coalesce(json_extract(options, '$.reservation'), '') NOT IN "
@@ -853,6 +857,18 @@ class SQLiteStore(Store):
 
     async def release_upload(self, reservation_id: str) -> None:
         await self._write("DELETE FROM upload_reservations WHERE id = ?", (reservation_id,))
+
+    async def charge_content(self, owner: str, sha256: str, size: int) -> None:
+        await self._write("INSERT INTO upload_charges (owner, sha256, bytes) VALUES (?, ?, ?) ON CONFLICT "
+                          "(owner, sha256) DO UPDATE SET bytes = max(bytes, excluded.bytes)",
+                          (owner, sha256, size))
+
+    async def content_charges(self) -> list[tuple[str, str, int]]:
+        def select() -> list[tuple[str, str, int]]:
+            rows = self.db.execute("SELECT owner, sha256, bytes FROM upload_charges ORDER BY owner, sha256")
+            return [(row["owner"], row["sha256"], int(row["bytes"])) for row in rows]
+
+        return await self._run(select)
 
     async def upload_reservations(self, owner: str | None = None) -> list[Reservation]:
         def select() -> list[Reservation]:

@@ -166,3 +166,33 @@ async def test_an_upload_that_fails_ingest_is_not_kept(client, archive, alice_to
     assert job["error"].startswith("broken.fits.fz: HDU 1: pixel data cannot be read")
     assert job["error"].endswith("; the upload was not kept")
     assert uploaded(archive) == [] and await archive.store.usage() == {}
+
+
+def zeros_gzipped_with(side: int, value: float) -> bytes:
+    buffer = io.BytesIO()
+    fits.PrimaryHDU(np.full((side, side), value, dtype=np.float64)).writeto(buffer)
+    return gzip.compress(buffer.getvalue())
+
+
+async def test_a_compressed_upload_is_charged_what_it_unfolds_into(client, archive, make_user):
+    carol = await make_user("carol")
+    token = await token_for(archive, carol)
+    await archive.store.update_user(carol.id, quota=20_000_000)
+    first, second, third = (zeros_gzipped_with(1000, value) for value in (0.0, 1.0, 2.0))
+    assert (await put(client, "first.fits.gz", first, token)).status_code == 201
+    # waiting to be ingested, it counts as its 8,000,000 bytes of pixels
+    assert (await put(client, "second.fits.gz", second, token)).status_code == 201
+    message = await error_of(await put(client, "third.fits.gz", third, token), 413)
+    assert message.startswith(f"third.fits.gz ({len(third):,} bytes; 8,000,000 bytes once decompressed) does "
+                              "not fit in your quota of 20,000,000 bytes: 0 bytes stored, 16,000,000 bytes "
+                              "uploaded and waiting to be ingested")
+    await run_jobs(archive)
+    usage = (await archive.store.usage())["carol"]
+    assert usage.images == 2 and usage.bytes == 16_000_000  # catalogued, still charged as unfolded
+    message = await error_of(await put(client, "third.fits.gz", third, token), 413)
+    assert "16,000,000 bytes stored" in message
+
+    [image, _] = await archive.store.find_images()
+    await archive.store.delete_images([image.id])  # the charge goes with the last image of its content
+    assert (await archive.store.usage())["carol"].bytes == 8_000_000
+    assert (await put(client, "third.fits.gz", third, token)).status_code == 201

@@ -730,6 +730,24 @@ async def test_upload_reservations_count_everything_that_holds_bytes(any_store):
     assert (await any_store.reserve_upload("r4", "w", 1000, quota=1000, ttl=60)).granted
 
 
+async def test_content_charges_count_while_the_owner_holds_the_content(any_store):
+    await any_store.add_images([image("small", sha256="z", owner="u", size=100),
+                                image("twin", sha256="z", hdu=1, owner="u", size=100),
+                                image("theirs", sha256="z", owner="v", size=100)])
+    await any_store.charge_content("u", "z", 5000)
+    await any_store.charge_content("u", "z", 4000)  # the larger charge stands
+    await any_store.charge_content("u", "gone", 7000)  # content u holds no image of: counts for nothing
+    assert await any_store.content_charges() == [("u", "gone", 7000), ("u", "z", 5000)]
+    await any_store.enqueue([job("up", owner="u", provenance="upload", size=50, charge=900)])
+    check = await any_store.reserve_upload("r1", "u", 1, quota=10**6, ttl=60)
+    assert (check.stored, check.pending) == (5000, 900)
+    usage = await any_store.usage()
+    assert (usage["u"].images, usage["u"].bytes) == (2, 5000)
+    assert (usage["v"].images, usage["v"].bytes) == (1, 100)  # another owner's image of it is not charged
+    await any_store.delete_images([img.id for img in await any_store.find_images() if img.owner == "u"])
+    assert "u" not in await any_store.usage()
+
+
 async def test_expired_reservations_hold_nothing(any_store):
     assert (await any_store.reserve_upload("r1", "u", 900, quota=1000, ttl=0.05)).granted
     assert not (await any_store.reserve_upload("r2", "u", 900, quota=1000, ttl=60)).granted

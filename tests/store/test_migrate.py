@@ -71,6 +71,7 @@ async def fill(store: Store, images: int = 7) -> dict[str, object]:
     # copies of two files found under other paths
     await store.add_locations([ImageLocation(records[0].id, "/in/tree/copy-0.fits", 200.0),
                                ImageLocation(records[-1].id, "/in/tree/multi.fits", 201.0)])
+    await store.charge_content(alice.id, records[0].sha256, 10**7)  # a compressed upload's unfolded size
     return {"images": records, "jobs": jobs}
 
 
@@ -95,6 +96,7 @@ async def same_catalog(source: Store, target: Store) -> None:
     assert await target.list_invitations() == await source.list_invitations()
     assert await target.site_settings() == await source.site_settings()
     assert await target.list_scalings() == await source.list_scalings()
+    assert await target.content_charges() == await source.content_charges()
     elements = [e.public() for e in await source.list_elements()]
     assert [e.public() for e in await target.list_elements()] == elements
     assert await target.indexed_keywords() == ["EXPOSURE", "EXPTIME", "OBJECT"]
@@ -119,7 +121,7 @@ async def test_a_catalog_is_copied_whole_and_checked(source_kind, target_kind, t
         "users": (2, 2, 0, 0, 2),
         "tokens": (2, 2, 0, 0, 2),
         "invitations": (2, 2, 0, 0, 2), "settings": (2, 2, 0, 0, 2), "scalings": (1, 1, 0, 0, 1),
-        "elements": (3, 3, 0, 0, 3)}
+        "elements": (3, 3, 0, 0, 3), "charges": (1, 1, 0, 0, 1)}
 
     source, target = open_store(source_url), open_store(target_url)
     await source.open()
