@@ -92,9 +92,8 @@ def _walk(handle: _Stream, name: str, path: Path, max_pixels: int, *, size: int 
         offset = start + header_bytes
         hdu = _hdu(cards, len(hdus), name, where)
         hdu.odd = odd
-        if hdu.compressed or _is_image(cards, len(hdus)):
-            if len(hdu.shape) >= 2:
-                check_size(path, hdu.where, hdu.shape[0], hdu.shape[1], max_pixels)
+        if hdu.is_image and len(hdu.shape) >= 2:
+            check_size(path, hdu.where, hdu.shape[0], hdu.shape[1], max_pixels)
         padded = -(-hdu.data_bytes // BLOCK) * BLOCK
         if size is not None:
             if offset + hdu.data_bytes > size:
