@@ -119,7 +119,7 @@ def write_samples(folder: Path, *, size: int = 1024) -> list[Path]:
     for index, offset in enumerate((-1, 1), start=1):
         wcs_e = celestial_wcs(FIELD_RA + offset * half / 3600 / 2, FIELD_DEC + 0.2, half, half)
         data_e = star_field(wcs_e, half, half, seed=10 + index)
-        header_e = _header(wcs_e, CCDNAME=f"CCD{index}")
+        header_e = _header(wcs_e, CCDNAME=f"CCD{index}", INHERIT=True)  # the primary's cards are its own too
         extensions.append(fits.ImageHDU(data_e, header_e, name=f"SCI{index}"))
     paths.append(folder / "multi_extension.fits")
     fits.HDUList([primary, *extensions]).writeto(paths[-1], overwrite=True)

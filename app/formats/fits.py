@@ -89,7 +89,9 @@ class FitsReader(Reader):
             width, height = shape[0], shape[1]
             check_size(self.path, where, width, height, self.max_pixels)
             merged = header.copy()
-            if index > 0:
+            if index > 0 and header.get("INHERIT") is True:
+                # the FITS convention: an extension saying INHERIT = T takes the primary's cards it lacks
+                # (not its structure); without it, its header is its own, as astropy and every reader see it
                 for card in primary.cards:
                     if card.keyword and not _is_structural(card.keyword) and card.keyword not in merged \
                             and card.keyword not in _LIST_KEYWORDS:
@@ -112,7 +114,7 @@ class FitsReader(Reader):
             name += f" [{hdu.name or index}]" if index > 0 else ""
             planes.append(Plane(hdu=index, name=name, width=width, height=height,
                                 bitpix=int(header.get("BITPIX", 0)) or None, header=values,
-                                comments=comments, sky=_sky(merged, width, height), note=note))
+                                comments=comments, sky=_sky(header, width, height), note=note))
         if len(planes) == 1:
             planes[0].name = planes[0].name.removesuffix(f" [{self._hdul[planes[0].hdu].name}]")
         if not planes:

@@ -136,16 +136,22 @@ INHERITED = [
 ]
 
 
-@pytest.mark.parametrize(("keyword", "expected"), INHERITED, ids=[row[0] for row in INHERITED])
-def test_extension_gets_the_primary_cards_it_lacks_but_not_structural_ones(tmp_path, keyword, expected):
+def two_hdus(tmp_path: Path, *, inherit: bool | None) -> Path:
     primary = fits.PrimaryHDU(np.arange(3 * 20 * 30, dtype=np.float64).reshape(3, 20, 30))
     primary.scale("int16", bscale=0.5, bzero=1000)
     primary.header.update(OBSERVER="Annie Cannon", TELESCOP="Harvard 8-inch", EXPTIME=5.0)
     primary.header["DATE-OBS"] = "1901-05-04"
     extension = fits.ImageHDU(np.ones((20, 30), np.float32), name="SCI")
     extension.header["EXPTIME"] = 9.0
-    path = write_hdus(tmp_path, "inherit.fits", primary, extension)
-    first, second = read_planes(path)
+    if inherit is not None:
+        extension.header["INHERIT"] = inherit
+    return write_hdus(tmp_path, "inherit.fits", primary, extension)
+
+
+@pytest.mark.parametrize(("keyword", "expected"), INHERITED, ids=[row[0] for row in INHERITED])
+def test_an_extension_saying_inherit_gets_the_primary_cards_it_lacks_but_not_structural_ones(
+        tmp_path, keyword, expected):
+    first, second = read_planes(two_hdus(tmp_path, inherit=True))
     assert (first.hdu, second.hdu) == (0, 1)
     assert "EXTNAME" not in first.header, "the primary must not get the extension's cards"
     assert first.header["EXPTIME"] == 5.0
@@ -155,13 +161,44 @@ def test_extension_gets_the_primary_cards_it_lacks_but_not_structural_ones(tmp_p
         assert second.header[keyword] == expected
 
 
+@pytest.mark.parametrize("inherit", [None, False])
+def test_an_extension_without_inherit_keeps_its_own_header(tmp_path, inherit):
+    _, second = read_planes(two_hdus(tmp_path, inherit=inherit))
+    assert second.header["EXPTIME"] == 9.0 and second.header["EXTNAME"] == "SCI"
+    for keyword in ("OBSERVER", "TELESCOP", "DATE-OBS"):
+        assert keyword not in second.header
+
+
+@pytest.mark.parametrize("inherit", [True, None])
+def test_an_extension_wcs_is_its_own_whatever_the_primary_says(tmp_path, inherit):
+    """A TAN WCS with no RADESYS or EQUINOX under a primary in FK4/B1950: astropy reads the extension as
+    ICRS (its default), and so must the catalog, or cone searches and /locate miss it by 0.7 degrees."""
+    primary = fits.PrimaryHDU()
+    primary.header.update(EQUINOX=1950.0, RADECSYS="FK4")
+    wcs = celestial_wcs(FIELD_RA, FIELD_DEC, 64, 48)
+    header = wcs.to_header()
+    for keyword in ("RADESYS", "EQUINOX", "MJDREF"):
+        header.remove(keyword, ignore_missing=True)
+    if inherit is not None:
+        header["INHERIT"] = inherit
+    extension = fits.ImageHDU(np.ones((48, 64), np.float32), header, name="SCI")
+    path = write_hdus(tmp_path, "fk4.fits", primary, extension)
+    [plane] = read_planes(path)
+    with fits.open(path) as hdus:
+        expected = WCS(hdus[1].header).celestial.pixel_to_world((64 - 1) / 2, (48 - 1) / 2).icrs
+    got = (plane.sky["center_ra"], plane.sky["center_dec"])
+    assert separation_arcsec(got, (expected.ra.deg, expected.dec.deg)) < 0.01
+
+
 async def test_multi_extension_file_gives_one_image_per_image_hdu(archive, tmp_path):
     primary = fits.PrimaryHDU()
     primary.header.update(OBJECT="Mosaic", TELESCOP="ImageX Sim")
     extensions = []
     for index, (width, height, ra) in enumerate([(64, 48, FIELD_RA), (80, 40, FIELD_RA + 0.05)], start=1):
         wcs = celestial_wcs(ra, FIELD_DEC, width, height)
-        extensions.append(fits.ImageHDU(star_field(wcs, width, height), wcs.to_header(), name=f"SCI{index}"))
+        header = wcs.to_header()
+        header["INHERIT"] = True  # the primary's OBJECT and TELESCOP are the extensions' too
+        extensions.append(fits.ImageHDU(star_field(wcs, width, height), header, name=f"SCI{index}"))
     table = fits.BinTableHDU.from_columns([fits.Column(name="FLUX", format="E", array=np.arange(5.0))],
                                           name="CATALOG")
     path = write_hdus(tmp_path, "mosaic.fits", primary, *extensions, table)
