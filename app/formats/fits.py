@@ -22,9 +22,20 @@ from app.store.base import HeaderValue
 _STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "NEXTEND", "END", "CHECKSUM",
                "DATASUM", "BSCALE", "BZERO", "BLANK"}
 _LIST_KEYWORDS = {"COMMENT", "HISTORY"}
+# World coordinate cards (WCS paper I-III, SIP, TPV): never inherited, so that the WCS rebuilt from a
+# catalog record (readout, mosaics) is the extension's own, as the sky position recorded at ingest is
+_WCS_KEYWORD = re.compile(r"(WCSAXES|CTYPE|CRVAL|CRPIX|CDELT|CUNIT|CROTA|CRDER|CSYER|CNAME)\d*[A-Z]?"
+                          r"|(CD|PC|PV|PS)\d+_\d+[A-Z]?|(A|B|AP|BP)_(ORDER|\d+_\d+|DMAX)"
+                          r"|RADESYS[A-Z]?|RADECSYS|EQUINOX[A-Z]?|EPOCH|LONPOLE[A-Z]?|LATPOLE[A-Z]?"
+                          r"|MJDREF|WCSNAME[A-Z]?")
 _KEYWORD = re.compile(r"[!-~][ -~]*")  # printable ASCII (HIERARCH keywords hold spaces)
 _VIPS_FORMATS = {"uint8": "uchar", "int8": "char", "uint16": "ushort", "int16": "short", "uint32": "uint",
                  "int32": "int", "float32": "float", "float64": "double"}
+
+
+def _inherited(keyword: str) -> bool:
+    """May an extension saying INHERIT = T take this primary card? Not its structure, list cards or WCS."""
+    return not (_is_structural(keyword) or keyword in _LIST_KEYWORDS or _WCS_KEYWORD.fullmatch(keyword))
 
 
 def _is_structural(keyword: str) -> bool:
@@ -93,8 +104,7 @@ class FitsReader(Reader):
                 # the FITS convention: an extension saying INHERIT = T takes the primary's cards it lacks
                 # (not its structure); without it, its header is its own, as astropy and every reader see it
                 for card in primary.cards:
-                    if card.keyword and not _is_structural(card.keyword) and card.keyword not in merged \
-                            and card.keyword not in _LIST_KEYWORDS:
+                    if card.keyword and card.keyword not in merged and _inherited(card.keyword):
                         merged.append(card)
             repairs = _odd_cards(self.structure, index)
             values, comments = harvest(merged, repairs)
