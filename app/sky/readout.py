@@ -237,12 +237,26 @@ def locate(header: Mapping[str, HeaderValue], width: int, height: int, ra: float
         # comes back to itself is on the image
         back = sky_vectors(wcs, np.array([x]), np.array([y])) if math.isfinite(x + y) else None
     wanted = sky_vectors_of(ra, dec)
-    if back is None or not np.all(np.isfinite(back)) or separation_arcsec(back[0], wanted) > 1.0:
+    # a point of the far side comes back degrees away; an approximate inverse (CSC's, off by up to 40" where
+    # astropy's pixel is within 0.2 px) comes back within a fraction of a pixel
+    if back is None or not np.all(np.isfinite(back)) \
+            or separation_arcsec(back[0], wanted) > max(1.0, 0.5 * _pixel_arcsec(wcs)):
         raise OffImage(f"{where} is off this image: its projection does not reach that part of the sky")
     if not (-0.5 <= x < width - 0.5 and -0.5 <= y < height - 0.5):
         raise OffImage(f"{where} is off this image: it would be at FITS pixel x {x + 1:.1f}, "
                        f"y {y + 1:.1f}, and the image spans x 1 to {width}, y 1 to {height}")
     return x, y
+
+
+def _pixel_arcsec(wcs: Any) -> float:
+    """The WCS's pixel size at its reference point, in arcsec (0 when it cannot be had)."""
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    try:
+        scale = float(np.max(proj_plane_pixel_scales(wcs))) * 3600.0
+    except Exception:  # a degenerate matrix: fall back to the strict test
+        return 0.0
+    return scale if math.isfinite(scale) else 0.0
 
 
 def sky_vectors_of(ra: float, dec: float) -> np.ndarray:

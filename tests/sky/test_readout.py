@@ -274,6 +274,30 @@ def test_locate_gives_astropy_pixels_and_refuses_positions_off_the_image():
         locate({"NAXIS": 2}, 10, 10, 1.0, 1.0)
 
 
+def test_locate_on_a_csc_map_accepts_what_lands_within_a_fraction_of_a_pixel():
+    # COBE quadrilateralized spherical cube: wcslib's inverse is approximate (tens of arcsec), yet
+    # astropy's pixel for a position is right to a fraction of a pixel; a strict 1" round trip refused all
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---CSC", "DEC--CSC"]
+    wcs.wcs.crval = [150.0, 2.0]
+    wcs.wcs.crpix = [256.5, 256.5]
+    wcs.wcs.cdelt = [-0.05, 0.05]
+    width = height = 512
+    header = stored_header(wcs, width, height)
+    points = np.random.default_rng(8).uniform(1.0, width - 2.0, size=(50, 2))  # inside, off the rim
+    located = 0
+    for px, py in points:
+        target = wcs.pixel_to_world(px, py).icrs
+        x, y = locate(header, width, height, float(target.ra.deg), float(target.dec.deg))
+        expected_x, expected_y = (float(v) for v in wcs.world_to_pixel(target))
+        assert abs(x - expected_x) < 1e-6 and abs(y - expected_y) < 1e-6
+        assert abs(x - px) < 0.5 and abs(y - py) < 0.5
+        located += 1
+    assert located == 50
+    with pytest.raises(OffImage):
+        locate(header, width, height, 330.0, -2.0)  # the far side of the sky
+
+
 def test_header_as_stored_rebuilds_the_same_wcs():
     wcs, width, height = CASES["tan-sip"]
     rebuilt = readout.celestial_wcs(stored_header(wcs, width, height, OBJECT="<b>x</b>", HISTORY="made"))
