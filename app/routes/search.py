@@ -170,8 +170,9 @@ async def search_page() -> Any:
     if request.headers.get("HX-Request") == "true" and not restoring:
         return await render_template("_search_results.html", results=results)
     elements = await archive.store.list_elements()
+    may_search = current_user() is not None or current_site().guest_search
     return await render_template("search.html", results=results, elements=form_elements(elements),
-                                 max_text=MAX_TEXT)
+                                 max_text=MAX_TEXT, may_search=may_search)
 
 
 @bp.get("/api/search")

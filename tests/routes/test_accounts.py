@@ -99,6 +99,15 @@ async def test_registration_refuses_bad_input_with_a_message(archive, client, ma
     assert len(await archive.store.list_users()) == 1
 
 
+@pytest.mark.parametrize(("registration", "demo", "offered"), [
+    ("open", False, True), ("invite", False, True), ("closed", False, False), ("open", True, False)])
+async def test_the_register_link_shows_only_where_registering_can_work(archive, client, registration, demo,
+                                                                       offered):
+    await set_site(archive, registration=registration, demo_mode=demo)
+    page = await (await client.get("/")).get_data(as_text=True)
+    assert ('href="/register"' in page) is offered
+
+
 async def test_closed_registration_says_so(archive, client):
     await set_site(archive, registration="closed", admin_email="boss@example.org")
     for response in (await client.get("/register"),

@@ -170,6 +170,15 @@ async def test_guests_may_not_search_when_the_site_says_so(client, archive, cata
     assert "guests may not search this site" in body["error"]
     # browsing without a condition stays allowed
     assert (await found(client, ""))["total"] == 4
+    # and the pages offer no search they would refuse: no menu entry, no form, a way to log in
+    portal = await text_of(await client.get("/"))
+    assert 'href="/search"' not in portal
+    page = await text_of(await client.get("/search"))
+    assert 'id="search-form"' not in page and 'id="guests-may-not-search"' in page
+    assert 'href="/login?next=/search"' in page
+    await archive.store.save_site_settings({"guest_search": True})
+    assert 'href="/search"' in await text_of(await client.get("/"))
+    assert 'id="search-form"' in await text_of(await client.get("/search"))
 
 
 async def test_the_page_renders_the_form_in_order_and_results_in_place(client, catalog):
