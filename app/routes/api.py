@@ -21,12 +21,23 @@ from app.openapi import (
     one_of,
 )
 from app.routes import schemas
-from app.routes.portal import image_listing, job_owner, job_summary, page_args
+from app.routes.portal import image_listing, job_owner, page_args, visible_images
+from app.routes.upload import job_fields
 from app.routes.viewer import change_visibility, go_to, image_detail, load_image, readout_of, remove
 from app.search.dates import date_range
 from app.search.numbers import NotFinite, number_of
 from app.search.sky import parse_cone
-from app.store.base import JOB_STATES, And, Compare, Cone, Query, Scalar, check_keyword, keyword_range
+from app.store.base import (
+    JOB_STATES,
+    And,
+    Compare,
+    Cone,
+    FieldIn,
+    Query,
+    Scalar,
+    check_keyword,
+    keyword_range,
+)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -212,8 +223,11 @@ async def jobs() -> Any:
         raise BadRequest(f"state must be one of {', '.join(JOB_STATES)}")
     listed = await archive.store.list_jobs(state, offset=(page - 1) * per_page, limit=per_page,
                                            owner=owner)
+    named = sorted({image_id for job in listed for image_id in job.image_ids})
+    visible_ids = {image.id for image in await archive.store.find_images(
+        visible_images(FieldIn("id", tuple(named))), limit=len(named))} if named else set()
     return jsonify({"counts": await archive.store.job_counts(owner=owner), "page": page,
-                    "per_page": per_page, "jobs": [job_summary(job) for job in listed]})
+                    "per_page": per_page, "jobs": [job_fields(job, visible_ids) for job in listed]})
 
 
 @bp.get(OPENAPI_PATH.removeprefix("/api"))

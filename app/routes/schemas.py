@@ -70,14 +70,15 @@ _JOB = obj({
     "attempts": INTEGER, "error": STRING, "note": STRING, "image_ids": array(STRING), "created": NUMBER,
     "updated": NUMBER, "name": STRING,
 }, optional=("path",))
-JOB = named("Job", _JOB)
+_JOB_FIELDS = _extended(_JOB, {
+    "client_name": STRING, "size": nullable(INTEGER), "sha256": STRING, "visibility": STRING,
+    "status_url": STRING, "finished": BOOLEAN})
+JOB = named("Job", _JOB_FIELDS)
 JOB_LIST = named("JobList", obj({
     "counts": obj({state: whole(minimum=0) for state in JOB_STATES}), "page": whole(minimum=1),
     "per_page": whole(minimum=1), "jobs": array(JOB),
 }))
-JOB_VIEW = named("JobView", _extended(_JOB, {
-    "client_name": STRING, "size": nullable(INTEGER), "sha256": STRING, "visibility": STRING,
-    "status_url": STRING, "finished": BOOLEAN, "images": array(IMAGE)}))
+JOB_VIEW = named("JobView", _extended(_JOB_FIELDS, {"images": array(IMAGE)}))
 
 READOUT = named("Readout", obj({
     "celestial": nullable(obj({"nx": INTEGER, "ny": INTEGER, "nodes": array(nullable(NUMBER)),

@@ -209,12 +209,17 @@ async def job_view(archive: Archive, job: JobRecord) -> dict[str, Any]:
         image = await archive.store.get_image(image_id)
         if image is not None and may(user, "view", image, site):
             images.append(image_summary(archive, image))
+    return {**job_fields(job, {image["id"] for image in images}), "images": images}
+
+
+def job_fields(job: JobRecord, visible_ids: set[str]) -> dict[str, Any]:
+    """A job as `/api/jobs` lists it and `/api/jobs/<id>` shows it (that one adds its images), naming
+    only the images in `visible_ids` (an older job may name someone else's)."""
     options = job.options
     return {**job_summary(job), "client_name": options.get("client_name", ""), "size": options.get("size"),
             "sha256": options.get("sha256", ""), "visibility": options.get("visibility", ""),
             "status_url": f"/api/jobs/{job.id}", "finished": job.state in ("done", "failed"),
-            # only the ids of images the asker may view (an older job may name someone else's)
-            "image_ids": [image["id"] for image in images], "images": images}
+            "image_ids": [image_id for image_id in job.image_ids if image_id in visible_ids]}
 
 
 async def load_job(archive: Archive, job_id: str) -> JobRecord:

@@ -156,6 +156,10 @@ async def test_jobs_show_counts_and_states(client, admin, archive, tmp_path, wri
     assert len(listed["fine.fits"]["image_ids"]) == 1
     image = await get_json(client, f"/api/images/{listed['fine.fits']['image_ids'][0]}")
     assert image["job_id"] == listed["fine.fits"]["id"]
+    # a listed job carries what its own page does, but for the images themselves
+    for job in payload["jobs"]:
+        single = await get_json(client, job["status_url"])
+        assert single.pop("images") is not None and single == job
 
     failed = await get_json(client, "/api/jobs?state=failed")
     assert [job["name"] for job in failed["jobs"]] == ["broken.fits"]

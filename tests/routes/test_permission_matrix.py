@@ -816,8 +816,15 @@ async def probe_jobs(case: Case) -> tuple[bool, str, str]:
     if response.status_code != 200:
         problem = "" if case.actor == "guest" else f"status {response.status_code}"
         return False, problem, await body_of(response)
-    listed = {entry["id"] for entry in (await response.get_json())["jobs"]}
-    return job.id in listed, "", await body_of(response)
+    entries = (await response.get_json())["jobs"]
+    listed = {entry["id"] for entry in entries}
+    text = await body_of(response)
+    # the checksum of a file the asker uploaded themselves is theirs to know, whoever else holds the same
+    # bytes (the duplicate-content test leaves such an upload in their list)
+    for entry in entries:
+        if entry["owner"] == LOGINS.get(case.actor) and entry["provenance"] == "upload":
+            text = text.replace(entry["sha256"], "")
+    return job.id in listed, "", text
 
 
 # resource -> (probe, who should be shown it)
