@@ -6,8 +6,9 @@ VENDOR := app/static/vendor
 
 .PHONY: run test install install-test vendor lint typecheck pytest bench clean lock test-docker bench-load
 
-# Files dropped into var/inbox are ingested while the archive runs (IMAGEX_WATCH_DIRS overrides it).
-INBOX ?= $(CURDIR)/var/inbox
+# Files dropped into <data>/inbox (var/inbox unless IMAGEX_DATA says otherwise) are ingested while the
+# archive runs; IMAGEX_WATCH_DIRS overrides it.
+INBOX ?= $${IMAGEX_DATA:-$(CURDIR)/var}/inbox
 
 run: install vendor
 	mkdir -p "$(INBOX)"

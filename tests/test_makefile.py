@@ -1,0 +1,33 @@
+"""`make run` watches the inbox of the data folder it serves: `<IMAGEX_DATA>/inbox`, `var/inbox` by default,
+unless IMAGEX_WATCH_DIRS names others."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_recipe(environment: dict[str, str]) -> list[str]:
+    """The commands `make run` would run (after installing), as the shell expands them."""
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("IMAGEX_DATA", "IMAGEX_WATCH_DIRS")} | environment
+    printed = subprocess.run(["make", "-n", "-o", "install", "-o", "vendor", "run"], cwd=ROOT, check=True,
+                             capture_output=True, text=True, env=env).stdout
+    lines = [line for line in printed.splitlines() if "inbox" in line]
+    expanded = subprocess.run(["sh", "-c", "; ".join(f"echo {line}" for line in lines)], check=True,
+                              capture_output=True, text=True, env=env).stdout
+    return expanded.splitlines()
+
+
+def test_the_inbox_follows_the_data_folder(tmp_path):
+    environment = {"IMAGEX_DATA": str(tmp_path / "data")}
+    mkdir, serve = run_recipe(environment)
+    assert mkdir == f"mkdir -p {tmp_path}/data/inbox"
+    assert f"IMAGEX_WATCH_DIRS={tmp_path}/data/inbox" in serve
+    _, serve = run_recipe({**environment, "IMAGEX_WATCH_DIRS": "/srv/incoming"})
+    assert "IMAGEX_WATCH_DIRS=/srv/incoming" in serve
+    _, serve = run_recipe({})
+    assert f"IMAGEX_WATCH_DIRS={ROOT}/var/inbox" in serve
