@@ -4,8 +4,21 @@
 //   data-select-on-focus          the field's text is selected when it gets the focus
 //   data-copy="ID"                a button that copies the value of the field #ID to the clipboard
 //   data-select-all="SELECTOR"    a checkbox that checks or clears every checkbox matching SELECTOR
+//   data-needs-checked="SELECTOR" a button disabled while no checkbox matching SELECTOR is checked (served
+//                                 enabled, so that it works without JavaScript; the server then says why)
 (function () {
   "use strict";
+
+  function updateNeedsChecked() {
+    document.querySelectorAll("[data-needs-checked]").forEach(function (button) {
+      var boxes = document.querySelectorAll(button.getAttribute("data-needs-checked"));
+      var any = Array.prototype.some.call(boxes, function (box) { return box.checked; });
+      button.disabled = !any;
+      button.title = any ? "" : "Select images first";
+    });
+  }
+  document.addEventListener("DOMContentLoaded", updateNeedsChecked);
+  document.addEventListener("htmx:afterSettle", updateNeedsChecked);
 
   document.addEventListener("focusin", function (event) {
     var field = event.target;
@@ -28,4 +41,6 @@
       other.checked = box.checked;
     });
   });
+
+  document.addEventListener("change", updateNeedsChecked);
 })();

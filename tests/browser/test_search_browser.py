@@ -59,6 +59,19 @@ async def test_an_admin_builds_a_date_search_and_a_visitor_uses_it(server, page)
     shown = await page.locator("#results table.results tbody td:nth-child(3) a").all_inner_texts()
     await screenshot(page, "search.png")
     assert sorted(shown) == ["Alpha", "Bravo"]
+    # nothing selected: Download and Open cannot be pressed; one image selected, both can; select all too
+    download = page.locator("button[formaction='/search/download']")
+    opening = page.locator("button[formaction='/search/open']")
+    await page.wait_for_function("() => document.querySelector('button[data-needs-checked]').disabled")
+    assert await download.is_disabled() and await opening.is_disabled()
+    await page.locator("#selection input[name=ids]").first.check()
+    assert await download.is_enabled() and await opening.is_enabled()
+    await page.locator("#selection input[name=ids]").first.uncheck()
+    assert await download.is_disabled()
+    await page.locator("#select-all").check()
+    assert await download.is_enabled() and await opening.is_enabled()
+    await page.locator("#select-all").uncheck()
+    assert await opening.is_disabled()
     # the URL holds the query: opening it again shows the same results, form filled in
     await page.wait_for_function("() => location.search.includes('observation_date_to=2026-01-31')")
     bookmark = page.url
