@@ -116,9 +116,13 @@ async def run_search(archive: Archive, *, strict: bool) -> dict[str, Any]:
     _guard(search)
     page, per_page = page_args(archive.settings.page_size)
     condition = visible_images(search.query)
-    total, images = await archive.store.search_images(condition, offset=(page - 1) * per_page,
-                                                      limit=per_page, order=search.order,
-                                                      count_at_most=portal.COUNT_LIMIT)
+    if search.errors and not search.filtering:
+        # every condition asked for was refused: the message, not the whole archive as if none was asked
+        total, images = 0, []
+    else:
+        total, images = await archive.store.search_images(condition, offset=(page - 1) * per_page,
+                                                          limit=per_page, order=search.order,
+                                                          count_at_most=portal.COUNT_LIMIT)
     enabled = [element for element in elements if element.enabled]
     shown = [element for element in enabled if element.type in ("text", "number", "select")]
     notices = [f"{element.label}: no image has {' or '.join(element.keywords)}"

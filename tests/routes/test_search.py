@@ -181,6 +181,15 @@ async def test_guests_may_not_search_when_the_site_says_so(client, archive, cata
     assert 'id="search-form"' in await text_of(await client.get("/search"))
 
 
+async def test_a_bad_value_alone_lists_nothing_and_a_page_past_the_end_says_so(client, catalog):
+    html = await text_of(await client.get("/search?exptime_min=lots"))
+    assert "Exposure: min &#39;lots&#39; is not a number" in html
+    assert "<strong>0</strong> images found" in html and 'class="results"' not in html
+    html = await text_of(await client.get("/search?per_page=2&page=7"))
+    assert 'id="past-the-end"' in html and "Page 7 is past the last page" in html
+    assert 'href="/search?order=desc&amp;per_page=2&amp;page=2"' in html and ">Go to page 2</a>" in html
+
+
 async def test_the_page_renders_the_form_in_order_and_results_in_place(client, catalog):
     html = await text_of(await client.get("/search?object=m31&exptime_max=20"))
     positions = [html.index(f'id="element-{element["id"]}"') for element in ELEMENTS]
