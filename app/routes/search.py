@@ -116,10 +116,10 @@ async def run_search(archive: Archive, *, strict: bool) -> dict[str, Any]:
     _guard(search)
     page, per_page = page_args(archive.settings.page_size)
     condition = visible_images(search.query)
-    if search.errors and not search.filtering:
-        # every condition asked for was refused: the message, not the whole archive as if none was asked
-        total, images = 0, []
-    else:
+    total = 0
+    images: list[ImageRecord] = []
+    # when every condition asked for was refused, the page shows the messages, not the whole archive
+    if not search.errors or search.filtering:
         total, images = await archive.store.search_images(condition, offset=(page - 1) * per_page,
                                                           limit=per_page, order=search.order,
                                                           count_at_most=portal.COUNT_LIMIT)
@@ -213,7 +213,10 @@ async def suggestions(archive: Archive, element_id: str) -> list[dict[str, Any]]
     prefix = "" if every else request.args.get(element.id, request.args.get("prefix", "")).strip()[:MAX_TEXT]
     if current_user() is None and not current_site().guest_search:
         raise Forbidden("guests may not search this site: log in to search")
+    # suggestions match as the search does: anywhere in the value, unless the field matches the start
+    anywhere = element.type == "text" and element.options.get("match", "contains") == "contains"
     values = await archive.store.distinct_values(element.keywords, visible_images(), prefix=prefix,
+                                                 anywhere=anywhere,
                                                  limit=MAX_CHOICES if every else SUGGESTIONS)
     return [{"value": value, "images": count} for value, count in values]
 

@@ -707,9 +707,10 @@ class Store(ABC):
 
     @abstractmethod
     async def distinct_values(self, keywords: Sequence[str], query: Query | None = None, *,
-                              prefix: str = "", limit: int = 20) -> list[tuple[Scalar, int]]:
-        """The values of any of `keywords` among the images matching `query` (starting with `prefix`,
-        ignoring case), most frequent first, with their counts."""
+                              prefix: str = "", anywhere: bool = False,
+                              limit: int = 20) -> list[tuple[Scalar, int]]:
+        """The values of any of `keywords` among the images matching `query` (starting with `prefix`, or
+        holding it anywhere with `anywhere`, ignoring case), most frequent first, with their counts."""
 
     # users
     @abstractmethod

@@ -538,11 +538,12 @@ class MongoStore(Store):
                 self._c("header_keywords").find({"images": {"$gt": 0}}).sort("_id", 1)}
 
     async def distinct_values(self, keywords: Sequence[str], query: Query | None = None, *,
-                              prefix: str = "", limit: int = 20) -> list[tuple[Scalar, int]]:
+                              prefix: str = "", anywhere: bool = False,
+                              limit: int = 20) -> list[tuple[Scalar, int]]:
         match = await self.filter_of(query)
         counts: Counter[Scalar] = Counter()
         for keyword in dict.fromkeys(keywords):
-            pipeline = mongoquery.distinct_pipeline(keyword, match, prefix)
+            pipeline = mongoquery.distinct_pipeline(keyword, match, prefix, anywhere)
             async for doc in await self.images.aggregate(pipeline):
                 counts[doc["_id"]] += int(doc["n"])
         ranked = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))

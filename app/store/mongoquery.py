@@ -219,15 +219,16 @@ def index_changes(elements: Sequence[SearchElement], present: Sequence[str]) -> 
     return sorted(wanted - have), sorted(have - wanted)
 
 
-def distinct_pipeline(keyword: str, match: Filter, prefix: str) -> list[Filter]:
+def distinct_pipeline(keyword: str, match: Filter, prefix: str, anywhere: bool = False) -> list[Filter]:
     """Counts of the text and number values of one keyword among the images matching `match`; with
-    `prefix`, only values whose text (case-folded; a number's digits) starts with it, ignoring case."""
+    `prefix`, only values whose text (case-folded; a number's digits) starts with it (or holds it,
+    `anywhere`), ignoring case."""
     path = header_path(keyword)
     conditions: list[Filter] = [{path: {"$type": ["string", "number"], **_NOT_ARRAY}}]
     if match:
         conditions.append(match)
     if prefix:
-        start = "^" + literal(prefix.casefold())
+        start = ("" if anywhere else "^") + literal(prefix.casefold())
         as_text = {"$convert": {"input": "$" + path, "to": "string", "onError": "", "onNull": ""}}
         conditions.append({"$or": [
             {folded_path(keyword): {"$regex": start}},

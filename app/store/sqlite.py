@@ -615,11 +615,13 @@ class SQLiteStore(Store):
         return await self._run(select)
 
     async def distinct_values(self, keywords: Sequence[str], query: Query | None = None, *,
-                              prefix: str = "", limit: int = 20) -> list[tuple[Scalar, int]]:
+                              prefix: str = "", anywhere: bool = False,
+                              limit: int = 20) -> list[tuple[Scalar, int]]:
         where, params = compile_query(query) if query is not None else ("1", [])
 
         def select() -> list[tuple[Scalar, int]]:
-            return sqlsearch.distinct_values(self.db, list(keywords), where, params, prefix, limit)
+            return sqlsearch.distinct_values(self.db, list(keywords), where, params, prefix, limit,
+                                             anywhere=anywhere)
 
         return await self._run(select)
 

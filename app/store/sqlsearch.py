@@ -238,14 +238,18 @@ def remove_keyword_counts(db: sqlite3.Connection, image_ids: Sequence[str]) -> N
 
 
 def distinct_values(db: sqlite3.Connection, keywords: Sequence[str], where: str, params: list[Any],
-                    prefix: str, limit: int) -> list[tuple[Scalar, int]]:
-    """Values of any of the keywords among the rows matching `where`, most frequent first."""
+                    prefix: str, limit: int, *, anywhere: bool = False) -> list[tuple[Scalar, int]]:
+    """Values of any of the keywords among the rows matching `where` (starting with `prefix`, or holding
+    it anywhere), most frequent first."""
     counts: Counter[Scalar] = Counter()
     for keyword in dict.fromkeys(keywords):
         value = value_of(keyword)
         conditions = [f"{type_of(keyword)} IN ('text', 'integer', 'real')", f"({where})"]
         extra: list[Any] = []
-        if prefix:
+        if prefix and anywhere:
+            conditions.append(f"instr(imagex_fold({value}), ?) > 0")
+            extra.append(prefix.casefold())
+        elif prefix:
             conditions.append(f"substr(imagex_fold({value}), 1, {len(prefix.casefold())}) = ?")
             extra.append(prefix.casefold())
         sql = (f"SELECT {value} AS value, count(*) AS n FROM images WHERE {' AND '.join(conditions)} "

@@ -101,7 +101,11 @@ async def test_private_images_are_found_only_by_those_who_may_see_them(client, c
 
 async def test_suggestions_come_from_visible_images_only(client, catalog):
     body = await (await client.get("/api/search/suggest/object?object=M")).get_json()
-    assert {item["value"] for item in body["values"]} == {"M31 core", "m31 halo"}
+    assert {item["value"] for item in body["values"]} == {"M31 core", "m31 halo", "Omega Cen"}
+    # anywhere in the value, as the search itself matches
+    body = await (await client.get("/api/search/suggest/object?object=HAL")).get_json()
+    assert [item["value"] for item in body["values"]] == ["m31 halo"]
+    assert names(await found(client, "object=HAL")) == ["b.fits"]
     options = await text_of(await client.get("/search/suggest/filter?format=options&selected=V"))
     assert '<option value="V" selected>V (1)</option>' in options
     assert (await client.get("/api/search/suggest/nope")).status_code == 404

@@ -544,6 +544,14 @@ async def test_distinct_values(catalog):
     assert await catalog.distinct_values(["COMMENT", "SIMPLE"]) == []
     assert await catalog.distinct_values(["FILTER"], prefix="zz") == []
     assert await catalog.distinct_values(["OBJECT"], prefix="ÜNÏCODE STRASSE") == [("Ünïcode Straße", 1)]
+    # anywhere in the value, as a text search matches; numbers by their digits; LIKE's wildcards literal
+    inside = await catalog.distinct_values(["OBJECT"], prefix="STRASSE", anywhere=True)
+    assert inside == [("Ünïcode Straße", 1)]
+    assert await catalog.distinct_values(["OBJECT"], prefix="STRASSE") == []
+    digits = await catalog.distinct_values(["EXPOSURE", "EXPTIME"], prefix="00", anywhere=True)
+    assert digits == [(100, 2), (300, 1)]
+    literal = await catalog.distinct_values(["OBJECT"], prefix="%_", anywhere=True)
+    assert literal == [("O'Brien \"the\" 50%_off", 1)]
 
 
 # users, sessions, tokens -----------------------------------------------------------------------------
