@@ -91,6 +91,13 @@ def car_wcs() -> WCS:
     return celestial_wcs(0.4, -20.0, 1200, 800, scale_arcsec=30.0, projection="CAR")
 
 
+def plain_wcs(ctype: list[str], crval: list[float], crpix: list[float], cdelt: list[float]) -> WCS:
+    """A WCS of one projection with no rotation: for all-sky and other wide maps."""
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype, wcs.wcs.crval, wcs.wcs.crpix, wcs.wcs.cdelt = ctype, crval, crpix, cdelt
+    return wcs
+
+
 def pole_wcs() -> WCS:
     # the north celestial pole itself lies inside the image
     return celestial_wcs(40.0, 89.9, 1000, 1000, scale_arcsec=2.0, rotation_deg=30)
@@ -277,11 +284,7 @@ def test_locate_gives_astropy_pixels_and_refuses_positions_off_the_image():
 def test_locate_on_a_csc_map_accepts_what_lands_within_a_fraction_of_a_pixel():
     # COBE quadrilateralized spherical cube: wcslib's inverse is approximate (tens of arcsec), yet
     # astropy's pixel for a position is right to a fraction of a pixel; a strict 1" round trip refused all
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---CSC", "DEC--CSC"]
-    wcs.wcs.crval = [150.0, 2.0]
-    wcs.wcs.crpix = [256.5, 256.5]
-    wcs.wcs.cdelt = [-0.05, 0.05]
+    wcs = plain_wcs(["RA---CSC", "DEC--CSC"], [150.0, 2.0], [256.5, 256.5], [-0.05, 0.05])
     width = height = 512
     header = stored_header(wcs, width, height)
     points = np.random.default_rng(8).uniform(1.0, width - 2.0, size=(50, 2))  # inside, off the rim
@@ -311,11 +314,7 @@ def test_all_sky_map_reports_the_accuracy_it_reached_and_no_position_off_the_sky
     # Aitoff at 1 degree per pixel: the rim of the ellipse bends faster than any grid of at most
     # MAX_CELLS cells can follow. The description must say so rather than claim 0.1", and pixels outside
     # the ellipse (no sky there) must get no position at all.
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["GLON-AIT", "GLAT-AIT"]
-    wcs.wcs.crval = [0.0, 0.0]
-    wcs.wcs.crpix = [180.5, 90.5]
-    wcs.wcs.cdelt = [-1.0, 1.0]
+    wcs = plain_wcs(["GLON-AIT", "GLAT-AIT"], [0.0, 0.0], [180.5, 90.5], [-1.0, 1.0])
     celestial = describe(stored_header(wcs, 360, 180), 360, 180)["celestial"]
     points = probe_points(360, 180, count=2000)
     out = run_sky_js(celestial, points)
