@@ -4,6 +4,7 @@ data folder in tmp_path and checked against the catalog they leave behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from astropy.io import fits
@@ -33,6 +35,20 @@ def environment(data: Path) -> dict[str, str]:
 def imagex(data: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(IMAGEX), *args], env=environment(data), input=stdin, capture_output=True,
                           text=True, timeout=TIMEOUT)
+
+
+@contextlib.asynccontextmanager
+async def archive_with(data: Path, *names: str) -> AsyncIterator[Archive]:
+    """Accounts `names` made by `imagex user add` (password "first password"), then the archive opened on
+    the same data folder."""
+    for name in names:
+        assert imagex(data, "user", "add", name, "--password-stdin", stdin="first password\n").returncode == 0
+    archive = Archive(Settings.load(environ={}, data=str(data)))
+    await archive.startup()
+    try:
+        yield archive
+    finally:
+        await archive.close()
 
 
 async def check_password(data: Path, username: str, password: str) -> bool:
@@ -102,10 +118,7 @@ def test_user_list_of_an_empty_catalog(tmp_path):
 
 async def test_user_passwd_sets_the_password_and_ends_sessions(tmp_path):
     data = tmp_path / "var"
-    assert imagex(data, "user", "add", "alice", "--password-stdin", stdin="first password\n").returncode == 0
-    archive = Archive(Settings.load(environ={}, data=str(data)))
-    await archive.startup()
-    try:
+    async with archive_with(data, "alice") as archive:
         alice = await archive.store.get_user_by_name("alice")
         await archive.store.add_session(accounts.digest("browser-key"), alice.id, time.time() + 3600)
         for _ in range(accounts.FREE_FAILURES + 1):  # alice locked herself out of her office machine
@@ -130,19 +143,13 @@ async def test_user_passwd_sets_the_password_and_ends_sessions(tmp_path):
         alice = await archive.store.get_user_by_name("alice")
         assert await accounts.verify_password(archive, alice, "second password")
         assert len(await archive.store.list_tokens(alice.id)) == 0
-    finally:
-        await archive.close()
 
 
 async def test_user_passwd_revokes_the_tokens_when_asked(tmp_path):
     from app.routes.accounts import create_token
 
     data = tmp_path / "var"
-    for name in ("alice", "bob"):
-        assert imagex(data, "user", "add", name, "--password-stdin", stdin="first password\n").returncode == 0
-    archive = Archive(Settings.load(environ={}, data=str(data)))
-    await archive.startup()
-    try:
+    async with archive_with(data, "alice", "bob") as archive:
         alice, bob = [await archive.store.get_user_by_name(name) for name in ("alice", "bob")]
         for user in (alice, alice, bob):
             await create_token(archive, user, "a script")
@@ -157,18 +164,13 @@ async def test_user_passwd_revokes_the_tokens_when_asked(tmp_path):
                                "tokens revoked\n")
         assert await archive.store.list_tokens(alice.id) == []
         assert len(await archive.store.list_tokens(bob.id)) == 1
-    finally:
-        await archive.close()
 
 
 async def test_user_passwd_revokes_api_tokens_when_asked(tmp_path):
     from app.routes.accounts import create_token
 
     data = tmp_path / "var"
-    assert imagex(data, "user", "add", "alice", "--password-stdin", stdin="first password\n").returncode == 0
-    archive = Archive(Settings.load(environ={}, data=str(data)))
-    await archive.startup()
-    try:
+    async with archive_with(data, "alice") as archive:
         alice = await archive.store.get_user_by_name("alice")
         secret = str((await create_token(archive, alice, "laptop"))["token"])
         kept = await asyncio.to_thread(imagex, data, "user", "passwd", "alice", "--password-stdin",
@@ -181,8 +183,6 @@ async def test_user_passwd_revokes_api_tokens_when_asked(tmp_path):
             "Password of 'alice' changed; its sessions were logged out and its 1 API token revoked\n")
         assert await archive.store.token_user(accounts.digest(secret)) is None
         assert await archive.store.list_tokens(alice.id) == []
-    finally:
-        await archive.close()
 
 
 # first start -----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pyvips
 
 from app.exceptions import FormatError
 from app.formats.base import Plane, Reader, check_size
-from app.formats.fits_structure import Hdu, walk
+from app.formats.fits_structure import Hdu, printable, walk
 from app.store.base import HeaderValue
 
 # Structural keywords of one HDU that make no sense when copied onto another.
@@ -224,7 +224,7 @@ def harvest(header: Any, repairs: list[str] | None = None) -> tuple[dict[str, He
             continue
         if not _KEYWORD.fullmatch(keyword):
             if repairs is not None:
-                repairs.append(f"card {_printable(keyword)!r} left out (a keyword FITS does not allow)")
+                repairs.append(f"card {printable(keyword)!r} left out (a keyword FITS does not allow)")
             continue
         read = _card_value(card, keyword, repairs)
         if read is None:
@@ -258,18 +258,15 @@ def _card_value(card: Any, keyword: str, repairs: list[str] | None) -> tuple[Any
                 repairs.append(f"{keyword}: a value that cannot be read, left out")
             return None
     if repairs is not None:
-        repairs.append(f"{keyword}: not a valid FITS value, read as {_printable(str(value))[:40]!r}")
+        repairs.append(f"{keyword}: not a valid FITS value, read as {printable(str(value))[:40]!r}")
     return value, comment
 
 
 def _odd_cards(structure: list[Hdu], index: int) -> list[str]:
     odd = structure[index].odd if index < len(structure) else []
-    return [f"{_printable(keyword) or 'a blank card'}: characters outside printable ASCII shown as '?'"
+    return [f"{printable(keyword) or 'a blank card'}: characters outside printable ASCII shown as '?'"
             for keyword in dict.fromkeys(odd)]
 
-
-def _printable(text: str) -> str:
-    return "".join(c if " " <= c <= "~" else "?" for c in text)
 
 
 def _typed(value: Any) -> HeaderValue:

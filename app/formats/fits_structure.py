@@ -147,7 +147,7 @@ def _header(handle: _Stream, first: bytes, name: str,
             if keyword == "END" and not card[8:].strip():
                 return cards, odd, length
             if unusual and _UNPRINTABLE.search(card):
-                odd.append(_printable(keyword))
+                odd.append(printable(keyword))
             if keyword not in cards:  # astropy takes a value without the "= " indicator as text: so do we
                 cards[keyword] = card[10 if card[8:10] == b"= " else 8:].decode("latin-1")
         block = handle.read(BLOCK)
@@ -308,10 +308,11 @@ def _logical(text: str) -> bool:
 
 def _shown(text: str) -> str:
     """A value for a message: printable ASCII only, and short."""
-    clean = _printable(_value(text))
+    clean = printable(_value(text))
     return clean[:40] + ("..." if len(clean) > 40 else "")
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
+    """`text` with every character outside printable ASCII shown as `?`."""
     return "".join(c if " " <= c <= "~" else "?" for c in text)
 

@@ -418,8 +418,12 @@ def _boot_id() -> str:
 
 
 def this_process() -> UploadHolder:
-    """This process as the holder of its upload reservations."""
-    pid = os.getpid()
+    """This process as the holder of its upload reservations (worked out once per process)."""
+    return _holder(os.getpid())
+
+
+@functools.cache
+def _holder(pid: int) -> UploadHolder:
     return UploadHolder(socket.gethostname(), pid, process_started(pid) or "")
 
 
