@@ -323,10 +323,9 @@ async def _dry_run(settings: Settings, paths: Sequence[Path], *, owner: str, fix
     from app.ingest.scan import job_for, walk
     from app.routes.units import human_bytes
     from app.store import Store, open_store
-    from app.store.sqlite import SQLiteStore
 
     store: Store | None = open_store(settings.store_url)
-    if isinstance(store, SQLiteStore) and not store.path.exists():
+    if store is not None and not store.exists():
         store = None  # no catalog yet: every file is new, and a dry run creates nothing
     elif store is not None:
         await store.open()

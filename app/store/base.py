@@ -424,3 +424,33 @@ class Store(ABC):
     @abstractmethod
     async def forget_processes(self, before: float) -> int:
         """Remove the entries of processes last seen before `before` (lost long ago); returns how many."""
+
+    # copying a whole catalog (`imagex migrate-store`): records in id order, jobs written as they are
+    def exists(self) -> bool:
+        """Whether the catalog is there already; opening one that is not creates it empty."""
+        return True
+
+    def same_place(self, other: Store) -> bool:
+        """Whether `other` is this very catalog (copying one onto itself is refused)."""
+        return self.location() == other.location()
+
+    @abstractmethod
+    def location(self) -> str:
+        """Where the catalog is, for messages and logs (no password in it)."""
+
+    @abstractmethod
+    async def scan_images(self, after: str, limit: int) -> list[ImageRecord]:
+        """Up to `limit` images whose id sorts after `after`, in id order."""
+
+    @abstractmethod
+    async def scan_jobs(self, after: str, limit: int) -> list[JobRecord]:
+        """Up to `limit` jobs whose id sorts after `after`, in id order."""
+
+    @abstractmethod
+    async def existing_ids(self, kind: str, ids: Sequence[str]) -> set[str]:
+        """Which of `ids` the catalog holds among its "images" or "jobs"."""
+
+    @abstractmethod
+    async def put_jobs(self, jobs: Sequence[JobRecord]) -> int:
+        """Write jobs exactly as recorded elsewhere, skipping any whose id or key is present; how many were
+        written."""

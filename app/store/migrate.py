@@ -11,30 +11,22 @@ Resumable: records are copied in batches and whatever the target holds already (
 scalings and settings) is skipped, so running the same command again after an interruption finishes the
 job. At the end every source record is looked up in the target and the counts are reported.
 
-The store interface has no way to list every image or job in a stable order, nor to write a job as it is;
-for those this module reads and writes SQLite files directly (they are ours) and uses the MongoDB store's
-own `scan_*`/`put_jobs` methods.
+Everything goes through the store interface: its `scan_images`/`scan_jobs` list records in id order,
+`existing_ids` says what the target holds and `put_jobs` writes jobs as they are.
 """
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from app.exceptions import Conflict, StoreError
 from app.store import open_store
-from app.store.base import ImageRecord, JobRecord, Store
-from app.store.sqlite import _IMAGE_COLUMNS, SQLiteStore, _dumps, _image, _job
+from app.store.base import ImageRecord, Store
 
 KINDS = ("images", "locations", "jobs", "users", "tokens", "invitations", "settings", "scalings", "elements",
          "charges")
-_IMAGE_SELECT = f"SELECT {_IMAGE_COLUMNS} FROM images "  # noqa: S608
-_JOB_COLUMNS = ("id", "key", "path", "owner", "provenance", "options", "state", "worker", "lease_until",
-                "attempts", "error", "note", "image_ids", "created", "updated")
 
 
 @dataclass
@@ -85,11 +77,11 @@ async def migrate_store(source_url: str, target_url: str, *, batch: int = 500,
     """Copy everything from the store at `source_url` into the one at `target_url` (created if needed)."""
     if batch < 1:
         raise ValueError("the batch size must be at least 1")
-    if _same(source_url, target_url):
-        raise StoreError("the source and the target are the same catalog")
     source, target = open_store(source_url), open_store(target_url)
-    if isinstance(source, SQLiteStore) and not source.path.is_file():
-        raise StoreError(f"there is no catalog at {source.path}")  # opening would make an empty one
+    if source.same_place(target):
+        raise StoreError("the source and the target are the same catalog")
+    if not source.exists():
+        raise StoreError(f"there is no catalog at {source.location()}")  # opening would make an empty one
     await source.open()
     try:
         await target.open()
@@ -99,12 +91,6 @@ async def migrate_store(source_url: str, target_url: str, *, batch: int = 500,
             await target.close()
     finally:
         await source.close()
-
-
-def _same(a: str, b: str) -> bool:
-    if a.startswith("sqlite:///") and b.startswith("sqlite:///"):
-        return Path(a.removeprefix("sqlite:///")).resolve() == Path(b.removeprefix("sqlite:///")).resolve()
-    return a == b
 
 
 class _Copy:
@@ -135,14 +121,14 @@ class _Copy:
         tally = self.report.tallies["images"]
         async for records in self._scan(self.source, "images"):
             tally.source += len(records)
-            there = await _existing(self.target, "images", [record.id for record in records])
+            there = await self.target.existing_ids("images", [record.id for record in records])
             new = [record for record in records if record.id not in there]
             tally.present += len(records) - len(new)
             await self._add_images(new, tally)
             await self._locations(records)
             await self._tell("images")
         async for records in self._scan(self.source, "images"):
-            tally.found += len(await _existing(self.target, "images", [record.id for record in records]))
+            tally.found += len(await self.target.existing_ids("images", [record.id for record in records]))
 
     async def _locations(self, records: list[ImageRecord]) -> None:
         """Every location of these images' content (the target recorded each image's own path as it was
@@ -192,23 +178,24 @@ class _Copy:
         tally = self.report.tallies["jobs"]
         async for jobs in self._scan(self.source, "jobs"):
             tally.source += len(jobs)
-            there = await _existing(self.target, "jobs", [job.id for job in jobs])
+            there = await self.target.existing_ids("jobs", [job.id for job in jobs])
             new = [job for job in jobs if job.id not in there]
             tally.present += len(jobs) - len(new)
-            written = await _put_jobs(self.target, new)
+            written = await self.target.put_jobs(new) if new else 0
             tally.copied += written
             if written < len(new):
                 tally.refused += len(new) - written
                 tally.problems.append(f"{len(new) - written} jobs have a key the target queued already")
             await self._tell("jobs")
         async for jobs in self._scan(self.source, "jobs"):
-            tally.found += len(await _existing(self.target, "jobs", [job.id for job in jobs]))
+            tally.found += len(await self.target.existing_ids("jobs", [job.id for job in jobs]))
 
     async def _scan(self, store: Store, kind: str) -> AsyncIterator[list[Any]]:
         """Batches of the store's images or jobs in id order."""
         after = ""
         while True:
-            records = await _scan(store, kind, after, self.batch)
+            records: list[Any] = await (store.scan_images if kind == "images" else store.scan_jobs)(
+                after, self.batch)
             if not records:
                 return
             yield list(records)
@@ -321,109 +308,3 @@ class _Copy:
         have = {element.id for element in await self.target.list_elements()}
         tally.found = sum(element.id in have for element in wanted)
         await self._tell("elements")
-
-
-# what the interface does not offer, per adapter ------------------------------------------------------
-
-@runtime_checkable
-class Scannable(Protocol):
-    """A store that lists its images and jobs in id order and writes jobs as they are (the MongoDB store;
-    SQLite files are read and written here directly)."""
-
-    async def scan_images(self, after: str, limit: int) -> list[ImageRecord]: ...
-
-    async def scan_jobs(self, after: str, limit: int) -> list[JobRecord]: ...
-
-    async def existing_ids(self, collection: str, ids: Sequence[str]) -> set[str]: ...
-
-    async def put_jobs(self, jobs: Sequence[JobRecord]) -> int: ...
-
-
-def _mongo(store: Store) -> Scannable | None:
-    return store if isinstance(store, Scannable) else None
-
-
-async def _scan(store: Store, kind: str, after: str, limit: int) -> Sequence[ImageRecord | JobRecord]:
-    mongo = _mongo(store)
-    if mongo is not None:
-        if kind == "images":
-            return await mongo.scan_images(after, limit)
-        return await mongo.scan_jobs(after, limit)
-    path = _sqlite_path(store)
-
-    def read() -> list[ImageRecord | JobRecord]:
-        with _connect(path) as db:
-            if kind == "images":
-                rows = db.execute(_IMAGE_SELECT + "WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
-                return [_image(row) for row in rows]
-            rows = db.execute("SELECT * FROM jobs WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
-            return [_job(row) for row in rows]
-
-    return await asyncio.to_thread(read)
-
-
-async def _existing(store: Store, kind: str, ids: list[str]) -> set[str]:
-    if not ids:
-        return set()
-    mongo = _mongo(store)
-    if mongo is not None:
-        return await mongo.existing_ids(kind, ids)
-    path = _sqlite_path(store)
-    table = "images" if kind == "images" else "jobs"
-
-    def read() -> set[str]:
-        with _connect(path) as db:
-            marks = ", ".join("?" * len(ids))
-            return {row[0] for row in db.execute(f"SELECT id FROM {table} WHERE id IN ({marks})",  # noqa: S608
-                                                 ids)}
-
-    return await asyncio.to_thread(read)
-
-
-async def _put_jobs(store: Store, jobs: list[JobRecord]) -> int:
-    if not jobs:
-        return 0
-    mongo = _mongo(store)
-    if mongo is not None:
-        return await mongo.put_jobs(jobs)
-    path = _sqlite_path(store)
-
-    def write() -> int:
-        with _connect(path) as db:
-            db.execute("BEGIN IMMEDIATE")
-            before = db.total_changes
-            db.executemany(
-                f"INSERT OR IGNORE INTO jobs ({', '.join(_JOB_COLUMNS)}) "  # noqa: S608
-                f"VALUES ({', '.join('?' * len(_JOB_COLUMNS))})",
-                [(job.id, job.key, job.path, job.owner, job.provenance, _dumps(job.options), job.state,
-                  job.worker, job.lease_until, job.attempts, job.error, job.note, _dumps(job.image_ids),
-                  job.created, job.updated) for job in jobs])
-            written = db.total_changes - before
-            db.execute("COMMIT")
-            return written
-
-    return await asyncio.to_thread(write)
-
-
-def _sqlite_path(store: Store) -> Path:
-    if not isinstance(store, SQLiteStore):
-        raise StoreError(f"migrate-store cannot read or write a {type(store).__name__}")
-    return store.path
-
-
-class _connect:
-    """A connection of our own to a SQLite catalog (opened by its store first, so it exists and is
-    migrated), closed on exit."""
-
-    def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA busy_timeout = 30000")
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self.db
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is not None and self.db.in_transaction:
-            self.db.execute("ROLLBACK")
-        self.db.close()

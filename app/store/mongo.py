@@ -71,6 +71,7 @@ from app.store.base import (
     now,
 )
 from app.store.mongoquery import Filter, field_name, keyword_of_field
+from app.store.rows import dumps, from_doc, to_doc
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations" / "mongo"
 log = logging.getLogger(__name__)
@@ -365,7 +366,7 @@ class MongoStore(Store):
             doc = await self.jobs.find_one_and_update({"state": "running", "lease_until": {"$lt": stamp}},
                                                       change, sort=[("lease_until", 1)],
                                                       return_document=ReturnDocument.AFTER)
-        return None if doc is None else _job(doc)
+        return None if doc is None else from_doc(JobRecord, doc)
 
     async def renew_lease(self, job_id: str, worker: str, lease: float) -> bool:
         result = await self.jobs.update_one({"_id": job_id, "worker": worker, "state": "running"},
@@ -393,7 +394,7 @@ class MongoStore(Store):
         out: list[JobRecord] = []
         for start in range(0, len(values), _CHUNK):
             chunk = values[start:start + _CHUNK]
-            out.extend([_job(doc) async for doc in self.jobs.find({field: {"$in": chunk}})])
+            out.extend([from_doc(JobRecord, doc) async for doc in self.jobs.find({field: {"$in": chunk}})])
         return out
 
     async def list_jobs(self, state: JobState | None = None, *, offset: int = 0, limit: int = 50,
@@ -407,7 +408,7 @@ class MongoStore(Store):
             match["owner"] = owner
         docs = await self.jobs.find(match).sort([("updated", -1), ("_id", 1)]).skip(max(0, offset)).limit(
             limit).to_list()
-        return [_job(doc) for doc in docs]
+        return [from_doc(JobRecord, doc) for doc in docs]
 
     async def job_counts(self, *, owner: str | None = None) -> dict[str, int]:
         counts: dict[str, int] = {state: 0 for state in JOB_STATES}
@@ -430,19 +431,17 @@ class MongoStore(Store):
     # named scalings --------------------------------------------------------------------------------
     async def save_scaling(self, scaling: NamedScaling) -> None:
         try:
-            await self._c("scalings").insert_one({
-                "_id": scaling.name, "interval": scaling.interval, "stretch": scaling.stretch,
-                "low": scaling.low, "high": scaling.high, "curve": list(scaling.curve),
-                "source": scaling.source, "created": scaling.created, "created_by": scaling.created_by})
+            await self._c("scalings").insert_one(to_doc(scaling, key="name"))
         except DuplicateKeyError:
             raise Conflict(f"a scaling named {scaling.name!r} exists already") from None
 
     async def get_scaling(self, name: str) -> NamedScaling | None:
         doc = await self._c("scalings").find_one({"_id": name})
-        return None if doc is None else _scaling(doc)
+        return None if doc is None else from_doc(NamedScaling, doc, key="name")
 
     async def list_scalings(self) -> list[NamedScaling]:
-        return [_scaling(doc) async for doc in self._c("scalings").find().sort("_id", 1)]
+        return [from_doc(NamedScaling, doc, key="name")
+                async for doc in self._c("scalings").find().sort("_id", 1)]
 
     # images: permissions and removal -------------------------------------------------------------
     async def set_visibility(self, image_ids: Sequence[str], visibility: str) -> None:
@@ -476,20 +475,20 @@ class MongoStore(Store):
 
     # search elements ---------------------------------------------------------------------------------
     async def list_elements(self) -> list[SearchElement]:
-        return [_element(doc) async for doc in self._c("search_elements").find().sort(
+        return [from_doc(SearchElement, doc) async for doc in self._c("search_elements").find().sort(
             [("position", 1), ("_id", 1)])]
 
     async def add_element(self, element: SearchElement) -> None:
         last = await self._c("search_elements").find_one({}, {"position": 1}, sort=[("position", -1)])
         element.position = 0 if last is None else int(last["position"]) + 1
         try:
-            await self._c("search_elements").insert_one(_element_doc(element))
+            await self._c("search_elements").insert_one(to_doc(element))
         except DuplicateKeyError:
             raise Conflict(f"there is already a search element {element.id!r}") from None
         await self._sync_indexes()
 
     async def update_element(self, element: SearchElement) -> bool:
-        doc = _element_doc(element)
+        doc = to_doc(element)
         del doc["_id"], doc["position"], doc["created"]
         result = await self._c("search_elements").update_one({"_id": element.id}, {"$set": doc})
         if result.matched_count:
@@ -552,24 +551,20 @@ class MongoStore(Store):
     # users -----------------------------------------------------------------------------------------
     async def add_user(self, user: User) -> None:
         try:
-            await self._c("users").insert_one({
-                "_id": user.id, "username": user.username, "username_key": username_key(user.username),
-                "email": user.email, "display_name": user.display_name, "role": user.role,
-                "password_hash": user.password_hash, "quota": user.quota, "disabled": bool(user.disabled),
-                "created": user.created, "last_login": user.last_login})
+            await self._c("users").insert_one({**to_doc(user), "username_key": username_key(user.username)})
         except DuplicateKeyError:
             raise Conflict(f"the username {user.username!r} is taken") from None
 
     async def get_user(self, user_id: str) -> User | None:
         doc = await self._c("users").find_one({"_id": user_id})
-        return None if doc is None else _user(doc)
+        return None if doc is None else from_doc(User, doc)
 
     async def get_user_by_name(self, username: str) -> User | None:
         doc = await self._c("users").find_one({"username_key": username_key(username)})
-        return None if doc is None else _user(doc)
+        return None if doc is None else from_doc(User, doc)
 
     async def list_users(self) -> list[User]:
-        return [_user(doc) async for doc in self._c("users").find().sort("username_key", 1)]
+        return [from_doc(User, doc) async for doc in self._c("users").find().sort("username_key", 1)]
 
     async def update_user(self, user_id: str, **changes: Any) -> None:
         unknown = set(changes) - _USER_FIELDS
@@ -603,17 +598,13 @@ class MongoStore(Store):
 
     async def add_token(self, token: ApiToken) -> None:
         try:
-            await self._c("api_tokens").insert_one({
-                "_id": token.id, "user_id": token.user_id, "name": token.name, "token_hash": token.token_hash,
-                "created": token.created, "last_used": token.last_used})
+            await self._c("api_tokens").insert_one(to_doc(token))
         except DuplicateKeyError:
             raise Conflict("that token exists already") from None
 
     async def list_tokens(self, user_id: str) -> list[ApiToken]:
-        return [ApiToken(id=doc["_id"], user_id=doc["user_id"], name=doc["name"],
-                         token_hash=doc["token_hash"], created=doc["created"], last_used=doc["last_used"])
-                async for doc in self._c("api_tokens").find({"user_id": user_id}).sort(
-                    [("created", 1), ("_id", 1)])]
+        found = self._c("api_tokens").find({"user_id": user_id}).sort([("created", 1), ("_id", 1)])
+        return [from_doc(ApiToken, doc) async for doc in found]
 
     async def delete_token(self, user_id: str, token_id: str) -> bool:
         result = await self._c("api_tokens").delete_one({"_id": token_id, "user_id": user_id})
@@ -635,20 +626,17 @@ class MongoStore(Store):
     # invitations -----------------------------------------------------------------------------------
     async def add_invitation(self, invitation: Invitation) -> None:
         try:
-            await self._c("invitations").insert_one({
-                "_id": invitation.id, "code_hash": invitation.code_hash, "created_by": invitation.created_by,
-                "created": invitation.created, "expires": invitation.expires, "used_by": invitation.used_by,
-                "used_at": invitation.used_at})
+            await self._c("invitations").insert_one(to_doc(invitation))
         except DuplicateKeyError:
             raise Conflict("that invitation exists already") from None
 
     async def list_invitations(self) -> list[Invitation]:
-        return [_invitation(doc) async for doc in self._c("invitations").find().sort(
+        return [from_doc(Invitation, doc) async for doc in self._c("invitations").find().sort(
             [("created", -1), ("_id", 1)])]
 
     async def get_invitation(self, code_hash: str) -> Invitation | None:
         doc = await self._c("invitations").find_one({"code_hash": code_hash})
-        return None if doc is None else _invitation(doc)
+        return None if doc is None else from_doc(Invitation, doc)
 
     async def expire_invitation(self, invitation_id: str) -> bool:
         stamp = now()
@@ -693,7 +681,7 @@ class MongoStore(Store):
     async def save_site_settings(self, values: dict[str, Any]) -> None:
         if values:
             await self._c("site_settings").bulk_write(
-                [UpdateOne({"_id": name}, {"$set": {"value": _dumps(value)}}, upsert=True)
+                [UpdateOne({"_id": name}, {"$set": {"value": dumps(value)}}, upsert=True)
                  for name, value in values.items()], ordered=True)
 
     # upload reservations ---------------------------------------------------------------------------
@@ -788,14 +776,10 @@ class MongoStore(Store):
 
     # the fleet -------------------------------------------------------------------------------------
     async def beat(self, process: ProcessRecord) -> None:
-        doc = {"role": process.role, "host": process.host, "pid": process.pid, "version": process.version,
-               "started": process.started, "last_seen": process.last_seen, "lease": process.lease,
-               "pool_size": process.pool_size, "jobs": [dict(job) for job in process.jobs],
-               "done": process.done, "failed": process.failed}
-        await self._c("processes").replace_one({"_id": process.id}, doc, upsert=True)
+        await self._c("processes").replace_one({"_id": process.id}, to_doc(process), upsert=True)
 
     async def list_processes(self) -> list[ProcessRecord]:
-        return [_process(doc) async for doc in self._c("processes").find().sort(
+        return [from_doc(ProcessRecord, doc) async for doc in self._c("processes").find().sort(
             [("role", 1), ("started", 1), ("_id", 1)])]
 
     async def remove_process(self, process_id: str) -> bool:
@@ -811,10 +795,14 @@ class MongoStore(Store):
         return [_image(doc) for doc in docs]
 
     async def scan_jobs(self, after: str, limit: int) -> list[JobRecord]:
-        return [_job(doc) for doc in await self.jobs.find({"_id": {"$gt": after}}).sort("_id", 1).limit(
-            limit).to_list()]
+        docs = await self.jobs.find({"_id": {"$gt": after}}).sort("_id", 1).limit(limit).to_list()
+        return [from_doc(JobRecord, doc) for doc in docs]
 
-    async def existing_ids(self, collection: str, ids: Sequence[str]) -> set[str]:
+    def location(self) -> str:
+        return redacted(self.url)
+
+    async def existing_ids(self, kind: str, ids: Sequence[str]) -> set[str]:
+        collection = {"images": "images", "jobs": "jobs"}[kind]
         return {doc["_id"] async for doc in self._c(collection).find({"_id": {"$in": list(ids)}}, {"_id": 1})}
 
     async def count(self, collection: str) -> int:
@@ -826,7 +814,7 @@ class MongoStore(Store):
         written = 0
         for job in jobs:
             try:
-                await self.jobs.insert_one(_job_doc(job))
+                await self.jobs.insert_one(to_doc(job))
                 written += 1
             except DuplicateKeyError:
                 pass
@@ -836,10 +824,6 @@ class MongoStore(Store):
 def _first_error(error: BulkWriteError) -> str:
     errors = error.details.get("writeErrors") or [{}]
     return str(errors[0].get("errmsg", error))
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def _encode_keys(values: dict[str, Any]) -> Doc:
@@ -866,80 +850,11 @@ def _dates(header: dict[str, Any]) -> list[Doc]:
 
 
 def _image_doc(image: ImageRecord) -> Doc:
-    return {
-        "_id": image.id, "sha256": image.sha256, "hdu": image.hdu, "path": image.path, "name": image.name,
-        "size": image.size, "owner": image.owner, "provenance": image.provenance, "format": image.format,
-        "width": image.width, "height": image.height, "bitpix": image.bitpix,
-        "header": _encode_keys(image.header), "comments": _encode_keys(image.comments), "sky": image.sky,
-        "display": image.display, "note": image.note, "created": image.created, "job_id": image.job_id,
-        "visibility": image.visibility, "folded": mongoquery.folded_texts(image.header),
-        "dates": _dates(image.header), "cells": footprint_cells(image.sky),
-        "dates_version": DATES_VERSION}
+    return {**to_doc(image), "header": _encode_keys(image.header), "comments": _encode_keys(image.comments),
+            "folded": mongoquery.folded_texts(image.header), "dates": _dates(image.header),
+            "cells": footprint_cells(image.sky), "dates_version": DATES_VERSION}
 
 
 def _image(doc: Doc) -> ImageRecord:
-    return ImageRecord(
-        id=doc["_id"], sha256=doc["sha256"], hdu=doc["hdu"], path=doc["path"], name=doc["name"],
-        size=doc["size"], owner=doc["owner"], provenance=doc["provenance"], format=doc["format"],
-        width=doc["width"], height=doc["height"], bitpix=doc["bitpix"], header=_decode_keys(doc["header"]),
-        comments=_decode_keys(doc.get("comments") or {}), sky=doc.get("sky"),
-        display=doc.get("display") or {},
-        note=doc.get("note", ""), created=doc["created"], job_id=doc.get("job_id", ""),
-        visibility=doc.get("visibility", "private"))
-
-
-def _job_doc(job: JobRecord) -> Doc:
-    return {"_id": job.id, "key": job.key, "path": job.path, "owner": job.owner, "provenance": job.provenance,
-            "options": dict(job.options), "state": job.state, "worker": job.worker,
-            "lease_until": job.lease_until, "attempts": job.attempts, "error": job.error, "note": job.note,
-            "image_ids": list(job.image_ids), "created": job.created, "updated": job.updated}
-
-
-def _job(doc: Doc) -> JobRecord:
-    return JobRecord(
-        id=doc["_id"], key=doc["key"], path=doc["path"], owner=doc["owner"], provenance=doc["provenance"],
-        state=doc["state"], options=doc.get("options") or {}, worker=doc.get("worker", ""),
-        lease_until=float(doc.get("lease_until", 0.0)), attempts=int(doc.get("attempts", 0)),
-        error=doc.get("error", ""), note=doc.get("note", ""), image_ids=list(doc.get("image_ids") or []),
-        created=doc["created"], updated=doc["updated"])
-
-
-def _scaling(doc: Doc) -> NamedScaling:
-    return NamedScaling(name=doc["_id"], interval=doc["interval"], stretch=doc["stretch"], low=doc["low"],
-                        high=doc["high"], curve=list(doc.get("curve") or []), source=doc.get("source", ""),
-                        created=doc["created"], created_by=doc.get("created_by", ""))
-
-
-def _element_doc(element: SearchElement) -> Doc:
-    return {"_id": element.id, "type": element.type, "label": element.label,
-            "keywords": list(element.keywords), "help": element.help, "enabled": bool(element.enabled),
-            "position": element.position, "options": dict(element.options), "created": element.created}
-
-
-def _element(doc: Doc) -> SearchElement:
-    return SearchElement(id=doc["_id"], type=doc["type"], label=doc["label"], keywords=list(doc["keywords"]),
-                         help=doc.get("help", ""), enabled=bool(doc.get("enabled", True)),
-                         position=int(doc.get("position", 0)), options=doc.get("options") or {},
-                         created=doc["created"])
-
-
-def _user(doc: Doc) -> User:
-    return User(id=doc["_id"], username=doc["username"], role=doc["role"], password_hash=doc["password_hash"],
-                email=doc.get("email", ""), display_name=doc.get("display_name", ""), quota=doc.get("quota"),
-                disabled=bool(doc.get("disabled", False)), created=doc["created"],
-                last_login=doc.get("last_login"))
-
-
-def _invitation(doc: Doc) -> Invitation:
-    return Invitation(id=doc["_id"], code_hash=doc["code_hash"], created_by=doc["created_by"],
-                      expires=doc["expires"], created=doc["created"], used_by=doc.get("used_by"),
-                      used_at=doc.get("used_at"))
-
-
-def _process(doc: Doc) -> ProcessRecord:
-    return ProcessRecord(id=doc["_id"], role=doc["role"], host=doc["host"], pid=int(doc["pid"]),
-                         version=doc["version"], started=float(doc["started"]),
-                         last_seen=float(doc["last_seen"]), lease=float(doc["lease"]),
-                         pool_size=int(doc.get("pool_size", 0)),
-                         jobs=[dict(job) for job in doc.get("jobs") or []], done=int(doc.get("done", 0)),
-                         failed=int(doc.get("failed", 0)))
+    return from_doc(ImageRecord, {**doc, "header": _decode_keys(doc["header"]),
+                                  "comments": _decode_keys(doc.get("comments") or {})})

@@ -8,7 +8,7 @@ import logging
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +41,7 @@ from app.store.base import (
     new_id,
     now,
 )
+from app.store.rows import dumps, from_row, insert_sql, names, to_row
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 log = logging.getLogger(__name__)
@@ -48,8 +49,8 @@ T = TypeVar("T")
 compile_query = sqlsearch.compile_query
 # A search matching at least this many images is read in date order from the newest (see _select_images).
 BROAD_SEARCH = 2000
-_IMAGE_COLUMNS = ("id, sha256, hdu, path, name, size, owner, provenance, format, width, height, bitpix, "
-                  "header, comments, sky, display, note, created, job_id, visibility")
+_IMAGE_COLUMNS = ", ".join(names(ImageRecord))
+_IMAGE_INSERT = insert_sql("images", [*names(ImageRecord), "center_ra", "center_dec", "dates_version"])
 
 
 def disk_full(error: sqlite3.Error) -> bool:
@@ -226,15 +227,8 @@ class SQLiteStore(Store):
         await self._run(self._add_images_sync, list(images))
 
     def _add_images_sync(self, images: list[ImageRecord]) -> None:
-        rows = [
-            (i.id, i.sha256, i.hdu, i.path, i.name, i.size, i.owner, i.provenance, i.format, i.width,
-             i.height, i.bitpix, _dumps(i.header), _dumps(i.comments),
-             None if i.sky is None else _dumps(i.sky),
-             None if i.sky is None else i.sky.get("center_ra"),
-             None if i.sky is None else i.sky.get("center_dec"), _dumps(i.display), i.note, i.created,
-             i.job_id, i.visibility)
-            for i in images
-        ]
+        rows = [{**to_row(i), "center_ra": None if i.sky is None else i.sky.get("center_ra"),
+                 "center_dec": None if i.sky is None else i.sky.get("center_dec")} for i in images]
         dates = [(i.id, keyword, mjd) for i in images for keyword, mjd in header_dates(i.header).items()]
         cells = [(cell, i.id) for i in images for cell in footprint_cells(i.sky)]
         try:
@@ -242,15 +236,10 @@ class SQLiteStore(Store):
         except sqlite3.IntegrityError as error:
             raise Conflict(f"image already catalogued: {error}") from None
 
-    def _insert_images(self, rows: list[tuple[Any, ...]], dates: list[tuple[str, str, float]],
+    def _insert_images(self, rows: list[dict[str, Any]], dates: list[tuple[str, str, float]],
                        cells: list[tuple[int, str]], keywords: Counter[str]) -> None:
         with _transaction(self.db) as db:
-            db.executemany(
-                "INSERT INTO images (id, sha256, hdu, path, name, size, owner, provenance, format, width, "
-                "height, bitpix, header, comments, sky, center_ra, center_dec, display, note, created, "
-                "job_id, visibility, dates_version) "
-                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {DATES_VERSION})",
-                rows)
+            db.executemany(_IMAGE_INSERT, [{**row, "dates_version": DATES_VERSION} for row in rows])
             # typed dates beside the raw header, in the same transaction
             db.executemany("INSERT INTO image_dates (image_id, keyword, mjd) VALUES (?, ?, ?)", dates)
             # the footprint's HEALPix cells, for cone search
@@ -259,7 +248,7 @@ class SQLiteStore(Store):
             sqlsearch.add_keyword_counts(db, keywords)
             # the first location of each image's content: its own path
             db.executemany("INSERT OR IGNORE INTO image_locations (image_id, path, recorded) "
-                           "VALUES (?, ?, ?)", [(row[0], row[3], row[19]) for row in rows])
+                           "VALUES (?, ?, ?)", [(row["id"], row["path"], row["created"]) for row in rows])
 
     async def get_image(self, image_id: str) -> ImageRecord | None:
         rows = await self._select_images("id = ?", [image_id], 0, 1)
@@ -351,7 +340,7 @@ class SQLiteStore(Store):
                 found = {row["row_number"]: row for row in db.execute(rows, [json.dumps(rowids)])}
             finally:
                 db.execute("COMMIT")
-            return [_image(found[rowid]) for rowid in rowids]
+            return [from_row(ImageRecord, found[rowid]) for rowid in rowids]
 
         return await self._run(select)
 
@@ -369,12 +358,13 @@ class SQLiteStore(Store):
                 db.execute(
                     "INSERT INTO jobs (id, key, path, owner, provenance, options, state, created, updated) "
                     "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?) ON CONFLICT (key) DO NOTHING",
-                    (new_id(), job.key, job.path, job.owner, job.provenance, _dumps(job.options), created,
+                    (new_id(), job.key, job.path, job.owner, job.provenance, dumps(job.options), created,
                      created))
                 if retry_failed:
                     db.execute("UPDATE jobs SET state = 'queued', error = '', worker = '', lease_until = 0, "
                                "updated = ? WHERE key = ? AND state = 'failed'", (stamp, job.key))
-                out.append(_job(db.execute("SELECT * FROM jobs WHERE key = ?", (job.key,)).fetchone()))
+                row = db.execute("SELECT * FROM jobs WHERE key = ?", (job.key,)).fetchone()
+                out.append(from_row(JobRecord, row))
         return out
 
     async def claim_job(self, worker: str, lease: float) -> JobRecord | None:
@@ -393,7 +383,7 @@ class SQLiteStore(Store):
             db.execute("UPDATE jobs SET state = 'running', worker = ?, lease_until = ?, "
                        "attempts = attempts + 1, updated = ? WHERE id = ?",
                        (worker, stamp + lease, stamp, row["id"]))
-            return _job(db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
+            return from_row(JobRecord, db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
 
     async def renew_lease(self, job_id: str, worker: str, lease: float) -> bool:
         def renew() -> bool:
@@ -411,7 +401,7 @@ class SQLiteStore(Store):
                 cursor = db.execute(
                     "UPDATE jobs SET state = ?, error = ?, note = ?, image_ids = ?, lease_until = 0, "
                     "updated = ? WHERE id = ? AND worker = ? AND state = 'running'",
-                    (state, error, note, _dumps(list(image_ids)), now(), job_id, worker))
+                    (state, error, note, dumps(list(image_ids)), now(), job_id, worker))
                 return cursor.rowcount == 1
 
         return await self._run(finish)
@@ -437,7 +427,7 @@ class SQLiteStore(Store):
             for start in range(0, len(values), 500):
                 chunk = values[start:start + 500]
                 marks = ", ".join("?" * len(chunk))
-                out.extend(_job(row) for row in self.db.execute(
+                out.extend(from_row(JobRecord, row) for row in self.db.execute(
                     f"SELECT * FROM jobs WHERE {column} IN ({marks})", chunk))
             return out
 
@@ -456,7 +446,7 @@ class SQLiteStore(Store):
         where = " AND ".join(clauses)
 
         def select() -> list[JobRecord]:
-            return [_job(row) for row in self.db.execute(
+            return [from_row(JobRecord, row) for row in self.db.execute(
                 f"SELECT * FROM jobs WHERE {where} ORDER BY updated DESC, id LIMIT ? OFFSET ?",
                 [*params, limit, offset])]
 
@@ -486,24 +476,21 @@ class SQLiteStore(Store):
     # named scalings --------------------------------------------------------------------------------
     async def save_scaling(self, scaling: NamedScaling) -> None:
         try:
-            await self._write(
-                "INSERT INTO scalings (name, interval, stretch, low, high, curve, source, created, "
-                "created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (scaling.name, scaling.interval, scaling.stretch, scaling.low, scaling.high,
-                 _dumps(list(scaling.curve)), scaling.source, scaling.created, scaling.created_by))
+            await self._write(insert_sql("scalings", names(NamedScaling)), to_row(scaling))
         except sqlite3.IntegrityError:
             raise Conflict(f"a scaling named {scaling.name!r} exists already") from None
 
     async def get_scaling(self, name: str) -> NamedScaling | None:
         def select() -> NamedScaling | None:
             row = self.db.execute("SELECT * FROM scalings WHERE name = ?", (name,)).fetchone()
-            return None if row is None else _scaling(row)
+            return None if row is None else from_row(NamedScaling, row)
 
         return await self._run(select)
 
     async def list_scalings(self) -> list[NamedScaling]:
         def select() -> list[NamedScaling]:
-            return [_scaling(row) for row in self.db.execute("SELECT * FROM scalings ORDER BY name")]
+            rows = self.db.execute("SELECT * FROM scalings ORDER BY name")
+            return [from_row(NamedScaling, row) for row in rows]
 
         return await self._run(select)
 
@@ -540,7 +527,8 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _elements_sync(db: sqlite3.Connection) -> list[SearchElement]:
-        return [_element(row) for row in db.execute("SELECT * FROM search_elements ORDER BY position, id")]
+        rows = db.execute("SELECT * FROM search_elements ORDER BY position, id")
+        return [from_row(SearchElement, row) for row in rows]
 
     async def add_element(self, element: SearchElement) -> None:
         def add() -> None:
@@ -548,9 +536,7 @@ class SQLiteStore(Store):
                 last = db.execute("SELECT coalesce(max(position), -1) FROM search_elements").fetchone()[0]
                 element.position = last + 1
                 try:
-                    db.execute("INSERT INTO search_elements (id, type, label, keywords, help, enabled, "
-                               "position, options, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                               _element_row(element))
+                    db.execute(insert_sql("search_elements", names(SearchElement)), to_row(element))
                 except sqlite3.IntegrityError:
                     raise Conflict(f"there is already a search element {element.id!r}") from None
                 self._after_elements_change(db)
@@ -561,10 +547,9 @@ class SQLiteStore(Store):
         def update() -> bool:
             with _transaction(self.db) as db:
                 changed = db.execute(
-                    "UPDATE search_elements SET type = ?, label = ?, keywords = ?, help = ?, enabled = ?, "
-                    "options = ? WHERE id = ?",
-                    (element.type, element.label, _dumps(element.keywords), element.help,
-                     int(element.enabled), _dumps(element.options), element.id)).rowcount
+                    "UPDATE search_elements SET type = :type, label = :label, keywords = :keywords, "
+                    "help = :help, enabled = :enabled, options = :options WHERE id = :id",
+                    to_row(element)).rowcount
                 if changed:
                     self._after_elements_change(db)
                 return bool(changed)
@@ -628,11 +613,7 @@ class SQLiteStore(Store):
     # users -----------------------------------------------------------------------------------------
     async def add_user(self, user: User) -> None:
         try:
-            await self._write(
-                "INSERT INTO users (id, username, email, display_name, role, password_hash, quota, disabled, "
-                "created, last_login) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (user.id, user.username, user.email, user.display_name, user.role, user.password_hash,
-                 user.quota, int(user.disabled), user.created, user.last_login))
+            await self._write(insert_sql("users", names(User)), to_row(user))
         except sqlite3.IntegrityError:
             raise Conflict(f"the username {user.username!r} is taken") from None
 
@@ -644,7 +625,7 @@ class SQLiteStore(Store):
 
     async def list_users(self) -> list[User]:
         def select() -> list[User]:
-            return [_user(row) for row in self.db.execute("SELECT * FROM users ORDER BY username")]
+            return [from_row(User, row) for row in self.db.execute("SELECT * FROM users ORDER BY username")]
 
         return await self._run(select)
 
@@ -662,7 +643,7 @@ class SQLiteStore(Store):
     async def _one_user(self, sql: str, params: tuple[Any, ...]) -> User | None:
         def select() -> User | None:
             row = self.db.execute(sql, params).fetchone()
-            return None if row is None else _user(row)
+            return None if row is None else from_row(User, row)
 
         return await self._run(select)
 
@@ -692,18 +673,14 @@ class SQLiteStore(Store):
 
     async def add_token(self, token: ApiToken) -> None:
         try:
-            await self._write("INSERT INTO api_tokens (id, user_id, name, token_hash, created, last_used) "
-                              "VALUES (?, ?, ?, ?, ?, ?)", (token.id, token.user_id, token.name,
-                                                            token.token_hash, token.created, token.last_used))
+            await self._write(insert_sql("api_tokens", names(ApiToken)), to_row(token))
         except sqlite3.IntegrityError:
             raise Conflict("that token is in use") from None
 
     async def list_tokens(self, user_id: str) -> list[ApiToken]:
         def select() -> list[ApiToken]:
             rows = self.db.execute("SELECT * FROM api_tokens WHERE user_id = ? ORDER BY created", (user_id,))
-            return [ApiToken(id=row["id"], user_id=row["user_id"], name=row["name"],
-                             token_hash=row["token_hash"], created=row["created"], last_used=row["last_used"])
-                    for row in rows]
+            return [from_row(ApiToken, row) for row in rows]
 
         return await self._run(select)
 
@@ -728,20 +705,17 @@ class SQLiteStore(Store):
             except sqlite3.OperationalError as error:  # a full disk must not lock token holders out
                 if not disk_full(error):
                     raise
-            return _user(row)
+            return from_row(User, row)
 
         return await self._run(find)
 
     # invitations -----------------------------------------------------------------------------------
     async def add_invitation(self, invitation: Invitation) -> None:
-        await self._write("INSERT INTO invitations (id, code_hash, created_by, created, expires, used_by, "
-                          "used_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                          (invitation.id, invitation.code_hash, invitation.created_by, invitation.created,
-                           invitation.expires, invitation.used_by, invitation.used_at))
+        await self._write(insert_sql("invitations", names(Invitation)), to_row(invitation))
 
     async def list_invitations(self) -> list[Invitation]:
         def select() -> list[Invitation]:
-            return [_invitation(row) for row in self.db.execute(
+            return [from_row(Invitation, row) for row in self.db.execute(
                 "SELECT * FROM invitations ORDER BY created DESC")]
 
         return await self._run(select)
@@ -749,7 +723,7 @@ class SQLiteStore(Store):
     async def get_invitation(self, code_hash: str) -> Invitation | None:
         def select() -> Invitation | None:
             row = self.db.execute("SELECT * FROM invitations WHERE code_hash = ?", (code_hash,)).fetchone()
-            return None if row is None else _invitation(row)
+            return None if row is None else from_row(Invitation, row)
 
         return await self._run(select)
 
@@ -809,7 +783,7 @@ class SQLiteStore(Store):
         await self._write_many(
             "INSERT INTO site_settings (name, value) VALUES (?, ?) "
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            [(name, _dumps(value)) for name, value in values.items()])
+            [(name, dumps(value)) for name, value in values.items()])
 
     # upload reservations ---------------------------------------------------------------------------
     async def reserve_upload(self, reservation_id: str, owner: str, size: int, quota: int,
@@ -888,20 +862,12 @@ class SQLiteStore(Store):
 
     # the fleet -------------------------------------------------------------------------------------
     async def beat(self, process: ProcessRecord) -> None:
-        await self._write(
-            "INSERT INTO processes (id, role, host, pid, version, started, last_seen, lease, pool_size, "
-            "jobs, done, failed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-            "role = excluded.role, host = excluded.host, pid = excluded.pid, version = excluded.version, "
-            "started = excluded.started, last_seen = excluded.last_seen, lease = excluded.lease, "
-            "pool_size = excluded.pool_size, jobs = excluded.jobs, done = excluded.done, "
-            "failed = excluded.failed",
-            (process.id, process.role, process.host, process.pid, process.version, process.started,
-             process.last_seen, process.lease, process.pool_size, _dumps(process.jobs), process.done,
-             process.failed))
+        await self._write(insert_sql("processes", names(ProcessRecord), verb="INSERT OR REPLACE"),
+                          to_row(process))
 
     async def list_processes(self) -> list[ProcessRecord]:
         def select() -> list[ProcessRecord]:
-            return [_process(row) for row in self.db.execute(
+            return [from_row(ProcessRecord, row) for row in self.db.execute(
                 "SELECT * FROM processes ORDER BY role, started, id")]
 
         return await self._run(select)
@@ -912,8 +878,53 @@ class SQLiteStore(Store):
     async def forget_processes(self, before: float) -> int:
         return await self._write("DELETE FROM processes WHERE last_seen < ?", (before,))
 
+    # copying a whole catalog ----------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def location(self) -> str:
+        return str(self.path)
+
+    def same_place(self, other: Store) -> bool:
+        return isinstance(other, SQLiteStore) and other.path.resolve() == self.path.resolve()
+
+    async def scan_images(self, after: str, limit: int) -> list[ImageRecord]:
+        return await self._select_images("id > ?", [after], 0, limit, order="id")
+
+    async def scan_jobs(self, after: str, limit: int) -> list[JobRecord]:
+        def select() -> list[JobRecord]:
+            rows = self.db.execute("SELECT * FROM jobs WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+            return [from_row(JobRecord, row) for row in rows]
+
+        return await self._run(select)
+
+    async def existing_ids(self, kind: str, ids: Sequence[str]) -> set[str]:
+        table = {"images": "images", "jobs": "jobs"}[kind]
+
+        def select() -> set[str]:
+            found: set[str] = set()
+            listed = list(ids)
+            for start in range(0, len(listed), 500):
+                chunk = listed[start:start + 500]
+                marks = ", ".join("?" * len(chunk))
+                found.update(row[0] for row in self.db.execute(
+                    f"SELECT id FROM {table} WHERE id IN ({marks})", chunk))
+            return found
+
+        return await self._run(select)
+
+    async def put_jobs(self, jobs: Sequence[JobRecord]) -> int:
+        def write() -> int:
+            with _transaction(self.db) as db:
+                before = db.total_changes
+                db.executemany(insert_sql("jobs", names(JobRecord), verb="INSERT OR IGNORE"),
+                               [to_row(job) for job in jobs])
+                return db.total_changes - before
+
+        return await self._run(write)
+
     # helpers ---------------------------------------------------------------------------------------
-    async def _write(self, sql: str, params: Sequence[Any]) -> int:
+    async def _write(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> int:
         def write() -> int:
             with _transaction(self.db) as db:
                 return db.execute(sql, params).rowcount
@@ -964,61 +975,3 @@ def _statements(script: str) -> list[str]:
     # our migrations hold no string literals, so everything after "--" on a line is a comment
     lines = [line.split("--", 1)[0] for line in script.splitlines()]
     return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-def _image(row: sqlite3.Row) -> ImageRecord:
-    return ImageRecord(
-        id=row["id"], sha256=row["sha256"], hdu=row["hdu"], path=row["path"], name=row["name"],
-        size=row["size"], owner=row["owner"], provenance=row["provenance"], format=row["format"],
-        width=row["width"], height=row["height"], bitpix=row["bitpix"], header=json.loads(row["header"]),
-        comments=json.loads(row["comments"]), sky=None if row["sky"] is None else json.loads(row["sky"]),
-        display=json.loads(row["display"]), note=row["note"], created=row["created"], job_id=row["job_id"],
-        visibility=row["visibility"])
-
-
-def _job(row: sqlite3.Row) -> JobRecord:
-    return JobRecord(
-        id=row["id"], key=row["key"], path=row["path"], owner=row["owner"], provenance=row["provenance"],
-        state=row["state"], options=json.loads(row["options"]), worker=row["worker"],
-        lease_until=row["lease_until"], attempts=row["attempts"], error=row["error"], note=row["note"],
-        image_ids=json.loads(row["image_ids"]), created=row["created"], updated=row["updated"])
-
-
-def _scaling(row: sqlite3.Row) -> NamedScaling:
-    return NamedScaling(name=row["name"], interval=row["interval"], stretch=row["stretch"], low=row["low"],
-                        high=row["high"], curve=json.loads(row["curve"]), source=row["source"],
-                        created=row["created"], created_by=row["created_by"])
-
-
-def _element(row: sqlite3.Row) -> SearchElement:
-    return SearchElement(id=row["id"], type=row["type"], label=row["label"],
-                         keywords=json.loads(row["keywords"]), help=row["help"], enabled=bool(row["enabled"]),
-                         position=row["position"], options=json.loads(row["options"]), created=row["created"])
-
-
-def _element_row(element: SearchElement) -> tuple[Any, ...]:
-    return (element.id, element.type, element.label, _dumps(element.keywords), element.help,
-            int(element.enabled), element.position, _dumps(element.options), element.created)
-
-
-def _user(row: sqlite3.Row) -> User:
-    return User(id=row["id"], username=row["username"], role=row["role"], password_hash=row["password_hash"],
-                email=row["email"], display_name=row["display_name"], quota=row["quota"],
-                disabled=bool(row["disabled"]), created=row["created"], last_login=row["last_login"])
-
-
-def _invitation(row: sqlite3.Row) -> Invitation:
-    return Invitation(id=row["id"], code_hash=row["code_hash"], created_by=row["created_by"],
-                      expires=row["expires"], created=row["created"], used_by=row["used_by"],
-                      used_at=row["used_at"])
-
-
-def _process(row: sqlite3.Row) -> ProcessRecord:
-    return ProcessRecord(id=row["id"], role=row["role"], host=row["host"], pid=row["pid"],
-                         version=row["version"], started=row["started"], last_seen=row["last_seen"],
-                         lease=row["lease"], pool_size=row["pool_size"], jobs=json.loads(row["jobs"]),
-                         done=row["done"], failed=row["failed"])

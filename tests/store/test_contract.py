@@ -5,6 +5,7 @@ the same expectations on each adapter; adapter-specific details stay in their ow
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from datetime import datetime
 from typing import Any
@@ -834,6 +835,36 @@ async def test_a_silent_process_is_lost_after_its_lease_and_forgotten_much_later
     assert await any_store.forget_processes(before=1000.0) == 0  # seen at 1000 exactly: kept
     assert await any_store.forget_processes(before=4000.0) == 1
     assert [entry.id for entry in await any_store.list_processes()] == ["recent"]
+
+
+# copying a whole catalog -----------------------------------------------------------------------------
+
+async def test_images_and_jobs_are_listed_in_id_order_and_jobs_copied_as_they_are(any_store, adapter_url):
+    records = [image(f"scan{n}") for n in range(5)]
+    await any_store.add_images(records)
+    by_id = sorted(records, key=lambda record: record.id)
+    first = await any_store.scan_images("", 3)
+    assert first == by_id[:3]  # whole records, every field as added
+    assert await any_store.scan_images(first[-1].id, 3) == by_id[3:]
+    assert await any_store.scan_images(by_id[-1].id, 3) == []
+    assert await any_store.existing_ids("images", [records[0].id, "nonesuch"]) == {records[0].id}
+
+    [queued] = await any_store.enqueue([job("/data/scan.fits")])
+    done = dataclasses.replace(queued, id="~copied", key="/data/copied.fits", state="done", attempts=2,
+                               worker="w", image_ids=[records[0].id], note="copied", created=5.0, updated=6.0)
+    clash = dataclasses.replace(done, id="~clash", key=queued.key)  # a key queued already
+    assert await any_store.put_jobs([done, clash]) == 1
+    assert await any_store.put_jobs([done]) == 0  # present: skipped
+    assert await any_store.scan_jobs("", 10) == sorted([queued, done], key=lambda item: item.id)
+    assert await any_store.scan_jobs(queued.id, 10) == [done]
+    assert await any_store.existing_ids("jobs", [done.id, clash.id]) == {done.id}
+
+
+async def test_a_catalog_knows_where_it_is(any_store, adapter_url):
+    assert any_store.exists()
+    assert "password" not in any_store.location()
+    twin = open_store(adapter_url)
+    assert any_store.same_place(twin)
 
 
 async def test_every_method_of_the_interface_is_exercised():
