@@ -158,7 +158,7 @@ def test_the_container_finds_the_migrations_and_installs_the_tree_editable(stage
     assert "requirements/docker.txt ./requirements/" in build.all("COPY")
     # the environment that runs installs nothing: pip and setuptools leave it
     assert "pip uninstall --yes pip setuptools" in install
-    # the final image keeps the tree at the same path, so app/store/sqlite.py finds /app/migrations
+    # the final image keeps the tree at the same path, so app/store/sqlite/connection.py finds /app/migrations
     assert "--from=build /app /app" in stages[-1].all("COPY")
     assert (REPO / "migrations").is_dir() and any((REPO / "migrations").glob("0001_*.sql"))
 

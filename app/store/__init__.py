@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from app.exceptions import StoreError
 from app.store.base import Store
 
 
-def open_store(url: str) -> Store:
-    """A store for `url` (not yet opened: await `store.open()`)."""
+def open_store(url: str, *, clock: Callable[[], float] | None = None) -> Store:
+    """A store for `url` (not yet opened: await `store.open()`), stamping times from `clock` (the wall
+    clock when None)."""
+    store = _store_for(url)
+    store.use_clock(clock)
+    return store
+
+
+def _store_for(url: str) -> Store:
     if url.startswith("sqlite:///"):
         from app.store.sqlite import SQLiteStore
 

@@ -3,8 +3,9 @@ and the neutral query form in `app.store.query`; both are named here too, as bef
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from app.store.query import (
@@ -130,8 +131,23 @@ __all__ = [
 ]
 
 
+# what `Store.update_user` may change; the rest of a user (id, username, created) stays as it was made
+USER_FIELDS = frozenset({"email", "display_name", "role", "password_hash", "quota", "disabled", "last_login"})
+
+
 class Store(ABC):
-    """A catalog of images and the job queue. Every method is a coroutine and never blocks the loop."""
+    """A catalog of images and the job queue. Every method is a coroutine and never blocks the loop.
+
+    Times the store stamps itself (job leases and updates, session and reservation expiry, lock leases) come
+    from its clock: the wall clock unless `use_clock` gave it another (tests move time on by hand)."""
+
+    _clock: Callable[[], float] | None = None
+
+    def use_clock(self, clock: Callable[[], float] | None) -> None:
+        self._clock = clock
+
+    def now(self) -> float:
+        return time.time() if self._clock is None else self._clock()
 
     @abstractmethod
     async def open(self) -> None:
@@ -272,9 +288,18 @@ class Store(ABC):
     async def delete_element(self, element_id: str) -> bool:
         """False when there is none; drops indexes no other element needs."""
 
-    @abstractmethod
     async def order_elements(self, element_ids: Sequence[str]) -> None:
-        """Put the elements in this order (ids not listed keep their relative order after them)."""
+        """Put the elements in this order (unknown ids are ignored; ids not listed keep their relative order
+        after them)."""
+        current = [element.id for element in await self.list_elements()]
+        listed = [element_id for element_id in dict.fromkeys(element_ids) if element_id in current]
+        ordered = listed + [element_id for element_id in current if element_id not in listed]
+        if ordered:
+            await self._set_element_positions(ordered)
+
+    @abstractmethod
+    async def _set_element_positions(self, ordered: Sequence[str]) -> None:
+        """Give these elements the positions 0, 1, 2, ... in this order."""
 
     @abstractmethod
     async def indexed_keywords(self) -> list[str]:
@@ -305,10 +330,17 @@ class Store(ABC):
     @abstractmethod
     async def list_users(self) -> list[User]: ...
 
-    @abstractmethod
     async def update_user(self, user_id: str, **changes: Any) -> None:
-        """Change fields of a user: email, display_name, role, password_hash, quota, disabled,
-        last_login."""
+        """Change fields of a user: those in USER_FIELDS (a ValueError names any other)."""
+        unknown = set(changes) - USER_FIELDS
+        if unknown:
+            raise ValueError(f"cannot change user fields {sorted(unknown)}")
+        if changes:
+            await self._set_user_fields(user_id, changes)
+
+    @abstractmethod
+    async def _set_user_fields(self, user_id: str, changes: dict[str, Any]) -> None:
+        """Store these checked changes to the user's fields."""
 
     # sessions and API tokens (only hashes are stored)
     @abstractmethod

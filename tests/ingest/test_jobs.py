@@ -19,6 +19,7 @@ from app.ingest.scan import job_for
 from app.settings import Settings
 from app.store.base import JOB_STATES, NewJob
 from app.store.sqlite import SQLiteStore
+from tests.clock import Clock
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,14 +82,15 @@ async def test_a_done_job_is_never_queued_again(store):
 # claims ----------------------------------------------------------------------------------------------
 
 async def test_claim_takes_queued_jobs_oldest_first_and_then_none(store):
+    store.use_clock(clock := Clock())
     older = await store.enqueue(new_jobs(1, "old"))
-    await asyncio.sleep(0.01)
+    clock.advance(0.01)
     newer = await store.enqueue(new_jobs(1, "new"))
     first = await store.claim_job("w", 60)
     second = await store.claim_job("w", 60)
     assert (first.id, second.id) == (older[0].id, newer[0].id)
     assert (first.state, first.worker, first.attempts) == ("running", "w", 1)
-    assert first.lease_until == pytest.approx(time.time() + 60, abs=5)
+    assert first.lease_until == clock() + 60
     assert await store.claim_job("w", 60) is None
 
 
@@ -180,10 +182,12 @@ async def test_processes_claiming_from_one_file_never_share_a_job(store, tmp_pat
 # leases ----------------------------------------------------------------------------------------------
 
 async def test_a_running_job_whose_lease_ran_out_is_taken_again(store):
+    store.use_clock(clock := Clock())
     [job] = await store.enqueue(new_jobs(1))
-    crashed = await store.claim_job("crashed", 0.2)
+    crashed = await store.claim_job("crashed", 30)
+    clock.advance(29.9)
     assert await store.claim_job("rescuer", 60) is None  # still leased
-    await asyncio.sleep(0.3)
+    clock.advance(0.2)
     rescued = await store.claim_job("rescuer", 60)
     assert rescued.id == crashed.id == job.id
     assert (rescued.worker, rescued.attempts, rescued.state) == ("rescuer", 2, "running")
@@ -196,13 +200,15 @@ async def test_a_running_job_whose_lease_ran_out_is_taken_again(store):
 
 
 async def test_renew_lease_keeps_the_job_and_only_for_its_owner(store):
+    store.use_clock(clock := Clock())
     [job] = await store.enqueue(new_jobs(1))
-    claimed = await store.claim_job("owner", 0.3)
+    claimed = await store.claim_job("owner", 30)
+    clock.advance(20)
     assert await store.renew_lease(job.id, "intruder", 60) is False
     assert await store.renew_lease(job.id, "owner", 60) is True
     [renewed] = await store.get_jobs([job.id])
-    assert renewed.lease_until > claimed.lease_until + 30
-    await asyncio.sleep(0.4)  # past the first lease
+    assert renewed.lease_until == claimed.lease_until + 50
+    clock.advance(40)  # past the first lease
     assert await store.claim_job("other", 60) is None
     assert await store.finish_job(job.id, "owner", state="done") is True
     assert await store.renew_lease(job.id, "owner", 60) is False  # finished jobs have no lease
@@ -229,8 +235,9 @@ async def test_finish_records_the_outcome(store):
     jobs = await store.enqueue(new_jobs(2))
     a = await store.claim_job("w", 60)
     b = await store.claim_job("w", 60)
+    store.use_clock(clock := Clock())
     assert await store.finish_job(a.id, "w", state="done", note="HDU 1: no WCS", image_ids=["x", "y"])
-    await asyncio.sleep(0.01)
+    clock.advance(0.01)
     assert await store.finish_job(b.id, "w", state="failed", error="b: truncated")
     assert await store.finish_job(a.id, "w", state="failed") is False  # already finished
     got = {job.id: job for job in await store.get_jobs([job.id for job in jobs])}

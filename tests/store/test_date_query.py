@@ -26,7 +26,8 @@ from app.store.base import (
     mjd_of,
     new_id,
 )
-from app.store.sqlite import MIGRATIONS, SQLiteStore, _statements
+from app.store.sqlite import MIGRATIONS, SQLiteStore
+from app.store.sqlite.connection import _statements
 from tests.conftest import ingest
 
 DATE_KEYWORDS = ("DATE-OBS", "DATE", "DATETIME", "OBSDATE", "MJD-OBS", "MJD_OBS", "MJD", "JD")
@@ -257,7 +258,7 @@ async def test_images_catalogued_before_typed_dates_are_read_at_startup(tmp_path
 
 
 async def test_the_date_index_serves_the_query(store: SQLiteStore, tmp_path: Path) -> None:
-    from app.store.sqlite import compile_query
+    from app.store.sqlsearch import compile_query
 
     where, params = compile_query(DateRange(("DATE-OBS", "MJD-OBS"), 61000.0, 61100.0))
     with sqlite3.connect(tmp_path / "catalog.sqlite") as db:

@@ -256,7 +256,8 @@ async def _main(argv: list[str]) -> int:
 
 def test_without_pymongo_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "pymongo", None)  # what `import pymongo` meets when it is not installed
-    monkeypatch.delitem(sys.modules, "app.store.mongo", raising=False)
+    for name in [name for name in sys.modules if name.split(".")[:3] == ["app", "store", "mongo"]]:
+        monkeypatch.delitem(sys.modules, name)
     with pytest.raises(StoreError, match=r"pip install 'imagex\[mongodb\]'"):
         open_store("mongodb://localhost/imagex")
 

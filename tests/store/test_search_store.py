@@ -13,7 +13,8 @@ from app.exceptions import Conflict
 from app.search.elements import element_from
 from app.store import sqlsearch
 from app.store.base import And, Compare, FieldIn, ImageRecord, Order, TextMatch, new_id
-from app.store.sqlite import MIGRATIONS, SQLiteStore, _statements
+from app.store.sqlite import MIGRATIONS, SQLiteStore
+from app.store.sqlite.connection import _statements
 
 
 def record(header, *, owner="", created=1000.0):
@@ -198,7 +199,7 @@ async def test_ordering_by_keywords_puts_missing_values_last(store):
 async def test_broad_and_narrow_searches_page_alike(store, monkeypatch, bound):
     """A search matching many images reads the newest images until a page is found (BROAD_SEARCH); a
     narrow one lets the planner choose. Either way the pages equal a brute-force filter, newest first."""
-    from app.store import sqlite as sqlite_module
+    from app.store.sqlite import catalog as sqlite_module
 
     monkeypatch.setattr(sqlite_module, "BROAD_SEARCH", bound)
     records = [record({"EXPTIME": number % 7}, owner="ann" if number % 3 else "", created=float(number))

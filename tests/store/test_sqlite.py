@@ -55,8 +55,8 @@ async def test_a_catalog_of_migration_13_is_rebuilt_whole(tmp_path, monkeypatch)
     and keyword counts survive, the search indexes come back, and each image's path is its first
     location."""
     from app.search.footprint import footprint_cells
-    from app.store import sqlite as adapter
     from app.store.base import Cone, DateRange, FieldIn, ImageLocation, SearchElement
+    from app.store.sqlite import connection as adapter
     from tests.store.test_contract import sky_at
 
     old = tmp_path / "migrations-0013"

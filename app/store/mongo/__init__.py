@@ -1,0 +1,19 @@
+"""The catalog on MongoDB, its parts by noun (connection and migrations, catalog, job queue, accounts, site
+state) put together here; the collections and their documents are described in `connection`."""
+
+from __future__ import annotations
+
+from app.store.mongo.accounts import MongoAccounts
+from app.store.mongo.catalog import MongoCatalog
+from app.store.mongo.connection import MIGRATIONS, MIN_SERVER, redacted, server_version, username_key
+from app.store.mongo.documents import _image, _image_doc
+from app.store.mongo.jobs import MongoJobs
+from app.store.mongo.site import MongoSite
+
+
+class MongoStore(MongoCatalog, MongoJobs, MongoAccounts, MongoSite):
+    """`mongodb://[user:password@]host[:port]/dbname[?options]` (database `imagex` when none is named)."""
+
+
+__all__ = ["MIGRATIONS", "MIN_SERVER", "MongoStore", "_image", "_image_doc", "redacted", "server_version",
+           "username_key"]

@@ -1,0 +1,287 @@
+"""The MongoDB catalog's images, named scalings and search elements (with the indexes that follow them)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+
+from app.exceptions import Conflict, StoreError
+from app.search.dates import DATES_VERSION
+from app.search.footprint import sky_matches
+from app.store import mongoquery
+from app.store.base import (
+    Cone,
+    ImageLocation,
+    ImageRecord,
+    NamedScaling,
+    Order,
+    Query,
+    Scalar,
+    SearchElement,
+    Usage,
+    index_name,
+    keyword_of_index,
+)
+from app.store.mongo.connection import CHUNK, Doc, MongoBase, log
+from app.store.mongo.documents import (
+    _dates,
+    _decode_keys,
+    _first_error,
+    _image,
+    _image_doc,
+)
+from app.store.mongoquery import Filter
+from app.store.rows import from_doc, to_doc
+
+_IMAGE_PROJECTION = {"dates": 0, "cells": 0, "dates_version": 0, "folded": 0}
+
+
+class MongoCatalog(MongoBase):
+    async def _after_migrations(self) -> None:
+        await self._backfill_dates()
+
+    async def _backfill_dates(self, chunk: int = 2000) -> int:
+        """Read the dates of images catalogued under older date rules again; idempotent."""
+        done = 0
+        while True:
+            docs = await self.images.find({"dates_version": {"$lt": DATES_VERSION}},
+                                          {"header": 1}).limit(chunk).to_list()
+            if not docs:
+                break
+            await self.images.bulk_write([
+                UpdateOne({"_id": doc["_id"]},
+                          {"$set": {"dates": _dates(_decode_keys(doc.get("header") or {})),
+                                    "dates_version": DATES_VERSION}}) for doc in docs], ordered=False)
+            done += len(docs)
+        if done:
+            log.info("read the dates of %d catalogued images", done)
+        return done
+
+
+    # images -----------------------------------------------------------------------------------------
+    async def add_images(self, images: Sequence[ImageRecord]) -> None:
+        docs = [_image_doc(image) for image in images]
+        if not docs:
+            return
+        try:
+            await self.images.insert_many(docs, ordered=True)
+        except BulkWriteError as error:
+            # ordered: exactly the first nInserted went in; take them out again (all or none)
+            inserted = [doc["_id"] for doc in docs[:int(error.details.get("nInserted", 0))]]
+            if inserted:
+                await self.images.delete_many({"_id": {"$in": inserted}})
+            if any(item.get("code") == 11000 for item in error.details.get("writeErrors", [])):
+                raise Conflict(f"image already catalogued: {_first_error(error)}") from None
+            raise StoreError(f"cannot catalog the images: {_first_error(error)}") from None
+        await self._bump_keywords(Counter(key for image in images for key in image.header), 1)
+        await self._put_locations([ImageLocation(image.id, image.path, image.created) for image in images])
+
+    async def _put_locations(self, locations: Sequence[ImageLocation]) -> None:
+        if locations:
+            await self._c("image_locations").bulk_write([
+                UpdateOne({"image_id": location.image_id, "path": location.path},
+                          {"$setOnInsert": {"recorded": location.recorded}}, upsert=True)
+                for location in locations], ordered=False)
+
+    async def add_locations(self, locations: Sequence[ImageLocation]) -> None:
+        ids = list({location.image_id for location in locations})
+        present = {doc["_id"] async for doc in self.images.find({"_id": {"$in": ids}}, {"_id": 1})}
+        await self._put_locations([location for location in locations if location.image_id in present])
+
+    async def image_locations(self, image_ids: Sequence[str]) -> list[ImageLocation]:
+        docs = await self._c("image_locations").find(
+            {"image_id": {"$in": list(dict.fromkeys(image_ids))}}).to_list()
+        found = [ImageLocation(str(doc["image_id"]), str(doc["path"]), float(doc["recorded"]))
+                 for doc in docs]
+        return sorted(found, key=lambda location: (location.image_id, location.recorded, location.path))
+
+    async def _bump_keywords(self, counts: Counter[str], sign: int) -> None:
+        if not counts:
+            return
+        await self._c("header_keywords").bulk_write(
+            [UpdateOne({"_id": keyword}, {"$inc": {"images": sign * n}}, upsert=True)
+             for keyword, n in counts.items()], ordered=False)
+        if sign < 0:
+            await self._c("header_keywords").delete_many({"images": {"$lte": 0}})
+
+    async def get_image(self, image_id: str) -> ImageRecord | None:
+        doc = await self.images.find_one({"_id": image_id}, _IMAGE_PROJECTION)
+        return None if doc is None else _image(doc)
+
+    async def images_with_checksum(self, sha256: str) -> list[ImageRecord]:
+        docs = await self.images.find({"sha256": sha256}, _IMAGE_PROJECTION).sort(
+            [("hdu", 1), ("_id", 1)]).to_list()
+        return [_image(doc) for doc in docs]
+
+    async def find_images(self, query: Query | None = None, *, offset: int = 0,
+                          limit: int = 50, order: Order | None = None) -> list[ImageRecord]:
+        if limit <= 0:
+            return []
+        match = await self.filter_of(query)
+        stages, sort = mongoquery.compile_order(order)
+        if not stages:
+            cursor = self.images.find(match, _IMAGE_PROJECTION).sort(list(sort.items()))
+            docs = await cursor.skip(max(0, offset)).limit(limit).to_list()
+        else:
+            pipeline: list[Doc] = [{"$match": match}, *stages, {"$sort": sort}]
+            if offset > 0:
+                pipeline.append({"$skip": offset})
+            pipeline += [{"$limit": limit},
+                         {"$project": {**_IMAGE_PROJECTION, mongoquery.SORT_FIELD: 0,
+                                       mongoquery.MISSING_FIELD: 0}}]
+            docs = await (await self.images.aggregate(pipeline, allowDiskUse=True)).to_list()
+        return [_image(doc) for doc in docs]
+
+    async def count_images(self, query: Query | None = None, *, at_most: int | None = None) -> int:
+        if at_most is not None:
+            return await self.images.count_documents(await self.filter_of(query), limit=at_most)
+        return await self.images.count_documents(await self.filter_of(query))
+
+    async def filter_of(self, query: Query | None) -> Filter:
+        """The filter document for `query`, its cones answered exactly: the candidates of each cone (by
+        cell, narrowed by the conditions beside it) go through the footprint test here."""
+        exact: dict[Cone, Filter] = {}
+        for cone in mongoquery.cones_of(query):
+            candidates = mongoquery.cone_candidates(cone)
+            narrower = mongoquery.narrowing(query, cone)
+            if narrower:
+                candidates = {"$and": [candidates, narrower]}
+            accepted: list[str] = []
+            rejected: list[str] = []
+            async for doc in self.images.find(candidates, {"sky": 1}):
+                passed = sky_matches(doc.get("sky"), cone.ra, cone.dec, cone.radius_deg, cone.mode)
+                (accepted if passed else rejected).append(doc["_id"])
+            exact[cone] = mongoquery.exact_cone(cone, accepted, rejected)
+        return mongoquery.compile_query(query, exact)
+
+    # named scalings --------------------------------------------------------------------------------
+    async def save_scaling(self, scaling: NamedScaling) -> None:
+        try:
+            await self._c("scalings").insert_one(to_doc(scaling, key="name"))
+        except DuplicateKeyError:
+            raise Conflict(f"a scaling named {scaling.name!r} exists already") from None
+
+    async def get_scaling(self, name: str) -> NamedScaling | None:
+        doc = await self._c("scalings").find_one({"_id": name})
+        return None if doc is None else from_doc(NamedScaling, doc, key="name")
+
+    async def list_scalings(self) -> list[NamedScaling]:
+        return [from_doc(NamedScaling, doc, key="name")
+                async for doc in self._c("scalings").find().sort("_id", 1)]
+
+    # images: permissions and removal -------------------------------------------------------------
+    async def set_visibility(self, image_ids: Sequence[str], visibility: str) -> None:
+        ids = list(image_ids)
+        for start in range(0, len(ids), CHUNK):
+            await self.images.update_many({"_id": {"$in": ids[start:start + CHUNK]}},
+                                          {"$set": {"visibility": visibility}})
+
+    async def delete_images(self, image_ids: Sequence[str]) -> None:
+        removed: Counter[str] = Counter()
+        for image_id in dict.fromkeys(image_ids):
+            # one at a time, so that only what this call removed comes off the keyword counts
+            doc = await self.images.find_one_and_delete({"_id": image_id}, projection={"header": 1})
+            if doc is not None:
+                removed.update(_decode_keys(doc.get("header") or {}).keys())
+        await self._bump_keywords(removed, -1)
+        await self._c("image_locations").delete_many({"image_id": {"$in": list(image_ids)}})
+
+    async def usage(self) -> dict[str, Usage]:
+        pipeline: list[Doc] = [
+            {"$group": {"_id": {"owner": "$owner", "sha256": "$sha256"}, "images": {"$sum": 1},
+                        "size": {"$max": "$size"}}},
+            {"$lookup": {"from": "upload_charges", "let": {"owner": "$_id.owner", "sha256": "$_id.sha256"},
+                         "pipeline": [{"$match": {"$expr": {"$and": [{"$eq": ["$owner", "$$owner"]},
+                                                                     {"$eq": ["$sha256", "$$sha256"]}]}}}],
+                         "as": "charge"}},
+            {"$set": {"size": {"$max": ["$size", {"$ifNull": [{"$max": "$charge.bytes"}, 0]}]}}},
+            {"$group": {"_id": "$_id.owner", "images": {"$sum": "$images"}, "bytes": {"$sum": "$size"}}}]
+        return {doc["_id"]: Usage(int(doc["images"]), int(doc["bytes"]))
+                async for doc in await self.images.aggregate(pipeline)}
+
+    # search elements ---------------------------------------------------------------------------------
+    async def list_elements(self) -> list[SearchElement]:
+        return [from_doc(SearchElement, doc) async for doc in self._c("search_elements").find().sort(
+            [("position", 1), ("_id", 1)])]
+
+    async def add_element(self, element: SearchElement) -> None:
+        last = await self._c("search_elements").find_one({}, {"position": 1}, sort=[("position", -1)])
+        element.position = 0 if last is None else int(last["position"]) + 1
+        try:
+            await self._c("search_elements").insert_one(to_doc(element))
+        except DuplicateKeyError:
+            raise Conflict(f"there is already a search element {element.id!r}") from None
+        await self._sync_indexes()
+
+    async def update_element(self, element: SearchElement) -> bool:
+        doc = to_doc(element)
+        del doc["_id"], doc["position"], doc["created"]
+        result = await self._c("search_elements").update_one({"_id": element.id}, {"$set": doc})
+        if result.matched_count:
+            await self._sync_indexes()
+        return bool(result.matched_count)
+
+    async def delete_element(self, element_id: str) -> bool:
+        result = await self._c("search_elements").delete_one({"_id": element_id})
+        if result.deleted_count:
+            await self._sync_indexes()
+        return bool(result.deleted_count)
+
+    async def _set_element_positions(self, ordered: Sequence[str]) -> None:
+        await self._c("search_elements").bulk_write(
+            [UpdateOne({"_id": element_id}, {"$set": {"position": position}})
+             for position, element_id in enumerate(ordered)], ordered=False)
+
+    async def _index_names(self) -> list[str]:
+        return [str(index["name"]) async for index in await self.images.list_indexes()]
+
+    async def _sync_indexes(self) -> None:
+        """Create the header indexes the elements' keywords need and drop those no element needs."""
+        created, dropped = mongoquery.index_changes(await self.list_elements(), await self._index_names())
+        for keyword in created:
+            await self.images.create_index([(mongoquery.header_path(keyword), 1)],
+                                           name=index_name(keyword))
+        for keyword in dropped:
+            try:
+                await self.images.drop_index(index_name(keyword))
+            except OperationFailure as error:
+                if error.code != 27:  # IndexNotFound: another process dropped it first
+                    raise
+        if created or dropped:
+            log.info("search indexes created for %s, dropped for %s", created or "none", dropped or "none")
+
+    async def indexed_keywords(self) -> list[str]:
+        return sorted(keyword for keyword in map(keyword_of_index, await self._index_names())
+                      if keyword is not None)
+
+    async def keyword_counts(self) -> dict[str, int]:
+        return {doc["_id"]: int(doc["images"]) async for doc in
+                self._c("header_keywords").find({"images": {"$gt": 0}}).sort("_id", 1)}
+
+    async def distinct_values(self, keywords: Sequence[str], query: Query | None = None, *,
+                              prefix: str = "", anywhere: bool = False,
+                              limit: int = 20) -> list[tuple[Scalar, int]]:
+        match = await self.filter_of(query)
+        counts: Counter[Scalar] = Counter()
+        for keyword in dict.fromkeys(keywords):
+            pipeline = mongoquery.distinct_pipeline(keyword, match, prefix, anywhere)
+            async for doc in await self.images.aggregate(pipeline):
+                counts[doc["_id"]] += int(doc["n"])
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
+        return ranked[:limit]
+
+    # copying a whole catalog ----------------------------------------------------------------------
+    async def scan_images(self, after: str, limit: int) -> list[ImageRecord]:
+        docs = await self.images.find({"_id": {"$gt": after}}, _IMAGE_PROJECTION).sort("_id", 1).limit(
+            limit).to_list()
+        return [_image(doc) for doc in docs]
+
+    async def existing_ids(self, kind: str, ids: Sequence[str]) -> set[str]:
+        collection = {"images": "images", "jobs": "jobs"}[kind]
+        return {doc["_id"] async for doc in self._c(collection).find({"_id": {"$in": list(ids)}}, {"_id": 1})}
+
+    async def count(self, collection: str) -> int:
+        return await self._c(collection).count_documents({})

@@ -1,0 +1,182 @@
+"""The catalog on MongoDB (`IMAGEX_STORE=mongodb://host/dbname`) through PyMongo's asyncio client.
+
+Collections and their documents (`_id` is the record's id unless said otherwise):
+- `images`: the record's fields; `header` and `comments` as sub-documents whose field names are the keywords
+  encoded by `mongoquery.field_name`; `folded` (the text values case-folded, for text matches);
+  `dates: [{"k": keyword, "mjd": number}]` (typed dates, read at insert);
+  `cells: [int]` (the footprint's HEALPix cells); `dates_version`.
+- `image_locations`: `{image_id, path, recorded}`, unique (image_id, path): where each image's content
+  was found (its own path first).
+- `jobs` (unique `key`), `scalings` (`_id` = name), `search_elements`, `header_keywords` (`_id` = keyword,
+  `images` = how many images have it, kept with `$inc`), `users` (`username_key` = the username with ASCII
+  letters lowered, unique, as SQLite's NOCASE), `sessions` (`_id` = key hash), `api_tokens`, `invitations`,
+  `failed_logins` (one document per failed login: `key`, `at`; the `login_failures` of migrations before
+  0012 is no longer read), `site_settings` (`_id` = name, `value` = JSON text),
+  `upload_reservations`, `locks` (short leases that serialise upload reservations across processes),
+  `processes` (`_id` = the process's name; the fleet, replaced at each heartbeat), `schema_migrations`.
+
+Indexes come from `migrations/mongo/*.json`, applied at `open()`; the header indexes of search elements
+(`hkw_<hex of keyword>`) are created and dropped as elements change. No multi-document transactions are
+needed (a standalone server works): every conditional change is one atomic single-document operation, and
+an image batch that meets a duplicate is removed again before Conflict is raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure, PyMongoError
+
+from app.exceptions import StoreError
+from app.store.base import (
+    Store,
+)
+
+MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations" / "mongo"
+log = logging.getLogger(__name__)
+# ids asked for in one $in
+CHUNK = 1000
+Doc = dict[str, Any]
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# sort stages use $ifNull with several expressions (5.0)
+MIN_SERVER = (5, 0)
+_VERSION_TEXT = re.compile(r"\s*(\d+)\.(\d+)")
+
+
+def server_version(info: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The server's (major, minor) from its buildInfo or serverStatus document, or None when it tells neither.
+
+    `versionArray` is preferred; some servers and proxies in front of them (and serverStatus) give only the
+    `version` string ("8.0.4", "7.0.2-rc1", "6.0.9-ent"), so that is read when the array is missing.
+    """
+    parts = info.get("versionArray")
+    if isinstance(parts, list | tuple) and len(parts) >= 2 and all(type(part) is int for part in parts[:2]):
+        return parts[0], parts[1]
+    text = info.get("version")
+    if isinstance(text, str) and (match := _VERSION_TEXT.match(text)):
+        return int(match[1]), int(match[2])
+    return None
+
+
+def username_key(username: str) -> str:
+    """Usernames compare ignoring the case of ASCII letters only (as SQLite's NOCASE does)."""
+    return username.translate(_ASCII_LOWER)
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"(mongodb(?:\+srv)?://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+class MongoBase(Store):
+    """What every part of the MongoDB catalog stands on: the client, the database and its migrations."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._client: AsyncMongoClient[Doc] | None = None
+        self._db: AsyncDatabase[Doc] | None = None
+
+    @property
+    def db(self) -> AsyncDatabase[Doc]:
+        if self._db is None:
+            raise StoreError("the catalog is not open")
+        return self._db
+
+    def _c(self, name: str) -> AsyncCollection[Doc]:
+        return self.db[name]
+
+    @property
+    def images(self) -> AsyncCollection[Doc]:
+        return self._c("images")
+
+    @property
+    def jobs(self) -> AsyncCollection[Doc]:
+        return self._c("jobs")
+
+    # opening ----------------------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._client is not None:
+            return
+        try:
+            client: AsyncMongoClient[Doc] = AsyncMongoClient(self.url, tz_aware=False,
+                                                             appname="imagex")
+        except (PyMongoError, ValueError, TypeError) as error:
+            raise StoreError(f"cannot use the MongoDB URL {redacted(self.url)}: {error}") from None
+        try:
+            self._db = client.get_default_database(default="imagex")
+            info = await client.server_info()
+            version = server_version(info)
+            if version is None or version < MIN_SERVER:
+                running = info.get("version") or "a version it does not tell"
+                raise StoreError(f"the MongoDB catalog needs MongoDB {'.'.join(map(str, MIN_SERVER))} or "
+                                 f"newer; {redacted(self.url)} runs {running}")
+            self._client = client
+            await self._migrate()
+            await self._after_migrations()
+        except PyMongoError as error:
+            self._client = None
+            self._db = None
+            await client.close()
+            raise StoreError(f"cannot open the MongoDB catalog {redacted(self.url)}: {error}") from None
+        except BaseException:
+            self._client = None
+            self._db = None
+            await client.close()
+            raise
+
+    async def migration_version(self) -> int | None:
+        newest = await self._c("schema_migrations").find_one({}, {"_id": 1}, sort=[("_id", -1)])
+        return None if newest is None else int(newest["_id"])
+
+    async def _migrate(self) -> None:
+        done = {doc["_id"] async for doc in self._c("schema_migrations").find({}, {"_id": 1})}
+        for script in sorted(MIGRATIONS.glob("[0-9]*.json")):
+            version = int(script.name.split("_", 1)[0])
+            if version in done:
+                continue
+            for step in json.loads(script.read_text())["steps"]:
+                await self._apply_step(step)
+            await self._c("schema_migrations").update_one(
+                {"_id": version}, {"$setOnInsert": {"name": script.name, "applied": self.now()}}, upsert=True)
+            log.info("MongoDB catalog: applied %s", script.name)
+
+    async def _apply_step(self, step: dict[str, Any]) -> None:
+        collection = self._c(step["collection"])
+        if "index" in step:
+            keys = [(str(field), int(direction)) for field, direction in step["index"]]
+            await collection.create_index(keys, name=step["name"], unique=bool(step.get("unique", False)))
+        elif step.get("locations_from_paths"):
+            # each catalogued image's own path as its first location (images made before locations)
+            cursor = await collection.aggregate([
+                {"$project": {"_id": 0, "image_id": "$_id", "path": "$path", "recorded": "$created"}},
+                {"$merge": {"into": "image_locations", "on": ["image_id", "path"],
+                            "whenMatched": "keepExisting", "whenNotMatched": "insert"}}])
+            await cursor.to_list()  # $merge writes as the pipeline runs; nothing comes back
+        elif "drop_index" in step:
+            try:
+                await collection.drop_index(step["drop_index"])
+            except OperationFailure as error:
+                if error.code != 27:  # IndexNotFound: dropped already
+                    raise
+        else:
+            raise StoreError(f"unknown MongoDB migration step {step!r}")
+
+    async def _after_migrations(self) -> None:
+        """Bring derived data up to date after the migrations (the catalog's part overrides it)."""
+
+    async def close(self) -> None:
+        client, self._client, self._db = self._client, None, None
+        if client is not None:
+            await client.close()
+
+    # where the catalog is ---------------------------------------------------------------------------
+    def location(self) -> str:
+        return redacted(self.url)

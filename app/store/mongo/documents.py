@@ -1,0 +1,57 @@
+"""How the MongoDB catalog writes images into documents: header keywords encoded as field names, the typed
+dates, footprint cells and folded texts beside them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo.errors import BulkWriteError
+
+from app.search.dates import DATES_VERSION, header_dates
+from app.search.footprint import footprint_cells
+from app.store import mongoquery
+from app.store.base import (
+    ImageRecord,
+)
+from app.store.mongo.connection import Doc
+from app.store.mongoquery import field_name, keyword_of_field
+from app.store.rows import from_doc, to_doc
+
+
+def _first_error(error: BulkWriteError) -> str:
+    errors = error.details.get("writeErrors") or [{}]
+    return str(errors[0].get("errmsg", error))
+
+
+def _encode_keys(values: dict[str, Any]) -> Doc:
+    return {field_name(key): value for key, value in values.items()}
+
+
+def _charged(owner: str) -> list[Doc]:
+    """Stages after grouping `owner`'s images by content (`_id` the SHA-256, `size` the file's): each
+    content's size becomes the larger of its file size and what its upload was charged."""
+    return [
+        {"$lookup": {"from": "upload_charges", "let": {"sha256": "$_id"},
+                     "pipeline": [{"$match": {"$expr": {"$and": [{"$eq": ["$owner", owner]},
+                                                                 {"$eq": ["$sha256", "$$sha256"]}]}}}],
+                     "as": "charge"}},
+        {"$set": {"size": {"$max": ["$size", {"$ifNull": [{"$max": "$charge.bytes"}, 0]}]}}}]
+
+
+def _decode_keys(values: Doc) -> dict[str, Any]:
+    return {keyword_of_field(key): value for key, value in values.items()}
+
+
+def _dates(header: dict[str, Any]) -> list[Doc]:
+    return [{"k": keyword, "mjd": mjd} for keyword, mjd in header_dates(header).items()]
+
+
+def _image_doc(image: ImageRecord) -> Doc:
+    return {**to_doc(image), "header": _encode_keys(image.header), "comments": _encode_keys(image.comments),
+            "folded": mongoquery.folded_texts(image.header), "dates": _dates(image.header),
+            "cells": footprint_cells(image.sky), "dates_version": DATES_VERSION}
+
+
+def _image(doc: Doc) -> ImageRecord:
+    return from_doc(ImageRecord, {**doc, "header": _decode_keys(doc["header"]),
+                                  "comments": _decode_keys(doc.get("comments") or {})})

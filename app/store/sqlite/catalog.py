@@ -1,0 +1,362 @@
+"""The SQLite catalog's images, named scalings and search elements (with the indexes that follow them)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from app.exceptions import Conflict
+from app.search.dates import DATES_VERSION, header_dates
+from app.search.footprint import footprint_cells
+from app.store import sqlsearch
+from app.store.base import (
+    ImageLocation,
+    ImageRecord,
+    NamedScaling,
+    Order,
+    Query,
+    Scalar,
+    SearchElement,
+    Usage,
+)
+from app.store.rows import from_row, insert_sql, names, to_row
+from app.store.sqlite.connection import SQLiteBase, transaction
+
+compile_query = sqlsearch.compile_query
+# A search matching at least this many images is read in date order from the newest (see _select_images).
+BROAD_SEARCH = 2000
+_IMAGE_COLUMNS = ", ".join(names(ImageRecord))
+_IMAGE_INSERT = insert_sql("images", [*names(ImageRecord), "center_ra", "center_dec", "dates_version"])
+
+log = logging.getLogger(__name__)
+
+
+class SQLiteCatalog(SQLiteBase):
+    def _after_migrations(self, applied: int) -> None:
+        self._backfill_cells_sync()
+        self._backfill_dates_sync()
+        db = self.db
+        if applied or sqlsearch.existing_indexes(db) != sqlsearch.existing_indexes(db, current=True):
+            # search indexes built on an older expression, or lost with a rebuilt table: built again
+            with transaction(db):
+                self._after_elements_change(db)
+
+    def _backfill_dates_sync(self, chunk: int = 2000) -> int:
+        """Read the dates of images catalogued before typed dates (or under older date rules), a chunk per
+        transaction so other writers are not held up; idempotent. Returns how many images were read."""
+        done = 0
+        while True:
+            with transaction(self.db) as db:
+                rows = db.execute("SELECT id, header FROM images WHERE dates_version < ? LIMIT ?",
+                                  (DATES_VERSION, chunk)).fetchall()
+                if not rows:
+                    break
+                ids = [(row["id"],) for row in rows]
+                db.executemany("DELETE FROM image_dates WHERE image_id = ?", ids)
+                db.executemany("INSERT INTO image_dates (image_id, keyword, mjd) VALUES (?, ?, ?)",
+                               [(row["id"], keyword, mjd) for row in rows
+                                for keyword, mjd in header_dates(json.loads(row["header"])).items()])
+                db.executemany(f"UPDATE images SET dates_version = {DATES_VERSION} WHERE id = ?", ids)
+            done += len(rows)
+        if done:
+            log.info("read the dates of %d catalogued images", done)
+        return done
+
+    def _backfill_cells_sync(self, chunk: int = 2000) -> int:
+        """Index the footprints of images catalogued before cone search (listed by the migration), a chunk
+        per transaction; idempotent. Returns how many images were indexed."""
+        done = 0
+        while True:
+            with transaction(self.db) as db:
+                rows = db.execute("SELECT p.image_id AS id, i.sky AS sky FROM image_cells_pending p "
+                                  "JOIN images i ON i.id = p.image_id LIMIT ?", (chunk,)).fetchall()
+                if not rows:
+                    db.execute("DELETE FROM image_cells_pending")
+                    break
+                db.executemany("INSERT OR IGNORE INTO image_cells (cell, image_id) VALUES (?, ?)",
+                               [(cell, row["id"]) for row in rows
+                                for cell in footprint_cells(None if row["sky"] is None
+                                                            else json.loads(row["sky"]))])
+                db.executemany("DELETE FROM image_cells_pending WHERE image_id = ?",
+                               [(row["id"],) for row in rows])
+            done += len(rows)
+        return done
+
+    # images -----------------------------------------------------------------------------------------
+    async def add_images(self, images: Sequence[ImageRecord]) -> None:
+        await self._run(self._add_images_sync, list(images))
+
+    def _add_images_sync(self, images: list[ImageRecord]) -> None:
+        rows = [{**to_row(i), "center_ra": None if i.sky is None else i.sky.get("center_ra"),
+                 "center_dec": None if i.sky is None else i.sky.get("center_dec")} for i in images]
+        dates = [(i.id, keyword, mjd) for i in images for keyword, mjd in header_dates(i.header).items()]
+        cells = [(cell, i.id) for i in images for cell in footprint_cells(i.sky)]
+        try:
+            self._insert_images(rows, dates, cells, sqlsearch.count_keywords(i.header for i in images))
+        except sqlite3.IntegrityError as error:
+            raise Conflict(f"image already catalogued: {error}") from None
+
+    def _insert_images(self, rows: list[dict[str, Any]], dates: list[tuple[str, str, float]],
+                       cells: list[tuple[int, str]], keywords: Counter[str]) -> None:
+        with transaction(self.db) as db:
+            db.executemany(_IMAGE_INSERT, [{**row, "dates_version": DATES_VERSION} for row in rows])
+            # typed dates beside the raw header, in the same transaction
+            db.executemany("INSERT INTO image_dates (image_id, keyword, mjd) VALUES (?, ?, ?)", dates)
+            # the footprint's HEALPix cells, for cone search
+            db.executemany("INSERT INTO image_cells (cell, image_id) VALUES (?, ?)", cells)
+            # which keywords the catalog holds, for the search builder
+            sqlsearch.add_keyword_counts(db, keywords)
+            # the first location of each image's content: its own path
+            db.executemany("INSERT OR IGNORE INTO image_locations (image_id, path, recorded) "
+                           "VALUES (?, ?, ?)", [(row["id"], row["path"], row["created"]) for row in rows])
+
+    async def get_image(self, image_id: str) -> ImageRecord | None:
+        rows = await self._select_images("id = ?", [image_id], 0, 1)
+        return rows[0] if rows else None
+
+    async def images_with_checksum(self, sha256: str) -> list[ImageRecord]:
+        return await self._select_images("sha256 = ?", [sha256], 0, 10_000, order="hdu")
+
+    async def add_locations(self, locations: Sequence[ImageLocation]) -> None:
+        def insert() -> None:
+            with transaction(self.db) as db:
+                db.executemany(
+                    "INSERT OR IGNORE INTO image_locations (image_id, path, recorded) "
+                    "SELECT id, ?, ? FROM images WHERE id = ?",
+                    [(location.path, location.recorded, location.image_id) for location in locations])
+
+        await self._run(insert)
+
+    async def image_locations(self, image_ids: Sequence[str]) -> list[ImageLocation]:
+        def select() -> list[ImageLocation]:
+            found: list[ImageLocation] = []
+            ids = list(dict.fromkeys(image_ids))
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                rows = self.db.execute(
+                    "SELECT image_id, path, recorded FROM image_locations WHERE image_id IN "
+                    f"({', '.join('?' * len(chunk))})", chunk)
+                found.extend(ImageLocation(row[0], row[1], row[2]) for row in rows)
+            return sorted(found, key=lambda location: (location.image_id, location.recorded, location.path))
+
+        return await self._run(select)
+
+    async def find_images(self, query: Query | None = None, *, offset: int = 0,
+                          limit: int = 50, order: Order | None = None) -> list[ImageRecord]:
+        where, params = compile_query(query) if query is not None else ("1", [])
+        by, order_params = sqlsearch.compile_order(order)
+        return await self._select_images(where, [*params, *order_params], offset, limit, by,
+                                         walk_created=_newest_first(order) and query is not None)
+
+    async def search_images(self, query: Query | None = None, *, offset: int = 0, limit: int = 50,
+                            order: Order | None = None,
+                            count_at_most: int | None = None) -> tuple[int, list[ImageRecord]]:
+        where, params = compile_query(query) if query is not None else ("1", [])
+        total = await self._run(self._count_sync, where, params, count_at_most)
+        by, order_params = sqlsearch.compile_order(order)
+        # the count says whether the search is broad: no second probe
+        bound = BROAD_SEARCH if count_at_most is None or count_at_most >= BROAD_SEARCH else count_at_most
+        broad = query is not None and _newest_first(order) and total >= bound
+        images = await self._select_images(where, [*params, *order_params], offset, limit, by,
+                                           broad=broad)
+        return total, images
+
+    async def count_images(self, query: Query | None = None, *, at_most: int | None = None) -> int:
+        where, params = compile_query(query) if query is not None else ("1", [])
+        return await self._run(self._count_sync, where, params, at_most)
+
+    def _count_sync(self, where: str, params: list[Any], at_most: int | None) -> int:
+        if at_most is None:
+            return int(self.db.execute(f"SELECT count(*) FROM images WHERE {where}", params).fetchone()[0])
+        return int(self.db.execute(f"SELECT count(*) FROM (SELECT 1 FROM images WHERE {where} LIMIT ?)",
+                                   [*params, at_most]).fetchone()[0])
+
+    async def _select_images(self, where: str, params: list[Any], offset: int, limit: int,
+                             order: str = "created DESC, id", *, walk_created: bool = False,
+                             broad: bool | None = None) -> list[ImageRecord]:
+        # the page is found by rowid first and only its own rows are read whole: sorting the whole rows
+        # (headers and all) of every match to keep `limit` of them made large result sets slow
+        page = f"SELECT rowid FROM images WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
+        # A broad search in date order: walking the newest-first index (it holds what a permission condition
+        # reads, so no row is read) until a page is found beats sorting
+        # every match (a tenth of a million images matched a number range in bench/search.py)
+        walk = (f"SELECT rowid FROM images INDEXED BY images_newest WHERE {where} "
+                f"ORDER BY {order} LIMIT ? OFFSET ?")
+        probe = f"SELECT count(*) FROM (SELECT 1 FROM images WHERE {where} LIMIT ?)"
+        rows = (f"SELECT rowid AS row_number, {_IMAGE_COLUMNS} FROM images "
+                f"WHERE rowid IN (SELECT value FROM json_each(?))")
+
+        def select() -> list[ImageRecord]:
+            db = self.db
+            db.execute("BEGIN")  # both reads see one snapshot
+            try:
+                wide = broad
+                if wide is None and walk_created:
+                    # broad when the matches are dense enough that the newest images hold a page soon
+                    # (a date order adds no parameters: `params` are the condition's alone)
+                    wide = db.execute(probe, [*params, BROAD_SEARCH]).fetchone()[0] >= BROAD_SEARCH
+                chosen = walk if wide else page
+                rowids = [row[0] for row in db.execute(chosen, [*params, limit, offset])]
+                found = {row["row_number"]: row for row in db.execute(rows, [json.dumps(rowids)])}
+            finally:
+                db.execute("COMMIT")
+            return [from_row(ImageRecord, found[rowid]) for rowid in rowids]
+
+        return await self._run(select)
+
+    # named scalings --------------------------------------------------------------------------------
+    async def save_scaling(self, scaling: NamedScaling) -> None:
+        try:
+            await self._write(insert_sql("scalings", names(NamedScaling)), to_row(scaling))
+        except sqlite3.IntegrityError:
+            raise Conflict(f"a scaling named {scaling.name!r} exists already") from None
+
+    async def get_scaling(self, name: str) -> NamedScaling | None:
+        def select() -> NamedScaling | None:
+            row = self.db.execute("SELECT * FROM scalings WHERE name = ?", (name,)).fetchone()
+            return None if row is None else from_row(NamedScaling, row)
+
+        return await self._run(select)
+
+    async def list_scalings(self) -> list[NamedScaling]:
+        def select() -> list[NamedScaling]:
+            rows = self.db.execute("SELECT * FROM scalings ORDER BY name")
+            return [from_row(NamedScaling, row) for row in rows]
+
+        return await self._run(select)
+
+    # images: permissions and removal -------------------------------------------------------------
+    async def set_visibility(self, image_ids: Sequence[str], visibility: str) -> None:
+        await self._write_many("UPDATE images SET visibility = ? WHERE id = ?",
+                               [(visibility, image_id) for image_id in image_ids])
+
+    async def delete_images(self, image_ids: Sequence[str]) -> None:
+        def delete() -> None:
+            with transaction(self.db) as db:
+                sqlsearch.remove_keyword_counts(db, image_ids)
+                db.executemany("DELETE FROM images WHERE id = ?", [(image_id,) for image_id in image_ids])
+
+        await self._run(delete)
+
+    async def usage(self) -> dict[str, Usage]:
+        def usage() -> dict[str, Usage]:
+            rows = self.db.execute(
+                "SELECT owner, sum(images) AS images, sum(size) AS bytes FROM (SELECT i.owner AS owner, "
+                "count(*) AS images, max(max(i.size), coalesce(max(c.bytes), 0)) AS size FROM images i "
+                "LEFT JOIN upload_charges c ON c.owner = i.owner AND c.sha256 = i.sha256 "
+                "GROUP BY i.owner, i.sha256) GROUP BY owner")
+            return {row["owner"]: Usage(row["images"], row["bytes"]) for row in rows}
+
+        return await self._run(usage)
+
+    # search elements ---------------------------------------------------------------------------------
+    async def list_elements(self) -> list[SearchElement]:
+        def select() -> list[SearchElement]:
+            return self._elements_sync(self.db)
+
+        return await self._run(select)
+
+    @staticmethod
+    def _elements_sync(db: sqlite3.Connection) -> list[SearchElement]:
+        rows = db.execute("SELECT * FROM search_elements ORDER BY position, id")
+        return [from_row(SearchElement, row) for row in rows]
+
+    async def add_element(self, element: SearchElement) -> None:
+        def add() -> None:
+            with transaction(self.db) as db:
+                last = db.execute("SELECT coalesce(max(position), -1) FROM search_elements").fetchone()[0]
+                element.position = last + 1
+                try:
+                    db.execute(insert_sql("search_elements", names(SearchElement)), to_row(element))
+                except sqlite3.IntegrityError:
+                    raise Conflict(f"there is already a search element {element.id!r}") from None
+                self._after_elements_change(db)
+
+        await self._run(add)
+
+    async def update_element(self, element: SearchElement) -> bool:
+        def update() -> bool:
+            with transaction(self.db) as db:
+                changed = db.execute(
+                    "UPDATE search_elements SET type = :type, label = :label, keywords = :keywords, "
+                    "help = :help, enabled = :enabled, options = :options WHERE id = :id",
+                    to_row(element)).rowcount
+                if changed:
+                    self._after_elements_change(db)
+                return bool(changed)
+
+        return await self._run(update)
+
+    async def delete_element(self, element_id: str) -> bool:
+        def delete() -> bool:
+            with transaction(self.db) as db:
+                changed = db.execute("DELETE FROM search_elements WHERE id = ?", (element_id,)).rowcount
+                if changed:
+                    self._after_elements_change(db)
+                return bool(changed)
+
+        return await self._run(delete)
+
+    async def _set_element_positions(self, ordered: Sequence[str]) -> None:
+        await self._write_many("UPDATE search_elements SET position = ? WHERE id = ?",
+                               [(position, element_id) for position, element_id in enumerate(ordered)])
+
+    def _after_elements_change(self, db: sqlite3.Connection) -> None:
+        created, dropped = sqlsearch.sync_indexes(db, self._elements_sync(db))
+        if created or dropped:
+            log.info("search indexes created for %s, dropped for %s", created or "none", dropped or "none")
+            if created:
+                db.execute("PRAGMA analysis_limit = 1000")
+                db.execute("ANALYZE images")
+
+    async def indexed_keywords(self) -> list[str]:
+        def select() -> list[str]:
+            return sorted(sqlsearch.existing_indexes(self.db))
+
+        return await self._run(select)
+
+    async def keyword_counts(self) -> dict[str, int]:
+        def select() -> dict[str, int]:
+            rows = self.db.execute("SELECT keyword, images FROM header_keywords WHERE images > 0 "
+                                   "ORDER BY keyword")
+            return {row[0]: row[1] for row in rows}
+
+        return await self._run(select)
+
+    async def distinct_values(self, keywords: Sequence[str], query: Query | None = None, *,
+                              prefix: str = "", anywhere: bool = False,
+                              limit: int = 20) -> list[tuple[Scalar, int]]:
+        where, params = compile_query(query) if query is not None else ("1", [])
+
+        def select() -> list[tuple[Scalar, int]]:
+            return sqlsearch.distinct_values(self.db, list(keywords), where, params, prefix, limit,
+                                             anywhere=anywhere)
+
+        return await self._run(select)
+
+    # copying a whole catalog ----------------------------------------------------------------------
+    async def scan_images(self, after: str, limit: int) -> list[ImageRecord]:
+        return await self._select_images("id > ?", [after], 0, limit, order="id")
+
+    async def existing_ids(self, kind: str, ids: Sequence[str]) -> set[str]:
+        table = {"images": "images", "jobs": "jobs"}[kind]
+
+        def select() -> set[str]:
+            found: set[str] = set()
+            listed = list(ids)
+            for start in range(0, len(listed), 500):
+                chunk = listed[start:start + 500]
+                marks = ", ".join("?" * len(chunk))
+                found.update(row[0] for row in self.db.execute(
+                    f"SELECT id FROM {table} WHERE id IN ({marks})", chunk))
+            return found
+
+        return await self._run(select)
+
+
+def _newest_first(order: Order | None) -> bool:
+    return order is None or (not order.keywords and order.field == "created" and order.descending)

@@ -1,0 +1,213 @@
+"""The SQLite catalog's connection: one file in WAL mode, used from one thread so the loop never blocks;
+its migrations, and the transaction every write runs in."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from app.exceptions import DiskFull, StoreError
+from app.search.footprint import sky_matches_json
+from app.store import sqlsearch
+from app.store.base import (
+    Store,
+)
+
+MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def disk_full(error: sqlite3.Error) -> bool:
+    return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(error)
+
+
+class SQLiteBase(Store):
+    """What every part of the SQLite catalog stands on: the file, its thread and its migrations."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise StoreError("the catalog is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except sqlite3.OperationalError as error:
+            if disk_full(error):
+                raise DiskFull("the server's disk is full: the catalog cannot record this change (what is "
+                               "already there can still be read)") from None
+            raise
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("the catalog is not open")
+        return self._db
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        try:
+            await self._run(self._open_sync)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+
+    def _open_sync(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as error:
+            raise StoreError(f"cannot open the catalog {self.path}: {error}") from error
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout = 30000")
+        _use_wal(db)
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.create_function("sky_cone", 5, sky_matches_json, deterministic=True)
+        db.create_function("imagex_fold", 1, sqlsearch.fold, deterministic=True)
+        self._db = db
+        applied = self._migrate_sync()
+        self._after_migrations(applied)
+        self._analyze_sync()
+
+    def _after_migrations(self, applied: int) -> None:
+        """Bring derived data up to date after `applied` migrations (the catalog's part overrides it)."""
+
+
+    def _analyze_sync(self) -> None:
+        """Refresh the planner's statistics from a bounded sample of each index (milliseconds even for
+        millions of images): without them SQLite may walk the newest-first index for a user's search
+        instead of the search's own index."""
+        db = self.db
+        db.execute("PRAGMA analysis_limit = 1000")
+        db.execute("ANALYZE")
+
+    def _migrate_sync(self) -> int:
+        """Apply the pending migrations in one transaction; how many. Foreign keys are off meanwhile (a
+        migration may rebuild a table that others reference, SQLite's documented way to change a
+        constraint) and checked before the commit."""
+        db = self.db
+        db.execute("PRAGMA foreign_keys = OFF")  # no effect inside a transaction: set before it
+        try:
+            return self._apply_migrations(db)
+        finally:
+            db.execute("PRAGMA foreign_keys = ON")
+
+    def _apply_migrations(self, db: sqlite3.Connection) -> int:
+        applied = 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                       "name TEXT NOT NULL, applied REAL NOT NULL)")
+            done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+            for script in sorted(MIGRATIONS.glob("[0-9]*.sql")):
+                version = int(script.name.split("_", 1)[0])
+                if version in done:
+                    continue
+                for statement in _statements(script.read_text()):
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                           (version, script.name, self.now()))
+                applied += 1
+            broken = db.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                rows = [tuple(row) for row in broken[:5]]
+                raise StoreError(f"a migration left rows that reference nothing: {rows}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return applied
+
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        try:
+            await self._run(self._close_sync)
+        finally:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _close_sync(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def migration_version(self) -> int | None:
+        def select() -> int | None:
+            row = self.db.execute("SELECT max(version) FROM schema_migrations").fetchone()
+            return None if row is None or row[0] is None else int(row[0])
+
+        return await self._run(select)
+
+    # where the catalog is ---------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def location(self) -> str:
+        return str(self.path)
+
+    def same_place(self, other: Store) -> bool:
+        return isinstance(other, SQLiteBase) and other.path.resolve() == self.path.resolve()
+
+    # helpers ---------------------------------------------------------------------------------------
+    async def _write(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> int:
+        def write() -> int:
+            with transaction(self.db) as db:
+                return db.execute(sql, params).rowcount
+
+        return await self._run(write)
+
+    async def _write_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        def write() -> None:
+            with transaction(self.db) as db:
+                db.executemany(sql, rows)
+
+        await self._run(write)
+
+
+def _use_wal(db: sqlite3.Connection, wait: float = 30.0) -> None:
+    """Switch a new catalog to WAL. The switch ignores busy_timeout: when several processes open a fresh
+    file at once, all but one see "database is locked", so wait for the first one here."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+class transaction:
+    """`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on any error: one writer at a time across processes."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _statements(script: str) -> list[str]:
+    # our migrations hold no string literals, so everything after "--" on a line is a comment
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]

@@ -1,0 +1,183 @@
+"""The SQLite catalog's job queue and the fleet of processes that work it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from app.store.base import (
+    JobRecord,
+    JobState,
+    NewJob,
+    ProcessRecord,
+    new_id,
+)
+from app.store.rows import dumps, from_row, insert_sql, names, to_row
+from app.store.sqlite.connection import SQLiteBase, transaction
+
+
+class SQLiteJobs(SQLiteBase):
+    # jobs -------------------------------------------------------------------------------------------
+    async def enqueue(self, jobs: Iterable[NewJob], *, retry_failed: bool = True) -> list[JobRecord]:
+        return await self._run(self._enqueue_sync, list(jobs), retry_failed)
+
+    def _enqueue_sync(self, jobs: list[NewJob], retry_failed: bool) -> list[JobRecord]:
+        out: list[JobRecord] = []
+        stamp = self.now()
+        with transaction(self.db) as db:
+            for order, job in enumerate(jobs):
+                # a microsecond apart, so a batch is claimed in the order it was listed
+                created = stamp + order * 1e-6
+                db.execute(
+                    "INSERT INTO jobs (id, key, path, owner, provenance, options, state, created, updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?) ON CONFLICT (key) DO NOTHING",
+                    (new_id(), job.key, job.path, job.owner, job.provenance, dumps(job.options), created,
+                     created))
+                if retry_failed:
+                    db.execute("UPDATE jobs SET state = 'queued', error = '', worker = '', lease_until = 0, "
+                               "updated = ? WHERE key = ? AND state = 'failed'", (stamp, job.key))
+                row = db.execute("SELECT * FROM jobs WHERE key = ?", (job.key,)).fetchone()
+                out.append(from_row(JobRecord, row))
+        return out
+
+    async def claim_job(self, worker: str, lease: float) -> JobRecord | None:
+        return await self._run(self._claim_sync, worker, lease)
+
+    def _claim_sync(self, worker: str, lease: float) -> JobRecord | None:
+        stamp = self.now()
+        with transaction(self.db) as db:
+            row = db.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY created, id LIMIT 1"
+                             ).fetchone()
+            if row is None:
+                row = db.execute("SELECT id FROM jobs WHERE state = 'running' AND lease_until < ? "
+                                 "ORDER BY lease_until LIMIT 1", (stamp,)).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE jobs SET state = 'running', worker = ?, lease_until = ?, "
+                       "attempts = attempts + 1, updated = ? WHERE id = ?",
+                       (worker, stamp + lease, stamp, row["id"]))
+            return from_row(JobRecord, db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
+
+    async def renew_lease(self, job_id: str, worker: str, lease: float) -> bool:
+        def renew() -> bool:
+            with transaction(self.db) as db:
+                cursor = db.execute("UPDATE jobs SET lease_until = ? WHERE id = ? AND worker = ? "
+                                    "AND state = 'running'", (self.now() + lease, job_id, worker))
+                return cursor.rowcount == 1
+
+        return await self._run(renew)
+
+    async def finish_job(self, job_id: str, worker: str, *, state: JobState, error: str = "",
+                         note: str = "", image_ids: Sequence[str] = ()) -> bool:
+        def finish() -> bool:
+            with transaction(self.db) as db:
+                cursor = db.execute(
+                    "UPDATE jobs SET state = ?, error = ?, note = ?, image_ids = ?, lease_until = 0, "
+                    "updated = ? WHERE id = ? AND worker = ? AND state = 'running'",
+                    (state, error, note, dumps(list(image_ids)), self.now(), job_id, worker))
+                return cursor.rowcount == 1
+
+        return await self._run(finish)
+
+    async def release_job(self, job_id: str, worker: str) -> bool:
+        def release() -> bool:
+            with transaction(self.db) as db:
+                cursor = db.execute(
+                    "UPDATE jobs SET state = 'queued', worker = '', lease_until = 0, updated = ? "
+                    "WHERE id = ? AND worker = ? AND state = 'running'", (self.now(), job_id, worker))
+                return cursor.rowcount == 1
+
+        return await self._run(release)
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
+        return await self._jobs_where_in("id", list(job_ids))
+
+    async def _jobs_where_in(self, column: str, values: list[str]) -> list[JobRecord]:
+        """Jobs whose `column` (id or key) is one of `values`, asked in chunks of 500 parameters."""
+
+        def select() -> list[JobRecord]:
+            out: list[JobRecord] = []
+            for start in range(0, len(values), 500):
+                chunk = values[start:start + 500]
+                marks = ", ".join("?" * len(chunk))
+                out.extend(from_row(JobRecord, row) for row in self.db.execute(
+                    f"SELECT * FROM jobs WHERE {column} IN ({marks})", chunk))
+            return out
+
+        return await self._run(select)
+
+    async def list_jobs(self, state: JobState | None = None, *, offset: int = 0, limit: int = 50,
+                        owner: str | None = None) -> list[JobRecord]:
+        clauses: list[str] = ["1"]
+        params: list[Any] = []
+        if state:
+            clauses.append("state = ?")
+            params.append(state)
+        if owner is not None:
+            clauses.append("owner = ?")
+            params.append(owner)
+        where = " AND ".join(clauses)
+
+        def select() -> list[JobRecord]:
+            return [from_row(JobRecord, row) for row in self.db.execute(
+                f"SELECT * FROM jobs WHERE {where} ORDER BY updated DESC, id LIMIT ? OFFSET ?",
+                [*params, limit, offset])]
+
+        return await self._run(select)
+
+    async def job_counts(self, *, owner: str | None = None) -> dict[str, int]:
+        where, params = ("owner = ?", [owner]) if owner is not None else ("1", [])
+
+        def count() -> dict[str, int]:
+            counts = {state: 0 for state in ("queued", "running", "done", "failed")}
+            for row in self.db.execute(f"SELECT state, count(*) FROM jobs WHERE {where} GROUP BY state",
+                                       params):
+                counts[row[0]] = row[1]
+            return counts
+
+        return await self._run(count)
+
+
+    async def requeue_job(self, job_id: str) -> bool:
+        return await self._write("UPDATE jobs SET state = 'queued', error = '', worker = '', "
+                                 "lease_until = 0, updated = ? WHERE id = ? AND state = 'failed'",
+                                 (self.now(), job_id)) == 1
+
+    async def jobs_with_keys(self, keys: Sequence[str]) -> list[JobRecord]:
+        return await self._jobs_where_in("key", list(dict.fromkeys(keys)))
+
+    # the fleet -------------------------------------------------------------------------------------
+    async def beat(self, process: ProcessRecord) -> None:
+        await self._write(insert_sql("processes", names(ProcessRecord), verb="INSERT OR REPLACE"),
+                          to_row(process))
+
+    async def list_processes(self) -> list[ProcessRecord]:
+        def select() -> list[ProcessRecord]:
+            return [from_row(ProcessRecord, row) for row in self.db.execute(
+                "SELECT * FROM processes ORDER BY role, started, id")]
+
+        return await self._run(select)
+
+    async def remove_process(self, process_id: str) -> bool:
+        return await self._write("DELETE FROM processes WHERE id = ?", (process_id,)) == 1
+
+    async def forget_processes(self, before: float) -> int:
+        return await self._write("DELETE FROM processes WHERE last_seen < ?", (before,))
+
+    # copying a whole catalog ----------------------------------------------------------------------
+    async def scan_jobs(self, after: str, limit: int) -> list[JobRecord]:
+        def select() -> list[JobRecord]:
+            rows = self.db.execute("SELECT * FROM jobs WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+            return [from_row(JobRecord, row) for row in rows]
+
+        return await self._run(select)
+
+    async def put_jobs(self, jobs: Sequence[JobRecord]) -> int:
+        def write() -> int:
+            with transaction(self.db) as db:
+                before = db.total_changes
+                db.executemany(insert_sql("jobs", names(JobRecord), verb="INSERT OR IGNORE"),
+                               [to_row(job) for job in jobs])
+                return db.total_changes - before
+
+        return await self._run(write)
