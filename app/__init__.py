@@ -24,9 +24,8 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
     password once. When the settings name watch folders (IMAGEX_WATCH_DIRS), the folder watcher runs too.
     `clock` gives login throttling its time (tests pass one they move)."""
     from app.archive import Archive
-    from app.fleet import join_fleet
     from app.headers import add_cache_headers, add_security_headers
-    from app.ingest.jobs import JobRunner
+    from app.lifecycle import running
     from app.proxy import behind_proxy
     from app.routes import register
     from app.tiles.server import TileServer
@@ -44,9 +43,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
     # outermost: tiles on disk are answered before any other layer runs (they need no client address)
     app.asgi_app = TileServer(app.asgi_app, archive)  # type: ignore[method-assign,assignment]
 
-    @app.while_serving
-    async def lifespan() -> AsyncGenerator[None, None]:
-        await archive.startup()
+    async def prepare(archive: Archive) -> None:
         if make_admin:
             password = await create_first_admin(archive)
             if password is not None:
@@ -57,20 +54,12 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
             from app.samples import queue_samples_if_empty
 
             await queue_samples_if_empty(archive)
-        if run_jobs:
-            runner = JobRunner(archive, concurrency=settings.pool_size)
-            archive.runner = runner
-            archive.start_background("job runner", runner.run)
-        if settings.watch_folders:
-            from app.ingest.watch import TASK_NAME, FolderWatcher
 
-            archive.watcher = FolderWatcher.from_settings(archive)
-            archive.start_background(TASK_NAME, archive.watcher.run)
-        await join_fleet(archive, "serve")
-        try:
+    @app.while_serving
+    async def lifespan() -> AsyncGenerator[None, None]:
+        async with running(archive, "serve", jobs=run_jobs, folders=settings.watch_folders, background=True,
+                           prepare=prepare):
             yield
-        finally:
-            await archive.close()
 
     return app
 

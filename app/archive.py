@@ -8,6 +8,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,6 +31,15 @@ STALE_WORK = 24 * 3600
 _REVOKE_BATCH = 500
 
 
+@dataclass
+class TaskState:
+    """A background task of the archive: running, stopped (at shutdown) or failed, with its error."""
+
+    name: str
+    state: str = "running"
+    error: str = ""
+
+
 class Archive:
     """Everything long-lived. `startup()` opens it, `close()` (idempotent) releases it."""
 
@@ -45,7 +55,7 @@ class Archive:
         self._own_pool = pool is None
         self.secret = b""
         self.started = 0.0
-        self.background_errors: list[str] = []
+        self.tasks: dict[str, TaskState] = {}  # the background tasks, by name
         self.runner: JobRunner | None = None
         self.watcher: FolderWatcher | None = None
         self.heartbeat: Heartbeat | None = None  # this process's entry in the fleet (app/fleet.py)
@@ -83,18 +93,36 @@ class Archive:
         self._open = False
 
     def start_background(self, name: str, factory: Callable[[asyncio.Event], Any]) -> None:
-        """Run `factory(stop_event)` until close(); a failure is logged and shown in the job page."""
+        """Run `factory(stop_event)` until close(); a failure is logged, kept in `tasks` and shown in the
+        job page, the monitor and /healthz."""
+        state = self.tasks[name] = TaskState(name)
 
         async def guarded() -> None:
             try:
                 await factory(self._stop)
+                state.state = "stopped"
             except asyncio.CancelledError:
+                state.state = "stopped"
                 raise
             except Exception as error:
                 log.exception("background task %s failed", name)
-                self.background_errors.append(f"{name}: {type(error).__name__}: {error}")
+                self.task_failed(name, error)
 
         self._tasks.append(asyncio.create_task(guarded(), name=name))
+
+    def task_failed(self, name: str, error: BaseException) -> None:
+        """Record that the background task `name` stopped with `error`."""
+        state = self.tasks.setdefault(name, TaskState(name))
+        state.state, state.error = "failed", f"{type(error).__name__}: {error}"
+
+    def failed(self, name: str) -> bool:
+        task = self.tasks.get(name)
+        return task is not None and task.state == "failed"
+
+    @property
+    def background_errors(self) -> list[str]:
+        """What failed in the background, as shown to administrators: "task: Error: message"."""
+        return [f"{task.name}: {task.error}" for task in self.tasks.values() if task.state == "failed"]
 
     async def run_in_pool(self, fn: Callable[..., T], *args: Any) -> T:
         return await self.pool.run(fn, *args)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -168,6 +167,7 @@ async def serve(settings: Settings) -> int:
     from hypercorn.config import Config
 
     from app import create_app
+    from app.lifecycle import Signals
 
     app = create_app(settings)
     config = Config()
@@ -175,12 +175,9 @@ async def serve(settings: Settings) -> int:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # one handler: ours
     config.graceful_timeout = 5
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    signals = Signals().install()
     print(f"ImageX serving {settings.data} at http://{settings.host}:{settings.port}", flush=True)
-    await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
+    await hypercorn_serve(app, config, shutdown_trigger=signals.stop.wait)
     return 0
 
 
@@ -208,10 +205,10 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
     from tqdm import tqdm
 
     from app.archive import Archive
-    from app.fleet import join_fleet
     from app.ingest import fixed_scaling as fixed
-    from app.ingest.jobs import JobRunner, wait_for
+    from app.ingest.jobs import wait_for
     from app.ingest.scan import job_for, walk
+    from app.lifecycle import running
 
     _check_scaling_options(fixed_scaling, scaling_name, interval, stretch)
     missing = [str(p) for p in paths if not p.exists()]
@@ -221,9 +218,7 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
     if dry_run:
         return await _dry_run(settings, paths, owner=owner, fixed_scaling=fixed_scaling,
                               scaling_name=scaling_name, chosen=chosen)
-    archive = Archive(settings)
-    await archive.startup()
-    try:
+    async with running(Archive(settings), "ingest") as archive:
         owner = await _stored_owner(archive.store, owner)
         files = await asyncio.to_thread(lambda: list(walk(paths, follow_links=settings.follow_links)))
         if not files:
@@ -261,22 +256,18 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
             bar.update(done + failed - finished)
             finished = done + failed
 
-        # two jobs per pool process: while one is in the pool, the other is checksummed, catalogued and
-        # published, so that the pool does not wait for the catalog (it did for ~15% of a small file's job)
-        runner = archive.runner = JobRunner(archive, concurrency=settings.pool_size * 2, role="ingest")
-        await join_fleet(archive, "ingest")
+        runner = archive.runner
+        assert runner is not None
         stop = asyncio.Event()
         started = time.monotonic()
-        running = asyncio.create_task(runner.run(stop))
+        jobs_running = asyncio.create_task(runner.run(stop))
         try:
             final = await wait_for(archive, ids, stop, report)
         finally:
             stop.set()
-            await running
+            await jobs_running
             bar.close()
         return _summary(final, known, time.monotonic() - started, runner.worker)
-    finally:
-        await archive.close()
 
 
 def _check_scaling_options(fixed_scaling: str | None, scaling_name: str | None, interval: str | None,
@@ -372,9 +363,7 @@ async def watch(settings: Settings, folders: Sequence[Path]) -> int:
     """Run the folder watcher and a job runner until SIGINT or SIGTERM; files still settling then are
     caught up with at the next start, and a job in progress is handed back to the queue."""
     from app.archive import Archive
-    from app.fleet import join_fleet
-    from app.ingest.jobs import JobRunner
-    from app.ingest.watch import FolderWatcher
+    from app.lifecycle import Signals, running
 
     folders = list(folders) or list(settings.watch_folders)
     if not folders:
@@ -382,33 +371,24 @@ async def watch(settings: Settings, folders: Sequence[Path]) -> int:
     not_folders = [str(folder) for folder in folders if not folder.is_dir()]
     if not_folders:
         raise ImageXError(f"watch: no such folder: {', '.join(not_folders)}")
-    archive = Archive(settings)
-    await archive.startup()
-    try:
-        watcher = archive.watcher = FolderWatcher.from_settings(archive, folders)
-        await watcher.check_owners()
-        runner = archive.runner = JobRunner(archive, concurrency=settings.pool_size, role="watch")
-        await join_fleet(archive, "watch")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+    signals = Signals().install()
+    async with running(Archive(settings), "watch", folders=folders) as archive:
+        watcher, runner, stop = archive.watcher, archive.runner, signals.stop
+        assert watcher is not None and runner is not None
         watching = asyncio.create_task(watcher.run(stop))
-        running = asyncio.create_task(runner.run(stop))
+        jobs = asyncio.create_task(runner.run(stop))
         print(f"ImageX watching {', '.join(str(folder.path) for folder in watcher.folders)} into "
               f"{settings.data}; Ctrl-C stops", flush=True)
-        await asyncio.wait([asyncio.create_task(stop.wait()), watching, running],
+        await asyncio.wait([asyncio.create_task(stop.wait()), watching, jobs],
                            return_when=asyncio.FIRST_COMPLETED)
         stop.set()
-        running.cancel()  # a job in progress goes back to the queue for the next runner
-        outcome = await asyncio.gather(watching, running, return_exceptions=True)
+        jobs.cancel()  # a job in progress goes back to the queue for the next runner
+        outcome = await asyncio.gather(watching, jobs, return_exceptions=True)
         failures = [error for error in outcome if isinstance(error, Exception)]
         for error in failures:
             print(f"imagex: watch: {type(error).__name__}: {error}", file=sys.stderr)
         print(f"Stopped watching; {watcher.queued} file(s) queued while watching.", flush=True)
         return 1 if failures else 0
-    finally:
-        await archive.close()
 
 
 async def user_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -515,10 +495,6 @@ def _summary(jobs: list[JobRecord], known: set[str], seconds: float, worker: str
 
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _migrate_store_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     migrate = commands.add_parser(
         "migrate-store", parents=[common],
@@ -556,3 +532,7 @@ async def migrate_store(source: str, target: str, *, batch: int = 500) -> int:
     print("migrate-store: some records are not in the target (see above); fix them and run it again",
           file=sys.stderr)
     return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,6 +14,7 @@ from typing import Any
 
 from app.archive import Archive
 from app.fleet import fleet_facts
+from app.ingest.watch import TASK_NAME
 from app.store.base import JobRecord
 
 # Seconds a measurement that reads a whole folder or table is reused: the monitor refreshes every few
@@ -125,7 +126,7 @@ def _background(archive: Archive) -> dict[str, Any]:
             "state": "not running in this process (jobs are run by `imagex ingest` or `imagex worker`)"}
     else:
         # the runner's task ends only at shutdown or when it fails, and a failure is recorded there
-        failed = any(error.startswith("job runner:") for error in archive.background_errors)
+        failed = archive.failed("job runner")
         job_runner = {
             "present": True, "alive": not failed, "busy": runner.active, "concurrency": runner.concurrency,
             "worker": runner.worker, "last_error": runner.last_error,
@@ -147,9 +148,9 @@ def _watcher(archive: Archive) -> dict[str, Any]:
         return {"present": False, "alive": False, "state": "not configured (set IMAGEX_WATCH_DIRS)",
                 "settle": 0.0, "folders": [], "waiting": 0, "queued": 0, "last_error": ""}
     facts = watcher.facts()
-    failed = [error for error in archive.background_errors if error.startswith("folder watcher:")]
-    if failed:
-        facts.update(alive=False, state="stopped after an error", last_error=failed[-1])
+    task = archive.tasks.get(TASK_NAME)
+    if task is not None and task.state == "failed":
+        facts.update(alive=False, state="stopped after an error", last_error=f"{task.name}: {task.error}")
     return facts
 
 

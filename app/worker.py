@@ -13,17 +13,14 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import signal
 import time
 
 from app.archive import Archive
-from app.fleet import join_fleet
-from app.ingest.jobs import JobRunner, remove_abandoned_work
+from app.ingest.jobs import remove_abandoned_work
+from app.lifecycle import Signals, running
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
-# Jobs per pool process: while one is in the pool, the other is checksummed, catalogued and published.
-JOBS_PER_PROCESS = 2
 
 
 # What reading, scaling, tiling and cataloguing an image import on first use (astropy's units, WCS,
@@ -46,56 +43,43 @@ class Worker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.stop = asyncio.Event()
-        self.hurry = asyncio.Event()
+        self.signals = Signals(on_stop=self._stopping, on_hurry=self._hurrying)
+        self.stop, self.hurry = self.signals.stop, self.signals.hurry
 
-    def _signalled(self) -> None:
-        if self.stop.is_set():
-            self.hurry.set()
-            print("Giving the jobs in progress back to the queue now.", flush=True)
-            return
-        self.stop.set()
+    def _stopping(self) -> None:
         print(f"Stopping: no new jobs; the jobs in progress get {self.settings.stop_grace:g} s to finish "
               "(signal again to give them back at once).", flush=True)
+
+    def _hurrying(self) -> None:
+        print("Giving the jobs in progress back to the queue now.", flush=True)
 
     async def run(self) -> int:
         """Run jobs until stopped; returns the exit status (0 after a graceful stop)."""
         settings = self.settings
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self._signalled)
-        archive = Archive(settings)
-        await archive.startup()
-        try:
-            removed = await remove_abandoned_work(archive)
-            if removed:
-                log.info("removed %d work folder(s) left by runners that stopped mid-job", removed)
-            started = time.monotonic()
-            await asyncio.gather(asyncio.to_thread(warm_up),
-                                 *(archive.run_in_pool(warm_up) for _ in range(settings.pool_size)))
-            runner = archive.runner = JobRunner(archive, concurrency=settings.pool_size * JOBS_PER_PROCESS,
-                                                role="worker")
-            await join_fleet(archive, "worker")
-            print(f"ImageX worker {runner.worker} ready in {time.monotonic() - started:.1f} s: "
-                  f"{settings.pool_size} pool process(es), store {_store_label(settings)}, data "
+        self.signals.install()
+        began = time.monotonic()
+        async with running(Archive(settings), "worker", prepare=_prepare) as archive:
+            runner = archive.runner
+            assert runner is not None
+            print(f"ImageX worker {runner.worker} ready in {time.monotonic() - began:.1f} s: "
+                  f"{settings.pool_size} pool process(es), store {archive.store.location()}, data "
                   f"{settings.data}; SIGTERM or Ctrl-C stops", flush=True)
-            running = asyncio.create_task(runner.run(self.stop), name="job runner")
+            jobs = asyncio.create_task(runner.run(self.stop), name="job runner")
             stopping = asyncio.create_task(self.stop.wait())
-            await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([jobs, stopping], return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             self.stop.set()
-            given_back = await runner.drain(running, settings.stop_grace, self.hurry)
+            given_back = await runner.drain(jobs, settings.stop_grace, self.hurry)
             print(f"Stopped: {runner.finished} job(s) finished, {len(given_back)} given back to the queue.",
                   flush=True)
             return 0
-        finally:
-            await archive.close()
 
 
-def _store_label(settings: Settings) -> str:
-    """The store URL without credentials (a MongoDB URL may carry a password)."""
-    url = settings.store_url
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+async def _prepare(archive: Archive) -> None:
+    """Before the first claim: work folders of runners that died are removed, and every module a job needs
+    is imported here and in each pool process."""
+    removed = await remove_abandoned_work(archive)
+    if removed:
+        log.info("removed %d work folder(s) left by runners that stopped mid-job", removed)
+    await asyncio.gather(asyncio.to_thread(warm_up),
+                         *(archive.run_in_pool(warm_up) for _ in range(archive.settings.pool_size)))

@@ -103,6 +103,6 @@ async def test_the_runner_and_watcher_of_a_serving_process_are_reported(serving)
     assert facts["watcher"]["missing"] == 0
     archive = serving.app.extensions["imagex"]
     assert isinstance(archive.runner, JobRunner)
-    archive.background_errors.append("job runner: RuntimeError: boom")
+    archive.task_failed("job runner", RuntimeError("boom"))
     _, facts = await health(serving)
     assert facts["status"] == "degraded" and facts["runner"]["alive"] is False

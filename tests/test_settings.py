@@ -152,6 +152,16 @@ def test_cli_prints_the_settings_in_force(tmp_path):
     assert {line.split("=", 1)[0] for line in lines} == {setting.env for setting in SETTINGS}
 
 
+def test_python_dash_m_runs_the_same_command(tmp_path):
+    """`python -m app.cli` (as in a checkout without the `imagex` script) is the same command."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("IMAGEX_")}
+    result = subprocess.run([sys.executable, "-m", "app.cli", "settings", "--port", "9100"],
+                            env={**clean, "IMAGEX_DATA": str(tmp_path)}, capture_output=True, text=True,
+                            timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    assert "IMAGEX_PORT=9100" in result.stdout.splitlines()
+
+
 @pytest.mark.parametrize(("env", "args", "named"), [
     ({"IMAGEX_PORT": "abc"}, (), "IMAGEX_PORT"),
     ({"IMAGEX_JPEG_QUALITY": "500"}, (), "IMAGEX_JPEG_QUALITY"),

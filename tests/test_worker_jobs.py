@@ -82,12 +82,13 @@ async def test_a_hurried_drain_gives_the_running_job_back_at_once(archive, write
 
 
 def test_the_worker_names_its_store_without_the_password():
+    """What `imagex worker` prints as its store when it is ready: the store's own location."""
     from app.settings import Settings
-    from app.worker import _store_label
+    from app.store import open_store
 
     mongo = Settings.load(environ={}, store="mongodb://imagex:s3cret@mongo:27017/imagex?authSource=admin")
-    assert _store_label(mongo) == "mongodb://***@mongo:27017/imagex?authSource=admin"
+    assert open_store(mongo.store_url).location() == "mongodb://imagex:***@mongo:27017/imagex?authSource=admin"
     plain = Settings.load(environ={}, store="mongodb://mongo:27017/imagex")
-    assert _store_label(plain) == "mongodb://mongo:27017/imagex"
+    assert open_store(plain.store_url).location() == "mongodb://mongo:27017/imagex"
     sqlite = Settings.load(environ={}, data="/srv/imagex")
-    assert _store_label(sqlite) == "sqlite:////srv/imagex/catalog.sqlite"
+    assert open_store(sqlite.store_url).location() == "/srv/imagex/catalog.sqlite"

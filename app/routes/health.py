@@ -16,6 +16,7 @@ from typing import Any
 from quart import Blueprint, Response, jsonify
 
 from app.archive import Archive, get_archive
+from app.ingest.watch import TASK_NAME
 from app.monitor import disk_is_full
 
 bp = Blueprint("health", __name__)
@@ -125,7 +126,7 @@ def _runner_state(archive: Archive) -> dict[str, Any]:
     runner = archive.runner
     if runner is None:
         return {"present": False, "alive": False, "busy": 0, "concurrency": 0, "finished": 0}
-    failed = any(error.startswith("job runner:") for error in archive.background_errors)
+    failed = archive.failed("job runner")
     return {"present": True, "alive": not failed, "busy": runner.active, "concurrency": runner.concurrency,
             "finished": runner.finished}
 
@@ -134,6 +135,6 @@ def _watcher_state(archive: Archive) -> dict[str, Any]:
     watcher = archive.watcher
     if watcher is None:
         return {"present": False, "alive": False, "folders": 0, "missing": 0, "waiting": 0}
-    failed = any(error.startswith("folder watcher:") for error in archive.background_errors)
+    failed = archive.failed(TASK_NAME)
     return {"present": True, "alive": watcher.running and not failed, "folders": len(watcher.folders),
             "missing": sum(not folder.present for folder in watcher.folders), "waiting": watcher.waiting}

@@ -104,7 +104,7 @@ async def test_background_parts(archive, client, account):
     assert "0 of 3" in html and served.runner.worker in html
 
     served.runner.last_error = "StoreError: the catalog is not open"
-    served.background_errors.append("job runner: RuntimeError: boom")
+    served.task_failed("job runner", RuntimeError("boom"))
     facts = await (await client.get("/api/admin/monitor")).get_json()
     runner = facts["background"]["job_runner"]
     assert not runner["alive"] and runner["state"] == "stopped after an error"
