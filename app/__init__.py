@@ -13,17 +13,21 @@ from app.settings import Settings
 
 if TYPE_CHECKING:
     from app.archive import Archive
+    from app.tiles.pool import Pool
 
 FIRST_ADMIN = "admin"
 
 
 def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
-               first_admin: bool | None = None, clock: Callable[[], float] = time.time) -> Quart:
+               first_admin: bool | None = None, clock: Callable[[], float] = time.time,
+               pool: Pool | None = None) -> Quart:
     """The web application. `run_jobs` starts the background job runner while serving; `first_admin`
     (default: as `run_jobs`) creates an administrator at start when the catalog has none and prints its
     password once. When the settings name watch folders (IMAGEX_WATCH_DIRS), the folder watcher runs too.
-    `clock` gives login throttling its time (tests pass one they move)."""
+    `clock` gives login throttling its time (tests pass one they move); `pool` is a process pool to share
+    (tests, benchmarks), which the app then leaves open when it stops."""
     from app.archive import Archive
+    from app.formatting import register_filters
     from app.headers import add_cache_headers, add_security_headers
     from app.lifecycle import running
     from app.proxy import behind_proxy
@@ -34,9 +38,10 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
     make_admin = run_jobs if first_admin is None else first_admin
     app = Quart(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
-    archive = Archive(settings, clock=clock)
+    archive = Archive(settings, clock=clock, pool=pool)
     app.extensions["imagex"] = archive
     register(app)
+    register_filters(app)
     app.after_request(add_security_headers)
     app.after_request(add_cache_headers)
     app.asgi_app = behind_proxy(app.asgi_app, settings)  # type: ignore[method-assign]

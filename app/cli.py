@@ -310,9 +310,9 @@ async def _dry_run(settings: Settings, paths: Sequence[Path], *, owner: str, fix
                    scaling_name: str | None, chosen: dict[str, str]) -> int:
     """List every file with what a run would do with it (judged by its key: path, size and modification
     time; content already catalogued under another name is only recognised when a run reads it)."""
+    from app.formatting import human_bytes
     from app.ingest import fixed_scaling as fixed
     from app.ingest.scan import job_for, walk
-    from app.routes.units import human_bytes
     from app.store import Store, open_store
 
     store: Store | None = open_store(settings.store_url)
@@ -465,7 +465,7 @@ async def _user_passwd(archive: Any, args: argparse.Namespace) -> int:
 
 
 def _user_list(users: Sequence[Any]) -> None:
-    from app.routes.units import human_time
+    from app.formatting import human_time
 
     if not users:
         print("(no accounts yet)")

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # visualization, coordinates and HEALPix take seconds to import).
 WARM_MODULES = ("astropy.io.fits", "astropy.units", "astropy.wcs", "astropy.wcs.utils",
                 "astropy.visualization", "astropy.coordinates", "astropy_healpix", "app.formats",
-                "app.ingest.pipeline", "app.search.footprint", "app.tiles.scaling")
+                "app.ingest.pipeline", "app.store.footprint", "app.tiles.scaling")
 
 
 def warm_up() -> bool:

@@ -44,10 +44,10 @@ from app.permissions import visible
 from app.routes.portal import COUNT_LIMIT
 from app.search.compile import compile_search
 from app.search.elements import element_from
-from app.search.footprint import sky_matches_json
 from app.site import Site
 from app.store import sqlsearch
 from app.store.base import And, Compare, Cone, DateRange, FieldIn, ImageRecord, Or, Query, User
+from app.store.footprint import sky_matches_json
 from app.store.sqlite import SQLiteStore
 
 # bump whenever the generated catalog changes: cached files of other versions are not reused

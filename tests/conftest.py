@@ -1,9 +1,9 @@
 """Shared fixtures: settings in a temporary data folder, a started Archive, the app and its test client,
-FITS files written by astropy with real WCS, and a helper that runs the real job queue to completion."""
+and FITS files written by astropy with real WCS. Helpers that tests call (ingest, log_in, ...) are in
+tests/helpers.py."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,13 +14,11 @@ from astropy.io import fits
 
 from app import create_app
 from app.archive import Archive
-from app.ingest.jobs import JobRunner
-from app.ingest.scan import job_for, walk
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.settings import Settings
-from app.store.base import JobRecord
 from app.store.sqlite import SQLiteStore
 from app.tiles.pool import Pool
+from tests.helpers import PASSWORD
 
 
 @pytest.fixture(scope="session")
@@ -56,30 +54,9 @@ async def archive(settings: Settings, pool: Pool) -> AsyncIterator[Archive]:
 @pytest.fixture
 async def client(settings: Settings, pool: Pool) -> AsyncIterator[Any]:
     """The in-process test client of an app on the same data folder (no background job runner)."""
-    app = create_app(settings, run_jobs=False)
-    app.extensions["imagex"].pool = pool
-    app.extensions["imagex"]._own_pool = False
+    app = create_app(settings, run_jobs=False, pool=pool)
     async with app.test_app() as test_app:
         yield test_app.test_client()
-
-
-async def ingest(archive: Archive, *paths: Path, owner: str = "", scaling: dict[str, Any] | None = None,
-                 visibility: str = "private", timeout: float = 120.0) -> list[JobRecord]:
-    """Queue `paths` (files or folders) and run the real job queue until every job is done or failed."""
-    jobs = [job_for(path, owner=owner) for path in walk(paths)]
-    for job in jobs:
-        job.options["visibility"] = visibility
-        if scaling:
-            job.options["scaling"] = scaling
-    queued = await archive.store.enqueue(jobs)
-    runner = JobRunner(archive, concurrency=2, role="test")
-
-    async def drain() -> None:
-        while await runner.run_one():
-            pass
-
-    await asyncio.wait_for(asyncio.gather(drain(), drain()), timeout)
-    return await archive.store.get_jobs([job.id for job in queued])
 
 
 @pytest.fixture
@@ -102,9 +79,6 @@ def write_fits(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
-PASSWORD = "correct horse battery"
-
-
 @pytest.fixture
 def make_user(archive: Archive) -> Callable[..., Any]:
     """`await make_user("alice", role="user")`: a real account with the password PASSWORD."""
@@ -114,27 +88,3 @@ def make_user(archive: Archive) -> Callable[..., Any]:
         return await new_user(archive, username, password, role=role, **fields)
 
     return make
-
-
-def csrf_from(html: str) -> str:
-    """The CSRF token of the first form (or the page's htmx headers) in `html`."""
-    import re
-
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html) or re.search(
-        r'"X-CSRF-Token": "([^"]+)"', html)
-    assert match, "no CSRF token in the page"
-    return match.group(1)
-
-
-async def log_in(client: Any, username: str, password: str = PASSWORD) -> Any:
-    """Log in through the real login form (GET for the CSRF token, then POST); returns the response."""
-    page = await client.get("/login")
-    token = csrf_from(await page.get_data(as_text=True))
-    return await client.post("/login", form={"username": username, "password": password,
-                                             "csrf_token": token})
-
-
-async def csrf_of(client: Any, path: str = "/") -> str:
-    """The CSRF token the client's browser would hold after loading `path`."""
-    page = await client.get(path)
-    return csrf_from(await page.get_data(as_text=True))

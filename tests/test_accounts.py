@@ -15,7 +15,7 @@ from argon2 import PasswordHasher
 from app import accounts, create_app, create_first_admin
 from app.archive import Archive
 from app.store.base import LoginFailures
-from tests.conftest import PASSWORD, csrf_of, log_in
+from tests.helpers import PASSWORD, csrf_of, log_in
 
 
 async def attempt(client: Any, username: str, password: str, address: str) -> Any:
@@ -48,9 +48,7 @@ def clock() -> Clock:
 @pytest.fixture
 async def clocked(settings, pool, clock) -> AsyncIterator[Any]:
     """A test client of an app whose throttle reads `clock`."""
-    app = create_app(settings, run_jobs=False, clock=clock)
-    app.extensions["imagex"].pool = pool
-    app.extensions["imagex"]._own_pool = False
+    app = create_app(settings, run_jobs=False, clock=clock, pool=pool)
     async with app.test_app() as test_app:
         yield test_app.test_client()
 
@@ -228,9 +226,7 @@ async def test_the_name_admin_taken_by_a_user_is_left_alone(archive, make_user, 
 @pytest.mark.parametrize("first_admin", [None, True])
 async def test_the_app_prints_the_first_admin_password_once(settings, pool, capsys, caplog, first_admin):
     async def start() -> str:
-        app = create_app(settings, run_jobs=False, first_admin=first_admin)
-        app.extensions["imagex"].pool = pool
-        app.extensions["imagex"]._own_pool = False
+        app = create_app(settings, run_jobs=False, first_admin=first_admin, pool=pool)
         with caplog.at_level(logging.DEBUG):
             async with app.test_app():
                 pass

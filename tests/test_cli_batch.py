@@ -19,7 +19,7 @@ from astropy.io import fits
 from astropy.visualization import ZScaleInterval
 
 from app.cli import main
-from tests.conftest import ingest
+from tests.helpers import ingest
 from tests.ingest.test_batch_options import PATCH_VALUE, sky, write
 from tests.test_cli import (
     IMAGEX,

@@ -18,7 +18,7 @@ from astropy.io import fits
 from app.archive import Archive
 from app.exceptions import DiskFull
 from app.settings import Settings
-from tests.conftest import PASSWORD, csrf_from, ingest, log_in
+from tests.helpers import PASSWORD, csrf_from, ingest, log_in
 from tests.routes.test_upload import put, spooled, token_for, uploaded
 
 
@@ -115,9 +115,7 @@ async def use_up(archive: Archive, disk: Path) -> None:
 async def test_with_the_catalog_on_a_full_disk_reads_go_on_and_writes_get_507(full_settings, disk, pool):
     from app import create_app
 
-    app = create_app(full_settings, run_jobs=False)
-    app.extensions["imagex"].pool = pool
-    app.extensions["imagex"]._own_pool = False
+    app = create_app(full_settings, run_jobs=False, pool=pool)
     async with app.test_app() as test_app:
         client = test_app.test_client()
         archive = app.extensions["imagex"]

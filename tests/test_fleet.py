@@ -20,7 +20,7 @@ import numpy as np
 from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
-from tests.conftest import csrf_from
+from tests.helpers import csrf_from
 from tests.processes import answers, free_port, stop
 from tests.test_cli_watch import running, wait_until
 from tests.test_worker import BIG, READY, jobs_of, queue, rendering, worker_env

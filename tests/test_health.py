@@ -89,9 +89,7 @@ async def serving(tmp_path: Path, pool: Pool) -> Any:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     settings = Settings.load(environ={}, data=str(tmp_path / "var"), workers=2, watch_dirs=str(inbox))
-    app = create_app(settings, first_admin=False)
-    app.extensions["imagex"].pool = pool
-    app.extensions["imagex"]._own_pool = False
+    app = create_app(settings, first_admin=False, pool=pool)
     async with app.test_app() as test_app:
         yield test_app.test_client()
 

@@ -1,4 +1,4 @@
-from tests.conftest import PASSWORD, csrf_of, log_in
+from tests.helpers import PASSWORD, csrf_of, log_in
 
 
 async def test_log_in_and_out_through_the_forms(archive, client, make_user):

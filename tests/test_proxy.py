@@ -20,7 +20,7 @@ from app.archive import Archive
 from app.exceptions import SettingError
 from app.settings import Settings
 from app.tiles.pool import Pool
-from tests.conftest import PASSWORD, csrf_from
+from tests.helpers import PASSWORD, csrf_from
 
 FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example",
              "X-Forwarded-For": "203.0.113.7"}
@@ -33,9 +33,7 @@ async def app_client(tmp_path: Path, pool: Pool, clock: Callable[[], float] = ti
     await archive.startup()
     await new_user(archive, "root", PASSWORD, role="admin")
     await archive.close()
-    app = create_app(config, run_jobs=False, clock=clock)
-    app.extensions["imagex"].pool = pool
-    app.extensions["imagex"]._own_pool = False
+    app = create_app(config, run_jobs=False, clock=clock, pool=pool)
     async with app.test_app() as test_app:
         yield test_app.test_client()
 

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from tests.conftest import ingest
+from tests.helpers import ingest
 
 
 async def test_one_fits_file_becomes_one_ready_image(archive, write_fits):

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.exceptions import FormatError, ImageXError
+from app import exceptions
+from app.exceptions import FormatError, ImageXError, StorageError
 from app.formats import HEAD_BYTES, READERS, describe, sniff
 from app.ingest.removal import UPLOADS
 from app.site import Site
@@ -47,26 +48,15 @@ _SUFFIX = re.compile(r"(?:\.[A-Za-z0-9]{1,10}){1,2}$")
 
 
 class UploadError(ImageXError):
-    """An upload refused; `status` is the HTTP status that says why."""
-
-    status = 400
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        if status is not None:
-            self.status = status
+    """An upload refused (400 unless a subclass says otherwise): the body ended early, and so on."""
 
 
-class TooLarge(UploadError):
+class TooLarge(exceptions.TooLarge, UploadError):
     """Past the maximum file size, the quota, or the declared length."""
 
-    status = 413
 
-
-class NotAnImage(UploadError):
+class NotAnImage(FormatError, UploadError):
     """Content that ImageX cannot catalogue: empty, not an image, unreadable header, truncated."""
-
-    status = 422
 
 
 def clean_client_name(raw: str) -> str:
@@ -346,8 +336,8 @@ class Upload:
                 while view:
                     view = view[os.write(fd, view):]
             except OSError as error:
-                raise UploadError(f"{self.client_name}: the server cannot store the upload: "
-                                  f"{error.strerror or error}", 507) from None
+                raise StorageError(f"{self.client_name}: the server cannot store the upload: "
+                                   f"{error.strerror or error}") from None
 
     def _check_file(self) -> int:
         """Format by content, and every header readable with its declared sizes present; the bytes its

@@ -10,7 +10,7 @@ from quart import Quart, Response, jsonify, redirect, render_template, request
 from werkzeug.exceptions import Forbidden, HTTPException, Unauthorized
 
 from app import accounts as identity
-from app.exceptions import DiskFull, ImageXError
+from app.exceptions import ImageXError
 
 # Endpoints that need no user context: the hot tile path and static files; the health check, which must
 # answer even when the catalog does not.
@@ -24,12 +24,10 @@ _ALWAYS_OPEN = {"accounts.login", "accounts.logout", "accounts.register", "stati
 def register(app: Quart) -> None:
     from app.routes import accounts as account_routes
     from app.routes import admin, api, builder, health, mosaic, portal, search, tiles, upload, viewer
-    from app.routes.units import register_filters
 
     for module in (portal, viewer, tiles, api, account_routes, admin, upload, search, builder, health,
                    mosaic):
         app.register_blueprint(module.bp)
-    register_filters(app)
 
     @app.before_request
     async def request_context() -> Any:
@@ -62,11 +60,7 @@ def register(app: Quart) -> None:
 
     @app.errorhandler(ImageXError)
     async def imagex_error(error: ImageXError) -> Any:
-        return await _error(400, str(error))
-
-    @app.errorhandler(DiskFull)
-    async def disk_full(error: DiskFull) -> Any:
-        return await _error(507, str(error))
+        return await _error(error.status, str(error))
 
 
 def _wants_json() -> bool:

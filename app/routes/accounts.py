@@ -17,13 +17,16 @@ from werkzeug.exceptions import Conflict as HTTPConflict
 
 from app import accounts
 from app.archive import Archive, get_archive
-from app.exceptions import Conflict
+from app.exceptions import Conflict, ImageXError
 from app.openapi import BOOLEAN, ERROR, INTEGER, STRING, Param, RequestBody, array, described, obj, text
 from app.routes import schemas
+from app.routes.views import storage
 from app.site import Site, _email
 from app.store.base import ApiToken, User, new_id
 
 bp = Blueprint("accounts", __name__)
+
+
 log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "ix_"  # noqa: S105 (a prefix that marks ImageX tokens, not a secret)
@@ -204,19 +207,6 @@ def _to_login() -> Any:
     return response
 
 
-async def storage(archive: Archive, user: User, site: Site) -> dict[str, Any]:
-    """The user's images, bytes used and quota (their own or the site's default)."""
-    images = used = 0
-    for owner, usage in (await archive.store.usage()).items():
-        if owner and owner.casefold() == user.username.casefold():
-            images += usage.images
-            used += usage.bytes
-    quota = site.default_quota if user.quota is None else user.quota
-    percent = 100.0 if quota <= 0 and used > 0 else (0.0 if quota <= 0 else min(100.0, 100 * used / quota))
-    return {"images": images, "bytes": used, "quota": quota,
-            "quota_source": "site" if user.quota is None else "account", "percent": round(percent, 1)}
-
-
 def token_view(token: ApiToken) -> dict[str, Any]:
     return {"id": token.id, "name": token.name, "created": token.created, "last_used": token.last_used}
 
@@ -333,12 +323,14 @@ async def account_password() -> Any:
     return response
 
 
-class PasswordRefused(Exception):
-    """A password change refused: the sentence to show and the HTTP status."""
+class PasswordRefused(ImageXError):
+    """A password change refused: the sentence to show."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+
+class PasswordWait(PasswordRefused):
+    """Too many wrong passwords: the account must wait."""
+
+    status = 429
 
 
 async def change_password(archive: Archive, user: User, current: str, new: str, *, new2: str | None = None,
@@ -348,7 +340,7 @@ async def change_password(archive: Archive, user: User, current: str, new: str, 
     tokens were revoked; raises PasswordRefused."""
     wait = await accounts.login_wait(archive, user.username)
     if wait > 0:
-        raise PasswordRefused(_wait_message(wait), 429)
+        raise PasswordWait(_wait_message(wait))
     if not await accounts.verify_password(archive, user, current):
         # a stolen session must not become an unlimited password guesser
         await accounts.note_login_failure(archive, user.username)
@@ -387,12 +379,7 @@ async def api_password() -> Any:
     current, new = body.get("current", ""), body.get("new", "")
     if not isinstance(current, str) or not isinstance(new, str):
         raise BadRequest("current and new: give the passwords as strings")
-    try:
-        revoked = await change_password(get_archive(), user, current, new, revoke_tokens=revoke)
-    except PasswordRefused as error:
-        refusal = BadRequest(str(error))
-        refusal.code = error.status
-        raise refusal from None
+    revoked = await change_password(get_archive(), user, current, new, revoke_tokens=revoke)
     response = jsonify({"changed": True, "tokens_revoked": revoked})
     if not g.get("via_token"):
         await accounts.log_in(response, user)  # the asker's own session goes on, with a new key

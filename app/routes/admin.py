@@ -7,19 +7,19 @@ import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
-from quart import Blueprint, Response, g, jsonify, redirect, render_template, request
+from quart import Blueprint, g, jsonify, render_template, request
 from quart.blueprints import BlueprintSetupState
-from werkzeug.exceptions import Forbidden, NotFound, Unauthorized
+from werkzeug.exceptions import NotFound
 
 from app import accounts
 from app.archive import Archive, get_archive
 from app.exceptions import Conflict
+from app.formatting import human_bytes
 from app.monitor import failure, monitor_facts
 from app.openapi import described
 from app.routes import schemas
-from app.routes.units import human_bytes
+from app.routes.views import htmx, require_admin
 from app.site import SITE_BY_NAME, SITE_SETTINGS, Site, parse_bytes, validate_form
 from app.store.base import Invitation, Usage, User, new_id
 
@@ -39,31 +39,7 @@ CHOICE_LABELS = {
 
 
 # access ----------------------------------------------------------------------------------------------
-def _wants_json() -> bool:
-    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
-
-
-def _htmx() -> bool:
-    return request.headers.get("HX-Request") == "true"
-
-
-@bp.before_request
-async def require_admin() -> Any:
-    """The one gate of the admin area: an administrator passes; a guest is sent to log in (JSON: 401;
-    htmx: a redirect header, so the login page is not swapped into a fragment); anyone else gets 403."""
-    user = accounts.current_user()
-    if user is not None and user.is_admin:
-        return None
-    if user is not None:
-        raise Forbidden("the administration pages are for administrators only")
-    if _wants_json():
-        raise Unauthorized("log in as an administrator, or send an administrator's API token")
-    # after login, come back to this page (a form's target cannot be fetched with GET)
-    target = request.full_path.rstrip("?") if request.method == "GET" else "/admin"
-    login = f"/login?next={quote(target, safe='/')}"
-    if _htmx():
-        return Response("", 401, headers={"HX-Redirect": login})
-    return redirect(login)
+bp.before_request(require_admin)
 
 
 def _admin() -> User:
@@ -162,12 +138,12 @@ async def _users_page(status: int = 200, **values: Any) -> Any:
         "section": "users", "rows": await user_rows(archive, site), "me": _admin().id, "focus": "",
         "message": "", "error": "", "new": {"username": "", "email": "", "role": "user"}, "created": None,
         "new_error": "", **values}
-    return await _page("_admin_users.html" if _htmx() else "admin_users.html", status, **context)
+    return await _page("_admin_users.html" if htmx() else "admin_users.html", status, **context)
 
 
 async def _row_response(user_id: str, status: int = 200, *, message: str = "", error: str = "") -> Any:
     """After an action on one account: its row (htmx) or the users page with the message by the row."""
-    if not _htmx():
+    if not htmx():
         return await _users_page(status, focus=user_id, message=message, error=error)
     archive, site = get_archive(), accounts.current_site()
     user = await _target(user_id)
@@ -323,7 +299,7 @@ async def _invitations_page(status: int = 200, **values: Any) -> Any:
         "created": None,
         "invitations": [invitation_row(item, stamp) for item in await archive.store.list_invitations()],
         **values}
-    return await _page("_admin_invitations.html" if _htmx() else "admin_invitations.html", status, **context)
+    return await _page("_admin_invitations.html" if htmx() else "admin_invitations.html", status, **context)
 
 
 @bp.get("/invitations")
@@ -364,7 +340,7 @@ async def revoke_invitation(invitation_id: str) -> Any:
 async def monitor() -> Any:
     """The monitor page; its body polls this URL with htmx and gets the fragment."""
     facts = await monitor_facts(get_archive())
-    return await _page("_admin_monitor.html" if _htmx() else "admin_monitor.html", section="monitor",
+    return await _page("_admin_monitor.html" if htmx() else "admin_monitor.html", section="monitor",
                        m=facts, notice="", notice_error="", focus="", message="", error="")
 
 
@@ -387,7 +363,7 @@ async def retry_job(job_id: str) -> Any:
     status, message, error = 200, f"{failure(job)['name']} is queued again.", ""
     if not queued:
         status, message, error = 409, "", f"This job is {job.state}, not failed: nothing to retry."
-    if _htmx():
+    if htmx():
         return await _page("_admin_job_row.html", status, job=failure(job), focus=job.id, message=message,
                            error=error)
     facts = await monitor_facts(archive)

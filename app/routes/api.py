@@ -21,9 +21,19 @@ from app.openapi import (
     one_of,
 )
 from app.routes import schemas
-from app.routes.portal import image_listing, job_owner, page_args, visible_images
-from app.routes.upload import job_fields
-from app.routes.viewer import change_visibility, go_to, image_detail, load_image, readout_of, remove
+from app.routes.views import (
+    change_visibility,
+    go_to,
+    image_detail,
+    image_listing,
+    job_fields,
+    job_owner,
+    load_image,
+    page_args,
+    readout_of,
+    remove,
+    visible_images,
+)
 from app.search.dates import date_range
 from app.search.numbers import NotFinite, number_of
 from app.search.sky import parse_cone

@@ -17,12 +17,14 @@ from app.archive import Archive, get_archive
 from app.exceptions import Conflict
 from app.openapi import ERROR, STRING, Param, RequestBody, array, described, mapping, obj, whole
 from app.routes import schemas
-from app.routes.admin import require_admin
+from app.routes.views import require_admin
 from app.search.compile import describe
 from app.search.elements import TYPE_NAMES, ElementError, element_from, missing_keywords
 from app.store.base import ELEMENT_TYPES, SearchElement
 
 bp = Blueprint("builder", __name__, url_prefix="/admin/search")
+
+
 bp.before_request(require_admin)
 ORDER_MESSAGE = 'send {"ids": [...]}: the element ids in their new order'
 FORM_FIELDS = ("type", "label", "id", "keywords", "help", "enabled", "match", "autocomplete", "min", "max",

@@ -20,6 +20,8 @@ from app.ingest.watch import TASK_NAME
 from app.monitor import disk_is_full
 
 bp = Blueprint("health", __name__)
+
+
 # Seconds the store may take to answer before the process is reported unhealthy (below the 10 s timeout
 # of the Dockerfile's HEALTHCHECK).
 STORE_TIMEOUT = 5.0

@@ -19,13 +19,14 @@ from app.headers import allow_framing
 from app.openapi import STRING, Param, described
 from app.permissions import effective_visibility
 from app.routes import schemas
-from app.routes.portal import image_summary, visible_images
-from app.routes.viewer import load_image
+from app.routes.views import image_summary, load_image, visible_images
 from app.sky.mosaic import Sheet, first_celestial, placements
 from app.store.base import FieldIn, ImageRecord
 from app.tiles.pyramid import OVERLAP, TILE_SIZE
 
 bp = Blueprint("mosaic", __name__)
+
+
 MAX_IMAGES = 500
 COLORMAPS = ("grey", "viridis", "magma", "inferno", "heat", "cool", "rainbow")
 _ID = re.compile(r"[A-Za-z0-9]{6,32}")

@@ -22,7 +22,7 @@ from app.openapi import (
     text,
     whole,
 )
-from app.routes.portal import MAX_PAGE, MAX_PER_PAGE
+from app.routes.views import MAX_PAGE, MAX_PER_PAGE
 from app.store.base import ELEMENT_TYPES, JOB_STATES
 
 VISIBILITY = one_of("private", "registered", "public")

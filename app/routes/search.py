@@ -20,14 +20,16 @@ from app.accounts import current_site, current_user
 from app.archive import Archive, get_archive
 from app.openapi import ERROR, STRING, Param, described, one_of
 from app.permissions import may
-from app.routes import portal, schemas
-from app.routes.portal import image_summary, page_args, visible_images
+from app.routes import schemas, views
+from app.routes.views import image_summary, page_args, visible_images
 from app.search.compile import SORTABLE, Search, compile_search, describe, parameters
-from app.search.dates import header_dates
 from app.search.elements import MAX_CHOICES
 from app.store.base import MAX_TEXT, MICROS_PER_DAY, MJD_EPOCH, ImageRecord, Scalar, SearchElement
+from app.store.dates import header_dates
 
 bp = Blueprint("search", __name__)
+
+
 MAX_SELECTION = 500
 SUGGESTIONS = 15
 CHUNK = 1 << 20
@@ -122,7 +124,7 @@ async def run_search(archive: Archive, *, strict: bool) -> dict[str, Any]:
     if not search.errors or search.filtering:
         total, images = await archive.store.search_images(condition, offset=(page - 1) * per_page,
                                                           limit=per_page, order=search.order,
-                                                          count_at_most=portal.COUNT_LIMIT)
+                                                          count_at_most=views.COUNT_LIMIT)
     enabled = [element for element in elements if element.enabled]
     shown = [element for element in enabled if element.type in ("text", "number", "select")]
     notices = [f"{element.label}: no image has {' or '.join(element.keywords)}"
@@ -144,7 +146,7 @@ async def run_search(archive: Archive, *, strict: bool) -> dict[str, Any]:
         "page": page,
         "per_page": per_page,
         "total": total,
-        "total_exact": total < portal.COUNT_LIMIT,
+        "total_exact": total < views.COUNT_LIMIT,
         "pages": max(1, math.ceil(total / per_page)),
         "sort": search.sort,
         "order": values["order"],

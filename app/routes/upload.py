@@ -31,13 +31,13 @@ from app.ingest import spool
 from app.openapi import ERROR, STRING, Param, RequestBody, described, text
 from app.permissions import may, may_see_job, upload_refusal
 from app.routes import schemas
-from app.routes.accounts import storage
-from app.routes.portal import image_summary, job_summary
-from app.routes.viewer import parse_visibility
+from app.routes.views import image_summary, job_fields, parse_visibility, storage
 from app.site import Site
 from app.store.base import JobRecord, User
 
 bp = Blueprint("upload", __name__)
+
+
 UPLOAD_PREFIX = "/api/uploads/"
 HIGH_WATER = 1 << 20  # body bytes buffered in memory at most, per upload
 LINGER = 5.0  # seconds the rest of a refused upload's body is read and dropped before the connection closes
@@ -212,16 +212,6 @@ async def job_view(archive: Archive, job: JobRecord) -> dict[str, Any]:
     return {**job_fields(job, {image["id"] for image in images}), "images": images}
 
 
-def job_fields(job: JobRecord, visible_ids: set[str]) -> dict[str, Any]:
-    """A job as `/api/jobs` lists it and `/api/jobs/<id>` shows it (that one adds its images), naming
-    only the images in `visible_ids` (an older job may name someone else's)."""
-    options = job.options
-    return {**job_summary(job), "client_name": options.get("client_name", ""), "size": options.get("size"),
-            "sha256": options.get("sha256", ""), "visibility": options.get("visibility", ""),
-            "status_url": f"/api/jobs/{job.id}", "finished": job.state in ("done", "failed"),
-            "image_ids": [image_id for image_id in job.image_ids if image_id in visible_ids]}
-
-
 async def load_job(archive: Archive, job_id: str) -> JobRecord:
     """A job its owner (or an admin) asks about; anyone else gets the same 404 as for a missing job."""
     user = current_user()
@@ -282,14 +272,9 @@ async def api_upload(name: str) -> Any:
     visibility = upload_visibility(request.args.get("visibility"), user, site)
     client_name = spool.clean_client_name(name)
     upload = spool.Upload(archive, user, spool.Limits.of(user, site), client_name, request.content_length)
-    try:
-        async with upload:
-            await _stream(upload, archive.settings.upload_timeout)
-            job = await upload.finish(visibility)
-    except spool.UploadError as error:
-        refusal = HTTPException(str(error))
-        refusal.code = error.status
-        raise refusal from None
+    async with upload:
+        await _stream(upload, archive.settings.upload_timeout)
+        job = await upload.finish(visibility)
     view = await job_view(archive, job)
     return jsonify(view), 201, {"Location": view["status_url"]}
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from app.search.footprint import CONE_MODES, ConeMode
+from app.store.footprint import CONE_MODES, ConeMode
 
 Frame = Literal["icrs", "galactic"]
 FRAMES: tuple[Frame, ...] = ("icrs", "galactic")

@@ -21,7 +21,6 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from app.search.footprint import cone_ranges
 from app.store.base import (
     And,
     Compare,
@@ -37,6 +36,7 @@ from app.store.base import (
     indexed_keywords,
     keyword_of_index,
 )
+from app.store.footprint import cone_ranges
 
 Filter = dict[str, Any]
 _OPS = {"eq": "$eq", "ne": "$ne", "lt": "$lt", "le": "$lte", "gt": "$gt", "ge": "$gte"}

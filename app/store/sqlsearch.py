@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from app.search.footprint import cone_ranges
 from app.store.base import (
     And,
     Compare,
@@ -31,6 +30,7 @@ from app.store.base import (
     indexed_keywords,
     keyword_of_index,
 )
+from app.store.footprint import cone_ranges
 
 _OPS = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 _BROAD_FIELDS = ("owner", "visibility")

@@ -18,8 +18,8 @@ from astropy.wcs import WCS
 from app.formats import FitsReader
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.sky.wcs import celestial_wcs as stored_wcs
-from tests.conftest import ingest
 from tests.formats.conftest import deepest_level, full_picture
+from tests.helpers import ingest
 
 ABSENT = object()
 MAX_PIXELS = 500_000_000

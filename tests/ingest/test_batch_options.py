@@ -18,7 +18,7 @@ from app.ingest.scan import job_for
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
 from app.store.base import NamedScaling
 from app.tiles.scaling import Scaling, display, freeze
-from tests.conftest import ingest
+from tests.helpers import ingest
 
 PATCH = slice(24, 40)  # a flat square in the middle: the same place whether rows are flipped or not
 PATCH_VALUE = 105.0

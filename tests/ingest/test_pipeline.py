@@ -16,7 +16,7 @@ from astropy.io import fits
 
 from app.ingest.jobs import JobRunner
 from app.ingest.scan import job_for
-from tests.conftest import ingest
+from tests.helpers import ingest
 
 
 def fits_header(*cards: str) -> bytes:

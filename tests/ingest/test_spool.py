@@ -94,7 +94,7 @@ async def test_an_expired_reservation_no_longer_holds_quota(archive: Archive):
 
 
 async def test_queued_uploads_and_catalogued_images_count_against_the_quota(archive: Archive, write_fits):
-    from tests.conftest import ingest
+    from tests.helpers import ingest
 
     await ingest(archive, write_fits("owned.fits", size=32), owner="alice")
     stored = (await archive.store.usage())["alice"].bytes

@@ -24,7 +24,7 @@ from app.ingest.watch import FolderWatcher
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.settings import Settings
 from app.store.base import JobRecord
-from tests.conftest import log_in
+from tests.helpers import log_in
 
 SETTLE = 0.5
 TIMEOUT = 60.0
@@ -441,9 +441,8 @@ async def test_the_app_runs_the_watcher_and_the_monitor_shows_it(tmp_path, pool)
     inbox.mkdir()
     settings = Settings.load(environ={}, data=str(tmp_path / "var"), workers=2,
                              watch_dirs=f"{inbox}{os.pathsep}{missing}", watch_settle="0.5")
-    app = create_app(settings, run_jobs=False)
+    app = create_app(settings, run_jobs=False, pool=pool)
     served = app.extensions["imagex"]
-    served.pool, served._own_pool = pool, False
     async with app.test_app() as test_app:
         client = test_app.test_client()
         await make_user_on(served, "root", role="admin")
@@ -470,6 +469,6 @@ async def test_the_app_runs_the_watcher_and_the_monitor_shows_it(tmp_path, pool)
 
 async def make_user_on(archive: Any, name: str, **fields: Any) -> Any:
     from app.accounts import new_user
-    from tests.conftest import PASSWORD
+    from tests.helpers import PASSWORD
 
     return await new_user(archive, name, PASSWORD, **fields)

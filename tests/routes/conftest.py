@@ -11,7 +11,7 @@ import pytest
 
 from app.archive import Archive
 from app.store.base import ImageRecord
-from tests.conftest import ingest, log_in
+from tests.helpers import ingest, log_in
 
 Ingested = Callable[..., Awaitable[ImageRecord]]
 

@@ -15,7 +15,7 @@ import pytest
 from app import accounts, create_app
 from app.settings import Settings
 from app.store.base import ImageRecord, Invitation, new_id
-from tests.conftest import PASSWORD, csrf_from, csrf_of, log_in
+from tests.helpers import PASSWORD, csrf_from, csrf_of, log_in
 from tests.routes.conftest import text_of
 
 NEW_PASSWORD = "a much better passphrase"
@@ -489,9 +489,7 @@ async def test_session_cookies_are_http_only_and_lax_and_secure_over_https(archi
 
 async def test_secure_cookies_setting_marks_them_secure_over_http(tmp_path: Path, pool):
     settings = Settings.load(environ={}, data=str(tmp_path / "secure"), secure_cookies="true")
-    app = create_app(settings, run_jobs=False)
-    app.extensions["imagex"].pool = pool
-    app.extensions["imagex"]._own_pool = False
+    app = create_app(settings, run_jobs=False, pool=pool)
     async with app.test_app() as test_app:
         await accounts.new_user(app.extensions["imagex"], "alice", PASSWORD)
         browser = test_app.test_client()

@@ -16,7 +16,7 @@ import pytest
 from app.accounts import SESSION_COOKIE, digest, hash_password
 from app.site import SITE_SETTINGS, Site
 from app.store.base import ApiToken, Invitation, NewJob, User, new_id
-from tests.conftest import PASSWORD, csrf_of, ingest, log_in
+from tests.helpers import PASSWORD, csrf_of, ingest, log_in
 from tests.routes.conftest import text_of
 
 PAGES = ["/admin", "/admin/users", "/admin/invitations", "/admin/monitor"]
@@ -437,7 +437,7 @@ async def test_the_users_page_counts_images_and_bytes(archive, client, account, 
     alice_cells = cells(row_of(html, alice.id))
     assert alice_cells[0].startswith("alice") and "alice@example.org" in alice_cells[0]
     assert alice_cells[2] == "2"
-    from app.routes.units import human_bytes
+    from app.formatting import human_bytes
 
     assert alice_cells[3].startswith(human_bytes(expected))
     assert "10.0 GB (site default)" in alice_cells[4]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.ingest.scan import job_for
-from tests.conftest import ingest
+from tests.helpers import ingest
 from tests.routes.conftest import dzi_facts, text_of
 
 URL_KEYS = ("url", "api_url", "thumbnail_url", "dzi_url", "original_url")

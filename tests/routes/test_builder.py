@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import csrf_of, log_in
+from tests.helpers import csrf_of, log_in
 from tests.routes.conftest import text_of
 
 

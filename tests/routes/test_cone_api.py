@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from tests.conftest import ingest
+from tests.helpers import ingest
 from tests.routes.conftest import text_of
 
 
@@ -69,7 +69,7 @@ async def test_cone_combines_with_a_keyword_filter(client, sky):
 async def test_private_images_stay_hidden_from_guests_and_others(client, sky, make_user):
     url = "/api/images?ra=161.265&dec=-59.684&radius=5arcmin"
     assert sky["hidden"] not in ids(await get_json(client, url))
-    from tests.conftest import log_in
+    from tests.helpers import log_in
 
     await make_user("alice")
     assert (await log_in(client, "alice")).status_code == 302

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import log_in
+from tests.helpers import log_in
 from tests.routes.conftest import text_of
 
 

@@ -16,7 +16,7 @@ import pyvips
 from app import tokens
 from app.ingest.removal import delete_image
 from app.tiles import render, science
-from tests.conftest import ingest, log_in
+from tests.helpers import ingest, log_in
 from tests.routes.conftest import attribute, dzi_facts, text_of
 
 DEEPEST = 9  # the 300x300 `image` fixture: levels 0-9, 2x2 tiles at the deepest

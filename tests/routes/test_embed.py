@@ -14,7 +14,7 @@ import pytest
 from app import create_app
 from app.exceptions import SettingError
 from app.settings import Settings
-from tests.conftest import log_in
+from tests.helpers import log_in
 from tests.routes.conftest import directives, text_of
 
 UNUSED_ID = "Zz9Zz9Zz9Zz9"
@@ -55,7 +55,7 @@ async def test_an_embed_of_an_image_without_wcs_still_shows_it(client, archive, 
     import numpy as np
     import pyvips
 
-    from tests.conftest import ingest
+    from tests.helpers import ingest
 
     path = tmp_path / "photo.png"
     pyvips.Image.new_from_array(np.arange(40 * 30, dtype=np.uint8).reshape(30, 40)).write_to_file(str(path))
@@ -143,9 +143,7 @@ async def test_the_frame_ancestors_setting_is_used_for_public_images(tmp_path: P
     settings = Settings.load(environ={"IMAGEX_FRAME_ANCESTORS": "'self'  https://blog.example.org"},
                              data=str(tmp_path / "var"), workers=2)
     image = await add_image("a.fits", size=80)
-    app = create_app(settings, run_jobs=False)
-    app.extensions["imagex"].pool = pool
-    app.extensions["imagex"]._own_pool = False
+    app = create_app(settings, run_jobs=False, pool=pool)
     async with app.test_app() as test_app:
         client = test_app.test_client()
         response = await client.get(f"/embed/images/{image.id}")

@@ -15,7 +15,7 @@ import pytest
 
 from app import headers
 from app.samples import FIELD_DEC, FIELD_RA
-from tests.conftest import csrf_of
+from tests.helpers import csrf_of
 from tests.routes.conftest import directives, text_of
 
 STATIC = Path(__file__).resolve().parents[2] / "app" / "static"
@@ -188,7 +188,7 @@ async def test_answers_that_depend_on_the_asker_are_never_shared(admin: Any, fil
 
 async def test_a_private_original_is_not_publicly_cacheable(client: Any, add_image: Any,
                                                             make_user: Any) -> None:
-    from tests.conftest import log_in
+    from tests.helpers import log_in
 
     hidden = await add_image("mine.fits", size=80, owner="alice", visibility="private")
     await make_user("alice")
@@ -232,7 +232,7 @@ async def test_search_results_select_all_without_inline_script(admin: Any, fille
 
 async def test_a_private_image_embed_may_be_framed_by_this_site_only(client: Any, add_image: Any,
                                                                      make_user: Any) -> None:
-    from tests.conftest import log_in
+    from tests.helpers import log_in
 
     hidden = await add_image("hidden.fits", size=80, owner="alice", visibility="private")
     await make_user("alice")

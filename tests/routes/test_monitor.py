@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from app.formatting import human_bytes
 from app.ingest.jobs import JobRunner
 from app.monitor import cached_folder_size, catalog_files, folder_size, originals
-from app.routes.units import human_bytes
-from tests.conftest import ingest
+from tests.helpers import ingest
 from tests.routes.conftest import text_of
 from tests.routes.test_admin import HTMX, account, admin_client, failed_job, post
 

@@ -14,7 +14,7 @@ import pytest
 from astropy.io import fits
 
 from app.routes.mosaic import MAX_IMAGES
-from tests.conftest import ingest, log_in
+from tests.helpers import ingest, log_in
 from tests.routes.conftest import text_of
 
 HOSTILE = '<script>alert(1)</script>"><img src=x>'

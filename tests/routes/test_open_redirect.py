@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import PASSWORD, csrf_from
+from tests.helpers import PASSWORD, csrf_from
 
 HOSTILE = [
     "//evil.example", "///evil.example", "////evil.example", "https://evil.example", "http:evil.example",

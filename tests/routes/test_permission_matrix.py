@@ -29,7 +29,7 @@ from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.settings import Settings
 from app.store.base import ImageRecord, SearchElement
 from app.tiles.pool import Pool
-from tests.conftest import PASSWORD, csrf_of, ingest, log_in
+from tests.helpers import PASSWORD, csrf_of, ingest, log_in
 from tests.routes.conftest import attribute, text_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -104,9 +104,8 @@ async def world(tmp_path_factory: pytest.TempPathFactory, pool: Pool) -> AsyncIt
     folder = root / "in"
     folder.mkdir()
     settings = Settings.load(environ={}, data=str(root / "var"), workers=2, job_lease=5.0)
-    app = create_app(settings, run_jobs=False)
+    app = create_app(settings, run_jobs=False, pool=pool)
     archive: Archive = app.extensions["imagex"]
-    archive.pool, archive._own_pool = pool, False
     async with app.test_app() as running:
         for actor, username in LOGINS.items():
             await new_user(archive, username, PASSWORD, role="admin" if actor == "admin" else "user")

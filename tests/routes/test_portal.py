@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from app.formatting import human_bytes, human_time
 from app.ingest.scan import job_for
-from app.routes.units import human_bytes, human_time
-from tests.conftest import ingest
+from tests.helpers import ingest
 from tests.routes.conftest import text_of
 
 CARD = re.compile(r'<li class="card">(.*?)</li>', re.S)

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 
 from app.search.elements import element_from
-from tests.conftest import log_in
+from tests.helpers import log_in
 from tests.routes.conftest import text_of
 
 ELEMENTS = [
@@ -261,9 +261,9 @@ async def test_a_selection_opens_in_the_mosaic_viewer(client, catalog):
 
 
 async def test_a_broad_search_says_more_than_the_count_bound(client, catalog, monkeypatch):
-    from app.routes import portal
+    from app.routes import views
 
-    monkeypatch.setattr(portal, "COUNT_LIMIT", 2)
+    monkeypatch.setattr(views, "COUNT_LIMIT", 2)
     body = await found(client, "obsdate_from=2026-01-01")
     assert (body["total"], body["total_exact"]) == (2, False)
     assert len(body["images"]) == 4  # the page itself is whole

@@ -25,7 +25,7 @@ from app.ingest.jobs import JobRunner
 from app.routes.accounts import create_token
 from app.settings import Settings
 from tests.browser.conftest import BIN, answers, free_port
-from tests.conftest import csrf_of, ingest, log_in
+from tests.helpers import csrf_of, ingest, log_in
 from tests.processes import stop
 from tests.routes.conftest import text_of
 
@@ -325,9 +325,7 @@ async def test_a_silent_client_is_cut_off(tmp_path, pool, make_user, archive, al
     from app import create_app
 
     settings = Settings.load(environ={}, data=str(archive.settings.data), workers=2, upload_timeout=0.3)
-    app = create_app(settings, run_jobs=False)
-    app.extensions["imagex"].pool = pool
-    app.extensions["imagex"]._own_pool = False
+    app = create_app(settings, run_jobs=False, pool=pool)
     async with app.test_app() as test_app:
         response = await stream(test_app.test_client(), "slow.fits", [fits_bytes(32)[:4000]],
                                 {**alice_token, "Content-Length": "100000"},

@@ -60,7 +60,7 @@ async def test_image_page_has_a_working_viewer_and_the_header(client, image):
 
 async def test_the_full_path_is_for_administrators_only(client, image, make_user):
     """Everyone who may see an image gets its file's name; administrators get where it lies."""
-    from tests.conftest import log_in
+    from tests.helpers import log_in
 
     folder = image.path.rsplit("/", 1)[0]
     for who in ("guest", "mia", "root"):

@@ -16,7 +16,7 @@ from astropy.wcs import WCS
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
 from app.sky.readout import Grid, separation_arcsec, sky_vectors
-from tests.conftest import ingest
+from tests.helpers import ingest
 from tests.routes.conftest import attribute, text_of
 
 SIZE = 300
@@ -128,7 +128,7 @@ async def test_locate_refuses_bad_and_off_image_positions_with_a_message(client,
 
 
 async def test_private_image_sky_routes_answer_like_a_missing_image(client, add_image, make_user):
-    from tests.conftest import log_in
+    from tests.helpers import log_in
 
     image = await add_image("secret.fits", size=SIZE, owner="alice", visibility="private")
     await make_user("alice")

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from app.archive import Archive
-from app.search.dates import header_dates
 from app.store.base import (
     And,
     DateRange,
@@ -26,9 +25,10 @@ from app.store.base import (
     mjd_of,
     new_id,
 )
+from app.store.dates import header_dates
 from app.store.sqlite import MIGRATIONS, SQLiteStore
 from app.store.sqlite.connection import _statements
-from tests.conftest import ingest
+from tests.helpers import ingest
 
 DATE_KEYWORDS = ("DATE-OBS", "DATE", "DATETIME", "OBSDATE", "MJD-OBS", "MJD_OBS", "MJD", "JD")
 START = datetime(2024, 1, 1, tzinfo=UTC)

@@ -9,7 +9,6 @@ import astropy.units as u
 import pytest
 from astropy_healpix import HEALPix
 
-from app.search.footprint import HEALPIX_ORDER
 from app.store import mongoquery as mq
 from app.store.base import (
     INDEX_PREFIX,
@@ -27,6 +26,7 @@ from app.store.base import (
     index_name,
     keyword_of_index,
 )
+from app.store.footprint import HEALPIX_ORDER
 
 NUMBER = {"$type": "number"}
 TEXT = {"$type": "string", "$not": {"$type": "array"}}  # a text value, not a list (COMMENT, HISTORY)

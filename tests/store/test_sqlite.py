@@ -54,8 +54,8 @@ async def test_a_catalog_of_migration_13_is_rebuilt_whole(tmp_path, monkeypatch)
     """0014 rebuilds the images table (the same content once per owner): every record, its dates, cells
     and keyword counts survive, the search indexes come back, and each image's path is its first
     location."""
-    from app.search.footprint import footprint_cells
     from app.store.base import Cone, DateRange, FieldIn, ImageLocation, SearchElement
+    from app.store.footprint import footprint_cells
     from app.store.sqlite import connection as adapter
     from tests.store.test_contract import sky_at
 
@@ -397,3 +397,22 @@ def test_unknown_comparisons_are_refused(op):
 def test_a_range_needs_a_bound():
     with pytest.raises(ValueError, match="at least one bound"):
         keyword_range("EXPTIME")
+
+
+async def test_a_catalog_held_by_another_writer_is_busy_not_broken(tmp_path):
+    """Another process holding the write lock past the wait: a StoreError that says "busy" (503 to a
+    request), not a raw sqlite3 error; the change can be made once the lock is free."""
+    store = SQLiteStore(tmp_path / "catalog.sqlite", busy_timeout=0.05)  # a short wait, not 30 s
+    await store.open()
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreError, match="the catalog is busy") as caught:
+            await store.save_site_settings({"site_name": "Busy"})
+        assert caught.value.status == 503
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await store.save_site_settings({"site_name": "Free"})
+    assert (await store.site_settings())["site_name"] == "Free"
+    await store.close()

@@ -14,7 +14,7 @@ import pytest
 from app.settings import Settings
 from app.tiles import display_cache, render
 from app.tiles.display_cache import Limits
-from tests.conftest import ingest
+from tests.helpers import ingest
 from tests.tiles.test_render import science_of, sky
 
 SIZE = 600  # 3x3 tiles at the deepest level

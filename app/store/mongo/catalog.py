@@ -9,8 +9,6 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from app.exceptions import Conflict, StoreError
-from app.search.dates import DATES_VERSION
-from app.search.footprint import sky_matches
 from app.store import mongoquery
 from app.store.base import (
     Cone,
@@ -25,6 +23,8 @@ from app.store.base import (
     index_name,
     keyword_of_index,
 )
+from app.store.dates import DATES_VERSION
+from app.store.footprint import sky_matches
 from app.store.mongo.connection import CHUNK, Doc, MongoBase, log
 from app.store.mongo.documents import (
     _dates,

@@ -7,12 +7,12 @@ from typing import Any
 
 from pymongo.errors import BulkWriteError
 
-from app.search.dates import DATES_VERSION, header_dates
-from app.search.footprint import footprint_cells
 from app.store import mongoquery
 from app.store.base import (
     ImageRecord,
 )
+from app.store.dates import DATES_VERSION, header_dates
+from app.store.footprint import footprint_cells
 from app.store.mongo.connection import Doc
 from app.store.mongoquery import field_name, keyword_of_field
 from app.store.rows import from_doc, to_doc

@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.exceptions import Conflict
-from app.search.dates import DATES_VERSION, header_dates
-from app.search.footprint import footprint_cells
 from app.store import sqlsearch
 from app.store.base import (
     ImageLocation,
@@ -23,6 +21,8 @@ from app.store.base import (
     SearchElement,
     Usage,
 )
+from app.store.dates import DATES_VERSION, header_dates
+from app.store.footprint import footprint_cells
 from app.store.rows import from_row, insert_sql, names, to_row
 from app.store.sqlite.connection import SQLiteBase, transaction
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from app.exceptions import DiskFull, StoreError
-from app.search.footprint import sky_matches_json
 from app.store import sqlsearch
 from app.store.base import (
     Store,
 )
+from app.store.footprint import sky_matches_json
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
 log = logging.getLogger(__name__)
@@ -31,8 +31,11 @@ def disk_full(error: sqlite3.Error) -> bool:
 class SQLiteBase(Store):
     """What every part of the SQLite catalog stands on: the file, its thread and its migrations."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
+        """`busy_timeout`: seconds a write waits for another process's transaction before the catalog is
+        reported busy."""
         self.path = path
+        self.busy_timeout = busy_timeout
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
 
@@ -45,6 +48,8 @@ class SQLiteBase(Store):
             if disk_full(error):
                 raise DiskFull("the server's disk is full: the catalog cannot record this change (what is "
                                "already there can still be read)") from None
+            if "locked" in str(error) or "busy" in str(error):
+                raise StoreError(f"the catalog is busy ({error}): try again in a moment") from None
             raise
 
     @property
@@ -71,7 +76,7 @@ class SQLiteBase(Store):
         except (OSError, sqlite3.Error) as error:
             raise StoreError(f"cannot open the catalog {self.path}: {error}") from error
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA busy_timeout = 30000")
+        db.execute(f"PRAGMA busy_timeout = {max(1, round(self.busy_timeout * 1000))}")
         _use_wal(db)
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")

@@ -1,4 +1,4 @@
-"""Jinja filters for human-readable sizes and times."""
+"""Sizes and times written for people: used by the pages (as Jinja filters) and the command line."""
 
 from __future__ import annotations
 

@@ -1,0 +1,311 @@
+"""The data behind the pages and their JSON twins, written once: each function here is what one view shows
+(a listing, an image's detail, a job, a user's storage) or decides (who may load an image, who may enter
+the admin area); the page route renders it as HTML and the API route as JSON."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import quote
+
+from quart import Response, redirect, render_template, request
+from werkzeug.exceptions import (
+    BadRequest,
+    Forbidden,
+    HTTPException,
+    NotFound,
+    Unauthorized,
+    UnprocessableEntity,
+)
+
+from app import accounts
+from app.accounts import current_site, current_user
+from app.archive import Archive
+from app.ingest.removal import Removal, delete_image
+from app.permissions import Action, effective_visibility, may, visible
+from app.search.sky import parse_position
+from app.site import VISIBILITIES, Site
+from app.sky.readout import OffImage, describe, locate
+from app.store.base import JOB_STATES, And, ImageRecord, JobRecord, Query, User
+from app.tiles.render import default_spec
+
+MAX_PER_PAGE = 200
+MAX_PAGE = 1_000_000_000  # far past any catalog, and its offset still fits a store's 64-bit integer
+# Listings count matches up to this many and then say "more than": counting every match of a broad search
+# in a catalog of millions would cost more than the page itself.
+COUNT_LIMIT = 10_000
+ACTIONS: tuple[Action, ...] = ("view", "download", "change", "delete")
+
+
+def page_args(default_size: int) -> tuple[int, int]:
+    """`page` (from 1) and `per_page` from the query string, validated."""
+    try:
+        page = int(request.args.get("page", "1"))
+        per_page = int(request.args.get("per_page", str(default_size)))
+    except ValueError:
+        raise BadRequest("page and per_page must be whole numbers") from None
+    if not 1 <= page <= MAX_PAGE or not 1 <= per_page <= MAX_PER_PAGE:
+        raise BadRequest(f"page must be 1 or more (at most {MAX_PAGE}) and per_page 1-{MAX_PER_PAGE}")
+    return page, per_page
+
+
+def shown_path(path: str, user: User | None) -> str:
+    """Where a file lies, as the asker may know it: the full server path for administrators, the file's
+    own name for everyone else (a server's folders are not theirs to learn)."""
+    return path if user is not None and user.is_admin else path.rsplit("/", 1)[-1]
+
+
+def image_summary(archive: Archive, image: ImageRecord) -> dict[str, Any]:
+    """An image as listings show it, with what the asker may do with it. Tile URLs (signed tokens) are
+    issued only when the asker may view the image."""
+    user, site = current_user(), current_site()
+    permissions = {action: may(user, action, image, site) for action in ACTIONS}
+    summary = {
+        **image.public(),
+        "path": shown_path(image.path, user),
+        "effective_visibility": effective_visibility(image, site),
+        "permissions": permissions,
+        "date": image.header.get("DATE-OBS") or image.header.get("DATE") or "",
+        "url": f"/images/{image.id}",
+        "api_url": f"/api/images/{image.id}",
+        "thumbnail_url": None,
+        "dzi_url": None,
+        "display_url": None,
+        "display_default": default_spec(image.display).text,
+        "original_url": f"/images/{image.id}/original",
+    }
+    if permissions["view"]:
+        token = archive.tile_token(image.id)
+        summary["thumbnail_url"] = f"/tiles/{image.id}/{token}/thumb.jpeg"
+        summary["dzi_url"] = f"/tiles/{image.id}/{token}/image.dzi"
+        # dynamic tiles: <display_url><spec>/image.dzi (see app/tiles/render.py)
+        summary["display_url"] = f"/tiles/{image.id}/{token}/display/"
+    return summary
+
+
+def job_summary(job: JobRecord) -> dict[str, Any]:
+    # an upload is stored under a generated name: show the client's
+    return {**job.public(), "path": shown_path(job.path, current_user()),
+            "name": job.options.get("client_name") or job.path.rsplit("/", 1)[-1]}
+
+
+def visible_images(query: Query | None = None) -> Query | None:
+    """`query` narrowed to the images the asker may see (None: everything)."""
+    condition = visible(current_user(), current_site())
+    if condition is None:
+        return query
+    return condition if query is None else And((condition, query))
+
+
+async def image_listing(archive: Archive, page: int, per_page: int,
+                        query: Query | None = None) -> dict[str, Any]:
+    """One page of the images the asker may see, newest first, with paging facts (counted by the store
+    under the same condition): the portal and `/api/images` share it."""
+    condition = visible_images(query)
+    total, images = await archive.store.search_images(condition, offset=(page - 1) * per_page, limit=per_page,
+                                                      count_at_most=COUNT_LIMIT)
+    return {
+        "images": [image_summary(archive, image) for image in images],
+        "page": page,
+        "per_page": per_page,
+        "total": total,
+        "total_exact": total < COUNT_LIMIT,
+        "pages": max(1, math.ceil(total / per_page)),
+    }
+
+
+def job_owner(user: User) -> str | None:
+    """Whose jobs a user may see: everyone's (None) for admins, their own for users."""
+    return None if user.is_admin else user.username
+
+
+async def queue_state(archive: Archive) -> dict[str, Any]:
+    """The ingest queue as the asker may see it: admins all jobs (and background errors), users their own
+    jobs, guests nothing."""
+    user = current_user()
+    if user is None:
+        return {"counts": dict.fromkeys(JOB_STATES, 0), "pending": 0, "failed": [], "running": [],
+                "background_errors": []}
+    owner = job_owner(user)
+    counts = await archive.store.job_counts(owner=owner)
+    failed = await archive.store.list_jobs("failed", limit=20, owner=owner)
+    active = await archive.store.list_jobs("running", limit=20, owner=owner)
+    return {
+        "counts": counts,
+        "pending": counts["queued"] + counts["running"],
+        "failed": [job_summary(job) for job in failed],
+        "running": [job_summary(job) for job in active],
+        "background_errors": list(archive.background_errors) if user.is_admin else [],
+    }
+
+
+# What each visibility means, as the image page explains it.
+AUDIENCES = {
+    "private": "only its owner and administrators",
+    "registered": "registered users",
+    "public": "everyone, guests included",
+}
+# Readout descriptions by (image id, checksum): a header never changes after ingest, and computing one
+# takes a pool round trip. Bounded: the least recently used go first.
+_READOUTS: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+_READOUTS_KEPT = 256
+
+
+def refusal(user: User | None, action: Action, image: ImageRecord, site: Site) -> HTTPException:
+    """Why the asker, who may see `image`, may not `action` it: 401 for a guest (logging in may help),
+    403 for a user."""
+    doing = {"view": "see this image", "download": "download the original",
+             "change": "change who may see this image", "delete": "delete this image"}[action]
+    if user is None:
+        if action == "download":
+            return Unauthorized("log in to download the original: guests may not download originals "
+                                "on this site")
+        return Unauthorized(f"log in to {doing}")
+    if site.demo_mode:
+        return Forbidden("this site is in demo mode: it is read-only for everyone but administrators")
+    if user.username != image.owner:
+        return Forbidden(f"you may not {doing}: only its owner or an administrator may")
+    if action == "change":
+        return Forbidden(f"the site's sharing policy ({site.sharing}) does not let owners choose who sees "
+                         "their images; ask an administrator")
+    if action == "delete":
+        return Forbidden("users may not delete their images on this site; ask an administrator")
+    return Forbidden(f"you may not {doing}")
+
+
+async def load_image(archive: Archive, image_id: str, action: Action = "view") -> ImageRecord:
+    """The image, when the asker may `action` it. An image the asker may not even see is a 404 with the
+    same message as a missing one, so its existence is not revealed."""
+    user, site = current_user(), current_site()
+    image = await archive.store.get_image(image_id)
+    if image is None or not may(user, "view", image, site):
+        raise NotFound(f"there is no image {image_id!r}")
+    if action != "view" and not may(user, action, image, site):
+        raise refusal(user, action, image, site)
+    return image
+
+
+def header_rows(image: ImageRecord) -> list[dict[str, Any]]:
+    """The header as table rows; COMMENT and HISTORY as one row per entry."""
+    rows: list[dict[str, Any]] = []
+    for keyword, value in image.header.items():
+        if isinstance(value, list):
+            rows.extend({"keyword": keyword, "value": item, "comment": ""} for item in value)
+        else:
+            rows.append({"keyword": keyword, "value": value, "comment": image.comments.get(keyword, "")})
+    return rows
+
+
+def image_detail(archive: Archive, image: ImageRecord) -> dict[str, Any]:
+    return {**image_summary(archive, image), "header": image.header, "comments": image.comments}
+
+
+def parse_visibility(value: object) -> str:
+    if value not in VISIBILITIES:
+        raise BadRequest(f"visibility must be one of {', '.join(VISIBILITIES)}")
+    return str(value)
+
+
+async def change_visibility(archive: Archive, image_id: str, value: object) -> ImageRecord:
+    """Set who may see one image record (the page and the JSON API share it)."""
+    image = await load_image(archive, image_id, "change")
+    visibility = parse_visibility(value)
+    await archive.store.set_visibility([image.id], visibility)
+    # links handed out under the old visibility stop working now, not when their tokens expire
+    await archive.revoke_tiles([image.id])
+    image.visibility = visibility
+    return image
+
+
+async def remove(archive: Archive, image_id: str) -> Removal:
+    """Delete one image record with its tiles (and an uploaded original nobody else uses)."""
+    return await delete_image(archive, await load_image(archive, image_id, "delete"))
+
+
+async def access_fragment(archive: Archive, image: ImageRecord, *, saved: bool = False) -> str:
+    return await render_template("_image_access.html", image=image_detail(archive, image),
+                                 audiences=AUDIENCES, saved=saved)
+
+
+async def readout_of(archive: Archive, image: ImageRecord) -> dict[str, Any]:
+    """What the viewer needs for sky coordinates, scale bar and compass (`app.sky.readout.describe`).
+    The page fetches it after loading, so a pool busy with ingest never holds up the page itself."""
+    key = (image.id, image.sha256)
+    if key in _READOUTS:
+        _READOUTS.move_to_end(key)
+        return _READOUTS[key]
+    readout = await archive.run_in_pool(describe, image.header, image.width, image.height)
+    _READOUTS[key] = readout
+    while len(_READOUTS) > _READOUTS_KEPT:
+        _READOUTS.popitem(last=False)
+    return readout
+
+
+async def go_to(archive: Archive, image_id: str, ra_text: str | None, dec_text: str | None,
+                frame: str | None) -> dict[str, Any]:
+    """Where a typed sky position falls on the image, in FITS pixels (1-based, y up), with the position
+    in ICRS degrees; 400 for text that is not a position, 422 for a position off the image."""
+    image = await load_image(archive, image_id)
+    if not ra_text or not dec_text:
+        raise BadRequest("go to needs both ra= and dec= (and frame=icrs or galactic)")
+    try:
+        ra, dec = parse_position(ra_text, dec_text, frame or "icrs")
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    try:
+        x, y = await archive.run_in_pool(locate, image.header, image.width, image.height, ra, dec)
+    except OffImage as error:
+        raise UnprocessableEntity(str(error)) from None
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    return {"x": x + 1, "y": y + 1, "ra": ra, "dec": dec}
+
+
+def job_fields(job: JobRecord, visible_ids: set[str]) -> dict[str, Any]:
+    """A job as `/api/jobs` lists it and `/api/jobs/<id>` shows it (that one adds its images), naming
+    only the images in `visible_ids` (an older job may name someone else's)."""
+    options = job.options
+    return {**job_summary(job), "client_name": options.get("client_name", ""), "size": options.get("size"),
+            "sha256": options.get("sha256", ""), "visibility": options.get("visibility", ""),
+            "status_url": f"/api/jobs/{job.id}", "finished": job.state in ("done", "failed"),
+            "image_ids": [image_id for image_id in job.image_ids if image_id in visible_ids]}
+
+
+async def storage(archive: Archive, user: User, site: Site) -> dict[str, Any]:
+    """The user's images, bytes used and quota (their own or the site's default)."""
+    images = used = 0
+    for owner, usage in (await archive.store.usage()).items():
+        if owner and owner.casefold() == user.username.casefold():
+            images += usage.images
+            used += usage.bytes
+    quota = site.default_quota if user.quota is None else user.quota
+    percent = 100.0 if quota <= 0 and used > 0 else (0.0 if quota <= 0 else min(100.0, 100 * used / quota))
+    return {"images": images, "bytes": used, "quota": quota,
+            "quota_source": "site" if user.quota is None else "account", "percent": round(percent, 1)}
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+
+def htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+async def require_admin() -> Any:
+    """The one gate of the admin area: an administrator passes; a guest is sent to log in (JSON: 401;
+    htmx: a redirect header, so the login page is not swapped into a fragment); anyone else gets 403."""
+    user = accounts.current_user()
+    if user is not None and user.is_admin:
+        return None
+    if user is not None:
+        raise Forbidden("the administration pages are for administrators only")
+    if wants_json():
+        raise Unauthorized("log in as an administrator, or send an administrator's API token")
+    # after login, come back to this page (a form's target cannot be fetched with GET)
+    target = request.full_path.rstrip("?") if request.method == "GET" else "/admin"
+    login = f"/login?next={quote(target, safe='/')}"
+    if htmx():
+        return Response("", 401, headers={"HX-Redirect": login})
+    return redirect(login)

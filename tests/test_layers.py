@@ -1,0 +1,60 @@
+"""The packages of `app` import one another in one direction only: the store at the bottom (it knows
+nothing of search, formats, tiles or pages), search and sky on the store, and only the application
+(app/__init__.py) and the routes themselves import the routes. Read from the source with `ast`, so that an
+import inside a function counts too."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+APP = Path(__file__).resolve().parents[1] / "app"
+
+# package -> the app packages (beside itself) it may import
+ALLOWED = {
+    "store": {"exceptions"},
+    "search": {"exceptions", "store"},
+    "sky": {"exceptions", "store"},
+    "formats": {"exceptions", "store"},
+}
+
+
+def imported_packages(path: Path) -> set[str]:
+    """The first component under `app.` of every `app.*` module the file imports."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "app" and len(parts) > 1:
+                found.add(parts[1])
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_lower_packages_import_only_what_lies_below_them(package):
+    wrong = {}
+    for path in sorted((APP / package).rglob("*.py")):
+        beyond = imported_packages(path) - ALLOWED[package] - {package}
+        if beyond:
+            wrong[str(path.relative_to(APP))] = sorted(beyond)
+    assert wrong == {}
+
+
+def test_only_the_application_imports_the_routes():
+    importers = [str(path.relative_to(APP)) for path in sorted(APP.rglob("*.py"))
+                 if "routes" in imported_packages(path) and path.parent.name != "routes"
+                 and path != APP / "__init__.py"]
+    assert importers == []
+
+
+def test_the_checker_sees_imports_inside_functions(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f():\n    from app.routes import units\n    import app.search.compile\n")
+    assert imported_packages(sample) == {"routes", "search"}
