@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
 async def create_first_admin(archive: Archive) -> str | None:
     """Create the account `admin` with a generated password when the catalog has no administrator, and
     return the password; None when there is one already (or another process just made it)."""
-    from app import accounts
+    from app import identity as accounts
     from app.exceptions import Conflict
 
     if any(user.role == "admin" for user in await archive.store.list_users()):

@@ -14,7 +14,7 @@ from typing import Any
 from app.exceptions import ImageXError
 from app.nginx import JS_NAME, SITE_NAME
 from app.settings import SETTINGS, Settings, markdown_table
-from app.site import VISIBILITIES
+from app.site_policy import VISIBILITIES
 from app.store.base import JobRecord
 
 log = logging.getLogger("imagex")
@@ -229,12 +229,12 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
             measured = await fixed.measure(archive, files, chosen, settings.max_pixels)
             scaling = await fixed.save(archive.store, fixed.named(scaling_name or fixed.run_name(), measured,
                                                                   owner), chosen_name=bool(scaling_name))
-            print(f"Fixed scaling {scaling.name!r} for every image of this run: {fixed.describe(scaling)}; "
+            print(f"Fixed scaling {scaling.name!r} for every image of this run: {fixed.summary(scaling)}; "
                   f"apply it again with --fixed-scaling {scaling.name}", flush=True)
             options["scaling"] = scaling.job_option()
         elif fixed_scaling:
             scaling = await fixed.stored(archive.store, fixed_scaling)
-            print(f"Fixed scaling {scaling.name!r} for every image of this run: {fixed.describe(scaling)}",
+            print(f"Fixed scaling {scaling.name!r} for every image of this run: {fixed.summary(scaling)}",
                   flush=True)
             options["scaling"] = scaling.job_option()
         elif interval or stretch:
@@ -329,7 +329,7 @@ async def _dry_run(settings: Settings, paths: Sequence[Path], *, owner: str, fix
                                   f"{fixed_scaling!r}; no scaling is stored yet (there is no catalog at "
                                   f"{settings.data})")
             scaling = await fixed.stored(store, fixed_scaling)
-            print(f"Would apply the scaling {scaling.name!r}: {fixed.describe(scaling)}")
+            print(f"Would apply the scaling {scaling.name!r}: {fixed.summary(scaling)}")
         jobs = await asyncio.to_thread(lambda: [job_for(path, owner=owner) for path in files])
         found = await store.jobs_with_keys([job.key for job in jobs]) if store is not None else []
         known = {job.key: job for job in found}
@@ -340,7 +340,7 @@ async def _dry_run(settings: Settings, paths: Sequence[Path], *, owner: str, fix
         measured = await fixed.measure(None, files, chosen, settings.max_pixels)
         scaling = fixed.named(scaling_name or fixed.run_name(), measured, owner)
         print(f"Would store the scaling {scaling.name!r} and apply it to every image: "
-              f"{fixed.describe(scaling)}")
+              f"{fixed.summary(scaling)}")
     counts = {"new": 0, "known": 0, "retry": 0}
     for job, path in zip(jobs, files, strict=True):
         earlier = known.get(job.key)
@@ -419,8 +419,8 @@ def _password_from(args: argparse.Namespace) -> str | None:
 
 
 async def _user_add(archive: Any, args: argparse.Namespace) -> int:
-    from app import accounts
-    from app.site import SITE_BY_NAME
+    from app import identity as accounts
+    from app.site_policy import SITE_BY_NAME
 
     given = _password_from(args)
     password = given or accounts.generated_password()
@@ -439,7 +439,7 @@ async def _user_add(archive: Any, args: argparse.Namespace) -> int:
 
 
 async def _user_passwd(archive: Any, args: argparse.Namespace) -> int:
-    from app import accounts
+    from app import identity as accounts
 
     user = await archive.store.get_user_by_name(args.name.strip())
     if user is None:

@@ -207,7 +207,7 @@ async def write_site(settings: Settings, *, output: Path | None, js_path: Path, 
     the request size limit from the site's maximum file size (read from the catalog). With `output`, both
     are written there (the site then imports the module from there)."""
     from app import tokens
-    from app.site import Site as SiteSettings
+    from app.site_policy import Site as SiteSettings
     from app.store import open_store
 
     key_file = (settings.data / "secret.key").resolve()

@@ -396,7 +396,7 @@ def document(app: Quart, *, title: str = "ImageX", version: str = "") -> dict[st
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as package_version
 
-    from app.accounts import SESSION_COOKIE
+    from app.identity import SESSION_COOKIE
 
     if not version:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from app.site import Site
+from app.site_policy import Site
 from app.store.base import And, FieldIn, ImageRecord, JobRecord, Or, Query, User
 
 Action = Literal["view", "download", "change", "delete"]

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from app.exceptions import SettingError
-from app.site import VISIBILITIES
+from app.site_policy import VISIBILITIES
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from app.permissions import visible
 from app.routes.portal import COUNT_LIMIT
 from app.search.compile import compile_search
 from app.search.elements import element_from
-from app.site import Site
+from app.site_policy import Site
 from app.store import sqlsearch
 from app.store.base import And, Compare, Cone, DateRange, FieldIn, ImageRecord, Or, Query, User
 from app.store.footprint import sky_matches_json

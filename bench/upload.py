@@ -113,7 +113,7 @@ async def prepare(data: Path, total: int) -> str:
     archive = Archive(Settings.load(environ={}, data=str(data), workers=1))
     await archive.startup()
     try:
-        from app.accounts import new_user
+        from app.identity import new_user
 
         user = await new_user(archive, "bench", "bench password 123")
         await archive.store.save_site_settings({"max_file_size": total + 10**9, "default_quota": 4 * total})

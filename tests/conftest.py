@@ -82,7 +82,7 @@ def write_fits(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def make_user(archive: Archive) -> Callable[..., Any]:
     """`await make_user("alice", role="user")`: a real account with the password PASSWORD."""
-    from app.accounts import new_user
+    from app.identity import new_user
 
     async def make(username: str, *, role: str = "user", password: str = PASSWORD, **fields: Any) -> Any:
         return await new_user(archive, username, password, role=role, **fields)

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 
-from app import accounts, create_app, create_first_admin
+from app import create_app, create_first_admin
+from app import identity as accounts
 from app.archive import Archive
 from app.store.base import LoginFailures
 from tests.helpers import PASSWORD, csrf_of, log_in

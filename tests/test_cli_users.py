@@ -18,7 +18,7 @@ from pathlib import Path
 
 from astropy.io import fits
 
-from app import accounts
+from app import identity as accounts
 from app.archive import Archive
 from app.settings import Settings
 from tests.processes import free_port

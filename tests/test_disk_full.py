@@ -119,7 +119,7 @@ async def test_with_the_catalog_on_a_full_disk_reads_go_on_and_writes_get_507(fu
     async with app.test_app() as test_app:
         client = test_app.test_client()
         archive = app.extensions["imagex"]
-        from app.accounts import new_user
+        from app.identity import new_user
 
         alice = await new_user(archive, "alice", PASSWORD)
         token = await token_for(archive, alice)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.permissions import effective_visibility, may, may_see_job, visible
-from app.site import Site
+from app.site_policy import Site
 from app.store.base import ImageRecord, JobRecord, User, new_id
 
 ACTIONS = ("view", "download", "change", "delete")

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from app import create_app
-from app.accounts import new_user
 from app.archive import Archive
 from app.exceptions import SettingError
+from app.identity import new_user
 from app.settings import Settings
 from app.tiles.pool import Pool
 from tests.helpers import PASSWORD, csrf_from

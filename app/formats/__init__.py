@@ -31,11 +31,11 @@ def sniff(path: Path) -> type[Reader]:
     for reader in READERS:
         if reader.sniff(head):
             return reader
-    raise UnsupportedFormat(f"{path.name}: {describe(head)}; ImageX reads FITS (also tile-compressed and "
+    raise UnsupportedFormat(f"{path.name}: {looks_like(head)}; ImageX reads FITS (also tile-compressed and "
                             "gzipped), TIFF, PNG and JPEG")
 
 
-def describe(head: bytes) -> str:
+def looks_like(head: bytes) -> str:
     """A short account of what unrecognised content looks like."""
     text = head.lstrip()[:200].lower()
     if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text:

@@ -108,7 +108,7 @@ async def save(store: Store, scaling: NamedScaling, *, chosen_name: bool) -> Nam
                 return existing
             if chosen_name:
                 raise ImageXError(
-                    f"--scaling-name {base}: a different scaling has that name ({describe(existing)}); "
+                    f"--scaling-name {base}: a different scaling has that name ({summary(existing)}); "
                     f"choose another name, or apply that one with --fixed-scaling {base}") from None
             scaling.name = f"{base}-{attempt}"
     raise ImageXError(f"--fixed-scaling first: no free name like {base!r}")
@@ -125,7 +125,7 @@ async def stored(store: Store, name: str) -> NamedScaling:
     raise ImageXError(f"--fixed-scaling {name}: there is no scaling named {name!r}; {there}")
 
 
-def describe(scaling: NamedScaling) -> str:
+def summary(scaling: NamedScaling) -> str:
     """One line for people: `zscale limits 91.2 .. 118.7, linear stretch, measured on PATH`."""
     measured = "as is" if scaling.interval == "none" else f"{scaling.interval} limits"
     return (f"{measured} {scaling.low:.6g} .. {scaling.high:.6g}, {scaling.stretch} stretch, measured on "

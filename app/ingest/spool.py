@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from app import exceptions
 from app.exceptions import FormatError, ImageXError, StorageError
-from app.formats import HEAD_BYTES, READERS, describe, sniff
+from app.formats import HEAD_BYTES, READERS, looks_like, sniff
 from app.ingest.removal import UPLOADS
-from app.site import Site
+from app.site_policy import Site
 from app.store.base import JobRecord, NewJob, QuotaCheck, UploadHolder, User, new_id
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def not_an_image(name: str, head: bytes) -> NotAnImage | None:
         return empty_file(name)
     if any(reader.sniff(head) for reader in READERS):
         return None
-    return NotAnImage(f"{name}: {describe(head)}; ImageX reads FITS (also tile-compressed and gzipped), "
+    return NotAnImage(f"{name}: {looks_like(head)}; ImageX reads FITS (also tile-compressed and gzipped), "
                       "TIFF, PNG and JPEG. Nothing was kept.")
 
 

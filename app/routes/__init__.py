@@ -9,7 +9,7 @@ from markupsafe import escape
 from quart import Quart, Response, jsonify, redirect, render_template, request
 from werkzeug.exceptions import Forbidden, HTTPException, Unauthorized
 
-from app import accounts as identity
+from app import identity
 from app.exceptions import ImageXError
 
 # Endpoints that need no user context: the hot tile path and static files; the health check, which must

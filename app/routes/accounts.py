@@ -15,13 +15,13 @@ from quart import Blueprint, g, jsonify, redirect, render_template, request
 from werkzeug.exceptions import BadRequest, NotFound, Unauthorized
 from werkzeug.exceptions import Conflict as HTTPConflict
 
-from app import accounts
+from app import identity as accounts
 from app.archive import Archive, get_archive
 from app.exceptions import Conflict, ImageXError
 from app.openapi import BOOLEAN, ERROR, INTEGER, STRING, Param, RequestBody, array, described, obj, text
 from app.routes import schemas
 from app.routes.views import storage
-from app.site import Site, _email
+from app.site_policy import Site, _email
 from app.store.base import ApiToken, User, new_id
 
 bp = Blueprint("accounts", __name__)

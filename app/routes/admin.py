@@ -12,7 +12,7 @@ from quart import Blueprint, g, jsonify, render_template, request
 from quart.blueprints import BlueprintSetupState
 from werkzeug.exceptions import NotFound
 
-from app import accounts
+from app import identity as accounts
 from app.archive import Archive, get_archive
 from app.exceptions import Conflict
 from app.formatting import human_bytes
@@ -20,7 +20,7 @@ from app.monitor import failure, monitor_facts
 from app.openapi import described
 from app.routes import schemas
 from app.routes.views import htmx, require_admin
-from app.site import SITE_BY_NAME, SITE_SETTINGS, Site, parse_bytes, validate_form
+from app.site_policy import SITE_BY_NAME, SITE_SETTINGS, Site, parse_bytes, validate_form
 from app.store.base import Invitation, Usage, User, new_id
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")

@@ -7,8 +7,8 @@ from typing import Any
 from quart import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, Forbidden, Unauthorized
 
-from app.accounts import current_site, current_user
 from app.archive import get_archive
+from app.identity import current_site, current_user
 from app.openapi import (
     ERROR,
     OPENAPI_PATH,
@@ -36,7 +36,7 @@ from app.routes.views import (
 )
 from app.search.dates import date_range
 from app.search.numbers import NotFinite, number_of
-from app.search.sky import parse_cone
+from app.search.positions import parse_cone
 from app.store.base import (
     JOB_STATES,
     And,

@@ -18,7 +18,7 @@ from app.exceptions import Conflict
 from app.openapi import ERROR, STRING, Param, RequestBody, array, described, mapping, obj, whole
 from app.routes import schemas
 from app.routes.views import require_admin
-from app.search.compile import describe
+from app.search.compile import element_summary
 from app.search.elements import TYPE_NAMES, ElementError, element_from, missing_keywords
 from app.store.base import ELEMENT_TYPES, SearchElement
 
@@ -49,7 +49,7 @@ async def builder_state(archive: Archive) -> dict[str, Any]:
     elements = await archive.store.list_elements()
     present = await archive.store.keyword_counts()
     return {
-        "elements": [{**element.public(), "describe": describe(element),
+        "elements": [{**element.public(), "describe": element_summary(element),
                       "type_name": TYPE_NAMES[element.type], "missing": missing_keywords(element, present)}
                      for element in elements],
         "keywords": sorted(present.items(), key=lambda item: (-item[1], item[0])),

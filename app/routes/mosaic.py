@@ -13,22 +13,22 @@ from typing import Any
 from quart import Blueprint, Response, jsonify, render_template, request
 from werkzeug.exceptions import BadRequest, NotFound
 
-from app.accounts import current_site
 from app.archive import Archive, get_archive
 from app.headers import allow_framing
+from app.identity import current_site
 from app.openapi import STRING, Param, described
 from app.permissions import effective_visibility
 from app.routes import schemas
 from app.routes.views import image_summary, load_image, visible_images
 from app.sky.mosaic import Sheet, first_celestial, placements
 from app.store.base import FieldIn, ImageRecord
+from app.tiles import colormaps
 from app.tiles.pyramid import OVERLAP, TILE_SIZE
 
 bp = Blueprint("mosaic", __name__)
 
 
 MAX_IMAGES = 500
-COLORMAPS = ("grey", "viridis", "magma", "inferno", "heat", "cool", "rainbow")
 _ID = re.compile(r"[A-Za-z0-9]{6,32}")
 # Pages that other sites may frame; every other page refuses framing.
 _NOTICE_IDS = 20
@@ -109,7 +109,7 @@ async def mosaic_view(archive: Archive, ids: list[str]) -> dict[str, Any]:
     reference = ({"id": layers[0]["id"], "name": layers[0]["name"], "width": layers[0]["width"],
                   "height": layers[0]["height"]} if layers else None)
     return {"ids": ids, "layers": layers, "notices": notices, "reference": reference,
-            "colormaps": list(COLORMAPS), "tile_format": {"format": "jpeg", "tile_size": TILE_SIZE,
+            "colormaps": list(colormaps.NAMES), "tile_format": {"format": "jpeg", "tile_size": TILE_SIZE,
                                                           "overlap": OVERLAP},
             "max_images": MAX_IMAGES}
 
@@ -123,7 +123,7 @@ def single_view(archive: Archive, image: ImageRecord) -> dict[str, Any]:
     layer = _layer(archive, image, {"pieces": [piece], "error_px": 0.0})
     return {"ids": [image.id], "layers": [layer], "notices": [],
             "reference": {"id": image.id, "name": image.name, "width": image.width, "height": image.height},
-            "colormaps": list(COLORMAPS), "tile_format": {"format": "jpeg", "tile_size": TILE_SIZE,
+            "colormaps": list(colormaps.NAMES), "tile_format": {"format": "jpeg", "tile_size": TILE_SIZE,
                                                           "overlap": OVERLAP},
             "max_images": MAX_IMAGES}
 

@@ -16,13 +16,13 @@ from urllib.parse import urlencode
 from quart import Blueprint, Response, jsonify, redirect, render_template, request
 from werkzeug.exceptions import BadRequest, Forbidden, NotFound
 
-from app.accounts import current_site, current_user
 from app.archive import Archive, get_archive
+from app.identity import current_site, current_user
 from app.openapi import ERROR, STRING, Param, described, one_of
 from app.permissions import may
 from app.routes import schemas, views
 from app.routes.views import image_summary, page_args, visible_images
-from app.search.compile import SORTABLE, Search, compile_search, describe, parameters
+from app.search.compile import SORTABLE, Search, compile_search, element_summary, parameters
 from app.search.elements import MAX_CHOICES
 from app.store.base import MAX_TEXT, MICROS_PER_DAY, MJD_EPOCH, ImageRecord, Scalar, SearchElement
 from app.store.dates import header_dates
@@ -164,7 +164,7 @@ async def run_search(archive: Archive, *, strict: bool) -> dict[str, Any]:
 
 def form_elements(elements: list[SearchElement]) -> list[dict[str, Any]]:
     """The enabled elements as the form renders them."""
-    return [{**element.public(), "parameters": parameters(element), "describe": describe(element)}
+    return [{**element.public(), "parameters": parameters(element), "describe": element_summary(element)}
             for element in elements if element.enabled]
 
 

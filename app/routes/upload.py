@@ -25,14 +25,14 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import Forbidden, HTTPException, NotFound, RequestTimeout, Unauthorized
 from werkzeug.routing import PathConverter
 
-from app.accounts import current_site, current_user
 from app.archive import Archive, get_archive
+from app.identity import current_site, current_user
 from app.ingest import spool
 from app.openapi import ERROR, STRING, Param, RequestBody, described, text
 from app.permissions import may, may_see_job, upload_refusal
 from app.routes import schemas
 from app.routes.views import image_summary, job_fields, parse_visibility, storage
-from app.site import Site
+from app.site_policy import Site
 from app.store.base import JobRecord, User
 
 bp = Blueprint("upload", __name__)

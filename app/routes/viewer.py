@@ -12,9 +12,9 @@ from werkzeug.exceptions import (
     Gone,
 )
 
-from app.accounts import current_user
 from app.archive import get_archive
 from app.headers import content_disposition
+from app.identity import current_user
 from app.routes.views import (
     AUDIENCES,
     access_fragment,
@@ -25,6 +25,7 @@ from app.routes.views import (
     remove,
     shown_path,
 )
+from app.tiles.render import display_names
 
 bp = Blueprint("viewer", __name__)
 
@@ -34,7 +35,7 @@ async def image_page(image_id: str) -> str:
     archive = get_archive()
     image = await load_image(archive, image_id)
     return await render_template("image.html", image=image_detail(archive, image), rows=header_rows(image),
-                                 audiences=AUDIENCES, saved=False)
+                                 audiences=AUDIENCES, saved=False, display_names=display_names())
 
 
 @bp.get("/images/<image_id>/original")

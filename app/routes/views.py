@@ -19,14 +19,14 @@ from werkzeug.exceptions import (
     UnprocessableEntity,
 )
 
-from app import accounts
-from app.accounts import current_site, current_user
+from app import identity as accounts
 from app.archive import Archive
+from app.identity import current_site, current_user
 from app.ingest.removal import Removal, delete_image
 from app.permissions import Action, effective_visibility, may, visible
-from app.search.sky import parse_position
-from app.site import VISIBILITIES, Site
-from app.sky.readout import OffImage, describe, locate
+from app.search.positions import parse_position
+from app.site_policy import VISIBILITIES, Site
+from app.sky.readout import OffImage, locate, sky_readout
 from app.store.base import JOB_STATES, And, ImageRecord, JobRecord, Query, User
 from app.tiles.render import default_spec
 
@@ -229,13 +229,13 @@ async def access_fragment(archive: Archive, image: ImageRecord, *, saved: bool =
 
 
 async def readout_of(archive: Archive, image: ImageRecord) -> dict[str, Any]:
-    """What the viewer needs for sky coordinates, scale bar and compass (`app.sky.readout.describe`).
+    """What the viewer needs for sky coordinates, scale bar and compass (`app.sky.readout.sky_readout`).
     The page fetches it after loading, so a pool busy with ingest never holds up the page itself."""
     key = (image.id, image.sha256)
     if key in _READOUTS:
         _READOUTS.move_to_end(key)
         return _READOUTS[key]
-    readout = await archive.run_in_pool(describe, image.header, image.width, image.height)
+    readout = await archive.run_in_pool(sky_readout, image.header, image.width, image.height)
     _READOUTS[key] = readout
     while len(_READOUTS) > _READOUTS_KEPT:
         _READOUTS.popitem(last=False)

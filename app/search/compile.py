@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from app.search.dates import date_bounds
 from app.search.elements import RESERVED, TYPE_NAMES
 from app.search.numbers import NotFinite, number_of
-from app.search.sky import parse_cone
+from app.search.positions import parse_cone
 from app.store.base import (
     MAX_TEXT,
     ORDER_FIELDS,
@@ -192,7 +192,7 @@ def _read_order(search: Search, elements: Sequence[SearchElement], args: Mapping
     search.sort = sort
 
 
-def describe(element: SearchElement) -> str:
+def element_summary(element: SearchElement) -> str:
     """`Exposure (number range over EXPTIME or EXPOSURE)`: what an element searches, for pages."""
     over = " or ".join(element.keywords) if element.keywords else "the sky footprint"
     return f"{element.label} ({TYPE_NAMES[element.type]} over {over})"

@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from app.search.sky import parse_radius
+from app.search.positions import parse_radius
 from app.store.base import ELEMENT_TYPES, MAX_DATE_KEYWORDS, TEXT_MODES, SearchElement, check_keyword
 from app.store.footprint import CONE_MODES
 

@@ -24,7 +24,6 @@ from app.store.base import HeaderValue
 
 TOLERANCE_ARCSEC = 0.02
 MAX_CELLS = 128  # per axis; (128 + 3)^2 nodes is the largest grid a page ever carries
-RADIANS_PER_ARCSEC = math.pi / (180 * 3600)
 # Keywords that give a physical pixel size in micrometres (microscopy, detectors).
 _MICRON_KEYWORDS = (("XPIXSIZE", "YPIXSIZE"), ("PIXSIZE1", "PIXSIZE2"), ("XPIXSZ", "YPIXSZ"),
                     ("PIXSIZE", "PIXSIZE"))
@@ -195,7 +194,7 @@ def physical_scale(header: Mapping[str, HeaderValue]) -> dict[str, Any] | None:
     return None
 
 
-def describe(header: Mapping[str, HeaderValue], width: int, height: int,
+def sky_readout(header: Mapping[str, HeaderValue], width: int, height: int,
              tolerance: float = TOLERANCE_ARCSEC) -> dict[str, Any]:
     """Everything the viewer's readout needs (JSON-ready): `celestial` (the grid, or None) and `physical`
     (a pixel size in metres, or None). Runs in the process pool: a few astropy calls on arrays."""

@@ -7,8 +7,10 @@
   "use strict";
 
   var PARAMS = ["interval", "low", "high", "stretch", "cmap"];
-  var STRETCHES = ["linear", "sqrt", "log", "asinh", "histeq", "ahisteq"];
-  var COLORMAPS = ["grey", "viridis", "magma", "inferno", "heat", "cool", "rainbow"];
+  // The names the server knows come from the page (its select options, made from the server's lists).
+  var STRETCHES = [];
+  var COLORMAPS = [];
+  var INTERVALS = [];
   var NUMBER = "-?(?:\\d+(?:\\.\\d+)?|\\.\\d+)(?:e[-+]?\\d+)?";
   var SPEC = new RegExp("^(zscale|minmax|p(" + NUMBER + ")|m(" + NUMBER + "):(" + NUMBER + "))~([a-z]+)~([a-z]+?)(_r)?$");
 
@@ -109,7 +111,7 @@
       state.inverted = /_r$/.test(cmap);
       state.cmap = cmap.replace(/_r$/, "");
     }
-    if (["zscale", "minmax", "percentile", "manual"].indexOf(state.interval) < 0) { return null; }
+    if (INTERVALS.indexOf(state.interval) < 0) { return null; }
     return state;
   }
 
@@ -215,6 +217,10 @@
   function boot() {
     var form = document.getElementById("display-controls");
     if (!form) { return; }
+    function names(select) { return Array.prototype.map.call(select.options, function (o) { return o.value; }); }
+    INTERVALS = names(form.elements.interval);
+    STRETCHES = names(form.elements.stretch);
+    COLORMAPS = names(form.elements.cmap);
     var waited = 0;
     (function wait() {
       // viewer.js makes the viewer; wait for it rather than depend on script order

@@ -22,7 +22,6 @@ import numpy as np
 ConeMode = Literal["overlaps", "contains"]
 CONE_MODES: tuple[ConeMode, ...] = ("overlaps", "contains")
 HEALPIX_ORDER = 7
-NSIDE = 2 ** HEALPIX_ORDER
 # a cone of zero radius still needs the cell that holds its centre
 _MIN_SEARCH_DEG = 1e-6
 # how many runs of cells a query may list before it is searched at a coarser order
@@ -158,14 +157,10 @@ def footprint_cells(sky: dict[str, Any] | None) -> list[int]:
             for fine in range(cell * shift, (cell + 1) * shift)]
 
 
-def cone_cells(ra: float, dec: float, radius: float, mode: ConeMode) -> list[int]:
-    """The cells a matching image must have one of: those of the cone, or of the point for `contains`."""
-    return _cells(ra, dec, 0.0 if mode == "contains" else radius)
-
-
 def cone_ranges(ra: float, dec: float, radius: float, mode: ConeMode,
                 most: int = MAX_RANGES) -> list[tuple[int, int]]:
-    """`cone_cells` as at most `most` inclusive runs of cell numbers. A wide cone is searched at a coarser
+    """The cells a matching image must have one of (those of the cone, or of its centre for `contains`), as
+    at most `most` inclusive runs of cell numbers. A wide cone is searched at a coarser
     order: in the nested scheme a coarse cell is exactly a run of fine cells, so the runs stay a superset."""
     radius = 0.0 if mode == "contains" else radius
     for order in range(_order_for(radius, 256), -1, -1):

@@ -14,7 +14,6 @@ from app.store.query import check_keyword
 HeaderValue = str | int | float | bool | list[str] | None
 JobState = Literal["queued", "running", "done", "failed"]
 JOB_STATES: tuple[JobState, ...] = ("queued", "running", "done", "failed")
-Provenance = Literal["batch", "watch", "upload"]
 
 
 def new_id() -> str:

@@ -33,7 +33,13 @@ import numpy as np
 from app.tiles import colormaps, display_cache, science
 from app.tiles.pyramid import DZI_NAME, OVERLAP, TILE_SIZE
 
-STRETCHES = ("linear", "sqrt", "log", "asinh", "histeq", "ahisteq")
+# The display names the server renders and the image page offers, with their labels: the one list of
+# them (the page's controls and its script read theirs from here, through the template).
+STRETCH_LABELS = {"linear": "linear", "sqrt": "square root", "log": "log", "asinh": "asinh",
+                  "histeq": "histogram equalisation", "ahisteq": "adaptive histogram equalisation"}
+STRETCHES = tuple(STRETCH_LABELS)
+INTERVAL_LABELS = {"zscale": "zscale", "minmax": "min\u2013max", "percentile": "percentile",
+                   "manual": "manual"}
 EQUALISED = ("histeq", "ahisteq")  # stretches that need the image's equalisation curve
 DISPLAY = "display"
 SCALE_FILE = "scale.json"
@@ -140,6 +146,12 @@ def parse(text: str) -> Spec:
     if spec.text != text:
         raise SpecError(f"the display spec is not written in its canonical form; write {spec.text}")
     return spec
+
+
+def display_names() -> dict[str, dict[str, str]]:
+    """What the image page's display controls offer: interval, stretch and colormap names with labels."""
+    return {"intervals": INTERVAL_LABELS, "stretches": STRETCH_LABELS,
+            "colormaps": {name: name for name in colormaps.NAMES}}
 
 
 def default_spec(display: dict[str, Any]) -> Spec:

@@ -70,7 +70,7 @@ def write_field(path: Path, name: str, seed: int) -> Path:
 
 
 async def uploader_token(data: Path) -> str:
-    from app.accounts import new_user
+    from app.identity import new_user
     from app.routes.accounts import create_token
 
     archive = Archive(Settings.load(environ={}, data=str(data), workers=1))

@@ -136,7 +136,7 @@ async def test_reservations_of_another_process_count_here(archive: Archive):
 
 # one upload, streamed ------------------------------------------------------------------------------------
 async def _user(archive: Archive, name: str = "alice") -> User:
-    from app.accounts import new_user
+    from app.identity import new_user
 
     return await new_user(archive, name, "correct horse battery")
 

@@ -468,7 +468,7 @@ async def test_the_app_runs_the_watcher_and_the_monitor_shows_it(tmp_path, pool)
 
 
 async def make_user_on(archive: Any, name: str, **fields: Any) -> Any:
-    from app.accounts import new_user
+    from app.identity import new_user
     from tests.helpers import PASSWORD
 
     return await new_user(archive, name, PASSWORD, **fields)

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from app import accounts, create_app
+from app import create_app
+from app import identity as accounts
 from app.settings import Settings
 from app.store.base import ImageRecord, Invitation, new_id
 from tests.helpers import PASSWORD, csrf_from, csrf_of, log_in

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from app.accounts import SESSION_COOKIE, digest, hash_password
-from app.site import SITE_SETTINGS, Site
+from app.identity import SESSION_COOKIE, digest, hash_password
+from app.site_policy import SITE_SETTINGS, Site
 from app.store.base import ApiToken, Invitation, NewJob, User, new_id
 from tests.helpers import PASSWORD, csrf_of, ingest, log_in
 from tests.routes.conftest import text_of

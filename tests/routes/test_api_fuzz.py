@@ -74,8 +74,8 @@ def _write_fits(path: Path, size: int, **cards: Any) -> None:
 
 async def _accounts(data: Path) -> dict[str, str]:
     """A user and an administrator, each with an API token (made as the account page makes them)."""
-    from app.accounts import new_user
     from app.archive import Archive
+    from app.identity import new_user
     from app.routes.accounts import create_token
 
     archive = Archive(Settings.load(environ={}, data=str(data), workers=1))

@@ -44,6 +44,25 @@ async def test_ingest_writes_the_science_pyramid_beside_the_dzi(archive, image):
         not list((archive.settings.tiles_dir / ".work").iterdir())
 
 
+async def test_the_display_controls_offer_exactly_what_the_server_renders(client, image):
+    """One list of stretches, colormaps and intervals: the page's controls (which its script reads) are
+    made from the server's, and every stretch and colormap offered renders."""
+    import re
+
+    html = await text_of(await client.get(f"/images/{image.id}"))
+    selects = {name: re.search(rf'<select name="{name}">(.*?)</select>', html, re.S).group(1)
+               for name in ("interval", "stretch", "cmap")}
+    offered = {name: re.findall(r'<option value="([^"]+)"', options) for name, options in selects.items()}
+    assert offered["stretch"] == list(render.STRETCHES)
+    assert offered["cmap"] == list(render.colormaps.NAMES)
+    assert offered["interval"] == ["zscale", "minmax", "percentile", "manual"]
+    assert "adaptive histogram equalisation" in html and "min\u2013max" in html
+    for stretch in offered["stretch"]:
+        assert render.parse(f"zscale~{stretch}~grey").stretch == stretch
+    for cmap in offered["cmap"]:
+        assert render.parse(f"minmax~linear~{cmap}_r").colormap == f"{cmap}_r"
+
+
 async def test_the_dynamic_dzi_is_the_static_one(client, base):
     static = await text_of(await client.get(f"{base}/image.dzi"))
     response = await client.get(f"{base}/display/{SPEC}/image.dzi")

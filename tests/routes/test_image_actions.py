@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from app.accounts import digest
 from app.archive import Archive
+from app.identity import digest
 from app.ingest.jobs import JobRunner
 from app.ingest.scan import job_for
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field

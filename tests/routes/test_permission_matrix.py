@@ -23,8 +23,8 @@ import pytest_asyncio
 from astropy.io import fits
 
 from app import create_app
-from app.accounts import new_user
 from app.archive import Archive
+from app.identity import new_user
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.settings import Settings
 from app.store.base import ImageRecord, SearchElement
@@ -395,7 +395,7 @@ async def policy(world: World) -> AsyncIterator[Any]:
         await world.archive.store.save_site_settings(values)
 
     yield apply
-    from app.site import SITE_SETTINGS
+    from app.site_policy import SITE_SETTINGS
 
     await world.archive.store.save_site_settings(
         {setting.name: before.get(setting.name, setting.default) for setting in SITE_SETTINGS})

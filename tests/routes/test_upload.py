@@ -502,7 +502,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     script = (
         "import asyncio, sys\n"
         "from app.archive import Archive\n"
-        "from app.accounts import new_user\n"
+        "from app.identity import new_user\n"
         "from app.routes.accounts import create_token\n"
         "from app.settings import Settings\n"
         "async def main():\n"

@@ -13,7 +13,7 @@ import pytest
 
 from app.formats.fits import _sky
 from app.samples import celestial_wcs
-from app.search.sky import parse_cone, parse_position, parse_radius
+from app.search.positions import parse_cone, parse_position, parse_radius
 from app.store.base import And, Cone, FieldIn, ImageRecord, new_id
 from app.store.footprint import footprint_cells, sky_matches
 from app.store.sqlite import SQLiteStore

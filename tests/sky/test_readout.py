@@ -19,7 +19,7 @@ from astropy.wcs import WCS, Sip
 from app.formats.fits import harvest
 from app.samples import celestial_wcs
 from app.sky import readout
-from app.sky.readout import MAX_CELLS, OffImage, describe, locate, physical_scale
+from app.sky.readout import MAX_CELLS, OffImage, locate, physical_scale, sky_readout
 from app.store.base import HeaderValue
 
 SKY_JS = Path(__file__).resolve().parents[2] / "app" / "static" / "sky.js"
@@ -138,7 +138,7 @@ def separations_arcsec(found: list[Any], expected: SkyCoord) -> np.ndarray:
 @pytest.mark.parametrize("name", list(CASES))
 def test_browser_code_agrees_with_astropy_everywhere(name):
     wcs, width, height = CASES[name]
-    description = describe(stored_header(wcs, width, height), width, height)
+    description = sky_readout(stored_header(wcs, width, height), width, height)
     celestial = description["celestial"]
     assert celestial is not None
     assert celestial["nx"] <= MAX_CELLS and celestial["ny"] <= MAX_CELLS
@@ -168,14 +168,14 @@ def test_sip_distortion_is_real_and_the_grid_follows_it():
     shift = wcs.pixel_to_world(*corner).separation(linear.pixel_to_world(*corner)).arcsec[0]
     assert shift > 8, f"the SIP terms move a corner only {shift:.2f} arcsec"
     # the grid had to be refined beyond its first guess to follow the distortion
-    description = describe(stored_header(wcs, width, height), width, height)
+    description = sky_readout(stored_header(wcs, width, height), width, height)
     assert description["celestial"]["nx"] > 4
 
 
 def test_local_scale_and_compass_follow_the_wcs():
     # rotated by 30 degrees with 2 arcsec pixels: north is 30 degrees from +y, east 90 degrees from north
     wcs = celestial_wcs(150.1, 2.2, 500, 500, scale_arcsec=2.0, rotation_deg=30)
-    description = describe(stored_header(wcs, 500, 500), 500, 500)
+    description = sky_readout(stored_header(wcs, 500, 500), 500, 500)
     out = run_sky_js(description["celestial"], np.zeros((0, 2)), local=[[249.5, 249.5], [10, 480]])
     for local in out["local"]:
         assert local["arcsecPerPixel"] == pytest.approx(2.0, rel=1e-3)
@@ -235,11 +235,11 @@ def test_image_without_celestial_wcs_has_no_sky_description():
     header: dict[str, HeaderValue] = {"NAXIS": 2, "NAXIS1": 100, "NAXIS2": 80, "CTYPE1": "LINEAR",
                                       "CTYPE2": "LINEAR", "CDELT1": 0.5, "CUNIT1": "um", "CDELT2": 0.25,
                                       "CUNIT2": "um"}
-    description = describe(header, 100, 80)
+    description = sky_readout(header, 100, 80)
     assert description["celestial"] is None
     assert description["physical"] == {"x": pytest.approx(0.5e-6), "y": pytest.approx(0.25e-6),
                                        "source": "CDELT1/CUNIT1"}
-    assert describe({"NAXIS": 2}, 10, 10) == {"celestial": None, "physical": None}
+    assert sky_readout({"NAXIS": 2}, 10, 10) == {"celestial": None, "physical": None}
 
 
 @pytest.mark.parametrize(("cards", "expected"), [
@@ -315,7 +315,7 @@ def test_all_sky_map_reports_the_accuracy_it_reached_and_no_position_off_the_sky
     # MAX_CELLS cells can follow. The description must say so rather than claim 0.1", and pixels outside
     # the ellipse (no sky there) must get no position at all.
     wcs = plain_wcs(["GLON-AIT", "GLAT-AIT"], [0.0, 0.0], [180.5, 90.5], [-1.0, 1.0])
-    celestial = describe(stored_header(wcs, 360, 180), 360, 180)["celestial"]
+    celestial = sky_readout(stored_header(wcs, 360, 180), 360, 180)["celestial"]
     points = probe_points(360, 180, count=2000)
     out = run_sky_js(celestial, points)
     expected = wcs.pixel_to_world(points[:, 0], points[:, 1]).icrs
