@@ -32,11 +32,13 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
     from app.lifecycle import running
     from app.proxy import behind_proxy
     from app.routes import register
+    from app.routes.upload import ClientNameConverter, StreamingQuart
     from app.tiles.server import TileServer
 
     settings = settings or Settings.load()
     make_admin = run_jobs if first_admin is None else first_admin
-    app = Quart(__name__)
+    app = StreamingQuart(__name__)
+    app.url_map.converters["client_name"] = ClientNameConverter
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
     archive = Archive(settings, clock=clock, pool=pool)
     app.extensions["imagex"] = archive

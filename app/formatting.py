@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
 
 from quart import Quart
 
@@ -24,6 +27,16 @@ def human_time(stamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
 
+def query_string(values: Mapping[str, str], **changes: Any) -> str:
+    """The query string of a search with some parameters changed (None: left as it was)."""
+    merged = {**values, **{name: str(value) for name, value in changes.items() if value is not None}}
+    # the form's fields first, then how the results are shown, in one order (links stay stable)
+    tail = [name for name in ("sort", "order", "per_page", "page") if name in merged]
+    ordered = [name for name in merged if name not in tail] + tail
+    return urlencode({name: merged[name] for name in ordered if merged[name] != ""})
+
+
 def register_filters(app: Quart) -> None:
+    app.jinja_env.filters["search_query"] = query_string
     app.jinja_env.filters["bytes"] = human_bytes
     app.jinja_env.filters["when"] = human_time

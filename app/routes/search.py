@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import zipfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path, PurePath
 from typing import Any
@@ -17,6 +17,7 @@ from quart import Blueprint, Response, jsonify, redirect, render_template, reque
 from werkzeug.exceptions import BadRequest, Forbidden, NotFound
 
 from app.archive import Archive, get_archive
+from app.formatting import query_string
 from app.identity import current_site, current_user
 from app.openapi import ERROR, STRING, Param, described, one_of
 from app.permissions import may
@@ -77,16 +78,6 @@ def _partners(image: ImageRecord) -> dict[str, Any]:
 def _iso(mjd: float) -> str:
     moment = MJD_EPOCH + timedelta(microseconds=round(mjd * MICROS_PER_DAY))
     return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
-@bp.app_template_filter("search_query")
-def query_string(values: Mapping[str, str], **changes: Any) -> str:
-    """The query string of a search with some parameters changed (None: left as it was)."""
-    merged = {**values, **{name: str(value) for name, value in changes.items() if value is not None}}
-    # the form's fields first, then how the results are shown, in one order (links stay stable)
-    tail = [name for name in ("sort", "order", "per_page", "page") if name in merged]
-    ordered = [name for name in merged if name not in tail] + tail
-    return urlencode({name: merged[name] for name in ordered if merged[name] != ""})
 
 
 async def _without_values(archive: Archive, used: Sequence[SearchElement]) -> list[SearchElement]:

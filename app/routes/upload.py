@@ -18,7 +18,6 @@ from typing import Any
 
 from quart import Blueprint, Quart, jsonify, redirect, render_template, request
 from quart.asgi import ASGIHTTPConnection
-from quart.blueprints import BlueprintSetupState
 from quart.wrappers import Request
 from quart.wrappers.request import Body
 from werkzeug.datastructures import MultiDict
@@ -167,15 +166,12 @@ class ClientNameConverter(PathConverter):
     part_isolating = False
 
 
-@bp.record_once
-def _install(state: BlueprintSetupState) -> None:
-    """Let `PUT /api/uploads/...` bodies stream (see the module's docstring); runs when the blueprint is
-    registered, before its routes are added."""
-    app = state.app
-    assert isinstance(app, Quart)
-    app.url_map.converters["client_name"] = ClientNameConverter
-    app.request_class = UploadRequest
-    app.asgi_http_class = UploadConnection
+class StreamingQuart(Quart):
+    """The application class: Quart whose requests let `PUT /api/uploads/...` bodies stream (see the
+    module's docstring). `create_app` makes it and adds the `client_name` converter before any route."""
+
+    request_class = UploadRequest
+    asgi_http_class = UploadConnection
 
 
 # who may upload --------------------------------------------------------------------------------------
