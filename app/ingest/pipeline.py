@@ -19,6 +19,7 @@ import gc
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
+# room left beside a file's pyramids (the catalog, thumbnails, other jobs' small writes)
+ROOM_MARGIN = 1 << 20
+JPEG_TILE_HEADERS = 2048  # a display tile's JPEG headers and tables, at most
+THUMBNAIL_BYTES = 1 << 16
 PUBLISHING = "publishing.json"  # in a work folder: the ids its pyramids are published under
 
 
@@ -76,6 +81,41 @@ def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path,
     return levels, applied
 
 
+def pyramid_bytes(width: int, height: int) -> int:
+    """What one plane's pyramids may take on disk, at most: the science pyramid's uncompressed 32-bit
+    values in whole tiles at every level, and the display pyramid's JPEG tiles (counted at a byte a pixel
+    plus their headers) at every level down to one pixel, and the thumbnail."""
+    total = THUMBNAIL_BYTES
+    w, h = width, height
+    while True:
+        side = science.TIFF_TILE
+        total += math.ceil(w / side) * math.ceil(h / side) * side * side * 4
+        if w <= side and h <= side:
+            break
+        w, h = math.ceil(w / 2), math.ceil(h / 2)
+    w, h = width, height
+    while True:
+        tiles = math.ceil(w / pyramid.TILE_SIZE) * math.ceil(h / pyramid.TILE_SIZE)
+        # a tile's overlap repeats its neighbours' edge pixels
+        total += w * h + tiles * (JPEG_TILE_HEADERS + 4 * pyramid.OVERLAP * pyramid.TILE_SIZE)
+        if w <= 1 and h <= 1:
+            break
+        w, h = math.ceil(w / 2), math.ceil(h / 2)
+    return total
+
+
+def check_room(planes: list[Any], work: Path) -> None:
+    """Refuse, before anything is written, a file whose pyramids the data folder's disk has no room for."""
+    needed = sum(pyramid_bytes(plane.width, plane.height) for plane in planes) + ROOM_MARGIN
+    work.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(work).free
+    if needed > free:
+        from app.formatting import human_bytes
+
+        raise DiskFull(f"the disk of the data folder has {human_bytes(free)} free and the "
+                       f"pyramids of this file need up to {human_bytes(needed)}: nothing was written")
+
+
 def _render_failure(error: BaseException, source: Path, hdu: int | None, work: str) -> Exception:
     """What a failed plane is reported as: a full disk, or pixel data libvips could not decode."""
     if _no_space(error):
@@ -110,7 +150,9 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
         raise ImageXError(f"the scaling chosen for this job cannot be used: {error}") from None
     out: list[dict[str, Any]] = []
     with reader_class(source, max_pixels=max_pixels) as reader:
-        for plane in reader.planes():
+        planes = list(reader.planes())
+        check_room(planes, Path(work))
+        for plane in planes:
             failure: Exception | None = None
             try:
                 levels, applied = _render_plane(reader, plane, chosen, Path(work) / str(plane.hdu), quality)

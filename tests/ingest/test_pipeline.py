@@ -386,3 +386,17 @@ async def test_another_owners_copy_with_another_scaling_is_tiled_anew(archive, w
         inodes(archive.tile_folder(bobs)).values())
     bob = await archive.store.get_image(bobs)
     assert bob is not None and bob.display["stretch"] == "log" and bob.name == "Test field"
+
+
+@pytest.mark.parametrize("size", [300, 1500])
+async def test_the_room_a_job_asks_for_covers_what_its_pyramids_take(archive, write_fits, size):
+    """A job checks the disk has room for its pyramids before writing (app/ingest/pipeline.py
+    `check_room`): the estimate is an upper bound of what noisy float data really takes."""
+    from app.ingest.pipeline import pyramid_bytes
+
+    data = np.random.default_rng(size).normal(100, 10, (size, size)).astype(np.float32)
+    [job] = await ingest(archive, write_fits(f"noisy{size}.fits", data=data))
+    assert job.state == "done", job.error
+    [image_id] = job.image_ids
+    written = sum(path.stat().st_size for path in archive.tile_root(image_id).rglob("*") if path.is_file())
+    assert 0.5 * pyramid_bytes(size, size) < written <= pyramid_bytes(size, size)
