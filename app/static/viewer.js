@@ -56,6 +56,7 @@
     fetch(this.base + "pixel/" + wanted[0] + "_" + wanted[1], { headers: { Accept: "application/json" } })
       .then(function (response) {
         if (response.status === 404) { self.missing = true; }
+        if (response.status === 403) { linksExpired(); }
         if (!response.ok) { throw new Error("no value"); }
         return response.json();
       })
@@ -63,6 +64,43 @@
       .catch(function () { if (generation === self.generation) { self.show("\u2014"); } })
       .then(function () { self.busy = false; self.next(); });
   };
+
+  // Tile links are signed and expire (the token's first part is the expiry, in seconds since 1970, hex).
+  // When they lapse, or the server refuses one (the image was made private, deleted or replaced), pixel
+  // values and new displays can no longer load: the page says so once and offers to reload.
+  function expiryOf(base) {
+    var match = /\/tiles\/[^/]+\/([0-9a-f]+)\./.exec(base || "");
+    return match ? parseInt(match[1], 16) : null;
+  }
+
+  function linksExpired() {
+    if (document.getElementById("links-expired")) { return; }
+    var flash = document.getElementById("flash");
+    if (!flash) { return; }
+    var notice = document.createElement("p");
+    notice.id = "links-expired";
+    notice.className = "error";
+    notice.textContent = "This page's links to the image's tiles have expired, so pixel values and new " +
+      "displays cannot load. ";
+    var reload = document.createElement("button");
+    reload.type = "button";
+    reload.textContent = "Reload the page";
+    reload.addEventListener("click", function () { window.location.reload(); });
+    notice.appendChild(reload);
+    flash.appendChild(notice);
+  }
+  window.imagexLinksExpired = linksExpired;
+
+  // Ask the server whether the page's tile links still hold (after a tile or a display failed to load).
+  var lastProbe = 0;
+  function probeLinks(base) {
+    var now = Date.now();
+    if (!base || now - lastProbe < 5000) { return; }
+    lastProbe = now;
+    fetch(base + "image.dzi").then(function (response) {
+      if (response.status === 403) { linksExpired(); }
+    }).catch(function () { /* offline: nothing to say about the links */ });
+  }
 
   function svg(name, attributes) {
     var element = document.createElementNS("http://www.w3.org/2000/svg", name);
@@ -87,6 +125,13 @@
       gestureSettingsMouse: { clickToZoom: false }
     });
     window.imagexViewer = viewer;
+    var expires = expiryOf(element.dataset.tiles);
+    if (expires) {
+      // a timer's longest wait is about 24 days; links last hours
+      setTimeout(linksExpired, Math.min(Math.max(0, expires * 1000 - Date.now()) + 1000, 2147483647));
+    }
+    viewer.addHandler("open-failed", function () { probeLinks(element.dataset.tiles); });
+    viewer.addHandler("tile-load-failed", function () { probeLinks(element.dataset.tiles); });
     var readout = document.getElementById("readout");
     var valueOut = document.getElementById("readout-value");
     var skyOut = document.getElementById("readout-sky");
