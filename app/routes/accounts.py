@@ -20,7 +20,7 @@ from app.archive import Archive, get_archive
 from app.exceptions import Conflict, ImageXError
 from app.openapi import BOOLEAN, ERROR, INTEGER, STRING, Param, RequestBody, array, described, obj, text
 from app.routes import schemas
-from app.routes.views import storage
+from app.routes.views import own_images, storage
 from app.site_policy import Site, _email
 from app.store.base import ApiToken, User, new_id
 
@@ -253,7 +253,7 @@ async def account_page(user: User, status: int = 200, **extra: Any) -> Any:
     """The whole account page; `extra` carries each section's message or error."""
     archive, site = get_archive(), accounts.current_site()
     values: dict[str, Any] = {
-        "user": user, "storage": await storage(archive, user, site),
+        "user": user, "storage": await storage(archive, user, site), "own": await own_images(archive, user),
         "tokens": await token_list(archive, user), "notice": NOTICES.get(request.args.get("done", ""), ""),
         "read_only": site.demo_mode and not user.is_admin, "new_token": None, "token_error": "",
         "profile_error": "", "profile_saved": False, "password_error": "",

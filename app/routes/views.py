@@ -27,7 +27,7 @@ from app.permissions import Action, effective_visibility, may, visible
 from app.search.positions import parse_position
 from app.site_policy import VISIBILITIES, Site
 from app.sky.readout import OffImage, locate, sky_readout
-from app.store.base import JOB_STATES, And, ImageRecord, JobRecord, Query, User
+from app.store.base import JOB_STATES, And, FieldIn, ImageRecord, JobRecord, Query, User
 from app.tiles.render import default_spec
 
 MAX_PER_PAGE = 200
@@ -270,6 +270,20 @@ def job_fields(job: JobRecord, visible_ids: set[str]) -> dict[str, Any]:
             "sha256": options.get("sha256", ""), "visibility": options.get("visibility", ""),
             "status_url": f"/api/jobs/{job.id}", "finished": job.state in ("done", "failed"),
             "image_ids": [image_id for image_id in job.image_ids if image_id in visible_ids]}
+
+
+OWN_IMAGES_SHOWN = 50
+
+
+async def own_images(archive: Archive, user: User) -> dict[str, Any]:
+    """The user's own images, newest first (the first OWN_IMAGES_SHOWN), each with the bytes its file
+    takes (the extensions of one file share it), and how many there are in all."""
+    mine = FieldIn("owner", (user.username,))
+    total = await archive.store.count_images(mine)
+    images = await archive.store.find_images(mine, limit=OWN_IMAGES_SHOWN)
+    return {"total": total, "images": [
+        {"id": image.id, "name": image.name, "hdu": image.hdu, "format": image.format, "size": image.size,
+         "visibility": image.visibility, "created": image.created} for image in images]}
 
 
 async def storage(archive: Archive, user: User, site: Site) -> dict[str, Any]:

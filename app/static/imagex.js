@@ -31,7 +31,13 @@
     var button = event.target instanceof Element ? event.target.closest("[data-copy]") : null;
     if (!button) return;
     var field = document.getElementById(button.getAttribute("data-copy"));
-    if (field && navigator.clipboard) navigator.clipboard.writeText(field.value);
+    if (!field || !navigator.clipboard) return;
+    navigator.clipboard.writeText(field.value).then(function () {
+      button.textContent = "Copied";
+    }, function () {
+      field.select();  // no clipboard access: selected, for Ctrl-C
+      button.textContent = "Press Ctrl-C to copy";
+    });
   });
 
   document.addEventListener("change", function (event) {

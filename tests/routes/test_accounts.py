@@ -249,6 +249,35 @@ async def test_storage_shows_usage_and_quota_in_human_units(archive, client, mak
                        "percent": 50.0}
 
 
+async def test_the_account_page_lists_the_users_own_images_newest_first(archive, client, make_user,
+                                                                         monkeypatch):
+    from app.routes import views
+
+    await make_user("alice")
+    await make_user("bob")
+    await log_in(client, "alice")
+    page = await text_of(await client.get("/account"))
+    assert "You have no images yet" in page and 'href="/upload"' in page
+
+    def record(name: str, owner: str, created: float, hdu: int = 0, size: int = 1_500_000) -> ImageRecord:
+        return ImageRecord(id=new_id(), sha256=name.ljust(64, "0"), hdu=hdu, path=f"/x/{name}", name=name,
+                           size=size, owner=owner, provenance="upload", format="fits", width=10, height=10,
+                           bitpix=-32, header={}, created=created, visibility="registered")
+
+    await archive.store.add_images([record("old.fits", "alice", 1000.0), record("new.fits", "alice", 2000.0),
+                                    record("cube.fits", "alice", 1500.0, hdu=2),
+                                    record("bobs<b>.fits", "bob", 3000.0)])
+    page = await text_of(await client.get("/account"))
+    table = page[page.index('<table id="own-images">'):]
+    table = table[:table.index("</table>")]
+    assert table.index("new.fits") < table.index("cube.fits") < table.index("old.fits")  # newest first
+    assert "bobs" not in table and "HDU 2" in table and table.count("1.5 MB") == 3
+    assert "registered" in table and "You have no images" not in page
+    monkeypatch.setattr(views, "OWN_IMAGES_SHOWN", 2)
+    page = await text_of(await client.get("/account"))
+    assert "The newest 2 of your 3 images." in page and "old.fits" not in page
+
+
 async def test_demo_mode_makes_the_account_read_only_for_users(archive, client, make_user):
     await make_user("alice")
     await make_user("root", role="admin")
