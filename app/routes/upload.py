@@ -233,7 +233,20 @@ async def job_fragment(job_id: str) -> Any:
     """The ingest state of one upload, polled by the upload page until the job is done or failed."""
     archive = get_archive()
     job = await load_job(archive, job_id)
-    return await render_template("_upload_job.html", job=await job_view(archive, job))
+    fragment = await render_template("_upload_job.html", job=await job_view(archive, job))
+    # a finished job changed what the user stores: the page's storage line asks for itself again
+    return fragment, 200, ({"HX-Trigger": STORED_EVENT} if job.state == "done" else {})
+
+
+@bp.get("/upload/storage")
+async def storage_fragment() -> Any:
+    """The upload page's line of storage used, after an upload was catalogued."""
+    archive, user, site = get_archive(), uploader(), current_site()
+    return await render_template("_upload_storage.html", limits=spool.Limits.of(user, site),
+                                 storage=await storage(archive, user, site))
+
+
+STORED_EVENT = "imagex-stored"
 
 
 # the page and the upload ----------------------------------------------------------------------------

@@ -33,6 +33,8 @@
 
   function fail(entry, message) {
     entry.item.classList.add("failed");
+    entry.bar.classList.add("refused");
+    entry.bar.setAttribute("aria-label", "upload of " + entry.file.name + " refused");
     entry.status.className = "status bad";
     entry.status.textContent = message;
   }

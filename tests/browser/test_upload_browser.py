@@ -38,6 +38,7 @@ async def test_files_chosen_or_dropped_are_uploaded_and_end_in_the_viewer(server
     await log_in(page, server, "admin", admin_password(server))
     await page.click("nav >> text=Upload")
     await page.wait_for_url(server.url + "/upload")
+    used_before = await page.locator("#storage-used").inner_text()
     await page.set_input_files("#files", [str(field), str(page_named_fits)])
 
     items = page.locator("#uploads li")
@@ -53,8 +54,17 @@ async def test_files_chosen_or_dropped_are_uploaded_and_end_in_the_viewer(server
     await link.wait_for(timeout=60_000)
     assert await link.inner_text() == NAME
     assert await good.locator(".ingest").get_attribute("data-state") == "done"
+    # the page's storage line follows: the new file's bytes are counted as soon as it is catalogued
+    await page.wait_for_function("(before) => document.getElementById('storage-used').innerText !== before",
+                                 arg=used_before, timeout=10_000)
+    assert re.fullmatch(r"You use [\d.]+ MB of your [\d.]+ [KMGT]?B quota\.",
+                        await page.locator("#storage-used").inner_text())
 
     await bad.locator(".status.bad").wait_for(timeout=30_000)
+    # a refused upload's bar says so (to the eye and to a screen reader), the accepted one's does not
+    assert await bad.locator("progress.refused").count() == 1
+    assert await bad.locator("progress").get_attribute("aria-label") == "upload of login.fits refused"
+    assert await good.locator("progress.refused").count() == 0
     assert await bad.locator(".status").inner_text() == (
         "login.fits: this is an HTML page, not an image; ImageX reads FITS (also tile-compressed and "
         "gzipped), TIFF, PNG and JPEG. Nothing was kept.")

@@ -21,6 +21,7 @@ import pytest
 from astropy.io import fits
 
 from app.archive import Archive
+from app.formatting import human_bytes
 from app.ingest.jobs import JobRunner
 from app.routes.accounts import create_token
 from app.settings import Settings
@@ -134,8 +135,12 @@ async def test_a_token_upload_is_followed_to_the_viewer(client, archive, alice_t
     assert stored.parent == archive.settings.data / "uploads" / "alice" and stored.suffix == ".fits"
     assert stored.read_bytes() == body
 
-    polling = await text_of(await client.get(f"/upload/jobs/{answer['id']}", headers=alice_token))
+    polling_response = await client.get(f"/upload/jobs/{answer['id']}", headers=alice_token)
+    polling = await text_of(polling_response)
     assert 'hx-trigger="every 1s"' in polling and "waiting to be ingested" in polling
+    assert "HX-Trigger" not in polling_response.headers
+    storage = await text_of(await client.get("/upload/storage", headers=alice_token))
+    assert 'id="storage-used"' in storage and "You use 0 B of your" in storage
 
     await run_jobs(archive)
     job = await (await client.get(answer["status_url"], headers=alice_token)).get_json()
@@ -144,8 +149,13 @@ async def test_a_token_upload_is_followed_to_the_viewer(client, archive, alice_t
     assert image["name"] == HTML_NAME and image["provenance"] == "upload"  # the header names no object
     assert image["visibility"] == "private"
 
-    done = await text_of(await client.get(f"/upload/jobs/{answer['id']}", headers=alice_token))
+    done_response = await client.get(f"/upload/jobs/{answer['id']}", headers=alice_token)
+    done = await text_of(done_response)
     assert "hx-trigger" not in done
+    # the page's storage line is told to refresh itself, and then counts the new file
+    assert done_response.headers["HX-Trigger"] == "imagex-stored"
+    storage = await text_of(await client.get("/upload/storage", headers=alice_token))
+    assert f"You use {human_bytes(len(body))} of your" in storage
     assert f'href="/images/{image["id"]}"' in done
     assert "&lt;img src=x onerror=alert(1)&gt; deep.fits" in done and "<img src=x" not in done
     page = await text_of(await client.get(image["url"], headers=alice_token))
