@@ -86,6 +86,7 @@ async def test_links_revoked_under_the_page_are_announced_at_the_next_pixel(page
     await page.select_option("form.visibility select[name=visibility]", "registered")
     await page.click("form.visibility button[type=submit]")
     await page.locator("#access .message").wait_for(state="visible", timeout=5000)  # "Saved: ..."
+    await page.locator("#viewer").scroll_into_view_if_needed()  # the form is below it
     box = await page.locator("#viewer").bounding_box()
     await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     await page.mouse.move(box["x"] + box["width"] / 2 + 5, box["y"] + box["height"] / 2 + 5)
