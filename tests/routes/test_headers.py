@@ -67,6 +67,7 @@ GET_ROUTES: list[tuple[str, int]] = [
     ("/tiles/{image}/forged/image.dzi", 403),
     ("/upload", 200),
     ("/upload/jobs/{job}", 200),
+    ("/upload/storage", 200),
     ("/no/such/page", 404),
 ]
 EMBEDS = {"/embed/images/{image}", "/embed/images/{missing}", "/embed/mosaic?ids={image}"}
