@@ -122,11 +122,16 @@ def job_owner(user: User) -> str | None:
 
 async def queue_state(archive: Archive) -> dict[str, Any]:
     """The ingest queue as the asker may see it: admins all jobs (and background errors), users their own
-    jobs, guests nothing."""
+    jobs, guests only whether public images are being prepared."""
     user = current_user()
     if user is None:
-        return {"counts": dict.fromkeys(JOB_STATES, 0), "pending": 0, "failed": [], "running": [],
-                "background_errors": []}
+        # a guest learns only that public images are on their way (the samples of a new site, a public
+        # upload), never what or whose
+        coming = [*await archive.store.list_jobs("running", limit=50),
+                  *await archive.store.list_jobs("queued", limit=50)]
+        public = any(job.options.get("visibility") == "public" for job in coming)
+        return {"counts": dict.fromkeys(JOB_STATES, 0), "pending": int(public), "preparing": public,
+                "failed": [], "running": [], "background_errors": []}
     owner = job_owner(user)
     counts = await archive.store.job_counts(owner=owner)
     failed = await archive.store.list_jobs("failed", limit=20, owner=owner)
@@ -134,6 +139,7 @@ async def queue_state(archive: Archive) -> dict[str, Any]:
     return {
         "counts": counts,
         "pending": counts["queued"] + counts["running"],
+        "preparing": False,
         "failed": [job_summary(job) for job in failed],
         "running": [job_summary(job) for job in active],
         "background_errors": list(archive.background_errors) if user.is_admin else [],
