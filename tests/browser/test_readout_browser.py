@@ -216,6 +216,22 @@ async def test_go_to_centres_the_view_on_the_position(page, server):
         timeout=10_000)
     assert await page.locator("#goto-message img, #goto-message b").count() == 0
 
+    # an object named in the archive (the field's own OBJECT, spelt otherwise): its image's centre
+    await page.fill("#goto-name", "BROWSER-field")
+    await page.click("#goto button[type=submit]")
+    await page.wait_for_function(
+        "() => document.getElementById('goto-message').textContent.startsWith('BROWSER-field, the centre of')",
+        timeout=10_000)
+    await page.wait_for_function(SETTLED, timeout=30_000)
+    view = await page.evaluate(VIEW)
+    assert view["x"] == pytest.approx(300.5, abs=0.5) and view["y"] == pytest.approx(300.5, abs=0.5)
+    await page.fill("#goto-name", "Andromeda")
+    await page.click("#goto button[type=submit]")
+    await page.wait_for_function(
+        "() => document.getElementById('goto-message').className === 'error'", timeout=10_000)
+    assert "no image you may see is of an object named 'Andromeda'" in str(
+        await page.text_content("#goto-message"))
+
 
 async def test_scale_bar_and_compass_follow_the_wcs(page, server):
     await open_viewer(page, server)
