@@ -220,7 +220,7 @@ async def test_go_to_centres_the_view_on_the_position(page, server):
     await page.fill("#goto-name", "BROWSER-field")
     await page.click("#goto button[type=submit]")
     await page.wait_for_function(
-        "() => document.getElementById('goto-message').textContent.startsWith('BROWSER-field, the centre of')",
+        "() => document.getElementById('goto-message').textContent.startsWith('BROWSER-field, the centre')",
         timeout=10_000)
     await page.wait_for_function(SETTLED, timeout=30_000)
     view = await page.evaluate(VIEW)
