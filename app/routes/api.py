@@ -182,16 +182,19 @@ async def image_readout(image_id: str) -> Any:
 
 @bp.get("/images/<image_id>/locate")
 @described("Where a sky position falls on the image", params=(
-    schemas.IMAGE_ID, Param("ra", STRING, "degrees or sexagesimal", required=True),
-    Param("dec", STRING, "degrees or sexagesimal", required=True),
-    Param("frame", one_of("icrs", "galactic"))),
+    schemas.IMAGE_ID, Param("ra", STRING, "degrees or sexagesimal (with dec)"),
+    Param("dec", STRING, "degrees or sexagesimal (with ra)"),
+    Param("frame", one_of("icrs", "galactic")),
+    Param("name", STRING, "an object name, looked up in the archive's images instead of ra and dec")),
     answers={200: ("FITS pixel (1-based, y up) and the ICRS position", schemas.LOCATION),
+             404: ("no image the asker may see is of an object by that name", ERROR),
              422: ("the position is off the image", ERROR)})
 async def image_locate(image_id: str) -> Any:
-    """`ra=&dec=` (sexagesimal or degrees, `frame=icrs|galactic`): the image page's go-to form."""
+    """`ra=&dec=` (sexagesimal or degrees, `frame=icrs|galactic`), or `name=` (an object the archive
+    knows): the image page's go-to form."""
     archive = get_archive()
     return jsonify(await go_to(archive, image_id, request.args.get("ra"), request.args.get("dec"),
-                               request.args.get("frame")))
+                               request.args.get("frame"), request.args.get("name")))
 
 
 @bp.post("/images/<image_id>/visibility")

@@ -18,4 +18,5 @@ async def index() -> str:
     listing = await image_listing(archive, page, per_page)
     queue = await queue_state(archive)
     template = "_catalog.html" if request.headers.get("HX-Request") else "index.html"
-    return await render_template(template, listing=listing, queue=queue)
+    watched = [str(folder) for folder in archive.settings.watch_folders] if archive.watcher else []
+    return await render_template(template, listing=listing, queue=queue, watched=watched)

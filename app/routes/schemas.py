@@ -86,7 +86,9 @@ READOUT = named("Readout", obj({
                               optional=("max_error_arcsec", "galactic", "ctype"))),
     "physical": nullable(obj({"x": NUMBER, "y": NUMBER, "source": STRING})),
 }))
-LOCATION = named("Location", obj({"x": NUMBER, "y": NUMBER, "ra": NUMBER, "dec": NUMBER}, closed=True))
+LOCATION = named("Location", obj({"x": NUMBER, "y": NUMBER, "ra": NUMBER, "dec": NUMBER, "name": STRING,
+                                  "from": obj({"id": STRING, "name": STRING}, closed=True)},
+                                 optional=("name", "from"), closed=True))
 REMOVAL = named("Removal", obj({"deleted": STRING, "original_removed": BOOLEAN}, closed=True))
 
 STORAGE = obj({"images": whole(minimum=0), "bytes": whole(minimum=0), "quota": INTEGER,

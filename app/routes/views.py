@@ -5,6 +5,7 @@ the admin area); the page route renders it as HTML and the API route as JSON."""
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
 from typing import Any
 from urllib.parse import quote
@@ -27,7 +28,18 @@ from app.permissions import Action, effective_visibility, may, visible
 from app.search.positions import parse_position
 from app.site_policy import VISIBILITIES, Site
 from app.sky.readout import OffImage, locate, sky_readout
-from app.store.base import JOB_STATES, And, FieldIn, ImageRecord, JobRecord, Query, User
+from app.store.base import (
+    JOB_STATES,
+    MAX_TEXT,
+    And,
+    FieldIn,
+    ImageRecord,
+    JobRecord,
+    Or,
+    Query,
+    TextMatch,
+    User,
+)
 from app.tiles.render import default_spec
 
 MAX_PER_PAGE = 200
@@ -122,11 +134,16 @@ def job_owner(user: User) -> str | None:
 
 async def queue_state(archive: Archive) -> dict[str, Any]:
     """The ingest queue as the asker may see it: admins all jobs (and background errors), users their own
-    jobs, guests nothing."""
+    jobs, guests only whether public images are being prepared."""
     user = current_user()
     if user is None:
-        return {"counts": dict.fromkeys(JOB_STATES, 0), "pending": 0, "failed": [], "running": [],
-                "background_errors": []}
+        # a guest learns only that public images are on their way (the samples of a new site, a public
+        # upload), never what or whose
+        coming = [*await archive.store.list_jobs("running", limit=50),
+                  *await archive.store.list_jobs("queued", limit=50)]
+        public = any(job.options.get("visibility") == "public" for job in coming)
+        return {"counts": dict.fromkeys(JOB_STATES, 0), "pending": int(public), "preparing": public,
+                "failed": [], "running": [], "background_errors": []}
     owner = job_owner(user)
     counts = await archive.store.job_counts(owner=owner)
     failed = await archive.store.list_jobs("failed", limit=20, owner=owner)
@@ -134,6 +151,7 @@ async def queue_state(archive: Archive) -> dict[str, Any]:
     return {
         "counts": counts,
         "pending": counts["queued"] + counts["running"],
+        "preparing": False,
         "failed": [job_summary(job) for job in failed],
         "running": [job_summary(job) for job in active],
         "background_errors": list(archive.background_errors) if user.is_admin else [],
@@ -242,24 +260,77 @@ async def readout_of(archive: Archive, image: ImageRecord) -> dict[str, Any]:
     return readout
 
 
+# header keywords that name what an image shows, beside those of the site's object search fields
+OBJECT_KEYWORDS = ("OBJECT", "OBJNAME", "TARGNAME", "TARGET")
+NAME_CANDIDATES = 200
+
+
+def _folded_name(text: str) -> str:
+    """An object name as compared: case, spaces, underscores and hyphens ignored (`M 31` is `m31`)."""
+    return re.sub(r"[\s_-]+", "", text).casefold()
+
+
+async def object_keywords(archive: Archive) -> list[str]:
+    """The header keywords that name objects: OBJECT_KEYWORDS and the keywords of the search form's text
+    fields about objects or targets."""
+    found = list(OBJECT_KEYWORDS)
+    for element in await archive.store.list_elements():
+        about = f"{element.id} {element.label}".casefold()
+        if element.type == "text" and ("object" in about or "target" in about):
+            found.extend(keyword for keyword in element.keywords if keyword not in found)
+    return found
+
+
+async def resolve_name(archive: Archive, text: str) -> tuple[float, float, ImageRecord]:
+    """An object name resolved from the archive itself (no name resolver can be reached offline): the
+    footprint centre of the newest image the asker may see whose object keyword or name is `text`
+    (compared as `_folded_name` does). 404 naming what was looked up when none is."""
+    name = text.strip()[:MAX_TEXT]
+    wanted = _folded_name(name)
+    if not wanted:
+        raise BadRequest("go to: give an object name, or RA and Dec")
+    keywords = await object_keywords(archive)
+    spaced = " ".join(re.sub(r"[\s_-]+", " ", name).split())
+    # how catalogues write one name: as typed, with spaces, without, and with a space between letters and
+    # digits (`M31`, `M 31`; `NGC3372`, `NGC 3372`); the comparison below settles which ones match
+    spellings = dict.fromkeys([name, spaced, spaced.replace(" ", ""),
+                               re.sub(r"(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z])", " ", spaced)])
+    terms: list[Query] = [FieldIn("name", (name,))]
+    terms += [TextMatch(keyword, spelling) for keyword in keywords for spelling in spellings if spelling]
+    for image in await archive.store.find_images(visible_images(Or(tuple(terms))), limit=NAME_CANDIDATES):
+        named = [image.name] + [str(image.header.get(keyword, "")) for keyword in keywords]
+        if image.sky and any(_folded_name(value) == wanted for value in named if value):
+            return float(image.sky["center_ra"]), float(image.sky["center_dec"]), image
+    raise NotFound(f"no image you may see is of an object named {name!r} (looked up in the archive's "
+                   f"{', '.join(keywords)} and image names; no outside name resolver is used): give RA and "
+                   "Dec instead")
+
+
 async def go_to(archive: Archive, image_id: str, ra_text: str | None, dec_text: str | None,
-                frame: str | None) -> dict[str, Any]:
-    """Where a typed sky position falls on the image, in FITS pixels (1-based, y up), with the position
-    in ICRS degrees; 400 for text that is not a position, 422 for a position off the image."""
+                frame: str | None, name_text: str | None = None) -> dict[str, Any]:
+    """Where a typed sky position, or an object named in the archive, falls on the image, in FITS pixels
+    (1-based, y up), with the position in ICRS degrees; 400 for text that is not a position, 404 for a
+    name the archive does not know, 422 for a position off the image."""
     image = await load_image(archive, image_id)
-    if not ra_text or not dec_text:
-        raise BadRequest("go to needs both ra= and dec= (and frame=icrs or galactic)")
-    try:
-        ra, dec = parse_position(ra_text, dec_text, frame or "icrs")
-    except ValueError as error:
-        raise BadRequest(str(error)) from None
+    source: dict[str, Any] = {}
+    if name_text and name_text.strip() and not (ra_text or dec_text):
+        ra, dec, named = await resolve_name(archive, name_text)
+        source = {"name": name_text.strip(), "from": {"id": named.id, "name": named.name}}
+    elif not ra_text or not dec_text:
+        raise BadRequest("go to needs both ra= and dec= (and frame=icrs or galactic), or an object name "
+                         "(name=)")
+    else:
+        try:
+            ra, dec = parse_position(ra_text, dec_text, frame or "icrs")
+        except ValueError as error:
+            raise BadRequest(str(error)) from None
     try:
         x, y = await archive.run_in_pool(locate, image.header, image.width, image.height, ra, dec)
     except OffImage as error:
         raise UnprocessableEntity(str(error)) from None
     except ValueError as error:
         raise BadRequest(str(error)) from None
-    return {"x": x + 1, "y": y + 1, "ra": ra, "dec": dec}
+    return {"x": x + 1, "y": y + 1, "ra": ra, "dec": dec, **source}
 
 
 def job_fields(job: JobRecord, visible_ids: set[str]) -> dict[str, Any]:

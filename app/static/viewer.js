@@ -334,6 +334,8 @@
       form.addEventListener("submit", function (event) {
         event.preventDefault();
         var query = new URLSearchParams(new FormData(form));
+        // an object name, or a position: whichever was typed (a name when both were)
+        if ((query.get("name") || "").trim()) { query.delete("ra"); query.delete("dec"); } else { query.delete("name"); }
         message.textContent = "\u2026";
         message.className = "";
         fetch(element.dataset.locate + "?" + query.toString(), { headers: { Accept: "application/json" } })
@@ -347,9 +349,19 @@
               return;
             }
             var item = viewer.world.getItemAt(0);
-            viewer.viewport.panTo(item.imageToViewportCoordinates(imageOf(answer.body.x, answer.body.y)));
-            message.textContent = "centred on RA " + ImagexSky.formatRa(answer.body.ra) + ", Dec " +
+            var place = item.imageToViewportCoordinates(imageOf(answer.body.x, answer.body.y));
+            viewer.viewport.panTo(place);
+            // a ring marks the place until the next "go to"
+            var marker = document.getElementById("goto-marker");
+            if (marker) { viewer.removeOverlay(marker); }
+            marker = document.createElement("div");
+            marker.id = "goto-marker";
+            marker.className = "goto-marker";
+            viewer.addOverlay({ element: marker, location: place, placement: OpenSeadragon.Placement.CENTER });
+            message.textContent = (answer.body.name ? answer.body.name + ", the centre of " + answer.body.from.name + ": " : "") +
+              "centred on RA " + ImagexSky.formatRa(answer.body.ra) + ", Dec " +
               ImagexSky.formatDec(answer.body.dec) + " (FITS x " + answer.body.x.toFixed(1) + ", y " + answer.body.y.toFixed(1) + ")";
+            marker.title = message.textContent;
           })
           .catch(function () {
             message.className = "error";

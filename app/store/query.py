@@ -39,7 +39,7 @@ class Compare:
             raise ValueError(f"unknown comparison {self.op!r}")
 
 
-RECORD_FIELDS = ("owner", "visibility", "provenance", "format", "sha256", "id")
+RECORD_FIELDS = ("owner", "visibility", "provenance", "format", "sha256", "id", "name")
 
 
 @dataclass(frozen=True)

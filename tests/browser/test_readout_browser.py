@@ -200,6 +200,12 @@ async def test_go_to_centres_the_view_on_the_position(page, server):
     view = await page.evaluate(VIEW)
     assert view["x"] == pytest.approx(100, abs=0.5) and view["y"] == pytest.approx(450, abs=0.5)
     assert "FITS x 100.0, y 450.0" in str(await page.text_content("#goto-message"))
+    # a ring marks the place, at the centre of the view
+    marker = await page.locator("#goto-marker").bounding_box()
+    frame = await page.locator("#viewer").bounding_box()
+    assert marker is not None and frame is not None
+    assert marker["x"] + marker["width"] / 2 == pytest.approx(frame["x"] + frame["width"] / 2, abs=2)
+    assert marker["y"] + marker["height"] / 2 == pytest.approx(frame["y"] + frame["height"] / 2, abs=2)
 
     await page.fill("#goto-ra", "12:00:00")
     await page.fill("#goto-dec", "+45:00:00")
@@ -215,6 +221,23 @@ async def test_go_to_centres_the_view_on_the_position(page, server):
         "() => document.getElementById('goto-message').textContent.includes('is not a coordinate')",
         timeout=10_000)
     assert await page.locator("#goto-message img, #goto-message b").count() == 0
+
+    # an object named in the archive (the field's own OBJECT, spelt otherwise): its image's centre
+    await page.fill("#goto-name", "BROWSER-field")
+    await page.click("#goto button[type=submit]")
+    await page.wait_for_function(
+        "() => document.getElementById('goto-message').textContent.startsWith('BROWSER-field, the centre')",
+        timeout=10_000)
+    await page.wait_for_function(SETTLED, timeout=30_000)
+    view = await page.evaluate(VIEW)
+    assert view["x"] == pytest.approx(300.5, abs=0.5) and view["y"] == pytest.approx(300.5, abs=0.5)
+    assert await page.locator(".goto-marker").count() == 1  # one ring: the last place
+    await page.fill("#goto-name", "Andromeda")
+    await page.click("#goto button[type=submit]")
+    await page.wait_for_function(
+        "() => document.getElementById('goto-message').className === 'error'", timeout=10_000)
+    assert "no image you may see is of an object named 'Andromeda'" in str(
+        await page.text_content("#goto-message"))
 
 
 async def test_scale_bar_and_compass_follow_the_wcs(page, server):

@@ -68,6 +68,58 @@ async def test_empty_archive_says_how_to_add_images(admin):
     assert '<li class="card">' not in html
 
 
+async def test_the_empty_archive_shows_the_ways_in(admin):
+    html = await text_of(await admin.get("/"))
+    ways = html[html.index('id="how-to-add"'):]
+    assert "imagex ingest PATH" in ways and 'href="/upload"' in ways
+    assert "drop files into" not in ways  # this app watches no folder (no watcher runs in the test client)
+
+
+async def test_the_inbox_is_named_where_a_watcher_runs(tmp_path, pool, make_user):
+    from app import create_app
+    from app.settings import Settings
+    from tests.helpers import log_in
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    settings = Settings.load(environ={}, data=str(tmp_path / "watched"), workers=2, watch_dirs=str(inbox))
+    app = create_app(settings, first_admin=False, pool=pool)
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        from app.identity import new_user
+        from tests.helpers import PASSWORD
+
+        await new_user(app.extensions["imagex"], "root", PASSWORD, role="admin")
+        await log_in(client, "root")
+        html = await text_of(await client.get("/"))
+        assert f"drop files into <code>{inbox}</code>" in html
+
+
+async def test_a_guest_is_told_when_public_images_are_on_their_way(client, archive):
+    """Only that public images are coming, never what or whose: a private upload in the queue says nothing
+    to a guest."""
+    private = job_for(Path("/data/mine.fits"), owner="alice")
+    private.options["visibility"] = "private"
+    await archive.store.enqueue([private])
+    html = await text_of(await client.get("/"))
+    assert 'id="preparing"' not in html and 'hx-trigger="every 2s"' not in html and "mine.fits" not in html
+    public = job_for(Path("/data/sample.fits"))
+    public.options["visibility"] = "public"
+    await archive.store.enqueue([public])
+    html = await text_of(await client.get("/"))
+    assert "Images are being prepared" in html and 'hx-trigger="every 2s"' in html  # the page follows
+    assert "sample.fits" not in html and "queued" not in html
+
+
+async def test_failures_link_to_the_monitor_for_administrators(admin, archive):
+    failing = job_for(Path("/data/broken.fits"))
+    await archive.store.enqueue([failing])
+    claimed = await archive.store.claim_job("w", 60)
+    await archive.store.finish_job(claimed.id, "w", state="failed", error="broken")
+    html = await text_of(await admin.get("/"))
+    assert '<a href="/admin/monitor" class="bad">1 file failed</a>' in html
+
+
 async def test_a_guest_who_sees_nothing_is_asked_to_log_in(client, add_image):
     await add_image("hidden.fits", visibility="private")
     html = await text_of(await client.get("/"))
@@ -122,7 +174,7 @@ async def test_ingest_failures_show_file_name_and_message(client, admin, archive
     assert jobs["notes.fits"].state == jobs["truncated.fits"].state == "failed"
 
     html = await text_of(await client.get("/"))
-    assert "2 files failed." in html and "Ingest failures" in html
+    assert "2 files failed</a>." in html and "Ingest failures" in html
     failures = re.search(r'<table class="jobs failed">(.*?)</table>', html, re.S)
     assert failures
     table = unescape(failures.group(1))

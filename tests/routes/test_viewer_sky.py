@@ -127,6 +127,34 @@ async def test_locate_refuses_bad_and_off_image_positions_with_a_message(client,
     assert response.content_type == "application/json"
 
 
+async def test_go_to_an_object_named_in_the_archive(client, add_image, make_user):
+    """No name resolver can be reached offline: names are looked up in the archive's own images (their
+    object keywords and names), as the asker may see them, and the place is that image's centre."""
+    wide = await add_image("wide.fits", size=SIZE, OBJECT="Survey tile 7")
+    answer = await client.get(f"/api/images/{wide.id}/locate?name=survey%20tile%207")
+    assert answer.status_code == 200, await answer.get_data(as_text=True)
+    found = await json_of(answer)
+    assert (found["x"], found["y"]) == (pytest.approx(150.5, abs=0.01), pytest.approx(150.5, abs=0.01))
+    assert found["name"] == "survey tile 7" and found["from"] == {"id": wide.id, "name": wide.name}
+    # case does not matter, nor hyphens or underscores for spaces, nor a space between letters and digits
+    assert (await client.get(f"/api/images/{wide.id}/locate?name=SURVEY-TILE_7")).status_code == 200
+    assert (await client.get(f"/api/images/{wide.id}/locate?name=survey%20tile7")).status_code == 200
+
+    unknown = await client.get(f"/api/images/{wide.id}/locate?name=M%2031")
+    assert unknown.status_code == 404
+    assert "no image you may see is of an object named 'M 31'" in (await json_of(unknown))["error"]
+    assert "give RA and Dec instead" in (await json_of(unknown))["error"]
+
+    # a private image's object stays unknown to those who may not see it
+    await make_user("alice")
+    await add_image("secret.fits", size=SIZE, owner="alice", visibility="private", OBJECT="M 31")
+    assert (await client.get(f"/api/images/{wide.id}/locate?name=M31")).status_code == 404
+    from tests.helpers import log_in
+
+    assert (await log_in(client, "alice")).status_code == 302
+    assert (await client.get(f"/api/images/{wide.id}/locate?name=M31")).status_code == 200
+
+
 async def test_private_image_sky_routes_answer_like_a_missing_image(client, add_image, make_user):
     from tests.helpers import log_in
 
