@@ -187,10 +187,11 @@ async def test_portal_failure_list_shows_only_the_askers_jobs(world: World, acto
     assert listed == failures
     for name in {"olive-broken.fits", "site-broken.fits"} - set(failures):
         assert name not in html
+    shown = re.sub(r"<[^>]+>", "", html)  # the count is a link to the monitor for administrators
     if failures:
-        assert f"{len(failures)} file{'' if len(failures) == 1 else 's'} failed." in html
+        assert f"{len(failures)} file{'' if len(failures) == 1 else 's'} failed." in shown
     else:
-        assert "failed." not in html
+        assert "failed." not in shown
 
 
 @pytest.mark.parametrize("actor", ACTORS)
