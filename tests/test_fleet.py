@@ -98,7 +98,7 @@ async def test_serve_and_two_workers_one_killed_shown_lost_the_other_alive(tmp_p
 
             # a job for a worker to be killed in the middle of; the web process runs jobs too, and when it
             # takes the job, the next file is queued once it is done
-            for attempt in range(4):
+            for attempt in range(10):  # the claim is a race: on a busy machine the web process may win often
                 big = write_big(tmp_path / f"in{attempt}", seed=attempt)
                 [job_id] = await queue(data, big)
                 wait_until(lambda: rendering(data), "the job to be running", web, logs["serve"])

@@ -299,8 +299,10 @@ async def resolve_name(archive: Archive, text: str) -> tuple[float, float, Image
     terms += [TextMatch(keyword, spelling) for keyword in keywords for spelling in spellings if spelling]
     for image in await archive.store.find_images(visible_images(Or(tuple(terms))), limit=NAME_CANDIDATES):
         named = [image.name] + [str(image.header.get(keyword, "")) for keyword in keywords]
-        if image.sky and any(_folded_name(value) == wanted for value in named if value):
-            return float(image.sky["center_ra"]), float(image.sky["center_dec"]), image
+        ra, dec = (image.sky or {}).get("center_ra"), (image.sky or {}).get("center_dec")
+        if ra is not None and dec is not None and any(_folded_name(value) == wanted for value in named
+                                                      if value):
+            return float(ra), float(dec), image
     raise NotFound(f"no image you may see is of an object named {name!r} (looked up in the archive's "
                    f"{', '.join(keywords)} and image names; no outside name resolver is used): give RA and "
                    "Dec instead")
