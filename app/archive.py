@@ -39,6 +39,11 @@ class TaskState:
     state: str = "running"
     error: str = ""
 
+    @property
+    def message(self) -> str:
+        """What administrators are shown of a failure: "task: Error: message"."""
+        return f"{self.name}: {self.error}"
+
 
 class Archive:
     """Everything long-lived. `startup()` opens it, `close()` (idempotent) releases it."""
@@ -122,7 +127,7 @@ class Archive:
     @property
     def background_errors(self) -> list[str]:
         """What failed in the background, as shown to administrators: "task: Error: message"."""
-        return [f"{task.name}: {task.error}" for task in self.tasks.values() if task.state == "failed"]
+        return [task.message for task in self.tasks.values() if task.state == "failed"]
 
     async def run_in_pool(self, fn: Callable[..., T], *args: Any) -> T:
         return await self.pool.run(fn, *args)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 from app.archive import Archive
@@ -22,13 +22,13 @@ JOBS_PER_PROCESS = {"serve": 1, "watch": 1, "worker": 2, "ingest": 2}
 @contextlib.asynccontextmanager
 async def running(archive: Archive, role: str, *, jobs: bool = True, folders: Sequence[Path] | None = None,
                   background: bool = False,
-                  prepare: Callable[[Archive], object] | None = None) -> AsyncIterator[Archive]:
+                  prepare: Callable[[Archive], Awaitable[None]] | None = None) -> AsyncIterator[Archive]:
     """Open `archive` for a process of `role` and close it on the way out, whatever happens.
 
     Inside: `archive.runner` is its job runner (unless `jobs` is False), `archive.watcher` watches
     `folders` (when any are given), and the process is in the fleet. With
     `background`, runner and watcher run as the archive's background tasks until it closes; otherwise the
-    caller runs them (`runner.run(stop)`, `watcher.run(stop)`). `prepare` (a coroutine function) runs after
+    caller runs them (`runner.run(stop)`, `watcher.run(stop)`). `prepare` runs after
     the archive opens and before anything starts."""
     from app.fleet import join_fleet
     from app.ingest.jobs import JobRunner
@@ -36,9 +36,7 @@ async def running(archive: Archive, role: str, *, jobs: bool = True, folders: Se
     await archive.startup()
     try:
         if prepare is not None:
-            outcome = prepare(archive)
-            if asyncio.iscoroutine(outcome):
-                await outcome
+            await prepare(archive)
         if folders:
             from app.ingest.watch import TASK_NAME, FolderWatcher
 

@@ -150,7 +150,7 @@ def _watcher(archive: Archive) -> dict[str, Any]:
     facts = watcher.facts()
     task = archive.tasks.get(TASK_NAME)
     if task is not None and task.state == "failed":
-        facts.update(alive=False, state="stopped after an error", last_error=f"{task.name}: {task.error}")
+        facts.update(alive=False, state="stopped after an error", last_error=task.message)
     return facts
 
 

@@ -11,6 +11,7 @@ from werkzeug.exceptions import Forbidden, HTTPException, Unauthorized
 
 from app import identity
 from app.exceptions import ImageXError
+from app.routes.views import htmx, wants_json
 
 # Endpoints that need no user context: the hot tile path and static files; the health check, which must
 # answer even when the catalog does not.
@@ -37,7 +38,7 @@ def register(app: Quart) -> None:
         await identity.check_csrf()
         user, site = identity.current_user(), identity.current_site()
         if user is None and not site.guest_access and request.endpoint not in _ALWAYS_OPEN:
-            if _wants_json():
+            if wants_json():
                 raise Unauthorized("log in or send an API token: guest access is off on this site")
             return redirect(f"/login?next={request.full_path if request.query_string else request.path}")
         if (site.demo_mode and request.method in identity.UNSAFE_METHODS
@@ -63,14 +64,10 @@ def register(app: Quart) -> None:
         return await _error(error.status, str(error))
 
 
-def _wants_json() -> bool:
-    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
-
-
 async def _error(code: int, message: str) -> Any:
-    if _wants_json():
+    if wants_json():
         return jsonify({"error": message, "status": code}), code
-    if request.headers.get("HX-Request") == "true":
+    if htmx():
         # an htmx action failed: show the message in the page's alert area, whatever the target was
         fragment = f'<p class="error">{escape(message)}</p>'
         return fragment, code, {"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"}

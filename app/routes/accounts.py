@@ -20,7 +20,7 @@ from app.archive import Archive, get_archive
 from app.exceptions import Conflict, ImageXError
 from app.openapi import BOOLEAN, ERROR, INTEGER, STRING, Param, RequestBody, array, described, obj, text
 from app.routes import schemas
-from app.routes.views import own_images, storage
+from app.routes.views import htmx, own_images, storage
 from app.site_policy import Site, _email
 from app.store.base import ApiToken, User, new_id
 
@@ -202,7 +202,7 @@ def api_user() -> User:
 
 def _to_login() -> Any:
     response = redirect("/login?next=/account")
-    if _htmx():  # a whole page, not a login form inside a section
+    if htmx():  # a whole page, not a login form inside a section
         response.headers["HX-Redirect"] = "/login?next=/account"
     return response
 
@@ -263,14 +263,10 @@ async def account_page(user: User, status: int = 200, **extra: Any) -> Any:
     return await render_template("account.html", **values), status
 
 
-def _htmx() -> bool:
-    return request.headers.get("HX-Request") == "true"
-
-
 async def _section(template: str, page_status: int, user: User, **values: Any) -> Any:
     """htmx swaps a section in place (status 200, or htmx would not swap it); a browser without script
     gets the whole page with the real status."""
-    if _htmx():
+    if htmx():
         archive = get_archive()
         site = accounts.current_site()
         return await render_template(template, user=user, tokens=await token_list(archive, user),
@@ -317,7 +313,7 @@ async def account_password() -> Any:
     # A redirect, not a page: the page's CSRF token must come from the new session's cookies.
     done = "/account?done=password_tokens" if revoke else "/account?done=password"
     response = redirect(done)
-    if _htmx():
+    if htmx():
         response.headers["HX-Redirect"] = done
     await accounts.log_in(response, user)
     return response

@@ -17,7 +17,7 @@ from app.archive import Archive, get_archive
 from app.exceptions import Conflict
 from app.openapi import ERROR, STRING, Param, RequestBody, array, described, mapping, obj, whole
 from app.routes import schemas
-from app.routes.views import require_admin
+from app.routes.views import htmx, require_admin
 from app.search.compile import element_summary
 from app.search.elements import TYPE_NAMES, ElementError, element_from, missing_keywords
 from app.store.base import ELEMENT_TYPES, SearchElement
@@ -85,7 +85,7 @@ EMPTY_DRAFT = {"type": "text", "label": "", "id": "", "keywords": "", "help": ""
 async def _section(status: int = 200, *, draft: Mapping[str, Any] | None = None, editing: str = "",
                    error: str = "", error_field: str = "", message: str = "") -> tuple[str, int]:
     archive = get_archive()
-    template = "_builder.html" if request.headers.get("HX-Request") == "true" else "admin_search.html"
+    template = "_builder.html" if htmx() else "admin_search.html"
     page = await render_template(template, section="search", state=await builder_state(archive),
                                  draft=draft or EMPTY_DRAFT, editing=editing, error=error,
                                  error_field=error_field, message=message, types=TYPE_NAMES,

@@ -22,7 +22,7 @@ from app.identity import current_site, current_user
 from app.openapi import ERROR, STRING, Param, described, one_of
 from app.permissions import may
 from app.routes import schemas, views
-from app.routes.views import image_summary, page_args, visible_images
+from app.routes.views import htmx, image_summary, page_args, visible_images
 from app.search.compile import SORTABLE, Search, compile_search, element_summary, parameters
 from app.search.elements import MAX_CHOICES
 from app.store.base import MAX_TEXT, MICROS_PER_DAY, MJD_EPOCH, ImageRecord, Scalar, SearchElement
@@ -164,7 +164,7 @@ async def search_page() -> Any:
     archive = get_archive()
     results = await run_search(archive, strict=False)
     restoring = request.headers.get("HX-History-Restore-Request") == "true"
-    if request.headers.get("HX-Request") == "true" and not restoring:
+    if htmx() and not restoring:
         return await render_template("_search_results.html", results=results)
     elements = await archive.store.list_elements()
     may_search = current_user() is not None or current_site().guest_search

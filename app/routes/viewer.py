@@ -20,6 +20,7 @@ from app.routes.views import (
     access_fragment,
     change_visibility,
     header_rows,
+    htmx,
     image_detail,
     load_image,
     remove,
@@ -57,7 +58,7 @@ async def visibility(image_id: str) -> Any:
     archive = get_archive()
     form = await request.form
     image = await change_visibility(archive, image_id, form.get("visibility"))
-    if request.headers.get("HX-Request"):
+    if htmx():
         return await access_fragment(archive, image, saved=True)
     return redirect(f"/images/{image.id}", 303)
 
@@ -67,6 +68,6 @@ async def delete(image_id: str) -> Any:
     """The image page's delete button: back to the portal (htmx follows `HX-Redirect`)."""
     archive = get_archive()
     await remove(archive, image_id)
-    if request.headers.get("HX-Request"):
+    if htmx():
         return Response("", status=204, headers={"HX-Redirect": "/"})
     return redirect("/", 303)

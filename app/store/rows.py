@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -66,7 +67,7 @@ def to_row(record: Any, *, skip: Iterable[str] = ()) -> dict[str, Any]:
     return row
 
 
-def from_row(cls: type[R], row: Mapping[str, Any]) -> R:
+def from_row(cls: type[R], row: Mapping[str, Any] | sqlite3.Row) -> R:
     """The record of class `cls` from a row (sqlite3.Row or a mapping) holding a column per field."""
     values: dict[str, Any] = {}
     for name, kind in columns(cls):

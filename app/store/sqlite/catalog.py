@@ -132,18 +132,10 @@ class SQLiteCatalog(SQLiteBase):
         await self._run(insert)
 
     async def image_locations(self, image_ids: Sequence[str]) -> list[ImageLocation]:
-        def select() -> list[ImageLocation]:
-            found: list[ImageLocation] = []
-            ids = list(dict.fromkeys(image_ids))
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
-                rows = self.db.execute(
-                    "SELECT image_id, path, recorded FROM image_locations WHERE image_id IN "
-                    f"({', '.join('?' * len(chunk))})", chunk)
-                found.extend(ImageLocation(row[0], row[1], row[2]) for row in rows)
-            return sorted(found, key=lambda location: (location.image_id, location.recorded, location.path))
-
-        return await self._run(select)
+        rows = await self._select_in("SELECT image_id, path, recorded FROM image_locations "
+                                     "WHERE image_id IN ({marks})", list(dict.fromkeys(image_ids)))
+        found = [ImageLocation(row[0], row[1], row[2]) for row in rows]
+        return sorted(found, key=lambda location: (location.image_id, location.recorded, location.path))
 
     async def find_images(self, query: Query | None = None, *, offset: int = 0,
                           limit: int = 50, order: Order | None = None) -> list[ImageRecord]:
@@ -344,18 +336,8 @@ class SQLiteCatalog(SQLiteBase):
 
     async def existing_ids(self, kind: str, ids: Sequence[str]) -> set[str]:
         table = {"images": "images", "jobs": "jobs"}[kind]
-
-        def select() -> set[str]:
-            found: set[str] = set()
-            listed = list(ids)
-            for start in range(0, len(listed), 500):
-                chunk = listed[start:start + 500]
-                marks = ", ".join("?" * len(chunk))
-                found.update(row[0] for row in self.db.execute(
-                    f"SELECT id FROM {table} WHERE id IN ({marks})", chunk))
-            return found
-
-        return await self._run(select)
+        rows = await self._select_in(f"SELECT id FROM {table} WHERE id IN ({{marks}})", ids)
+        return {row[0] for row in rows}
 
 
 def _newest_first(order: Order | None) -> bool:

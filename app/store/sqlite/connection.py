@@ -169,6 +169,20 @@ class SQLiteBase(Store):
         return isinstance(other, SQLiteBase) and other.path.resolve() == self.path.resolve()
 
     # helpers ---------------------------------------------------------------------------------------
+    async def _select_in(self, sql: str, values: Sequence[Any]) -> list[sqlite3.Row]:
+        """The rows of `sql` (a query with one `IN ({marks})`) for every value, asked in chunks of 500
+        parameters (SQLite's limit on parameters is not to be met by a long list)."""
+        listed = list(values)
+
+        def select() -> list[sqlite3.Row]:
+            rows: list[sqlite3.Row] = []
+            for start in range(0, len(listed), 500):
+                chunk = listed[start:start + 500]
+                rows.extend(self.db.execute(sql.format(marks=", ".join("?" * len(chunk))), chunk))
+            return rows
+
+        return await self._run(select)
+
     async def _write(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> int:
         def write() -> int:
             with transaction(self.db) as db:

@@ -93,18 +93,9 @@ class SQLiteJobs(SQLiteBase):
         return await self._jobs_where_in("id", list(job_ids))
 
     async def _jobs_where_in(self, column: str, values: list[str]) -> list[JobRecord]:
-        """Jobs whose `column` (id or key) is one of `values`, asked in chunks of 500 parameters."""
-
-        def select() -> list[JobRecord]:
-            out: list[JobRecord] = []
-            for start in range(0, len(values), 500):
-                chunk = values[start:start + 500]
-                marks = ", ".join("?" * len(chunk))
-                out.extend(from_row(JobRecord, row) for row in self.db.execute(
-                    f"SELECT * FROM jobs WHERE {column} IN ({marks})", chunk))
-            return out
-
-        return await self._run(select)
+        """Jobs whose `column` (id or key) is one of `values`."""
+        rows = await self._select_in(f"SELECT * FROM jobs WHERE {column} IN ({{marks}})", values)
+        return [from_row(JobRecord, row) for row in rows]
 
     async def list_jobs(self, state: JobState | None = None, *, offset: int = 0, limit: int = 50,
                         owner: str | None = None) -> list[JobRecord]:
