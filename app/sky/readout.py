@@ -160,8 +160,11 @@ def galactic_matrix() -> list[list[float]]:
 
 
 def physical_scale(header: Mapping[str, HeaderValue]) -> dict[str, Any] | None:
-    """The pixel size in metres (x, y) from CDELTn with a length CUNITn, or from a pixel-size keyword in
-    micrometres (XPIXSIZE, PIXSIZE1, XPIXSZ, PIXSIZE); None when the header gives none."""
+    """The pixel size in metres (x, y) from, in this order: CDELTn with a length CUNITn (FITS); the OME
+    attributes PhysicalSizeX/Y with PhysicalSizeXUnit/YUnit (OME-TIFF; the readers of other microscopy
+    formats, Gatan DM and ImageJ TIFF, record their calibration under the same names); DICOM's PixelSpacing
+    or ImagerPixelSpacing (row spacing, then column spacing, in mm); a pixel-size keyword in micrometres
+    (XPIXSIZE, PIXSIZE1, XPIXSZ, PIXSIZE). None when the header gives none."""
     import astropy.units as u
 
     def positive(value: object) -> float | None:
@@ -174,17 +177,35 @@ def physical_scale(header: Mapping[str, HeaderValue]) -> dict[str, Any] | None:
         if not isinstance(unit_text, str) or not unit_text.strip() or len(unit_text) > 20:
             return None
         try:
-            unit = u.Unit(unit_text.strip().replace("µ", "u"))
+            unit = u.Unit(unit_text.strip().replace("µ", "u").replace("Å", "Angstrom"))
             return float(unit.to(u.m)) if unit.physical_type == "length" else None
         except (ValueError, TypeError, u.UnitsError):
             return None
 
-    unit_x, unit_y = length(header.get("CUNIT1")), length(header.get("CUNIT2"))
-    delta_x, delta_y = positive(header.get("CDELT1")), positive(header.get("CDELT2"))
-    if unit_x is not None and delta_x is not None:
-        size_x = delta_x * unit_x
-        size_y = delta_y * unit_y if unit_y is not None and delta_y is not None else size_x
-        return {"x": size_x, "y": size_y, "source": "CDELT1/CUNIT1"}
+    def pair(key_x: str, unit_key_x: str, key_y: str, unit_key_y: str, default_unit: str | None = None
+             ) -> tuple[float, float] | None:
+        unit_x = length(header.get(unit_key_x, default_unit))
+        delta_x = positive(header.get(key_x))
+        if unit_x is None or delta_x is None:
+            return None
+        unit_y, delta_y = length(header.get(unit_key_y, default_unit)), positive(header.get(key_y))
+        return delta_x * unit_x, (delta_y * unit_y if unit_y is not None and delta_y is not None
+                                  else delta_x * unit_x)
+
+    found = pair("CDELT1", "CUNIT1", "CDELT2", "CUNIT2")
+    if found:
+        return {"x": found[0], "y": found[1], "source": "CDELT1/CUNIT1"}
+    # OME's default unit is the micrometre
+    found = pair("PhysicalSizeX", "PhysicalSizeXUnit", "PhysicalSizeY", "PhysicalSizeYUnit", "um")
+    if found:
+        return {"x": found[0], "y": found[1], "source": "PhysicalSizeX/PhysicalSizeY"}
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        spacing = header.get(keyword)
+        parts = spacing.replace(",", "\\").split("\\") if isinstance(spacing, str) else []
+        sizes = [positive(_number(part)) for part in parts]
+        if len(sizes) == 2 and sizes[0] is not None and sizes[1] is not None:
+            # DICOM gives the spacing between rows (a pixel's height) first
+            return {"x": sizes[1] * 1e-3, "y": sizes[0] * 1e-3, "source": keyword}
     for key_x, key_y in _MICRON_KEYWORDS:
         size = positive(header.get(key_x))
         if size is not None:
@@ -192,6 +213,13 @@ def physical_scale(header: Mapping[str, HeaderValue]) -> dict[str, Any] | None:
             return {"x": size * 1e-6, "y": (other if other is not None else size) * 1e-6,
                     "source": key_x if key_x == key_y else f"{key_x}/{key_y}"}
     return None
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text.strip())
+    except ValueError:
+        return None
 
 
 def sky_readout(header: Mapping[str, HeaderValue], width: int, height: int,

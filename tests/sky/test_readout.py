@@ -255,6 +255,17 @@ def test_image_without_celestial_wcs_has_no_sky_description():
     ({"CDELT1": "2", "CUNIT1": "um"}, None),
     ({"XPIXSIZE": -0.0}, None),
     ({"XPIXSIZE": True}, None),
+    # OME (and the DM and ImageJ readers, which record their calibration under OME's names); default um
+    ({"PhysicalSizeX": 0.25, "PhysicalSizeY": 0.5}, (0.25e-6, 0.5e-6)),
+    ({"PhysicalSizeX": 2.5, "PhysicalSizeXUnit": "nm"}, (2.5e-9, 2.5e-9)),
+    ({"PhysicalSizeX": 1.5, "PhysicalSizeXUnit": "Å", "PhysicalSizeY": 1.5, "PhysicalSizeYUnit": "Å"},
+     (1.5e-10, 1.5e-10)),
+    ({"PhysicalSizeX": 1.0, "PhysicalSizeXUnit": "s"}, None),  # a time, not a length
+    # DICOM: row spacing (a pixel's height) first, in mm
+    ({"PixelSpacing": "0.5\\0.25"}, (0.25e-3, 0.5e-3)),
+    ({"ImagerPixelSpacing": "0.139\\0.139"}, (0.139e-3, 0.139e-3)),
+    ({"PixelSpacing": "0.5"}, None),
+    ({"PixelSpacing": "a\\b"}, None),
     ({"PIXSIZE": "inf"}, None),
 ])
 def test_physical_pixel_size_from_the_header(cards, expected):
