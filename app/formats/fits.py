@@ -22,6 +22,9 @@ from app.store.base import HeaderValue
 _STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "NEXTEND", "END", "CHECKSUM",
                "DATASUM", "BSCALE", "BZERO", "BLANK"}
 _LIST_KEYWORDS = {"COMMENT", "HISTORY"}
+# where the text of cards with a blank keyword (commentary, FITS 4.4.2.4) is kept: not a keyword FITS
+# allows, so it can never meet a real card of that name
+BLANK_CARDS = "(blank)"
 # World coordinate cards (WCS paper I-III, SIP, TPV): never inherited, so that the WCS rebuilt from a
 # catalog record (readout, mosaics) is the extension's own, as the sky position recorded at ingest is
 _WCS_KEYWORD = re.compile(r"(WCSAXES|CTYPE|CRVAL|CRPIX|CDELT|CUNIT|CROTA|CRDER|CSYER|CNAME)\d*[A-Z]?"
@@ -213,14 +216,21 @@ def _shape(header: Any) -> list[int]:
 
 
 def harvest(header: Any, repairs: list[str] | None = None) -> tuple[dict[str, HeaderValue], dict[str, str]]:
-    """Every card as a typed value; COMMENT and HISTORY collected as lists; comments kept apart. A card
-    astropy cannot parse is read as fixed as it can be, else kept as its text; a keyword FITS does not
-    allow is left out. Each such repair is described in `repairs`."""
+    """Every card as a typed value; COMMENT and HISTORY collected as lists, and so is the commentary of
+    cards with a blank keyword (under BLANK_CARDS); comments kept apart. A repeated keyword keeps its first
+    value under its own name (the one FITS readers honour) and each later one as `KEYWORD.2`, `KEYWORD.3`
+    (names a query can use). A card astropy cannot parse is read as fixed as it can be, else kept as its
+    text; a keyword FITS does not allow is left out. Each such repair is described in `repairs`."""
     values: dict[str, HeaderValue] = {}
     comments: dict[str, str] = {}
     for card in header.cards:
         keyword = str(card.keyword)
         if not keyword:
+            text = str(card.value or "").rstrip() if isinstance(card.value, str) else ""
+            if text:
+                blank = values.setdefault(BLANK_CARDS, [])
+                if isinstance(blank, list):
+                    blank.append(text)
             continue
         if not _KEYWORD.fullmatch(keyword):
             if repairs is not None:
@@ -236,7 +246,11 @@ def harvest(header: Any, repairs: list[str] | None = None) -> tuple[dict[str, He
                 existing.append(str(value))
             continue
         if keyword in values:
-            continue  # a repeated keyword: FITS readers honour the first
+            # a repeated keyword: FITS readers honour the first; the others are kept beside it
+            count = 2
+            while f"{keyword}.{count}" in values:
+                count += 1
+            keyword = f"{keyword}.{count}"
         values[keyword] = _typed(value)
         if comment:
             comments[keyword] = str(comment)

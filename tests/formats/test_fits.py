@@ -18,6 +18,7 @@ from astropy.wcs import WCS
 from app.formats import FitsReader
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.sky.wcs import celestial_wcs as stored_wcs
+from app.store.query import Compare
 from tests.formats.conftest import deepest_level, full_picture
 from tests.helpers import ingest
 
@@ -97,6 +98,35 @@ def test_comment_and_history_cards_are_kept_as_lists_in_order(write_fits):
     [plane] = read_planes(path)
     assert plane.header["COMMENT"] == ["first comment", "second comment"]
     assert plane.header["HISTORY"] == ["bias subtracted", "flat fielded"]
+
+
+def test_repeated_keywords_and_blank_keyword_commentary_are_all_kept(write_fits):
+    path = write_fits("repeats.fits", size=16)
+    with fits.open(path, mode="update") as hdul:
+        header = hdul[0].header
+        header.append(fits.Card("AIRMASS", 1.25, "at the start"))
+        header.append(fits.Card("", "---- observing conditions ----"))
+        header.append(fits.Card("AIRMASS", 1.31, "at the end"), useblanks=False)
+        header.append(fits.Card("AIRMASS", 1.4), useblanks=False)
+        header.append(fits.Card("", "seeing was poor"), useblanks=False)
+    [plane] = read_planes(path)
+    # the first value is the one FITS readers honour, and it keeps the keyword's own name
+    assert plane.header["AIRMASS"] == 1.25
+    assert plane.header["AIRMASS.2"] == 1.31 and plane.comments["AIRMASS.2"] == "at the end"
+    assert plane.header["AIRMASS.3"] == 1.4
+    assert plane.header["(blank)"] == ["---- observing conditions ----", "seeing was poor"]
+
+
+async def test_repeated_keywords_are_searchable_and_leave_the_wcs_alone(archive, write_fits):
+    path = write_fits("repeats.fits", size=32)
+    with fits.open(path, mode="update") as hdul:
+        hdul[0].header.append(fits.Card("AIRMASS", 1.25))
+        hdul[0].header.append(fits.Card("AIRMASS", 1.31), useblanks=False)
+    await ingest_done(archive, path)
+    [image] = await archive.store.find_images(Compare("AIRMASS.2", "gt", 1.3))
+    assert image.header["AIRMASS"] == 1.25
+    assert await archive.store.find_images(Compare("AIRMASS", "gt", 1.3)) == []
+    assert image.sky is not None  # the extra names play no part in the WCS rebuilt from the record
 
 
 async def test_header_values_survive_the_catalog(archive, write_fits):
