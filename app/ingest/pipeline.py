@@ -81,11 +81,12 @@ def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path,
     return levels, applied
 
 
-def pyramid_bytes(width: int, height: int) -> int:
+def pyramid_bytes(width: int, height: int, exact: bool = False) -> int:
     """What one plane's pyramids may take on disk, at most: the science pyramid's uncompressed 32-bit
-    values in whole tiles at every level, and the display pyramid's JPEG tiles (counted at a byte a pixel
-    plus their headers) at every level down to one pixel, and the thumbnail."""
-    total = THUMBNAIL_BYTES
+    values in whole tiles at every level (and, with `exact`, the full-resolution 64-bit copy), the display
+    pyramid's JPEG tiles (counted at a byte a pixel plus their headers) at every level down to one pixel,
+    and the thumbnail."""
+    total = THUMBNAIL_BYTES + (width * height * 8 + 4096 if exact else 0)
     w, h = width, height
     while True:
         side = science.TIFF_TILE
@@ -106,7 +107,8 @@ def pyramid_bytes(width: int, height: int) -> int:
 
 def check_room(planes: list[Any], work: Path) -> None:
     """Refuse, before anything is written, a file whose pyramids the data folder's disk has no room for."""
-    needed = sum(pyramid_bytes(plane.width, plane.height) for plane in planes) + ROOM_MARGIN
+    needed = sum(pyramid_bytes(plane.width, plane.height, science.needs_exact(plane.bitpix))
+                 for plane in planes) + ROOM_MARGIN
     work.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(work).free
     if needed > free:

@@ -1,6 +1,11 @@
 """The science pyramid: a tiled, pyramidal TIFF of an image's original values (float32, NaN kept), in
 display orientation (top row first, as the Deep Zoom pyramid), written by libvips next to the DZI.
 
+Values a 32-bit float would round (32-bit integers, 64-bit floats) are also kept exactly, at full
+resolution only, in `exact.npy` beside it (64-bit floats, which hold every 32-bit integer), for the pixel
+readout: the display needs no more than float32, and the libvips used here cannot read back the 64-bit
+float TIFF it writes.
+
 Ingest writes it into the pyramid's work folder, so it appears with the DZI in one rename. Images
 ingested before it existed get one lazily, built from the original file on the first request that needs
 it; a lock file keeps concurrent requests from building it twice, and it is written under a temporary
@@ -23,6 +28,10 @@ import pyvips
 from app.exceptions import ImageXError
 
 NAME = "science.tif"
+EXACT_NAME = "exact.npy"
+# Source types whose every value a 32-bit float holds exactly; the others get an exact copy.
+_EXACT_IN_FLOAT = {"uchar", "char", "ushort", "short", "float"}
+_STRIP_BYTES = 16 * 1024 * 1024
 TIFF_TILE = 256
 LOCK = ".science.lock"
 # Past this size a classic TIFF's 32-bit offsets overflow; libvips needs to be told to write BigTIFF.
@@ -45,11 +54,35 @@ def write(picture: pyvips.Image, folder: Path) -> Path:
     """Write `folder/science.tif` from `picture` (the pixels as the reader gives them). Uncompressed:
     noisy float data hardly compresses, and compression would make ingest several times slower."""
     target = folder / NAME
+    if picture.bands == 1 and str(picture.format) not in _EXACT_IN_FLOAT:
+        write_exact(picture, folder / EXACT_NAME)
     data = values(picture)
     data.tiffsave(str(target), tile=True, tile_width=TIFF_TILE, tile_height=TIFF_TILE, pyramid=True,
                   compression="none", bigtiff=data.width * data.height * 4 * 4 // 3 > _CLASSIC_TIFF_BYTES,
                   strip=True)
     return target
+
+
+def needs_exact(bitpix: int | None) -> bool:
+    """Whether an image whose values have FITS-style `bitpix` gets an exact copy of its values (None:
+    unknown, counted as needing one)."""
+    return bitpix not in (8, 16, -32)
+
+
+def write_exact(picture: pyvips.Image, target: Path) -> None:
+    """The full-resolution values as 64-bit floats in a NumPy file, written strip by strip (memory stays
+    bounded whatever the image's size)."""
+    data = picture.cast("double")
+    rows = max(1, _STRIP_BYTES // (8 * data.width))
+    out = np.lib.format.open_memmap(target, mode="w+", dtype=np.float64, shape=(data.height, data.width))
+    try:
+        for top in range(0, data.height, rows):
+            height = min(rows, data.height - top)
+            strip = data.crop(0, top, data.width, height).write_to_memory()
+            out[top:top + height] = np.frombuffer(strip, dtype=np.float64).reshape(height, data.width)
+        out.flush()
+    finally:
+        del out
 
 
 @contextlib.contextmanager
@@ -112,5 +145,9 @@ def pixel(path: str, x: int, y: int) -> tuple[int, int, float | None]:
     full = open_page(path, 0)
     if not (0 <= x < full.width and 0 <= y < full.height):
         raise IndexError(f"pixel ({x}, {y}) is outside the image ({full.width}x{full.height} pixels)")
-    value = float(np.frombuffer(full.crop(x, y, 1, 1).write_to_memory(), dtype=np.float32)[0])
+    exact = Path(path).with_name(EXACT_NAME)
+    if exact.is_file():
+        value = float(np.load(exact, mmap_mode="r")[y, x])
+    else:
+        value = float(np.frombuffer(full.crop(x, y, 1, 1).write_to_memory(), dtype=np.float32)[0])
     return full.width, full.height, value if math.isfinite(value) else None

@@ -44,6 +44,31 @@ async def test_ingest_writes_the_science_pyramid_beside_the_dzi(archive, image):
         not list((archive.settings.tiles_dir / ".work").iterdir())
 
 
+EXACT_VALUES = [
+    # (FITS data type, a value that a 32-bit float would round, whether an exact copy is kept)
+    ("int32", 16777217, True),
+    ("float64", 1.0000000001, True),
+    ("int16", -32768, False),
+    ("float32", np.float32(0.1), False),
+]
+
+
+@pytest.mark.parametrize(("dtype", "value", "exact"), EXACT_VALUES, ids=[row[0] for row in EXACT_VALUES])
+async def test_the_pixel_readout_gives_the_value_in_the_file_exactly(client, archive, add_image, dtype, value,
+                                                                    exact):
+    data = np.arange(48 * 40, dtype=dtype).reshape(40, 48)
+    data[30, 7] = value  # FITS pixel x 8, y 31
+    image = await add_image("exact.fits", data=data, dtype=dtype)
+    assert (archive.tile_folder(image.id) / science.EXACT_NAME).is_file() is exact
+    token = archive.tile_token(image.id)
+    # the display has the top row first: FITS row 31 of 40 is display row 9
+    answer = await (await client.get(f"/tiles/{image.id}/{token}/pixel/7_9")).get_json()
+    assert answer == {"x": 8, "y": 31, "value": float(value)}
+    # and a dynamic tile renders from the 64-bit values as from 32-bit ones
+    response = await client.get(f"/tiles/{image.id}/{token}/display/minmax~linear~grey/image.dzi")
+    assert response.status_code == 200
+
+
 async def test_the_display_controls_offer_exactly_what_the_server_renders(client, image):
     """One list of stretches, colormaps and intervals: the page's controls (which its script reads) are
     made from the server's, and every stretch and colormap offered renders."""
