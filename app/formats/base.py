@@ -25,6 +25,9 @@ class Plane:
     comments: dict[str, str] = field(default_factory=dict)
     sky: dict[str, Any] | None = None
     note: str = ""
+    # more than one plane of pixels in this image (a cube, a stack): {"count": n, "axis": its name,
+    # "unit": the unit of its values, "values": the coordinate of each plane (or null)}; else empty
+    planes: dict[str, Any] = field(default_factory=dict)
 
 
 class Reader(ABC):
@@ -46,8 +49,9 @@ class Reader(ABC):
         """Every 2-D image in the file, validated; raises FormatError with a precise message."""
 
     @abstractmethod
-    def pixels(self, plane: Plane) -> pyvips.Image:
-        """The plane's pixels, top row first, as a libvips image (not yet computed)."""
+    def pixels(self, plane: Plane, index: int = 0) -> pyvips.Image:
+        """The pixels of plane `index` of `plane` (0 unless it has `planes`), top row first, as a libvips
+        image (not yet computed)."""
 
     @abstractmethod
     def pixel_bytes(self) -> int:

@@ -112,10 +112,10 @@ class FitsReader(Reader):
             repairs = _odd_cards(self.structure, index)
             values, comments = harvest(merged, repairs)
             notes = []
-            if len(shape) > 2:
-                planes_count = math.prod(shape[2:])
-                notes.append(f"{len(shape)}-D data {'x'.join(map(str, shape))}: showing the first of "
-                             f"{planes_count} planes")
+            planes_of = _planes(header, shape) if len(shape) > 2 else {}
+            if planes_of:
+                notes.append(f"{len(shape)}-D data {'x'.join(map(str, shape))}: {planes_of['count']} planes"
+                             + (f" along {planes_of['axis']}" if planes_of.get("axis") else ""))
             if repairs:
                 notes.append("header repaired: " + "; ".join(repairs))
             if not planes and self.structure[-1].trailing:
@@ -127,7 +127,8 @@ class FitsReader(Reader):
             name += f" [{hdu.name or index}]" if index > 0 else ""
             planes.append(Plane(hdu=index, name=name, width=width, height=height,
                                 bitpix=int(header.get("BITPIX", 0)) or None, header=values,
-                                comments=comments, sky=_sky(header, width, height), note=note))
+                                comments=comments, sky=_sky(header, width, height), note=note,
+                                planes=planes_of))
         if len(planes) == 1:
             planes[0].name = planes[0].name.removesuffix(f" [{self._hdul[planes[0].hdu].name}]")
         if not planes:
@@ -148,9 +149,9 @@ class FitsReader(Reader):
             raise FormatError(f"{self.path.name}: {self.structure[index].where} cannot be read: "
                               f"{_reason(error)}") from None
 
-    def pixels(self, plane: Plane) -> pyvips.Image:
+    def pixels(self, plane: Plane, index: int = 0) -> pyvips.Image:
         try:
-            array = self._first_plane(self._hdul[plane.hdu])
+            array = self._plane(self._hdul[plane.hdu], index)
         except ValueError as error:
             if "memmap" not in str(error):
                 raise FormatError(f"{self.path.name}: HDU {plane.hdu}: pixel data cannot be read: "
@@ -160,7 +161,7 @@ class FitsReader(Reader):
 
             with fits.open(self.path, memmap=False, ignore_missing_end=bool(self.structure[-1].trailing)) \
                     as whole:
-                array = self._first_plane(whole[plane.hdu])
+                array = self._plane(whole[plane.hdu], index)
         except MemoryError:
             raise  # the job's memory limit, not the file's fault
         except Exception as error:  # astropy raises many kinds on corrupt compressed tiles
@@ -187,12 +188,47 @@ class FitsReader(Reader):
 
 
     @staticmethod
-    def _first_plane(hdu: Any) -> np.ndarray:
+    def _plane(hdu: Any, index: int) -> np.ndarray:
+        """Plane `index` of the HDU's data (0 for an image of one plane), counting along NAXIS3 first:
+        only that plane is read."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             naxis = int(hdu.header["NAXIS"])
-            data = hdu.section[(0,) * (naxis - 2)] if naxis > 2 else hdu.data
-            return np.asarray(data)
+            if naxis <= 2:
+                if index:
+                    raise FormatError(f"plane {index + 1} asked of an image with one plane")
+                return np.asarray(hdu.data)
+            # NumPy's order is the reverse of FITS': the last FITS axis varies slowest
+            outer = tuple(int(hdu.header.get(f"NAXIS{axis}", 1)) for axis in range(naxis, 2, -1))
+            if not 0 <= index < math.prod(outer):
+                raise FormatError(f"plane {index + 1} asked of an image with {math.prod(outer)} planes")
+            position = tuple(int(i) for i in np.unravel_index(index, outer))
+            return np.asarray(hdu.section[position])
+
+
+def _planes(header: Any, shape: list[int]) -> dict[str, Any]:
+    """The planes of a cube: how many, and for a 3-D cube the world coordinate of each along its third
+    axis (frequency, velocity, wavelength ...) with its unit, from the header's WCS when it has one."""
+    count = math.prod(shape[2:])
+    if count <= 1:
+        return {}
+    axis, unit, values = "", "", None
+    if len(shape) == 3:
+        axis = str(header.get("CTYPE3") or "").strip()
+        try:
+            from astropy.wcs import WCS
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                third = WCS(header).sub([3])
+                world = third.pixel_to_world_values(np.arange(count, dtype=float))
+            numbers = np.asarray(world, dtype=float).ravel()
+            if numbers.size == count and np.all(np.isfinite(numbers)):
+                values = [float(v) for v in numbers]
+                unit = str(third.wcs.cunit[0])
+        except Exception:  # no usable WCS along the third axis: the planes are counted, not placed
+            values = None
+    return {"count": count, "axis": axis, "unit": unit, "values": values}
 
 
 def _is_gzip(path: Path) -> bool:

@@ -61,7 +61,7 @@ class RasterReader(Reader):
         image = self._image
         return int(image.width * image.height * image.bands) * abs(_BITPIX.get(str(image.format), 64)) // 8
 
-    def pixels(self, plane: Plane) -> pyvips.Image:
+    def pixels(self, plane: Plane, index: int = 0) -> pyvips.Image:
         image = self._image
         if image.hasalpha():
             image = image.flatten(background=0)

@@ -268,7 +268,7 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
             owner=job.owner, provenance=job.provenance, format=plane["format"], width=plane["width"],
             height=plane["height"], bitpix=plane["bitpix"], header=plane["header"],
             comments=plane["comments"], sky=plane["sky"], display=plane["display"], note=plane["note"],
-            job_id=job.id, visibility=job.options.get("visibility", "private"))
+            job_id=job.id, visibility=job.options.get("visibility", "private"), planes=plane["planes"])
         for plane in planes
     ]
     await asyncio.to_thread(note_publishing, work, [record.id for record in records])
@@ -366,6 +366,7 @@ async def _share(archive: Archive, job: JobRecord, path: Path, existing: list[Im
             size=image.size, owner=job.owner, provenance=job.provenance, format=image.format,
             width=image.width, height=image.height, bitpix=image.bitpix, header=dict(image.header),
             comments=dict(image.comments), sky=image.sky, display=dict(image.display), note=image.note,
+            planes=dict(image.planes),
             job_id=job.id, visibility=job.options.get("visibility", "private"))
         for image in theirs
     ]

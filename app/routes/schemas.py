@@ -45,6 +45,8 @@ _IMAGE = obj({
     "sky": nullable(obj({"center_ra": NUMBER, "center_dec": NUMBER}, optional=("center_ra", "center_dec"))),
     "display": mapping(ANY), "note": STRING, "created": NUMBER, "job_id": STRING, "visibility": VISIBILITY,
     "effective_visibility": VISIBILITY,
+    "planes": obj({"count": INTEGER, "axis": text("the planes' axis (CTYPE3 of a FITS cube), or empty"),
+                   "unit": STRING, "values": nullable(array(NUMBER))}, optional=("axis", "unit", "values")),
     "permissions": obj({action: BOOLEAN for action in ("view", "download", "change", "delete")}),
     "date": SCALAR, "url": STRING, "api_url": STRING, "thumbnail_url": nullable(STRING),
     "dzi_url": nullable(STRING), "display_url": nullable(STRING), "display_default": STRING,

@@ -11,6 +11,9 @@ owner disabled) or the image deleted: 403, reload the page.
     /tiles/<id>/<token>/image.dzi, thumb.jpeg, image_files/<level>/<col>_<row>.jpeg   static pyramid
     /tiles/<id>/<token>/display/<spec>/image.dzi, .../image_files/<level>/<col>_<row>.jpeg   dynamic
     /tiles/<id>/<token>/pixel/<x>_<y>   the original value at display pixel (x, y), as JSON
+    /tiles/<id>/<token>/planes/<k>/display/..., .../planes/<k>/pixel/<x>_<y>   the same for plane k (from 0)
+        of an image with planes (a cube, a series): rendered from that plane's science pyramid, which is
+        built from the original on first use
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ _INTEGER = r"(?:0|[1-9]\d{0,5})"  # one spelling per number: one cache file per 
 _DISPLAY = re.compile(rf"^display/(?P<spec>[^/]+)/(?:image\.dzi|image_files/(?P<level>0|[1-9]\d?)/"
                       rf"(?P<col>{_INTEGER})_(?P<row>{_INTEGER})\.jpeg)$")
 _PIXEL = re.compile(rf"^pixel/(?P<x>{_INTEGER})_(?P<y>{_INTEGER})$")
+_PLANE = re.compile(r"^planes/(?P<index>[1-9]\d{0,5})/(?P<rest>(?:display|pixel)/.*)$")
 _EXPIRED = "this tile link has expired or is not valid; reload the page"
 _REVOKED = "this tile link has expired or was revoked; reload the page"
 
@@ -44,10 +48,16 @@ _REVOKED = "this tile link has expired or was revoked; reload the page"
 @bp.get("/tiles/<image_id>/<token>/<path:name>")
 async def tile(image_id: str, token: str, name: str) -> Any:
     archive = get_archive()
+    index = 0
+    plane = _PLANE.fullmatch(name)
+    if plane:
+        index, name = int(plane["index"]), plane["rest"]
     if _ID.fullmatch(image_id) and name.startswith("display/"):
-        return await _display(archive, image_id, token, name)
+        return await _display(archive, image_id, token, name, index)
     if _ID.fullmatch(image_id) and name.startswith("pixel/"):
-        return await _pixel(archive, image_id, token, name)
+        return await _pixel(archive, image_id, token, name, index)
+    if plane:
+        raise NotFound("no such tile")
     if not _ID.fullmatch(image_id) or not _NAME.fullmatch(name):
         raise NotFound("no such tile")
     folder, remaining = _check(archive, image_id, token)
@@ -88,8 +98,9 @@ def _file(folder: Path, path: Path, remaining: int) -> Response:
     return response
 
 
-async def _display(archive: Archive, image_id: str, token: str, name: str) -> Response:
-    """A dynamic tile: from the disk cache, else rendered in the pool from the science pyramid."""
+async def _display(archive: Archive, image_id: str, token: str, name: str, index: int) -> Response:
+    """A dynamic tile of plane `index`: from the disk cache, else rendered in the pool from the plane's
+    science pyramid."""
     match = _DISPLAY.fullmatch(name)
     if not match:
         raise NotFound("no such tile")
@@ -101,13 +112,14 @@ async def _display(archive: Archive, image_id: str, token: str, name: str) -> Re
     if match["level"] is None:  # the descriptor: the same geometry as the static pyramid
         return _file(folder, folder / f"{DZI_NAME}.dzi", remaining)
     level, col, row = int(match["level"]), int(match["col"]), int(match["row"])
-    path = render.tile_path(folder, spec.text, level, col, row)
+    place = science.plane_folder(folder, index)
+    path = render.tile_path(place, spec.text, level, col, row)
     if path.is_file():
         response = _file(folder, path, remaining)
         display_cache.used(path)  # the cache's bound removes the least recently used tiles first
         return response
-    science_path = await _science(archive, image_id, folder)
-    data = await archive.pool.run(render.render_tile, str(folder), science_path, spec.text, level, col, row,
+    science_path = await _science(archive, image_id, folder, index)
+    data = await archive.pool.run(render.render_tile, str(place), science_path, spec.text, level, col, row,
                                   archive.settings.jpeg_quality, display_cache.limits_of(archive.settings))
     if data is None:
         raise NotFound("no such tile")
@@ -115,25 +127,29 @@ async def _display(archive: Archive, image_id: str, token: str, name: str) -> Re
     return _file(folder, path, remaining)
 
 
-async def _science(archive: Archive, image_id: str, folder: Path) -> str:
-    """The image's science pyramid, built from its original first when it has none (an image ingested
-    before science pyramids existed): only then is the catalog asked where the original is."""
-    path = folder / science.NAME
+async def _science(archive: Archive, image_id: str, folder: Path, index: int = 0) -> str:
+    """The science pyramid of plane `index`, built from the original first when there is none (a plane
+    other than the first, or an image ingested before science pyramids existed): only then is the catalog
+    asked where the original is."""
+    path = science.plane_folder(folder, index) / science.NAME
     if path.exists():
         return str(path)
     image = await archive.store.get_image(image_id)
     if image is None or not (folder / f"{DZI_NAME}.dzi").exists():
         raise NotFound("no such tile")
+    count = int(image.planes.get("count", 1)) if image.planes else 1
+    if index >= count:
+        raise NotFound(f"no plane {index} in this image: it has {count} (counted from 0)")
     try:
         return await archive.pool.run(science.ensure, str(folder), image.path, image.hdu,
-                                      archive.settings.max_pixels)
+                                      archive.settings.max_pixels, index)
     except science.MissingOriginal as error:
         raise Gone(str(error)) from None
     except ImageXError as error:
         raise NotFound(str(error)) from None
 
 
-async def _pixel(archive: Archive, image_id: str, token: str, name: str) -> Any:
+async def _pixel(archive: Archive, image_id: str, token: str, name: str, index: int) -> Any:
     """`{"x", "y", "value"}` at display pixel (x, y) (0-based from the top left, as the viewer counts):
     FITS images answer in FITS pixel coordinates (1-based, y from the bottom); value null for NaN."""
     match = _PIXEL.fullmatch(name)
@@ -147,7 +163,7 @@ async def _pixel(archive: Archive, image_id: str, token: str, name: str) -> Any:
     if not (x < image.width and y < image.height):
         raise NotFound(f"pixel ({x}, {y}) is outside the image ({image.width}x{image.height} pixels; x and "
                        "y count from 0)")
-    science_path = await _science(archive, image_id, folder)
+    science_path = await _science(archive, image_id, folder, index)
     try:
         _, height, value = await archive.pool.run(science.pixel, science_path, x, y)
     except IndexError as error:

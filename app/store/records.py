@@ -49,6 +49,8 @@ class ImageRecord:
     created: float = field(default_factory=now)
     job_id: str = ""
     visibility: str = "private"
+    # more than one plane (a cube, a series, a stack): {"count", "axis", "unit", "values"}; else empty
+    planes: dict[str, Any] = field(default_factory=dict)
 
     def public(self) -> dict[str, Any]:
         """The record as the JSON API shows it."""
@@ -58,6 +60,7 @@ class ImageRecord:
             "format": self.format, "width": self.width, "height": self.height, "bitpix": self.bitpix,
             "sky": self.sky, "display": self.display, "note": self.note, "created": self.created,
             "job_id": self.job_id, "visibility": self.visibility,
+            "planes": self.planes or {"count": 1},
         }
 
 

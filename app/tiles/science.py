@@ -96,16 +96,27 @@ def locked(path: Path) -> Iterator[None]:
         os.close(descriptor)  # closing releases the lock
 
 
-def ensure(folder: str, original: str, hdu: int, max_pixels: int) -> str:
-    """In a pool process: the path of `folder/science.tif`, built from plane `hdu` of `original` when
-    missing (an image ingested before science pyramids existed)."""
+def plane_folder(folder: Path, index: int) -> Path:
+    """Where plane `index` of an image keeps its science pyramid and dynamic tiles: the generation folder
+    itself for the first plane (built at ingest), `planes/<index>/` inside it for the others (built on
+    first use)."""
+    return folder if index == 0 else folder / "planes" / str(index)
+
+
+def ensure(folder: str, original: str, hdu: int, max_pixels: int, index: int = 0) -> str:
+    """In a pool process: the path of the science pyramid of plane `index` of image `hdu` of `original`,
+    whose generation folder is `folder`, built from the original when missing (an image ingested before
+    science pyramids existed, or a plane of a cube other than the first)."""
     from app.formats import sniff
 
-    target = Path(folder) / NAME
-    if target.exists():
-        return str(target)
     if not Path(folder).is_dir():
         raise ImageXError("this image has no tiles (it was deleted or is still being ingested)")
+    place = plane_folder(Path(folder), index)
+    target = place / NAME
+    if target.exists():
+        return str(target)
+    place.mkdir(parents=True, exist_ok=True)
+    folder = str(place)
     with locked(Path(folder) / LOCK):
         if target.exists():  # built by another request while this one waited
             return str(target)
@@ -120,7 +131,9 @@ def ensure(folder: str, original: str, hdu: int, max_pixels: int) -> str:
             work = Path(folder) / f".science-{secrets.token_hex(6)}"
             work.mkdir()
             try:
-                write(reader.pixels(planes[0]), work)
+                write(reader.pixels(planes[0], index), work)
+                if (work / EXACT_NAME).exists():
+                    os.replace(work / EXACT_NAME, Path(folder) / EXACT_NAME)
                 os.replace(work / NAME, target)
             finally:
                 for leftover in work.iterdir():

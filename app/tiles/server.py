@@ -30,8 +30,9 @@ ID = re.compile(r"[A-Za-z0-9]{6,32}")
 # The files a tile URL may name below the image's generation folder: the static pyramid and thumbnail,
 # and rendered display tiles (a spec holds a "~", so it is never "." or "..").
 STATIC_NAME = re.compile(r"image\.dzi|thumb\.jpeg|image_files/\d{1,2}/\d{1,6}_\d{1,6}\.jpeg")
-CACHED_NAME = re.compile(r"display/[A-Za-z0-9_.:+\-]*~[A-Za-z0-9_.:~+\-]*/image_files/(?:0|[1-9]\d?)/"
-                         r"(?:0|[1-9]\d{0,5})_(?:0|[1-9]\d{0,5})\.jpeg")
+# A plane of a cube other than the first keeps its rendered tiles in planes/<index>/.
+CACHED_NAME = re.compile(r"(?:planes/[1-9]\d{0,5}/)?display/[A-Za-z0-9_.:+\-]*~[A-Za-z0-9_.:~+\-]*/"
+                         r"image_files/(?:0|[1-9]\d?)/(?:0|[1-9]\d{0,5})_(?:0|[1-9]\d{0,5})\.jpeg")
 SERVED_NAME = re.compile(f"{STATIC_NAME.pattern}|{CACHED_NAME.pattern}")
 TYPES = {"dzi": b"application/xml", "jpeg": b"image/jpeg"}
 

@@ -15,6 +15,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from app.exceptions import FormatError
 from app.formats import FitsReader
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.sky.wcs import celestial_wcs as stored_wcs
@@ -313,15 +314,15 @@ async def test_gzipped_fits_is_ingested(archive, write_fits):
 # --- cubes, scaled integers, orientation ---------------------------------------------------------------
 
 CUBES = [
-    # (data shape, note)
-    ((3, 40, 64), "3-D data 64x40x3: showing the first of 3 planes"),
-    ((2, 3, 40, 64), "4-D data 64x40x3x2: showing the first of 6 planes"),
-    ((1, 40, 64), ""),  # a degenerate third axis is not a cube
+    # (data shape, note, planes)
+    ((3, 40, 64), "3-D data 64x40x3: 3 planes", 3),
+    ((2, 3, 40, 64), "4-D data 64x40x3x2: 6 planes", 6),
+    ((1, 40, 64), "", 1),  # a degenerate third axis is not a cube
 ]
 
 
-@pytest.mark.parametrize(("shape", "note"), CUBES, ids=["3-D", "4-D", "degenerate"])
-async def test_a_cube_shows_its_first_plane_and_says_so(archive, write_fits, shape, note):
+@pytest.mark.parametrize(("shape", "note", "count"), CUBES, ids=["3-D", "4-D", "degenerate"])
+async def test_a_cube_shows_its_first_plane_and_says_so(archive, write_fits, shape, note, count):
     data = np.zeros(shape, dtype=np.float32)
     planes = data.reshape(-1, 40, 64)
     planes[0, :, :32] = 1000.0        # the first plane is bright on the left ...
@@ -332,9 +333,30 @@ async def test_a_cube_shows_its_first_plane_and_says_so(archive, write_fits, sha
     assert (image.width, image.height) == (64, 40)
     assert image.note == note
     assert job.note == (f"HDU 0: {note}" if note else "")
+    assert image.public()["planes"]["count"] == count
     shown = full_picture(archive.tile_folder(image.id)).astype(int)
     assert shown.shape == (40, 64)
     assert shown[:, 2:28].mean() > 240 and shown[:, 36:62].mean() < 15
+
+
+def test_each_plane_of_a_cube_is_read_alone_with_its_spectral_coordinate(tmp_path):
+    cube = np.arange(4 * 8 * 10, dtype=np.float32).reshape(4, 8, 10)
+    header = fits.Header()
+    header.update({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 10.0, "CRVAL2": 20.0,
+                   "CDELT1": -0.001, "CDELT2": 0.001, "CRPIX1": 5, "CRPIX2": 4,
+                   "CTYPE3": "FREQ", "CUNIT3": "Hz", "CRVAL3": 1.4204e9, "CDELT3": 2.5e4, "CRPIX3": 1})
+    path = write_hdus(tmp_path, "hi.fits", fits.PrimaryHDU(cube, header))
+    with FitsReader(path, max_pixels=MAX_PIXELS) as reader:
+        [plane] = reader.planes()
+        assert plane.planes["count"] == 4 and plane.planes["axis"] == "FREQ"
+        assert plane.planes["unit"] == "Hz"
+        assert plane.planes["values"] == pytest.approx([1.4204e9 + k * 2.5e4 for k in range(4)])
+        for k in range(4):
+            picture = reader.pixels(plane, k)
+            shown = np.ndarray(buffer=picture.write_to_memory(), dtype=np.float32, shape=(8, 10))
+            assert np.array_equal(shown, cube[k][::-1])  # top row first
+        with pytest.raises(FormatError, match="plane 5 asked of an image with 4 planes"):
+            reader.pixels(plane, 4)
 
 
 async def test_the_first_fits_row_is_shown_at_the_bottom(archive, write_fits):

@@ -69,6 +69,35 @@ async def test_the_pixel_readout_gives_the_value_in_the_file_exactly(client, arc
     assert response.status_code == 200
 
 
+async def test_each_plane_of_a_cube_has_its_own_tiles_and_values(client, archive, write_fits):
+    cube = np.zeros((3, 40, 48), dtype=np.float32)
+    for k in range(3):
+        cube[k, :, 16 * k:16 * (k + 1)] = 100.0 * (k + 1)  # plane k is bright in its own third
+    path = write_fits("cube.fits", data=cube)
+    [job] = await ingest(archive, path, visibility="public")
+    image = await archive.store.get_image(job.image_ids[0])
+    base = f"/tiles/{image.id}/{archive.tile_token(image.id)}"
+    listed = await (await client.get(f"/api/images/{image.id}")).get_json()
+    assert listed["planes"]["count"] == 3
+    # display row 9 is FITS row 31; FITS x 40 lies in the last third
+    for k in (0, 2):
+        prefix = f"planes/{k}/" if k else ""
+        answer = await (await client.get(f"{base}/{prefix}pixel/39_9")).get_json()
+        assert answer["value"] == (300.0 if k == 2 else 0.0)
+    response = await client.get(f"{base}/planes/2/display/minmax~linear~grey/image_files/6/0_0.jpeg")
+    assert response.status_code == 200
+    shown = decode(await response.get_data())[:, :, 0].astype(int)
+    assert shown[:, 34:46].mean() > 240 and shown[:, 2:30].mean() < 15
+    folder = archive.tile_folder(image.id)
+    assert (folder / "planes" / "2" / science.NAME).is_file()  # built on first use
+    assert not (folder / "planes" / "1").exists()  # and only for the planes asked for
+    answer = await (await client.get(f"{base}/planes/1/pixel/20_9")).get_json()
+    assert answer == {"x": 21, "y": 31, "value": 200.0}
+    missing = await client.get(f"{base}/planes/3/pixel/0_0")
+    assert missing.status_code == 404 and "it has 3" in await missing.get_data(as_text=True)
+    assert (await client.get(f"{base}/planes/0/pixel/0_0")).status_code == 404  # plane 0 has no prefix
+
+
 async def test_the_display_controls_offer_exactly_what_the_server_renders(client, image):
     """One list of stretches, colormaps and intervals: the page's controls (which its script reads) are
     made from the server's, and every stretch and colormap offered renders."""
