@@ -3,6 +3,9 @@
 // display, `<base><spec>/image.dzi` with spec `<interval>~<stretch>~<colormap>`; the default goes back to
 // the static pyramid. The view keeps its centre and zoom: both pyramids have the same geometry.
 // The choice lives in the page URL (interval, low, high, stretch, cmap), other parameters left alone.
+// An image with planes (a cube, a series) has a plane slider: a plane other than the first is shown with
+// dynamic tiles of that plane (`<tiles>planes/<k>/display/<spec>/image.dzi`), in the display chosen; the
+// plane is kept in the URL (`plane`, counted from 1), keys [ and ] step, Play animates.
 (function () {
   "use strict";
 
@@ -130,10 +133,39 @@
     history.replaceState(history.state, "", url.pathname + url.search + url.hash);
   }
 
+  // A plane's coordinate with a readable prefix for the spectral units WCS uses (Hz, m, m/s).
+  var PREFIXES = [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"], [1, ""], [1e-3, "m"], [1e-6, "\u00b5"], [1e-9, "n"]];
+  function formatCoordinate(value, unit) {
+    var magnitude = Math.abs(value);
+    if ((unit === "Hz" || unit === "m" || unit === "m/s") && magnitude > 0) {
+      for (var i = 0; i < PREFIXES.length; i++) {
+        if (magnitude >= PREFIXES[i][0] * 0.9999999 || i === PREFIXES.length - 1) {
+          return String(Number((value / PREFIXES[i][0]).toPrecision(8))) + " " + PREFIXES[i][1] + unit;
+        }
+      }
+    }
+    var number = magnitude !== 0 && (magnitude < 1e-3 || magnitude >= 1e6) ? value.toExponential(6) : String(Number(value.toPrecision(8)));
+    return number + (unit ? " " + unit : "");
+  }
+
+  // "3 of 40: FREQ 1.420425e+9 Hz" for plane index 2 of a cube whose WCS places its planes
+  function planeLabel(planes, index) {
+    var text = (index + 1) + " of " + planes.count;
+    var values = planes.values;
+    if (values && typeof values[index] === "number") {
+      text += ": " + (planes.axis ? planes.axis + " " : "") + formatCoordinate(values[index], planes.unit || "");
+    }
+    return text;
+  }
+
   function start(form, viewer) {
     var base = form.dataset.base;
     var defaultSpec = form.dataset.default;
-    var staticUrl = document.getElementById("viewer").dataset.dzi;
+    var viewerElement = document.getElementById("viewer");
+    var staticUrl = viewerElement.dataset.dzi;
+    var tiles = viewerElement.dataset.tiles;
+    var planes = form.dataset.planes ? JSON.parse(form.dataset.planes) : null;
+    var plane = 0;
     var defaults = stateOfSpec(defaultSpec);
     var message = form.elements.message;
     var shown = staticUrl;
@@ -189,7 +221,57 @@
       var isDefault = spec === defaultSpec;
       writeUrl(state, isDefault);
       form.dataset.spec = spec;
-      show(isDefault ? staticUrl : base + spec + "/image.dzi");
+      show(urlFor(spec));
+    }
+
+    // The first plane in the default display is the static pyramid; anything else is rendered.
+    function urlFor(spec) {
+      if (plane === 0) { return spec === defaultSpec ? staticUrl : base + spec + "/image.dzi"; }
+      return tiles + "planes/" + plane + "/display/" + spec + "/image.dzi";
+    }
+
+    function setPlane(index) {
+      if (!planes) { return; }
+      index = Math.min(Math.max(0, index), planes.count - 1);
+      plane = index;
+      form.elements.plane.value = String(index);
+      var label = planeLabel(planes, index);
+      form.elements.plane_label.value = label;
+      viewerElement.dataset.plane = String(index);
+      viewerElement.dataset.planeLabel = "plane " + label;
+      var url = new URL(window.location.href);
+      if (index === 0) { url.searchParams.delete("plane"); } else { url.searchParams.set("plane", String(index + 1)); }
+      history.replaceState(history.state, "", url.pathname + url.search + url.hash);
+      show(urlFor(form.dataset.spec || defaultSpec));
+    }
+
+    if (planes) {
+      var playing = null;
+      var play = form.elements.play;
+      var stop = function () {
+        if (playing) { clearInterval(playing); playing = null; }
+        play.textContent = "Play";
+        play.setAttribute("aria-pressed", "false");
+      };
+      form.elements.plane.addEventListener("input", function (event) {
+        event.stopPropagation();
+        setPlane(Number(form.elements.plane.value));
+      });
+      play.addEventListener("click", function () {
+        if (playing) { stop(); return; }
+        play.textContent = "Pause";
+        play.setAttribute("aria-pressed", "true");
+        playing = setInterval(function () { setPlane((plane + 1) % planes.count); }, 800);
+      });
+      document.addEventListener("keydown", function (event) {
+        var target = event.target;
+        // not while typing (a range or a box takes no text: the keys work there too)
+        var typing = target && (target.tagName === "TEXTAREA" || target.tagName === "SELECT" ||
+          (target.tagName === "INPUT" && target.type !== "range" && target.type !== "checkbox"));
+        if (typing) { return; }
+        if (event.key === "]") { stop(); setPlane(plane + 1); }
+        if (event.key === "[") { stop(); setPlane(plane - 1); }
+      });
     }
 
     writeForm(form, defaults);
@@ -200,7 +282,15 @@
     } else {
       form.dataset.spec = defaultSpec;
     }
-    form.addEventListener("change", function () {
+    var asked = Number(new URLSearchParams(window.location.search).get("plane"));
+    if (planes && Number.isInteger(asked) && asked > 1) {
+      setPlane(asked - 1);
+    } else if (planes) {
+      form.elements.plane_label.value = planeLabel(planes, 0);
+      viewerElement.dataset.planeLabel = "plane " + planeLabel(planes, 0);
+    }
+    form.addEventListener("change", function (event) {
+      if (event.target && event.target.name === "plane") { return; }
       showFields(form);
       apply(readForm(form));
     });

@@ -53,7 +53,10 @@
     if (!wanted) { return; }
     this.wanted = null;
     this.busy = true;
-    fetch(this.base + "pixel/" + wanted[0] + "_" + wanted[1], { headers: { Accept: "application/json" } })
+    // the plane shown (display.js keeps it on the viewer element): its own values
+    var plane = Number(document.getElementById("viewer").dataset.plane || 0);
+    fetch(this.base + (plane > 0 ? "planes/" + plane + "/" : "") + "pixel/" + wanted[0] + "_" + wanted[1],
+      { headers: { Accept: "application/json" } })
       .then(function (response) {
         if (response.status === 404) { self.missing = true; }
         if (response.status === 403) { linksExpired(); }
@@ -136,7 +139,9 @@
     var valueOut = document.getElementById("readout-value");
     var skyOut = document.getElementById("readout-sky");
     var galactic = document.getElementById("readout-galactic");
-    var values = new ValueReader(element.dataset.tiles, function (text) { setText(valueOut, "value " + text); });
+    var values = new ValueReader(element.dataset.tiles, function (text) {
+      setText(valueOut, "value " + text + (element.dataset.planeLabel ? " (" + element.dataset.planeLabel + ")" : ""));
+    });
     var last = null;
 
     // Image coordinates (OpenSeadragon: 0 at the left/top edge, y down) to astropy's 0-based pixels (y up)

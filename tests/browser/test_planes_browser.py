@@ -1,0 +1,131 @@
+"""A FITS cube in headless Chromium against a real `imagex serve`: the plane slider shows each plane with
+its own tiles and its spectral coordinate, the pixel readout reads the plane shown, keys [ and ] step, the
+plane is kept in the URL, and Play animates."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
+from tests.browser.conftest import BIN, Server, imagex_serve, screenshot
+from tests.browser.test_viewer_browser import FULLY_LOADED, Recorder, viewer_pixels
+from tests.processes import free_port
+
+pytestmark = pytest.mark.browser
+
+SIZE = 240
+PLANES = 4
+# the pyramid laid on top (the one being switched to)
+SHOWN = ("() => { const w = window.imagexViewer.world; "
+         "return w.getItemAt(w.getItemCount() - 1).source.tilesUrl; }")
+
+
+@pytest.fixture(scope="module")
+def cube_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A 240x240x4 cube along FREQ: plane k is bright in the k-th vertical quarter and dark elsewhere."""
+    root = tmp_path_factory.mktemp("cube")
+    header = celestial_wcs(FIELD_RA, FIELD_DEC, SIZE, SIZE).to_header()
+    header.update({"CTYPE3": "FREQ", "CUNIT3": "Hz", "CRVAL3": 1.4204e9, "CDELT3": 2.5e5, "CRPIX3": 1.0,
+                   "OBJECT": "Cube field"})
+    cube = np.full((PLANES, SIZE, SIZE), 10.0, dtype=np.float32)
+    quarter = SIZE // PLANES
+    for k in range(PLANES):
+        cube[k, :, k * quarter:(k + 1) * quarter] = 1000.0 + k
+    cube += np.random.default_rng(1).normal(0, 1, cube.shape).astype(np.float32)
+    path = root / "cube.fits"
+    fits.PrimaryHDU(cube, header).writeto(path)
+    data = root / "var"
+    env = {**os.environ, "IMAGEX_DATA": str(data), "IMAGEX_WORKERS": "1", "IMAGEX_PORT": str(free_port()),
+           "IMAGEX_HOST": "127.0.0.1"}
+    env.pop("IMAGEX_SAMPLES", None)
+    done = subprocess.run([str(BIN / "imagex"), "ingest", "--no-progress", "--visibility", "public",
+                           "--interval", "minmax", str(path)], env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = root / "serve.log"
+    with imagex_serve(env, log) as url:
+        server = Server(url=url, data=data, image={}, log=log)
+        [image] = server.get("/api/images")["images"]
+        server.image = image
+        yield server
+
+
+ITEM_RECT = """() => {
+  const viewer = window.imagexViewer;
+  const r = viewer.viewport.viewportToViewerElementRectangle(viewer.world.getItemAt(0).getBounds(true));
+  return [r.x, r.y, r.width, r.height];
+}"""
+
+
+async def bright_quarter(page) -> int:
+    """Which vertical quarter of the image, as the viewer shows it, is brightest."""
+    pixels = await viewer_pixels(page)
+    x, y, width, height = (round(v) for v in await page.evaluate(ITEM_RECT))
+    shown = pixels[max(0, y):y + height, max(0, x):x + width].astype(float)
+    quarters = np.array_split(shown, PLANES, axis=1)
+    means = [quarter.mean() for quarter in quarters]
+    assert max(means) > 2 * sorted(means)[-2], means  # one quarter clearly lit
+    return int(np.argmax(means))
+
+
+async def test_the_plane_slider_shows_each_plane_with_its_coordinate_and_values(page, cube_server: Server):
+    assert cube_server.image["planes"]["count"] == PLANES
+    recorder = Recorder(page)
+    response = await page.goto(cube_server.url + cube_server.image["url"])
+    assert response is not None and response.status == 200
+    await page.wait_for_function(FULLY_LOADED, timeout=30_000)
+    label = page.locator("#plane-label")
+    assert await label.text_content() == "1 of 4: FREQ 1.4204 GHz"
+    assert await bright_quarter(page) == 0
+
+    slider = page.locator("#plane-controls input[name=plane]")
+    await slider.fill("2")
+    await page.wait_for_function(f"() => ({SHOWN})().includes('/planes/2/display/')", timeout=30_000)
+    await page.wait_for_timeout(100)
+    await page.wait_for_function(FULLY_LOADED, timeout=30_000)
+    assert await label.text_content() == "3 of 4: FREQ 1.4209 GHz"
+    assert await bright_quarter(page) == 2
+    assert parse_qs(urlsplit(page.url).query)["plane"] == ["3"]
+    await screenshot(page, "viewer-planes.png")
+
+    # the readout reads the plane shown: over the third quarter, plane 3's bright value
+    box = await page.locator("#viewer").bounding_box()
+    assert box is not None
+    item_box = await page.evaluate(ITEM_RECT)
+    x = box["x"] + item_box[0] + item_box[2] * 0.625
+    y = box["y"] + item_box[1] + item_box[3] * 0.5
+    await page.mouse.move(x, y)
+    value = page.locator("#readout-value")
+    await page.wait_for_function("() => /value 100[0-9]\\.\\d*/.test(document.getElementById('readout-value')"
+                                 ".textContent)", timeout=10_000)
+    text = await value.text_content()
+    assert text is not None and "plane 3 of 4" in text and 1000 < float(text.split()[1]) < 1006
+
+    # keys step through the planes; a reload of the page's URL comes back to the same plane
+    await page.locator("body").press("]")
+    await page.wait_for_function(f"() => ({SHOWN})().includes('/planes/3/display/')", timeout=30_000)
+    assert await label.text_content() == "4 of 4: FREQ 1.42115 GHz"
+    await page.locator("body").press("[")
+    await page.locator("body").press("[")
+    await page.wait_for_function(f"() => ({SHOWN})().includes('/planes/1/display/')", timeout=30_000)
+    response = await page.goto(page.url)
+    assert response is not None and response.status == 200
+    await page.wait_for_function(f"() => ({SHOWN})().includes('/planes/1/display/')", timeout=30_000)
+    assert await label.text_content() == "2 of 4: FREQ 1.42065 GHz"
+
+    # Play moves on by itself; Pause stops it
+    play = page.locator("#plane-controls button[name=play]")
+    await play.click()
+    await page.wait_for_function("() => document.getElementById('plane-label').textContent"
+                                 ".startsWith('3 of')", timeout=10_000)
+    await play.click()
+    assert await play.text_content() == "Play"
+    failed = [(url, status) for url, status in recorder.tiles() if status >= 400]
+    assert failed == []
