@@ -76,7 +76,8 @@ class _Writer:
         elif isinstance(value, tuple):
             codes = [FLOAT if isinstance(item, float) else LONG for item in value]
             info = [STRUCT, 0, len(value)] + [n for code in codes for n in (0, code)]
-            raw = b"".join(struct.pack("<f" if code == FLOAT else "<i", item) for code, item in zip(codes, value))
+            raw = b"".join(struct.pack("<f" if code == FLOAT else "<i", item)
+                           for code, item in zip(codes, value, strict=True))
         elif isinstance(value, np.ndarray):
             code = ARRAY_CODES[value.dtype.name]
             info, raw = [ARRAY, code, value.size], value.astype(SIMPLE_DTYPES[code]).tobytes()
