@@ -102,8 +102,8 @@ class DmReader(Reader):
         if where >= size or isinstance(error, struct.error | EOFError):
             stop = min(where, size)
             if declared > size:
-                return (f"{name}: the file is cut short: the tag tree ends early at byte {stop:,}, the file "
-                        f"has {size:,} bytes of the {declared:,} its header declares")
+                return (f"{name}: the file is cut short: the tag tree ends early at byte {stop:,} (the file "
+                        f"has {size:,} bytes, its header declares a length of {declared:,})")
             return (f"{name}: the tag tree ends early at byte {stop:,} (the file has {size:,} bytes): a "
                     "length in the tag tree is damaged")
         reason = _reason(error)
@@ -351,7 +351,7 @@ def _typed(value: Any) -> HeaderValue:
     if isinstance(value, str):
         text = _printable(value)
         return text if len(text) <= _MAX_TEXT else None
-    if isinstance(value, list | tuple) and len(value) <= _MAX_ARRAY:
+    if isinstance(value, list | tuple) and 0 < len(value) <= _MAX_ARRAY:
         items = [_typed(item) for item in value]
         if all(isinstance(item, bool | int | float | str) for item in items):
             return [str(item) for item in items]
@@ -367,13 +367,17 @@ def _reason(error: Exception) -> str:
     from rsciio.exceptions import DM3DataTypeError, DM3TagIDError, DM3TagTypeError
 
     if isinstance(error, DM3TagIDError):
-        return f"a tag of unknown kind {error} (expected 20, a group, or 21, a value)"
+        kind = getattr(error, "dm3_tagID", error)
+        kind = kind % 256 if isinstance(kind, int) else kind
+        return f"a tag of unknown kind {kind} (expected 20, a group, or 21, a value)"
     if isinstance(error, DM3TagTypeError):
         return f"a tag's value does not open with '%%%%' (found {error})"
     if isinstance(error, DM3DataTypeError):
         return f"a value of unknown type {error}"
     if isinstance(error, KeyError):
         return f"a value of unknown type {error.args[0] if error.args else error}"
+    if isinstance(error, UnboundLocalError):  # the parser met a type description it has no branch for
+        return "a tag's type description is damaged"
     if isinstance(error, RecursionError):
         return "tag groups nested too deep"
     text = " ".join(str(part) for part in error.args) if error.args else type(error).__name__

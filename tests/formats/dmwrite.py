@@ -17,9 +17,10 @@ import numpy as np
 GROUP, DATA = 20, 21
 SHORT, LONG, USHORT, ULONG, FLOAT, DOUBLE, BOOLEAN, CHAR, OCTET = 2, 3, 4, 5, 6, 7, 8, 9, 10
 STRUCT, STRING, ARRAY = 15, 18, 20
-# numpy type -> (DM image DataType, the simple type of its Data array, elements per pixel)
+# numpy type -> (DM image DataType, the simple type of its Data array, elements per pixel): a complex64
+# pixel is one 8-byte element, as RosettaSciIO counts them
 IMAGE_TYPES = {
-    "int16": (1, SHORT, 1), "float32": (2, FLOAT, 1), "complex64": (3, FLOAT, 2), "uint8": (6, OCTET, 1),
+    "int16": (1, SHORT, 1), "float32": (2, FLOAT, 1), "complex64": (3, DOUBLE, 1), "uint8": (6, OCTET, 1),
     "int32": (7, LONG, 1), "int8": (9, CHAR, 1), "uint16": (10, USHORT, 1), "uint32": (11, ULONG, 1),
     "float64": (12, DOUBLE, 1), "complex128": (13, DOUBLE, 2),
 }
