@@ -24,22 +24,28 @@ IMAGE_TYPES = {
     "int32": (7, LONG, 1), "int8": (9, CHAR, 1), "uint16": (10, USHORT, 1), "uint32": (11, ULONG, 1),
     "float64": (12, DOUBLE, 1), "complex128": (13, DOUBLE, 2),
 }
-SIMPLE_DTYPES = {SHORT: "<i2", LONG: "<i4", USHORT: "<u2", ULONG: "<u4", FLOAT: "<f4", DOUBLE: "<f8",
+SIMPLE_DTYPES = {SHORT: "i2", LONG: "i4", USHORT: "u2", ULONG: "u4", FLOAT: "f4", DOUBLE: "f8",
                  BOOLEAN: "u1", CHAR: "i1", OCTET: "u1"}
 ARRAY_CODES = {"int16": SHORT, "int32": LONG, "uint16": USHORT, "uint32": ULONG, "float32": FLOAT,
                "float64": DOUBLE, "uint8": OCTET, "int8": CHAR}
 
 
 class Binary:
-    """Raw pixel data for an ImageData.Data tag: `count` elements of simple type `code`."""
+    """Pixel data for an ImageData.Data tag: `count` elements of simple type `code`, written in the file's
+    byte order (an RGB image's B, G, R, A bytes are each pixel's 32-bit word)."""
 
-    def __init__(self, raw: bytes, code: int, count: int) -> None:
-        self.raw, self.code, self.count = raw, code, count
+    def __init__(self, pixels: np.ndarray, code: int, count: int, *, rgb: bool = False) -> None:
+        self.pixels, self.code, self.count, self.rgb = pixels, code, count, rgb
+
+    def raw(self, order: str) -> bytes:
+        if self.rgb:
+            return (self.pixels if order == "<" else self.pixels[:, :, ::-1]).tobytes()
+        return self.pixels.astype(self.pixels.dtype.newbyteorder(order)).tobytes()
 
 
 class _Writer:
-    def __init__(self, version: int) -> None:
-        self.version = version
+    def __init__(self, version: int, order: str) -> None:
+        self.version, self.order = version, order
         self.long = ">Q" if version == 4 else ">I"
 
     def number(self, value: int) -> bytes:
@@ -60,28 +66,28 @@ class _Writer:
 
     def data(self, value: Any) -> bytes:
         if isinstance(value, Binary):
-            info, raw = [ARRAY, value.code, value.count], value.raw
+            info, raw = [ARRAY, value.code, value.count], value.raw(self.order)
         elif isinstance(value, str):
-            units = value.encode("utf-16-le")
+            units = value.encode("utf-16-le" if self.order == "<" else "utf-16-be")
             info, raw = [ARRAY, USHORT, len(units) // 2], units
         elif isinstance(value, bool):
             info, raw = [BOOLEAN], bytes([value])
         elif isinstance(value, Dimension):
-            info, raw = [ULONG], struct.pack("<I", value)
+            info, raw = [ULONG], struct.pack(self.order + "I", value)
         elif isinstance(value, np.float32):
-            info, raw = [FLOAT], struct.pack("<f", value)
+            info, raw = [FLOAT], struct.pack(self.order + "f", value)
         elif isinstance(value, int):
-            info, raw = [LONG], struct.pack("<i", value)
+            info, raw = [LONG], struct.pack(self.order + "i", value)
         elif isinstance(value, float):
-            info, raw = [DOUBLE], struct.pack("<d", value)
+            info, raw = [DOUBLE], struct.pack(self.order + "d", value)
         elif isinstance(value, tuple):
             codes = [FLOAT if isinstance(item, float) else LONG for item in value]
             info = [STRUCT, 0, len(value)] + [n for code in codes for n in (0, code)]
-            raw = b"".join(struct.pack("<f" if code == FLOAT else "<i", item)
+            raw = b"".join(struct.pack(self.order + ("f" if code == FLOAT else "i"), item)
                            for code, item in zip(codes, value, strict=True))
         elif isinstance(value, np.ndarray):
             code = ARRAY_CODES[value.dtype.name]
-            info, raw = [ARRAY, code, value.size], value.astype(SIMPLE_DTYPES[code]).tobytes()
+            info, raw = [ARRAY, code, value.size], value.astype(self.order + SIMPLE_DTYPES[code]).tobytes()
         else:
             raise TypeError(f"no DM tag type for {value!r}")
         return b"%%%%" + self.number(len(info)) + b"".join(self.number(n) for n in info) + raw
@@ -101,13 +107,12 @@ def image_entry(pixels: np.ndarray, *, name: str = "", tags: dict[str, Any] | No
         dimensions = [width, height]
         rgba = np.dstack([pixels[:, :, 2], pixels[:, :, 1], pixels[:, :, 0],
                           np.full((height, width), 255, np.uint8)])  # stored B, G, R, A
-        data = Binary(rgba.tobytes(), ULONG, width * height)
+        data = Binary(rgba, ULONG, width * height, rgb=True)
         code, depth = 23, 4
     else:
         dimensions = list(reversed(pixels.shape))
         code, element, per_pixel = IMAGE_TYPES[pixels.dtype.name]
-        data = Binary(pixels.astype(pixels.dtype.newbyteorder("<")).tobytes(), element,
-                      pixels.size * per_pixel)
+        data = Binary(pixels, element, pixels.size * per_pixel)
         depth = pixels.dtype.itemsize
     axes = calibration or [(1.0, "")] * len(dimensions)
     return {
@@ -134,19 +139,20 @@ class Dimension(int):
 
 
 def write_dm(path: Path, images: list[dict[str, Any]], *, version: int = 3, thumbnail: bool = True,
-             root: dict[str, Any] | None = None) -> Path:
-    """Write a DM file holding `images` (from `image_entry`), after a small RGB thumbnail when asked."""
+             root: dict[str, Any] | None = None, big_endian: bool = False) -> Path:
+    """Write a DM file holding `images` (from `image_entry`), after a small RGB thumbnail when asked; its
+    values little-endian, as DigitalMicrograph on a PC writes them, or big-endian (old Macintosh files)."""
     entries = list(images)
     if thumbnail:
         entries.insert(0, image_entry(np.zeros((8, 8, 3), np.uint8), name="thumbnail"))
     tree: dict[str, Any] = {"ApplicationBounds": (0, 0, 812, 1024), **(root or {}), "ImageList": entries}
     if thumbnail:
         tree["Thumbnails"] = [{"ImageIndex": 0, "SourceSize_Pixels": (8, 8)}]
-    writer = _Writer(version)
+    writer = _Writer(version, ">" if big_endian else "<")
     body = writer.group(list(tree.items())) + bytes(8)
     header_size = 16 if version == 4 else 12
     declared = header_size + len(body) - (24 if version == 4 else 16)
-    header = struct.pack(">i", version) + writer.number(declared) + struct.pack(">i", 1)
+    header = struct.pack(">i", version) + writer.number(declared) + struct.pack(">i", 0 if big_endian else 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(header + body)
     return path

@@ -135,6 +135,31 @@ def test_pixels_keep_their_type_and_values(tmp_path, dtype, bitpix):
     assert np.array_equal(read_with_rosettasciio(path), pixels)
 
 
+BIG_ENDIAN = [
+    # (pixels, bitpix): values stored big-endian (old Macintosh files) are swapped as libvips reads them
+    (RAMP, 16), (RAMP.astype(np.float32) / 7, -32), (RAMP.astype(np.uint32) * 1000, 32),
+    ((np.arange(30 * 20).reshape(20, 30) * (1 - 2j)).astype(np.complex64), -32),
+    (np.dstack([np.full((20, 30), 200), np.tile(np.arange(30) * 8, (20, 1)),
+                np.full((20, 30), 10)]).astype(np.uint8), 8),
+]
+
+
+@pytest.mark.parametrize(("pixels", "bitpix"), BIG_ENDIAN,
+                         ids=["int16", "float32", "uint32", "complex", "rgb"])
+def test_a_big_endian_file_is_read_in_its_byte_order(tmp_path, pixels, bitpix):
+    entry = image_entry(pixels, tags={"Microscope Info": {"Voltage": VOLTAGE, "Microscope": "Titan"}},
+                        calibration=[(1.5, "nm"), (1.5, "nm")])
+    path = write_dm(tmp_path / "mac.dm3", [entry], big_endian=True)
+    with DmReader(path, max_pixels=10**6) as reader:
+        [plane] = reader.planes()
+        assert plane.bitpix == bitpix
+        assert plane.header["Microscope Info.Voltage"] == VOLTAGE
+        assert plane.header["Microscope Info.Microscope"] == "Titan"
+        assert (plane.header["PhysicalSizeX"], plane.header["PhysicalSizeXUnit"]) == (1.5, "nm")
+        shown = reader.pixels(plane).numpy()
+    assert np.array_equal(shown, np.abs(pixels) if pixels.dtype.kind == "c" else pixels)
+
+
 async def test_complex_data_shows_its_magnitude(archive, client, tmp_path):
     pixels = (np.arange(32 * 24).reshape(24, 32) * (3 + 4j)).astype(np.complex64)
     path = write(tmp_path, "fft.dm3", pixels)
