@@ -312,11 +312,15 @@ def test_pixels_beyond_the_end_of_the_file_are_refused(tmp_path):
                                   "(61,440 bytes) but its Data array holds 6,144 bytes")
 
 
-def test_a_file_with_only_a_thumbnail_has_no_image(tmp_path):
-    path = write_dm(tmp_path / "bare.dm3", [])
+@pytest.mark.parametrize(("images", "what"), [
+    ([], "only a thumbnail"),
+    ([image_entry(np.arange(100, dtype=np.float32))], "image 1 is 1-D (100 values)"),
+], ids=["thumbnail only", "spectrum"])
+def test_a_file_without_a_2d_image_is_refused(tmp_path, images, what):
+    path = write_dm(tmp_path / "bare.dm3", images)
     with DmReader(path, max_pixels=10**6) as reader, pytest.raises(FormatError) as refused:
         reader.planes()
-    assert str(refused.value) == "bare.dm3: a DigitalMicrograph file with no 2-D image (only a thumbnail)"
+    assert str(refused.value) == f"bare.dm3: a DigitalMicrograph file with no 2-D image ({what})"
 
 
 async def assert_only_these_tiles(archive, image_ids: list[str]) -> None:
