@@ -6,10 +6,11 @@ from pathlib import Path
 
 from app.exceptions import FormatError, UnsupportedFormat
 from app.formats.base import Plane, Reader
+from app.formats.dm import DmReader
 from app.formats.fits import FitsReader
 from app.formats.raster import RasterReader
 
-READERS: tuple[type[Reader], ...] = (FitsReader, RasterReader)
+READERS: tuple[type[Reader], ...] = (FitsReader, DmReader, RasterReader)
 HEAD_BYTES = 2880
 
 
@@ -32,7 +33,7 @@ def sniff(path: Path) -> type[Reader]:
         if reader.sniff(head):
             return reader
     raise UnsupportedFormat(f"{path.name}: {looks_like(head)}; ImageX reads FITS (also tile-compressed and "
-                            "gzipped), TIFF, PNG and JPEG")
+                            "gzipped), TIFF, PNG, JPEG and Gatan DM3/DM4")
 
 
 def looks_like(head: bytes) -> str:
@@ -69,4 +70,4 @@ def is_candidate(path: Path) -> bool:
     return any(reader.sniff(head) for reader in READERS)
 
 
-__all__ = ["READERS", "FitsReader", "Plane", "RasterReader", "Reader", "is_candidate", "sniff"]
+__all__ = ["READERS", "DmReader", "FitsReader", "Plane", "RasterReader", "Reader", "is_candidate", "sniff"]
