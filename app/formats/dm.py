@@ -156,13 +156,15 @@ class DmReader(Reader):
             header = self._header(entry, layout)
             notes = []
             if layout.slices > 1:
-                notes.append(f"{layout.slices} slices; slice 1 shown")
+                notes.append(f"a stack of {layout.slices} slices")
             if layout.dtype.kind == "c":
                 notes.append("complex data: the magnitude is shown")
             title = entry.get("Name")
             name = title.strip() if isinstance(title, str) and title.strip() else self.path.name
             planes.append(Plane(hdu=index, name=name, width=layout.width, height=layout.height,
-                                bitpix=layout.bitpix, header=header, note="; ".join(notes)))
+                                bitpix=layout.bitpix, header=header, note="; ".join(notes),
+                                planes={"count": layout.slices, "axis": "slice", "unit": "", "values": None}
+                                if layout.slices > 1 else {}))
         if not planes:
             what = "; ".join(skipped) or "only a thumbnail"
             raise FormatError(f"{self.path.name}: a DigitalMicrograph file with no 2-D image ({what})")
@@ -200,18 +202,23 @@ class DmReader(Reader):
                 total += layout.pixels * layout.itemsize
         return total
 
-    def pixels(self, plane: Plane) -> pyvips.Image:
+    def pixels(self, plane: Plane, index: int = 0) -> pyvips.Image:
         entry = dict(self._images()).get(plane.hdu)
         if entry is None:
             raise FormatError(f"{self.path.name}: image {plane.hdu} is not in the ImageList")
         layout = self._layout(plane.hdu, entry)
         height, width = layout.height, layout.width
+        if not 0 <= index < layout.slices:
+            raise FormatError(f"{self.path.name}: slice {index + 1} asked of {layout.where}, which has "
+                              f"{layout.slices}")
+        # a stack's slices follow one another (DM lists x, y, then z: z varies slowest)
+        offset = layout.offset + index * width * height * layout.itemsize
         try:
             if layout.rgb:
-                mapped = np.memmap(self.path, dtype=np.uint8, mode="r", offset=layout.offset,
+                mapped = np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset,
                                    shape=(height, width, 4))
             else:
-                mapped = np.memmap(self.path, dtype=layout.dtype, mode="r", offset=layout.offset,
+                mapped = np.memmap(self.path, dtype=layout.dtype, mode="r", offset=offset,
                                    shape=(height, width))
         except (OSError, ValueError) as error:
             raise FormatError(f"{self.path.name}: {layout.where}: the pixel data cannot be read: {error}") \

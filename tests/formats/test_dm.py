@@ -183,14 +183,20 @@ async def test_an_rgb_image_is_three_bands_of_bytes(archive, tmp_path):
     assert (image.bitpix, image.header["FORMAT"]) == (8, "rgb")
 
 
-async def test_a_stack_shows_its_first_slice_and_says_so(archive, client, tmp_path):
+async def test_a_stack_has_a_plane_for_each_slice(archive, client, tmp_path):
     stack = np.stack([RAMP + 1000 * n for n in range(5)]).astype(np.int16)
     path = write(tmp_path, "series.dm4", stack, version=4)
     image = await ingest_one(archive, path)
-    assert image.note == "5 slices; slice 1 shown"
+    assert image.note == "a stack of 5 slices"
     assert (image.width, image.height, image.header["SLICES"]) == (64, 48, 5)
+    assert image.planes["count"] == 5 and image.planes["axis"] == "slice"
+    read = read_with_rosettasciio(path)
     value = (await (await client.get(pixel_url(archive, image, 10, 30))).get_json())["value"]
-    assert value == float(read_with_rosettasciio(path)[0, 30, 10]) == float(stack[0, 30, 10])
+    assert value == float(read[0, 30, 10]) == float(stack[0, 30, 10])
+    # slice 4, read on its own from the original
+    fourth = pixel_url(archive, image, 10, 30).replace("/pixel/", "/planes/3/pixel/")
+    value = (await (await client.get(fourth)).get_json())["value"]
+    assert value == float(read[3, 30, 10]) == float(stack[3, 30, 10])
 
 
 async def test_several_images_give_one_plane_each(archive, tmp_path):
