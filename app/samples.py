@@ -124,11 +124,35 @@ def write_samples(folder: Path, *, size: int = 1024) -> list[Path]:
     paths.append(folder / "multi_extension.fits")
     fits.HDUList([primary, *extensions]).writeto(paths[-1], overwrite=True)
 
+    # a radio spectral cube: 21 cm emission of a rotating disc, its line moving across the planes
+    paths.append(folder / "hi_cube.fits")
+    fits.PrimaryHDU(*_spectral_cube(size // 4)).writeto(paths[-1], overwrite=True)
+
     yy, xx = np.mgrid[0:384, 0:512]
     rgb = np.dstack([(xx / 2) % 256, (yy / 1.5) % 256, ((xx + yy) / 3.5) % 256]).astype(np.uint8)
     paths.append(folder / "colour_gradient.png")
     pyvips.Image.new_from_array(rgb, interpretation="srgb").pngsave(str(paths[-1]))
     return paths
+
+
+def _spectral_cube(side: int, planes: int = 24) -> tuple[np.ndarray, Any]:
+    """A cube (planes, side, side) along frequency around the 21 cm line: a tilted rotating disc, each
+    plane lit where the disc's line-of-sight velocity matches the plane's, on faint noise."""
+    rest, channel = 1.420405752e9, 50e3  # Hz; 50 kHz is about 10.5 km/s
+    wcs = celestial_wcs(FIELD_RA + 0.2, FIELD_DEC - 0.2, side, side, scale_arcsec=6.0)
+    header = wcs.to_header()
+    header.update({"CTYPE3": "FREQ", "CUNIT3": "Hz", "CRPIX3": (planes + 1) / 2, "CRVAL3": rest,
+                   "CDELT3": channel, "SPECSYS": "LSRK", "RESTFRQ": rest, "BUNIT": "Jy/beam",
+                   "OBJECT": "Sample HI cube", "TELESCOP": "ImageX Sim", "DATE-OBS": "2026-03-18T02:00:00"})
+    yy, xx = np.mgrid[0:side, 0:side] - (side - 1) / 2
+    radius = np.hypot(xx, yy * 2.0) / (side / 2.5)  # a disc seen at 60 degrees
+    velocity = 200e3 * np.tanh(3 * radius) * np.divide(xx, np.hypot(xx, yy * 2.0) + 1e-9)  # m/s
+    brightness = np.exp(-radius ** 2 * 2)
+    channels = (np.arange(planes) - (planes - 1) / 2) * -channel / rest * 299792458.0  # velocity of each
+    width = 15e3
+    cube = brightness[None] * np.exp(-0.5 * ((velocity[None] - channels[:, None, None]) / width) ** 2)
+    cube += np.random.default_rng(4).normal(0, 0.01, cube.shape)
+    return cube.astype(np.float32), header
 
 
 async def queue_samples_if_empty(archive: Archive) -> int:
