@@ -6,10 +6,11 @@ from pathlib import Path
 
 from app.exceptions import FormatError, UnsupportedFormat
 from app.formats.base import Plane, Reader
+from app.formats.dicom import DicomReader
 from app.formats.fits import FitsReader
 from app.formats.raster import RasterReader
 
-READERS: tuple[type[Reader], ...] = (FitsReader, RasterReader)
+READERS: tuple[type[Reader], ...] = (FitsReader, DicomReader, RasterReader)
 HEAD_BYTES = 2880
 
 
@@ -32,7 +33,7 @@ def sniff(path: Path) -> type[Reader]:
         if reader.sniff(head):
             return reader
     raise UnsupportedFormat(f"{path.name}: {looks_like(head)}; ImageX reads FITS (also tile-compressed and "
-                            "gzipped), TIFF, PNG and JPEG")
+                            "gzipped), DICOM, TIFF, PNG and JPEG")
 
 
 def looks_like(head: bytes) -> str:

@@ -25,12 +25,18 @@ class Plane:
     comments: dict[str, str] = field(default_factory=dict)
     sky: dict[str, Any] | None = None
     note: str = ""
+    # the default display the file asks for, as (low, high) in the values `pixels()` gives (DICOM's VOI
+    # window); used in place of the `auto` interval
+    window: tuple[float, float] | None = None
+    invert: bool = False  # shown with black and white swapped (DICOM's MONOCHROME1); the values stay
 
 
 class Reader(ABC):
     """A reader for one format. Readers run inside pool processes: they may block and use the CPU."""
 
     format: str = ""
+    # keyword arguments the reader takes besides `max_pixels`: the site settings `render_file` passes on
+    OPTIONS: tuple[str, ...] = ()
 
     def __init__(self, path: Path, *, max_pixels: int) -> None:
         self.path = path

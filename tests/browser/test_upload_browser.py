@@ -67,7 +67,7 @@ async def test_files_chosen_or_dropped_are_uploaded_and_end_in_the_viewer(server
     assert await good.locator("progress.refused").count() == 0
     assert await bad.locator(".status").inner_text() == (
         "login.fits: this is an HTML page, not an image; ImageX reads FITS (also tile-compressed and "
-        "gzipped), TIFF, PNG and JPEG. Nothing was kept.")
+        "gzipped), DICOM, TIFF, PNG and JPEG. Nothing was kept.")
 
     # a file dropped on the page goes the same way
     await page.evaluate("""() => {

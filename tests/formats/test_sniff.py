@@ -99,7 +99,7 @@ def test_unsupported_content_is_named_for_what_it_is(tmp_path, name, content, me
     assert text.startswith(f"{name}: ")
     assert message in text
     if content:
-        assert "ImageX reads FITS (also tile-compressed and gzipped), TIFF, PNG and JPEG" in text
+        assert "ImageX reads FITS (also tile-compressed and gzipped), DICOM, TIFF, PNG and JPEG" in text
     assert not is_candidate(path)
 
 
