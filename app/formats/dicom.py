@@ -152,8 +152,9 @@ class DicomReader(Reader):
         pixels = (_int(ds.get("Rows")) or 0) * (_int(ds.get("Columns")) or 0)
         return pixels * samples * frames * max(bits, 8) // 8
 
-    def pixels(self, plane: Plane) -> pyvips.Image:
-        array = self._first_frame()
+    def pixels(self, plane: Plane, index: int = 0) -> pyvips.Image:
+        """Frame `index` (the first unless asked; the catalog shows the first)."""
+        array = self._frame(index)
         ds = self._ds
         photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
         if photometric == "PALETTE COLOR" and array.ndim == 2:
@@ -182,14 +183,17 @@ class DicomReader(Reader):
         height, width = values.shape
         return pyvips.Image.new_from_memory(values.data, width, height, 1, vips_format)
 
-    def _first_frame(self) -> np.ndarray:
+    def _frame(self, index: int) -> np.ndarray:
         from pydicom.pixels.utils import pixel_array
 
+        frames = _int(self._ds.get("NumberOfFrames")) or 1
+        if not 0 <= index < frames:
+            raise FormatError(f"{self.path.name}: there is no frame {index + 1} (the file has {frames})")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                # colour in YBR is converted to RGB (pydicom's default); only the first frame is decoded
-                array: np.ndarray = pixel_array(self._ds, index=0)
+                # colour in YBR is converted to RGB (pydicom's default); only this frame is decoded
+                array: np.ndarray = pixel_array(self._ds, index=index)
         except MemoryError:
             raise
         except Exception as error:  # decoders raise many kinds on damaged data

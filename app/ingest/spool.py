@@ -102,7 +102,7 @@ def not_an_image(name: str, head: bytes) -> NotAnImage | None:
     if any(reader.sniff(head) for reader in READERS):
         return None
     return NotAnImage(f"{name}: {looks_like(head)}; ImageX reads FITS (also tile-compressed and gzipped), "
-                      "TIFF, PNG and JPEG. Nothing was kept.")
+                      "DICOM, TIFF, PNG and JPEG. Nothing was kept.")
 
 
 def empty_file(name: str) -> NotAnImage:

@@ -18,7 +18,9 @@ from pydicom.data import get_testdata_file
 from pydicom.pixels.processing import apply_modality_lut
 from pydicom.pixels.utils import pixel_array
 
+from app.exceptions import FormatError
 from app.formats import is_candidate
+from app.formats.dicom import DicomReader
 from app.formats.dicom_confidentiality import PATIENT_ATTRIBUTES
 from app.site_policy import SITE_SETTINGS, Site
 from app.store.base import DateRange
@@ -205,6 +207,16 @@ async def test_a_multi_frame_file_shows_its_first_frame(archive, tmp_path):
     image = await ingest_one(archive, sample("examples_ybr_color.dcm", tmp_path / "in"))
     assert image.note == "30 frames; frame 1 shown" and image.header["NumberOfFrames"] == 30
     assert (image.width, image.height) == (320, 240)
+
+
+def test_the_reader_gives_any_frame_it_is_asked_for(tmp_path):
+    path = sample("SC_rgb_rle_2frame.dcm", tmp_path)
+    with DicomReader(path, max_pixels=10**6) as reader:
+        [plane] = reader.planes()
+        second = reader.pixels(plane, 1).numpy()
+        with pytest.raises(FormatError, match="there is no frame 3 \\(the file has 2\\)"):
+            reader.pixels(plane, 2)
+    assert np.array_equal(second, pixel_array(pydicom.dcmread(path), index=1))
 
 
 REMOVED_FROM_CT = ["PatientName", "PatientID", "PatientSex", "PatientAge", "PatientWeight", "InstitutionName",
