@@ -102,6 +102,10 @@ SITE_SETTINGS: tuple[SiteSetting, ...] = (
                 "choose: owners set each image private, registered users or public; none: only owners and "
                 "admins see user data; all: every registered user sees all user data.",
                 _choice(SHARING), "choice", SHARING),
+    SiteSetting("keep_patient_data", False, "Keep DICOM patient data",
+                "Catalog the patient, physician and institution attributes of DICOM files and their real "
+                "UIDs (shown and searchable by whoever may see the image). Off: they are left out at ingest "
+                "and UIDs replaced by pseudonyms. Applies to files ingested from then on.", _bool, "bool"),
 )
 SITE_BY_NAME = {setting.name: setting for setting in SITE_SETTINGS}
 
@@ -122,6 +126,7 @@ class Site:
     default_quota: int = 10 * 10**9
     max_file_size: int = 4 * 10**9
     sharing: str = "choose"
+    keep_patient_data: bool = False
 
     @classmethod
     def from_stored(cls, stored: Mapping[str, Any]) -> Site:

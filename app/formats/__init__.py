@@ -6,11 +6,15 @@ from pathlib import Path
 
 from app.exceptions import FormatError, UnsupportedFormat
 from app.formats.base import Plane, Reader
+from app.formats.dicom import DicomReader
 from app.formats.dm import DmReader
 from app.formats.fits import FitsReader
 from app.formats.raster import RasterReader
 
-READERS: tuple[type[Reader], ...] = (FitsReader, DmReader, RasterReader)
+READERS: tuple[type[Reader], ...] = (FitsReader, DicomReader, DmReader, RasterReader)
+# what the messages for content ImageX cannot read say it reads
+KNOWN_FORMATS = ("FITS (also tile-compressed and gzipped), DICOM, Gatan DM3/DM4, TIFF (also GeoTIFF, "
+                 "OME-TIFF and ImageJ), PNG and JPEG")
 HEAD_BYTES = 2880
 
 
@@ -32,8 +36,7 @@ def sniff(path: Path) -> type[Reader]:
     for reader in READERS:
         if reader.sniff(head):
             return reader
-    raise UnsupportedFormat(f"{path.name}: {looks_like(head)}; ImageX reads FITS (also tile-compressed and "
-                            "gzipped), TIFF, PNG, JPEG and Gatan DM3/DM4")
+    raise UnsupportedFormat(f"{path.name}: {looks_like(head)}; ImageX reads {KNOWN_FORMATS}")
 
 
 def looks_like(head: bytes) -> str:
@@ -70,4 +73,5 @@ def is_candidate(path: Path) -> bool:
     return any(reader.sniff(head) for reader in READERS)
 
 
-__all__ = ["READERS", "DmReader", "FitsReader", "Plane", "RasterReader", "Reader", "is_candidate", "sniff"]
+__all__ = ["KNOWN_FORMATS", "READERS", "DicomReader", "DmReader", "FitsReader", "Plane", "RasterReader",
+           "Reader", "is_candidate", "sniff"]

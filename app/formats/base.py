@@ -28,12 +28,18 @@ class Plane:
     # more than one plane of pixels in this image (a cube, a stack): {"count": n, "axis": its name,
     # "unit": the unit of its values, "values": the coordinate of each plane (or null)}; else empty
     planes: dict[str, Any] = field(default_factory=dict)
+    # the default display the file asks for, as (low, high) in the values `pixels()` gives (DICOM's VOI
+    # window); used in place of the `auto` interval
+    window: tuple[float, float] | None = None
+    invert: bool = False  # shown with black and white swapped (DICOM's MONOCHROME1); the values stay
 
 
 class Reader(ABC):
     """A reader for one format. Readers run inside pool processes: they may block and use the CPU."""
 
     format: str = ""
+    # keyword arguments the reader takes besides `max_pixels`: the site settings `render_file` passes on
+    OPTIONS: tuple[str, ...] = ()
 
     def __init__(self, path: Path, *, max_pixels: int) -> None:
         self.path = path

@@ -17,6 +17,7 @@ import asyncio
 import errno
 import gc
 import hashlib
+import hmac
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.exceptions import Conflict, DiskFull, FormatError, ImageXError
 from app.ingest.removal import UPLOADS, is_upload
+from app.site_policy import Site
 from app.store.base import ImageLocation, ImageRecord, JobRecord, new_id, now
 from app.tiles import pyramid, science
 from app.tiles.pool import WorkerDied
@@ -69,6 +71,10 @@ def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path,
                   quality: int) -> tuple[dict[str, Any], Any]:
     pixels = reader.pixels(plane)
     picture, applied = display(pixels, chosen)
+    if plane.invert:
+        # MONOCHROME1 (DICOM): low values are white. Only the 8-bit picture is inverted, after the
+        # scaling, so the science values, the readout and the limits recorded stay the file's own
+        picture = picture.invert()
     folder.mkdir(parents=True, exist_ok=True)
     # the original values beside the DZI, for dynamic tiles and the pixel readout: written by a second
     # thread while this one writes the DZI (libvips releases the GIL), which hides most of its cost
@@ -136,9 +142,10 @@ def _render_failure(error: BaseException, source: Path, hdu: int | None, work: s
 
 
 def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
-                quality: int) -> list[dict[str, Any]]:
+                quality: int, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """In a pool process: read every plane of `path` and build its pyramids (the 8-bit DZI and the
-    science pyramid) in `work/<hdu>/`.
+    science pyramid) in `work/<hdu>/`. `options`: site settings for the readers that take them
+    (`Reader.OPTIONS`). A plane's own window (DICOM's VOI window) stands in for the `auto` interval.
     Returns the planes' catalog data. Raises FormatError for anything wrong with the file."""
     import pyvips
 
@@ -151,13 +158,18 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
     except (TypeError, ValueError) as error:
         raise ImageXError(f"the scaling chosen for this job cannot be used: {error}") from None
     out: list[dict[str, Any]] = []
-    with reader_class(source, max_pixels=max_pixels) as reader:
+    taken = {name: value for name, value in (options or {}).items() if name in reader_class.OPTIONS}
+    with reader_class(source, max_pixels=max_pixels, **taken) as reader:
         planes = list(reader.planes())
         check_room(planes, Path(work))
         for plane in planes:
             failure: Exception | None = None
+            shown = chosen
+            if plane.window is not None and chosen.interval == "auto":
+                shown = Scaling(interval="manual", low=plane.window[0], high=plane.window[1],
+                                stretch="linear" if chosen.stretch == "auto" else chosen.stretch)
             try:
-                levels, applied = _render_plane(reader, plane, chosen, Path(work) / str(plane.hdu), quality)
+                levels, applied = _render_plane(reader, plane, shown, Path(work) / str(plane.hdu), quality)
             except (pyvips.Error, OSError) as error:
                 failure = _render_failure(error, source, plane.hdu if reader.format == "fits" else None, work)
             if failure is not None:
@@ -168,6 +180,10 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
             entry = asdict(plane)
             entry["format"] = reader.format
             entry["display"] = {**applied.to_dict(), **levels}
+            if plane.window is not None and shown is not chosen:
+                entry["display"]["window"] = list(plane.window)
+            if plane.invert:
+                entry["display"]["inverted"] = True
             if scaling.get("name"):  # a stored scaling, fixed for a whole batch
                 entry["display"]["scaling"] = str(scaling["name"])
             out.append(entry)
@@ -296,11 +312,12 @@ async def _render(archive: Archive, path: Path, work: Path, scaling: dict[str, A
     """The file's planes rendered in the pool, within the job time limit. A worker that dies takes the jobs
     of the other workers with it: the file is tried once more before it is blamed."""
     settings = archive.settings
+    options = await reader_options(archive)
     for attempt in (1, 2):
         try:
             return await archive.pool.run_limited(settings.job_timeout, render_file, str(path), str(work),
                                                   scaling, settings.max_pixels, settings.jpeg_quality,
-                                                  memory=settings.job_memory)
+                                                  options, memory=settings.job_memory)
         except WorkerDied:
             await asyncio.to_thread(shutil.rmtree, work, True)
             if attempt == 2:
@@ -312,6 +329,15 @@ async def _render(archive: Archive, path: Path, work: Path, scaling: dict[str, A
                                   f"damaged in a way that crashes its decoder, or needs {memory}") from None
             log.warning("a worker process died under %s; trying it once more", path)
     raise AssertionError("unreachable")
+
+
+async def reader_options(archive: Archive) -> dict[str, Any]:
+    """What the readers are told of the site: whether DICOM patient data is kept, and the archive's key
+    for UID pseudonyms (derived from its secret, so the same UID gets the same pseudonym in every
+    process and the secret itself never leaves this one)."""
+    site = Site.from_stored(await archive.store.site_settings())
+    key = hmac.new(archive.secret, b"imagex dicom uid pseudonyms", hashlib.sha256).hexdigest()
+    return {"keep_patient_data": site.keep_patient_data, "uid_key": key}
 
 
 async def _checksum(job: JobRecord, path: Path) -> tuple[str, int]:

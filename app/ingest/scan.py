@@ -13,7 +13,7 @@ from app.store.base import NewJob
 # Names that say "image" even when the content turns out not to be one: such files are queued so that
 # their job fails with a message instead of being skipped in silence.
 IMAGE_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.gz", ".fit.gz", ".tif", ".tiff", ".png", ".jpg",
-                  ".jpeg", ".dm3", ".dm4")
+                  ".jpeg", ".dm3", ".dm4", ".dcm", ".dicom")
 PARTIAL_SUFFIXES = (".part", ".tmp", ".partial", ".crdownload")
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from app import exceptions
 from app.exceptions import FormatError, ImageXError, StorageError
-from app.formats import HEAD_BYTES, READERS, looks_like, sniff
+from app.formats import HEAD_BYTES, KNOWN_FORMATS, READERS, looks_like, sniff
 from app.ingest.removal import UPLOADS
 from app.site_policy import Site
 from app.store.base import JobRecord, NewJob, QuotaCheck, UploadHolder, User, new_id
@@ -101,8 +101,7 @@ def not_an_image(name: str, head: bytes) -> NotAnImage | None:
         return empty_file(name)
     if any(reader.sniff(head) for reader in READERS):
         return None
-    return NotAnImage(f"{name}: {looks_like(head)}; ImageX reads FITS (also tile-compressed and gzipped), "
-                      "TIFF, PNG, JPEG and Gatan DM3/DM4. Nothing was kept.")
+    return NotAnImage(f"{name}: {looks_like(head)}; ImageX reads {KNOWN_FORMATS}. Nothing was kept.")
 
 
 def empty_file(name: str) -> NotAnImage:

@@ -25,6 +25,7 @@ from werkzeug.exceptions import Forbidden, HTTPException, NotFound, RequestTimeo
 from werkzeug.routing import PathConverter
 
 from app.archive import Archive, get_archive
+from app.formats import KNOWN_FORMATS
 from app.identity import current_site, current_user
 from app.ingest import spool
 from app.openapi import ERROR, STRING, Param, RequestBody, described, text
@@ -258,7 +259,8 @@ async def page() -> Any:
     reason = upload_refusal(user, site)
     values: dict[str, Any] = {"refusal": reason, "limits": spool.Limits.of(user, site),
                               "storage": await storage(archive, user, site),
-                              "may_choose": user.is_admin or site.sharing == "choose"}
+                              "may_choose": user.is_admin or site.sharing == "choose",
+                              "known_formats": KNOWN_FORMATS}
     return await render_template("upload.html", **values), 403 if reason else 200
 
 

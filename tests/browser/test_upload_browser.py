@@ -67,7 +67,8 @@ async def test_files_chosen_or_dropped_are_uploaded_and_end_in_the_viewer(server
     assert await good.locator("progress.refused").count() == 0
     assert await bad.locator(".status").inner_text() == (
         "login.fits: this is an HTML page, not an image; ImageX reads FITS (also tile-compressed and "
-        "gzipped), TIFF, PNG, JPEG and Gatan DM3/DM4. Nothing was kept.")
+        "gzipped), DICOM, Gatan DM3/DM4, TIFF (also GeoTIFF, OME-TIFF and ImageJ), PNG and JPEG. Nothing was "
+        "kept.")
 
     # a file dropped on the page goes the same way
     await page.evaluate("""() => {

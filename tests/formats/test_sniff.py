@@ -99,8 +99,8 @@ def test_unsupported_content_is_named_for_what_it_is(tmp_path, name, content, me
     assert text.startswith(f"{name}: ")
     assert message in text
     if content:
-        assert ("ImageX reads FITS (also tile-compressed and gzipped), TIFF, PNG, JPEG and Gatan "
-                "DM3/DM4") in text
+        assert ("ImageX reads FITS (also tile-compressed and gzipped), DICOM, Gatan DM3/DM4, TIFF (also "
+                "GeoTIFF, OME-TIFF and ImageJ), PNG and JPEG") in text
     assert not is_candidate(path)
 
 

@@ -326,7 +326,7 @@ async def test_a_non_image_file_with_an_image_name_is_queued_and_fails_with_a_me
     assert sorted(job.error for job in jobs) == [
         "empty.fits: empty file (0 bytes)",
         "page.fits: this is an HTML page, not an image; ImageX reads FITS (also tile-compressed and "
-        "gzipped), TIFF, PNG, JPEG and Gatan DM3/DM4"]
+        "gzipped), DICOM, Gatan DM3/DM4, TIFF (also GeoTIFF, OME-TIFF and ImageJ), PNG and JPEG"]
 
 
 async def test_links_out_of_the_watched_folder_are_not_followed(archive, inbox, tmp_path, caplog):

@@ -272,7 +272,8 @@ async def test_an_html_page_named_fits_is_refused_and_nothing_kept(client, archi
     page = b"<!DOCTYPE html>\n<html><head><title>Login</title></head><body>" + b"x" * 5000 + b"</body></html>"
     message = await error_of(await put(client, "m31.fits", page, alice_token), 422)
     assert message == ("m31.fits: this is an HTML page, not an image; ImageX reads FITS (also "
-                       "tile-compressed and gzipped), TIFF, PNG, JPEG and Gatan DM3/DM4. Nothing was kept.")
+                       "tile-compressed and gzipped), DICOM, Gatan DM3/DM4, TIFF (also GeoTIFF, OME-TIFF and "
+                       "ImageJ), PNG and JPEG. Nothing was kept.")
     assert spooled(archive) == [] and uploaded(archive) == []
     assert await archive.store.list_jobs() == []
 
