@@ -7,9 +7,11 @@ from pathlib import Path
 from app.exceptions import FormatError, UnsupportedFormat
 from app.formats.base import Plane, Reader
 from app.formats.fits import FitsReader
+from app.formats.geotiff import GeoTiffReader
 from app.formats.raster import RasterReader
+from app.formats.tiff import MicroscopyTiffReader
 
-READERS: tuple[type[Reader], ...] = (FitsReader, RasterReader)
+READERS: tuple[type[Reader], ...] = (FitsReader, GeoTiffReader, MicroscopyTiffReader, RasterReader)
 HEAD_BYTES = 2880
 
 
@@ -29,7 +31,7 @@ def sniff(path: Path) -> type[Reader]:
     if not head:
         raise UnsupportedFormat(f"{path.name}: empty file (0 bytes)")
     for reader in READERS:
-        if reader.sniff(head):
+        if reader.claims(path, head):
             return reader
     raise UnsupportedFormat(f"{path.name}: {looks_like(head)}; ImageX reads FITS (also tile-compressed and "
                             "gzipped), TIFF, PNG and JPEG")
@@ -66,7 +68,8 @@ def is_candidate(path: Path) -> bool:
             head = handle.read(HEAD_BYTES)
     except OSError:
         return False
-    return any(reader.sniff(head) for reader in READERS)
+    return any(reader.claims(path, head) for reader in READERS)
 
 
-__all__ = ["READERS", "FitsReader", "Plane", "RasterReader", "Reader", "is_candidate", "sniff"]
+__all__ = ["READERS", "FitsReader", "GeoTiffReader", "MicroscopyTiffReader", "Plane", "RasterReader",
+           "Reader", "is_candidate", "sniff"]

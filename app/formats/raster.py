@@ -14,6 +14,8 @@ _SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"
 _BITPIX = {"uchar": 8, "char": 8, "ushort": 16, "short": 16, "uint": 32, "int": 32, "float": -32,
            "double": -64}
 _LOADERS = {"pngload": "png", "jpegload": "jpeg", "tiffload": "tiff"}
+# What libvips calls the interpretations of colour images; the bands of any other image are not colours
+_COLOUR = {"srgb", "rgb16", "scrgb", "cmyk", "lab", "labq", "labs", "lch", "cmc", "xyz", "yxy", "hsv"}
 _SKIP_FIELDS = {"icc-profile-data", "exif-data", "xmp-data", "iptc-data", "ipct-data", "png-comment-0-data",
                 "vips-sequential"}
 
@@ -54,24 +56,39 @@ class RasterReader(Reader):
                 header[name] = value
             elif isinstance(value, str) and len(value) <= 2000:
                 header[name] = value
+        notes = []
+        pages = image.get("n-pages") if "n-pages" in image.get_fields() else 1
+        if isinstance(pages, int) and pages > 1:
+            notes.append(f"{pages} pages; page 1 shown")
+        notes.append(_shown_bands(image)[1])
         return [Plane(hdu=0, name=self.path.name, width=image.width, height=image.height,
-                      bitpix=_BITPIX.get(str(image.format)), header=header)]
+                      bitpix=_BITPIX.get(str(image.format)), header=header,
+                      note="; ".join(note for note in notes if note))]
 
     def pixel_bytes(self) -> int:
         image = self._image
         return int(image.width * image.height * image.bands) * abs(_BITPIX.get(str(image.format), 64)) // 8
 
     def pixels(self, plane: Plane) -> pyvips.Image:
-        image = self._image
-        if image.hasalpha():
-            image = image.flatten(background=0)
-        if image.bands == 2:
-            image = image[0]
-        elif image.bands > 3:
-            image = image[:3]
+        image, _ = _shown_bands(self._image)
         if str(image.interpretation) in {"cmyk"}:
             image = image.colourspace("srgb")
         return image
+
+
+def _shown_bands(image: pyvips.Image) -> tuple[pyvips.Image, str]:
+    """The bands to display and a note on those left out. Transparency is flattened onto black; an image
+    of more than two bands that libvips does not take for colour (a 5-band TIFF) shows its first band."""
+    bands = image.bands
+    if bands > 2 and str(image.interpretation) not in _COLOUR:
+        return image[0], f"{bands} bands; band 1 shown"
+    if image.hasalpha():
+        image = image.flatten(background=0)
+    if image.bands == 2:
+        return image[0], ""
+    if image.bands > 3 and str(image.interpretation) != "cmyk":
+        return image[:3], f"{bands} bands; bands 1-3 shown as red, green and blue"
+    return image, ""
 
 
 def _vips_reason(error: pyvips.Error) -> str:
