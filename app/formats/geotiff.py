@@ -113,7 +113,7 @@ class GeoTiffReader(Reader):
         """The note of a GeoTIFF that cannot be placed on Earth."""
         code = header.get("GeoEPSG", header.get("ProjectedCSTypeGeoKey", header.get("GeographicTypeGeoKey")))
         if code == USER_DEFINED:
-            what = "user-defined (32767) without parameters ImageX reads"
+            what = "user-defined (32767) without parameters"
         elif isinstance(code, int) and code:
             what = f"EPSG:{code}, a code pyproj does not know"
         else:

@@ -70,7 +70,11 @@ class RasterReader(Reader):
         return int(image.width * image.height * image.bands) * abs(_BITPIX.get(str(image.format), 64)) // 8
 
     def pixels(self, plane: Plane) -> pyvips.Image:
-        image, _ = _shown_bands(self._image)
+        image = self._image
+        if self.format == "tiff" and image.bands > 1:
+            planes = _separate_planes(self.path)
+            image = image if planes is None else planes.copy(interpretation=image.interpretation)
+        image, _ = _shown_bands(image)
         if str(image.interpretation) in {"cmyk"}:
             image = image.colourspace("srgb")
         return image
@@ -89,6 +93,25 @@ def _shown_bands(image: pyvips.Image) -> tuple[pyvips.Image, str]:
     if image.bands > 3 and str(image.interpretation) != "cmyk":
         return image[:3], f"{bands} bands; bands 1-3 shown as red, green and blue"
     return image, ""
+
+
+def _separate_planes(path: Path) -> pyvips.Image | None:
+    """The first page of a TIFF whose bands are stored as separate planes, decoded by tifffile: libvips
+    misreads such strips and refuses such tiles. None for other TIFFs."""
+    import tifffile
+
+    from app.formats.tiff import lazy_page
+
+    try:
+        with tifffile.TiffFile(str(path), _multifile=False) as tif:
+            page = tif.pages.first
+            if str(getattr(page.planarconfig, "name", "")) != "SEPARATE":
+                return None
+            return lazy_page(path, 0, page)
+    except FormatError:
+        raise
+    except Exception:  # libvips reads what tifffile cannot: keep libvips' reading
+        return None
 
 
 def _vips_reason(error: pyvips.Error) -> str:

@@ -4,10 +4,13 @@ ImageJ). Plain TIFFs stay with the libvips RasterReader; GeoTIFFs are read in `a
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import math
 import re
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +48,25 @@ def kind(path: Path, head: bytes) -> str:
     return _kind(str(path), stat.st_size, stat.st_mtime_ns)
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """tifffile logs a warning for every damaged tag it skips: the readers report damage themselves."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 @functools.lru_cache(maxsize=64)
 def _kind(path: str, _size: int, _mtime: int) -> str:
     # cached by size and time: sniff() asks each TIFF reader in turn; only the first IFD is parsed
     import tifffile
 
     try:
-        with tifffile.TiffFile(path, _multifile=False) as tif:
+        with _quiet(), tifffile.TiffFile(path, _multifile=False) as tif:
             page = tif.pages.first
             tags = page.tags
             if any(code in tags for code in GEO_TAGS):
@@ -71,12 +86,21 @@ def open_tiff(path: Path) -> Any:
     import tifffile
 
     try:
-        tif = tifffile.TiffFile(str(path), _multifile=False)
-        _ = tif.pages.first.shape
+        with _quiet():
+            tif = tifffile.TiffFile(str(path), _multifile=False)
+            page = tif.pages.first
+            _ = page.shape
     except MemoryError:
         raise
     except Exception as error:
         raise FormatError(f"{path.name}: not a readable TIFF file: {reason(error)}") from None
+    size = path.stat().st_size
+    ends = [int(offset) + int(count) for offset, count in zip(page.dataoffsets, page.databytecounts,
+                                                              strict=False) if count]
+    if ends and max(ends) > size:
+        tif.close()
+        raise FormatError(f"{path.name}: the file is cut short: it ends at byte {size:,} but the pixel data "
+                          f"of its first image runs to byte {max(ends):,} (truncated copy or download?)")
     return tif
 
 
@@ -116,24 +140,25 @@ def tag_header(page: Any) -> dict[str, HeaderValue]:
 
 def dimensions_note(axes: str, shape: tuple[int, ...]) -> str:
     """'3 channels x 5 z-slices x 2 time points; the first plane shown', or '' for a single 2-D plane."""
-    parts = []
-    for axis, size in zip(axes, shape, strict=False):
-        if axis in "YXS" or size <= 1:
-            continue
-        parts.append(f"{size} {_AXES.get(axis, f'planes along {axis}')}")
+    sizes = [(axis, size) for axis, size in zip(axes, shape, strict=False) if axis not in "YXS" and size > 1]
+    sizes.sort(key=lambda item: "CZT".find(item[0]) % 4)  # channels, z, time, then any other axis
+    parts = [f"{size} {_AXES.get(axis, f'planes along {axis}')}" for axis, size in sizes]
     return " x ".join(parts) + "; the first plane shown" if parts else ""
 
 
 def lazy_page(path: Path, index: int, page: Any) -> pyvips.Image:
     """Page `index` as a libvips image that decodes tiles or strips as the pyramid builder asks for them, so
     a large (tiled, pyramidal) image is never held whole in memory. When libvips cannot decode the page
-    (a compression libtiff lacks), tifffile decodes it into memory: `check_size` bounds that."""
-    try:
-        image = pyvips.Image.tiffload(str(path), page=index, fail_on="error")
-        if (image.width, image.height) == (page.imagewidth, page.imagelength):
-            return image
-    except pyvips.Error:
-        pass
+    (a compression libtiff lacks; bands stored as separate planes, which libvips misreads or refuses),
+    tifffile decodes it into memory: `check_size` bounds that."""
+    separate = int(page.samplesperpixel) > 1 and str(getattr(page.planarconfig, "name", "")) == "SEPARATE"
+    if not separate:
+        try:
+            image = pyvips.Image.tiffload(str(path), page=index, fail_on="error")
+            if (image.width, image.height) == (page.imagewidth, page.imagelength):
+                return image
+        except pyvips.Error:
+            pass
     try:
         array = np.asarray(page.asarray())
     except MemoryError:
@@ -143,6 +168,8 @@ def lazy_page(path: Path, index: int, page: Any) -> pyvips.Image:
             from None
     if (array.dtype.kind in "iu" and array.dtype.itemsize == 8) or array.dtype.kind == "b":
         array = array.astype(np.float64)
+    if separate and array.ndim == 3:
+        array = np.moveaxis(array, 0, -1)
     array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
     if array.ndim == 2:
         array = array[:, :, None]
@@ -244,7 +271,8 @@ class MicroscopyTiffReader(Reader):
         pixels = image.find(f"{prefix}Pixels", ns)
         if pixels is not None:
             for attribute, value in pixels.attrib.items():
-                header[attribute] = _number(value)
+                named = f"Pixels{attribute}" if attribute in {"ID", "Type"} else attribute
+                header[named] = _number(value)
             if "PhysicalSizeX" in header:
                 header.setdefault("PhysicalSizeXUnit", "um")
                 comments["PhysicalSizeX"] = "pixel width, from the OME-XML Pixels element"
