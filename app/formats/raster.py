@@ -59,7 +59,10 @@ class RasterReader(Reader):
         notes = []
         pages = image.get("n-pages") if "n-pages" in image.get_fields() else 1
         if isinstance(pages, int) and pages > 1:
-            notes.append(f"{pages} pages; page 1 shown")
+            from app.formats.tiff import pages_note
+
+            notes.append(pages_note(self.path, pages) if self.format == "tiff" else
+                         f"{pages} pages; page 1 shown")
         notes.append(_shown_bands(image)[1])
         return [Plane(hdu=0, name=self.path.name, width=image.width, height=image.height,
                       bitpix=_BITPIX.get(str(image.format)), header=header,

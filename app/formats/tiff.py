@@ -146,6 +146,22 @@ def dimensions_note(axes: str, shape: tuple[int, ...]) -> str:
     return " x ".join(parts) + "; the first plane shown" if parts else ""
 
 
+def pages_note(path: Path, pages: int) -> str:
+    """What a plain TIFF of `pages` pages (libvips' count) shows: 'N pages; page 1 shown', or, when the
+    other pages are reduced-resolution copies of the first (a pyramid), that the full resolution is read."""
+    import tifffile
+
+    try:
+        with _quiet(), tifffile.TiffFile(str(path), _multifile=False) as tif:
+            reduced = sum(1 for page in tif.pages if int(getattr(page, "subfiletype", 0)) & 1)
+            full = len(tif.pages) - reduced
+    except Exception:  # libvips counted the pages; tifffile's view is only a refinement
+        return f"{pages} pages; page 1 shown"
+    if full <= 1 and reduced:
+        return f"a pyramid of {reduced + 1} levels; read from the full-resolution level"
+    return f"{full} pages; page 1 shown" if full > 1 else ""
+
+
 def lazy_page(path: Path, index: int, page: Any) -> pyvips.Image:
     """Page `index` as a libvips image that decodes tiles or strips as the pyramid builder asks for them, so
     a large (tiled, pyramidal) image is never held whole in memory. When libvips cannot decode the page

@@ -304,6 +304,18 @@ async def test_plain_tiffs_note_what_is_not_shown(archive, tmp_path, name, pixel
     assert shown.astype(int).max() < 8 or name == "rgba.tif", "band or page 1 (zeros) is the one shown"
 
 
+async def test_a_plain_tiff_pyramid_is_read_from_its_full_resolution(archive, tmp_path):
+    path = tmp_path / "in" / "pyramid.tif"
+    path.parent.mkdir()
+    base = np.tile(np.arange(256, dtype=np.uint8), (128, 1))
+    with tifffile.TiffWriter(path) as writer:
+        writer.write(base, tile=(64, 64), metadata=None)
+        writer.write(base[::2, ::2], tile=(64, 64), subfiletype=1, metadata=None)
+    image = await ingest_one(archive, path)
+    assert (image.format, image.width, image.note) == (
+        "tiff", 256, "a pyramid of 2 levels; read from the full-resolution level")
+
+
 @pytest.mark.parametrize("photometric", ["minisblack", "rgb"])
 async def test_bands_stored_as_separate_planes_are_read_right(archive, client, tmp_path, photometric):
     """libvips misreads TIFF strips of separate planes (PlanarConfiguration 2): tifffile reads them."""
