@@ -154,6 +154,16 @@ async def test_tifffile_geotiff_with_integer_nodata_and_bands(archive, client, t
     assert shown[:, :7].max() < 8
 
 
+async def test_colour_geotiff_nodata_pixels_are_black(archive, tmp_path):
+    picture = np.full((32, 48, 3), 90, np.uint8)
+    picture[:, :16] = 255
+    path = write_geotiff(tmp_path / "in", "colour.tif", picture, UTM, nodata="255", photometric="rgb")
+    image = await ingest_one(archive, path)
+    assert (image.format, image.header["BANDS"], image.note) == ("geotiff", 3, "")
+    shown = full_picture(archive.tile_folder(image.id)).astype(int)
+    assert shown[:, :14].max() < 8 and abs(shown[:, 18:].mean() - 90) < 3
+
+
 async def test_a_multiband_geotiff_shows_band_1_with_a_note(archive, client, tmp_path):
     bands = np.stack([np.full((32, 48), 1000 * (band + 1), np.uint16) for band in range(5)])
     bands[0] += np.arange(48, dtype=np.uint16)
