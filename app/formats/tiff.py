@@ -67,17 +67,21 @@ def _kind(path: str, _size: int, _mtime: int) -> str:
 
     try:
         with _quiet(), tifffile.TiffFile(path, _multifile=False) as tif:
-            page = tif.pages.first
-            tags = page.tags
-            if any(code in tags for code in GEO_TAGS):
-                return "geotiff"
-            description = str(getattr(page, "description", "") or "")
-            if description.lstrip().startswith("<?xml") and "OME" in description[:4000]:
-                return "ome-tiff"
-            if description.startswith("ImageJ=") or tif.is_imagej:
-                return "imagej-tiff"
+            return kind_of(tif)
     except Exception:  # a corrupt TIFF: the RasterReader gives its clear messages
         return ""
+
+
+def kind_of(tif: Any) -> str:
+    """The kind of an open tifffile.TiffFile, told by the tags and description of its first page."""
+    page = tif.pages.first
+    if any(code in page.tags for code in GEO_TAGS):
+        return "geotiff"
+    description = str(getattr(page, "description", "") or "")
+    if description.lstrip().startswith("<?xml") and "OME" in description[:4000]:
+        return "ome-tiff"
+    if description.startswith("ImageJ=") or tif.is_imagej:
+        return "imagej-tiff"
     return ""
 
 
@@ -222,7 +226,7 @@ class MicroscopyTiffReader(Reader):
     def __init__(self, path: Path, *, max_pixels: int) -> None:
         super().__init__(path, max_pixels=max_pixels)
         self._tif = open_tiff(path)
-        self.format = "ome-tiff" if self._tif.is_ome else "imagej-tiff"
+        self.format = "ome-tiff" if kind_of(self._tif) == "ome-tiff" else "imagej-tiff"
         try:
             series = self._tif.series[0]
             level = series.levels[0]
@@ -251,6 +255,8 @@ class MicroscopyTiffReader(Reader):
             name = self._ome(header, comments)
         else:
             name = self._imagej(header, comments, page)
+        if "OMEError" in header:
+            notes.append(f"{header['OMEError']}: no OME metadata")
         notes.append(dimensions_note(str(series.axes), tuple(series.shape)))
         if len(self._tif.series) > 1:
             notes.append(f"{len(self._tif.series)} images in the file; the first shown")
@@ -269,7 +275,7 @@ class MicroscopyTiffReader(Reader):
         """Harvest the first image's Pixels, channels, objective and instrument from the OME-XML."""
         try:
             # expat >= 2.4 bounds entity expansion and ElementTree resolves no external entities
-            root = ElementTree.fromstring(self._tif.ome_metadata or "")  # noqa: S314
+            root = ElementTree.fromstring(str(self._tif.pages.first.description))  # noqa: S314
         except ElementTree.ParseError as error:
             header["OMEError"] = f"the OME-XML cannot be parsed: {error}"[:TEXT_CAP]
             return ""

@@ -266,6 +266,16 @@ async def test_imagej_8_bit_without_calibration(archive, tmp_path):
     assert "PhysicalSizeX" not in image.header and image.header["ImageJ"]
 
 
+async def test_a_broken_ome_xml_is_said_and_the_pixels_shown(archive, tmp_path):
+    path = tmp_path / "in" / "broken.ome.tif"
+    path.parent.mkdir()
+    tifffile.imwrite(path, np.ones((10, 12), np.uint16), description='<?xml version="1.0"?><OME><Image',
+                     metadata=None)
+    image = await ingest_one(archive, path)
+    assert (image.format, image.width) == ("ome-tiff", 12)
+    assert image.note == "the OME-XML cannot be parsed: unclosed token: line 1, column 26: no OME metadata"
+
+
 async def test_pyramidal_ome_tiff_is_read_from_its_full_resolution_level(archive, client, tmp_path):
     rng = np.random.default_rng(7)
     base = rng.integers(0, 4000, (600, 700), dtype=np.uint16)
