@@ -12,8 +12,8 @@ import numpy as np
 import pyvips
 
 from app.formats.base import Plane, Reader, check_size
+from app.formats.geo import USER_DEFINED, WKT_CAP, GeoGrid, footprint, geo_grid, metres_per_pixel
 from app.formats.tiff import TEXT_CAP, bitpix, kind, lazy_page, open_tiff, reason, shown_bands, tag_header
-from app.sky.geo import USER_DEFINED, WKT_CAP, GeoGrid, footprint, geo_grid, metres_per_pixel
 from app.store.base import HeaderValue
 
 NODATA_TAG = 42113  # GDAL_NODATA: the value of pixels that hold no data, as ASCII text

@@ -16,7 +16,7 @@ import tifffile
 from pyproj import Geod, Transformer
 
 from app.formats import GeoTiffReader, MicroscopyTiffReader, RasterReader, is_candidate, sniff
-from app.sky.geo import geo_grid
+from app.formats.geo import geo_grid
 from tests.formats.conftest import full_picture
 from tests.helpers import ingest
 

@@ -1,5 +1,7 @@
 """Map coordinates of GeoTIFF images, with pyproj: the pixel-to-CRS affine transform and the CRS, rebuilt
 from what the GeoTIFF reader recorded in the catalog header, and the footprint in longitude and latitude.
+It reads only a header, so a map readout can use it as it is (here, beside the reader, because formats may
+not import sky: tests/test_layers.py).
 
 Pixel coordinates here are 0-based and count pixel edges from the top-left corner of the image: (0, 0) is
 the top-left corner of the first pixel, (0.5, 0.5) its centre, (width, height) the bottom-right corner."""
