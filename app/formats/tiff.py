@@ -232,6 +232,8 @@ class MicroscopyTiffReader(Reader):
             level = series.levels[0]
             self._page = level.pages[0] if level.pages else self._tif.pages.first
             self._series = series
+            if self._page is None or not hasattr(self._page, "index"):
+                raise ValueError("its first plane is not in this file (a multi-file OME-TIFF?)")
         except Exception as error:
             self._tif.close()
             raise FormatError(f"{path.name}: the images of this {self.format.upper()} cannot be found: "
