@@ -9,9 +9,12 @@ from app.formats.base import Plane, Reader
 from app.formats.dicom import DicomReader
 from app.formats.dm import DmReader
 from app.formats.fits import FitsReader
+from app.formats.geotiff import GeoTiffReader
 from app.formats.raster import RasterReader
+from app.formats.tiff import MicroscopyTiffReader
 
-READERS: tuple[type[Reader], ...] = (FitsReader, DicomReader, DmReader, RasterReader)
+READERS: tuple[type[Reader], ...] = (FitsReader, DicomReader, DmReader, GeoTiffReader, MicroscopyTiffReader,
+                                     RasterReader)
 # what the messages for content ImageX cannot read say it reads
 KNOWN_FORMATS = ("FITS (also tile-compressed and gzipped), DICOM, Gatan DM3/DM4, TIFF (also GeoTIFF, "
                  "OME-TIFF and ImageJ), PNG and JPEG")
@@ -34,7 +37,7 @@ def sniff(path: Path) -> type[Reader]:
     if not head:
         raise UnsupportedFormat(f"{path.name}: empty file (0 bytes)")
     for reader in READERS:
-        if reader.sniff(head):
+        if reader.claims(path, head):
             return reader
     raise UnsupportedFormat(f"{path.name}: {looks_like(head)}; ImageX reads {KNOWN_FORMATS}")
 
@@ -70,8 +73,9 @@ def is_candidate(path: Path) -> bool:
             head = handle.read(HEAD_BYTES)
     except OSError:
         return False
-    return any(reader.sniff(head) for reader in READERS)
+    return any(reader.claims(path, head) for reader in READERS)
 
 
-__all__ = ["KNOWN_FORMATS", "READERS", "DicomReader", "DmReader", "FitsReader", "Plane", "RasterReader",
+__all__ = ["KNOWN_FORMATS", "READERS", "DicomReader", "DmReader", "FitsReader", "GeoTiffReader",
+           "MicroscopyTiffReader", "Plane", "RasterReader",
            "Reader", "is_candidate", "sniff"]

@@ -50,6 +50,13 @@ class Reader(ABC):
     def sniff(cls, head: bytes) -> bool:
         """True when the first bytes of a file say it is this format."""
 
+    @classmethod
+    def claims(cls, path: Path, head: bytes) -> bool:
+        """True when the file is this format. By default its first bytes decide (`sniff`); a reader whose
+        format is told by metadata that may lie anywhere in the file (a TIFF's tags) opens the file to look,
+        cheaply and without raising."""
+        return cls.sniff(head)
+
     @abstractmethod
     def planes(self) -> list[Plane]:
         """Every 2-D image in the file, validated; raises FormatError with a precise message."""

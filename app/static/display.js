@@ -151,8 +151,10 @@
   // "3 of 40: FREQ 1.420425e+9 Hz" for plane index 2 of a cube whose WCS places its planes
   function planeLabel(planes, index) {
     var text = (index + 1) + " of " + planes.count;
-    var values = planes.values;
-    if (values && typeof values[index] === "number") {
+    var values = planes.values, labels = planes.labels;
+    if (labels && typeof labels[index] === "string" && labels[index]) {
+      text += ": " + labels[index];
+    } else if (values && typeof values[index] === "number") {
       text += ": " + (planes.axis ? planes.axis + " " : "") + formatCoordinate(values[index], planes.unit || "");
     }
     return text;
