@@ -132,7 +132,10 @@ def write_samples(folder: Path, *, size: int = 1024) -> list[Path]:
     rgb = np.dstack([(xx / 2) % 256, (yy / 1.5) % 256, ((xx + yy) / 3.5) % 256]).astype(np.uint8)
     paths.append(folder / "colour_gradient.png")
     pyvips.Image.new_from_array(rgb, interpretation="srgb").pngsave(str(paths[-1]))
-    return paths
+
+    from app.samples_fields import write_field_samples
+
+    return paths + write_field_samples(folder)
 
 
 def _spectral_cube(side: int, planes: int = 24) -> tuple[np.ndarray, Any]:

@@ -13,7 +13,7 @@ import pytest
 
 from app.exceptions import FormatError
 from app.formats import DmReader, is_candidate, sniff
-from tests.formats.dmwrite import image_entry, write_dm
+from app.formats.dmwrite import image_entry, write_dm
 from tests.helpers import ingest
 
 VOLTAGE = 200000.0

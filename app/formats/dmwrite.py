@@ -1,6 +1,7 @@
-"""A small writer of Gatan DigitalMicrograph files (DM3 and DM4) for the tests: the tag tree laid out as
-DigitalMicrograph writes it (a thumbnail first in the ImageList, named by the root's Thumbnails group), with
-the tags and calibration a test chooses, so that what the reader harvests can be asserted exactly.
+"""A small writer of Gatan DigitalMicrograph files (DM3 and DM4), for the sample images and the tests: the
+tag tree laid out as DigitalMicrograph writes it (a thumbnail first in the ImageList, named by the root's
+Thumbnails group), with the tags and calibration the caller chooses, so that what the reader harvests can be
+asserted exactly.
 
 Values map onto DM tag types: dict -> tag group, list of dicts -> group of unnamed groups, bool -> boolean,
 int -> long, float -> double, np.float32 -> float, str -> array of 16-bit characters (as DM writes text),
@@ -40,7 +41,7 @@ class Binary:
     def raw(self, order: str) -> bytes:
         if self.rgb:
             return (self.pixels if order == "<" else self.pixels[:, :, ::-1]).tobytes()
-        return self.pixels.astype(self.pixels.dtype.newbyteorder(order)).tobytes()
+        return self.pixels.astype(self.pixels.dtype.newbyteorder("<" if order == "<" else ">")).tobytes()
 
 
 class _Writer:
