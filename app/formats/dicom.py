@@ -116,14 +116,15 @@ class DicomReader(Reader):
         check_size(self.path, "the image", columns or 0, rows or 0, self.max_pixels)
         values, comments = self.harvest()
         frames = _int(ds.get("NumberOfFrames")) or 1
-        note = f"{frames} frames; frame 1 shown" if frames > 1 else ""
+        note = f"{frames} frames" if frames > 1 else ""
+        planes = {"count": frames, "axis": "frame", "unit": "", "values": None} if frames > 1 else {}
         photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
         monochrome = photometric.startswith("MONOCHROME")
         bits = _int(ds.get("BitsAllocated")) or 16
         bitpix = -bits if keyword != "PixelData" else bits
         return [Plane(hdu=0, name=name, width=columns or 0, height=rows or 0, bitpix=bitpix, header=values,
                       comments=comments, note=note, window=_window(ds) if monochrome else None,
-                      invert=photometric == "MONOCHROME1")]
+                      invert=photometric == "MONOCHROME1", planes=planes)]
 
     def _check_decoder(self) -> None:
         """A transfer syntax that no installed decoder reads is named, before any pixel is touched."""
@@ -153,7 +154,8 @@ class DicomReader(Reader):
         return pixels * samples * frames * max(bits, 8) // 8
 
     def pixels(self, plane: Plane, index: int = 0) -> pyvips.Image:
-        """Frame `index` (the first unless asked; the catalog shows the first)."""
+        """Frame `index` (the first unless asked: the pyramids built at ingest are the first frame's; the
+        others are read alone on first use)."""
         array = self._frame(index)
         ds = self._ds
         photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()

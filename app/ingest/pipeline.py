@@ -304,7 +304,9 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
         for folder in published:
             await asyncio.to_thread(pyramid.discard, folder)
         raise
-    notes = "; ".join(f"HDU {r.hdu}: {r.note}" for r in records if r.note)
+    # FITS HDUs and a file's several images are named; a file of one image needs no name for it
+    named = len(records) > 1 or any(r.format == "fits" for r in records)
+    notes = "; ".join(f"HDU {r.hdu}: {r.note}" if named else r.note for r in records if r.note)
     return Outcome("done", note=notes, image_ids=[r.id for r in records])
 
 
@@ -429,7 +431,9 @@ async def _share(archive: Archive, job: JobRecord, path: Path, existing: list[Im
         raise
     if job.provenance == "upload" and is_upload(archive, records[0]) and is_upload(archive, theirs[0]):
         await asyncio.to_thread(_link_original, Path(theirs[0].path), path)
-    notes = "; ".join(f"HDU {r.hdu}: {r.note}" for r in records if r.note)
+    # FITS HDUs and a file's several images are named; a file of one image needs no name for it
+    named = len(records) > 1 or any(r.format == "fits" for r in records)
+    notes = "; ".join(f"HDU {r.hdu}: {r.note}" if named else r.note for r in records if r.note)
     return Outcome("done", note=notes, image_ids=[r.id for r in records])
 
 

@@ -196,17 +196,32 @@ async def test_colour_is_shown_in_colour(archive, tmp_path, name, photometric, f
     assert np.abs(shown - rgb.astype(int)).mean() < 4
     assert chroma(shown) > 0.8 * chroma(rgb.astype(int)) > 0, "colour, not grey"
     if frames > 1:
-        assert image.note == f"{frames} frames; frame 1 shown"
-        assert job.note == f"HDU 0: {frames} frames; frame 1 shown"
+        assert image.note == job.note == f"{frames} frames"
         assert image.header["NumberOfFrames"] == frames
+        assert image.planes == {"count": frames, "axis": "frame", "unit": "", "values": None}
     else:
         assert image.note == ""
 
 
-async def test_a_multi_frame_file_shows_its_first_frame(archive, tmp_path):
+async def test_a_multi_frame_file_has_a_plane_for_each_frame(archive, tmp_path):
     image = await ingest_one(archive, sample("examples_ybr_color.dcm", tmp_path / "in"))
-    assert image.note == "30 frames; frame 1 shown" and image.header["NumberOfFrames"] == 30
+    assert image.note == "30 frames" and image.header["NumberOfFrames"] == 30
+    assert image.planes["count"] == 30 and image.planes["axis"] == "frame"
     assert (image.width, image.height) == (320, 240)
+
+
+async def test_each_frame_reads_back_its_own_values_exactly(archive, client, tmp_path):
+    # an RT dose grid: 15 frames of 32-bit integers, each read alone from the original on first use
+    path = sample("rtdose.dcm", tmp_path / "in")
+    image = await ingest_one(archive, path)
+    frames = pixel_array(pydicom.dcmread(path))
+    assert image.planes["count"] == 15
+    token = archive.tile_token(image.id)
+    for frame in (0, 7, 14):
+        within = f"planes/{frame}/" if frame else ""
+        answer = await (await client.get(f"/tiles/{image.id}/{token}/{within}pixel/4_5")).get_json()
+        assert answer["value"] == float(frames[frame][5, 4])
+    assert len({float(frames[frame][5, 4]) for frame in (0, 7, 14)}) > 1  # the frames differ there
 
 
 def test_the_reader_gives_any_frame_it_is_asked_for(tmp_path):
