@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyvips
 
@@ -57,26 +58,65 @@ class RasterReader(Reader):
             elif isinstance(value, str) and len(value) <= 2000:
                 header[name] = value
         notes = []
-        pages = image.get("n-pages") if "n-pages" in image.get_fields() else 1
-        if isinstance(pages, int) and pages > 1:
+        planes: dict[str, Any] = {}
+        pages = self._pages()
+        if len(pages) > 1:
+            # the pages of a multi-page TIFF that are images like the first (not its reduced copies)
+            notes.append(f"{len(pages)} pages")
+            planes = {"count": len(pages), "axis": "page", "unit": "", "values": None,
+                      "labels": [f"page {page + 1}" for page in pages]}
+        elif image.get("n-pages") > 1 if "n-pages" in image.get_fields() else False:
             from app.formats.tiff import pages_note
 
-            notes.append(pages_note(self.path, pages) if self.format == "tiff" else
-                         f"{pages} pages; page 1 shown")
-        notes.append(_shown_bands(image)[1])
+            notes.append(pages_note(self.path, int(image.get("n-pages"))))
+        shown, shown_note = _shown_bands(image)
+        if not planes and shown.bands == 1 and image.bands > 2:
+            # a multi-band image that is not a colour picture: each band is a plane
+            notes.append(f"{image.bands} bands")
+            planes = {"count": image.bands, "axis": "band", "unit": "", "values": None,
+                      "labels": [f"band {band + 1}" for band in range(image.bands)]}
+        else:
+            notes.append(shown_note)
         return [Plane(hdu=0, name=self.path.name, width=image.width, height=image.height,
                       bitpix=_BITPIX.get(str(image.format)), header=header,
-                      note="; ".join(note for note in notes if note))]
+                      note="; ".join(note for note in notes if note), planes=planes)]
+
+    def _pages(self) -> list[int]:
+        """The pages of the file that are images like its first: same size, bands and type (a pyramid's
+        reduced pages are not). Only the first when there are no others."""
+        count = self._image.get("n-pages") if "n-pages" in self._image.get_fields() else 1
+        if not isinstance(count, int) or count < 2 or self.format != "tiff":
+            return [0]
+        first = self._image
+        alike = [0]
+        for page in range(1, count):
+            try:
+                other = pyvips.Image.new_from_file(str(self.path), page=page, fail_on="error")
+            except pyvips.Error:
+                continue
+            if (other.width, other.height, other.bands, other.format) == \
+                    (first.width, first.height, first.bands, first.format):
+                alike.append(page)
+        return alike
 
     def pixel_bytes(self) -> int:
         image = self._image
         return int(image.width * image.height * image.bands) * abs(_BITPIX.get(str(image.format), 64)) // 8
 
     def pixels(self, plane: Plane, index: int = 0) -> pyvips.Image:
-        image = self._image
+        count = int(plane.planes.get("count", 1)) if plane.planes else 1
+        if not 0 <= index < count:
+            raise FormatError(f"{self.path.name}: plane {index + 1} asked of an image with {count}")
+        page = 0
+        if plane.planes.get("axis") == "page":
+            page = self._pages()[index]
+        image = self._image if page == 0 else pyvips.Image.new_from_file(str(self.path), page=page,
+                                                                         fail_on="error")
         if self.format == "tiff" and image.bands > 1:
-            planes = _separate_planes(self.path)
+            planes = _separate_planes(self.path, page)
             image = image if planes is None else planes.copy(interpretation=image.interpretation)
+        if plane.planes.get("axis") == "band":
+            return image[index]
         image, _ = _shown_bands(image)
         if str(image.interpretation) in {"cmyk"}:
             image = image.colourspace("srgb")
@@ -98,8 +138,8 @@ def _shown_bands(image: pyvips.Image) -> tuple[pyvips.Image, str]:
     return image, ""
 
 
-def _separate_planes(path: Path) -> pyvips.Image | None:
-    """The first page of a TIFF whose bands are stored as separate planes, decoded by tifffile: libvips
+def _separate_planes(path: Path, index: int = 0) -> pyvips.Image | None:
+    """Page `index` of a TIFF whose bands are stored as separate planes, decoded by tifffile: libvips
     misreads such strips and refuses such tiles. None for other TIFFs."""
     import tifffile
 
@@ -107,10 +147,10 @@ def _separate_planes(path: Path) -> pyvips.Image | None:
 
     try:
         with tifffile.TiffFile(str(path), _multifile=False) as tif:
-            page = tif.pages.first
-            if str(getattr(page.planarconfig, "name", "")) != "SEPARATE":
+            page: Any = tif.pages[index]
+            if str(getattr(getattr(page, "planarconfig", None), "name", "")) != "SEPARATE":
                 return None
-            return lazy_page(path, 0, page)
+            return lazy_page(path, index, page)
     except FormatError:
         raise
     except Exception:  # libvips reads what tifffile cannot: keep libvips' reading

@@ -311,16 +311,17 @@ async def test_pyramidal_ome_tiff_is_read_from_its_full_resolution_level(archive
 PLAIN = [
     # (name, pixels, tifffile options, note, bands shown)
     ("pages.tif", np.stack([np.full((20, 30), 40 * page, np.uint8) for page in range(4)]),
-     {"photometric": "minisblack"}, "4 pages; page 1 shown", 1),
+     {"photometric": "minisblack"}, "4 pages", 1),
     ("five.tif", np.stack([np.full((20, 30), 40 * band, np.uint8) for band in range(5)]),
-     {"photometric": "minisblack", "planarconfig": "separate", "metadata": None}, "5 bands; band 1 shown", 1),
+     {"photometric": "minisblack", "planarconfig": "separate", "metadata": None}, "5 bands", 1),
     ("rgba.tif", np.dstack([np.full((20, 30, 3), 200, np.uint8), np.full((20, 30), 255, np.uint8)]),
      {"photometric": "rgb", "extrasamples": ["unassalpha"]}, "", 3),
 ]
 
 
 @pytest.mark.parametrize(("name", "pixels", "options", "note", "bands"), PLAIN, ids=[row[0] for row in PLAIN])
-async def test_plain_tiffs_note_what_is_not_shown(archive, tmp_path, name, pixels, options, note, bands):
+async def test_plain_tiffs_pages_and_bands_are_planes(archive, client, tmp_path, name, pixels, options, note,
+                                                      bands):
     path = tmp_path / "in" / name
     path.parent.mkdir()
     tifffile.imwrite(path, pixels, **options)
@@ -330,6 +331,10 @@ async def test_plain_tiffs_note_what_is_not_shown(archive, tmp_path, name, pixel
     shown = full_picture(archive.tile_folder(image.id))
     assert (shown.shape[2] if shown.ndim == 3 else 1) == bands
     assert shown.astype(int).max() < 8 or name == "rgba.tif", "band or page 1 (zeros) is the one shown"
+    if name != "rgba.tif":
+        # every page or band is a plane of its own, read alone: plane 3 holds 120 everywhere
+        assert image.planes["count"] == len(pixels)
+        assert await pixel_value(client, archive, image, 5, 5, plane=3) == 120.0
 
 
 async def test_a_plain_tiff_pyramid_is_read_from_its_full_resolution(archive, tmp_path):
@@ -360,9 +365,10 @@ async def test_bands_stored_as_separate_planes_are_read_right(archive, client, t
             shown = reader.pixels(plane)
             assert np.array_equal(shown.numpy(), np.moveaxis(bands, 0, -1))
         return
-    assert image.note == "5 bands; band 1 shown"
+    assert image.note == "5 bands" and image.planes["labels"][4] == "band 5"
     for x, y in ((0, 0), (39, 23), (17, 5)):
         assert await pixel_value(client, archive, image, x, y) == float(bands[0, y, x])
+        assert await pixel_value(client, archive, image, x, y, plane=4) == float(bands[4, y, x])
 
 
 # --- choosing a reader, damaged files -----------------------------------------------------------------------
