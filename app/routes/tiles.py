@@ -11,6 +11,7 @@ owner disabled) or the image deleted: 403, reload the page.
     /tiles/<id>/<token>/image.dzi, thumb.jpeg, image_files/<level>/<col>_<row>.jpeg   static pyramid
     /tiles/<id>/<token>/display/<spec>/image.dzi, .../image_files/<level>/<col>_<row>.jpeg   dynamic
     /tiles/<id>/<token>/pixel/<x>_<y>   the original value at display pixel (x, y), as JSON
+    /tiles/<id>/<token>/block/<x>_<y>   the 5x5 values around display pixel (x, y), as JSON (the pixel table)
     /tiles/<id>/<token>/planes/<k>/display/..., .../planes/<k>/pixel/<x>_<y>   the same for plane k (from 0)
         of an image with planes (a cube, a series): rendered from that plane's science pyramid, which is
         built from the original on first use
@@ -39,8 +40,9 @@ _TYPES = {".dzi": "application/xml", ".jpeg": "image/jpeg"}
 _INTEGER = r"(?:0|[1-9]\d{0,5})"  # one spelling per number: one cache file per tile
 _DISPLAY = re.compile(rf"^display/(?P<spec>[^/]+)/(?:image\.dzi|image_files/(?P<level>0|[1-9]\d?)/"
                       rf"(?P<col>{_INTEGER})_(?P<row>{_INTEGER})\.jpeg)$")
-_PIXEL = re.compile(rf"^pixel/(?P<x>{_INTEGER})_(?P<y>{_INTEGER})$")
-_PLANE = re.compile(r"^planes/(?P<index>[1-9]\d{0,5})/(?P<rest>(?:display|pixel)/.*)$")
+_PIXEL = re.compile(rf"^(?P<kind>pixel|block)/(?P<x>{_INTEGER})_(?P<y>{_INTEGER})$")
+BLOCK_RADIUS = 2  # the pixel table: 5x5 values, as DS9 shows them
+_PLANE = re.compile(r"^planes/(?P<index>[1-9]\d{0,5})/(?P<rest>(?:display|pixel|block)/.*)$")
 _EXPIRED = "this tile link has expired or is not valid; reload the page"
 _REVOKED = "this tile link has expired or was revoked; reload the page"
 
@@ -54,7 +56,7 @@ async def tile(image_id: str, token: str, name: str) -> Any:
         index, name = int(plane["index"]), plane["rest"]
     if _ID.fullmatch(image_id) and name.startswith("display/"):
         return await _display(archive, image_id, token, name, index)
-    if _ID.fullmatch(image_id) and name.startswith("pixel/"):
+    if _ID.fullmatch(image_id) and name.startswith(("pixel/", "block/")):
         return await _pixel(archive, image_id, token, name, index)
     if plane:
         raise NotFound("no such tile")
@@ -150,11 +152,12 @@ async def _science(archive: Archive, image_id: str, folder: Path, index: int = 0
 
 
 async def _pixel(archive: Archive, image_id: str, token: str, name: str, index: int) -> Any:
-    """`{"x", "y", "value"}` at display pixel (x, y) (0-based from the top left, as the viewer counts):
-    FITS images answer in FITS pixel coordinates (1-based, y from the bottom); value null for NaN."""
+    """`{"x", "y", "value"}` at display pixel (x, y) (0-based from the top left, as the viewer counts), or
+    for `block/` the 5x5 values around it (`columns`, `rows` top first, `values`): FITS images answer in FITS
+    pixel coordinates (1-based, y from the bottom); null for NaN."""
     match = _PIXEL.fullmatch(name)
     if not match:
-        raise NotFound("no such pixel: use pixel/<x>_<y> with whole numbers")
+        raise NotFound("no such pixel: use pixel/<x>_<y> or block/<x>_<y> with whole numbers")
     folder, remaining = _check(archive, image_id, token)
     image = await archive.store.get_image(image_id)
     if image is None:
@@ -164,11 +167,21 @@ async def _pixel(archive: Archive, image_id: str, token: str, name: str, index: 
         raise NotFound(f"pixel ({x}, {y}) is outside the image ({image.width}x{image.height} pixels; x and "
                        "y count from 0)")
     science_path = await _science(archive, image_id, folder, index)
+    fits = image.format == "fits"
     try:
-        _, height, value = await archive.pool.run(science.pixel, science_path, x, y)
+        if match["kind"] == "block":
+            _, height, left, top, rows = await archive.pool.run(science.block, science_path, x, y,
+                                                                BLOCK_RADIUS)
+        else:
+            _, height, value = await archive.pool.run(science.pixel, science_path, x, y)
     except IndexError as error:
         raise NotFound(str(error)) from None
-    if image.format == "fits":
+    if match["kind"] == "block":
+        # rows top first, as the image is shown; each column and row named as the readout names pixels
+        answer = {"x": x + 1 if fits else x, "y": height - y if fits else y,
+                  "columns": [c + 1 if fits else c for c in range(left, left + len(rows[0]))],
+                  "rows": [height - r if fits else r for r in range(top, top + len(rows))], "values": rows}
+    elif fits:
         answer = {"x": x + 1, "y": height - y, "value": value}
     else:
         answer = {"x": x, "y": y, "value": value}

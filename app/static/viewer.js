@@ -24,10 +24,13 @@
   }
 
   // Pixel values from the tile server, one request in flight and the latest position wins: an answer is
-  // shown only if no newer position (or leaving the image) came after the one it answers.
-  function ValueReader(base, show) {
+  // shown only if no newer position (or leaving the image) came after the one it answers. `kind` is
+  // "pixel" (one value) or "block" (the 5x5 values around it, for the pixel table); `show` gets the answer,
+  // or null when there is none (outside a pyramid, a refused link, no server).
+  function ValueReader(base, show, kind) {
     this.base = base;
     this.show = show;
+    this.kind = kind || "pixel";
     this.busy = false;
     this.wanted = null;
     this.generation = 0;
@@ -36,9 +39,9 @@
 
   ValueReader.prototype.ask = function (x, y) {
     this.generation += 1;
-    if (this.missing) { this.show("\u2014"); return; }
-    // until this pixel's answer arrives, no value is shown beside its x/y (never the previous pixel's)
-    this.show("\u2026");
+    if (this.missing) { this.show(null); return; }
+    // until this pixel's answer arrives, nothing is shown beside its x/y (never the previous pixel's)
+    this.show(undefined);
     this.wanted = [x, y];
     if (!this.busy) { this.next(); }
   };
@@ -55,7 +58,7 @@
     this.busy = true;
     // the plane shown (display.js keeps it on the viewer element): its own values
     var plane = Number(document.getElementById("viewer").dataset.plane || 0);
-    fetch(this.base + (plane > 0 ? "planes/" + plane + "/" : "") + "pixel/" + wanted[0] + "_" + wanted[1],
+    fetch(this.base + (plane > 0 ? "planes/" + plane + "/" : "") + this.kind + "/" + wanted[0] + "_" + wanted[1],
       { headers: { Accept: "application/json" } })
       .then(function (response) {
         if (response.status === 404) { self.missing = true; }
@@ -63,10 +66,39 @@
         if (!response.ok) { throw new Error("no value"); }
         return response.json();
       })
-      .then(function (answer) { if (generation === self.generation) { self.show(formatValue(answer.value)); } })
-      .catch(function () { if (generation === self.generation) { self.show("\u2014"); } })
+      .then(function (answer) { if (generation === self.generation) { self.show(answer); } })
+      .catch(function () { if (generation === self.generation) { self.show(null); } })
       .then(function () { self.busy = false; self.next(); });
   };
+
+  // The pixel table: the values around the pixel, its own in the middle, as DS9 shows them.
+  function fillTable(table, answer) {
+    while (table.firstChild) { table.removeChild(table.firstChild); }
+    if (!answer || !answer.values) { return; }
+    var head = document.createElement("tr");
+    head.appendChild(document.createElement("th"));
+    answer.columns.forEach(function (column) {
+      var cell = document.createElement("th");
+      cell.scope = "col";
+      cell.textContent = "x " + column;
+      head.appendChild(cell);
+    });
+    table.appendChild(head);
+    answer.values.forEach(function (values, r) {
+      var row = document.createElement("tr");
+      var label = document.createElement("th");
+      label.scope = "row";
+      label.textContent = "y " + answer.rows[r];
+      row.appendChild(label);
+      values.forEach(function (value, c) {
+        var cell = document.createElement("td");
+        cell.textContent = formatValue(value);
+        if (answer.columns[c] === answer.x && answer.rows[r] === answer.y) { cell.className = "centre"; }
+        row.appendChild(cell);
+      });
+      table.appendChild(row);
+    });
+  }
 
   // Tile links are signed and expire (the token's first part is the expiry, in seconds since 1970, hex).
   // When they lapse, or the server refuses one (the image was made private, deleted or replaced), pixel
@@ -139,10 +171,16 @@
     var valueOut = document.getElementById("readout-value");
     var skyOut = document.getElementById("readout-sky");
     var galactic = document.getElementById("readout-galactic");
-    var values = new ValueReader(element.dataset.tiles, function (text) {
+    var values = new ValueReader(element.dataset.tiles, function (answer) {
+      var text = answer === undefined ? "\u2026" : formatValue(answer && answer.value);
       setText(valueOut, "value " + text + (element.dataset.planeLabel ? " (" + element.dataset.planeLabel + ")" : ""));
     });
-    var last = null;
+    var table = document.getElementById("pixel-table");
+    var tableToggle = document.getElementById("pixel-table-toggle");
+    var tableReader = new ValueReader(element.dataset.tiles, function (answer) {
+      if (answer !== undefined && table) { fillTable(table, answer); }
+    }, "block");
+    var last = null, locked = null;
 
     // Image coordinates (OpenSeadragon: 0 at the left/top edge, y down) to astropy's 0-based pixels (y up)
     // and to FITS pixels (astropy + 1); non-FITS images count from 0 at the top, as they are stored.
@@ -165,20 +203,98 @@
     }
 
     function clear() {
+      if (locked) { return; }  // a locked pixel stays in the readout until it is unlocked
       last = null;
       values.cancel();
+      tableReader.cancel();
       setText(readout, "\u00a0");
       setText(valueOut, "");
       setText(skyOut, "");
+      if (table) { fillTable(table, null); }
     }
 
     function show(x, y) {
       last = [x, y];
       // FITS counts pixels from 1 at the bottom-left; the display shows the bottom row last.
-      setText(readout, isFits ? "x " + (x + 1) + ", y " + (height - y) : "x " + x + ", y " + y);
+      setText(readout, (locked ? "locked at " : "") + (isFits ? "x " + (x + 1) + ", y " + (height - y) : "x " + x + ", y " + y));
       showSky(x, y);
       values.ask(x, y);
+      if (table && tableToggle && tableToggle.checked) { tableReader.ask(x, y); }
     }
+
+    // Crosshair: a click (not a drag) locks the readout on that pixel, marked by a crosshair; arrow keys
+    // move it a pixel at a time; another click elsewhere moves it, a click on it or Escape unlocks.
+    var crosshair = document.createElement("div");
+    crosshair.id = "crosshair";
+    crosshair.className = "crosshair";
+    function placeCrosshair() {
+      viewer.removeOverlay(crosshair);
+      if (!locked) { return; }
+      var item = viewer.world.getItemAt(0);
+      var centre = item.imageToViewportCoordinates(new OpenSeadragon.Point(locked[0] + 0.5, locked[1] + 0.5));
+      viewer.addOverlay({ element: crosshair, location: centre, placement: OpenSeadragon.Placement.CENTER });
+    }
+    function lock(pixel) {
+      locked = pixel;
+      placeCrosshair();
+      if (pixel) { show(pixel[0], pixel[1]); } else { clear(); }
+    }
+    viewer.addHandler("canvas-click", function (event) {
+      if (!event.quick || !viewer.world.getItemCount()) { return; }
+      var item = viewer.world.getItemAt(0);
+      var pixel = item.viewportToImageCoordinates(viewer.viewport.pointFromPixel(event.position));
+      var x = Math.floor(pixel.x), y = Math.floor(pixel.y);
+      if (x < 0 || y < 0 || x >= width || y >= height) { return; }
+      lock(locked && locked[0] === x && locked[1] === y ? null : [x, y]);
+    });
+    document.addEventListener("keydown", function (event) {
+      if (!locked) { return; }
+      var target = event.target;
+      if (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.tagName === "SELECT")) { return; }
+      var moves = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+      if (event.key === "Escape") { lock(null); return; }
+      var move = moves[event.key];
+      if (!move) { return; }
+      event.preventDefault();
+      lock([Math.min(Math.max(locked[0] + move[0], 0), width - 1), Math.min(Math.max(locked[1] + move[1], 0), height - 1)]);
+    });
+    if (tableToggle && table) {
+      tableToggle.addEventListener("change", function () {
+        table.hidden = !tableToggle.checked;
+        if (tableToggle.checked && last) { tableReader.ask(last[0], last[1]); }
+      });
+    }
+
+    // A loading indicator while the pyramids shown are still fetching tiles for the view (after a short
+    // wait, so that tiles from the cache cause no flicker).
+    var loading = document.createElement("div");
+    loading.id = "loading";
+    loading.className = "loading";
+    loading.setAttribute("role", "status");
+    loading.textContent = "Loading tiles\u2026";
+    loading.hidden = true;
+    var loadingTimer = null;
+    function anyLoading() {
+      for (var i = 0; i < viewer.world.getItemCount(); i++) {
+        if (!viewer.world.getItemAt(i).getFullyLoaded()) { return true; }
+      }
+      return false;
+    }
+    function refreshLoading() {
+      if (!anyLoading()) {
+        clearTimeout(loadingTimer);
+        loadingTimer = null;
+        loading.hidden = true;
+      } else if (loading.hidden && !loadingTimer) {
+        loadingTimer = setTimeout(function () { loadingTimer = null; loading.hidden = !anyLoading(); }, 300);
+      }
+    }
+    viewer.world.addHandler("add-item", function (event) {
+      event.item.addHandler("fully-loaded-change", refreshLoading);
+      refreshLoading();
+    });
+    viewer.world.addHandler("remove-item", refreshLoading);
+    viewer.addHandler("animation-finish", refreshLoading);
 
     var tracker = new OpenSeadragon.MouseTracker({
       element: viewer.container,
@@ -323,6 +439,7 @@
     }
 
     viewer.addOnceHandler("open", function () {
+      viewer.addControl(loading, { anchor: OpenSeadragon.ControlAnchor.TOP_RIGHT, autoFade: false });
       viewer.addControl(bar, { anchor: OpenSeadragon.ControlAnchor.BOTTOM_LEFT, autoFade: false });
       viewer.addControl(compass, { anchor: OpenSeadragon.ControlAnchor.TOP_LEFT, autoFade: false });
       restoreView();

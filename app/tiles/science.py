@@ -152,6 +152,26 @@ def open_page(path: str, page: int) -> pyvips.Image:
     return pyvips.Image.new_from_file(path, page=page, access="random")
 
 
+def block(path: str, x: int, y: int, radius: int) -> tuple[int, int, int, int, list[list[float | None]]]:
+    """In a pool process: the values of the (2 radius + 1)^2 pixels around (x, y), display orientation
+    (0-based from the top left), cut at the image's edges: full width and height, the block's left and top,
+    and its rows (None for NaN or infinity). Raises IndexError when (x, y) is outside the image."""
+    full = open_page(path, 0)
+    if not (0 <= x < full.width and 0 <= y < full.height):
+        raise IndexError(f"pixel ({x}, {y}) is outside the image ({full.width}x{full.height} pixels)")
+    left, top = max(0, x - radius), max(0, y - radius)
+    right, bottom = min(full.width, x + radius + 1), min(full.height, y + radius + 1)
+    exact = Path(path).with_name(EXACT_NAME)
+    if exact.is_file():
+        values = np.array(np.load(exact, mmap_mode="r")[top:bottom, left:right], dtype=np.float64)
+    else:
+        region = full.crop(left, top, right - left, bottom - top).write_to_memory()
+        shape = (bottom - top, right - left)
+        values = np.frombuffer(region, dtype=np.float32).reshape(shape).astype(np.float64)
+    rows = [[float(value) if math.isfinite(value) else None for value in row] for row in values.tolist()]
+    return full.width, full.height, left, top, rows
+
+
 def pixel(path: str, x: int, y: int) -> tuple[int, int, float | None]:
     """In a pool process: the full-resolution size and the value at (x, y), display orientation (0-based,
     from the top left); None for NaN or infinity. Raises IndexError outside the image."""

@@ -69,6 +69,28 @@ async def test_the_pixel_readout_gives_the_value_in_the_file_exactly(client, arc
     assert response.status_code == 200
 
 
+async def test_the_pixel_table_gives_the_5x5_values_around_a_pixel(client, archive, add_image):
+    data = np.arange(40 * 48, dtype=np.float32).reshape(40, 48)
+    data[20, 10] = np.nan
+    image = await add_image("table.fits", data=data)
+    base = f"/tiles/{image.id}/{archive.tile_token(image.id)}"
+    # display row 19 is FITS row 21 (the 20th from the bottom, 0-based)
+    answer = await (await client.get(f"{base}/block/10_19")).get_json()
+    assert (answer["x"], answer["y"]) == (11, 21)
+    assert answer["columns"] == [9, 10, 11, 12, 13] and answer["rows"] == [23, 22, 21, 20, 19]
+    expected = [[None if np.isnan(data[row - 1, column - 1]) else float(data[row - 1, column - 1])
+                 for column in answer["columns"]] for row in answer["rows"]]
+    assert answer["values"] == expected and answer["values"][2][2] is None  # the NaN at the centre
+    # cut at the image's corner: 3x3
+    corner = await (await client.get(f"{base}/block/0_39")).get_json()
+    assert corner["columns"] == [1, 2, 3] and corner["rows"] == [3, 2, 1]
+    assert corner["values"][2] == [0.0, 1.0, 2.0]
+    outside = await client.get(f"{base}/block/48_0")
+    assert outside.status_code == 404 and "outside the image" in await outside.get_data(as_text=True)
+    forged = await client.get(f"/tiles/{image.id}/{archive.tile_token(image.id)[:-1]}x/block/1_1")
+    assert forged.status_code == 403
+
+
 async def test_each_plane_of_a_cube_has_its_own_tiles_and_values(client, archive, write_fits):
     cube = np.zeros((3, 40, 48), dtype=np.float32)
     for k in range(3):
