@@ -272,7 +272,9 @@
     loading.className = "loading";
     loading.setAttribute("role", "status");
     loading.textContent = "Loading tiles\u2026";
-    loading.hidden = true;
+    // shown and hidden through its style: OpenSeadragon's control wrapper would override `hidden`
+    function showLoading(shown) { loading.style.display = shown ? "" : "none"; }
+    showLoading(false);
     var loadingTimer = null;
     function anyLoading() {
       for (var i = 0; i < viewer.world.getItemCount(); i++) {
@@ -284,9 +286,9 @@
       if (!anyLoading()) {
         clearTimeout(loadingTimer);
         loadingTimer = null;
-        loading.hidden = true;
-      } else if (loading.hidden && !loadingTimer) {
-        loadingTimer = setTimeout(function () { loadingTimer = null; loading.hidden = !anyLoading(); }, 300);
+        showLoading(false);
+      } else if (loading.style.display === "none" && !loadingTimer) {
+        loadingTimer = setTimeout(function () { loadingTimer = null; showLoading(anyLoading()); }, 300);
       }
     }
     viewer.world.addHandler("add-item", function (event) {
@@ -299,7 +301,7 @@
     var tracker = new OpenSeadragon.MouseTracker({
       element: viewer.container,
       moveHandler: function (event) {
-        if (!viewer.world.getItemCount()) { return; }
+        if (!viewer.world.getItemCount() || locked) { return; }
         var point = viewer.viewport.pointFromPixel(event.position);
         var pixel = viewer.world.getItemAt(0).viewportToImageCoordinates(point);
         var x = Math.floor(pixel.x), y = Math.floor(pixel.y);
