@@ -22,9 +22,14 @@ pytestmark = pytest.mark.browser
 
 SIZE = 240
 PLANES = 4
-# the pyramid laid on top (the one being switched to)
-SHOWN = ("() => { const w = window.imagexViewer.world; "
-         "return w.getItemAt(w.getItemCount() - 1).source.tilesUrl; }")
+# the one pyramid shown once a switch is complete (the old one removed)
+ONLY = ("(part) => { const w = window.imagexViewer.world; return w.getItemCount() === 1 && "
+        "w.getItemAt(0).source.tilesUrl.includes(part) && w.getItemAt(0).getFullyLoaded(); }")
+
+
+async def shows(page, part: str) -> None:
+    """Wait until the viewer shows only the pyramid whose URL holds `part`, fully loaded."""
+    await page.wait_for_function(ONLY, arg=part, timeout=30_000)
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +92,7 @@ async def test_the_plane_slider_shows_each_plane_with_its_coordinate_and_values(
 
     slider = page.locator("#plane-controls input[name=plane]")
     await slider.fill("2")
-    await page.wait_for_function(f"() => ({SHOWN})().includes('/planes/2/display/')", timeout=30_000)
-    await page.wait_for_timeout(100)
-    await page.wait_for_function(FULLY_LOADED, timeout=30_000)
+    await shows(page, "/planes/2/display/")
     assert await label.text_content() == "3 of 4: FREQ 1.4209 GHz"
     assert await bright_quarter(page) == 2
     assert parse_qs(urlsplit(page.url).query)["plane"] == ["3"]
@@ -110,14 +113,14 @@ async def test_the_plane_slider_shows_each_plane_with_its_coordinate_and_values(
 
     # keys step through the planes; a reload of the page's URL comes back to the same plane
     await page.locator("body").press("]")
-    await page.wait_for_function(f"() => ({SHOWN})().includes('/planes/3/display/')", timeout=30_000)
+    await shows(page, "/planes/3/display/")
     assert await label.text_content() == "4 of 4: FREQ 1.42115 GHz"
     await page.locator("body").press("[")
     await page.locator("body").press("[")
-    await page.wait_for_function(f"() => ({SHOWN})().includes('/planes/1/display/')", timeout=30_000)
+    await shows(page, "/planes/1/display/")
     response = await page.goto(page.url)
     assert response is not None and response.status == 200
-    await page.wait_for_function(f"() => ({SHOWN})().includes('/planes/1/display/')", timeout=30_000)
+    await shows(page, "/planes/1/display/")
     assert await label.text_content() == "2 of 4: FREQ 1.42065 GHz"
 
     # Play moves on by itself; Pause stops it
