@@ -367,9 +367,9 @@
       }
       if (local) {
         compass.style.display = "";
-        // pixel directions (x right, y up) on a screen whose y points down; the viewer never rotates
+        // each direction as the screen shows it, through OpenSeadragon's own rotation and flip
         [["north", local.north], ["east", local.east]].forEach(function (pair) {
-          var angle = Math.atan2(pair[1][0], pair[1][1]) * 180 / Math.PI;
+          var angle = screenAngle(centre, pair[1]);
           arrows[pair[0]].group.setAttribute("transform", "rotate(" + angle.toFixed(2) + ")");
           arrows[pair[0]].label.setAttribute("transform", "rotate(" + (-angle).toFixed(2) + " 0 -35)");
         });
@@ -378,6 +378,43 @@
       } else {
         compass.style.display = "none";
       }
+    }
+
+    // The angle on screen (degrees clockwise from up) of a pixel direction (astropy's: x right, y up) at
+    // image point `at`, through the viewport's rotation and flip.
+    function screenAngle(at, direction) {
+      var item = viewer.world.getItemAt(0), viewport = viewer.viewport;
+      var step = 4 / Math.max(imageZoom(), 1e-9);  // a few screen pixels
+      var from = viewport.pixelFromPoint(item.imageToViewportCoordinates(at), true);
+      var to = viewport.pixelFromPoint(item.imageToViewportCoordinates(
+        new OpenSeadragon.Point(at.x + direction[0] * step, at.y - direction[1] * step)), true);
+      return Math.atan2(to.x - from.x, -(to.y - from.y)) * 180 / Math.PI;
+    }
+
+    // North up: the view turned so that north points up at the view's centre, and east left (right for an
+    // image of a mirrored sky, which a turn cannot undo: OpenSeadragon's flip moves the picture but not its
+    // coordinates, so the readout would no longer be exact). The readout, crosshair and compass follow the
+    // turn through OpenSeadragon's own transform.
+    var northUp = document.getElementById("north-up");
+    function turnNorthUp(on) {
+      var viewport = viewer.viewport;
+      if (!on || !grid || !viewer.world.getItemCount()) {
+        viewport.setRotation(0, true);
+        drawOverlays();
+        return;
+      }
+      var centre = viewer.world.getItemAt(0).viewportToImageCoordinates(viewport.getCenter(true));
+      var local = grid.local.apply(grid, astropyOf(centre));
+      if (!local) { return; }
+      viewport.setRotation(0, true);
+      viewport.setRotation(-screenAngle(centre, local.north), true);
+      var mirrored = local.north[0] * local.east[1] - local.north[1] * local.east[0] < 0;
+      northUp.parentNode.title = mirrored ? "north is up; this image's sky is mirrored, so east is to the right" :
+        "north is up and east to the left";
+      drawOverlays();
+    }
+    if (northUp) {
+      northUp.addEventListener("change", function () { turnNorthUp(northUp.checked); });
     }
 
     // The view in the URL: x, y (FITS pixels of the centre) and zoom; other parameters are left alone.
