@@ -114,6 +114,7 @@ def pyramid_bytes(width: int, height: int, exact: bool = False) -> int:
 def check_room(planes: list[Any], work: Path) -> None:
     """Refuse, before anything is written, a file whose pyramids the data folder's disk has no room for."""
     needed = sum(pyramid_bytes(plane.width, plane.height, science.needs_exact(plane.bitpix))
+                 + (plane.width * plane.height * 3 * 2 if _in_colour(plane) else 0)
                  for plane in planes) + ROOM_MARGIN
     work.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(work).free
@@ -122,6 +123,16 @@ def check_room(planes: list[Any], work: Path) -> None:
 
         raise DiskFull(f"the disk of the data folder has {human_bytes(free)} free and the "
                        f"pyramids of this file need up to {human_bytes(needed)}: nothing was written")
+
+
+def _in_colour(plane: Any) -> bool:
+    """Whether a plane is a colour picture (whose red, green and blue are kept for the readout), as its
+    header says: BANDS (rasters, TIFF) or SamplesPerPixel (DICOM)."""
+    for keyword in ("BANDS", "SamplesPerPixel"):
+        bands = plane.header.get(keyword)
+        if isinstance(bands, int) and not isinstance(bands, bool):
+            return bands >= 3
+    return False
 
 
 def _render_failure(error: BaseException, source: Path, hdu: int | None, work: str) -> Exception:

@@ -185,6 +185,9 @@ async def _pixel(archive: Archive, image_id: str, token: str, name: str, index: 
         answer = {"x": x + 1, "y": height - y, "value": value}
     else:
         answer = {"x": x, "y": y, "value": value}
+    if match["kind"] == "pixel" and Path(science_path).with_name(science.COLOUR_NAME).is_file():
+        # a colour image: its own red, green and blue besides the grey level
+        answer["rgb"] = await archive.pool.run(science.colour, science_path, x, y)
     response = jsonify(answer)
     response.headers["Cache-Control"] = f"public, max-age={remaining}"
     response.headers["X-Content-Type-Options"] = "nosniff"

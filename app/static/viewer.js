@@ -173,6 +173,9 @@
     var galactic = document.getElementById("readout-galactic");
     var values = new ValueReader(element.dataset.tiles, function (answer) {
       var text = answer === undefined ? "\u2026" : formatValue(answer && answer.value);
+      if (answer && answer.rgb) {
+        text = "R " + formatValue(answer.rgb[0]) + ", G " + formatValue(answer.rgb[1]) + ", B " + formatValue(answer.rgb[2]);
+      }
       setText(valueOut, "value " + text + (element.dataset.planeLabel ? " (" + element.dataset.planeLabel + ")" : ""));
     });
     var table = document.getElementById("pixel-table");

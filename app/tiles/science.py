@@ -29,6 +29,10 @@ from app.exceptions import ImageXError
 
 NAME = "science.tif"
 EXACT_NAME = "exact.npy"
+# A colour picture's own red, green and blue at full resolution (the science pyramid holds its grey level),
+# for the readout of colour images.
+COLOUR_NAME = "colour.tif"
+_BAND_BYTES = {"uchar": 1, "char": 1, "ushort": 2, "short": 2, "uint": 4, "int": 4, "float": 4}
 # Source types whose every value a 32-bit float holds exactly; the others get an exact copy.
 _EXACT_IN_FLOAT = {"uchar", "char", "ushort", "short", "float"}
 _STRIP_BYTES = 16 * 1024 * 1024
@@ -56,6 +60,11 @@ def write(picture: pyvips.Image, folder: Path) -> Path:
     target = folder / NAME
     if picture.bands == 1 and str(picture.format) not in _EXACT_IN_FLOAT:
         write_exact(picture, folder / EXACT_NAME)
+    if picture.bands >= 3:
+        size = picture.width * picture.height * 3 * _BAND_BYTES.get(str(picture.format), 8)
+        picture[:3].tiffsave(str(folder / COLOUR_NAME), tile=True, tile_width=TIFF_TILE,
+                             tile_height=TIFF_TILE, compression="none", strip=True,
+                             bigtiff=size > _CLASSIC_TIFF_BYTES)
     data = values(picture)
     data.tiffsave(str(target), tile=True, tile_width=TIFF_TILE, tile_height=TIFF_TILE, pyramid=True,
                   compression="none", bigtiff=data.width * data.height * 4 * 4 // 3 > _CLASSIC_TIFF_BYTES,
@@ -170,6 +179,16 @@ def block(path: str, x: int, y: int, radius: int) -> tuple[int, int, int, int, l
         values = np.frombuffer(region, dtype=np.float32).reshape(shape).astype(np.float64)
     rows = [[float(value) if math.isfinite(value) else None for value in row] for row in values.tolist()]
     return full.width, full.height, left, top, rows
+
+
+def colour(path: str, x: int, y: int) -> list[float] | None:
+    """The red, green and blue of a colour image at (x, y) (display orientation), or None for an image that
+    is not in colour. `path` is its science pyramid."""
+    target = Path(path).with_name(COLOUR_NAME)
+    if not target.is_file():
+        return None
+    picture = pyvips.Image.new_from_file(str(target), access="random")
+    return [float(value) for value in picture.getpoint(x, y)]
 
 
 def pixel(path: str, x: int, y: int) -> tuple[int, int, float | None]:

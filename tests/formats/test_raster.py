@@ -117,3 +117,16 @@ async def test_transparency_is_flattened_onto_black(archive, write_raster, name,
     transparent, opaque = shown[:, 4:44], shown[:, 52:92]
     assert transparent.max() < 8, "fully transparent pixels should show black"
     assert np.abs(opaque.mean(axis=(0, 1)) - np.array(colour)).max() < 4
+
+
+async def test_a_colour_image_reads_out_its_red_green_and_blue(archive, client, write_raster):
+    pixels = gradient_rgb()
+    image = await ingest_one(archive, write_raster("colour.png", pixels, interpretation="srgb"))
+    base = f"/tiles/{image.id}/{archive.tile_token(image.id)}"
+    for x, y in ((0, 0), (100, 50), (127, 95)):
+        answer = await (await client.get(f"{base}/pixel/{x}_{y}")).get_json()
+        assert answer["rgb"] == [float(v) for v in pixels[y, x]]
+    [job] = await ingest(archive, write_raster("grey.png", pixels[:, :, 1], interpretation="b-w"))
+    [grey_id] = job.image_ids
+    answer = await (await client.get(f"/tiles/{grey_id}/{archive.tile_token(grey_id)}/pixel/3_4")).get_json()
+    assert "rgb" not in answer and answer["value"] == float(pixels[4, 3, 1])
