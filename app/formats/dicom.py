@@ -122,9 +122,23 @@ class DicomReader(Reader):
         monochrome = photometric.startswith("MONOCHROME")
         bits = _int(ds.get("BitsAllocated")) or 16
         bitpix = -bits if keyword != "PixelData" else bits
-        return [Plane(hdu=0, name=name, width=columns or 0, height=rows or 0, bitpix=bitpix, header=values,
+        return [Plane(hdu=0, name=self._title(), width=columns or 0, height=rows or 0, bitpix=bitpix,
+                      header=values,
                       comments=comments, note=note, window=_window(ds) if monochrome else None,
                       invert=photometric == "MONOCHROME1", planes=planes)]
+
+    def _title(self) -> str:
+        """The image's name: what was imaged, from the series or study description and the instance
+        number (`CT: CHEST 1.0 B30f #12`), never the file's name, which may carry the patient's name
+        (kept only with the patient data)."""
+        ds = self._ds
+        parts = [str(ds.get(keyword) or "").strip() for keyword in ("Modality", "SeriesDescription")]
+        if not parts[1]:
+            parts[1] = str(ds.get("StudyDescription") or ds.get("BodyPartExamined") or "").strip()
+        title = ": ".join(part for part in parts if part) or "DICOM image"
+        number = _int(ds.get("InstanceNumber"))
+        title += f" #{number}" if number is not None else ""
+        return f"{title} ({self.path.name})" if self.keep_patient_data else title
 
     def _check_decoder(self) -> None:
         """A transfer syntax that no installed decoder reads is named, before any pixel is touched."""

@@ -89,7 +89,10 @@ async def test_each_transfer_syntax_gives_the_modality_values(archive, client, t
     path = sample(name, tmp_path / "in")
     image = await ingest_one(archive, path)
     expected = modality_values(path)
-    assert (image.format, image.hdu, image.name) == ("dicom", 0, name)
+    assert (image.format, image.hdu) == ("dicom", 0)
+    # named after what was imaged, never after the file (whose name may be the patient's)
+    dataset = pydicom.dcmread(path)
+    assert image.name.startswith(str(dataset.Modality)) and name not in image.name
     assert (image.height, image.width) == expected.shape
     assert image.header["TransferSyntaxUID"] == transfer_syntax
     assert (archive.tile_folder(image.id) / "image.dzi").is_file()
@@ -291,15 +294,22 @@ async def test_an_administrator_can_keep_patient_data(archive, client, make_user
     assert "Saved: Keep DICOM patient data" in await response.get_data(as_text=True)
     assert Site.from_stored(await archive.store.site_settings()).keep_patient_data is True
 
-    path = sample("CT_small.dcm", tmp_path / "in")
+    path = sample("CT_small.dcm", tmp_path / "in", "Doe_Jane_1CT1.dcm")
     image = await ingest_one(archive, path)
     original = pydicom.dcmread(path)
+    assert image.name == "CT: e+1 #1 (Doe_Jane_1CT1.dcm)"  # the file's name, with the patient data
     assert image.header["PatientName"] == "CompressedSamples^CT1"
     assert image.header["PatientID"] == "1CT1" and image.header["InstitutionName"] == "JFK IMAGING CENTER"
     assert image.header["OtherPatientIDsSequence[1].PatientID"] == "1234ABCD"
     assert image.comments["PatientName"] == "Patient's Name"
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         assert image.header[keyword] == str(original.get(keyword))
+
+
+async def test_an_image_is_not_named_after_its_file_which_may_name_the_patient(archive, tmp_path):
+    image = await ingest_one(archive, sample("CT_small.dcm", tmp_path / "in", "Doe_Jane_1CT1.dcm"))
+    assert image.name == "CT: e+1 #1"  # CT_small's Modality, SeriesDescription and InstanceNumber
+    assert "Doe" not in image.name and "Doe" not in str(image.header)
 
 
 def no_pixels_file(folder: Path) -> Path:
