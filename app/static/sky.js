@@ -190,7 +190,7 @@
     return [a[0] * i + a[1] * j + a[2], a[3] * i + a[4] * j + a[5]];
   };
 
-  // "lon 13.402500°, lat 52.447500°", then for a projected CRS " · E 500015.0 m, N 5700885.0 m"; with
+  // "lon 15.000216°, lat 51.459140°", then for a projected CRS " · E 500015.0 m, N 5700885.0 m"; with
   // " ±…°" when the grid could not follow the CRS within half the last digit shown.
   MapGrid.prototype.text = function (column, row) {
     var lonLat = this.lonLat(column, row);
