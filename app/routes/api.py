@@ -172,10 +172,13 @@ async def image(image_id: str) -> Any:
 
 @bp.get("/images/<image_id>/readout")
 @described("What the viewer needs for the cursor readout, scale bar and compass", params=(schemas.IMAGE_ID,),
-           answers={200: ("the sky grid and physical pixel size (each may be null)", schemas.READOUT)})
+           answers={200: ("the sky grid, the map grid and physical pixel size (each may be null)",
+                          schemas.READOUT)})
 async def image_readout(image_id: str) -> Any:
     """The image page's sky description: a grid of ICRS unit vectors for the cursor readout (`celestial`,
-    null without a celestial WCS) and the physical pixel size in metres (`physical`, or null)."""
+    null without a celestial WCS), a map's grid of WGS 84 longitude/latitude with its projected coordinates
+    (`geographic`, null but for a GeoTIFF with a known CRS) and the physical pixel size in metres
+    (`physical`, or null)."""
     archive = get_archive()
     return jsonify(await readout_of(archive, await load_image(archive, image_id)))
 

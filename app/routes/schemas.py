@@ -88,6 +88,16 @@ READOUT = named("Readout", obj({
     "celestial": nullable(obj({"nx": INTEGER, "ny": INTEGER, "nodes": array(nullable(NUMBER)),
                                "max_error_arcsec": NUMBER, "galactic": ANY, "ctype": ANY},
                               optional=("max_error_arcsec", "galactic", "ctype"))),
+    "geographic": nullable(obj({
+        "width": INTEGER, "height": INTEGER, "nx": INTEGER, "ny": INTEGER, "nodes": array(nullable(NUMBER)),
+        "max_error_degrees": NUMBER,
+        "affine": {**array(NUMBER, minItems=6, maxItems=6), "description": (
+            "[a, b, c, d, e, f]: x = a * column + b * row + c, y = d * column + e * row + f in the map's "
+            "CRS; columns and rows count pixel edges from the image's top-left corner")},
+        "crs": text("the name of the map's coordinate reference system"), "epsg": nullable(INTEGER),
+        "projected": nullable(obj({"axes": array(STRING), "unit": STRING, "decimals": INTEGER})),
+    }, description="a map's WGS 84 longitude/latitude grid (unit vectors, interpolated as the celestial "
+                   "one) and its projected coordinates")),
     "physical": nullable(obj({"x": NUMBER, "y": NUMBER, "source": STRING})),
 }))
 LOCATION = named("Location", obj({"x": NUMBER, "y": NUMBER, "ra": NUMBER, "dec": NUMBER, "name": STRING,

@@ -247,7 +247,8 @@ async def access_fragment(archive: Archive, image: ImageRecord, *, saved: bool =
 
 
 async def readout_of(archive: Archive, image: ImageRecord) -> dict[str, Any]:
-    """What the viewer needs for sky coordinates, scale bar and compass (`app.sky.readout.sky_readout`).
+    """What the viewer needs for sky or map coordinates, scale bar and compass
+    (`app.sky.readout.sky_readout`).
     The page fetches it after loading, so a pool busy with ingest never holds up the page itself."""
     key = (image.id, image.sha256)
     if key in _READOUTS:

@@ -1,10 +1,11 @@
 """What the browser needs to show sky coordinates under the cursor, computed once per image with astropy.
 
-The description is a grid of exact ICRS positions (unit vectors) over the image, one cell row and column
-beyond every edge, that `app/static/sky.js` interpolates with Catmull-Rom cubics and normalises. Unit
+The description is a grid (`app.sky.grid`) of exact ICRS positions (unit vectors) over the image, one cell
+row and column beyond every edge, that `app/static/sky.js` interpolates with Catmull-Rom cubics and
+normalises. Unit
 vectors have no seam at RA 0/360 and no singularity at the poles, and the grid works for every projection
 and distortion astropy understands (TAN, TAN-SIP, ZEA, CAR, TPV ...). The grid is refined until the
-interpolation, checked here against astropy at nine points inside every cell, stays within `TOLERANCE`;
+interpolation, checked here against astropy at nine points inside every cell, stays within `TOLERANCE_ARCSEC`;
 the error reached is part of the description. The same interpolation is written twice (here, to check
 it; in sky.js, to use it) and a test runs the browser's file under node against astropy.
 """
@@ -14,16 +15,17 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from app.sky.geographic import geographic_readout
+from app.sky.grid import fit_grid, separation_arcsec
 from app.sky.wcs import celestial_wcs
 from app.store.base import HeaderValue
 
 TOLERANCE_ARCSEC = 0.02
-MAX_CELLS = 128  # per axis; (128 + 3)^2 nodes is the largest grid a page ever carries
 # Keywords that give a physical pixel size in micrometres (microscopy, detectors).
 _MICRON_KEYWORDS = (("XPIXSIZE", "YPIXSIZE"), ("PIXSIZE1", "PIXSIZE2"), ("XPIXSZ", "YPIXSZ"),
                     ("PIXSIZE", "PIXSIZE"))
@@ -41,110 +43,6 @@ def sky_vectors(wcs: Any, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         ra = np.asarray(coords.ra.rad, dtype=float)
         dec = np.asarray(coords.dec.rad, dtype=float)
     return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
-
-
-def catmull_rom(t: np.ndarray) -> np.ndarray:
-    """The four Catmull-Rom weights (n, 4) for positions t in [0, 1] between the middle two nodes."""
-    t2, t3 = t * t, t * t * t
-    return np.stack([(-t3 + 2 * t2 - t) / 2, (3 * t3 - 5 * t2 + 2) / 2,
-                     (-3 * t3 + 4 * t2 + t) / 2, (t3 - t2) / 2], axis=-1)
-
-
-@dataclass
-class Grid:
-    """Nodes (ny + 3, nx + 3, 3) at x = -0.5 + (i - 1) * width / nx (same for y): 0-based pixels."""
-
-    width: int
-    height: int
-    nx: int
-    ny: int
-    nodes: np.ndarray
-
-    @property
-    def step(self) -> tuple[float, float]:
-        return self.width / self.nx, self.height / self.ny
-
-    def interpolate(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        """Unit vectors at 0-based pixel positions, as sky.js computes them (NaN where it gives none)."""
-        sx, sy = self.step
-        u, v = (xs + 0.5) / sx, (ys + 0.5) / sy
-        ci = np.clip(np.floor(u), 0, self.nx - 1).astype(int)
-        cj = np.clip(np.floor(v), 0, self.ny - 1).astype(int)
-        wx, wy = catmull_rom(u - ci), catmull_rom(v - cj)
-        total = np.zeros((xs.size, 3))
-        for a in range(4):
-            for b in range(4):
-                total += (wy[:, a] * wx[:, b])[:, None] * self.nodes[cj + a, ci + b]
-        # where a node of the 4x4 block is undefined, fall back to the bilinear inner 2x2
-        broken = ~np.all(np.isfinite(total), axis=1)
-        if broken.any():
-            tx, ty = (u - ci)[broken], (v - cj)[broken]
-            i, j = ci[broken], cj[broken]
-            total[broken] = ((1 - ty) * (1 - tx))[:, None] * self.nodes[j + 1, i + 1] \
-                + ((1 - ty) * tx)[:, None] * self.nodes[j + 1, i + 2] \
-                + (ty * (1 - tx))[:, None] * self.nodes[j + 2, i + 1] \
-                + (ty * tx)[:, None] * self.nodes[j + 2, i + 2]
-        norm = np.linalg.norm(total, axis=1, keepdims=True)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            unit: np.ndarray = total / norm
-        return unit
-
-
-def separation_arcsec(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Angles between unit vectors (rows), in arcsec: 2 asin(chord / 2) stays exact for small angles."""
-    chord = np.linalg.norm(a - b, axis=-1)
-    angle: np.ndarray = np.degrees(2 * np.arcsin(np.clip(chord / 2, 0, 1))) * 3600
-    return angle
-
-
-def make_grid(wcs: Any, width: int, height: int, nx: int, ny: int) -> Grid:
-    sx, sy = width / nx, height / ny
-    xs = -0.5 + (np.arange(nx + 3) - 1) * sx
-    ys = -0.5 + (np.arange(ny + 3) - 1) * sy
-    gx, gy = np.meshgrid(xs, ys)
-    nodes = sky_vectors(wcs, gx, gy).reshape(ny + 3, nx + 3, 3)
-    return Grid(width, height, nx, ny, nodes)
-
-
-def check_points(width: int, height: int, nx: int, ny: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nine points inside every cell (where interpolation errs most), plus the image's corners."""
-    sx, sy = width / nx, height / ny
-    fractions = np.array([0.25, 0.5, 0.75])
-    xs = -0.5 + (np.arange(nx)[:, None] + fractions[None, :]).ravel() * sx
-    ys = -0.5 + (np.arange(ny)[:, None] + fractions[None, :]).ravel() * sy
-    gx, gy = np.meshgrid(xs, ys)
-    corners_x = np.array([-0.5, width - 0.5, width - 0.5, -0.5])
-    corners_y = np.array([-0.5, -0.5, height - 0.5, height - 0.5])
-    return np.concatenate([gx.ravel(), corners_x]), np.concatenate([gy.ravel(), corners_y])
-
-
-def grid_error(grid: Grid, wcs: Any) -> tuple[float, float]:
-    """(largest error in arcsec, fraction of checked points with no interpolated position) at the check
-    points where astropy gives a position."""
-    xs, ys = check_points(grid.width, grid.height, grid.nx, grid.ny)
-    exact = sky_vectors(wcs, xs, ys)
-    defined = np.all(np.isfinite(exact), axis=1)
-    if not defined.any():
-        return math.inf, 1.0
-    found = grid.interpolate(xs[defined], ys[defined])
-    missing = ~np.all(np.isfinite(found), axis=1)
-    errors = separation_arcsec(found[~missing], exact[defined][~missing])
-    return (float(errors.max()) if errors.size else math.inf), float(missing.mean())
-
-
-def fit_grid(wcs: Any, width: int, height: int, tolerance: float = TOLERANCE_ARCSEC) -> tuple[Grid, float]:
-    """The coarsest grid (doubling from about 4 cells per axis) whose interpolation stays within
-    `tolerance` arcsec at every check point, or the finest allowed, with its error."""
-    longest = max(width, height)
-    nx = max(1, min(width, round(4 * width / longest)))
-    ny = max(1, min(height, round(4 * height / longest)))
-    while True:
-        grid = make_grid(wcs, width, height, nx, ny)
-        error, missing = grid_error(grid, wcs)
-        if (error <= tolerance and missing == 0) or (nx * 2 > min(MAX_CELLS, width)
-                                                    and ny * 2 > min(MAX_CELLS, height)):
-            return grid, error
-        nx, ny = min(nx * 2, max(1, min(MAX_CELLS, width))), min(ny * 2, max(1, min(MAX_CELLS, height)))
 
 
 def galactic_matrix() -> list[list[float]]:
@@ -224,12 +122,13 @@ def _number(text: str) -> float | None:
 
 def sky_readout(header: Mapping[str, HeaderValue], width: int, height: int,
              tolerance: float = TOLERANCE_ARCSEC) -> dict[str, Any]:
-    """Everything the viewer's readout needs (JSON-ready): `celestial` (the grid, or None) and `physical`
-    (a pixel size in metres, or None). Runs in the process pool: a few astropy calls on arrays."""
+    """Everything the viewer's readout needs (JSON-ready): `celestial` (the grid, or None), `geographic`
+    (longitude and latitude of a map, `app.sky.geographic`, or None) and `physical` (a pixel size in
+    metres, or None). Runs in the process pool: a few astropy or pyproj calls on arrays."""
     wcs = celestial_wcs(header)
     celestial: dict[str, Any] | None = None
     if wcs is not None and width > 0 and height > 0:
-        grid, error = fit_grid(wcs, width, height, tolerance)
+        grid, error = fit_grid(partial(sky_vectors, wcs), width, height, tolerance)
         if math.isfinite(error):
             flat = np.round(grid.nodes, 12).reshape(-1)
             celestial = {
@@ -239,7 +138,8 @@ def sky_readout(header: Mapping[str, HeaderValue], width: int, height: int,
                 "galactic": galactic_matrix(),
                 "ctype": [str(c) for c in wcs.wcs.ctype],
             }
-    return {"celestial": celestial, "physical": physical_scale(header)}
+    return {"celestial": celestial, "geographic": geographic_readout(header, width, height),
+            "physical": physical_scale(header)}
 
 
 def locate(header: Mapping[str, HeaderValue], width: int, height: int, ra: float,

@@ -1,6 +1,7 @@
 // Sky coordinates under the cursor: interpolates the grid of exact ICRS unit vectors that
 // app/sky/readout.py computes with astropy (Catmull-Rom in x and y, then normalised), and formats the
-// result. Plain JS with no DOM: the browser loads it as window.ImagexSky, node as a module, so the tests
+// result; on a map (a GeoTIFF), the same grid of WGS 84 longitude/latitude from app/sky/geographic.py
+// (pyproj) and the projected coordinates from the map's affine transform. Plain JS with no DOM: the browser loads it as window.ImagexSky, node as a module, so the tests
 // can run this very file against astropy.
 (function (root, factory) {
   "use strict";
@@ -158,10 +159,53 @@
   }
 
   var ANGLE_UNITS = [["\u2033", 1], ["\u2032", 60], ["\u00b0", 3600]];
-  var LENGTH_UNITS = [["nm", 1e-9], ["\u00b5m", 1e-6], ["mm", 1e-3], ["m", 1]];
+  var LENGTH_UNITS = [["nm", 1e-9], ["\u00b5m", 1e-6], ["mm", 1e-3], ["m", 1], ["km", 1e3]];
+
+  // A number with `decimals` digits, never "-0.000" for what rounds to zero.
+  function fixed(value, decimals) {
+    var text = value.toFixed(decimals);
+    return /^-[0.]+$/.test(text) ? text.slice(1) : text;
+  }
+
+  // A map's description (the "geographic" part of /api/images/<id>/readout). Positions here are image
+  // pixels as the page counts them for a non-FITS image: column and row from 0 at the top-left, and what is
+  // shown is the pixel's centre.
+  function MapGrid(description) {
+    this.grid = new Grid(description);
+    this.affine = description.affine;
+    this.projected = description.projected || null;
+    this.maxError = Number(description.max_error_degrees) || 0;
+  }
+
+  // [longitude, latitude] in WGS 84 degrees (longitude from -180 to 180) at the centre of a pixel, or null.
+  MapGrid.prototype.lonLat = function (column, row) {
+    var position = this.grid.sky(column, this.grid.height - 1 - row);
+    if (!position) { return null; }
+    return [position[0] > 180 ? position[0] - 360 : position[0], position[1]];
+  };
+
+  // [x, y] in the map's CRS at the centre of a pixel: the affine transform of its edges' coordinates.
+  MapGrid.prototype.projectedXY = function (column, row) {
+    var a = this.affine, i = column + 0.5, j = row + 0.5;
+    return [a[0] * i + a[1] * j + a[2], a[3] * i + a[4] * j + a[5]];
+  };
+
+  // "lon 15.000216°, lat 51.459140°", then for a projected CRS " · E 500015.0 m, N 5700885.0 m"; with
+  // " ±…°" when the grid could not follow the CRS within half the last digit shown.
+  MapGrid.prototype.text = function (column, row) {
+    var lonLat = this.lonLat(column, row);
+    var text = lonLat ? "lon " + fixed(lonLat[0], 6) + "\u00b0, lat " + fixed(lonLat[1], 6) + "\u00b0" +
+      (this.maxError > 5e-7 ? " \u00b1" + this.maxError.toPrecision(2) + "\u00b0" : "") : "no longitude/latitude";
+    if (this.projected) {
+      var xy = this.projectedXY(column, row), p = this.projected, unit = p.unit ? " " + p.unit : "";
+      text += " \u00b7 " + p.axes[0] + " " + fixed(xy[0], p.decimals) + unit + ", " + p.axes[1] + " " +
+        fixed(xy[1], p.decimals) + unit;
+    }
+    return text;
+  };
 
   return {
-    Grid: Grid, formatRa: formatRa, formatDec: formatDec, niceLength: niceLength,
+    Grid: Grid, MapGrid: MapGrid, formatRa: formatRa, formatDec: formatDec, niceLength: niceLength,
     ANGLE_UNITS: ANGLE_UNITS, LENGTH_UNITS: LENGTH_UNITS
   };
 });

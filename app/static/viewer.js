@@ -1,5 +1,6 @@
 // The image page: OpenSeadragon on the image's Deep Zoom pyramid; under the cursor the pixel (FITS
-// convention), its value and its sky position (sky.js); a scale bar and compass; "go to RA/Dec"; and the
+// convention), its value and its sky position, or on a map its longitude/latitude and projected x/y
+// (sky.js); a scale bar and compass; "go to RA/Dec"; and the
 // view (centre x, y in FITS pixels and zoom in screen pixels per image pixel) kept in the URL.
 // Everything shown is built with textContent: header text never becomes markup.
 (function () {
@@ -149,7 +150,7 @@
     var width = Number(element.dataset.width), height = Number(element.dataset.height);
     var isFits = element.dataset.fits === "true";
     // The sky description arrives after the page (see useDescription); until then only x/y and values.
-    var grid = null, physical = null, roughness = "";
+    var grid = null, map = null, physical = null, roughness = "";
     var viewer = OpenSeadragon({
       element: element,
       tileSources: element.dataset.dzi,
@@ -192,6 +193,8 @@
     function imageOf(x, y) { return isFits ? new OpenSeadragon.Point(x - 0.5, height - y + 0.5) : new OpenSeadragon.Point(x + 0.5, y + 0.5); }
 
     function showSky(x, y) {
+      // a map: longitude/latitude, never RA/Dec (the page offers no Galactic toggle for it)
+      if (map) { setText(skyOut, map.text(x, y)); return; }
       if (!grid) { setText(skyOut, ""); return; }
       // the centre of the pixel under the cursor, like its x/y and value
       var ax = x, ay = height - 1 - y;
@@ -351,6 +354,9 @@
       if (!viewer.world.getItemCount() || !(zoom > 0)) { return; }
       var centre = viewer.world.getItemAt(0).viewportToImageCoordinates(viewer.viewport.getCenter(true));
       var local = grid ? grid.local.apply(grid, astropyOf(centre)) : null;
+      // a map's compass points to north and east as its longitude/latitude grid has them; its scale bar
+      // is in metres (physical), never in angles
+      var mapLocal = !local && map ? map.grid.local.apply(map.grid, astropyOf(centre)) : null;
       var units = null, perPixel = null;
       if (local) {
         units = ImagexSky.ANGLE_UNITS; perPixel = local.arcsecPerPixel;
@@ -368,6 +374,7 @@
       } else {
         bar.hidden = true;
       }
+      local = local || mapLocal;
       if (local) {
         compass.style.display = "";
         // each direction as the screen shows it, through OpenSeadragon's own rotation and flip
@@ -461,10 +468,12 @@
       }
     }
 
-    // /api/images/<id>/readout: the grid for RA/Dec (null without a celestial WCS) and a physical pixel size.
+    // /api/images/<id>/readout: the grid for RA/Dec (null without a celestial WCS), the map's grid for
+    // longitude/latitude (null but for a GeoTIFF with a known CRS) and a physical pixel size.
     function useDescription(described) {
       if (!described || typeof ImagexSky === "undefined") { return; }
       grid = described.celestial ? new ImagexSky.Grid(described.celestial) : null;
+      map = described.geographic && !grid ? new ImagexSky.MapGrid(described.geographic) : null;
       physical = described.physical || null;
       // A projection the grid could not follow within 0.1" (e.g. an all-sky map near its rim) says so.
       var worst = grid ? Number(described.celestial.max_error_arcsec) : 0;

@@ -17,6 +17,8 @@ from pyproj import Geod, Transformer
 
 from app.formats import GeoTiffReader, MicroscopyTiffReader, RasterReader, is_candidate, sniff
 from app.formats.geo import geo_grid
+from app.sky.geographic import TOLERANCE_DEGREES
+from app.sky.grid import Grid, separation_arcsec, unit_vectors
 from tests.formats.conftest import full_picture
 from tests.helpers import ingest
 
@@ -138,6 +140,40 @@ async def test_gdal_rgb_in_wgs84(archive, client, tmp_path):
     pixels = tifffile.imread(path)
     shown = full_picture(archive.tile_folder(image.id)).astype(int)
     assert np.abs(shown - pixels.astype(int)).mean() < 3, "a colour GeoTIFF is shown in colour"
+
+
+@pytest.mark.parametrize(("name", "epsg", "projected"), [
+    ("elevation_utm33n.tif", 32633, {"axes": ["E", "N"], "unit": "m", "decimals": 1}),
+    ("rgb_wgs84.tif", 4326, None),
+])
+async def test_the_readout_of_a_gdal_geotiff_gives_pyprojs_longitude_and_latitude(archive, client, tmp_path,
+                                                                                  name, epsg, projected):
+    path = tmp_path / "in" / name
+    path.parent.mkdir()
+    shutil.copy(DATA / name, path)
+    image = await ingest_one(archive, path)
+    response = await client.get(f"/api/images/{image.id}/readout")
+    assert response.status_code == 200
+    readout = json.loads(await response.get_data(as_text=True))
+    assert readout["celestial"] is None and readout["physical"] is not None
+    geographic = readout["geographic"]
+    assert (geographic["epsg"], geographic["projected"]) == (epsg, projected)
+    assert geographic["max_error_degrees"] <= TOLERANCE_DEGREES
+    grid = geo_grid(image.header, image.width, image.height)
+    assert grid is not None and geographic["affine"] == list(grid.affine)
+    nx, ny = geographic["nx"], geographic["ny"]
+    nodes = np.array(geographic["nodes"], dtype=float).reshape(ny + 3, nx + 3, 3)
+    # the centres of image pixels (column, row from the top-left), against pyproj on the header's transform
+    columns, rows = np.array([0, 39, 0, 39, 17, 5]), np.array([0, 0, 29, 29, 11, 23])
+    found = Grid(40, 30, nx, ny, nodes).interpolate(columns.astype(float), 29.0 - rows)
+    a, b, c, d, e, f = grid.affine
+    lon, lat = Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True).transform(
+        a * (columns + 0.5) + b * (rows + 0.5) + c, d * (columns + 0.5) + e * (rows + 0.5) + f)
+    exact = unit_vectors(np.radians(lon), np.radians(lat))
+    assert separation_arcsec(found, exact).max() / 3600 < 1.5 * TOLERANCE_DEGREES
+    # a map's page offers neither the Galactic toggle nor go to RA/Dec
+    page = await (await client.get(f"/images/{image.id}")).get_data(as_text=True)
+    assert 'id="readout-galactic"' not in page and 'id="goto"' not in page and "sky.js" in page
 
 
 async def test_tifffile_geotiff_with_integer_nodata_and_bands(archive, client, tmp_path):

@@ -4,6 +4,8 @@ declarations check requests (bad values are a 400 naming them; nan and inf are n
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -134,6 +136,18 @@ async def test_guest_answers_fit_their_schemas(client, spec, add_image, archive)
         assert payload["status"] == status
     refused = await client.delete(f"/api/images/{image.id}")
     await conforming(spec, refused, "DELETE", "/api/images/{image_id}", 403)
+
+
+async def test_a_map_readout_fits_its_schema(client, spec, archive, tmp_path):
+    source = Path(__file__).resolve().parents[1] / "data" / "geotiff" / "elevation_utm33n.tif"
+    path = tmp_path / source.name
+    shutil.copy(source, path)
+    [job] = await ingest(archive, path, visibility="public")
+    assert job.state == "done", job.error
+    [image_id] = job.image_ids
+    readout = await conforming(spec, await client.get(f"/api/images/{image_id}/readout"), "GET",
+                               "/api/images/{image_id}/readout")
+    assert readout["celestial"] is None and readout["geographic"]["epsg"] == 32633
 
 
 async def test_administrator_answers_fit_their_schemas(admin, spec, archive, write_fits):

@@ -15,7 +15,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
-from app.sky.readout import Grid, separation_arcsec, sky_vectors
+from app.sky.grid import Grid, separation_arcsec
+from app.sky.readout import sky_vectors
 from tests.helpers import ingest
 from tests.routes.conftest import attribute, text_of
 
@@ -187,7 +188,7 @@ async def test_hostile_unit_text_does_not_reach_the_page(client, archive, tmp_pa
     assert job.state == "done", job.error
     [image_id] = job.image_ids
     readout = await json_of(await client.get(f"/api/images/{image_id}/readout"))
-    assert readout == {"celestial": None, "physical": None}
+    assert readout == {"celestial": None, "geographic": None, "physical": None}
     page = await text_of(await client.get(f"/images/{image_id}"))
     assert "<img src=x>" not in page and "<script>alert(3)" not in page
     assert attribute(page, "viewer", "data-readout") == f"/api/images/{image_id}/readout"

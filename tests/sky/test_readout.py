@@ -19,7 +19,8 @@ from astropy.wcs import WCS, Sip
 from app.formats.fits import harvest
 from app.samples import celestial_wcs
 from app.sky import readout
-from app.sky.readout import MAX_CELLS, OffImage, locate, physical_scale, sky_readout
+from app.sky.grid import MAX_CELLS
+from app.sky.readout import OffImage, locate, physical_scale, sky_readout
 from app.store.base import HeaderValue
 
 SKY_JS = Path(__file__).resolve().parents[2] / "app" / "static" / "sky.js"
@@ -239,7 +240,7 @@ def test_image_without_celestial_wcs_has_no_sky_description():
     assert description["celestial"] is None
     assert description["physical"] == {"x": pytest.approx(0.5e-6), "y": pytest.approx(0.25e-6),
                                        "source": "CDELT1/CUNIT1"}
-    assert sky_readout({"NAXIS": 2}, 10, 10) == {"celestial": None, "physical": None}
+    assert sky_readout({"NAXIS": 2}, 10, 10) == {"celestial": None, "geographic": None, "physical": None}
 
 
 @pytest.mark.parametrize(("cards", "expected"), [
