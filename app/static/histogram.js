@@ -40,6 +40,9 @@
                                          "aria-labelledby": "histogram-title"});
     this.title = element("title", {id: "histogram-title"}, svg);
     this.bars = element("path", {"class": "bars", d: ""}, svg);
+    // what lies outside the cuts (black or white whatever its value) is dimmed
+    this.shades = {low: element("rect", {"class": "outside", x: 0, y: 0, width: 0, height: HEIGHT}, svg),
+                   high: element("rect", {"class": "outside", x: WIDTH, y: 0, width: 0, height: HEIGHT}, svg)};
     this.lines = {low: this.cutLine(svg, "low", "Low cut"), high: this.cutLine(svg, "high", "High cut")};
     fieldset.querySelector(".histogram-plot").appendChild(svg);
     this.outputs = {low: fieldset.querySelector("output[name=cut_low]"),
@@ -97,11 +100,18 @@
       var group = this.lines[which];
       group.setAttribute("aria-valuenow", isFinite(value) ? String(value) : "");
       group.setAttribute("aria-valuetext", formatCut(value));
-      if (!this.data || !isFinite(value)) { group.setAttribute("visibility", "hidden"); return; }
+      var shade = this.shades[which];
+      if (!this.data || !isFinite(value)) {
+        group.setAttribute("visibility", "hidden");
+        shade.setAttribute("width", "0");
+        return;
+      }
       group.setAttribute("visibility", "visible");
       // a cut outside the histogram's range is drawn at its edge
       var x = Math.min(Math.max(0, (value - this.data.lo) / (this.data.hi - this.data.lo)), 1) * WIDTH;
       group.setAttribute("transform", "translate(" + x.toFixed(2) + " 0)");
+      shade.setAttribute("x", which === "low" ? "0" : x.toFixed(2));
+      shade.setAttribute("width", (which === "low" ? x : WIDTH - x).toFixed(2));
     }, this);
   };
 
