@@ -70,8 +70,8 @@ def _no_space(error: BaseException) -> bool:
 def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path,
                   quality: int) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """Build one plane's pyramids in `folder`: the levels, the scaling applied and the histogram of its
-    values (counted on the sample the scaling measures, so that it costs one more read of the image only
-    when the scaling measures nothing)."""
+    values (`app.tiles.histogram`), counted on the sample the scaling measures its limits on (for a
+    single-band image the very same one, taken once)."""
     pixels = reader.pixels(plane)
     # the values the science pyramid keeps (a colour raster's grey levels), sampled once for both
     values = sample(science.values(pixels) if pixels.bands > 1 else pixels)
