@@ -32,9 +32,9 @@ from app.exceptions import Conflict, DiskFull, FormatError, ImageXError
 from app.ingest.removal import UPLOADS, is_upload
 from app.site_policy import Site
 from app.store.base import ImageLocation, ImageRecord, JobRecord, new_id, now
-from app.tiles import pyramid, science
+from app.tiles import histogram, pyramid, science
 from app.tiles.pool import WorkerDied
-from app.tiles.scaling import Scaling, display
+from app.tiles.scaling import Scaling, display, sample
 
 if TYPE_CHECKING:
     from app.archive import Archive
@@ -68,9 +68,14 @@ def _no_space(error: BaseException) -> bool:
 
 
 def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path,
-                  quality: int) -> tuple[dict[str, Any], Any]:
+                  quality: int) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """Build one plane's pyramids in `folder`: the levels, the scaling applied and the histogram of its
+    values (`app.tiles.histogram`), counted on the sample the scaling measures its limits on (for a
+    single-band image the very same one, taken once)."""
     pixels = reader.pixels(plane)
-    picture, applied = display(pixels, chosen)
+    # the values the science pyramid keeps (a colour raster's grey levels), sampled once for both
+    values = sample(science.values(pixels) if pixels.bands > 1 else pixels)
+    picture, applied = display(pixels, chosen, values if pixels.bands == 1 else None)
     if plane.invert:
         # MONOCHROME1 (DICOM): low values are white. Only the 8-bit picture is inverted, after the
         # scaling, so the science values, the readout and the limits recorded stay the file's own
@@ -84,7 +89,7 @@ def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path,
             levels = pyramid.build(picture, folder, quality=quality)
         finally:
             written.result()
-    return levels, applied
+    return levels, applied, histogram.of(values)
 
 
 def pyramid_bytes(width: int, height: int, exact: bool = False) -> int:
@@ -180,7 +185,8 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
                 shown = Scaling(interval="manual", low=plane.window[0], high=plane.window[1],
                                 stretch="linear" if chosen.stretch == "auto" else chosen.stretch)
             try:
-                levels, applied = _render_plane(reader, plane, shown, Path(work) / str(plane.hdu), quality)
+                levels, applied, counted = _render_plane(reader, plane, shown, Path(work) / str(plane.hdu),
+                                                         quality)
             except (pyvips.Error, OSError) as error:
                 failure = _render_failure(error, source, plane.hdu if reader.format == "fits" else None, work)
             if failure is not None:
@@ -190,7 +196,7 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
                 raise failure
             entry = asdict(plane)
             entry["format"] = reader.format
-            entry["display"] = {**applied.to_dict(), **levels}
+            entry["display"] = {**applied.to_dict(), **levels, "histogram": counted}
             if plane.window is not None and shown is not chosen:
                 entry["display"]["window"] = list(plane.window)
             if plane.invert:

@@ -19,11 +19,13 @@ from app.openapi import (
     document,
     obj,
     one_of,
+    whole,
 )
 from app.routes import schemas
 from app.routes.views import (
     change_visibility,
     go_to,
+    histogram_of,
     image_detail,
     image_listing,
     job_fields,
@@ -181,6 +183,25 @@ async def image_readout(image_id: str) -> Any:
     (`physical`, or null)."""
     archive = get_archive()
     return jsonify(await readout_of(archive, await load_image(archive, image_id)))
+
+
+@bp.get("/images/<image_id>/histogram")
+@described("The pixel histogram of an image and the cuts of a display on it", params=(
+    schemas.IMAGE_ID,
+    Param("display", STRING, "a display spec, <interval>~<stretch>~<colormap> as in the dynamic tile "
+                             "URLs (e.g. zscale~asinh~viridis, p99.5~linear~grey); default: the image's "
+                             "own display"),
+    Param("plane", whole(minimum=0), "the plane of a cube or series, counted from 0 as in the tile URLs")),
+    answers={200: ("the histogram (log counts are the display controls' business) with the display's low "
+                   "and high data values", schemas.HISTOGRAM),
+             410: ("the image's values must be read once from its original file, which is gone", ERROR)})
+async def image_histogram(image_id: str) -> Any:
+    """The image page's histogram with cuts: counted once (at ingest, or on first request for an older
+    image or another plane) and the interval's limits exactly as the display's tiles use them."""
+    archive = get_archive()
+    plane = int(float(request.args.get("plane", "0")))
+    return jsonify(await histogram_of(archive, await load_image(archive, image_id),
+                                      request.args.get("display"), plane))
 
 
 @bp.get("/images/<image_id>/locate")

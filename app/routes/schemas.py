@@ -100,6 +100,23 @@ READOUT = named("Readout", obj({
                    "one) and its projected coordinates")),
     "physical": nullable(obj({"x": NUMBER, "y": NUMBER, "source": STRING})),
 }))
+def number(description: str) -> Schema:
+    """A number, described."""
+    return {**NUMBER, "description": description}
+
+
+HISTOGRAM = named("Histogram", obj({
+    "lo": number("the lower edge of the first bin (a data value)"),
+    "hi": number("the upper edge of the last bin"),
+    "counts": array(whole(minimum=0), minItems=1),
+    "below": whole("sampled values below lo", minimum=0),
+    "above": whole("sampled values above hi", minimum=0),
+    "plane": whole(minimum=0), "display": text("the display spec the cuts are of"),
+    "default": text("the image's own display spec"),
+    "low": number("the data value the display shows black"),
+    "high": number("the data value the display shows white"),
+}, description="counts of equal bins from lo to hi, on the evenly spread sample of at most a million "
+               "finite pixel values that the display's limits are measured on"))
 LOCATION = named("Location", obj({"x": NUMBER, "y": NUMBER, "ra": NUMBER, "dec": NUMBER, "name": STRING,
                                   "from": obj({"id": STRING, "name": STRING}, closed=True)},
                                  optional=("name", "from"), closed=True))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -14,6 +15,7 @@ from quart import Response, redirect, render_template, request
 from werkzeug.exceptions import (
     BadRequest,
     Forbidden,
+    Gone,
     HTTPException,
     NotFound,
     Unauthorized,
@@ -22,6 +24,7 @@ from werkzeug.exceptions import (
 
 from app import identity as accounts
 from app.archive import Archive
+from app.exceptions import ImageXError
 from app.identity import current_site, current_user
 from app.ingest.removal import Removal, delete_image
 from app.permissions import Action, effective_visibility, may, visible
@@ -40,6 +43,8 @@ from app.store.base import (
     TextMatch,
     User,
 )
+from app.tiles import display_cache, histogram, render, science
+from app.tiles.pyramid import DZI_NAME
 from app.tiles.render import default_spec
 
 MAX_PER_PAGE = 200
@@ -75,6 +80,8 @@ def image_summary(archive: Archive, image: ImageRecord) -> dict[str, Any]:
     permissions = {action: may(user, action, image, site) for action in ACTIONS}
     summary = {
         **image.public(),
+        # the histogram has its own endpoint (`histogram_of`): listings need not carry it
+        "display": {key: value for key, value in image.display.items() if key != "histogram"},
         "path": shown_path(image.path, user),
         "effective_visibility": effective_visibility(image, site),
         "permissions": permissions,
@@ -259,6 +266,61 @@ async def readout_of(archive: Archive, image: ImageRecord) -> dict[str, Any]:
     while len(_READOUTS) > _READOUTS_KEPT:
         _READOUTS.popitem(last=False)
     return readout
+
+
+async def histogram_of(archive: Archive, image: ImageRecord, spec_text: str | None,
+                       plane: int = 0) -> dict[str, Any]:
+    """The pixel histogram of plane `plane` (from 0) of an image (`app.tiles.histogram`) and the cuts of
+    a display on it: the low and high data values its interval maps to black and white, exactly as the
+    tiles of that display use them (`spec_text`: a display spec; None: the image's own display, which the
+    first plane shows with the static pyramid scaled at ingest)."""
+    count = int(image.planes.get("count", 1)) if image.planes else 1
+    if not 0 <= plane < count:
+        raise BadRequest(f"there is no plane {plane} in this image: it has {count} (counted from 0)")
+    default = default_spec(image.display)
+    try:
+        spec = default if spec_text is None else render.parse(spec_text)
+    except render.SpecError as error:
+        raise BadRequest(f"display: {error}") from None
+    folder = archive.tile_folder(image.id)
+    place = str(science.plane_folder(folder, plane))
+    stored = image.display.get("histogram")
+    science_path: str | None = None
+    if plane == 0 and histogram.valid(stored):
+        assert isinstance(stored, dict)
+        counted = {key: stored[key] for key in histogram.KEYS}
+    else:  # an image ingested before histograms were, or a plane other than the first
+        science_path = await plane_science(archive, image, folder, plane)
+        counted = await archive.run_in_pool(histogram.of_plane, place, science_path)
+    low, high = spec.low, spec.high
+    applied = (image.display.get("low"), image.display.get("high"))
+    if spec.interval != "manual" and plane == 0 and spec == default and all(
+            isinstance(v, int | float) and math.isfinite(v) for v in applied):
+        low, high = applied  # the static pyramid's own limits
+    elif spec.interval != "manual":
+        science_path = science_path or await plane_science(archive, image, folder, plane)
+        low, high = await archive.run_in_pool(render.cuts_of, place, science_path, spec.text,
+                                              display_cache.limits_of(archive.settings))
+    return {**counted, "plane": plane, "display": spec.text, "default": default.text, "low": low,
+            "high": high}
+
+
+async def plane_science(archive: Archive, image: ImageRecord, folder: Path, plane: int) -> str:
+    """The science pyramid of a plane of the image (its tile folder `folder`), built from the original
+    when there is none yet (as a dynamic tile's first request does)."""
+    path = science.plane_folder(folder, plane) / science.NAME
+    if path.exists():
+        return str(path)
+    if not (folder / f"{DZI_NAME}.dzi").exists():
+        raise NotFound("this image has no tiles (it is being replaced or was deleted); reload the page")
+    try:
+        return await archive.run_in_pool(science.ensure, str(folder), image.path, image.hdu,
+                                         archive.settings.max_pixels, plane)
+    except science.MissingOriginal:
+        raise Gone(f"the original file is no longer at {shown_path(image.path, current_user())}: the "
+                   "histogram needs it once to read this image's values") from None
+    except ImageXError as error:
+        raise NotFound(str(error)) from None
 
 
 # header keywords that name what an image shows, beside those of the site's object search fields

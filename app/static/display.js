@@ -6,6 +6,10 @@
 // An image with planes (a cube, a series) has a plane slider: a plane other than the first is shown with
 // dynamic tiles of that plane (`<tiles>planes/<k>/display/<spec>/image.dzi`), in the display chosen; the
 // plane is kept in the URL (`plane`, counted from 1), keys [ and ] step, Play animates.
+// The histogram (histogram.js) shows the plane's pixel values with the cuts of the display shown: the
+// static pyramid's own limits, or those the server renders the dynamic tiles with (asked of
+// /api/images/<id>/histogram); dragging a cut switches to the manual interval with the new limits, and
+// choosing "manual" starts from the cuts in use.
 (function () {
   "use strict";
 
@@ -224,6 +228,72 @@
       writeUrl(state, isDefault);
       form.dataset.spec = spec;
       show(urlFor(spec));
+      refreshCuts();
+    }
+
+    // The histogram and its cuts follow the display and the plane shown. A manual interval's cuts are its
+    // own limits; the others are asked of the server (the plane's histogram comes with them), and an
+    // answer overtaken by a later question is dropped.
+    var histogramBox = document.getElementById("histogram");
+    var histogram = null;
+    var drawnPlane = -1;
+    var asked = 0;
+    var answered = 0;
+    var waiting = [];
+    if (histogramBox && window.ImagexHistogram) {
+      histogram = new window.ImagexHistogram(histogramBox, function (low, high) {
+        var state = readForm(form);
+        state.interval = "manual";
+        state.low = low;
+        state.high = high;
+        writeForm(form, state);
+        apply(state);
+      });
+    }
+
+    function refreshCuts() {
+      if (!histogram) { return; }
+      var spec = form.dataset.spec || defaultSpec;
+      var state = stateOfSpec(spec);
+      if (state && state.interval === "manual" && drawnPlane === plane) {
+        asked += 1;
+        answered = asked;
+        histogram.setCuts(state.low, state.high);
+        settle();
+        return;
+      }
+      var question = ++asked;
+      var url = histogramBox.dataset.url + "?display=" + encodeURIComponent(spec) + (plane > 0 ? "&plane=" + plane : "");
+      fetch(url, {headers: {Accept: "application/json"}})
+        .then(function (response) {
+          if (!response.ok) { throw new Error("no histogram"); }
+          return response.json();
+        })
+        .then(function (answer) {
+          if (question !== asked) { return; }
+          if (answer.plane !== drawnPlane || !histogram.data) {
+            histogram.setData(answer);
+            drawnPlane = answer.plane;
+          }
+          histogram.setCuts(answer.low, answer.high);
+        })
+        .catch(function () { /* no histogram: the controls work without it */ })
+        .then(function () {
+          if (question !== asked) { return; }
+          answered = question;
+          settle();
+        });
+    }
+
+    function settle() {
+      var callbacks = waiting;
+      waiting = [];
+      callbacks.forEach(function (callback) { callback(histogram.cuts()); });
+    }
+
+    // `callback(cuts)` with the cuts of the display shown, once the last question about them is answered
+    function withCuts(callback) {
+      if (answered === asked) { callback(histogram.cuts()); } else { waiting.push(callback); }
     }
 
     // The first plane in the default display is the static pyramid; anything else is rendered.
@@ -245,6 +315,7 @@
       if (index === 0) { url.searchParams.delete("plane"); } else { url.searchParams.set("plane", String(index + 1)); }
       history.replaceState(history.state, "", url.pathname + url.search + url.hash);
       show(urlFor(form.dataset.spec || defaultSpec));
+      refreshCuts();
     }
 
     if (planes) {
@@ -284,16 +355,30 @@
     } else {
       form.dataset.spec = defaultSpec;
     }
-    var asked = Number(new URLSearchParams(window.location.search).get("plane"));
-    if (planes && Number.isInteger(asked) && asked > 1) {
-      setPlane(asked - 1);
-    } else if (planes) {
-      form.elements.plane_label.value = planeLabel(planes, 0);
-      viewerElement.dataset.planeLabel = "plane " + planeLabel(planes, 0);
+    var askedPlane = Number(new URLSearchParams(window.location.search).get("plane"));
+    if (planes && Number.isInteger(askedPlane) && askedPlane > 1) {
+      setPlane(askedPlane - 1);
+    } else {
+      if (planes) {
+        form.elements.plane_label.value = planeLabel(planes, 0);
+        viewerElement.dataset.planeLabel = "plane " + planeLabel(planes, 0);
+      }
+      if (!restored) { refreshCuts(); }
     }
     form.addEventListener("change", function (event) {
       if (event.target && event.target.name === "plane") { return; }
       showFields(form);
+      if (event.target && event.target.name === "interval" && form.elements.interval.value === "manual" && histogram) {
+        // "manual" starts from the cuts in use, not from empty fields
+        withCuts(function (cuts) {
+          if (cuts && form.elements.interval.value === "manual") {
+            form.elements.low.value = numberText(cuts.low);
+            form.elements.high.value = numberText(cuts.high);
+          }
+          apply(readForm(form));
+        });
+        return;
+      }
       apply(readForm(form));
     });
     form.addEventListener("submit", function (event) {

@@ -273,6 +273,18 @@ def scale_of(folder: Path, spec: Spec, science_path: str) -> Scale:
     return scale
 
 
+def cuts_of(folder_text: str, science_path: str, spec_text: str,
+            limits: display_cache.Limits | None = None) -> tuple[float, float]:
+    """In a pool process: the low and high data values of a display's interval, the very ones its tiles
+    are rendered with (`scale_of`, measured and cached as its first tile would)."""
+    folder = Path(folder_text)
+    spec = parse(spec_text)
+    if limits is not None and folder.is_dir():  # a new spec counts towards the image's cap, as in render_tile
+        display_cache.admit(folder / DISPLAY, spec.text, limits)
+    scale = scale_of(folder, spec, science_path)
+    return scale.low, scale.high
+
+
 def _read_scale(path: Path) -> Scale | None:
     try:
         values = json.loads(path.read_bytes())

@@ -190,8 +190,10 @@ def freeze(image: pyvips.Image, scaling: Scaling) -> tuple[Scaling, str]:
     return Scaling(interval="manual", stretch=stretch, low=low, high=high, curve=curve), interval
 
 
-def display(image: pyvips.Image, scaling: Scaling) -> tuple[pyvips.Image, Applied]:
-    """The 8-bit picture of `image` (lazy). NaN and infinities render black."""
+def display(image: pyvips.Image, scaling: Scaling,
+            values: np.ndarray | None = None) -> tuple[pyvips.Image, Applied]:
+    """The 8-bit picture of `image` (lazy). NaN and infinities render black. `values`: the image's
+    `sample`, when it was taken already."""
     eight_bit = str(image.format) == "uchar"
     interval = scaling.interval
     stretch = scaling.stretch
@@ -205,10 +207,10 @@ def display(image: pyvips.Image, scaling: Scaling) -> tuple[pyvips.Image, Applie
     if interval == "manual" and scaling.low is not None and scaling.high is not None:
         low, high = float(scaling.low), float(scaling.high)
         if stretch == "histeq" and not scaling.curve:
-            values = sample(image)
+            values = sample(image) if values is None else values
             normalised = (values - low) / (high - low)
     else:
-        values = sample(image)
+        values = sample(image) if values is None else values
         low, high = limits(values, interval, scaling)
         if stretch == "histeq":
             normalised = (values - low) / (high - low)

@@ -38,6 +38,7 @@ GET_ROUTES: list[tuple[str, int]] = [
     ("/api/admin/search-elements", 200),
     ("/api/images", 200),
     ("/api/images/{image}", 200),
+    ("/api/images/{image}/histogram", 200),
     (f"/api/images/{{image}}/locate?ra={FIELD_RA}&dec={FIELD_DEC}", 200),
     ("/api/images/{image}/readout", 200),
     ("/api/jobs", 200),

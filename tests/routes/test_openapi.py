@@ -116,6 +116,10 @@ async def test_guest_answers_fit_their_schemas(client, spec, add_image, archive)
     readout = await conforming(spec, await client.get(f"/api/images/{image.id}/readout"), "GET",
                                "/api/images/{image_id}/readout")
     assert readout["celestial"] is not None
+    for query in ("", "?display=p99.5~asinh~viridis"):
+        counted = await conforming(spec, await client.get(f"/api/images/{image.id}/histogram{query}"), "GET",
+                                   "/api/images/{image_id}/histogram")
+        assert counted["low"] < counted["high"]
     where = await conforming(spec, await client.get(
         f"/api/images/{image.id}/locate?ra={image.sky['center_ra']}&dec={image.sky['center_dec']}"),
         "GET", "/api/images/{image_id}/locate")

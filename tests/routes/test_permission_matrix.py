@@ -687,6 +687,14 @@ async def probe_readout(case: Case) -> tuple[bool, str, str]:
     return False, await same_as_missing(case, "/api/images/{id}/readout"), await body_of(response)
 
 
+async def probe_histogram(case: Case) -> tuple[bool, str, str]:
+    template = "/api/images/{id}/histogram?display=minmax~linear~grey"
+    response = await case.client.get(template.format(id=case.image.id))
+    if response.status_code == 200:
+        return True, "" if (await response.get_json())["counts"] else "no counts", ""
+    return False, await same_as_missing(case, template), await body_of(response)
+
+
 async def probe_locate(case: Case) -> tuple[bool, str, str]:
     template = f"/api/images/{{id}}/locate?ra={FIELD_RA}&dec={FIELD_DEC}"
     response = await case.client.get(template.format(id=case.image.id))
@@ -836,6 +844,7 @@ RESOURCES: dict[str, tuple[Callable[[Case], Awaitable[tuple[bool, str, str]]], E
     "thumbnail": (probe_thumbnail, lambda case: case.sees),
     "pixel": (probe_pixel, lambda case: case.sees),
     "readout": (probe_readout, lambda case: case.sees),
+    "histogram": (probe_histogram, lambda case: case.sees),
     "locate": (probe_locate, lambda case: case.sees),
     "original": (probe_original, lambda case: case.downloads),
     "zip download": (probe_zip, lambda case: case.downloads),
@@ -899,8 +908,8 @@ async def test_the_matrix_leaks_nothing(world: World, policy: Any, policy_name: 
 
 
 # resources where the asker names the id: it may come back, as it does for a missing image
-NAMED = {"image page", "metadata json", "readout", "locate", "original", "zip download", "mosaic json",
-         "mosaic page", "embed", "embed mosaic", "tiles", "pixel"}
+NAMED = {"image page", "metadata json", "readout", "histogram", "locate", "original", "zip download",
+         "mosaic json", "mosaic page", "embed", "embed mosaic", "tiles", "pixel"}
 
 
 # what a search answer repeats of the asker's own question or of the site's search form (field labels and
