@@ -68,6 +68,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @contextlib.contextmanager
+def ingest_and_serve(root: Path, *paths: Path, options: tuple[str, ...] = ()) -> Iterator[Server]:
+    """`imagex ingest` of `paths` (public, with `options`) into `root/var`, then a real `imagex serve` of
+    it: yields the server, its `image` the first image listed."""
+    env = {**os.environ, "IMAGEX_DATA": str(root / "var"), "IMAGEX_WORKERS": "1",
+           "IMAGEX_PORT": str(free_port()), "IMAGEX_HOST": "127.0.0.1"}
+    env.pop("IMAGEX_SAMPLES", None)
+    command = [str(BIN / "imagex"), "ingest", "--no-progress", "--visibility", "public", *options,
+               *(str(path) for path in paths)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = root / "serve.log"
+    with imagex_serve(env, log) as url:
+        server = Server(url=url, data=root / "var", image={}, log=log)
+        server.image = server.get("/api/images")["images"][0]
+        yield server
+
+
+@contextlib.contextmanager
 def imagex_serve(env: dict[str, str], log: Path) -> Iterator[str]:
     """A real `imagex serve` with `env` (which names its port), its output in `log`: yields its URL once it
     answers; SIGTERM (then kill) afterwards."""

@@ -4,10 +4,8 @@ never RA/Dec, no Galactic toggle, no go to; the compass points to north and the 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +14,8 @@ import numpy as np
 import pytest
 from pyproj import Transformer
 
-from tests.browser.conftest import BIN, Server, imagex_serve, screenshot
+from tests.browser.conftest import ingest_and_serve, screenshot
 from tests.browser.test_viewer_browser import FULLY_LOADED, Recorder, move_to_image_pixel
-from tests.processes import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -39,20 +36,11 @@ def maps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[s
     root = tmp_path_factory.mktemp("maps")
     for name in ("elevation_utm33n.tif", "rgb_wgs84.tif"):
         shutil.copy(DATA / name, root / name)
-    port = free_port()
-    env = {**os.environ, "IMAGEX_DATA": str(root / "var"), "IMAGEX_WORKERS": "1", "IMAGEX_PORT": str(port),
-           "IMAGEX_HOST": "127.0.0.1"}
-    env.pop("IMAGEX_SAMPLES", None)
-    done = subprocess.run([str(BIN / "imagex"), "ingest", "--no-progress", "--visibility", "public",
-                           str(root / "elevation_utm33n.tif"), str(root / "rgb_wgs84.tif")],
-                          env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
-    log = root / "serve.log"
-    with imagex_serve(env, log) as url:
-        listing = Server(url=url, data=root / "var", image={}, log=log).get("/api/images")["images"]
+    with ingest_and_serve(root, root / "elevation_utm33n.tif", root / "rgb_wgs84.tif") as server:
+        listing = server.get("/api/images")["images"]
         images = {"utm" if item["name"].startswith("elevation") else "wgs84": item for item in listing}
         assert set(images) == {"utm", "wgs84"}
-        yield url, images
+        yield server.url, images
 
 
 async def open_map(page: Any, url: str, image: dict[str, Any]) -> Recorder:

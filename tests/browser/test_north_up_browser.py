@@ -6,9 +6,7 @@ the view back."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,9 +15,8 @@ import pytest
 from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
-from tests.browser.conftest import BIN, Server, imagex_serve
+from tests.browser.conftest import Server, ingest_and_serve
 from tests.browser.test_viewer_browser import FULLY_LOADED
-from tests.processes import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -38,15 +35,7 @@ def fields(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, d
         header = wcs.to_header()
         header["OBJECT"] = name
         fits.PrimaryHDU(star_field(wcs, SIZE, SIZE), header).writeto(root / f"{name}.fits")
-    env = {**os.environ, "IMAGEX_DATA": str(root / "var"), "IMAGEX_WORKERS": "1",
-           "IMAGEX_PORT": str(free_port()), "IMAGEX_HOST": "127.0.0.1"}
-    env.pop("IMAGEX_SAMPLES", None)
-    done = subprocess.run([str(BIN / "imagex"), "ingest", "--no-progress", "--visibility", "public",
-                           str(root / "turned.fits"), str(root / "mirrored.fits")], env=env,
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
-    with imagex_serve(env, root / "serve.log") as url:
-        server = Server(url=url, data=root / "var", image={}, log=root / "serve.log")
+    with ingest_and_serve(root, root / "turned.fits", root / "mirrored.fits") as server:
         images = {image["name"]: image for image in server.get("/api/images")["images"]}
         yield server, images
 

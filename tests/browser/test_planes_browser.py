@@ -4,8 +4,6 @@ plane is kept in the URL, and Play animates."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -14,9 +12,8 @@ import pytest
 from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
-from tests.browser.conftest import BIN, Server, imagex_serve, screenshot
+from tests.browser.conftest import Server, ingest_and_serve, screenshot
 from tests.browser.test_viewer_browser import FULLY_LOADED, Recorder, viewer_pixels
-from tests.processes import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -46,19 +43,7 @@ def cube_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     cube += np.random.default_rng(1).normal(0, 1, cube.shape).astype(np.float32)
     path = root / "cube.fits"
     fits.PrimaryHDU(cube, header).writeto(path)
-    data = root / "var"
-    env = {**os.environ, "IMAGEX_DATA": str(data), "IMAGEX_WORKERS": "1", "IMAGEX_PORT": str(free_port()),
-           "IMAGEX_HOST": "127.0.0.1"}
-    env.pop("IMAGEX_SAMPLES", None)
-    done = subprocess.run([str(BIN / "imagex"), "ingest", "--no-progress", "--visibility", "public",
-                           "--interval", "minmax", str(path)], env=env, capture_output=True, text=True,
-                          timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
-    log = root / "serve.log"
-    with imagex_serve(env, log) as url:
-        server = Server(url=url, data=data, image={}, log=log)
-        [image] = server.get("/api/images")["images"]
-        server.image = image
+    with ingest_and_serve(root, path, options=("--interval", "minmax")) as server:
         yield server
 
 

@@ -4,9 +4,7 @@ it, go to RA/Dec, the scale bar and the compass."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,9 +18,8 @@ from astropy.io import fits
 from astropy.wcs import Sip
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
-from tests.browser.conftest import BIN, SIZE, Server, imagex_serve, screenshot
+from tests.browser.conftest import SIZE, Server, ingest_and_serve, screenshot
 from tests.browser.test_viewer_browser import FULLY_LOADED, Recorder, move_to_image_pixel, open_viewer
-from tests.processes import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -302,20 +299,11 @@ def others(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
     micro["CUNIT1"], micro["CUNIT2"] = "um", "um"
     pixels = np.random.default_rng(5).normal(1000, 50, (400, 500)).astype(np.float32)
     fits.PrimaryHDU(pixels, micro).writeto(root / "cells.fits")
-    port = free_port()
-    env = {**os.environ, "IMAGEX_DATA": str(root / "var"), "IMAGEX_WORKERS": "1", "IMAGEX_PORT": str(port),
-           "IMAGEX_HOST": "127.0.0.1"}
-    env.pop("IMAGEX_SAMPLES", None)
-    done = subprocess.run([str(BIN / "imagex"), "ingest", "--no-progress", "--visibility", "public",
-                           str(root / "sip.fits"), str(root / "cells.fits")],
-                          env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
-    log = root / "serve.log"
-    with imagex_serve(env, log) as url:
-        listing = Server(url=url, data=root / "var", image={}, log=log).get("/api/images")["images"]
+    with ingest_and_serve(root, root / "sip.fits", root / "cells.fits") as server:
+        listing = server.get("/api/images")["images"]
         images = {"sip" if item["name"] == "SIP field" else "micro": item for item in listing}
         assert set(images) == {"sip", "micro"}
-        yield url, images
+        yield server.url, images
 
 
 async def open_image(page: Any, url: str, image: dict[str, Any]) -> Recorder:
