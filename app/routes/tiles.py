@@ -168,12 +168,13 @@ async def _pixel(archive: Archive, image_id: str, token: str, name: str, index: 
                        "y count from 0)")
     science_path = await _science(archive, image_id, folder, index)
     fits = image.format == "fits"
+    rgb: list[float] | None = None
     try:
         if match["kind"] == "block":
             _, height, left, top, rows = await archive.pool.run(science.block, science_path, x, y,
                                                                 BLOCK_RADIUS)
         else:
-            _, height, value = await archive.pool.run(science.pixel, science_path, x, y)
+            _, height, value, rgb = await archive.pool.run(science.reading, science_path, x, y)
     except IndexError as error:
         raise NotFound(str(error)) from None
     if match["kind"] == "block":
@@ -185,9 +186,8 @@ async def _pixel(archive: Archive, image_id: str, token: str, name: str, index: 
         answer = {"x": x + 1, "y": height - y, "value": value}
     else:
         answer = {"x": x, "y": y, "value": value}
-    if match["kind"] == "pixel" and Path(science_path).with_name(science.COLOUR_NAME).is_file():
-        # a colour image: its own red, green and blue besides the grey level
-        answer["rgb"] = await archive.pool.run(science.colour, science_path, x, y)
+    if rgb is not None:
+        answer["rgb"] = rgb  # a colour image: its own red, green and blue besides the grey level
     response = jsonify(answer)
     response.headers["Cache-Control"] = f"public, max-age={remaining}"
     response.headers["X-Content-Type-Options"] = "nosniff"

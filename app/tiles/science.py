@@ -141,8 +141,11 @@ def ensure(folder: str, original: str, hdu: int, max_pixels: int, index: int = 0
             work.mkdir()
             try:
                 write(reader.pixels(planes[0], index), work)
-                if (work / EXACT_NAME).exists():
-                    os.replace(work / EXACT_NAME, Path(folder) / EXACT_NAME)
+                # whatever `write` keeps beside the pyramid (exact values, colours) first: the pyramid's
+                # arrival is what says the plane is ready
+                for produced in work.iterdir():
+                    if produced.name != NAME:
+                        os.replace(produced, Path(folder) / produced.name)
                 os.replace(work / NAME, target)
             finally:
                 for leftover in work.iterdir():
@@ -194,12 +197,11 @@ def colour(path: str, x: int, y: int) -> list[float] | None:
 def pixel(path: str, x: int, y: int) -> tuple[int, int, float | None]:
     """In a pool process: the full-resolution size and the value at (x, y), display orientation (0-based,
     from the top left); None for NaN or infinity. Raises IndexError outside the image."""
-    full = open_page(path, 0)
-    if not (0 <= x < full.width and 0 <= y < full.height):
-        raise IndexError(f"pixel ({x}, {y}) is outside the image ({full.width}x{full.height} pixels)")
-    exact = Path(path).with_name(EXACT_NAME)
-    if exact.is_file():
-        value = float(np.load(exact, mmap_mode="r")[y, x])
-    else:
-        value = float(np.frombuffer(full.crop(x, y, 1, 1).write_to_memory(), dtype=np.float32)[0])
-    return full.width, full.height, value if math.isfinite(value) else None
+    width, height, _, _, rows = block(path, x, y, 0)
+    return width, height, rows[0][0]
+
+
+def reading(path: str, x: int, y: int) -> tuple[int, int, float | None, list[float] | None]:
+    """In a pool process: what the readout shows at (x, y), in one call: `pixel` and, for a colour image,
+    its red, green and blue (`colour`)."""
+    return (*pixel(path, x, y), colour(path, x, y))
