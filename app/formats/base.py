@@ -32,6 +32,10 @@ class Plane:
     # window); used in place of the `auto` interval
     window: tuple[float, float] | None = None
     invert: bool = False  # shown with black and white swapped (DICOM's MONOCHROME1); the values stay
+    # one slice of a series that other files continue (a single-frame DICOM file): {"uid": the series'
+    # catalogued SeriesInstanceUID, "position": along the slice normal in mm (or None), "instance":
+    # InstanceNumber (or None)}; the ingest joins the slices of one series into one image with planes
+    series: dict[str, Any] | None = None
 
 
 class Reader(ABC):

@@ -1,7 +1,8 @@
 """DICOM files (radiology) read with pydicom and its pylibjpeg decoders: uncompressed (little, big endian,
 implicit, deflated), JPEG baseline and extended, JPEG-LS, JPEG 2000 and RLE.
 
-One image per file: the first frame of a multi-frame file. Its values are the modality values (the
+One image per file, whose frames are its planes; single-frame files of one series are joined into one image
+by the ingest (app/ingest/series.py), ordered by `slice_position`. Its values are the modality values (the
 Modality LUT: RescaleSlope and RescaleIntercept applied, so a CT's are Hounsfield units); the file's first
 VOI window (WindowCenter, WindowWidth) is its default display. Every data element is harvested under its
 DICOM keyword, but identifying attributes are left out and instance UIDs replaced by pseudonyms unless the
@@ -122,22 +123,26 @@ class DicomReader(Reader):
         monochrome = photometric.startswith("MONOCHROME")
         bits = _int(ds.get("BitsAllocated")) or 16
         bitpix = -bits if keyword != "PixelData" else bits
-        return [Plane(hdu=0, name=self._title(), width=columns or 0, height=rows or 0, bitpix=bitpix,
-                      header=values,
-                      comments=comments, note=note, window=_window(ds) if monochrome else None,
-                      invert=photometric == "MONOCHROME1", planes=planes)]
+        uid = values.get("SeriesInstanceUID")
+        series = None
+        if frames == 1 and isinstance(uid, str) and uid:
+            series = {"uid": uid, "position": slice_position(ds), "instance": _int(ds.get("InstanceNumber"))}
+        return [Plane(hdu=0, name=self._title(numbered=series is None), width=columns or 0, height=rows or 0,
+                      bitpix=bitpix, header=values, comments=comments, note=note,
+                      window=_window(ds) if monochrome else None, invert=photometric == "MONOCHROME1",
+                      planes=planes, series=series)]
 
-    def _title(self) -> str:
+    def _title(self, *, numbered: bool = True) -> str:
         """The image's name: what was imaged, from the series or study description and the instance
-        number (`CT: CHEST 1.0 B30f #12`), never the file's name, which may carry the patient's name
-        (kept only with the patient data)."""
+        number (`CT: CHEST 1.0 B30f #12`; not for a slice of a series, which names the whole series),
+        never the file's name, which may carry the patient's name (kept only with the patient data)."""
         ds = self._ds
         parts = [str(ds.get(keyword) or "").strip() for keyword in ("Modality", "SeriesDescription")]
         if not parts[1]:
             parts[1] = str(ds.get("StudyDescription") or ds.get("BodyPartExamined") or "").strip()
         title = ": ".join(part for part in parts if part) or "DICOM image"
         number = _int(ds.get("InstanceNumber"))
-        title += f" #{number}" if number is not None else ""
+        title += f" #{number}" if number is not None and numbered else ""
         return f"{title} ({self.path.name})" if self.keep_patient_data else title
 
     def _check_decoder(self) -> None:
@@ -366,6 +371,22 @@ def _window(ds: Any) -> tuple[float, float] | None:
     if centre is None or width is None or width <= 0:
         return None
     return centre - width / 2, centre + width / 2
+
+
+def slice_position(ds: Any) -> float | None:
+    """Where a slice lies along its normal, in mm: ImagePositionPatient (the centre of the first pixel)
+    projected on the cross product of the row and column directions of ImageOrientationPatient, as
+    radiology viewers order the slices of a series. None when either is missing or malformed."""
+    position = [_float(item) for item in ds.get("ImagePositionPatient") or []]
+    orientation = [_float(item) for item in ds.get("ImageOrientationPatient") or []]
+    if len(position) != 3 or len(orientation) != 6 or None in position or None in orientation:
+        return None
+    row, column = np.array(orientation[:3], dtype=float), np.array(orientation[3:], dtype=float)
+    normal = np.cross(row, column)
+    length = float(np.linalg.norm(normal))
+    if not math.isfinite(length) or length < 1e-6:
+        return None
+    return round(float(np.dot(np.array(position, dtype=float), normal / length)), 6)
 
 
 def _first(value: Any) -> Any:

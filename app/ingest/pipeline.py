@@ -14,6 +14,7 @@ job, its note or its images tells that anyone else has the same content.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import gc
 import hashlib
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.exceptions import Conflict, DiskFull, FormatError, ImageXError
+from app.ingest import series
 from app.ingest.removal import UPLOADS, is_upload
 from app.site_policy import Site
 from app.store.base import ImageLocation, ImageRecord, JobRecord, new_id, now
@@ -295,15 +297,11 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
         # named after the file when the header names no object: the client's name, not the generated one
         if plane["name"] == path.name or plane["name"].startswith(path.name + " ["):
             plane["name"] = str(client_name) + plane["name"][len(path.name):]
-    records = [
-        ImageRecord(
-            id=new_id(), sha256=checksum, hdu=plane["hdu"], path=str(path), name=plane["name"], size=size,
-            owner=job.owner, provenance=job.provenance, format=plane["format"], width=plane["width"],
-            height=plane["height"], bitpix=plane["bitpix"], header=plane["header"],
-            comments=plane["comments"], sky=plane["sky"], display=plane["display"], note=plane["note"],
-            job_id=job.id, visibility=job.options.get("visibility", "private"), planes=plane["planes"])
-        for plane in planes
-    ]
+    records = [_record(job, path, plane, checksum, size) for plane in planes]
+    if len(planes) == 1 and planes[0].get("series"):
+        joined = await _join_series(archive, job, path, work, records[0], planes[0]["series"])
+        if joined is not None:
+            return joined
     await asyncio.to_thread(note_publishing, work, [record.id for record in records])
     published: list[Path] = []
     try:
@@ -325,6 +323,41 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
     named = len(records) > 1 or any(r.format == "fits" for r in records)
     notes = "; ".join(f"HDU {r.hdu}: {r.note}" if named else r.note for r in records if r.note)
     return Outcome("done", note=notes, image_ids=[r.id for r in records])
+
+
+def _record(job: JobRecord, path: Path, plane: dict[str, Any], checksum: str, size: int,
+            image_id: str | None = None) -> ImageRecord:
+    """The catalog record of one plane that `render_file` returned."""
+    return ImageRecord(
+        id=image_id or new_id(), sha256=checksum, hdu=plane["hdu"], path=str(path), name=plane["name"],
+        size=size, owner=job.owner, provenance=job.provenance, format=plane["format"], width=plane["width"],
+        height=plane["height"], bitpix=plane["bitpix"], header=plane["header"], comments=plane["comments"],
+        sky=plane["sky"], display=plane["display"], note=plane["note"], job_id=job.id,
+        visibility=job.options.get("visibility", "private"), planes=plane["planes"])
+
+
+async def _join_series(archive: Archive, job: JobRecord, path: Path, work: Path, record: ImageRecord,
+                       found: dict[str, Any]) -> Outcome | None:
+    """A slice of a DICOM series: catalogued as a plane of its series' image (app/ingest/series.py). None
+    when it cannot join that image (a slice of another size): the caller catalogs it as an image alone."""
+    slice_ = dataclasses.replace(record, id=series.series_id(archive.secret, job.owner, str(found["uid"])))
+    new = series.member(found, str(path), record.sha256, record.size)
+    await asyncio.to_thread(note_publishing, work, [slice_.id])
+    joined = await series.join(archive, slice_, new, work / str(record.hdu), work)
+    if joined is None:
+        record.note = "; ".join(filter(None, [record.note, f"not joined to its series (image {slice_.id}): "
+                                              f"its slices are not {record.width}x{record.height} pixels"]))
+        return None
+    if joined.duplicate:
+        if not _removed_upload(job):
+            await archive.store.add_locations([ImageLocation(joined.image_id, str(path), now())])
+        return Outcome("done", note=f"already in the archive (same SHA-256) as slice {joined.plane + 1} of "
+                                    f"{joined.count} of series image {joined.image_id}",
+                       image_ids=[joined.image_id])
+    await archive.store.add_locations([ImageLocation(joined.image_id, str(path), now())])
+    note = f"slice {joined.plane + 1} of {joined.count} of series image {joined.image_id}" \
+        if joined.count > 1 else ""
+    return Outcome("done", note="; ".join(filter(None, [record.note, note])), image_ids=[joined.image_id])
 
 
 async def _render(archive: Archive, path: Path, work: Path, scaling: dict[str, Any]) -> list[dict[str, Any]]:
@@ -397,6 +430,8 @@ async def _share(archive: Archive, job: JobRecord, path: Path, existing: list[Im
     """Catalog content that another owner has catalogued already as the job owner's own images, sharing
     their files on disk. None when they cannot be shared (another scaling was asked for, or their tiles
     are gone): the file is then read and tiled as any other."""
+    if any(image.series for image in existing):
+        return None  # a slice of another owner's series: read, and joined to this owner's own series
     theirs = [image for image in existing if image.owner == existing[0].owner]
     jobs = {source.id: source for source in await archive.store.get_jobs(
         sorted({image.job_id for image in theirs}))}

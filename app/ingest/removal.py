@@ -51,13 +51,19 @@ def _unlink(path: Path) -> bool:
 
 async def delete_image(archive: Archive, image: ImageRecord) -> Removal:
     """Remove `image`: the record first (so no page links to half-removed tiles), then its tile folder,
-    then an uploaded original once no other record (another HDU of the same file) uses it."""
+    then an uploaded original once no other record (another HDU of the same file) uses it; for a DICOM
+    series, each of its uploaded slices."""
     await archive.store.delete_images([image.id])
     await archive.remove_tiles(image.id)
     removed = False
-    if is_upload(archive, image):
-        users = [other for other in await archive.store.images_with_checksum(image.sha256)
-                 if other.path == image.path]
+    files = [(str(item["path"]), str(item["sha256"])) for item in image.series]
+    if not files and is_upload(archive, image):
+        files = [(image.path, image.sha256)]
+    uploads = (archive.settings.data / UPLOADS).resolve()
+    for path, sha256 in files:
+        if not Path(path).resolve().is_relative_to(uploads):
+            continue  # a slice from a batch or watched folder stays on disk
+        users = [other for other in await archive.store.images_with_checksum(sha256) if other.path == path]
         if not users:
-            removed = await asyncio.to_thread(_unlink, Path(image.path))
+            removed = await asyncio.to_thread(_unlink, Path(path)) or removed
     return Removal(image.id, removed)

@@ -4,10 +4,8 @@ streamed zip of the originals, open them together in the mosaic viewer)."""
 
 from __future__ import annotations
 
-import asyncio
 import math
-import zipfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path, PurePath
 from typing import Any
@@ -23,6 +21,7 @@ from app.openapi import ERROR, STRING, Param, described, one_of
 from app.permissions import may
 from app.routes import schemas, views
 from app.routes.views import htmx, image_summary, page_args, visible_images
+from app.routes.zipstream import zip_stream
 from app.search.compile import SORTABLE, Search, compile_search, element_summary, parameters
 from app.search.elements import MAX_CHOICES
 from app.store.base import MAX_TEXT, MICROS_PER_DAY, MJD_EPOCH, ImageRecord, Scalar, SearchElement
@@ -33,7 +32,6 @@ bp = Blueprint("search", __name__)
 
 MAX_SELECTION = 500
 SUGGESTIONS = 15
-CHUNK = 1 << 20
 
 
 def _args() -> dict[str, str]:
@@ -253,28 +251,6 @@ async def open_selection() -> Any:
     return redirect("/mosaic?" + urlencode({"ids": ",".join(selected_ids())}), 303)
 
 
-class _Chunks:
-    """A write-only file for zipfile that keeps what was written until it is taken (zipfile writes
-    streaming-style, with data descriptors, when the file cannot tell its position)."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def write(self, data: bytes) -> int:
-        self.parts.append(bytes(data))
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def take(self) -> bytes:
-        data, self.parts = b"".join(self.parts), []
-        return data
-
-
 def _zip_names(paths: list[Path]) -> list[str]:
     """Names inside the zip: the files' own names, made unique (`a.fits`, `a-2.fits`)."""
     taken: set[str] = set()
@@ -296,25 +272,6 @@ def _zip_names(paths: list[Path]) -> list[str]:
     return names
 
 
-async def _zip_stream(files: list[tuple[str, Path]]) -> AsyncIterator[bytes]:
-    sink = _Chunks()
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name, path in files:
-            try:
-                handle = await asyncio.to_thread(path.open, "rb")
-            except OSError:
-                continue  # vanished since it was listed; the others still arrive
-            try:
-                with archive.open(name, "w", force_zip64=True) as entry:
-                    while chunk := await asyncio.to_thread(handle.read, CHUNK):
-                        entry.write(chunk)
-                        yield sink.take()
-            finally:
-                handle.close()
-            yield sink.take()
-    yield sink.take()
-
-
 @bp.get("/search/download")
 async def download() -> Any:
     """The selected originals the asker may download, as one zip streamed while it is written (memory
@@ -330,15 +287,16 @@ async def download() -> Any:
         if not may(user, "download", image, site):
             refused += 1
             continue
-        path = Path(image.path)
-        if path not in paths and path.is_file():
-            paths.append(path)
+        for original in [str(item["path"]) for item in image.series] or [image.path]:
+            path = Path(original)
+            if path not in paths and path.is_file():
+                paths.append(path)
     if not paths:
         if refused:
             raise Forbidden("you may not download the originals of the selected images")
         raise NotFound("none of the selected images has an original file to download")
     files = list(zip(_zip_names(paths), paths, strict=True))
-    response = Response(_zip_stream(files), mimetype="application/zip")
+    response = Response(zip_stream(files), mimetype="application/zip")
     response.headers["Content-Disposition"] = 'attachment; filename="imagex-selection.zip"'
     response.timeout = None
     return response

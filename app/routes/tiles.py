@@ -143,8 +143,9 @@ async def _science(archive: Archive, image_id: str, folder: Path, index: int = 0
     if index >= count:
         raise NotFound(f"no plane {index} in this image: it has {count} (counted from 0)")
     try:
-        return await archive.pool.run(science.ensure, str(folder), image.path, image.hdu,
-                                      archive.settings.max_pixels, index)
+        original, within = image.plane_source(index)
+        return await archive.pool.run(science.ensure, str(folder), original, image.hdu,
+                                      archive.settings.max_pixels, index, within)
     except science.MissingOriginal as error:
         raise Gone(str(error)) from None
     except ImageXError as error:

@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from quart import Blueprint, Response, redirect, render_template, request, send_file
-from werkzeug.exceptions import (
-    Gone,
-)
+from werkzeug.exceptions import BadRequest, Gone
 
 from app.archive import get_archive
 from app.headers import content_disposition
@@ -26,6 +24,8 @@ from app.routes.views import (
     remove,
     shown_path,
 )
+from app.routes.zipstream import zip_stream
+from app.store.base import ImageRecord
 from app.tiles.render import display_names
 
 bp = Blueprint("viewer", __name__)
@@ -43,12 +43,41 @@ async def image_page(image_id: str) -> str:
 async def original(image_id: str) -> Any:
     archive = get_archive()
     image = await load_image(archive, image_id, "download")
-    path = Path(image.path)
+    chosen = request.args.get("plane")
+    if image.series and chosen is None:
+        return series_zip(image)
+    plane = 0 if chosen is None else _plane(chosen, len(image.series) if image.series else 1)
+    original, _ = image.plane_source(plane)
+    path = Path(original)
     if not path.is_file():
-        raise Gone(f"the original file is no longer at {shown_path(image.path, current_user())}")
+        raise Gone(f"the original file is no longer at {shown_path(original, current_user())}")
     response = await send_file(path, mimetype="application/octet-stream", conditional=True)
-    response.headers["Content-Disposition"] = content_disposition(path.name)
-    response.headers["Digest"] = f"sha-256={image.sha256}"
+    # a slice's file is named by its place in the series: file names may carry a patient's name
+    name = f"{image.id}-slice-{plane + 1:04d}.dcm" if image.series else path.name
+    response.headers["Content-Disposition"] = content_disposition(name)
+    response.headers["Digest"] = f"sha-256={image.series[plane]['sha256'] if image.series else image.sha256}"
+    return response
+
+
+def _plane(text: str, count: int) -> int:
+    try:
+        plane = int(text)
+    except ValueError:
+        raise BadRequest(f"plane: {text[:40]!r} is not a whole number") from None
+    if not 0 <= plane < count:
+        raise BadRequest(f"plane: there is no plane {plane} in this image: it has {count} (counted from 0)")
+    return plane
+
+
+def series_zip(image: ImageRecord) -> Response:
+    """A DICOM series' slice files as one zip, in plane order, each named by its place in the series."""
+    files = [(f"{image.id}-slice-{index + 1:04d}.dcm", Path(str(item["path"])))
+             for index, item in enumerate(image.series)]
+    if not any(path.is_file() for _, path in files):
+        raise Gone("the original files of this series are no longer where they were ingested from")
+    response = Response(zip_stream(files), mimetype="application/zip")
+    response.headers["Content-Disposition"] = content_disposition(f"{image.id}-series.zip")
+    response.timeout = None
     return response
 
 

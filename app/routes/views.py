@@ -313,11 +313,12 @@ async def plane_science(archive: Archive, image: ImageRecord, folder: Path, plan
         return str(path)
     if not (folder / f"{DZI_NAME}.dzi").exists():
         raise NotFound("this image has no tiles (it is being replaced or was deleted); reload the page")
+    original, within = image.plane_source(plane)
     try:
-        return await archive.run_in_pool(science.ensure, str(folder), image.path, image.hdu,
-                                         archive.settings.max_pixels, plane)
+        return await archive.run_in_pool(science.ensure, str(folder), original, image.hdu,
+                                         archive.settings.max_pixels, plane, within)
     except science.MissingOriginal:
-        raise Gone(f"the original file is no longer at {shown_path(image.path, current_user())}: the "
+        raise Gone(f"the original file is no longer at {shown_path(original, current_user())}: the "
                    "histogram needs it once to read this image's values") from None
     except ImageXError as error:
         raise NotFound(str(error)) from None

@@ -168,6 +168,12 @@ class Store(ABC):
     async def get_image(self, image_id: str) -> ImageRecord | None: ...
 
     @abstractmethod
+    async def replace_image(self, image: ImageRecord, series: Sequence[dict[str, Any]]) -> bool:
+        """Replace the catalogued image of `image.id` by `image` (its header's dates, keywords and its
+        footprint with it; its locations kept), if its `series` is still `series` (another process may have
+        joined a slice meanwhile). False when it is not, or the image is gone."""
+
+    @abstractmethod
     async def images_with_checksum(self, sha256: str) -> list[ImageRecord]:
         """Every image of that content, whoever owns it (the same content is catalogued once per owner),
         in HDU order."""

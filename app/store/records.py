@@ -51,6 +51,16 @@ class ImageRecord:
     visibility: str = "private"
     # more than one plane (a cube, a series, a stack): {"count", "axis", "unit", "values"}; else empty
     planes: dict[str, Any] = field(default_factory=dict)
+    # a DICOM series joined from single-frame files: one member a plane, in plane order, each
+    # {"path", "sha256", "size", "position", "instance"} (paths are for administrators: never shown in
+    # `public`); the record's own sha256, path and header are those of plane 0's file. Else empty.
+    series: list[dict[str, Any]] = field(default_factory=list)
+
+    def plane_source(self, index: int) -> tuple[str, int]:
+        """The file that holds plane `index` and the plane's index within that file."""
+        if self.series:
+            return str(self.series[index]["path"]), 0
+        return self.path, index
 
     def public(self) -> dict[str, Any]:
         """The record as the JSON API shows it."""

@@ -38,6 +38,7 @@ _EXACT_IN_FLOAT = {"uchar", "char", "ushort", "short", "float"}
 _STRIP_BYTES = 16 * 1024 * 1024
 TIFF_TILE = 256
 LOCK = ".science.lock"
+PLANES = "planes"  # in a generation folder: the planes past the first
 # Past this size a classic TIFF's 32-bit offsets overflow; libvips needs to be told to write BigTIFF.
 _CLASSIC_TIFF_BYTES = 3_500_000_000
 
@@ -109,13 +110,15 @@ def plane_folder(folder: Path, index: int) -> Path:
     """Where plane `index` of an image keeps its science pyramid and dynamic tiles: the generation folder
     itself for the first plane (built at ingest), `planes/<index>/` inside it for the others (built on
     first use)."""
-    return folder if index == 0 else folder / "planes" / str(index)
+    return folder if index == 0 else folder / PLANES / str(index)
 
 
-def ensure(folder: str, original: str, hdu: int, max_pixels: int, index: int = 0) -> str:
-    """In a pool process: the path of the science pyramid of plane `index` of image `hdu` of `original`,
-    whose generation folder is `folder`, built from the original when missing (an image ingested before
-    science pyramids existed, or a plane of a cube other than the first)."""
+def ensure(folder: str, original: str, hdu: int, max_pixels: int, index: int = 0,
+           within: int | None = None) -> str:
+    """In a pool process: the path of the science pyramid of plane `index` of an image whose generation
+    folder is `folder`, built when missing (an image ingested before science pyramids existed, or a plane
+    other than the first) from plane `within` (default `index`) of image `hdu` of the file `original` (a
+    DICOM series' slices are each plane 0 of their own file: `ImageRecord.plane_source`)."""
     from app.formats import sniff
 
     if not Path(folder).is_dir():
@@ -140,7 +143,7 @@ def ensure(folder: str, original: str, hdu: int, max_pixels: int, index: int = 0
             work = Path(folder) / f".science-{secrets.token_hex(6)}"
             work.mkdir()
             try:
-                write(reader.pixels(planes[0], index), work)
+                write(reader.pixels(planes[0], index if within is None else within), work)
                 # whatever `write` keeps beside the pyramid (exact values, colours) first: the pyramid's
                 # arrival is what says the plane is ready
                 for produced in work.iterdir():

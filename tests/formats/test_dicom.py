@@ -37,8 +37,10 @@ def sample(name: str, folder: Path, as_name: str | None = None) -> Path:
 
 
 def edited(name: str, folder: Path, as_name: str, **elements: Any) -> Path:
-    """A copy of a test file with some elements changed, written with pydicom."""
+    """A copy of a test file with some elements changed, written with pydicom: an image of its own, in a
+    series of its own unless `SeriesInstanceUID` is given (slices of one series join into one image)."""
     dataset = pydicom.dcmread(sample(name, folder, as_name))
+    elements.setdefault("SeriesInstanceUID", pydicom.uid.generate_uid())
     for keyword, value in elements.items():
         setattr(dataset, keyword, value)
     target = folder / as_name
@@ -259,13 +261,19 @@ async def test_patient_data_is_left_out_and_uids_are_pseudonyms(archive, client,
         assert ct.header[keyword] != real and str(ct.header[keyword]).startswith("2.25."), keyword
         assert real not in shown
 
-    # two files of one series: the same series and study pseudonyms, each its own instance pseudonym
-    first = await ingest_one(archive, edited("MR_small.dcm", folder, "one.dcm", SOPInstanceUID="1.2.3.4.1"))
-    second = await ingest_one(archive, edited("MR_small.dcm", folder, "two.dcm", SOPInstanceUID="1.2.3.4.2"))
-    series = str(pydicom.dcmread(first.path).SeriesInstanceUID)
-    assert first.header["SeriesInstanceUID"] == second.header["SeriesInstanceUID"] != series
-    assert first.header["StudyInstanceUID"] == second.header["StudyInstanceUID"]
-    assert first.header["SOPInstanceUID"] != second.header["SOPInstanceUID"]
+    # two files of one series: one image of two planes under the series' pseudonym; a file of another
+    # series of the same study: the same study pseudonym, its own series and instance pseudonyms
+    real = str(pydicom.dcmread(get_testdata_file("MR_small.dcm")).SeriesInstanceUID)
+    first = await ingest_one(archive, edited("MR_small.dcm", folder, "one.dcm", SOPInstanceUID="1.2.3.4.1",
+                                             SeriesInstanceUID=real, ImagePositionPatient=[0, 0, 0]))
+    second = await ingest_one(archive, edited("MR_small.dcm", folder, "two.dcm", SOPInstanceUID="1.2.3.4.2",
+                                              SeriesInstanceUID=real, ImagePositionPatient=[0, 0, 5]))
+    assert second.id == first.id and second.planes["count"] == 2
+    assert first.header["SeriesInstanceUID"] == second.header["SeriesInstanceUID"] != real
+    other = await ingest_one(archive, edited("MR_small.dcm", folder, "three.dcm", SOPInstanceUID="1.2.3.4.3"))
+    assert other.id != first.id and other.header["SeriesInstanceUID"] != first.header["SeriesInstanceUID"]
+    assert other.header["StudyInstanceUID"] == first.header["StudyInstanceUID"]
+    assert other.header["SOPInstanceUID"] != first.header["SOPInstanceUID"]
 
 
 def settings_form(site: Site, **changes: Any) -> dict[str, str]:
@@ -297,7 +305,7 @@ async def test_an_administrator_can_keep_patient_data(archive, client, make_user
     path = sample("CT_small.dcm", tmp_path / "in", "Doe_Jane_1CT1.dcm")
     image = await ingest_one(archive, path)
     original = pydicom.dcmread(path)
-    assert image.name == "CT: e+1 #1 (Doe_Jane_1CT1.dcm)"  # the file's name, with the patient data
+    assert image.name == "CT: e+1 (Doe_Jane_1CT1.dcm)"  # the file's name, with the patient data
     assert image.header["PatientName"] == "CompressedSamples^CT1"
     assert image.header["PatientID"] == "1CT1" and image.header["InstitutionName"] == "JFK IMAGING CENTER"
     assert image.header["OtherPatientIDsSequence[1].PatientID"] == "1234ABCD"
@@ -308,7 +316,8 @@ async def test_an_administrator_can_keep_patient_data(archive, client, make_user
 
 async def test_an_image_is_not_named_after_its_file_which_may_name_the_patient(archive, tmp_path):
     image = await ingest_one(archive, sample("CT_small.dcm", tmp_path / "in", "Doe_Jane_1CT1.dcm"))
-    assert image.name == "CT: e+1 #1"  # CT_small's Modality, SeriesDescription and InstanceNumber
+    # CT_small's Modality and SeriesDescription: a file of a series names the series, not its slice number
+    assert image.name == "CT: e+1"
     assert "Doe" not in image.name and "Doe" not in str(image.header)
 
 

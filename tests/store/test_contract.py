@@ -359,6 +359,39 @@ async def test_cone_search_uses_the_exact_footprint(any_store):
     assert await any_store.count_images(And((near, FieldIn("owner", ("x",))))) == 0
 
 
+async def test_replacing_an_image_follows_its_header_and_refuses_a_stale_series(any_store):
+    """A DICOM series' record is replaced as slices join it: its dates, keywords and footprint follow
+    the new header, its locations stay, and a replacement made from a series another process has changed
+    since is refused."""
+    one = {"path": "/data/s1.dcm", "sha256": "s1", "size": 10, "position": 0.0, "instance": 1}
+    two = {"path": "/data/s2.dcm", "sha256": "s2", "size": 12, "position": 5.0, "instance": 2}
+    first = dataclasses.replace(image("series", DATE_OBS="2024-03-01", OBJECT="x", sky=sky_at(150.0, 2.0)),
+                                series=[one])
+    await any_store.add_images([first])
+    await any_store.add_locations([ImageLocation(first.id, "/data/copy/s1.dcm", 2000.0)])
+    joined = dataclasses.replace(
+        first, sha256="s2", path="/data/s2.dcm", header={"FILTER": "r", "DATE": "2020-01-02"},
+        sky=sky_at(30.0, -40.0), series=[two, one], size=22,
+        planes={"count": 2, "axis": "position", "unit": "mm", "values": [5.0, 0.0]})
+    assert await any_store.replace_image(joined, [two]) is False  # not what the catalog holds
+    assert (await any_store.get_image(first.id)).series == [one]
+    assert await any_store.replace_image(joined, [one]) is True
+    assert await any_store.get_image(first.id) == joined
+    assert await any_store.replace_image(joined, [one]) is False  # changed meanwhile
+    assert await any_store.keyword_counts() == {"DATE": 1, "FILTER": 1}
+    january = DateRange(("DATE",), datetime(2020, 1, 1), datetime(2020, 1, 3))
+    assert names(await any_store.find_images(january)) == ["series"]
+    assert await any_store.count_images(DateRange(("DATE-OBS",))) == 0
+    assert names(await any_store.find_images(Cone(30.0, -40.0, 0.01))) == ["series"]
+    assert await any_store.count_images(Cone(150.0, 2.0, 0.01)) == 0
+    assert [place.path for place in await any_store.image_locations([first.id])] \
+        == ["/data/series.fits", "/data/copy/s1.dcm"]
+    assert {owner: (u.images, u.bytes) for owner, u in (await any_store.usage()).items()} == {"": (1, 22)}
+    missing = dataclasses.replace(joined, id="missing")
+    assert await any_store.replace_image(missing, [two, one]) is False
+    assert await any_store.get_image("missing") is None
+
+
 async def test_query_values_are_inert(catalog):
     hostile = "'); DROP TABLE images; --"
     assert await catalog.count_images(Compare("OBJECT", "eq", hostile)) == 0

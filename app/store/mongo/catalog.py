@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
@@ -78,6 +79,16 @@ class MongoCatalog(MongoBase):
             raise StoreError(f"cannot catalog the images: {_first_error(error)}") from None
         await self._bump_keywords(Counter(key for image in images for key in image.header), 1)
         await self._put_locations([ImageLocation(image.id, image.path, image.created) for image in images])
+
+    async def replace_image(self, image: ImageRecord, series: Sequence[dict[str, Any]]) -> bool:
+        doc = _image_doc(image)
+        old = await self.images.find_one_and_replace({"_id": image.id, "series": list(series)}, doc,
+                                                     projection={"header": 1})
+        if old is None:
+            return False
+        await self._bump_keywords(Counter(_decode_keys(old.get("header") or {}).keys()), -1)
+        await self._bump_keywords(Counter(image.header), 1)
+        return True
 
     async def _put_locations(self, locations: Sequence[ImageLocation]) -> None:
         if locations:

@@ -30,6 +30,10 @@ compile_query = sqlsearch.compile_query
 # A search matching at least this many images is read in date order from the newest (see _select_images).
 BROAD_SEARCH = 2000
 _IMAGE_COLUMNS = ", ".join(names(ImageRecord))
+_IMAGE_UPDATE = ("UPDATE images SET "
+                 + ", ".join(f"{name} = :{name}" for name in names(ImageRecord, skip=["id"]))
+                 + ", center_ra = :center_ra, center_dec = :center_dec, dates_version = :dates_version "
+                 "WHERE id = :id")
 _IMAGE_INSERT = insert_sql("images", [*names(ImageRecord), "center_ra", "center_dec", "dates_version"])
 
 log = logging.getLogger(__name__)
@@ -117,6 +121,31 @@ class SQLiteCatalog(SQLiteBase):
     async def get_image(self, image_id: str) -> ImageRecord | None:
         rows = await self._select_images("id = ?", [image_id], 0, 1)
         return rows[0] if rows else None
+
+    async def replace_image(self, image: ImageRecord, series: Sequence[dict[str, Any]]) -> bool:
+        expected = to_row(ImageRecord(**{**vars(image), "series": list(series)}))["series"]
+        row = {**to_row(image), "center_ra": None if image.sky is None else image.sky.get("center_ra"),
+               "center_dec": None if image.sky is None else image.sky.get("center_dec"),
+               "dates_version": DATES_VERSION}
+
+        def replace() -> bool:
+            with transaction(self.db) as db:
+                found = db.execute("SELECT series FROM images WHERE id = ?", (image.id,)).fetchone()
+                if found is None or found["series"] != expected:
+                    return False
+                sqlsearch.remove_keyword_counts(db, [image.id])
+                db.execute("DELETE FROM image_dates WHERE image_id = ?", (image.id,))
+                db.execute("DELETE FROM image_cells WHERE image_id = ?", (image.id,))
+                db.execute(_IMAGE_UPDATE, row)
+                dates = header_dates(image.header).items()
+                db.executemany("INSERT INTO image_dates (image_id, keyword, mjd) VALUES (?, ?, ?)",
+                               [(image.id, keyword, mjd) for keyword, mjd in dates])
+                db.executemany("INSERT INTO image_cells (cell, image_id) VALUES (?, ?)",
+                               [(cell, image.id) for cell in footprint_cells(image.sky)])
+                sqlsearch.add_keyword_counts(db, sqlsearch.count_keywords([image.header]))
+                return True
+
+        return await self._run(replace)
 
     async def images_with_checksum(self, sha256: str) -> list[ImageRecord]:
         return await self._select_images("sha256 = ?", [sha256], 0, 10_000, order="hdu")
