@@ -1,10 +1,9 @@
-"""Sample images from the fields beyond astronomy, written (or, for DICOM, copied from pydicom's own test
-data, installed with it) by `make run` next to the sky samples: a CT slice (radiology), an electron
-microscope stack (Gatan DM3), a terrain model (GeoTIFF) and a fluorescence hyperstack (OME-TIFF)."""
+"""Sample images from the fields beyond astronomy, written (for DICOM, from pydicom's own test data,
+installed with it) by `make run` next to the sky samples: a CT series (radiology), an electron microscope
+stack (Gatan DM3), a terrain model (GeoTIFF) and a fluorescence hyperstack (OME-TIFF)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +15,48 @@ _UTM33N_KEYS = (1, 1, 0, 4, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633, 307
 def write_field_samples(folder: Path) -> list[Path]:
     """Write (copy) the samples of other fields into `folder`; their paths."""
     folder.mkdir(parents=True, exist_ok=True)
-    return [_ct(folder), _micrograph(folder), _terrain(folder), _cells(folder)]
+    return [*ct_series(folder / "ct_series"), _micrograph(folder), _terrain(folder), _cells(folder)]
 
 
-def _ct(folder: Path) -> Path:
-    """pydicom's CT_small.dcm: a real CT slice (its patient data anonymised by pydicom's authors), in HU."""
+def ct_series(folder: Path, count: int = 9, *, bump: float = 600.0) -> list[Path]:
+    """A CT series of `count` single-frame files `slice_NN.dcm` (in HU, 5 mm apart along the slice normal),
+    made from pydicom's CT_small.dcm, a real CT slice (its patient data anonymised by pydicom's authors):
+    each slice is that slice with the cross-section of a sphere `bump` HU denser than its surroundings, so
+    that the slices differ as a real series' do. One SeriesInstanceUID (CT_small's), an InstanceNumber,
+    SOPInstanceUID, ImagePositionPatient and SliceLocation each."""
+    import pydicom
     from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
 
     source = get_testdata_file("CT_small.dcm")
     if source is None:
         raise FileNotFoundError("pydicom's test file CT_small.dcm is not installed")
-    target = folder / "ct_slice.dcm"
-    shutil.copyfile(str(source), target)
-    return target
+    folder.mkdir(parents=True, exist_ok=True)
+    template = pydicom.dcmread(str(source))
+    base = template.pixel_array.astype(np.int32)
+    rows, columns = base.shape
+    spacing = 5.0
+    x0, y0, z0 = (float(value) for value in template.ImagePositionPatient)
+    yy, xx = np.mgrid[0:rows, 0:columns]
+    radius = min(rows, columns) / 4
+    paths = []
+    for index in range(count):
+        dataset = pydicom.dcmread(str(source))
+        offset = (index - (count - 1) / 2) * spacing  # mm from the sphere's centre
+        across = radius ** 2 - (offset / spacing * radius / max(1.0, (count - 1) / 2)) ** 2
+        inside = (yy - rows / 2) ** 2 + (xx - columns / 2) ** 2 <= max(0.0, across)
+        pixels = np.clip(base + np.where(inside, int(bump / float(template.RescaleSlope)), 0),
+                         -32768, 32767).astype(np.int16)
+        dataset.PixelData = pixels.tobytes()
+        dataset.InstanceNumber = index + 1
+        dataset.SOPInstanceUID = generate_uid(entropy_srcs=[str(template.SOPInstanceUID), str(index)])
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        dataset.ImagePositionPatient = [x0, y0, z0 + index * spacing]
+        dataset.SliceLocation = z0 + index * spacing
+        target = folder / f"slice_{index + 1:02d}.dcm"
+        dataset.save_as(str(target))
+        paths.append(target)
+    return paths
 
 
 def _micrograph(folder: Path) -> Path:

@@ -20,7 +20,9 @@ async def test_the_samples_show_every_field_and_all_ingest(archive, tmp_path):
     cube = images["hi_cube.fits"]
     assert cube.planes["count"] == 24 and cube.planes["axis"] == "FREQ" and cube.planes["unit"] == "Hz"
 
-    ct = images["ct_slice.dcm"]
+    ct = images["slice_01.dcm"]  # a series of nine files: one image, its planes the slices
+    assert [image.format for image in images.values()].count("dicom") == 1
+    assert ct.planes["count"] == 9 and ct.planes["axis"] == "position" and ct.planes["unit"] == "mm"
     assert ct.header["Modality"] == "CT" and "PatientName" not in ct.header
     assert ct.header["PixelSpacing"]
 

@@ -255,7 +255,11 @@ async def _settle_upload(archive: Archive, job: JobRecord, outcome: Outcome) -> 
     if outcome.state != "done" or not job.options.get("sha256"):
         return
     catalogued = await archive.store.images_with_checksum(str(job.options["sha256"]))
-    if not any(image.path == job.path for image in catalogued):
+    kept = {image.path for image in catalogued}
+    for image_id in outcome.image_ids:  # a slice joined to a DICOM series is kept as one of its files
+        joined = await archive.store.get_image(image_id)
+        kept.update(str(item["path"]) for item in (joined.series if joined is not None else []))
+    if job.path not in kept:
         await asyncio.to_thread(path.unlink, True)
         outcome.note = f"{client_name}: already in your archive (same SHA-256); this upload was not kept"
 
