@@ -192,7 +192,7 @@ def described(summary: str, *, description: str = "", access: Access = "guest",
         async def checked(*args: Any, **kwargs: Any) -> Any:
             for param in operation.params:
                 if param.where == "query":
-                    _check_query(param)
+                    check_query(param)
             if body is not None and not body.binary:
                 await _check_body(body)
             return await view(*args, **kwargs)
@@ -247,7 +247,10 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def _check_query(param: Param) -> None:
+def check_query(param: Param) -> None:
+    """The request's values of query parameter `param` read as its schema's type and checked against it:
+    a 400 naming the parameter for a bad one. `described` runs it for each parameter of an `/api/` view; a
+    page's view calls it for the parameters it takes."""
     # a missing required parameter is left to the view: its message says what the request needs as a whole
     # (e.g. both ra= and dec=)
     values = request.args.getlist(param.name)

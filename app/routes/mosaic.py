@@ -1,7 +1,8 @@
 """Mosaics and embeds: `/mosaic?ids=...` (and its JSON twin `/api/mosaic`) places several images by their
 WCS relative to the first; `/embed/images/<id>` and `/embed/mosaic?ids=...` show the viewer alone, for
 other sites' frames. Only images the asker may view are shown, and an image they may not see is left out
-exactly as a missing one is."""
+exactly as a missing one is. The embed of an image with planes has a plane slider, and opens at plane k of
+`/embed/images/<id>?plane=k` (counted from 1, as in the image page's URL)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from werkzeug.exceptions import BadRequest, NotFound
 from app.archive import Archive, get_archive
 from app.headers import allow_framing
 from app.identity import current_site
-from app.openapi import STRING, Param, described
+from app.openapi import STRING, Param, check_query, described, whole
 from app.permissions import effective_visibility
 from app.routes import schemas
-from app.routes.views import image_summary, load_image, visible_images
+from app.routes.views import check_plane, image_summary, load_image, plane_count, visible_images
 from app.sky.mosaic import Sheet, first_celestial, placements
 from app.store.base import FieldIn, ImageRecord
 from app.tiles import colormaps
@@ -33,6 +34,7 @@ _ID = re.compile(r"[A-Za-z0-9]{6,32}")
 # Pages that other sites may frame; every other page refuses framing.
 _NOTICE_IDS = 20
 _PART = 40  # images placed by one pool task; a longer mosaic is shared among the workers
+_PLANE = Param("plane", whole(minimum=1), "the plane to open at, counted from 1 as in the image page's URL")
 
 
 def parse_ids(raw: str | None) -> list[str]:
@@ -114,8 +116,9 @@ async def mosaic_view(archive: Archive, ids: list[str]) -> dict[str, Any]:
             "max_images": MAX_IMAGES}
 
 
-def single_view(archive: Archive, image: ImageRecord) -> dict[str, Any]:
-    """One image as a mosaic of one, placed as it is (no WCS needed)."""
+def single_view(archive: Archive, image: ImageRecord, plane: int = 0) -> dict[str, Any]:
+    """One image as a mosaic of one, placed as it is (no WCS needed), showing plane `plane` (from 0); an
+    image with planes carries them (`planes`: count, axis, unit, values or labels) for the plane slider."""
     width, height = float(image.width), float(image.height)
     piece = {"x": 0.0, "y": 0.0, "width": width, "height": height, "degrees": 0.0, "flipped": False,
              "scale": 1.0, "region": [0.0, 0.0, width, height], "clip": [0.0, 0.0, width, height],
@@ -125,7 +128,16 @@ def single_view(archive: Archive, image: ImageRecord) -> dict[str, Any]:
             "reference": {"id": image.id, "name": image.name, "width": image.width, "height": image.height},
             "colormaps": list(colormaps.NAMES), "tile_format": {"format": "jpeg", "tile_size": TILE_SIZE,
                                                           "overlap": OVERLAP},
-            "max_images": MAX_IMAGES}
+            "max_images": MAX_IMAGES, "planes": image.planes if plane_count(image) > 1 else None,
+            "plane": plane}
+
+
+def embed_plane(image: ImageRecord) -> int:
+    """The plane an embed opens at (from 0), from its `plane` parameter counted from 1; a 400 saying what
+    is wrong with one that is not a whole number or names no plane of the image."""
+    check_query(_PLANE)
+    raw = request.args.get("plane")
+    return 0 if raw is None else check_plane(image, int(float(raw)), first=1)
 
 
 def _frame_ancestors(archive: Archive, view: dict[str, Any] | None) -> str:
@@ -136,10 +148,13 @@ def _frame_ancestors(archive: Archive, view: dict[str, Any] | None) -> str:
     return archive.settings.frame_ancestors
 
 
-async def _embed(archive: Archive, template: str, view: dict[str, Any] | None) -> Response:
-    """An embed page, or "not available" (404, the same bytes whatever the reason)."""
+async def _embed(archive: Archive, template: str, view: dict[str, Any] | None, problem: str = "") -> Response:
+    """An embed page, or "not available" (404, the same bytes whatever the reason); a view that may be
+    shown but was asked for wrongly is a 400 saying what is wrong (`problem`), in a page its frame shows."""
     if view is None:
         body, status = await render_template("_embed_unavailable.html"), 404
+    elif problem:
+        body, status = await render_template("_embed_unavailable.html", message=problem), 400
     else:
         body, status = await render_template(template, mosaic=view), 200
     response = Response(body, status=status, content_type="text/html; charset=utf-8")
@@ -167,7 +182,7 @@ async def mosaic_api() -> Any:
 @bp.get("/embed/images/<path:image_id>")
 async def embed_image(image_id: str) -> Response:
     """One image for a frame; a missing image, one the asker may not see, or a malformed id all answer
-    the same "not available" page."""
+    the same "not available" page. A bad `plane` is told only of an image the asker may see."""
     archive = get_archive()
     if not _ID.fullmatch(image_id):
         return await _embed(archive, "embed_image.html", None)
@@ -175,7 +190,11 @@ async def embed_image(image_id: str) -> Response:
         image = await load_image(archive, image_id)
     except NotFound:
         return await _embed(archive, "embed_image.html", None)
-    return await _embed(archive, "embed_image.html", single_view(archive, image))
+    try:
+        plane = embed_plane(image)
+    except BadRequest as error:
+        return await _embed(archive, "embed_image.html", single_view(archive, image), str(error.description))
+    return await _embed(archive, "embed_image.html", single_view(archive, image, plane))
 
 
 @bp.get("/embed/mosaic")

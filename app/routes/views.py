@@ -268,15 +268,27 @@ async def readout_of(archive: Archive, image: ImageRecord) -> dict[str, Any]:
     return readout
 
 
+def plane_count(image: ImageRecord) -> int:
+    """How many planes the image has (a cube, a series; 1 for a plain image)."""
+    return int(image.planes.get("count", 1)) if image.planes else 1
+
+
+def check_plane(image: ImageRecord, plane: int, *, first: int = 0) -> int:
+    """Plane `plane` of the image, counted from `first` (0 in the API and tile URLs, 1 in page URLs), as
+    an index from 0; a 400 saying how many planes the image has when there is no such plane."""
+    count = plane_count(image)
+    if not first <= plane < count + first:
+        raise BadRequest(f"there is no plane {plane} in this image: it has {count} (counted from {first})")
+    return plane - first
+
+
 async def histogram_of(archive: Archive, image: ImageRecord, spec_text: str | None,
                        plane: int = 0) -> dict[str, Any]:
     """The pixel histogram of plane `plane` (from 0) of an image (`app.tiles.histogram`) and the cuts of
     a display on it: the low and high data values its interval maps to black and white, exactly as the
     tiles of that display use them (`spec_text`: a display spec; None: the image's own display, which the
     first plane shows with the static pyramid scaled at ingest)."""
-    count = int(image.planes.get("count", 1)) if image.planes else 1
-    if not 0 <= plane < count:
-        raise BadRequest(f"there is no plane {plane} in this image: it has {count} (counted from 0)")
+    check_plane(image, plane)
     default = default_spec(image.display)
     try:
         spec = default if spec_text is None else render.parse(spec_text)

@@ -3,9 +3,9 @@
 // display, `<base><spec>/image.dzi` with spec `<interval>~<stretch>~<colormap>`; the default goes back to
 // the static pyramid. The view keeps its centre and zoom: both pyramids have the same geometry.
 // The choice lives in the page URL (interval, low, high, stretch, cmap), other parameters left alone.
-// An image with planes (a cube, a series) has a plane slider: a plane other than the first is shown with
-// dynamic tiles of that plane (`<tiles>planes/<k>/display/<spec>/image.dzi`), in the display chosen; the
-// plane is kept in the URL (`plane`, counted from 1), keys [ and ] step, Play animates.
+// An image with planes (a cube, a series) has a plane slider (planes.js: the URL's `plane`, keys [ and ],
+// Play): a plane other than the first is shown with dynamic tiles of that plane
+// (`<tiles>planes/<k>/display/<spec>/image.dzi`), in the display chosen.
 // The histogram (histogram.js) shows the plane's pixel values with the cuts of the display shown: the
 // static pyramid's own limits, or those the server renders the dynamic tiles with (asked of
 // /api/images/<id>/histogram); dragging a cut switches to the manual interval with the new limits, and
@@ -137,40 +137,13 @@
     history.replaceState(history.state, "", url.pathname + url.search + url.hash);
   }
 
-  // A plane's coordinate with a readable prefix for the spectral units WCS uses (Hz, m, m/s).
-  var PREFIXES = [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"], [1, ""], [1e-3, "m"], [1e-6, "\u00b5"], [1e-9, "n"]];
-  function formatCoordinate(value, unit) {
-    var magnitude = Math.abs(value);
-    if ((unit === "Hz" || unit === "m" || unit === "m/s") && magnitude > 0) {
-      for (var i = 0; i < PREFIXES.length; i++) {
-        if (magnitude >= PREFIXES[i][0] * 0.9999999 || i === PREFIXES.length - 1) {
-          return String(Number((value / PREFIXES[i][0]).toPrecision(8))) + " " + PREFIXES[i][1] + unit;
-        }
-      }
-    }
-    var number = magnitude !== 0 && (magnitude < 1e-3 || magnitude >= 1e6) ? value.toExponential(6) : String(Number(value.toPrecision(8)));
-    return number + (unit ? " " + unit : "");
-  }
-
-  // "3 of 40: FREQ 1.420425e+9 Hz" for plane index 2 of a cube whose WCS places its planes
-  function planeLabel(planes, index) {
-    var text = (index + 1) + " of " + planes.count;
-    var values = planes.values, labels = planes.labels;
-    if (labels && typeof labels[index] === "string" && labels[index]) {
-      text += ": " + labels[index];
-    } else if (values && typeof values[index] === "number") {
-      text += ": " + (planes.axis ? planes.axis + " " : "") + formatCoordinate(values[index], planes.unit || "");
-    }
-    return text;
-  }
-
   function start(form, viewer) {
     var base = form.dataset.base;
     var defaultSpec = form.dataset.default;
     var viewerElement = document.getElementById("viewer");
     var staticUrl = viewerElement.dataset.dzi;
     var tiles = viewerElement.dataset.tiles;
-    var planes = form.dataset.planes ? JSON.parse(form.dataset.planes) : null;
+    var planes = form.dataset.planes && window.ImagexPlanes ? JSON.parse(form.dataset.planes) : null;
     var plane = 0;
     var defaults = stateOfSpec(defaultSpec);
     var message = form.elements.message;
@@ -302,50 +275,16 @@
       return tiles + "planes/" + plane + "/display/" + spec + "/image.dzi";
     }
 
-    function setPlane(index) {
-      if (!planes) { return; }
-      index = Math.min(Math.max(0, index), planes.count - 1);
+    // the plane slider's change: the tiles of that plane, its histogram, and the readout told which it is
+    function showPlane(index, label) {
       plane = index;
-      form.elements.plane.value = String(index);
-      var label = planeLabel(planes, index);
-      form.elements.plane_label.value = label;
       viewerElement.dataset.plane = String(index);
       viewerElement.dataset.planeLabel = "plane " + label;
-      var url = new URL(window.location.href);
-      if (index === 0) { url.searchParams.delete("plane"); } else { url.searchParams.set("plane", String(index + 1)); }
-      history.replaceState(history.state, "", url.pathname + url.search + url.hash);
       show(urlFor(form.dataset.spec || defaultSpec));
       refreshCuts();
     }
-
-    if (planes) {
-      var playing = null;
-      var play = form.elements.play;
-      var stop = function () {
-        if (playing) { clearInterval(playing); playing = null; }
-        play.textContent = "Play";
-        play.setAttribute("aria-pressed", "false");
-      };
-      form.elements.plane.addEventListener("input", function (event) {
-        event.stopPropagation();
-        setPlane(Number(form.elements.plane.value));
-      });
-      play.addEventListener("click", function () {
-        if (playing) { stop(); return; }
-        play.textContent = "Pause";
-        play.setAttribute("aria-pressed", "true");
-        playing = setInterval(function () { setPlane((plane + 1) % planes.count); }, 800);
-      });
-      document.addEventListener("keydown", function (event) {
-        var target = event.target;
-        // not while typing (a range or a box takes no text: the keys work there too)
-        var typing = target && (target.tagName === "TEXTAREA" || target.tagName === "SELECT" ||
-          (target.tagName === "INPUT" && target.type !== "range" && target.type !== "checkbox"));
-        if (typing) { return; }
-        if (event.key === "]") { stop(); setPlane(plane + 1); }
-        if (event.key === "[") { stop(); setPlane(plane - 1); }
-      });
-    }
+    var slider = planes ? window.ImagexPlanes.control(document.getElementById("plane-controls"), planes, showPlane)
+      : null;
 
     writeForm(form, defaults);
     var restored = stateOfUrl(defaults);
@@ -355,14 +294,11 @@
     } else {
       form.dataset.spec = defaultSpec;
     }
-    var askedPlane = Number(new URLSearchParams(window.location.search).get("plane"));
-    if (planes && Number.isInteger(askedPlane) && askedPlane > 1) {
-      setPlane(askedPlane - 1);
+    var askedPlane = planes ? window.ImagexPlanes.asked(planes) : 0;
+    if (slider && askedPlane > 0) {
+      slider.set(askedPlane);
     } else {
-      if (planes) {
-        form.elements.plane_label.value = planeLabel(planes, 0);
-        viewerElement.dataset.planeLabel = "plane " + planeLabel(planes, 0);
-      }
+      if (planes) { viewerElement.dataset.planeLabel = "plane " + window.ImagexPlanes.label(planes, 0); }
       if (!restored) { refreshCuts(); }
     }
     form.addEventListener("change", function (event) {

@@ -1,6 +1,7 @@
 // Embed an ImageX view in any page:
 //   <script src="https://HOST/static/embed.js" data-imagex-image="ID" data-width="640" data-height="480"></script>
 //   <script src="https://HOST/static/embed.js" data-imagex-mosaic="ID1,ID2"></script>
+// An image with planes (a cube, a series) opens at plane k (counted from 1) with data-plane="k".
 // Each such tag gets an iframe of HOST's /embed/... page right after it; HOST is taken from the tag's own src.
 (function () {
   "use strict";
@@ -25,7 +26,14 @@
     if (image !== null) {
       image = image.trim();
       if (!ID.test(image)) { return { error: "data-imagex-image is not an image id: " + image }; }
-      return { url: origin + "/embed/images/" + image, title: "ImageX image " + image };
+      var plane = script.getAttribute("data-plane");
+      var query = "";
+      if (plane !== null) {
+        plane = plane.trim();
+        if (!/^[1-9]\d{0,5}$/.test(plane)) { return { error: "data-plane is not a plane number (from 1): " + plane }; }
+        query = "?plane=" + plane;
+      }
+      return { url: origin + "/embed/images/" + image + query, title: "ImageX image " + image };
     }
     if (mosaic !== null) {
       var ids = mosaic.split(",").map(function (part) { return part.trim(); }).filter(Boolean);

@@ -1,7 +1,8 @@
 // Mosaics and embeds: OpenSeadragon with one TiledImage per placed image (or per piece of one, clipped),
 // placed as the server computed from the WCS. Controls (show/hide, opacity, colormap, blink) are drawn for
 // one page of images at a time, so a mosaic of hundreds stays light; OpenSeadragon loads only the tiles in
-// view.
+// view. The embed of an image with planes has a plane slider (planes.js): a plane other than the first is
+// shown with the dynamic tiles of that plane in the image's own display.
 (function () {
   "use strict";
 
@@ -42,10 +43,14 @@
     var blink = { timer: null, current: null };
     var layers = data.layers.map(function (layer, index) {
       return { data: layer, index: index, visible: true, opacity: 1, colormap: "grey", items: [],
-               failed: "", pending: 0 };
+               failed: "", pending: 0, plane: index === 0 && data.planes ? data.plane : 0, wanted: null };
     });
 
     function tileSource(layer, colormap) {
+      if (layer.plane > 0) {
+        return layer.data.tiles_url + "planes/" + layer.plane + "/display/" + layer.data.scaling + "~" +
+          encodeURIComponent(colormap) + "/image.dzi";
+      }
       if (colormap === "grey") {
         // the static Deep Zoom pyramid, described inline: no descriptor request per image
         return { Image: { xmlns: DZI_NS, Url: layer.data.tiles_url + "image_files/",
@@ -109,8 +114,63 @@
           viewer.world.setAutoRefigureSizes(true);
           viewer.viewport.goHome(true);
         }
+        if (layer.wanted !== null) { setPlane(layer, layer.wanted); }
       });
     });
+
+    // `callback()` once every one of `items` has loaded the tiles the view needs (at once when the layer
+    // is not drawn: nothing would load)
+    function whenLoaded(layer, items, callback) {
+      var waiting = shownOpacity(layer) > 0 ? items.filter(function (item) { return !item.getFullyLoaded(); }) : [];
+      if (!waiting.length) { callback(); return; }
+      waiting.forEach(function (item) {
+        var loaded = function (change) {
+          if (!change.fullyLoaded) { return; }
+          item.removeHandler("fully-loaded-change", loaded);
+          waiting = waiting.filter(function (other) { return other !== item; });
+          if (!waiting.length) { callback(); }
+        };
+        item.addHandler("fully-loaded-change", loaded);
+      });
+    }
+
+    // Show plane `index` (from 0) of the layer: the plane's pyramid is laid over the one shown, which is
+    // removed once the new one has loaded, so the image never goes blank. A change asked for while one is
+    // under way is made after it (only the last one asked for).
+    function setPlane(layer, index) {
+      layer.wanted = index;
+      if (layer.pending || !layer.items.length || index === layer.plane) { return; }
+      var previous = layer.plane, old = layer.items;
+      layer.plane = index;
+      layer.pending += 1;
+      addPieces(layer, layer.colormap, null, function (items, failure) {
+        if (!items) {
+          layer.pending -= 1;
+          layer.plane = previous;
+          layer.wanted = previous;
+          layer.failed = "plane " + (index + 1) + " is not available: " + failure;
+          refresh(layer);
+          return;
+        }
+        whenLoaded(layer, items, function () {
+          old.forEach(function (item) { viewer.world.removeItem(item); });
+          layer.items = items;
+          layer.failed = "";
+          layer.pending -= 1;
+          apply(layer);
+          refresh(layer);
+          if (layer.wanted !== layer.plane) { setPlane(layer, layer.wanted); }
+        });
+      });
+    }
+
+    var planeBox = document.getElementById("plane-controls");
+    if (data.planes && planeBox && window.ImagexPlanes) {
+      var slider = window.ImagexPlanes.control(planeBox, data.planes, function (index) {
+        setPlane(layers[0], index);
+      });
+      if (data.plane) { slider.set(data.plane); }
+    }
 
     function apply(layer) {
       var opacity = shownOpacity(layer);
@@ -271,6 +331,7 @@
     window.imagexMosaic = {
       viewer: viewer, layers: layers, toElement: toElement, step: step,
       setColormap: function (index, colormap) { setColormap(layers[index], colormap); },
+      setPlane: function (index, plane) { setPlane(layers[index], plane); },
       ready: function () {
         return layers.every(function (layer) { return layer.items.length || layer.failed; });
       }

@@ -1,6 +1,7 @@
 """Embedding from another origin: a plain HTML page served by a second tiny HTTP server (another port, so
 another origin) holds `<script src=".../static/embed.js" data-imagex-image="ID">` tags; the script puts
-iframes after them, the public image's tiles load inside, and the private one shows "not available"."""
+iframes after them, the public image's tiles load inside, and the private one shows "not available". The
+embed of a FITS cube steps through its planes (slider, keys, Play) and opens at the plane its URL names."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import Server, ingest_and_serve, screenshot
 from tests.browser.test_mosaic_browser import FIELDS, Served, serving
+from tests.browser.test_planes_browser import PLANES, bright_quarter, shows, write_cube
+from tests.browser.test_viewer_browser import Recorder
 from tests.processes import free_port
 
 pytestmark = pytest.mark.browser
@@ -137,3 +141,111 @@ async def test_a_page_other_than_an_embed_refuses_to_be_framed_by_another_origin
         # Chromium blocks the page (frame-ancestors 'none'): no document of ours is in that frame
         if framed is not None:
             assert await framed.locator("#viewer").count() == 0
+
+
+@pytest.fixture(scope="module")
+def cube_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The FITS cube of test_planes_browser (plane k bright in the k-th vertical quarter), served."""
+    root = tmp_path_factory.mktemp("embed-cube")
+    with ingest_and_serve(root, write_cube(root), options=("--interval", "minmax")) as server:
+        yield server
+
+
+def plane_tiles(recorder: Recorder, image_id: str, start: int = 0) -> dict[int, int]:
+    """How many tiles of each plane (0: the static pyramid) the page asked for since response `start`."""
+    counts: dict[int, int] = {}
+    for url, status in recorder.responses[start:]:
+        path = urlsplit(url).path
+        if not path.startswith(f"/tiles/{image_id}/") or "/image_files/" not in path:
+            continue
+        assert status == 200, url
+        plane = int(path.split("/planes/")[1].split("/")[0]) if "/planes/" in path else 0
+        counts[plane] = counts.get(plane, 0) + 1
+    return counts
+
+
+async def test_the_embed_of_a_cube_steps_through_its_planes(page, cube_server: Server, tmp_path):
+    cube = cube_server.image
+    assert cube["planes"]["count"] == PLANES
+    recorder = Recorder(page)
+    embed = f"{cube_server.url}/embed/images/{cube['id']}"
+    response = await page.goto(embed)
+    assert response is not None and response.status == 200
+    await page.wait_for_function(FRAME_LOADED, timeout=30_000)
+    label = page.locator("#plane-label")
+    assert await label.text_content() == "1 of 4: FREQ 1.4204 GHz"
+    assert await bright_quarter(page, "#mosaic-viewer") == 0
+    assert set(plane_tiles(recorder, cube["id"])) == {0}
+
+    # the slider shows plane 3 (index 2) with that plane's tiles, named by its frequency, kept in the URL
+    seen = len(recorder.responses)
+    await page.locator("#plane-controls input[name=plane]").fill("2")
+    await shows(page, "/planes/2/display/minmax~linear~grey/")
+    assert await label.text_content() == "3 of 4: FREQ 1.4209 GHz"
+    assert await bright_quarter(page, "#mosaic-viewer") == 2
+    assert set(plane_tiles(recorder, cube["id"], seen)) == {2}
+    assert parse_qs(urlsplit(page.url).query)["plane"] == ["3"]
+    await screenshot(page, "embed-planes.png")
+
+    # keys step: ] to the last plane, [ back to the first (the static pyramid again, no plane in the URL)
+    seen = len(recorder.responses)
+    await page.locator("body").press("]")
+    await shows(page, "/planes/3/display/")
+    assert await label.text_content() == "4 of 4: FREQ 1.42115 GHz"
+    assert await bright_quarter(page, "#mosaic-viewer") == 3
+    assert set(plane_tiles(recorder, cube["id"], seen)) == {3}
+    for _ in range(PLANES):
+        await page.locator("body").press("[")
+    static = await page.evaluate("() => window.imagexMosaic.layers[0].data.tiles_url + 'image_files/'")
+    await shows(page, static)
+    assert await label.text_content() == "1 of 4: FREQ 1.4204 GHz"
+    assert await bright_quarter(page, "#mosaic-viewer") == 0
+    assert "plane" not in parse_qs(urlsplit(page.url).query)
+
+    # Play moves on by itself; Pause stops it
+    play = page.locator("#plane-controls button[name=play]")
+    await play.click()
+    await page.wait_for_function("() => document.getElementById('plane-label').textContent"
+                                 ".startsWith('3 of')", timeout=10_000)
+    await play.click()
+    assert await play.text_content() == "Play"
+    assert await play.get_attribute("aria-pressed") == "false"
+
+    # ?plane=2 (from 1, as on the image page) opens at the second plane: no tile of another plane is asked for
+    seen = len(recorder.responses)
+    response = await page.goto(embed + "?plane=2")
+    assert response is not None and response.status == 200
+    await page.wait_for_function(FRAME_LOADED, timeout=30_000)
+    await shows(page, "/planes/1/display/")
+    assert await label.text_content() == "2 of 4: FREQ 1.42065 GHz"
+    assert await page.locator("#plane-controls input[name=plane]").input_value() == "1"
+    assert await bright_quarter(page, "#mosaic-viewer") == 1
+    assert set(plane_tiles(recorder, cube["id"], seen)) == {1}
+
+    # a bad plane is a 400 whose message shows in the page
+    response = await page.goto(embed + "?plane=9")
+    assert response is not None and response.status == 400
+    assert await page.locator(".embed-unavailable").text_content() == (
+        "there is no plane 9 in this image: it has 4 (counted from 1)")
+    assert recorder.errors == []
+    assert not [url for url in recorder.failed if "/tiles/" in url], recorder.failed
+
+
+async def test_embed_js_data_plane_opens_another_sites_frame_at_that_plane(page, cube_server: Server,
+                                                                           tmp_path):
+    cube = cube_server.image
+    (tmp_path / "cube.html").write_text(
+        f'<!doctype html><p id="before">A cube:</p><script src="{cube_server.url}/static/embed.js" '
+        f'data-imagex-image="{cube["id"]}" data-plane="3"></script>')
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    with other_site(tmp_path) as blog:
+        await page.goto(f"{blog}/cube.html")
+        frame = page.locator("#before + script + iframe")
+        assert await frame.get_attribute("src") == f"{cube_server.url}/embed/images/{cube['id']}?plane=3"
+        inside = page.frame_locator("#before + script + iframe")
+        await inside.locator("#plane-label").wait_for(timeout=20_000)
+        embedded = next(f for f in page.frames if "/embed/images/" in f.url)
+        await embedded.wait_for_function(FRAME_LOADED, timeout=30_000)
+        assert await inside.locator("#plane-label").text_content() == "3 of 4: FREQ 1.4209 GHz"
+    assert errors == []

@@ -5,6 +5,7 @@ plane is kept in the URL, and Play animates."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -29,10 +30,8 @@ async def shows(page, part: str) -> None:
     await page.wait_for_function(ONLY, arg=part, timeout=30_000)
 
 
-@pytest.fixture(scope="module")
-def cube_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def write_cube(root: Path) -> Path:
     """A 240x240x4 cube along FREQ: plane k is bright in the k-th vertical quarter and dark elsewhere."""
-    root = tmp_path_factory.mktemp("cube")
     header = celestial_wcs(FIELD_RA, FIELD_DEC, SIZE, SIZE).to_header()
     header.update({"CTYPE3": "FREQ", "CUNIT3": "Hz", "CRVAL3": 1.4204e9, "CDELT3": 2.5e5, "CRPIX3": 1.0,
                    "OBJECT": "Cube field"})
@@ -43,7 +42,13 @@ def cube_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     cube += np.random.default_rng(1).normal(0, 1, cube.shape).astype(np.float32)
     path = root / "cube.fits"
     fits.PrimaryHDU(cube, header).writeto(path)
-    with ingest_and_serve(root, path, options=("--interval", "minmax")) as server:
+    return path
+
+
+@pytest.fixture(scope="module")
+def cube_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("cube")
+    with ingest_and_serve(root, write_cube(root), options=("--interval", "minmax")) as server:
         yield server
 
 
@@ -54,9 +59,9 @@ ITEM_RECT = """() => {
 }"""
 
 
-async def bright_quarter(page) -> int:
-    """Which vertical quarter of the image, as the viewer shows it, is brightest."""
-    pixels = await viewer_pixels(page)
+async def bright_quarter(page, viewer: str = "#viewer") -> int:
+    """Which vertical quarter of the image, as the viewer (element `viewer`) shows it, is brightest."""
+    pixels = await viewer_pixels(page, viewer)
     x, y, width, height = (round(v) for v in await page.evaluate(ITEM_RECT))
     shown = pixels[max(0, y):y + height, max(0, x):x + width].astype(float)
     quarters = np.array_split(shown, PLANES, axis=1)

@@ -81,9 +81,9 @@ def deepest_level(server: Server) -> int:
     return max(levels)
 
 
-async def viewer_pixels(page: Any) -> np.ndarray:
-    """The viewer element as the user sees it (whatever drawer OpenSeadragon chose), grey levels."""
-    png = await page.locator("#viewer").screenshot()
+async def viewer_pixels(page: Any, viewer: str = "#viewer") -> np.ndarray:
+    """The viewer element `viewer` as the user sees it (whatever drawer OpenSeadragon chose), grey levels."""
+    png = await page.locator(viewer).screenshot()
     image = pyvips.Image.new_from_buffer(png, "").colourspace("b-w")[0]
     return np.ndarray(buffer=image.write_to_memory(), dtype=np.uint8, shape=(image.height, image.width))
 

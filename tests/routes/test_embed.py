@@ -183,3 +183,111 @@ def test_frame_ancestors_setting_refuses_what_is_not_a_source(value, message):
         Settings.load(environ={"IMAGEX_FRAME_ANCESTORS": value})
     assert str(caught.value).startswith("IMAGEX_FRAME_ANCESTORS: ")
     assert message in str(caught.value)
+
+
+# -- planes (issue 14) --------------------------------------------------------------------------------------
+
+CUBE_PLANES = 4
+SPECTRAL = {"CTYPE3": "FREQ", "CUNIT3": "Hz", "CRVAL3": 1.4204e9, "CDELT3": 2.5e5, "CRPIX3": 1.0}
+
+
+@pytest.fixture
+async def cube(add_image: Any) -> Any:
+    """A public 48x40x4 cube along FREQ: plane k is 100 (k + 1) everywhere."""
+    import numpy as np
+
+    data = np.stack([np.full((40, 48), 100.0 * (k + 1), dtype=np.float32) for k in range(CUBE_PLANES)])
+    return await add_image("cube.fits", data=data, **SPECTRAL)
+
+
+def plane_slider(html: str) -> dict[str, str]:
+    """The embed's plane slider: its range input's attributes and the label it starts with."""
+    form = re.search(r'<form class="embed-planes" id="plane-controls"[^>]*>(.*?)</form>', html, re.S)
+    assert form, "no plane slider in the embed"
+    slider = re.search(r'<input name="plane" type="range"([^>]*)>', form.group(1))
+    label = re.search(r'<output name="plane_label" id="plane-label"[^>]*>(.*?)</output>', form.group(1))
+    assert slider and label and 'name="play"' in form.group(1)
+    return {**dict(re.findall(r'(\w+)="([^"]*)"', slider.group(1))), "label": label.group(1)}
+
+
+OPENED = [("", "0", "1 of 4"), ("?plane=1", "0", "1 of 4"), ("?plane=3", "2", "3 of 4"),
+          ("?plane=4", "3", "4 of 4"), ("?plane=2.0", "1", "2 of 4")]
+
+
+@pytest.mark.parametrize(("query", "value", "label"), OPENED)
+async def test_the_embed_of_a_cube_has_a_plane_slider_opening_at_the_plane_asked_for(
+        client, cube, query, value, label):
+    response = await client.get(f"/embed/images/{cube.id}{query}")
+    assert response.status_code == 200
+    html = await text_of(response)
+    slider = plane_slider(html)
+    assert (slider["min"], slider["max"], slider["value"], slider["label"]) == ("0", "3", value, label)
+    assert "/static/planes.js" in html
+    data = embedded(html)
+    assert data["plane"] == int(value)
+    # what the slider's script names each plane with (the frequency in Hz along FREQ)
+    assert data["planes"]["count"] == CUBE_PLANES and data["planes"]["axis"] == "FREQ"
+    assert data["planes"]["unit"] == "Hz"
+    assert data["planes"]["values"] == pytest.approx([1.4204e9 + 2.5e5 * k for k in range(CUBE_PLANES)])
+    # the tiles of a plane are the dynamic ones of the image's own display
+    [layer] = data["layers"]
+    plane_tiles = f"{layer['tiles_url']}planes/2/display/{layer['scaling']}~grey/"
+    tile = await client.get(plane_tiles + "image_files/0/0_0.jpeg")
+    assert tile.status_code == 200
+
+
+@pytest.mark.parametrize("query", ["", "?plane=1"])
+async def test_the_embed_of_an_image_without_planes_has_no_slider(client, add_image, query):
+    image = await add_image("a.fits", size=80)
+    response = await client.get(f"/embed/images/{image.id}{query}")
+    assert response.status_code == 200
+    html = await text_of(response)
+    assert "plane-controls" not in html and 'name="plane"' not in html and "planes.js" not in html
+    assert embedded(html)["planes"] is None
+
+
+BAD_PLANES = [
+    ("?plane=5", "there is no plane 5 in this image: it has 4 (counted from 1)"),
+    ("?plane=0", "plane must be 1 or more"),
+    ("?plane=-2", "plane must be 1 or more"),
+    ("?plane=1.5", "plane must be a whole number, not &#39;1.5&#39;"),
+    ("?plane=two", "plane must be a number, not &#39;two&#39;"),
+    ("?plane=", "plane must be a number, not &#39;&#39;"),
+    ("?plane=nan", "plane must be a finite number, not &#39;nan&#39;"),
+]
+
+
+@pytest.mark.parametrize(("query", "message"), BAD_PLANES)
+async def test_a_bad_plane_is_a_400_saying_why_in_a_page_the_frame_shows(client, cube, query, message):
+    response = await client.get(f"/embed/images/{cube.id}{query}")
+    assert response.status_code == 400
+    html = await text_of(response)
+    assert f'<p class="embed-unavailable" role="status">{message}</p>' in html
+    assert framed_by(response) == "*"  # the embedding site sees the message
+    assert "mosaic-data" not in html
+
+
+async def test_a_plain_image_has_only_plane_1(client, add_image):
+    image = await add_image("a.fits", size=80)
+    response = await client.get(f"/embed/images/{image.id}?plane=2")
+    assert response.status_code == 400
+    assert "there is no plane 2 in this image: it has 1 (counted from 1)" in await text_of(response)
+
+
+@pytest.mark.parametrize("query", ["?plane=2", "?plane=9", "?plane=x"])
+async def test_a_private_cube_is_not_available_to_others_whatever_the_plane(
+        client, add_image, make_user, query):
+    import numpy as np
+
+    data = np.zeros((CUBE_PLANES, 40, 48), dtype=np.float32)
+    hidden = await add_image("hidden.fits", data=data, owner="alice", visibility="private", **SPECTRAL)
+    expected = await (await client.get(f"/embed/images/{UNUSED_ID}")).get_data()
+    response = await client.get(f"/embed/images/{hidden.id}{query}")
+    assert response.status_code == 404
+    assert await response.get_data() == expected
+    # its owner sees it, framed only by this site
+    await make_user("alice")
+    assert (await log_in(client, "alice")).status_code == 302
+    owner = await client.get(f"/embed/images/{hidden.id}?plane=2")
+    assert owner.status_code == 200 and plane_slider(await text_of(owner))["label"] == "2 of 4"
+    assert framed_by(owner) == "'self'"
