@@ -8,15 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from quart import Blueprint, Response, redirect, render_template, request, send_file
-from werkzeug.exceptions import BadRequest, Gone
+from werkzeug.exceptions import Gone
 
 from app.archive import get_archive
 from app.headers import content_disposition
 from app.identity import current_user
+from app.openapi import Param, check_query, whole
 from app.routes.views import (
     AUDIENCES,
     access_fragment,
     change_visibility,
+    check_plane,
     header_rows,
     htmx,
     image_detail,
@@ -39,6 +41,9 @@ async def image_page(image_id: str) -> str:
                                  audiences=AUDIENCES, saved=False, display_names=display_names())
 
 
+_PLANE = Param("plane", whole(minimum=0), "one plane's file (a slice of a DICOM series), counted from 0")
+
+
 @bp.get("/images/<image_id>/original")
 async def original(image_id: str) -> Any:
     archive = get_archive()
@@ -46,7 +51,8 @@ async def original(image_id: str) -> Any:
     chosen = request.args.get("plane")
     if image.series and chosen is None:
         return series_zip(image)
-    plane = 0 if chosen is None else _plane(chosen, len(image.series) if image.series else 1)
+    check_query(_PLANE)
+    plane = 0 if chosen is None else check_plane(image, int(float(chosen)))
     original, _ = image.plane_source(plane)
     path = Path(original)
     if not path.is_file():
@@ -57,16 +63,6 @@ async def original(image_id: str) -> Any:
     response.headers["Content-Disposition"] = content_disposition(name)
     response.headers["Digest"] = f"sha-256={image.series[plane]['sha256'] if image.series else image.sha256}"
     return response
-
-
-def _plane(text: str, count: int) -> int:
-    try:
-        plane = int(text)
-    except ValueError:
-        raise BadRequest(f"plane: {text[:40]!r} is not a whole number") from None
-    if not 0 <= plane < count:
-        raise BadRequest(f"plane: there is no plane {plane} in this image: it has {count} (counted from 0)")
-    return plane
 
 
 def series_zip(image: ImageRecord) -> Response:

@@ -99,8 +99,9 @@ async def test_the_original_is_a_zip_of_the_slices_or_one_slice(archive, client,
     assert one.status_code == 200 and await one.get_data() == slices[2].read_bytes()
     assert f"{image.id}-slice-0003.dcm" in one.headers["Content-Disposition"]
     assert "slice_03" not in one.headers["Content-Disposition"]  # file names may name the patient
-    for bad, message in (("4", "there is no plane 4 in this image: it has 4"),
-                         ("x", "is not a whole number")):
+    for bad, message in (("4", "there is no plane 4 in this image: it has 4 (counted from 0)"),
+                         ("x", "plane must be a number, not &#39;x&#39;"),
+                         ("1.5", "plane must be a whole number")):
         refused = await client.get(f"/images/{image.id}/original?plane={bad}")
         assert refused.status_code == 400 and message in await refused.get_data(as_text=True)
 
