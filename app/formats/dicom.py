@@ -386,7 +386,7 @@ def slice_position(ds: Any) -> float | None:
     length = float(np.linalg.norm(normal))
     if not math.isfinite(length) or length < 1e-6:
         return None
-    return round(float(np.dot(np.array(position, dtype=float), normal / length)), 6)
+    return round(float(np.dot(np.array(position, dtype=float), normal / length)), 3)  # to a micrometre
 
 
 def _first(value: Any) -> Any:
