@@ -369,7 +369,13 @@ def render_region(science_path: str, scale: Scale, spec: Spec, level: int,
         import pyvips
 
         return pyvips.Image.new_from_memory(coloured.data, box_width, box_height, coloured.shape[2], "uchar")
-    values = _level_region(science_path, width, height, pages, level, box)
+    colour = Path(science_path).with_name(science.COLOUR_NAME)
+    if spec.colormap == "grey" and colour.is_file():
+        # a colour picture in the grey colormap: its red, green and blue each through the same interval and
+        # stretch (the plane's own colours where the interval is its whole range), not its grey level
+        values = _level_region(str(colour), width, height, 1, level, box)
+    else:
+        values = _level_region(science_path, width, height, pages, level, box)
     return _index(values, scale).maplut(_lut(spec.stretch, spec.colormap, scale.curve))
 
 

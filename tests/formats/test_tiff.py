@@ -4,6 +4,7 @@ TIFFs noting the pages and bands they do not show; damaged files refused with pr
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import struct
@@ -13,12 +14,14 @@ from typing import Any
 import numpy as np
 import pytest
 import tifffile
+from PIL import Image
 from pyproj import Geod, Transformer
 
 from app.formats import GeoTiffReader, MicroscopyTiffReader, RasterReader, is_candidate, sniff
 from app.formats.geo import geo_grid
 from app.sky.geographic import TOLERANCE_DEGREES
 from app.sky.grid import Grid, separation_arcsec, unit_vectors
+from app.tiles.render import default_spec, max_level
 from tests.formats.conftest import full_picture
 from tests.helpers import ingest
 
@@ -371,6 +374,32 @@ async def test_plain_tiffs_pages_and_bands_are_planes(archive, client, tmp_path,
         # every page or band is a plane of its own, read alone: plane 3 holds 120 everywhere
         assert image.planes["count"] == len(pixels)
         assert await pixel_value(client, archive, image, 5, 5, plane=3) == 120.0
+
+
+async def test_colour_pages_show_their_own_colours_on_every_plane(archive, client, tmp_path):
+    """The first page's pyramid is built at ingest, the others render on demand: in their own colours too
+    (each band through the display's interval), not as grey levels."""
+    colours = [(220, 30, 30), (30, 220, 30), (30, 30, 220)]
+    pages = np.stack([np.broadcast_to(np.array(colour, np.uint8), (40, 60, 3)) for colour in colours])
+    path = tmp_path / "in" / "colour_pages.tif"
+    path.parent.mkdir()
+    tifffile.imwrite(path, pages, photometric="rgb")
+    image = await ingest_one(archive, path)
+    assert image.planes["count"] == 3
+    first = full_picture(archive.tile_folder(image.id)).reshape(-1, 3).mean(axis=0)
+    assert np.abs(first - colours[0]).max() < 4
+    spec = default_spec(image.display).text
+    level = max_level(image.width, image.height)
+    token = archive.tile_token(image.id)
+    for plane in (1, 2):
+        response = await client.get(f"/tiles/{image.id}/{token}/planes/{plane}/display/{spec}/image_files/"
+                                    f"{level}/0_0.jpeg")
+        assert response.status_code == 200, await response.get_data(as_text=True)
+        shown = np.asarray(Image.open(io.BytesIO(await response.get_data())).convert("RGB"), dtype=float)
+        assert np.abs(shown.reshape(-1, 3).mean(axis=0) - colours[plane]).max() < 4, plane
+        read = await client.get(f"/tiles/{image.id}/{token}/planes/{plane}/pixel/5_5")
+        answer = json.loads(await read.get_data(as_text=True))
+        assert answer["rgb"] == list(colours[plane])
 
 
 async def test_a_plain_tiff_pyramid_is_read_from_its_full_resolution(archive, tmp_path):
