@@ -5,22 +5,27 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
+import pyvips
 from pydicom.pixels.processing import apply_modality_lut
 
 from app.formats.dicom import slice_position
 from app.samples_fields import ct_series
 from tests.helpers import csrf_of, ingest, log_in
 from tests.routes.test_upload import put, run_jobs, token_for, uploaded
+from tests.test_cli import IMAGEX, TIMEOUT, catalog, environment, summary
 
-CENTRE = (64, 64)  # inside every slice's sphere cross-section but the outermost
+CENTRE = (64, 64)  # inside every slice's sphere cross-section
+PROBE = (88, 64)  # inside it on the middle slices only (600 HU more there)
 
 
 def value_at(path: Path, x: int, y: int) -> float:
@@ -169,3 +174,38 @@ async def test_uploaded_slices_join_are_kept_and_go_with_the_series(archive, cli
     assert response.status_code == 200, await response.get_data(as_text=True)
     assert (await response.get_json())["original_removed"] is True
     assert uploaded(archive) == []
+
+
+def test_two_runners_over_one_series_at_once_make_one_image_of_every_slice(tmp_path):
+    """Two `imagex ingest` processes over halves of one series, at the same time, on one catalog."""
+    slices = ct_series(tmp_path / "series", 8)
+    halves = [tmp_path / "a", tmp_path / "b"]
+    for index, path in enumerate(slices):
+        target = halves[index % 2] / path.name
+        target.parent.mkdir(exist_ok=True)
+        shutil.copyfile(path, target)
+    data = tmp_path / "var"
+    commands = [[str(IMAGEX), "ingest", str(folder), "--workers", "1", "--no-progress"] for folder in halves]
+    runners = [subprocess.Popen(command, env=environment(data), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for command in commands]
+    try:
+        outputs = [runner.communicate(timeout=TIMEOUT) for runner in runners]
+    finally:
+        for runner in runners:
+            if runner.poll() is None:
+                runner.kill()
+                runner.wait()
+    for runner, (stdout, stderr) in zip(runners, outputs, strict=True):
+        assert runner.returncode == 0 and summary(stdout)["failed"] == 0, stdout + stderr
+    with catalog(data) as db:
+        rows = db.execute("SELECT id, planes, series FROM images").fetchall()
+    assert len(rows) == 1
+    planes, members = json.loads(rows[0][1]), json.loads(rows[0][2])
+    assert planes["count"] == 8
+    assert [Path(item["path"]).name for item in members] == [path.name for path in slices]
+    # each plane's science pyramid in the one current tile generation holds that slice's values
+    [generation] = [folder for folder in (data / "tiles" / rows[0][0][:2] / rows[0][0]).iterdir()]
+    for plane, path in enumerate(slices):
+        folder = generation / "planes" / str(plane) if plane else generation
+        science = pyvips.Image.new_from_file(str(folder / "science.tif"))
+        assert science.getpoint(*PROBE)[0] == value_at(path, *PROBE), plane
