@@ -376,7 +376,7 @@ def _summary(jobs: list[JobRecord], known: set[str], seconds: float, worker: str
     skipped = [job for job in jobs if job.state == "done"
                and (job.id in known or job.note.startswith("already in the archive"))]
     new = [job for job in jobs if job.state == "done" and job not in skipped]
-    images = sum(len(job.image_ids) for job in new)
+    images = len({image_id for job in new for image_id in job.image_ids})  # a series' slices: one image
     elsewhere = sum(job.worker != worker for job in new)
     by_others = f", {elsewhere} of them by other runners" if elsewhere else ""
     print(f"{len(jobs)} file(s) in {seconds:.1f} s: {len(new)} ingested ({images} image(s){by_others}), "
