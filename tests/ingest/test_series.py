@@ -197,7 +197,8 @@ def test_two_runners_over_one_series_at_once_make_one_image_of_every_slice(tmp_p
                 runner.wait()
     for runner, (stdout, stderr) in zip(runners, outputs, strict=True):
         assert runner.returncode == 0, stdout + stderr
-        assert (summary(stdout)["ingested"], summary(stdout)["images"], summary(stdout)["failed"]) == (4, 1, 0)
+        counts = summary(stdout)
+        assert (counts["ingested"], counts["images"], counts["failed"]) == (4, 1, 0)
     with catalog(data) as db:
         rows = db.execute("SELECT id, planes, series FROM images").fetchall()
     assert len(rows) == 1
