@@ -23,8 +23,8 @@ from astropy.io import fits
 
 from app.archive import Archive
 from app.ingest.jobs import JobRunner
-from app.ingest.pipeline import render_file
 from app.ingest.scan import job_for
+from app.ingest.tiling import render_file
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.settings import Settings
 from app.tiles.pyramid import OVERLAP, TILE_SIZE

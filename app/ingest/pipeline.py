@@ -15,38 +15,29 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import errno
-import gc
 import hashlib
 import hmac
 import json
 import logging
-import math
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.exceptions import Conflict, DiskFull, FormatError, ImageXError
+from app.exceptions import Conflict, FormatError, ImageXError
 from app.ingest import series
 from app.ingest.removal import UPLOADS, is_upload
+from app.ingest.tiling import render_file
 from app.site_policy import Site
 from app.store.base import ImageLocation, ImageRecord, JobRecord, new_id, now
-from app.tiles import histogram, pyramid, science
+from app.tiles import pyramid
 from app.tiles.pool import WorkerDied
-from app.tiles.scaling import Scaling, display, sample
 
 if TYPE_CHECKING:
     from app.archive import Archive
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
-# room left beside a file's pyramids (the catalog, thumbnails, other jobs' small writes)
-ROOM_MARGIN = 1 << 20
-JPEG_TILE_HEADERS = 2048  # a display tile's JPEG headers and tables, at most
-THUMBNAIL_BYTES = 1 << 16
 PUBLISHING = "publishing.json"  # in a work folder: the ids its pyramids are published under
 
 
@@ -59,154 +50,6 @@ def note_publishing(work: Path, image_ids: list[str]) -> None:
     temporary = work / f".{PUBLISHING}.part"
     temporary.write_text(json.dumps(image_ids))
     os.replace(temporary, work / PUBLISHING)  # never a half-written note
-
-
-def _no_space(error: BaseException) -> bool:
-    """libvips reports a full disk in its error text; Python as ENOSPC (or EDQUOT, a quota's limit)."""
-    if isinstance(error, OSError):
-        return error.errno in (errno.ENOSPC, errno.EDQUOT)
-    text = str(getattr(error, "detail", "") or error)
-    return "No space left on device" in text or "Disk quota exceeded" in text
-
-
-def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path,
-                  quality: int) -> tuple[dict[str, Any], Any, dict[str, Any]]:
-    """Build one plane's pyramids in `folder`: the levels, the scaling applied and the histogram of its
-    values (`app.tiles.histogram`), counted on the sample the scaling measures its limits on (for a
-    single-band image the very same one, taken once)."""
-    pixels = reader.pixels(plane)
-    # the values the science pyramid keeps (a colour raster's grey levels), sampled once for both
-    values = sample(science.values(pixels) if pixels.bands > 1 else pixels)
-    picture, applied = display(pixels, chosen, values if pixels.bands == 1 else None)
-    if plane.invert:
-        # MONOCHROME1 (DICOM): low values are white. Only the 8-bit picture is inverted, after the
-        # scaling, so the science values, the readout and the limits recorded stay the file's own
-        picture = picture.invert()
-    folder.mkdir(parents=True, exist_ok=True)
-    # the original values beside the DZI, for dynamic tiles and the pixel readout: written by a second
-    # thread while this one writes the DZI (libvips releases the GIL), which hides most of its cost
-    with ThreadPoolExecutor(1) as writer:
-        written = writer.submit(science.write, pixels, folder)
-        try:
-            levels = pyramid.build(picture, folder, quality=quality)
-        finally:
-            written.result()
-    return levels, applied, histogram.of(values)
-
-
-def pyramid_bytes(width: int, height: int, exact: bool = False) -> int:
-    """What one plane's pyramids may take on disk, at most: the science pyramid's uncompressed 32-bit
-    values in whole tiles at every level (and, with `exact`, the full-resolution 64-bit copy), the display
-    pyramid's JPEG tiles (counted at a byte a pixel plus their headers) at every level down to one pixel,
-    and the thumbnail."""
-    total = THUMBNAIL_BYTES + (width * height * 8 + 4096 if exact else 0)
-    w, h = width, height
-    while True:
-        side = science.TIFF_TILE
-        total += math.ceil(w / side) * math.ceil(h / side) * side * side * 4
-        if w <= side and h <= side:
-            break
-        w, h = math.ceil(w / 2), math.ceil(h / 2)
-    w, h = width, height
-    while True:
-        tiles = math.ceil(w / pyramid.TILE_SIZE) * math.ceil(h / pyramid.TILE_SIZE)
-        # a tile's overlap repeats its neighbours' edge pixels
-        total += w * h + tiles * (JPEG_TILE_HEADERS + 4 * pyramid.OVERLAP * pyramid.TILE_SIZE)
-        if w <= 1 and h <= 1:
-            break
-        w, h = math.ceil(w / 2), math.ceil(h / 2)
-    return total
-
-
-def check_room(planes: list[Any], work: Path) -> None:
-    """Refuse, before anything is written, a file whose pyramids the data folder's disk has no room for."""
-    needed = sum(pyramid_bytes(plane.width, plane.height, science.needs_exact(plane.bitpix))
-                 + (plane.width * plane.height * 3 * 2 if _in_colour(plane) else 0)
-                 for plane in planes) + ROOM_MARGIN
-    work.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(work).free
-    if needed > free:
-        from app.formatting import human_bytes
-
-        raise DiskFull(f"the disk of the data folder has {human_bytes(free)} free and the "
-                       f"pyramids of this file need up to {human_bytes(needed)}: nothing was written")
-
-
-def _in_colour(plane: Any) -> bool:
-    """Whether a plane is a colour picture (whose red, green and blue are kept for the readout), as its
-    header says: BANDS (rasters, TIFF) or SamplesPerPixel (DICOM)."""
-    for keyword in ("BANDS", "SamplesPerPixel"):
-        bands = plane.header.get(keyword)
-        if isinstance(bands, int) and not isinstance(bands, bool):
-            return bands >= 3
-    return False
-
-
-def _render_failure(error: BaseException, source: Path, hdu: int | None, work: str) -> Exception:
-    """What a failed plane is reported as: a full disk, or pixel data libvips could not decode."""
-    if _no_space(error):
-        free = shutil.disk_usage(work).free
-        place = f"HDU {hdu}" if hdu is not None else "the image"
-        return DiskFull(f"the disk of the data folder is full ({free:,} bytes free): the pyramids of {place} "
-                        "could not be written; nothing was kept")
-    if isinstance(error, OSError):
-        return OSError(error.errno, error.strerror, error.filename)
-    detail = str(getattr(error, "detail", "") or error).strip().splitlines()
-    if any("out of memory" in line or "Cannot allocate memory" in line for line in detail):
-        return MemoryError()  # libvips could not allocate: the job's memory limit, not the file
-    where = f"HDU {hdu}: " if hdu is not None else ""  # rasters have no HDUs
-    return FormatError(f"{source.name}: {where}pixel data cannot be decoded: "
-                       f"{detail[-1][:300] if detail else 'libvips error'}")
-
-
-def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
-                quality: int, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """In a pool process: read every plane of `path` and build its pyramids (the 8-bit DZI and the
-    science pyramid) in `work/<hdu>/`. `options`: site settings for the readers that take them
-    (`Reader.OPTIONS`). A plane's own window (DICOM's VOI window) stands in for the `auto` interval.
-    Returns the planes' catalog data. Raises FormatError for anything wrong with the file."""
-    import pyvips
-
-    from app.formats import sniff
-
-    source = Path(path)
-    reader_class = sniff(source)
-    try:
-        chosen = Scaling.from_dict(scaling)
-    except (TypeError, ValueError) as error:
-        raise ImageXError(f"the scaling chosen for this job cannot be used: {error}") from None
-    out: list[dict[str, Any]] = []
-    taken = {name: value for name, value in (options or {}).items() if name in reader_class.OPTIONS}
-    with reader_class(source, max_pixels=max_pixels, **taken) as reader:
-        planes = list(reader.planes())
-        check_room(planes, Path(work))
-        for plane in planes:
-            failure: Exception | None = None
-            shown = chosen
-            if plane.window is not None and chosen.interval == "auto":
-                shown = Scaling(interval="manual", low=plane.window[0], high=plane.window[1],
-                                stretch="linear" if chosen.stretch == "auto" else chosen.stretch)
-            try:
-                levels, applied, counted = _render_plane(reader, plane, shown, Path(work) / str(plane.hdu),
-                                                         quality)
-            except (pyvips.Error, OSError) as error:
-                failure = _render_failure(error, source, plane.hdu if reader.format == "fits" else None, work)
-            if failure is not None:
-                # raised out here, with no traceback of the failed writers held: libvips closes the files
-                # they had open (else a removed work file stays open, its room never given back)
-                gc.collect()
-                raise failure
-            entry = asdict(plane)
-            entry["format"] = reader.format
-            entry["display"] = {**applied.to_dict(), **levels, "histogram": counted}
-            if plane.window is not None and shown is not chosen:
-                entry["display"]["window"] = list(plane.window)
-            if plane.invert:
-                entry["display"]["inverted"] = True
-            if scaling.get("name"):  # a stored scaling, fixed for a whole batch
-                entry["display"]["scaling"] = str(scaling["name"])
-            out.append(entry)
-    return out
 
 
 def sha256_of(path: Path) -> tuple[str, int]:
