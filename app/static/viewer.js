@@ -156,6 +156,7 @@
       tileSources: element.dataset.dzi,
       prefixUrl: element.dataset.prefix,
       showNavigator: true,
+      showFullPageControl: false,  // the page's own "Full page" keeps the readout and tools (workspace.js)
       maxZoomPixelRatio: 8,
       crossOriginPolicy: false,
       gestureSettingsMouse: { clickToZoom: false }
