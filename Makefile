@@ -17,7 +17,7 @@ run: install vendor
 test: install-test vendor lint typecheck pytest
 
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test $(VENV)/.gatan-files
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ImageX needs Python 3.11 or newer")'
@@ -30,6 +30,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# real Gatan DM3/DM4 files for tests/formats/test_dm_real.py, copied from the HyperSpy package (GPL, so not
+# in git) into $(VENV)/share/gatan-files; `make run` does not need them
+$(VENV)/.gatan-files: tests/gatan_files.py $(VENV)/.installed-test
+	$(BIN)/python -m tests.gatan_files
 	touch $@
 
 node_modules/.package-lock.json: package.json package-lock.json

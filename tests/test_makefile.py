@@ -31,3 +31,18 @@ def test_the_inbox_follows_the_data_folder(tmp_path):
     assert "IMAGEX_WATCH_DIRS=/srv/incoming" in serve
     _, serve = run_recipe({})
     assert f"IMAGEX_WATCH_DIRS={ROOT}/var/inbox" in serve
+
+
+def planned(target: str) -> list[str]:
+    """The commands `make <target>` would run in a fresh clone (every prerequisite remade)."""
+    return subprocess.run(["make", "-n", "-B", target], cwd=ROOT, check=True, capture_output=True,
+                          text=True).stdout.splitlines()
+
+
+def test_the_real_gatan_files_come_with_the_test_install_not_with_run():
+    fetch = ".venv/bin/python -m tests.gatan_files"
+    for target in ("install-test", "test"):
+        commands = planned(target)
+        assert fetch in commands, target
+        assert commands.index(fetch) > commands.index(".venv/bin/python -m pip install --quiet -e '.[test]'")
+    assert fetch not in planned("run")

@@ -40,6 +40,8 @@ _VIPS_FORMATS = {"uint8": "uchar", "int8": "char", "uint16": "ushort", "int16": 
 # lengths as DM spells them -> the unit text OME (and app/sky/readout.physical_scale) reads
 _LENGTHS = {"m": "m", "cm": "cm", "mm": "mm", "um": "um", "µm": "um", "μm": "um", "micron": "um",
             "nm": "nm", "pm": "pm", "Å": "Å", "Angstrom": "Å", "Angstroms": "Å"}
+# a spectrum's signal (ImageTags.Meta Data.Signal) -> the name of its spectral axis, as RosettaSciIO names it
+_SIGNAL_AXES = {"EELS": "energy loss", "X-ray": "energy", "CL": "wavelength"}
 _UNNAMED = re.compile(r"(?:TagGroup|Data)(\d+)")  # RosettaSciIO's names for DM's unnamed tags
 _MAX_TAGS = 2000
 _MAX_TEXT = 2000
@@ -163,8 +165,7 @@ class DmReader(Reader):
             name = title.strip() if isinstance(title, str) and title.strip() else self.path.name
             planes.append(Plane(hdu=index, name=name, width=layout.width, height=layout.height,
                                 bitpix=layout.bitpix, header=header, note="; ".join(notes),
-                                planes={"count": layout.slices, "axis": "slice", "unit": "", "values": None}
-                                if layout.slices > 1 else {}))
+                                planes=_stack_axis(entry, layout) if layout.slices > 1 else {}))
         if not planes:
             what = "; ".join(skipped) or "only a thumbnail"
             raise FormatError(f"{self.path.name}: a DigitalMicrograph file with no 2-D image ({what})")
@@ -182,7 +183,7 @@ class DmReader(Reader):
             header["SLICES"] = layout.slices
         header["FORMAT"] = "rgb" if layout.rgb else layout.dtype.name
         header["DM_VERSION"] = self.version
-        header.update(_calibration(entry))
+        header.update(_calibration(entry, layout))
         tags = entry.get("ImageTags")
         if isinstance(tags, dict):
             _flatten(tags, "", header)
@@ -299,14 +300,15 @@ class _Layout:
         return -bits if self.dtype.kind in "fc" else bits
 
 
-def _calibration(entry: dict[str, Any]) -> dict[str, HeaderValue]:
+def _calibration(entry: dict[str, Any], layout: _Layout) -> dict[str, HeaderValue]:
     """The x and y pixel size under OME's names, from ImageData.Calibrations.Dimension (x first), each only
-    when its unit is a length (a diffraction pattern's 1/nm is not)."""
+    when its unit is a length (a diffraction pattern's 1/nm is not) and the axis is not a spectrum's (a CL
+    line scan's x is a wavelength in nm)."""
     found: dict[str, HeaderValue] = {}
-    calibrations = _get(entry, "ImageData", "Calibrations", "Dimension")
-    axes = list(calibrations.values()) if isinstance(calibrations, dict) else []
-    for axis, name in zip(axes[:2], ("X", "Y"), strict=False):
-        if not isinstance(axis, dict):
+    axes = _axes(entry)
+    spectral_x = _is_spectrum(entry) and len(layout.shape) == 2
+    for position, (axis, name) in enumerate(zip(axes[:2], ("X", "Y"), strict=False)):
+        if not isinstance(axis, dict) or (position == 0 and spectral_x):
             continue
         scale, units = axis.get("Scale"), axis.get("Units")
         unit = _LENGTHS.get(units.strip()) if isinstance(units, str) else None
@@ -316,6 +318,45 @@ def _calibration(entry: dict[str, Any]) -> dict[str, HeaderValue]:
             found[f"PhysicalSize{name}"] = abs(float(scale))
             found[f"PhysicalSize{name}Unit"] = unit
     return found
+
+
+def _axes(entry: dict[str, Any]) -> list[Any]:
+    """The image's ImageData.Calibrations.Dimension groups, x first."""
+    calibrations = _get(entry, "ImageData", "Calibrations", "Dimension")
+    return list(calibrations.values()) if isinstance(calibrations, dict) else []
+
+
+def _is_spectrum(entry: dict[str, Any]) -> bool:
+    """Does the image hold spectra? Then, as RosettaSciIO reads it, the spectral axis is x in a 2-D image
+    (a spectrum, or a line of them) and the third axis in a 3-D one (a spectrum image)."""
+    return _get(entry, "ImageTags", "Meta Data", "Format") in ("Spectrum image", "Spectrum") \
+        or isinstance(_get(entry, "ImageTags", "spim"), dict)
+
+
+def _stack_axis(entry: dict[str, Any], layout: _Layout) -> dict[str, Any]:
+    """The planes of a stack: how many and, when the file calibrates its third axis in a unit, that unit
+    and each plane's coordinate (index - Origin) x Scale, named after the spectrum's signal when the
+    image holds spectra (an EELS spectrum image's planes are energy losses in eV)."""
+    planes: dict[str, Any] = {"count": layout.slices, "axis": "slice", "unit": "", "values": None}
+    axes = _axes(entry)
+    if len(layout.shape) != 3 or len(axes) < 3 or not isinstance(axes[2], dict):
+        return planes
+    origin, scale = _number(axes[2].get("Origin")), _number(axes[2].get("Scale"))
+    units = axes[2].get("Units")
+    unit = _printable(units) if isinstance(units, str) else ""  # an empty unit is an empty list in DM
+    if not unit or origin is None or scale is None or scale == 0:
+        return planes
+    values = [(index - origin) * scale for index in range(layout.slices)]
+    signal = _get(entry, "ImageTags", "Meta Data", "Signal")
+    axis = _SIGNAL_AXES.get(signal, "slice") if _is_spectrum(entry) and isinstance(signal, str) else "slice"
+    return planes | {"axis": axis, "unit": unit, "values": values}
+
+
+def _number(value: Any) -> float | None:
+    """`value` as a finite float, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def _get(tree: Any, *keys: str) -> Any:
