@@ -22,7 +22,7 @@ log = logging.getLogger("imagex")
 # what `imagex ingest --interval/--stretch` offer (app.tiles.scaling checks them; not imported here, so that
 # every command starts without numpy and libvips)
 RUN_INTERVALS = ("zscale", "percentile", "minmax")
-RUN_STRETCHES = ("linear", "sqrt", "log", "asinh", "histeq")
+RUN_STRETCHES = ("linear", "sqrt", "log", "asinh", "histeq", "ahisteq")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,8 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                         "store the scaling under (default run-YYYYmmdd-HHMMSS)")
     ingest.add_argument("--interval", choices=RUN_INTERVALS,
                         help="the interval of the run's scaling (default: zscale, min-max for 8-bit rasters)")
-    ingest.add_argument("--stretch", choices=RUN_STRETCHES, help="the stretch of the run's scaling "
-                        "(default linear)")
+    ingest.add_argument("--stretch", choices=RUN_STRETCHES, help="the stretch of the run's scaling: "
+                        "ahisteq is adaptive histogram equalisation, with cells fixed in image pixels "
+                        "(default: the site's default stretch, set by an administrator; linear unless set)")
     ingest.add_argument("--dry-run", action="store_true", help="list the files and whether each would be "
                         "queued; queue nothing, write no tiles")
     watch = commands.add_parser("watch", parents=[common], help="watch folders: queue and ingest every file "

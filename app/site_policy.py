@@ -11,6 +11,8 @@ from typing import Any
 REGISTRATION = ("open", "invite", "closed")
 SHARING = ("choose", "none", "all")
 VISIBILITIES = ("private", "registered", "public")
+# app.tiles.scaling.STRETCHES (not imported here, so that the site's policy needs neither numpy nor libvips)
+DEFAULT_STRETCHES = ("auto", "linear", "sqrt", "log", "asinh", "histeq", "ahisteq")
 MAX_BYTES = 10**18
 _EMAIL = re.compile(r"^[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+$")
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
@@ -106,6 +108,13 @@ SITE_SETTINGS: tuple[SiteSetting, ...] = (
                 "Catalog the patient, physician and institution attributes of DICOM files and their real "
                 "UIDs (shown and searchable by whoever may see the image). Off: they are left out at ingest "
                 "and UIDs replaced by pseudonyms. Applies to files ingested from then on.", _bool, "bool"),
+    SiteSetting("default_stretch", "auto", "Default stretch for new images",
+                "The stretch of the display pyramid built at ingest when a file is ingested with no stretch "
+                "of its own (an upload, a watched folder, imagex ingest without --stretch): auto is linear "
+                "(8-bit pictures as they are); ahisteq, adaptive histogram equalisation, brings out faint "
+                "and bright structure alike with cells fixed in image pixels (an eighth of the image's "
+                "longer side). It also becomes those images' default display. Applies to files ingested "
+                "from then on.", _choice(DEFAULT_STRETCHES), "choice", DEFAULT_STRETCHES),
 )
 SITE_BY_NAME = {setting.name: setting for setting in SITE_SETTINGS}
 
@@ -127,6 +136,7 @@ class Site:
     max_file_size: int = 4 * 10**9
     sharing: str = "choose"
     keep_patient_data: bool = False
+    default_stretch: str = "auto"
 
     @classmethod
     def from_stored(cls, stored: Mapping[str, Any]) -> Site:

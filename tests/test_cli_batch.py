@@ -178,6 +178,30 @@ def test_interval_and_stretch_choose_the_scaling_of_each_image(tmp_path):
     assert scalings(data) == []
 
 
+def test_stretch_ahisteq_builds_the_pyramid_its_default_display_renders(tmp_path):
+    """`--stretch ahisteq`: adaptive histogram equalisation in the static pyramid, recorded so that the
+    display controls start from it, and the very picture the dynamic tiles of that display give."""
+    from app.tiles import render
+    from tests.ingest.test_stretch import dynamic_tile, static_tile
+    from tests.tiles.test_adaptive import two_regions
+
+    tree = tmp_path / "tree"
+    path = write(tree, "two.fits", two_regions())
+    data = tmp_path / "var"
+
+    run = imagex(data, "ingest", str(tree), "--stretch", "ahisteq", "--workers", "1", "--no-progress")
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    [row] = images(data)
+    display = json.loads(row["display"])
+    assert (row["path"], display["interval"], display["stretch"]) == (str(path), "zscale", "ahisteq")
+    spec = render.default_spec(display)
+    assert spec.text == "zscale~ahisteq~grey"
+    folder = image_folder(data, row["id"])
+    top = render.max_level(512, 512)
+    assert np.abs(static_tile(folder, top, 1, 0) - dynamic_tile(folder, spec, top, 1, 0, 85)).max() <= 1
+
+
 # --- dry run --------------------------------------------------------------------------------------------
 
 def test_a_dry_run_on_a_fresh_data_folder_lists_the_files_and_creates_nothing(tmp_path, capsys):
@@ -233,7 +257,7 @@ async def test_a_dry_run_tells_new_files_from_known_ones_and_queues_and_writes_n
                               "'percentile', 'minmax')"),
     (("--interval", "manual"), "argument --interval: invalid choice: 'manual'"),
     (("--stretch", "gamma"), "argument --stretch: invalid choice: 'gamma' (choose from 'linear', 'sqrt', "
-                             "'log', 'asinh', 'histeq')"),
+                             "'log', 'asinh', 'histeq', 'ahisteq')"),
     (("--visibility", "everyone"), "argument --visibility: invalid choice: 'everyone'"),
     (("--fixed-scaling", ""), "imagex: --fixed-scaling: give 'first' (measure it on the first image) or the "
                               "name of a stored scaling"),

@@ -137,7 +137,7 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
         shared = await _share(archive, job, path, existing, work)
         if shared is not None:
             return shared
-    scaling = job.options.get("scaling") or {}
+    scaling = await job_scaling(archive, job)
     planes = await _render(archive, path, work, scaling)
     client_name = job.options.get("client_name")
     for plane in planes if client_name else []:
@@ -228,6 +228,18 @@ async def _render(archive: Archive, path: Path, work: Path, scaling: dict[str, A
                                   f"damaged in a way that crashes its decoder, or needs {memory}") from None
             log.warning("a worker process died under %s; trying it once more", path)
     raise AssertionError("unreachable")
+
+
+async def job_scaling(archive: Archive, job: JobRecord) -> dict[str, Any]:
+    """The scaling a job asks for (`Scaling.from_dict` checks it), with the site's default stretch (an
+    administrator setting, read as the job starts) when it asks for none: its own stretch, a stored
+    scaling's or one given with `imagex ingest --stretch`, always wins."""
+    scaling = dict(job.options.get("scaling") or {})
+    if scaling.get("stretch", "auto") == "auto":
+        default = Site.from_stored(await archive.store.site_settings()).default_stretch
+        if default != "auto":
+            scaling["stretch"] = default
+    return scaling
 
 
 async def reader_options(archive: Archive) -> dict[str, Any]:

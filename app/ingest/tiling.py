@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from app.exceptions import DiskFull, FormatError, ImageXError
-from app.tiles import histogram, pyramid, science
-from app.tiles.scaling import Scaling, display, sample
+from app.tiles import adaptive, histogram, pyramid, science
+from app.tiles.scaling import Scaling, display, sample, sample_step
 
 # room left beside a file's pyramids (the catalog, thumbnails, other jobs' small writes)
 ROOM_MARGIN = 1 << 20
 JPEG_TILE_HEADERS = 2048  # a display tile's JPEG headers and tables, at most
 THUMBNAIL_BYTES = 1 << 16
+AHE_SCRATCH = ".ahisteq.raw"  # in a plane's work folder while its adaptively equalised picture is tiled
 
 
 def _no_space(error: BaseException) -> bool:
@@ -35,24 +36,33 @@ def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path,
                   quality: int) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """Build one plane's pyramids in `folder`: the levels, the scaling applied and the histogram of its
     values (`app.tiles.histogram`), counted on the sample the scaling measures its limits on (for a
-    single-band image the very same one, taken once)."""
+    single-band image the very same one, taken once). Adaptive histogram equalisation (`ahisteq`) is
+    applied as the dynamic tiles of the image's default display apply it: to the values the science
+    pyramid keeps, with the same cells (app/tiles/adaptive.py)."""
     pixels = reader.pixels(plane)
     # the values the science pyramid keeps (a colour raster's grey levels), sampled once for both
     values = sample(science.values(pixels) if pixels.bands > 1 else pixels)
-    picture, applied = display(pixels, chosen, values if pixels.bands == 1 else None)
-    if plane.invert:
-        # MONOCHROME1 (DICOM): low values are white. Only the 8-bit picture is inverted, after the
-        # scaling, so the science values, the readout and the limits recorded stay the file's own
-        picture = picture.invert()
+    shown = science.values(pixels) if chosen.stretch == "ahisteq" and pixels.bands > 1 else pixels
+    picture, applied = display(shown, chosen, values if shown.bands == 1 else None)
     folder.mkdir(parents=True, exist_ok=True)
+    scratch = folder / AHE_SCRATCH
     # the original values beside the DZI, for dynamic tiles and the pixel readout: written by a second
     # thread while this one writes the DZI (libvips releases the GIL), which hides most of its cost
     with ThreadPoolExecutor(1) as writer:
         written = writer.submit(science.write, pixels, folder)
         try:
+            if applied.stretch == "ahisteq":
+                picture = adaptive.equalised_picture(picture, sample_step(picture.width, picture.height),
+                                                     scratch)
+            if plane.invert:
+                # MONOCHROME1 (DICOM): low values are white. Only the 8-bit picture is inverted, after the
+                # scaling, so the science values, the readout and the limits recorded stay the file's own
+                picture = picture.invert()
             levels = pyramid.build(picture, folder, quality=quality)
         finally:
             written.result()
+            del picture  # the scratch file's mapping is closed with it
+            scratch.unlink(missing_ok=True)
     return levels, applied, histogram.of(values)
 
 
@@ -80,10 +90,12 @@ def pyramid_bytes(width: int, height: int, exact: bool = False) -> int:
     return total
 
 
-def check_room(planes: list[Any], work: Path) -> None:
-    """Refuse, before anything is written, a file whose pyramids the data folder's disk has no room for."""
+def check_room(planes: list[Any], work: Path, adaptive_scratch: bool = False) -> None:
+    """Refuse, before anything is written, a file whose pyramids the data folder's disk has no room for.
+    `adaptive_scratch`: the planes are adaptively equalised, through a scratch file of a byte a pixel."""
     needed = sum(pyramid_bytes(plane.width, plane.height, science.needs_exact(plane.bitpix))
                  + (plane.width * plane.height * 3 * 2 if _in_colour(plane) else 0)
+                 + (plane.width * plane.height if adaptive_scratch else 0)
                  for plane in planes) + ROOM_MARGIN
     work.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(work).free
@@ -141,7 +153,7 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
     taken = {name: value for name, value in (options or {}).items() if name in reader_class.OPTIONS}
     with reader_class(source, max_pixels=max_pixels, **taken) as reader:
         planes = list(reader.planes())
-        check_room(planes, Path(work))
+        check_room(planes, Path(work), chosen.stretch == "ahisteq")
         for plane in planes:
             failure: Exception | None = None
             shown = chosen

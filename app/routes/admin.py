@@ -35,6 +35,10 @@ CHOICE_LABELS = {
     "choose": "users choose per image (private, registered users, public)",
     "none": "users cannot share (owner and administrators only)",
     "all": "all user data is visible to all registered users",
+    "auto": "auto: linear (8-bit pictures as they are)",
+    "sqrt": "square root",
+    "histeq": "histogram equalisation",
+    "ahisteq": "adaptive histogram equalisation",
 }
 
 

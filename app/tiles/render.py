@@ -8,7 +8,9 @@ canonical one, see `Spec.text`), so each display has one cache.
 
 The interval's limits (and the equalisation curve of `histeq`) are measured once per image and spec on a
 sample of the whole full-resolution image and kept in `display/<spec>/scale.json`: every tile of a view
-uses the same mapping, so tiles meet without seams. Rendered tiles are kept in
+uses the same mapping, so tiles meet without seams. `ahisteq` also keeps its cells' mappings there, in
+`display/<spec>/cells.npy` (app/tiles/adaptive.py: cells fixed in image pixels, so that local contrast does
+not change as one zooms). Rendered tiles are kept in
 `display/<spec>/image_files/<level>/<col>_<row>.jpeg`, written under a temporary name and renamed; the
 cache is bounded in displays per image and in total size (display_cache.py).
 """
@@ -23,14 +25,15 @@ import math
 import os
 import re
 import secrets
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from app.tiles import colormaps, display_cache, science
+from app.tiles import adaptive, colormaps, display_cache, science
 from app.tiles.pyramid import DZI_NAME, OVERLAP, TILE_SIZE
 
 # The display names the server renders and the image page offers, with their labels: the one list of
@@ -44,14 +47,9 @@ EQUALISED = ("histeq", "ahisteq")  # stretches that need the image's equalisatio
 DISPLAY = "display"
 SCALE_FILE = "scale.json"
 SAMPLE_FILE = "sample.npy"
+GRID_FILE = "grid.npy"  # the sample with its places: every step-th pixel of every step-th row
+CELLS_FILE = "cells.npy"
 MAX_SPEC_CHARS = 120
-# Adaptive equalisation (CLAHE): the level is cut into cells of AHE_CELL pixels on a grid anchored at the
-# level's origin; each cell's clipped histogram gives it a mapping, and each pixel blends the mappings of
-# the four cells around it. It works on the globally equalised 8-bit picture, so that faint structure
-# spans many grey levels before it is equalised locally. A tile reads the cells around it too, so it is
-# exactly the same as that part of a render of the whole level.
-AHE_CELL = 64
-AHE_CLIP = 3.0  # a histogram bin holds at most this many times the mean count; the rest is spread out
 _LUT_SIZE = 65536
 _FLOAT_MAX = float(np.finfo(np.float32).max)
 _NUMBER = r"-?(?:\d+(?:\.\d+)?|\.\d+)(?:e[-+]?\d+)?"
@@ -201,11 +199,13 @@ def tile_box(width: int, height: int, level: int, col: int, row: int) -> tuple[i
 
 @dataclass(frozen=True)
 class Scale:
-    """Measured once per image and spec: the interval's data values and, for histeq, the curve."""
+    """Measured once per image and spec: the interval's data values, for histeq and ahisteq the curve, and
+    for ahisteq the mappings of its cells (`adaptive.table`)."""
 
     low: float
     high: float
     curve: tuple[float, ...] = ()
+    cells: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def measure(science_path: str, spec: Spec) -> Scale:
@@ -228,7 +228,43 @@ def measure(science_path: str, spec: Spec) -> Scale:
     curve: tuple[float, ...] = ()
     if spec.stretch in EQUALISED and values is not None:
         curve = equalisation_curve((values - low) / (high - low))
-    return Scale(low, high, curve)
+    if spec.stretch != "ahisteq":
+        return Scale(low, high, curve)
+    scale = Scale(low, high, curve)
+    grid, step = grid_of(science_path)
+    width, height, _ = geometry(science_path)
+    grey = _equalised_grey(_from_array(grid), scale)
+    return Scale(low, high, curve, adaptive.table(adaptive.as_array(grey), step, width, height))
+
+
+def grid_of(science_path: str) -> tuple[np.ndarray, int]:
+    """Every step-th pixel of every step-th row of the full-resolution image (the pixels `sample_of`
+    keeps the finite values of), NaN kept, and the step; kept in `display/grid.npy`."""
+    from app.tiles.scaling import sample_step
+
+    width, height, _ = geometry(science_path)
+    step = sample_step(width, height)
+    cache = Path(science_path).parent / DISPLAY / GRID_FILE
+    try:
+        return np.asarray(np.load(cache, allow_pickle=False), dtype=np.float32), step
+    except (FileNotFoundError, ValueError, OSError):
+        pass
+    full = science.open_page(science_path, 0)
+    picked = full.subsample(step, step) if step > 1 else full
+    grid = np.ndarray(buffer=picked.write_to_memory(), dtype=np.float32, shape=(picked.height, picked.width))
+    buffer = io.BytesIO()
+    np.save(buffer, grid, allow_pickle=False)
+    with contextlib.suppress(FileNotFoundError):  # not when the image's folder is gone (revoked, deleted)
+        make_below(cache.parent.parent, cache.parent)
+        _write_atomically(cache, buffer.getvalue())
+    return grid, step
+
+
+def _from_array(values: np.ndarray) -> Any:
+    import pyvips
+
+    data = np.ascontiguousarray(values, dtype=np.float32)
+    return pyvips.Image.new_from_memory(data.data, data.shape[1], data.shape[0], 1, "float")
 
 
 def sample_of(science_path: str) -> np.ndarray:
@@ -257,7 +293,7 @@ def scale_of(folder: Path, spec: Spec, science_path: str) -> Scale:
     if not folder.is_dir():  # the image was deleted: do not make its folder again
         return measure(science_path, spec)
     cache = folder / DISPLAY / spec.text / SCALE_FILE
-    scale = _read_scale(cache)
+    scale = _read_scale(cache, spec)
     if scale is not None:
         return scale
     try:
@@ -265,9 +301,17 @@ def scale_of(folder: Path, spec: Spec, science_path: str) -> Scale:
     except FileNotFoundError:  # revoked or deleted meanwhile
         return measure(science_path, spec)
     with science.locked(cache.parent / ".scale.lock"):
-        scale = _read_scale(cache)
+        scale = _read_scale(cache, spec)
         if scale is None:
+            if cache.exists():
+                # an ahisteq scale from before its cells were fixed in image pixels: its tiles were
+                # equalised with cells of each level's own pixels, and would not match new ones
+                shutil.rmtree(cache.parent / f"{DZI_NAME}_files", ignore_errors=True)
             scale = measure(science_path, spec)
+            if scale.cells is not None:  # first: the scale file's arrival says the display is measured
+                buffer = io.BytesIO()
+                np.save(buffer, scale.cells, allow_pickle=False)
+                _write_atomically(cache.with_name(CELLS_FILE), buffer.getvalue())
             _write_atomically(cache, json.dumps(
                 {"low": scale.low, "high": scale.high, "curve": list(scale.curve)}).encode())
     return scale
@@ -285,12 +329,13 @@ def cuts_of(folder_text: str, science_path: str, spec_text: str,
     return scale.low, scale.high
 
 
-def _read_scale(path: Path) -> Scale | None:
+def _read_scale(path: Path, spec: Spec) -> Scale | None:
     try:
         values = json.loads(path.read_bytes())
-    except (FileNotFoundError, ValueError):
+        cells = np.load(path.with_name(CELLS_FILE), allow_pickle=False) if spec.stretch == "ahisteq" else None
+    except (FileNotFoundError, ValueError, OSError):
         return None
-    return Scale(float(values["low"]), float(values["high"]), tuple(float(v) for v in values["curve"]))
+    return Scale(float(values["low"]), float(values["high"]), tuple(float(v) for v in values["curve"]), cells)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -354,17 +399,14 @@ def render_region(science_path: str, scale: Scale, spec: Spec, level: int,
                   box: tuple[int, int, int, int]) -> Any:
     """The 8-bit (grey or RGB) picture of `box` at `level` (a lazy libvips image)."""
     width, height, pages = geometry(science_path)
-    level_width, level_height = level_size(width, height, level)
     left, top, box_width, box_height = box
     if spec.stretch == "ahisteq":
-        cell = AHE_CELL
-        x0, y0 = max(0, (left // cell - 1) * cell), max(0, (top // cell - 1) * cell)
-        x1 = min(level_width, ((left + box_width - 1) // cell + 2) * cell)
-        y1 = min(level_height, ((top + box_height - 1) // cell + 2) * cell)
-        values = _level_region(science_path, width, height, pages, level, (x0, y0, x1 - x0, y1 - y0))
-        grey = _index(values, scale).maplut(_lut("histeq", "grey", scale.curve))
-        array = np.ndarray(buffer=grey.write_to_memory(), dtype=np.uint8, shape=(grey.height, grey.width))
-        equalised = adaptive_equalisation(array, (x0, y0), (level_width, level_height), box)
+        if scale.cells is None:
+            raise ValueError("an ahisteq scale needs its cells' mappings (measure it with scale_of)")
+        values = _level_region(science_path, width, height, pages, level, box)
+        grey = adaptive.as_array(_equalised_grey(values, scale))
+        shrink = 2 ** (max_level(width, height) - level)
+        equalised = adaptive.equalise(grey, scale.cells, adaptive.cell_size(width, height), shrink, left, top)
         coloured = np.ascontiguousarray(colormaps.table(spec.colormap)[equalised])
         import pyvips
 
@@ -379,45 +421,9 @@ def render_region(science_path: str, scale: Scale, spec: Spec, level: int,
     return _index(values, scale).maplut(_lut(spec.stretch, spec.colormap, scale.curve))
 
 
-def adaptive_equalisation(grey: np.ndarray, origin: tuple[int, int], level: tuple[int, int],
-                          box: tuple[int, int, int, int]) -> np.ndarray:
-    """CLAHE of `box` (left, top, width, height in level pixels) from `grey`, the 8-bit picture of a
-    region of the level that starts at `origin` (a corner of the cell grid) and holds every cell around
-    the box."""
-    cell = AHE_CELL
-    rows, cols = -(-grey.shape[0] // cell), -(-grey.shape[1] // cell)
-    maps = np.empty((rows, cols, 256), dtype=np.float32)
-    for j in range(rows):
-        for i in range(cols):
-            block = grey[j * cell:(j + 1) * cell, i * cell:(i + 1) * cell]
-            histogram = np.bincount(block.ravel(), minlength=256).astype(np.float64)
-            limit = max(1.0, AHE_CLIP * block.size / 256)
-            excess = np.maximum(histogram - limit, 0.0).sum()
-            histogram = np.minimum(histogram, limit) + excess / 256
-            cdf = np.cumsum(histogram)
-            maps[j, i] = 255.0 * cdf / cdf[-1]
-    left, top, width, height = box
-    level_cols, level_rows = -(-level[0] // cell), -(-level[1] // cell)
-
-    def neighbours(start: int, count: int, cells: int, first: int) -> tuple[np.ndarray, np.ndarray,
-                                                                             np.ndarray]:
-        # position of each pixel centre between the centres of the cells on either side
-        where = (np.arange(start, start + count) + 0.5) / cell - 0.5
-        low = np.floor(where)
-        weight = (where - low).astype(np.float32)
-        before = np.clip(low, 0, cells - 1).astype(np.intp) - first
-        after = np.clip(low + 1, 0, cells - 1).astype(np.intp) - first
-        return before, after, weight
-
-    x_before, x_after, x_weight = neighbours(left, width, level_cols, origin[0] // cell)
-    y_before, y_after, y_weight = neighbours(top, height, level_rows, origin[1] // cell)
-    values = grey[top - origin[1]:top - origin[1] + height, left - origin[0]:left - origin[0] + width]
-    yb, ya, xb, xa = y_before[:, None], y_after[:, None], x_before[None, :], x_after[None, :]
-    upper = maps[yb, xb, values] * (1 - x_weight) + maps[yb, xa, values] * x_weight
-    lower = maps[ya, xb, values] * (1 - x_weight) + maps[ya, xa, values] * x_weight
-    blended = upper * (1 - y_weight[:, None]) + lower * y_weight[:, None]
-    result: np.ndarray = np.round(blended).astype(np.uint8)
-    return result
+def _equalised_grey(values: Any, scale: Scale) -> Any:
+    """The globally equalised 8-bit picture of `values` that ahisteq equalises cell by cell."""
+    return _index(values, scale).maplut(_lut("histeq", "grey", scale.curve))
 
 
 def _index(values: Any, scale: Scale) -> Any:

@@ -19,7 +19,8 @@ import numpy as np
 import pyvips
 
 INTERVALS = ("auto", "zscale", "percentile", "minmax", "manual")
-STRETCHES = ("auto", "linear", "sqrt", "log", "asinh", "histeq")
+STRETCHES = ("auto", "linear", "sqrt", "log", "asinh", "histeq", "ahisteq")
+EQUALISED = ("histeq", "ahisteq")  # stretches that equalise with the image's histogram (its curve)
 LUT_SIZE = 65536
 SAMPLE_PIXELS = 1_000_000
 CURVE_POINTS = 257  # quantiles kept of a frozen histogram equalisation
@@ -29,8 +30,10 @@ _FLOAT_MAX = float(np.finfo(np.float32).max)
 @dataclass(frozen=True)
 class Scaling:
     """How to map pixel values to display grey levels. `auto` keeps 8-bit rasters as they are and uses
-    zscale + linear for science data. `manual` uses the data values `low` and `high` as the limits and, for
-    `histeq`, the equalisation `curve` (quantiles of the normalised values, 0..1) instead of measuring
+    zscale + linear for science data. `ahisteq` is adaptive histogram equalisation (app/tiles/adaptive.py):
+    `display` gives its globally equalised picture, which ingest then equalises cell by cell. `manual`
+    uses the data values `low` and `high` as the limits and, for `histeq` and `ahisteq`, the equalisation
+    `curve` (quantiles of the normalised values, 0..1) instead of measuring
     them on each image."""
 
     interval: str = "auto"
@@ -99,11 +102,16 @@ class Applied:
 
 def sample(image: pyvips.Image) -> np.ndarray:
     """At most a million (and at least a quarter of that) finite values spread evenly over the image."""
-    step = max(1, int(np.ceil(np.sqrt(image.width * image.height / SAMPLE_PIXELS))))
+    step = sample_step(image.width, image.height)
     if step > 1:
         image = image.subsample(step, step)
     values = np.asarray(image.numpy(), dtype=np.float64).ravel()
     return values[np.isfinite(values)]
+
+
+def sample_step(width: int, height: int) -> int:
+    """`sample` takes every step-th pixel of every step-th row."""
+    return max(1, int(np.ceil(np.sqrt(width * height / SAMPLE_PIXELS))))
 
 
 def limits(values: np.ndarray, interval: str, scaling: Scaling) -> tuple[float, float]:
@@ -186,14 +194,15 @@ def freeze(image: pyvips.Image, scaling: Scaling) -> tuple[Scaling, str]:
         interval = "minmax" if eight_bit else "zscale"
     values = sample(image)
     low, high = limits(values, interval, scaling)
-    curve = equalisation_curve((values - low) / (high - low)) if stretch == "histeq" else ()
+    curve = equalisation_curve((values - low) / (high - low)) if stretch in EQUALISED else ()
     return Scaling(interval="manual", stretch=stretch, low=low, high=high, curve=curve), interval
 
 
 def display(image: pyvips.Image, scaling: Scaling,
             values: np.ndarray | None = None) -> tuple[pyvips.Image, Applied]:
     """The 8-bit picture of `image` (lazy). NaN and infinities render black. `values`: the image's
-    `sample`, when it was taken already."""
+    `sample`, when it was taken already. For `ahisteq` it is the globally equalised picture, equalised with
+    `curve` as dynamic tiles are (the cells are the caller's: `adaptive.equalised_picture`)."""
     eight_bit = str(image.format) == "uchar"
     interval = scaling.interval
     stretch = scaling.stretch
@@ -206,16 +215,21 @@ def display(image: pyvips.Image, scaling: Scaling,
     normalised = None
     if interval == "manual" and scaling.low is not None and scaling.high is not None:
         low, high = float(scaling.low), float(scaling.high)
-        if stretch == "histeq" and not scaling.curve:
+        if stretch in EQUALISED and not scaling.curve:
             values = sample(image) if values is None else values
             normalised = (values - low) / (high - low)
     else:
         values = sample(image) if values is None else values
         low, high = limits(values, interval, scaling)
-        if stretch == "histeq":
+        if stretch in EQUALISED:
             normalised = (values - low) / (high - low)
     factor = (LUT_SIZE - 1) / (high - low)
-    lut = stretch_lut(stretch, normalised, scaling.curve)
+    if stretch == "ahisteq":
+        # through the curve's quantiles, as the dynamic tiles' histeq table is (app/tiles/render.py)
+        curve = scaling.curve or (equalisation_curve(normalised) if normalised is not None else ())
+        lut = stretch_lut("histeq", None, curve)
+    else:
+        lut = stretch_lut(stretch, normalised, scaling.curve)
     lut_image = pyvips.Image.new_from_memory(lut.data, LUT_SIZE, 1, 1, "uchar")
     # the cast to ushort clips to 0..65535, so values outside the interval saturate
     index = image.linear(factor, -low * factor).cast("ushort")
