@@ -160,6 +160,10 @@ MOSAIC = named("Mosaic", obj({
     "colormaps": array(STRING), "tile_format": obj({"format": STRING, "tile_size": INTEGER,
                                                      "overlap": INTEGER}),
     "max_images": INTEGER,
+    "frame": nullable(obj({"width": INTEGER, "height": INTEGER, "north_up": BOOLEAN, "ref": nullable(STRING),
+                           "celestial": nullable(mapping(ANY))})),
+    "warning": nullable(STRING), "scaling": one_of("image", "common"),
+    "common": nullable(obj({"interval": STRING, "stretch": STRING, "low": NUMBER, "high": NUMBER})),
 }))
 
 MONITOR = named("Monitor", obj({

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -390,6 +391,13 @@ async def go_to(archive: Archive, image_id: str, ra_text: str | None, dec_text: 
     (1-based, y up), with the position in ICRS degrees; 400 for text that is not a position, 404 for a
     name the archive does not know, 422 for a position off the image."""
     image = await load_image(archive, image_id)
+    return await go_to_on(archive, image.header, image.width, image.height, ra_text, dec_text, frame,
+                          name_text)
+
+
+async def go_to_on(archive: Archive, header: Mapping[str, Any], width: int, height: int, ra_text: str | None,
+                   dec_text: str | None, frame: str | None, name_text: str | None = None) -> dict[str, Any]:
+    """`go_to` on any celestial header of that size in pixels (an image's, or a mosaic's frame)."""
     source: dict[str, Any] = {}
     if name_text and name_text.strip() and not (ra_text or dec_text):
         ra, dec, named = await resolve_name(archive, name_text)
@@ -403,7 +411,7 @@ async def go_to(archive: Archive, image_id: str, ra_text: str | None, dec_text: 
         except ValueError as error:
             raise BadRequest(str(error)) from None
     try:
-        x, y = await archive.run_in_pool(locate, image.header, image.width, image.height, ra, dec)
+        x, y = await archive.run_in_pool(locate, header, width, height, ra, dec)
     except OffImage as error:
         raise UnprocessableEntity(str(error)) from None
     except ValueError as error:

@@ -266,7 +266,7 @@ def placements(sheets: Sequence[Sheet], reference: Sheet | None = None) -> list[
             continue
         pieces = place(reference_wcs, (reference.width, reference.height), wcs, (sheet.width, sheet.height))
         if pieces is None:
-            result.append("it is too far from the first image to place in that image's projection")
+            result.append("it is too far from the reference to place in its projection")
             continue
         result.append({"pieces": [piece.as_dict() for piece in pieces],
                        "error_px": max(piece.error_px for piece in pieces)})

@@ -2,7 +2,9 @@
 // placed as the server computed from the WCS. Controls (show/hide, opacity, colormap, blink) are drawn for
 // one page of images at a time, so a mosaic of hundreds stays light; OpenSeadragon loads only the tiles in
 // view. The embed of an image with planes has a plane slider (planes.js): a plane other than the first is
-// shown with the dynamic tiles of that plane in the image's own display.
+// shown with the dynamic tiles of that plane in the image's own display. The frame is north up (or one image's
+// pixel grid, `ref=`); under the cursor its RA/Dec, with the scale bar, compass and go-to that the image page
+// has (overlays.js). With `scaling=common` every image is drawn through the same interval.
 (function () {
   "use strict";
 
@@ -23,8 +25,9 @@
     if (!container || !source || typeof OpenSeadragon === "undefined") { return; }
     var data = JSON.parse(source.textContent);
     if (!data.layers.length) { return; }
-    // viewport units: the reference image is 1 wide
-    var unit = 1 / data.reference.width;
+    // viewport units: the frame is 1 wide
+    var frame = data.frame;
+    var unit = 1 / frame.width;
     var options = {
       element: container,
       prefixUrl: container.dataset.prefix,
@@ -51,7 +54,7 @@
         return layer.data.tiles_url + "planes/" + layer.plane + "/display/" + layer.data.scaling + "~" +
           encodeURIComponent(colormap) + "/image.dzi";
       }
-      if (colormap === "grey") {
+      if (colormap === "grey" && data.scaling !== "common") {
         // the static Deep Zoom pyramid, described inline: no descriptor request per image
         return { Image: { xmlns: DZI_NS, Url: layer.data.tiles_url + "image_files/",
                           Format: data.tile_format.format, Overlap: String(data.tile_format.overlap),
@@ -113,6 +116,7 @@
         if (adding === 0) {
           viewer.world.setAutoRefigureSizes(true);
           viewer.viewport.goHome(true);
+          if (drawOverlays) { drawOverlays(); }
         }
         if (layer.wanted !== null) { setPlane(layer, layer.wanted); }
       });
@@ -327,8 +331,67 @@
       return { x: point.x, y: point.y };
     }
 
+    // The frame's sky: RA/Dec under the cursor, scale bar, compass and go to, as on the image page.
+    // Frame pixels: "display" ones (0 at the top-left edge, y down) are viewport units / unit; astropy's
+    // are 0 at the first pixel's centre, y up.
+    var grid = frame.celestial && typeof ImagexSky !== "undefined" ? new ImagexSky.Grid(frame.celestial) : null;
+    var rough = window.ImagexOverlays ? ImagexOverlays.roughness(frame.celestial) : "";
+    function astropyOf(point) { return [point.x / unit - 0.5, frame.height - point.y / unit - 0.5]; }
+    function pointOf(ax, ay) { return new OpenSeadragon.Point((ax + 0.5) * unit, (frame.height - ay - 0.5) * unit); }
+    var skyOut = document.getElementById("readout-sky");
+    var galactic = document.getElementById("readout-galactic");
+    function showSky(point) {
+      if (!skyOut || !grid) { return; }
+      if (!point) { skyOut.textContent = ""; return; }
+      var at = astropyOf(point);
+      skyOut.textContent = ImagexOverlays.skyText(grid, at[0], at[1], galactic && galactic.checked, rough);
+    }
+    var lastPoint = null, drawOverlays = null;
+    if (grid && window.ImagexOverlays) {
+      new OpenSeadragon.MouseTracker({
+        element: viewer.container,
+        moveHandler: function (event) { lastPoint = viewer.viewport.pointFromPixel(event.position); showSky(lastPoint); },
+        leaveHandler: function () { lastPoint = null; showSky(null); }
+      }).setTracking(true);
+      if (galactic) { galactic.addEventListener("change", function () { showSky(lastPoint); }); }
+      var overlays = new ImagexOverlays.ScaleAndCompass(viewer);
+      var screenAngle = function (at, direction) {
+        var from = viewer.viewport.pixelFromPoint(pointOf(at[0], at[1]), true);
+        var to = viewer.viewport.pixelFromPoint(pointOf(at[0] + direction[0], at[1] + direction[1]), true);
+        return Math.atan2(to.x - from.x, -(to.y - from.y)) * 180 / Math.PI;
+      };
+      drawOverlays = function () {
+        var centre = astropyOf(viewer.viewport.getCenter(true));
+        var local = grid.local(centre[0], centre[1]);
+        var zoom = viewer.viewport.deltaPixelsFromPoints(new OpenSeadragon.Point(unit, 0), true).x;
+        overlays.draw(local, ImagexSky.ANGLE_UNITS, local ? local.arcsecPerPixel : null, zoom,
+          function (direction) { return screenAngle(centre, direction); });
+      };
+      viewer.addHandler("animation", drawOverlays);
+      viewer.addHandler("animation-finish", drawOverlays);
+      viewer.addHandler("resize", drawOverlays);
+      var form = document.getElementById("goto"), message = document.getElementById("goto-message");
+      if (form && message && form.dataset.locate) {
+        ImagexOverlays.goTo(viewer, form, message, form.dataset.locate, function (answer) {
+          return pointOf(answer.x - 1, answer.y - 1);
+        });
+      }
+    }
+
+    // The frame and scaling choices reload the page with them in its URL.
+    [["mosaic-ref", "ref"], ["mosaic-scaling", "scaling"]].forEach(function (pair) {
+      var select = document.getElementById(pair[0]);
+      if (!select) { return; }
+      select.addEventListener("change", function () {
+        var url = new URL(window.location.href);
+        if (select.value && select.value !== "image") { url.searchParams.set(pair[1], select.value); } else { url.searchParams.delete(pair[1]); }
+        window.location.assign(url.toString());
+      });
+    });
+
     window.imagexViewer = viewer;
     window.imagexMosaic = {
+      frame: frame, astropyOf: astropyOf, pointOf: pointOf,
       viewer: viewer, layers: layers, toElement: toElement, step: step,
       setColormap: function (index, colormap) { setColormap(layers[index], colormap); },
       setPlane: function (index, plane) { setPlane(layers[index], plane); },

@@ -20,10 +20,6 @@
     if (element) { element.textContent = text; }
   }
 
-  function signed(value, decimals) {
-    return (value < 0 ? "-" : "+") + Math.abs(value).toFixed(decimals);
-  }
-
   // Pixel values from the tile server, one request in flight and the latest position wins: an answer is
   // shown only if no newer position (or leaving the image) came after the one it answers. `kind` is
   // "pixel" (one value) or "block" (the 5x5 values around it, for the pixel table); `show` gets the answer,
@@ -138,12 +134,6 @@
     }).catch(function () { /* offline: nothing to say about the links */ });
   }
 
-  function svg(name, attributes) {
-    var element = document.createElementNS("http://www.w3.org/2000/svg", name);
-    Object.keys(attributes).forEach(function (key) { element.setAttribute(key, attributes[key]); });
-    return element;
-  }
-
   function start() {
     var element = document.getElementById("viewer");
     if (!element || typeof OpenSeadragon === "undefined") { return; }
@@ -199,14 +189,7 @@
       if (!grid) { setText(skyOut, ""); return; }
       // the centre of the pixel under the cursor, like its x/y and value
       var ax = x, ay = height - 1 - y;
-      if (galactic && galactic.checked) {
-        var lb = grid.galactic(ax, ay);
-        setText(skyOut, lb ? "l " + lb[0].toFixed(6) + "\u00b0, b " + signed(lb[1], 6) + "\u00b0" + roughness : "no sky position");
-        return;
-      }
-      var radec = grid.sky(ax, ay);
-      setText(skyOut, radec ? "RA " + ImagexSky.formatRa(radec[0]) + ", Dec " + ImagexSky.formatDec(radec[1]) +
-        " (" + radec[0].toFixed(6) + "\u00b0, " + signed(radec[1], 6) + "\u00b0)" + roughness : "no sky position");
+      setText(skyOut, ImagexOverlays.skyText(grid, ax, ay, galactic && galactic.checked, roughness));
     }
 
     function clear() {
@@ -321,29 +304,7 @@
     if (galactic) { galactic.addEventListener("change", function () { if (last) { showSky(last[0], last[1]); } }); }
 
     // Scale bar and compass, redrawn for the view centre whenever the view changes.
-    var bar = document.createElement("div");
-    bar.className = "scale-bar";
-    bar.id = "scale-bar";
-    var barLine = document.createElement("div");
-    barLine.className = "scale-bar-line";
-    var barLabel = document.createElement("span");
-    barLabel.className = "scale-bar-label";
-    bar.appendChild(barLine);
-    bar.appendChild(barLabel);
-    bar.hidden = true;
-    var compass = svg("svg", { "class": "compass", id: "compass", viewBox: "-40 -40 80 80", width: "80", height: "80",
-      role: "img", "aria-label": "compass: north and east" });
-    var arrows = {};
-    [["N", "north"], ["E", "east"]].forEach(function (pair) {
-      var group = svg("g", { "class": "compass-" + pair[1] });
-      group.appendChild(svg("line", { x1: "0", y1: "0", x2: "0", y2: "-24" }));
-      group.appendChild(svg("polygon", { points: "0,-30 -4,-22 4,-22" }));
-      var label = svg("text", { x: "0", y: "-31", "text-anchor": "middle" });
-      label.textContent = pair[0];
-      group.appendChild(label);
-      compass.appendChild(group);
-      arrows[pair[1]] = { group: group, label: label };
-    });
+    var overlays = new ImagexOverlays.ScaleAndCompass(viewer);
 
     function imageZoom() {
       var item = viewer.world.getItemAt(0);
@@ -364,31 +325,8 @@
       } else if (physical) {
         units = ImagexSky.LENGTH_UNITS; perPixel = Math.sqrt(physical.x * physical.y);
       }
-      if (units && perPixel > 0) {
-        // at most 150 screen pixels long
-        var nice = ImagexSky.niceLength(150 * perPixel / zoom, units);
-        if (nice) {
-          bar.hidden = false;
-          barLine.style.width = (nice.size / perPixel * zoom).toFixed(1) + "px";
-          barLabel.textContent = String(nice.value) + (units === ImagexSky.LENGTH_UNITS ? " " : "") + nice.unit;
-        }
-      } else {
-        bar.hidden = true;
-      }
-      local = local || mapLocal;
-      if (local) {
-        compass.style.display = "";
-        // each direction as the screen shows it, through OpenSeadragon's own rotation and flip
-        [["north", local.north], ["east", local.east]].forEach(function (pair) {
-          var angle = screenAngle(centre, pair[1]);
-          arrows[pair[0]].group.setAttribute("transform", "rotate(" + angle.toFixed(2) + ")");
-          arrows[pair[0]].label.setAttribute("transform", "rotate(" + (-angle).toFixed(2) + " 0 -35)");
-        });
-        compass.dataset.north = local.north.map(function (v) { return v.toFixed(4); }).join(",");
-        compass.dataset.east = local.east.map(function (v) { return v.toFixed(4); }).join(",");
-      } else {
-        compass.style.display = "none";
-      }
+      // each direction as the screen shows it, through OpenSeadragon's own rotation and flip
+      overlays.draw(local || mapLocal, units, perPixel, zoom, function (direction) { return screenAngle(centre, direction); });
     }
 
     // The angle on screen (degrees clockwise from up) of a pixel direction (astropy's: x right, y up) at
@@ -477,8 +415,7 @@
       map = described.geographic && !grid ? new ImagexSky.MapGrid(described.geographic) : null;
       physical = described.physical || null;
       // A projection the grid could not follow within 0.1" (e.g. an all-sky map near its rim) says so.
-      var worst = grid ? Number(described.celestial.max_error_arcsec) : 0;
-      roughness = worst > 0.1 ? " \u00b1" + (worst < 60 ? worst.toPrecision(2) + "\u2033" : (worst / 60).toPrecision(2) + "\u2032") : "";
+      roughness = ImagexOverlays.roughness(grid ? described.celestial : null);
       element.dataset.described = "true";
       drawOverlays();
       if (last) { showSky(last[0], last[1]); }
@@ -492,8 +429,6 @@
 
     viewer.addOnceHandler("open", function () {
       viewer.addControl(loading, { anchor: OpenSeadragon.ControlAnchor.TOP_RIGHT, autoFade: false });
-      viewer.addControl(bar, { anchor: OpenSeadragon.ControlAnchor.BOTTOM_LEFT, autoFade: false });
-      viewer.addControl(compass, { anchor: OpenSeadragon.ControlAnchor.TOP_LEFT, autoFade: false });
       restoreView();
       drawOverlays();
     });
@@ -505,42 +440,8 @@
     var form = document.getElementById("goto");
     var message = document.getElementById("goto-message");
     if (form && message && element.dataset.locate) {
-      form.addEventListener("submit", function (event) {
-        event.preventDefault();
-        var query = new URLSearchParams(new FormData(form));
-        // an object name, or a position: whichever was typed (a name when both were)
-        if ((query.get("name") || "").trim()) { query.delete("ra"); query.delete("dec"); } else { query.delete("name"); }
-        message.textContent = "\u2026";
-        message.className = "";
-        fetch(element.dataset.locate + "?" + query.toString(), { headers: { Accept: "application/json" } })
-          .then(function (response) {
-            return response.json().then(function (body) { return { ok: response.ok, body: body }; });
-          })
-          .then(function (answer) {
-            if (!answer.ok) {
-              message.className = "error";
-              message.textContent = answer.body.error || "that position could not be placed";
-              return;
-            }
-            var item = viewer.world.getItemAt(0);
-            var place = item.imageToViewportCoordinates(imageOf(answer.body.x, answer.body.y));
-            viewer.viewport.panTo(place);
-            // a ring marks the place until the next "go to"
-            var marker = document.getElementById("goto-marker");
-            if (marker) { viewer.removeOverlay(marker); }
-            marker = document.createElement("div");
-            marker.id = "goto-marker";
-            marker.className = "goto-marker";
-            viewer.addOverlay({ element: marker, location: place, placement: OpenSeadragon.Placement.CENTER });
-            message.textContent = (answer.body.name ? answer.body.name + ", the centre of " + answer.body.from.name + ": " : "") +
-              "centred on RA " + ImagexSky.formatRa(answer.body.ra) + ", Dec " +
-              ImagexSky.formatDec(answer.body.dec) + " (FITS x " + answer.body.x.toFixed(1) + ", y " + answer.body.y.toFixed(1) + ")";
-            marker.title = message.textContent;
-          })
-          .catch(function () {
-            message.className = "error";
-            message.textContent = "the server did not answer; try again";
-          });
+      ImagexOverlays.goTo(viewer, form, message, element.dataset.locate, function (answer) {
+        return viewer.world.getItemAt(0).imageToViewportCoordinates(imageOf(answer.x, answer.y));
       });
     }
   }

@@ -287,6 +287,27 @@ def sample_of(science_path: str) -> np.ndarray:
     return values
 
 
+COMMON_SAMPLE = 20_000  # values of each image in a common interval: each image weighs the same
+
+
+def common_limits(science_paths: list[str], interval: str) -> tuple[float, float]:
+    """In a pool process: one interval (`zscale`, `minmax` or `percentile` 99.5) measured over the
+    samples of several images together (each image's `sample_of`, thinned evenly to COMMON_SAMPLE values),
+    so that a mosaic shown with it has one background and one brightness."""
+    from app.tiles.scaling import Scaling, limits
+
+    parts = []
+    for path in science_paths:
+        values = sample_of(path)
+        step = max(1, math.ceil(values.size / COMMON_SAMPLE))
+        parts.append(values[::step])
+    values = np.concatenate(parts) if parts else np.zeros(0)
+    if interval == "percentile":
+        return limits(values, "percentile", Scaling(low_percent=0.25, high_percent=99.75))
+    low, high = limits(values, interval, Scaling())
+    return float(low), float(high)
+
+
 def scale_of(folder: Path, spec: Spec, science_path: str) -> Scale:
     """The spec's scale, read from its cache file or measured and cached (once: a lock keeps concurrent
     first requests from measuring twice)."""

@@ -27,15 +27,15 @@ def mosaic_data(html: str) -> dict[str, Any]:
     return dict(json.loads(match.group(1)))
 
 
-async def api(client: Any, ids: str) -> tuple[int, dict[str, Any]]:
-    response = await client.get("/api/mosaic", query_string={"ids": ids})
+async def api(client: Any, ids: str, **options: str) -> tuple[int, dict[str, Any]]:
+    response = await client.get("/api/mosaic", query_string={"ids": ids, **options})
     return response.status_code, await response.get_json()
 
 
-async def test_images_are_placed_relative_to_the_first(client, add_image):
+async def test_images_are_placed_relative_to_a_chosen_reference(client, add_image):
     first = await add_image("a.fits", size=200)
     turned = await add_image("b.fits", size=160, rotation=30.0)
-    status, view = await api(client, f"{first.id},{turned.id}")
+    status, view = await api(client, f"{first.id},{turned.id}", ref=first.id)
     assert status == 200, view
     assert [layer["id"] for layer in view["layers"]] == [first.id, turned.id]
     assert view["reference"] == {"id": first.id, "name": first.name, "width": 200, "height": 200}
@@ -49,6 +49,113 @@ async def test_images_are_placed_relative_to_the_first(client, add_image):
     assert piece["y"] + piece["height"] / 2 == pytest.approx(100, abs=0.05)
     assert piece["degrees"] == pytest.approx(-30.0, abs=0.05)
     assert view["layers"][1]["error_px"] < 0.5
+    assert view["frame"]["ref"] == first.id and view["frame"]["north_up"] is False
+    assert (view["frame"]["width"], view["frame"]["height"]) == (200, 200)
+
+
+async def test_by_default_the_frame_is_north_up_whichever_image_comes_first(client, add_image):
+    turned = await add_image("b.fits", size=160, rotation=30.0)
+    upright = await add_image("a.fits", size=200)
+    status, view = await api(client, f"{turned.id},{upright.id}")
+    assert status == 200, view
+    assert view["reference"] is None and view["warning"] is None
+    frame = view["frame"]
+    assert frame["north_up"] is True and frame["ref"] is None
+    # the frame is at the images' pixel scale and holds the whole footprint: the upright image fills it
+    [upright_piece] = view["layers"][1]["pieces"]
+    assert upright_piece["degrees"] == pytest.approx(0, abs=0.05)
+    assert upright_piece["scale"] == pytest.approx(1, abs=1e-3)
+    assert upright_piece["x"] + 100 == pytest.approx(frame["width"] / 2, abs=1)
+    assert upright_piece["y"] + 100 == pytest.approx(frame["height"] / 2, abs=1)
+    [turned_piece] = view["layers"][0]["pieces"]
+    assert turned_piece["degrees"] == pytest.approx(-30.0, abs=0.05)
+    assert frame["celestial"]["nx"] >= 1 and frame["celestial"]["max_error_arcsec"] < 0.1
+
+
+async def test_go_to_places_a_position_in_the_mosaic_frame(client, add_image):
+    first = await add_image("a.fits", size=120)
+    second = await add_image("b.fits", size=120, rotation=40.0)
+    ids = f"{first.id},{second.id}"
+    _, view = await api(client, ids)
+    located = await client.get(f"/api/images/{first.id}/locate", query_string={"ra": "150.1", "dec": "2.2"})
+    centre = await located.get_json()
+    for options in ({}, {"ref": second.id}):
+        response = await client.get("/api/mosaic/locate", query_string={"ids": ids, "ra": str(centre["ra"]),
+                                                                       "dec": str(centre["dec"]), **options})
+        answer = await response.get_json()
+        assert response.status_code == 200, answer
+        assert answer["ra"] == pytest.approx(centre["ra"])
+    response = await client.get("/api/mosaic/locate", query_string={"ids": ids, "ra": "150.1", "dec": "89"})
+    assert response.status_code == 422
+    assert view["frame"]["north_up"] is True
+
+
+async def test_images_too_far_apart_get_a_warning_naming_them(client, add_image):
+    from tests.conftest import FIELD_DEC, FIELD_RA
+
+    here = await add_image("here.fits", size=80, OBJECT=HOSTILE)
+    far = await add_image("far.fits", size=80, CRVAL1=(FIELD_RA + 120.0) % 360, CRVAL2=-FIELD_DEC)
+    status, view = await api(client, f"{here.id},{far.id}")
+    assert status == 200
+    assert view["layers"] == [] and view["frame"] is None
+    warning = view["warning"]
+    assert f"{HOSTILE} ({here.id})" in warning and f"Test field ({far.id})" in warning
+    assert "too far apart on the sky to show together" in warning and "120°" in warning
+    html = await text_of(await client.get(f"/mosaic?ids={here.id},{far.id}"))
+    assert 'id="mosaic-warning"' in html and "<script>alert(1)" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and far.id in html
+    assert 'id="mosaic-viewer"' not in html and "None of these images can be shown" not in html
+    # with one of them as the reference, the other is left out with its reason
+    _, chosen = await api(client, f"{here.id},{far.id}", ref=here.id)
+    assert [layer["id"] for layer in chosen["layers"]] == [here.id]
+    assert chosen["warning"] is None and chosen["notices"] == [
+        f"Test field ({far.id}) is left out: it is too far from the reference to place in its projection"]
+
+
+async def test_common_scaling_gives_every_image_the_same_interval_and_the_seam_shrinks(client, add_image):
+    rng = np.random.default_rng(7)
+    sky = rng.normal(100.0, 5.0, (96, 96))
+    # the same sky, but half of the second image holds a bright nebula: its own interval is shifted up, so
+    # its sky shows darker than the first image's, a seam where they overlap
+    nebula = rng.normal(100.0, 5.0, (96, 96))
+    nebula[:, :48] += 400.0
+    plain = await add_image("plain.fits", size=96, data=sky)
+    bright = await add_image("nebula.fits", size=96, data=nebula)
+    ids = f"{plain.id},{bright.id}"
+    _, own = await api(client, ids)
+    assert own["scaling"] == "image" and own["common"] is None
+    _, common = await api(client, ids, scaling="common")
+    assert common["scaling"] == "common"
+    low, high = common["common"]["low"], common["common"]["high"]
+    assert low < 100 < high
+    [first, second] = common["layers"]
+    assert first["scaling"] == second["scaling"] and first["scaling"].startswith("m")
+
+    async def sky_grey(view: dict[str, Any]) -> list[float]:
+        """The mean grey of the sky-only half (display columns 56 to 96) of each image's full-size tile."""
+        greys = []
+        for layer in view["layers"]:
+            full_size = f"{layer['tiles_url']}display/{layer['scaling']}~grey/image_files/7/0_0.jpeg"
+            tile = await client.get(full_size)
+            assert tile.status_code == 200
+            greys.append(jpeg_mean(await tile.get_data(), 56, 40))
+        return greys
+
+    own_greys, common_greys = await sky_grey(own), await sky_grey(common)
+    assert abs(common_greys[1] - common_greys[0]) < 3
+    assert abs(common_greys[1] - common_greys[0]) < abs(own_greys[1] - own_greys[0]) / 4
+    page = await text_of(await client.get(f"/mosaic?ids={ids}&scaling=common"))
+    assert 'id="mosaic-common"' in page and 'value="common" selected' in page
+
+
+def jpeg_mean(data: bytes, left: int, width: int) -> float:
+    import pyvips
+
+    image = pyvips.Image.new_from_buffer(data, "")
+    return float(image.crop(left, 0, width, image.height).avg())
+
+
+    return float(pyvips.Image.new_from_buffer(data, "").avg())
 
 
 async def test_a_long_mosaic_placed_in_parallel_parts_is_placed_the_same(client, add_image, monkeypatch):
@@ -117,7 +224,12 @@ async def test_the_first_image_the_asker_may_not_see_is_not_the_reference(client
     hidden = await add_image("hidden.fits", size=80, owner="alice", visibility="private")
     shown = await add_image("shown.fits", size=120)
     _, view = await api(client, f"{hidden.id},{shown.id}")
-    assert view["reference"]["id"] == shown.id
+    assert view["frame"]["north_up"] is True and [layer["id"] for layer in view["layers"]] == [shown.id]
+    # nor can it be chosen: asked for as the reference, it is refused as a missing one is
+    status_hidden, refused = await api(client, f"{hidden.id},{shown.id}", ref=hidden.id)
+    status_missing, missing = await api(client, f"{UNUSED_ID},{shown.id}", ref=UNUSED_ID)
+    assert status_hidden == status_missing == 400
+    assert refused["error"].replace(hidden.id, "ID") == missing["error"].replace(UNUSED_ID, "ID")
 
 
 async def test_an_image_without_celestial_wcs_is_left_out_with_a_notice(client, archive, add_image, tmp_path):
@@ -129,10 +241,10 @@ async def test_an_image_without_celestial_wcs_is_left_out_with_a_notice(client, 
     [lab] = job.image_ids
     _, view = await api(client, f"{lab},{placed.id}")
     assert [layer["id"] for layer in view["layers"]] == [placed.id]
-    assert view["reference"]["id"] == placed.id
+    assert view["frame"] is not None
     assert view["notices"] == [f"Lab frame ({lab}) is left out: it has no celestial WCS"]
     _, alone = await api(client, lab)
-    assert alone["layers"] == [] and alone["reference"] is None
+    assert alone["layers"] == [] and alone["frame"] is None
     page = await text_of(await client.get(f"/mosaic?ids={lab}"))
     assert "None of these images can be shown as a mosaic." in page
 

@@ -196,7 +196,7 @@ def test_an_image_on_the_far_side_of_the_sky_is_not_placed() -> None:
     first = celestial_wcs(REF_RA, REF_DEC, 500, 500)
     opposite = celestial_wcs(REF_RA + 180.0, -REF_DEC, 500, 500)
     result = placements([stored(first, 500), stored(opposite, 500)])
-    assert result[1] == "it is too far from the first image to place in that image's projection"
+    assert result[1] == "it is too far from the reference to place in its projection"
 
 
 @pytest.mark.parametrize("cards", [
