@@ -22,6 +22,7 @@ from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
 from tests.browser.conftest import BIN, imagex_serve, screenshot
+from tests.browser.test_readout_browser import SKY_TEXT, sky_text
 from tests.processes import free_port
 
 pytestmark = pytest.mark.browser
@@ -193,8 +194,9 @@ async def test_each_image_draws_the_star_where_its_placement_says(page, served):
         const viewer = window.imagexViewer;
         const target = viewer.viewport.viewerElementToViewportCoordinates(
             new OpenSeadragon.Point(point[0], point[1]));
-        // four screen pixels per reference pixel (the viewport is 1 reference image wide at zoom 1)
-        viewer.viewport.zoomTo(4 * 600 / viewer.viewport.getContainerSize().x, target, true);
+        // four screen pixels per frame pixel (the viewport is 1 frame wide at zoom 1)
+        const width = window.imagexMosaic.frame.width;
+        viewer.viewport.zoomTo(4 * width / viewer.viewport.getContainerSize().x, target, true);
         viewer.viewport.panTo(target, true);
         viewer.viewport.applyConstraints(true);
     }""", list(positions["Reference"]))
@@ -212,8 +214,9 @@ async def test_each_image_draws_the_star_where_its_placement_says(page, served):
         expected = (await star_positions(page, served))[name]
         seen = await brightest(page, expected)
         zoom = await page.evaluate("() => window.imagexViewer.viewport.getZoom(true) * "
-                                   "window.imagexViewer.viewport.getContainerSize().x / 600")
-        assert zoom > 3  # screen pixels per reference pixel
+                                   "window.imagexViewer.viewport.getContainerSize().x / "
+                                   "window.imagexMosaic.frame.width")
+        assert zoom > 3  # screen pixels per frame pixel
         assert np.hypot(seen[0] - expected[0], seen[1] - expected[1]) < zoom, (name, seen, expected)
 
 
@@ -399,3 +402,23 @@ async def test_the_overlapping_samples_line_up(page, samples):
             seen.append((point["x"], point["y"]))
         assert np.hypot(seen[0][0] - seen[1][0], seen[0][1] - seen[1][1]) < 2.0, seen
     await screenshot(page, "mosaic-samples.png")
+
+
+@pytest.mark.parametrize("frame", ["north up", "ref"])
+async def test_the_mosaic_reads_out_the_sky_as_astropy_does(page, served, frame):
+    """Under the cursor, the RA/Dec of the mosaic's frame (north up, or one image's pixel grid) is where
+    astropy puts that point of each image: over the star, the star's position, within an arcsecond."""
+    ids = ",".join(served.images[name]["id"] for name in FIELDS)
+    ref = f"&ref={served.images['Turned']['id']}" if frame == "ref" else ""
+    response = await page.goto(f"{served.url}/mosaic?ids={ids}{ref}")
+    assert response is not None and response.status == 200
+    await page.wait_for_function(ALL_LOADED, timeout=60_000)
+    box = await page.locator("#mosaic-viewer").bounding_box()
+    assert box is not None
+    for name, (x, y) in (await star_positions(page, served)).items():
+        await page.mouse.move(box["x"] + x + 40, box["y"] + y + 40)  # away first: a fresh reading
+        await page.mouse.move(box["x"] + x, box["y"] + y)
+        match = await sky_text(page, SKY_TEXT)
+        shown = SkyCoord(float(match["ra_deg"]), float(match["dec_deg"]), unit="deg")
+        # the mouse lands on a whole screen pixel: within one frame pixel (about 1") of the star
+        assert shown.separation(STAR).arcsec < 1.5, (frame, name, match.group(0))
