@@ -49,6 +49,8 @@ $(VENDOR)/.copied: node_modules/.package-lock.json
 	cp node_modules/openseadragon/build/openseadragon/openseadragon.min.js $(VENDOR)/openseadragon/
 	cp -r node_modules/openseadragon/build/openseadragon/images $(VENDOR)/openseadragon/images
 	cp node_modules/htmx.org/dist/htmx.min.js $(VENDOR)/
+	mkdir -p $(VENDOR)/aladin-lite
+	cp node_modules/aladin-lite/dist/aladin.js $(VENDOR)/aladin-lite/
 	touch $@
 
 lint:

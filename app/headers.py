@@ -27,6 +27,17 @@ POLICY = ("default-src 'self'; "
           "img-src 'self' data: blob:; "
           "object-src 'none'; base-uri 'none'; form-action 'self'")
 NO_FRAMING = "'none'"
+# The sky page's Aladin Lite (npm `aladin-lite`, its version pinned in package-lock.json) compiles the
+# WebAssembly it carries inline as a data: URL (`wasm-unsafe-eval`, `connect-src data:`), starts a worker
+# from a blob: URL, and adds one <style> element and a style attribute, allowed by their hashes.
+# tests/browser/test_sky_browser.py loads the page and fails on any policy violation.
+ALADIN_STYLE_HASHES = ("'sha256-cEnY4wnnUdAaYodEHQq0zu+362EwEHHSAlawP4BBKmw='",
+                       "'sha256-wkY2X5hecQzbhnFCqvTpwrUJ1f4X8LH5WFjYUzv1wmU='")
+SKY_POLICY = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self' data:; "
+              "worker-src 'self' blob:; "
+              f"style-src 'self' 'unsafe-hashes' {' '.join(ALADIN_STYLE_HASHES)}; "
+              "img-src 'self' data: blob:; "
+              "object-src 'none'; base-uri 'none'; form-action 'self'")
 
 
 def content_disposition(name: str) -> str:
@@ -45,9 +56,14 @@ def allow_framing(sources: str) -> None:
     g.frame_ancestors = sources
 
 
-def content_security_policy(frame_ancestors: str = NO_FRAMING) -> str:
+def use_sky_policy() -> None:
+    """This request's answer is the sky page: the policy Aladin Lite needs (`SKY_POLICY`)."""
+    g.policy = SKY_POLICY
+
+
+def content_security_policy(frame_ancestors: str = NO_FRAMING, policy: str = POLICY) -> str:
     """The policy of a page that the sites of `frame_ancestors` may frame."""
-    return f"{POLICY}; frame-ancestors {frame_ancestors}"
+    return f"{policy}; frame-ancestors {frame_ancestors}"
 
 
 # What every tile answer carries besides its own headers, in the tile layer (app/tiles/server.py) and the
@@ -61,7 +77,7 @@ async def add_security_headers(response: Response) -> Response:
     """After every request (pages, JSON, errors, tiles and static files alike)."""
     frame_ancestors: str = g.get("frame_ancestors") or NO_FRAMING
     headers = response.headers
-    headers["Content-Security-Policy"] = content_security_policy(frame_ancestors)
+    headers["Content-Security-Policy"] = content_security_policy(frame_ancestors, g.get("policy") or POLICY)
     if frame_ancestors == NO_FRAMING:
         headers["X-Frame-Options"] = "DENY"  # for browsers without frame-ancestors
     else:

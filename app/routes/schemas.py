@@ -120,6 +120,14 @@ HISTOGRAM = named("Histogram", obj({
 LOCATION = named("Location", obj({"x": NUMBER, "y": NUMBER, "ra": NUMBER, "dec": NUMBER, "name": STRING,
                                   "from": obj({"id": STRING, "name": STRING}, closed=True)},
                                  optional=("name", "from"), closed=True))
+FOOTPRINTS = named("Footprints", obj({
+    "images": array(obj({"id": STRING, "name": STRING, "url": STRING,
+                         "center": array(NUMBER, minItems=2, maxItems=2),
+                         "corners": array(array(NUMBER, minItems=2, maxItems=2), minItems=3)}, closed=True)),
+    "total": whole("how many images with a sky footprint match", minimum=0),
+    "limit": whole("at most this many are listed, newest first", minimum=1),
+}, closed=True, description="the sky footprints (ICRS degrees, corners in order) of the images the asker may "
+                            "see that have a celestial WCS and match the search parameters"))
 REMOVAL = named("Removal", obj({"deleted": STRING, "original_removed": BOOLEAN}, closed=True))
 
 STORAGE = obj({"images": whole(minimum=0), "bytes": whole(minimum=0), "quota": INTEGER,

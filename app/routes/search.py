@@ -24,13 +24,25 @@ from app.routes.views import htmx, image_summary, page_args, visible_images
 from app.routes.zipstream import zip_stream
 from app.search.compile import SORTABLE, Search, compile_search, element_summary, parameters
 from app.search.elements import MAX_CHOICES
-from app.store.base import MAX_TEXT, MICROS_PER_DAY, MJD_EPOCH, ImageRecord, Scalar, SearchElement
+from app.store.base import (
+    MAX_TEXT,
+    MICROS_PER_DAY,
+    MJD_EPOCH,
+    And,
+    Cone,
+    ImageRecord,
+    Query,
+    Scalar,
+    SearchElement,
+)
 from app.store.dates import header_dates
 
 bp = Blueprint("search", __name__)
 
 
 MAX_SELECTION = 500
+FOOTPRINT_LIMIT = 2000  # footprints drawn on the sky page, newest first
+WHOLE_SKY = Cone(0.0, 0.0, 180.0)  # every image with a sky footprint
 SUGGESTIONS = 15
 
 
@@ -300,3 +312,31 @@ async def download() -> Any:
     response.headers["Content-Disposition"] = 'attachment; filename="imagex-selection.zip"'
     response.timeout = None
     return response
+
+
+@bp.get("/api/search/footprints")
+@described("The sky footprints of the images a search finds", description=(
+    "Takes the parameters of `GET /api/search` (the site's search elements): the images the asker may see "
+    "that have a celestial WCS and match, newest first; the sky page (`/sky`) draws them."),
+    answers={200: ("the footprints, newest first", schemas.FOOTPRINTS),
+             400: ("a search parameter is not valid", ERROR),
+             403: ("guests may not search this site", ERROR)})
+async def footprints() -> Any:
+    archive = get_archive()
+    search = compile_search(await archive.store.list_elements(), _args())
+    if search.errors:
+        raise BadRequest("; ".join(search.errors.values()))
+    _guard(search)
+    wanted: Query = WHOLE_SKY if search.query is None else And((WHOLE_SKY, search.query))
+    total, images = await archive.store.search_images(visible_images(wanted), limit=FOOTPRINT_LIMIT,
+                                                      count_at_most=views.COUNT_LIMIT)
+    shown = []
+    for image in images:
+        sky = image.sky or {}
+        corners = sky.get("corners")
+        if not isinstance(corners, list) or len(corners) < 3:
+            continue
+        shown.append({"id": image.id, "name": image.name, "url": f"/images/{image.id}",
+                      "center": [float(sky["center_ra"]), float(sky["center_dec"])],
+                      "corners": [[float(ra), float(dec)] for ra, dec in corners]})
+    return jsonify({"images": shown, "total": total, "limit": FOOTPRINT_LIMIT})
