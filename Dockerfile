@@ -9,7 +9,7 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG NODE_IMAGE=node:22-bookworm-slim
 
-# 1. Front-end packages from npm (OpenSeadragon, htmx), copied as `make vendor` does.
+# 1. Front-end packages from npm (OpenSeadragon, htmx, Aladin Lite), copied as `make vendor` does.
 FROM ${NODE_IMAGE} AS vendor
 WORKDIR /src
 COPY package.json package-lock.json ./
@@ -17,7 +17,9 @@ RUN npm ci --no-audit --no-fund \
     && mkdir -p vendor/openseadragon \
     && cp node_modules/openseadragon/build/openseadragon/openseadragon.min.js vendor/openseadragon/ \
     && cp -r node_modules/openseadragon/build/openseadragon/images vendor/openseadragon/images \
-    && cp node_modules/htmx.org/dist/htmx.min.js vendor/
+    && cp node_modules/htmx.org/dist/htmx.min.js vendor/ \
+    && mkdir -p vendor/aladin-lite \
+    && cp node_modules/aladin-lite/dist/aladin.js vendor/aladin-lite/
 
 # 2. The Python environment. Every dependency comes as a binary wheel (libvips itself, with its compiled
 # binding, from pyvips-binary) except two pure-Python source packages, ImageX and pyvips: no compiler is

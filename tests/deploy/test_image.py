@@ -98,6 +98,10 @@ def test_the_portal_page_and_its_front_end_files_are_served(first: Container):
     assert viewer.status_code == 200 and "OpenSeadragon" in viewer.text and len(viewer.content) > 100_000
     button = first.client.get("/static/vendor/openseadragon/images/zoomin_rest.png")
     assert button.status_code == 200 and button.content.startswith(b"\x89PNG")
+    sky = first.client.get("/sky")
+    assert sky.status_code == 200 and "/static/vendor/aladin-lite/aladin.js" in sky.text
+    aladin = first.client.get("/static/vendor/aladin-lite/aladin.js")
+    assert aladin.status_code == 200 and "aladin" in aladin.text.lower() and len(aladin.content) > 500_000
 
 
 def wait_for_jobs(container: Container, timeout: float = 300) -> dict[str, Any]:
