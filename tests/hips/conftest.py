@@ -39,3 +39,31 @@ def write_field(path: Path, ra: float, dec: float, *, sources: list[tuple[float,
     header["OBJECT"] = path.stem
     fits.PrimaryHDU(data.astype(np.float32), header=header).writeto(path, overwrite=True)
     return path
+
+
+def survey_values(folder: Path, order: int, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """The survey's values at ICRS positions (degrees), read back from its FITS tiles through each tile's
+    own HPX WCS (astropy), not through app.hips.geometry: NaN where there is no tile."""
+    import warnings
+
+    import astropy.units as u
+    from astropy.wcs import WCS
+    from astropy_healpix import lonlat_to_healpix
+
+    tiles = np.asarray(lonlat_to_healpix(lon * u.deg, lat * u.deg, 1 << order, order="nested"))
+    out = np.full(lon.shape, np.nan)
+    for npix in np.unique(tiles):
+        path = folder / f"Norder{order}" / f"Dir{(npix // 10000) * 10000}" / f"Npix{npix}.fits"
+        if not path.is_file():
+            continue
+        with fits.open(path) as hdus:
+            data, header = hdus[0].data, hdus[0].header
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wcs = WCS(header)
+            here = tiles == npix
+            x, y = wcs.all_world2pix(lon[here], lat[here], 0)
+        column = np.clip(np.round(x).astype(int), 0, data.shape[1] - 1)
+        row = np.clip(np.round(y).astype(int), 0, data.shape[0] - 1)
+        out[here] = data[row, column]
+    return out
