@@ -24,10 +24,10 @@ _ALWAYS_OPEN = {"accounts.login", "accounts.logout", "accounts.register", "stati
 
 def register(app: Quart) -> None:
     from app.routes import accounts as account_routes
-    from app.routes import admin, api, builder, health, mosaic, portal, search, tiles, upload, viewer
+    from app.routes import admin, api, builder, health, hips, mosaic, portal, search, tiles, upload, viewer
 
     for module in (portal, viewer, tiles, api, account_routes, admin, upload, search, builder, health,
-                   mosaic):
+                   mosaic, hips):  # hips: the HiPS surveys (app/routes/hips.py)
         app.register_blueprint(module.bp)
 
     @app.before_request
