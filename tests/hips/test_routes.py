@@ -30,7 +30,8 @@ async def test_public_survey_is_served_to_any_site(client: Any, tmp_path: Path) 
     assert again.status_code == 200  # another file, another ETag
     etag = (await client.get(f"/hips/public/{name}")).headers["ETag"]
     assert (await client.get(f"/hips/public/{name}", headers={"If-None-Match": etag})).status_code == 304
-    for path in ("/hips/public/Moc.fits", "/hips/public/Norder3/Allsky.png", "/hips/public/Norder3/Allsky.jpg"):
+    for path in ("/hips/public/Moc.fits", "/hips/public/Norder3/Allsky.png",
+                 "/hips/public/Norder3/Allsky.jpg"):
         assert (await client.get(path)).status_code == 200, path
 
 
