@@ -135,27 +135,76 @@ def _pixels(wcs: Any, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.
     return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
 
 
-def project(member: Member, path: str, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    """The image's values at these positions (any shape), NaN where it has none: bilinear between the four
-    nearest pixel centres (those that are finite, their weights renormalised)."""
+def reach(member: Member) -> tuple[np.ndarray, float] | None:
+    """The unit vector of the image's centre and the angle (degrees) within which all of it lies, or None
+    when it has no celestial WCS."""
+    wcs = wcs_of(member)
+    if wcs is None:
+        return None
+    w, h = member.width, member.height
+    xs = np.array([(w - 1) / 2, -0.5, w - 0.5, w - 0.5, -0.5, (w - 1) / 2, w - 0.5, (w - 1) / 2, -0.5])
+    ys = np.array([(h - 1) / 2, -0.5, -0.5, h - 0.5, h - 0.5, -0.5, (h - 1) / 2, h - 0.5, (h - 1) / 2])
+    lon, lat = _world(wcs, xs, ys)
+    if not (np.isfinite(lon[0]) and np.isfinite(lat[0])):
+        return None
+    vectors = _vectors(lon, lat)
+    good = np.all(np.isfinite(vectors), axis=1)
+    if not good.all():  # part of the image is off the sky (an all-sky map's corners): no bound
+        return vectors[0], 180.0
+    angles = np.degrees(np.arccos(np.clip(vectors[1:] @ vectors[0], -1, 1)))
+    return vectors[0], float(min(180.0, angles.max() * 1.2 + member.scale_arcsec / 3600))
+
+
+def _vectors(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    a, b = np.radians(lon), np.radians(lat)
+    return np.stack([np.cos(b) * np.cos(a), np.cos(b) * np.sin(a), np.sin(b)], axis=-1)
+
+
+@dataclass
+class Positions:
+    """Sky positions to project onto: ICRS degrees (any shape) and their unit vectors (n, 3)."""
+
+    lon: np.ndarray
+    lat: np.ndarray
+    vectors: np.ndarray
+
+    @classmethod
+    def of(cls, lon: np.ndarray, lat: np.ndarray) -> Positions:
+        return cls(lon, lat, _vectors(lon.ravel(), lat.ravel()))
+
+
+class Placed:
+    """An image's WCS and `reach`, worked out once."""
+
+    def __init__(self, member: Member) -> None:
+        self.member = member
+        self.wcs = wcs_of(member)
+        self.bound = reach(member) if self.wcs is not None else None
+
+
+def project(placed: Placed, path: str, positions: Positions) -> np.ndarray:
+    """The image's values at these positions (their shape), NaN where it has none: bilinear between the
+    four nearest pixel centres (those that are finite, their weights renormalised). Only positions within
+    the image's `reach` are projected: a projection such as TAN also maps the far side of the sky onto the
+    image's plane."""
     import pyvips
 
-    wcs = wcs_of(member)
+    member, wcs, bound = placed.member, placed.wcs, placed.bound
+    lon, lat = positions.lon, positions.lat
     out = np.full(lon.shape, np.nan, dtype=np.float32)
-    if wcs is None:
+    if wcs is None or bound is None:
         return out
-    x, y = _pixels(wcs, lon.ravel(), lat.ravel())
+    centre, radius = bound
+    near = positions.vectors @ centre >= math.cos(math.radians(radius))
+    if not near.any():
+        return out
+    x = np.full(near.shape, np.nan)
+    y = np.full(near.shape, np.nan)
+    x[near], y[near] = _pixels(wcs, lon.ravel()[near], lat.ravel()[near])
     row = member.height - 1 - y  # display orientation, top row first
-    inside = np.isfinite(x) & np.isfinite(row) & (x >= -_EDGE) & (x <= member.width - 1 + _EDGE) \
-        & (row >= -_EDGE) & (row <= member.height - 1 + _EDGE)
-    # a projection can fold the far side of the sky onto the image (TAN at 180 degrees): keep the points
-    # whose pixel maps back to them
-    if inside.any():
-        back_lon, back_lat = _world(wcs, x[inside], y[inside])
-        near = _separation_deg(back_lon, back_lat, lon.ravel()[inside], lat.ravel()[inside]) \
-            < max(member.scale_arcsec, 1e-6) / 3600
-        where = np.flatnonzero(inside)
-        inside[where[~near]] = False
+    with np.errstate(invalid="ignore"):
+        inside = np.isfinite(x) & np.isfinite(row) & (x >= -_EDGE) & (x <= member.width - 1 + _EDGE) \
+            & (row >= -_EDGE) & (row <= member.height - 1 + _EDGE)
     if not inside.any():
         return out
     xi, ri = np.clip(x[inside], 0, member.width - 1), np.clip(row[inside], 0, member.height - 1)
@@ -189,15 +238,6 @@ def _bilinear(block: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         result = np.where(weight > 1e-9, total / weight, np.nan)
     return result.astype(np.float32)
-
-
-def _separation_deg(lon1: np.ndarray, lat1: np.ndarray, lon2: np.ndarray, lat2: np.ndarray) -> np.ndarray:
-    a1, b1, a2, b2 = (np.radians(v) for v in (lon1, lat1, lon2, lat2))
-    chord = np.sqrt((np.cos(b1) * np.cos(a1) - np.cos(b2) * np.cos(a2)) ** 2
-                    + (np.cos(b1) * np.sin(a1) - np.cos(b2) * np.sin(a2)) ** 2
-                    + (np.sin(b1) - np.sin(b2)) ** 2)
-    separation: np.ndarray = np.degrees(2 * np.arcsin(np.clip(chord / 2, 0, 1)))
-    return separation
 
 
 def grey(values: np.ndarray, scale: Scaled) -> np.ndarray:

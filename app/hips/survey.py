@@ -35,7 +35,17 @@ from typing import Any
 import numpy as np
 
 from app.hips import geometry
-from app.hips.projection import Member, Scaled, footprint_tiles, grey, project, scaled, science_path
+from app.hips.projection import (
+    Member,
+    Placed,
+    Positions,
+    Scaled,
+    footprint_tiles,
+    grey,
+    project,
+    scaled,
+    science_path,
+)
 
 INDEX = ".index.json"
 LOCK = ".lock"
@@ -83,7 +93,7 @@ def _png(grey_levels: np.ndarray, alpha: np.ndarray) -> bytes:
     rgba = np.dstack([grey_levels, grey_levels, grey_levels, np.where(alpha, 255, 0)]).astype(np.uint8)
     height, width = grey_levels.shape
     picture = pyvips.Image.new_from_memory(np.ascontiguousarray(rgba).data, width, height, 4, "uchar")
-    return bytes(picture.pngsave_buffer(compression=6, strip=True))
+    return bytes(picture.pngsave_buffer(compression=3, strip=True))
 
 
 def _jpeg(grey_levels: np.ndarray, alpha: np.ndarray) -> bytes:
@@ -193,40 +203,36 @@ def shrink(tile: Tile, factor: int) -> Tile:
 # -- computing tiles --------------------------------------------------------------------------------------
 
 class Sources:
-    """The members' science paths and scalings, found once per update."""
+    """The members' science paths, scalings, WCS and reach, found once per update."""
 
     def __init__(self, max_pixels: int) -> None:
         self.max_pixels = max_pixels
-        self._paths: dict[str, str | None] = {}
-        self._scales: dict[str, Scaled] = {}
+        self._found: dict[str, tuple[Placed, str, Scaled] | None] = {}
 
-    def of(self, member: Member) -> tuple[str, Scaled] | None:
-        if member.id not in self._paths:
+    def of(self, member: Member) -> tuple[Placed, str, Scaled] | None:
+        if member.id not in self._found:
             try:
-                path: str | None = science_path(member, self.max_pixels)
+                path = science_path(member, self.max_pixels)
+                self._found[member.id] = (Placed(member), path, scaled(member, path))
             except Exception:  # deleted meanwhile, or its original is gone: it shows nothing
-                path = None
-            self._paths[member.id] = path
-            if path is not None:
-                self._scales[member.id] = scaled(member, path)
-        path = self._paths[member.id]
-        return None if path is None else (path, self._scales[member.id])
+                self._found[member.id] = None
+        return self._found[member.id]
 
 
 def deepest_tile(order: int, npix: int, members: Iterable[Member], sources: Sources) -> Tile:
     """The tile from the members that may touch it, the most recent on top."""
     tile = Tile.blank()
-    lon, lat = geometry.tile_lonlat(order, npix)
+    positions = Positions.of(*geometry.tile_lonlat(order, npix))
     for member in sorted(members, key=lambda m: m.rank):
         found = sources.of(member)
         if found is None:
             continue
-        values = project(member, found[0], lon, lat)
+        values = project(found[0], found[1], positions)
         covered = np.isfinite(values)
         if not covered.any():
             continue
         tile.values[covered] = values[covered]
-        tile.grey[covered] = grey(values[covered], found[1])
+        tile.grey[covered] = grey(values[covered], found[2])
         tile.alpha |= covered
     return tile
 
