@@ -199,6 +199,11 @@ SETTINGS: tuple[Setting, ...] = (
             "`frame-ancestors` sources separated by spaces (`*` any site, `'self'`, `https://a.example`...). "
             "It applies to public images; embeds of images that are not public may only be framed by this "
             "site, and other pages by no site.", _frame_ancestors),
+    # HiPS
+    Setting("hips", True, "Keep the HiPS survey of the public celestial images (`/hips/public/`) up to date "
+            "as images arrive, go or change visibility; false leaves it as `imagex hips rebuild` last built "
+            "it.",
+            lambda text: text.strip().lower() in {"1", "true", "yes", "on"}),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -236,6 +241,7 @@ class Settings:
     display_cache_mb: int = 1024
     display_specs: int = 16
     frame_ancestors: str = "*"
+    hips: bool = True
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod

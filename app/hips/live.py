@@ -111,7 +111,9 @@ class Surveys:
 
     def refresh(self, images: Iterable[ImageRecord] = (), removed: Iterable[str] = ()) -> None:
         """Queue the update of every survey for these images (catalogued or changed: in or out of each
-        survey by their visibility now) and these deleted image ids."""
+        survey by their visibility now) and these deleted image ids (unless IMAGEX_HIPS is off)."""
+        if not self.archive.settings.hips:
+            return
         task = asyncio.create_task(self._refresh(list(images), list(removed)))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -137,7 +139,10 @@ class Surveys:
             log.exception("updating the HiPS surveys failed")
 
     async def ensure(self) -> None:
-        """Build every survey that was never built (its folder is missing) and has members."""
+        """Build every survey that was never built (its folder is missing) and has members (unless
+        IMAGEX_HIPS is off)."""
+        if not self.archive.settings.hips:
+            return
         for name in SURVEYS:
             if not await asyncio.to_thread((self.folder(name) / "properties").is_file) \
                     and await self.members(name):

@@ -5,12 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from astropy.io import fits
 
 from app.samples import celestial_wcs
+from app.settings import Settings
 
 SIZE = 120  # pixels: small images keep the tests fast
 SCALE = 10.0  # arcsec per pixel: the survey's deepest order is then 6
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """The shared fixture's settings with the survey's live updates on."""
+    return Settings.load(environ={}, data=str(tmp_path / "var"), workers=2, job_lease=5.0, hips=True)
 
 
 def point_sources(ra: float, dec: float, offsets: list[tuple[float, float]]) -> list[tuple[float, float]]:

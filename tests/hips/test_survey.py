@@ -247,3 +247,26 @@ async def test_an_image_without_celestial_wcs_adds_nothing(archive: Archive, tmp
     await archive.hips.settle()
     index = (survey(archive) / ".index.json").read_text()
     assert jobs[0].image_ids[0] not in index
+
+
+async def test_the_samples_build_their_survey(archive: Archive, tmp_path: Path) -> None:
+    """What `make run` does: the samples, ingested as public images, build the survey with no step by hand;
+    a survey whose folder is missing is built again at startup (`ensure`)."""
+    import json
+
+    from app.samples import write_samples
+
+    paths = write_samples(tmp_path / "samples", size=128)
+    jobs = await ingest(archive, *paths, visibility="public")
+    assert [job.error for job in jobs if job.state != "done"] == []
+    await archive.hips.settle()
+    assert not archive.hips.last_error
+    folder = survey(archive)
+    members = json.loads((folder / ".index.json").read_text())["members"]
+    celestial = [image for image in await archive.store.find_images(limit=100) if image.sky]
+    assert len(members) == len(celestial) >= 5
+    assert read_properties(folder)["hips_order"] == "9"  # the samples' finest pixels: 1"
+    tiles = {path.relative_to(folder) for path in folder.rglob("Npix*.png")}
+    shutil.rmtree(folder)
+    await archive.hips.ensure()
+    assert {path.relative_to(folder) for path in folder.rglob("Npix*.png")} == tiles
