@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.hips.projection import Member
 from app.hips.survey import Identity, Survey, hips_root, locked
@@ -114,9 +114,26 @@ class Surveys:
         survey by their visibility now) and these deleted image ids (unless IMAGEX_HIPS is off)."""
         if not self.archive.settings.hips:
             return
-        task = asyncio.create_task(self._refresh(list(images), list(removed)))
+        self._queue(self._refresh(list(images), list(removed)))
+
+    def rebuild_later(self) -> None:
+        """Queue a rebuild of every survey: what each audience may see changed for many images at once (the
+        site's sharing policy)."""
+        if self.archive.settings.hips:
+            self._queue(self._rebuild_all())
+
+    def _queue(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    async def _rebuild_all(self) -> None:
+        for name in SURVEYS:
+            try:
+                await self.rebuild(name)
+            except Exception as error:
+                self.last_error = f"{type(error).__name__}: {error}"
+                log.exception("rebuilding the HiPS survey %s failed", name)
 
     async def _refresh(self, images: list[ImageRecord], removed: list[str]) -> None:
         try:
@@ -125,7 +142,11 @@ class Surveys:
                 for name in SURVEYS:
                     changed = [m for image in images if in_survey(name, image, site)
                                if (m := member(self.archive, image)) is not None]
-                    out = [*removed, *(image.id for image in images if not in_survey(name, image, site))]
+                    # an image without a sky position was never in a survey: nothing to take out
+                    out = [*removed, *(image.id for image in images
+                                       if image.sky and not in_survey(name, image, site))]
+                    if not changed and not out:
+                        continue
                     outcome = await self.archive.run_in_pool(_update, str(self.folder(name)), name,
                                                              self.archive.settings.max_pixels,
                                                              [m.to_dict() for m in changed], out)

@@ -288,9 +288,6 @@ class Survey:
         members = [self.members[key].to_dict() for key in sorted(self.members)]
         _write(self.folder / INDEX, json.dumps({"order": self.order, "members": members}).encode())
 
-    def _touching(self, npix: int) -> list[Member]:
-        return [member for member in self.members.values() if npix in set(member.tiles)]
-
     def _render(self, tiles: set[int], sources: Sources) -> dict[int, Tile]:
         """Compute and write these deepest tiles; returns them."""
         by_tile: dict[int, list[Member]] = {npix: [] for npix in tiles}

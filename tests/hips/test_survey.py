@@ -270,3 +270,21 @@ async def test_the_samples_build_their_survey(archive: Archive, tmp_path: Path) 
     shutil.rmtree(folder)
     await archive.hips.ensure()
     assert {path.relative_to(folder) for path in folder.rglob("Npix*.png")} == tiles
+
+
+async def test_a_sharing_policy_that_hides_users_images_empties_the_survey(archive: Archive,
+                                                                           tmp_path: Path) -> None:
+    """Users' images count as private when the site forbids sharing: the survey is rebuilt without them;
+    the site's own images (no owner) stay."""
+    import json
+
+    await ingest(archive, write_field(tmp_path / "mine.fits", 150.0, 2.0), owner="alice", visibility="public")
+    await ingest(archive, write_field(tmp_path / "site.fits", 151.0, 2.0), visibility="public")
+    await archive.hips.settle()
+    index = survey(archive) / ".index.json"
+    assert len(json.loads(index.read_text())["members"]) == 2
+    await archive.store.save_site_settings({"sharing": "none"})
+    archive.hips.rebuild_later()
+    await archive.hips.settle()
+    members = json.loads(index.read_text())["members"]
+    assert [member["original"].rsplit("/", 1)[-1] for member in members] == ["site.fits"]
