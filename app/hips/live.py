@@ -55,19 +55,19 @@ def in_survey(name: str, image: ImageRecord, site: Site) -> bool:
     return name == PUBLIC and effective_visibility(image, site) == PUBLIC
 
 
-def _update(folder: str, name: str, max_pixels: int, changed: list[dict[str, object]],
+def _update(folder: str, name: str, max_pixels: int, overlap: str, changed: list[dict[str, object]],
             removed: list[str]) -> str:
     """In a pool process: apply one change to a survey; "missing" when it was never built."""
-    survey = Survey(Path(folder), identity(name), max_pixels)
+    survey = Survey(Path(folder), identity(name), max_pixels, overlap)
     with locked(survey.folder):
         if not survey.load():
             return "missing"
         return survey.update([Member.from_dict(item) for item in changed], removed)
 
 
-def _rebuild(folder: str, name: str, max_pixels: int, members: list[dict[str, object]]) -> int:
+def _rebuild(folder: str, name: str, max_pixels: int, overlap: str, members: list[dict[str, object]]) -> int:
     """In a pool process: build a survey from scratch; returns its deepest order."""
-    survey = Survey(Path(folder), identity(name), max_pixels)
+    survey = Survey(Path(folder), identity(name), max_pixels, overlap)
     with locked(survey.folder):
         survey.rebuild([Member.from_dict(item) for item in members])
     return survey.order
@@ -104,10 +104,12 @@ class Surveys:
         if name not in SURVEYS:
             raise ValueError(f"no survey {name!r}: the surveys are {', '.join(SURVEYS)}")
         async with self._lock:
-            members = await self.members(name)
-            return await self.archive.run_in_pool(_rebuild, str(self.folder(name)), name,
-                                                  self.archive.settings.max_pixels,
-                                                  [m.to_dict() for m in members])
+            return await self._rebuild_from(name, await self.members(name))
+
+    async def _rebuild_from(self, name: str, members: list[Member]) -> int:
+        settings = self.archive.settings
+        return await self.archive.run_in_pool(_rebuild, str(self.folder(name)), name, settings.max_pixels,
+                                              settings.hips_overlap, [m.to_dict() for m in members])
 
     def refresh(self, images: Iterable[ImageRecord] = (), removed: Iterable[str] = ()) -> None:
         """Queue the update of every survey for these images (catalogued or changed: in or out of each
@@ -147,14 +149,12 @@ class Surveys:
                                        if image.sky and not in_survey(name, image, site))]
                     if not changed and not out:
                         continue
-                    outcome = await self.archive.run_in_pool(_update, str(self.folder(name)), name,
-                                                             self.archive.settings.max_pixels,
-                                                             [m.to_dict() for m in changed], out)
+                    settings = self.archive.settings
+                    outcome = await self.archive.run_in_pool(
+                        _update, str(self.folder(name)), name, settings.max_pixels, settings.hips_overlap,
+                        [m.to_dict() for m in changed], out)
                     if outcome == "missing" and changed:
-                        members = await self.members(name)
-                        await self.archive.run_in_pool(_rebuild, str(self.folder(name)), name,
-                                                       self.archive.settings.max_pixels,
-                                                       [m.to_dict() for m in members])
+                        await self._rebuild_from(name, await self.members(name))
         except Exception as error:  # the survey stays as it was; the next change or a rebuild mends it
             self.last_error = f"{type(error).__name__}: {error}"
             log.exception("updating the HiPS surveys failed")

@@ -4,9 +4,11 @@ at a time.
 
 - Deepest order: that of the finest pixel scale among the members (`geometry.survey_order`). Each tile of
   that order is computed from every member whose footprint may touch it (`projection.project`).
-- Overlaps: the most recent image (catalogue time, then id) is on top; its blank (NaN) pixels let those
-  below show through. Where no image has a value, FITS tiles hold NaN and PNG tiles are transparent (JPEG
-  black). A tile no image reaches is not written.
+- Overlaps (`overlap`, the setting IMAGEX_HIPS_OVERLAP): `top` shows the most recent image (catalogue time,
+  then id), whose blank (NaN) pixels let those below show through; `mean` the mean of the images' values
+  there (PNG and JPEG: the mean of their grey levels, each through its own scaling). Where no image has a
+  value, FITS tiles hold NaN and PNG tiles are transparent (JPEG black). A tile no image reaches is not
+  written.
 - Lower orders, down to 3: each pixel of a tile is the mean of the 2 x 2 pixels below it in the next order
   (of those that have a value; PNG grey levels likewise, rounded). The Allsky picture shrinks the order 3
   tiles the same way, 8 x 8 pixels to one.
@@ -219,10 +221,19 @@ class Sources:
         return self._found[member.id]
 
 
-def deepest_tile(order: int, npix: int, members: Iterable[Member], sources: Sources) -> Tile:
-    """The tile from the members that may touch it, the most recent on top."""
+OVERLAPS = ("top", "mean")
+
+
+def deepest_tile(order: int, npix: int, members: Iterable[Member], sources: Sources,
+                 overlap: str = "top") -> Tile:
+    """The tile from the members that may touch it, combined by `overlap`: the most recent on top, or the
+    mean."""
     tile = Tile.blank()
     positions = Positions.of(*geometry.tile_lonlat(order, npix))
+    width = geometry.WIDTH
+    total = np.zeros((width, width), np.float64)
+    grey_total = np.zeros((width, width), np.float64)
+    count = np.zeros((width, width), np.int64)
     for member in sorted(members, key=lambda m: m.rank):
         found = sources.of(member)
         if found is None:
@@ -231,9 +242,19 @@ def deepest_tile(order: int, npix: int, members: Iterable[Member], sources: Sour
         covered = np.isfinite(values)
         if not covered.any():
             continue
-        tile.values[covered] = values[covered]
-        tile.grey[covered] = grey(values[covered], found[2])
+        levels = grey(values[covered], found[2])
+        if overlap == "mean":
+            total[covered] += values[covered]
+            grey_total[covered] += levels
+            count[covered] += 1
+        else:
+            tile.values[covered] = values[covered]
+            tile.grey[covered] = levels
         tile.alpha |= covered
+    if overlap == "mean":
+        shown = count > 0
+        tile.values[shown] = (total[shown] / count[shown]).astype(np.float32)
+        tile.grey[shown] = np.floor(grey_total[shown] / count[shown] + 0.5).astype(np.uint8)
     return tile
 
 
@@ -267,10 +288,14 @@ def _moc_cells(tile: Tile, order: int, npix: int) -> np.ndarray:
 class Survey:
     """The survey folder and its index: `members` by id, and the deepest `order`."""
 
-    def __init__(self, folder: Path, identity: Identity, max_pixels: int) -> None:
+    def __init__(self, folder: Path, identity: Identity, max_pixels: int, overlap: str = "top") -> None:
+        if overlap not in OVERLAPS:
+            raise ValueError(f"overlap must be one of {', '.join(OVERLAPS)}")
         self.folder = folder
         self.identity = identity
         self.max_pixels = max_pixels
+        self.overlap = overlap
+        self.built_overlap = overlap  # what the tiles on disk were built with (from the index)
         self.order = geometry.MIN_ORDER
         self.members: dict[str, Member] = {}
 
@@ -281,12 +306,14 @@ class Survey:
         except (FileNotFoundError, ValueError):
             return False
         self.order = int(stored["order"])
+        self.built_overlap = str(stored.get("overlap", "top"))
         self.members = {m["id"]: Member.from_dict(m) for m in stored["members"]}
         return True
 
     def _save_index(self) -> None:
         members = [self.members[key].to_dict() for key in sorted(self.members)]
-        _write(self.folder / INDEX, json.dumps({"order": self.order, "members": members}).encode())
+        _write(self.folder / INDEX, json.dumps({"order": self.order, "overlap": self.overlap,
+                                                "members": members}).encode())
 
     def _render(self, tiles: set[int], sources: Sources) -> dict[int, Tile]:
         """Compute and write these deepest tiles; returns them."""
@@ -297,7 +324,7 @@ class Survey:
                     by_tile[npix].append(member)
         done = {}
         for npix in sorted(tiles):
-            tile = deepest_tile(self.order, npix, by_tile[npix], sources)
+            tile = deepest_tile(self.order, npix, by_tile[npix], sources, self.overlap)
             save_tile(self.folder, self.order, npix, tile)
             done[npix] = tile
         return done
@@ -351,7 +378,7 @@ class Survey:
 
     def _properties(self, coverage: Any) -> None:
         _write(self.folder / PROPERTIES, properties_text(self.identity, self.order, self.members.values(),
-                                                         float(coverage.sky_fraction)).encode())
+                                                         float(coverage.sky_fraction), self.overlap).encode())
 
     def _finish(self, rendered: dict[int, Tile], fresh: bool) -> None:
         order3 = self._lower(rendered)
@@ -399,7 +426,7 @@ class Survey:
                 affected.update(old.tiles)
         order = geometry.survey_order([m.scale_arcsec for m in self.members.values()]
                                       + [m.scale_arcsec for m in changed])
-        if order != self.order:
+        if order != self.order or self.overlap != self.built_overlap:
             self.rebuild([*self.members.values(), *changed])
             return "rebuilt"
         for member in changed:
@@ -410,7 +437,8 @@ class Survey:
         return "updated"
 
 
-def properties_text(identity: Identity, order: int, members: Iterable[Member], sky_fraction: float) -> str:
+def properties_text(identity: Identity, order: int, members: Iterable[Member], sky_fraction: float,
+                    overlap: str = "top") -> str:
     """The survey's `properties` (HiPS 1.0 section 4.4): `key = value` lines."""
     chosen = list(members)
     centre_ra, centre_dec, fov = _initial_view(chosen)
@@ -436,8 +464,8 @@ def properties_text(identity: Identity, order: int, members: Iterable[Member], s
         ("hips_initial_fov", f"{fov:.6g}"),
         ("moc_sky_fraction", f"{sky_fraction:.6g}"),
         ("dataproduct_subtype", "live"),
-        ("obs_description", f"{len(chosen)} image(s) of the archive; where images overlap, the most recent "
-                            "is on top"),
+        ("obs_description", f"{len(chosen)} image(s) of the archive; where images overlap, "
+                            + ("the most recent is on top" if overlap == "top" else "their mean is shown")),
     ]
     return "".join(f"{key:<20} = {value}\n" for key, value in pairs)
 

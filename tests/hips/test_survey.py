@@ -288,3 +288,37 @@ async def test_a_sharing_policy_that_hides_users_images_empties_the_survey(archi
     await archive.hips.settle()
     members = json.loads(index.read_text())["members"]
     assert [member["original"].rsplit("/", 1)[-1] for member in members] == ["site.fits"]
+
+
+async def test_overlaps_can_be_averaged(settings, pool, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """IMAGEX_HIPS_OVERLAP=mean: where two images overlap the survey holds the mean of their values, live
+    updates still equal a rebuild, and switching back to `top` rebuilds the survey at the next update."""
+    import dataclasses
+
+    averaged = Archive(dataclasses.replace(settings, hips_overlap="mean"), pool=pool)
+    await averaged.startup()
+    try:
+        for name, ra, level in (("a", 150.0, 100.0), ("b", 150.05, 300.0)):
+            await ingest(averaged, write_field(tmp_path / f"{name}.fits", ra, 2.0, level=level),
+                         visibility="public")
+        await averaged.hips.settle()
+        folder = survey(averaged)
+        ra, dec = np.array([150.025]), np.array([2.0])
+        a_alone = survey_values(folder, ORDER, np.array([149.85]), dec)[0]
+        assert 100 < a_alone < 160
+        assert 200 < survey_values(folder, ORDER, ra, dec)[0] < 260  # (~120 + ~320) / 2
+        copy = tmp_path / "live"
+        shutil.copytree(folder, copy)
+        await averaged.hips.rebuild()
+        same(grab(copy), grab(folder))
+        assert "mean" in read_properties(folder)["obs_description"]
+    finally:
+        await averaged.close()
+    top = Archive(settings, pool=pool)
+    await top.startup()
+    try:
+        await ingest(top, write_field(tmp_path / "c.fits", 160.0, 2.0), visibility="public")
+        await top.hips.settle()
+        assert 300 < survey_values(survey(top), ORDER, ra, dec)[0] < 360  # b, the most recent, on top
+    finally:
+        await top.close()
