@@ -298,6 +298,7 @@ class Survey:
         self.built_overlap = overlap  # what the tiles on disk were built with (from the index)
         self.order = geometry.MIN_ORDER
         self.members: dict[str, Member] = {}
+        self.pending: set[int] = set()  # deepest tiles an interrupted update left to compute
 
     def load(self) -> bool:
         """Read the index; False when the survey was never built."""
@@ -308,12 +309,16 @@ class Survey:
         self.order = int(stored["order"])
         self.built_overlap = str(stored.get("overlap", "top"))
         self.members = {m["id"]: Member.from_dict(m) for m in stored["members"]}
+        self.pending = {int(npix) for npix in stored.get("pending", [])}
         return True
 
-    def _save_index(self) -> None:
+    def _save_index(self, pending: Iterable[int] = ()) -> None:
+        """Write the index; `pending`: the deepest tiles an update is about to compute. It is written before
+        them, so an update cut short (a killed process) leaves its new members known and its tiles pending:
+        the next update computes them again, and a member deleted later takes its pixels with it."""
         members = [self.members[key].to_dict() for key in sorted(self.members)]
         _write(self.folder / INDEX, json.dumps({"order": self.order, "overlap": self.overlap,
-                                                "members": members}).encode())
+                                                "members": members, "pending": sorted(pending)}).encode())
 
     def _render(self, tiles: set[int], sources: Sources) -> dict[int, Tile]:
         """Compute and write these deepest tiles; returns them."""
@@ -417,9 +422,9 @@ class Survey:
         "unchanged" (nothing of this survey), or "rebuilt" (the deepest order changed)."""
         changed = list(changed)
         out = set(removed) | {member.id for member in changed}
-        if not changed and not (out & set(self.members)):
+        if not changed and not (out & set(self.members)) and not self.pending:
             return "unchanged"
-        affected: set[int] = set()
+        affected: set[int] = set(self.pending)
         for image_id in out:
             old = self.members.pop(image_id, None)
             if old is not None:
@@ -433,6 +438,7 @@ class Survey:
             member.tiles = footprint_tiles(member, self.order)
             self.members[member.id] = member
             affected.update(member.tiles)
+        self._save_index(pending=affected)
         self._finish(self._render(affected, Sources(self.max_pixels)), fresh=False)
         return "updated"
 

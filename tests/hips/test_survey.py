@@ -9,6 +9,7 @@ from pathlib import Path
 
 import astropy.units as u
 import numpy as np
+import pytest
 import pyvips
 from astropy.io import fits
 from astropy.wcs import WCS
@@ -322,3 +323,38 @@ async def test_overlaps_can_be_averaged(settings, pool, tmp_path: Path) -> None:
         assert 300 < survey_values(survey(top), ORDER, ra, dec)[0] < 360  # b, the most recent, on top
     finally:
         await top.close()
+
+
+async def test_an_update_cut_short_is_finished_by_the_next(archive: Archive, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process killed in the middle of an update (here: the deletion of a bright image, stopped after its
+    deepest tiles were written) leaves its tiles pending in the index: the next update finishes them, and
+    no tile, Allsky or MOC keeps the deleted image."""
+    from app.hips.live import identity
+    from app.hips.survey import Survey, locked
+
+    await ingest(archive, write_field(tmp_path / "a.fits", 150.0, 2.0), visibility="public")
+    jobs = await ingest(archive, write_field(tmp_path / "b.fits", 150.2, 2.0, level=9000.0),
+                        visibility="public")
+    await archive.hips.settle()
+    folder = survey(archive)
+    bright = jobs[0].image_ids[0]
+
+    def cut_short(self: Survey, rendered: object, fresh: bool) -> None:
+        raise KeyboardInterrupt("killed")
+
+    survey_ = Survey(folder, identity("public"), archive.settings.max_pixels)
+    with locked(folder), monkeypatch.context() as patched:
+        patched.setattr(Survey, "_finish", cut_short)
+        assert survey_.load()
+        with pytest.raises(KeyboardInterrupt):
+            survey_.update([], [bright])
+    await archive.store.delete_images([bright])
+    archive.hips.refresh(removed=["nothing-else"])
+    await archive.hips.settle()
+    allsky = fits.getdata(folder / "Norder3" / "Allsky.fits")
+    assert np.nanmax(allsky) < 1000
+    copy = tmp_path / "live"
+    shutil.copytree(folder, copy)
+    await archive.hips.rebuild()
+    same(grab(copy), grab(folder))
