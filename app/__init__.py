@@ -61,6 +61,8 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
             from app.samples import queue_samples_if_empty
 
             await queue_samples_if_empty(archive)
+        if run_jobs:  # HiPS: build a survey that was never built (an archive older than the surveys)
+            archive.start_background("hips survey", lambda _stop: archive.hips.ensure())
 
     @app.while_serving
     async def lifespan() -> AsyncGenerator[None, None]:

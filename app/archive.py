@@ -64,6 +64,10 @@ class Archive:
         self.runner: JobRunner | None = None
         self.watcher: FolderWatcher | None = None
         self.heartbeat: Heartbeat | None = None  # this process's entry in the fleet (app/fleet.py)
+        # HiPS: the surveys' update queue (app/hips/live.py)
+        from app.hips.live import Surveys
+
+        self.hips = Surveys(self)
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._open = False
@@ -85,6 +89,8 @@ class Archive:
         self._open = True
 
     async def close(self) -> None:
+        if self._open:  # HiPS: queued survey updates finish before the pool closes
+            await self.hips.settle()
         self._stop.set()
         for task in self._tasks:
             task.cancel()

@@ -1,4 +1,5 @@
-"""imagex serve | ingest | watch | worker | samples | settings | user | migrate-store."""
+"""imagex serve | ingest | watch | worker | samples | settings | user | migrate-store | nginx-config |
+hips."""
 
 from __future__ import annotations
 
@@ -70,7 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     user_parser(commands, common)
     _migrate_store_parser(commands, common)
     _nginx_parser(commands, common)
+    _hips_parser(commands, common)  # HiPS
     return parser
+
+
+def _hips_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    hips = commands.add_parser("hips", help="the HiPS surveys of the celestial images (README: HiPS survey)")
+    actions = hips.add_subparsers(dest="hips_action", required=True)
+    rebuild = actions.add_parser("rebuild", parents=[common], help="build a survey from scratch from the "
+                                 "catalog (live updates keep it up to date afterwards)")
+    rebuild.add_argument("--survey", default="public", choices=("public",),
+                         help="which survey (default %(default)s: the images everyone may see)")
 
 
 def _nginx_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -126,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(migrate_store(source, args.target, batch=args.batch))
         if args.command == "nginx-config":
             return asyncio.run(nginx_config(settings, args))
+        if args.command == "hips":
+            return asyncio.run(hips_rebuild(settings, args.survey))
         if args.command == "settings":
             if args.markdown:
                 print(markdown_table(), end="")
@@ -173,6 +186,23 @@ async def nginx_config(settings: Settings, args: argparse.Namespace) -> int:
               "http block (e.g. link it into /etc/nginx/sites-enabled/) and reload nginx", file=sys.stderr)
     else:
         print(module if args.js else site, end="")
+    return 0
+
+
+async def hips_rebuild(settings: Settings, survey: str) -> int:
+    """`imagex hips rebuild`: the survey from scratch, in this process's own pool."""
+    from app.archive import Archive
+
+    archive = Archive(settings)
+    await archive.startup()
+    try:
+        started = time.monotonic()
+        members = len(await archive.hips.members(survey))
+        order = await archive.hips.rebuild(survey)
+    finally:
+        await archive.close()
+    print(f"HiPS survey {survey}: {members} image(s), deepest order {order}, built in "
+          f"{time.monotonic() - started:.1f} s at {archive.hips.folder(survey)}")
     return 0
 
 

@@ -89,7 +89,7 @@ async def add_security_headers(response: Response) -> Response:
 
 # Answers that are the same for whoever holds the URL: static files, and tiles, whose URL carries the
 # permission (a signed, expiring token for one tile generation). Every other answer may depend on who asks.
-SHARED_ENDPOINTS = frozenset({"static", "tiles.tile"})
+SHARED_ENDPOINTS = frozenset({"static", "tiles.tile", "hips.file"})  # hips.file: only the public survey
 PER_ASKER = "private, no-cache"
 ASKER_HEADERS = ("Cookie", "Authorization")
 

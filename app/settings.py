@@ -117,6 +117,14 @@ _FRAME_SOURCE = re.compile(
     re.IGNORECASE)
 
 
+def _hips_overlap(text: str) -> str:
+    """HiPS: `top` or `mean` (app/hips/survey.py)."""
+    value = text.strip().lower()
+    if value not in ("top", "mean"):
+        raise ValueError(f"must be top or mean, got {text!r}")
+    return value
+
+
 def _frame_ancestors(text: str) -> str:
     """CSP `frame-ancestors` sources, space-separated; nothing that could end the header or the directive."""
     sources = text.split()
@@ -199,6 +207,14 @@ SETTINGS: tuple[Setting, ...] = (
             "`frame-ancestors` sources separated by spaces (`*` any site, `'self'`, `https://a.example`...). "
             "It applies to public images; embeds of images that are not public may only be framed by this "
             "site, and other pages by no site.", _frame_ancestors),
+    # HiPS
+    Setting("hips", True, "Keep the HiPS survey of the public celestial images (`/hips/public/`) up to date "
+            "as images arrive, go or change visibility; false leaves it as `imagex hips rebuild` last built "
+            "it.",
+            lambda text: text.strip().lower() in {"1", "true", "yes", "on"}),
+    Setting("hips_overlap", "top", "How the HiPS survey combines overlapping images: `top` shows the most "
+            "recent one, `mean` the mean of their values (and of their display grey levels). Changing it "
+            "rebuilds the survey at its next update.", _hips_overlap),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -236,6 +252,8 @@ class Settings:
     display_cache_mb: int = 1024
     display_specs: int = 16
     frame_ancestors: str = "*"
+    hips: bool = True
+    hips_overlap: str = "top"
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod

@@ -40,7 +40,8 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings.load(environ={}, data=str(tmp_path / "var"), workers=2, job_lease=5.0)
+    # hips=False: the HiPS survey's live updates are tested in tests/hips/, which turns them on
+    return Settings.load(environ={}, data=str(tmp_path / "var"), workers=2, job_lease=5.0, hips=False)
 
 
 @pytest.fixture

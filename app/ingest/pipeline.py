@@ -166,6 +166,7 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
         for folder in published:
             await asyncio.to_thread(pyramid.discard, folder)
         raise
+    archive.hips.refresh(records)  # HiPS: queue the update of the tiles these images touch
     # FITS HDUs and a file's several images are named; a file of one image needs no name for it
     named = len(records) > 1 or any(r.format == "fits" for r in records)
     notes = "; ".join(f"HDU {r.hdu}: {r.note}" if named else r.note for r in records if r.note)
@@ -340,6 +341,7 @@ async def _share(archive: Archive, job: JobRecord, path: Path, existing: list[Im
         for folder in published:
             await asyncio.to_thread(pyramid.discard, folder)
         raise
+    archive.hips.refresh(records)  # HiPS: queue the update of the tiles these images touch
     if job.provenance == "upload" and is_upload(archive, records[0]) and is_upload(archive, theirs[0]):
         await asyncio.to_thread(_link_original, Path(theirs[0].path), path)
     # FITS HDUs and a file's several images are named; a file of one image needs no name for it

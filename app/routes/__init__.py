@@ -24,10 +24,23 @@ _ALWAYS_OPEN = {"accounts.login", "accounts.logout", "accounts.register", "stati
 
 def register(app: Quart) -> None:
     from app.routes import accounts as account_routes
-    from app.routes import admin, api, builder, health, mosaic, portal, search, sky, tiles, upload, viewer
+    from app.routes import (
+        admin,
+        api,
+        builder,
+        health,
+        hips,
+        mosaic,
+        portal,
+        search,
+        sky,
+        tiles,
+        upload,
+        viewer,
+    )
 
     for module in (portal, viewer, tiles, api, account_routes, admin, upload, search, builder, health,
-                   mosaic, sky):
+                   mosaic, hips, sky):  # hips: the HiPS surveys; sky: the page that shows them
         app.register_blueprint(module.bp)
 
     @app.before_request

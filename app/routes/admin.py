@@ -109,6 +109,8 @@ async def save_settings() -> Any:
     changed = {name: value for name, value in values.items() if value != getattr(site, name)}
     if changed:
         await archive.store.save_site_settings(changed)
+    if "sharing" in changed:  # HiPS: who may see users' images changed for all of them at once
+        archive.hips.rebuild_later()
     # this request already loaded the old settings: render the page with the new ones
     new_site = Site.from_stored(await archive.store.site_settings())
     g.site = new_site

@@ -241,6 +241,7 @@ async def change_visibility(archive: Archive, image_id: str, value: object) -> I
     # links handed out under the old visibility stop working now, not when their tokens expire
     await archive.revoke_tiles([image.id])
     image.visibility = visibility
+    archive.hips.refresh([image])  # HiPS: into or out of each survey's tiles
     return image
 
 

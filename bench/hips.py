@@ -1,0 +1,100 @@
+"""Benchmark: the live update of the public HiPS survey when one image arrives, for images of growing area
+in a survey that already holds other images elsewhere on the sky, against the floor measured in the same
+run: astropy's own `world_to_pixel` of as many HEALPix cell centres as the update computed tiles for.
+
+    .venv/bin/python bench/hips.py [--sizes 128,256,512] [--others 8] [--workers 2]
+
+Prints, for each size, the seconds of the update, the deepest tiles it computed, and the ratio to the floor.
+An update should take time in proportion to the image's area (its tiles), not to the survey's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from app.archive import Archive
+from app.hips import geometry
+from app.ingest.jobs import JobRunner
+from app.ingest.scan import job_for
+from app.samples import celestial_wcs
+from app.settings import Settings
+
+SCALE = 2.0  # arcsec per pixel
+
+
+def write(folder: Path, name: str, ra: float, dec: float, size: int) -> Path:
+    wcs = celestial_wcs(ra, dec, size, size, scale_arcsec=SCALE)
+    path = folder / f"{name}.fits"
+    data = np.random.default_rng(size).normal(100.0, 5.0, (size, size)).astype(np.float32)
+    fits.PrimaryHDU(data, wcs.to_header()).writeto(path)
+    return path
+
+
+async def ingest(archive: Archive, path: Path) -> str:
+    """Ingest one file as a public image and wait for the survey's update; its image id."""
+    job = job_for(path, owner="")
+    job.options["visibility"] = "public"
+    [queued] = await archive.store.enqueue([job])
+    runner = JobRunner(archive, concurrency=1, role="bench")
+    while await runner.run_one():
+        pass
+    await archive.hips.settle()
+    [done] = await archive.store.get_jobs([queued.id])
+    return done.image_ids[0]
+
+
+def floor(tiles: int) -> float:
+    """Seconds astropy takes to place the centres of `tiles` deepest tiles' cells on an image."""
+    wcs = celestial_wcs(0.0, 0.0, 512, 512, scale_arcsec=SCALE)
+    lon, lat = geometry.tile_lonlat(geometry.order_for_scale(SCALE), 0)
+    started = time.perf_counter()
+    for _ in range(tiles):
+        wcs.all_world2pix(lon.ravel(), lat.ravel(), 0)
+    return time.perf_counter() - started
+
+
+async def main(sizes: list[int], others: int, workers: int) -> None:
+    with tempfile.TemporaryDirectory() as temporary:
+        root = Path(temporary)
+        settings = Settings.load(environ={}, data=str(root / "var"), workers=workers, hips=True)
+        archive = Archive(settings)
+        await archive.startup()
+        try:
+            for index in range(others):
+                await ingest(archive, write(root, f"other{index}", 30.0 * index, -30.0, 256))
+            index_file = archive.hips.folder("public") / ".index.json"
+            print(f"survey: {others} image(s), order {json.loads(index_file.read_text())['order']}")
+            print(f"{'size':>6} {'seconds':>8} {'tiles':>6} {'s/tile':>7} {'floor s':>8} {'ratio':>6}")
+            for size in sizes:
+                path = write(root, f"image{size}", 150.0, 2.0 + size / 3600, size)
+                image = await archive.store.get_image(await ingest(archive, path))
+                assert image is not None
+                # the update of an image that arrives, measured alone: the same image once more
+                started = time.perf_counter()
+                archive.hips.refresh([image])
+                await archive.hips.settle()
+                seconds = time.perf_counter() - started
+                members = json.loads(index_file.read_text())["members"]
+                tiles = next(len(m["tiles"]) for m in members if m["original"] == str(path))
+                base = floor(tiles)
+                print(f"{size:>6} {seconds:>8.2f} {tiles:>6} {seconds / tiles:>7.3f} {base:>8.2f} "
+                      f"{seconds / base:>6.1f}")
+        finally:
+            await archive.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="128,256,512")
+    parser.add_argument("--others", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    asyncio.run(main([int(size) for size in args.sizes.split(",")], args.others, args.workers))
