@@ -21,7 +21,7 @@ async def sky_page() -> Any:
     use_sky_policy()
     elements = [element for element in await archive.store.list_elements() if element.enabled]
     cone = next((element.id for element in elements if element.type == "cone"), "")
-    survey = archive.settings.data / "hips" / PUBLIC_SURVEY / "properties"
+    survey = archive.hips.folder(PUBLIC_SURVEY) / "properties"
     query = request.query_string.decode("ascii", "replace")
     return await render_template("sky.html", query=query, cone=cone,
                                  survey_url=f"/hips/{PUBLIC_SURVEY}" if survey.is_file() else "")

@@ -81,6 +81,9 @@ async def screen_point(page: Any, ra: float, dec: float) -> tuple[float, float]:
 
 
 async def test_the_sky_outlines_names_and_opens_the_images(page, sky_server: Server):
+    survey: list[tuple[str, int]] = []
+    page.on("response", lambda response: survey.append((urlsplit(response.url).path, response.status))
+            if "/hips/public/" in response.url else None)
     violations = await open_sky(page, sky_server.url + "/sky")
     known = ids(sky_server)
     names = await page.locator("#sky-list a").all_text_contents()
@@ -100,6 +103,10 @@ async def test_the_sky_outlines_names_and_opens_the_images(page, sky_server: Ser
     await page.wait_for_function("() => document.getElementById('sky-hover').textContent === 'NGC 1'",
                                  timeout=10_000)
     await screenshot(page, "sky.png")
+    # beneath the outlines, the archive's own survey of its public images (built by imagex serve)
+    await page.wait_for_function("() => true")
+    assert ("/hips/public/properties", 200) in survey
+    assert any(path.startswith("/hips/public/Norder") and status == 200 for path, status in survey), survey
     async with page.expect_navigation():
         await page.mouse.click(x, y)
     assert urlsplit(page.url).path == f"/images/{known['NGC 1']}"
