@@ -38,6 +38,22 @@ def imagex(data: Path, *args: str, timeout: float = TIMEOUT, **env: str) -> subp
                           timeout=timeout)
 
 
+def run_together(commands: list[list[str]],
+                 data: Path) -> tuple[list[subprocess.Popen[str]], list[tuple[str, str]]]:
+    """Start every command at once on the data folder `data` and wait for them all (killing any still
+    running when the wait fails): the processes and their (stdout, stderr)."""
+    runners = [subprocess.Popen(command, env=environment(data), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for command in commands]
+    try:
+        outputs = [runner.communicate(timeout=TIMEOUT) for runner in runners]
+    finally:
+        for runner in runners:
+            if runner.poll() is None:
+                runner.kill()
+                runner.wait()
+    return runners, outputs
+
+
 def summary(stdout: str) -> dict[str, int]:
     match = SUMMARY.search(stdout)
     assert match, f"no summary line in:\n{stdout}"
@@ -263,15 +279,7 @@ def test_two_runners_on_the_same_tree_ingest_each_file_once(tmp_path):
     files = write_tree(tmp_path / "tree", 12)
     data = tmp_path / "var"
     command = [str(IMAGEX), "ingest", str(tmp_path / "tree"), "--workers", "1", "--no-progress"]
-    runners = [subprocess.Popen(command, env=environment(data), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    try:
-        outputs = [runner.communicate(timeout=TIMEOUT) for runner in runners]
-    finally:
-        for runner in runners:
-            if runner.poll() is None:
-                runner.kill()
-                runner.wait()
+    runners, outputs = run_together([command, command], data)
     for runner, (stdout, stderr) in zip(runners, outputs, strict=True):
         assert runner.returncode == 0, stdout + stderr
         assert summary(stdout)["files"] == len(files) and summary(stdout)["failed"] == 0

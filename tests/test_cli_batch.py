@@ -9,7 +9,6 @@ import json
 import os
 import re
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +22,11 @@ from tests.helpers import ingest
 from tests.ingest.test_batch_options import PATCH_VALUE, sky, write
 from tests.test_cli import (
     IMAGEX,
-    TIMEOUT,
     assert_each_file_once,
     catalog,
-    environment,
     image_folder,
     imagex,
+    run_together,
     summary,
 )
 
@@ -304,15 +302,7 @@ def test_runners_over_overlapping_trees_with_fixed_scalings_ingest_each_file_onc
     # runner A over the whole tree, runner B over its sub-folder, at the same time
     commands = [[str(IMAGEX), "ingest", str(folder), "--fixed-scaling", "first", "--workers", "1",
                  "--no-progress"] for folder in (tree, tree / "sub")]
-    runners = [subprocess.Popen(command, env=environment(data), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for command in commands]
-    try:
-        outputs = [runner.communicate(timeout=TIMEOUT) for runner in runners]
-    finally:
-        for runner in runners:
-            if runner.poll() is None:
-                runner.kill()
-                runner.wait()
+    runners, outputs = run_together(commands, data)
 
     for runner, (stdout, stderr) in zip(runners, outputs, strict=True):
         assert runner.returncode == 0, stdout + stderr

@@ -8,7 +8,6 @@ import io
 import json
 import re
 import shutil
-import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from app.formats.dicom import slice_position
 from app.samples_fields import ct_series
 from tests.helpers import csrf_of, ingest, log_in
 from tests.routes.test_upload import put, run_jobs, token_for, uploaded
-from tests.test_cli import IMAGEX, TIMEOUT, catalog, environment, summary
+from tests.test_cli import IMAGEX, catalog, run_together, summary
 
 CENTRE = (64, 64)  # inside every slice's sphere cross-section
 PROBE = (88, 64)  # inside it on the middle slices only (600 HU more there)
@@ -186,15 +185,7 @@ def test_two_runners_over_one_series_at_once_make_one_image_of_every_slice(tmp_p
         shutil.copyfile(path, target)
     data = tmp_path / "var"
     commands = [[str(IMAGEX), "ingest", str(folder), "--workers", "1", "--no-progress"] for folder in halves]
-    runners = [subprocess.Popen(command, env=environment(data), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for command in commands]
-    try:
-        outputs = [runner.communicate(timeout=TIMEOUT) for runner in runners]
-    finally:
-        for runner in runners:
-            if runner.poll() is None:
-                runner.kill()
-                runner.wait()
+    runners, outputs = run_together(commands, data)
     for runner, (stdout, stderr) in zip(runners, outputs, strict=True):
         assert runner.returncode == 0, stdout + stderr
         counts = summary(stdout)
