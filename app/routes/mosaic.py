@@ -328,4 +328,6 @@ async def embed_mosaic() -> Response:
         view = await mosaic_view(archive, ids, *mosaic_options())
     except BadRequest:  # a bad option, or a ref not among the images the asker may see: as if none
         return await _embed(archive, "embed_mosaic.html", None)
+    if not view["layers"] and view.get("warning"):  # images too far apart: the frame says so, naming them
+        return await _embed(archive, "embed_mosaic.html", view, problem=str(view["warning"]))
     return await _embed(archive, "embed_mosaic.html", view if view["layers"] else None)

@@ -105,6 +105,11 @@ async def test_images_too_far_apart_get_a_warning_naming_them(client, add_image)
     assert 'id="mosaic-warning"' in html and "<script>alert(1)" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and far.id in html
     assert 'id="mosaic-viewer"' not in html and "None of these images can be shown" not in html
+    # the embed says the same in its frame
+    embedded = await client.get(f"/embed/mosaic?ids={here.id},{far.id}")
+    frame = await text_of(embedded)
+    assert embedded.status_code == 400 and "too far apart on the sky to show together" in frame
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in frame and "<script>alert(1)" not in frame
     # with one of them as the reference, the other is left out with its reason
     _, chosen = await api(client, f"{here.id},{far.id}", ref=here.id)
     assert [layer["id"] for layer in chosen["layers"]] == [here.id]
