@@ -4,6 +4,7 @@ tests/helpers.py."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,11 @@ from app.settings import Settings
 from app.store.sqlite import SQLiteStore
 from app.tiles.pool import Pool
 from tests.helpers import PASSWORD
+
+# The processes the tests start (imagex serve, ingest, worker) keep no HiPS survey, whose live updates would
+# make every ingest of a celestial image slower, unless a test asks for one (tests/hips/, the sky page's
+# browser test): set here, before any process is started, for those that inherit this environment.
+os.environ.setdefault("IMAGEX_HIPS", "false")
 
 
 @pytest.fixture(scope="session")

@@ -75,6 +75,7 @@ def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, 
 def _no_imagex_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [name for name in os.environ if name.startswith("IMAGEX_")]:
         monkeypatch.delenv(name)
+    monkeypatch.setenv("IMAGEX_HIPS", "false")  # no survey to keep (tests/conftest.py)
 
 
 # --- fixed scaling --------------------------------------------------------------------------------------

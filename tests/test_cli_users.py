@@ -29,7 +29,7 @@ TIMEOUT = 60
 
 def environment(data: Path) -> dict[str, str]:
     clean = {key: value for key, value in os.environ.items() if not key.startswith("IMAGEX_")}
-    return {**clean, "IMAGEX_DATA": str(data)}
+    return {**clean, "IMAGEX_DATA": str(data), "IMAGEX_HIPS": "false"}
 
 
 def imagex(data: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

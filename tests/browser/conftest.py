@@ -68,11 +68,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @contextlib.contextmanager
-def ingest_and_serve(root: Path, *paths: Path, options: tuple[str, ...] = ()) -> Iterator[Server]:
+def ingest_and_serve(root: Path, *paths: Path, options: tuple[str, ...] = (),
+                     hips: bool = False) -> Iterator[Server]:
     """`imagex ingest` of `paths` (public, with `options`) into `root/var`, then a real `imagex serve` of
-    it: yields the server, its `image` the first image listed."""
+    it: yields the server, its `image` the first image listed. `hips`: keep the public HiPS survey."""
     env = {**os.environ, "IMAGEX_DATA": str(root / "var"), "IMAGEX_WORKERS": "1",
-           "IMAGEX_PORT": str(free_port()), "IMAGEX_HOST": "127.0.0.1"}
+           "IMAGEX_PORT": str(free_port()), "IMAGEX_HOST": "127.0.0.1", "IMAGEX_HIPS": str(hips).lower()}
     env.pop("IMAGEX_SAMPLES", None)
     command = [str(BIN / "imagex"), "ingest", "--no-progress", "--visibility", "public", *options,
                *(str(path) for path in paths)]

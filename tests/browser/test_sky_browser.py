@@ -41,7 +41,7 @@ def sky_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("sky")
     paths = [write_field(root, name, *spec) for name, spec in FIELDS.items()]
     pyvips.Image.black(40, 30).write_to_file(str(root / "plain.png"))  # no sky position: not drawn
-    with ingest_and_serve(root, *paths, root / "plain.png") as server:
+    with ingest_and_serve(root, *paths, root / "plain.png", hips=True) as server:
         asyncio.run(add_elements(server.data / "catalog.sqlite"))
         yield server
 

@@ -89,7 +89,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     direct, front = free_port(), free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGEX_")}
     env.update(IMAGEX_DATA=str(data), IMAGEX_WORKERS="1", IMAGEX_PORT=str(direct), IMAGEX_HOST="127.0.0.1",
-               IMAGEX_PROXY_HOPS="1")
+               IMAGEX_PROXY_HOPS="1", IMAGEX_HIPS="false")
     fields = [write_field(root / f"field{n}.fits", f"Field {n}", n + 1) for n in range(2)]
     done = subprocess.run([str(BIN / "imagex"), "ingest", "--no-progress", "--visibility", "public",
                            *map(str, fields)], env=env, capture_output=True, text=True, timeout=300)
