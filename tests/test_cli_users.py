@@ -43,7 +43,7 @@ async def archive_with(data: Path, *names: str) -> AsyncIterator[Archive]:
     the same data folder."""
     for name in names:
         assert imagex(data, "user", "add", name, "--password-stdin", stdin="first password\n").returncode == 0
-    archive = Archive(Settings.load(environ={}, data=str(data)))
+    archive = Archive(Settings.load(environ={}, hips=False, data=str(data)))
     await archive.startup()
     try:
         yield archive
@@ -52,7 +52,7 @@ async def archive_with(data: Path, *names: str) -> AsyncIterator[Archive]:
 
 
 async def check_password(data: Path, username: str, password: str) -> bool:
-    archive = Archive(Settings.load(environ={}, data=str(data)))
+    archive = Archive(Settings.load(environ={}, hips=False, data=str(data)))
     await archive.startup()
     try:
         user = await archive.store.get_user_by_name(username)

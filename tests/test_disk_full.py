@@ -73,7 +73,7 @@ def held_deleted(folder: Path) -> list[str]:
 
 
 async def test_a_tiling_job_out_of_room_fails_with_a_message_and_leaves_nothing(tmp_path, disk, pool):
-    settings = Settings.load(environ={}, data=str(disk / "var"), workers=2, job_lease=30.0,
+    settings = Settings.load(environ={}, hips=False, data=str(disk / "var"), workers=2, job_lease=30.0,
                              store=f"sqlite:///{tmp_path / 'catalog.sqlite'}")
     archive = Archive(settings, pool=pool)
     await archive.startup()
@@ -101,7 +101,7 @@ async def test_a_tiling_job_out_of_room_fails_with_a_message_and_leaves_nothing(
 
 @pytest.fixture
 def full_settings(disk: Path) -> Settings:
-    return Settings.load(environ={}, data=str(disk / "var"), workers=2, job_lease=30.0)
+    return Settings.load(environ={}, hips=False, data=str(disk / "var"), workers=2, job_lease=30.0)
 
 
 async def use_up(archive: Archive, disk: Path) -> None:

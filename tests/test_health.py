@@ -88,7 +88,8 @@ async def serving(tmp_path: Path, pool: Pool) -> Any:
     """An app whose job runner and folder watcher run, as under `imagex serve`."""
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    settings = Settings.load(environ={}, data=str(tmp_path / "var"), workers=2, watch_dirs=str(inbox))
+    settings = Settings.load(environ={}, hips=False,
+                             data=str(tmp_path / "var"), workers=2, watch_dirs=str(inbox))
     app = create_app(settings, first_admin=False, pool=pool)
     async with app.test_app() as test_app:
         yield test_app.test_client()

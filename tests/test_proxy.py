@@ -28,7 +28,7 @@ FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example",
 
 async def app_client(tmp_path: Path, pool: Pool, clock: Callable[[], float] = time.time,
                      **settings: Any) -> AsyncIterator[Any]:
-    config = Settings.load(environ={}, data=str(tmp_path / "var"), workers=2, **settings)
+    config = Settings.load(environ={}, hips=False, data=str(tmp_path / "var"), workers=2, **settings)
     archive = Archive(config, pool=pool)
     await archive.startup()
     await new_user(archive, "root", PASSWORD, role="admin")

@@ -73,7 +73,7 @@ async def uploader_token(data: Path) -> str:
     from app.identity import new_user
     from app.routes.accounts import create_token
 
-    archive = Archive(Settings.load(environ={}, data=str(data), workers=1))
+    archive = Archive(Settings.load(environ={}, hips=False, data=str(data), workers=1))
     await archive.startup()
     try:
         user = await new_user(archive, "uploader", "uploader password 123")

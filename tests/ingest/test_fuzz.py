@@ -34,7 +34,8 @@ SIZE = 48
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     # a limit well above what any of these small files needs, so that a hang fails its job, not the test
-    return Settings.load(environ={}, data=str(tmp_path / "var"), workers=2, job_lease=30.0, job_timeout=60.0)
+    return Settings.load(environ={}, hips=False,
+                         data=str(tmp_path / "var"), workers=2, job_lease=30.0, job_timeout=60.0)
 
 
 def _stars() -> tuple[np.ndarray, fits.Header]:

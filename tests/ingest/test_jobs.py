@@ -305,7 +305,7 @@ async def test_runner_runs_good_and_bad_files_to_an_outcome(archive, write_fits,
 
 async def test_runner_renews_its_lease_while_the_job_waits(tmp_path, pool, write_fits):
     """A job that takes several lease periods (here it waits for a busy pool) stays with its runner."""
-    settings = Settings.load(environ={}, data=str(tmp_path / "var"), workers=2, job_lease=0.3)
+    settings = Settings.load(environ={}, hips=False, data=str(tmp_path / "var"), workers=2, job_lease=0.3)
     archive = Archive(settings, pool=pool)
     await archive.startup()
     try:
@@ -334,7 +334,7 @@ async def test_runner_renews_its_lease_while_the_job_waits(tmp_path, pool, write
 
 
 async def test_a_stopped_runner_hands_its_job_back_to_the_queue(tmp_path, pool, write_fits):
-    settings = Settings.load(environ={}, data=str(tmp_path / "var"), workers=2, job_lease=600)
+    settings = Settings.load(environ={}, hips=False, data=str(tmp_path / "var"), workers=2, job_lease=600)
     archive = Archive(settings, pool=pool)
     await archive.startup()
     try:

@@ -439,7 +439,7 @@ def test_bad_watch_settings_are_refused_with_a_message(variable, value, message)
 async def test_the_app_runs_the_watcher_and_the_monitor_shows_it(tmp_path, pool):
     inbox, missing = tmp_path / "inbox", tmp_path / "unplugged"
     inbox.mkdir()
-    settings = Settings.load(environ={}, data=str(tmp_path / "var"), workers=2,
+    settings = Settings.load(environ={}, hips=False, data=str(tmp_path / "var"), workers=2,
                              watch_dirs=f"{inbox}{os.pathsep}{missing}", watch_settle="0.5")
     app = create_app(settings, run_jobs=False, pool=pool)
     served = app.extensions["imagex"]

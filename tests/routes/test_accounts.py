@@ -518,7 +518,7 @@ async def test_session_cookies_are_http_only_and_lax_and_secure_over_https(archi
 
 
 async def test_secure_cookies_setting_marks_them_secure_over_http(tmp_path: Path, pool):
-    settings = Settings.load(environ={}, data=str(tmp_path / "secure"), secure_cookies="true")
+    settings = Settings.load(environ={}, hips=False, data=str(tmp_path / "secure"), secure_cookies="true")
     app = create_app(settings, run_jobs=False, pool=pool)
     async with app.test_app() as test_app:
         await accounts.new_user(app.extensions["imagex"], "alice", PASSWORD)

@@ -78,7 +78,7 @@ async def _accounts(data: Path) -> dict[str, str]:
     from app.identity import new_user
     from app.routes.accounts import create_token
 
-    archive = Archive(Settings.load(environ={}, data=str(data), workers=1))
+    archive = Archive(Settings.load(environ={}, hips=False, data=str(data), workers=1))
     await archive.store.open()
     try:
         tokens = {}
@@ -121,7 +121,7 @@ def _description() -> dict[str, Any]:
     """The description the server serves, made the same way from the same routes (the schema is needed
     when tests are collected, before the server starts; test_openapi checks the served one)."""
     with tempfile.TemporaryDirectory() as data:
-        return document(create_app(Settings.load(environ={}, data=data), run_jobs=False))
+        return document(create_app(Settings.load(environ={}, hips=False, data=data), run_jobs=False))
 
 
 DESCRIPTION = _description()

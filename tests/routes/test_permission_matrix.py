@@ -103,7 +103,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory, pool: Pool) -> AsyncIt
     root = tmp_path_factory.mktemp("matrix")
     folder = root / "in"
     folder.mkdir()
-    settings = Settings.load(environ={}, data=str(root / "var"), workers=2, job_lease=5.0)
+    settings = Settings.load(environ={}, hips=False, data=str(root / "var"), workers=2, job_lease=5.0)
     app = create_app(settings, run_jobs=False, pool=pool)
     archive: Archive = app.extensions["imagex"]
     async with app.test_app() as running:

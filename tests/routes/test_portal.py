@@ -82,7 +82,8 @@ async def test_the_inbox_is_named_where_a_watcher_runs(tmp_path, pool, make_user
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    settings = Settings.load(environ={}, data=str(tmp_path / "watched"), workers=2, watch_dirs=str(inbox))
+    settings = Settings.load(environ={}, hips=False,
+                             data=str(tmp_path / "watched"), workers=2, watch_dirs=str(inbox))
     app = create_app(settings, first_admin=False, pool=pool)
     async with app.test_app() as test_app:
         client = test_app.test_client()

@@ -335,7 +335,8 @@ async def test_a_dropped_connection_leaves_nothing_behind(client, archive, alice
 async def test_a_silent_client_is_cut_off(tmp_path, pool, make_user, archive, alice_token):
     from app import create_app
 
-    settings = Settings.load(environ={}, data=str(archive.settings.data), workers=2, upload_timeout=0.3)
+    settings = Settings.load(environ={}, hips=False,
+                             data=str(archive.settings.data), workers=2, upload_timeout=0.3)
     app = create_app(settings, run_jobs=False, pool=pool)
     async with app.test_app() as test_app:
         response = await stream(test_app.test_client(), "slow.fits", [fits_bytes(32)[:4000]],
@@ -517,7 +518,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         "from app.routes.accounts import create_token\n"
         "from app.settings import Settings\n"
         "async def main():\n"
-        "    archive = Archive(Settings.load(environ={}, data=sys.argv[1], workers=1))\n"
+        "    archive = Archive(Settings.load(environ={}, hips=False, data=sys.argv[1], workers=1))\n"
         "    await archive.startup()\n"
         "    user = await new_user(archive, 'carol', 'correct horse battery')\n"
         "    await archive.store.update_user(user.id, quota=10**6)\n"

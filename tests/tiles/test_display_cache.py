@@ -162,7 +162,8 @@ def test_without_limits_nothing_is_registered_or_evicted(tmp_path):
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Two displays per image, so a third one through the route shows the cap."""
-    return Settings.load(environ={}, data=str(tmp_path / "var"), workers=2, job_lease=5.0, display_specs=2)
+    return Settings.load(environ={}, hips=False,
+                         data=str(tmp_path / "var"), workers=2, job_lease=5.0, display_specs=2)
 
 
 async def test_the_route_keeps_at_most_the_configured_displays_per_image(archive, client, write_fits):
