@@ -88,9 +88,11 @@ class Archive:
         self.started = time.time()
         self._open = True
 
-    async def close(self) -> None:
+    async def close(self, *, survey_wait: float | None = None) -> None:
+        """`survey_wait`: how long queued HiPS survey updates may hold the close (None: until done); the
+        ones still queued then are cancelled and the surveys rebuilt at the next start."""
         if self._open:  # HiPS: queued survey updates finish before the pool closes
-            await self.hips.settle()
+            await self.hips.settle(survey_wait)
         self._stop.set()
         for task in self._tasks:
             task.cancel()

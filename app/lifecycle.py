@@ -16,6 +16,7 @@ from app.archive import Archive
 # (`worker`, `ingest`) gives each pool process two: while one is in the pool, the other is checksummed,
 # catalogued and published, so that the pool does not wait for the catalog. `serve` and `watch` keep one,
 # leaving the pool's other turns to the pages and tiles they render on demand.
+SURVEY_WAIT = 10.0  # seconds queued HiPS survey updates may hold a stopping server or worker
 JOBS_PER_PROCESS = {"serve": 1, "watch": 1, "worker": 2, "ingest": 2}
 
 
@@ -53,7 +54,9 @@ async def running(archive: Archive, role: str, *, jobs: bool = True, folders: Se
         await join_fleet(archive, role)
         yield archive
     finally:
-        await archive.close()
+        # a server or worker stopping must stay within its grace time (docker stop: 30 s); a command that
+        # ingests files leaves the surveys up to date
+        await archive.close(survey_wait=None if role == "ingest" else SURVEY_WAIT)
 
 
 class Signals:

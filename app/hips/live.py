@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 PUBLIC = "public"
 SURVEYS = (PUBLIC,)
 _BATCH = 500
+STALE = ".rebuild"  # in the surveys' folder: updates were cancelled at a shutdown, rebuild at the next start
 
 
 def identity(name: str) -> Identity:
@@ -160,20 +162,51 @@ class Surveys:
             log.exception("updating the HiPS surveys failed")
 
     async def ensure(self) -> None:
-        """Build every survey that was never built (its folder is missing) and has members (unless
-        IMAGEX_HIPS is off)."""
+        """Build every survey that was never built (its folder is missing), or all of them after a shutdown
+        that cancelled updates, that has members (unless IMAGEX_HIPS is off)."""
         if not self.archive.settings.hips:
             return
+        stale = hips_root(self.archive.settings.data) / STALE
+        rebuild_all = await asyncio.to_thread(stale.is_file)
+        failed = False
         for name in SURVEYS:
-            if not await asyncio.to_thread((self.folder(name) / "properties").is_file) \
-                    and await self.members(name):
-                try:
-                    await self.rebuild(name)
-                except Exception as error:
-                    self.last_error = f"{type(error).__name__}: {error}"
-                    log.exception("building the HiPS survey %s failed", name)
+            built = await asyncio.to_thread((self.folder(name) / "properties").is_file)
+            if built and not rebuild_all:
+                continue
+            if not await self.members(name):
+                if built:  # every member left while updates were cancelled: nothing may stay shown
+                    await asyncio.to_thread(shutil.rmtree, self.folder(name), True)
+                continue
+            try:
+                await self.rebuild(name)
+            except Exception as error:
+                failed = True
+                self.last_error = f"{type(error).__name__}: {error}"
+                log.exception("building the HiPS survey %s failed", name)
+        if rebuild_all and not failed:
+            await asyncio.to_thread(stale.unlink, True)
 
-    async def settle(self) -> None:
-        """Wait until every queued update is done."""
+    async def settle(self, timeout: float | None = None) -> bool:
+        """Wait until every queued update is done, at most `timeout` seconds (None: however long). Updates
+        still queued then are cancelled and the surveys marked for a rebuild at the next start (`ensure`):
+        a stopping server must not outlast its grace time, and no change may be lost. True when done."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                break
+            await asyncio.wait(list(self._pending), timeout=left)
+        if not self._pending:
+            return True
+        await asyncio.to_thread(self._mark_stale)
+        for task in list(self._pending):
+            task.cancel()
+        await asyncio.gather(*list(self._pending), return_exceptions=True)
+        log.warning("stopped before the HiPS surveys were up to date: they are rebuilt at the next start")
+        return False
+
+    def _mark_stale(self) -> None:
+        root = hips_root(self.archive.settings.data)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / STALE).write_text("updates were cancelled at shutdown: rebuild at the next start\n")

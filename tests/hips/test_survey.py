@@ -358,3 +358,30 @@ async def test_an_update_cut_short_is_finished_by_the_next(archive: Archive, tmp
     shutil.copytree(folder, copy)
     await archive.hips.rebuild()
     same(grab(copy), grab(folder))
+
+
+async def test_a_stop_that_cannot_wait_cancels_updates_and_the_next_start_rebuilds(archive: Archive,
+                                                                                 tmp_path: Path) -> None:
+    """A server stopping within its grace time cancels the survey updates still queued; the deleted image
+    they would have taken out is taken out by the rebuild the next start makes."""
+    from app.hips.live import STALE
+    from app.ingest.removal import delete_image
+
+    await ingest(archive, write_field(tmp_path / "kept.fits", 150.0, 2.0, level=100.0), visibility="public")
+    jobs = await ingest(archive, write_field(tmp_path / "gone.fits", 150.3, 2.0, level=7000.0),
+                        visibility="public")
+    await archive.hips.settle()
+    folder = survey(archive)
+
+    def brightest() -> float:
+        return float(np.nanmax([np.nanmax(fits.getdata(path)) for path in folder.rglob("Npix*.fits")]))
+
+    assert brightest() > 7000
+    image = await archive.store.get_image(jobs[0].image_ids[0])
+    assert image is not None
+    await delete_image(archive, image)  # queues the update that takes its pixels out
+    assert await archive.hips.settle(timeout=0) is False
+    marker = folder.parent / STALE
+    assert marker.is_file() and brightest() > 7000  # the update was cancelled: the survey is behind
+    await archive.hips.ensure()  # what the next start does
+    assert not marker.exists() and brightest() < 1000
