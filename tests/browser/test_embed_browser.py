@@ -18,7 +18,7 @@ import pytest
 
 from tests.browser.conftest import Server, ingest_and_serve, screenshot
 from tests.browser.test_mosaic_browser import FIELDS, Served, serving
-from tests.browser.test_planes_browser import PLANES, bright_quarter, shows, write_cube
+from tests.browser.test_planes_browser import PLANES, bright_quarter, play_until, shows, write_cube
 from tests.browser.test_viewer_browser import Recorder
 from tests.processes import free_port
 
@@ -203,12 +203,7 @@ async def test_the_embed_of_a_cube_steps_through_its_planes(page, cube_server: S
     assert "plane" not in parse_qs(urlsplit(page.url).query)
 
     # Play moves on by itself; Pause stops it
-    play = page.locator("#plane-controls button[name=play]")
-    await play.click()
-    await page.wait_for_function("() => document.getElementById('plane-label').textContent"
-                                 ".startsWith('3 of')", timeout=10_000)
-    await play.click()
-    assert await play.text_content() == "Play"
+    play = await play_until(page, "3 of")
     assert await play.get_attribute("aria-pressed") == "false"
 
     # ?plane=2 (from 1, as on the image page) opens at the second plane: no tile of another plane is asked for

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -23,6 +24,17 @@ PLANES = 4
 # the one pyramid shown once a switch is complete (the old one removed)
 ONLY = ("(part) => { const w = window.imagexViewer.world; return w.getItemCount() === 1 && "
         "w.getItemAt(0).source.tilesUrl.includes(part) && w.getItemAt(0).getFullyLoaded(); }")
+
+
+async def play_until(page, label: str) -> Any:
+    """Press Play, wait until the plane label starts with `label`, press Pause: the Play button."""
+    play = page.locator("#plane-controls button[name=play]")
+    await play.click()
+    await page.wait_for_function("(label) => document.getElementById('plane-label').textContent"
+                                 ".startsWith(label)", arg=label, timeout=10_000)
+    await play.click()
+    assert await play.text_content() == "Play"
+    return play
 
 
 async def shows(page, part: str) -> None:
@@ -114,11 +126,6 @@ async def test_the_plane_slider_shows_each_plane_with_its_coordinate_and_values(
     assert await label.text_content() == "2 of 4: FREQ 1.42065 GHz"
 
     # Play moves on by itself; Pause stops it
-    play = page.locator("#plane-controls button[name=play]")
-    await play.click()
-    await page.wait_for_function("() => document.getElementById('plane-label').textContent"
-                                 ".startsWith('3 of')", timeout=10_000)
-    await play.click()
-    assert await play.text_content() == "Play"
+    await play_until(page, "3 of")
     failed = [(url, status) for url, status in recorder.tiles() if status >= 400]
     assert failed == []
