@@ -14,16 +14,13 @@ from typing import Any
 
 from app.cli_users import user_command, user_parser
 from app.exceptions import ImageXError
+from app.names import MEASURED_INTERVALS, STRETCHES
 from app.nginx import JS_NAME, SITE_NAME
 from app.settings import SETTINGS, Settings, markdown_table
 from app.site_policy import VISIBILITIES
 from app.store.base import JobRecord
 
 log = logging.getLogger("imagex")
-# what `imagex ingest --interval/--stretch` offer (app.tiles.scaling checks them; not imported here, so that
-# every command starts without numpy and libvips)
-RUN_INTERVALS = ("zscale", "percentile", "minmax")
-RUN_STRETCHES = ("linear", "sqrt", "log", "asinh", "histeq", "ahisteq")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,9 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                         "stored by an earlier run")
     ingest.add_argument("--scaling-name", metavar="NAME", help="with --fixed-scaling first: the name to "
                         "store the scaling under (default run-YYYYmmdd-HHMMSS)")
-    ingest.add_argument("--interval", choices=RUN_INTERVALS,
+    ingest.add_argument("--interval", choices=MEASURED_INTERVALS,
                         help="the interval of the run's scaling (default: zscale, min-max for 8-bit rasters)")
-    ingest.add_argument("--stretch", choices=RUN_STRETCHES, help="the stretch of the run's scaling: "
+    ingest.add_argument("--stretch", choices=STRETCHES, help="the stretch of the run's scaling: "
                         "ahisteq is adaptive histogram equalisation, with cells fixed in image pixels "
                         "(default: the site's default stretch, set by an administrator; linear unless set)")
     ingest.add_argument("--dry-run", action="store_true", help="list the files and whether each would be "

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from app.names import AUTO, STRETCHES
+
 REGISTRATION = ("open", "invite", "closed")
 SHARING = ("choose", "none", "all")
 VISIBILITIES = ("private", "registered", "public")
-# app.tiles.scaling.STRETCHES (not imported here, so that the site's policy needs neither numpy nor libvips)
-DEFAULT_STRETCHES = ("auto", "linear", "sqrt", "log", "asinh", "histeq", "ahisteq")
+DEFAULT_STRETCHES = (AUTO, *STRETCHES)
 MAX_BYTES = 10**18
 _EMAIL = re.compile(r"^[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+$")
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from app.hips import geometry
+from app.names import EQUALISED
 
 # Cells whose position falls at most this far (in pixels) outside the image's outer edge still take its edge
 # value: the image covers its pixels out to their outer edges, -0.5 .. width - 0.5.
@@ -86,7 +87,7 @@ def scaled(member: Member, path: str) -> Scaled:
 
     spec = render.default_spec(member.display)
     scale = render.scale_of(Path(path).parent, spec, path)
-    stretch = "histeq" if spec.stretch in render.EQUALISED else spec.stretch
+    stretch = "histeq" if spec.stretch in EQUALISED else spec.stretch
     return Scaled(scale.low, scale.high, stretch_lut(stretch, None, scale.curve))
 
 

@@ -42,6 +42,8 @@ def register(app: Quart) -> None:
     for module in (portal, viewer, tiles, api, account_routes, admin, upload, search, builder, health,
                    mosaic, hips, sky):  # hips: the HiPS surveys; sky: the page that shows them
         app.register_blueprint(module.bp)
+    app.register_blueprint(admin.api_bp)  # the admin pages' JSON twins
+    app.register_blueprint(builder.api_bp)
 
     @app.before_request
     async def request_context() -> Any:

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from quart import Blueprint, g, jsonify, render_template, request
-from quart.blueprints import BlueprintSetupState
 from werkzeug.exceptions import NotFound
 
 from app import identity as accounts
@@ -17,6 +16,7 @@ from app.archive import Archive, get_archive
 from app.exceptions import Conflict
 from app.formatting import human_bytes
 from app.monitor import failure, monitor_facts
+from app.names import STRETCH_LABELS
 from app.openapi import described
 from app.routes import schemas
 from app.routes.views import htmx, require_admin
@@ -24,6 +24,8 @@ from app.site_policy import SITE_BY_NAME, SITE_SETTINGS, Site, parse_bytes, vali
 from app.store.base import Invitation, Usage, User, new_id
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+# the JSON twins of the admin pages, under /api/admin, guarded the same way
+api_bp = Blueprint("admin_api", __name__, url_prefix="/api/admin")
 
 INVITATION_DAYS = 7
 MAX_INVITATION_DAYS = 365
@@ -36,27 +38,19 @@ CHOICE_LABELS = {
     "none": "users cannot share (owner and administrators only)",
     "all": "all user data is visible to all registered users",
     "auto": "auto: linear (8-bit pictures as they are)",
-    "sqrt": "square root",
-    "histeq": "histogram equalisation",
-    "ahisteq": "adaptive histogram equalisation",
+    **{name: label for name, label in STRETCH_LABELS.items() if label != name},
 }
 
 
 # access ----------------------------------------------------------------------------------------------
 bp.before_request(require_admin)
+api_bp.before_request(require_admin)
 
 
 def _admin() -> User:
     user = accounts.current_user()
     assert user is not None  # require_admin ran
     return user
-
-
-@bp.record_once
-def _json_twin(state: BlueprintSetupState) -> None:
-    # JSON endpoints live under /api; this one still belongs to the admin blueprint (endpoint
-    # "admin.monitor_api"), so `require_admin` guards it like every admin page
-    state.app.add_url_rule("/api/admin/monitor", "admin.monitor_api", monitor_api, methods=["GET"])
 
 
 async def _page(template: str, status: int = 200, **values: Any) -> tuple[str, int]:
@@ -350,6 +344,7 @@ async def monitor() -> Any:
                        m=facts, notice="", notice_error="", focus="", message="", error="")
 
 
+@api_bp.get("/monitor")
 @described("The system monitor: disk, background tasks and the ingest queue", access="admin", tag="admin",
            answers={200: ("the monitor's facts", schemas.MONITOR)})
 async def monitor_api() -> Any:

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from quart import Blueprint, jsonify, render_template, request
-from quart.blueprints import BlueprintSetupState
 from werkzeug.exceptions import BadRequest, NotFound
 from werkzeug.exceptions import Conflict as HTTPConflict
 
@@ -23,25 +22,15 @@ from app.search.elements import TYPE_NAMES, ElementError, element_from, missing_
 from app.store.base import ELEMENT_TYPES, SearchElement
 
 bp = Blueprint("builder", __name__, url_prefix="/admin/search")
+# the builder's JSON API, under /api/admin/search-elements, guarded the same way
+api_bp = Blueprint("builder_api", __name__, url_prefix="/api/admin/search-elements")
 
 
 bp.before_request(require_admin)
+api_bp.before_request(require_admin)
 ORDER_MESSAGE = 'send {"ids": [...]}: the element ids in their new order'
 FORM_FIELDS = ("type", "label", "id", "keywords", "help", "enabled", "match", "autocomplete", "min", "max",
                "unit", "choices", "from_values", "radius", "mode")
-
-
-@bp.record_once
-def _json_twin(state: BlueprintSetupState) -> None:
-    # endpoints of this blueprint (so `require_admin` guards them) at /api/admin/...
-    app = state.app
-    app.add_url_rule("/api/admin/search-elements", "builder.list_api", list_api, methods=["GET"])
-    app.add_url_rule("/api/admin/search-elements", "builder.create_api", create_api, methods=["POST"])
-    app.add_url_rule("/api/admin/search-elements/order", "builder.order_api", order_api, methods=["POST"])
-    app.add_url_rule("/api/admin/search-elements/<element_id>", "builder.update_api", update_api,
-                     methods=["PUT"])
-    app.add_url_rule("/api/admin/search-elements/<element_id>", "builder.delete_api", delete_api,
-                     methods=["DELETE"])
 
 
 async def builder_state(archive: Archive) -> dict[str, Any]:
@@ -199,6 +188,7 @@ def _refused(error: ElementError) -> BadRequest:
     return BadRequest(f"{error.field}: {error}")
 
 
+@api_bp.get("")
 @described("The search form's fields in order, the catalog's keywords and the indexed ones", access="admin",
            tag="admin", answers={200: ("the builder's state", obj({
                "elements": array(schemas.ELEMENT), "keywords": mapping(whole(minimum=0)),
@@ -209,6 +199,7 @@ async def list_api() -> Any:
                     "indexed": state["indexed"]})
 
 
+@api_bp.post("")
 @described("Add a field to the search form", access="admin", tag="admin",
            body=RequestBody(schemas.ELEMENT_BODY),
            answers={201: ("the field", schemas.ELEMENT), 409: ("the id is taken", ERROR)})
@@ -224,6 +215,7 @@ async def create_api() -> Any:
     return jsonify((await _element(archive, element.id)).public()), 201
 
 
+@api_bp.put("/<element_id>")
 @described("Replace a field of the search form (its id stays)", access="admin", tag="admin",
            params=(Param("element_id", STRING, "the field's id", where="path"),),
            body=RequestBody(schemas.ELEMENT_BODY),
@@ -242,6 +234,7 @@ async def update_api(element_id: str) -> Any:
     return jsonify((await _element(archive, element_id)).public())
 
 
+@api_bp.delete("/<element_id>")
 @described("Remove a field from the search form", access="admin", tag="admin",
            params=(Param("element_id", STRING, "the field's id", where="path"),),
            answers={200: ("the removed field's id", obj({"deleted": STRING}, closed=True))})
@@ -252,6 +245,7 @@ async def delete_api(element_id: str) -> Any:
     return jsonify({"deleted": element.id})
 
 
+@api_bp.post("/order")
 @described("Reorder the search form's fields", access="admin", tag="admin",
            body=RequestBody({**obj({"ids": {**array(STRING), "x-message": ORDER_MESSAGE}}),
                              "x-message": ORDER_MESSAGE}),

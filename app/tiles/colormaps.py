@@ -11,7 +11,9 @@ import functools
 
 import numpy as np
 
-NAMES = ("grey", "viridis", "magma", "inferno", "heat", "cool", "rainbow")
+from app.names import COLORMAPS
+
+NAMES = COLORMAPS
 INVERTED = "_r"
 
 _ANCHORS: dict[str, tuple[str, ...]] = {

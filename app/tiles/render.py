@@ -33,17 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from app.names import EQUALISED, INTERVAL_LABELS, STRETCH_LABELS, STRETCHES
 from app.tiles import adaptive, colormaps, display_cache, science
 from app.tiles.pyramid import DZI_NAME, OVERLAP, TILE_SIZE
 
-# The display names the server renders and the image page offers, with their labels: the one list of
-# them (the page's controls and its script read theirs from here, through the template).
-STRETCH_LABELS = {"linear": "linear", "sqrt": "square root", "log": "log", "asinh": "asinh",
-                  "histeq": "histogram equalisation", "ahisteq": "adaptive histogram equalisation"}
-STRETCHES = tuple(STRETCH_LABELS)
-INTERVAL_LABELS = {"zscale": "zscale", "minmax": "min\u2013max", "percentile": "percentile",
-                   "manual": "manual"}
-EQUALISED = ("histeq", "ahisteq")  # stretches that need the image's equalisation curve
 DISPLAY = "display"
 SCALE_FILE = "scale.json"
 SAMPLE_FILE = "sample.npy"

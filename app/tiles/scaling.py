@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 import pyvips
 
-INTERVALS = ("auto", "zscale", "percentile", "minmax", "manual")
-STRETCHES = ("auto", "linear", "sqrt", "log", "asinh", "histeq", "ahisteq")
-EQUALISED = ("histeq", "ahisteq")  # stretches that equalise with the image's histogram (its curve)
+from app import names
+from app.names import AUTO, EQUALISED, MEASURED_INTERVALS
+
+INTERVALS = (AUTO, *MEASURED_INTERVALS, "manual")
+STRETCHES = (AUTO, *names.STRETCHES)
 LUT_SIZE = 65536
 SAMPLE_PIXELS = 1_000_000
 CURVE_POINTS = 257  # quantiles kept of a frozen histogram equalisation
