@@ -3,9 +3,17 @@ in a survey that already holds other images elsewhere on the sky, against the fl
 run: astropy's own `world_to_pixel` of as many HEALPix cell centres as the update computed tiles for.
 
     .venv/bin/python bench/hips.py [--sizes 128,256,512] [--others 8] [--workers 2]
+    .venv/bin/python bench/hips.py --rival [--count 50] [--size 2048] [--workers 2]
 
 Prints, for each size, the seconds of the update, the deepest tiles it computed, and the ratio to the floor.
 An update should take time in proportion to the image's area (its tiles), not to the survey's size.
+
+With --rival: `count` overlapping images of `size`^2 pixels; the whole survey built from scratch (`imagex
+hips rebuild`'s work: FITS, PNG and JPEG tiles, all orders, Allsky, MOC) against reproject's own HiPS writer
+on the same images in the same run (`reproject_to_hips` of each image with `reproject_interp`, FITS tiles
+only, then their tiles merged, the later image on top: reproject's `coadd_hips` cannot combine FITS tiles;
+given as many threads as we have workers), and the live update of one image against
+the full rebuild. Targets (issue 15): ours / reproject <= 1; update / rebuild <= 5%.
 """
 
 from __future__ import annotations
@@ -91,10 +99,73 @@ async def main(sizes: list[int], others: int, workers: int) -> None:
             await archive.close()
 
 
+def merge(folders: list[Path], into: Path) -> None:
+    """The FITS tiles of several single-image surveys as one, the later image on top where it has values
+    (what `coadd_hips` does for PNG tiles; it refuses FITS)."""
+    for folder in folders:
+        for tile in folder.glob("Norder*/Dir*/Npix*.fits"):
+            target = into / tile.relative_to(folder)
+            data = fits.getdata(tile)
+            if target.exists():
+                below = fits.getdata(target)
+                data = np.where(np.isfinite(data), data, below)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fits.PrimaryHDU(data).writeto(target, overwrite=True)
+
+
+async def rival(count: int, size: int, workers: int) -> None:
+    from reproject import reproject_interp
+    from reproject.hips import reproject_to_hips
+
+    with tempfile.TemporaryDirectory() as temporary:
+        root = Path(temporary)
+        # overlapping fields: a grid of centres a third of a field apart around (150, 2)
+        step = size * SCALE / 3600 / 3
+        paths = [write(root, f"field{index:03d}", 150.0 + step * (index % 7), 2.0 + step * (index // 7), size)
+                 for index in range(count)]
+        settings = Settings.load(environ={}, data=str(root / "var"), workers=workers, hips=False)
+        archive = Archive(settings)
+        await archive.startup()
+        try:
+            ids = [await ingest(archive, path) for path in paths]  # no survey yet: hips=False
+            archive.settings = Settings.load(environ={}, data=str(root / "var"), workers=workers, hips=True)
+            started = time.perf_counter()
+            await archive.hips.rebuild()
+            ours = time.perf_counter() - started
+            order = json.loads((archive.hips.folder("public") / ".index.json").read_text())["order"]
+            image = await archive.store.get_image(ids[count // 2])
+            assert image is not None
+            started = time.perf_counter()
+            archive.hips.refresh([image])
+            await archive.hips.settle()
+            update = time.perf_counter() - started
+        finally:
+            await archive.close()
+        started = time.perf_counter()
+        folders = []
+        for index, path in enumerate(paths):
+            folders.append(root / f"reproject{index:03d}")
+            reproject_to_hips(str(path), coord_system_out="equatorial", reproject_function=reproject_interp,
+                              output_directory=str(folders[-1]), level=order, threads=workers)
+        merge(folders, root / "reproject-merged")
+        theirs = time.perf_counter() - started
+    print(f"{count} images of {size}^2, order {order}, {workers} worker(s)")
+    print(f"whole survey: ours {ours:.1f} s (FITS+PNG+JPEG), reproject {theirs:.1f} s (FITS): "
+          f"ratio {ours / theirs:.2f} (target <= 1)")
+    print(f"live update of one image: {update:.2f} s, {100 * update / ours:.1f}% of the rebuild "
+          "(target <= 5%)")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="128,256,512")
     parser.add_argument("--others", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rival", action="store_true", help="the whole survey against reproject's writer")
+    parser.add_argument("--count", type=int, default=50)
+    parser.add_argument("--size", type=int, default=2048)
     args = parser.parse_args()
-    asyncio.run(main([int(size) for size in args.sizes.split(",")], args.others, args.workers))
+    if args.rival:
+        asyncio.run(rival(args.count, args.size, args.workers))
+    else:
+        asyncio.run(main([int(size) for size in args.sizes.split(",")], args.others, args.workers))
