@@ -34,6 +34,7 @@ from app.routes.views import (
 from app.sky.frame import Frame, TooFarApart, north_up
 from app.sky.mosaic import Sheet, placements
 from app.sky.readout import sky_readout
+from app.sky.warp import save_frame
 from app.store.base import FieldIn, ImageRecord
 from app.tiles import colormaps, render
 from app.tiles.pyramid import OVERLAP, TILE_SIZE
@@ -75,8 +76,11 @@ def _tiles_url(summary: dict[str, Any]) -> str:
     return dzi[: -len("image.dzi")]
 
 
-def _layer(archive: Archive, image: ImageRecord, placed: dict[str, Any]) -> dict[str, Any]:
+def _layer(archive: Archive, image: ImageRecord, placed: dict[str, Any], frame: str = "") -> dict[str, Any]:
+    """What the page needs to draw one image; `frame`: the key of the saved frame, for a layer drawn
+    resampled (`warp`: its box in the frame and the frame's key)."""
     summary = image_summary(archive, image)
+    warp = placed.get("warp")
     return {
         "id": image.id, "name": image.name, "url": summary["url"], "width": image.width,
         "height": image.height, "tiles_url": _tiles_url(summary), "dzi_url": summary["dzi_url"],
@@ -84,6 +88,8 @@ def _layer(archive: Archive, image: ImageRecord, placed: dict[str, Any]) -> dict
         "scaling": str(summary["display_default"]).rsplit("~", 1)[0],
         "public": effective_visibility(image, current_site()) == "public",
         "pieces": placed["pieces"], "error_px": placed["error_px"],
+        "warp": {"x": warp[0], "y": warp[1], "width": warp[2], "height": warp[3], "frame": frame}
+        if warp else None,
     }
 
 
@@ -177,12 +183,15 @@ async def mosaic_view(archive: Archive, ids: list[str], ref: str | None = None,
     if isinstance(reference, Sheet):
         placed = await place_all(archive, sheets, reference)
     shown, layers = [], []
+    frame_key = ""
+    if isinstance(reference, Sheet) and any(isinstance(each, dict) and each.get("warp") for each in placed):
+        frame_key = await asyncio.to_thread(save_frame, archive.settings.data, reference)
     for image, result in zip(images, placed if warning is None else [], strict=False):
         if isinstance(result, str):
             notices.append(f"{image.name} ({image.id}) is left out: {result}")
         else:
             shown.append(image)
-            layers.append(_layer(archive, image, result))
+            layers.append(_layer(archive, image, result, frame_key))
     common = await common_scaling(archive, shown) if scaling == "common" and shown else None
     if common is not None:
         for layer in layers:

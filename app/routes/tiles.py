@@ -12,6 +12,8 @@ owner disabled) or the image deleted: 403, reload the page.
     /tiles/<id>/<token>/display/<spec>/image.dzi, .../image_files/<level>/<col>_<row>.jpeg   dynamic
     /tiles/<id>/<token>/pixel/<x>_<y>   the original value at display pixel (x, y), as JSON
     /tiles/<id>/<token>/block/<x>_<y>   the 5x5 values around display pixel (x, y), as JSON (the pixel table)
+    /tiles/<id>/<token>/warp/<frame>/<spec>/image_files/<level>/<col>_<row>.png   the image drawn resampled
+        into a mosaic's frame (app/sky/warp.py), PNG with alpha
     /tiles/<id>/<token>/planes/<k>/display/..., .../planes/<k>/pixel/<x>_<y>   the same for plane k (from 0)
         of an image with planes (a cube, a series): rendered from that plane's science pyramid, which is
         built from the original on first use
@@ -29,20 +31,24 @@ from werkzeug.exceptions import Forbidden, Gone, NotFound
 from app import tokens
 from app.archive import Archive, get_archive
 from app.exceptions import ImageXError
-from app.tiles import display_cache, render, science
+from app.sky.mosaic import Sheet
+from app.sky.warp import load_frame
+from app.tiles import display_cache, render, science, warped
 from app.tiles.pyramid import DZI_NAME, NO_GEN
 from app.tiles.server import cache_control, etag_of, matches
 
 bp = Blueprint("tiles", __name__)
 _NAME = re.compile(r"^(?:image\.dzi|thumb\.jpeg|image_files/\d{1,2}/\d{1,6}_\d{1,6}\.jpeg)$")
 _ID = re.compile(r"^[A-Za-z0-9]{6,32}$")
-_TYPES = {".dzi": "application/xml", ".jpeg": "image/jpeg"}
+_TYPES = {".dzi": "application/xml", ".jpeg": "image/jpeg", ".png": "image/png"}
 _INTEGER = r"(?:0|[1-9]\d{0,5})"  # one spelling per number: one cache file per tile
 _DISPLAY = re.compile(rf"^display/(?P<spec>[^/]+)/(?:image\.dzi|image_files/(?P<level>0|[1-9]\d?)/"
                       rf"(?P<col>{_INTEGER})_(?P<row>{_INTEGER})\.jpeg)$")
 _PIXEL = re.compile(rf"^(?P<kind>pixel|block)/(?P<x>{_INTEGER})_(?P<y>{_INTEGER})$")
 BLOCK_RADIUS = 2  # the pixel table: 5x5 values, as DS9 shows them
-_PLANE = re.compile(r"^planes/(?P<index>[1-9]\d{0,5})/(?P<rest>(?:display|pixel|block)/.*)$")
+_WARP = re.compile(rf"^warp/(?P<frame>[0-9a-f]{{32}})/(?P<spec>[^/]+)/image_files/(?P<level>0|[1-9]\d?)/"
+                   rf"(?P<col>{_INTEGER})_(?P<row>{_INTEGER})\.png$")
+_PLANE = re.compile(r"^planes/(?P<index>[1-9]\d{0,5})/(?P<rest>(?:display|pixel|block|warp)/.*)$")
 _EXPIRED = "this tile link has expired or is not valid; reload the page"
 _REVOKED = "this tile link has expired or was revoked; reload the page"
 
@@ -58,6 +64,8 @@ async def tile(image_id: str, token: str, name: str) -> Any:
         return await _display(archive, image_id, token, name, index)
     if _ID.fullmatch(image_id) and name.startswith(("pixel/", "block/")):
         return await _pixel(archive, image_id, token, name, index)
+    if _ID.fullmatch(image_id) and name.startswith("warp/"):
+        return await _warped(archive, image_id, token, name, index)
     if plane:
         raise NotFound("no such tile")
     if not _ID.fullmatch(image_id) or not _NAME.fullmatch(name):
@@ -126,6 +134,35 @@ async def _display(archive: Archive, image_id: str, token: str, name: str, index
     if data is None:
         raise NotFound("no such tile")
     # from the cache file just written (its ETag); gone when the image was revoked or deleted meanwhile
+    return _file(folder, path, remaining)
+
+
+async def _warped(archive: Archive, image_id: str, token: str, name: str, index: int) -> Response:
+    """A tile of plane `index` drawn resampled into a mosaic's frame (app/sky/warp.py): from the disk cache,
+    else rendered in the pool."""
+    match = _WARP.fullmatch(name)
+    if not match:
+        raise NotFound("no such tile")
+    try:
+        spec = render.parse(match["spec"])
+    except render.SpecError as error:
+        raise NotFound(f"no such display: {error}") from None
+    folder, remaining = _check(archive, image_id, token)
+    level, col, row = int(match["level"]), int(match["col"]), int(match["row"])
+    place = science.plane_folder(folder, index)
+    path = warped.tile_path(place, match["frame"], spec.text, level, col, row)
+    if path.is_file():
+        return _file(folder, path, remaining)
+    frame = load_frame(archive.settings.data, match["frame"])
+    image = await archive.store.get_image(image_id)
+    if frame is None or image is None:
+        raise NotFound("no such frame: open the mosaic again")
+    science_path = await _science(archive, image_id, folder, index)
+    sheet = Sheet(dict(image.header), image.width, image.height, key=f"{image.id}:{image.sha256}")
+    data = await archive.pool.run(warped.render_warped, str(place), science_path, spec.text, frame, sheet,
+                                  level, col, row)
+    if data is None:
+        raise NotFound("no such tile")
     return _file(folder, path, remaining)
 
 

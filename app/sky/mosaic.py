@@ -251,7 +251,8 @@ def first_celestial(sheets: Sequence[Sheet]) -> int | None:
 
 def placements(sheets: Sequence[Sheet], reference: Sheet | None = None) -> list[dict[str, Any] | str]:
     """Each image placed relative to `reference` (default: the first sheet with a celestial WCS). An entry
-    is `{"pieces": [placement dicts], "error_px": largest error}` (the reference's own is the identity) or,
+    is `{"pieces": [placement dicts], "error_px": largest error}` (the reference's own is the identity), with
+    `"warp": [left, top, width, height]` when the pieces stay further than TOLERANCE_PX from astropy, or,
     for an image that cannot be placed, the reason why. Runs in the process pool: pure data in and out, so
     a long list can be cut into parts placed in parallel against the same reference."""
     if reference is None:
@@ -268,6 +269,15 @@ def placements(sheets: Sequence[Sheet], reference: Sheet | None = None) -> list[
         if pieces is None:
             result.append("it is too far from the reference to place in its projection")
             continue
-        result.append({"pieces": [piece.as_dict() for piece in pieces],
-                       "error_px": max(piece.error_px for piece in pieces)})
+        entry: dict[str, Any] = {"pieces": [piece.as_dict() for piece in pieces],
+                                 "error_px": max(piece.error_px for piece in pieces)}
+        if entry["error_px"] > TOLERANCE_PX:
+            # no similarities place it within TOLERANCE_PX: drawn resampled into the frame instead, in
+            # this box of the frame's display pixels (`app.sky.warp`)
+            from app.sky.warp import box_in_frame
+
+            box = box_in_frame(reference, sheet)
+            if box is not None:
+                entry["warp"] = list(box)
+        result.append(entry)
     return result

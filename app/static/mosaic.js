@@ -1,5 +1,5 @@
 // Mosaics and embeds: OpenSeadragon with one TiledImage per placed image (or per piece of one, clipped),
-// placed as the server computed from the WCS. Controls (show/hide, opacity, colormap, blink) are drawn for
+// placed as the server computed from the WCS; an image no similarity places is drawn resampled into the frame. Controls (show/hide, opacity, colormap, blink) are drawn for
 // one page of images at a time, so a mosaic of hundreds stays light; OpenSeadragon loads only the tiles in
 // view. The embed of an image with planes has a plane slider (planes.js): a plane other than the first is
 // shown with the dynamic tiles of that plane in the image's own display. The frame is north up (or one image's
@@ -70,13 +70,26 @@
       return layer.visible ? layer.opacity : 0;
     }
 
+    // An image no similarities place within half a pixel (non-square pixels, skewed axes) is drawn as one
+    // layer in the frame's own pixels, its tiles resampled by the server (PNG: transparent off the image).
+    function warpSource(layer, colormap) {
+      var warp = layer.data.warp;
+      var base = layer.data.tiles_url + (layer.plane > 0 ? "planes/" + layer.plane + "/" : "") + "warp/" +
+        warp.frame + "/" + layer.data.scaling + "~" + encodeURIComponent(colormap) + "/image_files/";
+      return { width: warp.width, height: warp.height, tileSize: data.tile_format.tile_size,
+               tileOverlap: data.tile_format.overlap, minLevel: 0,
+               getTileUrl: function (level, x, y) { return base + level + "/" + x + "_" + y + ".png"; } };
+    }
+
     function addPieces(layer, colormap, replacing, done) {
-      var pieces = layer.data.pieces;
+      var warp = layer.data.warp;
+      var pieces = warp ? [{ x: warp.x, y: warp.y, width: warp.width, degrees: 0, flipped: false }]
+        : layer.data.pieces;
       var items = new Array(pieces.length);
       var remaining = pieces.length, failure = "";
       pieces.forEach(function (piece, number) {
         var options = {
-          tileSource: tileSource(layer, colormap),
+          tileSource: warp ? warpSource(layer, colormap) : tileSource(layer, colormap),
           x: piece.x * unit, y: piece.y * unit, width: piece.width * unit,
           degrees: piece.degrees, flipped: piece.flipped,
           opacity: shownOpacity(layer), preload: blink.timer !== null,
@@ -89,7 +102,7 @@
             finish();
           }
         };
-        if (pieces.length > 1) {
+        if (!warp && pieces.length > 1) {
           options.clip = new OpenSeadragon.Rect(piece.clip[0], piece.clip[1], piece.clip[2], piece.clip[3]);
         }
         if (replacing) {
@@ -319,6 +332,7 @@
     // piece holding it, and the flip, taken into account).
     function toElement(index, u, v) {
       var layer = layers[index];
+      if (layer.data.warp) { return null; }  // drawn resampled: its pixels are found through the frame
       var best = 0, distance = Infinity;
       layer.data.pieces.forEach(function (piece, number) {
         var r = piece.region;

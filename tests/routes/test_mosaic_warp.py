@@ -1,0 +1,150 @@
+"""Images no similarity can place: a drizzled, north-up image on the pixel grid of a raw HST-like frame
+(non-square pixels, axes 84 degrees apart, SIP distortion) is drawn resampled into that grid, and its stars
+land within a pixel of where astropy puts them; the tiles are refused without a valid token or frame."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pyvips
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from app.archive import Archive
+from app.tiles import render
+from tests.helpers import ingest
+
+RA, DEC = 150.1, 2.2
+# sky positions of the stars: offsets in arcsec east and north of the centre
+STARS = [(0.0, 0.0), (2.0, 1.5), (-1.8, 2.1), (1.6, -2.0), (-2.2, -1.4), (0.4, 2.6)]
+
+
+def flt_header(size: int) -> fits.Header:
+    """A raw-camera-like WCS: 0.028" by 0.025" pixels, axes 84 degrees apart, and SIP distortion."""
+    sx, sy = 0.028 / 3600, 0.025 / 3600
+    a, b = math.radians(190.0), math.radians(106.0)  # x towards the west, y about north: 84 degrees apart
+    header = fits.Header()
+    header.update({
+        "CTYPE1": "RA---TAN-SIP", "CTYPE2": "DEC--TAN-SIP", "CRVAL1": RA, "CRVAL2": DEC,
+        "CRPIX1": size / 2 + 0.5, "CRPIX2": size / 2 + 0.5, "RADESYS": "ICRS",
+        "CD1_1": sx * math.cos(a), "CD1_2": sy * math.cos(b),
+        "CD2_1": sx * math.sin(a), "CD2_2": sy * math.sin(b),
+        "A_ORDER": 2, "B_ORDER": 2, "A_2_0": 2e-5, "A_1_1": 1e-5, "A_0_2": -1e-5,
+        "B_2_0": -1e-5, "B_1_1": 1.5e-5, "B_0_2": 2e-5,
+    })
+    return header
+
+
+def drizzled_header(size: int) -> fits.Header:
+    """North up, east left, square 0.025" pixels: a drizzled product of the same field."""
+    scale = 0.025 / 3600
+    header = fits.Header()
+    header.update({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": RA, "CRVAL2": DEC,
+                   "CRPIX1": size / 2 + 0.5, "CRPIX2": size / 2 + 0.5, "CD1_1": -scale, "CD1_2": 0.0,
+                   "CD2_1": 0.0, "CD2_2": scale, "RADESYS": "ICRS"})
+    return header
+
+
+def star_positions() -> tuple[np.ndarray, np.ndarray]:
+    east, north = np.array(STARS).T / 3600
+    return RA + east / math.cos(math.radians(DEC)), DEC + north
+
+
+def write(path: Path, header: fits.Header, size: int) -> Path:
+    wcs = WCS(header)
+    ra, dec = star_positions()
+    xs, ys = wcs.all_world2pix(ra, dec, 0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    data = np.random.default_rng(3).normal(100.0, 2.0, (size, size))
+    for x, y in zip(xs, ys, strict=True):
+        data += 3000.0 * np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / 2.5**2)
+    fits.PrimaryHDU(data.astype(np.float32), header=header).writeto(path)
+    return path
+
+
+async def placed(archive: Archive, client: Any, tmp_path: Path) -> tuple[dict[str, Any], WCS, int]:
+    flt = write(tmp_path / "flt.fits", flt_header(240), 240)
+    drizzled = write(tmp_path / "drz.fits", drizzled_header(260), 260)
+    jobs = await ingest(archive, flt, drizzled, visibility="public")
+    assert {job.state for job in jobs} == {"done"}, [job.error for job in jobs]
+    by_name = {Path(job.path).name: job.image_ids[0] for job in jobs}
+    flt_id, drz_id = by_name["flt.fits"], by_name["drz.fits"]
+    response = await client.get("/api/mosaic", query_string={"ids": f"{flt_id},{drz_id}", "ref": flt_id})
+    view = await response.get_json()
+    assert response.status_code == 200, view
+    assert view["layers"][0]["warp"] is None  # the frame's own image: drawn as it is
+    return view["layers"][1], WCS(flt_header(240)), 240
+
+
+def centroid(picture: np.ndarray, x: float, y: float, radius: int = 9) -> tuple[float, float]:
+    x0, y0 = round(x) - radius, round(y) - radius
+    patch = picture[y0:y0 + 2 * radius + 1, x0:x0 + 2 * radius + 1].astype(float)
+    weight = np.clip(patch - np.median(picture), 0, None)
+    yy, xx = np.mgrid[0:patch.shape[0], 0:patch.shape[1]]
+    return float((xx * weight).sum() / weight.sum()) + x0, float((yy * weight).sum() / weight.sum()) + y0
+
+
+async def test_a_drizzled_image_on_a_raw_frame_is_drawn_resampled_and_its_stars_land_within_a_pixel(
+        archive: Archive, client: Any, tmp_path: Path) -> None:
+    layer, frame_wcs, frame_size = await placed(archive, client, tmp_path)
+    # what similarities alone would give: pixels off, which is why the layer is drawn resampled
+    assert layer["error_px"] > 1.0
+    warp = layer["warp"]
+    assert warp is not None and len(warp["frame"]) == 32
+    left, top, width, height = warp["x"], warp["y"], warp["width"], warp["height"]
+    level = render.max_level(width, height)
+    picture = np.zeros((height, width, 2), dtype=np.uint8)
+    spec = "minmax~linear~grey"  # stars unsaturated: their centroids are their centres
+    cols, rows = render.level_size(width, height, level)
+    for row in range((rows + 255) // 256):
+        for col in range((cols + 255) // 256):
+            url = f"{layer['tiles_url']}warp/{warp['frame']}/{spec}/image_files/{level}/{col}_{row}.png"
+            response = await client.get(url)
+            assert response.status_code == 200, await response.get_data()
+            assert response.headers["Content-Type"] == "image/png"
+            tile = pyvips.Image.new_from_buffer(await response.get_data(), "")
+            x, y, w, h = render.tile_box(width, height, level, col, row)
+            assert (tile.width, tile.height, tile.bands) == (w, h, 2)  # grey and alpha
+            picture[y:y + h, x:x + w] = np.asarray(tile.numpy()).reshape(h, w, 2)
+    grey, alpha = picture[..., 0], picture[..., 1]
+    assert alpha.max() == 255 and alpha.min() == 0  # transparent outside the image's skewed outline
+    ra, dec = star_positions()
+    fx, fy = frame_wcs.all_world2pix(ra, dec, 0)
+    # frame display pixels (y down from the top edge), then the layer's own
+    expected_x, expected_y = fx + 0.5 - left, frame_size - 0.5 - fy - top
+    for ex, ey in zip(expected_x, expected_y, strict=True):
+        cx, cy = centroid(grey, ex - 0.5, ey - 0.5)  # array positions: pixel centres at whole numbers
+        assert math.hypot(cx + 0.5 - ex, cy + 0.5 - ey) < 0.1, (ex, ey, cx + 0.5, cy + 0.5)
+
+
+async def test_warped_tiles_are_refused_without_a_valid_token_or_frame(archive: Archive, client: Any,
+                                                                         tmp_path: Path) -> None:
+    layer, _, _ = await placed(archive, client, tmp_path)
+    warp = layer["warp"]
+    spec = layer["scaling"] + "~grey"
+    good = f"{layer['tiles_url']}warp/{warp['frame']}/{spec}/image_files/0/0_0.png"
+    assert (await client.get(good)).status_code == 200
+    forged = good.replace(layer["tiles_url"], f"/tiles/{layer['id']}/{'A' * 40}/")
+    response = await client.get(forged)
+    assert response.status_code == 403
+    unknown = good.replace(warp["frame"], "0" * 32)
+    response = await client.get(unknown)
+    assert response.status_code == 404 and "no such frame" in (await response.get_data(as_text=True))
+    for bad in (good.replace("/0/0_0.png", "/0/5_5.png"), good.replace(warp["frame"], "../../etc"),
+                good.replace(spec, "nonsense")):
+        assert (await client.get(bad)).status_code == 404, bad
+
+
+@pytest.mark.parametrize("colormap", ["viridis"])
+async def test_a_colormap_gives_colour_tiles_with_alpha(archive: Archive, client: Any, tmp_path: Path,
+                                                        colormap: str) -> None:
+    layer, _, _ = await placed(archive, client, tmp_path)
+    warp = layer["warp"]
+    url = f"{layer['tiles_url']}warp/{warp['frame']}/{layer['scaling']}~{colormap}/image_files/0/0_0.png"
+    response = await client.get(url)
+    assert response.status_code == 200
+    assert pyvips.Image.new_from_buffer(await response.get_data(), "").bands == 4
