@@ -152,7 +152,9 @@ async def _warped(archive: Archive, image_id: str, token: str, name: str, index:
     place = science.plane_folder(folder, index)
     path = warped.tile_path(place, match["frame"], spec.text, level, col, row)
     if path.is_file():
-        return _file(folder, path, remaining)
+        response = _file(folder, path, remaining)
+        display_cache.used(path)
+        return response
     frame = load_frame(archive.settings.data, match["frame"])
     image = await archive.store.get_image(image_id)
     if frame is None or image is None:
@@ -160,7 +162,7 @@ async def _warped(archive: Archive, image_id: str, token: str, name: str, index:
     science_path = await _science(archive, image_id, folder, index)
     sheet = Sheet(dict(image.header), image.width, image.height, key=f"{image.id}:{image.sha256}")
     data = await archive.pool.run(warped.render_warped, str(place), science_path, spec.text, frame, sheet,
-                                  level, col, row)
+                                  level, col, row, display_cache.limits_of(archive.settings))
     if data is None:
         raise NotFound("no such tile")
     return _file(folder, path, remaining)

@@ -40,7 +40,7 @@ FOLDERS = "folders"
 SWEEP_EVERY = 200  # tiles written by one process between two sweeps
 LOW_WATER = 0.9  # a sweep removes tiles until the cache is this fraction of its limit
 TOUCH_AFTER = 60.0  # seconds: serving a tile records its use at most this often
-TILE_SUFFIX = ".jpeg"
+TILE_SUFFIX = (".jpeg", ".png")  # dynamic tiles, and those drawn resampled into a mosaic (warped.py)
 SPEC_LOCK = ".specs.lock"
 
 

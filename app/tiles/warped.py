@@ -1,7 +1,7 @@
 """The tiles of an image drawn resampled into a mosaic's frame (see `app.sky.warp`): PNG with alpha,
 rendered in the pool from the image's science pyramid through its display (any interval, stretch and
 colormap) and cached beside its dynamic tiles,
-`<generation>/warp/<frame key>/<spec>/image_files/<level>/<col>_<row>.png`."""
+`<generation>/warp/<frame key>~<spec>/image_files/<level>/<col>_<row>.png`."""
 
 from __future__ import annotations
 
@@ -14,19 +14,20 @@ import numpy as np
 
 from app.sky import warp
 from app.sky.mosaic import Sheet
-from app.tiles import render
+from app.tiles import display_cache, render
 
 WARP = "warp"
 
 
 def tile_path(folder: Path, key: str, spec_text: str, level: int, col: int, row: int) -> Path:
-    return folder / WARP / key / spec_text / "image_files" / str(level) / f"{col}_{row}.png"
+    return folder / WARP / f"{key}~{spec_text}" / "image_files" / str(level) / f"{col}_{row}.png"
 
 
 def render_warped(folder_text: str, science_path: str, spec_text: str, frame: Sheet, sheet: Sheet,
-                  level: int, col: int, row: int) -> bytes | None:
+                  level: int, col: int, row: int, limits: display_cache.Limits | None = None) -> bytes | None:
     """In a pool process: the PNG of one tile of the image drawn in the frame (grey or RGB with alpha),
-    cached on disk beside its dynamic tiles; None when the layer has no such tile."""
+    cached on disk beside its dynamic tiles, within the same bounds (`limits`: each frame and display is
+    one of the image's cached displays); None when the layer has no such tile."""
     import pyvips
 
     box = warp.box_in_frame(frame, sheet)
@@ -73,12 +74,17 @@ def render_warped(folder_text: str, science_path: str, spec_text: str, frame: Sh
     pixels = np.ascontiguousarray(np.concatenate([np.where(inside[..., None], sampled, 0), alpha], axis=2))
     image = pyvips.Image.new_from_memory(pixels.data, width, height, bands + 1, "uchar")
     data: bytes = image.pngsave_buffer(compression=3)
-    target = tile_path(folder, warp.frame_key(frame), spec.text, level, col, row)
+    key = warp.frame_key(frame)
+    target = tile_path(folder, key, spec.text, level, col, row)
     try:
+        if limits is not None and folder.is_dir():
+            display_cache.admit(folder / WARP, f"{key}~{spec.text}", limits)
         render.make_below(folder, target.parent)
         scratch = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
         scratch.write_bytes(data)
         os.replace(scratch, target)
+        if limits is not None:
+            display_cache.wrote(limits)
     except FileNotFoundError:  # the image was deleted or its links revoked meanwhile: nothing to keep
         pass
     return data

@@ -148,3 +148,21 @@ async def test_a_colormap_gives_colour_tiles_with_alpha(archive: Archive, client
     response = await client.get(url)
     assert response.status_code == 200
     assert pyvips.Image.new_from_buffer(await response.get_data(), "").bands == 4
+
+
+async def test_resampled_displays_count_among_the_images_cached_displays(archive: Archive, client: Any,
+                                                                       tmp_path: Path) -> None:
+    """Each frame and display of a resampled layer is one of the image's cached displays: past the cap
+    (IMAGEX_DISPLAY_SPECS) the least recently used goes, so no one fills the disk by asking for more."""
+    from dataclasses import replace
+
+    served = client.app.extensions["imagex"]  # the app's own archive, on the same data folder
+    served.settings = replace(served.settings, display_specs=2)
+    layer, _, _ = await placed(archive, client, tmp_path)
+    warp = layer["warp"]
+    for colormap in ("grey", "viridis", "magma"):
+        url = f"{layer['tiles_url']}warp/{warp['frame']}/{layer['scaling']}~{colormap}/image_files/0/0_0.png"
+        assert (await client.get(url)).status_code == 200
+    folder = next(archive.tile_root(layer["id"]).glob("*/warp"))
+    kept = sorted(entry.name.split("~")[-1] for entry in folder.iterdir() if entry.is_dir())
+    assert kept == ["magma", "viridis"]
