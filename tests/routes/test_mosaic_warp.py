@@ -166,3 +166,56 @@ async def test_resampled_displays_count_among_the_images_cached_displays(archive
     folder = next(archive.tile_root(layer["id"]).glob("*/warp"))
     kept = sorted(entry.name.split("~")[-1] for entry in folder.iterdir() if entry.is_dir())
     assert kept == ["magma", "viridis"]
+
+
+def wide_header(projection: str, size: int, ra: float, dec: float) -> fits.Header:
+    """A 12.8 degree map in `projection`, north up."""
+    scale = 12.8 / size
+    header = fits.Header()
+    header.update({"CTYPE1": f"RA---{projection}", "CTYPE2": f"DEC--{projection}", "CRVAL1": ra,
+                   "CRVAL2": dec, "CRPIX1": size / 2 + 0.5, "CRPIX2": size / 2 + 0.5, "CDELT1": -scale,
+                   "CDELT2": scale, "RADESYS": "ICRS"})
+    return header
+
+
+@pytest.mark.parametrize("projection", ["SIN", "ZEA", "AIT"])
+async def test_a_wide_map_on_a_tan_frame_is_resampled_and_its_stars_land_within_a_pixel(
+        archive: Archive, client: Any, tmp_path: Path, projection: str) -> None:
+    size, ra, dec = 1024, 40.0, 30.0  # 0.0125 degree pixels
+    # stars up to 5 degrees from the centre, where the projections part most
+    east = np.array([0.0, 4.5, -4.0, 3.5, -5.0, 1.0])
+    north = np.array([0.0, 4.0, 3.5, -4.5, -3.0, -5.0])
+    star_ra, star_dec = ra + east / np.cos(np.radians(dec + north)), dec + north
+    paths = {}
+    for name, header in (("reference", wide_header("TAN", size, ra, dec)),
+                         ("map", wide_header(projection, size, ra, dec))):
+        wcs = WCS(header)
+        xs, ys = wcs.all_world2pix(star_ra, star_dec, 0)
+        yy, xx = np.mgrid[0:size, 0:size]
+        data = np.random.default_rng(5).normal(100.0, 1.0, (size, size))
+        for x, y in zip(xs, ys, strict=True):
+            data += 2000.0 * np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / 1.5**2)
+        paths[name] = tmp_path / f"{name}.fits"
+        fits.PrimaryHDU(data.astype(np.float32), header=header).writeto(paths[name])
+    jobs = await ingest(archive, *paths.values(), visibility="public")
+    ids = {Path(job.path).stem: job.image_ids[0] for job in jobs}
+    response = await client.get("/api/mosaic", query_string={"ids": f"{ids['reference']},{ids['map']}",
+                                                             "ref": ids["reference"]})
+    layer = (await response.get_json())["layers"][1]
+    assert layer["error_px"] > 0.5 and layer["warp"] is not None
+    warp = layer["warp"]
+    left, top, width, height = warp["x"], warp["y"], warp["width"], warp["height"]
+    level = render.max_level(width, height)
+    picture = np.zeros((height, width), dtype=np.uint8)
+    cols, rows = render.level_size(width, height, level)
+    for row in range((rows + 255) // 256):
+        for col in range((cols + 255) // 256):
+            url = (f"{layer['tiles_url']}warp/{warp['frame']}/minmax~linear~grey/image_files/{level}/"
+                   f"{col}_{row}.png")
+            tile = pyvips.Image.new_from_buffer(await (await client.get(url)).get_data(), "")
+            x, y, w, h = render.tile_box(width, height, level, col, row)
+            picture[y:y + h, x:x + w] = np.asarray(tile.numpy())[..., 0].reshape(h, w)
+    fx, fy = WCS(wide_header("TAN", size, ra, dec)).all_world2pix(star_ra, star_dec, 0)
+    for ex, ey in zip(fx + 0.5 - left, size - 0.5 - fy - top, strict=True):
+        cx, cy = centroid(picture, ex - 0.5, ey - 0.5, radius=5)
+        assert math.hypot(cx + 0.5 - ex, cy + 0.5 - ey) < 0.25, (projection, ex, ey, cx + 0.5, cy + 0.5)
