@@ -1,6 +1,8 @@
 """Images no similarity can place: a drizzled, north-up image on the pixel grid of a raw HST-like frame
 (non-square pixels, axes 84 degrees apart, SIP distortion) is drawn resampled into that grid, and its stars
-land within a pixel of where astropy puts them; the tiles are refused without a valid token or frame."""
+land within a pixel of where astropy puts them; on a real HST ACS/WFC FLT WCS the tiles are reproject's
+picture within two grey levels; wide SIN/ZEA/AIT maps on a TAN frame likewise. The tiles are refused
+without a valid token or frame, and count among the image's cached displays."""
 
 from __future__ import annotations
 
@@ -219,3 +221,86 @@ async def test_a_wide_map_on_a_tan_frame_is_resampled_and_its_stars_land_within_
     for ex, ey in zip(fx + 0.5 - left, size - 0.5 - fy - top, strict=True):
         cx, cy = centroid(picture, ex - 0.5, ey - 0.5, radius=5)
         assert math.hypot(cx + 0.5 - ex, cy + 0.5 - ey) < 0.25, (projection, ex, ey, cx + 0.5, cy + 0.5)
+
+
+def hst_flt_header(size: int, x0: int, y0: int) -> fits.Header:
+    """A real HST ACS/WFC FLT WCS (astropy's test file j94f05bgq_flt.fits, chip 1: pixels 0.0499" by
+    0.0503", axes 86 degrees apart, 4th-order SIP), cut to `size` pixels from (x0, y0): SIP counts from
+    CRPIX, so moving CRPIX with the cut keeps every pixel's sky position."""
+    import astropy.wcs.tests
+
+    path = Path(astropy.wcs.tests.__file__).parent / "data" / "j94f05bgq_flt.fits"
+    header = fits.getheader(path, 1)
+    keep = fits.Header([card for card in header.cards
+                        if card.keyword.startswith(("CTYPE", "CRVAL", "CRPIX", "CD1_", "CD2_", "A_", "B_",
+                                                    "AP_", "BP_", "RADESYS", "EQUINOX"))])
+    keep["CRPIX1"] = header["CRPIX1"] - x0
+    keep["CRPIX2"] = header["CRPIX2"] - y0
+    return keep
+
+
+def sky_picture(wcs: WCS, size: int, centre: Any, stars: np.ndarray) -> np.ndarray:
+    """The same sky drawn on any pixel grid: a gentle gradient and Gaussian stars (sigma 0.12") at known
+    offsets (arcsec east, north) from `centre`."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    sky = wcs.pixel_to_world(xx.ravel(), yy.ravel())
+    east, north = centre.spherical_offsets_to(sky)
+    east, north = east.arcsec.reshape(size, size), north.arcsec.reshape(size, size)
+    values = 300.0 + 2.0 * east + 1.0 * north
+    for sx, sy in stars:
+        values += 500.0 * np.exp(-0.5 * ((east - sx) ** 2 + (north - sy) ** 2) / 0.12**2)
+    return values.astype(np.float32)
+
+
+async def test_a_drizzled_image_on_a_real_hst_flt_frame_matches_reproject(archive: Archive, client: Any,
+                                                                          tmp_path: Path) -> None:
+    from reproject import reproject_interp
+
+    size = 512
+    flt = hst_flt_header(size, 1800, 800)
+    flt_wcs = WCS(flt)
+    centre = flt_wcs.pixel_to_world(size / 2 - 0.5, size / 2 - 0.5)
+    drizzled = drizzled_header(600)
+    drizzled["CRVAL1"], drizzled["CRVAL2"] = float(centre.ra.deg), float(centre.dec.deg)
+    drizzled["CD1_1"], drizzled["CD2_2"] = -0.05 / 3600, 0.05 / 3600
+    drizzled_wcs = WCS(drizzled)
+    stars = np.random.default_rng(11).uniform(-11.0, 11.0, (25, 2))
+    drizzled_data = sky_picture(drizzled_wcs, 600, centre, stars)
+    paths = {"flt": tmp_path / "flt.fits", "drz": tmp_path / "drz.fits"}
+    fits.PrimaryHDU(sky_picture(flt_wcs, size, centre, stars), header=flt).writeto(paths["flt"])
+    fits.PrimaryHDU(drizzled_data, header=drizzled).writeto(paths["drz"])
+    jobs = await ingest(archive, *paths.values(), visibility="public")
+    ids = {Path(job.path).stem: job.image_ids[0] for job in jobs}
+    response = await client.get("/api/mosaic", query_string={"ids": f"{ids['flt']},{ids['drz']}",
+                                                             "ref": ids["flt"]})
+    layer = (await response.get_json())["layers"][1]
+    assert layer["error_px"] > 0.5 and layer["warp"] is not None
+    warp = layer["warp"]
+    left, top, width, height = warp["x"], warp["y"], warp["width"], warp["height"]
+    level = render.max_level(width, height)
+    picture = np.zeros((height, width, 2), dtype=np.uint8)
+    cols, rows = render.level_size(width, height, level)
+    for row in range((rows + 255) // 256):
+        for col in range((cols + 255) // 256):
+            url = (f"{layer['tiles_url']}warp/{warp['frame']}/m0:1000~linear~grey/image_files/{level}/"
+                   f"{col}_{row}.png")
+            tile = pyvips.Image.new_from_buffer(await (await client.get(url)).get_data(), "")
+            x, y, w, h = render.tile_box(width, height, level, col, row)
+            picture[y:y + h, x:x + w] = np.asarray(tile.numpy()).reshape(h, w, 2)
+    # reproject's answer on the FLT's pixel grid, shown as the tiles show it (display rows top down)
+    theirs, footprint = reproject_interp((drizzled_data, drizzled_wcs), flt_wcs, shape_out=(size, size),
+                                         order="bilinear")
+    theirs = np.clip(np.round(theirs[::-1] / 1000.0 * 255.0), 0, 255)
+    covered = footprint[::-1] > 0
+    # the frame's pixels inside the layer's box, away from the image's edges
+    ours = np.zeros((size, size, 2))
+    fx0, fy0 = max(0, left), max(0, top)
+    fx1, fy1 = min(size, left + width), min(size, top + height)
+    ours[fy0:fy1, fx0:fx1] = picture[fy0 - top:fy1 - top, fx0 - left:fx1 - left]
+    both = covered & (ours[..., 1] == 255)
+    both[:4], both[-4:], both[:, :4], both[:, -4:] = False, False, False, False
+    assert both.sum() > 0.8 * size * size
+    difference = np.abs(ours[..., 0] - theirs)[both]
+    # the same picture within a grey level or two (rounding of the 8-bit display, sampled after scaling)
+    assert np.median(difference) <= 1.0
+    assert difference.max() <= 2.0, np.percentile(difference, [50, 90, 99, 100])
