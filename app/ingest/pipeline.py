@@ -28,8 +28,8 @@ from app.exceptions import Conflict, FormatError, ImageXError
 from app.ingest import series
 from app.ingest.removal import UPLOADS, is_upload
 from app.ingest.tiling import render_file
-from app.sky.coverage import with_coverage
 from app.site_policy import Site
+from app.sky.coverage import with_coverage
 from app.store.base import ImageLocation, ImageRecord, JobRecord, new_id, now
 from app.tiles import pyramid
 from app.tiles.pool import WorkerDied

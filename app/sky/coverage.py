@@ -52,7 +52,8 @@ def cell_degrees(order: int) -> float:
 def _angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Degrees between unit vectors (rows), NaN where either is undefined."""
     cross = np.linalg.norm(np.cross(a, b), axis=-1)
-    return np.degrees(np.arctan2(cross, np.sum(a * b, axis=-1)))
+    angle: np.ndarray = np.degrees(np.arctan2(cross, np.sum(a * b, axis=-1)))
+    return angle
 
 
 def _squares(wcs: Any, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -283,8 +284,9 @@ def _moc(text: str) -> Any:
 
 def has_coverage(sky: Mapping[str, Any] | None) -> bool:
     """Whether a `sky` record holds a coverage (records made before coverages hold corners alone)."""
-    return bool(sky) and isinstance(sky.get("moc"), str) and isinstance(sky.get("wcs"), dict) \
-        and isinstance(sky.get("size"), list)
+    if not sky:
+        return False
+    return isinstance(sky.get("moc"), str) and isinstance(sky.get("wcs"), dict) and isinstance(sky.get("size"), list)
 
 
 def moc_of(sky: Mapping[str, Any]) -> Any:

@@ -24,6 +24,8 @@ import numpy as np
 ConeMode = Literal["overlaps", "contains"]
 CONE_MODES: tuple[ConeMode, ...] = ("overlaps", "contains")
 HEALPIX_ORDER = 7
+# the footprints' rules; MongoDB documents under older ones get their coverage and cells again (0: corners)
+CELLS_VERSION = 1
 # a cone of zero radius still needs the cell that holds its centre
 _MIN_SEARCH_DEG = 1e-6
 # how many runs of cells a query may list before it is searched at a coarser order
@@ -113,6 +115,17 @@ def sky_matches(sky: dict[str, Any] | None, ra: float, dec: float, radius: float
     return corners is not None and cone_matches(corners, ra, dec, radius, mode)
 
 
+def covered(sky: dict[str, Any] | None, header: dict[str, Any], width: int,
+            height: int) -> dict[str, Any] | None:
+    """A stored image's `sky` record with its coverage, computed from its stored header cards when it has
+    none yet (`app.sky.coverage.with_coverage`)."""
+    from app.sky.coverage import has_coverage, with_coverage
+
+    if sky is not None and has_coverage(sky):
+        return sky
+    return with_coverage(sky, header, width, height)
+
+
 def sky_matches_json(sky: str | None, ra: float, dec: float, radius: float, mode: str) -> int:
     """`sky_matches` over the stored JSON text, as a SQL function (1 or 0)."""
     if sky is None or mode not in CONE_MODES:
@@ -144,7 +157,8 @@ def _order_for(radius: float, most_cells: int) -> int:
 
 def footprint_cells(sky: dict[str, Any] | None) -> list[int]:
     """Every cell that shares a point with the footprint (a superset: the cells of the smallest cap around
-    the corners that we find cheaply, or its coverage's cells), or none for an image without a sky position."""
+    the corners that we find cheaply, or its coverage's cells), or none for an image without a sky
+    position."""
     from app.sky.coverage import coverage_cells, has_coverage
 
     if sky is not None and has_coverage(sky):
