@@ -286,7 +286,8 @@ def has_coverage(sky: Mapping[str, Any] | None) -> bool:
     """Whether a `sky` record holds a coverage (records made before coverages hold corners alone)."""
     if not sky:
         return False
-    return isinstance(sky.get("moc"), str) and isinstance(sky.get("wcs"), dict) and isinstance(sky.get("size"), list)
+    return (isinstance(sky.get("moc"), str) and isinstance(sky.get("wcs"), dict)
+            and isinstance(sky.get("size"), list))
 
 
 def moc_of(sky: Mapping[str, Any]) -> Any:
