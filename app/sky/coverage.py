@@ -16,6 +16,7 @@ pixels next to undefined ones), each allowed half its largest distance to a neig
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import warnings
@@ -215,11 +216,14 @@ class PixelFootprint:
         if not (math.isfinite(x) and math.isfinite(y) and -0.5 <= x <= self.width - 0.5
                 and -0.5 <= y <= self.height - 0.5):
             return False
-        back = sky_vectors(self.wcs, np.array([x, x + 1, x]), np.array([y, y, y + 1]))
-        if not np.all(np.isfinite(back)):
+        # back to the sky, and the pixel's size there (from the neighbours that are on the projection: at
+        # an AIT or MOL map's rim some are not)
+        back = sky_vectors(self.wcs, np.array([x, x - 1, x + 1, x, x]), np.array([y, y, y, y - 1, y + 1]))
+        if not np.all(np.isfinite(back[0])):
             return False
-        pixel = max(float(_angle(back[0], back[1])), float(_angle(back[0], back[2])))
-        return float(_angle(back[0], _unit(ra, dec))) <= pixel
+        sizes = _angle(back[1:], back[0])
+        sizes = sizes[np.isfinite(sizes)]
+        return sizes.size > 0 and float(_angle(back[0], _unit(ra, dec))) <= float(sizes.max())
 
     def _border_pixels(self) -> tuple[np.ndarray, np.ndarray]:
         """0-based (x, y) of the pixels on the region's border: the edge rows and columns (those defined),
@@ -282,6 +286,10 @@ def _moc(text: str) -> Any:
     return MOC.from_string(text, format="ascii")
 
 
+# mocpy frees a MOC through its Rust library, which is gone once the interpreter tears modules down
+atexit.register(_moc.cache_clear)
+
+
 def has_coverage(sky: Mapping[str, Any] | None) -> bool:
     """Whether a `sky` record holds a coverage (records made before coverages hold corners alone)."""
     if not sky:
@@ -308,8 +316,9 @@ def coverage_matches(sky: Mapping[str, Any], ra: float, dec: float, radius: floa
     elif radius >= 90:
         near = True
     else:
-        cone = MOC.from_cone(ra * u.deg, dec * u.deg, radius * u.deg, max_depth=order, delta_depth=2)
-        near = not cone.intersection(moc).is_empty()
+        cone = MOC.from_cone(ra * u.deg, dec * u.deg, radius=radius * u.deg, max_depth=order,
+                             delta_depth=2)
+        near = len(cone.intersection(moc).to_depth29_ranges) > 0
     if not near:
         return False
     width, height = (int(v) for v in sky["size"])
