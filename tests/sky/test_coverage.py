@@ -10,7 +10,8 @@ neighbouring pixel centre, i.e. half its diagonal),
 - a `contains` cone must match when its centre lies well inside a pixel (d <= 0.8 of the radius of the
   circle inscribed in the pixel), and must not when every pixel centre lies beyond half a pixel (d > h).
 A pixel on the rim of the projection (next to undefined ones: an AIT ellipse's edge, a SIN horizon) counts
-as far as its defined part reaches (sampled 9 x 9), as it may be stretched across degrees there.
+as far as its defined part reaches (sampled 9 x 9), as it may be stretched across degrees there; so does
+the defined part of a pixel whose centre is off the projection (for "must not" only).
 """
 
 from __future__ import annotations
@@ -102,10 +103,15 @@ class Pixels:
     centres: np.ndarray
     half: np.ndarray
     inscribed: np.ndarray
+    # the defined part of pixels whose centre is off the projection (an all-sky map's rim), sampled 9 x 9,
+    # each sample with half the largest step between samples of its pixel
+    parts: np.ndarray
+    parts_half: np.ndarray
 
 
 def angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    result: np.ndarray = np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), np.sum(a * b, axis=-1)))
+    cross = np.linalg.norm(np.cross(a, b), axis=-1)
+    result: np.ndarray = np.degrees(np.arctan2(cross, np.sum(a * b, axis=-1)))
     return result
 
 
@@ -134,13 +140,22 @@ def pixels_of(header: fits.Header, size: tuple[int, int]) -> Pixels:
     for dy in range(3):
         for dx in range(3):
             rim |= undefined[dy:dy + height, dx:dx + width]
-    rim &= defined
     offsets = np.linspace(-0.5, 0.5, 9)
+    parts, reaches = [], []
     for y, x in zip(*np.nonzero(rim), strict=True):
         sx, sy = np.meshgrid(x + offsets, y + offsets)
-        reach = angle(sky_vectors(wcs, sx, sy), inner[y, x])
-        half[y, x] = max(half[y, x], float(np.nanmax(reach)))
-    return Pixels(inner[defined], half[defined], inscribed[defined])
+        samples = sky_vectors(wcs, sx, sy).reshape(9, 9, 3)
+        if defined[y, x]:
+            half[y, x] = max(half[y, x], float(np.nanmax(angle(samples, inner[y, x]))))
+        else:  # its centre is off the projection, part of its area is not: that part, sampled
+            steps = [angle(samples[1:], samples[:-1]), angle(samples[:, 1:], samples[:, :-1])]
+            reach = max((float(np.nanmax(s)) for s in steps if np.isfinite(s).any()), default=0.0)
+            kept = samples[np.all(np.isfinite(samples), axis=-1)]
+            parts.append(kept)
+            reaches.append(np.full(len(kept), reach / 2))
+    return Pixels(inner[defined], half[defined], inscribed[defined],
+                  np.concatenate(parts) if parts else np.zeros((0, 3)),
+                  np.concatenate(reaches) if reaches else np.zeros(0))
 
 
 def unit(ra: float, dec: float) -> np.ndarray:
@@ -156,9 +171,10 @@ def radec(vector: np.ndarray) -> tuple[float, float]:
 def verdict(pixels: Pixels, cone: Cone) -> tuple[bool, bool]:
     """(must match, must not match) by the rule in the module's docstring."""
     d = angle(pixels.centres, unit(cone.ra, cone.dec))
+    beyond = bool(np.all(angle(pixels.parts, unit(cone.ra, cone.dec)) > cone.radius_deg + pixels.parts_half))
     if cone.mode == "contains":
-        return bool(np.any(d <= 0.8 * pixels.inscribed)), bool(np.all(d > pixels.half))
-    return bool(np.any(d <= cone.radius_deg)), bool(np.all(d > cone.radius_deg + pixels.half))
+        return bool(np.any(d <= 0.8 * pixels.inscribed)), bool(np.all(d > pixels.half)) and beyond
+    return bool(np.any(d <= cone.radius_deg)), bool(np.all(d > cone.radius_deg + pixels.half)) and beyond
 
 
 def cones_near(rng: np.random.Generator, header: fits.Header, size: tuple[int, int], pixels: Pixels,
@@ -243,7 +259,8 @@ async def test_all_sky_maps_match_any_cone(store: SQLiteStore, images: dict[str,
     record = images[name][0]
     await store.add_images([record])
     for ra, dec in [(0.0, 0.0), (179.99, 0.0), (180.01, -30.0), (0.0, 90.0), (270.0, -89.9), (359.99, 45.0)]:
-        assert [i.id for i in await store.find_images(Cone(ra, dec, 0.0, "contains"))] == [record.id], (ra, dec)
+        found = [i.id for i in await store.find_images(Cone(ra, dec, 0.0, "contains"))]
+        assert found == [record.id], (ra, dec)
 
 
 async def test_images_catalogued_before_coverages_get_theirs_at_start(tmp_path: Path) -> None:
