@@ -290,3 +290,17 @@ async def test_images_catalogued_before_coverages_get_theirs_at_start(tmp_path: 
         assert kept is not None and kept.sky == tan.sky  # no cards to compute from: its corners serve
     finally:
         await store.close()
+
+
+async def test_an_ingested_all_sky_map_is_found_by_cones(archive: Any, tmp_path: Path) -> None:
+    """Through the real job queue: the ingest records the coverage of an AIT map (whose corners lie off the
+    projection, so it had no sky position before) and the cone search finds it anywhere on the sky."""
+    from tests.helpers import ingest
+
+    path = write_fits(tmp_path / "allsky.fits", *IMAGES["AIT all-sky"])
+    [job] = await ingest(archive, path, visibility="public")
+    assert job.state == "done", job.error
+    image = await archive.store.get_image(job.image_ids[0])
+    assert image.sky is not None and image.sky["moc"]
+    for ra, dec in [(0.0, 0.0), (180.0, 0.0), (90.0, 89.0), (300.0, -60.0)]:
+        assert [i.id for i in await archive.store.find_images(Cone(ra, dec, 0.0, "contains"))] == [image.id]
