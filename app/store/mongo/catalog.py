@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -45,7 +46,7 @@ class MongoCatalog(MongoBase):
         await self._backfill_cells()
         await self._backfill_dates()
 
-    async def _backfill_cells(self, chunk: int = 200) -> int:
+    async def _backfill_cells(self, chunk: int = 20) -> int:
         """Give images catalogued before coverages one, computed from their stored header cards where they
         build a WCS (app/sky/coverage.py), and their cells from it; idempotent."""
         done = 0
@@ -59,8 +60,9 @@ class MongoCatalog(MongoBase):
                 break
             updates = []
             for doc in docs:
-                sky = covered(doc.get("sky"), _decode_keys(doc.get("header") or {}), int(doc["width"]),
-                              int(doc["height"]))
+                # astropy and numpy work: off the event loop
+                sky = await asyncio.to_thread(covered, doc.get("sky"), _decode_keys(doc.get("header") or {}),
+                                              int(doc["width"]), int(doc["height"]))
                 updates.append(UpdateOne({"_id": doc["_id"]}, {"$set": {
                     "sky": sky, "cells": footprint_cells(sky), "cells_version": CELLS_VERSION}}))
             await self.images.bulk_write(updates, ordered=False)

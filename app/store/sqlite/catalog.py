@@ -70,10 +70,11 @@ class SQLiteCatalog(SQLiteBase):
             log.info("read the dates of %d catalogued images", done)
         return done
 
-    def _backfill_cells_sync(self, chunk: int = 200) -> int:
+    def _backfill_cells_sync(self, chunk: int = 20) -> int:
         """Give the images listed by the migrations (catalogued before cone search, or before coverages) a
         coverage computed from their stored header cards where they build a WCS, and index their
-        footprints, a chunk per transaction; idempotent. Returns how many images were indexed."""
+        footprints, a chunk per transaction (a coverage takes up to a fraction of a second: small chunks keep
+        the write lock short); idempotent. Returns how many images were indexed."""
         done = 0
         while True:
             with transaction(self.db) as db:
