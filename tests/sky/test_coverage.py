@@ -304,3 +304,11 @@ async def test_an_ingested_all_sky_map_is_found_by_cones(archive: Any, tmp_path:
     assert image.sky is not None and image.sky["moc"]
     for ra, dec in [(0.0, 0.0), (180.0, 0.0), (90.0, 89.0), (300.0, -60.0)]:
         assert [i.id for i in await archive.store.find_images(Cone(ra, dec, 0.0, "contains"))] == [image.id]
+
+
+def test_the_api_shows_the_sky_without_its_coverage(images: dict[str, tuple[ImageRecord, Pixels]]) -> None:
+    record = images["TAN across RA 0"][0]
+    assert record.sky is not None and record.sky["moc"]
+    shown = record.public()["sky"]
+    assert set(shown) >= {"center_ra", "center_dec", "corners", "pixel_scale_arcsec"}
+    assert not set(shown) & {"moc", "moc_order", "wcs", "size", "partial"}
