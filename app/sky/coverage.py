@@ -130,7 +130,7 @@ def coverage(wcs: Any, width: int, height: int) -> dict[str, Any] | None:
     # sample until neighbouring samples are a quarter of a cell apart: a grid, refined where the projection
     # stretches pixels (near a SIN horizon or an AIT edge), else coarser cells
     while True:
-        step = max(1.0, cell_degrees(order) / 4 / scale, math.sqrt(width * height / MOST_SAMPLES))
+        step = max(1.0, cell_degrees(order) / 5 / scale, math.sqrt(width * height / MOST_SAMPLES))
         points, largest = _samples(wcs, width, height, step, cell_degrees(order) / 4)
         if largest <= cell_degrees(order) / 4 or order == 0:
             break
@@ -232,12 +232,7 @@ class PixelFootprint:
         xs = np.concatenate([np.arange(w), np.arange(w), np.zeros(h, int), np.full(h, w - 1)])
         ys = np.concatenate([np.zeros(w, int), np.full(w, h - 1), np.arange(h), np.arange(h)])
         if self.partial:
-            rows_per_chunk = max(1, _CHUNK // w)
-            defined = np.zeros((h, w), dtype=bool)
-            for top in range(0, h, rows_per_chunk):
-                gx, gy = np.meshgrid(np.arange(w), np.arange(top, min(h, top + rows_per_chunk)))
-                vectors = sky_vectors(self.wcs, gx.astype(float), gy.astype(float))
-                defined[top:top + gx.shape[0]] = np.all(np.isfinite(vectors), axis=1).reshape(gx.shape)
+            defined = self._defined()
             padded = np.pad(defined, 1, constant_values=True)
             near_undefined = np.zeros_like(defined)
             for dy, dx in _NEIGHBOURS:
@@ -246,6 +241,37 @@ class PixelFootprint:
             xs, ys = np.concatenate([xs, more_x]), np.concatenate([ys, more_y])
         pairs = np.unique(np.stack([xs, ys], axis=1), axis=0)
         return pairs[:, 0].astype(float), pairs[:, 1].astype(float)
+
+    def _defined(self) -> np.ndarray:
+        """Which pixel centres (height, width) are on the projection: from a coarse grid of at most
+        `_CHUNK` pixels, every pixel evaluated only in (and next to) the blocks where that changes."""
+        w, h = self.width, self.height
+        stride = max(1, math.ceil(math.sqrt(w * h / _CHUNK)))
+        xs = np.unique(np.append(np.arange(0, w, stride), w - 1))
+        ys = np.unique(np.append(np.arange(0, h, stride), h - 1))
+        if stride == 1 or len(xs) < 2 or len(ys) < 2:  # small enough (or a single row): every pixel
+            xs, ys = np.arange(w), np.arange(h)
+        gx, gy = np.meshgrid(xs.astype(float), ys.astype(float))
+        coarse: np.ndarray = np.all(np.isfinite(sky_vectors(self.wcs, gx, gy)), axis=1).reshape(gx.shape)
+        if coarse.shape == (h, w):
+            return coarse
+        corners = np.stack([coarse[:-1, :-1], coarse[:-1, 1:], coarse[1:, :-1], coarse[1:, 1:]])
+        mixed = corners.any(axis=0) & ~corners.all(axis=0)
+        grown = np.pad(mixed, 1)
+        mixed = np.zeros_like(mixed)
+        for dy in range(3):
+            for dx in range(3):
+                mixed |= grown[dy:dy + mixed.shape[0], dx:dx + mixed.shape[1]]
+        # each pixel's block, and the value of a block that does not change (its corners agree)
+        bx = np.clip(np.searchsorted(xs, np.arange(w), side="right") - 1, 0, len(xs) - 2)
+        by = np.clip(np.searchsorted(ys, np.arange(h), side="right") - 1, 0, len(ys) - 2)
+        defined: np.ndarray = coarse[:-1, :-1][by[:, None], bx[None, :]]
+        exact_y, exact_x = np.nonzero(mixed[by[:, None], bx[None, :]])
+        for start in range(0, len(exact_x), _CHUNK):
+            px, py = exact_x[start:start + _CHUNK], exact_y[start:start + _CHUNK]
+            vectors = sky_vectors(self.wcs, px.astype(float), py.astype(float))
+            defined[py, px] = np.all(np.isfinite(vectors), axis=1)
+        return defined
 
     def border(self) -> tuple[np.ndarray, np.ndarray]:
         """Unit vectors (n, 3) of the border pixels' centres and each one's allowance: half the largest
