@@ -312,3 +312,28 @@ def test_the_api_shows_the_sky_without_its_coverage(images: dict[str, tuple[Imag
     shown = record.public()["sky"]
     assert set(shown) >= {"center_ra", "center_dec", "corners", "pixel_scale_arcsec"}
     assert not set(shown) & {"moc", "moc_order", "wcs", "size", "partial"}
+
+
+def test_a_large_all_sky_maps_border_is_found_as_over_every_pixel() -> None:
+    """The exact test's border (edge pixels and the pixels next to undefined ones) of a map too large to
+    evaluate whole is found from a coarse grid refined where the projection's edge runs: the same pixels as
+    evaluating every pixel."""
+    from app.sky.coverage import PixelFootprint
+
+    width, height = 1800, 900  # 1.6 million pixels: over the coarse grid's million
+    wcs = WCS(header_of(("RA---AIT", "DEC--AIT"), (0.0, 0.0), 340 / width, (width, height))).celestial
+    gx, gy = np.meshgrid(np.arange(width, dtype=float), np.arange(height, dtype=float))
+    defined = np.all(np.isfinite(sky_vectors(wcs, gx, gy)), axis=1).reshape(height, width)
+    padded = np.pad(defined, 1, constant_values=True)
+    near = np.zeros_like(defined)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            near |= ~padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+    edge = np.zeros_like(defined)
+    edge[0], edge[-1], edge[:, 0], edge[:, -1] = True, True, True, True
+    expected_y, expected_x = np.nonzero(defined & (near | edge))
+    centres, _ = PixelFootprint(wcs, width, height, True).border()
+    assert len(centres) == len(expected_x)
+    expected = sky_vectors(wcs, expected_x.astype(float), expected_y.astype(float))
+    order = np.lexsort(expected.T)
+    assert np.allclose(centres[np.lexsort(centres.T)], expected[order], atol=1e-12)
