@@ -198,7 +198,15 @@ class PixelFootprint:
     """The pixels of one image on the sky, for exact cone tests (the border found once, when needed)."""
 
     def __init__(self, wcs: Any, width: int, height: int, partial: bool) -> None:
+        from astropy.coordinates import ICRS
+        from astropy.wcs.utils import wcs_to_celestial_frame
+
         self.wcs, self.width, self.height, self.partial = wcs, width, height, partial
+        try:
+            frame = wcs_to_celestial_frame(wcs)
+        except ValueError:  # a frame astropy does not name: its own world_to_pixel decides
+            frame = None
+        self.icrs = isinstance(frame, ICRS) and (wcs.wcs.lng, wcs.wcs.lat) == (0, 1)
         self._border: tuple[np.ndarray, np.ndarray] | None = None
 
     def _centre_on_image(self, ra: float, dec: float) -> bool:
@@ -209,7 +217,10 @@ class PixelFootprint:
         with warnings.catch_warnings(), np.errstate(invalid="ignore"):
             warnings.simplefilter("ignore")
             try:
-                x, y = self.wcs.world_to_pixel(SkyCoord(ra * u.deg, dec * u.deg, frame="icrs"))
+                if self.icrs:  # the common case, without astropy's frame machinery
+                    x, y = self.wcs.world_to_pixel_values(ra, dec)
+                else:
+                    x, y = self.wcs.world_to_pixel(SkyCoord(ra * u.deg, dec * u.deg, frame="icrs"))
             except Exception:  # wcslib refuses the position: it is off the projection
                 return False
         x, y = float(x), float(y)
@@ -342,6 +353,9 @@ def coverage_matches(sky: Mapping[str, Any], ra: float, dec: float, radius: floa
     elif radius >= 90:
         near = True
     else:
+        # the cone's cells no finer than its rim needs (a few dozen cells): coarser ones still cover it
+        while order > 0 and 2 * math.pi * radius / cell_degrees(order) > 64:
+            order -= 1
         cone = MOC.from_cone(ra * u.deg, dec * u.deg, radius=radius * u.deg, max_depth=order,
                              delta_depth=2)
         near = len(cone.intersection(moc).to_depth29_ranges) > 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,21 +142,23 @@ def pixels_of(header: fits.Header, size: tuple[int, int]) -> Pixels:
         for dx in range(3):
             rim |= undefined[dy:dy + height, dx:dx + width]
     offsets = np.linspace(-0.5, 0.5, 9)
-    parts, reaches = [], []
-    for y, x in zip(*np.nonzero(rim), strict=True):
-        sx, sy = np.meshgrid(x + offsets, y + offsets)
-        samples = sky_vectors(wcs, sx, sy).reshape(9, 9, 3)
-        if defined[y, x]:
-            half[y, x] = max(half[y, x], float(np.nanmax(angle(samples, inner[y, x]))))
-        else:  # its centre is off the projection, part of its area is not: that part, sampled
-            steps = [angle(samples[1:], samples[:-1]), angle(samples[:, 1:], samples[:, :-1])]
-            reach = max((float(np.nanmax(s)) for s in steps if np.isfinite(s).any()), default=0.0)
-            kept = samples[np.all(np.isfinite(samples), axis=-1)]
-            parts.append(kept)
-            reaches.append(np.full(len(kept), reach / 2))
-    return Pixels(inner[defined], half[defined], inscribed[defined],
-                  np.concatenate(parts) if parts else np.zeros((0, 3)),
-                  np.concatenate(reaches) if reaches else np.zeros(0))
+    rim_y, rim_x = np.nonzero(rim)
+    sx = np.broadcast_to(rim_x[:, None, None] + offsets[None, None, :], (len(rim_x), 9, 9))
+    sy = np.broadcast_to(rim_y[:, None, None] + offsets[None, :, None], (len(rim_x), 9, 9))
+    samples = sky_vectors(wcs, sx.astype(float), sy.astype(float)).reshape(len(rim_x), 9, 9, 3)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # all-NaN slices: pixels wholly off the projection
+        reach = np.nanmax(angle(samples, inner[rim_y, rim_x][:, None, None, :]), axis=(1, 2))
+        steps = np.fmax(np.nanmax(angle(samples[:, 1:], samples[:, :-1]), axis=(1, 2)),
+                        np.nanmax(angle(samples[:, :, 1:], samples[:, :, :-1]), axis=(1, 2)))
+    centred = defined[rim_y, rim_x]
+    half[rim_y[centred], rim_x[centred]] = np.fmax(half[rim_y[centred], rim_x[centred]], reach[centred])
+    # pixels whose centre is off the projection but part of their area is not: that part, sampled
+    off = samples[~centred]
+    kept = np.all(np.isfinite(off), axis=-1)
+    parts = off[kept]
+    parts_half = np.broadcast_to((steps[~centred] / 2)[:, None, None], kept.shape)[kept]
+    return Pixels(inner[defined], half[defined], inscribed[defined], parts, parts_half)
 
 
 def unit(ra: float, dec: float) -> np.ndarray:
