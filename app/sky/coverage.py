@@ -346,6 +346,8 @@ def coverage_matches(sky: Mapping[str, Any], ra: float, dec: float, radius: floa
     import astropy.units as u
     from mocpy import MOC
 
+    if mode == "overlaps" and radius >= 180:  # the whole sky (the sky page's listing): no WCS needed
+        return True
     moc = moc_of(sky)
     order = max(int(sky.get("moc_order") or moc.max_order), 0)
     if mode == "contains" or radius <= 0:
