@@ -1,8 +1,10 @@
 """Image footprints on the sky: the HEALPix cells that index them and the exact cone tests.
 
-A footprint is the spherical quadrilateral whose vertices are the four outer pixel corners (ICRS degrees,
-as `formats.fits._sky` records them) and whose edges are great-circle arcs. For the gnomonic (TAN)
-projection that nearly every imaging WCS uses this is exact: TAN maps great circles to straight lines.
+An image's footprint is its coverage (app/sky/coverage.py): a MOC of the cells its pixels touch, computed
+through its WCS at ingest, and the WCS cards that let a cone be tested against the pixels themselves. A
+record made before coverages (and not yet given one, see the stores' backfill) keeps the old footprint:
+the spherical quadrilateral whose vertices are the four outer pixel corners (ICRS degrees, as
+`formats.fits._sky` records them) joined by great-circle arcs, exact for TAN fields of ordinary size.
 
 The index uses one fixed HEALPix order. At nside 128 (order 7, nested) a cell is about 27.5 arcmin across:
 a typical image, arcminutes to a degree or two wide, falls in 1 to about 50 cells, and a typical query cone
@@ -22,6 +24,8 @@ import numpy as np
 ConeMode = Literal["overlaps", "contains"]
 CONE_MODES: tuple[ConeMode, ...] = ("overlaps", "contains")
 HEALPIX_ORDER = 7
+# the footprints' rules; MongoDB documents under older ones get their coverage and cells again (0: corners)
+CELLS_VERSION = 1
 # a cone of zero radius still needs the cell that holds its centre
 _MIN_SEARCH_DEG = 1e-6
 # how many runs of cells a query may list before it is searched at a coarser order
@@ -101,9 +105,25 @@ def cone_matches(corners: Sequence[Vector], ra: float, dec: float, radius: float
 
 
 def sky_matches(sky: dict[str, Any] | None, ra: float, dec: float, radius: float, mode: ConeMode) -> bool:
-    """`cone_matches` for an image's `sky` record; an image without one never matches."""
+    """The exact cone test for an image's `sky` record: against its pixels when it holds a coverage, else
+    `cone_matches` on its corners; an image without one never matches."""
+    from app.sky.coverage import coverage_matches, has_coverage
+
+    if sky is not None and has_coverage(sky):
+        return coverage_matches(sky, ra, dec, radius, mode)
     corners = _corners(sky)
     return corners is not None and cone_matches(corners, ra, dec, radius, mode)
+
+
+def covered(sky: dict[str, Any] | None, header: dict[str, Any], width: int,
+            height: int) -> dict[str, Any] | None:
+    """A stored image's `sky` record with its coverage, computed from its stored header cards when it has
+    none yet (`app.sky.coverage.with_coverage`)."""
+    from app.sky.coverage import has_coverage, with_coverage
+
+    if sky is not None and has_coverage(sky):
+        return sky
+    return with_coverage(sky, header, width, height)
 
 
 def sky_matches_json(sky: str | None, ra: float, dec: float, radius: float, mode: str) -> int:
@@ -137,7 +157,12 @@ def _order_for(radius: float, most_cells: int) -> int:
 
 def footprint_cells(sky: dict[str, Any] | None) -> list[int]:
     """Every cell that shares a point with the footprint (a superset: the cells of the smallest cap around
-    the corners that we find cheaply), or none for an image without a sky position."""
+    the corners that we find cheaply, or its coverage's cells), or none for an image without a sky
+    position."""
+    from app.sky.coverage import coverage_cells, has_coverage
+
+    if sky is not None and has_coverage(sky):
+        return coverage_cells(sky, HEALPIX_ORDER)
     corners = _corners(sky)
     if corners is None:
         return []

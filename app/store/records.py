@@ -25,6 +25,10 @@ def now() -> float:
     return time.time()
 
 
+# the parts of an image's `sky` record that make its footprint (app/sky/coverage.py), not shown by the API
+COVERAGE_KEYS = frozenset({"moc", "moc_order", "wcs", "size", "partial"})
+
+
 @dataclass
 class ImageRecord:
     """One 2-D image: a whole raster file or one image HDU of a FITS file."""
@@ -63,12 +67,15 @@ class ImageRecord:
         return self.path, index
 
     def public(self) -> dict[str, Any]:
-        """The record as the JSON API shows it."""
+        """The record as the JSON API shows it (the sky without its coverage, kept for search: a MOC of a
+        few kilobytes and WCS cards the header holds)."""
         return {
             "id": self.id, "name": self.name, "path": self.path, "hdu": self.hdu, "size": self.size,
             "sha256": self.sha256, "owner": self.owner, "provenance": self.provenance,
             "format": self.format, "width": self.width, "height": self.height, "bitpix": self.bitpix,
-            "sky": self.sky, "display": self.display, "note": self.note, "created": self.created,
+            "sky": None if self.sky is None else {key: value for key, value in self.sky.items()
+                                                  if key not in COVERAGE_KEYS},
+            "display": self.display, "note": self.note, "created": self.created,
             "job_id": self.job_id, "visibility": self.visibility,
             "planes": self.planes or {"count": 1},
         }

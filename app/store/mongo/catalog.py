@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -25,7 +26,7 @@ from app.store.base import (
     keyword_of_index,
 )
 from app.store.dates import DATES_VERSION
-from app.store.footprint import sky_matches
+from app.store.footprint import CELLS_VERSION, covered, footprint_cells, sky_matches
 from app.store.mongo.connection import CHUNK, Doc, MongoBase, log
 from app.store.mongo.documents import (
     _dates,
@@ -37,12 +38,37 @@ from app.store.mongo.documents import (
 from app.store.mongoquery import Filter
 from app.store.rows import from_doc, to_doc
 
-_IMAGE_PROJECTION = {"dates": 0, "cells": 0, "dates_version": 0, "folded": 0}
+_IMAGE_PROJECTION = {"dates": 0, "cells": 0, "cells_version": 0, "dates_version": 0, "folded": 0}
 
 
 class MongoCatalog(MongoBase):
     async def _after_migrations(self) -> None:
+        await self._backfill_cells()
         await self._backfill_dates()
+
+    async def _backfill_cells(self, chunk: int = 20) -> int:
+        """Give images catalogued before coverages one, computed from their stored header cards where they
+        build a WCS (app/sky/coverage.py), and their cells from it; idempotent."""
+        done = 0
+        while True:
+            docs = await self.images.find(
+                {"cells_version": {"$ne": CELLS_VERSION},
+                 "$or": [{"sky": {"$ne": None}},
+                         {f"header.{mongoquery.field_name('CTYPE1')}": {"$exists": True}}]},
+                {"sky": 1, "header": 1, "width": 1, "height": 1}).limit(chunk).to_list()
+            if not docs:
+                break
+            updates = []
+            for doc in docs:
+                # astropy and numpy work: off the event loop
+                sky = await asyncio.to_thread(covered, doc.get("sky"), _decode_keys(doc.get("header") or {}),
+                                              int(doc["width"]), int(doc["height"]))
+                updates.append(UpdateOne({"_id": doc["_id"]}, {"$set": {
+                    "sky": sky, "cells": footprint_cells(sky), "cells_version": CELLS_VERSION}}))
+            await self.images.bulk_write(updates, ordered=False)
+            done += len(docs)
+            log.info("footprints: %d catalogued images indexed", done)
+        return done
 
     async def _backfill_dates(self, chunk: int = 2000) -> int:
         """Read the dates of images catalogued under older date rules again; idempotent."""

@@ -12,7 +12,7 @@ from app.store.base import (
     ImageRecord,
 )
 from app.store.dates import DATES_VERSION, header_dates
-from app.store.footprint import footprint_cells
+from app.store.footprint import CELLS_VERSION, footprint_cells
 from app.store.mongo.connection import Doc
 from app.store.mongoquery import field_name, keyword_of_field
 from app.store.rows import from_doc, to_doc
@@ -49,7 +49,8 @@ def _dates(header: dict[str, Any]) -> list[Doc]:
 def _image_doc(image: ImageRecord) -> Doc:
     return {**to_doc(image), "header": _encode_keys(image.header), "comments": _encode_keys(image.comments),
             "folded": mongoquery.folded_texts(image.header), "dates": _dates(image.header),
-            "cells": footprint_cells(image.sky), "dates_version": DATES_VERSION}
+            "cells": footprint_cells(image.sky), "cells_version": CELLS_VERSION,
+            "dates_version": DATES_VERSION}
 
 
 def _image(doc: Doc) -> ImageRecord:

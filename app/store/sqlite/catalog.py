@@ -22,7 +22,7 @@ from app.store.base import (
     Usage,
 )
 from app.store.dates import DATES_VERSION, header_dates
-from app.store.footprint import footprint_cells
+from app.store.footprint import covered, footprint_cells
 from app.store.rows import from_row, insert_sql, names, to_row
 from app.store.sqlite.connection import SQLiteBase, transaction
 
@@ -70,24 +70,35 @@ class SQLiteCatalog(SQLiteBase):
             log.info("read the dates of %d catalogued images", done)
         return done
 
-    def _backfill_cells_sync(self, chunk: int = 2000) -> int:
-        """Index the footprints of images catalogued before cone search (listed by the migration), a chunk
-        per transaction; idempotent. Returns how many images were indexed."""
+    def _backfill_cells_sync(self, chunk: int = 20) -> int:
+        """Give the images listed by the migrations (catalogued before cone search, or before coverages) a
+        coverage computed from their stored header cards where they build a WCS, and index their
+        footprints, a chunk per transaction (a coverage takes up to a fraction of a second: small chunks keep
+        the write lock short); idempotent. Returns how many images were indexed."""
         done = 0
         while True:
             with transaction(self.db) as db:
-                rows = db.execute("SELECT p.image_id AS id, i.sky AS sky FROM image_cells_pending p "
+                rows = db.execute("SELECT p.image_id AS id, i.sky AS sky, i.header AS header, "
+                                  "i.width AS width, i.height AS height FROM image_cells_pending p "
                                   "JOIN images i ON i.id = p.image_id LIMIT ?", (chunk,)).fetchall()
                 if not rows:
                     db.execute("DELETE FROM image_cells_pending")
                     break
+                skies = [covered(None if row["sky"] is None else json.loads(row["sky"]),
+                                 json.loads(row["header"]), row["width"], row["height"]) for row in rows]
+                db.executemany("UPDATE images SET sky = ?, center_ra = ?, center_dec = ? WHERE id = ?",
+                               [(None if sky is None else json.dumps(sky),
+                                 None if sky is None else sky.get("center_ra"),
+                                 None if sky is None else sky.get("center_dec"), row["id"])
+                                for row, sky in zip(rows, skies, strict=True)])
+                db.executemany("DELETE FROM image_cells WHERE image_id = ?", [(row["id"],) for row in rows])
                 db.executemany("INSERT OR IGNORE INTO image_cells (cell, image_id) VALUES (?, ?)",
-                               [(cell, row["id"]) for row in rows
-                                for cell in footprint_cells(None if row["sky"] is None
-                                                            else json.loads(row["sky"]))])
+                               [(cell, row["id"]) for row, sky in zip(rows, skies, strict=True)
+                                for cell in footprint_cells(sky)])
                 db.executemany("DELETE FROM image_cells_pending WHERE image_id = ?",
                                [(row["id"],) for row in rows])
             done += len(rows)
+            log.info("footprints: %d catalogued images indexed", done)
         return done
 
     # images -----------------------------------------------------------------------------------------
