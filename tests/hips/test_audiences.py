@@ -66,8 +66,8 @@ async def test_private_pixels_are_in_their_owners_survey_only(client: Any, make_
     # each visibility moves the pixels to the surveys of those who may see them now
     for visibility, expected in (("registered", {REGISTERED}), ("public", {PUBLIC, REGISTERED}),
                                  ("private", {user_survey("olive")})):
-        response = await olive.post(f"/api/images/{job.image_ids[0]}/visibility", json={"visibility": visibility},
-                                    headers={"X-CSRF-Token": olive.csrf})
+        response = await olive.post(f"/api/images/{job.image_ids[0]}/visibility",
+                                    json={"visibility": visibility}, headers={"X-CSRF-Token": olive.csrf})
         assert response.status_code == 200, await response.get_data(as_text=True)
         await archive.hips.settle()
         assert where(archive, PRIVATE_AT, *everyone) == expected, visibility
@@ -87,7 +87,8 @@ async def test_survey_links_are_signed_for_who_may_see_them(client: Any, make_us
     olive = await user_client(client, make_user, "olive")
     otto = await user_client(client, make_user, "otto")
     await ingest(archive, write_field(tmp_path / "open.fits", *PUBLIC_AT), visibility="public")
-    await ingest(archive, write_field(tmp_path / "mine.fits", *PRIVATE_AT), owner="olive", visibility="private")
+    await ingest(archive, write_field(tmp_path / "mine.fits", *PRIVATE_AT), owner="olive",
+                 visibility="private")
     await ingest(archive, write_field(tmp_path / "his.fits", 20.0, 10.0), owner="otto", visibility="private")
     await archive.hips.settle()
     mine = user_survey("olive")
@@ -129,7 +130,8 @@ async def test_a_disabled_owners_images_leave_the_surveys(client: Any, make_user
     ada = await user_client(client, make_user, "ada", role="admin")
     olive = await make_user("olive")
     await ingest(archive, write_field(tmp_path / "open.fits", *PUBLIC_AT), owner="olive", visibility="public")
-    await ingest(archive, write_field(tmp_path / "mine.fits", *PRIVATE_AT), owner="olive", visibility="private")
+    await ingest(archive, write_field(tmp_path / "mine.fits", *PRIVATE_AT), owner="olive",
+                 visibility="private")
     await archive.hips.settle()
     everyone = (PUBLIC, REGISTERED, user_survey("olive"))
     assert where(archive, PUBLIC_AT, *everyone) == {PUBLIC, REGISTERED}
@@ -165,7 +167,8 @@ async def test_per_user_surveys_switched_off_are_neither_built_nor_served(
     archive: Archive = client.app.extensions["imagex"]
     ada = await user_client(client, make_user, "ada", role="admin")
     olive = await user_client(client, make_user, "olive")
-    await ingest(archive, write_field(tmp_path / "mine.fits", *PRIVATE_AT), owner="olive", visibility="private")
+    await ingest(archive, write_field(tmp_path / "mine.fits", *PRIVATE_AT), owner="olive",
+                 visibility="private")
     await archive.hips.settle()
     mine = archive.settings.data / "hips" / user_survey("olive")
     page = await (await olive.get("/sky")).get_data(as_text=True)
@@ -179,7 +182,8 @@ async def test_per_user_surveys_switched_off_are_neither_built_nor_served(
     assert not mine.exists()
     assert (await olive.get(f"{own}/properties")).status_code == 404
     assert 'data-own-survey=""' in await (await olive.get("/sky")).get_data(as_text=True)
-    await ingest(archive, write_field(tmp_path / "more.fits", 20.0, 10.0), owner="olive", visibility="private")
+    await ingest(archive, write_field(tmp_path / "more.fits", 20.0, 10.0), owner="olive",
+                 visibility="private")
     await archive.hips.settle()
     assert not mine.exists()
     assert where(archive, (20.0, 10.0), PUBLIC, REGISTERED) == set()
