@@ -211,3 +211,20 @@ async def test_a_failed_update_shows_in_the_monitor_and_healthz(client: Any, mak
     assert facts["background"]["hips"]["alive"] is True and facts["background_errors"] == []
     assert (await (await client.get("/healthz")).get_json())["status"] == "ok"
     assert where(archive, PUBLIC_AT, REGISTERED) == {REGISTERED}
+
+
+async def test_guests_are_refused_the_public_survey_when_they_may_not_browse(
+        client: Any, make_user: Callable[..., Any], tmp_path: Path) -> None:
+    archive: Archive = client.app.extensions["imagex"]
+    olive = await user_client(client, make_user, "olive")
+    await ingest(archive, write_field(tmp_path / "open.fits", *PUBLIC_AT), visibility="public")
+    await archive.hips.settle()
+    guest = client.app.test_client()
+    assert (await guest.get("/hips/public/properties")).status_code == 200
+    await archive.store.save_site_settings({"guest_access": False})
+    refused = await guest.get("/hips/public/properties")
+    assert refused.status_code == 302 and refused.headers["Location"].startswith("/login")  # sent to log in
+    response = await olive.get("/hips/public/properties")
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"].startswith("private")  # no shared cache hands it to a guest
+    assert "Access-Control-Allow-Origin" not in response.headers
