@@ -75,10 +75,10 @@ def _parser() -> argparse.ArgumentParser:
 def _hips_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     hips = commands.add_parser("hips", help="the HiPS surveys of the celestial images (README: HiPS survey)")
     actions = hips.add_subparsers(dest="hips_action", required=True)
-    rebuild = actions.add_parser("rebuild", parents=[common], help="build a survey from scratch from the "
-                                 "catalog (live updates keep it up to date afterwards)")
-    rebuild.add_argument("--survey", default="public", choices=("public",),
-                         help="which survey (default %(default)s: the images everyone may see)")
+    rebuild = actions.add_parser("rebuild", parents=[common], help="build the surveys from scratch from the "
+                                 "catalog (live updates keep them up to date afterwards)")
+    rebuild.add_argument("--survey", default="all", choices=("all", "public", "registered"),
+                         help="which survey (default %(default)s: public, registered and each user's own)")
 
 
 def _nginx_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -194,12 +194,16 @@ async def hips_rebuild(settings: Settings, survey: str) -> int:
     await archive.startup()
     try:
         started = time.monotonic()
-        members = len(await archive.hips.members(survey))
-        order = await archive.hips.rebuild(survey)
+        names = await archive.hips.names() if survey == "all" else [survey]
+        members = {name: len(await archive.hips.members(name)) for name in names}
+        orders = (await archive.hips.rebuild_all() if survey == "all"
+                  else {survey: await archive.hips.rebuild(survey)})
     finally:
         await archive.close()
-    print(f"HiPS survey {survey}: {members} image(s), deepest order {order}, built in "
-          f"{time.monotonic() - started:.1f} s at {archive.hips.folder(survey)}")
+    for name, order in orders.items():
+        print(f"HiPS survey {name}: {members[name]} image(s), deepest order {order} at "
+              f"{archive.hips.folder(name)}")
+    print(f"built in {time.monotonic() - started:.1f} s")
     return 0
 
 

@@ -135,11 +135,24 @@ def _background(archive: Archive) -> dict[str, Any]:
     return {
         "job_runner": job_runner,
         "watcher": _watcher(archive),
+        "hips": _hips(archive),
         "pool": {"present": True, "size": archive.pool.size,
                  "busy": runner.active if runner is not None else 0,
                  "state": f"{archive.pool.size} worker process{'' if archive.pool.size == 1 else 'es'}, "
                           "started on first use"},
     }
+
+
+def _hips(archive: Archive) -> dict[str, Any]:
+    """The HiPS surveys' live updates: how many are queued, and the last failure until one succeeds."""
+    from app.hips.live import TASK
+
+    failed = archive.failed(TASK)
+    queued = archive.hips.queued
+    state = ("off (IMAGEX_HIPS)" if not archive.settings.hips else "an update failed" if failed
+             else f"{queued} update{'' if queued == 1 else 's'} queued" if queued else "up to date")
+    return {"present": archive.settings.hips, "alive": not failed, "queued": queued, "state": state,
+            "last_error": archive.tasks[TASK].message if failed else ""}
 
 
 def _watcher(archive: Archive) -> dict[str, Any]:

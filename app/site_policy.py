@@ -105,6 +105,12 @@ SITE_SETTINGS: tuple[SiteSetting, ...] = (
                 "choose: owners set each image private, registered users or public; none: only owners and "
                 "admins see user data; all: every registered user sees all user data.",
                 _choice(SHARING), "choice", SHARING),
+    SiteSetting("user_surveys", True, "Each user's own sky survey",
+                "Keep a HiPS survey of each user's own images that others may not see (their private "
+                "images), shown to them on the sky page over the shared survey. Off: none is built or "
+                "served.",
+                _bool,
+                "bool"),
     SiteSetting("keep_patient_data", False, "Keep DICOM patient data",
                 "Catalog the patient, physician and institution attributes of DICOM files and their real "
                 "UIDs (shown and searchable by whoever may see the image). Off: they are left out at ingest "
@@ -136,6 +142,7 @@ class Site:
     default_quota: int = 10 * 10**9
     max_file_size: int = 4 * 10**9
     sharing: str = "choose"
+    user_surveys: bool = True
     keep_patient_data: bool = False
     default_stretch: str = "auto"
 

@@ -1,11 +1,21 @@
 """The archive's HiPS surveys kept up to date: one survey per audience, so that a tile never mixes in pixels
-its viewer may not see. Only the public survey exists so far (images whose effective visibility is public).
+its viewer may not see.
+
+- `public`: images whose effective visibility is public (what a guest may see);
+- `registered`: those and the images every logged-in user may see (visibility `registered`, and every
+  user's images when the sharing policy is `all`);
+- `user-<digest>`, one per user when the site setting `user_surveys` is on: that user's own images that
+  are in neither (their private images). The sky page shows it over `registered`, so a user sees everything
+  they may see without a copy of the shared images per user.
+Images of disabled accounts are in no survey; re-enabling the account puts them back.
 
 When an image is catalogued, deleted, or its visibility changes, `Surveys.refresh` queues an update of the
-tiles its footprint touches; updates run one at a time, in the process pool, in the order they were
-queued (the survey's file lock also keeps other processes' updates apart). A survey that was never built
-is built from the whole catalog by its first update. `settle()` waits for the queue to empty; the archive
-calls it before closing, so a command that ingests files leaves the surveys up to date.
+tiles its footprint touches in every survey it was or is in; updates run one at a time, in the process
+pool, in the order they were queued (the survey's file lock also keeps other processes' updates apart). A
+survey that was never built is built from the whole catalog by its first update. `settle()` waits for the
+queue to empty; the archive calls it before closing, so a command that ingests files leaves the surveys up
+to date. A failed update is kept as the archive's background task `hips survey updates` (the monitor,
+/healthz) until an update succeeds.
 
 The queue lives in the process that made the change (it is not a job in the store): a process killed
 between a change and its update leaves the survey behind until the next change nearby or `imagex hips
@@ -15,7 +25,9 @@ rebuild`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
 import shutil
 from collections.abc import Coroutine, Iterable
 from pathlib import Path
@@ -25,20 +37,34 @@ from app.hips.projection import Member
 from app.hips.survey import Identity, Survey, hips_root, locked
 from app.permissions import effective_visibility
 from app.site_policy import Site
-from app.store.base import FieldIn, ImageRecord
+from app.store.base import FieldIn, ImageRecord, Query
 
 if TYPE_CHECKING:
     from app.archive import Archive
 
 log = logging.getLogger(__name__)
 PUBLIC = "public"
-SURVEYS = (PUBLIC,)
+REGISTERED = "registered"
+SHARED = (PUBLIC, REGISTERED)
+USER_PREFIX = "user-"
+USER_SURVEY = re.compile(r"user-[0-9a-f]{16}")
+TASK = "hips survey updates"  # the archive's background task that a failed update marks failed
 _BATCH = 500
 STALE = ".rebuild"  # in the surveys' folder: updates were cancelled at a shutdown, rebuild at the next start
 
 
+def user_survey(username: str) -> str:
+    """The name of `username`'s own survey: a digest, so that any username makes a safe folder and URL."""
+    return USER_PREFIX + hashlib.sha256(username.encode()).hexdigest()[:16]
+
+
+def is_survey_name(name: str) -> bool:
+    return name in SHARED or USER_SURVEY.fullmatch(name) is not None
+
+
 def identity(name: str) -> Identity:
-    return Identity(name=name, title=f"ImageX archive: {name} images", did=f"ivo://imagex/hips/{name}")
+    title = "your own images" if name.startswith(USER_PREFIX) else f"{name} images"
+    return Identity(name=name, title=f"ImageX archive: {title}", did=f"ivo://imagex/hips/{name}")
 
 
 def member(archive: Archive, image: ImageRecord) -> Member | None:
@@ -52,9 +78,24 @@ def member(archive: Archive, image: ImageRecord) -> Member | None:
                   scale_arcsec=float(scale), header=dict(image.header), display=dict(image.display))
 
 
-def in_survey(name: str, image: ImageRecord, site: Site) -> bool:
+def surveys_of(image: ImageRecord, site: Site, owner_disabled: bool = False) -> set[str]:
+    """The surveys the image belongs to: those whose every viewer may see it."""
+    if owner_disabled:
+        return set()
+    visibility = effective_visibility(image, site)
+    found = set()
+    if visibility == PUBLIC:
+        found.add(PUBLIC)
+    if visibility in SHARED or (site.sharing == "all" and image.owner):
+        found.add(REGISTERED)
+    elif image.owner and site.user_surveys:
+        found.add(user_survey(image.owner))
+    return found
+
+
+def in_survey(name: str, image: ImageRecord, site: Site, owner_disabled: bool = False) -> bool:
     """May everyone who may see survey `name` see this image?"""
-    return name == PUBLIC and effective_visibility(image, site) == PUBLIC
+    return name in surveys_of(image, site, owner_disabled)
 
 
 def _update(folder: str, name: str, max_pixels: int, overlap: str, changed: list[dict[str, object]],
@@ -75,6 +116,11 @@ def _rebuild(folder: str, name: str, max_pixels: int, overlap: str, members: lis
     return survey.order
 
 
+def _remove(folder: str) -> None:
+    with locked(Path(folder)):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class Surveys:
     """The archive's surveys and their update queue."""
 
@@ -84,45 +130,113 @@ class Surveys:
         self._pending: set[asyncio.Task[None]] = set()
         self.last_error = ""
 
+    @property
+    def queued(self) -> int:
+        """Updates queued or running in this process."""
+        return len(self._pending)
+
     def folder(self, name: str) -> Path:
         return hips_root(self.archive.settings.data) / name
 
+    def built(self, name: str) -> bool:
+        return (self.folder(name) / "properties").is_file()
+
+    async def _site(self) -> Site:
+        return Site.from_stored(await self.archive.store.site_settings())
+
+    async def _disabled(self) -> set[str]:
+        return {user.username for user in await self.archive.store.list_users() if user.disabled}
+
+    async def names(self) -> list[str]:
+        """The surveys the archive keeps now: the shared ones, and one per enabled user when the site
+        allows them."""
+        found = list(SHARED)
+        if (await self._site()).user_surveys:
+            found += sorted(user_survey(user.username) for user in await self.archive.store.list_users()
+                            if not user.disabled)
+        return found
+
     async def members(self, name: str) -> list[Member]:
         """Every catalogued image of the survey's audience with a celestial position."""
-        site = Site.from_stored(await self.archive.store.site_settings())
+        site = await self._site()
+        disabled = await self._disabled()
+        query: Query | None = None
+        if name == PUBLIC:
+            query = FieldIn("visibility", (PUBLIC,))
+        elif name != REGISTERED:
+            owner = next((user.username for user in await self.archive.store.list_users()
+                          if user_survey(user.username) == name), None)
+            if owner is None:
+                return []
+            query = FieldIn("owner", (owner,))
         found: list[Member] = []
         offset = 0
-        while batch := await self.archive.store.find_images(FieldIn("visibility", (PUBLIC,)), offset=offset,
-                                                            limit=_BATCH):
+        while batch := await self.archive.store.find_images(query, offset=offset, limit=_BATCH):
             offset += len(batch)
             for image in batch:
-                chosen = member(self.archive, image) if in_survey(name, image, site) else None
-                if chosen is not None:
-                    found.append(chosen)
+                if in_survey(name, image, site, image.owner in disabled):
+                    chosen = member(self.archive, image)
+                    if chosen is not None:
+                        found.append(chosen)
         return found
 
     async def rebuild(self, name: str = PUBLIC) -> int:
         """Build survey `name` from scratch from the catalog; returns its deepest order."""
-        if name not in SURVEYS:
-            raise ValueError(f"no survey {name!r}: the surveys are {', '.join(SURVEYS)}")
+        if not is_survey_name(name):
+            raise ValueError(f"no survey {name!r}: the surveys are {', '.join(SHARED)} and "
+                             f"{USER_PREFIX}<digest> (one per user)")
         async with self._lock:
             return await self._rebuild_from(name, await self.members(name))
+
+    async def rebuild_all(self) -> dict[str, int]:
+        """Build every survey from scratch (per-user surveys only when the site allows them; those of
+        disabled users and, when the site does not allow them, all per-user surveys are removed); the
+        deepest order of each, by name."""
+        names = await self.names()
+        orders = {}
+        for name in names:
+            members = await self.members(name)
+            if name.startswith(USER_PREFIX) and not members:
+                await self._drop(name)  # a user with no image of their own: no survey
+                continue
+            orders[name] = await self.rebuild(name)
+        for stale in await asyncio.to_thread(self._on_disk):
+            if stale not in names:
+                await self._drop(stale)
+        return orders
+
+    def _on_disk(self) -> list[str]:
+        root = hips_root(self.archive.settings.data)
+        if not root.is_dir():
+            return []
+        return [path.name for path in root.iterdir() if path.is_dir() and is_survey_name(path.name)]
+
+    async def _drop(self, name: str) -> None:
+        async with self._lock:
+            await asyncio.to_thread(_remove, str(self.folder(name)))
 
     async def _rebuild_from(self, name: str, members: list[Member]) -> int:
         settings = self.archive.settings
         return await self.archive.run_in_pool(_rebuild, str(self.folder(name)), name, settings.max_pixels,
                                               settings.hips_overlap, [m.to_dict() for m in members])
 
-    def refresh(self, images: Iterable[ImageRecord] = (), removed: Iterable[str] = ()) -> None:
+    def refresh(self, images: Iterable[ImageRecord] = (), removed: Iterable[ImageRecord] = ()) -> None:
         """Queue the update of every survey for these images (catalogued or changed: in or out of each
-        survey by their visibility now) and these deleted image ids (unless IMAGEX_HIPS is off)."""
+        survey by their visibility and their owner's account now) and these deleted images (unless
+        IMAGEX_HIPS is off)."""
         if not self.archive.settings.hips:
             return
         self._queue(self._refresh(list(images), list(removed)))
 
+    def owner_changed(self, username: str) -> None:
+        """Queue the update of every survey for the images `username` owns (their account was disabled or
+        enabled again)."""
+        if self.archive.settings.hips:
+            self._queue(self._owner_changed(username))
+
     def rebuild_later(self) -> None:
         """Queue a rebuild of every survey: what each audience may see changed for many images at once (the
-        site's sharing policy)."""
+        site's sharing policy, per-user surveys switched on or off)."""
         if self.archive.settings.hips:
             self._queue(self._rebuild_all())
 
@@ -131,35 +245,67 @@ class Surveys:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _rebuild_all(self) -> None:
-        for name in SURVEYS:
-            try:
-                await self.rebuild(name)
-            except Exception as error:
-                self.last_error = f"{type(error).__name__}: {error}"
-                log.exception("rebuilding the HiPS survey %s failed", name)
+    def _failed(self, error: BaseException, what: str) -> None:
+        """Keep the failure where administrators look (the monitor, /healthz) until an update succeeds."""
+        self.last_error = f"{type(error).__name__}: {error}"
+        self.archive.task_failed(TASK, error)
+        log.exception("%s failed", what)
 
-    async def _refresh(self, images: list[ImageRecord], removed: list[str]) -> None:
+    def _succeeded(self) -> None:
+        self.last_error = ""
+        state = self.archive.tasks.get(TASK)
+        if state is not None:
+            state.state, state.error = "running", ""
+
+    async def _rebuild_all(self) -> None:
         try:
-            site = Site.from_stored(await self.archive.store.site_settings())
+            await self.rebuild_all()
+        except Exception as error:
+            self._failed(error, "rebuilding the HiPS surveys")
+        else:
+            self._succeeded()
+
+    async def _owner_changed(self, username: str) -> None:
+        done = 0
+        try:
+            while batch := await self.archive.store.find_images(FieldIn("owner", (username,)), offset=done,
+                                                                limit=_BATCH):
+                done += len(batch)
+                await self._refresh(batch, [])
+            if username in await self._disabled():
+                await self._drop(user_survey(username))
+        except Exception as error:
+            self._failed(error, "updating the HiPS surveys")
+
+    async def _refresh(self, images: list[ImageRecord], removed: list[ImageRecord]) -> None:
+        try:
+            site = await self._site()
+            disabled = await self._disabled() if any(image.owner for image in images) else set()
+            now = {image.id: surveys_of(image, site, image.owner in disabled) for image in images}
+            # every survey an image may have been in: the shared ones and its owner's
+            names = list(SHARED) + sorted({user_survey(image.owner) for image in [*images, *removed]
+                                           if image.owner})
             async with self._lock:
-                for name in SURVEYS:
-                    changed = [m for image in images if in_survey(name, image, site)
-                               if (m := member(self.archive, image)) is not None]
-                    # an image without a sky position was never in a survey: nothing to take out
-                    out = [*removed, *(image.id for image in images
-                                       if image.sky and not in_survey(name, image, site))]
-                    if not changed and not out:
-                        continue
-                    settings = self.archive.settings
-                    outcome = await self.archive.run_in_pool(
-                        _update, str(self.folder(name)), name, settings.max_pixels, settings.hips_overlap,
-                        [m.to_dict() for m in changed], out)
-                    if outcome == "missing" and changed:
-                        await self._rebuild_from(name, await self.members(name))
+                for name in names:
+                    out = [image.id for image in [*removed, *images]
+                           if image.sky and name not in now.get(image.id, ())]
+                    await self._apply(name, [image for image in images if name in now[image.id]], out)
         except Exception as error:  # the survey stays as it was; the next change or a rebuild mends it
-            self.last_error = f"{type(error).__name__}: {error}"
-            log.exception("updating the HiPS surveys failed")
+            self._failed(error, "updating the HiPS surveys")
+        else:
+            self._succeeded()
+
+    async def _apply(self, name: str, images: list[ImageRecord], out: list[str]) -> None:
+        """One survey's update: these images in (or changed), these ids out."""
+        changed = [m for image in images if (m := member(self.archive, image)) is not None]
+        if not changed and not out:
+            return
+        settings = self.archive.settings
+        outcome = await self.archive.run_in_pool(
+            _update, str(self.folder(name)), name, settings.max_pixels, settings.hips_overlap,
+            [m.to_dict() for m in changed], out)
+        if outcome == "missing" and changed:
+            await self._rebuild_from(name, await self.members(name))
 
     async def ensure(self) -> None:
         """Build every survey that was never built (its folder is missing), or all of them after a shutdown
@@ -169,20 +315,23 @@ class Surveys:
         stale = hips_root(self.archive.settings.data) / STALE
         rebuild_all = await asyncio.to_thread(stale.is_file)
         failed = False
-        for name in SURVEYS:
-            built = await asyncio.to_thread((self.folder(name) / "properties").is_file)
+        names = await self.names()
+        for name in names:
+            built = await asyncio.to_thread(self.built, name)
             if built and not rebuild_all:
                 continue
             if not await self.members(name):
                 if built:  # every member left while updates were cancelled: nothing may stay shown
-                    await asyncio.to_thread(shutil.rmtree, self.folder(name), True)
+                    await self._drop(name)
                 continue
             try:
                 await self.rebuild(name)
             except Exception as error:
                 failed = True
-                self.last_error = f"{type(error).__name__}: {error}"
-                log.exception("building the HiPS survey %s failed", name)
+                self._failed(error, f"building the HiPS survey {name}")
+        for name in await asyncio.to_thread(self._on_disk):
+            if name not in names:  # per-user surveys switched off, or their account disabled
+                await self._drop(name)
         if rebuild_all and not failed:
             await asyncio.to_thread(stale.unlink, True)
 

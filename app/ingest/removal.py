@@ -54,7 +54,7 @@ async def delete_image(archive: Archive, image: ImageRecord) -> Removal:
     then an uploaded original once no other record (another HDU of the same file) uses it; for a DICOM
     series, each of its uploaded slices."""
     await archive.store.delete_images([image.id])
-    archive.hips.refresh(removed=[image.id])  # HiPS: queue the update of the tiles it touched
+    archive.hips.refresh(removed=[image])  # HiPS: queue the update of the tiles it touched
     await archive.remove_tiles(image.id)
     removed = False
     files = [(str(item["path"]), str(item["sha256"])) for item in image.series]

@@ -103,7 +103,7 @@ async def save_settings() -> Any:
     changed = {name: value for name, value in values.items() if value != getattr(site, name)}
     if changed:
         await archive.store.save_site_settings(changed)
-    if "sharing" in changed:  # HiPS: who may see users' images changed for all of them at once
+    if "sharing" in changed or "user_surveys" in changed:  # HiPS: who may see what changed for many images
         archive.hips.rebuild_later()
     # this request already loaded the old settings: render the page with the new ones
     new_site = Site.from_stored(await archive.store.site_settings())
@@ -272,6 +272,7 @@ async def disable_user(user_id: str) -> Any:
     await archive.store.delete_user_sessions(target.id)
     # tile links the account was given (to its private images too) stop working now
     await archive.revoke_owner_tiles(target.username)
+    archive.hips.owner_changed(target.username)  # HiPS: their images leave the surveys
     return await _row_response(user_id, message=f"{target.username} is disabled and logged out everywhere.")
 
 
@@ -280,6 +281,7 @@ async def enable_user(user_id: str) -> Any:
     archive = get_archive()
     target = await _target(user_id)
     await archive.store.update_user(target.id, disabled=False)
+    archive.hips.owner_changed(target.username)  # HiPS: their images go back into the surveys
     return await _row_response(user_id, message=f"{target.username} may log in again.")
 
 

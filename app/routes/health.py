@@ -41,11 +41,11 @@ async def health_facts(archive: Archive) -> dict[str, Any]:
     """The state of the store, the process pool, the job runner, the folder watcher and the count of the
     fleet (processes alive and lost), JSON-ready."""
     store = await _store_state(archive)
-    runner, watcher = _runner_state(archive), _watcher_state(archive)
+    runner, watcher, hips = _runner_state(archive), _watcher_state(archive), _hips_state(archive)
     disk = await asyncio.to_thread(disk_state, archive.settings.data)
     if not store["reachable"]:
         status = "unavailable"
-    elif _stopped(runner) or _stopped(watcher) or _behind(store) or disk["full"]:
+    elif _stopped(runner) or _stopped(watcher) or _stopped(hips) or _behind(store) or disk["full"]:
         # a background part failed, the store lacks migrations, or nothing new can be written
         status = "degraded"
     else:
@@ -58,6 +58,7 @@ async def health_facts(archive: Archive) -> dict[str, Any]:
         "pool": {"size": archive.pool.size, "busy": archive.runner.active if archive.runner else 0},
         "runner": runner,
         "watcher": watcher,
+        "hips": hips,
         "disk": disk,
         "fleet": await _fleet_state(archive) if store["reachable"] else None,
     }
@@ -131,6 +132,14 @@ def _runner_state(archive: Archive) -> dict[str, Any]:
     failed = archive.failed("job runner")
     return {"present": True, "alive": not failed, "busy": runner.active, "concurrency": runner.concurrency,
             "finished": runner.finished}
+
+
+def _hips_state(archive: Archive) -> dict[str, Any]:
+    """The HiPS surveys' updates: failed until an update succeeds again (app/hips/live.py)."""
+    from app.hips.live import TASK
+
+    return {"present": archive.settings.hips, "alive": not archive.failed(TASK),
+            "queued": archive.hips.queued}
 
 
 def _watcher_state(archive: Archive) -> dict[str, Any]:

@@ -1,7 +1,12 @@
 """The HiPS surveys as static files: `/hips/<survey>/properties`, `Moc.fits`, `NorderK/DirD/NpixN.{png,jpg,
-fits}` and `Norder3/Allsky.{png,jpg,fits}` (app/hips/survey.py writes them). The public survey is open to
-every site (`Access-Control-Allow-Origin: *`), so that an Aladin Lite page anywhere can open it by URL; it
-is the only survey so far, and other names are 404.
+fits}` and `Norder3/Allsky.{png,jpg,fits}` (app/hips/survey.py writes them).
+
+- `/hips/public/...` is open to every site (`Access-Control-Allow-Origin: *`), so that an Aladin Lite page
+  anywhere can open it by URL (refused to guests when the site does not let guests browse).
+- The other surveys (`registered`, each user's `user-<digest>`) are served like Deep Zoom tiles:
+  `/hips/<survey>/<token>/...`, the token signed for that survey and expiring (app/tokens.py), given by the
+  sky page to whoever may see the survey. A bad or expired token is 403; a per-user survey while the site
+  setting `user_surveys` is off is 404.
 
 Files are written under a temporary name and renamed into place, so each answer is a whole file; their
 ETag names the file's inode and modification time in nanoseconds, which every update changes.
@@ -14,11 +19,13 @@ import re
 from typing import Any
 
 from quart import Blueprint, Response, request
-from werkzeug.exceptions import NotFound
+from werkzeug.exceptions import Forbidden, NotFound
 
-from app.archive import get_archive
-from app.hips.live import PUBLIC, SURVEYS
+from app import tokens
+from app.archive import Archive, get_archive
+from app.hips.live import PUBLIC, REGISTERED, USER_PREFIX, is_survey_name, user_survey
 from app.hips.survey import hips_root
+from app.identity import current_site, current_user
 from app.tiles.server import matches
 
 bp = Blueprint("hips", __name__)
@@ -29,22 +36,65 @@ _TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".fits": "application/fits"
           "": "text/plain; charset=utf-8"}
 # Tiles change when images arrive or go: a cache may keep one a minute, then asks again with the ETag.
 CACHE = "public, max-age=60"
+SURVEY_GEN = "0" * tokens.GEN_CHARS  # a survey has one generation: its tokens expire, its folder stays
+_EXPIRED = "this survey link has expired or is not valid; reload the page"
 
 
 def etag_of(stat: os.stat_result) -> str:
     return f'"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"'
 
 
+def _subject(survey: str) -> str:
+    return f"hips:{survey}"
+
+
+def survey_url(archive: Archive, survey: str) -> str:
+    """The base URL of a survey for a page: signed (expiring) for every survey but the public one."""
+    if survey == PUBLIC:
+        return f"/hips/{PUBLIC}"
+    token = tokens.make(archive.secret, _subject(survey), SURVEY_GEN, archive.settings.tile_token_ttl)
+    return f"/hips/{survey}/{token}"
+
+
+def surveys_for(archive: Archive) -> tuple[str, str]:
+    """The surveys the asker may see, as (base, own): the most inclusive shared survey (registered for a
+    logged-in user, public for a guest when guests may browse) and the user's own survey to show over it;
+    empty names when there is none (not built, or not allowed)."""
+    user, site = current_user(), current_site()
+    if user is None:
+        base = PUBLIC if site.guest_access else ""
+        own = ""
+    else:
+        base = REGISTERED
+        own = user_survey(user.username) if site.user_surveys else ""
+    built = [name if name and archive.hips.built(name) else "" for name in (base, own)]
+    return built[0], built[1]
+
+
 @bp.get("/hips/<survey>/<path:name>")
 async def file(survey: str, name: str) -> Any:
     """One file of a survey."""
-    if survey not in SURVEYS:
-        raise NotFound(f"no survey {survey!r}: the archive has one HiPS survey, /hips/{PUBLIC}/")
+    archive = get_archive()
+    if not is_survey_name(survey):
+        raise NotFound(f"no survey {survey!r}: the archive's HiPS surveys are /hips/{PUBLIC}/ and, for "
+                       "logged-in users, the signed ones the sky page links")
+    remaining = 0
+    if survey == PUBLIC:
+        if current_user() is None and not current_site().guest_access:
+            raise Forbidden("log in to see this survey: this site does not let guests browse")
+    else:
+        if survey.startswith(USER_PREFIX) and not current_site().user_surveys:
+            raise NotFound("this site keeps no survey per user")
+        token, _, name = name.partition("/")
+        checked = tokens.check(archive.secret, _subject(survey), token)
+        if checked is None or checked[1] != SURVEY_GEN:
+            raise Forbidden(_EXPIRED)
+        remaining = checked[0]
     match = _NAME.fullmatch(name)
     if match is None or (match["npix"] is not None
                          and int(match["dir"]) != (int(match["npix"]) // 10000) * 10000):
         raise NotFound("no such file in a HiPS survey")
-    path = hips_root(get_archive().settings.data) / survey / name
+    path = hips_root(archive.settings.data) / survey / name
     try:
         stat = path.stat()
         etag = etag_of(stat)
@@ -54,7 +104,12 @@ async def file(survey: str, name: str) -> Any:
         raise NotFound("no such tile: nothing in the survey covers it") from None
     response = Response(b"", status=304) if unchanged else Response(data, content_type=_TYPES[path.suffix])
     response.headers["ETag"] = etag
-    response.headers["Cache-Control"] = CACHE
-    if survey == PUBLIC:
+    if survey != PUBLIC:  # the token's holder may see it: as long as it is valid, a minute at most
+        response.headers["Cache-Control"] = f"public, max-age={min(60, remaining)}"
+    elif current_site().guest_access:
+        response.headers["Cache-Control"] = CACHE
         response.headers["Access-Control-Allow-Origin"] = "*"
+    else:  # only logged-in users may see it: no shared cache may hand it to a guest
+        response.headers["Cache-Control"] = "private, max-age=60"
+        response.vary.add("Cookie")
     return response

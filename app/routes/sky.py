@@ -1,5 +1,6 @@
 """The sky page: the archive's images on the whole sky in Aladin Lite (app/static/sky-page.js), over the
-archive's own HiPS survey when there is one. The footprints it draws come from `GET /api/search/footprints`
+archive's own HiPS survey the asker may see when there is one (`registered` for a logged-in user, with their
+own survey over it; `public` for a guest). The footprints it draws come from `GET /api/search/footprints`
 with the page's own query string: the search page's results shown on the sky."""
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from quart import Blueprint, render_template, request
 
 from app.archive import get_archive
 from app.headers import use_sky_policy
+from app.routes.hips import survey_url, surveys_for
 
 bp = Blueprint("sky", __name__)
-PUBLIC_SURVEY = "public"
 
 
 @bp.get("/sky")
@@ -21,7 +22,8 @@ async def sky_page() -> Any:
     use_sky_policy()
     elements = [element for element in await archive.store.list_elements() if element.enabled]
     cone = next((element.id for element in elements if element.type == "cone"), "")
-    survey = archive.hips.folder(PUBLIC_SURVEY) / "properties"
+    base, own = surveys_for(archive)
     query = request.query_string.decode("ascii", "replace")
-    return await render_template("sky.html", query=query, cone=cone,
-                                 survey_url=f"/hips/{PUBLIC_SURVEY}" if survey.is_file() else "")
+    return await render_template("sky.html", query=query, cone=cone, survey=base,
+                                 survey_url=survey_url(archive, base) if base else "",
+                                 own_url=survey_url(archive, own) if own else "")

@@ -107,6 +107,9 @@ async function start() {
     options.survey = new URL(element.dataset.survey, window.location.href).href;
   }
   const aladin = A.aladin(element, options);
+  if (element.dataset.ownSurvey) {  // the user's own private images, over the shared survey
+    aladin.setOverlayImageLayer(new URL(element.dataset.ownSurvey, window.location.href).href, "own");
+  }
   const overlay = A.graphicOverlay({ color: "#4fc3f7", lineWidth: 2 });
   aladin.addOverlay(overlay);
   overlay.addFootprints(data.images.map((image) => A.polygon(image.corners)));

@@ -36,10 +36,10 @@ async def test_public_survey_is_served_to_any_site(client: Any, tmp_path: Path) 
 
 
 async def test_what_is_not_there_is_404(client: Any) -> None:
-    for path in ("/hips/registered/properties", "/hips/public/Norder3/Dir0/Npix5.png",
+    for path in ("/hips/others/properties", "/hips/public/Norder3/Dir0/Npix5.png",
                  "/hips/public/Norder3/Dir10000/Npix5.png", "/hips/public/../secret.key",
                  "/hips/public/.index.json", "/hips/public/Norder3/Dir0/Npix5.gif"):
         response = await client.get(path)
         assert response.status_code == 404, path
-    response = await client.get("/hips/registered/properties", headers={"Accept": "application/json"})
+    response = await client.get("/hips/others/properties", headers={"Accept": "application/json"})
     assert "public" in (await response.get_json())["error"]

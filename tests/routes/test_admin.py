@@ -349,7 +349,7 @@ async def test_every_setting_changed_in_one_form(archive, client, account):
                "guest_search": False, "guest_download": True, "registration": "invite",
                "users_may_upload": False, "users_may_delete": False, "default_quota": "1 GB",
                "max_file_size": "2 MB", "sharing": "all", "keep_patient_data": True,
-               "default_stretch": "ahisteq"}
+               "default_stretch": "ahisteq", "user_surveys": False}
     assert set(changes) == {setting.name for setting in SITE_SETTINGS}
     response = await post(client, "/admin", settings_form(**changes))
     html = await text_of(response)
@@ -359,7 +359,7 @@ async def test_every_setting_changed_in_one_form(archive, client, account):
         site_title="Lab", admin_email="a@b.org", demo_mode=True, guest_access=False, guest_search=False,
         guest_download=True, registration="invite", users_may_upload=False, users_may_delete=False,
         default_quota=10**9, max_file_size=2 * 10**6, sharing="all", keep_patient_data=True,
-        default_stretch="ahisteq")
+        default_stretch="ahisteq", user_surveys=False)
     response = await post(client, "/admin", settings_form(await stored_site(archive)))
     assert "Nothing changed." in await text_of(response)
 

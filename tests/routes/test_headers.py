@@ -56,6 +56,7 @@ GET_ROUTES: list[tuple[str, int]] = [
     ("/embed/mosaic?ids={image}", 200),
     ("/healthz", 200),
     ("/hips/public/properties", 404),  # HiPS: the survey is off in these tests (tests/hips/ serves it)
+    ("/hips/registered/forged/properties", 403),  # HiPS: a non-public survey needs its signed token
     ("/images/{image}", 200),
     ("/images/{image}/original", 200),
     ("/images/{missing}", 404),
