@@ -13,10 +13,8 @@ reason where there is none."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from tests.deploy.conftest import (
     json_of,
     log_in,
 )
+from tests.deploy.engine import compose_command
 from tests.processes import free_port
 
 pytestmark = pytest.mark.docker
@@ -46,39 +45,10 @@ WORKERS = 2
 FILES = 6
 
 
-def compose_candidates() -> list[list[str]]:
-    """The Compose commands to try, in order: the Docker CLI's plugin, `docker-compose` on PATH, and the one
-    `make test-docker` puts next to this venv's python."""
-    found: list[list[str]] = []
-    if shutil.which("docker"):
-        found.append(["docker", "compose"])
-    on_path = shutil.which("docker-compose")
-    if on_path:
-        found.append([on_path])
-    beside = Path(sys.executable).parent / "docker-compose"
-    if beside.is_file() and str(beside) != on_path:
-        found.append([str(beside)])
-    return found
-
-
-def compose_command(engine: Engine, tried: list[str] | None = None) -> list[str] | None:
-    """The first Compose command that is v2 or newer; None when none is (`tried` collects what each was)."""
-    for command in compose_candidates():
-        done = subprocess.run([*command, "version", "--short"], env=engine.env, capture_output=True,
-                              text=True, timeout=60, check=False)
-        version = re.match(r"v?(\d+)\.", done.stdout.strip())
-        if done.returncode == 0 and version and int(version[1]) >= 2:
-            return command
-        if tried is not None:
-            said = f"version {done.stdout.strip()}" if done.returncode == 0 else "not available"
-            tried.append(f"`{' '.join(command)}`: {said}")
-    return None
-
-
 @pytest.fixture(scope="module")
 def compose(engine: Engine) -> list[str]:
     tried: list[str] = []
-    command = compose_command(engine, tried)
+    command = compose_command(engine.env, tried)
     if command is None:
         pytest.skip("no Compose v2 here (Debian bookworm has only docker-compose 1.29, which cannot read "
                     "compose.sqlite.yaml; `make test-docker` installs one next to the venv's python): "
