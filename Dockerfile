@@ -29,8 +29,10 @@ RUN npm ci --no-audit --no-fund \
 # (/app/migrations). pip and setuptools leave the venv afterwards: the image runs, it installs nothing.
 # What the packages ship for their developers goes too: their test suites (numpy's, astropy's, dask's: about
 # 80 MB with their bytecode; astropy/tests stays, astropy imports its test runner), C and Cython sources, and
-# the symbol tables of the shared libraries (about 95 MB; `strip` from binutils, in this stage only). A
-# library that strip cannot rewrite cleanly (libvips, whose sections auditwheel moved) is kept as it was.
+# the symbol tables of the shared libraries (about 90 MB; `strip` from binutils, in this stage only). A
+# library strip cannot rewrite cleanly, or that no longer loads after it (some that auditwheel's patchelf
+# rearranged, such as numpy's OpenBLAS: "ELF load command address/offset not page-aligned"), is kept as it
+# was; the packages are then imported and libvips and a codec run once, failing the build if one is broken.
 FROM ${PYTHON_IMAGE} AS build
 ARG IMAGEX_EXTRAS=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CONSTRAINT=/app/requirements/docker.txt
@@ -51,8 +53,10 @@ RUN /opt/imagex/bin/pip install --only-binary=:all: --no-binary=imagex,pyvips \
         -prune -exec rm -rf {} + \
     && find "$site" -type f \( -name '*.c' -o -name '*.pyx' -o -name '*.pxd' \) -delete \
     && find "$site" -type f \( -name '*.so' -o -name '*.so.*' \) -exec sh -c 'for lib; do \
-        strip --strip-unneeded -o "$lib.stripped" "$lib" 2>"$lib.log" && [ ! -s "$lib.log" ] \
-            && cat "$lib.stripped" > "$lib"; rm -f "$lib.stripped" "$lib.log"; done' strip {} + \
+        cp -p "$lib" "$lib.orig"; \
+        if strip --strip-unneeded "$lib" 2>"$lib.log" && [ ! -s "$lib.log" ] \
+            && /opt/imagex/bin/python -c "import ctypes, sys; ctypes.CDLL(sys.argv[1])" "$lib" 2>/dev/null; \
+        then rm "$lib.orig"; else mv "$lib.orig" "$lib"; fi; rm -f "$lib.log"; done' strip {} + \
     && /opt/imagex/bin/python -c 'import app.cli, numpy, astropy.wcs, pyvips, imagecodecs, pyproj, pydicom, \
 rsciio, tifffile, mocpy, astropy_healpix, argon2, watchfiles, pylibjpeg, libjpeg, openjpeg, rle; \
 pyvips.Image.black(64, 64).jpegsave_buffer(); imagecodecs.zlib_encode(b"x")' \
