@@ -103,7 +103,8 @@ def project(engine: Engine, compose: list[str], bases: Bases, image: str,
         context=json.dumps(str(REPO)), python=json.dumps(bases.python), node=json.dumps(bases.node)))
     inbox = folder / "inbox"
     inbox.mkdir(mode=0o755)
-    environment = {**engine.env, "IMAGEX_IMAGE": f"imagex-test:{RUN}-compose",
+    # the classic builder, as the image test's build (DOCKER_BUILDKIT=0 is in engine.env): no Bake, no buildx
+    environment = {**engine.env, "COMPOSE_BAKE": "false", "IMAGEX_IMAGE": f"imagex-test:{RUN}-compose",
                    "IMAGEX_HTTP_PORT": f"127.0.0.1:{free_port()}"}
     command = [*compose, "--project-name", f"imagex-test-{RUN}", "--project-directory", str(folder)]
 
@@ -114,7 +115,7 @@ def project(engine: Engine, compose: list[str], bases: Bases, image: str,
         return done
 
     try:
-        run("up", "--detach", "--build", "--scale", f"worker={WORKERS}", "--wait", timeout=900)
+        run("up", "--detach", "--build", "--scale", f"worker={WORKERS}", timeout=900)
         yield Project(engine, run, inbox)
     finally:
         subprocess.run([*command, "down", "--volumes", "--rmi", "all", "--timeout", "60"], env=environment,
@@ -201,7 +202,7 @@ def test_web_and_two_workers_on_the_shared_sqlite_catalog_ingest_the_watched_fol
                                               name).stdout.strip() for name in containers}
     assert set(exits.values()) == {"0"}, exits
     restarted = time.time()
-    project.run("up", "--detach", "--no-build", "--scale", f"worker={WORKERS}", "--wait", timeout=600)
+    project.run("up", "--detach", "--no-build", "--scale", f"worker={WORKERS}", timeout=600)
     web = project.web()
     web.wait_healthy()
     log_in(web.client, "admin", password)
