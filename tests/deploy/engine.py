@@ -54,6 +54,7 @@ COPY pip.conf /etc/pip.conf
 RUN apt-get update \\
     && apt-get install -y --no-install-recommends ca-certificates python3 python3-venv \\
     && update-ca-certificates \\
+    && apt-get clean \\
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \\
     && ln -s /usr/bin/python3 /usr/local/bin/python
 ENV LANG=C.UTF-8
