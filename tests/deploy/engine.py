@@ -54,6 +54,7 @@ COPY pip.conf /etc/pip.conf
 RUN apt-get update \\
     && apt-get install -y --no-install-recommends ca-certificates python3 python3-venv \\
     && update-ca-certificates \\
+    && apt-get clean \\
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \\
     && ln -s /usr/bin/python3 /usr/local/bin/python
 ENV LANG=C.UTF-8
@@ -206,6 +207,37 @@ def start_engine(cache: Path) -> Engine:
         time.sleep(0.3)
     return engine
 
+
+
+# -- Compose v2 ------------------------------------------------------------------------------------------
+def compose_candidates() -> list[list[str]]:
+    """The Compose commands to try, in order: the Docker CLI's plugin (`docker compose`), `docker-compose` on
+    PATH, and the one `make test-docker` puts next to this venv's python (Debian bookworm has only
+    docker-compose 1.29)."""
+    found: list[list[str]] = []
+    if shutil.which("docker"):
+        found.append(["docker", "compose"])
+    on_path = shutil.which("docker-compose")
+    if on_path:
+        found.append([on_path])
+    beside = Path(sys.executable).parent / "docker-compose"
+    if beside.is_file() and str(beside) != on_path:
+        found.append([str(beside)])
+    return found
+
+
+def compose_command(env: dict[str, str] | None = None, tried: list[str] | None = None) -> list[str] | None:
+    """The first Compose command that is v2 or newer; None when none is (`tried` collects what each was)."""
+    for command in compose_candidates():
+        done = subprocess.run([*command, "version", "--short"], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
+        version = re.match(r"v?(\d+)\.", done.stdout.strip())
+        if done.returncode == 0 and version and int(version[1]) >= 2:
+            return command
+        if tried is not None:
+            said = f"version {done.stdout.strip()}" if done.returncode == 0 else "not available"
+            tried.append(f"`{' '.join(command)}`: {said}")
+    return None
 
 # -- what this machine is configured with ----------------------------------------------------------------
 @dataclass(frozen=True)

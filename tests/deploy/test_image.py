@@ -68,6 +68,12 @@ def test_the_image_runs_its_own_health_probe_as_the_imagex_user(engine: Engine, 
                            "import importlib.util as u; "
                            "print([m for m in ('pip', 'setuptools', 'app', 'pyvips') if u.find_spec(m)])")
     assert listed.stdout.strip() == "['app', 'pyvips']"
+    # what the packages ship for their developers stays out (the image's size, printed at the end of the run,
+    # depends on it): their test suites, but astropy's runner, which astropy imports; C sources
+    leftovers = engine.docker("run", "--rm", "--entrypoint", "sh", image, "-c",
+                              "cd /opt/imagex/lib/python3*/site-packages && find . -mindepth 2 "
+                              r"\( -type d -name tests ! -path ./astropy/tests -o -name '*.c' \) -print")
+    assert leftovers.stdout.split() == []
 
 
 def last_probe(container: Container) -> dict[str, Any]:
