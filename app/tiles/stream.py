@@ -80,7 +80,7 @@ class FitsStrips:
         return self.served != self.raw_dtype
 
     def values(self, raw: np.ndarray) -> np.ndarray:
-        """File values (`raw_dtype`) as astropy gives them (`dtype`): BSCALE and BZERO applied, BLANK as NaN."""
+        """File values (`raw_dtype`) as astropy gives them (`dtype`): BSCALE, BZERO applied, BLANK as NaN."""
         kind = self.dtype
         if kind == self.raw_dtype.newbyteorder("="):
             return raw.astype(kind)
@@ -131,6 +131,28 @@ class FitsStrips:
                 count = min(rows, self.height - top)
                 strip = self.rows(handle, self.height - top - count, count)[::-1]
                 out.write(np.ascontiguousarray(strip, dtype="<f8").tobytes())
+
+    @property
+    def needs_exact(self) -> bool:
+        """Whether float32 rounds some of the values (as `science.write` decides for a whole image)."""
+        return self.dtype.name not in ("uint8", "int8", "uint16", "int16", "float32")
+
+    def write_science(self, folder: Path) -> None:
+        """`science.write` of the plane into `folder`, and its exact copy when it needs one, streamed."""
+        from app.tiles import science
+
+        picture, source = self.image()
+        try:
+            science.write(picture, folder, exact=False)
+        except pyvips.Error:
+            if source.failure is not None:
+                raise source.failure from None
+            raise
+        finally:
+            del picture
+            source.close()
+        if self.needs_exact:
+            self.write_exact(folder / science.EXACT_NAME)
 
     def image(self) -> tuple[pyvips.Image, VirtualTiff]:
         """The plane as a lazy, sequential libvips image (display orientation) and the source it reads
