@@ -15,6 +15,7 @@ every step-th row) is read row by row, and the exact 64-bit copy (`science.EXACT
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ import pyvips
 
 from app.exceptions import FormatError
 
-_STRIP_BYTES = 8 * 1024 * 1024
+_STRIP_BYTES = 2 * 1024 * 1024
 # TIFF SampleFormat: 1 unsigned, 2 signed, 3 IEEE float
 _SAMPLE_FORMATS = {"u": 1, "i": 2, "f": 3}
 _SHORT, _LONG, _LONG8 = 3, 4, 16
@@ -102,14 +103,16 @@ class FitsStrips:
         handle.seek(self.offset + first * row_bytes)
         data = handle.read(count * row_bytes)
         if len(data) < count * row_bytes:
-            raise self.truncated(first * row_bytes + len(data))
+            raise self.truncated(handle)
         return self.values(np.frombuffer(data, dtype=self.raw_dtype).reshape(count, self.width))
 
-    def truncated(self, got: int) -> FormatError:
-        row = got // (self.width * self.raw_dtype.itemsize)
+    def truncated(self, handle: BinaryIO) -> FormatError:
+        """The message for pixel data cut short: the row (file order, counted from 1) the file ends in."""
+        size = os.fstat(handle.fileno()).st_size
+        row = max(0, size - self.offset) // (self.width * self.raw_dtype.itemsize)
         return FormatError(f"{self.path.name}: HDU {self.hdu}: the file ends inside its pixel data, in row "
-                           f"{row + 1:,} of {self.height:,} ({self.offset + got:,} bytes): truncated or "
-                           "changed while it was read")
+                           f"{row + 1:,} of {self.height:,} ({size:,} bytes): truncated or changed while it "
+                           "was read")
 
     def sample(self, step: int) -> np.ndarray:
         """`scaling.sample` of the image: the finite values of every step-th pixel of every step-th row
@@ -233,7 +236,7 @@ class VirtualTiff:
             self.file.seek(strips.offset + at)
             data = self.file.read(size)
             if len(data) < size:
-                raise strips.truncated(at + len(data))
+                raise strips.truncated(self.file)
             return data
         first, last = at // self.row_bytes, (at + size - 1) // self.row_bytes
         rows = strips.rows(self.file, first, last - first + 1).astype(strips.served)
