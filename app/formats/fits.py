@@ -8,7 +8,7 @@ import re
 import warnings
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyvips
@@ -17,6 +17,9 @@ from app.exceptions import FormatError
 from app.formats.base import Plane, Reader, check_size
 from app.formats.fits_structure import Hdu, printable, walk
 from app.store.base import HeaderValue
+
+if TYPE_CHECKING:
+    from app.tiles.stream import FitsStrips
 
 # Structural keywords of one HDU that make no sense when copied onto another.
 _STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "NEXTEND", "END", "CHECKSUM",
@@ -186,6 +189,29 @@ class FitsReader(Reader):
         # FITS stores the bottom row first; the display shows it the usual astronomical way, north up.
         return image.flipver()
 
+
+    def strips(self, plane: Plane, index: int = 0) -> FitsStrips | None:
+        """Plane `index` of `plane` read strip by strip (app/tiles/stream.py), or None when its pixels
+        cannot be (a gzipped file, a tile-compressed image): those are read whole by `pixels`."""
+        from app.tiles.stream import FitsStrips
+
+        hdu = self.structure[plane.hdu]
+        if self._gzipped or hdu.compressed or len(hdu.shape) < 2:
+            return None
+        width, height = hdu.shape[0], hdu.shape[1]
+        planes = math.prod(hdu.shape[2:])
+        if not 0 <= index < planes:
+            raise FormatError(f"plane {index + 1} asked of an image with {planes} planes")
+        header = plane.header
+        numbers = (int, float)
+        bscale, bzero, blank = header.get("BSCALE", 1.0), header.get("BZERO", 0.0), header.get("BLANK")
+        if not isinstance(bscale, numbers) or not isinstance(bzero, numbers) or isinstance(bscale, bool) \
+                or isinstance(bzero, bool) or not (blank is None or type(blank) is int):
+            return None  # odd scaling cards: astropy's own reading decides what they mean
+        start = int(self._hdu(plane.hdu).fileinfo()["datLoc"])
+        return FitsStrips(self.path, plane.hdu, start + index * width * height * abs(hdu.bitpix) // 8,
+                          width, height, hdu.bitpix, float(bscale), float(bzero),
+                          blank if hdu.bitpix > 0 else None)
 
     @staticmethod
     def _plane(hdu: Any, index: int) -> np.ndarray:

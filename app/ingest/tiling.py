@@ -11,11 +11,14 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.exceptions import DiskFull, FormatError, ImageXError
 from app.tiles import adaptive, histogram, pyramid, science
 from app.tiles.scaling import Scaling, display, sample, sample_step
+
+if TYPE_CHECKING:
+    from app.tiles.stream import FitsStrips
 
 # room left beside a file's pyramids (the catalog, thumbnails, other jobs' small writes)
 ROOM_MARGIN = 1 << 20
@@ -39,6 +42,9 @@ def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path,
     single-band image the very same one, taken once). Adaptive histogram equalisation (`ahisteq`) is
     applied as the dynamic tiles of the image's default display apply it: to the values the science
     pyramid keeps, with the same cells (app/tiles/adaptive.py)."""
+    strips = reader.strips(plane) if hasattr(reader, "strips") else None
+    if strips is not None and chosen.stretch != "ahisteq":
+        return _render_streamed(strips, chosen, folder, quality)
     pixels = reader.pixels(plane)
     # the values the science pyramid keeps (a colour raster's grey levels), sampled once for both
     values = sample(science.values(pixels) if pixels.bands > 1 else pixels)
@@ -63,6 +69,37 @@ def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path,
             written.result()
             del picture  # the scratch file's mapping is closed with it
             scratch.unlink(missing_ok=True)
+    return levels, applied, histogram.of(values)
+
+
+def _render_streamed(strips: FitsStrips, chosen: Scaling, folder: Path,
+                     quality: int) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """`_render_plane` of a plain FITS plane, streamed (app/tiles/stream.py): the sample read row by row,
+    the display and science pyramids each pulled through a source of their own, strip by strip, so that
+    memory stays flat whatever the image's size. (Adaptive equalisation reads its picture twice, so it
+    keeps the whole-image path.)"""
+    import pyvips
+
+    values = strips.sample(sample_step(strips.width, strips.height))
+    shown, source = strips.image()
+    try:
+        picture, applied = display(shown, chosen, values)
+        folder.mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(1) as writer:
+            written = writer.submit(strips.write_science, folder)
+            try:
+                levels = pyramid.build(picture, folder, quality=quality)
+            except Exception:
+                written.exception()  # the other writer done before its files are removed with the folder
+                raise
+            written.result()
+    except pyvips.Error:
+        if source.failure is not None:
+            raise source.failure from None
+        raise
+    finally:
+        del shown
+        source.close()
     return levels, applied, histogram.of(values)
 
 

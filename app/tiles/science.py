@@ -55,11 +55,13 @@ def values(picture: pyvips.Image) -> pyvips.Image:
     return picture.cast("float")
 
 
-def write(picture: pyvips.Image, folder: Path) -> Path:
+def write(picture: pyvips.Image, folder: Path, exact: bool = True) -> Path:
     """Write `folder/science.tif` from `picture` (the pixels as the reader gives them). Uncompressed:
-    noisy float data hardly compresses, and compression would make ingest several times slower."""
+    noisy float data hardly compresses, and compression would make ingest several times slower.
+    `exact`: also write the exact copy when the values need one (a streamed plane's own is written
+    from its strips: `stream.FitsStrips.write_exact`)."""
     target = folder / NAME
-    if picture.bands == 1 and str(picture.format) not in _EXACT_IN_FLOAT:
+    if exact and picture.bands == 1 and str(picture.format) not in _EXACT_IN_FLOAT:
         write_exact(picture, folder / EXACT_NAME)
     if picture.bands >= 3:
         size = picture.width * picture.height * 3 * _BAND_BYTES.get(str(picture.format), 8)
@@ -143,7 +145,12 @@ def ensure(folder: str, original: str, hdu: int, max_pixels: int, index: int = 0
             work = Path(folder) / f".science-{secrets.token_hex(6)}"
             work.mkdir()
             try:
-                write(reader.pixels(planes[0], index if within is None else within), work)
+                plane_index = index if within is None else within
+                strips = reader.strips(planes[0], plane_index) if hasattr(reader, "strips") else None
+                if strips is not None:  # a plain FITS plane: read strip by strip, never whole
+                    strips.write_science(work)
+                else:
+                    write(reader.pixels(planes[0], plane_index), work)
                 # whatever `write` keeps beside the pyramid (exact values, colours) first: the pyramid's
                 # arrival is what says the plane is ready
                 for produced in work.iterdir():

@@ -1,0 +1,244 @@
+"""The pixels of a plain (uncompressed, not gzipped) FITS image read strip by strip, so that ingest holds a
+fixed working set whatever the image's size.
+
+libvips pulls them through a `pyvips.SourceCustom` that serves a virtual big-endian BigTIFF: a header
+built here (one strip a row, the strips' offsets in reverse order, so that the top display row is the last
+FITS row: FITS stores the bottom row first) followed by the FITS pixel bytes, read from the file with
+`seek` and `read` as libvips asks for them (never memory-mapped: file-backed pages would count in the
+process's memory). Values the TIFF cannot hold as the file has them (BSCALE/BZERO/BLANK, 64-bit types) are
+converted per strip as astropy converts them. Loaded with `access="sequential"`, the image streams into
+`dzsave` and into the pyramidal `tiffsave` of the science pyramid; each of them gets its own source.
+
+The sample that the interval and histogram are measured on (`scaling.sample`: every step-th pixel of
+every step-th row) is read row by row, and the exact 64-bit copy (`science.EXACT_NAME`) strip by strip.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import pyvips
+
+from app.exceptions import FormatError
+
+_STRIP_BYTES = 2 * 1024 * 1024
+# TIFF SampleFormat: 1 unsigned, 2 signed, 3 IEEE float
+_SAMPLE_FORMATS = {"u": 1, "i": 2, "f": 3}
+_SHORT, _LONG, _LONG8 = 3, 4, 16
+
+
+@dataclass(frozen=True)
+class FitsStrips:
+    """Where one plane's pixels lie in a FITS file and how its values are read (see the module)."""
+
+    path: Path
+    hdu: int
+    offset: int  # of the plane's first byte in the file
+    width: int
+    height: int
+    bitpix: int
+    bscale: float = 1.0
+    bzero: float = 0.0
+    blank: int | None = None
+
+    @property
+    def raw_dtype(self) -> np.dtype[Any]:
+        return np.dtype({8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}[self.bitpix])
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The type of the values as astropy gives them (`hdu.data`), in native byte order."""
+        raw = self.raw_dtype
+        if self.bitpix > 0:
+            bits = self.bitpix
+            if self.blank is None and self.bscale == 1:
+                if self.bzero == 0:
+                    return raw.newbyteorder("=")
+                if bits > 8 and self.bzero == 2 ** (bits - 1):  # the FITS convention for unsigned integers
+                    return np.dtype(f"u{bits // 8}")
+                if bits == 8 and self.bzero == -128:
+                    return np.dtype("i1")
+            return np.dtype("f8" if bits > 16 else "f4")
+        return raw.newbyteorder("=")
+
+    @property
+    def served(self) -> np.dtype[Any]:
+        """The big-endian type libvips reads (its TIFF loader takes no 64-bit samples: those are read as
+        float32, all the display and the science pyramid keep)."""
+        kind = self.dtype
+        if kind.itemsize == 8:
+            return np.dtype(">f4")
+        return kind.newbyteorder(">")
+
+    @property
+    def converted(self) -> bool:
+        """Whether the bytes served differ from the file's."""
+        return self.served != self.raw_dtype
+
+    def values(self, raw: np.ndarray) -> np.ndarray:
+        """File values (`raw_dtype`) as astropy gives them (`dtype`): BSCALE, BZERO applied, BLANK as NaN."""
+        kind = self.dtype
+        if kind == self.raw_dtype.newbyteorder("="):
+            return raw.astype(kind)
+        if kind.kind in "ui":  # unsigned (or signed bytes) by an offset of half the range: exact
+            return (raw.astype(np.int64) + int(self.bzero)).astype(kind)
+        data = np.array(raw, dtype=kind)
+        if self.bscale != 1:
+            np.multiply(data, self.bscale, out=data, casting="unsafe")
+        if self.bzero != 0:
+            data += kind.type(self.bzero)
+        if self.blank is not None and self.bitpix > 0:
+            data[raw == self.blank] = np.nan
+        return data
+
+    def rows(self, handle: BinaryIO, first: int, count: int) -> np.ndarray:
+        """FITS rows `first` .. `first + count` (file order, bottom first) as `dtype`; FormatError when the
+        file ends inside them."""
+        row_bytes = self.width * self.raw_dtype.itemsize
+        handle.seek(self.offset + first * row_bytes)
+        data = handle.read(count * row_bytes)
+        if len(data) < count * row_bytes:
+            raise self.truncated(handle)
+        return self.values(np.frombuffer(data, dtype=self.raw_dtype).reshape(count, self.width))
+
+    def truncated(self, handle: BinaryIO) -> FormatError:
+        """The message for pixel data cut short: the row (file order, counted from 1) the file ends in."""
+        size = os.fstat(handle.fileno()).st_size
+        row = max(0, size - self.offset) // (self.width * self.raw_dtype.itemsize)
+        return FormatError(f"{self.path.name}: HDU {self.hdu}: the file ends inside its pixel data, in row "
+                           f"{row + 1:,} of {self.height:,} ({size:,} bytes): truncated or changed while it "
+                           "was read")
+
+    def sample(self, step: int) -> np.ndarray:
+        """`scaling.sample` of the image: the finite values of every step-th pixel of every step-th row
+        (display orientation: top row first), read row by row."""
+        parts = []
+        with self.path.open("rb") as handle:
+            for top in range(0, self.height, step):
+                parts.append(self.rows(handle, self.height - 1 - top, 1)[0, ::step].astype(np.float64))
+        values = np.concatenate(parts) if parts else np.zeros(0)
+        return values[np.isfinite(values)]
+
+    def write_exact(self, target: Path) -> None:
+        """The values as 64-bit floats in a NumPy file (display orientation), written strip by strip."""
+        rows = max(1, _STRIP_BYTES // (8 * self.width))
+        with self.path.open("rb") as handle, target.open("wb") as out:
+            np.lib.format.write_array_header_1_0(out, {"descr": "<f8", "fortran_order": False,
+                                                       "shape": (self.height, self.width)})
+            for top in range(0, self.height, rows):
+                count = min(rows, self.height - top)
+                strip = self.rows(handle, self.height - top - count, count)[::-1]
+                out.write(np.ascontiguousarray(strip, dtype="<f8").tobytes())
+
+    @property
+    def needs_exact(self) -> bool:
+        """Whether float32 rounds some of the values (as `science.write` decides for a whole image)."""
+        return self.dtype.name not in ("uint8", "int8", "uint16", "int16", "float32")
+
+    def write_science(self, folder: Path) -> None:
+        """`science.write` of the plane into `folder`, and its exact copy when it needs one, streamed."""
+        from app.tiles import science
+
+        picture, source = self.image()
+        try:
+            science.write(picture, folder, exact=False)
+        except pyvips.Error:
+            if source.failure is not None:
+                raise source.failure from None
+            raise
+        finally:
+            del picture
+            source.close()
+        if self.needs_exact:
+            self.write_exact(folder / science.EXACT_NAME)
+
+    def image(self) -> tuple[pyvips.Image, VirtualTiff]:
+        """The plane as a lazy, sequential libvips image (display orientation) and the source it reads
+        from (whose `failure` says why a read failed). Each call opens a source of its own."""
+        source = VirtualTiff(self)
+        picture = pyvips.Image.tiffload_source(source.source, access="sequential")
+        return picture, source
+
+
+def tiff_header(width: int, height: int, served: np.dtype[Any]) -> bytes:
+    """A big-endian BigTIFF header and IFD for a one-band image of one row a strip whose pixel bytes
+    follow the header in FITS order (bottom row first): strip i (display row i) is FITS row height-1-i."""
+    bits = served.itemsize * 8
+    row_bytes = width * served.itemsize
+    ifd_at = 16
+    count = 11
+    offsets_at = ifd_at + 8 + count * 20 + 8
+    counts_at = offsets_at + 8 * height
+    start = counts_at + 8 * height
+
+    def entry(tag: int, kind: int, number: int, value: int) -> bytes:
+        packed = {_SHORT: ">H", _LONG: ">I", _LONG8: ">Q"}[kind]
+        return struct.pack(">HHQ", tag, kind, number) + struct.pack(packed, value).ljust(8, b"\0")
+
+    entries = [entry(256, _LONG, 1, width), entry(257, _LONG, 1, height), entry(258, _SHORT, 1, bits),
+               entry(259, _SHORT, 1, 1), entry(262, _SHORT, 1, 1), entry(273, _LONG8, height, offsets_at),
+               entry(277, _SHORT, 1, 1), entry(278, _LONG, 1, 1), entry(279, _LONG8, height, counts_at),
+               entry(284, _SHORT, 1, 1), entry(339, _SHORT, 1, _SAMPLE_FORMATS[served.kind])]
+    head = b"MM" + struct.pack(">HHHQ", 43, 8, 0, ifd_at) + struct.pack(">Q", count) + b"".join(entries)
+    head += struct.pack(">Q", 0)
+    offsets = start + (height - 1 - np.arange(height, dtype=np.uint64)) * np.uint64(row_bytes)
+    head += offsets.astype(">u8").tobytes() + np.full(height, row_bytes, dtype=">u8").tobytes()
+    return head
+
+
+class VirtualTiff:
+    """The `pyvips.SourceCustom` of one `FitsStrips` (see the module). A failed read (the file cut short
+    while it was read) ends the stream and is kept in `failure`, which the caller raises in place of
+    libvips' own message."""
+
+    def __init__(self, strips: FitsStrips) -> None:
+        self.strips = strips
+        self.head = tiff_header(strips.width, strips.height, strips.served)
+        self.row_bytes = strips.width * strips.served.itemsize
+        self.size = len(self.head) + strips.height * self.row_bytes
+        self.position = 0
+        self.failure: FormatError | None = None
+        self.file = strips.path.open("rb", buffering=0)
+        self.source = pyvips.SourceCustom()
+        self.source.on_read(self._read)
+        self.source.on_seek(self._seek)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def _seek(self, offset: int, whence: int) -> int:
+        self.position = {0: offset, 1: self.position + offset, 2: self.size + offset}[whence]
+        return self.position
+
+    def _read(self, size: int) -> bytes:
+        size = min(size, self.size - self.position)
+        if size <= 0 or self.failure is not None:
+            return b""
+        if self.position < len(self.head):
+            data = self.head[self.position:self.position + size]
+        else:
+            try:
+                data = self._pixels(self.position - len(self.head), size)
+            except FormatError as error:
+                self.failure = error
+                return b""
+        self.position += len(data)
+        return data
+
+    def _pixels(self, at: int, size: int) -> bytes:
+        strips = self.strips
+        if not strips.converted:
+            self.file.seek(strips.offset + at)
+            data = self.file.read(size)
+            if len(data) < size:
+                raise strips.truncated(self.file)
+            return data
+        first, last = at // self.row_bytes, (at + size - 1) // self.row_bytes
+        rows = strips.rows(self.file, first, last - first + 1).astype(strips.served)
+        skip = at - first * self.row_bytes
+        return rows.tobytes()[skip:skip + size]

@@ -1,0 +1,213 @@
+"""Plain FITS planes ingested strip by strip (app/tiles/stream.py): the same display tiles, science values,
+exact copy, interval and histogram as the whole-image path (which a gzipped copy of the same file still
+takes), memory that does not follow the image's size, and a file cut short while it is read."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyvips
+from astropy.io import fits
+
+from app.exceptions import FormatError
+from app.formats.fits import FitsReader
+from app.ingest import tiling
+from app.ingest.tiling import render_file
+from app.tiles import science
+from app.tiles.scaling import Scaling, display, sample_step
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cards(bitpix: int, data: np.ndarray, **extra: float) -> fits.PrimaryHDU:
+    hdu = fits.PrimaryHDU()
+    hdu.data = data
+    for keyword, value in extra.items():
+        hdu.header[keyword] = value
+    assert hdu.header["BITPIX"] == bitpix
+    return hdu
+
+
+def sky(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rows = np.linspace(0, 3, shape[-2])[:, None]
+    return 100 + 30 * np.sin(rows) + rng.normal(0, 8, shape)
+
+
+def raw_ints(data: np.ndarray, dtype: str, blank: int | None = None) -> fits.PrimaryHDU:
+    """Raw integers written as they are (astropy does not rescale them): BSCALE and BZERO added after."""
+    values = np.round(data).astype(dtype)
+    if blank is not None:
+        values[3:5, 2:9] = blank
+    return fits.PrimaryHDU(values, do_not_scale_image_data=True)
+
+
+def with_nans(data: np.ndarray) -> np.ndarray:
+    data = data.copy()
+    data[7:11, 4:6] = np.nan
+    return data
+
+
+# (name, HDU, plane): every BITPIX, scaled integers with BLANK, unsigned by BZERO, NaNs, a cube's plane
+SHAPE = (301, 263)  # rows (NAXIS2), columns (NAXIS1): more than one tile each way
+
+
+def cases() -> list[tuple[str, fits.PrimaryHDU, int]]:
+    base = sky(SHAPE, 1)
+    scaled16 = raw_ints(base * 20 - 2000, "i2", blank=-32768)
+    scaled16.header.update({"BSCALE": 0.05, "BZERO": 100.0, "BLANK": -32768})
+    scaled32 = raw_ints(base * 1000, "i4", blank=-1)
+    scaled32.header.update({"BSCALE": 0.001, "BZERO": -5.0, "BLANK": -1})
+    unsigned = raw_ints(base * 300 - 32768, "i2")
+    unsigned.header.update({"BSCALE": 1, "BZERO": 32768})
+    return [
+        ("uint8", fits.PrimaryHDU(np.clip(base, 0, 255).astype(np.uint8)), 0),
+        ("int16", fits.PrimaryHDU(np.round(base * 10).astype(np.int16)), 0),
+        ("int16 BSCALE BZERO BLANK", scaled16, 0),
+        ("uint16 by BZERO", unsigned, 0),
+        ("int32", fits.PrimaryHDU(np.round(base * 1e6).astype(np.int32)), 0),
+        ("int32 BSCALE BZERO BLANK", scaled32, 0),
+        ("int64", fits.PrimaryHDU(np.round(base * 1e9).astype(np.int64)), 0),
+        ("float32 NaN", fits.PrimaryHDU(with_nans(base).astype(np.float32)), 0),
+        ("float64 NaN", fits.PrimaryHDU(with_nans(base * 1e10)), 0),
+        ("cube plane 2", fits.PrimaryHDU(sky((3, *SHAPE), 2).astype(np.float32)), 2),
+    ]
+
+
+def level_pixels(folder: Path) -> dict[str, np.ndarray]:
+    """Every display tile of a DZI, decoded, by its path under `image_files/`."""
+    tiles = folder / "image_files"
+    return {str(path.relative_to(tiles)): pyvips.Image.new_from_file(str(path)).numpy()
+            for path in sorted(tiles.rglob("*.jpeg"))}
+
+
+@pytest.mark.parametrize("name, hdu, plane", cases(), ids=[case[0] for case in cases()])
+def test_streamed_ingest_matches_the_whole_image_path(tmp_path, name, hdu, plane):
+    plain = tmp_path / "plain.fits"
+    hdu.writeto(plain)
+    zipped = tmp_path / "zipped.fits.gz"  # gzipped: read whole, as every plain FITS was before
+    zipped.write_bytes(gzip.compress(plain.read_bytes()))
+    with FitsReader(plain, max_pixels=10**8) as reader:
+        first = reader.planes()[0]
+        assert reader.strips(first, plane) is not None
+    with FitsReader(zipped, max_pixels=10**8) as reader:
+        assert reader.strips(reader.planes()[0], plane) is None
+
+    if plane:  # a cube's later plane: its science pyramid, built on first use, alone
+        folders = []
+        for source in (plain, zipped):
+            folder = tmp_path / f"gen-{source.name}"
+            folder.mkdir()
+            folders.append(Path(science.ensure(str(folder), str(source), 0, 10**8, plane)).parent)
+        streamed, whole = (pyvips.Image.new_from_file(str(f / science.NAME)).numpy() for f in folders)
+        np.testing.assert_array_equal(streamed, whole)
+        return
+
+    results = {}
+    for source in (plain, zipped):
+        work = tmp_path / f"work-{source.name}"
+        [entry] = render_file(str(source), str(work), {}, 10**8, 85)
+        results[source] = (entry, work / "0")
+    (entry, folder), (whole_entry, whole_folder) = results[plain], results[zipped]
+    assert entry["display"] == whole_entry["display"]  # interval, stretch, limits, histogram
+    assert json.dumps(entry["display"]["histogram"])
+    # the 8-bit pictures the tiles are cut from: 64-bit values reach libvips as float32 (its TIFF loader
+    # takes no 64-bit samples), which may move a value across a grey level's edge
+    with FitsReader(plain, max_pixels=10**8) as reader, FitsReader(zipped, max_pixels=10**8) as other:
+        strips = reader.strips(reader.planes()[0])
+        streamed_image, source = strips.image()
+        values = strips.sample(sample_step(strips.width, strips.height))
+        picture = display(streamed_image, Scaling(), values)[0].numpy().astype(int)
+        source.close()
+        whole_picture = display(other.pixels(other.planes()[0]), Scaling())[0].numpy().astype(int)
+    assert np.abs(picture - whole_picture).max() <= (1 if "32" in name or "64" in name else 0)
+    streamed_tiles, whole_tiles = level_pixels(folder), level_pixels(whole_folder)
+    assert streamed_tiles.keys() == whole_tiles.keys()
+    for key, tile in streamed_tiles.items():
+        if np.array_equal(picture, whole_picture):
+            np.testing.assert_array_equal(tile, whole_tiles[key], err_msg=key)
+        else:  # JPEG spreads a grey level's difference over its block a little
+            assert np.abs(tile.astype(int) - whole_tiles[key].astype(int)).mean() < 0.01, key
+    for page in range(science.page_count(str(folder / science.NAME))):
+        np.testing.assert_array_equal(science.open_page(str(folder / science.NAME), page).numpy(),
+                                      science.open_page(str(whole_folder / science.NAME), page).numpy())
+    assert (folder / science.EXACT_NAME).exists() == (whole_folder / science.EXACT_NAME).exists()
+    if (folder / science.EXACT_NAME).exists():
+        exact = np.load(folder / science.EXACT_NAME)
+        np.testing.assert_array_equal(exact, np.load(whole_folder / science.EXACT_NAME))
+        with fits.open(plain) as opened:
+            np.testing.assert_array_equal(exact, np.asarray(opened[0].data, dtype=np.float64)[::-1])
+
+
+# The peak RSS of a fresh process rendering a tall, narrow float64 image, after one of the same width and an
+# eighth of its rows (the working set that follows the width, the sample of at most a million values,
+# strip buffers and libvips' line caches, then reached): the whole-image path holds its pixels (the memory
+# map's pages count, and more); the streamed one grows by a small part of them (libvips' pyramid writers
+# keep a little for each row).
+PEAK = textwrap.dedent("""
+    import re, sys
+    from app.ingest.tiling import render_file
+
+    def peak():  # VmHWM, this process's own (ru_maxrss keeps the parent's peak across exec)
+        with open("/proc/self/status") as status:
+            return int(re.search(r"VmHWM:\\s+(\\d+) kB", status.read()).group(1)) * 1024
+
+    small, large, work = sys.argv[1:4]
+    render_file(small, work + "/small", {}, 10**9, 85)
+    before = peak()
+    render_file(large, work + "/large", {}, 10**9, 85)
+    print(peak() - before)
+""")
+COLUMNS, ROWS = 512, 65536
+
+
+def peak_growth(tmp_path: Path, large: Path) -> int:
+    small = tmp_path / "small.fits"
+    if not small.exists():
+        fits.PrimaryHDU(sky((ROWS // 8, COLUMNS), 3)).writeto(small)
+    for work in ("small", "large"):
+        shutil.rmtree(tmp_path / work, ignore_errors=True)
+    output = subprocess.run([sys.executable, "-c", PEAK, str(small), str(large), str(tmp_path)], check=True,
+                            capture_output=True, text=True, cwd=ROOT,
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}).stdout
+    return int(output.strip().splitlines()[-1])
+
+
+def test_a_streamed_ingest_does_not_hold_the_image(tmp_path):
+    data = sky((ROWS, COLUMNS), 4)  # 256 MiB of float64 values
+    large = tmp_path / "large.fits"
+    fits.PrimaryHDU(data).writeto(large)
+    del data
+    image_bytes = ROWS * COLUMNS * 8
+    growth = peak_growth(tmp_path, large)
+    assert growth < image_bytes / 2, f"peak RSS grew by {growth / 2**20:.0f} MiB for a " \
+                                     f"{image_bytes / 2**20:.0f} MiB image"
+    # the same pixels gzipped are read whole: the measure sees a whole image held
+    zipped = tmp_path / "large.fits.gz"
+    with large.open("rb") as source, gzip.open(zipped, "wb", compresslevel=1) as target:
+        shutil.copyfileobj(source, target)
+    large.unlink()
+    assert peak_growth(tmp_path, zipped) > image_bytes
+
+
+def test_a_file_cut_short_while_it_is_read_fails_with_a_precise_message(tmp_path):
+    path = tmp_path / "cut.fits"
+    fits.PrimaryHDU(sky((600, 400), 5).astype(np.float32)).writeto(path)
+    with FitsReader(path, max_pixels=10**8) as reader:
+        [plane] = reader.planes()
+        header_bytes = path.stat().st_size - 600 * 400 * 4 - (-600 * 400 * 4 % 2880)
+        with path.open("r+b") as handle:  # cut inside row 451 (display row 150), after the walk checked it
+            handle.truncate(header_bytes + (450 * 400 + 17) * 4)
+        with pytest.raises(FormatError) as raised:
+            tiling._render_plane(reader, plane, Scaling(), tmp_path / "work", 85)
+    assert str(raised.value) == ("cut.fits: HDU 0: the file ends inside its pixel data, in row 451 of 600 "
+                                 f"({header_bytes + (450 * 400 + 17) * 4:,} bytes): truncated or changed "
+                                 "while it was read")
