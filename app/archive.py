@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from quart import current_app
 
+import app.sky.coverage  # noqa: F401  (hands the store its footprint functions: cone search, backfill)
 from app import tokens
 from app.settings import Settings
 from app.store import Store, open_store

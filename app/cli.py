@@ -130,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "user":
             return asyncio.run(user_command(settings, args))
         if args.command == "migrate-store":
+            from app.sky import coverage  # noqa: F401  (the catalogs' footprint functions, for their backfill)
+
             source = args.source or settings.store_url
             return asyncio.run(migrate_store(source, args.target, batch=args.batch))
         if args.command == "nginx-config":
@@ -325,6 +327,7 @@ async def _dry_run(settings: Settings, paths: Sequence[Path], *, owner: str, fix
     from app.formatting import human_bytes
     from app.ingest import fixed_scaling as fixed
     from app.ingest.scan import job_for, walk
+    from app.sky import coverage  # noqa: F401  (the catalog's footprint functions, for its backfill)
     from app.store import Store, open_store
 
     store: Store | None = open_store(settings.store_url)

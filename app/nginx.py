@@ -208,6 +208,7 @@ async def write_site(settings: Settings, *, output: Path | None, js_path: Path, 
     are written there (the site then imports the module from there)."""
     from app import tokens
     from app.site_policy import Site as SiteSettings
+    from app.sky import coverage  # noqa: F401  (the catalog's footprint functions, for its backfill)
     from app.store import open_store
 
     key_file = (settings.data / "secret.key").resolve()

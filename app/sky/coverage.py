@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import json
 import math
+import sys
 import warnings
 from collections.abc import Mapping
 from functools import lru_cache
@@ -28,7 +29,9 @@ import numpy as np
 
 from app.sky.readout import sky_vectors
 from app.sky.wcs import celestial_wcs
+from app.store import footprint
 from app.store.base import HeaderValue
+from app.store.footprint import has_coverage as has_coverage  # where callers have found it
 
 # the deepest order a footprint is recorded at (order 16: cells of 3.2 arcsec)
 MAX_ORDER = 16
@@ -327,14 +330,6 @@ def _moc(text: str) -> Any:
 atexit.register(_moc.cache_clear)
 
 
-def has_coverage(sky: Mapping[str, Any] | None) -> bool:
-    """Whether a `sky` record holds a coverage (records made before coverages hold corners alone)."""
-    if not sky:
-        return False
-    return (isinstance(sky.get("moc"), str) and isinstance(sky.get("wcs"), dict)
-            and isinstance(sky.get("size"), list))
-
-
 def moc_of(sky: Mapping[str, Any]) -> Any:
     """The record's MOC (mocpy), parsed once per text."""
     return _moc(str(sky["moc"]))
@@ -379,3 +374,6 @@ def coverage_cells(sky: Mapping[str, Any], order: int) -> list[int]:
     for low, high in np.asarray(ranges, dtype=np.uint64).reshape(-1, 2):
         cells.extend(range(int(low) >> shift, int(high) >> shift))
     return cells
+
+
+footprint.use_coverage(sys.modules[__name__])  # type: ignore[arg-type,unused-ignore]  # the store's exact cone test and backfill

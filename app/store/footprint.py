@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -104,13 +104,48 @@ def cone_matches(corners: Sequence[Vector], ra: float, dec: float, radius: float
     return any(arc_distance(centre, corners[i], corners[(i + 1) % count]) <= radius for i in range(count))
 
 
+class Coverage(Protocol):
+    """What the store needs of an image's coverage (a MOC and its pixels through the WCS), computed above it
+    in `app.sky.coverage`, which hands itself over with `use_coverage` when imported: the store sits below
+    the sky and never imports it."""
+
+    def coverage_matches(self, sky: Mapping[str, Any], ra: float, dec: float, radius: float,
+                         mode: str) -> bool: ...
+
+    def with_coverage(self, sky: dict[str, Any] | None, header: Mapping[str, Any], width: int,
+                      height: int) -> dict[str, Any] | None: ...
+
+    def coverage_cells(self, sky: Mapping[str, Any], order: int) -> list[int]: ...
+
+
+_coverage: list[Coverage] = []
+
+
+def use_coverage(functions: Coverage) -> None:
+    """Hand the store the coverage functions (`app.sky.coverage` does, when imported)."""
+    _coverage[:] = [functions]
+
+
+def _functions() -> Coverage:
+    if not _coverage:
+        raise RuntimeError("the sky coverage functions are not loaded: import app.sky.coverage before the "
+                           "catalog searches or backfills footprints (app.archive does)")
+    return _coverage[0]
+
+
+def has_coverage(sky: Mapping[str, Any] | None) -> bool:
+    """Whether a `sky` record holds a coverage (records made before coverages hold corners alone)."""
+    if not sky:
+        return False
+    return (isinstance(sky.get("moc"), str) and isinstance(sky.get("wcs"), dict)
+            and isinstance(sky.get("size"), list))
+
+
 def sky_matches(sky: dict[str, Any] | None, ra: float, dec: float, radius: float, mode: ConeMode) -> bool:
     """The exact cone test for an image's `sky` record: against its pixels when it holds a coverage, else
     `cone_matches` on its corners; an image without one never matches."""
-    from app.sky.coverage import coverage_matches, has_coverage
-
     if sky is not None and has_coverage(sky):
-        return coverage_matches(sky, ra, dec, radius, mode)
+        return _functions().coverage_matches(sky, ra, dec, radius, mode)
     corners = _corners(sky)
     return corners is not None and cone_matches(corners, ra, dec, radius, mode)
 
@@ -119,11 +154,9 @@ def covered(sky: dict[str, Any] | None, header: dict[str, Any], width: int,
             height: int) -> dict[str, Any] | None:
     """A stored image's `sky` record with its coverage, computed from its stored header cards when it has
     none yet (`app.sky.coverage.with_coverage`)."""
-    from app.sky.coverage import has_coverage, with_coverage
-
     if sky is not None and has_coverage(sky):
         return sky
-    return with_coverage(sky, header, width, height)
+    return _functions().with_coverage(sky, header, width, height)
 
 
 def sky_matches_json(sky: str | None, ra: float, dec: float, radius: float, mode: str) -> int:
@@ -159,10 +192,8 @@ def footprint_cells(sky: dict[str, Any] | None) -> list[int]:
     """Every cell that shares a point with the footprint (a superset: the cells of the smallest cap around
     the corners that we find cheaply, or its coverage's cells), or none for an image without a sky
     position."""
-    from app.sky.coverage import coverage_cells, has_coverage
-
     if sky is not None and has_coverage(sky):
-        return coverage_cells(sky, HEALPIX_ORDER)
+        return _functions().coverage_cells(sky, HEALPIX_ORDER)
     corners = _corners(sky)
     if corners is None:
         return []
