@@ -16,7 +16,7 @@ from app.archive import Archive
 # (`worker`, `ingest`) gives each pool process two: while one is in the pool, the other is checksummed,
 # catalogued and published, so that the pool does not wait for the catalog. `serve` and `watch` keep one,
 # leaving the pool's other turns to the pages and tiles they render on demand.
-SURVEY_WAIT = 10.0  # seconds queued HiPS survey updates may hold a stopping server or worker
+SURVEY_WAIT = 4.0  # seconds queued HiPS survey updates may hold a stopping server or worker
 JOBS_PER_PROCESS = {"serve": 1, "watch": 1, "worker": 2, "ingest": 2}
 
 
