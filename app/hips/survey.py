@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import secrets
 import shutil
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +46,12 @@ from app.hips.projection import (
     scaled,
     science_path,
 )
+from app.hips.properties import FORMATS, properties_text
 
 INDEX = ".index.json"
 LOCK = ".lock"
 PROPERTIES = "properties"
 MOC = "Moc.fits"
-FORMATS = ("png", "jpeg", "fits")
 
 
 @dataclass(frozen=True)
@@ -434,61 +432,39 @@ class Survey:
         if order != self.order or self.overlap != self.built_overlap:
             self.rebuild([*self.members.values(), *changed])
             return "rebuilt"
+        arriving = not affected and not removed and len(changed) == 1
         for member in changed:
             member.tiles = footprint_tiles(member, self.order)
             self.members[member.id] = member
             affected.update(member.tiles)
         self._save_index(pending=affected)
-        self._finish(self._render(affected, Sources(self.max_pixels)), fresh=False)
+        if arriving and self.overlap == "top" and self._on_top(changed[0]):
+            # a new image above every image it meets: painted over the tiles as they are, which is what
+            # recomputing them from every member would give, in time proportional to its own area
+            self._finish(self._paint(changed[0], Sources(self.max_pixels)), fresh=False)
+        else:
+            self._finish(self._render(affected, Sources(self.max_pixels)), fresh=False)
         return "updated"
 
+    def _on_top(self, member: Member) -> bool:
+        """Whether `member` ranks above every other member sharing a deepest tile with it."""
+        tiles = set(member.tiles)
+        return all(other.rank < member.rank for other in self.members.values()
+                   if other.id != member.id and tiles.intersection(other.tiles))
 
-def properties_text(identity: Identity, order: int, members: Iterable[Member], sky_fraction: float,
-                    overlap: str = "top") -> str:
-    """The survey's `properties` (HiPS 1.0 section 4.4): `key = value` lines."""
-    chosen = list(members)
-    centre_ra, centre_dec, fov = _initial_view(chosen)
-    released = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())
-    pairs = [
-        ("creator_did", identity.did),
-        ("obs_title", identity.title),
-        ("dataproduct_type", "image"),
-        ("hips_version", "1.4"),
-        ("hips_builder", "ImageX"),
-        ("hips_release_date", released),
-        ("hips_status", "public master unclonable" if identity.name == "public" else "private master "
-                                                                                      "unclonable"),
-        ("hips_frame", "equatorial"),
-        ("hips_order", str(order)),
-        ("hips_order_min", str(geometry.MIN_ORDER)),
-        ("hips_tile_width", str(geometry.WIDTH)),
-        ("hips_tile_format", " ".join(FORMATS)),
-        ("hips_pixel_bitpix", "-32"),
-        ("hips_pixel_scale", f"{geometry.pixel_size_arcsec(order + geometry.TILE_ORDER) / 3600:.6g}"),
-        ("hips_initial_ra", f"{centre_ra:.6f}"),
-        ("hips_initial_dec", f"{centre_dec:.6f}"),
-        ("hips_initial_fov", f"{fov:.6g}"),
-        ("moc_sky_fraction", f"{sky_fraction:.6g}"),
-        ("dataproduct_subtype", "live"),
-        ("obs_description", f"{len(chosen)} image(s) of the archive; where images overlap, "
-                            + ("the most recent is on top" if overlap == "top" else "their mean is shown")),
-    ]
-    return "".join(f"{key:<20} = {value}\n" for key, value in pairs)
-
-
-def _initial_view(members: list[Member]) -> tuple[float, float, float]:
-    """Where a viewer opens: the most recent image's centre, with a field of a few times its size."""
-    if not members:
-        return 0.0, 0.0, 180.0
-    newest = max(members, key=lambda m: m.rank)
-    from app.hips.projection import _world, wcs_of
-
-    wcs = wcs_of(newest)
-    if wcs is None:
-        return 0.0, 0.0, 180.0
-    lon, lat = _world(wcs, np.array([(newest.width - 1) / 2]), np.array([(newest.height - 1) / 2]))
-    size = max(newest.width, newest.height) * newest.scale_arcsec / 3600
-    ra, dec = float(lon[0]), float(lat[0])
-    if not (math.isfinite(ra) and math.isfinite(dec)):
-        return 0.0, 0.0, 180.0
-    return ra, dec, min(180.0, max(size * 2, 0.01))
+    def _paint(self, member: Member, sources: Sources) -> dict[int, Tile]:
+        """Its deepest tiles as written, with the member's pixels over them (overlap `top`); returns them."""
+        done = {}
+        found = sources.of(member)
+        for npix in sorted(member.tiles):
+            tile = load_tile(self.folder, self.order, npix)
+            if found is not None:
+                values = project(found[0], found[1], Positions.of(*geometry.tile_lonlat(self.order, npix)))
+                covered = np.isfinite(values)
+                if covered.any():
+                    tile.values[covered] = values[covered]
+                    tile.grey[covered] = grey(values[covered], found[2])
+                    tile.alpha |= covered
+            save_tile(self.folder, self.order, npix, tile)
+            done[npix] = tile
+        return done
