@@ -134,8 +134,11 @@ async def rival(count: int, size: int, workers: int) -> None:
             hips_on = Settings.load(environ={}, data=str(root / "var"), workers=workers, hips=True)
             archive.settings = hips_on
             started = time.perf_counter()
-            await archive.hips.rebuild()
+            await archive.hips.rebuild()  # the public survey: the one reproject's is compared with
             ours = time.perf_counter() - started
+            started = time.perf_counter()
+            surveys = await archive.hips.rebuild_all()  # a public image is in the registered survey too
+            everything = time.perf_counter() - started
             order = json.loads((archive.hips.folder("public") / ".index.json").read_text())["order"]
             archive.settings = settings  # the newcomer catalogued with the survey off, then updated alone
             image = await archive.store.get_image(await ingest(archive, arriving))
@@ -158,8 +161,8 @@ async def rival(count: int, size: int, workers: int) -> None:
     print(f"{count} images of {size}^2, order {order}, {workers} worker(s)")
     print(f"whole survey: ours {ours:.1f} s (FITS+PNG+JPEG), reproject {theirs:.1f} s (FITS): "
           f"ratio {ours / theirs:.2f} (target <= 1)")
-    print(f"live update of one image: {update:.2f} s, {100 * update / ours:.1f}% of the rebuild "
-          "(target <= 5%)")
+    print(f"live update of one image in its {len(surveys)} surveys ({', '.join(surveys)}): {update:.2f} s, "
+          f"{100 * update / everything:.1f}% of rebuilding them ({everything:.1f} s; target <= 5%)")
 
 
 if __name__ == "__main__":
