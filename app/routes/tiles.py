@@ -108,16 +108,21 @@ def _file(folder: Path, path: Path, remaining: int) -> Response:
     return response
 
 
-async def _display(archive: Archive, image_id: str, token: str, name: str, index: int) -> Response:
-    """A dynamic tile of plane `index`: from the disk cache, else rendered in the pool from the plane's
-    science pyramid."""
-    match = _DISPLAY.fullmatch(name)
+def _named(pattern: re.Pattern[str], name: str) -> tuple[re.Match[str], render.Spec]:
+    """The tile name's parts and its display spec; 404 when either is not one."""
+    match = pattern.fullmatch(name)
     if not match:
         raise NotFound("no such tile")
     try:
-        spec = render.parse(match["spec"])
+        return match, render.parse(match["spec"])
     except render.SpecError as error:
         raise NotFound(f"no such display: {error}") from None
+
+
+async def _display(archive: Archive, image_id: str, token: str, name: str, index: int) -> Response:
+    """A dynamic tile of plane `index`: from the disk cache, else rendered in the pool from the plane's
+    science pyramid."""
+    match, spec = _named(_DISPLAY, name)
     folder, remaining = _check(archive, image_id, token)
     if match["level"] is None:  # the descriptor: the same geometry as the static pyramid
         return _file(folder, folder / f"{DZI_NAME}.dzi", remaining)
@@ -140,13 +145,7 @@ async def _display(archive: Archive, image_id: str, token: str, name: str, index
 async def _warped(archive: Archive, image_id: str, token: str, name: str, index: int) -> Response:
     """A tile of plane `index` drawn resampled into a mosaic's frame (app/sky/warp.py): from the disk cache,
     else rendered in the pool."""
-    match = _WARP.fullmatch(name)
-    if not match:
-        raise NotFound("no such tile")
-    try:
-        spec = render.parse(match["spec"])
-    except render.SpecError as error:
-        raise NotFound(f"no such display: {error}") from None
+    match, spec = _named(_WARP, name)
     folder, remaining = _check(archive, image_id, token)
     level, col, row = int(match["level"]), int(match["col"]), int(match["row"])
     place = science.plane_folder(folder, index)

@@ -82,6 +82,29 @@ async def placed(archive: Archive, client: Any, tmp_path: Path) -> tuple[dict[st
     return view["layers"][1], WCS(flt_header(240)), 240
 
 
+async def warped_picture(client: Any, layer: dict[str, Any], spec: str) -> np.ndarray:
+    """The resampled layer at full resolution, from its tiles: (rows, columns, bands) with alpha last."""
+    warp = layer["warp"]
+    width, height = warp["width"], warp["height"]
+    level = render.max_level(width, height)
+    tiles = []
+    cols, rows = render.level_size(width, height, level)
+    for row in range((rows + 255) // 256):
+        for col in range((cols + 255) // 256):
+            url = f"{layer['tiles_url']}warp/{warp['frame']}/{spec}/image_files/{level}/{col}_{row}.png"
+            response = await client.get(url)
+            assert response.status_code == 200, await response.get_data()
+            assert response.headers["Content-Type"] == "image/png"
+            tile = pyvips.Image.new_from_buffer(await response.get_data(), "")
+            box = render.tile_box(width, height, level, col, row)
+            assert box is not None and (tile.width, tile.height) == box[2:]
+            tiles.append((box, np.asarray(tile.numpy()).reshape(box[3], box[2], tile.bands)))
+    picture = np.zeros((height, width, tiles[0][1].shape[2]), dtype=np.uint8)
+    for (x, y, w, h), pixels in tiles:
+        picture[y:y + h, x:x + w] = pixels
+    return picture
+
+
 def centroid(picture: np.ndarray, x: float, y: float, radius: int = 9) -> tuple[float, float]:
     x0, y0 = round(x) - radius, round(y) - radius
     patch = picture[y0:y0 + 2 * radius + 1, x0:x0 + 2 * radius + 1].astype(float)
@@ -97,21 +120,9 @@ async def test_a_drizzled_image_on_a_raw_frame_is_drawn_resampled_and_its_stars_
     assert layer["error_px"] > 1.0
     warp = layer["warp"]
     assert warp is not None and len(warp["frame"]) == 32
-    left, top, width, height = warp["x"], warp["y"], warp["width"], warp["height"]
-    level = render.max_level(width, height)
-    picture = np.zeros((height, width, 2), dtype=np.uint8)
-    spec = "minmax~linear~grey"  # stars unsaturated: their centroids are their centres
-    cols, rows = render.level_size(width, height, level)
-    for row in range((rows + 255) // 256):
-        for col in range((cols + 255) // 256):
-            url = f"{layer['tiles_url']}warp/{warp['frame']}/{spec}/image_files/{level}/{col}_{row}.png"
-            response = await client.get(url)
-            assert response.status_code == 200, await response.get_data()
-            assert response.headers["Content-Type"] == "image/png"
-            tile = pyvips.Image.new_from_buffer(await response.get_data(), "")
-            x, y, w, h = render.tile_box(width, height, level, col, row)
-            assert (tile.width, tile.height, tile.bands) == (w, h, 2)  # grey and alpha
-            picture[y:y + h, x:x + w] = np.asarray(tile.numpy()).reshape(h, w, 2)
+    left, top = warp["x"], warp["y"]
+    picture = await warped_picture(client, layer, "minmax~linear~grey")  # stars unsaturated
+    assert picture.shape[2] == 2  # grey and alpha
     grey, alpha = picture[..., 0], picture[..., 1]
     assert alpha.max() == 255 and alpha.min() == 0  # transparent outside the image's skewed outline
     ra, dec = star_positions()
@@ -206,17 +217,8 @@ async def test_a_wide_map_on_a_tan_frame_is_resampled_and_its_stars_land_within_
     layer = (await response.get_json())["layers"][1]
     assert layer["error_px"] > 0.5 and layer["warp"] is not None
     warp = layer["warp"]
-    left, top, width, height = warp["x"], warp["y"], warp["width"], warp["height"]
-    level = render.max_level(width, height)
-    picture = np.zeros((height, width), dtype=np.uint8)
-    cols, rows = render.level_size(width, height, level)
-    for row in range((rows + 255) // 256):
-        for col in range((cols + 255) // 256):
-            url = (f"{layer['tiles_url']}warp/{warp['frame']}/minmax~linear~grey/image_files/{level}/"
-                   f"{col}_{row}.png")
-            tile = pyvips.Image.new_from_buffer(await (await client.get(url)).get_data(), "")
-            x, y, w, h = render.tile_box(width, height, level, col, row)
-            picture[y:y + h, x:x + w] = np.asarray(tile.numpy())[..., 0].reshape(h, w)
+    left, top = warp["x"], warp["y"]
+    picture = (await warped_picture(client, layer, "minmax~linear~grey"))[..., 0]
     fx, fy = WCS(wide_header("TAN", size, ra, dec)).all_world2pix(star_ra, star_dec, 0)
     for ex, ey in zip(fx + 0.5 - left, size - 0.5 - fy - top, strict=True):
         cx, cy = centroid(picture, ex - 0.5, ey - 0.5, radius=5)
@@ -277,16 +279,7 @@ async def test_a_drizzled_image_on_a_real_hst_flt_frame_matches_reproject(archiv
     assert layer["error_px"] > 0.5 and layer["warp"] is not None
     warp = layer["warp"]
     left, top, width, height = warp["x"], warp["y"], warp["width"], warp["height"]
-    level = render.max_level(width, height)
-    picture = np.zeros((height, width, 2), dtype=np.uint8)
-    cols, rows = render.level_size(width, height, level)
-    for row in range((rows + 255) // 256):
-        for col in range((cols + 255) // 256):
-            url = (f"{layer['tiles_url']}warp/{warp['frame']}/m0:1000~linear~grey/image_files/{level}/"
-                   f"{col}_{row}.png")
-            tile = pyvips.Image.new_from_buffer(await (await client.get(url)).get_data(), "")
-            x, y, w, h = render.tile_box(width, height, level, col, row)
-            picture[y:y + h, x:x + w] = np.asarray(tile.numpy()).reshape(h, w, 2)
+    picture = await warped_picture(client, layer, "m0:1000~linear~grey")
     # reproject's answer on the FLT's pixel grid, shown as the tiles show it (display rows top down)
     theirs, footprint = reproject_interp((drizzled_data, drizzled_wcs), flt_wcs, shape_out=(size, size),
                                          order="bilinear")
