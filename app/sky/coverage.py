@@ -134,8 +134,11 @@ def coverage(wcs: Any, width: int, height: int) -> dict[str, Any] | None:
     # stretches pixels (near a SIN horizon or an AIT edge), else coarser cells
     while True:
         step = max(1.0, cell_degrees(order) / 5 / scale, math.sqrt(width * height / MOST_SAMPLES))
-        points, largest = _samples(wcs, width, height, step, cell_degrees(order) / 4)
-        if largest <= cell_degrees(order) / 4 or order == 0:
+        # a square is sampled again only where the projection stretches it well past the grid's own step
+        # (samples at most 3/4 of a cell apart, and the MOC's ring of neighbours, keep every pixel in it)
+        limit = max(cell_degrees(order) / 4, 1.5 * step * scale)
+        points, largest = _samples(wcs, width, height, step, limit)
+        if largest <= limit or order == 0:
             break
         order -= 1
     flat = points
