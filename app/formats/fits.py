@@ -7,8 +7,9 @@ import math
 import re
 import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyvips
@@ -17,9 +18,6 @@ from app.exceptions import FormatError
 from app.formats.base import Plane, Reader, check_size
 from app.formats.fits_structure import Hdu, printable, walk
 from app.store.base import HeaderValue
-
-if TYPE_CHECKING:
-    from app.tiles.stream import FitsStrips
 
 # Structural keywords of one HDU that make no sense when copied onto another.
 _STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "NEXTEND", "END", "CHECKSUM",
@@ -47,6 +45,22 @@ def _inherited(keyword: str) -> bool:
 def _is_structural(keyword: str) -> bool:
     return keyword in _STRUCTURAL or ((keyword.startswith("NAXIS") and keyword[5:].isdigit())
                                       or keyword == "NAXIS")
+
+
+@dataclass(frozen=True)
+class PixelPlace:
+    """Where one plane's pixels lie in a FITS file and how its values are read: BITPIX, BSCALE/BZERO and
+    BLANK (integers only)."""
+
+    path: Path
+    hdu: int
+    offset: int  # of the plane's first byte in the file
+    width: int
+    height: int
+    bitpix: int
+    bscale: float = 1.0
+    bzero: float = 0.0
+    blank: int | None = None
 
 
 class FitsReader(Reader):
@@ -190,11 +204,10 @@ class FitsReader(Reader):
         return image.flipver()
 
 
-    def strips(self, plane: Plane, index: int = 0) -> FitsStrips | None:
-        """Plane `index` of `plane` read strip by strip (app/tiles/stream.py), or None when its pixels
-        cannot be (a gzipped file, a tile-compressed image): those are read whole by `pixels`."""
-        from app.tiles.stream import FitsStrips
-
+    def strips(self, plane: Plane, index: int = 0) -> PixelPlace | None:
+        """Where plane `index` of `plane` lies in the file, for reading it strip by strip
+        (app/tiles/stream.py), or None when its pixels cannot be (a gzipped file, a tile-compressed image):
+        those are read whole by `pixels`."""
         hdu = self.structure[plane.hdu]
         if self._gzipped or hdu.compressed or len(hdu.shape) < 2:
             return None
@@ -209,7 +222,7 @@ class FitsReader(Reader):
                 or isinstance(bzero, bool) or not (blank is None or type(blank) is int):
             return None  # odd scaling cards: astropy's own reading decides what they mean
         start = int(self._hdu(plane.hdu).fileinfo()["datLoc"])
-        return FitsStrips(self.path, plane.hdu, start + index * width * height * abs(hdu.bitpix) // 8,
+        return PixelPlace(self.path, plane.hdu, start + index * width * height * abs(hdu.bitpix) // 8,
                           width, height, hdu.bitpix, float(bscale), float(bzero),
                           blank if hdu.bitpix > 0 else None)
 

@@ -11,14 +11,12 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from app.exceptions import DiskFull, FormatError, ImageXError
 from app.tiles import adaptive, histogram, pyramid, science
 from app.tiles.scaling import Scaling, display, sample, sample_step
-
-if TYPE_CHECKING:
-    from app.tiles.stream import FitsStrips
+from app.tiles.stream import FitsStrips
 
 # room left beside a file's pyramids (the catalog, thumbnails, other jobs' small writes)
 ROOM_MARGIN = 1 << 20
@@ -42,7 +40,7 @@ def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path,
     single-band image the very same one, taken once). Adaptive histogram equalisation (`ahisteq`) is
     applied as the dynamic tiles of the image's default display apply it: to the values the science
     pyramid keeps, with the same cells (app/tiles/adaptive.py)."""
-    strips = reader.strips(plane) if hasattr(reader, "strips") else None
+    strips = FitsStrips.of(reader, plane)
     if strips is not None and chosen.stretch != "ahisteq":
         return _render_streamed(strips, chosen, folder, quality)
     pixels = reader.pixels(plane)

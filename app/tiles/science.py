@@ -146,7 +146,9 @@ def ensure(folder: str, original: str, hdu: int, max_pixels: int, index: int = 0
             work.mkdir()
             try:
                 plane_index = index if within is None else within
-                strips = reader.strips(planes[0], plane_index) if hasattr(reader, "strips") else None
+                from app.tiles.stream import FitsStrips  # it writes through this module: imported here
+
+                strips = FitsStrips.of(reader, planes[0], plane_index)
                 if strips is not None:  # a plain FITS plane: read strip by strip, never whole
                     strips.write_science(work)
                 else:

@@ -46,6 +46,13 @@ class FitsStrips:
     bzero: float = 0.0
     blank: int | None = None
 
+    @classmethod
+    def of(cls, reader: Any, plane: Any, index: int = 0) -> FitsStrips | None:
+        """Plane `index` of a reader's `plane` when the reader can place its pixels in the file (a plain
+        FITS plane: `FitsReader.strips`), else None (read whole)."""
+        place = reader.strips(plane, index) if hasattr(reader, "strips") else None
+        return None if place is None else cls(**{field: getattr(place, field) for field in _FIELDS})
+
     @property
     def raw_dtype(self) -> np.dtype[Any]:
         return np.dtype({8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}[self.bitpix])
@@ -163,6 +170,9 @@ class FitsStrips:
         source = VirtualTiff(self)
         picture = pyvips.Image.tiffload_source(source.source, access="sequential")
         return picture, source
+
+
+_FIELDS = ("path", "hdu", "offset", "width", "height", "bitpix", "bscale", "bzero", "blank")
 
 
 def tiff_header(width: int, height: int, served: np.dtype[Any]) -> bytes:

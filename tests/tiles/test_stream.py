@@ -23,6 +23,7 @@ from app.ingest import tiling
 from app.ingest.tiling import render_file
 from app.tiles import science
 from app.tiles.scaling import Scaling, display, sample_step
+from app.tiles.stream import FitsStrips
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,7 +123,8 @@ def test_streamed_ingest_matches_the_whole_image_path(tmp_path, name, hdu, plane
     # the 8-bit pictures the tiles are cut from: 64-bit values reach libvips as float32 (its TIFF loader
     # takes no 64-bit samples), which may move a value across a grey level's edge
     with FitsReader(plain, max_pixels=10**8) as reader, FitsReader(zipped, max_pixels=10**8) as other:
-        strips = reader.strips(reader.planes()[0])
+        strips = FitsStrips.of(reader, reader.planes()[0])
+        assert strips is not None
         streamed_image, source = strips.image()
         values = strips.sample(sample_step(strips.width, strips.height))
         picture = display(streamed_image, Scaling(), values)[0].numpy().astype(int)
