@@ -76,25 +76,21 @@ def _render_streamed(strips: FitsStrips, chosen: Scaling, folder: Path,
     the display and science pyramids each pulled through a source of their own, strip by strip, so that
     memory stays flat whatever the image's size. (Adaptive equalisation reads its picture twice, so it
     keeps the whole-image path.)"""
-    import pyvips
 
     values = strips.sample(sample_step(strips.width, strips.height))
     shown, source = strips.image()
     try:
-        picture, applied = display(shown, chosen, values)
-        folder.mkdir(parents=True, exist_ok=True)
-        with ThreadPoolExecutor(1) as writer:
-            written = writer.submit(strips.write_science, folder)
-            try:
-                levels = pyramid.build(picture, folder, quality=quality)
-            except Exception:
-                written.exception()  # the other writer done before its files are removed with the folder
-                raise
-            written.result()
-    except pyvips.Error:
-        if source.failure is not None:
-            raise source.failure from None
-        raise
+        with source.reading():
+            picture, applied = display(shown, chosen, values)
+            folder.mkdir(parents=True, exist_ok=True)
+            with ThreadPoolExecutor(1) as writer:
+                written = writer.submit(strips.write_science, folder)
+                try:
+                    levels = pyramid.build(picture, folder, quality=quality)
+                except Exception:
+                    written.exception()  # the other writer done before its files are removed with the folder
+                    raise
+                written.result()
     finally:
         del shown
         source.close()

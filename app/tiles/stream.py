@@ -15,9 +15,11 @@ every step-th row) is read row by row, and the exact 64-bit copy (`science.EXACT
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -25,6 +27,7 @@ import numpy as np
 import pyvips
 
 from app.exceptions import FormatError
+from app.formats.fits import PixelPlace
 
 _STRIP_BYTES = 2 * 1024 * 1024
 # TIFF SampleFormat: 1 unsigned, 2 signed, 3 IEEE float
@@ -33,25 +36,18 @@ _SHORT, _LONG, _LONG8 = 3, 4, 16
 
 
 @dataclass(frozen=True)
-class FitsStrips:
-    """Where one plane's pixels lie in a FITS file and how its values are read (see the module)."""
-
-    path: Path
-    hdu: int
-    offset: int  # of the plane's first byte in the file
-    width: int
-    height: int
-    bitpix: int
-    bscale: float = 1.0
-    bzero: float = 0.0
-    blank: int | None = None
+class FitsStrips(PixelPlace):
+    """A plane's pixels where `FitsReader.strips` places them in the file, read strip by strip (see the
+    module)."""
 
     @classmethod
     def of(cls, reader: Any, plane: Any, index: int = 0) -> FitsStrips | None:
         """Plane `index` of a reader's `plane` when the reader can place its pixels in the file (a plain
         FITS plane: `FitsReader.strips`), else None (read whole)."""
         place = reader.strips(plane, index) if hasattr(reader, "strips") else None
-        return None if place is None else cls(**{field: getattr(place, field) for field in _FIELDS})
+        if place is None:
+            return None
+        return cls(**{field.name: getattr(place, field.name) for field in fields(place)})
 
     @property
     def raw_dtype(self) -> np.dtype[Any]:
@@ -153,11 +149,8 @@ class FitsStrips:
 
         picture, source = self.image()
         try:
-            science.write(picture, folder, exact=False)
-        except pyvips.Error:
-            if source.failure is not None:
-                raise source.failure from None
-            raise
+            with source.reading():
+                science.write(picture, folder, exact=False)
         finally:
             del picture
             source.close()
@@ -170,9 +163,6 @@ class FitsStrips:
         source = VirtualTiff(self)
         picture = pyvips.Image.tiffload_source(source.source, access="sequential")
         return picture, source
-
-
-_FIELDS = ("path", "hdu", "offset", "width", "height", "bitpix", "bscale", "bzero", "blank")
 
 
 def tiff_header(width: int, height: int, served: np.dtype[Any]) -> bytes:
@@ -220,6 +210,16 @@ class VirtualTiff:
 
     def close(self) -> None:
         self.file.close()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """libvips' error for a read this source failed is raised as the source's own precise message."""
+        try:
+            yield
+        except pyvips.Error:
+            if self.failure is not None:
+                raise self.failure from None
+            raise
 
     def _seek(self, offset: int, whence: int) -> int:
         self.position = {0: offset, 1: self.position + offset, 2: self.size + offset}[whence]
