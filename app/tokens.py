@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import json
 import os
 import re
 import secrets
@@ -49,7 +50,34 @@ def load_secret(path: Path) -> bytes:
         # an empty key would let anyone sign tile URLs
         raise SettingError(f"{path}: the secret key file is empty or damaged; delete it and a new key "
                            "is made at the next start")
+    with contextlib.suppress(OSError):  # a copy that cannot be refreshed only sends tiles through ImageX
+        share_with_nginx(path, key, create=False)
     return key
+
+
+def share_with_nginx(path: Path, key: bytes, *, create: bool = True) -> Path:
+    """The key as nginx's JavaScript module preloads it (`js_preload_object`: one copy shared by every
+    request, where reading the key file in the module would cost each request the file module):
+    `<key file>.json`, `{"key": "<hex>"}`, readable by its owner only. Written by `imagex nginx-config`,
+    and brought up to date at every later start whenever it exists (a new key would otherwise send every
+    tile through ImageX). Returns its path."""
+    copy = path.with_name(path.name + ".json")
+    text = json.dumps({"key": key.hex()})
+    try:
+        if copy.read_text() == text:
+            return copy
+    except FileNotFoundError:
+        if not create:
+            return copy
+    temporary = copy.with_name(f".{copy.name}.{secrets.token_hex(8)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.replace(temporary, copy)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return copy
 
 
 def _digest(secret: bytes, image_id: str, gen: str, expires: int) -> str:
@@ -66,14 +94,25 @@ def make(secret: bytes, image_id: str, gen: str, ttl: int, at: float | None = No
     return f"{expires:x}.{gen}.{_digest(secret, image_id, gen, expires)}"
 
 
-def check(secret: bytes, image_id: str, token: str, at: float | None = None) -> tuple[int, str] | None:
-    """(seconds the token stays valid, the generation it names), or None when it is forged, malformed or
-    expired. Whether that generation is still the image's is for the caller to see (its folder exists)."""
+def signed(secret: bytes, image_id: str, token: str) -> tuple[int, str] | None:
+    """(when the token expires, in Unix seconds; the generation it names) when `secret` signed it for this
+    image, else None (forged or malformed). Whether it expired is `check`'s question; the answer for one
+    token never changes, so a server may remember it."""
     if not _TOKEN.fullmatch(token):
         return None  # one spelling per token, so a checker in front (nginx) can parse it the same way
     expires_hex, gen, digest = token.split(".")
     expires = int(expires_hex, 16)
     if not hmac.compare_digest(digest, _digest(secret, image_id, gen, expires)):
         return None
+    return expires, gen
+
+
+def check(secret: bytes, image_id: str, token: str, at: float | None = None) -> tuple[int, str] | None:
+    """(seconds the token stays valid, the generation it names), or None when it is forged, malformed or
+    expired. Whether that generation is still the image's is for the caller to see (its folder exists)."""
+    found = signed(secret, image_id, token)
+    if found is None:
+        return None
+    expires, gen = found
     remaining = expires - int(at if at is not None else time.time())
     return (remaining, gen) if remaining > 0 else None

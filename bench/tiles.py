@@ -2,8 +2,13 @@
 
     nginx static           nginx serving the file, no check (the ceiling of any front)
     nginx + token checks   the site `imagex nginx-config` writes (njs checks the signed token)
+    nginx + empty njs      the same tile location with an njs function that checks nothing (what any
+                           per-request njs costs with this nginx: the ceiling of the row above)
     imagex serve           the real server, direct (the thin ASGI tile layer in front of Quart)
-    bare ASGI              a dozen-line ASGI file server under the same Hypercorn (the in-process ceiling)
+    bare ASGI              a dozen-line ASGI file server under the same Hypercorn (the in-process ceiling),
+                           answering with the headers ImageX's answer carries (security headers, ETag,
+                           Cache-Control: every tile answer must send them, and Hypercorn's h11 checks
+                           each one), so it does all the work ImageX must do but the token check
 
     .venv/bin/python bench/tiles.py [--seconds 5] [--rounds 2] [--connections 64]
 
@@ -37,12 +42,14 @@ from tests.processes import free_port, stop
 BIN = Path(sys.executable).parent
 TARGET_BYTES = 36_000
 
-# The bare ASGI server: one file's bytes for every request, read per request as the tile layer does.
+# The bare ASGI server: one file's bytes for every request, read per request as the tile layer does, with
+# the headers given (as JSON) besides its length.
 BARE = '''
-import asyncio, os, sys
+import asyncio, json, os, sys
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 PATH = sys.argv[2]
+HEADERS = [(name.encode(), value.encode()) for name, value in json.loads(sys.argv[3])]
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
@@ -52,7 +59,7 @@ async def app(scope, receive, send):
     finally:
         os.close(descriptor)
     await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", b"image/jpeg"), (b"content-length", str(len(body)).encode())]})
+        *HEADERS, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 config = Config()
 config.bind = [f"127.0.0.1:{sys.argv[1]}"]
@@ -85,6 +92,38 @@ def load(url: str, seconds: int, connections: int) -> float:
     return float(match.group(1))
 
 
+# The floor of any check in njs: the function nginx calls for each tile only names the file.
+FLOOR_JS = """function path(r) {
+    r.variables.imagex_floor_cache = 'public, max-age=3600, immutable';
+    return '@PATH@';
+}
+export default { path };
+"""
+
+
+def floor_site(root: Path, tiles: Path, tile: Path, port: int) -> Path:
+    """A site whose tile location is the generated one's, with a JavaScript function that checks nothing."""
+    (root / "floor.js").write_text(FLOOR_JS.replace("@PATH@", "/" + tile.relative_to(tiles).as_posix()))
+    site = root / "floor.conf"
+    site.write_text(f"""js_import imagex_floor from {root / 'floor.js'};
+js_set $imagex_floor_tile imagex_floor.path;
+js_var $imagex_floor_cache;
+server {{
+    listen 127.0.0.1:{port};
+    location /tiles/ {{
+        root {tiles};
+        try_files $imagex_floor_tile =404;
+        sendfile on;
+        tcp_nopush on;
+        etag on;
+        types {{ image/jpeg jpeg; }}
+        add_header Cache-Control $imagex_floor_cache;
+    }}
+}}
+""")
+    return site
+
+
 def closest_tile(folder: Path) -> Path:
     files = list((folder / "image_files").glob("*/*.jpeg"))
     return min(files, key=lambda path: abs(path.stat().st_size - TARGET_BYTES))
@@ -93,7 +132,7 @@ def closest_tile(folder: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
     if nginx.missing() or shutil.which("wrk") is None:
@@ -107,7 +146,7 @@ def run(root: Path, seconds: int, rounds: int, connections: int) -> None:
     size = 2048
     wcs = celestial_wcs(FIELD_RA, FIELD_DEC, size, size)
     fits.PrimaryHDU(star_field(wcs, size, size, seed=3), wcs.to_header()).writeto(root / "field.fits")
-    direct, front, plain, bare = free_port(), free_port(), free_port(), free_port()
+    direct, front, plain, bare, empty = free_port(), free_port(), free_port(), free_port(), free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGEX_")}
     env.update(IMAGEX_DATA=str(data), IMAGEX_WORKERS="1", IMAGEX_PORT=str(direct), IMAGEX_HOST="127.0.0.1")
     subprocess.run([str(BIN / "imagex"), "ingest", "--no-progress", "--visibility", "public",
@@ -139,15 +178,22 @@ server {{
         [folder] = [path for path in (data / "tiles").glob(f"*/{image['id']}/*") if path.is_dir()]
         tile = closest_tile(folder)
         name = tile.relative_to(folder).as_posix()
+        with urllib.request.urlopen(f"http://127.0.0.1:{direct}{base}/{name}", timeout=10) as response:
+            headers = [(key.lower(), value) for key, value in response.getheaders()
+                       if key.lower() not in ("content-length", "date", "server", "connection")]
         bare_log = root / "bare.log"
         with bare_log.open("wb") as output:
-            processes.append(subprocess.Popen([sys.executable, "-c", BARE, str(bare), str(tile)],
+            processes.append(subprocess.Popen([sys.executable, "-c", BARE, str(bare), str(tile),
+                                               json.dumps(headers)],
                                               stdout=output, stderr=subprocess.STDOUT))
         wait_for(f"http://127.0.0.1:{bare}/", processes[-1], bare_log)
-        with nginx.running(root / "nginx", sites, f"http://127.0.0.1:{plain}/", workers=1):
+        floor = floor_site(root, data / "tiles", tile, empty)
+        with nginx.running(root / "nginx", sites, f"http://127.0.0.1:{plain}/", workers=1), \
+                nginx.running(root / "nginx-floor", floor, f"http://127.0.0.1:{empty}/", workers=1):
             urls = {
                 "nginx static": f"http://127.0.0.1:{plain}/{tile.relative_to(data / 'tiles').as_posix()}",
                 "nginx + token checks": f"http://127.0.0.1:{front}{base}/{name}",
+                "nginx + empty njs": f"http://127.0.0.1:{empty}{base}/{name}",
                 "imagex serve": f"http://127.0.0.1:{direct}{base}/{name}",
                 "bare ASGI (Hypercorn)": f"http://127.0.0.1:{bare}/{name}",
             }
@@ -168,7 +214,9 @@ server {{
                 print(f"  {label:24s} {rate:9,.0f} tiles/s")
             checks = best["nginx + token checks"] / best["nginx static"]
             served = best["imagex serve"] / best["bare ASGI (Hypercorn)"]
+            empty_js = best["nginx + empty njs"] / best["nginx static"]
             print(f"nginx + token checks / nginx static : {checks:6.1%}  (target >= 80 %)")
+            print(f"nginx + empty njs / nginx static    : {empty_js:6.1%}  (the most any njs check reaches)")
             print(f"imagex serve / bare ASGI            : {served:6.1%}  (target >= 90 %)")
     finally:
         for process in processes:

@@ -3,6 +3,7 @@ read. (tests/deploy/test_nginx.py runs the site in a real nginx.)"""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -29,9 +30,14 @@ def test_the_site_names_this_deployment(tmp_path, capsys):
     # the site's default maximum file size (4 GB) and room for a form
     assert re.search(r"client_max_body_size 4001048576;", site)
     assert "ssl" not in site
+    key_json = (data / "secret.key.json").resolve()
+    assert f"js_preload_object imagex_secret from {key_json};" in site
     status, module, _ = run(capsys, data, "--js")
-    assert status == 0 and f"const KEY_FILE = '{(data / 'secret.key').resolve()}';" in module
-    assert (data / "secret.key").is_file()  # made when missing, so nginx and ImageX share one key
+    assert status == 0 and f"from {key_json})" in module
+    # made when missing, so nginx and ImageX share one key; nginx preloads it as JSON, its owner's only
+    key = (data / "secret.key").read_text().strip()
+    assert json.loads(key_json.read_text()) == {"key": key}
+    assert key_json.stat().st_mode & 0o777 == 0o600
 
 
 def test_output_writes_both_files_and_tls_adds_a_redirect(tmp_path, capsys):
@@ -44,7 +50,7 @@ def test_output_writes_both_files_and_tls_adds_a_redirect(tmp_path, capsys):
     assert f"js_import imagex_tiles from {(out / JS_NAME).resolve()};" in site
     assert "listen 443 ssl http2;" in site and "ssl_certificate     /etc/ssl/site.pem;" in site
     assert "return 301 https://$host$request_uri;" in site
-    assert "createHmac('sha256', KEY)" in (out / JS_NAME).read_text()
+    assert "createHmac('sha256', key)" in (out / JS_NAME).read_text()
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -72,7 +78,7 @@ def test_tile_answers_carry_the_security_headers_given(tmp_path):
 
     policy = "default-src 'self'; img-src 'self' data: blob:; frame-ancestors 'none'"
     headers = (("Content-Security-Policy", policy), ("X-Frame-Options", "DENY"))
-    site = site_config(Site(tiles_dir=tmp_path, key_file=tmp_path / "k", js_file=tmp_path / "j.js",
+    site = site_config(Site(tiles_dir=tmp_path, key_json=tmp_path / "k", js_file=tmp_path / "j.js",
                             upstream="127.0.0.1:8000", security_headers=headers))
     assert f'add_header Content-Security-Policy "{policy}" always;' in site
     assert 'add_header X-Frame-Options "DENY" always;' in site

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 import threading
 from pathlib import Path
@@ -121,6 +122,21 @@ def test_load_secret_keeps_an_existing_key(tmp_path: Path):
     path = tmp_path / "secret.key"
     path.write_text("ab" * 32 + "\n")
     assert tokens.load_secret(path) == bytes([0xAB] * 32)
+
+
+def test_nginx_copy_of_the_key_follows_a_new_key(tmp_path: Path):
+    """nginx preloads the key from `secret.key.json`: made when asked, owner-only, and brought up to date
+    at the next start after the key changed; never made when no one asked for it."""
+    path = tmp_path / "secret.key"
+    key = tokens.load_secret(path)
+    copy = path.with_name("secret.key.json")
+    assert not copy.exists()
+    assert tokens.share_with_nginx(path, key) == copy
+    assert json.loads(copy.read_text()) == {"key": key.hex()} and stat.S_IMODE(copy.stat().st_mode) == 0o600
+    path.unlink()  # an administrator makes a new key
+    new = tokens.load_secret(path)
+    assert new != key and json.loads(copy.read_text()) == {"key": new.hex()}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.key", "secret.key.json"]  # no leftovers
 
 
 @pytest.mark.parametrize("content", ["", "\n", "not hex at all", "abcd"])

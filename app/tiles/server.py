@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,11 @@ def cache_control(remaining: int) -> str:
     return f"public, max-age={remaining}, immutable"
 
 
+# Tokens found signed, remembered by the server (whether a token is signed never changes; expiry is checked
+# on each request): a signature is computed once per token, not once per tile. Emptied when full.
+SIGNED_MEMORY = 4096
+
+
 def matches(etag: str, wanted: str) -> bool:
     """Does an If-None-Match value name `etag` (or `*`)?"""
     return wanted.strip() == "*" or etag in wanted
@@ -62,11 +68,15 @@ class TileServer:
     """ASGI middleware: answers tile requests it can from disk, passes the rest to `app`."""
 
     def __init__(self, app: Any, archive: Archive,
-                 security_headers: Sequence[tuple[str, str]] = SECURITY_HEADERS) -> None:
+                 security_headers: Sequence[tuple[str, str]] = SECURITY_HEADERS,
+                 clock: Callable[[], float] = time.time) -> None:
         self.app = app
+        self.clock = clock
         self.archive = archive
         self.tiles = str(archive.settings.tiles_dir)
         self.security = [(name.lower().encode(), value.encode()) for name, value in security_headers]
+        self._known: dict[tuple[str, str], tuple[int, str]] = {}
+        self._signed_with = b""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].startswith(PREFIX):
@@ -78,18 +88,39 @@ class TileServer:
                 return
         await self.app(scope, receive, send)
 
+    def _signed(self, image_id: str, token: str) -> tuple[int, str] | None:
+        """(expiry, generation) of a token the site's secret signed for this image (remembered), else None."""
+        secret = self.archive.secret
+        if secret is not self._signed_with:  # a new key (tests make archives anew): forget the old answers
+            self._known.clear()
+            self._signed_with = secret
+        key = (image_id, token)
+        found = self._known.get(key)
+        if found is None:
+            if not secret or not ID.fullmatch(image_id):
+                return None
+            found = tokens.signed(secret, image_id, token)
+            if found is None:
+                return None  # not remembered: a forger cannot fill the memory
+            if len(self._known) >= SIGNED_MEMORY:
+                self._known.clear()
+            self._known[key] = found
+        return found
+
     def _answer(self, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         parts = scope["path"][len(PREFIX):].split("/", 2)
         if len(parts) != 3:
             return None
         image_id, token, name = parts
-        secret = self.archive.secret
-        if not secret or not ID.fullmatch(image_id) or not SERVED_NAME.fullmatch(name):
+        if not SERVED_NAME.fullmatch(name):
             return None
-        checked = tokens.check(secret, image_id, token)
-        if checked is None:
+        signed = self._signed(image_id, token)
+        if signed is None:
             return None
-        remaining, gen = checked
+        expires, gen = signed
+        remaining = expires - int(self.clock())
+        if remaining <= 0:
+            return None  # the tile route says it expired
         # The file read directly, in the event loop: tiles are small and usually in the page cache, and
         # a thread hop would cost more than the read.
         try:
@@ -110,5 +141,5 @@ class TileServer:
         finally:
             os.close(descriptor)
         headers += [(b"content-type", TYPES[name.rsplit(".", 1)[1]]),
-                    (b"content-length", str(len(body)).encode())]
+                    (b"content-length", b"%d" % len(body))]
         return 200, headers, body

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from app.tiles.server import TileServer
+from app import tokens
+from app.tiles.server import SIGNED_MEMORY, TileServer
 
 
 class Behind:
@@ -87,3 +88,32 @@ async def test_the_security_headers_given_are_sent(archive, image):
     status, headers, _ = await ask(server, f"/tiles/{image.id}/{archive.tile_token(image.id)}/thumb.jpeg")
     assert status == 200
     assert headers[b"referrer-policy"] == b"same-origin" and headers[b"x-content-type-options"] == b"nosniff"
+
+
+async def test_a_remembered_token_still_expires(archive, image):
+    """Good tokens are remembered (the signature is computed once per token), but each request checks the
+    expiry: past it, the request goes to the app, which says the link expired."""
+    now = [1_800_000_000.0]
+    behind = Behind()
+    server = TileServer(behind, archive, clock=lambda: now[0])
+    ttl = archive.settings.tile_token_ttl
+    token = tokens.make(archive.secret, image.id, archive.tile_folder(image.id).name, ttl, at=now[0])
+    path = f"/tiles/{image.id}/{token}/thumb.jpeg"
+    status, headers, _ = await ask(server, path)
+    assert status == 200 and behind.paths == []
+    assert int(headers[b"cache-control"].split(b"max-age=")[1].split(b",")[0]) >= ttl
+    now[0] += 2 * ttl
+    assert (await ask(server, path))[0] == 418 and behind.paths == [path]
+
+
+async def test_forged_tokens_are_not_remembered_and_a_new_key_forgets(archive, image, layer):
+    server, behind = layer
+    token = archive.tile_token(image.id)
+    expires, gen, _ = token.split(".")
+    for attempt in range(SIGNED_MEMORY + 10):  # a flood of forgeries cannot fill or flush the memory
+        forged = f"{expires}.{gen}.{attempt:020x}"
+        assert (await ask(server, f"/tiles/{image.id}/{forged}/thumb.jpeg"))[0] == 418
+    assert len(behind.paths) == SIGNED_MEMORY + 10  # each one went to the app, which says it is forged
+    assert (await ask(server, f"/tiles/{image.id}/{token}/thumb.jpeg"))[0] == 200
+    archive.secret = b"another key, as after the key file was replaced"
+    assert (await ask(server, f"/tiles/{image.id}/{token}/thumb.jpeg"))[0] == 418  # signed by the old key
