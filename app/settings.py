@@ -152,8 +152,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("job_lease", 60.0, "Seconds a claimed job stays reserved for its claimer; a running job renews "
             "its lease, and a job whose claimer died is taken again when the lease runs out.",
             _positive_float),
-    Setting("max_pixels", 500_000_000, "Largest image (width x height) accepted; bigger HDUs fail with a "
-            "message instead of exhausting memory.", _positive_int),
+    Setting("max_pixels", 8_000_000_000, "Largest image (width x height) accepted; bigger HDUs fail with a "
+            "message. Plain FITS is read strip by strip, so this guards the disk (a job also checks the "
+            "room its pyramids need before it writes); other files are read whole, within the memory one "
+            "job may use (IMAGEX_JOB_MEMORY_MB).", _positive_int),
     Setting("job_timeout", 3600.0, "Seconds the pixel work of one file (read, scale, tile) may take; a job "
             "past it is stopped and failed with a message, and the next file goes on.", _positive_float),
     Setting("job_memory_mb", 0, "MiB of memory one file's pixel work may take (its process's data, not "
@@ -230,7 +232,7 @@ class Settings:
     port: int = 8000
     workers: int = 0
     job_lease: float = 60.0
-    max_pixels: int = 500_000_000
+    max_pixels: int = 8_000_000_000
     job_timeout: float = 3600.0
     job_memory_mb: int = 0
     jpeg_quality: int = 85

@@ -14,9 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from app.exceptions import Conflict, ImageXError
 from app.store.base import NamedScaling, Store
-from app.tiles.scaling import Scaling, freeze
+from app.tiles.scaling import Scaling, freeze, freeze_sample, sample_step
+from app.tiles.stream import FitsStrips
 
 if TYPE_CHECKING:
     from app.archive import Archive
@@ -55,7 +58,12 @@ def measure_first(paths: Sequence[str], chosen: dict[str, Any], max_pixels: int)
         try:
             with sniff(path)(path, max_pixels=max_pixels) as reader:
                 plane = reader.planes()[0]
-                frozen, interval = freeze(reader.pixels(plane), scaling)
+                strips = FitsStrips.of(reader, plane)
+                if strips is None:
+                    frozen, interval = freeze(reader.pixels(plane), scaling)
+                else:  # a plain FITS plane, of any size: its sample read row by row, as its ingest reads it
+                    values = strips.sample(sample_step(strips.width, strips.height))
+                    frozen, interval = freeze_sample(values, strips.dtype == np.uint8, scaling)
         except (ImageXError, pyvips.Error, OSError, ValueError):
             continue
         return {"scaling": frozen.to_dict(), "interval": interval, "source": str(path)}

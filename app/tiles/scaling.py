@@ -187,14 +187,19 @@ def freeze(image: pyvips.Image, scaling: Scaling) -> tuple[Scaling, str]:
     "none"."""
     if scaling.interval == "manual":
         return scaling, "manual"
-    eight_bit = str(image.format) == "uchar"
+    return freeze_sample(sample(image), str(image.format) == "uchar", scaling)
+
+
+def freeze_sample(values: np.ndarray, eight_bit: bool, scaling: Scaling) -> tuple[Scaling, str]:
+    """`freeze` of an image of which `values` is the `sample` (a streamed plane's, read row by row)."""
+    if scaling.interval == "manual":
+        return scaling, "manual"
     interval = scaling.interval
     stretch = "linear" if scaling.stretch == "auto" else scaling.stretch
     if eight_bit and interval == "auto" and stretch == "linear":
         return Scaling(interval="manual", stretch="linear", low=0.0, high=255.0), "none"
     if interval == "auto":
         interval = "minmax" if eight_bit else "zscale"
-    values = sample(image)
     low, high = limits(values, interval, scaling)
     curve = equalisation_curve((values - low) / (high - low)) if stretch in EQUALISED else ()
     return Scaling(interval="manual", stretch=stretch, low=low, high=high, curve=curve), interval

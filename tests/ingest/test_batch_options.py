@@ -4,6 +4,7 @@ scaling so that the same data value is the same grey in every image's tiles."""
 
 from __future__ import annotations
 
+import gzip
 import re
 from pathlib import Path
 
@@ -271,3 +272,69 @@ async def test_without_a_fixed_scaling_each_image_gets_its_own(archive, tmp_path
     assert images[1].display["low"] > images[0].display["low"] + 15
     greys = [patch_grey(archive, image.id) for image in images]
     assert greys[0] - greys[1] > 50  # the same value, shown much darker on the brighter sky
+
+
+@pytest.mark.parametrize("chosen", [{"interval": "zscale", "stretch": "asinh"},
+                                    {"interval": "percentile", "stretch": "histeq"},
+                                    {}])
+def test_a_plain_fits_is_measured_on_its_streamed_sample_as_on_the_whole_image(tmp_path, chosen):
+    """A plain FITS plane is measured row by row (it may be far larger than memory); the frozen scaling
+    is the one measured on the image read whole, as a gzipped copy still is."""
+    from app.formats.fits import FitsReader
+
+    data = sky(200.0, seed=11, size=1500)  # more than a million pixels: the sample is strided
+    plain = write(tmp_path, "plain.fits", data)
+    zipped = tmp_path / "copy.fits.gz"
+    fits.PrimaryHDU(data).writeto(zipped)
+    streamed = fixed.measure_first([str(plain)], chosen, 10**8)
+    whole = fixed.measure_first([str(zipped)], chosen, 10**8)
+    assert streamed is not None and whole is not None
+    assert streamed["scaling"] == whole["scaling"] and streamed["interval"] == whole["interval"]
+    with FitsReader(plain, max_pixels=10**8) as reader:
+        frozen, _ = freeze(reader.pixels(reader.planes()[0]), Scaling.from_dict(chosen))
+    assert streamed["scaling"] == frozen.to_dict()
+
+
+def test_an_8_bit_plain_fits_shown_as_it_is_freezes_to_an_identity(tmp_path):
+    path = tmp_path / "bytes.fits"
+    fits.PrimaryHDU(np.arange(300 * 200, dtype=np.uint8).reshape(300, 200)).writeto(path)
+    measured = fixed.measure_first([str(path)], {}, 10**8)
+    assert measured is not None and measured["interval"] == "none"
+    assert (measured["scaling"]["low"], measured["scaling"]["high"]) == (0.0, 255.0)
+
+
+def data_segment() -> int:
+    """This process's data segment (what RLIMIT_DATA bounds), in bytes."""
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmData:\s+(\d+) kB", status).group(1)) * 1024  # type: ignore[union-attr]
+
+
+async def test_fixed_scaling_measures_a_plain_fits_larger_than_a_job_may_hold(tmp_path):
+    """Measured in a pool process allowed 48 MiB more than it holds at rest: a 4096x4096 plane of scaled
+    16-bit integers (BSCALE/BZERO, as survey images often are; 32 MiB on disk, 64 MiB as the 32-bit values
+    astropy makes of them, which cannot be memory-mapped) is measured row by row; the same file gzipped, read
+    whole, is refused for memory."""
+    from app.tiles.pool import JobOutOfMemory, Pool
+
+    small = write(tmp_path, "small.fits", sky(100.0, seed=1))
+    raw = np.round(sky(100.0, seed=2, size=4096)).astype(np.int16)
+    hdu = fits.PrimaryHDU(raw, do_not_scale_image_data=True)
+    hdu.header["BSCALE"], hdu.header["BZERO"] = 0.5, 1000.0
+    big = tmp_path / "big.fits"
+    hdu.writeto(big)
+    zipped = tmp_path / "big.fits.gz"
+    with zipped.open("wb") as target, gzip.GzipFile(fileobj=target, mode="wb", compresslevel=1) as out:
+        out.write(big.read_bytes())
+    del raw, hdu
+    pool = Pool(1)
+    try:
+        chosen = {"interval": "zscale", "stretch": "sqrt"}
+        assert await pool.run(fixed.measure_first, [str(small)], chosen, 10**8) is not None  # imports done
+        limit = await pool.run(data_segment) + 48 * 2**20
+        measured = await pool.run_limited(300, fixed.measure_first, [str(big)], chosen, 10**8, memory=limit)
+        assert measured is not None and measured["source"] == str(big)
+        assert 1000 < measured["scaling"]["low"] < measured["scaling"]["high"] < 1100
+        with pytest.raises(JobOutOfMemory):
+            await pool.run_limited(300, fixed.measure_first, [str(zipped)], chosen, 10**8, memory=limit)
+    finally:
+        pool.close()

@@ -147,7 +147,7 @@ FAILURES: list[tuple[str, Callable[[Path], Path], list[str]]] = [
     ("text", text, ["observing_log.fits: this is a text file, not an image"]),
     ("html", html, ["download.fits: this is an HTML page, not an image"]),
     ("hostile size", hostile, ["hostile.fits: HDU 0 declares 1000000000x1000000000",
-                               "more than the limit of 500,000,000"]),
+                               "more than the limit of 8,000,000,000"]),
     ("hostile extension", hostile_extension, ["hostile_ext.fits: HDU 1 (SCI) declares 1000000000x1000000000",
                                               "more than the limit"]),
     ("hostile gzipped", hostile_gzipped, ["hostile.fits.gz: HDU 0 declares 1000000000x1000000000",

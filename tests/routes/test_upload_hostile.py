@@ -49,7 +49,7 @@ REFUSED: list[tuple[str, Any, str]] = [
      "HDU 0: NAXIS1 = -300 must be at least 0"),
     ("naxis1-huge", lambda: edited(plain(), "NAXIS1", card("NAXIS1", "99999999999999")),
      "HDU 0 declares 99999999999999x32 = 3,199,999,999,999,968 pixels, more than the limit of "
-     "500,000,000 (IMAGEX_MAX_PIXELS)"),
+     "8,000,000,000 (IMAGEX_MAX_PIXELS)"),
     ("naxis1-float", lambda: edited(plain(), "NAXIS1", card("NAXIS1", "3.5")),
      "HDU 0: NAXIS1 = 3.5 is not a whole number"),
     ("naxis3-missing", lambda: naxis("3"),
