@@ -68,10 +68,11 @@ def identity(name: str) -> Identity:
 
 
 def member(archive: Archive, image: ImageRecord) -> Member | None:
-    """The image as a survey member, or None when it has no celestial position."""
+    """The image as a survey member, or None when it has no celestial footprint: its four corners, or its
+    coverage (an all-sky map's corners lie off the projection; it has a coverage all the same)."""
     sky = image.sky or {}
     scale = sky.get("pixel_scale_arcsec")
-    if not isinstance(scale, int | float) or not sky.get("corners"):
+    if not isinstance(scale, int | float) or not (sky.get("corners") or sky.get("moc")):
         return None
     return Member(id=image.id, created=image.created, root=str(archive.tile_root(image.id)),
                   original=image.path, hdu=image.hdu, width=image.width, height=image.height,

@@ -250,6 +250,41 @@ async def test_an_image_without_celestial_wcs_adds_nothing(archive: Archive, tmp
     assert jobs[0].image_ids[0] not in index
 
 
+async def test_a_map_with_corners_off_the_sky_joins_the_survey(archive: Archive, tmp_path: Path) -> None:
+    """A map whose corners lie off its projection (here the top of an Aitoff ellipse, round the north
+    pole; an all-sky map's are too) has no corners on the sky, yet its pixels are on the survey: read back
+    at the sky positions of its pixels, the tiles give its values."""
+    width, height, step = 30, 24, 1.0
+    header = fits.Header()
+    header["CTYPE1"], header["CTYPE2"] = "RA---AIT", "DEC--AIT"
+    header["CRVAL1"], header["CRVAL2"] = 0.0, 0.0
+    # the plane's x from -14.5 to 14.5 degrees, y from 65 to 88: past the ellipse's edge in the top corners
+    header["CRPIX1"], header["CRPIX2"] = (width + 1) / 2, -64.0
+    header["CDELT1"], header["CDELT2"] = -step, step
+    yy, xx = np.mgrid[0:height, 0:width]
+    data = (100.0 + xx + 0.5 * yy).astype(np.float32)
+    path = tmp_path / "polar_cap.fits"
+    fits.PrimaryHDU(data, header).writeto(path)
+    jobs = await ingest(archive, path, visibility="public")
+    assert jobs[0].state == "done", jobs[0].error
+    [image] = await archive.store.find_images(limit=10)
+    assert image.sky is not None and "corners" not in image.sky and image.sky["moc"]
+    await archive.hips.settle()
+    assert not archive.hips.last_error
+    folder = survey(archive)
+    order = int(read_properties(folder)["hips_order"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sky = WCS(header).pixel_to_world(xx.ravel(), yy.ravel())
+    ra, dec = np.asarray(sky.ra.deg), np.asarray(sky.dec.deg)
+    inside = np.isfinite(ra) & np.isfinite(dec)
+    assert 0.3 * width * height < inside.sum() < width * height  # some pixels are off the sky
+    back = survey_values(folder, order, ra[inside], dec[inside])
+    assert np.isfinite(back).all()
+    # the survey's pixels are finer than the map's: values within about one map pixel's change
+    assert np.median(np.abs(back - data.ravel()[inside])) < 1.0
+
+
 async def test_the_samples_build_their_survey(archive: Archive, tmp_path: Path) -> None:
     """What `make run` does: the samples, ingested as public images, build the survey with no step by hand;
     a survey whose folder is missing is built again at startup (`ensure`)."""
