@@ -6,6 +6,7 @@ failed ingest and a job waited for too short a time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 from collections.abc import Iterator
@@ -51,15 +52,21 @@ async def make_accounts(data: Path) -> tuple[str, str]:
         await archive.close()
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    root = tmp_path_factory.mktemp("client")
+@contextlib.contextmanager
+def serving(root: Path) -> Iterator[Served]:
+    """A real `imagex serve` of an empty archive in `root/var` with the accounts of `make_accounts`."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGEX_")}
     env.update(IMAGEX_DATA=str(root / "var"), IMAGEX_WORKERS="1", IMAGEX_PORT=str(free_port()),
                IMAGEX_HOST="127.0.0.1", IMAGEX_HIPS="false")
     token, tiny = asyncio.run(make_accounts(root / "var"))
     with imagex_serve(env, root / "serve.log") as url:
         yield Served(url, token, tiny)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serving(tmp_path_factory.mktemp("client")) as running:
+        yield running
 
 
 @pytest.fixture
