@@ -32,7 +32,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 def notebook_page(*outputs: str) -> str:
     cells = "".join(f'<div class="output" id="out{index}">{html}</div>' for index, html in enumerate(outputs))
-    return f'<!doctype html><html><head><meta charset="utf-8"><title>Notebook</title></head><body>{cells}</body></html>'
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>Notebook</title></head>'
+            f'<body>{cells}</body></html>')
 
 
 async def test_the_html_of_show_displays_the_latest_version_in_its_viewer(page, served, tmp_path):
