@@ -10,24 +10,28 @@
         imagex.show(process(step), name="result")     # one output, updated in place: the latest version
 
 Needs httpx (`pip install 'imagex[notebook]'`), numpy and astropy; IPython only to display in a notebook.
-`show` uploads an array as FITS, waits until its image is ready, displays the embed viewer (`app.notebook`)
-and then deletes the earlier versions of that name (same owner), so the archive holds the current one.
-The notebook's browser loads the view, so it shows what that browser may see: a public image anywhere; a
-private one only in a browser logged in to ImageX on the notebook's own origin (embeds of images that are
-not public may be framed only by ImageX's own pages)."""
+`show` uploads an array as FITS, waits until its image is ready, displays a viewer and then deletes the
+earlier versions of that name (same owner), so the archive holds the current one. A public image is shown
+in its embed page (`app.notebook`). An image that is not public cannot be: the notebook's browser is not
+logged in to ImageX, and such embeds may be framed only by ImageX's own pages. It is drawn instead from the
+signed tile links the API gives its owner (a sandboxed frame running OpenSeadragon from the server), which
+work for whoever holds them until they expire (IMAGEX_TILE_TOKEN_TTL, 12 h) or the image's visibility
+changes or it is deleted: a notebook saved with its outputs shares the pixels for that long."""
 
 from __future__ import annotations
 
+import html
 import io
+import json
 import os
 import time
 import uuid
-import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
+from xml.etree import ElementTree
 
 import numpy as np
 from astropy.io import fits
@@ -57,23 +61,53 @@ class JobTimeout(ImageXClientError):
     """An ingest job not finished within the time waited."""
 
 
+@dataclass(frozen=True)
+class TileView:
+    """A zoomable view of an image drawn from its signed tile links: a sandboxed frame (no access to the
+    notebook's page) running the server's OpenSeadragon on the Deep Zoom description given inline, so
+    nothing is fetched but the script and the tiles (no cross-origin request needs CORS)."""
+
+    server: str
+    image_id: str
+    source: dict[str, Any]  # OpenSeadragon's inline Deep Zoom tile source
+    width: int
+    height: int
+
+    def page(self) -> str:
+        vendor = f"{self.server}/static/vendor/openseadragon/"
+        options = {"id": "view", "prefixUrl": vendor + "images/", "drawer": "canvas",
+                   "crossOriginPolicy": False, "maxZoomPixelRatio": 8, "showNavigator": True,
+                   "tileSources": self.source}
+        script = json.dumps(options).replace("<", "\\u003c")  # no "</script>" can end the script early
+        return ('<!doctype html><html><head><meta charset="utf-8"><style>html,body{margin:0;height:100%;'
+                'background:#222}#view{width:100%;height:100%}</style>'
+                f'<script src="{html.escape(vendor, quote=True)}openseadragon.min.js"></script></head>'
+                f'<body><div id="view"></div><script>window.viewer = OpenSeadragon({script});</script>'
+                '</body></html>')
+
+    def _repr_html_(self) -> str:
+        return (f'<iframe srcdoc="{html.escape(self.page(), quote=True)}" sandbox="allow-scripts" '
+                f'width="{self.width}" height="{self.height}" title="ImageX image {self.image_id}" '
+                'style="border:0" referrerpolicy="no-referrer"></iframe>')
+
+
 @dataclass
 class Shown:
-    """What `Client.show` displayed: the image record and its embed. In a notebook `show` displays it
+    """What `Client.show` displayed: the image record and its view. In a notebook `show` displays it
     itself (with a display id, so the next `show` of the same name replaces it); displaying this object
     again shows nothing more. Elsewhere `_repr_html_` is the iframe."""
 
     image: dict[str, Any]
-    embed: Embed
+    view: Embed | TileView
     display_id: str
     displayed: bool = False
 
     def _repr_html_(self) -> str:
-        return self.embed._repr_html_()
+        return self.view._repr_html_()
 
     def _ipython_display_(self) -> None:
         if not self.displayed:
-            _display(self.embed, self.display_id, update=False)
+            _display(self.view, self.display_id, update=False)
             self.displayed = True
 
 
@@ -241,18 +275,38 @@ class Client:
             image, key = self.image(data), "id:" + data
         else:
             raise TypeError(f"show takes a numpy array or an image id, not {type(data).__name__}")
-        embed = embed_of(self.url, image=image["id"], width=width, height=height)
-        if image.get("effective_visibility") != "public":
-            warnings.warn(f"image {image['id']} is {image.get('effective_visibility')}: only a browser "
-                          f"logged in to {self.url} on this notebook's own origin shows it; "
-                          "elsewhere the frame says 'This view is not available.' (pass "
-                          "visibility='public' to show it anywhere)", stacklevel=2)
+        view = self.view(image, width, height)
         update = key in self._displays
-        shown = Shown(image, embed, self._displays.setdefault(key, f"imagex-{uuid.uuid4().hex}"))
+        shown = Shown(image, view, self._displays.setdefault(key, f"imagex-{uuid.uuid4().hex}"))
         if display if display is not None else _in_ipython():
-            _display(embed, shown.display_id, update=update)
+            _display(view, shown.display_id, update=update)
             shown.displayed = True
         return shown
+
+    def view(self, image: Mapping[str, Any], width: int = 800, height: int = 600) -> Embed | TileView:
+        """How a notebook shows `image` (a record): its embed page when it is public, else a view drawn
+        from its signed tile links (see the module's docstring)."""
+        if image.get("effective_visibility") == "public":
+            return embed_of(self.url, image=str(image["id"]), width=width, height=height)
+        dzi = image.get("dzi_url")
+        if not dzi:
+            raise ImageXClientError(f"image {image['id']} has no tiles you may see")
+        answer = self._http.get(str(dzi))
+        _check(answer, "GET", str(dzi))
+        try:
+            # expat >= 2.4 bounds entity expansion and ElementTree resolves no external entities
+            root = ElementTree.fromstring(answer.content)  # noqa: S314
+            size = root.find("{*}Size")
+            assert size is not None
+            source = {"Image": {"xmlns": root.tag.partition("}")[0].lstrip("{"),
+                                "Url": self.url + str(dzi).removesuffix(".dzi") + "_files/",
+                                "Format": root.attrib["Format"], "Overlap": root.attrib["Overlap"],
+                                "TileSize": root.attrib["TileSize"],
+                                "Size": {"Width": size.attrib["Width"], "Height": size.attrib["Height"]}}}
+        except (ElementTree.ParseError, AssertionError, KeyError):
+            raise ImageXClientError(f"GET {dzi}: not a Deep Zoom description") from None
+        return TileView(self.url, str(image["id"]), source, _pixels(width, "width"),
+                        _pixels(height, "height"))
 
     def _drop_versions(self, name: str, keep: set[str], owner: str) -> None:
         for image in self._versions(name):
@@ -333,7 +387,7 @@ def _in_ipython() -> bool:
     return get_ipython() is not None
 
 
-def _display(embed: Embed, display_id: str, *, update: bool) -> None:
+def _display(view: Embed | TileView, display_id: str, *, update: bool) -> None:
     from IPython.display import display  # type: ignore[import-not-found, unused-ignore]
 
-    display(embed, display_id=display_id, update=update)
+    display(view, display_id=display_id, update=update)

@@ -20,7 +20,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from app.archive import Archive
-from app.client import SHOW_CARD, Client, ImageXClientError, JobTimeout, fits_bytes, show_name
+from app.client import SHOW_CARD, Client, ImageXClientError, JobTimeout, TileView, fits_bytes, show_name
+from app.notebook import Embed
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.settings import Settings
 from tests.browser.conftest import imagex_serve
@@ -88,18 +89,22 @@ def pixels(content: bytes) -> np.ndarray:
 class Frames(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
-        self.sources: list[str | None] = []
+        self.frames: list[dict[str, str | None]] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "iframe":
-            self.sources.append(dict(attrs)["src"])
+            self.frames.append(dict(attrs))
+
+    @classmethod
+    def of(cls, html: str) -> list[dict[str, str | None]]:
+        parser = cls()
+        parser.feed(html)
+        return parser.frames
 
 
 def iframe_source(html: str) -> str | None:
-    parser = Frames()
-    parser.feed(html)
-    [source] = parser.sources
-    return source
+    [frame] = Frames.of(html)
+    return frame["src"]
 
 
 def test_a_file_uploaded_is_found_and_downloaded_as_it_was(client, tmp_path):
@@ -150,15 +155,29 @@ def test_showing_a_name_again_replaces_its_image(client, served):
     assert [found["id"] for found in client.search(keyword=SHOW_CARD, eq="evolving")] == [current["id"]]
 
 
-def test_show_of_an_id_embeds_it_and_warns_when_a_browser_may_not_see_it(client, served):
+def test_show_of_an_id_embeds_a_public_image_and_draws_a_private_one_from_signed_tiles(client, served):
     data, wcs = field(4)
     public = client.upload(data, "public field", wcs=wcs, visibility="public")
     shown = client.show(public["id"], display=False, width=640, height=480)
+    assert isinstance(shown.view, Embed)
     assert iframe_source(shown._repr_html_()) == f"{served.url}/embed/images/{public['id']}"
     assert 'width="640"' in shown._repr_html_()
     private = client.upload(data + 1, "private field", wcs=wcs)
-    with pytest.warns(UserWarning, match=f"image {private['id']} is private: only a browser logged in"):
-        client.show(private["id"], display=False)
+    view = client.show(private["id"], display=False).view
+    assert isinstance(view, TileView)
+    [frame] = Frames.of(view._repr_html_())
+    assert "src" not in frame and frame["sandbox"] == "allow-scripts"  # no access to the notebook's page
+    page = str(frame["srcdoc"])
+    folder = served.url + str(client.image(private["id"])["dzi_url"]).removesuffix("image.dzi")
+    assert f'"Url": "{folder}image_files/"' in page
+    assert f'<script src="{served.url}/static/vendor/openseadragon/openseadragon.min.js">' in page
+    assert view.source["Image"]["Size"] == {"Width": str(SIZE), "Height": str(SIZE)}
+
+
+def test_nothing_in_a_tile_view_ends_its_script_early():
+    view = TileView("http://x", "Abc123", {"Image": {"Url": "</script><script>alert(1)</script>"}}, 10, 10)
+    assert view.page().count("</script>") == 2  # the vendor script's and the viewer's own
+    assert '"Url": "\\u003c/script>\\u003cscript>alert(1)\\u003c/script>"' in view.page()
 
 
 def test_a_bad_token_is_refused_with_the_servers_message(served):
