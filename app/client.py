@@ -26,7 +26,8 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -148,7 +149,8 @@ class Client:
         self.close()
 
     # the API ----------------------------------------------------------------------------------------
-    def _call(self, method: str, path: str, **options: Any) -> Any:
+    def _send(self, method: str, path: str, **options: Any) -> httpx.Response:
+        """One request, its answer checked: a refusal or a broken connection raise ImageXClientError."""
         import httpx
 
         try:
@@ -156,7 +158,10 @@ class Client:
         except httpx.HTTPError as error:
             raise ImageXClientError(f"{method} {self.url}{path}: {error}") from None
         _check(answer, method, path)
-        return answer.json()
+        return answer
+
+    def _call(self, method: str, path: str, **options: Any) -> Any:
+        return self._send(method, path, **options).json()
 
     def me(self) -> dict[str, Any]:
         """The account the token acts as (`GET /api/me`)."""
@@ -193,17 +198,24 @@ class Client:
         """The original file of an image: its bytes, or written (streamed) to `path`, which is returned."""
         address = f"/images/{_id(image_id)}/original"
         if path is None:
-            answer = self._http.get(address)
-            _check(answer, "GET", address)
-            return answer.content
+            return self._send("GET", address).content
+        import httpx
+
         target = Path(path)
-        with self._http.stream("GET", address) as answer:
-            if answer.status_code >= 400:
-                answer.read()
-                _check(answer, "GET", address)
-            with target.open("wb") as output:
-                for chunk in answer.iter_bytes():
-                    output.write(chunk)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+        try:  # into a file beside it, renamed once whole: a failed download leaves nothing, changes nothing
+            with self._http.stream("GET", address) as answer:
+                if answer.status_code >= 400:
+                    answer.read()
+                    _check(answer, "GET", address)
+                with partial.open("wb") as output:
+                    for chunk in answer.iter_bytes():
+                        output.write(chunk)
+            partial.replace(target)
+        except httpx.HTTPError as error:
+            raise ImageXClientError(f"GET {self.url}{address}: {error}") from None
+        finally:
+            partial.unlink(missing_ok=True)
         return target
 
     # uploads ----------------------------------------------------------------------------------------
@@ -268,11 +280,10 @@ class Client:
             cards = header_of(header)
             cards[SHOW_CARD] = (name, "named by app.client.show")
             job = self.ingest(data, name, header=cards, wcs=wcs, visibility=visibility)
-            image = job["images"][0]
-            self._drop_versions(name, {item["id"] for item in job["images"]}, image["owner"])
-            key = "name:" + name
+            image, key = job["images"][0], "name:" + name
+            made = {item["id"] for item in job["images"]}
         elif isinstance(data, str):
-            image, key = self.image(data), "id:" + data
+            image, key, made = self.image(data), "id:" + data, set()
         else:
             raise TypeError(f"show takes a numpy array or an image id, not {type(data).__name__}")
         view = self.view(image, width, height)
@@ -281,6 +292,8 @@ class Client:
         if display if display is not None else _in_ipython():
             _display(view, shown.display_id, update=update)
             shown.displayed = True
+        if name is not None and made:
+            self._drop_versions(name, made, image["owner"])
         return shown
 
     def view(self, image: Mapping[str, Any], width: int = 800, height: int = 600) -> Embed | TileView:
@@ -291,8 +304,7 @@ class Client:
         dzi = image.get("dzi_url")
         if not dzi:
             raise ImageXClientError(f"image {image['id']} has no tiles you may see")
-        answer = self._http.get(str(dzi))
-        _check(answer, "GET", str(dzi))
+        answer = self._send("GET", str(dzi))
         try:
             # expat >= 2.4 bounds entity expansion and ElementTree resolves no external entities
             root = ElementTree.fromstring(answer.content)  # noqa: S314
@@ -309,12 +321,15 @@ class Client:
                         _pixels(height, "height"))
 
     def _drop_versions(self, name: str, keep: set[str], owner: str) -> None:
-        for image in self._versions(name):
+        """Delete the earlier images `show` made under `name` for `owner`; a refusal (a site that does not
+        let users delete) is a warning: the new version is shown all the same."""
+        for image in self.search(keyword=SHOW_CARD, eq=name):
             if image["id"] not in keep and image["owner"] == owner:
-                self.delete(image["id"])
-
-    def _versions(self, name: str) -> Iterator[dict[str, Any]]:
-        yield from self.search(keyword=SHOW_CARD, eq=name)
+                try:
+                    self.delete(image["id"])
+                except ImageXClientError as error:
+                    warnings.warn(f"the earlier version {image['id']} of {name!r} stays: {error}",
+                                  stacklevel=3)
 
 
 def show_name(name: object) -> str:

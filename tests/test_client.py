@@ -196,10 +196,17 @@ def test_no_token_at_all_says_where_to_make_one(served, monkeypatch):
         assert from_environment.me()["username"] == "alice"
 
 
-def test_a_missing_image_is_a_clear_error(client):
+def test_a_missing_image_is_a_clear_error_and_changes_no_file(client, tmp_path):
     with pytest.raises(ImageXClientError, match=r"GET /images/NoSuchImage1/original: 404 ") as missing:
         client.download("NoSuchImage1")
     assert missing.value.status == 404
+    kept = tmp_path / "kept.fits"
+    kept.write_bytes(b"mine")
+    with pytest.raises(ImageXClientError, match="404"):
+        client.download("NoSuchImage1", kept)
+    assert kept.read_bytes() == b"mine" and [path.name for path in tmp_path.iterdir()] == ["kept.fits"]
+    with pytest.raises(ImageXClientError, match=r"GET /api/images/NoSuchImage1: 404 "):
+        client.show("NoSuchImage1", display=False)
     with pytest.raises(ValueError, match="an image id is letters and digits"):
         client.download("../../etc/passwd")
 
