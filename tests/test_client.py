@@ -283,3 +283,27 @@ def test_waiting_too_short_names_the_job_and_the_time(served):
         hasty.upload(data, "hasty")
     assert "(hasty.fits) is still queued after" in str(late.value) or "is still running" in str(late.value)
     assert "timeout 0 s" in str(late.value) and "/api/jobs/" in str(late.value)
+
+
+def test_in_ipython_showing_a_name_again_updates_its_one_output(client, tmp_path, monkeypatch):
+    pytest.importorskip("IPython")
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
+
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    InteractiveShell.instance()
+    try:
+        data, wcs = field(8)
+        with capture_output() as captured:
+            first = client.show(data, "live", wcs=wcs, visibility="public")  # IPython runs: displayed
+            second = client.show(data + 9, "live", wcs=wcs, visibility="public")
+            display(second)  # as a cell ending with show(...) does: nothing more is shown
+    finally:
+        InteractiveShell.clear_instance()
+    assert first.displayed and second.displayed and first.display_id == second.display_id
+    assert [(output.transient, output.update) for output in captured.outputs] == [
+        ({"display_id": first.display_id}, False), ({"display_id": first.display_id}, True)]
+    assert [output.data["text/html"] for output in captured.outputs] == [first._repr_html_(),
+                                                                          second._repr_html_()]
+    assert iframe_source(second._repr_html_()).endswith(f"/embed/images/{second.image['id']}")
