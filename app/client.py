@@ -351,7 +351,7 @@ def show_name(name: object) -> str:
 
 def fits_bytes(data: np.ndarray, header: fits.Header | Mapping[str, Any] | None = None,
                wcs: WCS | None = None) -> bytes:
-    """`data` as a FITS file in memory, with `header`'s cards and the WCS's."""
+    """`data` as a FITS file in memory, with `header`'s cards and the WCS's (which win over the header's)."""
     array = np.asarray(data)
     if array.dtype == bool:
         array = array.astype(np.uint8)
@@ -361,7 +361,7 @@ def fits_bytes(data: np.ndarray, header: fits.Header | Mapping[str, Any] | None 
         raise ValueError(f"an image needs at least two axes, this array has shape {array.shape}")
     cards = header_of(header)
     if wcs is not None:
-        cards.update(wcs.to_header())
+        cards.update(wcs.to_header(relax=True))  # SIP and other distortions kept
     buffer = io.BytesIO()
     fits.PrimaryHDU(array, cards).writeto(buffer)
     return buffer.getvalue()
