@@ -405,4 +405,4 @@ def _in_ipython() -> bool:
 def _display(view: Embed | TileView, display_id: str, *, update: bool) -> None:
     from IPython.display import display  # type: ignore[import-not-found, unused-ignore]
 
-    display(view, display_id=display_id, update=update)
+    display(view, display_id=display_id, update=update)  # type: ignore[no-untyped-call, unused-ignore]
