@@ -57,5 +57,40 @@ def test_only_the_application_imports_the_routes():
 
 def test_the_checker_sees_imports_inside_functions(tmp_path):
     sample = tmp_path / "sample.py"
-    sample.write_text("def f():\n    from app.routes import units\n    import app.search.compile\n")
+    sample.write_text("def f():\n    from app.routes import units\n    import app.search.compile\n"
+                      "from app.routes.hips import survey_url\n")
     assert imported_packages(sample) == {"routes", "search"}
+    assert imported_route_modules(sample) == {"units", "hips"}
+
+
+# route modules of no page of their own: helpers every page's routes may use
+SHARED_ROUTE_MODULES = {"views", "zipstream", "schemas"}
+
+
+def imported_route_modules(path: Path) -> set[str]:
+    """The modules of app.routes a file imports (`from app.routes.X import ...`, `import app.routes.X`)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[:2] == ["app", "routes"] and len(parts) > 2:
+                found.add(parts[2])
+    return found
+
+
+def test_a_page_routes_import_no_other_page_routes():
+    """A page's routes take shared helpers from the shared route modules (or below the routes), never from
+    another page's route module."""
+    wrong = {}
+    for path in sorted((APP / "routes").glob("*.py")):
+        if path.name == "__init__.py":  # registers every page's blueprint
+            continue
+        others = imported_route_modules(path) - SHARED_ROUTE_MODULES - {path.stem}
+        if others:
+            wrong[path.name] = sorted(others)
+    assert wrong == {}

@@ -22,8 +22,9 @@ from quart import Blueprint, Response, request
 from werkzeug.exceptions import Forbidden, NotFound
 
 from app import tokens
-from app.archive import Archive, get_archive
-from app.hips.live import PUBLIC, REGISTERED, USER_PREFIX, is_survey_name, user_survey
+from app.archive import get_archive
+from app.hips.access import SURVEY_GEN, survey_subject
+from app.hips.live import PUBLIC, USER_PREFIX, is_survey_name
 from app.hips.survey import hips_root
 from app.identity import current_site, current_user
 from app.tiles.server import matches
@@ -36,39 +37,11 @@ _TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".fits": "application/fits"
           "": "text/plain; charset=utf-8"}
 # Tiles change when images arrive or go: a cache may keep one a minute, then asks again with the ETag.
 CACHE = "public, max-age=60"
-SURVEY_GEN = "0" * tokens.GEN_CHARS  # a survey has one generation: its tokens expire, its folder stays
 _EXPIRED = "this survey link has expired or is not valid; reload the page"
 
 
 def etag_of(stat: os.stat_result) -> str:
     return f'"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"'
-
-
-def _subject(survey: str) -> str:
-    return f"hips:{survey}"
-
-
-def survey_url(archive: Archive, survey: str) -> str:
-    """The base URL of a survey for a page: signed (expiring) for every survey but the public one."""
-    if survey == PUBLIC:
-        return f"/hips/{PUBLIC}"
-    token = tokens.make(archive.secret, _subject(survey), SURVEY_GEN, archive.settings.tile_token_ttl)
-    return f"/hips/{survey}/{token}"
-
-
-def surveys_for(archive: Archive) -> tuple[str, str]:
-    """The surveys the asker may see, as (base, own): the most inclusive shared survey (registered for a
-    logged-in user, public for a guest when guests may browse) and the user's own survey to show over it;
-    empty names when there is none (not built, or not allowed)."""
-    user, site = current_user(), current_site()
-    if user is None:
-        base = PUBLIC if site.guest_access else ""
-        own = ""
-    else:
-        base = REGISTERED
-        own = user_survey(user.username) if site.user_surveys else ""
-    built = [name if name and archive.hips.built(name) else "" for name in (base, own)]
-    return built[0], built[1]
 
 
 @bp.get("/hips/<survey>/<path:name>")
@@ -86,7 +59,7 @@ async def file(survey: str, name: str) -> Any:
         if survey.startswith(USER_PREFIX) and not current_site().user_surveys:
             raise NotFound("this site keeps no survey per user")
         token, _, name = name.partition("/")
-        checked = tokens.check(archive.secret, _subject(survey), token)
+        checked = tokens.check(archive.secret, survey_subject(survey), token)
         if checked is None or checked[1] != SURVEY_GEN:
             raise Forbidden(_EXPIRED)
         remaining = checked[0]

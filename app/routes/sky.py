@@ -11,7 +11,8 @@ from quart import Blueprint, render_template, request
 
 from app.archive import get_archive
 from app.headers import use_sky_policy
-from app.routes.hips import survey_url, surveys_for
+from app.hips.access import survey_url, surveys_for
+from app.identity import current_site, current_user
 
 bp = Blueprint("sky", __name__)
 
@@ -22,7 +23,7 @@ async def sky_page() -> Any:
     use_sky_policy()
     elements = [element for element in await archive.store.list_elements() if element.enabled]
     cone = next((element.id for element in elements if element.type == "cone"), "")
-    base, own = surveys_for(archive)
+    base, own = surveys_for(archive, current_user(), current_site())
     query = request.query_string.decode("ascii", "replace")
     return await render_template("sky.html", query=query, cone=cone, survey=base,
                                  survey_url=survey_url(archive, base) if base else "",

@@ -106,7 +106,7 @@ async def test_survey_links_are_signed_for_who_may_see_them(client: Any, make_us
     expires, gen, digest = token.split(".")
     forged = f"{expires}.{gen}.{'0' * len(digest) if digest != '0' * len(digest) else '1' * len(digest)}"
     from app import tokens
-    from app.routes.hips import SURVEY_GEN
+    from app.hips.access import SURVEY_GEN
 
     expired = tokens.make(archive.secret, f"hips:{mine}", SURVEY_GEN, 60, at=1_000_000)
     for path in (f"/hips/{mine}/properties", f"/hips/{mine}/{forged}/properties",
