@@ -22,8 +22,8 @@ ALLOWED = {
 }
 
 
-def imported_packages(path: Path) -> set[str]:
-    """The first component under `app.` of every `app.*` module the file imports."""
+def imported_modules(path: Path) -> set[str]:
+    """Every `app.*` name the file imports: modules, and for `from M import N` also `M.N`."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         names: list[str] = []
@@ -31,11 +31,13 @@ def imported_packages(path: Path) -> set[str]:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "app" and len(parts) > 1:
-                found.add(parts[1])
+        found.update(name for name in names if name.startswith("app."))
     return found
+
+
+def imported_packages(path: Path) -> set[str]:
+    """The first component under `app.` of every `app.*` module the file imports."""
+    return {name.split(".")[1] for name in imported_modules(path)}
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
@@ -69,18 +71,8 @@ SHARED_ROUTE_MODULES = {"views", "zipstream", "schemas"}
 
 def imported_route_modules(path: Path) -> set[str]:
     """The modules of app.routes a file imports (`from app.routes.X import ...`, `import app.routes.X`)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        names: list[str] = []
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        elif isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        for name in names:
-            parts = name.split(".")
-            if parts[:2] == ["app", "routes"] and len(parts) > 2:
-                found.add(parts[2])
-    return found
+    return {name.split(".")[2] for name in imported_modules(path)
+            if name.startswith("app.routes.") and len(name.split(".")) > 2}
 
 
 def test_a_page_routes_import_no_other_page_routes():

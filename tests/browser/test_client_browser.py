@@ -13,7 +13,7 @@ import pytest
 from app.client import Client
 from app.notebook import show
 from tests.browser.conftest import screenshot
-from tests.browser.test_embed_browser import other_site
+from tests.browser.test_embed_browser import FRAME_LOADED, other_site
 from tests.browser.test_viewer_browser import Recorder
 from tests.test_client import Served, field, serving
 
@@ -21,11 +21,6 @@ pytestmark = pytest.mark.browser
 
 DRAWN = """() => !!window.viewer && viewer.world.getItemCount() === 1 &&
   viewer.world.getItemAt(0).getFullyLoaded()"""
-LOADED = """() => {
-  const mosaic = window.imagexMosaic;
-  return !!mosaic && mosaic.ready() && mosaic.layers.length > 0 &&
-    mosaic.layers.every(layer => layer.items.length > 0 && layer.items.every(item => item.getFullyLoaded()));
-}"""
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +53,7 @@ async def test_the_html_of_show_displays_the_latest_version_and_a_private_image(
         viewer = page.frame_locator("#out0 iframe")
         await viewer.locator("#mosaic-viewer canvas").first.wait_for(timeout=30_000)
         frame = next(f for f in page.frames if f.url == f"{served.url}/embed/images/{latest.image['id']}")
-        await frame.wait_for_function(LOADED, timeout=60_000)
+        await frame.wait_for_function(FRAME_LOADED, timeout=60_000)
         mine = [(url, status) for url, status in recorder.tiles() if f"/tiles/{latest.image['id']}/" in url]
         assert any("/image_files/" in url and status == 200 for url, status in mine)
         assert all(status == 200 for _, status in mine), mine
