@@ -101,8 +101,8 @@ class Archive:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        if self._own_pool:
-            await asyncio.to_thread(self.pool.close)
+        if self._own_pool:  # work still running in it was for the tasks just cancelled: abandoned
+            await asyncio.to_thread(self.pool.finish)
         await self.store.close()
         self._open = False
 

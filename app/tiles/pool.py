@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -139,6 +139,9 @@ class Pool:
     def __init__(self, size: int) -> None:
         self.size = size
         self._executor: ProcessPoolExecutor | None = None
+        # what the processes were given and have not finished, whether or not anyone still awaits it (a
+        # cancelled await leaves its work running in the process)
+        self._unfinished: set[Future[Any]] = set()
 
     def _get(self) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -148,11 +151,21 @@ class Pool:
                 initializer=_initialise_worker, initargs=(os.getpid(),))
         return self._executor
 
+    def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        work = self._get().submit(fn, *args)
+        self._unfinished.add(work)
+        work.add_done_callback(self._unfinished.discard)
+        return asyncio.wrap_future(work)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a process is still working on something (perhaps for an await since cancelled)."""
+        return any(not work.done() for work in list(self._unfinished))
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` in a pool process and await its result."""
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._get(), fn, *args)
+            return await self._submit(fn, *args)
         except BrokenProcessPool:
             self._discard_broken()
             raise WorkerDied from None
@@ -161,10 +174,9 @@ class Pool:
                           grace: float = KILL_GRACE) -> T:
         """`run`, stopped with JobTimeout after `seconds` and failed with JobOutOfMemory past `memory`
         bytes (0: no limit)."""
-        loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
-            return await loop.run_in_executor(self._get(), run_limited, seconds, grace, memory, fn, *args)
+            return await self._submit(run_limited, seconds, grace, memory, fn, *args)
         except BrokenProcessPool:
             self._discard_broken()
             if seconds and time.monotonic() - started >= seconds + grace:  # killed for its time
@@ -188,6 +200,15 @@ class Pool:
             with contextlib.suppress(OSError, ValueError):
                 process.terminate()
         executor.shutdown(wait=True, cancel_futures=True)
+
+    def finish(self) -> None:
+        """At the end of a process, when nothing awaits the pool any more: stop the worker processes, and
+        abandon (`terminate`) whatever they are still working on for awaits that were cancelled (a survey
+        update or a job given back at shutdown), which must not hold a stopping server past its grace."""
+        if self.busy:
+            self.terminate()
+        else:
+            self.close()
 
     def close(self) -> None:
         """Stop the worker processes; safe to call twice."""

@@ -1,0 +1,82 @@
+"""A stopping process ends its pool at once when what the pool is still doing was for awaits that were
+cancelled (a survey update or a job given back at shutdown): `docker stop` must not reach its SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from app.archive import Archive
+from app.settings import Settings
+from app.tiles.pool import Pool
+
+
+def long_work(pid_file: str, seconds: float) -> int:
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def started(pid_file: Path) -> int:
+    for _ in range(600):
+        if pid_file.is_file() and pid_file.read_text():
+            return int(pid_file.read_text())
+        await asyncio.sleep(0.05)
+    raise AssertionError("the pool never started the work")
+
+
+async def gone(pid: int) -> bool:
+    for _ in range(200):
+        if not alive(pid):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_finish_abandons_work_whose_await_was_cancelled(tmp_path: Path):
+    pool = Pool(1)
+    pid_file = tmp_path / "pid"
+    waiting = asyncio.ensure_future(pool.run(long_work, str(pid_file), 600.0))
+    pid = await started(pid_file)
+    waiting.cancel()
+    assert pool.busy  # the process goes on with it: nobody told it
+    await asyncio.wait_for(asyncio.to_thread(pool.finish), 60)
+    assert await gone(pid)
+    assert not pool.busy
+
+
+async def test_finish_after_finished_work_closes_and_the_pool_serves_again(tmp_path: Path):
+    pool = Pool(1)
+    pid = await pool.run(long_work, str(tmp_path / "pid"), 0.0)
+    assert not pool.busy
+    await asyncio.to_thread(pool.finish)
+    assert await gone(pid)
+    assert await pool.run(long_work, str(tmp_path / "again"), 0.0) != pid  # a new process on first use
+    pool.close()
+
+
+async def test_closing_an_archive_does_not_wait_for_pool_work_of_its_cancelled_tasks(settings: Settings,
+                                                                                     tmp_path: Path):
+    """What `imagex serve` does on SIGTERM: its background tasks are cancelled, and what they had handed to
+    the pool must not keep the process alive."""
+    archive = Archive(settings)
+    await archive.startup()
+    pid_file = tmp_path / "pid"
+
+    async def background(stop: asyncio.Event) -> None:
+        await archive.run_in_pool(long_work, str(pid_file), 600.0)
+
+    archive.start_background("long", background)
+    pid = await started(pid_file)
+    await asyncio.wait_for(archive.close(survey_wait=0), 60)
+    assert await gone(pid)
