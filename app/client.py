@@ -40,6 +40,7 @@ from astropy.wcs import WCS
 
 from app.notebook import Embed, _pixels, _server
 from app.notebook import show as embed_of
+from app.notebook import sky as sky_of
 
 if TYPE_CHECKING:
     import httpx
@@ -319,6 +320,12 @@ class Client:
             raise ImageXClientError(f"GET {dzi}: not a Deep Zoom description") from None
         return TileView(self.url, str(image["id"]), source, _pixels(width, "width"),
                         _pixels(height, "height"))
+
+    def sky(self, *, target: tuple[float, float] | None = None, fov: float | None = None,
+            search: Mapping[str, str] | None = None, width: int = 800, height: int = 500) -> Embed:
+        """The archive on the sky, for a notebook cell: `app.notebook.sky` of this server (the public survey
+        and public images; the notebook's browser holds no login)."""
+        return sky_of(self.url, target=target, fov=fov, search=search, width=width, height=height)
 
     def _drop_versions(self, name: str, keep: set[str], owner: str) -> None:
         """Delete the earlier images `show` made under `name` for `owner`; a refusal (a site that does not

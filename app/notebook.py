@@ -3,6 +3,7 @@
     from app.notebook import show
     show("http://localhost:8000", image="ID")
     show("http://localhost:8000", mosaic=["ID1", "ID2"], width=900, height=600)
+    sky("http://localhost:8000", target=(83.82, -5.39), fov=2)  # the archive's survey and images on the sky
 
 The result renders as an iframe of the server's embed page (`_repr_html_`); nothing here imports Jupyter.
 The notebook's browser loads the view, so it shows what that browser may see (public images, unless it is
@@ -11,10 +12,11 @@ logged in to the server)."""
 from __future__ import annotations
 
 import html
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 MAX_IMAGES = 500  # as /embed/mosaic takes
 LARGEST = 10_000
@@ -88,3 +90,41 @@ def show(server: str, *, image: str | None = None, mosaic: Sequence[str] | None 
         raise ValueError(f"a mosaic shows at most {MAX_IMAGES} images; {len(ids)} were given")
     return Embed(f"{base}/embed/mosaic?ids={','.join(quote(i) for i in ids)}", width, height,
                  f"ImageX mosaic of {len(ids)} images")
+
+
+def _degrees(value: object, what: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise ValueError(f"{what} must be a number of degrees from {low:g} to {high:g}, got {value!r}")
+    return float(value)
+
+
+def sky(server: str, *, target: tuple[float, float] | None = None, fov: float | None = None,
+        search: Mapping[str, str] | None = None, width: int = 800, height: int = 500) -> Embed:
+    """An iframe of `server`'s sky embed: Aladin Lite over the archive's HiPS survey, with the outlines of
+    its images (a click opens one in a new tab). `target` is (RA, Dec) in degrees and `fov` the width of the
+    view in degrees (by default: the newest images); `search` the search page's parameters (e.g.
+    `{"object": "M 42"}`), to outline only what that search finds. A browser that is not logged in to the
+    server (a notebook's, usually) sees the public survey and public images."""
+    base = _server(server)
+    width, height = _pixels(width, "width"), _pixels(height, "height")
+    query: list[tuple[str, str]] = []
+    if search is not None:
+        if not isinstance(search, Mapping) or not all(isinstance(key, str) and isinstance(value, str)
+                                                      for key, value in search.items()):
+            raise ValueError("search must map the search page's parameter names to text, "
+                             "e.g. {'object': 'M 42'}")
+        query += [(key, value) for key, value in search.items() if key not in ("target", "fov")]
+    if target is not None:
+        if isinstance(target, str) or not isinstance(target, Sequence) or len(target) != 2:
+            raise ValueError(f"target must be (RA, Dec) in degrees, e.g. (83.82, -5.39), got {target!r}")
+        ra = _degrees(target[0], "target's RA", -360, 360)
+        dec = _degrees(target[1], "target's Dec", -90, 90)
+        query.append(("target", f"{ra % 360:.8g} {dec:.8g}"))
+    if fov is not None:
+        width_deg = _degrees(fov, "fov", 0, 360)
+        if width_deg == 0:
+            raise ValueError("fov must be above 0 degrees")
+        query.append(("fov", f"{width_deg:.8g}"))
+    url = f"{base}/embed/sky" + (f"?{urlencode(query)}" if query else "")
+    return Embed(url, width, height, "ImageX sky")

@@ -1,5 +1,5 @@
-"""`app.notebook.show`: the iframe HTML a notebook displays (URL building, escaping), and precise errors for
-bad arguments. Importing it needs no Jupyter."""
+"""`app.notebook.show` and `sky`: the iframe HTML a notebook displays (URL building, escaping), and precise
+errors for bad arguments. Importing it needs no Jupyter."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from app.notebook import Embed, show
+from app.notebook import Embed, show, sky
 
 ID1, ID2 = "Abc123Def456", "Xyz789Uvw012"
 
@@ -89,6 +89,37 @@ def test_a_path_with_quotes_is_escaped_in_the_html():
 def test_bad_arguments_are_refused_with_a_precise_message(server: Any, kwargs, error, message):
     with pytest.raises(error) as caught:
         show(server, **kwargs)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(("kwargs", "src"), [
+    ({}, "http://h:8000/embed/sky"),
+    ({"target": (83.82, -5.39), "fov": 2}, "http://h:8000/embed/sky?target=83.82+-5.39&fov=2"),
+    ({"target": (-10.5, 89.9)}, "http://h:8000/embed/sky?target=349.5+89.9"),
+    ({"search": {"object": "M 42 & <b>"}, "fov": 0.25},
+     "http://h:8000/embed/sky?object=M+42+%26+%3Cb%3E&fov=0.25"),
+])
+def test_the_sky_iframe_points_at_the_sky_embed(kwargs, src):
+    embed = sky("http://h:8000/", **kwargs)
+    frame = iframe(embed)
+    assert frame["src"] == src == embed.url
+    assert (frame["width"], frame["height"], frame["title"]) == ("800", "500", "ImageX sky")
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"target": "83 -5"}, "target must be (RA, Dec) in degrees"),
+    ({"target": (83.0,)}, "target must be (RA, Dec) in degrees"),
+    ({"target": (83.0, 95.0)}, "target's Dec must be a number of degrees from -90 to 90, got 95.0"),
+    ({"target": (float("nan"), 0.0)}, "target's RA must be a number of degrees"),
+    ({"target": ("83", 0.0)}, "target's RA must be a number of degrees"),
+    ({"fov": 0}, "fov must be above 0 degrees"),
+    ({"fov": 400}, "fov must be a number of degrees from 0 to 360, got 400"),
+    ({"search": {"object": 42}}, "search must map the search page's parameter names to text"),
+    ({"width": 0}, "width must be a whole number of pixels from 1"),
+])
+def test_bad_sky_arguments_are_refused_with_a_precise_message(kwargs, message):
+    with pytest.raises(ValueError) as caught:
+        sky("http://h", **kwargs)
     assert message in str(caught.value)
 
 

@@ -1,6 +1,8 @@
 // The sky page: Aladin Lite (the vendored npm package) over the archive's own HiPS survey, the outlines of
 // the images the asker may see (GET /api/search/footprints with the page's search parameters), their names
 // under the cursor, a click to open one, and "Search this view" (a cone search of the circle in view).
+// The same script runs the sky embed (app/templates/embed_sky.html, data-embed): no list, and a click opens
+// the image in a new tab rather than in the frame.
 
 const element = document.getElementById("sky");
 const status = document.getElementById("sky-status");
@@ -99,6 +101,12 @@ async function start() {
   const { default: A } = await import(element.dataset.aladin);
   await A.init;
   const view = firstView(data.images);
+  if (element.dataset.target) {  // the page was asked to look there first
+    view.target = element.dataset.target;
+  }
+  if (element.dataset.fov) {
+    view.fov = Number(element.dataset.fov);
+  }
   const options = {
     target: view.target, fov: view.fov, projection: "AIT", cooFrame: "equatorial", showCooGrid: true,
     showReticle: false, showSimbadPointerControl: false, showShareControl: false, log: false,
@@ -115,7 +123,7 @@ async function start() {
   overlay.addFootprints(data.images.map((image) => A.polygon(image.corners)));
   const shapes = data.images.map(outline).filter((shape) => shape !== null);
 
-  for (const image of data.images) {
+  for (const image of list ? data.images : []) {
     const item = document.createElement("li");
     const link = document.createElement("a");
     link.href = image.url;
@@ -138,7 +146,9 @@ async function start() {
       return;
     }
     const found = imageAt(shapes, event.ra, event.dec);
-    if (found) {
+    if (found && element.dataset.embed) {
+      window.open(new URL(found.url, window.location.href).href, "_blank", "noopener");
+    } else if (found) {
       window.location.href = found.url;
     }
   });

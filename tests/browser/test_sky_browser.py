@@ -144,3 +144,55 @@ async def test_bad_search_parameters_are_said_on_the_page(page, sky_server: Serv
     await page.wait_for_function("() => document.getElementById('sky-status').textContent.startsWith("
                                  "'The images cannot be shown')", timeout=10_000)
     assert "Sky position: RA 'nowhere' is not a coordinate" in (await page.text_content("#sky-status") or "")
+
+
+async def test_a_notebooks_sky_view_shows_the_survey_and_opens_an_image_in_a_new_tab(page, sky_server: Server,
+                                                                                     tmp_path: Path):
+    """`app.notebook.sky`'s HTML in a page of another origin (a Jupyter server's), in a browser not logged
+    in: the sky embed looks where it was told, outlines the public images over the public survey, and a
+    click opens the image in a new tab, the notebook staying where it is."""
+    from app.notebook import sky
+    from tests.browser.test_client_browser import notebook_page
+    from tests.browser.test_embed_browser import other_site
+
+    survey: list[tuple[str, int]] = []
+    page.on("response", lambda response: survey.append((urlsplit(response.url).path, response.status))
+            if "/hips/public/" in response.url else None)
+    violations: list[str] = []
+    page.on("console", lambda message: violations.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    view = sky(sky_server.url, target=(151.0, 18.5), fov=6, width=900, height=500)  # between the two
+    (tmp_path / "notebook.html").write_text(notebook_page(view._repr_html_()))
+    with other_site(tmp_path) as notebook:
+        response = await page.goto(f"{notebook}/notebook.html")
+        assert response is not None and response.status == 200
+        ready = page.frame_locator("#out0 iframe").locator('#sky[data-ready="true"]')
+        await ready.wait_for(state="attached", timeout=30_000)
+        frame = await (await page.locator("#out0 iframe").element_handle()).content_frame()
+        assert frame is not None and frame.url.startswith(f"{sky_server.url}/embed/sky?target=151")
+        assert await frame.text_content("#sky-status") == "2 images outlined"
+        ra, dec = await frame.evaluate("() => window.imagexSky.aladin.getRaDec()")
+        assert (ra, dec) == (pytest.approx(151.0, abs=1e-3), pytest.approx(18.5, abs=1e-3))
+        assert await frame.evaluate("() => window.imagexSky.aladin.getFov()[0]") == pytest.approx(6, rel=0.05)
+        await page.wait_for_timeout(1000)
+        assert ("/hips/public/properties", 200) in survey
+        tiles = [status for path, status in survey if path.startswith("/hips/public/Norder")]
+        assert 200 in tiles, survey  # (tiles where no image lies are missing: 404, as HiPS allows)
+        box = await page.locator("#out0 iframe").bounding_box()
+        assert box is not None
+        await frame.evaluate("() => window.imagexSky.aladin.gotoRaDec(150.0, 20.0)")
+        await page.wait_for_timeout(500)
+        x, y = await frame.evaluate("() => window.imagexSky.aladin.world2pix(150.0, 20.0)")
+        await page.mouse.move(box["x"] + x + 3, box["y"] + y + 3)
+        await page.mouse.move(box["x"] + x, box["y"] + y)
+        await frame.wait_for_function("() => document.getElementById('sky-hover').textContent === 'NGC 1'",
+                                      timeout=10_000)
+        async with page.context.expect_page() as opened:
+            await page.mouse.click(box["x"] + x, box["y"] + y)
+        tab = await opened.value
+        await tab.wait_for_load_state()
+        assert urlsplit(tab.url).path == f"/images/{ids(sky_server)['NGC 1']}"
+        assert page.url == f"{notebook}/notebook.html"
+        await screenshot(page, "notebook-sky.png")
+    refused = [text for text in violations if "connect-src" not in text and "Refused to connect" not in text]
+    assert refused == []

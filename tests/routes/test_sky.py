@@ -52,3 +52,38 @@ async def test_the_sky_page_lets_aladin_lite_run_and_nothing_more(client):
     assert "'unsafe-inline'" not in policy and "frame-ancestors 'none'" in policy
     other = (await client.get("/search")).headers["Content-Security-Policy"]
     assert "wasm-unsafe-eval" not in other and "worker-src" not in other
+
+
+async def test_the_sky_embed_may_be_framed_by_other_sites_for_a_guest_only(client, archive, make_user):
+    response = await client.get("/embed/sky?object=M+1&target=-10+%2B45.5&fov=3deg")
+    assert response.status_code == 200
+    page = await text_of(response)
+    # the view's first place is Aladin Lite's, not a search parameter
+    assert 'data-footprints="/api/search/footprints?object=M+1"' in page
+    assert 'data-target="350 45.5" data-fov="3"' in page and 'data-embed="true"' in page
+    policy = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors *" in policy and "'wasm-unsafe-eval'" in policy
+    assert "X-Frame-Options" not in response.headers
+    assert response.headers["Cache-Control"] == "no-store"
+    await make_user("ann")
+    await log_in(client, "ann")
+    mine = await client.get("/embed/sky")  # what ann sees (her private images) is for this site's frames
+    assert mine.status_code == 200
+    assert "frame-ancestors 'self'" in mine.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("target=nowhere", "target must be &#39;RA Dec&#39; in degrees (Dec from -90 to 90)"),
+    ("target=10+91", "target must be &#39;RA Dec&#39; in degrees"),
+    ("target=10+20+30", "target must be &#39;RA Dec&#39; in degrees"),
+    ("target=nan+0", "target must be &#39;RA Dec&#39; in degrees"),
+    ("fov=0", "fov must be the width of the view in degrees, above 0 and at most 360; got &#39;0&#39;"),
+    ("fov=%3Cscript%3E", "got &#39;&lt;script&gt;&#39;"),
+])
+async def test_a_bad_first_view_is_said_on_both_pages(client, query, message):
+    embed = await client.get(f"/embed/sky?{query}")
+    assert embed.status_code == 400
+    assert message in await text_of(embed)
+    page = await client.get(f"/sky?{query}")
+    assert page.status_code == 400
+    assert message in await text_of(page)
