@@ -2,12 +2,15 @@
 processes included), against bare `vips dzsave` of the same image already scaled to 8 bits, in the same
 run: the floor for any tool that has to write a Deep Zoom pyramid of that many pixels.
 
-    .venv/bin/python bench/large.py [--sizes 8192,16384,32768] [--huge] [--keep]
+    .venv/bin/python bench/large.py [--sizes 8192,16384,32768] [--huge] [--compressed] [--keep]
 
 For each size prints seconds, MPix/s, the peak RSS of the whole process tree (the command and every
 process it started, summed, sampled every 20 ms) and the ratio of ImageX's time to bare dzsave's.
 `--huge` adds 65536^2 (16 GB of pixels; needs IMAGEX_MAX_PIXELS raised past the default and the disk room
 for about 40 GB). The images are written strip by strip (bounded memory) as a smooth sky with noise.
+`--compressed` ingests each image as a RICE tile-compressed `.fz` instead (fpack's default: a tile a row,
+quantized floats), written from the plain file by astropy (which holds the image to compress it: the
+benchmark's own memory, not measured); bare dzsave still reads the plain file.
 """
 
 from __future__ import annotations
@@ -49,6 +52,17 @@ def write_fits(path: Path, side: int) -> None:
             handle.write(strip.tobytes())
         written = handle.tell()
         handle.write(b"\0" * (-written % 2880))
+
+
+def write_compressed(plain: Path, target: Path) -> None:
+    """`plain` as a RICE tile-compressed image in an extension, a tile a row (as fpack writes it)."""
+    from astropy.io import fits
+
+    with fits.open(plain, memmap=True) as hdul:
+        data, header = hdul[0].data, hdul[0].header
+        compressed = fits.CompImageHDU(data, header=header, compression_type="RICE_1",
+                                       tile_shape=(1, data.shape[1]))
+        fits.HDUList([fits.PrimaryHDU(), compressed]).writeto(target)
 
 
 class TreeMemory:
@@ -131,6 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--sizes", default="8192,16384,32768", help="image sides, comma-separated")
     parser.add_argument("--huge", action="store_true", help="also 65536 x 65536")
+    parser.add_argument("--compressed", action="store_true", help="ingest RICE-compressed .fz copies")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder and print it")
     args = parser.parse_args()
     sides = [int(text) for text in args.sizes.split(",") if text.strip()]
@@ -145,15 +160,20 @@ def main() -> None:
             source = folder / f"large_{side}.fits"
             print(f"writing {side}x{side} float32 ({side * side * 4 / 1e9:.1f} GB) ...", flush=True)
             write_fits(source, side)
+            ingested = source
+            if args.compressed:
+                ingested = folder / f"large_{side}.fits.fz"
+                write_compressed(source, ingested)
+                print(f"  compressed to {ingested.stat().st_size / 1e9:.2f} GB", flush=True)
             env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGEX_")}
             env["IMAGEX_DATA"] = str(folder / "var")
             env["IMAGEX_MAX_PIXELS"] = str(max(side * side, 500_000_000))
             env["IMAGEX_HIPS"] = "false"  # the sky survey is not part of the pixel path measured here
-            command = [str(IMAGEX), "ingest", "--no-progress", "--workers", "1", str(source)]
+            command = [str(IMAGEX), "ingest", "--no-progress", "--workers", "1", str(ingested)]
             seconds, peak, output = run(command, env)
             match = SUMMARY.search(output)
             if match is None or int(match.group(4)):
-                raise SystemExit(f"imagex ingest did not ingest {source.name}:\n{output}")
+                raise SystemExit(f"imagex ingest did not ingest {ingested.name}:\n{output}")
             shutil.rmtree(folder / "var", ignore_errors=True)
             bare_seconds, bare_peak = bare_dzsave(source, folder)
             source.unlink()

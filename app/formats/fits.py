@@ -61,6 +61,9 @@ class PixelPlace:
     bscale: float = 1.0
     bzero: float = 0.0
     blank: int | None = None
+    # a tile-compressed image (.fz): its rows are decompressed by astropy, band by band (`offset` unused)
+    compressed: bool = False
+    index: int = 0  # the plane's index in a cube (for a compressed one; a plain one's is in `offset`)
 
 
 class FitsReader(Reader):
@@ -206,15 +209,18 @@ class FitsReader(Reader):
 
     def strips(self, plane: Plane, index: int = 0) -> PixelPlace | None:
         """Where plane `index` of `plane` lies in the file, for reading it strip by strip
-        (app/tiles/stream.py), or None when its pixels cannot be (a gzipped file, a tile-compressed image):
-        those are read whole by `pixels`."""
+        (app/tiles/stream.py), or None when its pixels cannot be (a gzipped file): those are read whole by
+        `pixels`. A tile-compressed plane is read band by band of its tiles (`compressed`)."""
         hdu = self.structure[plane.hdu]
-        if self._gzipped or hdu.compressed or len(hdu.shape) < 2:
+        if self._gzipped or len(hdu.shape) < 2:
             return None
         width, height = hdu.shape[0], hdu.shape[1]
         planes = math.prod(hdu.shape[2:])
         if not 0 <= index < planes:
             raise FormatError(f"plane {index + 1} asked of an image with {planes} planes")
+        if hdu.compressed:
+            return PixelPlace(self.path, plane.hdu, 0, width, height, hdu.bitpix, compressed=True,
+                              index=index)
         header = plane.header
         numbers = (int, float)
         bscale, bzero, blank = header.get("BSCALE", 1.0), header.get("BZERO", 0.0), header.get("BLANK")

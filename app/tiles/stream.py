@@ -11,6 +11,10 @@ converted per strip as astropy converts them. Loaded with `access="sequential"`,
 
 The sample that the interval and histogram are measured on (`scaling.sample`: every step-th pixel of
 every step-th row) is read row by row, and the exact 64-bit copy (`science.EXACT_NAME`) strip by strip.
+
+A tile-compressed plane (`.fz`: `CompressedStrips`) is served the same way, its rows decompressed by
+astropy's section reads one band of tiles at a time (the band last read kept for the next rows), through
+the memory-mapped compressed table: the working set is one band, whatever the image's size.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -33,6 +39,9 @@ _STRIP_BYTES = 2 * 1024 * 1024
 # TIFF SampleFormat: 1 unsigned, 2 signed, 3 IEEE float
 _SAMPLE_FORMATS = {"u": 1, "i": 2, "f": 3}
 _SHORT, _LONG, _LONG8 = 3, 4, 16
+# astropy's decompression (cfitsio's HCOMPRESS among them) keeps state of its own between calls: two threads
+# decompressing at once (the display and science pyramids of one plane) garble each other's pixels
+_DECOMPRESSING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,8 @@ class FitsStrips(PixelPlace):
         place = reader.strips(plane, index) if hasattr(reader, "strips") else None
         if place is None:
             return None
-        return cls(**{field.name: getattr(place, field.name) for field in fields(place)})
+        kind = CompressedStrips if place.compressed else cls
+        return kind(**{field.name: getattr(place, field.name) for field in fields(place)})
 
     @property
     def raw_dtype(self) -> np.dtype[Any]:
@@ -133,10 +143,16 @@ class FitsStrips(PixelPlace):
         with self.path.open("rb") as handle, target.open("wb") as out:
             np.lib.format.write_array_header_1_0(out, {"descr": "<f8", "fortran_order": False,
                                                        "shape": (self.height, self.width)})
-            for top in range(0, self.height, rows):
-                count = min(rows, self.height - top)
-                strip = self.rows(handle, self.height - top - count, count)[::-1]
-                out.write(np.ascontiguousarray(strip, dtype="<f8").tobytes())
+            try:
+                for top in range(0, self.height, rows):
+                    count = min(rows, self.height - top)
+                    strip = self.rows(handle, self.height - top - count, count)[::-1]
+                    out.write(np.ascontiguousarray(strip, dtype="<f8").tobytes())
+            finally:
+                self.release(handle)
+
+    def release(self, handle: BinaryIO) -> None:
+        """Let go of what reading through `handle` holds (nothing for a plain plane)."""
 
     @property
     def needs_exact(self) -> bool:
@@ -163,6 +179,119 @@ class FitsStrips(PixelPlace):
         source = VirtualTiff(self)
         picture = pyvips.Image.tiffload_source(source.source, access="sequential")
         return picture, source
+
+
+class CompressedStrips(FitsStrips):
+    """A tile-compressed plane's rows, decompressed band by band (see the module). The display and science
+    pyramids read the same rows at about the same time, from two threads: the bands last decompressed
+    (`_KEPT` of them, a strip's bytes each) are shared, so that each is decompressed once for both, and one
+    astropy file serves every reader, under `_DECOMPRESSING`. `release` closes it when its readers are
+    done (it is opened again on the next read)."""
+
+    _KEPT = 4
+
+    @property
+    def _state(self) -> dict[str, Any]:
+        # a frozen dataclass: what is kept between reads lives in the instance's own dict
+        state: dict[str, Any] = self.__dict__.setdefault("_kept", {"file": None, "bands": {}, "memmap": True})
+        return state
+
+    def _hdu(self) -> Any:
+        """The CompImageHDU (opened on first use; call with `_DECOMPRESSING` held)."""
+        from astropy.io import fits
+
+        state = self._state
+        if state["file"] is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                state["file"] = fits.open(self.path, memmap=state["memmap"], lazy_load_hdus=True)
+        return state["file"][self.hdu]
+
+    def release(self, handle: BinaryIO) -> None:
+        with _DECOMPRESSING:
+            self._close()
+
+    def _close(self) -> None:
+        state = self._state
+        if state["file"] is not None:
+            state["file"].close()
+        state["file"] = None
+        state["bands"].clear()
+
+    def _unreadable(self, error: Exception) -> FormatError:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return FormatError(f"{self.path.name}: HDU {self.hdu}: the compressed pixel data cannot be read "
+                           f"({reason}): corrupt, truncated, or changed while it was read")
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        kind = self.__dict__.get("_dtype")
+        if kind is None:
+            kind = self.__dict__["_dtype"] = self.rows(None, 0, 1).dtype  # type: ignore[arg-type]
+        return kind
+
+    @property
+    def converted(self) -> bool:
+        return True  # the bytes come from astropy, never straight from the file
+
+    def _band(self, start: int) -> tuple[int, np.ndarray]:
+        """The band of whole tiles holding FITS row `start`: (its first row, its rows)."""
+        state = self._state
+        hdu = self._hdu()
+        # whole tiles, about a strip's bytes of them: astropy spends time on each tile and each read
+        tile_rows = max(1, int(hdu.tile_shape[-2]))
+        band = tile_rows * max(1, _STRIP_BYTES // (8 * self.width * tile_rows))
+        first = start - start % band
+        kept = state["bands"].get(first)
+        if kept is None:
+            outer = tuple(int(n) for n in hdu.shape[:-2])
+            position = tuple(int(i) for i in np.unravel_index(self.index, outer)) if outer else ()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    kept = np.array(hdu.section[(*position, slice(first, first + band))])
+                except ValueError as error:
+                    if "memmap" not in str(error) or not state["memmap"]:
+                        raise
+                    # scaled integers (BZERO/BSCALE/BLANK) cannot be read through a memory map
+                    self._close()
+                    state["memmap"] = False
+                    return self._band(start)
+            if len(state["bands"]) >= self._KEPT:
+                del state["bands"][next(iter(state["bands"]))]  # the oldest
+            state["bands"][first] = kept
+        return first, kept
+
+    def rows(self, handle: BinaryIO, first: int, count: int) -> np.ndarray:
+        parts = []
+        row = first
+        try:
+            with _DECOMPRESSING:
+                while row < first + count:
+                    start, band = self._band(row)
+                    stop = min(first + count, start + len(band))
+                    parts.append(band[row - start:stop - start])
+                    row = stop
+        except MemoryError:
+            raise
+        except Exception as error:  # astropy raises many kinds on corrupt compressed tiles
+            raise self._unreadable(error) from None
+        data = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        kind = data.dtype.newbyteorder("=")
+        if kind.kind in "iu" and kind.itemsize == 8:
+            kind = np.dtype("f8")  # as `FitsReader.pixels` takes 64-bit integers
+        return data.astype(kind)
+
+    def sample(self, step: int) -> np.ndarray:
+        parts = []
+        rows = max(1, _STRIP_BYTES // (8 * self.width))
+        for top in range(0, self.height, rows):  # whole strips: a band is decompressed once
+            count = min(rows, self.height - top)
+            strip = self.rows(None, self.height - top - count, count)[::-1]  # type: ignore[arg-type]
+            chosen = np.arange(top, top + count)
+            parts.append(strip[(chosen % step) == 0, ::step].astype(np.float64).ravel())
+        values = np.concatenate(parts) if parts else np.zeros(0)
+        return values[np.isfinite(values)]
 
 
 def tiff_header(width: int, height: int, served: np.dtype[Any]) -> bytes:
@@ -209,6 +338,7 @@ class VirtualTiff:
         self.source.on_seek(self._seek)
 
     def close(self) -> None:
+        self.strips.release(self.file)
         self.file.close()
 
     @contextlib.contextmanager

@@ -163,7 +163,7 @@ async def test_an_upload_that_fails_ingest_is_not_kept(client, archive, alice_to
     await run_jobs(archive)
     job = await (await client.get(answer["status_url"], headers=alice_token)).get_json()
     assert job["state"] == "failed"
-    assert job["error"].startswith("broken.fits.fz: HDU 1: pixel data cannot be read")
+    assert job["error"].startswith("broken.fits.fz: HDU 1: the compressed pixel data cannot be read (")
     assert job["error"].endswith("; the upload was not kept")
     assert uploaded(archive) == [] and await archive.store.usage() == {}
 

@@ -1,0 +1,152 @@
+"""Tile-compressed (.fz) planes ingested band by band (app/tiles/stream.py `CompressedStrips`): the same
+display tiles, science values, exact copy, interval and histogram as the whole-image path (which a
+gzipped copy of the same file still takes), memory that does not follow the image's size, and corrupt
+compressed data failing with a precise message that leaves nothing behind."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from app.exceptions import FormatError
+from app.formats.fits import FitsReader
+from app.ingest import tiling
+from app.ingest.tiling import render_file
+from app.tiles import science
+from app.tiles.scaling import Scaling
+from app.tiles.stream import CompressedStrips, FitsStrips
+from tests.tiles.test_stream import PEAK, ROOT, SHAPE, level_pixels, sky, with_nans
+
+
+def compressed(data: np.ndarray, kind: str, tiles: tuple[int, ...] | None = None,
+               **cards: float) -> fits.HDUList:
+    hdu = fits.CompImageHDU(data, compression_type=kind, tile_shape=tiles)
+    for keyword, value in cards.items():
+        hdu.header[keyword] = value
+    return fits.HDUList([fits.PrimaryHDU(), hdu])
+
+
+def cases() -> list[tuple[str, fits.HDUList, int]]:
+    base = sky(SHAPE, 1)
+    return [
+        ("int16 RICE rows", compressed(np.round(base * 10).astype(np.int16), "RICE_1"), 0),
+        ("uint16 RICE 2-D tiles", compressed(np.round(base * 300).astype(np.uint16), "RICE_1", (64, 48)), 0),
+        ("int32 HCOMPRESS", compressed(np.round(base * 1e4).astype(np.int32), "HCOMPRESS_1", (16, 263)), 0),
+        ("float32 lossless GZIP NaN", compressed(with_nans(base).astype(np.float32), "GZIP_1"), 0),
+        ("float32 quantized RICE NaN", compressed(with_nans(base).astype(np.float32), "RICE_1"), 0),
+        ("float64 GZIP_2", compressed(base * 1e10, "GZIP_2", (7, 263)), 0),
+        ("cube plane 2", compressed(sky((3, *SHAPE), 2).astype(np.float32), "GZIP_1", (1, 50, 263)), 2),
+    ]
+
+
+@pytest.mark.parametrize("name, hdul, plane", cases(), ids=[case[0] for case in cases()])
+def test_a_compressed_plane_streams_to_what_the_whole_image_path_makes(tmp_path, name, hdul, plane):
+    packed = tmp_path / "packed.fits.fz"
+    hdul.writeto(packed)
+    zipped = tmp_path / "zipped.fits.gz"  # gzipped: read whole by astropy, as every .fz was before
+    zipped.write_bytes(gzip.compress(packed.read_bytes()))
+    with FitsReader(packed, max_pixels=10**8) as reader:
+        assert isinstance(FitsStrips.of(reader, reader.planes()[0], plane), CompressedStrips)
+    with FitsReader(zipped, max_pixels=10**8) as reader:
+        assert reader.strips(reader.planes()[0], plane) is None
+
+    if plane:  # a cube's later plane: its science pyramid, built on first use, alone
+        folders = []
+        for source in (packed, zipped):
+            folder = tmp_path / f"gen-{source.name}"
+            folder.mkdir()
+            folders.append(Path(science.ensure(str(folder), str(source), 1, 10**8, plane)).parent)
+        import pyvips
+
+        streamed, whole = (pyvips.Image.new_from_file(str(f / science.NAME)).numpy() for f in folders)
+        np.testing.assert_array_equal(streamed, whole)
+        return
+
+    results = {}
+    for source in (packed, zipped):
+        work = tmp_path / f"work-{source.name}"
+        [entry] = render_file(str(source), str(work), {}, 10**8, 85)
+        results[source] = (entry, work / "1")  # the image is HDU 1
+    (entry, folder), (whole_entry, whole_folder) = results[packed], results[zipped]
+    assert entry["display"] == whole_entry["display"]  # interval, stretch, limits, histogram
+    assert json.dumps(entry["display"]["histogram"])
+    streamed_tiles, whole_tiles = level_pixels(folder), level_pixels(whole_folder)
+    assert streamed_tiles.keys() == whole_tiles.keys()
+    for key, tile in streamed_tiles.items():
+        if "float64" in name:  # float64 reaches libvips as float32 on the streamed path: a grey level at most
+            assert np.abs(tile.astype(int) - whole_tiles[key].astype(int)).mean() < 0.01, key
+        else:
+            np.testing.assert_array_equal(tile, whole_tiles[key], err_msg=key)
+    for page in range(science.page_count(str(folder / science.NAME))):
+        np.testing.assert_array_equal(science.open_page(str(folder / science.NAME), page).numpy(),
+                                      science.open_page(str(whole_folder / science.NAME), page).numpy())
+    assert (folder / science.EXACT_NAME).exists() == (whole_folder / science.EXACT_NAME).exists()
+    if (folder / science.EXACT_NAME).exists():
+        exact = np.load(folder / science.EXACT_NAME)
+        with fits.open(packed) as opened:
+            np.testing.assert_array_equal(exact, np.asarray(opened[1].data, dtype=np.float64)[::-1])
+
+
+def growth(tmp_path: Path, small: Path, large: Path) -> int:
+    """Peak RSS growth of a fresh process rendering `large` after `small` (test_stream's measure)."""
+    for work in ("small", "large"):
+        shutil.rmtree(tmp_path / work, ignore_errors=True)
+    output = subprocess.run([sys.executable, "-c", PEAK, str(small), str(large), str(tmp_path)], check=True,
+                            capture_output=True, text=True, cwd=ROOT,
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}).stdout
+    return int(output.strip().splitlines()[-1])
+
+
+def test_a_compressed_ingest_does_not_hold_the_image(tmp_path):
+    """The peak grows as the plain file's streamed ingest does, plus the compressed file itself (astropy
+    reads it through a memory map, whose pages count) and a fixed working set of decompressed bands (32 MiB
+    allowed; about 20 measured): not by the image, as a whole-image read does."""
+    rows, columns, tiles = 8192, 4096, (16, 4096)
+    data = sky((rows, columns), 4).astype(np.float32)  # 128 MiB of values, quantized by RICE
+    large, plain = tmp_path / "large.fits.fz", tmp_path / "large.fits"
+    compressed(data, "RICE_1", tiles).writeto(large)
+    with fits.open(large) as opened:
+        fits.PrimaryHDU(opened[1].data).writeto(plain)  # the same values, uncompressed
+    small = sky((rows // 8, columns), 3).astype(np.float32)
+    compressed(small, "RICE_1", tiles).writeto(tmp_path / "small.fits.fz")
+    fits.PrimaryHDU(small).writeto(tmp_path / "small.fits")
+    del data, small
+    image_bytes, packed_bytes = rows * columns * 4, large.stat().st_size
+    streamed = growth(tmp_path, tmp_path / "small.fits.fz", large)
+    streamed_plain = growth(tmp_path, tmp_path / "small.fits", plain)
+    report = (f"peak RSS grew by {streamed / 2**20:.0f} MiB for a {image_bytes / 2**20:.0f} MiB image "
+              f"({packed_bytes / 2**20:.0f} MiB compressed; its plain copy: "
+              f"{streamed_plain / 2**20:.0f} MiB)")
+    assert streamed < streamed_plain + packed_bytes + 32 * 2**20, report
+    # the same file gzipped is read whole: the measure sees the whole image held, on top of the rest
+    zipped = tmp_path / "large.fits.gz"
+    zipped.write_bytes(gzip.compress(large.read_bytes(), compresslevel=1))
+    whole = growth(tmp_path, tmp_path / "small.fits.fz", zipped)
+    report += f"; read whole: {whole / 2**20:.0f} MiB"
+    assert whole > image_bytes and whole - streamed > image_bytes / 2, report
+
+
+def test_corrupt_compressed_data_fails_with_a_precise_message_and_leaves_nothing(tmp_path):
+    path = tmp_path / "broken.fits.fz"
+    compressed(sky((600, 400), 5).astype(np.int16), "RICE_1").writeto(path)
+    with FitsReader(path, max_pixels=10**8) as reader:
+        [plane] = reader.planes()
+        raw = bytearray(path.read_bytes())
+        # the heap of compressed rows ends the file (before its padding): garble its second half
+        end = len(raw.rstrip(b"\0"))
+        raw[end - (end // 4):end] = bytes(range(256)) * (end // 4 // 256) + bytes(end // 4 % 256)
+        path.write_bytes(bytes(raw))
+        work = tmp_path / "work"
+        with pytest.raises(FormatError) as raised:
+            tiling._render_plane(reader, plane, Scaling(), work, 85)
+    message = str(raised.value)
+    assert message.startswith("broken.fits.fz: HDU 1: the compressed pixel data cannot be read (")
+    assert message.endswith("): corrupt, truncated, or changed while it was read")
