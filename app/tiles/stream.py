@@ -283,6 +283,11 @@ class CompressedStrips(FitsStrips):
         return data.astype(kind)
 
     def sample(self, step: int) -> np.ndarray:
+        if step > 1:
+            with _DECOMPRESSING:
+                tile_rows = int(self._hdu().tile_shape[-2])
+            if tile_rows == 1:  # a tile a row (fpack's way): only the rows sampled are decompressed
+                return self._sample_rows(step)
         parts = []
         rows = max(1, _STRIP_BYTES // (8 * self.width))
         for top in range(0, self.height, rows):  # whole strips: a band is decompressed once
@@ -290,6 +295,34 @@ class CompressedStrips(FitsStrips):
             strip = self.rows(None, self.height - top - count, count)[::-1]  # type: ignore[arg-type]
             chosen = np.arange(top, top + count)
             parts.append(strip[(chosen % step) == 0, ::step].astype(np.float64).ravel())
+        values = np.concatenate(parts) if parts else np.zeros(0)
+        return values[np.isfinite(values)]
+
+    def _sample_rows(self, step: int) -> np.ndarray:
+        """`sample` of an image compressed a row a tile: each sampled row read alone."""
+        parts = []
+        try:
+            with _DECOMPRESSING:
+                hdu = self._hdu()
+                outer = tuple(int(n) for n in hdu.shape[:-2])
+                position = tuple(int(i) for i in np.unravel_index(self.index, outer)) if outer else ()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    for top in range(0, self.height, step):
+                        fits_row = self.height - 1 - top  # display row `top`
+                        row = np.asarray(hdu.section[(*position, slice(fits_row, fits_row + 1))])
+                        parts.append(row[0, ::step].astype(np.float64))
+        except MemoryError:
+            raise
+        except ValueError as error:
+            if "memmap" in str(error) and self._state["memmap"]:
+                with _DECOMPRESSING:
+                    self._close()
+                    self._state["memmap"] = False
+                return self._sample_rows(step)
+            raise self._unreadable(error) from None
+        except Exception as error:  # astropy raises many kinds on corrupt compressed tiles
+            raise self._unreadable(error) from None
         values = np.concatenate(parts) if parts else np.zeros(0)
         return values[np.isfinite(values)]
 

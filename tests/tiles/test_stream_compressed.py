@@ -40,7 +40,7 @@ def cases() -> list[tuple[str, fits.HDUList, int]]:
         ("int16 RICE rows", compressed(np.round(base * 10).astype(np.int16), "RICE_1"), 0),
         ("uint16 RICE 2-D tiles", compressed(np.round(base * 300).astype(np.uint16), "RICE_1", (64, 48)), 0),
         ("int32 HCOMPRESS", compressed(np.round(base * 1e4).astype(np.int32), "HCOMPRESS_1", (16, 263)), 0),
-        ("float32 lossless GZIP NaN", compressed(with_nans(base).astype(np.float32), "GZIP_1"), 0),
+        ("float32 GZIP NaN", compressed(with_nans(base).astype(np.float32), "GZIP_1"), 0),
         ("float32 quantized RICE NaN", compressed(with_nans(base).astype(np.float32), "RICE_1"), 0),
         ("float64 GZIP_2", compressed(base * 1e10, "GZIP_2", (7, 263)), 0),
         ("cube plane 2", compressed(sky((3, *SHAPE), 2).astype(np.float32), "GZIP_1", (1, 50, 263)), 2),
@@ -95,6 +95,26 @@ def test_a_compressed_plane_streams_to_what_the_whole_image_path_makes(tmp_path,
             np.testing.assert_array_equal(exact, np.asarray(opened[1].data, dtype=np.float64)[::-1])
 
 
+@pytest.mark.parametrize("tiles", [None, (5, 263)], ids=["a tile a row", "bands of 5 rows"])
+@pytest.mark.parametrize("step", [1, 3, 7])
+def test_the_sample_is_the_plain_files_sample(tmp_path, tiles, step):
+    """The interval and histogram are measured on the same values as the plain file's (a tile a row: only
+    the rows sampled are decompressed)."""
+    data = with_nans(sky(SHAPE, 6)).astype(np.float32)
+    packed, plain = tmp_path / "packed.fits.fz", tmp_path / "plain.fits"
+    compressed(data, "GZIP_1", tiles).writeto(packed)
+    with fits.open(packed) as opened:
+        fits.PrimaryHDU(opened[1].data).writeto(plain)  # the values as decompressed (quantized)
+    samples = []
+    for path in (packed, plain):
+        with FitsReader(path, max_pixels=10**8) as reader:
+            strips = FitsStrips.of(reader, reader.planes()[0])
+            assert strips is not None
+            samples.append(strips.sample(step))
+    np.testing.assert_array_equal(samples[0], samples[1])
+    assert samples[0].size > SHAPE[0] * SHAPE[1] // step**2 - 10
+
+
 def growth(tmp_path: Path, small: Path, large: Path) -> int:
     """Peak RSS growth of a fresh process rendering `large` after `small` (test_stream's measure)."""
     for work in ("small", "large"):
@@ -108,7 +128,7 @@ def growth(tmp_path: Path, small: Path, large: Path) -> int:
 def test_a_compressed_ingest_does_not_hold_the_image(tmp_path):
     """The peak grows as the plain file's streamed ingest does, plus the compressed file itself (astropy
     reads it through a memory map, whose pages count) and a fixed working set of decompressed bands (32 MiB
-    allowed; about 20 measured): not by the image, as a whole-image read does."""
+    allowed; about 20 measured): not by the image, as a whole-image read does (the measure sees the image)."""
     rows, columns, tiles = 8192, 4096, (16, 4096)
     data = sky((rows, columns), 4).astype(np.float32)  # 128 MiB of values, quantized by RICE
     large, plain = tmp_path / "large.fits.fz", tmp_path / "large.fits"
@@ -131,7 +151,7 @@ def test_a_compressed_ingest_does_not_hold_the_image(tmp_path):
     zipped.write_bytes(gzip.compress(large.read_bytes(), compresslevel=1))
     whole = growth(tmp_path, tmp_path / "small.fits.fz", zipped)
     report += f"; read whole: {whole / 2**20:.0f} MiB"
-    assert whole > image_bytes and whole - streamed > image_bytes / 2, report
+    assert whole > image_bytes and whole > streamed + image_bytes / 4, report
 
 
 def test_corrupt_compressed_data_fails_with_a_precise_message_and_leaves_nothing(tmp_path):
