@@ -153,9 +153,9 @@ SETTINGS: tuple[Setting, ...] = (
             "its lease, and a job whose claimer died is taken again when the lease runs out.",
             _positive_float),
     Setting("max_pixels", 8_000_000_000, "Largest image (width x height) accepted; bigger HDUs fail with a "
-            "message. Plain and tile-compressed (`.fz`) FITS are read strip by strip, so this guards the disk "
-            "(a job also checks the room its pyramids need before it writes); other files are read whole, within the memory one "
-            "job may use (IMAGEX_JOB_MEMORY_MB).", _positive_int),
+            "message. Plain and tile-compressed (`.fz`) FITS are read strip by strip, so this guards the "
+            "disk (a job also checks the room its pyramids need before it writes); other files are read "
+            "whole, within the memory one job may use (IMAGEX_JOB_MEMORY_MB).", _positive_int),
     Setting("job_timeout", 3600.0, "Seconds the pixel work of one file (read, scale, tile) may take; a job "
             "past it is stopped and failed with a message, and the next file goes on.", _positive_float),
     Setting("job_memory_mb", 0, "MiB of memory one file's pixel work may take (its process's data, not "
