@@ -272,8 +272,9 @@ def test_a_failed_ingest_raises_the_jobs_message(client, tmp_path):
     body[heap:heap + 200] = bytes(range(200))
     path = tmp_path / "broken.fits.fz"
     path.write_bytes(bytes(body))
-    with pytest.raises(ImageXClientError, match=r"ingest job \w+ failed: broken.fits.fz: HDU 1: pixel data "
-                                                r"cannot be read.*; the upload was not kept$"):
+    with pytest.raises(ImageXClientError, match=r"ingest job \w+ failed: broken.fits.fz: HDU 1: the "
+                                                r"compressed pixel data cannot be read \(.*; the upload was "
+                                                r"not kept$"):
         client.upload(path)
 
 
