@@ -13,8 +13,8 @@ The sample that the interval and histogram are measured on (`scaling.sample`: ev
 every step-th row) is read row by row, and the exact 64-bit copy (`science.EXACT_NAME`) strip by strip.
 
 A tile-compressed plane (`.fz`: `CompressedStrips`) is served the same way, its rows decompressed by
-astropy's section reads one band of tiles at a time (the band last read kept for the next rows), through
-the memory-mapped compressed table: the working set is one band, whatever the image's size.
+astropy's section reads one band of tiles at a time (the last few bands kept for the next rows), through
+the memory-mapped compressed table: the working set is a few bands, whatever the image's size.
 """
 
 from __future__ import annotations
@@ -234,6 +234,23 @@ class CompressedStrips(FitsStrips):
     def converted(self) -> bool:
         return True  # the bytes come from astropy, never straight from the file
 
+    def _read(self, first: int, stop: int) -> np.ndarray:
+        """FITS rows `first` .. `stop` of the plane, decompressed (call with `_DECOMPRESSING` held)."""
+        hdu = self._hdu()
+        outer = tuple(int(n) for n in hdu.shape[:-2])
+        position = tuple(int(i) for i in np.unravel_index(self.index, outer)) if outer else ()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return np.array(hdu.section[(*position, slice(first, stop))])
+        except ValueError as error:
+            if "memmap" not in str(error) or not self._state["memmap"]:
+                raise
+        # scaled integers (BZERO/BSCALE/BLANK) cannot be read through a memory map
+        self._close()
+        self._state["memmap"] = False
+        return self._read(first, stop)
+
     def _band(self, start: int) -> tuple[int, np.ndarray]:
         """The band of whole tiles holding FITS row `start`: (its first row, its rows)."""
         state = self._state
@@ -244,19 +261,7 @@ class CompressedStrips(FitsStrips):
         first = start - start % band
         kept = state["bands"].get(first)
         if kept is None:
-            outer = tuple(int(n) for n in hdu.shape[:-2])
-            position = tuple(int(i) for i in np.unravel_index(self.index, outer)) if outer else ()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                try:
-                    kept = np.array(hdu.section[(*position, slice(first, first + band))])
-                except ValueError as error:
-                    if "memmap" not in str(error) or not state["memmap"]:
-                        raise
-                    # scaled integers (BZERO/BSCALE/BLANK) cannot be read through a memory map
-                    self._close()
-                    state["memmap"] = False
-                    return self._band(start)
+            kept = self._read(first, first + band)
             if len(state["bands"]) >= self._KEPT:
                 del state["bands"][next(iter(state["bands"]))]  # the oldest
             state["bands"][first] = kept
@@ -303,24 +308,11 @@ class CompressedStrips(FitsStrips):
         parts = []
         try:
             with _DECOMPRESSING:
-                hdu = self._hdu()
-                outer = tuple(int(n) for n in hdu.shape[:-2])
-                position = tuple(int(i) for i in np.unravel_index(self.index, outer)) if outer else ()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    for top in range(0, self.height, step):
-                        fits_row = self.height - 1 - top  # display row `top`
-                        row = np.asarray(hdu.section[(*position, slice(fits_row, fits_row + 1))])
-                        parts.append(row[0, ::step].astype(np.float64))
+                for top in range(0, self.height, step):
+                    fits_row = self.height - 1 - top  # display row `top`
+                    parts.append(self._read(fits_row, fits_row + 1)[0, ::step].astype(np.float64))
         except MemoryError:
             raise
-        except ValueError as error:
-            if "memmap" in str(error) and self._state["memmap"]:
-                with _DECOMPRESSING:
-                    self._close()
-                    self._state["memmap"] = False
-                return self._sample_rows(step)
-            raise self._unreadable(error) from None
         except Exception as error:  # astropy raises many kinds on corrupt compressed tiles
             raise self._unreadable(error) from None
         values = np.concatenate(parts) if parts else np.zeros(0)
