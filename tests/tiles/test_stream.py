@@ -90,6 +90,25 @@ def level_pixels(folder: Path) -> dict[str, np.ndarray]:
             for path in sorted(tiles.rglob("*.jpeg"))}
 
 
+def same_later_plane(tmp_path: Path, streamed: Path, whole: Path, hdu: int, plane: int) -> None:
+    """The science pyramid of a cube's later plane, built on first use, from `streamed` (read strip by
+    strip) and `whole` (the same file gzipped, read whole): the same values."""
+    folders = []
+    for source in (streamed, whole):
+        folder = tmp_path / f"gen-{source.name}"
+        folder.mkdir()
+        folders.append(Path(science.ensure(str(folder), str(source), hdu, 10**8, plane)).parent)
+    first, second = (pyvips.Image.new_from_file(str(f / science.NAME)).numpy() for f in folders)
+    np.testing.assert_array_equal(first, second)
+
+
+def same_science(folder: Path, whole_folder: Path) -> None:
+    """Every page of the two science pyramids holds the same values."""
+    for page in range(science.page_count(str(folder / science.NAME))):
+        np.testing.assert_array_equal(science.open_page(str(folder / science.NAME), page).numpy(),
+                                      science.open_page(str(whole_folder / science.NAME), page).numpy())
+
+
 @pytest.mark.parametrize("name, hdu, plane", cases(), ids=[case[0] for case in cases()])
 def test_streamed_ingest_matches_the_whole_image_path(tmp_path, name, hdu, plane):
     plain = tmp_path / "plain.fits"
@@ -103,13 +122,7 @@ def test_streamed_ingest_matches_the_whole_image_path(tmp_path, name, hdu, plane
         assert reader.strips(reader.planes()[0], plane) is None
 
     if plane:  # a cube's later plane: its science pyramid, built on first use, alone
-        folders = []
-        for source in (plain, zipped):
-            folder = tmp_path / f"gen-{source.name}"
-            folder.mkdir()
-            folders.append(Path(science.ensure(str(folder), str(source), 0, 10**8, plane)).parent)
-        streamed, whole = (pyvips.Image.new_from_file(str(f / science.NAME)).numpy() for f in folders)
-        np.testing.assert_array_equal(streamed, whole)
+        same_later_plane(tmp_path, plain, zipped, 0, plane)
         return
 
     results = {}
@@ -138,9 +151,7 @@ def test_streamed_ingest_matches_the_whole_image_path(tmp_path, name, hdu, plane
             np.testing.assert_array_equal(tile, whole_tiles[key], err_msg=key)
         else:  # JPEG spreads a grey level's difference over its block a little
             assert np.abs(tile.astype(int) - whole_tiles[key].astype(int)).mean() < 0.01, key
-    for page in range(science.page_count(str(folder / science.NAME))):
-        np.testing.assert_array_equal(science.open_page(str(folder / science.NAME), page).numpy(),
-                                      science.open_page(str(whole_folder / science.NAME), page).numpy())
+    same_science(folder, whole_folder)
     assert (folder / science.EXACT_NAME).exists() == (whole_folder / science.EXACT_NAME).exists()
     if (folder / science.EXACT_NAME).exists():
         exact = np.load(folder / science.EXACT_NAME)

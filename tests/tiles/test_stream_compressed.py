@@ -23,7 +23,16 @@ from app.ingest.tiling import render_file
 from app.tiles import science
 from app.tiles.scaling import Scaling
 from app.tiles.stream import CompressedStrips, FitsStrips
-from tests.tiles.test_stream import PEAK, ROOT, SHAPE, level_pixels, sky, with_nans
+from tests.tiles.test_stream import (
+    PEAK,
+    ROOT,
+    SHAPE,
+    level_pixels,
+    same_later_plane,
+    same_science,
+    sky,
+    with_nans,
+)
 
 
 def compressed(data: np.ndarray, kind: str, tiles: tuple[int, ...] | None = None,
@@ -59,15 +68,7 @@ def test_a_compressed_plane_streams_to_what_the_whole_image_path_makes(tmp_path,
         assert reader.strips(reader.planes()[0], plane) is None
 
     if plane:  # a cube's later plane: its science pyramid, built on first use, alone
-        folders = []
-        for source in (packed, zipped):
-            folder = tmp_path / f"gen-{source.name}"
-            folder.mkdir()
-            folders.append(Path(science.ensure(str(folder), str(source), 1, 10**8, plane)).parent)
-        import pyvips
-
-        streamed, whole = (pyvips.Image.new_from_file(str(f / science.NAME)).numpy() for f in folders)
-        np.testing.assert_array_equal(streamed, whole)
+        same_later_plane(tmp_path, packed, zipped, 1, plane)
         return
 
     results = {}
@@ -85,9 +86,7 @@ def test_a_compressed_plane_streams_to_what_the_whole_image_path_makes(tmp_path,
             assert np.abs(tile.astype(int) - whole_tiles[key].astype(int)).mean() < 0.01, key
         else:
             np.testing.assert_array_equal(tile, whole_tiles[key], err_msg=key)
-    for page in range(science.page_count(str(folder / science.NAME))):
-        np.testing.assert_array_equal(science.open_page(str(folder / science.NAME), page).numpy(),
-                                      science.open_page(str(whole_folder / science.NAME), page).numpy())
+    same_science(folder, whole_folder)
     assert (folder / science.EXACT_NAME).exists() == (whole_folder / science.EXACT_NAME).exists()
     if (folder / science.EXACT_NAME).exists():
         exact = np.load(folder / science.EXACT_NAME)
