@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, current_app, jsonify, request
-from werkzeug.exceptions import BadRequest, Forbidden, Unauthorized
+from werkzeug.exceptions import BadRequest, Forbidden, Unauthorized, UnprocessableEntity
 
 from app.archive import get_archive
 from app.identity import current_site, current_user
@@ -37,8 +37,9 @@ from app.routes.views import (
     visible_images,
 )
 from app.search.dates import date_range
-from app.search.numbers import NotFinite, number_of
+from app.search.numbers import NotFinite, finite_number, number_of
 from app.search.positions import parse_cone
+from app.sky.readout import OffImage, position_at
 from app.store.base import (
     JOB_STATES,
     And,
@@ -219,6 +220,32 @@ async def image_locate(image_id: str) -> Any:
     archive = get_archive()
     return jsonify(await go_to(archive, image_id, request.args.get("ra"), request.args.get("dec"),
                                request.args.get("frame"), request.args.get("name")))
+
+
+@bp.get("/images/<image_id>/position")
+@described("The exact sky position of a pixel", params=(
+    schemas.IMAGE_ID, Param("x", STRING, "FITS pixel x (1-based)", required=True),
+    Param("y", STRING, "FITS pixel y (1-based, up)", required=True)),
+    answers={200: ("the pixel and its ICRS and Galactic position (null where the projection puts no sky)",
+                   schemas.POSITION),
+             422: ("the pixel is off the image", ERROR)})
+async def image_position(image_id: str) -> Any:
+    """What the readout asks where its grid cannot follow the projection (`rough` cells: near the rim of
+    an all-sky map): the position astropy computes for the pixel."""
+    archive = get_archive()
+    image = await load_image(archive, image_id)
+    try:
+        x = finite_number(request.args.get("x", ""), "x")
+        y = finite_number(request.args.get("y", ""), "y")
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    try:
+        sky = await archive.run_in_pool(position_at, image.header, image.width, image.height, x - 1, y - 1)
+    except OffImage as error:
+        raise UnprocessableEntity(str(error)) from None
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    return jsonify({"x": x, "y": y, "sky": sky})
 
 
 @bp.post("/images/<image_id>/visibility")

@@ -86,8 +86,10 @@ JOB_VIEW = named("JobView", _extended(_JOB_FIELDS, {"images": array(IMAGE)}))
 
 READOUT = named("Readout", obj({
     "celestial": nullable(obj({"nx": INTEGER, "ny": INTEGER, "nodes": array(nullable(NUMBER)),
-                               "max_error_arcsec": NUMBER, "galactic": ANY, "ctype": ANY},
-                              optional=("max_error_arcsec", "galactic", "ctype"))),
+                               "max_error_arcsec": NUMBER, "rough": array(INTEGER),
+                               "rough_error_arcsec": NUMBER, "galactic": ANY, "ctype": ANY},
+                              optional=("max_error_arcsec", "rough", "rough_error_arcsec", "galactic",
+                                        "ctype"))),
     "geographic": nullable(obj({
         "width": INTEGER, "height": INTEGER, "nx": INTEGER, "ny": INTEGER, "nodes": array(nullable(NUMBER)),
         "max_error_degrees": NUMBER,
@@ -120,6 +122,9 @@ HISTOGRAM = named("Histogram", obj({
 LOCATION = named("Location", obj({"x": NUMBER, "y": NUMBER, "ra": NUMBER, "dec": NUMBER, "name": STRING,
                                   "from": obj({"id": STRING, "name": STRING}, closed=True)},
                                  optional=("name", "from"), closed=True))
+POSITION = named("Position", obj({
+    "x": NUMBER, "y": NUMBER,
+    "sky": nullable(obj({"ra": NUMBER, "dec": NUMBER, "l": NUMBER, "b": NUMBER}, closed=True))}, closed=True))
 FOOTPRINTS = named("Footprints", obj({
     "images": array(obj({"id": STRING, "name": STRING, "url": STRING,
                          "center": array(NUMBER, minItems=2, maxItems=2),

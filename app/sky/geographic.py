@@ -69,11 +69,11 @@ def geographic_readout(header: Mapping[str, HeaderValue], width: int, height: in
     try:
         crs = grid.crs()
         transformer = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-        fitted, error = fit_grid(partial(lonlat_vectors, transformer, grid, height), width, height,
-                                 tolerance * 3600)
+        fit = fit_grid(partial(lonlat_vectors, transformer, grid, height), width, height, tolerance * 3600)
     except Exception:  # pyproj raises several kinds for a CRS it cannot transform
         return None
-    if not math.isfinite(error):
+    fitted, error = fit.grid, fit.worst
+    if not np.isfinite(fitted.nodes).any():
         return None
     flat = np.round(fitted.nodes, 12).reshape(-1)
     return {

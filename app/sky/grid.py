@@ -91,42 +91,89 @@ def make_grid(vectors: Vectors, width: int, height: int, nx: int, ny: int) -> Gr
     return Grid(width, height, nx, ny, nodes)
 
 
-def check_points(width: int, height: int, nx: int, ny: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nine points inside every cell (where interpolation errs most), plus the image's corners."""
-    sx, sy = width / nx, height / ny
-    fractions = np.array([0.25, 0.5, 0.75])
-    xs = -0.5 + (np.arange(nx)[:, None] + fractions[None, :]).ravel() * sx
-    ys = -0.5 + (np.arange(ny)[:, None] + fractions[None, :]).ravel() * sy
-    gx, gy = np.meshgrid(xs, ys)
-    corners_x = np.array([-0.5, width - 0.5, width - 0.5, -0.5])
-    corners_y = np.array([-0.5, -0.5, height - 0.5, height - 0.5])
-    return np.concatenate([gx.ravel(), corners_x]), np.concatenate([gy.ravel(), corners_y])
+def _lattice(grid: Grid, cells_j: np.ndarray, cells_i: np.ndarray, fractions: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Points at `fractions` of the way across each of the given cells (k x k points a cell, in cell order):
+    0-based pixel positions, shape (cells, k * k)."""
+    sx, sy = grid.step
+    fx, fy = np.meshgrid(fractions, fractions)
+    xs = -0.5 + (cells_i[:, None] + fx.ravel()[None, :]) * sx
+    ys = -0.5 + (cells_j[:, None] + fy.ravel()[None, :]) * sy
+    return xs, ys
 
 
-def grid_error(grid: Grid, vectors: Vectors) -> tuple[float, float]:
-    """(largest error in arcsec, fraction of checked points with no interpolated position) at the check
-    points where `vectors` gives a position."""
-    xs, ys = check_points(grid.width, grid.height, grid.nx, grid.ny)
-    exact = vectors(xs, ys)
+def _check(grid: Grid, vectors: Vectors, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """At points (cells, k): the interpolation's error in arcsec (inf where it misses a position or gives
+    one off the sky, -1 where neither has one), and whether the sky is there."""
+    exact = vectors(xs.ravel(), ys.ravel())
     defined = np.all(np.isfinite(exact), axis=1)
-    if not defined.any():
-        return math.inf, 1.0
-    found = grid.interpolate(xs[defined], ys[defined])
-    missing = ~np.all(np.isfinite(found), axis=1)
-    errors = separation_arcsec(found[~missing], exact[defined][~missing])
-    return (float(errors.max()) if errors.size else math.inf), float(missing.mean())
+    found = grid.interpolate(xs.ravel(), ys.ravel())
+    present = np.all(np.isfinite(found), axis=1)
+    errors = np.where(defined != present, math.inf, -1.0)
+    both = defined & present
+    errors[both] = separation_arcsec(found[both], exact[both])
+    return errors.reshape(xs.shape), defined.reshape(xs.shape)
 
 
-def fit_grid(vectors: Vectors, width: int, height: int, tolerance: float) -> tuple[Grid, float]:
+@dataclass
+class Fit:
+    """A grid with what it can answer: `rough` (ny, nx) marks the cells where its interpolation strays
+    past the tolerance (next to where a projection ends, e.g. the rim of an all-sky map), whose positions
+    must be computed exactly; `error` is the largest error found elsewhere, `rough_error` the largest in
+    the rough cells where both the grid and the exact computation give a position."""
+
+    grid: Grid
+    rough: np.ndarray
+    error: float
+    rough_error: float
+
+    @property
+    def worst(self) -> float:
+        """The largest error anywhere on the grid."""
+        return max(self.error, self.rough_error) if self.rough.any() else self.error
+
+    def rough_cells(self) -> list[int]:
+        """The rough cells' indices, row by row (j * nx + i), as sky.js looks them up."""
+        return [int(index) for index in np.flatnonzero(self.rough)]
+
+
+def check_grid(grid: Grid, vectors: Vectors, tolerance: float) -> Fit:
+    """Checks the interpolation against `vectors` at nine points inside every cell (where it errs most),
+    and, in the cells whose 4 x 4 nodes include one with no position (beside the projection's end), at 25
+    more points over the whole cell, its edges included. A cell is rough where a check point errs past
+    `tolerance`, misses a position or gives one off the sky, or (beside such a node) where part of the cell
+    has sky and part has none."""
+    nx, ny = grid.nx, grid.ny
+    cells_j, cells_i = (index.ravel() for index in np.mgrid[0:ny, 0:nx])
+    errors, _ = _check(grid, vectors, *_lattice(grid, cells_j, cells_i, np.array([0.25, 0.5, 0.75])))
+    blank = ~np.all(np.isfinite(grid.nodes), axis=2)
+    beside = np.zeros((ny, nx), dtype=bool)
+    for a in range(4):
+        for b in range(4):
+            beside |= blank[a:a + ny, b:b + nx]
+    near = np.flatnonzero(beside.ravel())
+    mixed = np.zeros(nx * ny, dtype=bool)
+    if near.size:
+        edge = _lattice(grid, cells_j[near], cells_i[near], np.linspace(0.0, 1.0, 5))
+        edge_errors, edge_defined = _check(grid, vectors, *edge)
+        errors = np.concatenate([errors, np.full((errors.shape[0], edge_errors.shape[1]), -1.0)], axis=1)
+        errors[near, -edge_errors.shape[1]:] = edge_errors
+        mixed[near] = edge_defined.any(axis=1) & ~edge_defined.all(axis=1)
+    rough = (errors.max(axis=1) > tolerance) | mixed
+    finite = np.where(np.isfinite(errors), errors, -1.0).max(axis=1)
+    smooth, bumpy = finite[~rough], finite[rough]
+    return Fit(grid, rough.reshape(ny, nx), float(max(0.0, smooth.max())) if smooth.size else 0.0,
+               float(max(0.0, bumpy.max())) if bumpy.size else 0.0)
+
+
+def fit_grid(vectors: Vectors, width: int, height: int, tolerance: float) -> Fit:
     """The coarsest grid (doubling from about 4 cells per axis) whose interpolation stays within
-    `tolerance` arcsec at every check point, or the finest allowed, with its error."""
+    `tolerance` arcsec in every cell, or the finest allowed, with its rough cells marked."""
     longest = max(width, height)
     nx = max(1, min(width, round(4 * width / longest)))
     ny = max(1, min(height, round(4 * height / longest)))
     while True:
-        grid = make_grid(vectors, width, height, nx, ny)
-        error, missing = grid_error(grid, vectors)
-        if (error <= tolerance and missing == 0) or (nx * 2 > min(MAX_CELLS, width)
-                                                    and ny * 2 > min(MAX_CELLS, height)):
-            return grid, error
+        fit = check_grid(make_grid(vectors, width, height, nx, ny), vectors, tolerance)
+        if not fit.rough.any() or (nx * 2 > min(MAX_CELLS, width) and ny * 2 > min(MAX_CELLS, height)):
+            return fit
         nx, ny = min(nx * 2, max(1, min(MAX_CELLS, width))), min(ny * 2, max(1, min(MAX_CELLS, height)))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,11 @@ def sky_vectors(wcs: Any, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
 
 def galactic_matrix() -> list[list[float]]:
     """The rotation taking ICRS unit vectors to Galactic ones, as astropy transforms them."""
+    return [list(row) for row in _galactic_rows()]
+
+
+@lru_cache(maxsize=1)
+def _galactic_rows() -> tuple[tuple[float, ...], ...]:
     import astropy.units as u
     from astropy.coordinates import SkyCoord
 
@@ -54,7 +59,7 @@ def galactic_matrix() -> list[list[float]]:
     basis = SkyCoord(ra=[0.0, 90.0, 0.0] * u.deg, dec=[0.0, 0.0, 90.0] * u.deg, frame="icrs")
     galactic = basis.galactic.cartesian
     columns = np.stack([galactic.x.value, galactic.y.value, galactic.z.value], axis=0)  # rows: x, y, z
-    return [[float(value) for value in row] for row in columns]
+    return tuple(tuple(float(value) for value in row) for row in columns)
 
 
 def physical_scale(header: Mapping[str, HeaderValue]) -> dict[str, Any] | None:
@@ -128,18 +133,47 @@ def sky_readout(header: Mapping[str, HeaderValue], width: int, height: int,
     wcs = celestial_wcs(header)
     celestial: dict[str, Any] | None = None
     if wcs is not None and width > 0 and height > 0:
-        grid, error = fit_grid(partial(sky_vectors, wcs), width, height, tolerance)
-        if math.isfinite(error):
-            flat = np.round(grid.nodes, 12).reshape(-1)
+        fit = fit_grid(partial(sky_vectors, wcs), width, height, tolerance)
+        if np.isfinite(fit.grid.nodes).any():
+            flat = np.round(fit.grid.nodes, 12).reshape(-1)
             celestial = {
-                "width": width, "height": height, "nx": grid.nx, "ny": grid.ny,
+                "width": width, "height": height, "nx": fit.grid.nx, "ny": fit.grid.ny,
                 "nodes": [None if not math.isfinite(value) else float(value) for value in flat],
-                "max_error_arcsec": error,
+                "max_error_arcsec": fit.error,
+                "rough": fit.rough_cells(),
+                "rough_error_arcsec": fit.rough_error,
                 "galactic": galactic_matrix(),
                 "ctype": [str(c) for c in wcs.wcs.ctype],
             }
     return {"celestial": celestial, "geographic": geographic_readout(header, width, height),
             "physical": physical_scale(header)}
+
+
+def position_at(header: Mapping[str, HeaderValue], width: int, height: int, x: float,
+                y: float) -> dict[str, float] | None:
+    """The exact ICRS and Galactic position (degrees) of 0-based pixel (x, y) by astropy, for the readout
+    where its grid is rough; None where the projection puts no sky. ValueError when the image has no
+    celestial WCS, `OffImage` when the pixel is not on the image."""
+    wcs = celestial_wcs(header)
+    if wcs is None:
+        raise ValueError("this image has no celestial WCS, so its pixels have no sky positions")
+    if not (math.isfinite(x) and math.isfinite(y) and -0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5):
+        raise OffImage(f"FITS pixel x {x + 1:g}, y {y + 1:g} is off this image, which spans x 1 to {width}, "
+                       f"y 1 to {height}")
+    vector = sky_vectors(wcs, np.array([x]), np.array([y]))[0]
+    if not np.all(np.isfinite(vector)):
+        return None
+    galactic = np.array(galactic_matrix()) @ vector
+    ra, dec = _angles(vector)
+    lon, lat = _angles(galactic)
+    return {"ra": ra, "dec": dec, "l": lon, "b": lat}
+
+
+def _angles(vector: np.ndarray) -> tuple[float, float]:
+    """Longitude in [0, 360) and latitude, in degrees, of a unit vector."""
+    lon = math.degrees(math.atan2(float(vector[1]), float(vector[0]))) % 360.0
+    lat = math.degrees(math.atan2(float(vector[2]), math.hypot(float(vector[0]), float(vector[1]))))
+    return lon, lat
 
 
 def locate(header: Mapping[str, HeaderValue], width: int, height: int, ra: float,

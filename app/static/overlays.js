@@ -16,21 +16,28 @@
     return (value < 0 ? "-" : "+") + Math.abs(value).toFixed(decimals);
   }
 
-  // " ±0.3″" for a grid that could not follow its projection within 0.1" (`celestial.max_error_arcsec`).
+  // " ±0.3″": what the grid's rough cells (`celestial.rough`, where it could not follow its projection
+  // within its tolerance) may be off by, shown after a position read from one of them.
   function roughness(celestial) {
-    var worst = celestial ? Number(celestial.max_error_arcsec) : 0;
-    return worst > 0.1 ? " \u00b1" + (worst < 60 ? worst.toPrecision(2) + "\u2033" : (worst / 60).toPrecision(2) + "\u2032") : "";
+    var worst = celestial ? Number(celestial.rough_error_arcsec) : 0;
+    return worst > 0.02 ? " \u00b1" + (worst < 60 ? worst.toPrecision(2) + "\u2033" : (worst / 60).toPrecision(2) + "\u2032") : "";
   }
 
-  // The sky position at astropy pixel (ax, ay) of `grid` (an ImagexSky.Grid), as the readout shows it.
-  function skyText(grid, ax, ay, galactic, rough) {
+  // A position as the readout shows it: `lonLat` ICRS [ra, dec] or Galactic [l, b] degrees, or null.
+  function positionText(lonLat, galactic, rough) {
+    if (!lonLat) { return "no sky position"; }
     if (galactic) {
-      var lb = grid.galactic(ax, ay);
-      return lb ? "l " + lb[0].toFixed(6) + "\u00b0, b " + signed(lb[1], 6) + "\u00b0" + rough : "no sky position";
+      return "l " + lonLat[0].toFixed(6) + "\u00b0, b " + signed(lonLat[1], 6) + "\u00b0" + rough;
     }
-    var radec = grid.sky(ax, ay);
-    return radec ? "RA " + ImagexSky.formatRa(radec[0]) + ", Dec " + ImagexSky.formatDec(radec[1]) +
-      " (" + radec[0].toFixed(6) + "\u00b0, " + signed(radec[1], 6) + "\u00b0)" + rough : "no sky position";
+    return "RA " + ImagexSky.formatRa(lonLat[0]) + ", Dec " + ImagexSky.formatDec(lonLat[1]) +
+      " (" + lonLat[0].toFixed(6) + "\u00b0, " + signed(lonLat[1], 6) + "\u00b0)" + rough;
+  }
+
+  // The sky position at astropy pixel (ax, ay) of `grid` (an ImagexSky.Grid), as the readout shows it;
+  // `rough` (from `roughness`) follows it where the grid's cell is rough.
+  function skyText(grid, ax, ay, galactic, rough) {
+    return positionText(galactic ? grid.galactic(ax, ay) : grid.sky(ax, ay), galactic,
+                        grid.isRough(ax, ay) ? rough : "");
   }
 
   // The scale bar and compass, added to `viewer` as controls when it opens. `draw(local, units, perPixel,
@@ -131,6 +138,6 @@
   }
 
   window.ImagexOverlays = {
-    roughness: roughness, skyText: skyText, ScaleAndCompass: ScaleAndCompass, goTo: goTo, signed: signed
+    roughness: roughness, skyText: skyText, positionText: positionText, ScaleAndCompass: ScaleAndCompass, goTo: goTo, signed: signed
   };
 })();

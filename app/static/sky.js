@@ -30,7 +30,27 @@
     this.galacticMatrix = description.galactic;
     this.stepX = this.width / this.nx;
     this.stepY = this.height / this.ny;
+    // cells (j * nx + i) where the interpolation strays past the tolerance, near where the projection ends:
+    // their positions are asked of the server, or shown with the error the grid reached there
+    var rough = {};
+    (description.rough || []).forEach(function (index) { rough[index] = true; });
+    this.roughCells = rough;
+    this.roughError = Number(description.rough_error_arcsec) || 0;
   }
+
+  // The cell holding pixel (x, y): [i, j, tx, ty] with the position's fractions across it.
+  Grid.prototype.cell = function (x, y) {
+    var u = (x + 0.5) / this.stepX, v = (y + 0.5) / this.stepY;
+    var ci = Math.min(Math.max(Math.floor(u), 0), this.nx - 1);
+    var cj = Math.min(Math.max(Math.floor(v), 0), this.ny - 1);
+    return [ci, cj, u - ci, v - cj];
+  };
+
+  // Whether the grid cannot give pixel (x, y)'s position within its tolerance.
+  Grid.prototype.isRough = function (x, y) {
+    var cell = this.cell(x, y);
+    return this.roughCells[cell[1] * this.nx + cell[0]] === true;
+  };
 
   // The node's value, or NaN when the projection gives no position there (null in JSON).
   Grid.prototype.node = function (j, i, k) {
@@ -40,10 +60,7 @@
 
   // The ICRS unit vector at pixel (x, y), or null where the grid gives none.
   Grid.prototype.vector = function (x, y) {
-    var u = (x + 0.5) / this.stepX, v = (y + 0.5) / this.stepY;
-    var ci = Math.min(Math.max(Math.floor(u), 0), this.nx - 1);
-    var cj = Math.min(Math.max(Math.floor(v), 0), this.ny - 1);
-    var tx = u - ci, ty = v - cj;
+    var cell = this.cell(x, y), ci = cell[0], cj = cell[1], tx = cell[2], ty = cell[3];
     var wx = weights(tx), wy = weights(ty);
     var out = [0, 0, 0], a, b, k;
     for (a = 0; a < 4; a++) {

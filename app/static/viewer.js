@@ -20,21 +20,20 @@
     if (element) { element.textContent = text; }
   }
 
-  // Pixel values from the tile server, one request in flight and the latest position wins: an answer is
-  // shown only if no newer position (or leaving the image) came after the one it answers. `kind` is
-  // "pixel" (one value) or "block" (the 5x5 values around it, for the pixel table); `show` gets the answer,
-  // or null when there is none (outside a pyramid, a refused link, no server).
-  function ValueReader(base, show, kind) {
-    this.base = base;
+  // Answers about one pixel from the server, one request in flight and the latest position wins: an answer
+  // is shown only if no newer position (or leaving the image) came after the one it answers. `address(x, y)`
+  // is the pixel's URL (null: no such requests); `show` gets the answer, or null when there is none
+  // (outside a pyramid, a refused link, no server).
+  function PixelReader(address, show) {
+    this.address = address;
     this.show = show;
-    this.kind = kind || "pixel";
     this.busy = false;
     this.wanted = null;
     this.generation = 0;
-    this.missing = !base;
+    this.missing = !address;
   }
 
-  ValueReader.prototype.ask = function (x, y) {
+  PixelReader.prototype.ask = function (x, y) {
     this.generation += 1;
     if (this.missing) { this.show(null); return; }
     // until this pixel's answer arrives, nothing is shown beside its x/y (never the previous pixel's)
@@ -43,30 +42,36 @@
     if (!this.busy) { this.next(); }
   };
 
-  ValueReader.prototype.cancel = function () {
+  PixelReader.prototype.cancel = function () {
     this.generation += 1;
     this.wanted = null;
   };
 
-  ValueReader.prototype.next = function () {
+  PixelReader.prototype.next = function () {
     var self = this, wanted = this.wanted, generation = this.generation;
     if (!wanted) { return; }
     this.wanted = null;
     this.busy = true;
-    // the plane shown (display.js keeps it on the viewer element): its own values
-    var plane = Number(document.getElementById("viewer").dataset.plane || 0);
-    fetch(this.base + (plane > 0 ? "planes/" + plane + "/" : "") + this.kind + "/" + wanted[0] + "_" + wanted[1],
-      { headers: { Accept: "application/json" } })
+    fetch(this.address(wanted[0], wanted[1]), { headers: { Accept: "application/json" } })
       .then(function (response) {
         if (response.status === 404) { self.missing = true; }
         if (response.status === 403) { linksExpired(); }
-        if (!response.ok) { throw new Error("no value"); }
+        if (!response.ok) { throw new Error("no answer"); }
         return response.json();
       })
       .then(function (answer) { if (generation === self.generation) { self.show(answer); } })
       .catch(function () { if (generation === self.generation) { self.show(null); } })
       .then(function () { self.busy = false; self.next(); });
   };
+
+  // Pixel values from the tile server: `kind` is "pixel" (one value) or "block" (the 5x5 values around it,
+  // for the pixel table), of the plane shown (display.js keeps it on the viewer element).
+  function valueReader(base, show, kind) {
+    return new PixelReader(base ? function (x, y) {
+      var plane = Number(document.getElementById("viewer").dataset.plane || 0);
+      return base + (plane > 0 ? "planes/" + plane + "/" : "") + (kind || "pixel") + "/" + x + "_" + y;
+    } : null, show);
+  }
 
   // The pixel table: the values around the pixel, its own in the middle, as DS9 shows them.
   function fillTable(table, answer) {
@@ -163,16 +168,30 @@
     var valueOut = document.getElementById("readout-value");
     var skyOut = document.getElementById("readout-sky");
     var galactic = document.getElementById("readout-galactic");
-    var values = new ValueReader(element.dataset.tiles, function (answer) {
+    var values = valueReader(element.dataset.tiles, function (answer) {
       var text = answer === undefined ? "\u2026" : formatValue(answer && answer.value);
       if (answer && answer.rgb) {
         text = "R " + formatValue(answer.rgb[0]) + ", G " + formatValue(answer.rgb[1]) + ", B " + formatValue(answer.rgb[2]);
       }
       setText(valueOut, "value " + text + (element.dataset.planeLabel ? " (" + element.dataset.planeLabel + ")" : ""));
     });
+    // exact positions (astropy 0-based pixels ax, ay), kept by pixel for the page's life
+    var exact = new PixelReader(element.dataset.position ? function (ax, ay) {
+      return element.dataset.position + "?x=" + (ax + 1) + "&y=" + (ay + 1);
+    } : null, function (answer) {
+      if (answer === undefined) { setText(skyOut, "\u2026"); return; }
+      if (!answer) {
+        // no answer (a refused or failed request): the grid's position, with what it may be off by
+        if (last && grid) { setText(skyOut, ImagexOverlays.skyText(grid, last[0], height - 1 - last[1], galactic && galactic.checked, roughness)); }
+        return;
+      }
+      exact.known[(answer.x - 1) + "," + (answer.y - 1)] = answer.sky;
+      if (last) { showSky(last[0], last[1]); }
+    });
+    exact.known = {};
     var table = document.getElementById("pixel-table");
     var tableToggle = document.getElementById("pixel-table-toggle");
-    var tableReader = new ValueReader(element.dataset.tiles, function (answer) {
+    var tableReader = valueReader(element.dataset.tiles, function (answer) {
       if (answer !== undefined && table) { fillTable(table, answer); }
     }, "block");
     var last = null, locked = null;
@@ -188,8 +207,20 @@
       if (map) { setText(skyOut, map.text(x, y)); return; }
       if (!grid) { setText(skyOut, ""); return; }
       // the centre of the pixel under the cursor, like its x/y and value
-      var ax = x, ay = height - 1 - y;
-      setText(skyOut, ImagexOverlays.skyText(grid, ax, ay, galactic && galactic.checked, roughness));
+      var ax = x, ay = height - 1 - y, inGalactic = galactic && galactic.checked;
+      if (element.dataset.position && grid.isRough(ax, ay)) {
+        // where the grid cannot follow the projection (an all-sky map's rim): astropy's position
+        var known = exact.known[ax + "," + ay];
+        if (known !== undefined) {
+          setText(skyOut, ImagexOverlays.positionText(known && (inGalactic ? [known.l, known.b] : [known.ra, known.dec]),
+                                                     inGalactic, ""));
+        } else {
+          exact.ask(ax, ay);
+        }
+        return;
+      }
+      exact.cancel();
+      setText(skyOut, ImagexOverlays.skyText(grid, ax, ay, inGalactic, roughness));
     }
 
     function clear() {
@@ -197,6 +228,7 @@
       last = null;
       values.cancel();
       tableReader.cancel();
+      exact.cancel();
       setText(readout, "\u00a0");
       setText(valueOut, "");
       setText(skyOut, "");

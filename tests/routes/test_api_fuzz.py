@@ -52,7 +52,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           negative_data_rejection]
 # Read-only operations (and one harmless change) whose image id is drawn from the real images.
 REAL_IMAGE_IDS = {("get", "/api/images/{image_id}"), ("get", "/api/images/{image_id}/readout"),
-                  ("get", "/api/images/{image_id}/locate"), ("post", "/api/images/{image_id}/visibility")}
+                  ("get", "/api/images/{image_id}/locate"), ("get", "/api/images/{image_id}/position"),
+                  ("post", "/api/images/{image_id}/visibility")}
 
 
 @dataclass

@@ -703,6 +703,14 @@ async def probe_locate(case: Case) -> tuple[bool, str, str]:
     return False, await same_as_missing(case, template), await body_of(response)
 
 
+async def probe_position(case: Case) -> tuple[bool, str, str]:
+    template = "/api/images/{id}/position?x=3&y=4"
+    response = await case.client.get(template.format(id=case.image.id))
+    if response.status_code == 200:
+        return True, "" if (await response.get_json())["sky"] else "no sky position", ""
+    return False, await same_as_missing(case, template), await body_of(response)
+
+
 async def probe_original(case: Case) -> tuple[bool, str, str]:
     response = await case.client.get(f"/images/{case.image.id}/original")
     if response.status_code == 200:
@@ -846,6 +854,7 @@ RESOURCES: dict[str, tuple[Callable[[Case], Awaitable[tuple[bool, str, str]]], E
     "readout": (probe_readout, lambda case: case.sees),
     "histogram": (probe_histogram, lambda case: case.sees),
     "locate": (probe_locate, lambda case: case.sees),
+    "position": (probe_position, lambda case: case.sees),
     "original": (probe_original, lambda case: case.downloads),
     "zip download": (probe_zip, lambda case: case.downloads),
     "mosaic json": (probe_mosaic, lambda case: case.sees),
@@ -908,8 +917,8 @@ async def test_the_matrix_leaks_nothing(world: World, policy: Any, policy_name: 
 
 
 # resources where the asker names the id: it may come back, as it does for a missing image
-NAMED = {"image page", "metadata json", "readout", "histogram", "locate", "original", "zip download",
-         "mosaic json", "mosaic page", "embed", "embed mosaic", "tiles", "pixel"}
+NAMED = {"image page", "metadata json", "readout", "histogram", "locate", "position", "original",
+         "zip download", "mosaic json", "mosaic page", "embed", "embed mosaic", "tiles", "pixel"}
 
 
 # what a search answer repeats of the asker's own question or of the site's search form (field labels and

@@ -50,6 +50,8 @@ async def test_readout_grid_matches_astropy_and_the_page_carries_it(client, add_
     page = await text_of(await client.get(f"/images/{image.id}"))
     assert attribute(page, "viewer", "data-readout") == f"/api/images/{image.id}/readout"
     assert attribute(page, "viewer", "data-locate") == f"/api/images/{image.id}/locate"
+    assert attribute(page, "viewer", "data-position") == f"/api/images/{image.id}/position"
+    assert celestial["rough"] == []  # a small TAN image: the grid answers everywhere
     tiles = attribute(page, "viewer", "data-tiles")
     assert tiles == attribute(page, "viewer", "data-dzi").removesuffix("image.dzi") and tiles.endswith("/")
     assert 'id="goto"' in page and 'id="readout-galactic"' in page and "sky.js" in page
@@ -75,6 +77,58 @@ async def test_image_without_celestial_wcs_gets_a_physical_scale_and_no_go_to(cl
     response = await client.get(f"/api/images/{image_id}/locate?ra=150&dec=2")
     assert response.status_code == 400
     assert "no celestial WCS" in (await json_of(response))["error"]
+    response = await client.get(f"/api/images/{image_id}/position?x=3&y=3")
+    assert response.status_code == 400
+    assert "no celestial WCS" in (await json_of(response))["error"]
+
+
+async def test_all_sky_map_gets_exact_positions_where_its_grid_is_rough(client, archive, tmp_path):
+    # A Mollweide map of the whole sky at 1 degree a pixel: near its rim the readout grid cannot follow the
+    # projection, so the page asks /position there, and gets astropy's position of the pixel.
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype, wcs.wcs.crval = ["RA---MOL", "DEC--MOL"], [180.0, 0.0]
+    wcs.wcs.crpix, wcs.wcs.cdelt = [180.5, 90.5], [-1.0, 1.0]
+    path = tmp_path / "allsky.fits"
+    fits.PrimaryHDU(np.ones((180, 360), dtype=np.float32), wcs.to_header()).writeto(path)
+    [job] = await ingest(archive, path, visibility="public")
+    assert job.state == "done", job.error
+    [image_id] = job.image_ids
+    celestial = (await json_of(await client.get(f"/api/images/{image_id}/readout")))["celestial"]
+    # the first pixel with sky on the middle row (0-based y 90): on the rim, so in a rough cell
+    xs = np.arange(360.0)
+    x = int(xs[np.isfinite(wcs.pixel_to_world(xs, np.full(360, 90.0)).ra.deg)][0])
+    nx, ny = celestial["nx"], celestial["ny"]
+    cell = int((90 + 0.5) / (180 / ny)) * nx + int((x + 0.5) / (360 / nx))
+    assert cell in celestial["rough"]
+    answer = await json_of(await client.get(f"/api/images/{image_id}/position?x={x + 1}&y=91"))
+    assert answer["x"] == x + 1 and answer["y"] == 91
+    expected = wcs.pixel_to_world(x, 90)
+    sky = answer["sky"]
+    assert SkyCoord(sky["ra"], sky["dec"], unit="deg").separation(expected.icrs).arcsec < 1e-3
+    assert SkyCoord(sky["l"], sky["b"], unit="deg", frame="galactic").separation(expected).arcsec < 1e-3
+    centre = (await json_of(await client.get(f"/api/images/{image_id}/position?x=180.5&y=90.5")))["sky"]
+    assert (centre["ra"], centre["dec"]) == (pytest.approx(180.0), pytest.approx(0.0, abs=1e-9))
+    corner = await json_of(await client.get(f"/api/images/{image_id}/position?x=1&y=1"))
+    assert corner == {"x": 1, "y": 1, "sky": None}  # outside the ellipse: no sky, and no error
+
+
+@pytest.mark.parametrize(("query", "status", "message"), [
+    ("x=3", 400, "y must be a number, not ''"),
+    ("x=nan&y=3", 400, "x must be a finite number, not 'nan'"),
+    ("x=" + quote("<b>1</b>") + "&y=3", 400, "x must be a number"),
+    ("x=0&y=3", 422, "FITS pixel x 0, y 3 is off this image, which spans x 1 to 300, y 1 to 300"),
+    ("x=3&y=301", 422, "is off this image"),
+])
+async def test_position_refuses_bad_and_off_image_pixels_with_a_message(client, add_image, query, status,
+                                                                        message):
+    image = await add_image("field.fits", size=SIZE)
+    response = await client.get(f"/api/images/{image.id}/position?{query}")
+    assert response.status_code == status
+    assert message in (await json_of(response))["error"]
+    assert response.content_type == "application/json"
+    good = await json_of(await client.get(f"/api/images/{image.id}/position?x=41&y=251"))
+    expected = field_wcs().pixel_to_world(40.0, 250.0)
+    assert SkyCoord(good["sky"]["ra"], good["sky"]["dec"], unit="deg").separation(expected).arcsec < 1e-3
 
 
 @pytest.mark.parametrize(("ra", "dec", "frame"), [
