@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from astropy.coordinates import Angle, SkyCoord
 from astropy.io import fits
-from astropy.wcs import Sip
+from astropy.wcs import WCS, Sip
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from tests.browser.conftest import SIZE, Server, ingest_and_serve, screenshot
@@ -282,6 +282,14 @@ def sip_field_wcs() -> Any:
     return wcs
 
 
+def all_sky_wcs() -> Any:
+    """A Mollweide map of the whole sky in Galactic coordinates, 1 degree a pixel (360 x 180)."""
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype, wcs.wcs.crval = ["GLON-MOL", "GLAT-MOL"], [0.0, 0.0]
+    wcs.wcs.crpix, wcs.wcs.cdelt = [180.5, 90.5], [-1.0, 1.0]
+    return wcs
+
+
 @pytest.fixture(scope="module")
 def others(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, dict[str, Any]]]]:
     """(url, {"sip": image, "micro": image}) of a real `imagex serve` on its own data folder."""
@@ -299,10 +307,15 @@ def others(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
     micro["CUNIT1"], micro["CUNIT2"] = "um", "um"
     pixels = np.random.default_rng(5).normal(1000, 50, (400, 500)).astype(np.float32)
     fits.PrimaryHDU(pixels, micro).writeto(root / "cells.fits")
-    with ingest_and_serve(root, root / "sip.fits", root / "cells.fits") as server:
+    whole = all_sky_wcs().to_header()
+    whole["OBJECT"] = "All sky"
+    fits.PrimaryHDU(np.random.default_rng(6).normal(5, 1, (180, 360)).astype(np.float32), whole).writeto(
+        root / "allsky.fits")
+    with ingest_and_serve(root, root / "sip.fits", root / "cells.fits", root / "allsky.fits") as server:
         listing = server.get("/api/images")["images"]
-        images = {"sip" if item["name"] == "SIP field" else "micro": item for item in listing}
-        assert set(images) == {"sip", "micro"}
+        names = {"SIP field": "sip", "Cells": "micro", "All sky": "allsky"}
+        images = {names[item["name"]]: item for item in listing}
+        assert set(images) == {"sip", "micro", "allsky"}
         yield server.url, images
 
 
@@ -371,4 +384,37 @@ async def test_microscopy_image_has_a_physical_scale_bar_and_no_sky(page, others
     await move_to_image_pixel(page, 250.5, 210.5)
     await page.wait_for_function("() => document.getElementById('readout').textContent === 'x 251, y 190'")
     assert await page.text_content("#readout-sky") == ""
+    assert not recorder.errors, recorder.errors
+
+
+async def test_all_sky_map_reads_out_exact_positions_up_to_its_rim(page, others):
+    # No grid follows an all-sky projection to its rim: there the page asks the server for astropy's
+    # position of the pixel. Every pixel with sky reads within 0.1" of astropy, in ICRS and Galactic;
+    # a pixel outside the ellipse has no sky position.
+    url, images = others
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "/position?" in request.url else None)
+    recorder = await open_image(page, url, images["allsky"])
+    wcs = all_sky_wcs()
+    xs = np.arange(360.0)
+    first = int(xs[np.isfinite(wcs.pixel_to_world(xs, np.full(360, 89.0)).l.deg)][0])
+    # (0-based astropy x, y): the rim of the middle row, near the top, inside, the far rim
+    for ax, ay in ((first, 89), (179, 170), (100, 60), (360 - first - 1, 89)):
+        expected = wcs.pixel_to_world(ax, ay)
+        assert np.isfinite(expected.l.deg)
+        await move_to_image_pixel(page, ax + 0.5, 180 - ay - 0.5)
+        await page.wait_for_function("(text) => document.getElementById('readout').textContent === text",
+                                     arg=f"x {ax + 1}, y {ay + 1}", timeout=5_000)
+        match = await sky_text(page, SKY_TEXT)
+        shown = SkyCoord(float(match["ra_deg"]), float(match["dec_deg"]), unit="deg")
+        assert shown.separation(expected.icrs).arcsec < 0.1, (ax, ay, match.group(0))
+        await page.check("#readout-galactic")
+        match = await sky_text(page, GALACTIC_TEXT)
+        shown = SkyCoord(float(match["l"]), float(match["b"]), unit="deg", frame="galactic")
+        assert shown.separation(expected).arcsec < 0.1, (ax, ay, match.group(0))
+        await page.uncheck("#readout-galactic")
+    assert any(f"x={first + 1}&y=90" in address for address in asked), asked
+    await move_to_image_pixel(page, 2.5, 2.5)  # a corner: off the ellipse
+    await page.wait_for_function(
+        "() => document.getElementById('readout-sky').textContent === 'no sky position'", timeout=5_000)
     assert not recorder.errors, recorder.errors

@@ -40,6 +40,7 @@ GET_ROUTES: list[tuple[str, int]] = [
     ("/api/images/{image}", 200),
     ("/api/images/{image}/histogram", 200),
     (f"/api/images/{{image}}/locate?ra={FIELD_RA}&dec={FIELD_DEC}", 200),
+    ("/api/images/{image}/position?x=3&y=4", 200),
     ("/api/images/{image}/readout", 200),
     ("/api/jobs", 200),
     ("/api/jobs/{job}", 200),
