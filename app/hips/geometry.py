@@ -83,12 +83,17 @@ def tile_cells(order: int, npix: int, width: int = WIDTH) -> np.ndarray:
     return np.int64(npix) * width * width + sub_indices(width)
 
 
-def tile_lonlat(order: int, npix: int) -> tuple[np.ndarray, np.ndarray]:
-    """ICRS longitude and latitude (degrees, (WIDTH, WIDTH), PNG orientation) of a tile's pixel centres."""
+def tile_lonlat(order: int, npix: int, width: int = WIDTH, where: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """ICRS longitude and latitude (degrees, (width, width), PNG orientation) of the centres of a tile's
+    pixels, the tile drawn `width` pixels wide (each pixel a cell of order `order` + log2(width)); with
+    `where` (a (width, width) mask), of those pixels only, flat."""
     from astropy_healpix import healpix_to_lonlat
 
-    nside = 1 << (order + TILE_ORDER)
-    lon, lat = healpix_to_lonlat(tile_cells(order, npix), nside, order="nested")
+    cells = tile_cells(order, npix, width)
+    if where is not None:
+        cells = cells[where]
+    lon, lat = healpix_to_lonlat(cells, (1 << order) * width, order="nested")
     return np.asarray(lon.deg, dtype=np.float64), np.asarray(lat.deg, dtype=np.float64)
 
 

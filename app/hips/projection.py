@@ -23,6 +23,7 @@ from app.names import EQUALISED
 # Cells whose position falls at most this far (in pixels) outside the image's outer edge still take its edge
 # value: the image covers its pixels out to their outer edges, -0.5 .. width - 0.5.
 _EDGE = 0.5
+BLOCK = 8  # cells a side of the blocks `project_tile` leaves out where the image is not
 
 
 @dataclass
@@ -218,6 +219,38 @@ def project(placed: Placed, path: str, positions: Positions) -> np.ndarray:
     values = _bilinear(block, xi - left, ri - top)
     flat = out.reshape(-1)
     flat[inside] = values
+    return out
+
+
+def project_tile(placed: Placed, path: str, order: int, npix: int) -> np.ndarray:
+    """The image's values over one tile of that order (WIDTH x WIDTH, PNG orientation), NaN where it has none:
+    `project` at the tile's cell centres, placing only the blocks of BLOCK x BLOCK cells whose centre lands
+    on the image or near it (within twice the block's size), or where the image's projection gives the
+    centre no pixel. A tile on the edge of a small image costs in proportion to the part of it the image
+    covers."""
+    width, blocks = geometry.WIDTH, geometry.WIDTH // BLOCK
+    out = np.full((width, width), np.nan, dtype=np.float32)
+    member, wcs, bound = placed.member, placed.wcs, placed.bound
+    if wcs is None or bound is None:
+        return out
+    side = geometry.pixel_size_arcsec(order + geometry.TILE_ORDER) * BLOCK  # a block's side on the sky
+    centre, radius = bound
+    lon, lat = geometry.tile_lonlat(order, npix, blocks)
+    reach_cos = math.cos(math.radians(min(180.0, radius + side / 3600)))
+    near = _vectors(lon.ravel(), lat.ravel()) @ centre >= reach_cos
+    if not near.any():
+        return out
+    x, y = np.full(near.shape, np.nan), np.full(near.shape, np.nan)
+    x[near], y[near] = _pixels(wcs, lon.ravel()[near], lat.ravel()[near])
+    margin = 2 * side / max(member.scale_arcsec, 1e-9) + 2
+    with np.errstate(invalid="ignore"):
+        onto = (x >= -margin) & (x <= member.width - 1 + margin) \
+            & (y >= -margin) & (y <= member.height - 1 + margin)
+    keep = near & (onto | ~(np.isfinite(x) & np.isfinite(y)))
+    if not keep.any():
+        return out
+    where = np.repeat(np.repeat(keep.reshape(blocks, blocks), BLOCK, axis=0), BLOCK, axis=1)
+    out[where] = project(placed, path, Positions.of(*geometry.tile_lonlat(order, npix, where=where)))
     return out
 
 

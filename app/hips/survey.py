@@ -43,6 +43,7 @@ from app.hips.projection import (
     footprint_tiles,
     grey,
     project,
+    project_tile,
     scaled,
     science_path,
 )
@@ -256,12 +257,14 @@ def deepest_tile(order: int, npix: int, members: Iterable[Member], sources: Sour
     return tile
 
 
-def parent_tile(folder: Path, order: int, npix: int) -> Tile:
-    """A tile of a lower order from its four children (read from disk), each shrunk to a quarter."""
+def parent_tile(folder: Path, order: int, npix: int, known: dict[int, Tile] | None = None) -> Tile:
+    """A tile of a lower order from its four children (those in `known`, by index, as just computed; the
+    others read from disk), each shrunk to a quarter."""
     half = geometry.WIDTH // 2
     tile = Tile.blank()
     for q, down, right in geometry.child_offsets():
-        child = load_tile(folder, order + 1, 4 * npix + q)
+        index = 4 * npix + q
+        child = known[index] if known is not None and index in known else load_tile(folder, order + 1, index)
         if child.empty:
             continue
         small = shrink(child, 2)
@@ -332,15 +335,20 @@ class Survey:
             done[npix] = tile
         return done
 
-    def _lower(self, tiles: Iterable[int]) -> set[int]:
-        """Rebuild the tiles of every lower order above these deepest ones; the order 3 tiles touched."""
-        above = geometry.parents(self.order, tiles)
+    def _lower(self, rendered: dict[int, Tile]) -> dict[int, Tile]:
+        """Rebuild the tiles of every lower order above these deepest ones (each level from the one below it
+        as just computed, and the untouched tiles on disk); returns the order 3 tiles touched."""
+        above = geometry.parents(self.order, rendered)
+        fresh = rendered
         for level in range(self.order - 1, geometry.MIN_ORDER - 1, -1):
+            made = {}
             for npix in sorted(above[level]):
-                save_tile(self.folder, level, npix, parent_tile(self.folder, level, npix))
-        return above.get(geometry.MIN_ORDER, set()) if self.order > geometry.MIN_ORDER else set(tiles)
+                made[npix] = parent_tile(self.folder, level, npix, fresh)
+                save_tile(self.folder, level, npix, made[npix])
+            fresh = made
+        return fresh
 
-    def _allsky(self, order3: Iterable[int], fresh: bool) -> None:
+    def _allsky(self, order3: dict[int, Tile], fresh: bool) -> None:
         """Redraw these order 3 tiles' places in the Allsky pictures (all of it when `fresh`)."""
         height, width = geometry.allsky_size()
         base = self.folder / f"Norder{geometry.ALLSKY_ORDER}"
@@ -353,7 +361,7 @@ class Survey:
             picture = Tile(old_values, old_png[0], old_png[1])
         size = geometry.ALLSKY_TILE
         for npix in sorted(order3):
-            small = shrink(load_tile(self.folder, geometry.ALLSKY_ORDER, npix), geometry.WIDTH // size)
+            small = shrink(order3[npix], geometry.WIDTH // size)
             top, left = geometry.allsky_place(npix)
             box = (slice(top, top + size), slice(left, left + size))
             picture.values[box], picture.grey[box], picture.alpha[box] = small.values, small.grey, small.alpha
@@ -453,18 +461,21 @@ class Survey:
                    if other.id != member.id and tiles.intersection(other.tiles))
 
     def _paint(self, member: Member, sources: Sources) -> dict[int, Tile]:
-        """Its deepest tiles as written, with the member's pixels over them (overlap `top`); returns them."""
-        done = {}
+        """Its deepest tiles as written, with the member's pixels over them (overlap `top`); returns those it
+        changed (a tile of its footprint that it leaves blank is as it was)."""
+        done: dict[int, Tile] = {}
         found = sources.of(member)
+        if found is None:
+            return done
         for npix in sorted(member.tiles):
+            values = project_tile(found[0], found[1], self.order, npix)
+            covered = np.isfinite(values)
+            if not covered.any():
+                continue
             tile = load_tile(self.folder, self.order, npix)
-            if found is not None:
-                values = project(found[0], found[1], Positions.of(*geometry.tile_lonlat(self.order, npix)))
-                covered = np.isfinite(values)
-                if covered.any():
-                    tile.values[covered] = values[covered]
-                    tile.grey[covered] = grey(values[covered], found[2])
-                    tile.alpha |= covered
+            tile.values[covered] = values[covered]
+            tile.grey[covered] = grey(values[covered], found[2])
+            tile.alpha |= covered
             save_tile(self.folder, self.order, npix, tile)
             done[npix] = tile
         return done
