@@ -38,7 +38,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from app.notebook import Embed, _pixels, _server
+from app.notebook import Embed, pixel_count, server_base
 from app.notebook import show as embed_of
 from app.notebook import sky as sky_of
 
@@ -130,7 +130,7 @@ class Client:
             import httpx
         except ImportError:
             raise ImportError("app.client needs httpx: pip install 'imagex[notebook]'") from None
-        self.url = _server(self.url)
+        self.url = server_base(self.url)
         token = self.token or os.environ.get(ENVIRONMENT_VARIABLE, "")
         if not token.strip():
             raise ValueError(f"an API token is needed: make one on {self.url}/account and pass "
@@ -275,7 +275,7 @@ class Client:
         """Show an image id, or upload an array as image `name` and show it once ready. In a notebook
         (`display` None: when IPython runs) it is displayed; showing the same name again updates that
         same output and deletes the name's earlier versions from the archive (once the new one is ready)."""
-        width, height = _pixels(width, "width"), _pixels(height, "height")
+        width, height = pixel_count(width, "width"), pixel_count(height, "height")
         if isinstance(data, np.ndarray):
             name = show_name("array" if name is None else name)
             cards = header_of(header)
@@ -318,8 +318,8 @@ class Client:
                                 "Size": {"Width": size.attrib["Width"], "Height": size.attrib["Height"]}}}
         except (ElementTree.ParseError, AssertionError, KeyError):
             raise ImageXClientError(f"GET {dzi}: not a Deep Zoom description") from None
-        return TileView(self.url, str(image["id"]), source, _pixels(width, "width"),
-                        _pixels(height, "height"))
+        return TileView(self.url, str(image["id"]), source, pixel_count(width, "width"),
+                        pixel_count(height, "height"))
 
     def sky(self, *, target: tuple[float, float] | None = None, fov: float | None = None,
             search: Mapping[str, str] | None = None, width: int = 800, height: int = 500) -> Embed:

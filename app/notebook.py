@@ -41,7 +41,7 @@ class Embed:
         return self.url
 
 
-def _server(url: str) -> str:
+def server_base(url: str) -> str:
     if not isinstance(url, str):
         raise TypeError(f"server must be the ImageX address as text, e.g. 'http://localhost:8000', "
                         f"not {type(url).__name__}")
@@ -65,7 +65,7 @@ def _image_id(value: object, what: str) -> str:
     return value
 
 
-def _pixels(value: object, what: str) -> int:
+def pixel_count(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= LARGEST:
         raise ValueError(f"{what} must be a whole number of pixels from 1 to {LARGEST}, got {value!r}")
     return value
@@ -74,8 +74,8 @@ def _pixels(value: object, what: str) -> int:
 def show(server: str, *, image: str | None = None, mosaic: Sequence[str] | None = None,
          width: int = 800, height: int = 600) -> Embed:
     """An iframe of `server`'s embed of one image (`image="ID"`) or a mosaic (`mosaic=["ID1", "ID2"]`)."""
-    base = _server(server)
-    width, height = _pixels(width, "width"), _pixels(height, "height")
+    base = server_base(server)
+    width, height = pixel_count(width, "width"), pixel_count(height, "height")
     if (image is None) == (mosaic is None):
         raise ValueError("give either image='ID' or mosaic=['ID1', 'ID2', ...], not both or neither")
     if image is not None:
@@ -106,8 +106,8 @@ def sky(server: str, *, target: tuple[float, float] | None = None, fov: float | 
     view in degrees (by default: the newest images); `search` the search page's parameters (e.g.
     `{"object": "M 42"}`), to outline only what that search finds. A browser that is not logged in to the
     server (a notebook's, usually) sees the public survey and public images."""
-    base = _server(server)
-    width, height = _pixels(width, "width"), _pixels(height, "height")
+    base = server_base(server)
+    width, height = pixel_count(width, "width"), pixel_count(height, "height")
     query: list[tuple[str, str]] = []
     if search is not None:
         if not isinstance(search, Mapping) or not all(isinstance(key, str) and isinstance(value, str)

@@ -60,7 +60,7 @@ def _title(text: str) -> str:
     return text
 
 
-def _email(text: str) -> str:
+def clean_email(text: str) -> str:
     text = text.strip()
     if text and not _EMAIL.match(text):
         raise ValueError(f"{text!r} is not an email address")
@@ -80,7 +80,8 @@ class SiteSetting:
 
 SITE_SETTINGS: tuple[SiteSetting, ...] = (
     SiteSetting("site_title", "ImageX", "Site title", "Shown in every page's title and header.", _title),
-    SiteSetting("admin_email", "", "Administrator contact email", "Shown to users who need help.", _email),
+    SiteSetting("admin_email", "", "Administrator contact email", "Shown to users who need help.",
+                clean_email),
     SiteSetting("demo_mode", False, "Demo mode",
                 "Read-only for everyone but administrators, with a banner.", _bool, "bool"),
     SiteSetting("guest_access", True, "Guests may browse",

@@ -106,7 +106,7 @@ def footprint_tiles(member: Member, order: int) -> list[int]:
     xs = np.unique(np.concatenate([np.arange(-0.5, member.width - 0.5, step), [member.width - 0.5]]))
     ys = np.unique(np.concatenate([np.arange(-0.5, member.height - 0.5, step), [member.height - 0.5]]))
     gx, gy = np.meshgrid(xs, ys)
-    lon, lat = _world(wcs, gx.ravel(), gy.ravel())
+    lon, lat = world_of(wcs, gx.ravel(), gy.ravel())
     good = np.isfinite(lon) & np.isfinite(lat)
     if not good.any():
         return []
@@ -118,7 +118,7 @@ def footprint_tiles(member: Member, order: int) -> list[int]:
     return [int(cell) for cell in found]
 
 
-def _world(wcs: Any, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def world_of(wcs: Any, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ICRS degrees of 0-based pixel positions (NaN where the projection has none)."""
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
@@ -146,7 +146,7 @@ def reach(member: Member) -> tuple[np.ndarray, float] | None:
     w, h = member.width, member.height
     xs = np.array([(w - 1) / 2, -0.5, w - 0.5, w - 0.5, -0.5, (w - 1) / 2, w - 0.5, (w - 1) / 2, -0.5])
     ys = np.array([(h - 1) / 2, -0.5, -0.5, h - 0.5, h - 0.5, -0.5, (h - 1) / 2, h - 0.5, (h - 1) / 2])
-    lon, lat = _world(wcs, xs, ys)
+    lon, lat = world_of(wcs, xs, ys)
     if not (np.isfinite(lon[0]) and np.isfinite(lat[0])):
         return None
     vectors = _vectors(lon, lat)

@@ -56,12 +56,12 @@ def _initial_view(members: list[Member]) -> tuple[float, float, float]:
     if not members:
         return 0.0, 0.0, 180.0
     newest = max(members, key=lambda m: m.rank)
-    from app.hips.projection import _world, wcs_of
+    from app.hips.projection import wcs_of, world_of
 
     wcs = wcs_of(newest)
     if wcs is None:
         return 0.0, 0.0, 180.0
-    lon, lat = _world(wcs, np.array([(newest.width - 1) / 2]), np.array([(newest.height - 1) / 2]))
+    lon, lat = world_of(wcs, np.array([(newest.width - 1) / 2]), np.array([(newest.height - 1) / 2]))
     size = max(newest.width, newest.height) * newest.scale_arcsec / 3600
     ra, dec = float(lon[0]), float(lat[0])
     if not (math.isfinite(ra) and math.isfinite(dec)):

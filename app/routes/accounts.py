@@ -21,7 +21,7 @@ from app.exceptions import Conflict, ImageXError
 from app.openapi import BOOLEAN, ERROR, INTEGER, STRING, Param, RequestBody, array, described, obj, text
 from app.routes import schemas
 from app.routes.views import htmx, own_images, storage
-from app.site_policy import Site, _email
+from app.site_policy import Site, clean_email
 from app.store.base import ApiToken, User, new_id
 
 bp = Blueprint("accounts", __name__)
@@ -125,10 +125,6 @@ def clean_display_name(text: str) -> str:
     if len(text) > MAX_NAME:
         raise ValueError(f"the display name may have at most {MAX_NAME} characters")
     return text
-
-
-def clean_email(text: str) -> str:
-    return _email(text)
 
 
 @bp.route("/register", methods=["GET", "POST"])

@@ -213,7 +213,7 @@ def test_image_documents_survive_bson_with_any_keyword():
     from app.formats.fits import _sky
     from app.samples import celestial_wcs
     from app.store.base import ImageRecord
-    from app.store.mongo import _image, _image_doc
+    from app.store.mongo import image_doc, image_from_doc
 
     header = {"SIMPLE": True, "BITPIX": -32, "EXPTIME": 30.5, "OBJECT": "M31", "BLANK": None,
               "DATE-OBS": "2024-03-01T12:00:00", "COMMENT": ["a", "b"], "HIERARCH ESO.DET DIT": 2.5,
@@ -223,14 +223,14 @@ def test_image_documents_survive_bson_with_any_keyword():
                          provenance="batch", format="fits", width=100, height=100, bitpix=-32,
                          header=header, comments={"HIERARCH ESO.DET DIT": "seconds"},
                          sky=_sky(wcs.to_header(), 100, 100), display={"levels": 3})
-    document = _image_doc(record)
+    document = image_doc(record)
     assert all("." not in key and not key.startswith("$") for key in document["header"])
     assert document["header"]["HIERARCH ESO%2EDET DIT"] == 2.5
     assert document["dates"] == [{"k": "DATE-OBS", "mjd": 60370.5}]
     assert document["folded"] == {"OBJECT": "m31", "DATE-OBS": "2024-03-01t12:00:00", "%24where": "x"}
     assert document["cells"] and all(isinstance(cell, int) for cell in document["cells"])
     stored = bson.decode(bson.encode(document))
-    back = _image(stored)
+    back = image_from_doc(stored)
     assert back == record and list(back.header) == list(header)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from app.store.mongo.accounts import MongoAccounts
 from app.store.mongo.catalog import MongoCatalog
 from app.store.mongo.connection import MIGRATIONS, MIN_SERVER, redacted, server_version, username_key
-from app.store.mongo.documents import _image, _image_doc
+from app.store.mongo.documents import image_doc, image_from_doc
 from app.store.mongo.jobs import MongoJobs
 from app.store.mongo.site import MongoSite
 
@@ -15,5 +15,13 @@ class MongoStore(MongoCatalog, MongoJobs, MongoAccounts, MongoSite):
     """`mongodb://[user:password@]host[:port]/dbname[?options]` (database `imagex` when none is named)."""
 
 
-__all__ = ["MIGRATIONS", "MIN_SERVER", "MongoStore", "_image", "_image_doc", "redacted", "server_version",
-           "username_key"]
+__all__ = [
+    "MIGRATIONS",
+    "MIN_SERVER",
+    "MongoStore",
+    "image_doc",
+    "image_from_doc",
+    "redacted",
+    "server_version",
+    "username_key",
+]

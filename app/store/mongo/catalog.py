@@ -32,8 +32,8 @@ from app.store.mongo.documents import (
     _dates,
     _decode_keys,
     _first_error,
-    _image,
-    _image_doc,
+    image_doc,
+    image_from_doc,
 )
 from app.store.mongoquery import Filter
 from app.store.rows import from_doc, to_doc
@@ -90,7 +90,7 @@ class MongoCatalog(MongoBase):
 
     # images -----------------------------------------------------------------------------------------
     async def add_images(self, images: Sequence[ImageRecord]) -> None:
-        docs = [_image_doc(image) for image in images]
+        docs = [image_doc(image) for image in images]
         if not docs:
             return
         try:
@@ -107,7 +107,7 @@ class MongoCatalog(MongoBase):
         await self._put_locations([ImageLocation(image.id, image.path, image.created) for image in images])
 
     async def replace_image(self, image: ImageRecord, series: Sequence[dict[str, Any]]) -> bool:
-        doc = _image_doc(image)
+        doc = image_doc(image)
         old = await self.images.find_one_and_replace({"_id": image.id, "series": list(series)}, doc,
                                                      projection={"header": 1})
         if old is None:
@@ -146,12 +146,12 @@ class MongoCatalog(MongoBase):
 
     async def get_image(self, image_id: str) -> ImageRecord | None:
         doc = await self.images.find_one({"_id": image_id}, _IMAGE_PROJECTION)
-        return None if doc is None else _image(doc)
+        return None if doc is None else image_from_doc(doc)
 
     async def images_with_checksum(self, sha256: str) -> list[ImageRecord]:
         docs = await self.images.find({"sha256": sha256}, _IMAGE_PROJECTION).sort(
             [("hdu", 1), ("_id", 1)]).to_list()
-        return [_image(doc) for doc in docs]
+        return [image_from_doc(doc) for doc in docs]
 
     async def find_images(self, query: Query | None = None, *, offset: int = 0,
                           limit: int = 50, order: Order | None = None) -> list[ImageRecord]:
@@ -170,7 +170,7 @@ class MongoCatalog(MongoBase):
                          {"$project": {**_IMAGE_PROJECTION, mongoquery.SORT_FIELD: 0,
                                        mongoquery.MISSING_FIELD: 0}}]
             docs = await (await self.images.aggregate(pipeline, allowDiskUse=True)).to_list()
-        return [_image(doc) for doc in docs]
+        return [image_from_doc(doc) for doc in docs]
 
     async def count_images(self, query: Query | None = None, *, at_most: int | None = None) -> int:
         if at_most is not None:
@@ -314,7 +314,7 @@ class MongoCatalog(MongoBase):
     async def scan_images(self, after: str, limit: int) -> list[ImageRecord]:
         docs = await self.images.find({"_id": {"$gt": after}}, _IMAGE_PROJECTION).sort("_id", 1).limit(
             limit).to_list()
-        return [_image(doc) for doc in docs]
+        return [image_from_doc(doc) for doc in docs]
 
     async def existing_ids(self, kind: str, ids: Sequence[str]) -> set[str]:
         collection = {"images": "images", "jobs": "jobs"}[kind]

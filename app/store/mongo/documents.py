@@ -46,13 +46,13 @@ def _dates(header: dict[str, Any]) -> list[Doc]:
     return [{"k": keyword, "mjd": mjd} for keyword, mjd in header_dates(header).items()]
 
 
-def _image_doc(image: ImageRecord) -> Doc:
+def image_doc(image: ImageRecord) -> Doc:
     return {**to_doc(image), "header": _encode_keys(image.header), "comments": _encode_keys(image.comments),
             "folded": mongoquery.folded_texts(image.header), "dates": _dates(image.header),
             "cells": footprint_cells(image.sky), "cells_version": CELLS_VERSION,
             "dates_version": DATES_VERSION}
 
 
-def _image(doc: Doc) -> ImageRecord:
+def image_from_doc(doc: Doc) -> ImageRecord:
     return from_doc(ImageRecord, {**doc, "header": _decode_keys(doc["header"]),
                                   "comments": _decode_keys(doc.get("comments") or {})})
