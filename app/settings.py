@@ -210,13 +210,13 @@ SETTINGS: tuple[Setting, ...] = (
             "It applies to public images; embeds of images that are not public may only be framed by this "
             "site, and other pages by no site.", _frame_ancestors),
     # HiPS
-    Setting("hips", True, "Keep the HiPS survey of the public celestial images (`/hips/public/`) up to date "
-            "as images arrive, go or change visibility; false leaves it as `imagex hips rebuild` last built "
-            "it.",
+    Setting("hips", True, "Keep the HiPS surveys of the celestial images (`/hips/public/`, "
+            "`/hips/registered/` and one per user for their own images) up to date as images arrive, go or "
+            "change visibility; false leaves them as `imagex hips rebuild` last built them.",
             lambda text: text.strip().lower() in {"1", "true", "yes", "on"}),
-    Setting("hips_overlap", "top", "How the HiPS survey combines overlapping images: `top` shows the most "
+    Setting("hips_overlap", "top", "How the HiPS surveys combine overlapping images: `top` shows the most "
             "recent one, `mean` the mean of their values (and of their display grey levels). Changing it "
-            "rebuilds the survey at its next update.", _hips_overlap),
+            "rebuilds each survey at its next update.", _hips_overlap),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
