@@ -27,7 +27,7 @@ from app.store.base import (
 )
 from app.store.migrate import KINDS, migrate_store
 from tests.store.conftest import MONGODB_ENV, store_url
-from tests.store.test_contract import image, sky_at
+from tests.store.examples import image, sky_at
 
 PAIRS = [("sqlite", "sqlite"),
          pytest.param("sqlite", "mongodb", marks=pytest.mark.skipif(

@@ -57,7 +57,7 @@ async def test_a_catalog_of_migration_13_is_rebuilt_whole(tmp_path, monkeypatch)
     from app.store.base import Cone, DateRange, FieldIn, ImageLocation, SearchElement
     from app.store.footprint import footprint_cells
     from app.store.sqlite import connection as adapter
-    from tests.store.test_contract import sky_at
+    from tests.store.examples import sky_at
 
     old = tmp_path / "migrations-0013"
     old.mkdir()
