@@ -130,7 +130,7 @@ class Fit:
     @property
     def worst(self) -> float:
         """The largest error anywhere on the grid."""
-        return max(self.error, self.rough_error) if self.rough.any() else self.error
+        return max(self.error, self.rough_error)
 
     def rough_cells(self) -> list[int]:
         """The rough cells' indices, row by row (j * nx + i), as sky.js looks them up."""
@@ -152,18 +152,24 @@ def check_grid(grid: Grid, vectors: Vectors, tolerance: float) -> Fit:
         for b in range(4):
             beside |= blank[a:a + ny, b:b + nx]
     near = np.flatnonzero(beside.ravel())
+    worst, finite = errors.max(axis=1), _finite_max(errors)
     mixed = np.zeros(nx * ny, dtype=bool)
     if near.size:
-        edge = _lattice(grid, cells_j[near], cells_i[near], np.linspace(0.0, 1.0, 5))
-        edge_errors, edge_defined = _check(grid, vectors, *edge)
-        errors = np.concatenate([errors, np.full((errors.shape[0], edge_errors.shape[1]), -1.0)], axis=1)
-        errors[near, -edge_errors.shape[1]:] = edge_errors
+        edge_errors, edge_defined = _check(grid, vectors, *_lattice(grid, cells_j[near], cells_i[near],
+                                                                    np.linspace(0.0, 1.0, 5)))
+        worst[near] = np.maximum(worst[near], edge_errors.max(axis=1))
+        finite[near] = np.maximum(finite[near], _finite_max(edge_errors))
         mixed[near] = edge_defined.any(axis=1) & ~edge_defined.all(axis=1)
-    rough = (errors.max(axis=1) > tolerance) | mixed
-    finite = np.where(np.isfinite(errors), errors, -1.0).max(axis=1)
+    rough = (worst > tolerance) | mixed
     smooth, bumpy = finite[~rough], finite[rough]
     return Fit(grid, rough.reshape(ny, nx), float(max(0.0, smooth.max())) if smooth.size else 0.0,
                float(max(0.0, bumpy.max())) if bumpy.size else 0.0)
+
+
+def _finite_max(errors: np.ndarray) -> np.ndarray:
+    """Each row's largest finite error (-1 where it has none)."""
+    result: np.ndarray = np.where(np.isfinite(errors), errors, -1.0).max(axis=1)
+    return result
 
 
 def fit_grid(vectors: Vectors, width: int, height: int, tolerance: float) -> Fit:
