@@ -126,8 +126,10 @@ def growth(tmp_path: Path, small: Path, large: Path) -> int:
 
 def test_a_compressed_ingest_does_not_hold_the_image(tmp_path):
     """The peak grows as the plain file's streamed ingest does, plus the compressed file itself (astropy
-    reads it through a memory map, whose pages count) and a fixed working set of decompressed bands (32 MiB
-    allowed; about 20 measured): not by the image, as a whole-image read does (the measure sees the image)."""
+    reads it through a memory map, whose pages count) and a working set of decompressed bands: not by the
+    image, as a whole-image read does (the measure sees the image). Both peaks move by some 15 MiB from run
+    to run (libvips' threads and their malloc arenas), and the excess over the plain file's measured 5 to 48
+    MiB, so the bound allows half the image: a read that held it would still exceed it by half."""
     rows, columns, tiles = 8192, 4096, (16, 4096)
     data = sky((rows, columns), 4).astype(np.float32)  # 128 MiB of values, quantized by RICE
     large, plain = tmp_path / "large.fits.fz", tmp_path / "large.fits"
@@ -144,7 +146,7 @@ def test_a_compressed_ingest_does_not_hold_the_image(tmp_path):
     report = (f"peak RSS grew by {streamed / 2**20:.0f} MiB for a {image_bytes / 2**20:.0f} MiB image "
               f"({packed_bytes / 2**20:.0f} MiB compressed; its plain copy: "
               f"{streamed_plain / 2**20:.0f} MiB)")
-    assert streamed < streamed_plain + packed_bytes + 32 * 2**20, report
+    assert streamed < streamed_plain + packed_bytes + image_bytes / 2, report
     # the same file gzipped is read whole: the measure sees the whole image held, on top of the rest
     zipped = tmp_path / "large.fits.gz"
     zipped.write_bytes(gzip.compress(large.read_bytes(), compresslevel=1))
