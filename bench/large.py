@@ -2,7 +2,7 @@
 processes included), against bare `vips dzsave` of the same image already scaled to 8 bits, in the same
 run: the floor for any tool that has to write a Deep Zoom pyramid of that many pixels.
 
-    .venv/bin/python bench/large.py [--sizes 8192,16384,32768] [--huge] [--compressed] [--keep]
+    .venv/bin/python bench/large.py [--sizes 8192,16384,32768] [--huge] [--compressed | --gzipped] [--keep]
 
 For each size prints seconds, MPix/s, the peak RSS of the whole process tree (the command and every
 process it started, summed, sampled every 20 ms) and the ratio of ImageX's time to bare dzsave's.
@@ -10,12 +10,14 @@ process it started, summed, sampled every 20 ms) and the ratio of ImageX's time 
 for about 40 GB). The images are written strip by strip (bounded memory) as a smooth sky with noise.
 `--compressed` ingests each image as a RICE tile-compressed `.fz` instead (fpack's default: a tile a row,
 quantized floats), written from the plain file by astropy (which holds the image to compress it: the
-benchmark's own memory, not measured); bare dzsave still reads the plain file.
+benchmark's own memory, not measured); bare dzsave still reads the plain file. `--gzipped` ingests a
+gzipped copy (`.fits.gz`, level 1), which ImageX unzips into its work folder and streams from there.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import re
 import shutil
@@ -146,6 +148,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="8192,16384,32768", help="image sides, comma-separated")
     parser.add_argument("--huge", action="store_true", help="also 65536 x 65536")
     parser.add_argument("--compressed", action="store_true", help="ingest RICE-compressed .fz copies")
+    parser.add_argument("--gzipped", action="store_true", help="ingest gzipped .fits.gz copies")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder and print it")
     args = parser.parse_args()
     sides = [int(text) for text in args.sizes.split(",") if text.strip()]
@@ -165,6 +168,11 @@ def main() -> None:
                 ingested = folder / f"large_{side}.fits.fz"
                 write_compressed(source, ingested)
                 print(f"  compressed to {ingested.stat().st_size / 1e9:.2f} GB", flush=True)
+            elif args.gzipped:
+                ingested = folder / f"large_{side}.fits.gz"
+                with source.open("rb") as plain, gzip.open(ingested, "wb", compresslevel=1) as packed:
+                    shutil.copyfileobj(plain, packed, 1 << 20)
+                print(f"  gzipped to {ingested.stat().st_size / 1e9:.2f} GB", flush=True)
             env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGEX_")}
             env["IMAGEX_DATA"] = str(folder / "var")
             env["IMAGEX_MAX_PIXELS"] = str(max(side * side, 500_000_000))

@@ -6,6 +6,7 @@ upload are refused with 507 and a message, and `/healthz` reports the disk."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import re
 import subprocess
@@ -95,6 +96,31 @@ async def test_a_tiling_job_out_of_room_fails_with_a_message_and_leaves_nothing(
         filler.unlink()  # room again: the same file goes in
         [again] = await ingest(archive, source)
         assert again.state == "done", again.error
+    finally:
+        await archive.close()
+
+
+async def test_a_large_gzipped_file_asks_room_for_its_decompressed_copy_too(tmp_path, disk, pool):
+    """A gzipped file over `UNZIP_ABOVE` is unzipped into the work folder to be streamed: the room check
+    counts that copy, names it, and nothing is written."""
+    settings = Settings.load(environ={}, hips=False, data=str(disk / "var"), workers=2, job_lease=30.0,
+                             store=f"sqlite:///{tmp_path / 'catalog.sqlite'}")
+    archive = Archive(settings, pool=pool)
+    await archive.startup()
+    try:
+        plain = tmp_path / "in" / "flat.fits"
+        plain.parent.mkdir()
+        fits.PrimaryHDU(np.full((3000, 3000), 7.0, np.float32)).writeto(plain)  # 36 MB; gzipped 35 kB
+        source = plain.with_name("flat.fits.gz")
+        source.write_bytes(gzip.compress(plain.read_bytes()))
+        before = {p for p in settings.tiles_dir.rglob("*") if p.is_file()}
+        [job] = await ingest(archive, source)
+        assert job.state == "failed"
+        assert re.fullmatch(r"flat\.fits\.gz: the disk of the data folder has \d+\.\d MB free and the "
+                            r"pyramids of this file \(and its 36\.0 MB decompressed copy\) need up to "
+                            r"\d+\.\d MB: nothing was written", job.error), job.error
+        assert {p for p in settings.tiles_dir.rglob("*") if p.is_file()} == before
+        assert await archive.store.find_images() == []
     finally:
         await archive.close()
 

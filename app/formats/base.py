@@ -75,6 +75,14 @@ class Reader(ABC):
         """Bytes the file's images hold once decompressed, as its headers declare them (read no pixels):
         what a small compressed file may unfold into."""
 
+    def unzip_bytes(self) -> int:
+        """Bytes `unzip` writes to disk: 0 for a file whose pixels are read where they lie."""
+        return 0
+
+    def unzip(self, folder: Path) -> None:  # noqa: B027 - only a gzipped format has anything to unzip
+        """Decompress the file into `folder` (a scratch folder the caller removes) and read it from there,
+        so that its pixels stream instead of being read whole; nothing when `unzip_bytes` is 0."""
+
     def close(self) -> None:  # noqa: B027 - readers without open files need not override it
         """Release open files."""
 

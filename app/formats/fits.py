@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import math
 import re
+import shutil
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -16,9 +18,11 @@ import pyvips
 
 from app.exceptions import FormatError
 from app.formats.base import Plane, Reader, check_size
-from app.formats.fits_structure import Hdu, printable, walk
+from app.formats.fits_structure import BLOCK, Hdu, printable, walk
 from app.store.base import HeaderValue
 
+# a gzipped file whose images take more bytes than this is decompressed to disk and streamed from there
+UNZIP_ABOVE = 32 << 20
 # Structural keywords of one HDU that make no sense when copied onto another.
 _STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "NEXTEND", "END", "CHECKSUM",
                "DATASUM", "BSCALE", "BZERO", "BLANK"}
@@ -80,18 +84,13 @@ class FitsReader(Reader):
 
     def __init__(self, path: Path, *, max_pixels: int) -> None:
         super().__init__(path, max_pixels=max_pixels)
-        from astropy.io import fits
 
         self._gzipped = _is_gzip(path)
+        self._source = path  # where the bytes are read: the file, or its decompressed copy (`unzip`)
         self.structure = walk(path, max_pixels=max_pixels)  # precise messages for broken structure first
         last = self.structure[-1]
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                # lazily: only the HDUs the walk found are read, so bytes after the last are ignored
-                self._hdul = fits.open(path, memmap=not self._gzipped, lazy_load_hdus=True,
-                                       ignore_missing_simple=False, output_verify="silentfix",
-                                       ignore_missing_end=bool(last.trailing))
+            self._hdul = self._open()
         except Exception as error:  # astropy raises many kinds for what the walk lets through
             if last.trailing:
                 extra = f"{last.trailing:,} bytes" if last.trailing > 0 else "the data"
@@ -99,6 +98,43 @@ class FitsReader(Reader):
                                   f"nor padding (does the header of {last.where} declare its data's true "
                                   "size?)") from None
             raise FormatError(f"{path.name}: not a readable FITS file: {_reason(error)}") from None
+
+    def _open(self) -> Any:
+        from astropy.io import fits
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # lazily: only the HDUs the walk found are read, so bytes after the last are ignored
+            return fits.open(self._source, memmap=not self._gzipped, lazy_load_hdus=True,
+                             ignore_missing_simple=False, output_verify="silentfix",
+                             ignore_missing_end=bool(self.structure[-1].trailing))
+
+    def unzip_bytes(self) -> int:
+        """A gzipped file whose images take more than UNZIP_ABOVE once decompressed is unzipped to disk
+        and streamed from there (astropy reads a gzipped file whole); a smaller one is read whole, quicker
+        than a copy. The copy's size: every HDU's header and padded data."""
+        if not self._gzipped or self.pixel_bytes() <= UNZIP_ABOVE:
+            return 0
+        return sum(hdu.header_bytes + -(-hdu.data_bytes // BLOCK) * BLOCK for hdu in self.structure)
+
+    def unzip(self, folder: Path) -> None:
+        if not self.unzip_bytes():
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        copy = folder / self.path.name  # the same name, which messages about the file give
+        try:
+            with gzip.open(self.path) as packed, copy.open("wb") as out:
+                shutil.copyfileobj(packed, out, 1 << 20)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as error:  # changed since the walk read it
+            copy.unlink(missing_ok=True)
+            raise FormatError(f"{self.path.name}: not a readable gzipped FITS file: "
+                              f"{str(error).strip() or type(error).__name__}") from None
+        except BaseException:
+            copy.unlink(missing_ok=True)
+            raise
+        self._hdul.close()
+        self._gzipped, self._source = False, copy
+        self._hdul = self._open()
 
     def close(self) -> None:
         self._hdul.close()
@@ -179,8 +215,8 @@ class FitsReader(Reader):
             # scaled integers (BZERO/BSCALE/BLANK) cannot be memory-mapped: read this HDU whole
             from astropy.io import fits
 
-            with fits.open(self.path, memmap=False, ignore_missing_end=bool(self.structure[-1].trailing)) \
-                    as whole:
+            with fits.open(self._source, memmap=False,
+                           ignore_missing_end=bool(self.structure[-1].trailing)) as whole:
                 array = self._plane(whole[plane.hdu], index)
         except MemoryError:
             raise  # the job's memory limit, not the file's fault
@@ -209,8 +245,8 @@ class FitsReader(Reader):
 
     def strips(self, plane: Plane, index: int = 0) -> PixelPlace | None:
         """Where plane `index` of `plane` lies in the file, for reading it strip by strip
-        (app/tiles/stream.py), or None when its pixels cannot be (a gzipped file): those are read whole by
-        `pixels`. A tile-compressed plane is read band by band of its tiles (`compressed`)."""
+        (app/tiles/stream.py), or None when its pixels cannot be (a gzipped file not unzipped): those are
+        read whole by `pixels`. A tile-compressed plane is read band by band of its tiles (`compressed`)."""
         hdu = self.structure[plane.hdu]
         if self._gzipped or len(hdu.shape) < 2:
             return None
@@ -219,7 +255,7 @@ class FitsReader(Reader):
         if not 0 <= index < planes:
             raise FormatError(f"plane {index + 1} asked of an image with {planes} planes")
         if hdu.compressed:
-            return PixelPlace(self.path, plane.hdu, 0, width, height, hdu.bitpix, compressed=True,
+            return PixelPlace(self._source, plane.hdu, 0, width, height, hdu.bitpix, compressed=True,
                               index=index)
         header = plane.header
         numbers = (int, float)
@@ -228,7 +264,7 @@ class FitsReader(Reader):
                 or isinstance(bzero, bool) or not (blank is None or type(blank) is int):
             return None  # odd scaling cards: astropy's own reading decides what they mean
         start = int(self._hdu(plane.hdu).fileinfo()["datLoc"])
-        return PixelPlace(self.path, plane.hdu, start + index * width * height * abs(hdu.bitpix) // 8,
+        return PixelPlace(self._source, plane.hdu, start + index * width * height * abs(hdu.bitpix) // 8,
                           width, height, hdu.bitpix, float(bscale), float(bzero),
                           blank if hdu.bitpix > 0 else None)
 

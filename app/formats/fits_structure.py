@@ -54,6 +54,7 @@ class Hdu:
     cards: dict[str, str] = field(default_factory=dict, repr=False)
     odd: list[str] = field(default_factory=list)  # cards with bytes FITS does not allow, for the note
     trailing: int = 0  # bytes after this, the last HDU, that are neither an extension nor zero padding
+    header_bytes: int = 0  # the header's blocks, up to and including END's
 
 
 def walk(path: Path, *, max_pixels: int) -> list[Hdu]:
@@ -91,7 +92,7 @@ def _walk(handle: _Stream, name: str, path: Path, max_pixels: int, *, size: int 
         cards, odd, header_bytes = _header(handle, first, name, where)
         offset = start + header_bytes
         hdu = _hdu(cards, len(hdus), name, where)
-        hdu.odd = odd
+        hdu.odd, hdu.header_bytes = odd, header_bytes
         if hdu.is_image and len(hdu.shape) >= 2:
             check_size(path, hdu.where, hdu.shape[0], hdu.shape[1], max_pixels)
         padded = -(-hdu.data_bytes // BLOCK) * BLOCK

@@ -8,7 +8,9 @@ import errno
 import gc
 import math
 import shutil
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -121,20 +123,22 @@ def pyramid_bytes(width: int, height: int, exact: bool = False) -> int:
     return total
 
 
-def check_room(planes: list[Any], work: Path, adaptive_scratch: bool = False) -> None:
+def check_room(planes: list[Any], work: Path, adaptive_scratch: bool = False, unzipped: int = 0) -> None:
     """Refuse, before anything is written, a file whose pyramids the data folder's disk has no room for.
-    `adaptive_scratch`: the planes are adaptively equalised, through a scratch file of a byte a pixel."""
+    `adaptive_scratch`: the planes are adaptively equalised, through a scratch file of a byte a pixel;
+    `unzipped`: the bytes of the file's decompressed copy (`Reader.unzip`), kept while it is read."""
     needed = sum(pyramid_bytes(plane.width, plane.height, science.needs_exact(plane.bitpix))
                  + (plane.width * plane.height * 3 * 2 if _in_colour(plane) else 0)
                  + (plane.width * plane.height if adaptive_scratch else 0)
-                 for plane in planes) + ROOM_MARGIN
+                 for plane in planes) + unzipped + ROOM_MARGIN
     work.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(work).free
     if needed > free:
         from app.formatting import human_bytes
 
+        copy = f" (and its {human_bytes(unzipped)} decompressed copy)" if unzipped else ""
         raise DiskFull(f"the disk of the data folder has {human_bytes(free)} free and the "
-                       f"pyramids of this file need up to {human_bytes(needed)}: nothing was written")
+                       f"pyramids of this file{copy} need up to {human_bytes(needed)}: nothing was written")
 
 
 def _in_colour(plane: Any) -> bool:
@@ -145,6 +149,33 @@ def _in_colour(plane: Any) -> bool:
         if isinstance(bands, int) and not isinstance(bands, bool):
             return bands >= 3
     return False
+
+
+UNZIPPED = ".unzipped"  # in a work folder: a large gzipped file's decompressed copy, while it is read
+
+
+@contextmanager
+def unzipping(reader: Any, work: Path) -> Iterator[None]:
+    """Remove the decompressed copy that `unzip` may make, once the reader is done with it."""
+    try:
+        yield
+    finally:
+        reader.close()
+        shutil.rmtree(work / UNZIPPED, ignore_errors=True)
+
+
+def unzip(reader: Any, work: Path) -> None:
+    """A large gzipped file read from a decompressed copy in `work`, so that its planes stream strip by
+    strip (`Reader.unzip`); a full disk is reported as the pyramids' would be, with nothing kept."""
+    try:
+        reader.unzip(work / UNZIPPED)
+    except OSError as error:
+        if not _no_space(error):
+            raise
+        shutil.rmtree(work / UNZIPPED, ignore_errors=True)
+        raise DiskFull(f"the disk of the data folder is full ({shutil.disk_usage(work).free:,} bytes free): "
+                       "the decompressed copy of this gzipped file could not be written; nothing was kept") \
+            from None
 
 
 def _render_failure(error: BaseException, source: Path, hdu: int | None, work: str) -> Exception:
@@ -182,9 +213,10 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
         raise ImageXError(f"the scaling chosen for this job cannot be used: {error}") from None
     out: list[dict[str, Any]] = []
     taken = {name: value for name, value in (options or {}).items() if name in reader_class.OPTIONS}
-    with reader_class(source, max_pixels=max_pixels, **taken) as reader:
+    with reader_class(source, max_pixels=max_pixels, **taken) as reader, unzipping(reader, Path(work)):
         planes = list(reader.planes())
-        check_room(planes, Path(work), chosen.stretch == "ahisteq")
+        check_room(planes, Path(work), chosen.stretch == "ahisteq", reader.unzip_bytes())
+        unzip(reader, Path(work))
         for plane in planes:
             failure: Exception | None = None
             shown = chosen

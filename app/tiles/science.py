@@ -19,6 +19,7 @@ import fcntl
 import math
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,11 +144,13 @@ def ensure(folder: str, original: str, hdu: int, max_pixels: int, index: int = 0
             if not planes:
                 raise ImageXError(f"{source.name}: HDU {hdu} is no longer an image in this file")
             work = Path(folder) / f".science-{secrets.token_hex(6)}"
+            unzipped = work.with_name(work.name + ".unzipped")
             work.mkdir()
             try:
                 plane_index = index if within is None else within
                 from app.tiles.stream import FitsStrips  # it writes through this module: imported here
 
+                reader.unzip(unzipped)  # a large gzipped file: streamed from a decompressed copy
                 strips = FitsStrips.of(reader, planes[0], plane_index)
                 if strips is not None:  # a plain FITS plane: read strip by strip, never whole
                     strips.write_science(work)
@@ -163,6 +166,7 @@ def ensure(folder: str, original: str, hdu: int, max_pixels: int, index: int = 0
                 for leftover in work.iterdir():
                     leftover.unlink()
                 work.rmdir()
+                shutil.rmtree(unzipped, ignore_errors=True)
     return str(target)
 
 

@@ -1,6 +1,7 @@
 """Plain FITS planes ingested strip by strip (app/tiles/stream.py): the same display tiles, science values,
-exact copy, interval and histogram as the whole-image path (which a gzipped copy of the same file still
-takes), memory that does not follow the image's size, and a file cut short while it is read."""
+exact copy, interval and histogram as the whole-image path (which a small gzipped copy of the same file
+still takes: a large one is unzipped and streamed, tests/tiles/test_stream_gzip.py), memory that does not
+follow the image's size, and a file cut short while it is read."""
 
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ def same_science(folder: Path, whole_folder: Path) -> None:
 def test_streamed_ingest_matches_the_whole_image_path(tmp_path, name, hdu, plane):
     plain = tmp_path / "plain.fits"
     hdu.writeto(plain)
-    zipped = tmp_path / "zipped.fits.gz"  # gzipped: read whole, as every plain FITS was before
+    zipped = tmp_path / "zipped.fits.gz"  # small and gzipped: read whole, as every plain FITS was before
     zipped.write_bytes(gzip.compress(plain.read_bytes()))
     with FitsReader(plain, max_pixels=10**8) as reader:
         first = reader.planes()[0]
@@ -166,30 +167,31 @@ def test_streamed_ingest_matches_the_whole_image_path(tmp_path, name, hdu, plane
 # map's pages count, and more); the streamed one grows by a small part of them (libvips' pyramid writers
 # keep a little for each row).
 PEAK = textwrap.dedent("""
-    import re, sys
+    import json, re, sys
     from app.ingest.tiling import render_file
 
     def peak():  # VmHWM, this process's own (ru_maxrss keeps the parent's peak across exec)
         with open("/proc/self/status") as status:
             return int(re.search(r"VmHWM:\\s+(\\d+) kB", status.read()).group(1)) * 1024
 
-    small, large, work = sys.argv[1:4]
-    render_file(small, work + "/small", {}, 10**9, 85)
+    small, large, work, scaling = sys.argv[1:4] + [json.loads(sys.argv[4])]
+    render_file(small, work + "/small", scaling, 10**9, 85)
     before = peak()
-    render_file(large, work + "/large", {}, 10**9, 85)
+    render_file(large, work + "/large", scaling, 10**9, 85)
     print(peak() - before)
 """)
 COLUMNS, ROWS = 512, 65536
 
 
-def peak_growth(tmp_path: Path, large: Path) -> int:
+def peak_growth(tmp_path: Path, large: Path, scaling: dict[str, str] | None = None) -> int:
+    """Peak RSS growth of a fresh process rendering `large` (with `scaling`) after a smaller image."""
     small = tmp_path / "small.fits"
     if not small.exists():
         fits.PrimaryHDU(sky((ROWS // 8, COLUMNS), 3)).writeto(small)
     for work in ("small", "large"):
         shutil.rmtree(tmp_path / work, ignore_errors=True)
-    output = subprocess.run([sys.executable, "-c", PEAK, str(small), str(large), str(tmp_path)], check=True,
-                            capture_output=True, text=True, cwd=ROOT,
+    output = subprocess.run([sys.executable, "-c", PEAK, str(small), str(large), str(tmp_path),
+                             json.dumps(scaling or {})], check=True, capture_output=True, text=True, cwd=ROOT,
                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}).stdout
     return int(output.strip().splitlines()[-1])
 
@@ -203,12 +205,15 @@ def test_a_streamed_ingest_does_not_hold_the_image(tmp_path):
     growth = peak_growth(tmp_path, large)
     assert growth < image_bytes / 2, f"peak RSS grew by {growth / 2**20:.0f} MiB for a " \
                                      f"{image_bytes / 2**20:.0f} MiB image"
-    # the same pixels gzipped are read whole: the measure sees a whole image held
+    # adaptive equalisation reads its picture whole (twice): the measure sees a whole image held
+    assert peak_growth(tmp_path, large, {"stretch": "ahisteq"}) > image_bytes
+    # the same pixels gzipped are unzipped to the work folder and streamed from there
     zipped = tmp_path / "large.fits.gz"
     with large.open("rb") as source, gzip.open(zipped, "wb", compresslevel=1) as target:
         shutil.copyfileobj(source, target)
     large.unlink()
-    assert peak_growth(tmp_path, zipped) > image_bytes
+    growth = peak_growth(tmp_path, zipped)
+    assert growth < image_bytes / 2, f"gzipped: peak RSS grew by {growth / 2**20:.0f} MiB"
 
 
 def test_a_file_cut_short_while_it_is_read_fails_with_a_precise_message(tmp_path):
