@@ -27,6 +27,23 @@ def human_time(stamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
 
+def human_duration(seconds: float | None) -> str:
+    """A time span to the precision a person plans by: "45 s", "12 min", "3 h 20 min", "2 d 5 h"."""
+    if seconds is None:
+        return ""
+    whole = max(0, round(seconds))
+    if whole < 90:
+        return f"{whole} s"
+    minutes = round(whole / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
 def query_string(values: Mapping[str, str], **changes: Any) -> str:
     """The query string of a search with some parameters changed (None: left as it was)."""
     merged = {**values, **{name: str(value) for name, value in changes.items() if value is not None}}
@@ -38,5 +55,6 @@ def query_string(values: Mapping[str, str], **changes: Any) -> str:
 
 def register_filters(app: Quart) -> None:
     app.jinja_env.filters["search_query"] = query_string
+    app.jinja_env.filters["duration"] = human_duration
     app.jinja_env.filters["bytes"] = human_bytes
     app.jinja_env.filters["when"] = human_time

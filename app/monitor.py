@@ -21,6 +21,7 @@ from app.store.base import JobRecord
 # seconds, and the catalog has one writer thread that a full scan would hold up.
 MEASURE_TTL = 30.0
 RECENT_FAILURES = 20
+RATE_WINDOW = 300.0  # seconds of finished jobs an ingest rate is measured over
 
 
 @dataclass(frozen=True)
@@ -167,10 +168,23 @@ def _watcher(archive: Archive) -> dict[str, Any]:
     return facts
 
 
+async def ingest_rate(archive: Archive, pending: int, owner: str | None = None) -> dict[str, Any]:
+    """Jobs finished per second (every process sharing the store, `owner`'s jobs when given), from the
+    first job finished in the last RATE_WINDOW seconds to now, and the seconds left for `pending` jobs at
+    that rate: None for both until two jobs finished in the window (one gives no span to measure)."""
+    stamp = archive.store.now()
+    count, first = await archive.store.finished_since(stamp - RATE_WINDOW, owner=owner)
+    if count < 2 or first is None or stamp <= first:
+        return {"rate": None, "eta": None, "finished": count, "window": RATE_WINDOW}
+    rate = (count - 1) / (stamp - first)
+    return {"rate": rate, "eta": pending / rate if pending else 0.0, "finished": count, "window": RATE_WINDOW}
+
+
 async def monitor_facts(archive: Archive) -> dict[str, Any]:
     """Everything the monitor page shows, as one JSON-ready dict (the page and `/api/admin/monitor`)."""
     settings = archive.settings
     counts = await archive.store.job_counts()
+    pending = counts.get("queued", 0) + counts.get("running", 0)
     failed = await archive.store.list_jobs("failed", limit=RECENT_FAILURES)
     tiles = await cached_folder_size(settings.tiles_dir)
     disk = await asyncio.to_thread(_disk_facts, settings.data, catalog_files(settings.store_url))
@@ -188,6 +202,6 @@ async def monitor_facts(archive: Archive) -> dict[str, Any]:
         "background": _background(archive),
         "background_errors": list(archive.background_errors),
         "fleet": fleet_facts(processes, stamp, archive.heartbeat.name if archive.heartbeat else ""),
-        "jobs": {"counts": counts, "pending": counts.get("queued", 0) + counts.get("running", 0),
-                 "failures": [failure(job) for job in failed]},
+        "jobs": {"counts": counts, "pending": pending, "failures": [failure(job) for job in failed],
+                 **await ingest_rate(archive, pending)},
     }

@@ -28,6 +28,7 @@ from app.archive import Archive
 from app.exceptions import ImageXError
 from app.identity import current_site, current_user
 from app.ingest.removal import Removal, delete_image
+from app.monitor import ingest_rate
 from app.permissions import Action, effective_visibility, may, visible
 from app.search.positions import parse_position
 from app.site_policy import VISIBILITIES, Site
@@ -151,14 +152,17 @@ async def queue_state(archive: Archive) -> dict[str, Any]:
                   *await archive.store.list_jobs("queued", limit=50)]
         public = any(job.options.get("visibility") == "public" for job in coming)
         return {"counts": dict.fromkeys(JOB_STATES, 0), "pending": int(public), "preparing": public,
+                "progress": None,
                 "failed": [], "running": [], "background_errors": []}
     owner = job_owner(user)
     counts = await archive.store.job_counts(owner=owner)
     failed = await archive.store.list_jobs("failed", limit=20, owner=owner)
     active = await archive.store.list_jobs("running", limit=20, owner=owner)
+    pending = counts["queued"] + counts["running"]
     return {
         "counts": counts,
-        "pending": counts["queued"] + counts["running"],
+        "pending": pending,
+        "progress": await ingest_rate(archive, pending, owner) if pending else None,
         "preparing": False,
         "failed": [job_summary(job) for job in failed],
         "running": [job_summary(job) for job in active],

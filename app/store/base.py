@@ -243,6 +243,11 @@ class Store(ABC):
         """Jobs per state (only `owner`'s when given); every state present, zero when none."""
 
     @abstractmethod
+    async def finished_since(self, since: float, *, owner: str | None = None) -> tuple[int, float | None]:
+        """How many jobs finished (done or failed) at or after `since` (only `owner`'s when given), and
+        when the first of them did (None when none did): what an ingest rate is measured on."""
+
+    @abstractmethod
     async def requeue_job(self, job_id: str) -> bool:
         """Queue a failed job again (the monitor's retry button); False unless it had failed."""
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
-from app.formatting import human_bytes
+import pytest
+
+from app.formatting import human_bytes, human_duration
 from app.ingest.jobs import JobRunner
 from app.monitor import cached_folder_size, catalog_files, folder_size, originals
+from tests.clock import Clock
 from tests.helpers import ingest
 from tests.routes.conftest import text_of
-from tests.routes.test_admin import HTMX, account, admin_client, failed_job, post
+from tests.routes.test_admin import HTMX, account, admin_client, failed_job, post, sign_in
+from tests.store.examples import job
 
 __all__ = ["account"]  # a fixture, used by name
 
@@ -185,3 +190,48 @@ async def test_the_fleet_lists_this_process_and_shows_a_silent_one_lost(archive,
     assert "node9" in row and "<td>77</td>" in row and ">lost<" in row and "m31.fits" in row
     health = await (await client.get("/healthz")).get_json()
     assert health["fleet"] == {"alive": 1, "lost": 1}
+
+
+async def test_the_ingest_rate_and_time_left_on_the_monitor_and_the_portal(archive, client, account):
+    """Measured on the jobs finished in the last five minutes (every process's, from the shared store):
+    from the first of them to now. Each user's portal measures their own jobs; guests see none."""
+    clock = Clock(time.time())
+    for store in (archive.store, client.app.extensions["imagex"].store):  # the test's and the app's
+        store.use_clock(clock)
+    await admin_client(client, account)
+    await account("alice")
+    html = await text_of(await client.get("/admin/monitor"))
+    assert "No jobs finished in the last 5 min." in html
+    jobs = await archive.store.enqueue([job(f"f{n}", owner="alice") for n in range(5)] + [job("old")])
+    first = await archive.store.claim_job("w", 60)
+    await archive.store.finish_job(first.id, "w", state="done")
+    clock.advance(400)  # outside the window now
+    for _ in range(3):
+        clock.advance(10)
+        claimed = await archive.store.claim_job("w", 60)
+        await archive.store.finish_job(claimed.id, "w", state="done" if _ else "failed")
+    # 3 finished in the window, the first 20 s ago: a rate of 2 in 20 s; 2 queued left: 20 s
+    facts = (await (await client.get("/api/admin/monitor")).get_json())["jobs"]
+    assert (facts["finished"], facts["pending"], facts["window"]) == (3, 2, 300.0)
+    assert facts["rate"] == pytest.approx(0.1) and facts["eta"] == pytest.approx(20.0)
+    html = await text_of(await client.get("/admin/monitor"))
+    assert "6.0 files a minute over the last 5 min (3 finished): about 20 s left for 2 pending." in html
+
+    # alice's own queue: her jobs alone (one left: "old" is not hers), at her own rate
+    await sign_in(client, "alice")
+    portal = await text_of(await client.get("/"))
+    assert ('Ingesting: 0 running, 1 queued<span id="ingest-rate">, 6.0 files a minute: about 10 s left'
+            '</span>.') in portal
+    client.cookie_jar.clear()
+    assert "files a minute" not in await text_of(await client.get("/"))
+    # nothing finished for a while: no rate is claimed
+    clock.advance(600)
+    await sign_in(client, "alice")
+    portal = await text_of(await client.get("/"))
+    assert "Ingesting: 0 running, 1 queued." in portal and "files a minute" not in portal
+    assert len(jobs) == 6
+
+
+def test_durations_are_written_to_plan_by():
+    assert [human_duration(s) for s in (None, 0, 20.4, 89, 95, 3600, 5340, 5400, 7260, 172800, 190800)] == [
+        "", "0 s", "20 s", "89 s", "2 min", "60 min", "89 min", "1 h 30 min", "2 h 1 min", "2 d", "2 d 5 h"]

@@ -90,6 +90,27 @@ async def test_list_jobs_and_counts_by_state_and_owner(any_store):
     assert await any_store.job_counts(owner="nobody") == {"queued": 0, "running": 0, "done": 0, "failed": 0}
 
 
+async def test_jobs_finished_since_a_time_give_an_ingest_rate(any_store):
+    any_store.use_clock(clock := Clock())
+    start = clock()
+    assert await any_store.finished_since(start - 300) == (0, None)
+    jobs = await any_store.enqueue([job(key, owner=owner) for key, owner in
+                                    (("a", "u1"), ("b", "u2"), ("c", "u1"), ("d", "u1"))])
+    for finished, state in zip(jobs[:3], ("done", "failed", "done"), strict=True):
+        clock.advance(10)
+        claimed = await any_store.claim_job("w", 60)
+        assert claimed is not None and claimed.id == finished.id
+        await any_store.finish_job(claimed.id, "w", state=state)
+    await any_store.claim_job("w", 60)  # running: not finished
+    assert await any_store.finished_since(start) == (3, start + 10)
+    assert await any_store.finished_since(start + 15) == (2, start + 20)
+    assert await any_store.finished_since(start + 15, owner="u1") == (1, start + 30)
+    assert await any_store.finished_since(start + 31) == (0, None)
+    clock.advance(5)
+    assert await any_store.requeue_job(jobs[1].id)  # queued again: no longer finished
+    assert await any_store.finished_since(start) == (2, start + 10)
+
+
 async def test_concurrent_claims_never_share_a_job(any_store):
     await any_store.enqueue([job(f"k{n}") for n in range(20)])
     claimed = await asyncio.gather(*(any_store.claim_job(f"w{n}", 60) for n in range(30)))

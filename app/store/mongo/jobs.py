@@ -119,6 +119,15 @@ class MongoJobs(MongoBase):
             counts[doc["_id"]] = int(doc["n"])
         return counts
 
+    async def finished_since(self, since: float, *, owner: str | None = None) -> tuple[int, float | None]:
+        match: Doc = {"state": {"$in": ["done", "failed"]}, "updated": {"$gte": since}}
+        if owner is not None:
+            match["owner"] = owner
+        group: Doc = {"_id": None, "n": {"$sum": 1}, "first": {"$min": "$updated"}}
+        async for doc in await self.jobs.aggregate([{"$match": match}, {"$group": group}]):
+            return int(doc["n"]), float(doc["first"])
+        return 0, None
+
     async def requeue_job(self, job_id: str) -> bool:
         result = await self.jobs.update_one(
             {"_id": job_id, "state": "failed"},

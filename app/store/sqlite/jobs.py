@@ -128,6 +128,15 @@ class SQLiteJobs(SQLiteBase):
 
         return await self._run(count)
 
+    async def finished_since(self, since: float, *, owner: str | None = None) -> tuple[int, float | None]:
+        where, params = ("AND owner = ?", [owner]) if owner is not None else ("", [])
+
+        def count() -> tuple[int, float | None]:
+            row = self.db.execute("SELECT count(*), min(updated) FROM jobs WHERE state IN ('done', 'failed') "
+                                  f"AND updated >= ? {where}", [since, *params]).fetchone()
+            return int(row[0]), row[1]
+
+        return await self._run(count)
 
     async def requeue_job(self, job_id: str) -> bool:
         return await self._write("UPDATE jobs SET state = 'queued', error = '', worker = '', "
