@@ -43,6 +43,9 @@ MOST_MOC_TEXT = 8000
 MOST_SAMPLES = 2_000_000
 # the undefined-pixel border is found over the full pixel grid, in chunks of this many pixels
 _CHUNK = 1_000_000
+# an image whose outline lies within this many degrees of its middle (and has a sky position all round)
+# is covered by the polygon of its outline, not a grid of samples
+OUTLINE_RADIUS = 30.0
 # how many times a stretched square of samples is sampled again, 4 x 4 finer each time
 _REFINEMENTS = 4
 _NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
@@ -101,6 +104,46 @@ def _samples(wcs: Any, width: int, height: int, step: float, limit: float) -> tu
     return np.concatenate(found), float(sides.max()) if sides.size else 0.0
 
 
+def _outline(wcs: Any, width: int, height: int, step: float, limit: float) -> np.ndarray | None:
+    """Sky vectors (n, 3) going once round the image's outer pixel edge, at most `step` px apart, when
+    they bound the image's region of the sky: every one has a sky position, neighbours lie at most `limit`
+    degrees apart, and all lie within OUTLINE_RADIUS of the middle pixel. None otherwise (the grid of
+    samples decides). The projections' undefined regions lie outside a convex region of the projection
+    plane (a SIN horizon's disc, an AIT or MOL ellipse): an image whose edge lies inside it lies inside
+    whole."""
+    nx, ny = max(2, math.ceil(width / step) + 1), max(2, math.ceil(height / step) + 1)
+    xs, ys = np.linspace(-0.5, width - 0.5, nx), np.linspace(-0.5, height - 0.5, ny)
+    around_x = np.concatenate([xs, np.full(ny - 2, xs[-1]), xs[::-1], np.full(ny - 2, xs[0])])
+    around_y = np.concatenate([np.full(nx, ys[0]), ys[1:-1], np.full(nx, ys[-1]), ys[-2:0:-1]])
+    ring = sky_vectors(wcs, around_x, around_y)
+    middle = sky_vectors(wcs, np.array([(width - 1) / 2]), np.array([(height - 1) / 2]))
+    if not (np.all(np.isfinite(ring)) and np.all(np.isfinite(middle))):
+        return None
+    if _angle(ring, np.roll(ring, 1, axis=0)).max() > limit or _angle(ring, middle).max() > OUTLINE_RADIUS:
+        return None
+    return ring
+
+
+def _fewest(ring: np.ndarray, tolerance: float) -> np.ndarray:
+    """The fewest points of a closed outline (every k-th, k a power of two) whose great-circle polygon
+    passes within `tolerance` degrees of every point of it (a TAN image's edges are great circles: its
+    corners and a few more)."""
+    count = len(ring)
+    stride = 1 << max(0, (count // 4).bit_length() - 1)
+    while stride > 1:
+        kept = np.arange(0, count, stride)
+        ends = np.append(kept[1:], count) % count
+        normals = np.cross(ring[kept], ring[ends])
+        lengths = np.linalg.norm(normals, axis=1)
+        if np.all(lengths > 0):
+            segment = np.repeat(np.arange(len(kept)), np.diff(np.append(kept, count)))
+            off = np.abs(np.einsum("ij,ij->i", ring, normals[segment] / lengths[segment, None]))
+            if math.degrees(math.asin(min(1.0, float(off.max())))) <= tolerance:
+                return ring[kept]
+        stride //= 2
+    return ring
+
+
 def wcs_cards(wcs: Any) -> dict[str, HeaderValue]:
     """The celestial WCS as header cards (SIP and TPV included) that `app.sky.wcs.celestial_wcs` rebuilds."""
     with warnings.catch_warnings():
@@ -130,28 +173,37 @@ def coverage(wcs: Any, width: int, height: int) -> dict[str, Any] | None:
     while order > 0 and (cell_degrees(order) < 2 * scale
                          or 2 * (width + height) * scale / cell_degrees(order) > MOST_BORDER_CELLS):
         order -= 1
-    # sample until neighbouring samples are a quarter of a cell apart: a grid, refined where the projection
-    # stretches pixels (near a SIN horizon or an AIT edge), else coarser cells
-    while True:
-        step = max(1.0, cell_degrees(order) / 5 / scale, math.sqrt(width * height / MOST_SAMPLES))
-        # a square is sampled again only where the projection stretches it well past the grid's own step
-        # (samples at most 3/4 of a cell apart, and the MOC's ring of neighbours, keep every pixel in it)
-        limit = max(cell_degrees(order) / 4, 1.5 * step * scale)
-        points, largest = _samples(wcs, width, height, step, limit)
-        if largest <= limit or order == 0:
-            break
-        order -= 1
-    flat = points
-
-    defined = np.all(np.isfinite(flat), axis=1)
-    if not defined.any():
-        return None
-    points = flat[defined]
-    ra = np.degrees(np.arctan2(points[:, 1], points[:, 0])) % 360.0
-    dec = np.degrees(np.arcsin(np.clip(points[:, 2], -1.0, 1.0)))
     import astropy.units as u
 
-    moc = MOC.from_lonlat(ra * u.deg, dec * u.deg, max_norder=order).add_neighbours()
+    def lonlat(vectors: np.ndarray) -> tuple[Any, Any]:
+        ra = np.degrees(np.arctan2(vectors[:, 1], vectors[:, 0])) % 360.0
+        return ra * u.deg, np.degrees(np.arcsin(np.clip(vectors[:, 2], -1.0, 1.0))) * u.deg
+
+    step = max(1.0, cell_degrees(order) / 5 / scale, math.sqrt(width * height / MOST_SAMPLES))
+    # the outline's neighbouring points as far apart as the grid's may be (see below)
+    ring = _outline(wcs, width, height, step, max(cell_degrees(order) / 4, 1.5 * step * scale))
+    if ring is not None:  # an ordinary field: the cells its outline encloses (or touches), and their ring
+        moc = MOC.from_polygon(*lonlat(_fewest(ring, cell_degrees(order) / 8)), max_depth=order)
+        moc, points, defined = moc.add_neighbours(), ring, np.ones(1, bool)
+    else:
+        # sample until neighbouring samples are a quarter of a cell apart: a grid, refined where the
+        # projection stretches pixels (near a SIN horizon or an AIT edge), else coarser cells
+        while True:
+            step = max(1.0, cell_degrees(order) / 5 / scale, math.sqrt(width * height / MOST_SAMPLES))
+            # a square is sampled again only where the projection stretches it well past the grid's own
+            # step (samples at most 3/4 of a cell apart, and the MOC's ring of neighbours, keep every pixel
+            # in it)
+            limit = max(cell_degrees(order) / 4, 1.5 * step * scale)
+            points, largest = _samples(wcs, width, height, step, limit)
+            if largest <= limit or order == 0:
+                break
+            order -= 1
+        defined = np.all(np.isfinite(points), axis=1)
+        if not defined.any():
+            return None
+        points = points[defined]
+        ra, dec = lonlat(points)
+        moc = MOC.from_lonlat(ra, dec, max_norder=order).add_neighbours()
     text = moc.to_string(format="ascii")
     while len(text) > MOST_MOC_TEXT and order > 0:
         order -= 1

@@ -340,3 +340,22 @@ def test_a_large_all_sky_maps_border_is_found_as_over_every_pixel() -> None:
     expected = sky_vectors(wcs, expected_x.astype(float), expected_y.astype(float))
     order = np.lexsort(expected.T)
     assert np.allclose(centres[np.lexsort(centres.T)], expected[order], atol=1e-12)
+
+
+def test_every_point_of_every_pixel_lies_in_the_coverage(
+        images: dict[str, tuple[ImageRecord, Pixels]]) -> None:
+    """Ordinary fields are covered by the polygon of their outline (app/sky/coverage.py `_outline`), wide
+    and all-sky ones by a grid of samples: either way the MOC holds every pixel's corners and centre."""
+    from astropy import units as u
+    from mocpy import MOC
+
+    for name, (header, (width, height)) in IMAGES.items():
+        record = images[name][0]
+        assert record.sky is not None, name
+        moc = MOC.from_string(record.sky["moc"], format="ascii")
+        gx, gy = np.meshgrid(np.arange(-0.5, width, 0.5), np.arange(-0.5, height, 0.5))
+        points = sky_vectors(WCS(header).celestial, gx.ravel(), gy.ravel())
+        points = points[np.all(np.isfinite(points), axis=1)]
+        ra, dec = (np.array(values) for values in zip(*(radec(point) for point in points), strict=True))
+        inside = moc.contains_lonlat(ra * u.deg, dec * u.deg)
+        assert inside.all(), f"{name}: {np.count_nonzero(~inside)} of {len(inside)} points outside"
