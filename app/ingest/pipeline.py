@@ -29,7 +29,6 @@ from app.ingest import series
 from app.ingest.removal import UPLOADS, is_upload
 from app.ingest.tiling import render_file
 from app.site_policy import Site
-from app.sky.coverage import with_coverage
 from app.store.base import ImageLocation, ImageRecord, JobRecord, new_id, now
 from app.tiles import pyramid
 from app.tiles.pool import WorkerDied
@@ -139,12 +138,7 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
         if shared is not None:
             return shared
     scaling = await job_scaling(archive, job)
-    planes = await _render(archive, path, work, scaling)
-    for plane in planes:
-        if plane["sky"] is not None or any(str(key).startswith("CTYPE") for key in plane["header"]):
-            # the footprint from the pixels through the WCS (app/sky/coverage.py): a MOC, for cone search
-            plane["sky"] = await archive.run_in_pool(with_coverage, plane["sky"], plane["header"],
-                                                     plane["width"], plane["height"])
+    planes = await _render(archive, path, work, scaling)  # with each plane's sky coverage
     client_name = job.options.get("client_name")
     for plane in planes if client_name else []:
         # named after the file when the header names no object: the client's name, not the generated one

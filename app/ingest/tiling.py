@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from app.exceptions import DiskFull, FormatError, ImageXError
+from app.sky.coverage import with_coverage
 from app.tiles import adaptive, histogram, pyramid, science
 from app.tiles.scaling import Scaling, display, sample, sample_step
 from app.tiles.stream import FitsStrips
@@ -200,7 +201,8 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
     """In a pool process: read every plane of `path` and build its pyramids (the 8-bit DZI and the
     science pyramid) in `work/<hdu>/`. `options`: site settings for the readers that take them
     (`Reader.OPTIONS`). A plane's own window (DICOM's VOI window) stands in for the `auto` interval.
-    Returns the planes' catalog data. Raises FormatError for anything wrong with the file."""
+    Returns the planes' catalog data, each plane's sky with its coverage. Raises FormatError for anything
+    wrong with the file."""
     import pyvips
 
     from app.formats import sniff
@@ -234,6 +236,10 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
                 gc.collect()
                 raise failure
             entry = asdict(plane)
+            if plane.sky is not None or any(str(key).startswith("CTYPE") for key in plane.header):
+                # the footprint from the pixels through the WCS (app/sky/coverage.py): a MOC, for cone
+                # search; computed here, in the same pool call as the pixels
+                entry["sky"] = with_coverage(plane.sky, plane.header, plane.width, plane.height)
             entry["format"] = reader.format
             entry["display"] = {**applied.to_dict(), **levels, "histogram": counted}
             if plane.window is not None and shown is not chosen:
