@@ -25,6 +25,10 @@ from app.tiles.stream import FitsStrips
 ROOM_MARGIN = 1 << 20
 JPEG_TILE_HEADERS = 2048  # a display tile's JPEG headers and tables, at most
 THUMBNAIL_BYTES = 1 << 16
+# a FITS plane whose pixels take more bytes than this in the file is streamed (app/tiles/stream.py); a
+# smaller one is read whole through astropy's memory map, which costs a small file less (two libvips
+# sources and their reading threads cost about 8 ms a plane)
+STREAM_ABOVE = 16 << 20
 AHE_SCRATCH = ".ahisteq.raw"  # in a plane's work folder while its adaptively equalised picture is tiled
 
 
@@ -44,7 +48,7 @@ def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path,
     applied as the dynamic tiles of the image's default display apply it: to the values the science
     pyramid keeps, with the same cells (app/tiles/adaptive.py)."""
     strips = FitsStrips.of(reader, plane)
-    if strips is not None and chosen.stretch != "ahisteq":
+    if strips is not None and chosen.stretch != "ahisteq" and strips.raw_bytes > STREAM_ABOVE:
         return _render_streamed(strips, chosen, folder, quality)
     pixels = reader.pixels(plane)
     # the values the science pyramid keeps (a colour raster's grey levels), sampled once for both

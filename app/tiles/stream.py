@@ -60,6 +60,11 @@ class FitsStrips(PixelPlace):
         return kind(**{field.name: getattr(place, field.name) for field in fields(place)})
 
     @property
+    def raw_bytes(self) -> int:
+        """What the plane's pixels take in the file, decompressed."""
+        return self.width * self.height * self.raw_dtype.itemsize
+
+    @property
     def raw_dtype(self) -> np.dtype[Any]:
         return np.dtype({8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}[self.bitpix])
 

@@ -58,6 +58,13 @@ def with_nans(data: np.ndarray) -> np.ndarray:
     return data
 
 
+
+@pytest.fixture(autouse=True)
+def streamed_at_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small planes are read whole in ingest (`tiling.STREAM_ABOVE`): these tests' small files are
+    streamed all the same, to be compared with the whole-image path."""
+    monkeypatch.setattr(tiling, "STREAM_ABOVE", 0)
+
 # (name, HDU, plane): every BITPIX, scaled integers with BLANK, unsigned by BZERO, NaNs, a cube's plane
 SHAPE = (301, 263)  # rows (NAXIS2), columns (NAXIS1): more than one tile each way
 

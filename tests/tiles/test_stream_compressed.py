@@ -35,6 +35,12 @@ from tests.tiles.test_stream import (
 )
 
 
+@pytest.fixture(autouse=True)
+def streamed_at_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small planes are read whole in ingest (`tiling.STREAM_ABOVE`): these tests' small files are
+    streamed all the same, to be compared with the whole-image path."""
+    monkeypatch.setattr(tiling, "STREAM_ABOVE", 0)
+
 def compressed(data: np.ndarray, kind: str, tiles: tuple[int, ...] | None = None,
                **cards: float) -> fits.HDUList:
     hdu = fits.CompImageHDU(data, compression_type=kind, tile_shape=tiles)
@@ -136,7 +142,9 @@ def test_a_compressed_ingest_does_not_hold_the_image(tmp_path):
     compressed(data, "RICE_1", tiles).writeto(large)
     with fits.open(large) as opened:
         fits.PrimaryHDU(opened[1].data).writeto(plain)  # the same values, uncompressed
-    small = sky((rows // 8, columns), 3).astype(np.float32)
+    # the working set reached first, on a smaller image that is streamed too (past tiling.STREAM_ABOVE: the
+    # measure runs in a process of its own)
+    small = sky((tiling.STREAM_ABOVE // (columns * 4) + 64, columns), 3).astype(np.float32)
     compressed(small, "RICE_1", tiles).writeto(tmp_path / "small.fits.fz")
     fits.PrimaryHDU(small).writeto(tmp_path / "small.fits")
     del data, small
