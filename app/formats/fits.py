@@ -221,6 +221,10 @@ class FitsReader(Reader):
         except MemoryError:
             raise  # the job's memory limit, not the file's fault
         except Exception as error:  # astropy raises many kinds on corrupt compressed tiles
+            if self.structure[plane.hdu].compressed:  # the same words as the streamed path's
+                raise FormatError(f"{self.path.name}: HDU {plane.hdu}: the compressed pixel data cannot be "
+                                  f"read ({_reason(error)}): corrupt, truncated, or changed while it was "
+                                  "read") from None
             raise FormatError(f"{self.path.name}: HDU {plane.hdu}: pixel data cannot be read: "
                               f"{_reason(error)}") from None
         if array.ndim != 2:
