@@ -8,7 +8,10 @@ scaling: whichever runner (or `imagex serve`) takes a job applies exactly the sa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from app.exceptions import Conflict, ImageXError
-from app.store.base import NamedScaling, Store
+from app.ingest.tiling import unzip, unzipping
+from app.store.base import NamedScaling, Store, new_id
 from app.tiles.scaling import Scaling, freeze, freeze_sample, sample_step
 from app.tiles.stream import FitsStrips
 
@@ -43,11 +47,13 @@ def run_name(moment: float | None = None) -> str:
     return time.strftime("run-%Y%m%d-%H%M%S", time.localtime(time.time() if moment is None else moment))
 
 
-def measure_first(paths: Sequence[str], chosen: dict[str, Any], max_pixels: int) -> dict[str, Any] | None:
+def measure_first(paths: Sequence[str], chosen: dict[str, Any], max_pixels: int,
+                  scratch: str | None = None) -> dict[str, Any] | None:
     """In a pool process or a thread: `chosen` (interval, stretch) frozen on the first image of the first
     readable file of `paths`: {"scaling": manual scaling as a dict, "interval": what measured it,
     "source": the file}. Unreadable files are passed over (their jobs fail with the reason); None when
-    no file can be read."""
+    no file can be read. With `scratch` (a folder the caller removes), a large gzipped file is unzipped
+    there first and its sample read row by row, as its ingest reads it, instead of whole."""
     import pyvips
 
     from app.formats import sniff
@@ -56,7 +62,10 @@ def measure_first(paths: Sequence[str], chosen: dict[str, Any], max_pixels: int)
     for name in paths:
         path = Path(name)
         try:
-            with sniff(path)(path, max_pixels=max_pixels) as reader:
+            reader = sniff(path)(path, max_pixels=max_pixels)
+            with reader, unzipping(reader, Path(scratch)) if scratch else contextlib.nullcontext():
+                if scratch:
+                    unzip(reader, Path(scratch))
                 plane = reader.planes()[0]
                 strips = FitsStrips.of(reader, plane)
                 if strips is None:
@@ -73,12 +82,21 @@ def measure_first(paths: Sequence[str], chosen: dict[str, Any], max_pixels: int)
 async def measure(archive: Archive | None, files: Sequence[Path], chosen: dict[str, Any],
                   max_pixels: int) -> dict[str, Any]:
     """`measure_first` in the archive's pool (a thread when there is no archive, as in a dry run);
-    ImageXError when no file of the run can be read."""
+    ImageXError when no file of the run can be read. A large gzipped first file is unzipped into a
+    scratch folder on the data folder's disk (the system's temporary folder in a dry run), removed
+    afterwards."""
     paths = [str(path) for path in files]
     if archive is None:
-        found = await asyncio.to_thread(measure_first, paths, chosen, max_pixels)
-    else:
-        found = await archive.pool.run(measure_first, paths, chosen, max_pixels)
+        scratch = Path(tempfile.gettempdir()) / f"imagex-measure-{new_id()}"
+    else:  # no "-" in the name: not a job's work folder, which cleaning after dead runners would remove
+        scratch = archive.settings.tiles_dir / ".work" / f"measure_{new_id()}"
+    try:
+        if archive is None:
+            found = await asyncio.to_thread(measure_first, paths, chosen, max_pixels, str(scratch))
+        else:
+            found = await archive.pool.run(measure_first, paths, chosen, max_pixels, str(scratch))
+    finally:
+        await asyncio.to_thread(shutil.rmtree, scratch, True)
     if found is None:
         raise ImageXError("--fixed-scaling first: no file of this run could be read to measure the scaling "
                           "on (run without --fixed-scaling to see why each one fails)")

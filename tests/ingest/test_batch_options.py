@@ -338,3 +338,25 @@ async def test_fixed_scaling_measures_a_plain_fits_larger_than_a_job_may_hold(tm
             await pool.run_limited(300, fixed.measure_first, [str(zipped)], chosen, 10**8, memory=limit)
     finally:
         pool.close()
+
+
+async def test_a_large_gzipped_first_file_is_measured_from_a_copy_that_is_removed(tmp_path, monkeypatch):
+    """Past UNZIP_ABOVE a gzipped file is unzipped and its sample read row by row, as its ingest reads it:
+    the same limits as the plain file, a truncated copy passed over, and no copy left anywhere."""
+    from app.formats import fits as fits_format
+
+    monkeypatch.setattr(fits_format, "UNZIP_ABOVE", 1024)  # 16 KiB of pixels count as large here
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "temporary"))
+    (tmp_path / "temporary").mkdir()
+    data = sky(100.0, seed=11)
+    plain = write(tmp_path, "plain.fits", data)
+    packed = tmp_path / "packed.fits.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    cut = tmp_path / "a_cut.fits.gz"
+    cut.write_bytes(packed.read_bytes()[:-4000])
+    chosen = {"interval": "zscale", "stretch": "asinh"}
+    from_plain = await fixed.measure(None, [plain], chosen, 10**8)
+    from_packed = await fixed.measure(None, [cut, packed], chosen, 10**8)
+    assert from_packed["source"] == str(packed)
+    assert from_packed["scaling"] == from_plain["scaling"] and from_packed["interval"] == "zscale"
+    assert list((tmp_path / "temporary").iterdir()) == []

@@ -6,7 +6,11 @@ built the same way; a damaged stream failing with a precise message."""
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -14,9 +18,10 @@ from astropy.io import fits
 
 from app.exceptions import FormatError
 from app.formats.fits import UNZIP_ABOVE, FitsReader
+from app.ingest.fixed_scaling import measure_first
 from app.ingest.tiling import UNZIPPED, render_file
 from app.tiles import science
-from tests.tiles.test_stream import level_pixels, same_later_plane, same_science, sky, with_nans
+from tests.tiles.test_stream import ROOT, level_pixels, same_later_plane, same_science, sky, with_nans
 
 # rows, columns of a float32 image just over the line: 33.2 MiB of pixels
 LARGE = (2900, 3000)
@@ -95,3 +100,47 @@ def test_a_large_gzipped_file_cut_short_fails_with_a_precise_message_and_leaves_
     assert str(raised.value) == ("cut.fits.gz: not a readable gzipped FITS file: Compressed file ended "
                                  "before the end-of-stream marker was reached")
     assert not (work / UNZIPPED).exists() and not list(tmp_path.rglob("*.unzipped*"))
+
+
+MEASURE_PEAK = textwrap.dedent("""
+    import json, re, sys
+    from app.ingest.fixed_scaling import measure_first
+
+    def peak():  # VmHWM, this process's own
+        with open("/proc/self/status") as status:
+            return int(re.search(r"VmHWM:\\s+(\\d+) kB", status.read()).group(1)) * 1024
+
+    small, large, scratch = sys.argv[1:4]
+    chosen = {"interval": "zscale", "stretch": "asinh"}
+    measure_first([small], chosen, 10**9, scratch or None)
+    before = peak()
+    found = measure_first([large], chosen, 10**9, scratch or None)
+    print(json.dumps([peak() - before, found["scaling"]]))
+""")
+
+
+def test_a_batch_scaling_measured_on_a_large_gzipped_file_does_not_hold_it(tmp_path):
+    """`--fixed-scaling first` on a large gzipped file: unzipped into a scratch folder and its sample read
+    row by row, as its ingest reads it; read whole (no scratch folder) the same file holds its image."""
+    small = tmp_path / "small.fits"
+    fits.PrimaryHDU(sky((512, 512), 3).astype(np.float32)).writeto(small)
+    plain = tmp_path / "large.fits"
+    fits.PrimaryHDU(sky((8192, 2048), 4).astype(np.float32)).writeto(plain)  # 64 MiB of pixels
+    zipped = gzipped(plain)
+    image_bytes = 8192 * 2048 * 4
+
+    def measured(scratch: str) -> tuple[int, dict]:
+        output = subprocess.run([sys.executable, "-c", MEASURE_PEAK, str(small), str(zipped), scratch],
+                                check=True, capture_output=True, text=True, cwd=ROOT,
+                                env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}).stdout
+        growth, scaling = json.loads(output.strip().splitlines()[-1])
+        return growth, scaling
+
+    streamed, scaling = measured(str(tmp_path / "scratch"))
+    assert streamed < image_bytes / 2, f"peak RSS grew by {streamed / 2**20:.0f} MiB"
+    assert not (tmp_path / "scratch" / UNZIPPED).exists()
+    # the limits of the plain file, whose sample is read row by row in its ingest too
+    plain_found = measure_first([str(plain)], {"interval": "zscale", "stretch": "asinh"}, 10**9)
+    assert plain_found is not None and scaling == plain_found["scaling"]
+    whole, _ = measured("")
+    assert whole > image_bytes, f"read whole, peak RSS grew by only {whole / 2**20:.0f} MiB"
