@@ -1,12 +1,9 @@
-"""Registration in each mode, invitations, the account page (profile, password, API tokens, storage), the
-JSON twins, cookies, session renewal, CSRF on every form and API-token authentication: real SQLite and the
-real Quart test client."""
+"""The account page, API tokens on it and in the JSON API, cookies, sessions and CSRF on every form."""
 
 from __future__ import annotations
 
 import re
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,178 +12,10 @@ import pytest
 from app import create_app
 from app import identity as accounts
 from app.settings import Settings
-from app.store.base import ImageRecord, Invitation, new_id
+from app.store.base import ImageRecord, new_id
 from tests.helpers import PASSWORD, csrf_from, csrf_of, log_in
+from tests.routes.accounts_helpers import NEW_PASSWORD, _token, cookie, me, set_site
 from tests.routes.conftest import text_of
-
-NEW_PASSWORD = "a much better passphrase"
-
-
-def cookie(client: Any, name: str) -> str | None:
-    for item in client.cookie_jar:
-        if item.name == name:
-            return str(item.value)
-    return None
-
-
-async def set_site(archive: Any, **values: Any) -> None:
-    await archive.store.save_site_settings(values)
-
-
-async def register(client: Any, username: str, *, password: str = PASSWORD, password2: str | None = None,
-                   path: str = "/register", **fields: str) -> Any:
-    page = await client.get(path)
-    token = csrf_from(await text_of(page)) if page.status_code == 200 else await csrf_of(client, "/login")
-    form = {"username": username, "password": password,
-            "password2": password if password2 is None else password2, "csrf_token": token, **fields}
-    invite = re.search(r"invite=([^&]+)", path)
-    if invite:
-        form["invite"] = invite.group(1)
-    return await client.post("/register", form=form)
-
-
-async def me(client: Any, **kwargs: Any) -> Any:
-    return await client.get("/api/me", **kwargs)
-
-
-async def invitation(archive: Any, *, expires_in: float = 3600.0) -> str:
-    code = "inv-" + new_id()
-    await archive.store.add_invitation(Invitation(id=new_id(), code_hash=accounts.digest(code),
-                                                  created_by="admin", expires=time.time() + expires_in))
-    return code
-
-
-# registration --------------------------------------------------------------------------------------
-async def test_open_registration_creates_the_account_and_logs_in(archive, client):
-    await set_site(archive, registration="open")
-    page = await client.get("/register")
-    assert page.status_code == 200 and 'id="register"' in await text_of(page)
-    response = await register(client, "newbie", email="new@example.org", display_name="New Bie")
-    assert response.status_code == 302 and response.headers["Location"] == "/account?done=registered"
-    answer = await me(client)
-    assert answer.status_code == 200
-    body = await answer.get_json()
-    assert (body["username"], body["email"], body["display_name"], body["role"]) == (
-        "newbie", "new@example.org", "New Bie", "user")
-    page = await text_of(await client.get("/account?done=registered"))
-    assert "Your account is ready" in page
-    user = await archive.store.get_user_by_name("newbie")
-    assert user is not None and user.last_login is not None
-
-
-@pytest.mark.parametrize(("username", "fields", "password2", "status", "message"), [
-    ("ok_name", {}, "something else entirely", 400, "The two passwords differ."),
-    ("ok_name", {"password": "short"}, "short", 400, "at least 10 characters"),
-    ("bad name!", {}, None, 400, "a username has 1-40 letters"),
-    ("", {}, None, 400, "a username has 1-40 letters"),
-    ("\u0430dmin", {}, None, 400, "a username has 1-40 letters"),  # a Cyrillic look-alike of "admin"
-    ("x" * 41, {}, None, 400, "a username has 1-40 letters"),
-    ("ok_name", {"email": "not-an-address"}, None, 400, "is not an email address"),
-    ("ok_name", {"display_name": "d" * 81}, None, 400, "at most 80 characters"),
-    ("Taken", {}, None, 409, "The username &#39;Taken&#39; is taken"),
-    ("TAKEN", {}, None, 409, "is taken"),
-    ("samepassword", {"password": "SamePassword"}, "SamePassword", 400, "must not be the username"),
-])
-async def test_registration_refuses_bad_input_with_a_message(archive, client, make_user, username, fields,
-                                                              password2, status, message):
-    await set_site(archive, registration="open")
-    await make_user("taken")
-    password = fields.pop("password", PASSWORD)
-    response = await register(client, username, password=password, password2=password2, **fields)
-    assert response.status_code == status
-    text = await text_of(response)
-    assert message.lower() in text.lower()
-    assert (await me(client)).status_code == 401
-    assert len(await archive.store.list_users()) == 1
-
-
-@pytest.mark.parametrize(("registration", "demo", "offered"), [
-    ("open", False, True), ("invite", False, True), ("closed", False, False), ("open", True, False)])
-async def test_the_register_link_shows_only_where_registering_can_work(archive, client, registration, demo,
-                                                                       offered):
-    await set_site(archive, registration=registration, demo_mode=demo)
-    page = await (await client.get("/")).get_data(as_text=True)
-    assert ('href="/register"' in page) is offered
-
-
-async def test_closed_registration_says_so(archive, client):
-    await set_site(archive, registration="closed", admin_email="boss@example.org")
-    for response in (await client.get("/register"),
-                     await client.post("/register", form={"username": "x", "password": PASSWORD,
-                                                          "password2": PASSWORD,
-                                                          "csrf_token": await csrf_of(client, "/login")})):
-        assert response.status_code == 403
-        text = await text_of(response)
-        assert "Registration is closed" in text and "boss@example.org" in text
-    assert await archive.store.list_users() == []
-
-
-async def test_demo_mode_refuses_registration(archive, client):
-    await set_site(archive, registration="open", demo_mode=True)
-    response = await client.get("/register")
-    assert response.status_code == 403 and "demo mode" in await text_of(response)
-    response = await client.post("/register", form={"username": "x", "password": PASSWORD,
-                                                    "password2": PASSWORD,
-                                                    "csrf_token": await csrf_of(client, "/login")})
-    assert response.status_code == 403
-    assert await archive.store.list_users() == []
-
-
-async def test_invitations_are_needed_single_use_and_expire(archive, client, settings, pool):
-    await set_site(archive, registration="invite")
-    response = await client.get("/register")
-    assert response.status_code == 403 and "by invitation only" in await text_of(response)
-    response = await client.get("/register?invite=made-up")
-    assert response.status_code == 403 and "not valid" in await text_of(response)
-
-    code = await invitation(archive)
-    page = await client.get(f"/register?invite={code}")
-    assert page.status_code == 200 and f'name="invite" value="{code}"' in await text_of(page)
-    response = await register(client, "invited", path=f"/register?invite={code}")
-    assert response.status_code == 302
-    used = await archive.store.get_invitation(accounts.digest(code))
-    assert used is not None and used.used_by == "invited" and used.used_at is not None
-
-    other = create_app(settings, run_jobs=False)
-    other.extensions["imagex"].pool = pool
-    async with other.test_app() as test_app:
-        stranger = test_app.test_client()
-        response = await stranger.get(f"/register?invite={code}")
-        assert response.status_code == 403 and "already been used" in await text_of(response)
-        response = await register(stranger, "second", path=f"/register?invite={code}")
-        assert response.status_code == 403
-        assert await archive.store.get_user_by_name("second") is None
-
-        stale = await invitation(archive, expires_in=-1)
-        response = await stranger.get(f"/register?invite={stale}")
-        assert response.status_code == 403 and "expired" in await text_of(response)
-
-        # a form that fails validation does not spend the invitation
-        fresh = await invitation(archive)
-        response = await register(stranger, "bad name!", path=f"/register?invite={fresh}")
-        assert response.status_code == 400
-        response = await register(stranger, "third", path=f"/register?invite={fresh}")
-        assert response.status_code == 302
-
-
-async def test_registration_while_logged_in_is_refused(archive, client, make_user):
-    await set_site(archive, registration="open")
-    await make_user("alice")
-    await log_in(client, "alice")
-    page = await client.get("/register")
-    assert "log out first" in await text_of(page)
-    response = await client.post("/register", form={"username": "other", "password": PASSWORD,
-                                                    "password2": PASSWORD,
-                                                    "csrf_token": await csrf_of(client, "/account")})
-    assert response.status_code == 400
-    assert await archive.store.get_user_by_name("other") is None
-
-
-async def test_registration_stays_open_when_guest_access_is_off(archive, client):
-    await set_site(archive, registration="open", guest_access=False)
-    assert (await client.get("/register")).status_code == 200
-    assert (await register(client, "newbie")).status_code == 302
-    assert (await client.get("/")).status_code == 200
 
 
 # the account page ----------------------------------------------------------------------------------
@@ -299,57 +128,6 @@ async def test_demo_mode_makes_the_account_read_only_for_users(archive, client, 
     assert response.status_code == 200
 
 
-async def test_password_change_ends_other_sessions_and_renews_this_one(archive, client, make_user):
-    await make_user("alice")
-    other = client.app.test_client()
-    await log_in(other, "alice")
-    assert (await me(other)).status_code == 200
-    await log_in(client, "alice")
-    before = cookie(client, accounts.SESSION_COOKIE)
-    token = await csrf_of(client, "/account")
-
-    async def change(current: str, new: str, new2: str) -> Any:
-        return await client.post("/account/password", form={"current": current, "new": new, "new2": new2,
-                                                            "csrf_token": token})
-
-    for args, message in [((PASSWORD + "x", NEW_PASSWORD, NEW_PASSWORD), "current password is wrong"),
-                          ((PASSWORD, NEW_PASSWORD, NEW_PASSWORD + "x"), "two new passwords differ"),
-                          ((PASSWORD, "short", "short"), "at least 10 characters")]:
-        response = await change(*args)
-        assert response.status_code == 400
-        assert message in await text_of(response)
-    assert (await me(other)).status_code == 200  # nothing changed yet
-
-    response = await change(PASSWORD, NEW_PASSWORD, NEW_PASSWORD)
-    assert response.status_code == 302 and response.headers["Location"] == "/account?done=password"
-    after = cookie(client, accounts.SESSION_COOKIE)
-    assert after and after != before
-    assert await archive.store.session_user(accounts.digest(before)) is None
-    assert (await me(client)).status_code == 200
-    assert "Every other session" in await text_of(await client.get("/account?done=password"))
-    assert (await me(other)).status_code == 401
-    # the new CSRF token works at once
-    token = await csrf_of(client, "/account")
-    response = await client.post("/account/profile", form={"display_name": "A", "csrf_token": token})
-    assert response.status_code == 200
-    fresh = client.app.test_client()
-    assert (await log_in(fresh, "alice")).status_code == 401
-    assert (await log_in(fresh, "alice", NEW_PASSWORD)).status_code == 302
-
-
-async def test_wrong_current_passwords_are_throttled(archive, client, make_user):
-    await make_user("alice")
-    await log_in(client, "alice")
-    token = await csrf_of(client, "/account")
-    statuses = []
-    for _ in range(accounts.FREE_FAILURES + 2):
-        response = await client.post("/account/password", form={
-            "current": "guess", "new": NEW_PASSWORD, "new2": NEW_PASSWORD, "csrf_token": token})
-        statuses.append(response.status_code)
-    assert statuses == [400] * (accounts.FREE_FAILURES + 1) + [429]
-    assert "try again in" in await text_of(response)
-
-
 # API tokens --------------------------------------------------------------------------------------------
 async def test_tokens_are_shown_once_listed_and_revoked_on_the_page(archive, client, make_user):
     alice = await make_user("alice")
@@ -403,12 +181,6 @@ async def test_one_user_cannot_revoke_another_users_token(archive, client, make_
     response = await client.delete(f"/api/tokens/{token_id}", headers={"X-CSRF-Token": token})
     assert response.status_code == 404
     assert len(await archive.store.list_tokens(bob.id)) == 2
-
-
-async def _token(archive: Any, user: Any) -> str:
-    from app.routes.accounts import create_token
-
-    return str((await create_token(archive, user, "made in the test"))["token"])
 
 
 async def test_json_twins_for_tokens_and_me(archive, client, make_user):
@@ -601,66 +373,3 @@ def _api_token(user_id: str) -> Any:
     from app.store.base import ApiToken
 
     return ApiToken(id=new_id(), user_id=user_id, name="kept", token_hash=accounts.digest(new_id()))
-
-
-@pytest.mark.parametrize("revoke", [False, True])
-async def test_a_password_change_on_the_page_may_sign_out_all_api_tokens(archive, client, make_user, revoke):
-    alice = await make_user("alice")
-    bearer = {"Authorization": f"Bearer {await _token(archive, alice)}"}
-    await log_in(client, "alice")
-    page = await text_of(await client.get("/account"))
-    assert 'name="revoke_tokens"' in page and "Sign out all API tokens" in page
-    form = {"current": PASSWORD, "new": NEW_PASSWORD, "new2": NEW_PASSWORD,
-            "csrf_token": await csrf_of(client, "/account")}
-    if revoke:
-        form["revoke_tokens"] = "1"
-    response = await client.post("/account/password", form=form)
-    assert response.status_code == 302
-    scripted = client.app.test_client()  # a script: the token alone, no session
-    # a revoked token is refused as every bad bearer token is (test_bad_bearer_tokens_are_refused)
-    assert (await me(scripted, headers=bearer)).status_code == (403 if revoke else 200)
-    assert len(await archive.store.list_tokens(alice.id)) == (0 if revoke else 1)
-    if revoke:
-        assert "every API token" in await text_of(await client.get(response.headers["Location"]))
-
-
-async def test_the_api_changes_the_password_and_revokes_tokens_when_asked(archive, client, make_user):
-    alice = await make_user("alice")
-    bob = await make_user("bob")
-    kept = {"Authorization": f"Bearer {await _token(archive, alice)}"}
-    bobs = {"Authorization": f"Bearer {await _token(archive, bob)}"}
-    url = "/api/me/password"
-    # a token needs no CSRF token; a wrong current password, a short new one: 400 with the reason
-    wrong = await client.post(url, json={"current": "nope", "new": NEW_PASSWORD}, headers=kept)
-    assert wrong.status_code == 400 and "current password is wrong" in (await wrong.get_json())["error"]
-    short = await client.post(url, json={"current": PASSWORD, "new": "short"}, headers=kept)
-    assert short.status_code == 400 and "at least" in (await short.get_json())["error"]
-    bad = await client.post(url, json={"current": PASSWORD, "new": NEW_PASSWORD, "revoke_tokens": "maybe!"},
-                            headers=kept)
-    assert bad.status_code == 400
-    # a guest: refused (no session, so no CSRF token either)
-    assert (await client.post(url, json={"current": PASSWORD, "new": NEW_PASSWORD})).status_code in (401, 403)
-
-    # without revoke_tokens, tokens keep working
-    response = await client.post(url, json={"current": PASSWORD, "new": NEW_PASSWORD}, headers=kept)
-    assert (response.status_code, await response.get_json()) == (200, {"changed": True, "tokens_revoked": 0})
-    assert (await me(client, headers=kept)).status_code == 200
-    # with it, every token of the account stops working; another user's stays
-    second = {"Authorization": f"Bearer {await _token(archive, alice)}"}
-    response = await client.post(url, json={"current": NEW_PASSWORD, "new": PASSWORD, "revoke_tokens": True},
-                                 headers=kept)
-    assert (response.status_code, await response.get_json()) == (200, {"changed": True, "tokens_revoked": 2})
-    assert (await me(client, headers=kept)).status_code == 403
-    assert (await me(client, headers=second)).status_code == 403
-    assert (await me(client, headers=bobs)).status_code == 200
-
-
-async def test_the_api_password_change_in_a_session_needs_csrf_and_keeps_it(archive, client, make_user):
-    await make_user("alice")
-    await log_in(client, "alice")
-    body = {"current": PASSWORD, "new": NEW_PASSWORD}
-    assert (await client.post("/api/me/password", json=body)).status_code == 403
-    csrf = await csrf_of(client, "/account")
-    response = await client.post("/api/me/password", json=body, headers={"X-CSRF-Token": csrf})
-    assert response.status_code == 200
-    assert (await me(client)).status_code == 200
