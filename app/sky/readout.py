@@ -36,13 +36,67 @@ class OffImage(ValueError):
 
 
 def sky_vectors(wcs: Any, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """ICRS unit vectors (n, 3) of 0-based pixel positions; NaN rows where the projection is undefined."""
+    """ICRS unit vectors (n, 3) of 0-based pixel positions; NaN rows where the projection is undefined.
+    The WCS's own frame is turned to ICRS by the rotation between them when there is one (ICRS, FK5,
+    Galactic, ...: `_to_icrs`), which costs a matrix product instead of astropy's frame machinery per
+    call; any other frame (FK4's E-terms) goes through astropy's coordinates."""
     with warnings.catch_warnings(), np.errstate(invalid="ignore"):
         warnings.simplefilter("ignore")
-        coords = wcs.pixel_to_world(xs.ravel(), ys.ravel()).icrs
-        ra = np.asarray(coords.ra.rad, dtype=float)
-        dec = np.asarray(coords.dec.rad, dtype=float)
-    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
+        rotation = _to_icrs(wcs)
+        if rotation is None:
+            coords = wcs.pixel_to_world(xs.ravel(), ys.ravel()).icrs
+            return _unit(np.asarray(coords.ra.rad, dtype=float), np.asarray(coords.dec.rad, dtype=float))
+        world = wcs.all_pix2world(np.asarray(xs, dtype=float).ravel(), np.asarray(ys, dtype=float).ravel(), 0)
+        vectors = _unit(np.radians(world[wcs.wcs.lng]), np.radians(world[wcs.wcs.lat]))
+    return vectors if rotation is _IDENTITY else vectors @ rotation.T
+
+
+def _unit(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=-1)
+
+
+_IDENTITY = np.eye(3)
+_ROTATIONS: dict[str, np.ndarray | None] = {}
+ROTATION_CHECK_RAD = 1e-11  # 2 micro-arcseconds: a frame whose change to ICRS is a rotation to this
+
+
+def _to_icrs(wcs: Any) -> np.ndarray | None:
+    """The rotation taking unit vectors in a two-axis celestial WCS's frame to ICRS (the same matrix
+    for every WCS of that frame, kept by the frame's description), `_IDENTITY` for ICRS itself, or None
+    when the change is not a rotation (FK4, whose E-terms depend on the position) or the frame is not
+    one astropy knows."""
+    from astropy.wcs.utils import wcs_to_celestial_frame
+
+    if wcs.naxis != 2 or wcs.wcs.lng < 0 or wcs.wcs.lat < 0:
+        return None
+    try:
+        frame = wcs_to_celestial_frame(wcs)
+    except ValueError:
+        return None
+    key = repr(frame)
+    if key not in _ROTATIONS:
+        _ROTATIONS[key] = _rotation_of(frame)
+    return _ROTATIONS[key]
+
+
+def _rotation_of(frame: Any) -> np.ndarray | None:
+    import astropy.units as u
+    from astropy.coordinates import ICRS, SkyCoord
+
+    if type(frame) is ICRS:
+        return _IDENTITY
+    # the frame's x, y and z axes in ICRS are the matrix's columns; checked on positions all over the sky
+    basis = SkyCoord([0.0, 90.0, 0.0] * u.deg, [0.0, 0.0, 90.0] * u.deg, frame=frame).icrs.cartesian
+    rotation = np.stack([basis.x.value, basis.y.value, basis.z.value], axis=0)
+    lon, lat = np.meshgrid(np.arange(7.0, 360.0, 31.0), np.arange(-83.0, 90.0, 19.0))
+    checks = SkyCoord(lon.ravel() * u.deg, lat.ravel() * u.deg, frame=frame)
+    icrs = checks.icrs
+    wanted = _unit(np.asarray(icrs.ra.rad), np.asarray(icrs.dec.rad))
+    spherical = checks.spherical
+    turned = _unit(np.asarray(spherical.lon.rad), np.asarray(spherical.lat.rad)) @ rotation.T
+    if not np.all(np.abs(turned - wanted) < ROTATION_CHECK_RAD):
+        return None
+    return rotation
 
 
 def galactic_matrix() -> list[list[float]]:
