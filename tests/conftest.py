@@ -5,7 +5,7 @@ tests/helpers.py."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,10 @@ from astropy.io import fits
 
 from app import create_app
 from app.archive import Archive
+from app.identity import hash_password
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.settings import Settings
+from app.store.base import User, new_id
 from app.store.sqlite import SQLiteStore
 from app.tiles.pool import Pool
 from tests.helpers import PASSWORD
@@ -84,6 +86,25 @@ def write_fits(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def account(archive: Archive) -> Callable[..., Awaitable[User]]:
+    """`await account("alice", role="user")`: a real account with the password PASSWORD. Its argon2 hash is
+    made once per run with the real hasher (argon2id is slow by design)."""
+
+    async def make(username: str, *, role: str = "user", **fields: Any) -> User:
+        if not _HASH:
+            _HASH.append(await hash_password(PASSWORD))
+        user = User(id=new_id(), username=username, role=role, password_hash=_HASH[0],
+                    display_name=username, **fields)
+        await archive.store.add_user(user)
+        return user
+
+    return make
+
+
+_HASH: list[str] = []
 
 
 @pytest.fixture

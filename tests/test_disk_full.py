@@ -21,7 +21,7 @@ from app.archive import Archive
 from app.exceptions import DiskFull
 from app.settings import Settings
 from tests.helpers import PASSWORD, csrf_from, ingest, log_in
-from tests.routes.test_upload import put, spooled, token_for, uploaded
+from tests.routes.upload_helpers import put, spooled, token_for, uploaded
 
 
 def mount_small_disk(folder: Path, megabytes: int) -> None:
@@ -185,6 +185,6 @@ async def test_with_the_catalog_on_a_full_disk_reads_go_on_and_writes_get_507(fu
 
 
 def fits_bytes_small() -> bytes:
-    from tests.routes.test_upload import fits_bytes
+    from tests.routes.upload_helpers import fits_bytes
 
     return fits_bytes(32)

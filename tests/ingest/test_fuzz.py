@@ -22,7 +22,7 @@ from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.settings import Settings
 from tests.fitsedit import CARD, card, edited, header_start
 from tests.helpers import ingest
-from tests.routes.test_upload import put, spooled, token_for, uploaded
+from tests.routes.upload_helpers import put, spooled, token_for, uploaded
 
 SEED = int(os.environ.get("IMAGEX_FUZZ_SEED", "20261204"))
 MUTANTS = 320

@@ -16,13 +16,10 @@ from app.site_policy import Site
 from app.tiles import render
 from app.tiles.scaling import Scaling
 from tests.helpers import ingest
-from tests.routes import test_admin
-from tests.routes.conftest import text_of
-from tests.routes.test_admin import admin_client, post, settings_form
+from tests.routes.admin_helpers import admin_client, post, settings_form
+from tests.routes.pages import text_of
 from tests.tiles.test_adaptive import two_regions
 from tests.tiles.test_render import pixels
-
-account = test_admin.account  # the fixture: real accounts to sign in with
 
 
 def write(folder: Path, name: str, data: np.ndarray) -> Path:

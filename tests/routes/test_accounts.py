@@ -15,7 +15,7 @@ from app.settings import Settings
 from app.store.base import ImageRecord, new_id
 from tests.helpers import PASSWORD, csrf_from, csrf_of, log_in
 from tests.routes.accounts_helpers import NEW_PASSWORD, _token, cookie, me, set_site
-from tests.routes.conftest import text_of
+from tests.routes.pages import text_of
 
 
 # the account page ----------------------------------------------------------------------------------

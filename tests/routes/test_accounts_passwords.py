@@ -9,7 +9,7 @@ import pytest
 from app import identity as accounts
 from tests.helpers import PASSWORD, csrf_of, log_in
 from tests.routes.accounts_helpers import NEW_PASSWORD, _token, cookie, me
-from tests.routes.conftest import text_of
+from tests.routes.pages import text_of
 
 
 # password changes --------------------------------------------------------------------------------------

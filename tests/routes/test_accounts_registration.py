@@ -13,7 +13,7 @@ from app import identity as accounts
 from app.store.base import Invitation, new_id
 from tests.helpers import PASSWORD, csrf_from, csrf_of, log_in
 from tests.routes.accounts_helpers import me, set_site
-from tests.routes.conftest import text_of
+from tests.routes.pages import text_of
 
 
 async def register(client: Any, username: str, *, password: str = PASSWORD, password2: str | None = None,

@@ -6,7 +6,7 @@ import pytest
 
 from app.ingest.scan import job_for
 from tests.helpers import ingest
-from tests.routes.conftest import dzi_facts, text_of
+from tests.routes.pages import dzi_facts, text_of
 
 URL_KEYS = ("url", "api_url", "thumbnail_url", "dzi_url", "original_url")
 

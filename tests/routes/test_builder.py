@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import csrf_of, log_in
-from tests.routes.conftest import text_of
+from tests.routes.pages import text_of
 
 
 @pytest.fixture

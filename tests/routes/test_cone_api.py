@@ -7,7 +7,7 @@ import pytest
 from astropy.io import fits
 
 from tests.helpers import ingest
-from tests.routes.conftest import text_of
+from tests.routes.pages import text_of
 
 
 async def get_json(client, url, status=200):

@@ -17,7 +17,7 @@ from app import tokens
 from app.ingest.removal import delete_image
 from app.tiles import render, science
 from tests.helpers import ingest, log_in
-from tests.routes.conftest import attribute, dzi_facts, text_of
+from tests.routes.pages import attribute, dzi_facts, text_of
 
 DEEPEST = 9  # the 300x300 `image` fixture: levels 0-9, 2x2 tiles at the deepest
 SPEC = "zscale~asinh~viridis"

@@ -15,7 +15,7 @@ from app import create_app
 from app.exceptions import SettingError
 from app.settings import Settings
 from tests.helpers import log_in
-from tests.routes.conftest import directives, text_of
+from tests.routes.pages import directives, text_of
 
 UNUSED_ID = "Zz9Zz9Zz9Zz9"
 HOSTILE = '<script>alert(1)</script>"><img src=x>'

@@ -4,7 +4,7 @@ later), never a 400 that blames the request."""
 
 from app import create_app
 from tests.helpers import csrf_of
-from tests.routes.conftest import text_of
+from tests.routes.pages import text_of
 
 
 async def test_a_refused_htmx_action_shows_its_message_in_the_alert_area(member, image):

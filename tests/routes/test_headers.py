@@ -16,7 +16,7 @@ import pytest
 from app import headers
 from app.samples import FIELD_DEC, FIELD_RA
 from tests.helpers import csrf_of
-from tests.routes.conftest import directives, text_of
+from tests.routes.pages import directives, text_of
 
 STATIC = Path(__file__).resolve().parents[2] / "app" / "static"
 TEMPLATES = Path(__file__).resolve().parents[2] / "app" / "templates"

@@ -13,7 +13,7 @@ import pytest
 
 from app.tiles import histogram, render, science
 from tests.helpers import ingest, log_in
-from tests.routes.conftest import attribute, text_of
+from tests.routes.pages import attribute, text_of
 
 
 def field_values(seed: int = 11) -> np.ndarray:

@@ -21,7 +21,7 @@ from app.ingest.scan import job_for
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.store.base import ApiToken, ImageRecord, new_id
 from tests.helpers import csrf_of, ingest, log_in
-from tests.routes.conftest import Ingested, text_of
+from tests.routes.pages import Ingested, text_of
 
 
 class Actor:

@@ -13,11 +13,9 @@ from app.ingest.jobs import JobRunner
 from app.monitor import cached_folder_size, catalog_files, folder_size, originals
 from tests.clock import Clock
 from tests.helpers import ingest
-from tests.routes.conftest import text_of
-from tests.routes.test_admin import HTMX, account, admin_client, failed_job, post, sign_in
+from tests.routes.admin_helpers import HTMX, admin_client, failed_job, post, sign_in
+from tests.routes.pages import text_of
 from tests.store.examples import job
-
-__all__ = ["account"]  # a fixture, used by name
 
 
 async def test_disk_use_after_an_ingest(archive, client, account, add_image):

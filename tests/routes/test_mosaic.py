@@ -15,7 +15,7 @@ from astropy.io import fits
 
 from app.routes.mosaic import MAX_IMAGES
 from tests.helpers import ingest, log_in
-from tests.routes.conftest import text_of
+from tests.routes.pages import text_of
 
 HOSTILE = '<script>alert(1)</script>"><img src=x>'
 UNUSED_ID = "Zz9Zz9Zz9Zz9"  # well formed, same length as a real id, and no such image
@@ -91,7 +91,7 @@ async def test_go_to_places_a_position_in_the_mosaic_frame(client, add_image):
 
 
 async def test_images_too_far_apart_get_a_warning_naming_them(client, add_image):
-    from tests.conftest import FIELD_DEC, FIELD_RA
+    from app.samples import FIELD_DEC, FIELD_RA
 
     here = await add_image("here.fits", size=80, OBJECT=HOSTILE)
     far = await add_image("far.fits", size=80, CRVAL1=(FIELD_RA + 120.0) % 360, CRVAL2=-FIELD_DEC)

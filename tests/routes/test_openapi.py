@@ -16,7 +16,7 @@ from quart import jsonify
 from app import create_app
 from app.openapi import ERROR, Param, described, document, undescribed
 from tests.helpers import csrf_of, ingest
-from tests.routes.conftest import text_of
+from tests.routes.pages import text_of
 
 
 @pytest.fixture

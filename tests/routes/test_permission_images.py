@@ -16,7 +16,7 @@ import pytest_asyncio
 
 from app.store.base import ImageRecord
 from tests.helpers import ingest
-from tests.routes.conftest import attribute
+from tests.routes.pages import attribute
 from tests.routes.permission_cases import (
     ACTORS,
     LOGINS,

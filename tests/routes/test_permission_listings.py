@@ -12,7 +12,7 @@ from html import unescape
 import pytest
 import pytest_asyncio
 
-from tests.routes.conftest import text_of
+from tests.routes.pages import text_of
 from tests.routes.permission_cases import (
     ACTORS,
     CARD_LINK,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.routes.conftest import text_of
+from tests.routes.pages import text_of
 from tests.routes.permission_cases import ACTORS, CARD_LINK, World, open_world, site_policy
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

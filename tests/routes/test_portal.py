@@ -11,7 +11,7 @@ import pytest
 from app.formatting import human_bytes, human_time
 from app.ingest.scan import job_for
 from tests.helpers import ingest
-from tests.routes.conftest import text_of
+from tests.routes.pages import text_of
 
 CARD = re.compile(r'<li class="card">(.*?)</li>', re.S)
 

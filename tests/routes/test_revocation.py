@@ -15,7 +15,7 @@ from app.archive import Archive
 from app.store.base import ImageRecord
 from app.tiles import pyramid, render, science
 from app.tokens import GEN
-from tests.routes.conftest import Ingested, text_of
+from tests.routes.pages import Ingested, text_of
 from tests.routes.test_image_actions import actors, mine  # noqa: F401  (fixtures)
 
 SPEC = "zscale~sqrt~viridis"

@@ -12,7 +12,7 @@ import pytest
 
 from app.search.elements import element_from
 from tests.helpers import log_in
-from tests.routes.conftest import text_of
+from tests.routes.pages import text_of
 
 ELEMENTS = [
     {"id": "obsdate", "type": "date", "label": "Observation date",

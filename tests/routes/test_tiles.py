@@ -11,7 +11,7 @@ import pytest
 import pyvips
 
 from app import tokens
-from tests.routes.conftest import dzi_facts, text_of
+from tests.routes.pages import dzi_facts, text_of
 
 # A 300x300 image with 254-pixel tiles: levels 0-9, the deepest (9) has 2x2 tiles.
 DEEPEST = 9

@@ -13,7 +13,7 @@ import pytest
 from astropy.io import fits
 
 from tests.fitsedit import CARD, card, edited
-from tests.routes.test_upload import error_of, put, run_jobs, spooled, token_for, uploaded
+from tests.routes.upload_helpers import error_of, put, run_jobs, spooled, token_for, uploaded
 
 
 @pytest.fixture

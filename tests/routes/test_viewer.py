@@ -10,7 +10,7 @@ from urllib.parse import quote, unquote
 
 import pytest
 
-from tests.routes.conftest import attribute, dzi_facts, text_of
+from tests.routes.pages import attribute, dzi_facts, text_of
 
 HOSTILE_OBJECT = "<script>alert(1)</script>"
 HOSTILE_VALUE = '"><img src=x onerror=alert(1)>'

@@ -19,7 +19,7 @@ from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
 from app.sky.grid import Grid, separation_arcsec
 from app.sky.readout import sky_vectors
 from tests.helpers import ingest
-from tests.routes.conftest import attribute, text_of
+from tests.routes.pages import attribute, text_of
 
 SIZE = 300
 
