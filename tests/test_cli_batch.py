@@ -18,9 +18,7 @@ from astropy.io import fits
 from astropy.visualization import ZScaleInterval
 
 from app.cli import main
-from tests.helpers import ingest
-from tests.ingest.test_batch_options import PATCH_VALUE, sky, write
-from tests.test_cli import (
+from tests.cli_helpers import (
     IMAGEX,
     assert_each_file_once,
     catalog,
@@ -29,6 +27,8 @@ from tests.test_cli import (
     run_together,
     summary,
 )
+from tests.helpers import ingest
+from tests.ingest.test_batch_options import PATCH_VALUE, sky, write
 
 FIXED = re.compile(r"^Fixed scaling '([^']+)' for every image of this run: (\w+) limits (\S+) \.\. (\S+), "
                    r"(\w+) stretch, measured on (.+?)(?:; apply it again with --fixed-scaling \1)?$",

@@ -13,7 +13,7 @@ import tifffile
 from pydicom.data import get_testdata_file
 
 from app.formats.dmwrite import image_entry, write_dm
-from tests.test_cli import catalog, imagex, summary
+from tests.cli_helpers import catalog, imagex, summary
 
 GEOTIFF = Path(__file__).parent / "data" / "geotiff"
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
+from tests.cli_helpers import IMAGEX, catalog, environment, imagex
 from tests.ingest.test_watch import fits_bytes
 from tests.processes import answers, free_port
-from tests.test_cli import IMAGEX, catalog, environment, imagex
 
 TIMEOUT = 90
 REPO = Path(__file__).resolve().parents[1]

@@ -193,7 +193,7 @@ async def test_joining_forgets_processes_lost_for_a_day(archive):
 
 
 def fleet_in_store(data: Path) -> list[dict[str, Any]]:
-    from tests.test_cli import catalog
+    from tests.cli_helpers import catalog
 
     with catalog(data) as db:
         return [dict(row) for row in db.execute("SELECT id, role, pid, jobs FROM processes")]

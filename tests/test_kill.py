@@ -22,7 +22,7 @@ from pathlib import Path
 from app.ingest.spool import holder_dead, process_started
 from app.store.base import UploadHolder
 from app.tiles.pyramid import DZI_NAME, current, image_root
-from tests.test_cli import (
+from tests.cli_helpers import (
     IMAGEX,
     assert_each_file_once,
     catalog,

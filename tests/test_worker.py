@@ -23,8 +23,15 @@ from astropy.io import fits
 from app.ingest.scan import job_for, walk
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
 from app.store.sqlite import SQLiteStore
+from tests.cli_helpers import (
+    assert_each_file_once,
+    catalog,
+    environment,
+    image_folder,
+    tile_folders,
+    write_tree,
+)
 from tests.processes import answers, free_port
-from tests.test_cli import assert_each_file_once, catalog, environment, image_folder, tile_folders, write_tree
 from tests.test_cli_watch import running, wait_until
 
 BIG = 5000  # pixels on a side: a job that takes seconds, long enough to be caught mid-way

@@ -15,7 +15,7 @@ import pytest
 import pyvips
 
 from tests.browser.conftest import SIZE, Server
-from tests.test_cli import image_folder
+from tests.cli_helpers import image_folder
 
 pytestmark = pytest.mark.browser
 

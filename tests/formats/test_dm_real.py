@@ -18,7 +18,7 @@ from app.formats import DmReader
 from app.formats.base import Plane
 from app.sky.readout import physical_scale
 from tests import gatan_files
-from tests.test_cli import catalog, imagex, summary
+from tests.cli_helpers import catalog, imagex, summary
 
 METRES = {"nm": 1e-9, "um": 1e-6}
 

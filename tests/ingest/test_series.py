@@ -19,9 +19,9 @@ from pydicom.pixels.processing import apply_modality_lut
 
 from app.formats.dicom import slice_position
 from app.samples_fields import ct_series
+from tests.cli_helpers import IMAGEX, catalog, run_together, summary
 from tests.helpers import csrf_of, ingest, log_in
 from tests.routes.upload_helpers import put, run_jobs, token_for, uploaded
-from tests.test_cli import IMAGEX, catalog, run_together, summary
 
 CENTRE = (64, 64)  # inside every slice's sphere cross-section
 PROBE = (88, 64)  # inside it on the middle slices only (600 HU more there)
