@@ -221,10 +221,8 @@ class FitsReader(Reader):
         except MemoryError:
             raise  # the job's memory limit, not the file's fault
         except Exception as error:  # astropy raises many kinds on corrupt compressed tiles
-            if self.structure[plane.hdu].compressed:  # the same words as the streamed path's
-                raise FormatError(f"{self.path.name}: HDU {plane.hdu}: the compressed pixel data cannot be "
-                                  f"read ({_reason(error)}): corrupt, truncated, or changed while it was "
-                                  "read") from None
+            if self.structure[plane.hdu].compressed:
+                raise compressed_unreadable(self.path.name, plane.hdu, _reason(error)) from None
             raise FormatError(f"{self.path.name}: HDU {plane.hdu}: pixel data cannot be read: "
                               f"{_reason(error)}") from None
         if array.ndim != 2:
@@ -448,6 +446,13 @@ def _sky(header: Any, width: int, height: int) -> dict[str, Any] | None:
         "frame": "icrs",
         "ctype": [str(c) for c in celestial.wcs.ctype],
     }
+
+
+def compressed_unreadable(name: str, hdu: int, reason: str) -> FormatError:
+    """Tile-compressed pixels that cannot be decompressed, in the same words whichever path reads them
+    (memory-mapped here, streamed in app/tiles/stream.py)."""
+    return FormatError(f"{name}: HDU {hdu}: the compressed pixel data cannot be read ({reason}): corrupt, "
+                       "truncated, or changed while it was read")
 
 
 def _reason(error: BaseException) -> str:

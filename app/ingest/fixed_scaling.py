@@ -88,13 +88,12 @@ async def measure(archive: Archive | None, files: Sequence[Path], chosen: dict[s
     paths = [str(path) for path in files]
     if archive is None:
         scratch = Path(tempfile.gettempdir()) / f"imagex-measure-{new_id()}"
+        run: Any = asyncio.to_thread
     else:  # no "-" in the name: not a job's work folder, which cleaning after dead runners would remove
         scratch = archive.settings.tiles_dir / ".work" / f"measure_{new_id()}"
+        run = archive.pool.run
     try:
-        if archive is None:
-            found = await asyncio.to_thread(measure_first, paths, chosen, max_pixels, str(scratch))
-        else:
-            found = await archive.pool.run(measure_first, paths, chosen, max_pixels, str(scratch))
+        found: dict[str, Any] | None = await run(measure_first, paths, chosen, max_pixels, str(scratch))
     finally:
         await asyncio.to_thread(shutil.rmtree, scratch, True)
     if found is None:

@@ -33,7 +33,7 @@ import numpy as np
 import pyvips
 
 from app.exceptions import FormatError
-from app.formats.fits import PixelPlace
+from app.formats.fits import PixelPlace, compressed_unreadable
 
 _STRIP_BYTES = 2 * 1024 * 1024
 # TIFF SampleFormat: 1 unsigned, 2 signed, 3 IEEE float
@@ -225,8 +225,7 @@ class CompressedStrips(FitsStrips):
 
     def _unreadable(self, error: Exception) -> FormatError:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return FormatError(f"{self.path.name}: HDU {self.hdu}: the compressed pixel data cannot be read "
-                           f"({reason}): corrupt, truncated, or changed while it was read")
+        return compressed_unreadable(self.path.name, self.hdu, reason)
 
     @property
     def dtype(self) -> np.dtype[Any]:
