@@ -21,10 +21,13 @@ owner disabled) or the image deleted: 403, reload the page.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
 
+import pyvips
 from quart import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import Forbidden, Gone, NotFound
 
@@ -33,12 +36,13 @@ from app.archive import Archive, get_archive
 from app.exceptions import ImageXError
 from app.sky.mosaic import Sheet
 from app.sky.warp import load_frame
-from app.tiles import display_cache, render, science, warped
+from app.tiles import display_cache, pyramid, render, science, warped
 from app.tiles.pyramid import DZI_NAME, NO_GEN
 from app.tiles.server import cache_control, etag_of, matches
 
 bp = Blueprint("tiles", __name__)
 _NAME = re.compile(r"^(?:image\.dzi|thumb\.jpeg|image_files/\d{1,2}/\d{1,6}_\d{1,6}\.jpeg)$")
+_LOW = re.compile(r"^image_files/(?P<level>0|[1-9]\d?)/0_0\.jpeg$")  # the levels of one tile
 _ID = re.compile(r"^[A-Za-z0-9]{6,32}$")
 _TYPES = {".dzi": "application/xml", ".jpeg": "image/jpeg", ".png": "image/png"}
 _INTEGER = r"(?:0|[1-9]\d{0,5})"  # one spelling per number: one cache file per tile
@@ -71,7 +75,13 @@ async def tile(image_id: str, token: str, name: str) -> Any:
     if not _ID.fullmatch(image_id) or not _NAME.fullmatch(name):
         raise NotFound("no such tile")
     folder, remaining = _check(archive, image_id, token)
-    return _file(folder, folder / name, remaining)
+    path = folder / name
+    low = _LOW.fullmatch(name)
+    if low and not path.exists():  # a level below those written at ingest: made from theirs, once
+        with contextlib.suppress(FileNotFoundError, pyvips.Error):  # revoked meanwhile: _file says so
+            level, quality = int(low["level"]), archive.settings.jpeg_quality
+            await asyncio.to_thread(pyramid.low_tile, folder, level, quality)
+    return _file(folder, path, remaining)
 
 
 def _check(archive: Archive, image_id: str, token: str) -> tuple[Path, int]:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import math
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -31,19 +33,75 @@ THUMBNAIL = "thumb.jpeg"
 
 
 def build(picture: pyvips.Image, folder: Path, *, quality: int) -> dict[str, int]:
-    """Write `folder/image.dzi`, `folder/image_files/` (full resolution down to one pixel) and
-    `folder/thumb.jpeg`. `folder` must be a private work folder: the caller moves it into place."""
+    """Write `folder/image.dzi`, `folder/image_files/` and `folder/thumb.jpeg`. `folder` must be a private
+    work folder: the caller moves it into place.
+
+    libvips writes the levels from full resolution down to the first that fits in one tile, not down to
+    one pixel: the levels below are single tiles of a few pixels, and writing them took half the time of a
+    small image's pyramid. Each is made from that level's tile when first asked for (`low_tile`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    picture.dzsave(str(folder / DZI_NAME), tile_size=TILE_SIZE, overlap=OVERLAP, depth="onepixel",
+    picture.dzsave(str(folder / DZI_NAME), tile_size=TILE_SIZE, overlap=OVERLAP, depth="onetile",
                    suffix=f".jpeg[Q={quality},strip]", layout="dz")
-    levels = sorted(int(p.name) for p in (folder / f"{DZI_NAME}_files").iterdir() if p.name.isdigit())
-    # The deepest level that fits in one tile is the thumbnail: no second pass over the pixels.
-    for level in reversed(levels):
-        tiles = list((folder / f"{DZI_NAME}_files" / str(level)).iterdir())
-        if len(tiles) == 1:
-            shutil.copyfile(tiles[0], folder / THUMBNAIL)
-            break
-    return {"width": picture.width, "height": picture.height, "levels": len(levels)}
+    files = folder / f"{DZI_NAME}_files"
+    written = sorted(int(p.name) for p in files.iterdir() if p.name.isdigit())
+    # libvips counts the levels it wrote from 0; Deep Zoom counts them from the one-pixel level
+    top = max_level(picture.width, picture.height)
+    shift = top - written[-1]
+    for level in reversed(written) if shift else []:
+        os.rename(files / str(level), files / str(level + shift))
+    # The level that fits in one tile is the thumbnail: no second pass over the pixels.
+    shutil.copyfile(files / str(written[0] + shift) / "0_0.jpeg", folder / THUMBNAIL)
+    return {"width": picture.width, "height": picture.height, "levels": top + 1}
+
+
+def max_level(width: int, height: int) -> int:
+    """The deepest Deep Zoom level (full resolution), counted from the level of one pixel."""
+    return max(0, math.ceil(math.log2(max(width, height))))
+
+
+def level_size(width: int, height: int, level: int) -> tuple[int, int]:
+    factor = 2 ** (max_level(width, height) - level)
+    return -(-width // factor), -(-height // factor)
+
+
+def one_tile_level(width: int, height: int) -> int:
+    """The largest level that fits in one tile: the lowest that `build` writes."""
+    level = max_level(width, height)
+    while level > 0 and max(level_size(width, height, level)) > TILE_SIZE:
+        level -= 1
+    return level
+
+
+_SIZE = re.compile(r'\bHeight="(\d{1,9})"\s+Width="(\d{1,9})"|\bWidth="(\d{1,9})"\s+Height="(\d{1,9})"')
+
+
+def low_tile(folder: Path, level: int, quality: int) -> Path | None:
+    """The single tile of a Deep Zoom level below those `build` wrote: shrunk from the lowest level that
+    was written, and kept beside the others under a temporary name then renamed, so that it is a file from
+    then on (served as the others, by nginx too). None when `level` is not such a level."""
+    try:
+        found = _SIZE.search((folder / f"{DZI_NAME}.dzi").read_text(errors="replace"))
+    except FileNotFoundError:
+        return None
+    if found is None:
+        return None
+    height, width = (int(found[1]), int(found[2])) if found[1] else (int(found[4]), int(found[3]))
+    lowest = one_tile_level(width, height)
+    if not 0 <= level < lowest:
+        return None
+    size = level_size(width, height, level)
+    files = folder / f"{DZI_NAME}_files"
+    shrunk = pyvips.Image.new_from_file(str(files / str(lowest) / "0_0.jpeg"), access="sequential")
+    shrunk = shrunk.thumbnail_image(size[0], height=size[1], size="force")
+    path = files / str(level) / "0_0.jpeg"
+    path.parent.mkdir(exist_ok=True)
+    part = path.with_name(f".{secrets.token_hex(8)}.part")
+    try:
+        shrunk.jpegsave(str(part), Q=quality, strip=True)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+    return path
 
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ import numpy as np
 
 from app.names import EQUALISED, INTERVAL_LABELS, STRETCH_LABELS, STRETCHES
 from app.tiles import adaptive, colormaps, display_cache, science
-from app.tiles.pyramid import DZI_NAME, OVERLAP, TILE_SIZE
+from app.tiles.pyramid import DZI_NAME, OVERLAP, TILE_SIZE, level_size, max_level
 
 DISPLAY = "display"
 SCALE_FILE = "scale.json"
@@ -163,16 +163,6 @@ def default_spec(display: dict[str, Any]) -> Spec:
 
 
 # -- geometry ---------------------------------------------------------------------------------------------
-
-def max_level(width: int, height: int) -> int:
-    """The deepest Deep Zoom level (full resolution), as libvips dzsave counts them down to one pixel."""
-    return max(0, math.ceil(math.log2(max(width, height))))
-
-
-def level_size(width: int, height: int, level: int) -> tuple[int, int]:
-    factor = 2 ** (max_level(width, height) - level)
-    return -(-width // factor), -(-height // factor)
-
 
 def tile_box(width: int, height: int, level: int, col: int, row: int) -> tuple[int, int, int, int] | None:
     """(left, top, width, height) of a tile in its level's pixels, or None when there is no such tile."""

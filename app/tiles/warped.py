@@ -14,7 +14,7 @@ import numpy as np
 
 from app.sky import warp
 from app.sky.mosaic import Sheet
-from app.tiles import display_cache, render
+from app.tiles import display_cache, pyramid, render
 
 WARP = "warp"
 
@@ -37,7 +37,7 @@ def render_warped(folder_text: str, science_path: str, spec_text: str, frame: Sh
     tile = render.tile_box(box_width, box_height, level, col, row)
     if tile is None:
         return None
-    shrink = 2 ** (render.max_level(box_width, box_height) - level)
+    shrink = 2 ** (pyramid.max_level(box_width, box_height) - level)
     x, y, width, height = tile
     u, v = warp.image_positions(frame, sheet, left + x * shrink, top + y * shrink, shrink, width, height)
     inside = np.isfinite(u) & np.isfinite(v) & (u >= 0) & (u < sheet.width) & (v >= 0) & (v < sheet.height)
@@ -52,10 +52,10 @@ def render_warped(folder_text: str, science_path: str, spec_text: str, frame: Sh
             along = along[np.isfinite(along)]
             step = float(np.median(along)) if along.size else 1.0
         image_shrink = 2 ** max(0, math.floor(math.log2(max(step, 1.0))))
-        deepest = render.max_level(sheet.width, sheet.height)
+        deepest = pyramid.max_level(sheet.width, sheet.height)
         image_level = max(0, deepest - int(math.log2(image_shrink)))
         image_shrink = 2 ** (deepest - image_level)
-        level_width, level_height = render.level_size(sheet.width, sheet.height, image_level)
+        level_width, level_height = pyramid.level_size(sheet.width, sheet.height, image_level)
         # array positions at that level (pixel centres at whole numbers)
         ax, ay = u / image_shrink - 0.5, v / image_shrink - 0.5
         x0 = max(0, math.floor(float(np.min(ax[inside]))) - 1)

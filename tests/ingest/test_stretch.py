@@ -13,7 +13,7 @@ import pyvips
 from astropy.io import fits
 
 from app.site_policy import Site
-from app.tiles import render
+from app.tiles import pyramid, render
 from app.tiles.scaling import Scaling
 from tests.helpers import ingest
 from tests.routes.admin_helpers import admin_client, post, settings_form
@@ -61,7 +61,7 @@ def assert_static_matches_dynamic(archive: Any, image: Any) -> None:
     spec = render.default_spec(image.display)
     assert spec.stretch == "ahisteq"
     folder = archive.tile_folder(image.id)
-    top = render.max_level(image.width, image.height)
+    top = pyramid.max_level(image.width, image.height)
     quality = archive.settings.jpeg_quality
     for col, row in ((0, 0), (1, 1)):
         static = static_tile(folder, top, col, row)
@@ -81,7 +81,7 @@ async def test_an_ahisteq_ingest_matches_the_dynamic_tiles_of_its_default_displa
     assert render.default_spec(image.display).text == "zscale~ahisteq~grey"
     assert_static_matches_dynamic(archive, image)
     # the faint half and the bright half both come out mid-grey, not dark and light
-    full = static_tile(archive.tile_folder(image.id), render.max_level(512, 512), 0, 1)
+    full = static_tile(archive.tile_folder(image.id), pyramid.max_level(512, 512), 0, 1)
     assert full[:, :200].mean() == pytest.approx(128, abs=15)
 
 

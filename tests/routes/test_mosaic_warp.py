@@ -17,7 +17,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from app.archive import Archive
-from app.tiles import render
+from app.tiles import pyramid, render
 from tests.helpers import ingest
 
 RA, DEC = 150.1, 2.2
@@ -86,9 +86,9 @@ async def warped_picture(client: Any, layer: dict[str, Any], spec: str) -> np.nd
     """The resampled layer at full resolution, from its tiles: (rows, columns, bands) with alpha last."""
     warp = layer["warp"]
     width, height = warp["width"], warp["height"]
-    level = render.max_level(width, height)
+    level = pyramid.max_level(width, height)
     tiles = []
-    cols, rows = render.level_size(width, height, level)
+    cols, rows = pyramid.level_size(width, height, level)
     for row in range((rows + 255) // 256):
         for col in range((cols + 255) // 256):
             url = f"{layer['tiles_url']}warp/{warp['frame']}/{spec}/image_files/{level}/{col}_{row}.png"

@@ -3,6 +3,7 @@ own folder."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from urllib.parse import urlsplit
@@ -11,6 +12,7 @@ import pytest
 import pyvips
 
 from app import tokens
+from app.tiles import pyramid
 from tests.routes.pages import dzi_facts, text_of
 
 # A 300x300 image with 254-pixel tiles: levels 0-9, the deepest (9) has 2x2 tiles.
@@ -226,3 +228,34 @@ async def test_a_valid_token_for_an_unknown_image_finds_nothing(client, archive)
     token = archive.tile_token("abcdef123456")
     response = await client.get(f"/tiles/abcdef123456/{token}/image.dzi")
     assert response.status_code == 404
+
+
+async def test_levels_below_one_tile_are_made_when_first_asked_then_served_from_disk(client, archive, image,
+                                                                                    base):
+    """Ingest writes the 300x300 pyramid down to the level that fits in one tile (8, 150x150); each level
+    below is shrunk from it on its first request, kept as a file, and served as one from then on."""
+    files = archive.tile_folder(image.id) / "image_files"
+    assert sorted(int(name) for name in os.listdir(files) if name.isdigit()) == [8, 9]
+    lowest = pyvips.Image.new_from_file(str(files / "8" / "0_0.jpeg"))
+    for level in range(8):
+        response = await client.get(f"{base}/image_files/{level}/0_0.jpeg")
+        assert response.status_code == 200, level
+        body = await response.get_data()
+        tile = pyvips.Image.new_from_buffer(body, "")
+        assert (tile.width, tile.height) == pyramid.level_size(300, 300, level)
+        assert abs(tile.avg() - lowest.avg()) < 3  # the same picture, shrunk
+        assert (files / str(level) / "0_0.jpeg").read_bytes() == body
+        again = await client.get(f"{base}/image_files/{level}/0_0.jpeg")
+        assert again.headers["ETag"] == response.headers["ETag"] and await again.get_data() == body
+    assert sorted(name for name in os.listdir(files / "0")) == ["0_0.jpeg"]  # no temporary file left
+    for name in ("image_files/3/1_0.jpeg", "image_files/8/0_1.jpeg"):  # not a tile of those levels
+        assert (await client.get(f"{base}/{name}")).status_code == 404
+
+
+async def test_a_low_level_of_a_revoked_link_is_refused_and_not_made(client, archive, image, base):
+    old = archive.tile_folder(image.id)
+    await archive.revoke_tiles([image.id])
+    response = await client.get(f"{base}/image_files/2/0_0.jpeg")
+    assert response.status_code == 403
+    assert "revoked; reload the page" in await text_of(response)
+    assert not old.exists() and not (archive.tile_folder(image.id) / "image_files" / "2").exists()

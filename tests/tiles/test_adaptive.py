@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import pyvips
 
-from app.tiles import adaptive, render
+from app.tiles import adaptive, pyramid, render
 from tests.tiles.test_render import pixels, science_of
 
 SIZE = 512
@@ -41,8 +41,8 @@ REGIONS = {"faint half": (slice(64, 448), slice(32, 224)),
 def level_picture(path: str, stretch: str, shrink: int) -> np.ndarray:
     spec = render.parse(f"minmax~{stretch}~grey")
     scale = render.scale_of(Path(path).parent, spec, path)
-    level = render.max_level(SIZE, SIZE) - int(np.log2(shrink))
-    width, height = render.level_size(SIZE, SIZE, level)
+    level = pyramid.max_level(SIZE, SIZE) - int(np.log2(shrink))
+    width, height = pyramid.level_size(SIZE, SIZE, level)
     return pixels(render.render_region(path, scale, spec, level, (0, 0, width, height)))[..., 0].astype(float)
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from app.settings import Settings
-from app.tiles import display_cache, render
+from app.tiles import display_cache, pyramid, render
 from app.tiles.display_cache import Limits
 from tests.helpers import ingest
 from tests.tiles.test_render import science_of, sky
 
 SIZE = 600  # 3x3 tiles at the deepest level
-DEEPEST = render.max_level(SIZE, SIZE)
+DEEPEST = pyramid.max_level(SIZE, SIZE)
 SPECS = ["zscale~linear~grey", "minmax~sqrt~viridis", "p99.5~asinh~magma", "m90:130~linear~heat"]
 
 
@@ -170,7 +170,7 @@ async def test_the_route_keeps_at_most_the_configured_displays_per_image(archive
     [job] = await ingest(archive, write_fits("field.fits", size=300), visibility="public")
     [image_id] = job.image_ids
     base = f"/tiles/{image_id}/{archive.tile_token(image_id)}/display"
-    deepest = render.max_level(300, 300)
+    deepest = pyramid.max_level(300, 300)
     folder = archive.tile_folder(image_id)
     for spec in SPECS[:2]:
         assert (await client.get(f"{base}/{spec}/image_files/{deepest}/0_0.jpeg")).status_code == 200

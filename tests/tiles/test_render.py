@@ -15,7 +15,7 @@ from astropy.io import fits
 from astropy.visualization import ZScaleInterval
 
 from app.exceptions import ImageXError
-from app.tiles import colormaps, render, science
+from app.tiles import colormaps, pyramid, render, science
 from app.tiles.pyramid import OVERLAP, TILE_SIZE
 
 
@@ -140,10 +140,10 @@ def test_the_default_spec_follows_how_the_image_was_ingested(display, expected):
 
 def test_tile_boxes_follow_deep_zoom_geometry():
     # 300x200: levels 0-9; the deepest has 2x1 tiles of 255 and 47 pixels (overlap 1)
-    assert render.max_level(300, 200) == 9
-    assert render.level_size(300, 200, 9) == (300, 200)
-    assert render.level_size(300, 200, 8) == (150, 100)
-    assert render.level_size(300, 200, 0) == (1, 1)
+    assert pyramid.max_level(300, 200) == 9
+    assert pyramid.level_size(300, 200, 9) == (300, 200)
+    assert pyramid.level_size(300, 200, 8) == (150, 100)
+    assert pyramid.level_size(300, 200, 0) == (1, 1)
     assert render.tile_box(300, 200, 9, 0, 0) == (0, 0, TILE_SIZE + OVERLAP, 200)
     assert render.tile_box(300, 200, 9, 1, 0) == (TILE_SIZE - OVERLAP, 0, 300 - TILE_SIZE + OVERLAP, 200)
     for level, col, row in [(9, 2, 0), (9, 0, 1), (10, 0, 0), (-1, 0, 0), (9, -1, 0), (0, 1, 0)]:
@@ -224,7 +224,7 @@ def ramp_picture(tmp_path: Path, stretch: str) -> np.ndarray:
     path = science_of(tmp_path, data)
     spec = render.parse(f"m0:1~{stretch}~grey")
     scale = render.scale_of(Path(path).parent, spec, path)
-    level = render.max_level(512, 4)
+    level = pyramid.max_level(512, 4)
     return pixels(render.render_region(path, scale, spec, level, (0, 0, 512, 4)))[1, :, 0].astype(int)
 
 
@@ -251,7 +251,7 @@ def test_adaptive_equalisation_brings_out_faint_and_bright_regions_alike(tmp_pat
     data = rng.normal(0.0, 1.0, (256, 512)).astype(np.float32)
     data[:, 256:] += 100.0  # a bright half: with one global mapping the faint half's noise is lost
     path = science_of(tmp_path, data)
-    level = render.max_level(512, 256)
+    level = pyramid.max_level(512, 256)
     stds = {}
     for stretch in ("linear", "ahisteq"):
         spec = render.parse(f"minmax~{stretch}~grey")
@@ -315,7 +315,7 @@ def test_every_tile_equals_the_same_region_of_a_whole_level_render(tmp_path, spe
     spec = render.parse(spec_text)
     scale = render.scale_of(Path(path).parent, spec, path)
     for level in (10, 9, 8, 6, 2, 0):
-        level_width, level_height = render.level_size(width, height, level)
+        level_width, level_height = pyramid.level_size(width, height, level)
         whole = pixels(render.render_region(path, scale, spec, level, (0, 0, level_width, level_height)))
         assert whole.shape[:2] == (level_height, level_width)
         for col in range(math.ceil(level_width / TILE_SIZE)):
@@ -333,10 +333,10 @@ def test_full_resolution_tiles_show_the_values_as_the_interval_maps_them(tmp_pat
     path = science_of(tmp_path, data)
     spec = render.parse("m90:110~linear~grey")
     scale = render.scale_of(Path(path).parent, spec, path)
-    box = render.tile_box(400, 300, render.max_level(400, 300), 1, 1)
+    box = render.tile_box(400, 300, pyramid.max_level(400, 300), 1, 1)
     assert box is not None
     left, top, box_width, box_height = box
-    tile = pixels(render.render_region(path, scale, spec, render.max_level(400, 300), box))[..., 0]
+    tile = pixels(render.render_region(path, scale, spec, pyramid.max_level(400, 300), box))[..., 0]
     expected = np.clip((data[top:top + box_height, left:left + box_width] - 90.0) / 20.0, 0, 1) * 255
     assert np.abs(tile.astype(float) - expected).max() <= 1.0
 
@@ -351,7 +351,7 @@ def test_nan_renders_as_the_low_end_of_the_colormap_and_stays_nan_in_the_pyramid
         spec = render.parse(f"zscale~asinh~{colormap}")
         scale = render.scale_of(Path(path).parent, spec, path)
         assert math.isfinite(scale.low) and math.isfinite(scale.high)
-        tile = pixels(render.render_region(path, scale, spec, render.max_level(300, 300), (0, 0, 255, 255)))
+        tile = pixels(render.render_region(path, scale, spec, pyramid.max_level(300, 300), (0, 0, 255, 255)))
         assert np.all(tile[:40] == black)
         assert tile[60:].std() > 5
 
@@ -360,7 +360,7 @@ def test_a_rendered_tile_is_cached_and_served_identically(tmp_path):
     path = science_of(tmp_path, sky((300, 300)))
     folder = Path(path).parent
     (folder / "image.dzi").write_text("<Image/>")
-    level = render.max_level(300, 300)
+    level = pyramid.max_level(300, 300)
     first = render.render_tile(str(folder), path, "zscale~sqrt~inferno", level, 1, 0, 85)
     assert first is not None and first.startswith(b"\xff\xd8")
     cached = render.tile_path(folder, "zscale~sqrt~inferno", level, 1, 0)

@@ -1,0 +1,79 @@
+"""The display pyramid `pyramid.build` writes (full resolution down to the level that fits in one tile,
+numbered as Deep Zoom numbers them) and the levels below it that `pyramid.low_tile` makes on request:
+together, the same files, tile sizes and pictures as libvips' own pyramid down to one pixel."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyvips
+
+from app.tiles import pyramid
+
+SIZES = [(1, 1), (200, 3), (254, 254), (255, 255), (300, 300), (1001, 777), (509, 3000)]
+
+
+def picture(width: int, height: int) -> pyvips.Image:
+    """A smooth ramp with a bright square: shrinking it keeps a recognisable picture."""
+    y, x = np.mgrid[0:height, 0:width]
+    values = (x * 200 // max(width, 1) + y * 50 // max(height, 1)).astype(np.uint8)
+    values[height // 4: height // 2, width // 4: width // 2] = 255
+    return pyvips.Image.new_from_array(values)
+
+
+def grey(path: Path) -> np.ndarray:
+    image = pyvips.Image.new_from_file(str(path))
+    return np.ndarray(buffer=image.write_to_memory(), dtype=np.uint8, shape=(image.height, image.width))
+
+
+def shrunk(image: pyvips.Image, width: int, height: int) -> np.ndarray:
+    small = image.thumbnail_image(width, height=height, size="force")
+    return np.ndarray(buffer=small.write_to_memory(), dtype=np.uint8, shape=(height, width))
+
+
+def levels_in(folder: Path) -> list[int]:
+    return sorted(int(name) for name in os.listdir(folder / "image_files") if name.isdigit())
+
+
+@pytest.mark.parametrize(("width", "height"), SIZES)
+def test_built_and_made_levels_match_libvips_down_to_one_pixel(tmp_path, width, height):
+    image = picture(width, height)
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    image.dzsave(str(reference / "image"), tile_size=pyramid.TILE_SIZE, overlap=pyramid.OVERLAP,
+                 depth="onepixel", suffix=".jpeg[Q=90,strip]", layout="dz")
+    ours = tmp_path / "ours"
+    facts = pyramid.build(image, ours, quality=90)
+    top = pyramid.max_level(width, height)
+    assert facts == {"width": width, "height": height, "levels": top + 1}
+    lowest = pyramid.one_tile_level(width, height)
+    assert levels_in(ours) == list(range(lowest, top + 1))
+    thumbnail = ours / "image_files" / str(lowest) / "0_0.jpeg"
+    assert (ours / pyramid.THUMBNAIL).read_bytes() == thumbnail.read_bytes()
+    for level in range(top + 1):
+        if level < lowest:
+            assert pyramid.low_tile(ours, level, 90) == ours / "image_files" / str(level) / "0_0.jpeg"
+        else:
+            assert pyramid.low_tile(ours, level, 90) is None  # written by build: left as it is
+        names = sorted(os.listdir(reference / "image_files" / str(level)))
+        assert sorted(os.listdir(ours / "image_files" / str(level))) == names, level
+        for name in names:
+            theirs, mine = (grey(where / "image_files" / str(level) / name) for where in (reference, ours))
+            assert mine.shape == theirs.shape, (level, name)
+            if level < lowest:  # the whole picture at that size (libvips' halvings drift at odd sizes)
+                theirs = shrunk(image, *pyramid.level_size(width, height, level))
+            assert np.abs(mine.astype(int) - theirs.astype(int)).mean() < 6, (level, name)
+    assert levels_in(ours) == list(range(top + 1))
+
+
+def test_low_tile_declines_what_is_not_a_level_below_the_written_ones(tmp_path):
+    folder = tmp_path / "pyramid"
+    pyramid.build(picture(600, 400), folder, quality=85)
+    assert levels_in(folder) == [8, 9, 10]
+    for level in (-1, 8, 9, 10, 11, 40):
+        assert pyramid.low_tile(folder, level, 85) is None
+    assert levels_in(folder) == [8, 9, 10]
+    assert pyramid.low_tile(tmp_path / "nothing here", 0, 85) is None
