@@ -11,6 +11,7 @@ from app.archive import Archive
 from app.store.base import ImageRecord
 from tests.helpers import ingest, log_in
 from tests.routes.pages import Ingested
+from tests.routes.permission_cases import MATRIX_TABLE
 from tests.routes.upload_helpers import token_for
 
 
@@ -65,12 +66,19 @@ async def alice_token(archive: Archive, alice: Any) -> dict[str, str]:
     return await token_for(archive, alice)
 
 
+MATRIX_TABLES: list[list[str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keeps the permission matrix's table from its test's report; under pytest-xdist the report comes
+    from the worker that ran it."""
+    if report.when == "call":
+        MATRIX_TABLES.extend(value for name, value in report.user_properties if name == MATRIX_TABLE)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """The permission matrix's table (tests/routes/test_permission_matrix.py), when it ran."""
-    import sys
-
-    matrix = sys.modules.get("tests.routes.test_permission_matrix")
-    if matrix is not None and getattr(matrix, "MATRIX", None):
+    for table in MATRIX_TABLES:
         terminalreporter.section("permission matrix")
-        for line in matrix.matrix_table():
+        for line in table:
             terminalreporter.write_line(line)

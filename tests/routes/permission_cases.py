@@ -38,6 +38,7 @@ SEES = {
 }
 MARKS = {"private": "PRIKW", "registered": "REGKW", "public": "PUBKW"}
 CARD_LINK = re.compile(r'<a class="name" href="/images/([^"]+)">')
+MATRIX_TABLE = "permission matrix"  # the name its table travels under in the test report (conftest.py)
 
 
 @dataclass

@@ -5,8 +5,8 @@ another user, a guest and an administrator, about a private, a registered-users 
 under each sharing policy. Each is shown exactly to those the rules (written here from the README, not
 from app/permissions.py) allow, and a hidden image leaves no trace: not its id, name, file name,
 checksum or keyword, and the same answer as a missing image where the asker names its id. The tally is
-printed as a table at the end of the run (tests/routes/conftest.py reads `MATRIX` and `matrix_table`
-from this module; the world: permission_cases.py)."""
+printed as a table at the end of the run (test_the_matrix_table hands it to tests/routes/conftest.py,
+in each test process or through pytest-xdist's reports; the world: permission_cases.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from tests.routes.permission_cases import (
     CARD_LINK,
     LOGINS,
     MARKS,
+    MATRIX_TABLE,
     VISIBILITIES,
     World,
     body_of,
@@ -438,10 +439,12 @@ ECHOES: dict[str, Callable[[Case], list[str]]] = {
 }
 
 
-async def test_the_matrix_table(world: World) -> None:
+async def test_the_matrix_table(world: World, record_property: Callable[[str, object], None]) -> None:
     """Printed at the end of the run (see conftest.py's terminal summary) and with `pytest -s`."""
     if len(MATRIX) < len(RESOURCES):
         pytest.skip("the matrix did not run")
-    print("\n" + "\n".join(matrix_table()))
+    table = matrix_table()
+    record_property(MATRIX_TABLE, table)
+    print("\n" + "\n".join(table))
     assert all(tally.cases == len(ACTORS) * len(VISIBILITIES) * len(POLICIES) for tally in MATRIX.values())
     assert sum(len(tally.leaks) for tally in MATRIX.values()) == 0
