@@ -59,8 +59,11 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
+# the suite in parallel processes (pytest-xdist), each test file whole in one of them; TEST_WORKERS=0 runs
+# it in this one process
+TEST_WORKERS ?= auto
 pytest:
-	$(BIN)/pytest -q --ignore=tests/deploy/test_nginx.py
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/deploy/test_nginx.py
 
 # `imagex nginx-config` in front of a real `imagex serve` (needs Debian's nginx and libnginx-mod-http-js:
 # installed here when missing and possible; the test says why it is skipped otherwise)

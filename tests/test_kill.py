@@ -8,7 +8,6 @@ The moments come from IMAGEX_KILL_SEED (a fixed default), printed so a failure c
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import signal
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from app.ingest.spool import holder_dead, process_started
 from app.store.base import UploadHolder
-from app.tiles.pyramid import DZI_NAME, current, image_root
+from app.tiles.pyramid import DZI_NAME, current, image_root, max_level, one_tile_level
 from tests.cli_helpers import (
     IMAGEX,
     assert_each_file_once,
@@ -89,8 +88,9 @@ def done_count(data: Path) -> int:
 
 
 def assert_complete_pyramids(data: Path) -> None:
-    """Every catalogued image has one tile folder holding its DZI and every level down to one pixel;
-    every tile folder belongs to a catalogued image; no work folder is left."""
+    """Every catalogued image has one tile folder holding its DZI and every level from full resolution
+    down to the one that fits in one tile (those below are made on request); every tile folder belongs to
+    a catalogued image; no work folder is left."""
     with catalog(data) as db:
         images = {row["id"]: dict(row) for row in db.execute("SELECT id, width, height FROM images")}
     tiles = data / "tiles"
@@ -103,11 +103,12 @@ def assert_complete_pyramids(data: Path) -> None:
         assert len(os.listdir(root)) == 1, f"{image_id}: more than one generation: {os.listdir(root)}"
         folder = current(root)
         assert folder is not None and (folder / f"{DZI_NAME}.dzi").is_file(), image_id
-        levels = math.ceil(math.log2(max(image["width"], image["height"]))) + 1
+        levels = range(one_tile_level(image["width"], image["height"]),
+                       max_level(image["width"], image["height"]) + 1)
         level_folders = folder / f"{DZI_NAME}_files"
         present = sorted(int(name) for name in os.listdir(level_folders) if name.isdigit())
-        assert present == list(range(levels)), image_id
-        assert all(os.listdir(level_folders / str(level)) for level in range(levels)), image_id
+        assert present == list(levels), image_id
+        assert all(os.listdir(level_folders / str(level)) for level in levels), image_id
     work = tiles / ".work"
     assert not work.exists() or not os.listdir(work), os.listdir(work)
 

@@ -23,6 +23,7 @@ from astropy.io import fits
 from app.ingest.scan import job_for, walk
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
 from app.store.sqlite import SQLiteStore
+from app.tiles.pyramid import one_tile_level
 from tests.cli_helpers import (
     assert_each_file_once,
     catalog,
@@ -70,11 +71,12 @@ def write_big(folder: Path) -> Path:
 
 
 def assert_complete_pyramid(folder: Path, width: int, height: int) -> None:
-    """Every level of the Deep Zoom pyramid holds every tile (254 px, levels halving down to 1 pixel)."""
+    """Every level of the Deep Zoom pyramid written at ingest holds every tile (254 px, levels halving
+    down to the one that fits in one tile: those below are made on request)."""
     assert (folder / "image.dzi").is_file() and (folder / "thumb.jpeg").is_file()
     deepest = math.ceil(math.log2(max(width, height)))
     levels = sorted(int(p.name) for p in (folder / "image_files").iterdir() if p.name.isdigit())
-    assert levels == list(range(deepest + 1))
+    assert levels == list(range(one_tile_level(width, height), deepest + 1))
     for level in levels:
         scale = 2 ** (deepest - level)
         across, down = math.ceil(math.ceil(width / scale) / 254), math.ceil(math.ceil(height / scale) / 254)

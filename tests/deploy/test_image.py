@@ -133,7 +133,7 @@ def test_the_samples_are_ingested_and_tiled_inside_the_container(first: Containe
         assert dzi.status_code == 200 and "<Image" in dzi.text, (image["name"], dzi.text[:200])
         size = max(int(value) for value in re.findall(r'(?:Width|Height)="(\d+)"', dzi.text))
         levels = (size - 1).bit_length()  # Deep Zoom: the top level is ceil(log2(the longer side))
-        # the top level's first tile and the 1x1 bottom one: written by libvips in the container
+        # the top level's first tile (written at ingest) and the 1x1 bottom one (made on this first request)
         for level in (0, levels):
             tile = first.client.get(image["dzi_url"].replace("image.dzi", f"image_files/{level}/0_0.jpeg"))
             assert tile.status_code == 200 and tile.content.startswith(b"\xff\xd8"), (image["name"], level)

@@ -20,6 +20,7 @@ from app.formats import FitsReader
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.sky.wcs import celestial_wcs as stored_wcs
 from app.store.query import Compare
+from app.tiles import pyramid
 from tests.formats.conftest import deepest_level, full_picture
 from tests.helpers import ingest
 
@@ -479,8 +480,10 @@ async def test_display_pyramid_is_full_resolution(archive, write_fits, width, he
 
     deepest = math.ceil(math.log2(max(width, height)))
     levels = sorted(int(p.name) for p in (folder / "image_files").iterdir() if p.is_dir())
-    assert levels == list(range(deepest + 1))
+    assert levels == list(range(pyramid.one_tile_level(width, height), deepest + 1))
     assert image.display["levels"] == deepest + 1
+    for number in range(levels[0]):  # the levels below, as the tile route makes them on request
+        pyramid.low_tile(folder, number, 85)
     assert (image.display["width"], image.display["height"]) == (width, height)
 
     level = deepest_level(folder)
