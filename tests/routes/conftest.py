@@ -66,6 +66,17 @@ async def alice_token(archive: Archive, alice: Any) -> dict[str, str]:
     return await token_for(archive, alice)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest 9, schemathesis' generated tests (test_api_fuzz.py, one per API operation) all get the
+    node id of their function, without the operation in it; pytest-xdist tells tests apart by node id and
+    would run the first operation in place of every other. Each gets back the id its name spells."""
+    for item in items:
+        label = getattr(item, "operation_label", None)
+        if type(item).__name__ == "SchemathesisFunction" and label and "[" not in item.nodeid:
+            assert isinstance(item, pytest.Function) and item.parent is not None
+            item._id = item.parent.id.child(item.originalname).with_params(label)  # as pytest 9 spells ids
+
+
 MATRIX_TABLES: list[list[str]] = []
 
 
