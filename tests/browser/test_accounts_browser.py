@@ -11,16 +11,11 @@ import pytest
 from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
+from tests.browser.accounts_helpers import admin_password, log_in
 from tests.browser.conftest import BIN, Server
 
 pytestmark = pytest.mark.browser
 NEWCOMER_PASSWORD = "a long new password"
-
-
-def admin_password(server: Server) -> str:
-    match = re.search(r"Created administrator 'admin' with password '([^']+)'", server.log.read_text())
-    assert match, "the first start did not print the administrator's password"
-    return match.group(1)
 
 
 def add_private_image(server: Server) -> str:
@@ -34,14 +29,6 @@ def add_private_image(server: Server) -> str:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     return path.name
-
-
-async def log_in(page, server: Server, username: str, password: str) -> None:
-    await page.goto(server.url + "/login")
-    await page.fill("input[name=username]", username)
-    await page.fill("input[name=password]", password)
-    await page.click("form.panel button[type=submit]")
-    await page.wait_for_url(server.url + "/")
 
 
 async def test_admin_switches_apply_at_once_and_a_newcomer_sees_only_what_they_may(server, page):

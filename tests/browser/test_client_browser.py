@@ -14,7 +14,7 @@ from app.client import Client
 from app.notebook import show
 from tests.browser.conftest import screenshot
 from tests.browser.test_embed_browser import FRAME_LOADED, other_site
-from tests.browser.test_viewer_browser import Recorder
+from tests.browser.viewer_helpers import Recorder
 from tests.test_client import Served, field, serving
 
 pytestmark = pytest.mark.browser

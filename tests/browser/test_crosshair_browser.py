@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import SIZE, Server
-from tests.browser.test_viewer_browser import FULLY_LOADED, open_viewer
+from tests.browser.viewer_helpers import FULLY_LOADED, open_viewer
 
 pytestmark = pytest.mark.browser
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from tests.browser.accounts_helpers import admin_password, log_in
 from tests.browser.conftest import Server
-from tests.browser.test_accounts_browser import admin_password, log_in
 
 pytestmark = pytest.mark.browser
 

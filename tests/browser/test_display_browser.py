@@ -12,13 +12,7 @@ import numpy as np
 import pytest
 
 from tests.browser.conftest import Server, screenshot
-from tests.browser.test_viewer_browser import (
-    FULLY_LOADED,
-    Recorder,
-    assert_tiles_ok,
-    open_viewer,
-    viewer_pixels,
-)
+from tests.browser.viewer_helpers import FULLY_LOADED, Recorder, assert_tiles_ok, open_viewer, viewer_pixels
 
 pytestmark = pytest.mark.browser
 

@@ -19,7 +19,7 @@ import pytest
 from tests.browser.conftest import Server, ingest_and_serve, screenshot
 from tests.browser.test_mosaic_browser import FIELDS, Served, serving
 from tests.browser.test_planes_browser import PLANES, bright_quarter, play_until, shows, write_cube
-from tests.browser.test_viewer_browser import Recorder
+from tests.browser.viewer_helpers import Recorder
 from tests.processes import free_port
 
 pytestmark = pytest.mark.browser

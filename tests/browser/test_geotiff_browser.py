@@ -15,7 +15,7 @@ import pytest
 from pyproj import Transformer
 
 from tests.browser.conftest import ingest_and_serve, screenshot
-from tests.browser.test_viewer_browser import FULLY_LOADED, Recorder, move_to_image_pixel
+from tests.browser.viewer_helpers import FULLY_LOADED, Recorder, move_to_image_pixel
 
 pytestmark = pytest.mark.browser
 

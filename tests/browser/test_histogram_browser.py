@@ -13,7 +13,7 @@ import pytest
 
 from tests.browser.conftest import Server
 from tests.browser.test_display_browser import LOW_FILLED, controls, display_specs, query, shows
-from tests.browser.test_viewer_browser import assert_tiles_ok, open_viewer, viewer_pixels
+from tests.browser.viewer_helpers import assert_tiles_ok, open_viewer, viewer_pixels
 
 pytestmark = pytest.mark.browser
 

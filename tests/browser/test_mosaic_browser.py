@@ -22,7 +22,7 @@ from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
 from tests.browser.conftest import BIN, imagex_serve, screenshot
-from tests.browser.test_readout_browser import SKY_TEXT, sky_text
+from tests.browser.viewer_helpers import SKY_TEXT, sky_text
 from tests.processes import free_port
 
 pytestmark = pytest.mark.browser

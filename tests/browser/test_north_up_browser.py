@@ -16,7 +16,7 @@ from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from tests.browser.conftest import Server, ingest_and_serve
-from tests.browser.test_viewer_browser import FULLY_LOADED
+from tests.browser.viewer_helpers import FULLY_LOADED
 
 pytestmark = pytest.mark.browser
 

@@ -15,7 +15,7 @@ from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
 from tests.browser.conftest import Server, ingest_and_serve, screenshot
-from tests.browser.test_viewer_browser import FULLY_LOADED, Recorder, viewer_pixels
+from tests.browser.viewer_helpers import FULLY_LOADED, Recorder, viewer_pixels
 
 pytestmark = pytest.mark.browser
 

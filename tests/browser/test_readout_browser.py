@@ -19,12 +19,17 @@ from astropy.wcs import WCS, Sip
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from tests.browser.conftest import SIZE, Server, ingest_and_serve, screenshot
-from tests.browser.test_viewer_browser import FULLY_LOADED, Recorder, move_to_image_pixel, open_viewer
+from tests.browser.viewer_helpers import (
+    FULLY_LOADED,
+    SKY_TEXT,
+    Recorder,
+    move_to_image_pixel,
+    open_viewer,
+    sky_text,
+)
 
 pytestmark = pytest.mark.browser
 
-SKY_TEXT = re.compile(r"RA (?P<ra>\d\d:\d\d:\d\d\.\d{3}), Dec (?P<dec>[+-]\d\d:\d\d:\d\d\.\d\d) "
-                      r"\((?P<ra_deg>\d+\.\d{6})°, (?P<dec_deg>[+-]\d+\.\d{6})°\)")
 GALACTIC_TEXT = re.compile(r"l (?P<l>\d+\.\d{6})°, b (?P<b>[+-]\d+\.\d{6})°")
 # The view centre in FITS pixels and the zoom in screen pixels per image pixel, as the page sees them.
 VIEW = """() => {
@@ -61,15 +66,6 @@ def pixel_route_status(server: Server) -> int:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
-
-
-async def sky_text(page: Any, pattern: re.Pattern[str]) -> re.Match[str]:
-    await page.wait_for_function("(source) => new RegExp(source).test("
-                                 "document.getElementById('readout-sky').textContent)",
-                                 arg=pattern.pattern.replace("(?P<", "(?<"), timeout=5_000)
-    match = pattern.fullmatch(str(await page.text_content("#readout-sky")))
-    assert match, await page.text_content("#readout-sky")
-    return match
 
 
 async def test_readout_shows_fits_pixel_and_sky_position_as_astropy_does(page, server):

@@ -11,9 +11,9 @@ import pytest
 from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
+from tests.browser.accounts_helpers import admin_password, log_in
 from tests.browser.conftest import Server
-from tests.browser.test_accounts_browser import admin_password, log_in
-from tests.browser.test_viewer_browser import FULLY_LOADED
+from tests.browser.viewer_helpers import FULLY_LOADED
 
 pytestmark = pytest.mark.browser
 NAME = "m31 <deep> & wide.fits"  # markup characters: the page must show them as text

@@ -10,7 +10,7 @@ import pytest
 
 from tests.browser.conftest import Server, ingest_and_serve, screenshot
 from tests.browser.test_planes_browser import write_cube
-from tests.browser.test_viewer_browser import FULLY_LOADED
+from tests.browser.viewer_helpers import FULLY_LOADED
 
 pytestmark = pytest.mark.browser
 
