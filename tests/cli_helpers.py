@@ -3,13 +3,17 @@ summary line, write a tree of FITS files, and look into the catalog and tile fol
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from astropy.io import fits
 
@@ -106,3 +110,30 @@ def tile_folders(data: Path) -> list[str]:
     tiles = data / "tiles"
     return sorted(folder.name for shard in tiles.iterdir() if not shard.name.startswith(".")
                   for folder in shard.iterdir())
+
+
+def wait_until(check: Callable[[], Any], what: str, process: subprocess.Popen[str], log: Path,
+               timeout: float = 90) -> Any:
+    """`check()`'s first true answer, asked every 0.1 s while `process` (writing to `log`) runs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert process.poll() is None, f"the process exited while waiting for {what}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{log.read_text()}"
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def running(args: list[str], env: dict[str, str], log: Path, **popen: Any) -> Iterator[subprocess.Popen[str]]:
+    """A real `imagex` process writing to `log`; killed at the end if the test did not stop it."""
+    with log.open("w") as output:
+        process = subprocess.Popen([str(IMAGEX), *args], env=env, stdout=output, stderr=subprocess.STDOUT,
+                                   text=True, **popen)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)

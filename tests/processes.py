@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import time
 import urllib.request
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -33,3 +36,45 @@ def stop(process: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
+
+
+def children_of(pid: int) -> set[int]:
+    """Every live descendant of `pid` (read from /proc): the pool processes and multiprocessing's helpers."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _stat(int(entry))
+            if stat is not None:
+                parents[int(entry)] = int(stat[1])
+    found: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                found.add(child)
+                frontier.append(child)
+    return found
+
+
+def _stat(pid: int) -> list[str] | None:
+    """State and parent of a process (fields 3 and 4 of /proc/<pid>/stat), None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()[:2]
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped by whoever adopted it counts as dead)."""
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
+
+
+def wait_dead(pids: set[int], timeout: float = 10.0) -> set[int]:
+    """Poll until none of `pids` runs; the ones still running after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while (left := {pid for pid in pids if alive(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left

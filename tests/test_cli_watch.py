@@ -4,7 +4,6 @@ not read fails with the pipeline's message, and bad folders or owners are refuse
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pwd
@@ -15,44 +14,17 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cli_helpers import IMAGEX, catalog, environment, imagex
+from tests.cli_helpers import catalog, environment, imagex, running, wait_until
 from tests.ingest.test_watch import fits_bytes
 from tests.processes import answers, free_port
 
 TIMEOUT = 90
 REPO = Path(__file__).resolve().parents[1]
-
-
-def wait_until(check: Callable[[], Any], what: str, process: subprocess.Popen[str], log: Path,
-               timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert process.poll() is None, f"the process exited while waiting for {what}:\n{log.read_text()}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{log.read_text()}"
-        time.sleep(0.1)
-
-
-@contextlib.contextmanager
-def running(args: list[str], env: dict[str, str], log: Path, **popen: Any) -> Iterator[subprocess.Popen[str]]:
-    """A real `imagex` process writing to `log`; killed at the end if the test did not stop it."""
-    with log.open("w") as output:
-        process = subprocess.Popen([str(IMAGEX), *args], env=env, stdout=output, stderr=subprocess.STDOUT,
-                                   text=True, **popen)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
 
 
 def finished_jobs(data: Path) -> list[dict[str, Any]]:

@@ -20,10 +20,10 @@ import numpy as np
 from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
+from tests.cli_helpers import running, wait_until
 from tests.helpers import csrf_from
 from tests.processes import answers, free_port, stop
-from tests.test_cli_watch import running, wait_until
-from tests.test_worker import BIG, READY, jobs_of, queue, rendering, worker_env
+from tests.worker_helpers import BIG, READY, jobs_of, queue, rendering, worker_env
 
 # a beat every 0.3 s and lost after 4 s of silence: the test waits seconds, not minutes
 FAST = {"IMAGEX_HEARTBEAT": "0.3", "IMAGEX_JOB_LEASE": "4"}

@@ -22,11 +22,9 @@ from astropy.io import fits
 
 from app.ingest.spool import SPOOL
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
-from tests.cli_helpers import IMAGEX, catalog, environment
+from tests.cli_helpers import IMAGEX, catalog, environment, running, wait_until
 from tests.helpers import PASSWORD, csrf_from
-from tests.processes import answers, free_port, stop
-from tests.test_cli_watch import running, wait_until
-from tests.test_kill import children_of, wait_dead
+from tests.processes import answers, children_of, free_port, stop, wait_dead
 
 SIDE = 200  # pixels: a file of ~166 KB
 PARALLEL = 12

@@ -20,40 +20,20 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from app.ingest.scan import job_for, walk
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
-from app.store.sqlite import SQLiteStore
 from app.tiles.pyramid import one_tile_level
 from tests.cli_helpers import (
     assert_each_file_once,
     catalog,
     environment,
     image_folder,
+    running,
     tile_folders,
+    wait_until,
     write_tree,
 )
 from tests.processes import answers, free_port
-from tests.test_cli_watch import running, wait_until
-
-BIG = 5000  # pixels on a side: a job that takes seconds, long enough to be caught mid-way
-READY = "SIGTERM or Ctrl-C stops"
-
-
-async def queue(data: Path, *paths: Path) -> list[str]:
-    """Queue every image file under `paths` in the catalog of `data`, as `imagex ingest` does."""
-    store = SQLiteStore(data / "catalog.sqlite")
-    await store.open()
-    try:
-        jobs = await store.enqueue([job_for(path) for path in walk(paths)])
-    finally:
-        await store.close()
-    return [job.id for job in jobs]
-
-
-def jobs_of(data: Path) -> list[dict[str, Any]]:
-    with catalog(data) as db:
-        return [dict(row) for row in db.execute("SELECT id, path, state, worker, attempts, error, image_ids "
-                                                "FROM jobs")]
+from tests.worker_helpers import BIG, READY, jobs_of, queue, rendering, work_folders, worker_env
 
 
 def images_of(data: Path) -> list[dict[str, Any]]:
@@ -116,20 +96,6 @@ def all_gone(pids: list[int], timeout: float = 15) -> bool:
             return False
         time.sleep(0.05)
     return True
-
-
-def work_folders(data: Path) -> list[Path]:
-    work = data / "tiles" / ".work"
-    return sorted(work.iterdir()) if work.is_dir() else []
-
-
-def rendering(data: Path) -> list[Path]:
-    """Work folders in which libvips is writing tiles right now."""
-    return [folder for folder in work_folders(data) if any(folder.glob("*/image_files/*/*.jpeg"))]
-
-
-def worker_env(data: Path, **extra: str) -> dict[str, str]:
-    return environment(data, IMAGEX_WORKERS="1", **extra)
 
 
 async def test_three_workers_and_serve_ingest_200_files_exactly_once(tmp_path):

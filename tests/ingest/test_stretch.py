@@ -18,8 +18,8 @@ from app.tiles.scaling import Scaling
 from tests.helpers import ingest
 from tests.routes.admin_helpers import admin_client, post, settings_form
 from tests.routes.pages import text_of
+from tests.tiles.render_helpers import pixels
 from tests.tiles.test_adaptive import two_regions
-from tests.tiles.test_render import pixels
 
 
 def write(folder: Path, name: str, data: np.ndarray) -> Path:

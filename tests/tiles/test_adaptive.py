@@ -13,7 +13,7 @@ import pytest
 import pyvips
 
 from app.tiles import adaptive, pyramid, render
-from tests.tiles.test_render import pixels, science_of
+from tests.tiles.render_helpers import pixels, science_of
 
 SIZE = 512
 

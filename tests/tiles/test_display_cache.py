@@ -15,7 +15,7 @@ from app.settings import Settings
 from app.tiles import display_cache, pyramid, render
 from app.tiles.display_cache import Limits
 from tests.helpers import ingest
-from tests.tiles.test_render import science_of, sky
+from tests.tiles.render_helpers import science_of, sky
 
 SIZE = 600  # 3x3 tiles at the deepest level
 DEEPEST = pyramid.max_level(SIZE, SIZE)

@@ -17,29 +17,7 @@ from astropy.visualization import ZScaleInterval
 from app.exceptions import ImageXError
 from app.tiles import colormaps, pyramid, render, science
 from app.tiles.pyramid import OVERLAP, TILE_SIZE
-
-
-def pixels(image: pyvips.Image) -> np.ndarray:
-    """A libvips image as a (rows, columns, bands) array, whatever its size."""
-    dtype = {"uchar": np.uint8, "float": np.float32}[str(image.format)]
-    return np.ndarray(buffer=image.write_to_memory(), dtype=dtype,
-                      shape=(image.height, image.width, image.bands))
-
-
-def science_of(tmp_path: Path, data: np.ndarray) -> str:
-    """`data` (top row first) written as a science pyramid in a fresh tile folder."""
-    folder = tmp_path / "tiles"
-    folder.mkdir(exist_ok=True)
-    return str(science.write(pyvips.Image.new_from_array(np.ascontiguousarray(data)), folder))
-
-
-def sky(shape: tuple[int, int], seed: int = 5) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    data = rng.normal(100.0, 5.0, shape).astype(np.float32)
-    ys, xs = rng.integers(0, shape[0], 60), rng.integers(0, shape[1], 60)
-    data[ys, xs] += rng.uniform(200, 5000, 60).astype(np.float32)  # stars
-    return data
-
+from tests.tiles.render_helpers import pixels, science_of, sky
 
 # --- the spec grammar -------------------------------------------------------------------------------------
 

@@ -10,12 +10,10 @@ import json
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
-import pyvips
 from astropy.io import fits
 
 from app.exceptions import FormatError
@@ -25,8 +23,16 @@ from app.ingest.tiling import render_file
 from app.tiles import science
 from app.tiles.scaling import Scaling, display, sample_step
 from app.tiles.stream import FitsStrips
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.tiles.stream_helpers import (
+    PEAK,
+    ROOT,
+    SHAPE,
+    level_pixels,
+    same_later_plane,
+    same_science,
+    sky,
+    with_nans,
+)
 
 
 def cards(bitpix: int, data: np.ndarray, **extra: float) -> fits.PrimaryHDU:
@@ -38,12 +44,6 @@ def cards(bitpix: int, data: np.ndarray, **extra: float) -> fits.PrimaryHDU:
     return hdu
 
 
-def sky(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    rows = np.linspace(0, 3, shape[-2])[:, None]
-    return 100 + 30 * np.sin(rows) + rng.normal(0, 8, shape)
-
-
 def raw_ints(data: np.ndarray, dtype: str, blank: int | None = None) -> fits.PrimaryHDU:
     """Raw integers written as they are (astropy does not rescale them): BSCALE and BZERO added after."""
     values = np.round(data).astype(dtype)
@@ -52,23 +52,14 @@ def raw_ints(data: np.ndarray, dtype: str, blank: int | None = None) -> fits.Pri
     return fits.PrimaryHDU(values, do_not_scale_image_data=True)
 
 
-def with_nans(data: np.ndarray) -> np.ndarray:
-    data = data.copy()
-    data[7:11, 4:6] = np.nan
-    return data
-
-
-
 @pytest.fixture(autouse=True)
 def streamed_at_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
     """Small planes are read whole in ingest (`tiling.STREAM_ABOVE`): these tests' small files are
     streamed all the same, to be compared with the whole-image path."""
     monkeypatch.setattr(tiling, "STREAM_ABOVE", 0)
 
+
 # (name, HDU, plane): every BITPIX, scaled integers with BLANK, unsigned by BZERO, NaNs, a cube's plane
-SHAPE = (301, 263)  # rows (NAXIS2), columns (NAXIS1): more than one tile each way
-
-
 def cases() -> list[tuple[str, fits.PrimaryHDU, int]]:
     base = sky(SHAPE, 1)
     scaled16 = raw_ints(base * 20 - 2000, "i2", blank=-32768)
@@ -89,32 +80,6 @@ def cases() -> list[tuple[str, fits.PrimaryHDU, int]]:
         ("float64 NaN", fits.PrimaryHDU(with_nans(base * 1e10)), 0),
         ("cube plane 2", fits.PrimaryHDU(sky((3, *SHAPE), 2).astype(np.float32)), 2),
     ]
-
-
-def level_pixels(folder: Path) -> dict[str, np.ndarray]:
-    """Every display tile of a DZI, decoded, by its path under `image_files/`."""
-    tiles = folder / "image_files"
-    return {str(path.relative_to(tiles)): pyvips.Image.new_from_file(str(path)).numpy()
-            for path in sorted(tiles.rglob("*.jpeg"))}
-
-
-def same_later_plane(tmp_path: Path, streamed: Path, whole: Path, hdu: int, plane: int) -> None:
-    """The science pyramid of a cube's later plane, built on first use, from `streamed` (read strip by
-    strip) and `whole` (the same file gzipped, read whole): the same values."""
-    folders = []
-    for source in (streamed, whole):
-        folder = tmp_path / f"gen-{source.name}"
-        folder.mkdir()
-        folders.append(Path(science.ensure(str(folder), str(source), hdu, 10**8, plane)).parent)
-    first, second = (pyvips.Image.new_from_file(str(f / science.NAME)).numpy() for f in folders)
-    np.testing.assert_array_equal(first, second)
-
-
-def same_science(folder: Path, whole_folder: Path) -> None:
-    """Every page of the two science pyramids holds the same values."""
-    for page in range(science.page_count(str(folder / science.NAME))):
-        np.testing.assert_array_equal(science.open_page(str(folder / science.NAME), page).numpy(),
-                                      science.open_page(str(whole_folder / science.NAME), page).numpy())
 
 
 @pytest.mark.parametrize("name, hdu, plane", cases(), ids=[case[0] for case in cases()])
@@ -168,25 +133,6 @@ def test_streamed_ingest_matches_the_whole_image_path(tmp_path, name, hdu, plane
             np.testing.assert_array_equal(exact, np.asarray(opened[0].data, dtype=np.float64)[::-1])
 
 
-# The peak RSS of a fresh process rendering a tall, narrow float64 image, after one of the same width and an
-# eighth of its rows (the working set that follows the width, the sample of at most a million values,
-# strip buffers and libvips' line caches, then reached): the whole-image path holds its pixels (the memory
-# map's pages count, and more); the streamed one grows by a small part of them (libvips' pyramid writers
-# keep a little for each row).
-PEAK = textwrap.dedent("""
-    import json, re, sys
-    from app.ingest.tiling import render_file
-
-    def peak():  # VmHWM, this process's own (ru_maxrss keeps the parent's peak across exec)
-        with open("/proc/self/status") as status:
-            return int(re.search(r"VmHWM:\\s+(\\d+) kB", status.read()).group(1)) * 1024
-
-    small, large, work, scaling = sys.argv[1:4] + [json.loads(sys.argv[4])]
-    render_file(small, work + "/small", scaling, 10**9, 85)
-    before = peak()
-    render_file(large, work + "/large", scaling, 10**9, 85)
-    print(peak() - before)
-""")
 COLUMNS, ROWS = 512, 65536
 
 

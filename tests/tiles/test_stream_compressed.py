@@ -23,7 +23,7 @@ from app.ingest.tiling import render_file
 from app.tiles import science
 from app.tiles.scaling import Scaling
 from app.tiles.stream import CompressedStrips, FitsStrips
-from tests.tiles.test_stream import (
+from tests.tiles.stream_helpers import (
     PEAK,
     ROOT,
     SHAPE,

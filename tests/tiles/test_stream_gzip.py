@@ -21,7 +21,7 @@ from app.formats.fits import UNZIP_ABOVE, FitsReader
 from app.ingest.fixed_scaling import measure_first
 from app.ingest.tiling import UNZIPPED, render_file
 from app.tiles import science
-from tests.tiles.test_stream import ROOT, level_pixels, same_later_plane, same_science, sky, with_nans
+from tests.tiles.stream_helpers import ROOT, level_pixels, same_later_plane, same_science, sky, with_nans
 
 # rows, columns of a float32 image just over the line: 33.2 MiB of pixels
 LARGE = (2900, 3000)
