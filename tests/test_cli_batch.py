@@ -28,7 +28,7 @@ from tests.cli_helpers import (
     summary,
 )
 from tests.helpers import ingest
-from tests.ingest.test_batch_options import PATCH_VALUE, sky, write
+from tests.ingest.ingest_helpers import PATCH_VALUE, sky, write
 
 FIXED = re.compile(r"^Fixed scaling '([^']+)' for every image of this run: (\w+) limits (\S+) \.\. (\S+), "
                    r"(\w+) stretch, measured on (.+?)(?:; apply it again with --fixed-scaling \1)?$",
@@ -181,8 +181,8 @@ def test_stretch_ahisteq_builds_the_pyramid_its_default_display_renders(tmp_path
     """`--stretch ahisteq`: adaptive histogram equalisation in the static pyramid, recorded so that the
     display controls start from it, and the very picture the dynamic tiles of that display give."""
     from app.tiles import pyramid, render
-    from tests.ingest.test_stretch import dynamic_tile, static_tile
-    from tests.tiles.test_adaptive import two_regions
+    from tests.ingest.ingest_helpers import dynamic_tile, static_tile
+    from tests.tiles.render_helpers import two_regions
 
     tree = tmp_path / "tree"
     path = write(tree, "two.fits", two_regions())

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.cli_helpers import catalog, environment, imagex, running, wait_until
-from tests.ingest.test_watch import fits_bytes
+from tests.ingest.ingest_helpers import fits_bytes
 from tests.processes import answers, free_port
 
 TIMEOUT = 90

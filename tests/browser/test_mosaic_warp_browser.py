@@ -15,7 +15,7 @@ import pytest
 from tests.browser.conftest import imagex_serve
 from tests.browser.test_mosaic_browser import ALL_LOADED, brightest, ingest_files
 from tests.processes import free_port
-from tests.routes.test_mosaic_warp import drizzled_header, flt_header, star_positions, write
+from tests.routes.mosaic_helpers import drizzled_header, flt_header, star_positions, write
 
 pytestmark = pytest.mark.browser
 

@@ -19,7 +19,7 @@ from app.hips.survey import Sources
 from app.settings import Settings
 from tests.helpers import ingest
 from tests.hips.conftest import write_field
-from tests.hips.test_survey import FIELDS, ORDER
+from tests.hips.survey_helpers import FIELDS, ORDER
 
 
 @pytest.fixture

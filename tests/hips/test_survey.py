@@ -20,8 +20,8 @@ from app.hips import geometry
 from app.samples import celestial_wcs
 from tests.helpers import ingest
 from tests.hips.conftest import SCALE, SIZE, point_sources, survey_values, write_field
+from tests.hips.survey_helpers import FIELDS, ORDER
 
-ORDER = geometry.order_for_scale(SCALE)
 # the HiPS 1.0 keys a survey must have (section 4.4.1), and those the issue asks for
 REQUIRED = {"creator_did", "obs_title", "dataproduct_type", "hips_version", "hips_release_date",
             "hips_status", "hips_tile_format", "hips_order", "hips_frame"}
@@ -69,8 +69,6 @@ def separation_arcsec(ra1: float, dec1: float, ra2: float, dec2: float) -> float
     return float(SkyCoord(ra1 * u.deg, dec1 * u.deg).separation(SkyCoord(ra2 * u.deg, dec2 * u.deg)).arcsec)
 
 
-# (centre RA, centre Dec, rotation): on the equator across RA 0/360, mid-north, near the north pole, south
-FIELDS = [(0.02, 0.0, 0.0), (359.99, 45.0, 20.0), (10.0, 89.8, 0.0), (200.0, -60.0, -35.0)]
 OFFSETS = [(0.0, 0.0), (-30.0, 25.0), (35.0, -20.0), (40.5, 40.5)]
 
 

@@ -16,34 +16,14 @@ from astropy.io import fits
 from app.exceptions import Conflict, ImageXError
 from app.ingest import fixed_scaling as fixed
 from app.ingest.scan import job_for
-from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
 from app.store.base import NamedScaling
 from app.tiles.scaling import Scaling, display, freeze
 from tests.helpers import ingest
-
-PATCH = slice(24, 40)  # a flat square in the middle: the same place whether rows are flipped or not
-PATCH_VALUE = 105.0
+from tests.ingest.ingest_helpers import PATCH, PATCH_VALUE, sky, write
 
 
 def vips(array: np.ndarray) -> pyvips.Image:
     return pyvips.Image.new_from_array(np.ascontiguousarray(array))
-
-
-def sky(level: float, *, seed: int, size: int = 64) -> np.ndarray:
-    """Sky noise around `level` with a flat patch of PATCH_VALUE in the middle."""
-    data = np.random.default_rng(seed).normal(level, 5.0, (size, size)).astype(np.float32)
-    data[PATCH, PATCH] = PATCH_VALUE
-    return data
-
-
-def write(folder: Path, name: str, data: np.ndarray) -> Path:
-    height, width = data.shape
-    header = celestial_wcs(FIELD_RA, FIELD_DEC, width, height).to_header()
-    header["OBJECT"] = name
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fits.PrimaryHDU(data, header).writeto(path)
-    return path
 
 
 def patch_grey(archive, image_id: str) -> float:

@@ -12,25 +12,18 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pydicom
 import pyvips
-from pydicom.pixels.processing import apply_modality_lut
 
 from app.formats.dicom import slice_position
 from app.samples_fields import ct_series
 from tests.cli_helpers import IMAGEX, catalog, run_together, summary
 from tests.helpers import csrf_of, ingest, log_in
+from tests.ingest.ingest_helpers import value_at
 from tests.routes.upload_helpers import put, run_jobs, token_for, uploaded
 
 CENTRE = (64, 64)  # inside every slice's sphere cross-section
 PROBE = (88, 64)  # inside it on the middle slices only (600 HU more there)
-
-
-def value_at(path: Path, x: int, y: int) -> float:
-    """The modality value (HU) of a slice file at display pixel (x, y), as pydicom reads it."""
-    dataset = pydicom.dcmread(path)
-    return float(np.asarray(apply_modality_lut(dataset.pixel_array, dataset))[y, x])
 
 
 async def read_plane(client: Any, archive: Any, image_id: str, plane: int, x: int, y: int) -> float | None:

@@ -9,17 +9,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-import pyvips
 from astropy.io import fits
 
 from app.site_policy import Site
 from app.tiles import pyramid, render
 from app.tiles.scaling import Scaling
 from tests.helpers import ingest
+from tests.ingest.ingest_helpers import dynamic_tile, static_tile
 from tests.routes.admin_helpers import admin_client, post, settings_form
 from tests.routes.pages import text_of
-from tests.tiles.render_helpers import pixels
-from tests.tiles.test_adaptive import two_regions
+from tests.tiles.render_helpers import two_regions
 
 
 def write(folder: Path, name: str, data: np.ndarray) -> Path:
@@ -33,25 +32,6 @@ async def ingest_one(archive: Any, path: Path, **options: Any) -> Any:
     assert job.state == "done", job.error
     [image_id] = job.image_ids
     return await archive.store.get_image(image_id)
-
-
-def static_tile(folder: Path, level: int, col: int = 0, row: int = 0) -> np.ndarray:
-    tile = pyvips.Image.new_from_file(str(folder / "image_files" / str(level) / f"{col}_{row}.jpeg"))
-    return pixels(tile)[..., 0].astype(float)
-
-
-def dynamic_tile(folder: Path, spec: render.Spec, level: int, col: int = 0, row: int = 0,
-                 quality: int = 0) -> np.ndarray:
-    """A dynamic tile as rendered; with `quality`, through a JPEG of that quality, as the static ones are."""
-    science_path = str(folder / "science.tif")
-    width, height, _ = render.geometry(science_path)
-    box = render.tile_box(width, height, level, col, row)
-    assert box is not None
-    scale = render.scale_of(folder, spec, science_path)
-    picture = render.render_region(science_path, scale, spec, level, box)
-    if quality:
-        picture = pyvips.Image.new_from_buffer(picture.jpegsave_buffer(Q=quality, strip=True), "")
-    return pixels(picture)[..., 0].astype(float)
 
 
 def assert_static_matches_dynamic(archive: Any, image: Any) -> None:

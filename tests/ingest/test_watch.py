@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import io
 import os
 import shutil
 import time
@@ -15,31 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from astropy.io import fits
 
 from app import create_app
 from app.exceptions import ImageXError, SettingError
 from app.ingest.jobs import JobRunner
 from app.ingest.watch import FolderWatcher
-from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.settings import Settings
 from app.store.base import JobRecord
 from tests.helpers import log_in
+from tests.ingest.ingest_helpers import fits_bytes
 
 SETTLE = 0.5
 TIMEOUT = 60.0
-
-
-def fits_bytes(seed: int = 1, *, size: int = 64, **cards: Any) -> bytes:
-    """A FITS star field with a real TAN WCS, as the bytes an instrument would write."""
-    wcs = celestial_wcs(FIELD_RA + seed * 0.001, FIELD_DEC, size, size)
-    header = wcs.to_header()
-    header["OBJECT"] = f"Field {seed}"
-    for keyword, value in cards.items():
-        header[keyword] = value
-    buffer = io.BytesIO()
-    fits.PrimaryHDU(star_field(wcs, size, size, seed=seed), header).writeto(buffer)
-    return buffer.getvalue()
 
 
 async def eventually(check: Callable[[], Any], timeout: float = TIMEOUT, what: str = "") -> Any:

@@ -9,7 +9,8 @@ import pytest
 
 from app.archive import Archive
 from app.store.base import ImageRecord
-from tests.helpers import ingest, log_in
+from tests.helpers import csrf_of, ingest, log_in
+from tests.routes.actor_helpers import ROLES, Actor
 from tests.routes.pages import Ingested
 from tests.routes.permission_cases import MATRIX_TABLE
 from tests.routes.upload_helpers import token_for
@@ -64,6 +65,30 @@ async def alice(archive: Archive, make_user: Callable[..., Any]) -> Any:
 async def alice_token(archive: Archive, alice: Any) -> dict[str, str]:
     """Headers carrying an API token of `alice`."""
     return await token_for(archive, alice)
+
+
+@pytest.fixture
+def actors(client: Any, make_user: Callable[..., Any]) -> Callable[[str], Any]:
+    """`await actors("otto")`: olive (who owns the test images), otto (another user), ada (an admin) or a
+    guest, each with a test client of the same app; made when first asked for (logins cost time)."""
+    made: dict[str, Actor] = {}
+
+    async def actor(name: str) -> Actor:
+        if name not in made:
+            browser = client if name == "olive" else client.app.test_client()
+            if ROLES[name]:
+                await make_user(name, role=ROLES[name])
+                assert (await log_in(browser, name)).status_code == 302
+            made[name] = Actor(browser, await csrf_of(browser))
+        return made[name]
+
+    return actor
+
+
+@pytest.fixture
+async def mine(add_image: Ingested) -> ImageRecord:
+    """A private image of olive's, from a batch folder."""
+    return await add_image("mine.fits", owner="olive", visibility="private", OBJECT="Olive's field")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -6,9 +6,7 @@ batch file, which is not ingested again unless it changes)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -20,63 +18,9 @@ from app.ingest.jobs import JobRunner
 from app.ingest.scan import job_for
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.store.base import ApiToken, ImageRecord, new_id
-from tests.helpers import csrf_of, ingest, log_in
-from tests.routes.pages import Ingested, text_of
-
-
-class Actor:
-    """A logged-in test client (or a guest's) and its CSRF token."""
-
-    def __init__(self, client: Any, token: str) -> None:
-        self.client = client
-        self.token = token
-
-    async def set_visibility(self, image_id: str, visibility: str, *, htmx: bool = False) -> Any:
-        if htmx:
-            return await self.client.post(f"/images/{image_id}/visibility", form={"visibility": visibility},
-                                          headers={"HX-Request": "true", "X-CSRF-Token": self.token})
-        return await self.client.post(f"/images/{image_id}/visibility",
-                                      form={"visibility": visibility, "csrf_token": self.token})
-
-    async def set_visibility_json(self, image_id: str, body: Any) -> Any:
-        return await self.client.post(f"/api/images/{image_id}/visibility", json=body,
-                                      headers={"X-CSRF-Token": self.token})
-
-    async def delete(self, image_id: str, *, htmx: bool = False) -> Any:
-        if htmx:
-            return await self.client.post(f"/images/{image_id}/delete",
-                                          headers={"HX-Request": "true", "X-CSRF-Token": self.token})
-        return await self.client.post(f"/images/{image_id}/delete", form={"csrf_token": self.token})
-
-    async def delete_json(self, image_id: str) -> Any:
-        return await self.client.delete(f"/api/images/{image_id}", headers={"X-CSRF-Token": self.token})
-
-
-ROLES = {"olive": "user", "otto": "user", "ada": "admin", "guest": ""}
-
-
-@pytest.fixture
-def actors(client: Any, make_user: Callable[..., Any]) -> Callable[[str], Any]:
-    """`await actors("otto")`: olive (who owns the test images), otto (another user), ada (an admin) or a
-    guest, each with a test client of the same app; made when first asked for (logins cost time)."""
-    made: dict[str, Actor] = {}
-
-    async def actor(name: str) -> Actor:
-        if name not in made:
-            browser = client if name == "olive" else client.app.test_client()
-            if ROLES[name]:
-                await make_user(name, role=ROLES[name])
-                assert (await log_in(browser, name)).status_code == 302
-            made[name] = Actor(browser, await csrf_of(browser))
-        return made[name]
-
-    return actor
-
-
-@pytest.fixture
-async def mine(add_image: Ingested) -> ImageRecord:
-    """A private image of olive's, from a batch folder."""
-    return await add_image("mine.fits", owner="olive", visibility="private", OBJECT="Olive's field")
+from tests.helpers import ingest
+from tests.routes.actor_helpers import Actor
+from tests.routes.pages import text_of
 
 
 async def visible_ids(actor: Actor) -> set[str]:

@@ -16,7 +16,6 @@ from app.store.base import ImageRecord
 from app.tiles import pyramid, render, science
 from app.tokens import GEN
 from tests.routes.pages import Ingested, text_of
-from tests.routes.test_image_actions import actors, mine  # noqa: F401  (fixtures)
 
 SPEC = "zscale~sqrt~viridis"
 
@@ -42,7 +41,7 @@ async def assert_revoked(client: Any, urls: list[str]) -> None:
         assert "revoked; reload the page" in await text_of(response)
 
 
-async def test_changing_visibility_revokes_the_old_links_at_once(archive, actors, mine):  # noqa: F811
+async def test_changing_visibility_revokes_the_old_links_at_once(archive, actors, mine):
     olive = await actors("olive")
     old = await links_of(olive.client, mine.id)
     assert await statuses(olive.client, old) == [200] * 5  # the display tile is rendered and cached
@@ -67,7 +66,7 @@ async def test_changing_visibility_revokes_the_old_links_at_once(archive, actors
     await assert_revoked(guest, public_links)
 
 
-async def test_deleting_revokes_the_links_and_removes_the_files(archive, actors, mine):  # noqa: F811
+async def test_deleting_revokes_the_links_and_removes_the_files(archive, actors, mine):
     olive = await actors("olive")
     old = await links_of(olive.client, mine.id)
     assert await statuses(olive.client, old) == [200] * 5
@@ -79,7 +78,7 @@ async def test_deleting_revokes_the_links_and_removes_the_files(archive, actors,
     assert not any(path.name.startswith("removed-") for path in work.iterdir())  # the files are gone too
 
 
-async def test_disabling_the_owner_revokes_the_links_of_all_their_images(archive, actors, mine,  # noqa: F811
+async def test_disabling_the_owner_revokes_the_links_of_all_their_images(archive, actors, mine,
                                                                          add_image: Ingested):
     second = await add_image("second.fits", owner="olive", visibility="public", OBJECT="Second")
     others = await add_image("others.fits", owner="otto", visibility="public", OBJECT="Otto's")

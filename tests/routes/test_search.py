@@ -13,17 +13,7 @@ import pytest
 from app.search.elements import element_from
 from tests.helpers import log_in
 from tests.routes.pages import text_of
-
-ELEMENTS = [
-    {"id": "obsdate", "type": "date", "label": "Observation date",
-     "keywords": ["DATE", "DATETIME", "DATE-OBS", "MJD-OBS"]},
-    {"id": "exptime", "type": "number", "label": "Exposure", "keywords": ["EXPTIME", "EXPOSURE"],
-     "options": {"unit": "s"}},
-    {"id": "object", "type": "text", "label": "Object", "keywords": ["OBJECT", "TARGNAME"]},
-    {"id": "filter", "type": "select", "label": "Filter", "keywords": ["FILTER"],
-     "options": {"choices": ["B", "V", "R"]}},
-    {"id": "sky", "type": "cone", "label": "Sky position", "options": {"radius": "10arcmin"}},
-]
+from tests.routes.search_helpers import ELEMENTS
 
 
 @pytest.fixture

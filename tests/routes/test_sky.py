@@ -9,7 +9,7 @@ import pyvips
 from app.search.elements import element_from
 from tests.helpers import ingest, log_in
 from tests.routes.pages import text_of
-from tests.routes.test_search import ELEMENTS
+from tests.routes.search_helpers import ELEMENTS
 
 
 @pytest.fixture

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 from astropy.coordinates import SkyCoord
 
+from app.formats.fits import _sky
+from app.samples import celestial_wcs
 from app.search.compile import Search
 from app.store.base import ImageRecord, SearchElement, new_id
 from app.store.sqlite import SQLiteStore
-from tests.search.test_sky import footprint
 
 MICROS_PER_DAY = 86_400_000_000
 MJD_EPOCH = datetime(1858, 11, 17, tzinfo=UTC)
@@ -438,3 +439,9 @@ def some_args(rng: random.Random, element: SearchElement, records: list[ImageRec
     if rng.random() < 0.7:
         args[f"{element.id}_radius"] = rng.choice(["30arcsec", "10arcmin", "0.5deg", "2deg", "1", "15arcmin"])
     return args
+
+
+def footprint(ra: float, dec: float, width: int, height: int, scale: float, rotation: float) -> Any:
+    """The sky record ingest stores for an image with this TAN WCS."""
+    wcs = celestial_wcs(ra, dec, width, height, scale_arcsec=scale, rotation_deg=rotation)
+    return wcs, _sky(wcs.to_header(), width, height)

@@ -11,12 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.formats.fits import _sky
-from app.samples import celestial_wcs
 from app.search.positions import parse_cone, parse_position, parse_radius
 from app.store.base import And, Cone, FieldIn, ImageRecord, new_id
 from app.store.footprint import footprint_cells, sky_matches
 from app.store.sqlite import SQLiteStore
+from tests.search.bruteforce_helpers import footprint
 
 # --- parsing ----------------------------------------------------------------------------------------
 
@@ -96,11 +95,6 @@ def test_cone_modes() -> None:
 
 
 # --- footprints from real WCS -----------------------------------------------------------------------
-
-def footprint(ra: float, dec: float, width: int, height: int, scale: float, rotation: float) -> Any:
-    """The sky record ingest stores for an image with this TAN WCS."""
-    wcs = celestial_wcs(ra, dec, width, height, scale_arcsec=scale, rotation_deg=rotation)
-    return wcs, _sky(wcs.to_header(), width, height)
 
 
 def test_contains_agrees_with_the_wcs_pixel_grid() -> None:

@@ -13,23 +13,7 @@ import pytest
 import pyvips
 
 from app.tiles import adaptive, pyramid, render
-from tests.tiles.render_helpers import pixels, science_of
-
-SIZE = 512
-
-
-def two_regions() -> np.ndarray:
-    """A faint left half (a broad smooth blob 4 high in noise of 0.3) and a bright right half (1000, noise
-    of 20 and a checkerboard of 8-pixel squares 80 apart): with one global mapping the faint half is
-    dark and flat and the bright half light."""
-    rng = np.random.default_rng(7)
-    y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
-    blob = 4.0 * np.exp(-((x - 128) ** 2 + (y - 256) ** 2) / (2 * 70.0**2))
-    data = rng.normal(0.0, 0.3, (SIZE, SIZE)) + blob
-    bright = 1000 + rng.normal(0, 20, (SIZE, SIZE)) + 40 * (((x // 8 + y // 8) % 2) * 2 - 1)
-    data[:, SIZE // 2:] = bright[:, SIZE // 2:]
-    return data.astype(np.float32)
-
+from tests.tiles.render_helpers import SIZE, pixels, science_of, two_regions
 
 # (rows, columns) of full-resolution pixels
 REGIONS = {"faint half": (slice(64, 448), slice(32, 224)),
