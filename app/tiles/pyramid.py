@@ -72,7 +72,7 @@ def one_tile_level(width: int, height: int) -> int:
     return level
 
 
-_SIZE = re.compile(r'\bHeight="(\d{1,9})"\s+Width="(\d{1,9})"|\bWidth="(\d{1,9})"\s+Height="(\d{1,9})"')
+_WIDTH, _HEIGHT = (re.compile(rf'\b{name}="(\d{{1,9}})"') for name in ("Width", "Height"))
 
 
 def low_tile(folder: Path, level: int, quality: int) -> Path | None:
@@ -80,12 +80,13 @@ def low_tile(folder: Path, level: int, quality: int) -> Path | None:
     was written, and kept beside the others under a temporary name then renamed, so that it is a file from
     then on (served as the others, by nginx too). None when `level` is not such a level."""
     try:
-        found = _SIZE.search((folder / f"{DZI_NAME}.dzi").read_text(errors="replace"))
+        dzi = (folder / f"{DZI_NAME}.dzi").read_text(errors="replace")
     except FileNotFoundError:
         return None
-    if found is None:
+    found = [pattern.search(dzi) for pattern in (_WIDTH, _HEIGHT)]
+    if found[0] is None or found[1] is None:
         return None
-    height, width = (int(found[1]), int(found[2])) if found[1] else (int(found[4]), int(found[3]))
+    width, height = int(found[0][1]), int(found[1][1])
     lowest = one_tile_level(width, height)
     if not 0 <= level < lowest:
         return None
