@@ -36,6 +36,9 @@ class Plane:
     # catalogued SeriesInstanceUID, "position": along the slice normal in mm (or None), "instance":
     # InstanceNumber (or None)}; the ingest joins the slices of one series into one image with planes
     series: dict[str, Any] | None = None
+    # the celestial WCS (astropy) the reader built from the very cards in `header`, when it built one: the
+    # footprint is computed from it instead of building it again (app/ingest/tiling.py); never catalogued
+    celestial: Any = field(default=None, repr=False, compare=False)
 
 
 class Reader(ABC):

@@ -179,12 +179,15 @@ class FitsReader(Reader):
                 notes.append(f"{f'{extra:,} bytes' if extra > 0 else 'data'} after the last HDU "
                              f"({self.structure[-1].where}) are not a FITS extension and were ignored")
             note = "; ".join(notes)
+            sky, celestial = _sky(header, width, height)
+            if repairs or len(merged) != len(header):
+                celestial = None  # the catalogued cards are not the ones it was built from
             name = str(values.get("OBJECT") or "").strip() or self.path.name
             name += f" [{hdu.name or index}]" if index > 0 else ""
             planes.append(Plane(hdu=index, name=name, width=width, height=height,
                                 bitpix=int(header.get("BITPIX", 0)) or None, header=values,
-                                comments=comments, sky=_sky(header, width, height), note=note,
-                                planes=planes_of))
+                                comments=comments, sky=sky, note=note, planes=planes_of,
+                                celestial=celestial))
         if len(planes) == 1:
             planes[0].name = planes[0].name.removesuffix(f" [{self._hdul[planes[0].hdu].name}]")
         if not planes:
@@ -417,17 +420,19 @@ def _typed(value: Any) -> HeaderValue:
     return str(value)
 
 
-def _sky(header: Any, width: int, height: int) -> dict[str, Any] | None:
-    """Centre, corners (ICRS degrees) and pixel scale from a celestial WCS, or None."""
+def _sky(header: Any, width: int, height: int) -> tuple[dict[str, Any] | None, Any]:
+    """Centre, corners (ICRS degrees) and pixel scale from a celestial WCS, or None; and that celestial
+    WCS (astropy), or None."""
     from astropy.wcs import WCS
     from astropy.wcs.utils import proj_plane_pixel_scales
 
+    celestial = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             wcs = WCS(header, naxis=2, fix=True)
             if not wcs.has_celestial:
-                return None
+                return None, None
             celestial = wcs.celestial
             xs = np.array([(width - 1) / 2, -0.5, width - 0.5, width - 0.5, -0.5])
             ys = np.array([(height - 1) / 2, -0.5, -0.5, height - 0.5, height - 0.5])
@@ -436,16 +441,16 @@ def _sky(header: Any, width: int, height: int) -> dict[str, Any] | None:
             dec = coords.dec.deg
             scale = float(np.mean(proj_plane_pixel_scales(celestial)) * 3600.0)
     except Exception:  # a broken WCS is not a reason to refuse the image; it just has no sky position
-        return None
+        return None, celestial
     if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec)) and math.isfinite(scale)):
-        return None
+        return None, celestial  # an all-sky map's corners lie off its projection: its coverage still counts
     return {
         "center_ra": float(ra[0]), "center_dec": float(dec[0]),
         "corners": [[float(r), float(d)] for r, d in zip(ra[1:], dec[1:], strict=True)],
         "pixel_scale_arcsec": scale,
         "frame": "icrs",
         "ctype": [str(c) for c in celestial.wcs.ctype],
-    }
+    }, celestial
 
 
 def compressed_unreadable(name: str, hdu: int, reason: str) -> FormatError:

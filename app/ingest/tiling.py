@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -239,11 +239,14 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
                 # they had open (else a removed work file stays open, its room never given back)
                 gc.collect()
                 raise failure
-            entry = asdict(plane)
+            # the plane's fields as they are (they are pickled back to the job), but for the reader's WCS
+            entry = {item.name: getattr(plane, item.name) for item in fields(plane)
+                     if item.name != "celestial"}
             if plane.sky is not None or any(str(key).startswith("CTYPE") for key in plane.header):
                 # the footprint from the pixels through the WCS (app/sky/coverage.py): a MOC, for cone
                 # search; computed here, in the same pool call as the pixels
-                entry["sky"] = with_coverage(plane.sky, plane.header, plane.width, plane.height)
+                entry["sky"] = with_coverage(plane.sky, plane.header, plane.width, plane.height,
+                                             plane.celestial)
             entry["format"] = reader.format
             entry["display"] = {**applied.to_dict(), **levels, "histogram": counted}
             if plane.window is not None and shown is not chosen:

@@ -220,11 +220,12 @@ def coverage(wcs: Any, width: int, height: int) -> dict[str, Any] | None:
 
 
 def with_coverage(sky: dict[str, Any] | None, header: Mapping[str, HeaderValue], width: int,
-                  height: int) -> dict[str, Any] | None:
-    """An image's `sky` record with its coverage added (from the celestial WCS its header cards build);
-    an all-sky map without corners (they lie off the projection) gets a record from its coverage alone.
-    Unchanged when the header has no usable celestial WCS."""
-    wcs = celestial_wcs(header)
+                  height: int, built: Any = None) -> dict[str, Any] | None:
+    """An image's `sky` record with its coverage added (from the celestial WCS its header cards build, or
+    `built`, that WCS as the reader built it from the same cards); an all-sky map without corners (they
+    lie off the projection) gets a record from its coverage alone. Unchanged when the header has no usable
+    celestial WCS."""
+    wcs = built if built is not None else celestial_wcs(header)
     if wcs is None:
         return sky
     try:

@@ -444,4 +444,4 @@ def some_args(rng: random.Random, element: SearchElement, records: list[ImageRec
 def footprint(ra: float, dec: float, width: int, height: int, scale: float, rotation: float) -> Any:
     """The sky record ingest stores for an image with this TAN WCS."""
     wcs = celestial_wcs(ra, dec, width, height, scale_arcsec=scale, rotation_deg=rotation)
-    return wcs, _sky(wcs.to_header(), width, height)
+    return wcs, _sky(wcs.to_header(), width, height)[0]

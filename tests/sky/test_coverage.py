@@ -90,7 +90,8 @@ def catalogued(path: Path, *, coverage: bool = True) -> ImageRecord:
         plane = reader.planes()[0]
     finally:
         reader.close()
-    sky = with_coverage(plane.sky, plane.header, plane.width, plane.height) if coverage else plane.sky
+    sky = with_coverage(plane.sky, plane.header, plane.width, plane.height, plane.celestial) if coverage \
+        else plane.sky
     return ImageRecord(id=new_id(), sha256=new_id(), hdu=0, path=str(path), name=path.name, size=2880,
                        owner="", provenance="batch", format="fits", width=plane.width, height=plane.height,
                        bitpix=-32, header=plane.header, sky=sky)
@@ -227,6 +228,24 @@ def test_every_projection_gets_a_small_coverage(images: dict[str, tuple[ImageRec
     # an all-sky AIT map has no corners (they lie off the projection) yet has a coverage and a centre
     ait = images["AIT all-sky"][0].sky
     assert ait is not None and "corners" not in ait and (ait["center_ra"], ait["center_dec"]) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("name", list(IMAGES))
+def test_the_readers_own_wcs_gives_the_coverage_the_catalogued_cards_give(name: str, tmp_path: Path) -> None:
+    """The ingest computes the footprint from the WCS the FITS reader built (not building it twice): the
+    same coverage, centre and cards as one rebuilt from the header cards the catalog keeps, which is what
+    the server's readout and mosaics use afterwards."""
+    path = write_fits(tmp_path / "image.fits", *IMAGES[name])
+    reader = FitsReader(path, max_pixels=10**8)
+    try:
+        [plane] = reader.planes()
+    finally:
+        reader.close()
+    assert plane.celestial is not None
+    built = with_coverage(plane.sky, plane.header, plane.width, plane.height, plane.celestial)
+    rebuilt = with_coverage(plane.sky, plane.header, plane.width, plane.height)
+    assert built is not None and built.get("moc")
+    assert built == rebuilt
 
 
 async def test_cone_search_equals_a_brute_force_over_the_pixels(

@@ -222,7 +222,7 @@ def test_image_documents_survive_bson_with_any_keyword():
     record = ImageRecord(id="i1", sha256="s", hdu=0, path="/p.fits", name="p.fits", size=1, owner="u",
                          provenance="batch", format="fits", width=100, height=100, bitpix=-32,
                          header=header, comments={"HIERARCH ESO.DET DIT": "seconds"},
-                         sky=_sky(wcs.to_header(), 100, 100), display={"levels": 3})
+                         sky=_sky(wcs.to_header(), 100, 100)[0], display={"levels": 3})
     document = image_doc(record)
     assert all("." not in key and not key.startswith("$") for key in document["header"])
     assert document["header"]["HIERARCH ESO%2EDET DIT"] == 2.5
