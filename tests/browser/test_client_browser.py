@@ -13,9 +13,9 @@ import pytest
 from app.client import Client
 from app.notebook import show
 from tests.browser.conftest import screenshot
-from tests.browser.test_embed_browser import FRAME_LOADED, other_site
+from tests.browser.embed_helpers import FRAME_LOADED, notebook_page, other_site
 from tests.browser.viewer_helpers import Recorder
-from tests.test_client import Served, field, serving
+from tests.client_helpers import Served, field, serving
 
 pytestmark = pytest.mark.browser
 
@@ -27,12 +27,6 @@ DRAWN = """() => !!window.viewer && viewer.world.getItemCount() === 1 &&
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with serving(tmp_path_factory.mktemp("client-browser")) as running:
         yield running
-
-
-def notebook_page(*outputs: str) -> str:
-    cells = "".join(f'<div class="output" id="out{index}">{html}</div>' for index, html in enumerate(outputs))
-    return (f'<!doctype html><html><head><meta charset="utf-8"><title>Notebook</title></head>'
-            f'<body>{cells}</body></html>')
 
 
 async def test_the_html_of_show_displays_the_latest_version_and_a_private_image(page, served, tmp_path):

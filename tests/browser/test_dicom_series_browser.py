@@ -12,7 +12,7 @@ import pytest
 
 from app.samples_fields import ct_series
 from tests.browser.conftest import Server, ingest_and_serve, screenshot
-from tests.browser.test_planes_browser import ITEM_RECT, shows
+from tests.browser.planes_helpers import ITEM_RECT, shows
 from tests.browser.viewer_helpers import FULLY_LOADED, Recorder
 from tests.ingest.ingest_helpers import value_at
 

@@ -5,56 +5,24 @@ embed of a FITS cube steps through its planes (slider, keys, Play) and opens at 
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tests.browser.conftest import Server, ingest_and_serve, screenshot
-from tests.browser.test_mosaic_browser import FIELDS, Served, serving
-from tests.browser.test_planes_browser import PLANES, bright_quarter, play_until, shows, write_cube
+from tests.browser.embed_helpers import FRAME_LOADED, other_site
+from tests.browser.mosaic_helpers import FIELDS, Served, serving
+from tests.browser.planes_helpers import PLANES, bright_quarter, play_until, shows, write_cube
 from tests.browser.viewer_helpers import Recorder
-from tests.processes import free_port
 
 pytestmark = pytest.mark.browser
-
-FRAME_LOADED = """() => {
-  const mosaic = window.imagexMosaic;
-  return !!mosaic && mosaic.ready() && mosaic.layers.length > 0 &&
-    mosaic.layers.every(layer => layer.items.length > 0 && layer.items.every(item => item.getFullyLoaded()));
-}"""
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with serving(tmp_path_factory.mktemp("embed")) as running:
         yield running
-
-
-class Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def other_site(folder: Path) -> Iterator[str]:
-    """A plain static web server for `folder` on another port: another origin than ImageX's."""
-    port = free_port()
-    server = ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Quiet, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def blog_page(imagex: str, public_id: str, private_id: str, mosaic_ids: str) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.browser.conftest import Server
-from tests.browser.test_display_browser import LOW_FILLED, controls, display_specs, query, shows
+from tests.browser.display_helpers import LOW_FILLED, controls, display_specs, query, shows
 from tests.browser.viewer_helpers import assert_tiles_ok, open_viewer, viewer_pixels
 
 pytestmark = pytest.mark.browser

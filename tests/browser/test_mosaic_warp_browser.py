@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.browser.conftest import imagex_serve
-from tests.browser.test_mosaic_browser import ALL_LOADED, brightest, ingest_files
+from tests.browser.mosaic_helpers import ALL_LOADED, brightest, ingest_files
 from tests.processes import free_port
 from tests.routes.mosaic_helpers import drizzled_header, flt_header, star_positions, write
 

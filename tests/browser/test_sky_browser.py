@@ -152,8 +152,7 @@ async def test_a_notebooks_sky_view_shows_the_survey_and_opens_an_image_in_a_new
     in: the sky embed looks where it was told, outlines the public images over the public survey, and a
     click opens the image in a new tab, the notebook staying where it is."""
     from app.notebook import sky
-    from tests.browser.test_client_browser import notebook_page
-    from tests.browser.test_embed_browser import other_site
+    from tests.browser.embed_helpers import notebook_page, other_site
 
     survey: list[tuple[str, int]] = []
     page.on("response", lambda response: survey.append((urlsplit(response.url).path, response.status))

@@ -37,7 +37,7 @@ def sky_at(ra: float, dec: float, size: int = 600, scale_arcsec: float = 1.0,
     """The footprint of a `size`-pixel square image centred on (ra, dec), from a real WCS."""
     header = celestial_wcs(ra, dec, size, size, scale_arcsec=scale_arcsec,
                            rotation_deg=rotation_deg).to_header()
-    sky = _sky(header, size, size)
+    sky = _sky(header, size, size)[0]
     assert sky is not None
     return sky
 
