@@ -261,14 +261,20 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
         ids = list(dict.fromkeys(job.id for job in jobs))
         bar = tqdm(total=len(ids), unit="file", disable=not progress, file=sys.stderr, dynamic_ncols=True)
         finished = 0
+        searchable: float | None = None
 
         def report(current: list[JobRecord]) -> None:
-            nonlocal finished
+            nonlocal finished, searchable
             done = sum(job.state == "done" for job in current)
             failed = sum(job.state == "failed" for job in current)
-            bar.set_postfix(done=done, failed=failed, refresh=False)
+            # harvested: catalogued and found by searches, their pyramids still to come (or being built)
+            found = sum(job.state == "harvested" or (job.state == "running" and bool(job.image_ids))
+                        for job in current)
+            bar.set_postfix(found=found + done, done=done, failed=failed, refresh=False)
             bar.update(done + failed - finished)
             finished = done + failed
+            if searchable is None and found + done + failed == len(current):
+                searchable = time.monotonic() - started
 
         runner = archive.runner
         assert runner is not None
@@ -281,7 +287,7 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
             stop.set()
             await jobs_running
             bar.close()
-        return _summary(final, known, time.monotonic() - started, runner.worker)
+        return _summary(final, known, time.monotonic() - started, runner.worker, searchable)
 
 
 def _check_scaling_options(fixed_scaling: str | None, scaling_name: str | None, interval: str | None,
@@ -406,7 +412,8 @@ async def watch(settings: Settings, folders: Sequence[Path]) -> int:
         return 1 if failures else 0
 
 
-def _summary(jobs: list[JobRecord], known: set[str], seconds: float, worker: str) -> int:
+def _summary(jobs: list[JobRecord], known: set[str], seconds: float, worker: str,
+             searchable: float | None = None) -> int:
     failed = [job for job in jobs if job.state == "failed"]
     skipped = [job for job in jobs if job.state == "done"
                and (job.id in known or job.note.startswith("already in the archive"))]
@@ -416,6 +423,9 @@ def _summary(jobs: list[JobRecord], known: set[str], seconds: float, worker: str
     by_others = f", {elsewhere} of them by other runners" if elsewhere else ""
     print(f"{len(jobs)} file(s) in {seconds:.1f} s: {len(new)} ingested ({images} image(s){by_others}), "
           f"{len(skipped)} already in the archive, {len(failed)} failed.")
+    if new and searchable is not None and searchable < seconds:
+        print(f"Every file was catalogued (found by searches) after {searchable:.1f} s; the pyramids "
+              "followed.")
     for job in failed:
         print(f"  FAILED {job.path}: {job.error}")
     return 1 if failed else 0

@@ -39,6 +39,13 @@ class Conflict(StoreError):
     status = 409
 
 
+class StillTiling(ImageXError):
+    """What needs an image's pyramids, asked for while a two-phase ingest has catalogued the image and its
+    pyramids are still to be built (or could not be)."""
+
+    status = 409
+
+
 class FormatError(ImageXError):
     """A file that ImageX cannot read as an image: unknown format, corrupt, truncated or hostile."""
 

@@ -184,7 +184,7 @@ async def monitor_facts(archive: Archive) -> dict[str, Any]:
     """Everything the monitor page shows, as one JSON-ready dict (the page and `/api/admin/monitor`)."""
     settings = archive.settings
     counts = await archive.store.job_counts()
-    pending = counts.get("queued", 0) + counts.get("running", 0)
+    pending = counts.get("queued", 0) + counts.get("running", 0) + counts.get("harvested", 0)
     failed = await archive.store.list_jobs("failed", limit=RECENT_FAILURES)
     tiles = await cached_folder_size(settings.tiles_dir)
     disk = await asyncio.to_thread(_disk_facts, settings.data, catalog_files(settings.store_url))

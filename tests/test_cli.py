@@ -49,7 +49,7 @@ async def test_a_tree_with_one_bad_file_fails_naming_it_and_keeps_the_good_ones(
         assert sorted(image.path for image in images) == sorted(str(path) for path in good)
         assert {image.header["OBJECT"] for image in images} == {"Field 0", "Field 1", "Field 2"}
         assert all(image.sky is not None and image.width == 128 for image in images)
-        assert await store.job_counts() == {"queued": 0, "running": 0, "done": 3, "failed": 1}
+        assert await store.job_counts() == {"queued": 0, "running": 0, "harvested": 0, "done": 3, "failed": 1}
     finally:
         await store.close()
     assert tile_folders(data) == sorted(image.id for image in images)

@@ -244,7 +244,8 @@ async def test_a_dry_run_tells_new_files_from_known_ones_and_queues_and_writes_n
     assert lines == {str(done): "already done", str(broken): "retry (failed)", str(fresh): "new"}
     assert out.splitlines()[-1] == ("3 file(s): 2 would be queued (1 new, 1 failed before), 1 already queued "
                                     "or done. Nothing was queued (--dry-run).")
-    assert await archive.store.job_counts() == {"queued": 0, "running": 0, "done": 1, "failed": 1}
+    assert await archive.store.job_counts() == {"queued": 0, "running": 0, "harvested": 0,
+                                                "done": 1, "failed": 1}
     assert everything_under(settings.tiles_dir) == tiles_before
     assert await archive.store.list_scalings() == []
 

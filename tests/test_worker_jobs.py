@@ -78,6 +78,9 @@ async def test_a_hurried_drain_gives_the_running_job_back_at_once(archive, write
     runner = JobRunner(archive, concurrency=1, role="test")
     assert await runner.run_one()
     [after] = await archive.store.get_jobs([job.id])
+    assert after.state == "harvested" and after.attempts == 2
+    assert await runner.run_one()  # claimed again for its pyramids
+    [after] = await archive.store.get_jobs([job.id])
     assert after.state == "done" and after.attempts == 2
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.ingest.pipeline import PUBLISHING, Outcome, run_job
-from app.store.base import JobRecord, new_id
+from app.store.base import JobRecord, JobState, new_id
 
 if TYPE_CHECKING:
     from app.archive import Archive
@@ -83,15 +83,18 @@ class JobRunner:
                 await renewer
             self.active -= 1
             self.current.pop(job.id, None)
-        self.finished += 1
-        if outcome.state != "done":
+        if outcome.state != "harvested":
+            self.finished += 1
+        if outcome.state == "failed":
             self.failed += 1
+        state: JobState = "done" if outcome.state == "done" else \
+            "harvested" if outcome.state == "harvested" else "failed"
         recorded = await self.archive.store.finish_job(
-            job.id, self.worker, state="done" if outcome.state == "done" else "failed",
+            job.id, self.worker, state=state,
             error=outcome.error, note=outcome.note, image_ids=outcome.image_ids)
         if not recorded:
             log.warning("job %s was taken by another worker after our lease ran out", job.id)
-        if self.on_finish is not None:
+        if self.on_finish is not None and outcome.state != "harvested":
             self.on_finish(job, outcome)
         return True
 

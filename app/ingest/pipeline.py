@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from app.exceptions import Conflict, FormatError, ImageXError
 from app.ingest import series
 from app.ingest.removal import UPLOADS, is_upload
-from app.ingest.tiling import render_file
+from app.ingest.tiling import harvest_file, render_file, tile_file
 from app.site_policy import Site
 from app.store.base import ImageLocation, ImageRecord, JobRecord, new_id, now
 from app.tiles import pyramid
@@ -89,6 +89,8 @@ async def _settle_upload(archive: Archive, job: JobRecord, outcome: Outcome) -> 
     outcome.error = outcome.error.replace(path.name, client_name)
     if not path.resolve().is_relative_to((archive.settings.data / UPLOADS).resolve()):
         return
+    if outcome.state == "failed" and job.image_ids:
+        return  # its images are catalogued (their pyramids failed): the original stays theirs
     if outcome.state == "failed":
         # kept, it would lie in the user's folder uncounted by any quota: the user still has the file
         if await asyncio.to_thread(path.exists):
@@ -127,6 +129,8 @@ async def _run(archive: Archive, job: JobRecord) -> Outcome:
 async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> Outcome:
     from app.formats import sniff
 
+    if job.image_ids:  # harvested: its images are catalogued, their pyramids are to be built
+        return await _tile(archive, job, path, work)
     await asyncio.to_thread(sniff, path)  # a clear message for missing, unreadable or non-image files
     checksum, size = await _checksum(job, path)
     existing = await archive.store.images_with_checksum(checksum)
@@ -138,7 +142,19 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
         if shared is not None:
             return shared
     scaling = await job_scaling(archive, job)
-    planes = await _render(archive, path, work, scaling)  # with each plane's sky coverage
+    if scaling.get("stretch") != "ahisteq":  # equalised pictures are read twice: one phase
+        harvested = await _in_pool(archive, path, work, harvest_file, scaling)
+        if harvested is not None:  # None: a slice of a series, joined to its image in one phase
+            for plane in harvested:
+                plane["display"]["tiling"] = {"scaling": scaling}
+            return await _catalog(archive, job, path, work, harvested, checksum, size, state="harvested")
+    planes = await _in_pool(archive, path, work, render_file, scaling)  # with each plane's sky coverage
+    return await _catalog(archive, job, path, work, planes, checksum, size, state="done")
+
+
+async def _catalog(archive: Archive, job: JobRecord, path: Path, work: Path, planes: list[dict[str, Any]],
+                   checksum: str, size: int, *, state: str) -> Outcome:
+    """Publish the planes' pyramids (or, harvested, their thumbnails) and catalog their images."""
     client_name = job.options.get("client_name")
     for plane in planes if client_name else []:
         # named after the file when the header names no object: the client's name, not the generated one
@@ -166,11 +182,63 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
         for folder in published:
             await asyncio.to_thread(pyramid.discard, folder)
         raise
-    archive.hips.refresh(records)  # HiPS: queue the update of the tiles these images touch
+    if state == "done":
+        archive.hips.refresh(records)  # HiPS: queue the update of the tiles these images touch
+    return Outcome(state, note=_notes(records), image_ids=[r.id for r in records])
+
+
+def _notes(records: list[ImageRecord]) -> str:
     # FITS HDUs and a file's several images are named; a file of one image needs no name for it
     named = len(records) > 1 or any(r.format == "fits" for r in records)
-    notes = "; ".join(f"HDU {r.hdu}: {r.note}" if named else r.note for r in records if r.note)
-    return Outcome("done", note=notes, image_ids=[r.id for r in records])
+    return "; ".join(f"HDU {r.hdu}: {r.note}" if named else r.note for r in records if r.note)
+
+
+async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Outcome:
+    """The second phase of a harvested job: build the pyramids of its catalogued images from the same file
+    with the same scaling, move them into the generation that holds their thumbnails (so that every link
+    made meanwhile stays valid) and record them. When this fails, the images stay catalogued and say why
+    they have no pyramids (`display.tiling.error`); a retry of the job tries again."""
+    found = [await archive.store.get_image(image_id) for image_id in job.image_ids]
+    images = [image for image in found if image is not None and image.job_id == job.id
+              and isinstance(image.display.get("tiling"), dict)]
+    if not images:
+        return Outcome("done", note=job.note or "its images were deleted before their pyramids were built",
+                       image_ids=list(job.image_ids))
+    scaling = dict(images[0].display["tiling"].get("scaling") or {})
+    try:
+        stat = await asyncio.to_thread(path.stat)
+        if stat.st_size != images[0].size:
+            raise ImageXError(f"the file changed after it was catalogued ({images[0].size:,} bytes then, "
+                              f"{stat.st_size:,} now): its pyramids were not built; ingest it again")
+        built = await _in_pool(archive, path, work, tile_file, scaling)
+        sizes = {plane["hdu"]: (plane["width"], plane["height"]) for plane in built}
+        for image in images:
+            if sizes.get(image.hdu) != (image.width, image.height):
+                raise ImageXError("the file changed after it was catalogued: its pyramids were not built; "
+                                  "ingest it again")
+    except FileNotFoundError:
+        await _tiling_failed(archive, images, "the file was removed before its pyramids were built")
+        raise ImageXError("the file was removed before its pyramids were built") from None
+    except Exception as error:
+        await _tiling_failed(archive, images, str(error))
+        raise
+    finished: list[ImageRecord] = []
+    for image in images:
+        root = archive.tile_root(image.id)
+        if await asyncio.to_thread(pyramid.complete, work / str(image.hdu), root) is None:
+            continue  # deleted meanwhile
+        display = {key: value for key, value in image.display.items() if key != "tiling"}
+        if await archive.store.set_display(image.id, display):
+            finished.append(dataclasses.replace(image, display=display))
+    archive.hips.refresh(finished)  # HiPS: queue the update of the tiles these images touch
+    return Outcome("done", note=job.note, image_ids=list(job.image_ids))
+
+
+async def _tiling_failed(archive: Archive, images: list[ImageRecord], error: str) -> None:
+    """Say in each image's display record why its pyramids could not be built."""
+    for image in images:
+        tiling = {**image.display["tiling"], "error": error}
+        await archive.store.set_display(image.id, {**image.display, "tiling": tiling})
 
 
 def _record(job: JobRecord, path: Path, plane: dict[str, Any], checksum: str, size: int,
@@ -208,14 +276,15 @@ async def _join_series(archive: Archive, job: JobRecord, path: Path, work: Path,
     return Outcome("done", note="; ".join(filter(None, [record.note, note])), image_ids=[joined.image_id])
 
 
-async def _render(archive: Archive, path: Path, work: Path, scaling: dict[str, Any]) -> list[dict[str, Any]]:
-    """The file's planes rendered in the pool, within the job time limit. A worker that dies takes the jobs
-    of the other workers with it: the file is tried once more before it is blamed."""
+async def _in_pool(archive: Archive, path: Path, work: Path, function: Any, scaling: dict[str, Any]) -> Any:
+    """`function` (`render_file`, `harvest_file` or `tile_file`) of the file in the pool, within the job time
+    limit. A worker that dies takes the jobs of the other workers with it: the file is tried once more
+    before it is blamed."""
     settings = archive.settings
     options = await reader_options(archive)
     for attempt in (1, 2):
         try:
-            return await archive.pool.run_limited(settings.job_timeout, render_file, str(path), str(work),
+            return await archive.pool.run_limited(settings.job_timeout, function, str(path), str(work),
                                                   scaling, settings.max_pixels, settings.jpeg_quality,
                                                   options, memory=settings.job_memory)
         except WorkerDied:
@@ -292,6 +361,8 @@ async def _share(archive: Archive, job: JobRecord, path: Path, existing: list[Im
     are gone): the file is then read and tiled as any other."""
     if any(image.series for image in existing):
         return None  # a slice of another owner's series: read, and joined to this owner's own series
+    if any("tiling" in image.display for image in existing):
+        return None  # their pyramids are still to be built: this owner's are built as any other
     theirs = [image for image in existing if image.owner == existing[0].owner]
     jobs = {source.id: source for source in await archive.store.get_jobs(
         sorted({image.job_id for image in theirs}))}
@@ -344,10 +415,7 @@ async def _share(archive: Archive, job: JobRecord, path: Path, existing: list[Im
     archive.hips.refresh(records)  # HiPS: queue the update of the tiles these images touch
     if job.provenance == "upload" and is_upload(archive, records[0]) and is_upload(archive, theirs[0]):
         await asyncio.to_thread(_link_original, Path(theirs[0].path), path)
-    # FITS HDUs and a file's several images are named; a file of one image needs no name for it
-    named = len(records) > 1 or any(r.format == "fits" for r in records)
-    notes = "; ".join(f"HDU {r.hdu}: {r.note}" if named else r.note for r in records if r.note)
-    return Outcome("done", note=notes, image_ids=[r.id for r in records])
+    return Outcome("done", note=_notes(records), image_ids=[r.id for r in records])
 
 
 def _own_name(image: ImageRecord, own_file: str) -> str:

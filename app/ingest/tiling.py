@@ -200,6 +200,56 @@ def _render_failure(error: BaseException, source: Path, hdu: int | None, work: s
                        f"{detail[-1][:300] if detail else 'libvips error'}")
 
 
+def _prepared(path: str, scaling: dict[str, Any], options: dict[str, Any] | None) -> tuple[Any, Scaling,
+                                                                                           dict[str, Any]]:
+    """The reader class of `path`, the job's scaling checked, and the site options that reader takes."""
+    from app.formats import sniff
+
+    reader_class = sniff(Path(path))
+    try:
+        chosen = Scaling.from_dict(scaling)
+    except (TypeError, ValueError) as error:
+        raise ImageXError(f"the scaling chosen for this job cannot be used: {error}") from None
+    taken = {name: value for name, value in (options or {}).items() if name in reader_class.OPTIONS}
+    return reader_class, chosen, taken
+
+
+def _shown(plane: Any, chosen: Scaling) -> Scaling:
+    """The scaling a plane is shown with: its own window (DICOM's VOI window) stands in for `auto`."""
+    if plane.window is not None and chosen.interval == "auto":
+        return Scaling(interval="manual", low=plane.window[0], high=plane.window[1],
+                       stretch="linear" if chosen.stretch == "auto" else chosen.stretch)
+    return chosen
+
+
+def _failed(error: BaseException, source: Path, reader: Any, plane: Any, work: str) -> Exception:
+    failure = _render_failure(error, source, plane.hdu if reader.format == "fits" else None, work)
+    # raised by the caller with no traceback of the failed writers held: libvips closes the files they had
+    # open (else a removed work file stays open, its room never given back)
+    gc.collect()
+    return failure
+
+
+def _entry(reader: Any, plane: Any, scaling: dict[str, Any], shown: Scaling, chosen: Scaling, applied: Any,
+           counted: dict[str, Any], levels: dict[str, Any]) -> dict[str, Any]:
+    """A plane's catalog data: its fields (but for the reader's WCS), its sky with the coverage, and its
+    display record."""
+    entry = {item.name: getattr(plane, item.name) for item in fields(plane) if item.name != "celestial"}
+    if plane.sky is not None or any(str(key).startswith("CTYPE") for key in plane.header):
+        # the footprint from the pixels through the WCS (app/sky/coverage.py): a MOC, for cone search;
+        # computed here, in the same pool call as the pixels
+        entry["sky"] = with_coverage(plane.sky, plane.header, plane.width, plane.height, plane.celestial)
+    entry["format"] = reader.format
+    entry["display"] = {**applied.to_dict(), **levels, "histogram": counted}
+    if plane.window is not None and shown is not chosen:
+        entry["display"]["window"] = list(plane.window)
+    if plane.invert:
+        entry["display"]["inverted"] = True
+    if scaling.get("name"):  # a stored scaling, fixed for a whole batch
+        entry["display"]["scaling"] = str(scaling["name"])
+    return entry
+
+
 def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
                 quality: int, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """In a pool process: read every plane of `path` and build its pyramids (the 8-bit DZI and the
@@ -209,51 +259,110 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
     wrong with the file."""
     import pyvips
 
-    from app.formats import sniff
-
     source = Path(path)
-    reader_class = sniff(source)
-    try:
-        chosen = Scaling.from_dict(scaling)
-    except (TypeError, ValueError) as error:
-        raise ImageXError(f"the scaling chosen for this job cannot be used: {error}") from None
+    reader_class, chosen, taken = _prepared(path, scaling, options)
     out: list[dict[str, Any]] = []
-    taken = {name: value for name, value in (options or {}).items() if name in reader_class.OPTIONS}
     with reader_class(source, max_pixels=max_pixels, **taken) as reader, unzipping(reader, Path(work)):
         planes = list(reader.planes())
         check_room(planes, Path(work), chosen.stretch == "ahisteq", reader.unzip_bytes())
         unzip(reader, Path(work))
         for plane in planes:
             failure: Exception | None = None
-            shown = chosen
-            if plane.window is not None and chosen.interval == "auto":
-                shown = Scaling(interval="manual", low=plane.window[0], high=plane.window[1],
-                                stretch="linear" if chosen.stretch == "auto" else chosen.stretch)
+            shown = _shown(plane, chosen)
             try:
                 levels, applied, counted = _render_plane(reader, plane, shown, Path(work) / str(plane.hdu),
                                                          quality)
             except (pyvips.Error, OSError) as error:
-                failure = _render_failure(error, source, plane.hdu if reader.format == "fits" else None, work)
+                failure = _failed(error, source, reader, plane, work)
             if failure is not None:
-                # raised out here, with no traceback of the failed writers held: libvips closes the files
-                # they had open (else a removed work file stays open, its room never given back)
-                gc.collect()
                 raise failure
-            # the plane's fields as they are (they are pickled back to the job), but for the reader's WCS
-            entry = {item.name: getattr(plane, item.name) for item in fields(plane)
-                     if item.name != "celestial"}
-            if plane.sky is not None or any(str(key).startswith("CTYPE") for key in plane.header):
-                # the footprint from the pixels through the WCS (app/sky/coverage.py): a MOC, for cone
-                # search; computed here, in the same pool call as the pixels
-                entry["sky"] = with_coverage(plane.sky, plane.header, plane.width, plane.height,
-                                             plane.celestial)
-            entry["format"] = reader.format
-            entry["display"] = {**applied.to_dict(), **levels, "histogram": counted}
-            if plane.window is not None and shown is not chosen:
-                entry["display"]["window"] = list(plane.window)
-            if plane.invert:
-                entry["display"]["inverted"] = True
-            if scaling.get("name"):  # a stored scaling, fixed for a whole batch
-                entry["display"]["scaling"] = str(scaling["name"])
-            out.append(entry)
+            out.append(_entry(reader, plane, scaling, shown, chosen, applied, counted, levels))
+    return out
+
+
+def harvest_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int, quality: int,
+                 options: dict[str, Any] | None = None) -> list[dict[str, Any]] | None:
+    """In a pool process, the first phase of a two-phase ingest (app/ingest/pipeline.py): every plane's
+    catalog data as `render_file` gives it (the same scaling, histogram, sky and coverage; the display's
+    `width`, `height` and `levels` those of the pyramid to come, and `tiling` set), and its thumbnail in
+    `work/<hdu>/thumb.jpeg`; no pyramid. None when the file is one slice of a series (its pyramids join
+    the series' image: it is ingested in one phase). The check for room counts the pyramids to come: a
+    file the disk cannot take is refused before it is catalogued."""
+    import pyvips
+
+    source = Path(path)
+    reader_class, chosen, taken = _prepared(path, scaling, options)
+    out: list[dict[str, Any]] = []
+    with reader_class(source, max_pixels=max_pixels, **taken) as reader, unzipping(reader, Path(work)):
+        planes = list(reader.planes())
+        if any(plane.series for plane in planes):
+            return None
+        check_room(planes, Path(work), False, reader.unzip_bytes())
+        unzip(reader, Path(work))
+        for plane in planes:
+            failure: Exception | None = None
+            shown = _shown(plane, chosen)
+            try:
+                applied, counted = _harvest_plane(reader, plane, shown, Path(work) / str(plane.hdu), quality)
+            except (pyvips.Error, OSError) as error:
+                failure = _failed(error, source, reader, plane, work)
+            if failure is not None:
+                raise failure
+            levels = {"width": plane.width, "height": plane.height,
+                      "levels": pyramid.max_level(plane.width, plane.height) + 1, "tiling": True}
+            out.append(_entry(reader, plane, scaling, shown, chosen, applied, counted, levels))
+    return out
+
+
+def _harvest_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path,
+                   quality: int) -> tuple[Any, dict[str, Any]]:
+    """A plane's scaling and histogram, measured as `_render_plane` measures them, and its thumbnail (the
+    picture at the level of the pyramid that fits in one tile) in `folder`. A large plain FITS plane is
+    read strip by strip, as for its pyramids."""
+    folder.mkdir(parents=True, exist_ok=True)
+    strips = FitsStrips.of(reader, plane)
+    if strips is not None and strips.raw_bytes > STREAM_ABOVE:
+        values = strips.sample(sample_step(strips.width, strips.height))
+        shown, source = strips.image()
+        try:
+            with source.reading():
+                picture, applied = display(shown, chosen, values)
+                pyramid.thumbnail(picture, folder, quality=quality)
+        finally:
+            del shown
+            source.close()
+        return applied, histogram.of(values)
+    pixels = reader.pixels(plane)
+    values = sample(science.values(pixels) if pixels.bands > 1 else pixels)
+    picture, applied = display(pixels, chosen, values if pixels.bands == 1 else None)
+    if plane.invert:
+        picture = picture.invert()
+    pyramid.thumbnail(picture, folder, quality=quality)
+    return applied, histogram.of(values)
+
+
+def tile_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int, quality: int,
+              options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """In a pool process, the second phase of a two-phase ingest: the pyramids of every plane of `path` in
+    `work/<hdu>/`, built as `render_file` builds them (the same scaling gives the same pixels). Returns,
+    plane by plane, `hdu`, `width` and `height`: the pipeline checks that they are still those it
+    catalogued."""
+    import pyvips
+
+    source = Path(path)
+    reader_class, chosen, taken = _prepared(path, scaling, options)
+    out: list[dict[str, Any]] = []
+    with reader_class(source, max_pixels=max_pixels, **taken) as reader, unzipping(reader, Path(work)):
+        planes = list(reader.planes())
+        check_room(planes, Path(work), chosen.stretch == "ahisteq", reader.unzip_bytes())
+        unzip(reader, Path(work))
+        for plane in planes:
+            failure: Exception | None = None
+            try:
+                _render_plane(reader, plane, _shown(plane, chosen), Path(work) / str(plane.hdu), quality)
+            except (pyvips.Error, OSError) as error:
+                failure = _failed(error, source, reader, plane, work)
+            if failure is not None:
+                raise failure
+            out.append({"hdu": plane.hdu, "width": plane.width, "height": plane.height})
     return out

@@ -29,6 +29,7 @@ from app.routes.views import (
     load_image,
     plane_count,
     plane_science,
+    tiling_state,
     visible_images,
 )
 from app.sky.frame import Frame, TooFarApart, north_up
@@ -187,7 +188,11 @@ async def mosaic_view(archive: Archive, ids: list[str], ref: str | None = None,
     if isinstance(reference, Sheet) and any(isinstance(each, dict) and each.get("warp") for each in placed):
         frame_key = await asyncio.to_thread(save_frame, archive.settings.data, reference)
     for image, result in zip(images, placed if warning is None else [], strict=False):
-        if isinstance(result, str):
+        if isinstance(result, dict) and tiling_state(image) is not None:
+            await archive.store.prioritize_job(image.job_id)  # somebody waits for it
+            notices.append(f"{image.name} ({image.id}) is left out: its pyramids are still being built "
+                           "(reload in a moment)")
+        elif isinstance(result, str):
             notices.append(f"{image.name} ({image.id}) is left out: {result}")
         else:
             shown.append(image)
@@ -319,6 +324,11 @@ async def embed_image(image_id: str) -> Response:
         image = await load_image(archive, image_id)
     except NotFound:
         return await _embed(archive, "embed_image.html", None)
+    if tiling_state(image) is not None:
+        await archive.store.prioritize_job(image.job_id)  # somebody waits for it
+        return await _embed(archive, "embed_image.html", single_view(archive, image),
+                            "this image was catalogued a moment ago and its pyramids are still being built: "
+                            "reload in a moment")
     try:
         plane = embed_plane(image)
     except BadRequest as error:

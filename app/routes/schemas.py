@@ -53,6 +53,10 @@ _IMAGE = obj({
     "date": SCALAR, "url": STRING, "api_url": STRING, "thumbnail_url": nullable(STRING),
     "dzi_url": nullable(STRING), "display_url": nullable(STRING), "display_default": STRING,
     "original_url": STRING,
+    "tiling": {**nullable(obj({"state": one_of("pending", "failed"), "error": STRING})),
+               "description": "null once the image's pyramids are built; while a two-phase ingest has "
+                              "catalogued it and they are still to come, pending (dzi_url and display_url "
+                              "are null meanwhile), or failed with the reason"},
 }, optional=("path", "permissions"))
 IMAGE = named("Image", _IMAGE)
 IMAGE_DETAIL = named("ImageDetail", _extended(_IMAGE, {"header": mapping(HEADER_VALUE),

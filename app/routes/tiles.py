@@ -34,6 +34,7 @@ from werkzeug.exceptions import Forbidden, Gone, NotFound
 from app import tokens
 from app.archive import Archive, get_archive
 from app.exceptions import ImageXError
+from app.routes.views import still_tiling
 from app.sky.mosaic import Sheet
 from app.sky.warp import load_frame
 from app.tiles import display_cache, pyramid, render, science, warped
@@ -185,6 +186,8 @@ async def _science(archive: Archive, image_id: str, folder: Path, index: int = 0
     if path.exists():
         return str(path)
     image = await archive.store.get_image(image_id)
+    if image is not None:
+        still_tiling(image)
     if image is None or not (folder / f"{DZI_NAME}.dzi").exists():
         raise NotFound("no such tile")
     count = int(image.planes.get("count", 1)) if image.planes else 1

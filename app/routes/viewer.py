@@ -25,6 +25,7 @@ from app.routes.views import (
     load_image,
     remove,
     shown_path,
+    tiling_state,
 )
 from app.routes.zipstream import zip_stream
 from app.store.base import ImageRecord
@@ -37,8 +38,25 @@ bp = Blueprint("viewer", __name__)
 async def image_page(image_id: str) -> str:
     archive = get_archive()
     image = await load_image(archive, image_id)
+    if tiling_state(image) is not None:
+        # catalogued by a two-phase ingest, its pyramids still to come: somebody waits for them
+        await archive.store.prioritize_job(image.job_id)
     return await render_template("image.html", image=image_detail(archive, image), rows=header_rows(image),
                                  audiences=AUDIENCES, saved=False, display_names=display_names())
+
+
+@bp.get("/images/<image_id>/tiling")
+async def tiling(image_id: str) -> Any:
+    """What the image page asks every 2 s while the image's pyramids are being built: the notice again
+    (the job kept first in the queue), or, once they are built, an empty answer telling htmx to reload the
+    page (`HX-Refresh`), which then shows the viewer."""
+    archive = get_archive()
+    image = await load_image(archive, image_id)
+    if tiling_state(image) is None:
+        return Response("", status=200, content_type="text/html; charset=utf-8",
+                        headers={"HX-Refresh": "true"})
+    await archive.store.prioritize_job(image.job_id)
+    return await render_template("_tiling.html", image=image_detail(archive, image))
 
 
 _PLANE = Param("plane", whole(minimum=0), "one plane's file (a slice of a DICOM series), counted from 0")

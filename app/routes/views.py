@@ -25,7 +25,7 @@ from werkzeug.exceptions import (
 
 from app import identity as accounts
 from app.archive import Archive
-from app.exceptions import ImageXError
+from app.exceptions import ImageXError, StillTiling
 from app.identity import current_site, current_user
 from app.ingest.removal import Removal, delete_image
 from app.monitor import ingest_rate
@@ -83,7 +83,8 @@ def image_summary(archive: Archive, image: ImageRecord) -> dict[str, Any]:
     summary = {
         **image.public(),
         # the histogram has its own endpoint (`histogram_of`): listings need not carry it
-        "display": {key: value for key, value in image.display.items() if key != "histogram"},
+        "display": {key: value for key, value in image.display.items() if key not in ("histogram", "tiling")},
+        "tiling": tiling_state(image),
         "path": shown_path(image.path, user),
         "effective_visibility": effective_visibility(image, site),
         "permissions": permissions,
@@ -99,10 +100,30 @@ def image_summary(archive: Archive, image: ImageRecord) -> dict[str, Any]:
     if permissions["view"]:
         token = archive.tile_token(image.id)
         summary["thumbnail_url"] = f"/tiles/{image.id}/{token}/thumb.jpeg"
-        summary["dzi_url"] = f"/tiles/{image.id}/{token}/image.dzi"
-        # dynamic tiles: <display_url><spec>/image.dzi (see app/tiles/render.py)
-        summary["display_url"] = f"/tiles/{image.id}/{token}/display/"
+        if summary["tiling"] is None:
+            summary["dzi_url"] = f"/tiles/{image.id}/{token}/image.dzi"
+            # dynamic tiles: <display_url><spec>/image.dzi (see app/tiles/render.py)
+            summary["display_url"] = f"/tiles/{image.id}/{token}/display/"
     return summary
+
+
+def tiling_state(image: ImageRecord) -> dict[str, str] | None:
+    """None once the image's pyramids are built; while a two-phase ingest has catalogued it and its
+    pyramids are still to come, `{"state": "pending"}`, or `{"state": "failed", "error": why}`."""
+    tiling = image.display.get("tiling")
+    if not isinstance(tiling, dict):
+        return None
+    error = str(tiling.get("error") or "")
+    return {"state": "failed", "error": error} if error else {"state": "pending", "error": ""}
+
+
+def still_tiling(image: ImageRecord) -> None:
+    """Refuse what needs an image's pyramids while they are still to be built: 409, saying so."""
+    state = tiling_state(image)
+    if state is not None:
+        reason = f"could not be built: {state['error']}" if state["error"] else \
+            "are still being built; try again in a moment"
+        raise StillTiling(f"the pyramids of image {image.id} {reason}")
 
 
 def job_summary(job: JobRecord) -> dict[str, Any]:
@@ -158,7 +179,7 @@ async def queue_state(archive: Archive) -> dict[str, Any]:
     counts = await archive.store.job_counts(owner=owner)
     failed = await archive.store.list_jobs("failed", limit=20, owner=owner)
     active = await archive.store.list_jobs("running", limit=20, owner=owner)
-    pending = counts["queued"] + counts["running"]
+    pending = counts["queued"] + counts["running"] + counts["harvested"]
     return {
         "counts": counts,
         "pending": pending,
@@ -329,6 +350,7 @@ async def plane_science(archive: Archive, image: ImageRecord, folder: Path, plan
     path = science.plane_folder(folder, plane) / science.NAME
     if path.exists():
         return str(path)
+    still_tiling(image)
     if not (folder / f"{DZI_NAME}.dzi").exists():
         raise NotFound("this image has no tiles (it is being replaced or was deleted); reload the page")
     original, within = image.plane_source(plane)

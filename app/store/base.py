@@ -215,7 +215,14 @@ class Store(ABC):
 
     @abstractmethod
     async def claim_job(self, worker: str, lease: float) -> JobRecord | None:
-        """Atomically take the oldest queued job, or a running one whose lease ran out."""
+        """Atomically take the next job: a harvested one somebody waits for (`prioritize_job`, newest
+        request first), else the oldest queued one, else the oldest harvested one, else a running one whose
+        lease ran out."""
+
+    @abstractmethod
+    async def prioritize_job(self, job_id: str) -> bool:
+        """Put a harvested job before every other (its image was opened while its pyramids were still to
+        be built); False when it is not harvested (built already, running, or gone)."""
 
     @abstractmethod
     async def renew_lease(self, job_id: str, worker: str, lease: float) -> bool:
@@ -224,7 +231,8 @@ class Store(ABC):
     @abstractmethod
     async def finish_job(self, job_id: str, worker: str, *, state: JobState, error: str = "",
                          note: str = "", image_ids: Sequence[str] = ()) -> bool:
-        """Record the outcome; False when the job is no longer this worker's (it was taken again)."""
+        """Record the outcome (done, failed, or harvested: claimed again later to build the pyramids);
+        False when the job is no longer this worker's (it was taken again)."""
 
     @abstractmethod
     async def release_job(self, job_id: str, worker: str) -> bool:
@@ -270,6 +278,11 @@ class Store(ABC):
     # images: permissions and removal
     @abstractmethod
     async def set_visibility(self, image_ids: Sequence[str], visibility: str) -> None: ...
+
+    @abstractmethod
+    async def set_display(self, image_id: str, display: dict[str, Any]) -> bool:
+        """Replace an image's display record (its pyramids were built after it was catalogued); False
+        when there is no such image."""
 
     @abstractmethod
     async def delete_images(self, image_ids: Sequence[str]) -> None: ...

@@ -12,8 +12,10 @@ from typing import Any, Literal
 from app.store.query import check_keyword
 
 HeaderValue = str | int | float | bool | list[str] | None
-JobState = Literal["queued", "running", "done", "failed"]
-JOB_STATES: tuple[JobState, ...] = ("queued", "running", "done", "failed")
+# "harvested": the file's images are catalogued (found by searches, shown with their thumbnails) and their
+# pyramids are still to be built, by the same job claimed again (app/ingest/pipeline.py)
+JobState = Literal["queued", "running", "harvested", "done", "failed"]
+JOB_STATES: tuple[JobState, ...] = ("queued", "running", "harvested", "done", "failed")
 
 
 def new_id() -> str:
@@ -119,6 +121,8 @@ class JobRecord:
     image_ids: list[str] = field(default_factory=list)
     created: float = field(default_factory=now)
     updated: float = field(default_factory=now)
+    # a harvested job whose image somebody opened: when they asked (0: nobody); claimed first, newest first
+    priority: float = 0.0
 
     def public(self) -> dict[str, Any]:
         return {

@@ -54,6 +54,15 @@ def build(picture: pyvips.Image, folder: Path, *, quality: int) -> dict[str, int
     return {"width": picture.width, "height": picture.height, "levels": top + 1}
 
 
+def thumbnail(picture: pyvips.Image, folder: Path, *, quality: int) -> None:
+    """Write `folder/thumb.jpeg` alone, as `build` would (the picture at the level that fits in one tile),
+    for an image whose pyramid is still to be built."""
+    folder.mkdir(parents=True, exist_ok=True)
+    size = level_size(picture.width, picture.height, one_tile_level(picture.width, picture.height))
+    small = picture.thumbnail_image(size[0], height=size[1], size="force")
+    small.jpegsave(str(folder / THUMBNAIL), Q=quality, strip=True)
+
+
 def max_level(width: int, height: int) -> int:
     """The deepest Deep Zoom level (full resolution), counted from the level of one pixel."""
     return max(0, math.ceil(math.log2(max(width, height))))
@@ -208,6 +217,26 @@ def publish(work: Path, root: Path) -> Path:
     final = root / new_gen()
     work.rename(final)
     return final
+
+
+def complete(work: Path, root: Path) -> Path | None:
+    """Move a finished pyramid folder's files into the image's current generation, which holds its
+    thumbnail alone (a two-phase ingest's harvest published it): every link made meanwhile stays valid. The
+    DZI comes last, so that the image is whole once it is there. Returns the generation folder, or None
+    when the image has no tiles any more (deleted meanwhile: nothing is moved)."""
+    names = sorted(os.listdir(work), key=lambda name: name == f"{DZI_NAME}.dzi")
+    for _ in range(5):
+        folder = current(root)
+        if folder is None:
+            return None
+        try:
+            for name in names:
+                if (work / name).exists():
+                    os.replace(work / name, folder / name)
+            return folder
+        except FileNotFoundError:  # its links were revoked meanwhile (a rename): on to the new generation
+            continue
+    raise RuntimeError(f"{root}: the tile folder kept changing while its pyramid was moved in")
 
 
 def share(source: Path, work: Path) -> None:

@@ -146,7 +146,8 @@ async def test_jobs_are_found_by_key_without_queueing_anything(archive, tmp_path
     [queued] = await archive.store.enqueue([job_for(one)])
     found = await archive.store.jobs_with_keys([job_for(one).key, job_for(two).key, job_for(one).key])
     assert [job.id for job in found] == [queued.id]
-    assert await archive.store.job_counts() == {"queued": 1, "running": 0, "done": 0, "failed": 0}
+    assert await archive.store.job_counts() == {"queued": 1, "running": 0, "harvested": 0,
+                                                "done": 0, "failed": 0}
     assert await archive.store.jobs_with_keys([]) == []
 
 

@@ -38,7 +38,7 @@ async def test_enqueue_is_idempotent_by_key(store):
     assert (again.owner, again.options, again.state) == ("ann", {"x": 1}, "queued")
     twice = await store.enqueue([NewJob(key="k2", path="/data/b.fits")] * 2)
     assert twice[0].id == twice[1].id
-    assert await store.job_counts() == {"queued": 2, "running": 0, "done": 0, "failed": 0}
+    assert await store.job_counts() == {"queued": 2, "running": 0, "harvested": 0, "done": 0, "failed": 0}
 
 
 async def test_enqueue_returns_a_job_for_every_key_in_order(store):
@@ -261,7 +261,7 @@ async def test_job_counts_has_every_state(store):
     await claim_and_finish(store, "w", "done")
     await claim_and_finish(store, "w", "failed", "broken")
     await store.claim_job("w", 60)
-    assert await store.job_counts() == {"queued": 2, "running": 1, "done": 1, "failed": 1}
+    assert await store.job_counts() == {"queued": 2, "running": 1, "harvested": 0, "done": 1, "failed": 1}
 
 
 # the runner ------------------------------------------------------------------------------------------
@@ -327,8 +327,9 @@ async def test_runner_renews_its_lease_while_the_job_waits(tmp_path, pool, write
         await asyncio.gather(*busy)
         assert time.monotonic() - started > 3 * settings.job_lease
         assert rival_claims and all(claim is None for claim in rival_claims)
+        # its first phase: the image is catalogued, its pyramids follow when the job is claimed again
         [final] = await archive.store.get_jobs([job.id])
-        assert (final.state, final.worker, final.attempts) == ("done", runner.worker, 1), final.error
+        assert (final.state, final.worker, final.attempts) == ("harvested", runner.worker, 1), final.error
     finally:
         await archive.close()
 
@@ -351,8 +352,11 @@ async def test_a_stopped_runner_hands_its_job_back_to_the_queue(tmp_path, pool, 
             await running
         [released] = await archive.store.get_jobs([job.id])
         assert (released.state, released.worker) == ("queued", "")
-        # the next runner takes it at once, without waiting for the 600 s lease
-        assert await JobRunner(archive, concurrency=1, role="next").run_one() is True
+        # the next runner takes it at once, without waiting for the 600 s lease (and again for its pyramids)
+        following = JobRunner(archive, concurrency=1, role="next")
+        assert await following.run_one() is True
+        assert [j.state for j in await archive.store.get_jobs([job.id])] == ["harvested"]
+        assert await following.run_one() is True
         [final] = await archive.store.get_jobs([job.id])
         assert final.state == "done", final.error
         assert await archive.store.count_images() == 1

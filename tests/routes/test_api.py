@@ -148,7 +148,7 @@ async def test_jobs_show_counts_and_states(client, admin, archive, tmp_path, wri
     assert states == {"fine.fits": "done", "broken.fits": "failed"}
 
     payload = await get_json(client, "/api/jobs")
-    assert payload["counts"] == {"queued": 1, "running": 0, "done": 1, "failed": 1}
+    assert payload["counts"] == {"queued": 1, "running": 0, "harvested": 0, "done": 1, "failed": 1}
     listed = {job["name"]: job for job in payload["jobs"]}
     assert {name: job["state"] for name, job in listed.items()} == {
         "fine.fits": "done", "broken.fits": "failed", "later.fits": "queued"}
@@ -173,4 +173,4 @@ async def test_jobs_show_counts_and_states(client, admin, archive, tmp_path, wri
 @pytest.mark.parametrize("state", ["FAILED", "broken", "done' OR '1'='1", "failed,done"])
 async def test_jobs_bad_state_is_a_json_400(member, state):
     payload = await get_json(member, "/api/jobs", status=400, query_string={"state": state})
-    assert "state must be one of queued, running, done, failed" in payload["error"]
+    assert "state must be one of queued, running, harvested, done, failed" in payload["error"]

@@ -29,7 +29,7 @@ async def test_disk_use_after_an_ingest(archive, client, account, add_image):
     assert catalog.name == "catalog.sqlite"
     assert disk["catalog"]["bytes"] >= catalog.stat().st_size > 0
     assert 0 < disk["free"]["bytes"] <= disk["free"]["total"]
-    assert facts["jobs"]["counts"] == {"queued": 0, "running": 0, "done": 1, "failed": 0}
+    assert facts["jobs"]["counts"] == {"queued": 0, "running": 0, "harvested": 0, "done": 1, "failed": 0}
     assert facts["jobs"]["failures"] == []
 
     html = await text_of(await client.get("/admin/monitor"))

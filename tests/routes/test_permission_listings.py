@@ -125,7 +125,8 @@ async def test_jobs_api_shows_only_the_askers_jobs(world: World, actor: str, fil
     payload = await response.get_json()
     assert {job["name"] for job in payload["jobs"]} == files
     done = sum(name.endswith("secret.fits") for name in files)
-    assert payload["counts"] == {"queued": 0, "running": 0, "done": done, "failed": len(files) - done}
+    assert payload["counts"] == {"queued": 0, "running": 0, "harvested": 0,
+                                 "done": done, "failed": len(files) - done}
     failed = await (await world.clients[actor].get("/api/jobs?state=failed")).get_json()
     assert {job["name"] for job in failed["jobs"]} == {name for name in files if "broken" in name}
     text = await text_of(response)

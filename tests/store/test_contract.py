@@ -377,6 +377,21 @@ async def test_named_scalings(any_store):
 
 # permissions, removal, usage -----------------------------------------------------------------------
 
+async def test_an_images_display_record_is_replaced_and_nothing_else(any_store):
+    """A two-phase ingest catalogs an image while its pyramids are still to be built and records them later:
+    only the display record changes (a visibility or header changed meanwhile stays)."""
+    record = image("tiling", owner="u1", EXPTIME=30.0)
+    record.display = {"stretch": "log", "levels": 9, "tiling": True}
+    await any_store.add_images([record])
+    await any_store.set_visibility([record.id], "public")
+    assert await any_store.set_display(record.id, {"stretch": "log", "levels": 9})
+    stored = await any_store.get_image(record.id)
+    assert stored.display == {"stretch": "log", "levels": 9}
+    assert (stored.visibility, stored.header, stored.owner) == ("public", record.header, "u1")
+    assert not await any_store.set_display("missing", {"levels": 1})
+    assert await any_store.get_image("missing") is None
+
+
 async def test_visibility_deletion_keyword_counts_and_usage(any_store):
     a0 = image("a0", sha256="file-a", hdu=0, owner="u1", size=100, created=4.0, EXPTIME=1, OBJECT="x")
     a1 = image("a1", sha256="file-a", hdu=1, owner="u1", size=100, created=3.0, EXPTIME=2)

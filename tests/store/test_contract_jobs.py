@@ -85,9 +85,47 @@ async def test_list_jobs_and_counts_by_state_and_owner(any_store):
     assert [j.key for j in await any_store.list_jobs(owner="u1")] == ["a", "c"]
     assert [j.key for j in await any_store.list_jobs("queued", owner="u1")] == ["c"]
     assert [j.key for j in await any_store.list_jobs(offset=1, limit=1)] == ["c"]
-    assert await any_store.job_counts() == {"queued": 2, "running": 0, "done": 1, "failed": 0}
-    assert await any_store.job_counts(owner="u2") == {"queued": 1, "running": 0, "done": 0, "failed": 0}
-    assert await any_store.job_counts(owner="nobody") == {"queued": 0, "running": 0, "done": 0, "failed": 0}
+    assert await any_store.job_counts() == {"queued": 2, "running": 0, "harvested": 0, "done": 1, "failed": 0}
+    assert await any_store.job_counts(owner="u2") == {"queued": 1, "running": 0, "harvested": 0, "done": 0,
+                                                      "failed": 0}
+    assert await any_store.job_counts(owner="nobody") == dict.fromkeys(
+        ("queued", "running", "harvested", "done", "failed"), 0)
+
+
+async def test_harvested_jobs_are_claimed_again_after_the_queue_unless_somebody_waits(any_store):
+    """Two-phase ingest: a job finished as harvested (its images catalogued, keeping their ids) is claimed
+    again for its pyramids once no file waits for its harvest; one whose image was opened meanwhile
+    (`prioritize_job`) comes before everything, the latest asked for first."""
+    any_store.use_clock(clock := Clock())
+    first, second, third = await any_store.enqueue([job("a"), job("b"), job("c")])
+    for expected in (first, second):
+        claimed = await any_store.claim_job("w", 60)
+        assert claimed.id == expected.id
+        assert await any_store.finish_job(claimed.id, "w", state="harvested", note="n", image_ids=["i"])
+    assert not await any_store.prioritize_job(third.id), "only a harvested job can be put first"
+    assert (await any_store.job_counts())["harvested"] == 2
+    [harvested] = await any_store.get_jobs([first.id])
+    assert (harvested.state, harvested.image_ids, harvested.note, harvested.priority) == (
+        "harvested", ["i"], "n", 0.0)
+    # the file never harvested comes first, then the oldest harvested one
+    assert (await any_store.claim_job("w", 60)).id == third.id
+    assert (await any_store.claim_job("w", 60)).id == first.id
+    again = await any_store.claim_job("w", 60)
+    # the same attempt, in its second phase
+    assert (again.id, again.state, again.image_ids, again.attempts) == (second.id, "running", ["i"], 1)
+    assert await any_store.claim_job("w", 60) is None
+    # somebody opens the images of two harvested jobs: the latest request is served first, before a new file
+    assert await any_store.finish_job(first.id, "w", state="harvested", image_ids=["i"])
+    assert await any_store.finish_job(second.id, "w", state="harvested", image_ids=["i"])
+    [fourth] = await any_store.enqueue([job("d")])
+    assert await any_store.prioritize_job(first.id)
+    clock.advance(1)
+    assert await any_store.prioritize_job(second.id)
+    assert (await any_store.claim_job("w", 60)).id == second.id
+    claimed = await any_store.claim_job("w", 60)
+    assert (claimed.id, claimed.priority) == (first.id, 0.0)
+    assert (await any_store.claim_job("w", 60)).id == fourth.id
+    assert not await any_store.prioritize_job(first.id), "a running job is not put first"
 
 
 async def test_jobs_finished_since_a_time_give_an_ingest_rate(any_store):

@@ -216,6 +216,10 @@ class MongoCatalog(MongoBase):
             await self.images.update_many({"_id": {"$in": ids[start:start + CHUNK]}},
                                           {"$set": {"visibility": visibility}})
 
+    async def set_display(self, image_id: str, display: dict[str, Any]) -> bool:
+        result = await self.images.update_one({"_id": image_id}, {"$set": {"display": display}})
+        return result.matched_count == 1
+
     async def delete_images(self, image_ids: Sequence[str]) -> None:
         removed: Counter[str] = Counter()
         for image_id in dict.fromkeys(image_ids):

@@ -38,7 +38,7 @@ class MongoJobs(MongoBase):
                 "_id": new_id(), "path": job.path, "owner": job.owner, "provenance": job.provenance,
                 "options": dict(job.options), "state": "queued", "worker": "", "lease_until": 0.0,
                 "attempts": 0, "error": "", "note": "", "image_ids": [], "created": created,
-                "updated": created}}, upsert=True))
+                "updated": created, "priority": 0.0}}, upsert=True))
             if retry_failed:
                 operations.append(UpdateOne({"key": job.key, "state": "failed"}, {"$set": {
                     "state": "queued", "error": "", "worker": "", "lease_until": 0.0, "updated": stamp}}))
@@ -57,16 +57,27 @@ class MongoJobs(MongoBase):
 
     async def claim_job(self, worker: str, lease: float) -> JobRecord | None:
         stamp = self.now()
-        change = {"$set": {"state": "running", "worker": worker, "lease_until": stamp + lease,
-                           "updated": stamp}, "$inc": {"attempts": 1}}
-        doc = await self.jobs.find_one_and_update({"state": "queued"}, change,
-                                                  sort=[("created", 1), ("_id", 1)],
-                                                  return_document=ReturnDocument.AFTER)
-        if doc is None:
-            doc = await self.jobs.find_one_and_update({"state": "running", "lease_until": {"$lt": stamp}},
-                                                      change, sort=[("lease_until", 1)],
+        claim = {"state": "running", "worker": worker, "lease_until": stamp + lease, "priority": 0.0,
+                 "updated": stamp}
+        # the order of app/store/sqlite/jobs.py: harvested jobs somebody waits for, files not yet harvested,
+        # the pyramids of harvested ones, jobs whose runner's lease ran out
+        for match, order in (({"state": "harvested", "priority": {"$gt": 0}}, [("priority", -1)]),
+                             ({"state": "queued"}, [("created", 1), ("_id", 1)]),
+                             ({"state": "harvested"}, [("priority", -1), ("created", 1)]),
+                             ({"state": "running", "lease_until": {"$lt": stamp}}, [("lease_until", 1)])):
+            # a harvested job claimed for its pyramids is the same attempt, in its second phase
+            change = {"$set": claim} if match["state"] == "harvested" else {"$set": claim,
+                                                                           "$inc": {"attempts": 1}}
+            doc = await self.jobs.find_one_and_update(match, change, sort=order,
                                                       return_document=ReturnDocument.AFTER)
-        return None if doc is None else from_doc(JobRecord, doc)
+            if doc is not None:
+                return from_doc(JobRecord, doc)
+        return None
+
+    async def prioritize_job(self, job_id: str) -> bool:
+        result = await self.jobs.update_one({"_id": job_id, "state": "harvested"},
+                                            {"$set": {"priority": self.now()}})
+        return result.matched_count == 1
 
     async def renew_lease(self, job_id: str, worker: str, lease: float) -> bool:
         result = await self.jobs.update_one({"_id": job_id, "worker": worker, "state": "running"},

@@ -23,7 +23,7 @@ from app.store.base import (
 )
 from app.store.dates import DATES_VERSION, header_dates
 from app.store.footprint import covered, footprint_cells
-from app.store.rows import from_row, insert_sql, names, to_row
+from app.store.rows import dumps, from_row, insert_sql, names, to_row
 from app.store.sqlite.connection import SQLiteBase, transaction
 
 compile_query = sqlsearch.compile_query
@@ -265,6 +265,10 @@ class SQLiteCatalog(SQLiteBase):
     async def set_visibility(self, image_ids: Sequence[str], visibility: str) -> None:
         await self._write_many("UPDATE images SET visibility = ? WHERE id = ?",
                                [(visibility, image_id) for image_id in image_ids])
+
+    async def set_display(self, image_id: str, display: dict[str, Any]) -> bool:
+        return await self._write("UPDATE images SET display = ? WHERE id = ?",
+                                 (dumps(display), image_id)) == 1
 
     async def delete_images(self, image_ids: Sequence[str]) -> None:
         def delete() -> None:

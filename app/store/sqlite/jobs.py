@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from app.store.base import (
+    JOB_STATES,
     JobRecord,
     JobState,
     NewJob,
@@ -14,6 +15,15 @@ from app.store.base import (
 )
 from app.store.rows import dumps, from_row, insert_sql, names, to_row
 from app.store.sqlite.connection import SQLiteBase, transaction
+
+# the order jobs are claimed in: harvested jobs whose image somebody is waiting for, files not yet
+# harvested, the pyramids of harvested ones, jobs whose runner's lease ran out
+_NEXT = [
+    "SELECT id FROM jobs WHERE state = 'harvested' AND priority > 0 ORDER BY priority DESC LIMIT 1",
+    "SELECT id FROM jobs WHERE state = 'queued' ORDER BY created, id LIMIT 1",
+    "SELECT id FROM jobs WHERE state = 'harvested' ORDER BY priority DESC, created LIMIT 1",
+    "SELECT id FROM jobs WHERE state = 'running' AND lease_until < :now ORDER BY lease_until LIMIT 1",
+]
 
 
 class SQLiteJobs(SQLiteBase):
@@ -46,17 +56,22 @@ class SQLiteJobs(SQLiteBase):
     def _claim_sync(self, worker: str, lease: float) -> JobRecord | None:
         stamp = self.now()
         with transaction(self.db) as db:
-            row = db.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY created, id LIMIT 1"
-                             ).fetchone()
-            if row is None:
-                row = db.execute("SELECT id FROM jobs WHERE state = 'running' AND lease_until < ? "
-                                 "ORDER BY lease_until LIMIT 1", (stamp,)).fetchone()
+            row = None
+            for query in _NEXT:
+                row = db.execute(query, {"now": stamp}).fetchone()
+                if row is not None:
+                    break
             if row is None:
                 return None
-            db.execute("UPDATE jobs SET state = 'running', worker = ?, lease_until = ?, "
-                       "attempts = attempts + 1, updated = ? WHERE id = ?",
+            # a harvested job claimed for its pyramids is the same attempt, in its second phase
+            db.execute("UPDATE jobs SET state = 'running', worker = ?, lease_until = ?, priority = 0, "
+                       "attempts = attempts + (state != 'harvested'), updated = ? WHERE id = ?",
                        (worker, stamp + lease, stamp, row["id"]))
             return from_row(JobRecord, db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
+
+    async def prioritize_job(self, job_id: str) -> bool:
+        return await self._write("UPDATE jobs SET priority = ? WHERE id = ? AND state = 'harvested'",
+                                 (self.now(), job_id)) == 1
 
     async def renew_lease(self, job_id: str, worker: str, lease: float) -> bool:
         def renew() -> bool:
@@ -120,7 +135,7 @@ class SQLiteJobs(SQLiteBase):
         where, params = ("owner = ?", [owner]) if owner is not None else ("1", [])
 
         def count() -> dict[str, int]:
-            counts = {state: 0 for state in ("queued", "running", "done", "failed")}
+            counts: dict[str, int] = {state: 0 for state in JOB_STATES}
             for row in self.db.execute(f"SELECT state, count(*) FROM jobs WHERE {where} GROUP BY state",
                                        params):
                 counts[row[0]] = row[1]

@@ -1,0 +1,201 @@
+"""Two-phase ingest (app/ingest/pipeline.py): a job first harvests its file (catalog record, footprint,
+thumbnail) and is claimed again for the pyramids. Between the phases the image is found by searches and
+shown as "tiling"; what needs pyramids says so; opening the image puts its job first. Through the real
+job queue, a real SQLite catalog, real pool processes and libvips, and the app's routes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyvips
+
+from app.ingest.jobs import JobRunner
+from app.ingest.removal import delete_image
+from app.ingest.scan import job_for
+from app.ingest.tiling import render_file
+from app.store.base import Cone, ImageRecord, JobRecord
+from app.tiles import pyramid
+from tests.helpers import ingest
+from tests.routes.pages import text_of
+
+SIZE = 300  # levels 0-9; the deepest has 2x2 tiles, the one-tile level (8 -> 150 px) is the thumbnail
+
+
+async def harvest(archive: Any, path: Path, *, visibility: str = "public") -> tuple[JobRecord, ImageRecord]:
+    """Queue `path` and run its job's first phase only."""
+    new = job_for(path)
+    new.options["visibility"] = visibility
+    [queued] = await archive.store.enqueue([new])
+    assert await JobRunner(archive, concurrency=1, role="test").run_one()
+    [job] = await archive.store.get_jobs([queued.id])
+    assert job.state == "harvested", job.error
+    [image_id] = job.image_ids
+    image = await archive.store.get_image(image_id)
+    assert image is not None
+    return job, image
+
+
+async def tile(archive: Any) -> None:
+    """Run what the queue holds, to the end."""
+    runner = JobRunner(archive, concurrency=1, role="test")
+    while await runner.run_one():
+        pass
+
+
+async def test_a_harvested_image_is_found_with_its_thumbnail_before_its_pyramids(archive, write_fits):
+    job, image = await harvest(archive, write_fits("field.fits", size=SIZE, EXPTIME=42.0))
+    # found by every search, its footprint included
+    assert [found.id for found in await archive.store.find_images()] == [image.id]
+    sky = image.sky
+    assert sky is not None and sky["moc"]
+    cone = Cone(sky["center_ra"], sky["center_dec"], 0.001, "contains")
+    assert [found.id for found in await archive.store.find_images(cone)] == [image.id]
+    assert image.header["EXPTIME"] == 42.0
+    assert image.display["tiling"] == {"scaling": {}}
+    assert (image.display["width"], image.display["height"], image.display["levels"]) == (SIZE, SIZE, 10)
+    # its tile folder holds its thumbnail alone: the one-tile level's size
+    folder = archive.tile_folder(image.id)
+    assert sorted(path.name for path in folder.iterdir()) == [pyramid.THUMBNAIL]
+    thumbnail = pyvips.Image.new_from_file(str(folder / pyramid.THUMBNAIL))
+    assert (thumbnail.width, thumbnail.height) == (150, 150)
+    assert job.state == "harvested"
+
+
+async def test_the_second_phase_gives_what_one_phase_gives(archive, write_fits, tmp_path):
+    """The same display record (but for `tiling`) and the very same tile files as a one-phase ingest of
+    the file; the thumbnail's link, issued between the phases, still works afterwards."""
+    path = write_fits("field.fits", size=SIZE)
+    _, image = await harvest(archive, path)
+    generation = archive.tile_folder(image.id)
+    await tile(archive)
+    [job] = await archive.store.get_jobs([image.job_id])
+    assert (job.state, job.attempts, job.image_ids) == ("done", 1, [image.id])
+    done = await archive.store.get_image(image.id)
+    assert archive.tile_folder(image.id) == generation, "the generation (and every link to it) is kept"
+    [once] = render_file(str(path), str(tmp_path / "once"), {}, archive.settings.max_pixels,
+                         archive.settings.jpeg_quality, {})
+    assert done.display == once["display"]
+    assert done.sky == once["sky"] and done.header == once["header"]
+    written = tmp_path / "once" / "0"
+    names = sorted(str(p.relative_to(written)) for p in written.rglob("*") if p.is_file())
+    assert names == sorted(str(p.relative_to(generation)) for p in generation.rglob("*") if p.is_file())
+    for name in names:
+        if name.endswith(".jpeg") or name.endswith(".dzi"):
+            assert (generation / name).read_bytes() == (written / name).read_bytes(), name
+
+
+async def test_a_harvested_image_says_so_and_is_put_first(archive, client, write_fits):
+    first, image = await harvest(archive, write_fits("first.fits", size=SIZE))
+    later, other = await harvest(archive, write_fits("later.fits", size=SIZE, rotation=10.0))
+    # the API: tiling, no Deep Zoom URLs, a thumbnail
+    summary = await (await client.get(f"/api/images/{other.id}")).get_json()
+    assert summary["tiling"] == {"state": "pending", "error": ""}
+    assert summary["dzi_url"] is None and summary["display_url"] is None and summary["thumbnail_url"]
+    assert "tiling" not in summary["display"]
+    thumbnail = await client.get(summary["thumbnail_url"])
+    assert thumbnail.status_code == 200 and thumbnail.content_type == "image/jpeg"
+    # the page: the notice, asking again, and the job first in the queue
+    page = await text_of(await client.get(f"/images/{other.id}"))
+    assert "its zoomable pyramids are being built" in page and f'hx-get="/images/{other.id}/tiling"' in page
+    assert 'id="viewer"' not in page
+    [waiting] = await archive.store.get_jobs([later.id])
+    assert waiting.priority > 0
+    fragment = await client.get(f"/images/{other.id}/tiling")
+    assert "HX-Refresh" not in fragment.headers and "being built" in await text_of(fragment)
+    # its own display's histogram comes from the catalog; what needs its values says why it cannot answer yet
+    assert (await client.get(f"/api/images/{other.id}/histogram")).status_code == 200
+    token = archive.tile_token(other.id)
+    for refused in (f"/api/images/{other.id}/histogram?display=minmax~sqrt~grey",
+                    f"/tiles/{other.id}/{token}/pixel/10_10"):
+        answer = await client.get(refused)
+        assert answer.status_code == 409, refused
+        assert f"the pyramids of image {other.id} are still being built" in await text_of(answer)
+    # the readout of sky positions needs no pyramid
+    assert (await client.get(f"/api/images/{other.id}/readout")).status_code == 200
+    mosaic = await (await client.get(f"/api/mosaic?ids={image.id},{other.id}")).get_json()
+    assert mosaic["layers"] == []
+    assert any(f"({other.id}) is left out: its pyramids are still being built" in notice
+               for notice in mosaic["notices"])
+    embed = await client.get(f"/embed/images/{other.id}")
+    assert embed.status_code == 400 and "still being built" in await text_of(embed)
+    # the listing shows it as tiling
+    assert "tiling: catalogued, its pyramids are being built" in await text_of(await client.get("/"))
+    # the page asked for last is tiled first, though its job was harvested later
+    runner = JobRunner(archive, concurrency=1, role="test")
+    assert await runner.run_one()
+    states = {job.id: job.state for job in await archive.store.get_jobs([first.id, later.id])}
+    assert states == {first.id: "harvested", later.id: "done"}
+    ready = await client.get(f"/images/{other.id}/tiling")
+    assert ready.headers["HX-Refresh"] == "true"
+    assert 'id="viewer"' in await text_of(await client.get(f"/images/{other.id}"))
+    assert (await client.get(f"/api/images/{other.id}/histogram")).status_code == 200
+
+
+async def test_a_file_removed_between_the_phases_fails_its_job_and_keeps_the_record(archive, client,
+                                                                                    write_fits):
+    path = write_fits("gone.fits", size=SIZE)
+    job, image = await harvest(archive, path)
+    path.unlink()
+    await tile(archive)
+    [failed] = await archive.store.get_jobs([job.id])
+    assert failed.state == "failed"
+    assert failed.error == "gone.fits: the file was removed before its pyramids were built"
+    why = "the file was removed before its pyramids were built"
+    kept = await archive.store.get_image(image.id)
+    assert kept.display["tiling"]["error"] == why
+    summary = await (await client.get(f"/api/images/{image.id}")).get_json()
+    assert summary["tiling"] == {"state": "failed", "error": why}
+    page = await text_of(await client.get(f"/images/{image.id}"))
+    assert "its zoomable pyramids could not be built: the file was removed" in page
+    assert "hx-trigger" not in page.split('id="tiling"')[1].split(">")[0], "no polling once it failed"
+    # nothing half-built is in place, and nothing is left in the work area
+    assert sorted(p.name for p in archive.tile_folder(image.id).iterdir()) == [pyramid.THUMBNAIL]
+    assert list((archive.settings.tiles_dir / ".work").glob("*")) == []
+
+
+async def test_a_file_changed_between_the_phases_is_not_tiled_from_other_pixels(archive, write_fits):
+    path = write_fits("changed.fits", size=SIZE)
+    job, image = await harvest(archive, path)
+    write_fits("changed.fits", size=SIZE + 20)
+    await tile(archive)
+    [failed] = await archive.store.get_jobs([job.id])
+    assert failed.state == "failed"
+    assert "the file changed after it was catalogued" in failed.error and "ingest it again" in failed.error
+    kept = await archive.store.get_image(image.id)
+    assert "the file changed after it was catalogued" in kept.display["tiling"]["error"]
+    assert not (archive.tile_folder(image.id) / "image.dzi").exists()
+
+
+async def test_an_image_deleted_before_its_pyramids_is_not_brought_back(archive, write_fits):
+    job, image = await harvest(archive, write_fits("deleted.fits", size=SIZE))
+    await delete_image(archive, image)
+    await tile(archive)
+    [finished] = await archive.store.get_jobs([job.id])
+    assert finished.state == "done"
+    assert await archive.store.find_images() == []
+    assert not archive.tile_root(image.id).exists()
+
+
+async def test_equalised_pictures_and_batches_end_as_before(archive, write_fits):
+    """Adaptive equalisation reads its picture twice: one phase. `ingest` (the tests' helper, as the
+    command does) runs every job to the end."""
+    [job] = await ingest(archive, write_fits("eq.fits", size=SIZE), scaling={"stretch": "ahisteq"})
+    assert (job.state, job.attempts) == ("done", 1), job.error
+    image = await archive.store.get_image(job.image_ids[0])
+    assert "tiling" not in image.display and (archive.tile_folder(image.id) / "image.dzi").exists()
+
+
+async def test_a_harvested_copy_is_not_shared_before_its_pyramids_exist(archive, write_fits, tmp_path):
+    """Another owner's copy of content still being tiled gets pyramids of its own, not the thumbnail."""
+    path = write_fits("shared.fits", size=SIZE)
+    await harvest(archive, path)
+    copy = tmp_path / "bob" / "shared.fits"
+    copy.parent.mkdir()
+    shutil.copy(path, copy)
+    [theirs] = await ingest(archive, copy, owner="bob")
+    assert theirs.state == "done", theirs.error
+    image = await archive.store.get_image(theirs.image_ids[0])
+    assert "tiling" not in image.display
+    assert (archive.tile_folder(image.id) / "image.dzi").exists()
