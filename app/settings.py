@@ -161,6 +161,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("job_memory_mb", 0, "MiB of memory one file's pixel work may take (its process's data, not "
             "memory-mapped files); past it the job fails with a message. 0: 80 percent of the machine's "
             "memory shared among the pool's processes.", _non_negative_int),
+    Setting("two_phase_above", 4_000_000, "Files of more pixels than this (all their images together) are "
+            "ingested in two phases: catalogued first (found by searches, shown with a thumbnail), their "
+            "pyramids built next. Smaller files are tiled in the same step, which costs less in all. 0: "
+            "every file in two phases.", _non_negative_int),
     Setting("jpeg_quality", 85, "JPEG quality of the display tiles and thumbnails (1-100).", _positive_int),
     Setting("page_size", 24, "Images per page in the portal and in `/api/images`.", _positive_int),
     Setting("tile_token_ttl", 43_200, "Seconds a signed tile URL stays valid after the page that holds it "
@@ -235,6 +239,7 @@ class Settings:
     max_pixels: int = 8_000_000_000
     job_timeout: float = 3600.0
     job_memory_mb: int = 0
+    two_phase_above: int = 4_000_000
     jpeg_quality: int = 85
     page_size: int = 24
     tile_token_ttl: int = 43_200

@@ -51,6 +51,9 @@ class Reader(ABC):
     def __init__(self, path: Path, *, max_pixels: int) -> None:
         self.path = path
         self.max_pixels = max_pixels
+        # False: `planes()` may leave each plane's `sky` out (the second phase of an ingest: it is
+        # catalogued already)
+        self.with_sky = True
 
     @classmethod
     @abstractmethod

@@ -179,7 +179,7 @@ class FitsReader(Reader):
                 notes.append(f"{f'{extra:,} bytes' if extra > 0 else 'data'} after the last HDU "
                              f"({self.structure[-1].where}) are not a FITS extension and were ignored")
             note = "; ".join(notes)
-            sky, celestial = _sky(header, width, height)
+            sky, celestial = _sky(header, width, height) if self.with_sky else (None, None)
             if repairs or len(merged) != len(header):
                 celestial = None  # the catalogued cards are not the ones it was built from
             name = str(values.get("OBJECT") or "").strip() or self.path.name

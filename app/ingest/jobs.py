@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import socket
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -206,17 +207,21 @@ async def remove_abandoned_work(archive: Archive) -> int:
 async def wait_for(archive: Archive, job_ids: Sequence[str], stop: asyncio.Event,
                    progress: Callable[[list[JobRecord]], None], poll: float = 0.5) -> list[JobRecord]:
     """Poll until every job in `job_ids` is done or failed (whoever ran it); report progress each poll.
-    Each poll reads only the jobs still unfinished: a batch of thousands does not keep the catalog busy."""
+    Each poll reads only the jobs still unfinished, and waits at least twenty times as long as its reading
+    took: a batch of thousands (harvested early, unfinished until their pyramids are built) does not keep
+    the catalog or a core busy."""
     wanted = list(dict.fromkeys(job_ids))
     current: dict[str, JobRecord] = {}
     pending = wanted
     while True:
+        started = time.monotonic()
         for job in await archive.store.get_jobs(pending):
             current[job.id] = job
+        took = time.monotonic() - started
         jobs = [current[job_id] for job_id in wanted if job_id in current]
         progress(jobs)
         pending = [job.id for job in jobs if job.state not in ("done", "failed")]
         if not pending:
             stop.set()
             return jobs
-        await asyncio.sleep(poll)
+        await asyncio.sleep(max(poll, 20 * took))

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -28,6 +29,7 @@ from app.exceptions import Conflict, FormatError, ImageXError
 from app.ingest import series
 from app.ingest.removal import UPLOADS, is_upload
 from app.ingest.tiling import harvest_file, render_file, tile_file
+from app.names import EQUALISED
 from app.site_policy import Site
 from app.store.base import ImageLocation, ImageRecord, JobRecord, new_id, now
 from app.tiles import pyramid
@@ -145,9 +147,11 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
     if scaling.get("stretch") != "ahisteq":  # equalised pictures are read twice: one phase
         harvested = await _in_pool(archive, path, work, harvest_file, scaling)
         if harvested is not None:  # None: a slice of a series, joined to its image in one phase
-            for plane in harvested:
+            two_phases = any(plane["display"].get("tiling") for plane in harvested)  # else tiled at once
+            for plane in harvested if two_phases else []:
                 plane["display"]["tiling"] = {"scaling": scaling}
-            return await _catalog(archive, job, path, work, harvested, checksum, size, state="harvested")
+            return await _catalog(archive, job, path, work, harvested, checksum, size,
+                                  state="harvested" if two_phases else "done")
     planes = await _in_pool(archive, path, work, render_file, scaling)  # with each plane's sky coverage
     return await _catalog(archive, job, path, work, planes, checksum, size, state="done")
 
@@ -205,6 +209,9 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
         return Outcome("done", note=job.note or "its images were deleted before their pyramids were built",
                        image_ids=list(job.image_ids))
     scaling = dict(images[0].display["tiling"].get("scaling") or {})
+    # each plane's scaling as its harvest measured it, applied again without measuring
+    scaling["measured"] = {str(image.hdu): fixed for image in images
+                           if (fixed := _measured(image.display)) is not None}
     try:
         stat = await asyncio.to_thread(path.stat)
         if stat.st_size != images[0].size:
@@ -232,6 +239,18 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
             finished.append(dataclasses.replace(image, display=display))
     archive.hips.refresh(finished)  # HiPS: queue the update of the tiles these images touch
     return Outcome("done", note=job.note, image_ids=list(job.image_ids))
+
+
+def _measured(display: dict[str, Any]) -> dict[str, Any] | None:
+    """The manual scaling that gives the picture a harvested display record describes, when its limits
+    and stretch say all of it (an equalised stretch also needs the sample's curve: measured again)."""
+    low, high, stretch = display.get("low"), display.get("high"), display.get("stretch")
+    if display.get("interval") in (None, "none") or stretch in EQUALISED or stretch in (None, "none"):
+        return None
+    if not (isinstance(low, int | float) and isinstance(high, int | float) and math.isfinite(low)
+            and math.isfinite(high) and low < high):
+        return None
+    return {"interval": "manual", "stretch": stretch, "low": low, "high": high}
 
 
 async def _tiling_failed(archive: Archive, images: list[ImageRecord], error: str) -> None:
@@ -318,7 +337,9 @@ async def reader_options(archive: Archive) -> dict[str, Any]:
     process and the secret itself never leaves this one)."""
     site = Site.from_stored(await archive.store.site_settings())
     key = hmac.new(archive.secret, b"imagex dicom uid pseudonyms", hashlib.sha256).hexdigest()
-    return {"keep_patient_data": site.keep_patient_data, "uid_key": key}
+    # and the files a harvest tiles at once (`harvest_file`)
+    return {"keep_patient_data": site.keep_patient_data, "uid_key": key,
+            "two_phase_above": archive.settings.two_phase_above}
 
 
 async def _checksum(job: JobRecord, path: Path) -> tuple[str, int]:

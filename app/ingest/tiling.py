@@ -40,19 +40,20 @@ def _no_space(error: BaseException) -> bool:
     return "No space left on device" in text or "Disk quota exceeded" in text
 
 
-def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path,
-                  quality: int) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path, quality: int,
+                  measure: bool = True) -> tuple[dict[str, Any], Any, dict[str, Any] | None]:
     """Build one plane's pyramids in `folder`: the levels, the scaling applied and the histogram of its
     values (`app.tiles.histogram`), counted on the sample the scaling measures its limits on (for a
     single-band image the very same one, taken once). Adaptive histogram equalisation (`ahisteq`) is
     applied as the dynamic tiles of the image's default display apply it: to the values the science
-    pyramid keeps, with the same cells (app/tiles/adaptive.py)."""
+    pyramid keeps, with the same cells (app/tiles/adaptive.py). `measure=False`: the scaling is manual
+    and measured already (a harvested image's); no sample is taken and no histogram counted (None)."""
     strips = FitsStrips.of(reader, plane)
     if strips is not None and chosen.stretch != "ahisteq" and strips.raw_bytes > STREAM_ABOVE:
-        return _render_streamed(strips, chosen, folder, quality)
+        return _render_streamed(strips, chosen, folder, quality, measure)
     pixels = reader.pixels(plane)
     # the values the science pyramid keeps (a colour raster's grey levels), sampled once for both
-    values = sample(science.values(pixels) if pixels.bands > 1 else pixels)
+    values = sample(science.values(pixels) if pixels.bands > 1 else pixels) if measure else None
     shown = science.values(pixels) if chosen.stretch == "ahisteq" and pixels.bands > 1 else pixels
     picture, applied = display(shown, chosen, values if shown.bands == 1 else None)
     folder.mkdir(parents=True, exist_ok=True)
@@ -74,17 +75,17 @@ def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path,
             written.result()
             del picture  # the scratch file's mapping is closed with it
             scratch.unlink(missing_ok=True)
-    return levels, applied, histogram.of(values)
+    return levels, applied, histogram.of(values) if values is not None else None
 
 
-def _render_streamed(strips: FitsStrips, chosen: Scaling, folder: Path,
-                     quality: int) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+def _render_streamed(strips: FitsStrips, chosen: Scaling, folder: Path, quality: int,
+                     measure: bool = True) -> tuple[dict[str, Any], Any, dict[str, Any] | None]:
     """`_render_plane` of a plain FITS plane, streamed (app/tiles/stream.py): the sample read row by row,
     the display and science pyramids each pulled through a source of their own, strip by strip, so that
     memory stays flat whatever the image's size. (Adaptive equalisation reads its picture twice, so it
     keeps the whole-image path.)"""
 
-    values = strips.sample(sample_step(strips.width, strips.height))
+    values = strips.sample(sample_step(strips.width, strips.height)) if measure else None
     shown, source = strips.image()
     try:
         with source.reading():
@@ -101,7 +102,7 @@ def _render_streamed(strips: FitsStrips, chosen: Scaling, folder: Path,
     finally:
         del shown
         source.close()
-    return levels, applied, histogram.of(values)
+    return levels, applied, histogram.of(values) if values is not None else None
 
 
 def pyramid_bytes(width: int, height: int, exact: bool = False) -> int:
@@ -257,26 +258,33 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
     (`Reader.OPTIONS`). A plane's own window (DICOM's VOI window) stands in for the `auto` interval.
     Returns the planes' catalog data, each plane's sky with its coverage. Raises FormatError for anything
     wrong with the file."""
-    import pyvips
-
     source = Path(path)
     reader_class, chosen, taken = _prepared(path, scaling, options)
-    out: list[dict[str, Any]] = []
     with reader_class(source, max_pixels=max_pixels, **taken) as reader, unzipping(reader, Path(work)):
         planes = list(reader.planes())
         check_room(planes, Path(work), chosen.stretch == "ahisteq", reader.unzip_bytes())
         unzip(reader, Path(work))
-        for plane in planes:
-            failure: Exception | None = None
-            shown = _shown(plane, chosen)
-            try:
-                levels, applied, counted = _render_plane(reader, plane, shown, Path(work) / str(plane.hdu),
-                                                         quality)
-            except (pyvips.Error, OSError) as error:
-                failure = _failed(error, source, reader, plane, work)
-            if failure is not None:
-                raise failure
-            out.append(_entry(reader, plane, scaling, shown, chosen, applied, counted, levels))
+        return _rendered(reader, planes, work, scaling, chosen, quality)
+
+
+def _rendered(reader: Any, planes: list[Any], work: str, scaling: dict[str, Any], chosen: Scaling,
+              quality: int) -> list[dict[str, Any]]:
+    """`render_file` of an open reader: every plane's pyramids and catalog data."""
+    import pyvips
+
+    out: list[dict[str, Any]] = []
+    for plane in planes:
+        failure: Exception | None = None
+        shown = _shown(plane, chosen)
+        try:
+            levels, applied, counted = _render_plane(reader, plane, shown, Path(work) / str(plane.hdu),
+                                                     quality)
+        except (pyvips.Error, OSError) as error:
+            failure = _failed(error, reader.path, reader, plane, work)
+        if failure is not None:
+            raise failure
+        assert counted is not None  # measured
+        out.append(_entry(reader, plane, scaling, shown, chosen, applied, counted, levels))
     return out
 
 
@@ -285,9 +293,11 @@ def harvest_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
     """In a pool process, the first phase of a two-phase ingest (app/ingest/pipeline.py): every plane's
     catalog data as `render_file` gives it (the same scaling, histogram, sky and coverage; the display's
     `width`, `height` and `levels` those of the pyramid to come, and `tiling` set), and its thumbnail in
-    `work/<hdu>/thumb.jpeg`; no pyramid. None when the file is one slice of a series (its pyramids join
-    the series' image: it is ingested in one phase). The check for room counts the pyramids to come: a
-    file the disk cannot take is refused before it is catalogued."""
+    `work/<hdu>/thumb.jpeg`; no pyramid. A file of at most `options["two_phase_above"]` pixels is tiled
+    at once instead (`render_file`: no `tiling`), which costs less than two phases. None when the file is
+    one slice of a series (its pyramids join the series' image: it is ingested in one phase). The check
+    for room counts the pyramids to come: a file the disk cannot take is refused before it is
+    catalogued."""
     import pyvips
 
     source = Path(path)
@@ -297,8 +307,12 @@ def harvest_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
         planes = list(reader.planes())
         if any(plane.series for plane in planes):
             return None
+        small = sum(plane.width * plane.height for plane in planes) <= int((options or {}).get(
+            "two_phase_above", 0))
         check_room(planes, Path(work), False, reader.unzip_bytes())
         unzip(reader, Path(work))
+        if small:
+            return _rendered(reader, planes, work, scaling, chosen, quality)
         for plane in planes:
             failure: Exception | None = None
             shown = _shown(plane, chosen)
@@ -346,20 +360,25 @@ def tile_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int, qu
     """In a pool process, the second phase of a two-phase ingest: the pyramids of every plane of `path` in
     `work/<hdu>/`, built as `render_file` builds them (the same scaling gives the same pixels). Returns,
     plane by plane, `hdu`, `width` and `height`: the pipeline checks that they are still those it
-    catalogued."""
+    catalogued. `scaling["measured"]`, by HDU: the manual scaling each plane's harvest measured (its
+    limits, and a stretch that needs nothing else), applied without measuring it again."""
     import pyvips
 
     source = Path(path)
     reader_class, chosen, taken = _prepared(path, scaling, options)
+    measured = scaling.get("measured") or {}
     out: list[dict[str, Any]] = []
     with reader_class(source, max_pixels=max_pixels, **taken) as reader, unzipping(reader, Path(work)):
+        reader.with_sky = False  # catalogued by the harvest
         planes = list(reader.planes())
         check_room(planes, Path(work), chosen.stretch == "ahisteq", reader.unzip_bytes())
         unzip(reader, Path(work))
         for plane in planes:
             failure: Exception | None = None
+            fixed = measured.get(str(plane.hdu))
+            shown = Scaling.from_dict(fixed) if fixed else _shown(plane, chosen)
             try:
-                _render_plane(reader, plane, _shown(plane, chosen), Path(work) / str(plane.hdu), quality)
+                _render_plane(reader, plane, shown, Path(work) / str(plane.hdu), quality, measure=not fixed)
             except (pyvips.Error, OSError) as error:
                 failure = _failed(error, source, reader, plane, work)
             if failure is not None:

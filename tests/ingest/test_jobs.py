@@ -327,9 +327,8 @@ async def test_runner_renews_its_lease_while_the_job_waits(tmp_path, pool, write
         await asyncio.gather(*busy)
         assert time.monotonic() - started > 3 * settings.job_lease
         assert rival_claims and all(claim is None for claim in rival_claims)
-        # its first phase: the image is catalogued, its pyramids follow when the job is claimed again
         [final] = await archive.store.get_jobs([job.id])
-        assert (final.state, final.worker, final.attempts) == ("harvested", runner.worker, 1), final.error
+        assert (final.state, final.worker, final.attempts) == ("done", runner.worker, 1), final.error
     finally:
         await archive.close()
 
@@ -352,11 +351,8 @@ async def test_a_stopped_runner_hands_its_job_back_to_the_queue(tmp_path, pool, 
             await running
         [released] = await archive.store.get_jobs([job.id])
         assert (released.state, released.worker) == ("queued", "")
-        # the next runner takes it at once, without waiting for the 600 s lease (and again for its pyramids)
-        following = JobRunner(archive, concurrency=1, role="next")
-        assert await following.run_one() is True
-        assert [j.state for j in await archive.store.get_jobs([job.id])] == ["harvested"]
-        assert await following.run_one() is True
+        # the next runner takes it at once, without waiting for the 600 s lease
+        assert await JobRunner(archive, concurrency=1, role="next").run_one() is True
         [final] = await archive.store.get_jobs([job.id])
         assert final.state == "done", final.error
         assert await archive.store.count_images() == 1

@@ -9,18 +9,27 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pyvips
 
 from app.ingest.jobs import JobRunner
 from app.ingest.removal import delete_image
 from app.ingest.scan import job_for
 from app.ingest.tiling import render_file
+from app.settings import Settings
 from app.store.base import Cone, ImageRecord, JobRecord
 from app.tiles import pyramid
 from tests.helpers import ingest
 from tests.routes.pages import text_of
 
 SIZE = 300  # levels 0-9; the deepest has 2x2 tiles, the one-tile level (8 -> 150 px) is the thumbnail
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Every file in two phases (by default only files of more than 4 M pixels)."""
+    return Settings.load(environ={}, data=str(tmp_path / "var"), workers=2, job_lease=5.0, hips=False,
+                         two_phase_above=0)
 
 
 async def harvest(archive: Any, path: Path, *, visibility: str = "public") -> tuple[JobRecord, ImageRecord]:
@@ -199,3 +208,27 @@ async def test_a_harvested_copy_is_not_shared_before_its_pyramids_exist(archive,
     image = await archive.store.get_image(theirs.image_ids[0])
     assert "tiling" not in image.display
     assert (archive.tile_folder(image.id) / "image.dzi").exists()
+
+
+async def test_by_default_only_files_past_the_threshold_take_two_phases(tmp_path, pool, write_fits):
+    """A small file costs less tiled in the same step (IMAGEX_TWO_PHASE_ABOVE, 4 M pixels by default):
+    its job is done after one claim. A file past the threshold is harvested first."""
+    from app.archive import Archive
+
+    settings = Settings.load(environ={}, data=str(tmp_path / "var"), workers=2, hips=False,
+                             two_phase_above=SIZE * SIZE)
+    archive = Archive(settings, pool=pool)
+    await archive.startup()
+    try:
+        small = job_for(write_fits("small.fits", size=SIZE))
+        large = job_for(write_fits("large.fits", size=SIZE + 1))
+        queued = await archive.store.enqueue([small, large])
+        runner = JobRunner(archive, concurrency=1, role="test")
+        assert await runner.run_one() and await runner.run_one()
+        states = {job.id: job.state for job in await archive.store.get_jobs([job.id for job in queued])}
+        assert (states[queued[0].id], states[queued[1].id]) == ("done", "harvested")
+        [tiled] = (await archive.store.get_jobs([queued[0].id]))[0].image_ids
+        assert "tiling" not in (await archive.store.get_image(tiled)).display
+        assert (archive.tile_folder(tiled) / "image.dzi").exists()
+    finally:
+        await archive.close()
