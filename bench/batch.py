@@ -2,7 +2,7 @@
 `imagex ingest` run as a subprocess, against bare astropy header reads (`fits.getheader`) of the same
 files in the same run: the floor for any tool that has to open every file.
 
-    .venv/bin/python bench/batch.py [--files 2000] [--size 256] [--workers N] [--keep]
+    .venv/bin/python bench/batch.py [--files 2000] [--size 256] [--workers N] [--two-phase-above 0] [--keep]
 
 Prints files/s for both and the ratio. The ImageX figure is measured three times: until every file is
 searchable (the catalog, read every 0.1 s while the command runs, holds an image for each: the first
@@ -63,13 +63,15 @@ def header_reads(paths: list[Path]) -> float:
     return time.perf_counter() - start
 
 
-def run_ingest(files: Path, data: Path, workers: int, hips: bool,
-               count: int) -> tuple[float, float, float | None, str]:
+def run_ingest(files: Path, data: Path, workers: int, hips: bool, count: int,
+               two_phase_above: int | None = None) -> tuple[float, float, float | None, str]:
     """Seconds for the whole `imagex ingest` command, for its queue (from its summary line), and until
     the catalog held `count` images (None if it never did while the command ran)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGEX_")}
     env["IMAGEX_DATA"] = str(data)
     env["IMAGEX_HIPS"] = "true" if hips else "false"
+    if two_phase_above is not None:
+        env["IMAGEX_TWO_PHASE_ABOVE"] = str(two_phase_above)
     start = time.perf_counter()
     searchable: float | None = None
     with subprocess.Popen([str(IMAGEX), "ingest", str(files), "--workers", str(workers), "--no-progress"],
@@ -110,6 +112,9 @@ def main() -> None:
     parser.add_argument("--hips", action="store_true", help="keep the HiPS survey's live updates on (the "
                         "command then waits for them): off by default, so the figure is the catalog's and "
                         "the pyramids' alone, as before the surveys existed")
+    parser.add_argument("--two-phase-above", type=int, default=None, metavar="PIXELS",
+                        help="IMAGEX_TWO_PHASE_ABOVE for the run (0: every file in two phases: catalogued "
+                        "first, tiled next); default: the setting's default")
     args = parser.parse_args()
     if args.files < 1 or args.size < 8 or args.workers < 1:
         parser.error("--files and --workers must be at least 1, --size at least 8")
@@ -128,7 +133,8 @@ def main() -> None:
         survey = "on" if args.hips else "off"
         print(f"running imagex ingest --workers {args.workers} (HiPS survey {survey}) ...", flush=True)
         count = len(paths)
-        wall, queue, searchable, line = run_ingest(files, root / "var", args.workers, args.hips, count)
+        wall, queue, searchable, line = run_ingest(files, root / "var", args.workers, args.hips, count,
+                                                   args.two_phase_above)
         print(f"  {line}")
 
         floor_rate, wall_rate, queue_rate = count / floor, count / wall, count / queue
