@@ -231,8 +231,11 @@ def complete(work: Path, root: Path) -> Path | None:
             return None
         try:
             for name in names:
-                if (work / name).exists():
-                    os.replace(work / name, folder / name)
+                if not (work / name).exists():
+                    continue
+                if (folder / name).is_dir():  # left by an attempt stopped before its DZI: incomplete
+                    shutil.rmtree(folder / name)
+                os.replace(work / name, folder / name)
             return folder
         except FileNotFoundError:  # its links were revoked meanwhile (a rename): on to the new generation
             continue

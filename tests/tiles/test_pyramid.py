@@ -77,3 +77,28 @@ def test_low_tile_declines_what_is_not_a_level_below_the_written_ones(tmp_path):
         assert pyramid.low_tile(folder, level, 85) is None
     assert levels_in(folder) == [8, 9, 10]
     assert pyramid.low_tile(tmp_path / "nothing here", 0, 85) is None
+
+
+def test_a_pyramid_built_later_joins_the_generation_that_holds_the_thumbnail(tmp_path):
+    """`complete` (the second phase of an ingest): the files move into the image's current generation, so
+    links to it stay valid; what an attempt stopped before its DZI left there is replaced; an image
+    deleted meanwhile gets nothing."""
+    root = tmp_path / "ab" / "abcdef"
+    harvested = tmp_path / "work" / "harvest"
+    harvested.mkdir(parents=True)
+    (harvested / pyramid.THUMBNAIL).write_bytes(b"early thumbnail")
+    generation = pyramid.publish(harvested, root)
+    (generation / f"{pyramid.DZI_NAME}_files" / "7").mkdir(parents=True)  # a stopped attempt's
+    (generation / f"{pyramid.DZI_NAME}_files" / "7" / "stale.jpeg").write_bytes(b"stale")
+    built = tmp_path / "work" / "built"
+    pyramid.build(pyvips.Image.black(300, 200).linear(1, 40).cast("uchar"), built, quality=80)
+    expected = sorted(str(p.relative_to(built)) for p in built.rglob("*") if p.is_file())
+    assert pyramid.complete(built, root) == generation
+    assert pyramid.current(root) == generation
+    assert sorted(str(p.relative_to(generation)) for p in generation.rglob("*") if p.is_file()) == expected
+    assert (generation / pyramid.THUMBNAIL).read_bytes() != b"early thumbnail"
+    other = tmp_path / "work" / "other"
+    other.mkdir()
+    (other / pyramid.THUMBNAIL).write_bytes(b"x")
+    assert pyramid.complete(other, tmp_path / "gone" / "image") is None
+    assert not (tmp_path / "gone").exists()
