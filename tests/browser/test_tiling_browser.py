@@ -1,0 +1,73 @@
+"""An image catalogued by the first phase of a two-phase ingest, opened in real Chromium from a real
+`imagex serve` while its pyramids are still to be built: the page shows its thumbnail and says what is
+happening, and shows the zoomable viewer by itself once the pyramids are there."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from astropy.io import fits
+
+from app.archive import Archive
+from app.ingest.jobs import JobRunner
+from app.ingest.pipeline import run_job
+from app.ingest.scan import job_for
+from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
+from app.settings import Settings
+from tests.browser.conftest import imagex_serve
+from tests.browser.viewer_helpers import FULLY_LOADED, WATCH_VIEWER, Recorder
+from tests.processes import free_port
+
+SIZE = 600
+HOLDER = "test-holder"  # the name this test claims the job under, so that the server leaves it
+
+
+async def test_the_page_of_an_image_being_tiled_shows_the_viewer_once_it_is_tiled(tmp_path: Path, pool: Any,
+                                                                                   page: Any) -> None:
+    data = tmp_path / "var"
+    wcs = celestial_wcs(FIELD_RA, FIELD_DEC, SIZE, SIZE)
+    path = tmp_path / "field.fits"
+    fits.PrimaryHDU(star_field(wcs, SIZE, SIZE), wcs.to_header()).writeto(path)
+    archive = Archive(Settings.load(environ={}, data=str(data), workers=1, hips=False, two_phase_above=0),
+                      pool=pool)
+    await archive.startup()
+    try:
+        new = job_for(path)
+        new.options["visibility"] = "public"
+        [queued] = await archive.store.enqueue([new])
+        assert await JobRunner(archive, concurrency=1, role="test").run_one()
+        # its pyramids are this test's to build: claimed (with a long lease) before the server starts
+        job = await archive.store.claim_job(HOLDER, 600)
+        assert job is not None and job.id == queued.id and job.image_ids
+        [image_id] = job.image_ids
+
+        env = {**os.environ, "IMAGEX_DATA": str(data), "IMAGEX_WORKERS": "1", "IMAGEX_PORT": str(free_port()),
+               "IMAGEX_HOST": "127.0.0.1", "IMAGEX_HIPS": "false", "IMAGEX_TWO_PHASE_ABOVE": "0"}
+        env.pop("IMAGEX_SAMPLES", None)
+        with imagex_serve(env, tmp_path / "serve.log") as url:
+            recorder = Recorder(page)
+            await page.add_init_script(WATCH_VIEWER)
+            response = await page.goto(f"{url}/images/{image_id}")
+            assert response is not None and response.status == 200
+            notice = page.locator("#tiling")
+            assert "its zoomable pyramids are being built" in await notice.inner_text()
+            assert await page.locator("#viewer").count() == 0
+            thumbnail = notice.locator("img")
+            await page.wait_for_function("(img) => img.complete && img.naturalWidth > 0",
+                                         arg=await thumbnail.element_handle(), timeout=10_000)
+            assert await thumbnail.evaluate("(img) => [img.naturalWidth, img.naturalHeight]") == [150, 150]
+
+            outcome = await run_job(archive, job)
+            assert outcome.state == "done", outcome.error
+            assert await archive.store.finish_job(job.id, HOLDER, state="done", note=outcome.note,
+                                                  image_ids=outcome.image_ids)
+            # the page asks every 2 s; htmx reloads it once the pyramids are there
+            await page.wait_for_selector("#viewer", timeout=20_000)
+            await page.wait_for_function(FULLY_LOADED, timeout=30_000)
+            assert await page.locator("#tiling").count() == 0
+            assert recorder.errors == [] and recorder.failed == []
+            assert all(status == 200 for _, status in recorder.tiles())
+    finally:
+        await archive.close()
