@@ -55,8 +55,9 @@ _IMAGE = obj({
     "original_url": STRING,
     "tiling": {**nullable(obj({"state": one_of("pending", "failed"), "error": STRING})),
                "description": "null once the image's pyramids are built; while a two-phase ingest has "
-                              "catalogued it and they are still to come, pending (dzi_url and display_url "
-                              "are null meanwhile), or failed with the reason"},
+                              "catalogued it and they are still to come, pending (dzi_url is then the "
+                              "dynamic tiles of its own display, drawn from the original), or failed with "
+                              "the reason (dzi_url and display_url null)"},
 }, optional=("path", "permissions"))
 IMAGE = named("Image", _IMAGE)
 IMAGE_DETAIL = named("ImageDetail", _extended(_IMAGE, {"header": mapping(HEADER_VALUE),

@@ -34,7 +34,7 @@ from werkzeug.exceptions import Forbidden, Gone, NotFound
 from app import tokens
 from app.archive import Archive, get_archive
 from app.exceptions import ImageXError
-from app.routes.views import still_tiling
+from app.routes.views import still_tiling, tiling_state
 from app.sky.mosaic import Sheet
 from app.sky.warp import load_frame
 from app.tiles import display_cache, pyramid, render, science, warped
@@ -136,7 +136,17 @@ async def _display(archive: Archive, image_id: str, token: str, name: str, index
     match, spec = _named(_DISPLAY, name)
     folder, remaining = _check(archive, image_id, token)
     if match["level"] is None:  # the descriptor: the same geometry as the static pyramid
-        return _file(folder, folder / f"{DZI_NAME}.dzi", remaining)
+        static = folder / f"{DZI_NAME}.dzi"
+        if not static.exists():  # a pyramid still to be built (two-phase ingest): said from the catalog
+            image = await archive.store.get_image(image_id)
+            if image is not None and tiling_state(image) is not None:
+                still_tiling(image)
+                response = Response(pyramid.descriptor(image.width, image.height),
+                                    content_type="application/xml")
+                response.headers["Cache-Control"] = cache_control(remaining)
+                response.headers["X-Content-Type-Options"] = "nosniff"
+                return response
+        return _file(folder, static, remaining)
     level, col, row = int(match["level"]), int(match["col"]), int(match["row"])
     place = science.plane_folder(folder, index)
     path = render.tile_path(place, spec.text, level, col, row)
@@ -188,7 +198,7 @@ async def _science(archive: Archive, image_id: str, folder: Path, index: int = 0
     image = await archive.store.get_image(image_id)
     if image is not None:
         still_tiling(image)
-    if image is None or not (folder / f"{DZI_NAME}.dzi").exists():
+    if image is None or (tiling_state(image) is None and not (folder / f"{DZI_NAME}.dzi").exists()):
         raise NotFound("no such tile")
     count = int(image.planes.get("count", 1)) if image.planes else 1
     if index >= count:

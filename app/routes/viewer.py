@@ -48,13 +48,12 @@ async def image_page(image_id: str) -> str:
 @bp.get("/images/<image_id>/tiling")
 async def tiling(image_id: str) -> Any:
     """What the image page asks every 2 s while the image's pyramids are being built: the notice again
-    (the job kept first in the queue), or, once they are built, an empty answer telling htmx to reload the
-    page (`HX-Refresh`), which then shows the viewer."""
+    (the job kept first in the queue), or, once they are built, nothing (htmx removes the notice; the
+    view goes on as it is, and the page uses the pyramids from its next load)."""
     archive = get_archive()
     image = await load_image(archive, image_id)
     if tiling_state(image) is None:
-        return Response("", status=200, content_type="text/html; charset=utf-8",
-                        headers={"HX-Refresh": "true"})
+        return Response("", status=200, content_type="text/html; charset=utf-8")
     await archive.store.prioritize_job(image.job_id)
     return await render_template("_tiling.html", image=image_detail(archive, image))
 

@@ -100,10 +100,16 @@ def image_summary(archive: Archive, image: ImageRecord) -> dict[str, Any]:
     if permissions["view"]:
         token = archive.tile_token(image.id)
         summary["thumbnail_url"] = f"/tiles/{image.id}/{token}/thumb.jpeg"
-        if summary["tiling"] is None:
+        tiling = summary["tiling"]
+        if tiling is None:
             summary["dzi_url"] = f"/tiles/{image.id}/{token}/image.dzi"
+        if tiling is None or tiling["state"] == "pending":
             # dynamic tiles: <display_url><spec>/image.dzi (see app/tiles/render.py)
             summary["display_url"] = f"/tiles/{image.id}/{token}/display/"
+        if tiling is not None and tiling["state"] == "pending":
+            # its pyramid still to come: the dynamic tiles of its own display, rendered on request from
+            # the original (through a science pyramid built from it once)
+            summary["dzi_url"] = f"{summary['display_url']}{summary['display_default']}/image.dzi"
     return summary
 
 
@@ -118,9 +124,10 @@ def tiling_state(image: ImageRecord) -> dict[str, str] | None:
 
 
 def still_tiling(image: ImageRecord) -> None:
-    """Refuse what needs an image's pyramids while they are still to be built: 409, saying so."""
+    """Refuse what needs an image's pyramids when they could not be built: 409, saying so. (While they are
+    still to come, its values are read from the original: `plane_science`.)"""
     state = tiling_state(image)
-    if state is not None:
+    if state is not None and state["error"]:
         reason = f"could not be built: {state['error']}" if state["error"] else \
             "are still being built; try again in a moment"
         raise StillTiling(f"the pyramids of image {image.id} {reason}")
@@ -351,7 +358,7 @@ async def plane_science(archive: Archive, image: ImageRecord, folder: Path, plan
     if path.exists():
         return str(path)
     still_tiling(image)
-    if not (folder / f"{DZI_NAME}.dzi").exists():
+    if tiling_state(image) is None and not (folder / f"{DZI_NAME}.dzi").exists():
         raise NotFound("this image has no tiles (it is being replaced or was deleted); reload the page")
     original, within = image.plane_source(plane)
     try:

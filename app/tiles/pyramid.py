@@ -63,6 +63,14 @@ def thumbnail(picture: pyvips.Image, folder: Path, *, quality: int) -> None:
     small.jpegsave(str(folder / THUMBNAIL), Q=quality, strip=True)
 
 
+def descriptor(width: int, height: int) -> str:
+    """The Deep Zoom descriptor `build` writes for a picture of this size (as libvips writes it): what the
+    dynamic tiles of an image whose pyramid is still to be built are described by."""
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Image xmlns="http://schemas.microsoft.com/deepzoom/2008"'
+            f'\n  Format="jpeg"\n  Overlap="{OVERLAP}"\n  TileSize="{TILE_SIZE}"\n  >\n  <Size \n'
+            f'    Height="{height}"\n    Width="{width}"\n  />\n</Image>\n')
+
+
 def max_level(width: int, height: int) -> int:
     """The deepest Deep Zoom level (full resolution), counted from the level of one pixel."""
     return max(0, math.ceil(math.log2(max(width, height))))

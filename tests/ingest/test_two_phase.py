@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import pyvips
+from astropy.io import fits
 
 from app.ingest.jobs import JobRunner
 from app.ingest.removal import delete_image
@@ -20,7 +21,7 @@ from app.settings import Settings
 from app.store.base import Cone, ImageRecord, JobRecord
 from app.tiles import pyramid
 from tests.helpers import ingest
-from tests.routes.pages import text_of
+from tests.routes.pages import dzi_facts, text_of
 
 SIZE = 300  # levels 0-9; the deepest has 2x2 tiles, the one-tile level (8 -> 150 px) is the thumbnail
 
@@ -97,30 +98,35 @@ async def test_the_second_phase_gives_what_one_phase_gives(archive, write_fits, 
 
 async def test_a_harvested_image_says_so_and_is_put_first(archive, client, write_fits):
     first, image = await harvest(archive, write_fits("first.fits", size=SIZE))
-    later, other = await harvest(archive, write_fits("later.fits", size=SIZE, rotation=10.0))
-    # the API: tiling, no Deep Zoom URLs, a thumbnail
+    later_path = write_fits("later.fits", size=SIZE, rotation=10.0)
+    later, other = await harvest(archive, later_path)
+    # the API: tiling, with a thumbnail and the dynamic tiles of its own display as its Deep Zoom source
     summary = await (await client.get(f"/api/images/{other.id}")).get_json()
     assert summary["tiling"] == {"state": "pending", "error": ""}
-    assert summary["dzi_url"] is None and summary["display_url"] is None and summary["thumbnail_url"]
+    assert summary["dzi_url"] == f"{summary['display_url']}{summary['display_default']}/image.dzi"
     assert "tiling" not in summary["display"]
     thumbnail = await client.get(summary["thumbnail_url"])
     assert thumbnail.status_code == 200 and thumbnail.content_type == "image/jpeg"
-    # the page: the notice, asking again, and the job first in the queue
+    # the page: the notice, asking again, the viewer, and the job first in the queue
     page = await text_of(await client.get(f"/images/{other.id}"))
-    assert "its zoomable pyramids are being built" in page and f'hx-get="/images/{other.id}/tiling"' in page
-    assert 'id="viewer"' not in page
+    assert "its pyramids are being built" in page and f'hx-get="/images/{other.id}/tiling"' in page
+    assert 'id="viewer"' in page and f'data-dzi="{summary["dzi_url"]}"' in page
     [waiting] = await archive.store.get_jobs([later.id])
     assert waiting.priority > 0
     fragment = await client.get(f"/images/{other.id}/tiling")
-    assert "HX-Refresh" not in fragment.headers and "being built" in await text_of(fragment)
-    # its own display's histogram comes from the catalog; what needs its values says why it cannot answer yet
-    assert (await client.get(f"/api/images/{other.id}/histogram")).status_code == 200
+    assert "being built" in await text_of(fragment)
+    # its tiles, drawn from the original on request: the same geometry the pyramid will have
+    descriptor = await client.get(summary["dzi_url"])
+    assert descriptor.status_code == 200
+    assert dzi_facts(await text_of(descriptor)) == {"format": "jpeg", "tile_size": 254, "overlap": 1,
+                                                    "width": SIZE, "height": SIZE}
+    deepest = await client.get(summary["dzi_url"].replace("image.dzi", "image_files/9/1_1.jpeg"))
+    assert deepest.status_code == 200 and deepest.content_type == "image/jpeg"
     token = archive.tile_token(other.id)
-    for refused in (f"/api/images/{other.id}/histogram?display=minmax~sqrt~grey",
-                    f"/tiles/{other.id}/{token}/pixel/10_10"):
-        answer = await client.get(refused)
-        assert answer.status_code == 409, refused
-        assert f"the pyramids of image {other.id} are still being built" in await text_of(answer)
+    value = await (await client.get(f"/tiles/{other.id}/{token}/pixel/10_20")).get_json()
+    with fits.open(later_path) as hdus:
+        assert value["value"] == pytest.approx(float(hdus[0].data[SIZE - 1 - 20, 10]))
+    assert (await client.get(f"/api/images/{other.id}/histogram?display=minmax~sqrt~grey")).status_code == 200
     # the readout of sky positions needs no pyramid
     assert (await client.get(f"/api/images/{other.id}/readout")).status_code == 200
     mosaic = await (await client.get(f"/api/mosaic?ids={image.id},{other.id}")).get_json()
@@ -137,8 +143,10 @@ async def test_a_harvested_image_says_so_and_is_put_first(archive, client, write
     states = {job.id: job.state for job in await archive.store.get_jobs([first.id, later.id])}
     assert states == {first.id: "harvested", later.id: "done"}
     ready = await client.get(f"/images/{other.id}/tiling")
-    assert ready.headers["HX-Refresh"] == "true"
-    assert 'id="viewer"' in await text_of(await client.get(f"/images/{other.id}"))
+    assert ready.status_code == 200 and await text_of(ready) == ""  # htmx removes the notice
+    page = await text_of(await client.get(f"/images/{other.id}"))
+    assert 'id="tiling"' not in page and f'/tiles/{other.id}/' in page and '/image.dzi"' in page
+    assert "/display/" not in page.split('data-dzi="')[1].split('"')[0], "the static pyramid from now on"
     assert (await client.get(f"/api/images/{other.id}/histogram")).status_code == 200
 
 
@@ -156,8 +164,13 @@ async def test_a_file_removed_between_the_phases_fails_its_job_and_keeps_the_rec
     assert kept.display["tiling"]["error"] == why
     summary = await (await client.get(f"/api/images/{image.id}")).get_json()
     assert summary["tiling"] == {"state": "failed", "error": why}
+    assert summary["dzi_url"] is None and summary["display_url"] is None
+    refused = await client.get(f"/tiles/{image.id}/{archive.tile_token(image.id)}/pixel/10_10")
+    assert refused.status_code == 409
+    assert f"the pyramids of image {image.id} could not be built: {why}" in await text_of(refused)
     page = await text_of(await client.get(f"/images/{image.id}"))
     assert "its zoomable pyramids could not be built: the file was removed" in page
+    assert 'id="viewer"' not in page
     assert "hx-trigger" not in page.split('id="tiling"')[1].split(">")[0], "no polling once it failed"
     # nothing half-built is in place, and nothing is left in the work area
     assert sorted(p.name for p in archive.tile_folder(image.id).iterdir()) == [pyramid.THUMBNAIL]

@@ -60,7 +60,7 @@ GET_ROUTES: list[tuple[str, int]] = [
     ("/hips/registered/forged/properties", 403),  # HiPS: a non-public survey needs its signed token
     ("/images/{image}", 200),
     ("/images/{image}/original", 200),
-    ("/images/{image}/tiling", 200),  # pyramids built: an empty answer telling htmx to reload
+    ("/images/{image}/tiling", 200),  # pyramids built: nothing (htmx removes the notice)
     ("/images/{missing}", 404),
     ("/login", 200),
     ("/mosaic?ids={image}", 200),
