@@ -72,9 +72,8 @@ def parse_ids(raw: str | None) -> list[str]:
 
 
 def _tiles_url(summary: dict[str, Any]) -> str:
-    """The signed tile folder (`/tiles/ID/TOKEN/`) from the summary's DZI URL."""
-    dzi = str(summary["dzi_url"])
-    return dzi[: -len("image.dzi")]
+    """The signed tile folder (`/tiles/ID/TOKEN/`) from the summary's dynamic tiles' URL."""
+    return str(summary["display_url"])[: -len("display/")]
 
 
 def _layer(archive: Archive, image: ImageRecord, placed: dict[str, Any], frame: str = "") -> dict[str, Any]:
@@ -85,6 +84,8 @@ def _layer(archive: Archive, image: ImageRecord, placed: dict[str, Any], frame: 
     return {
         "id": image.id, "name": image.name, "url": summary["url"], "width": image.width,
         "height": image.height, "tiles_url": _tiles_url(summary), "dzi_url": summary["dzi_url"],
+        # its pyramid still to be built (two-phase ingest): drawn from its dynamic tiles meanwhile
+        "tiling": summary["tiling"] is not None,
         # the interval and stretch of the image's own display: a colormap changes only the colours
         "scaling": str(summary["display_default"]).rsplit("~", 1)[0],
         "public": effective_visibility(image, current_site()) == "public",
@@ -188,13 +189,14 @@ async def mosaic_view(archive: Archive, ids: list[str], ref: str | None = None,
     if isinstance(reference, Sheet) and any(isinstance(each, dict) and each.get("warp") for each in placed):
         frame_key = await asyncio.to_thread(save_frame, archive.settings.data, reference)
     for image, result in zip(images, placed if warning is None else [], strict=False):
-        if isinstance(result, dict) and tiling_state(image) is not None:
-            await archive.store.prioritize_job(image.job_id)  # somebody waits for it
-            notices.append(f"{image.name} ({image.id}) is left out: its pyramids are still being built "
-                           "(reload in a moment)")
+        tiling = tiling_state(image) if isinstance(result, dict) else None
+        if tiling is not None and tiling["error"]:
+            notices.append(f"{image.name} ({image.id}) is left out: its pyramids could not be built")
         elif isinstance(result, str):
             notices.append(f"{image.name} ({image.id}) is left out: {result}")
         else:
+            if tiling is not None:
+                await archive.store.prioritize_job(image.job_id)  # somebody waits for its pyramids
             shown.append(image)
             layers.append(_layer(archive, image, result, frame_key))
     common = await common_scaling(archive, shown) if scaling == "common" and shown else None
@@ -324,11 +326,12 @@ async def embed_image(image_id: str) -> Response:
         image = await load_image(archive, image_id)
     except NotFound:
         return await _embed(archive, "embed_image.html", None)
-    if tiling_state(image) is not None:
-        await archive.store.prioritize_job(image.job_id)  # somebody waits for it
+    tiling = tiling_state(image)
+    if tiling is not None and tiling["error"]:
         return await _embed(archive, "embed_image.html", single_view(archive, image),
-                            "this image was catalogued a moment ago and its pyramids are still being built: "
-                            "reload in a moment")
+                            "this image is catalogued, but its pyramids could not be built")
+    if tiling is not None:
+        await archive.store.prioritize_job(image.job_id)  # somebody waits for its pyramids
     try:
         plane = embed_plane(image)
     except BadRequest as error:

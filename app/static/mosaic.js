@@ -54,7 +54,7 @@
         return layer.data.tiles_url + "planes/" + layer.plane + "/display/" + layer.data.scaling + "~" +
           encodeURIComponent(colormap) + "/image.dzi";
       }
-      if (colormap === "grey" && data.scaling !== "common") {
+      if (colormap === "grey" && data.scaling !== "common" && !layer.data.tiling) {
         // the static Deep Zoom pyramid, described inline: no descriptor request per image
         return { Image: { xmlns: DZI_NS, Url: layer.data.tiles_url + "image_files/",
                           Format: data.tile_format.format, Overlap: String(data.tile_format.overlap),

@@ -18,6 +18,7 @@ from app.ingest.scan import job_for
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.settings import Settings
 from tests.browser.conftest import imagex_serve
+from tests.browser.mosaic_helpers import ALL_LOADED
 from tests.browser.viewer_helpers import FULLY_LOADED, WATCH_VIEWER, Recorder
 from tests.processes import free_port
 
@@ -62,6 +63,16 @@ async def test_the_page_of_an_image_being_tiled_shows_the_viewer_once_it_is_tile
             await page.mouse.move(500, 400)
             await page.wait_for_function(
                 "() => /\\d/.test(document.getElementById('readout-value').textContent)", timeout=15_000)
+
+            # a mosaic of it draws it from its dynamic tiles too
+            mosaic = await page.context.new_page()
+            drawn = Recorder(mosaic)
+            await mosaic.goto(f"{url}/mosaic?ids={image_id}")
+            await mosaic.wait_for_function(ALL_LOADED, timeout=30_000)
+            layer_tiles = [url for url, _ in drawn.tiles() if "image_files" in url]
+            assert layer_tiles and all("/display/" in url for url in layer_tiles)
+            assert drawn.errors == [] and all(status == 200 for _, status in drawn.tiles())
+            await mosaic.close()
 
             outcome = await run_job(archive, job)
             assert outcome.state == "done", outcome.error

@@ -129,12 +129,16 @@ async def test_a_harvested_image_says_so_and_is_put_first(archive, client, write
     assert (await client.get(f"/api/images/{other.id}/histogram?display=minmax~sqrt~grey")).status_code == 200
     # the readout of sky positions needs no pyramid
     assert (await client.get(f"/api/images/{other.id}/readout")).status_code == 200
+    # a mosaic and an embed draw them from their dynamic tiles too
     mosaic = await (await client.get(f"/api/mosaic?ids={image.id},{other.id}")).get_json()
-    assert mosaic["layers"] == []
-    assert any(f"({other.id}) is left out: its pyramids are still being built" in notice
-               for notice in mosaic["notices"])
+    assert [(layer["id"], layer["tiling"]) for layer in mosaic["layers"]] == [(image.id, True),
+                                                                              (other.id, True)]
+    assert mosaic["layers"][1]["tiles_url"] == f"/tiles/{other.id}/{token}/" and mosaic["notices"] == []
+    tile = await client.get(f"{mosaic['layers'][1]['tiles_url']}display/{summary['display_default']}/"
+                            "image_files/8/0_0.jpeg")
+    assert tile.status_code == 200 and tile.content_type == "image/jpeg"
     embed = await client.get(f"/embed/images/{other.id}")
-    assert embed.status_code == 400 and "still being built" in await text_of(embed)
+    assert embed.status_code == 200
     # the listing shows it as tiling
     assert "tiling: catalogued, its pyramids are being built" in await text_of(await client.get("/"))
     # the page asked for last is tiled first, though its job was harvested later
@@ -171,6 +175,9 @@ async def test_a_file_removed_between_the_phases_fails_its_job_and_keeps_the_rec
     page = await text_of(await client.get(f"/images/{image.id}"))
     assert "its zoomable pyramids could not be built: the file was removed" in page
     assert 'id="viewer"' not in page
+    mosaic = await (await client.get(f"/api/mosaic?ids={image.id}")).get_json()
+    assert mosaic["layers"] == []
+    assert mosaic["notices"] == [f"{image.name} ({image.id}) is left out: its pyramids could not be built"]
     assert "hx-trigger" not in page.split('id="tiling"')[1].split(">")[0], "no polling once it failed"
     # nothing half-built is in place, and nothing is left in the work area
     assert sorted(p.name for p in archive.tile_folder(image.id).iterdir()) == [pyramid.THUMBNAIL]
