@@ -39,9 +39,9 @@ class Conflict(StoreError):
     status = 409
 
 
-class StillTiling(ImageXError):
-    """What needs an image's pyramids, asked for while a two-phase ingest has catalogued the image and its
-    pyramids are still to be built (or could not be)."""
+class TilingFailed(ImageXError):
+    """What needs an image's values, asked for when a two-phase ingest catalogued the image and its
+    pyramids could not be built (its file was removed or changed): the values cannot be read."""
 
     status = 409
 

@@ -195,8 +195,8 @@ async def image_readout(image_id: str) -> Any:
     Param("plane", whole(minimum=0), "the plane of a cube or series, counted from 0 as in the tile URLs")),
     answers={200: ("the histogram (log counts are the display controls' business) with the display's low "
                    "and high data values", schemas.HISTOGRAM),
-             409: ("another display's cuts need the image's values, and its pyramids are still being built "
-                   "(a two-phase ingest catalogued it a moment ago)", ERROR),
+             409: ("another display's cuts need the image's values, and its pyramids could not be built "
+                   "(a two-phase ingest catalogued it, then its file was removed or changed)", ERROR),
              410: ("the image's values must be read once from its original file, which is gone", ERROR)})
 async def image_histogram(image_id: str) -> Any:
     """The image page's histogram with cuts: counted once (at ingest, or on first request for an older

@@ -25,7 +25,7 @@ from werkzeug.exceptions import (
 
 from app import identity as accounts
 from app.archive import Archive
-from app.exceptions import ImageXError, StillTiling
+from app.exceptions import ImageXError, TilingFailed
 from app.identity import current_site, current_user
 from app.ingest.removal import Removal, delete_image
 from app.monitor import ingest_rate
@@ -123,14 +123,12 @@ def tiling_state(image: ImageRecord) -> dict[str, str] | None:
     return {"state": "failed", "error": error} if error else {"state": "pending", "error": ""}
 
 
-def still_tiling(image: ImageRecord) -> None:
+def refuse_if_tiling_failed(image: ImageRecord) -> None:
     """Refuse what needs an image's pyramids when they could not be built: 409, saying so. (While they are
     still to come, its values are read from the original: `plane_science`.)"""
     state = tiling_state(image)
     if state is not None and state["error"]:
-        reason = f"could not be built: {state['error']}" if state["error"] else \
-            "are still being built; try again in a moment"
-        raise StillTiling(f"the pyramids of image {image.id} {reason}")
+        raise TilingFailed(f"the pyramids of image {image.id} could not be built: {state['error']}")
 
 
 def job_summary(job: JobRecord) -> dict[str, Any]:
@@ -357,7 +355,7 @@ async def plane_science(archive: Archive, image: ImageRecord, folder: Path, plan
     path = science.plane_folder(folder, plane) / science.NAME
     if path.exists():
         return str(path)
-    still_tiling(image)
+    refuse_if_tiling_failed(image)
     if tiling_state(image) is None and not (folder / f"{DZI_NAME}.dzi").exists():
         raise NotFound("this image has no tiles (it is being replaced or was deleted); reload the page")
     original, within = image.plane_source(plane)
