@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 IDLE_POLL = 1.0
+# a runner's every TILING_TURN-th claim takes, before any queued file, a harvested job that has waited
+# TILING_PATIENCE seconds for its pyramids: a watcher fed without pause cannot keep every pyramid waiting,
+# and a batch harvested within that time is still searchable whole before any pyramid is built
+TILING_TURN = 8
+TILING_PATIENCE = 60.0
 
 
 def worker_name(role: str) -> str:
@@ -43,6 +48,7 @@ class JobRunner:
         self.current: dict[str, JobRecord] = {}  # the jobs in progress, by id
         self.finished = 0  # done or failed
         self.failed = 0
+        self.claims = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until `stop` is set; an empty queue is polled every second."""
@@ -63,7 +69,9 @@ class JobRunner:
     async def run_one(self) -> bool:
         """Claim one job and run it; False when the queue had nothing to take."""
         lease = self.archive.settings.job_lease
-        job = await self.archive.store.claim_job(self.worker, lease)
+        self.claims += 1
+        turn = TILING_PATIENCE if self.claims % TILING_TURN == 0 else None
+        job = await self.archive.store.claim_job(self.worker, lease, harvested_for=turn)
         if job is None:
             return False
         self.active += 1

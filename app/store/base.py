@@ -214,10 +214,13 @@ class Store(ABC):
         A failed job for the same key is queued again when `retry_failed`."""
 
     @abstractmethod
-    async def claim_job(self, worker: str, lease: float) -> JobRecord | None:
+    async def claim_job(self, worker: str, lease: float, *,
+                        harvested_for: float | None = None) -> JobRecord | None:
         """Atomically take the next job: a harvested one somebody waits for (`prioritize_job`, newest
         request first), else the oldest queued one, else the oldest harvested one, else a running one whose
-        lease ran out."""
+        lease ran out. `harvested_for`: a harvested job that has waited at least this many seconds for its
+        pyramids comes before the queued ones (the oldest first), so that a queue never empty does not keep
+        every pyramid waiting (the runner's turns: app/ingest/jobs.py)."""
 
     @abstractmethod
     async def prioritize_job(self, job_id: str) -> bool:

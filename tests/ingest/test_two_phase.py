@@ -13,13 +13,14 @@ import pytest
 import pyvips
 from astropy.io import fits
 
-from app.ingest.jobs import JobRunner
+from app.ingest.jobs import TILING_PATIENCE, TILING_TURN, JobRunner
 from app.ingest.removal import delete_image
 from app.ingest.scan import job_for
 from app.ingest.tiling import render_file
 from app.settings import Settings
 from app.store.base import Cone, ImageRecord, JobRecord
 from app.tiles import pyramid
+from tests.clock import Clock
 from tests.helpers import ingest
 from tests.routes.pages import dzi_facts, text_of
 
@@ -52,6 +53,26 @@ async def tile(archive: Any) -> None:
     runner = JobRunner(archive, concurrency=1, role="test")
     while await runner.run_one():
         pass
+
+
+async def test_a_queue_never_empty_still_gives_waiting_pyramids_their_turn(archive, write_fits):
+    """A watcher fed without pause keeps files queued: every TILING_TURN-th claim of a runner takes a
+    harvested job that waited TILING_PATIENCE seconds before them, so its pyramids do not wait for the
+    queue to empty; one harvested later waits (a batch is searchable whole before it is tiled)."""
+    archive.store.use_clock(clock := Clock())
+    waited, _ = await harvest(archive, write_fits("early.fits", size=SIZE, EXPNUM=1))
+    clock.advance(TILING_PATIENCE)
+    recent, _ = await harvest(archive, write_fits("late.fits", size=SIZE, EXPNUM=2))
+    files = await archive.store.enqueue([job_for(write_fits(f"new{n}.fits", size=8, EXPNUM=n + 3))
+                                         for n in range(TILING_TURN)])
+    runner = JobRunner(archive, concurrency=1, role="test")
+    for _ in range(TILING_TURN):
+        assert await runner.run_one()
+    ids = [waited.id, recent.id, *[queued.id for queued in files]]
+    jobs = {job.id: job for job in await archive.store.get_jobs(ids)}
+    assert jobs[waited.id].state == "done", "its turn came before the last queued file"
+    assert jobs[recent.id].state == "harvested"
+    assert [jobs[queued.id].state for queued in files] == ["harvested"] * (TILING_TURN - 1) + ["queued"]
 
 
 async def test_a_harvested_image_is_found_with_its_thumbnail_before_its_pyramids(archive, write_fits):

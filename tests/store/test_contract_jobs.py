@@ -128,6 +128,27 @@ async def test_harvested_jobs_are_claimed_again_after_the_queue_unless_somebody_
     assert not await any_store.prioritize_job(first.id), "a running job is not put first"
 
 
+async def test_a_tiling_turn_takes_the_harvested_job_that_waited_longest_before_queued_files(any_store):
+    """`harvested_for`: harvested jobs that have waited at least that long for their pyramids come before
+    the queued files, the one harvested earliest first; those harvested since wait their turn. A job
+    somebody waits for still comes first."""
+    any_store.use_clock(clock := Clock())
+    first, second, third, fourth = await any_store.enqueue([job("a"), job("b"), job("c"), job("d")])
+    for expected in (first, second):
+        claimed = await any_store.claim_job("w", 60)
+        assert claimed.id == expected.id
+        assert await any_store.finish_job(claimed.id, "w", state="harvested", image_ids=["i"])
+        clock.advance(10)
+    # `first` was harvested 20 s ago, `second` 10 s ago
+    assert (await any_store.claim_job("w", 60, harvested_for=30)).id == third.id, "none waited 30 s"
+    taken = await any_store.claim_job("w", 60, harvested_for=15)
+    assert (taken.id, taken.state, taken.attempts) == (first.id, "running", 1)
+    assert (await any_store.claim_job("w", 60)).id == fourth.id, "without a turn, queued files first"
+    assert await any_store.prioritize_job(second.id)
+    assert (await any_store.claim_job("w", 60, harvested_for=0)).id == second.id
+    assert await any_store.claim_job("w", 60, harvested_for=0) is None
+
+
 async def test_jobs_finished_since_a_time_give_an_ingest_rate(any_store):
     any_store.use_clock(clock := Clock())
     start = clock()

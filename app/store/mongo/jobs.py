@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -55,13 +56,18 @@ class MongoJobs(MongoBase):
         found = {job.key: job for job in await self.jobs_with_keys([job.key for job in jobs])}
         return [found[job.key] for job in jobs]
 
-    async def claim_job(self, worker: str, lease: float) -> JobRecord | None:
+    async def claim_job(self, worker: str, lease: float, *,
+                        harvested_for: float | None = None) -> JobRecord | None:
         stamp = self.now()
         claim = {"state": "running", "worker": worker, "lease_until": stamp + lease, "priority": 0.0,
                  "updated": stamp}
-        # the order of app/store/sqlite/jobs.py: harvested jobs somebody waits for, files not yet harvested,
-        # the pyramids of harvested ones, jobs whose runner's lease ran out
+        # the order of app/store/sqlite/jobs.py: harvested jobs somebody waits for, (on a tiling turn)
+        # harvested jobs that have waited long enough, files not yet harvested, the pyramids of harvested
+        # ones, jobs whose runner's lease ran out
+        waited: list[tuple[dict[str, Any], list[tuple[str, int]]]] = [] if harvested_for is None else [(
+            {"state": "harvested", "updated": {"$lte": stamp - harvested_for}}, [("updated", 1), ("_id", 1)])]
         for match, order in (({"state": "harvested", "priority": {"$gt": 0}}, [("priority", -1)]),
+                             *waited,
                              ({"state": "queued"}, [("created", 1), ("_id", 1)]),
                              ({"state": "harvested"}, [("priority", -1), ("created", 1)]),
                              ({"state": "running", "lease_until": {"$lt": stamp}}, [("lease_until", 1)])):

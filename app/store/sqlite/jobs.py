@@ -16,10 +16,12 @@ from app.store.base import (
 from app.store.rows import dumps, from_row, insert_sql, names, to_row
 from app.store.sqlite.connection import SQLiteBase, transaction
 
-# the order jobs are claimed in: harvested jobs whose image somebody is waiting for, files not yet
-# harvested, the pyramids of harvested ones, jobs whose runner's lease ran out
+# the order jobs are claimed in: harvested jobs whose image somebody is waiting for, (on a tiling turn)
+# harvested jobs that have waited long enough, files not yet harvested, the pyramids of harvested ones,
+# jobs whose runner's lease ran out
+_WAITING = "SELECT id FROM jobs WHERE state = 'harvested' AND priority > 0 ORDER BY priority DESC LIMIT 1"
+_WAITED = "SELECT id FROM jobs WHERE state = 'harvested' AND updated <= :waited ORDER BY updated, id LIMIT 1"
 _NEXT = [
-    "SELECT id FROM jobs WHERE state = 'harvested' AND priority > 0 ORDER BY priority DESC LIMIT 1",
     "SELECT id FROM jobs WHERE state = 'queued' ORDER BY created, id LIMIT 1",
     "SELECT id FROM jobs WHERE state = 'harvested' ORDER BY priority DESC, created LIMIT 1",
     "SELECT id FROM jobs WHERE state = 'running' AND lease_until < :now ORDER BY lease_until LIMIT 1",
@@ -50,15 +52,17 @@ class SQLiteJobs(SQLiteBase):
                 out.append(from_row(JobRecord, row))
         return out
 
-    async def claim_job(self, worker: str, lease: float) -> JobRecord | None:
-        return await self._run(self._claim_sync, worker, lease)
+    async def claim_job(self, worker: str, lease: float, *,
+                        harvested_for: float | None = None) -> JobRecord | None:
+        return await self._run(self._claim_sync, worker, lease, harvested_for)
 
-    def _claim_sync(self, worker: str, lease: float) -> JobRecord | None:
+    def _claim_sync(self, worker: str, lease: float, harvested_for: float | None) -> JobRecord | None:
         stamp = self.now()
+        order = [_WAITING, *([_WAITED] if harvested_for is not None else []), *_NEXT]
         with transaction(self.db) as db:
             row = None
-            for query in _NEXT:
-                row = db.execute(query, {"now": stamp}).fetchone()
+            for query in order:
+                row = db.execute(query, {"now": stamp, "waited": stamp - (harvested_for or 0)}).fetchone()
                 if row is not None:
                     break
             if row is None:
