@@ -36,6 +36,7 @@ from app.exceptions import FormatError
 from app.formats.fits import PixelPlace, compressed_unreadable
 
 _STRIP_BYTES = 2 * 1024 * 1024
+REDUCED_ROWS = 4  # rows read for each row of a reduced plane (`FitsStrips.reduced`)
 # TIFF SampleFormat: 1 unsigned, 2 signed, 3 IEEE float
 _SAMPLE_FORMATS = {"u": 1, "i": 2, "f": 3}
 _SHORT, _LONG, _LONG8 = 3, 4, 16
@@ -141,6 +142,35 @@ class FitsStrips(PixelPlace):
                 parts.append(self.rows(handle, self.height - 1 - top, 1)[0, ::step].astype(np.float64))
         values = np.concatenate(parts) if parts else np.zeros(0)
         return values[np.isfinite(values)]
+
+    def reduced(self, factor: int) -> np.ndarray:
+        """The plane shrunk `factor` times each way (display orientation; a partial box at the right and
+        bottom edges, as a Deep Zoom level's) from a strided sample of its rows, for a thumbnail read
+        without the whole plane: each pixel is the mean of the finite values of its box's columns in up to
+        `REDUCED_ROWS` rows spread over its box (NaN where there are none). 8-bit planes stay 8-bit (so that
+        they are shown as 8-bit pictures are), the others are 32-bit floats."""
+        width, height = -(-self.width // factor), -(-self.height // factor)
+        columns = np.arange(width) * factor
+        out = np.empty((height, width), np.float64)
+        with self._opened() as row:
+            for y in range(height):
+                top, bottom = y * factor, min((y + 1) * factor, self.height)
+                picks = np.unique(np.linspace(top, bottom - 1, min(REDUCED_ROWS, bottom - top)).round())
+                rows = np.stack([row(self.height - 1 - int(pick)) for pick in picks]).astype(np.float64)
+                finite = np.isfinite(rows)
+                sums = np.add.reduceat(np.where(finite, rows, 0.0).sum(axis=0), columns)
+                counts = np.add.reduceat(finite.sum(axis=0), columns)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out[y] = np.where(counts > 0, sums / counts, np.nan)
+        if self.served.kind == "u" and self.served.itemsize == 1:
+            return np.rint(out).astype(np.uint8)
+        return out.astype(np.float32)
+
+    @contextlib.contextmanager
+    def _opened(self) -> Iterator[Any]:
+        """A reader of single FITS rows (file order) for `reduced`."""
+        with self.path.open("rb") as handle:
+            yield lambda fits_row: self.rows(handle, fits_row, 1)[0]
 
     def write_exact(self, target: Path) -> None:
         """The values as 64-bit floats in a NumPy file (display orientation), written strip by strip."""
@@ -306,6 +336,27 @@ class CompressedStrips(FitsStrips):
             parts.append(strip[(chosen % step) == 0, ::step].astype(np.float64).ravel())
         values = np.concatenate(parts) if parts else np.zeros(0)
         return values[np.isfinite(values)]
+
+    @contextlib.contextmanager
+    def _opened(self) -> Iterator[Any]:
+        with _DECOMPRESSING:
+            tile_rows = int(self._hdu().tile_shape[-2])
+
+        def one(fits_row: int) -> np.ndarray:
+            if tile_rows > 1:  # whole bands, each decompressed once for the rows taken from it
+                return np.asarray(self.rows(None, fits_row, 1)[0])  # type: ignore[arg-type]
+            try:  # a tile a row (fpack's way): only the rows taken are decompressed
+                with _DECOMPRESSING:
+                    return np.asarray(self._read(fits_row, fits_row + 1)[0])
+            except MemoryError:
+                raise
+            except Exception as error:  # astropy raises many kinds on corrupt compressed tiles
+                raise self._unreadable(error) from None
+
+        try:
+            yield one
+        finally:
+            self.release(None)  # type: ignore[arg-type]
 
     def _sample_rows(self, step: int) -> np.ndarray:
         """`sample` of an image compressed a row a tile: each sampled row read alone."""

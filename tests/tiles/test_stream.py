@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pyvips
 from astropy.io import fits
 
 from app.exceptions import FormatError
@@ -131,6 +132,30 @@ def test_streamed_ingest_matches_the_whole_image_path(tmp_path, name, hdu, plane
         np.testing.assert_array_equal(exact, np.load(whole_folder / science.EXACT_NAME))
         with fits.open(plain) as opened:
             np.testing.assert_array_equal(exact, np.asarray(opened[0].data, dtype=np.float64)[::-1])
+
+
+@pytest.mark.parametrize("name", ["uint8", "int16 BSCALE BZERO BLANK", "float32 NaN", "float64 NaN"])
+def test_a_harvest_reads_a_sample_of_rows_for_the_thumbnail(tmp_path, name):
+    """The first phase of a two-phase ingest of a streamed plane: the display record of a one-phase ingest
+    (but for the pyramid), and a thumbnail made from a strided sample of rows (`FitsStrips.reduced`) that
+    looks like the one the pyramid gives."""
+    [(_, hdu, _)] = [case for case in cases() if case[0] == name]
+    path = tmp_path / "plain.fits"
+    hdu.writeto(path)
+    [harvested] = tiling.harvest_file(str(path), str(tmp_path / "harvest"), {}, 10**8, 85,
+                                      {"two_phase_above": 0})
+    [tiled] = render_file(str(path), str(tmp_path / "tiled"), {}, 10**8, 85)
+    assert harvested["display"].pop("tiling") is True
+    assert {**tiled["display"], "width": 263, "height": 301} == harvested["display"] | {
+        "width": 263, "height": 301}
+    assert not (tmp_path / "harvest" / "0" / "image_files").exists()
+    early, final = (pyvips.Image.new_from_file(str(tmp_path / work / "0" / "thumb.jpeg")).numpy().astype(int)
+                    for work in ("harvest", "tiled"))
+    assert early.shape == final.shape == (151, 132)
+    difference = np.abs(early - final)
+    # the pyramid's thumbnail averages 8-bit values (NaN as black), this one the file's values (NaN left
+    # out) before scaling them: close, not equal (a thumbnail a box off is about 16 grey levels off)
+    assert difference.mean() < 2.5 and np.percentile(difference, 99) < 12, difference.mean()
 
 
 COLUMNS, ROWS = 512, 65536

@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,35 @@ def test_the_sample_is_the_plain_files_sample(tmp_path, tiles, step):
             samples.append(strips.sample(step))
     np.testing.assert_array_equal(samples[0], samples[1])
     assert samples[0].size > SHAPE[0] * SHAPE[1] // step**2 - 10
+
+
+@pytest.mark.parametrize("tiles", [None, (5, 263)], ids=["a tile a row", "bands of 5 rows"])
+def test_a_reduced_plane_is_the_mean_of_its_boxes(tmp_path, tiles):
+    """The thumbnail's source of a large plane (`FitsStrips.reduced`), from a plain and a compressed file:
+    where a box is at most `REDUCED_ROWS` rows tall every row of it is read, so each pixel is exactly the
+    mean of its box's finite values, NaN where it has none; display orientation (the top row first)."""
+    data = sky((300, 260), 9).astype(np.float32)  # boxes of 4 x 4
+    data[4:8, 8:12] = np.nan  # one box of the 4 x 4 reduction wholly NaN, display rows 292-295
+    data[0, 0] = np.nan  # one value of the box in the bottom left corner
+    packed, plain = tmp_path / "packed.fits.fz", tmp_path / "plain.fits"
+    compressed(data, "GZIP_1", tiles).writeto(packed)
+    with fits.open(packed) as opened:
+        values = np.asarray(opened[1].data, dtype=np.float64)
+    fits.PrimaryHDU(values.astype(np.float32)).writeto(plain)
+    shown = values[::-1]
+    boxes = shown.reshape(75, 4, 65, 4).swapaxes(1, 2).reshape(75, 65, 16)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.nanmean(boxes, axis=2)
+    assert np.isnan(expected[73, 2]) and np.isfinite(expected[74, 0])
+    for path in (packed, plain):
+        with FitsReader(path, max_pixels=10**8) as reader:
+            strips = FitsStrips.of(reader, reader.planes()[0])
+            assert strips is not None
+            reduced = strips.reduced(4)
+        assert reduced.dtype == np.float32 and reduced.shape == (75, 65)
+        np.testing.assert_allclose(reduced, expected, rtol=1e-6)
+        assert np.isnan(reduced[73, 2])
 
 
 def growth(tmp_path: Path, small: Path, large: Path, scaling: dict[str, str] | None = None) -> int:
