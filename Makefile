@@ -60,10 +60,10 @@ typecheck:
 	$(BIN)/mypy
 
 # the suite in parallel processes (pytest-xdist), each test file whole in one of them; TEST_WORKERS=0 runs
-# it in this one process
+# it in this one process. The slowest tests are listed at the end, to see where the suite's time goes.
 TEST_WORKERS ?= auto
 pytest:
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/deploy/test_nginx.py
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 --ignore=tests/deploy/test_nginx.py
 
 # `imagex nginx-config` in front of a real `imagex serve` (needs Debian's nginx and libnginx-mod-http-js:
 # installed here when missing and possible; the test says why it is skipped otherwise)

@@ -2,10 +2,13 @@
 processes included), against bare `vips dzsave` of the same image already scaled to 8 bits, in the same
 run: the floor for any tool that has to write a Deep Zoom pyramid of that many pixels.
 
-    .venv/bin/python bench/large.py [--sizes 8192,16384,32768] [--huge] [--compressed | --gzipped] [--keep]
+    .venv/bin/python bench/large.py [--sizes 8192,16384,32768] [--huge] [--compressed | --gzipped]
+                                    [--two-phase-above N] [--keep]
 
 For each size prints seconds, MPix/s, the peak RSS of the whole process tree (the command and every
-process it started, summed, sampled every 20 ms) and the ratio of ImageX's time to bare dzsave's.
+process it started, summed, sampled every 20 ms), the ratio of ImageX's time to bare dzsave's, and the
+seconds until the image was catalogued (found by searches, its thumbnail shown: the harvest of a two-phase
+ingest; `--two-phase-above N` sets IMAGEX_TWO_PHASE_ABOVE, so a large N measures the one-phase ingest).
 `--huge` adds 65536^2 (16 GB of pixels; needs IMAGEX_MAX_PIXELS raised past the default and the disk room
 for about 40 GB). The images are written strip by strip (bounded memory) as a smooth sky with noise.
 `--compressed` ingests each image as a RICE tile-compressed `.fz` instead (fpack's default: a tile a row,
@@ -32,6 +35,7 @@ import numpy as np
 
 IMAGEX = Path(sys.executable).parent / "imagex"
 SUMMARY = re.compile(r"^(\d+) file\(s\) in ([\d.]+) s: (\d+) ingested .*?(\d+) failed\.$", re.MULTILINE)
+SEARCHABLE = re.compile(r"^Every file was catalogued \(found by searches\) after ([\d.]+) s", re.MULTILINE)
 STRIP_ROWS = 256
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -149,6 +153,8 @@ def main() -> None:
     parser.add_argument("--huge", action="store_true", help="also 65536 x 65536")
     parser.add_argument("--compressed", action="store_true", help="ingest RICE-compressed .fz copies")
     parser.add_argument("--gzipped", action="store_true", help="ingest gzipped .fits.gz copies")
+    parser.add_argument("--two-phase-above", type=int, default=None,
+                        help="IMAGEX_TWO_PHASE_ABOVE for the ingest (default: the setting's default)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder and print it")
     args = parser.parse_args()
     sides = [int(text) for text in args.sizes.split(",") if text.strip()]
@@ -177,25 +183,31 @@ def main() -> None:
             env["IMAGEX_DATA"] = str(folder / "var")
             env["IMAGEX_MAX_PIXELS"] = str(max(side * side, 500_000_000))
             env["IMAGEX_HIPS"] = "false"  # the sky survey is not part of the pixel path measured here
+            if args.two_phase_above is not None:
+                env["IMAGEX_TWO_PHASE_ABOVE"] = str(args.two_phase_above)
             command = [str(IMAGEX), "ingest", "--no-progress", "--workers", "1", str(ingested)]
             seconds, peak, output = run(command, env)
             match = SUMMARY.search(output)
             if match is None or int(match.group(4)):
                 raise SystemExit(f"imagex ingest did not ingest {ingested.name}:\n{output}")
+            found = SEARCHABLE.search(output)
+            # one phase: catalogued when its pyramids were built
+            searchable = float(found.group(1)) if found else seconds
             shutil.rmtree(folder / "var", ignore_errors=True)
             bare_seconds, bare_peak = bare_dzsave(source, folder)
             source.unlink()
             shutil.rmtree(folder, ignore_errors=True)
             mpix = side * side / 1e6
-            rows.append((side, seconds, mpix / seconds, peak, bare_seconds, bare_peak))
-            print(f"  imagex ingest {seconds:7.1f} s, {mpix / seconds:6.1f} MPix/s, peak RSS "
-                  f"{peak / 2**30:5.2f} GiB; bare dzsave {bare_seconds:6.1f} s, peak RSS "
-                  f"{bare_peak / 2**30:5.2f} GiB", flush=True)
+            rows.append((side, seconds, mpix / seconds, peak, bare_seconds, searchable))
+            print(f"  imagex ingest {seconds:7.1f} s (catalogued after {searchable:.1f} s), "
+                  f"{mpix / seconds:6.1f} MPix/s, peak RSS {peak / 2**30:5.2f} GiB; bare dzsave "
+                  f"{bare_seconds:6.1f} s, peak RSS {bare_peak / 2**30:5.2f} GiB", flush=True)
         print()
-        print(f"{'size':>12} {'seconds':>8} {'MPix/s':>7} {'peak RSS':>9} {'dzsave s':>9} {'ratio':>6}")
-        for side, seconds, rate, peak, bare_seconds, _ in rows:
+        print(f"{'size':>12} {'seconds':>8} {'MPix/s':>7} {'peak RSS':>9} {'dzsave s':>9} {'ratio':>6} "
+              f"{'found s':>8}")
+        for side, seconds, rate, peak, bare_seconds, searchable in rows:
             print(f"{side:>5} x {side:<5} {seconds:8.1f} {rate:7.1f} {peak / 2**30:7.2f} G "
-                  f"{bare_seconds:9.1f} {seconds / bare_seconds:5.1f}x")
+                  f"{bare_seconds:9.1f} {seconds / bare_seconds:5.1f}x {searchable:8.1f}")
     finally:
         if args.keep:
             print(f"kept {root}")
