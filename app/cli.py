@@ -262,9 +262,10 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
         bar = tqdm(total=len(ids), unit="file", disable=not progress, file=sys.stderr, dynamic_ncols=True)
         finished = 0
         searchable: float | None = None
+        phased = False  # a file seen between its two phases
 
         def report(current: list[JobRecord]) -> None:
-            nonlocal finished, searchable
+            nonlocal finished, searchable, phased
             done = sum(job.state == "done" for job in current)
             failed = sum(job.state == "failed" for job in current)
             # harvested: catalogued and found by searches, their pyramids still to come (or being built)
@@ -273,7 +274,9 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
             bar.set_postfix(found=found + done, done=done, failed=failed, refresh=False)
             bar.update(done + failed - finished)
             finished = done + failed
-            if searchable is None and found + done + failed == len(current):
+            phased = phased or found > 0
+            # said only of a batch seen with files between the phases: the others were catalogued tiled
+            if searchable is None and phased and found + done + failed == len(current):
                 searchable = time.monotonic() - started
 
         runner = archive.runner

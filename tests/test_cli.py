@@ -66,6 +66,7 @@ def test_a_good_tree_succeeds_and_a_second_run_ingests_nothing_new(tmp_path):
     assert summary(first.stdout) == {"files": 5, "ingested": 5, "images": 5, "by_others": 0,
                                      "known": 0, "failed": 0}
     assert "FAILED" not in first.stdout
+    assert "catalogued (found by searches)" not in first.stdout, "small files take one phase"
     assert_each_file_once(data, files)
 
     again = imagex(data, "ingest", str(tmp_path / "tree"), "--workers", "2", "--no-progress")
