@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 PUBLISHING = "publishing.json"  # in a work folder: the ids its pyramids are published under
+# a file larger than this is harvested while its SHA-256 is computed (content already catalogued is then
+# found after a harvest in vain); a smaller one is checked first
+HARVEST_WITH_CHECKSUM_ABOVE = 64 << 20
 
 
 def note_publishing(work: Path, image_ids: list[str]) -> None:
@@ -134,18 +137,35 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
     if job.image_ids:  # harvested: its images are catalogued, their pyramids are to be built
         return await _tile(archive, job, path, work)
     await asyncio.to_thread(sniff, path)  # a clear message for missing, unreadable or non-image files
-    checksum, size = await _checksum(job, path)
-    existing = await archive.store.images_with_checksum(checksum)
+    scaling = await job_scaling(archive, job)
+    harvest = scaling.get("stretch") != "ahisteq"  # equalised pictures are read twice: one phase
+    early: asyncio.Task[Any] | None = None
+    if harvest and (await asyncio.to_thread(path.stat)).st_size > HARVEST_WITH_CHECKSUM_ABOVE:
+        # a large file's harvest reads a small part of it, in the pool, while its checksum reads it all
+        early = asyncio.create_task(_in_pool(archive, path, work, harvest_file, scaling))
+    try:
+        checksum, size = await _checksum(job, path)
+        existing = await archive.store.images_with_checksum(checksum)
+    except asyncio.CancelledError:
+        if early is not None:  # stopping: the runner stops the pool and removes the work folder
+            early.cancel()
+        raise
+    except BaseException:
+        await _settled(early)
+        raise
     mine = [image for image in existing if image.owner == job.owner]
+    if existing and early is not None:  # known content after all: what the harvest wrote is not used
+        await _settled(early)
+        early = None
+        await asyncio.to_thread(shutil.rmtree, work, True)
     if mine:
         return await _duplicate(archive, job, mine)
     if existing:
         shared = await _share(archive, job, path, existing, work)
         if shared is not None:
             return shared
-    scaling = await job_scaling(archive, job)
-    if scaling.get("stretch") != "ahisteq":  # equalised pictures are read twice: one phase
-        harvested = await _in_pool(archive, path, work, harvest_file, scaling)
+    if harvest:
+        harvested = await (early or _in_pool(archive, path, work, harvest_file, scaling))
         if harvested is not None:  # None: a slice of a series, joined to its image in one phase
             two_phases = any(plane["display"].get("tiling") for plane in harvested)  # else tiled at once
             for plane in harvested if two_phases else []:
@@ -154,6 +174,13 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
                                   state="harvested" if two_phases else "done")
     planes = await _in_pool(archive, path, work, render_file, scaling)  # with each plane's sky coverage
     return await _catalog(archive, job, path, work, planes, checksum, size, state="done")
+
+
+async def _settled(task: asyncio.Task[Any] | None) -> None:
+    """Wait for a pool call whose result is not wanted (its work folder is removed after it), whatever it
+    ends with."""
+    if task is not None:
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _catalog(archive: Archive, job: JobRecord, path: Path, work: Path, planes: list[dict[str, Any]],

@@ -13,6 +13,7 @@ import pytest
 import pyvips
 from astropy.io import fits
 
+from app.ingest import pipeline
 from app.ingest.jobs import TILING_PATIENCE, TILING_TURN, JobRunner
 from app.ingest.removal import delete_image
 from app.ingest.scan import job_for
@@ -249,6 +250,36 @@ async def test_a_harvested_copy_is_not_shared_before_its_pyramids_exist(archive,
     image = await archive.store.get_image(theirs.image_ids[0])
     assert "tiling" not in image.display
     assert (archive.tile_folder(image.id) / "image.dzi").exists()
+
+
+async def test_a_harvest_beside_the_checksum_ends_as_one_after_it(archive, write_fits, tmp_path,
+                                                                  monkeypatch):
+    """A large file is harvested while its SHA-256 is computed (`HARVEST_WITH_CHECKSUM_ABOVE`, here every
+    file): the same image; content its owner has already is a duplicate, with no second image and nothing
+    left in the work area; another owner's copy gets pyramids of its own; a broken file fails as before."""
+    monkeypatch.setattr(pipeline, "HARVEST_WITH_CHECKSUM_ABOVE", 0)
+    path = write_fits("early.fits", size=SIZE, EXPTIME=42.0)
+    _, image = await harvest(archive, path)
+    assert image.header["EXPTIME"] == 42.0 and image.display["tiling"] == {"scaling": {}}
+    assert sorted(p.name for p in archive.tile_folder(image.id).iterdir()) == [pyramid.THUMBNAIL]
+    again = tmp_path / "again.fits"
+    shutil.copy(path, again)
+    [duplicate] = await ingest(archive, again)
+    assert (duplicate.state, duplicate.image_ids) == ("done", [image.id])
+    assert "already in the archive" in duplicate.note
+    assert [found.id for found in await archive.store.find_images()] == [image.id]
+    assert list((archive.settings.tiles_dir / ".work").glob("*")) == []
+    copy = tmp_path / "bob" / "early.fits"
+    copy.parent.mkdir()
+    shutil.copy(path, copy)
+    [theirs] = await ingest(archive, copy, owner="bob")
+    assert theirs.state == "done" and theirs.image_ids != [image.id], theirs.error
+    assert (archive.tile_folder(theirs.image_ids[0]) / "image.dzi").exists()
+    broken = tmp_path / "broken.fits"
+    broken.write_bytes(path.read_bytes()[:2880 + 1000])
+    [failed] = await ingest(archive, broken)
+    assert failed.state == "failed" and failed.error.startswith("broken.fits: "), failed.error
+    assert list((archive.settings.tiles_dir / ".work").glob("*")) == []
 
 
 async def test_by_default_only_files_past_the_threshold_take_two_phases(tmp_path, pool, write_fits):
