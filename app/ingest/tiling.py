@@ -333,13 +333,13 @@ def _harvest_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path,
     """A plane's scaling and histogram, measured as `_render_plane` measures them, and its thumbnail (the
     picture at the level of the pyramid that fits in one tile) in `folder`. Of a large FITS plane only the
     sample's rows and a strided sample of rows for the thumbnail (`FitsStrips.reduced`) are read."""
+    import pyvips
+
     folder.mkdir(parents=True, exist_ok=True)
     strips = FitsStrips.of(reader, plane)
     if strips is not None and strips.raw_bytes > STREAM_ABOVE:
         # the sample and the thumbnail's rows are all that is read: a small part of a large plane
         values = strips.sample(sample_step(strips.width, strips.height))
-        import pyvips
-
         level = pyramid.one_tile_level(strips.width, strips.height)
         factor = 2 ** (pyramid.max_level(strips.width, strips.height) - level)
         small = pyvips.Image.new_from_array(strips.reduced(factor))
