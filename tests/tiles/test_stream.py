@@ -158,6 +158,22 @@ def test_a_harvest_reads_a_sample_of_rows_for_the_thumbnail(tmp_path, name):
     assert difference.mean() < 2.5 and np.percentile(difference, 99) < 12, difference.mean()
 
 
+def test_a_plane_reduced_by_more_than_four_rows_reads_rows_spread_over_each_box(tmp_path):
+    """Boxes of 16 rows: four rows each, from the box's first to its last, stand for it. On a plane whose
+    values rise by one a display row (and not along a row) their mean is the box's own mean; a last box
+    of 4 rows (100 = 6 x 16 + 4) and of 4 columns is a partial one, as a Deep Zoom level's."""
+    shown = np.repeat(np.arange(100, dtype=np.float32)[:, None], 52, axis=1)
+    path = tmp_path / "rising.fits"
+    fits.PrimaryHDU(shown[::-1]).writeto(path)  # FITS rows bottom first
+    with FitsReader(path, max_pixels=10**8) as reader:
+        strips = FitsStrips.of(reader, reader.planes()[0])
+        assert strips is not None
+        reduced = strips.reduced(16)
+    assert reduced.shape == (7, 4)
+    expected = [16 * y + 7.5 for y in range(6)] + [97.5]
+    np.testing.assert_allclose(reduced, np.repeat(np.array(expected)[:, None], 4, axis=1), rtol=1e-6)
+
+
 COLUMNS, ROWS = 512, 65536
 
 
