@@ -8,12 +8,12 @@ import errno
 import gc
 import math
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from app.exceptions import DiskFull, FormatError, ImageXError
 from app.sky.coverage import with_coverage
@@ -157,6 +157,7 @@ def _in_colour(plane: Any) -> bool:
     return False
 
 
+_T = TypeVar("_T")
 UNZIPPED = ".unzipped"  # in a work folder: a large gzipped file's decompressed copy, while it is read
 
 
@@ -201,9 +202,12 @@ def _render_failure(error: BaseException, source: Path, hdu: int | None, work: s
                        f"{detail[-1][:300] if detail else 'libvips error'}")
 
 
-def _prepared(path: str, scaling: dict[str, Any], options: dict[str, Any] | None) -> tuple[Any, Scaling,
-                                                                                           dict[str, Any]]:
-    """The reader class of `path`, the job's scaling checked, and the site options that reader takes."""
+@contextmanager
+def _opened(path: str, work: str, scaling: dict[str, Any], max_pixels: int, options: dict[str, Any] | None,
+            *, with_sky: bool = True) -> Iterator[tuple[Any, list[Any], Scaling]]:
+    """The open reader of `path` (taking the site options its class takes), its planes and the job's
+    scaling checked; a decompressed copy `unzip` made in `work` is removed when the reader is done.
+    `with_sky=False`: no sky is computed for the planes (a harvest catalogued it)."""
     from app.formats import sniff
 
     reader_class = sniff(Path(path))
@@ -212,7 +216,30 @@ def _prepared(path: str, scaling: dict[str, Any], options: dict[str, Any] | None
     except (TypeError, ValueError) as error:
         raise ImageXError(f"the scaling chosen for this job cannot be used: {error}") from None
     taken = {name: value for name, value in (options or {}).items() if name in reader_class.OPTIONS}
-    return reader_class, chosen, taken
+    with reader_class(Path(path), max_pixels=max_pixels, **taken) as reader, unzipping(reader, Path(work)):
+        reader.with_sky = with_sky
+        yield reader, list(reader.planes()), chosen
+
+
+def _readied(reader: Any, planes: list[Any], work: str, adaptive_scratch: bool) -> None:
+    """`check_room` for the planes' pyramids, then the decompressed copy of a large gzipped file."""
+    check_room(planes, Path(work), adaptive_scratch, reader.unzip_bytes())
+    unzip(reader, Path(work))
+
+
+def _built(build: Callable[..., _T], reader: Any, plane: Any, shown: Scaling, work: str, quality: int,
+           **options: Any) -> _T:
+    """`build` (`_render_plane` or `_harvest_plane`) of one plane into `work/<hdu>`, a libvips or file
+    error reported as `_render_failure` says: raised outside the handler, with no traceback of the failed
+    writers held (`_failed`)."""
+    import pyvips
+
+    failure: Exception | None = None
+    try:
+        return build(reader, plane, shown, Path(work) / str(plane.hdu), quality, **options)
+    except (pyvips.Error, OSError) as error:
+        failure = _failed(error, reader.path, reader, plane, work)
+    raise failure
 
 
 def _shown(plane: Any, chosen: Scaling) -> Scaling:
@@ -258,31 +285,18 @@ def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
     (`Reader.OPTIONS`). A plane's own window (DICOM's VOI window) stands in for the `auto` interval.
     Returns the planes' catalog data, each plane's sky with its coverage. Raises FormatError for anything
     wrong with the file."""
-    source = Path(path)
-    reader_class, chosen, taken = _prepared(path, scaling, options)
-    with reader_class(source, max_pixels=max_pixels, **taken) as reader, unzipping(reader, Path(work)):
-        planes = list(reader.planes())
-        check_room(planes, Path(work), chosen.stretch == "ahisteq", reader.unzip_bytes())
-        unzip(reader, Path(work))
+    with _opened(path, work, scaling, max_pixels, options) as (reader, planes, chosen):
+        _readied(reader, planes, work, chosen.stretch == "ahisteq")
         return _rendered(reader, planes, work, scaling, chosen, quality)
 
 
 def _rendered(reader: Any, planes: list[Any], work: str, scaling: dict[str, Any], chosen: Scaling,
               quality: int) -> list[dict[str, Any]]:
     """`render_file` of an open reader: every plane's pyramids and catalog data."""
-    import pyvips
-
     out: list[dict[str, Any]] = []
     for plane in planes:
-        failure: Exception | None = None
         shown = _shown(plane, chosen)
-        try:
-            levels, applied, counted = _render_plane(reader, plane, shown, Path(work) / str(plane.hdu),
-                                                     quality)
-        except (pyvips.Error, OSError) as error:
-            failure = _failed(error, reader.path, reader, plane, work)
-        if failure is not None:
-            raise failure
+        levels, applied, counted = _built(_render_plane, reader, plane, shown, work, quality)
         assert counted is not None  # measured
         out.append(_entry(reader, plane, scaling, shown, chosen, applied, counted, levels))
     return out
@@ -298,30 +312,18 @@ def harvest_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,
     one slice of a series (its pyramids join the series' image: it is ingested in one phase). The check
     for room counts the pyramids to come: a file the disk cannot take is refused before it is
     catalogued."""
-    import pyvips
-
-    source = Path(path)
-    reader_class, chosen, taken = _prepared(path, scaling, options)
     out: list[dict[str, Any]] = []
-    with reader_class(source, max_pixels=max_pixels, **taken) as reader, unzipping(reader, Path(work)):
-        planes = list(reader.planes())
+    with _opened(path, work, scaling, max_pixels, options) as (reader, planes, chosen):
         if any(plane.series for plane in planes):
             return None
         small = sum(plane.width * plane.height for plane in planes) <= int((options or {}).get(
             "two_phase_above", 0))
-        check_room(planes, Path(work), False, reader.unzip_bytes())
-        unzip(reader, Path(work))
+        _readied(reader, planes, work, False)
         if small:
             return _rendered(reader, planes, work, scaling, chosen, quality)
         for plane in planes:
-            failure: Exception | None = None
             shown = _shown(plane, chosen)
-            try:
-                applied, counted = _harvest_plane(reader, plane, shown, Path(work) / str(plane.hdu), quality)
-            except (pyvips.Error, OSError) as error:
-                failure = _failed(error, source, reader, plane, work)
-            if failure is not None:
-                raise failure
+            applied, counted = _built(_harvest_plane, reader, plane, shown, work, quality)
             levels = {"width": plane.width, "height": plane.height,
                       "levels": pyramid.max_level(plane.width, plane.height) + 1, "tiling": True}
             out.append(_entry(reader, plane, scaling, shown, chosen, applied, counted, levels))
@@ -362,26 +364,14 @@ def tile_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int, qu
     plane by plane, `hdu`, `width` and `height`: the pipeline checks that they are still those it
     catalogued. `scaling["measured"]`, by HDU: the manual scaling each plane's harvest measured (its
     limits, and a stretch that needs nothing else), applied without measuring it again."""
-    import pyvips
-
-    source = Path(path)
-    reader_class, chosen, taken = _prepared(path, scaling, options)
     measured = scaling.get("measured") or {}
     out: list[dict[str, Any]] = []
-    with reader_class(source, max_pixels=max_pixels, **taken) as reader, unzipping(reader, Path(work)):
-        reader.with_sky = False  # catalogued by the harvest
-        planes = list(reader.planes())
-        check_room(planes, Path(work), chosen.stretch == "ahisteq", reader.unzip_bytes())
-        unzip(reader, Path(work))
+    # the sky was catalogued by the harvest
+    with _opened(path, work, scaling, max_pixels, options, with_sky=False) as (reader, planes, chosen):
+        _readied(reader, planes, work, chosen.stretch == "ahisteq")
         for plane in planes:
-            failure: Exception | None = None
             fixed = measured.get(str(plane.hdu))
             shown = Scaling.from_dict(fixed) if fixed else _shown(plane, chosen)
-            try:
-                _render_plane(reader, plane, shown, Path(work) / str(plane.hdu), quality, measure=not fixed)
-            except (pyvips.Error, OSError) as error:
-                failure = _failed(error, source, reader, plane, work)
-            if failure is not None:
-                raise failure
+            _built(_render_plane, reader, plane, shown, work, quality, measure=not fixed)
             out.append({"hdu": plane.hdu, "width": plane.width, "height": plane.height})
     return out
