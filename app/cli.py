@@ -220,6 +220,7 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
 
     from app.archive import Archive
     from app.ingest import fixed_scaling as fixed
+    from app.ingest.catalogue import catalogue_first
     from app.ingest.jobs import wait_for
     from app.ingest.scan import job_for, walk
     from app.lifecycle import running
@@ -283,6 +284,8 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
         assert runner is not None
         stop = asyncio.Event()
         started = time.monotonic()
+        # a large batch's FITS files are all found by searches before any of them is read whole
+        await catalogue_first(archive, jobs, runner.worker)
         jobs_running = asyncio.create_task(runner.run(stop))
         try:
             final = await wait_for(archive, ids, stop, report)

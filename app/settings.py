@@ -165,6 +165,10 @@ SETTINGS: tuple[Setting, ...] = (
             "ingested in two phases: catalogued first (found by searches, shown with a thumbnail), their "
             "pyramids built next. Smaller files are tiled in the same step, which costs less in all. 0: "
             "every file in two phases.", _non_negative_int),
+    Setting("catalogue_first_from", 64, "A batch (`imagex ingest`) with at least this many plain FITS files "
+            "of at most 16 MiB catalogues them from their headers first: every one is found by searches "
+            "(keywords, dates, cone) before any is read whole; thumbnails and pyramids follow, the image "
+            "somebody opens first. 0: never.", _non_negative_int),
     Setting("jpeg_quality", 85, "JPEG quality of the display tiles and thumbnails (1-100).", _positive_int),
     Setting("page_size", 24, "Images per page in the portal and in `/api/images`.", _positive_int),
     Setting("tile_token_ttl", 43_200, "Seconds a signed tile URL stays valid after the page that holds it "
@@ -240,6 +244,7 @@ class Settings:
     job_timeout: float = 3600.0
     job_memory_mb: int = 0
     two_phase_above: int = 4_000_000
+    catalogue_first_from: int = 64
     jpeg_quality: int = 85
     page_size: int = 24
     tile_token_ttl: int = 43_200

@@ -4,6 +4,7 @@ two runners working on the same tree at once."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -86,6 +87,37 @@ def test_a_good_tree_succeeds_and_a_second_run_ingests_nothing_new(tmp_path):
     with catalog(data) as db:
         assert db.execute("SELECT count(*) FROM images").fetchone()[0] == 5
     assert len(tile_folders(data)) == 5
+
+
+def test_a_large_batch_is_found_by_its_headers_first_and_ends_as_one_read_whole(tmp_path):
+    """IMAGEX_CATALOGUE_FIRST_FROM (64 by default) lowered to 4: the batch's FITS files are catalogued from
+    their headers first (app/ingest/catalogue.py), then read; a broken one fails as in any batch."""
+    files = write_tree(tmp_path / "tree", 6)
+    bad = tmp_path / "tree" / "night1" / "cut.fits"
+    bad.write_bytes(files[0].read_bytes()[:4000])  # its header whole, its data cut short
+    data = tmp_path / "var"
+
+    result = imagex(data, "ingest", str(tmp_path / "tree"), "--workers", "2", "--no-progress",
+                    IMAGEX_CATALOGUE_FIRST_FROM="4")
+
+    assert result.returncode == 1, result.stderr
+    assert summary(result.stdout) == {"files": 7, "ingested": 6, "images": 6, "by_others": 0,
+                                     "known": 0, "failed": 1}
+    assert "Every file was catalogued (found by searches) after" in result.stdout
+    assert f"FAILED {bad}: cut.fits: " in result.stdout
+    with catalog(data) as db:
+        attempts = dict(db.execute("SELECT path, attempts FROM jobs").fetchall())
+        displays = [json.loads(row[0]) for row in db.execute("SELECT display FROM images")]
+    assert attempts[str(bad.resolve())] == 2, "handed back by the first pass, read by its job"
+    assert all(attempts[str(path.resolve())] == 1 for path in files)
+    assert all("tiling" not in display and display["interval"] == "zscale" for display in displays)
+    with catalog(data) as db:
+        images = db.execute("SELECT id, path FROM images").fetchall()
+    assert sorted(row["path"] for row in images) == sorted(str(path.resolve()) for path in files)
+    assert tile_folders(data) == sorted(row["id"] for row in images)
+    for row in images:
+        assert (image_folder(data, row["id"]) / "image.dzi").is_file()
+        assert (image_folder(data, row["id"]) / "thumb.jpeg").is_file()
 
 
 def test_an_empty_folder_has_nothing_to_ingest(tmp_path):

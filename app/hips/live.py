@@ -69,7 +69,12 @@ def identity(name: str) -> Identity:
 
 def member(archive: Archive, image: ImageRecord) -> Member | None:
     """The image as a survey member, or None when it has no celestial footprint: its four corners, or its
-    coverage (an all-sky map's corners lie off the projection; it has a coverage all the same)."""
+    coverage (an all-sky map's corners lie off the projection; it has a coverage all the same). An image
+    catalogued from its header alone is no member until its pixels are read (its job refreshes the
+    survey then)."""
+    tiling = image.display.get("tiling")
+    if isinstance(tiling, dict) and tiling.get("reading"):
+        return None
     sky = image.sky or {}
     scale = sky.get("pixel_scale_arcsec")
     if not isinstance(scale, int | float) or not (sky.get("corners") or sky.get("moc")):

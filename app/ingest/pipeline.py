@@ -117,16 +117,18 @@ async def _settle_upload(archive: Archive, job: JobRecord, outcome: Outcome) -> 
 async def _run(archive: Archive, job: JobRecord) -> Outcome:
     path = Path(job.path)
     work = archive.settings.tiles_dir / ".work" / f"{job.id}-{new_id()}"
+    # a harvested job that fails keeps its catalogued images: tried again, it builds their pyramids
+    kept = list(job.image_ids)
     try:
         return await _ingest(archive, job, path, work)
     except FormatError as error:
-        return Outcome("failed", error=str(error))
+        return Outcome("failed", error=str(error), image_ids=kept)
     except ImageXError as error:
-        return Outcome("failed", error=f"{path.name}: {error}")
+        return Outcome("failed", error=f"{path.name}: {error}", image_ids=kept)
     except Exception as error:
         log.exception("job %s (%s) failed unexpectedly", job.id, path)
         return Outcome("failed", error=f"{path.name}: internal error ({type(error).__name__}: {error}); "
-                                       "see the server log")
+                                       "see the server log", image_ids=kept)
     finally:
         await asyncio.to_thread(shutil.rmtree, work, True)
 
@@ -191,7 +193,7 @@ async def _catalog(archive: Archive, job: JobRecord, path: Path, work: Path, pla
         # named after the file when the header names no object: the client's name, not the generated one
         if plane["name"] == path.name or plane["name"].startswith(path.name + " ["):
             plane["name"] = str(client_name) + plane["name"][len(path.name):]
-    records = [_record(job, path, plane, checksum, size) for plane in planes]
+    records = [catalog_record(job, path, plane, checksum, size) for plane in planes]
     if len(planes) == 1 and planes[0].get("series"):
         joined = await _join_series(archive, job, path, work, records[0], planes[0]["series"])
         if joined is not None:
@@ -227,8 +229,10 @@ def _notes(records: list[ImageRecord]) -> str:
 async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Outcome:
     """The second phase of a harvested job: build the pyramids of its catalogued images from the same file
     with the same scaling, move them into the generation that holds their thumbnails (so that every link
-    made meanwhile stays valid) and record them. When this fails, the images stay catalogued and say why
-    they have no pyramids (`display.tiling.error`); a retry of the job tries again."""
+    made meanwhile stays valid) and record them. Images catalogued from their headers alone (`reading`:
+    app/ingest/catalogue.py) are read whole now, as a job in one phase reads them, and their pyramids
+    published and display recorded. When this fails, the images stay catalogued and say why they have no
+    pyramids (`display.tiling.error`); a retry of the job tries again."""
     found = [await archive.store.get_image(image_id) for image_id in job.image_ids]
     images = [image for image in found if image is not None and image.job_id == job.id
               and isinstance(image.display.get("tiling"), dict)]
@@ -236,6 +240,7 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
         return Outcome("done", note=job.note or "its images were deleted before their pyramids were built",
                        image_ids=list(job.image_ids))
     scaling = dict(images[0].display["tiling"].get("scaling") or {})
+    reading = bool(images[0].display["tiling"].get("reading"))
     # each plane's scaling as its harvest measured it, applied again without measuring
     scaling["measured"] = {str(image.hdu): fixed for image in images
                            if (fixed := _measured(image.display)) is not None}
@@ -244,10 +249,14 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
         if stat.st_size != images[0].size:
             raise ImageXError(f"the file changed after it was catalogued ({images[0].size:,} bytes then, "
                               f"{stat.st_size:,} now): its pyramids were not built; ingest it again")
-        built = await _in_pool(archive, path, work, tile_file, scaling)
-        sizes = {plane["hdu"]: (plane["width"], plane["height"]) for plane in built}
+        if reading:
+            built = await _in_pool(archive, path, work, render_file, scaling)
+        else:
+            built = await _in_pool(archive, path, work, tile_file, scaling)
+        planes = {plane["hdu"]: plane for plane in built}
         for image in images:
-            if sizes.get(image.hdu) != (image.width, image.height):
+            plane = planes.get(image.hdu)
+            if plane is None or (plane["width"], plane["height"]) != (image.width, image.height):
                 raise ImageXError("the file changed after it was catalogued: its pyramids were not built; "
                                   "ingest it again")
     except FileNotFoundError:
@@ -256,14 +265,22 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
     except Exception as error:
         await _tiling_failed(archive, images, str(error))
         raise
+    if reading:
+        await asyncio.to_thread(note_publishing, work, [image.id for image in images])
     finished: list[ImageRecord] = []
     for image in images:
         root = archive.tile_root(image.id)
-        if await asyncio.to_thread(pyramid.complete, work / str(image.hdu), root) is None:
-            continue  # deleted meanwhile
-        display = {key: value for key, value in image.display.items() if key != "tiling"}
+        if reading:  # its first generation
+            await asyncio.to_thread(pyramid.publish, work / str(image.hdu), root)
+            display = planes[image.hdu]["display"]
+        else:
+            if await asyncio.to_thread(pyramid.complete, work / str(image.hdu), root) is None:
+                continue  # deleted meanwhile
+            display = {key: value for key, value in image.display.items() if key != "tiling"}
         if await archive.store.set_display(image.id, display):
             finished.append(dataclasses.replace(image, display=display))
+        elif reading:  # deleted meanwhile: its pyramids with it
+            await asyncio.to_thread(pyramid.discard, root)
     archive.hips.refresh(finished)  # HiPS: queue the update of the tiles these images touch
     return Outcome("done", note=job.note, image_ids=list(job.image_ids))
 
@@ -287,9 +304,9 @@ async def _tiling_failed(archive: Archive, images: list[ImageRecord], error: str
         await archive.store.set_display(image.id, {**image.display, "tiling": tiling})
 
 
-def _record(job: JobRecord, path: Path, plane: dict[str, Any], checksum: str, size: int,
+def catalog_record(job: JobRecord, path: Path, plane: dict[str, Any], checksum: str, size: int,
             image_id: str | None = None) -> ImageRecord:
-    """The catalog record of one plane that `render_file` returned."""
+    """The catalog record of one plane that `render_file` (or `harvest_file`, `catalogue_files`) returned."""
     return ImageRecord(
         id=image_id or new_id(), sha256=checksum, hdu=plane["hdu"], path=str(path), name=plane["name"],
         size=size, owner=job.owner, provenance=job.provenance, format=plane["format"], width=plane["width"],

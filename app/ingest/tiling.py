@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import hashlib
 import math
 import shutil
 from collections.abc import Callable, Iterator
@@ -260,14 +261,8 @@ def _failed(error: BaseException, source: Path, reader: Any, plane: Any, work: s
 
 def _entry(reader: Any, plane: Any, scaling: dict[str, Any], shown: Scaling, chosen: Scaling, applied: Any,
            counted: dict[str, Any], levels: dict[str, Any]) -> dict[str, Any]:
-    """A plane's catalog data: its fields (but for the reader's WCS), its sky with the coverage, and its
-    display record."""
-    entry = {item.name: getattr(plane, item.name) for item in fields(plane) if item.name != "celestial"}
-    if plane.sky is not None or any(str(key).startswith("CTYPE") for key in plane.header):
-        # the footprint from the pixels through the WCS (app/sky/coverage.py): a MOC, for cone search;
-        # computed here, in the same pool call as the pixels
-        entry["sky"] = with_coverage(plane.sky, plane.header, plane.width, plane.height, plane.celestial)
-    entry["format"] = reader.format
+    """A plane's catalog data (`_described`) and its display record."""
+    entry = _described(reader, plane)
     entry["display"] = {**applied.to_dict(), **levels, "histogram": counted}
     if plane.window is not None and shown is not chosen:
         entry["display"]["window"] = list(plane.window)
@@ -276,6 +271,43 @@ def _entry(reader: Any, plane: Any, scaling: dict[str, Any], shown: Scaling, cho
     if scaling.get("name"):  # a stored scaling, fixed for a whole batch
         entry["display"]["scaling"] = str(scaling["name"])
     return entry
+
+
+def _described(reader: Any, plane: Any) -> dict[str, Any]:
+    """A plane's catalog data but its display: its fields (but for the reader's WCS), its format, and its
+    sky with the coverage."""
+    entry = {item.name: getattr(plane, item.name) for item in fields(plane) if item.name != "celestial"}
+    if plane.sky is not None or any(str(key).startswith("CTYPE") for key in plane.header):
+        # the footprint from the pixels through the WCS (app/sky/coverage.py): a MOC, for cone search;
+        # computed here, in the same pool call as the pixels
+        entry["sky"] = with_coverage(plane.sky, plane.header, plane.width, plane.height, plane.celestial)
+    entry["format"] = reader.format
+    return entry
+
+
+def catalogue_files(paths: list[str], max_pixels: int, largest: int) -> list[dict[str, Any] | None]:
+    """In a pool process, the first phase of a batch catalogued from its headers (app/ingest/catalogue.py):
+    for each plain FITS file of at most `largest` bytes, its SHA-256, its size and every plane's catalog
+    data without its display (`_described`: headers, sky and coverage); no pixel is read. None for a file
+    that is anything else, or that cannot be read this way (the queue reads it as any other file and says
+    what is wrong with it)."""
+    from app.formats.fits import FitsReader
+
+    out: list[dict[str, Any] | None] = []
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                content = handle.read(largest + 1)
+            if len(content) > largest or not content.startswith(b"SIMPLE  ="):  # gzipped, or not FITS
+                out.append(None)
+                continue
+            with FitsReader(Path(path), max_pixels=max_pixels) as reader:
+                planes = [_described(reader, plane) for plane in reader.planes()]
+            checksum = hashlib.sha256(content).hexdigest()
+            out.append({"sha256": checksum, "size": len(content), "planes": planes})
+        except Exception:  # anything at all: the file is read again by its job, which says what is wrong
+            out.append(None)
+    return out
 
 
 def render_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int,

@@ -30,6 +30,7 @@ from app.routes.views import (
     plane_count,
     plane_science,
     tiling_state,
+    unviewable,
     visible_images,
 )
 from app.sky.frame import Frame, TooFarApart, north_up
@@ -190,8 +191,10 @@ async def mosaic_view(archive: Archive, ids: list[str], ref: str | None = None,
         frame_key = await asyncio.to_thread(save_frame, archive.settings.data, reference)
     for image, result in zip(images, placed if warning is None else [], strict=False):
         tiling = tiling_state(image) if isinstance(result, dict) else None
-        if tiling is not None and tiling["error"]:
-            notices.append(f"{image.name} ({image.id}) is left out: its pyramids could not be built")
+        if tiling is not None and (why := unviewable(image)):
+            notices.append(f"{image.name} ({image.id}) is left out: {why}")
+            if tiling["state"] == "reading":
+                await archive.store.prioritize_job(image.job_id)  # somebody waits for it
         elif isinstance(result, str):
             notices.append(f"{image.name} ({image.id}) is left out: {result}")
         else:
@@ -327,9 +330,11 @@ async def embed_image(image_id: str) -> Response:
     except NotFound:
         return await _embed(archive, "embed_image.html", None)
     tiling = tiling_state(image)
-    if tiling is not None and tiling["error"]:
+    if tiling is not None and (why := unviewable(image)):
+        if tiling["state"] == "reading":
+            await archive.store.prioritize_job(image.job_id)  # somebody waits for it
         return await _embed(archive, "embed_image.html", single_view(archive, image),
-                            "this image is catalogued, but its pyramids could not be built")
+                            f"this image is catalogued, but {why}")
     if tiling is not None:
         await archive.store.prioritize_job(image.job_id)  # somebody waits for its pyramids
     try:

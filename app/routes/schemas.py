@@ -53,7 +53,7 @@ _IMAGE = obj({
     "date": SCALAR, "url": STRING, "api_url": STRING, "thumbnail_url": nullable(STRING),
     "dzi_url": nullable(STRING), "display_url": nullable(STRING), "display_default": STRING,
     "original_url": STRING,
-    "tiling": {**nullable(obj({"state": one_of("pending", "failed"), "error": STRING})),
+    "tiling": {**nullable(obj({"state": one_of("pending", "reading", "failed"), "error": STRING})),
                "description": "null once the image's pyramids are built; while a two-phase ingest has "
                               "catalogued it and they are still to come, pending (dzi_url is then the "
                               "dynamic tiles of its own display, drawn from the original), or failed with "

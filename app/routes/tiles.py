@@ -34,7 +34,7 @@ from werkzeug.exceptions import Forbidden, Gone, NotFound
 from app import tokens
 from app.archive import Archive, get_archive
 from app.exceptions import ImageXError
-from app.routes.views import refuse_if_tiling_failed, tiling_state
+from app.routes.views import refuse_unviewable, tiling_state
 from app.sky.mosaic import Sheet
 from app.sky.warp import load_frame
 from app.tiles import display_cache, pyramid, render, science, warped
@@ -140,7 +140,7 @@ async def _display(archive: Archive, image_id: str, token: str, name: str, index
         if not static.exists():  # a pyramid still to be built (two-phase ingest): said from the catalog
             image = await archive.store.get_image(image_id)
             if image is not None and tiling_state(image) is not None:
-                refuse_if_tiling_failed(image)
+                refuse_unviewable(image)
                 response = Response(pyramid.descriptor(image.width, image.height),
                                     content_type="application/xml")
                 response.headers["Cache-Control"] = cache_control(remaining)
@@ -197,7 +197,7 @@ async def _science(archive: Archive, image_id: str, folder: Path, index: int = 0
         return str(path)
     image = await archive.store.get_image(image_id)
     if image is not None:
-        refuse_if_tiling_failed(image)
+        refuse_unviewable(image)
     if image is None or (tiling_state(image) is None and not (folder / f"{DZI_NAME}.dzi").exists()):
         raise NotFound("no such tile")
     count = int(image.planes.get("count", 1)) if image.planes else 1

@@ -22,6 +22,7 @@ from app.routes.views import (
     header_rows,
     htmx,
     image_detail,
+    is_reading,
     load_image,
     remove,
     shown_path,
@@ -49,9 +50,14 @@ async def image_page(image_id: str) -> str:
 async def tiling(image_id: str) -> Any:
     """What the image page asks every 2 s while the image's pyramids are being built: the notice again
     (the job kept first in the queue), or, once they are built, nothing (htmx removes the notice; the
-    view goes on as it is, and the page uses the pyramids from its next load)."""
+    view goes on as it is, and the page uses the pyramids from its next load). A page shown while the
+    image's pixels were still being read (`reading`, it has no view) is loaded again once they are."""
     archive = get_archive()
     image = await load_image(archive, image_id)
+    if request.args.get("reading") and not is_reading(image):
+        response = Response("", status=200, content_type="text/html; charset=utf-8")
+        response.headers["HX-Refresh"] = "true"
+        return response
     if tiling_state(image) is None:
         return Response("", status=200, content_type="text/html; charset=utf-8")
     await archive.store.prioritize_job(image.job_id)

@@ -97,7 +97,7 @@ def image_summary(archive: Archive, image: ImageRecord) -> dict[str, Any]:
         "display_default": default_spec(image.display).text,
         "original_url": f"/images/{image.id}/original",
     }
-    if permissions["view"]:
+    if permissions["view"] and not is_reading(image):  # else it has no tiles yet, not even a thumbnail
         token = archive.tile_token(image.id)
         summary["thumbnail_url"] = f"/tiles/{image.id}/{token}/thumb.jpeg"
         tiling = summary["tiling"]
@@ -115,20 +115,44 @@ def image_summary(archive: Archive, image: ImageRecord) -> dict[str, Any]:
 
 def tiling_state(image: ImageRecord) -> dict[str, str] | None:
     """None once the image's pyramids are built; while a two-phase ingest has catalogued it and its
-    pyramids are still to come, `{"state": "pending"}`, or `{"state": "failed", "error": why}`."""
+    pyramids are still to come, `{"state": "pending"}` (or `"reading"`: catalogued from its header
+    alone, app/ingest/catalogue.py, its pixels not read yet), or `{"state": "failed", "error": why}`."""
     tiling = image.display.get("tiling")
     if not isinstance(tiling, dict):
         return None
     error = str(tiling.get("error") or "")
-    return {"state": "failed", "error": error} if error else {"state": "pending", "error": ""}
+    if error:
+        return {"state": "failed", "error": error}
+    return {"state": "reading" if tiling.get("reading") else "pending", "error": ""}
 
 
-def refuse_if_tiling_failed(image: ImageRecord) -> None:
-    """Refuse what needs an image's pyramids when they could not be built: 409, saying so. (While they are
-    still to come, its values are read from the original: `plane_science`.)"""
+def is_reading(image: ImageRecord) -> bool:
+    """Catalogued from its header alone: no thumbnail, no tile and no value until its job reads it (and
+    none after, when that failed)."""
+    tiling = image.display.get("tiling")
+    return isinstance(tiling, dict) and bool(tiling.get("reading"))
+
+
+def unviewable(image: ImageRecord) -> str | None:
+    """Why the image cannot be shown (its pyramids could not be built, or its pixels are still being
+    read), or None: it can, from its pyramids or, while they are built, from its original."""
+    state = tiling_state(image)
+    if state is not None and state["error"]:
+        return "its pyramids could not be built"
+    if state is not None and state["state"] == "reading":
+        return "it was catalogued from its header a moment ago, and its pixels are still being read"
+    return None
+
+
+def refuse_unviewable(image: ImageRecord) -> None:
+    """Refuse what needs an image's pixels when they cannot be had: 409, saying why. (While its pyramids
+    are still to come, its values are read from the original: `plane_science`.)"""
     state = tiling_state(image)
     if state is not None and state["error"]:
         raise TilingFailed(f"the pyramids of image {image.id} could not be built: {state['error']}")
+    if state is not None and state["state"] == "reading":
+        raise TilingFailed(f"image {image.id} was catalogued from its header a moment ago and its pixels "
+                           "are still being read: try again in a few seconds")
 
 
 def job_summary(job: JobRecord) -> dict[str, Any]:
@@ -355,7 +379,7 @@ async def plane_science(archive: Archive, image: ImageRecord, folder: Path, plan
     path = science.plane_folder(folder, plane) / science.NAME
     if path.exists():
         return str(path)
-    refuse_if_tiling_failed(image)
+    refuse_unviewable(image)
     if tiling_state(image) is None and not (folder / f"{DZI_NAME}.dzi").exists():
         raise NotFound("this image has no tiles (it is being replaced or was deleted); reload the page")
     original, within = image.plane_source(plane)

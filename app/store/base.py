@@ -223,6 +223,11 @@ class Store(ABC):
         every pyramid waiting (the runner's turns: app/ingest/jobs.py)."""
 
     @abstractmethod
+    async def claim_jobs(self, job_ids: Sequence[str], worker: str, lease: float) -> list[str]:
+        """Atomically take each of these jobs that is still queued (a batch catalogued from its headers
+        first: app/ingest/catalogue.py); the ids taken, in the order given."""
+
+    @abstractmethod
     async def prioritize_job(self, job_id: str) -> bool:
         """Put a harvested job before every other (its image was opened while its pyramids were still to
         be built); False when it is not harvested (built already, running, or gone)."""

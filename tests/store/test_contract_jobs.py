@@ -73,6 +73,27 @@ async def test_finish_release_requeue_and_retry(any_store):
     assert await any_store.get_jobs(["missing"]) == []
 
 
+async def test_claiming_named_jobs_takes_those_still_queued_and_no_other(any_store):
+    any_store.use_clock(clock := Clock())
+    [a, b, c, d] = await any_store.enqueue([job("a"), job("b"), job("c"), job("d")])
+    assert (await any_store.claim_job("other", 60)).id == a.id  # running: not taken again
+    await any_store.claim_job("other", 60)
+    await any_store.finish_job(b.id, "other", state="done")  # done: not taken
+    assert await any_store.claim_jobs([d.id, a.id, b.id, "missing", c.id, d.id], "w", 30) == [d.id, c.id]
+    taken = {j.id: j for j in await any_store.get_jobs([a.id, b.id, c.id, d.id])}
+    assert [(taken[j].state, taken[j].worker, taken[j].attempts) for j in (a.id, b.id, c.id, d.id)] == [
+        ("running", "other", 1), ("done", "other", 1), ("running", "w", 1), ("running", "w", 1)]
+    assert taken[c.id].lease_until == clock() + 30
+    assert await any_store.claim_jobs([c.id, d.id], "w2", 30) == []  # taken already
+    assert await any_store.claim_jobs([], "w", 30) == []
+    # each taken job is the claimer's as any claimed one: finished, released, or taken after its lease
+    assert await any_store.finish_job(c.id, "w", state="harvested", image_ids=["i"])
+    assert await any_store.release_job(d.id, "w")
+    assert (await any_store.claim_job("w3", 60)).id == d.id
+    assert await any_store.claim_job("w3", 60) is not None  # the harvested one
+    assert await any_store.claim_job("w3", 60) is None
+
+
 async def test_list_jobs_and_counts_by_state_and_owner(any_store):
     any_store.use_clock(clock := Clock())
     jobs = await any_store.enqueue([job("a", owner="u1"), job("b", owner="u2"), job("c", owner="u1")])

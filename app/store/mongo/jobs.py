@@ -80,6 +80,20 @@ class MongoJobs(MongoBase):
                 return from_doc(JobRecord, doc)
         return None
 
+    async def claim_jobs(self, job_ids: Sequence[str], worker: str, lease: float) -> list[str]:
+        if not job_ids:
+            return []
+        stamp = self.now()
+        # the worker and its lease expiry, unique to this claim, tell the documents it took
+        claim = {"state": "running", "worker": worker, "lease_until": stamp + lease, "priority": 0.0,
+                 "updated": stamp}
+        await self.jobs.update_many({"_id": {"$in": list(job_ids)}, "state": "queued"},
+                                    {"$set": claim, "$inc": {"attempts": 1}})
+        taken = {doc["_id"] async for doc in self.jobs.find(
+            {"_id": {"$in": list(job_ids)}, "state": "running", "worker": worker, "updated": stamp},
+            {"_id": 1})}
+        return [job_id for job_id in dict.fromkeys(job_ids) if job_id in taken]
+
     async def prioritize_job(self, job_id: str) -> bool:
         result = await self.jobs.update_one({"_id": job_id, "state": "harvested"},
                                             {"$set": {"priority": self.now()}})

@@ -73,6 +73,19 @@ class SQLiteJobs(SQLiteBase):
                        (worker, stamp + lease, stamp, row["id"]))
             return from_row(JobRecord, db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
 
+    async def claim_jobs(self, job_ids: Sequence[str], worker: str, lease: float) -> list[str]:
+        def claim() -> list[str]:
+            stamp = self.now()
+            with transaction(self.db) as db:
+                taken = {row[0] for row in db.execute(
+                    f"UPDATE jobs SET state = 'running', worker = ?, lease_until = ?, priority = 0, "
+                    f"attempts = attempts + 1, updated = ? WHERE state = 'queued' "
+                    f"AND id IN ({', '.join('?' * len(job_ids))}) RETURNING id",
+                    (worker, stamp + lease, stamp, *job_ids))}
+            return [job_id for job_id in dict.fromkeys(job_ids) if job_id in taken]
+
+        return await self._run(claim) if job_ids else []
+
     async def prioritize_job(self, job_id: str) -> bool:
         return await self._write("UPDATE jobs SET priority = ? WHERE id = ? AND state = 'harvested'",
                                  (self.now(), job_id)) == 1
