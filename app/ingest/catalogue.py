@@ -104,7 +104,7 @@ async def _catalogued(archive: Archive, jobs: list[JobRecord], read: list[dict[s
         if await archive.store.images_with_checksum(found["sha256"]):
             continue  # its job says where it is catalogued, or shares its files
         seen.add(found["sha256"])
-        scaling = await job_scaling(archive, job)  # the site's default stretch, read as the job starts
+        scaling = await job_scaling(archive, job)  # the site's default stretch, read now
         records = []
         for plane in found["planes"]:
             plane["display"] = {"tiling": {"scaling": scaling, "reading": True}}
