@@ -230,7 +230,7 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
     """The second phase of a harvested job: build the pyramids of its catalogued images from the same file
     with the same scaling, move them into the generation that holds their thumbnails (so that every link
     made meanwhile stays valid) and record them. Images catalogued from their headers alone (`reading`:
-    app/ingest/catalogue.py) are read whole now, as a job in one phase reads them, and their pyramids
+    app/ingest/catalogue.py) are measured and tiled now, as a job in one phase does, and their pyramids
     published and display recorded. When this fails, the images stay catalogued and say why they have no
     pyramids (`display.tiling.error`); a retry of the job tries again."""
     found = [await archive.store.get_image(image_id) for image_id in job.image_ids]
@@ -249,10 +249,8 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
         if stat.st_size != images[0].size:
             raise ImageXError(f"the file changed after it was catalogued ({images[0].size:,} bytes then, "
                               f"{stat.st_size:,} now): its pyramids were not built; ingest it again")
-        if reading:
-            built = await _in_pool(archive, path, work, render_file, scaling)
-        else:
-            built = await _in_pool(archive, path, work, tile_file, scaling)
+        # measured now when it was catalogued from its header alone (its sky was, from the same header)
+        built = await _in_pool(archive, path, work, tile_file, scaling)
         planes = {plane["hdu"]: plane for plane in built}
         for image in images:
             plane = planes.get(image.hdu)

@@ -263,14 +263,22 @@ def _entry(reader: Any, plane: Any, scaling: dict[str, Any], shown: Scaling, cho
            counted: dict[str, Any], levels: dict[str, Any]) -> dict[str, Any]:
     """A plane's catalog data (`_described`) and its display record."""
     entry = _described(reader, plane)
-    entry["display"] = {**applied.to_dict(), **levels, "histogram": counted}
-    if plane.window is not None and shown is not chosen:
-        entry["display"]["window"] = list(plane.window)
-    if plane.invert:
-        entry["display"]["inverted"] = True
-    if scaling.get("name"):  # a stored scaling, fixed for a whole batch
-        entry["display"]["scaling"] = str(scaling["name"])
+    entry["display"] = _display_record(plane, scaling, shown, chosen, applied, counted, levels)
     return entry
+
+
+def _display_record(plane: Any, scaling: dict[str, Any], shown: Scaling, chosen: Scaling, applied: Any,
+                    counted: dict[str, Any], levels: dict[str, Any]) -> dict[str, Any]:
+    """How a plane's picture was made: the scaling applied, its pyramid's levels, its histogram, and the
+    plane's own window, inversion or the stored scaling that chose it."""
+    record = {**applied.to_dict(), **levels, "histogram": counted}
+    if plane.window is not None and shown is not chosen:
+        record["window"] = list(plane.window)
+    if plane.invert:
+        record["inverted"] = True
+    if scaling.get("name"):  # a stored scaling, fixed for a whole batch
+        record["scaling"] = str(scaling["name"])
+    return record
 
 
 def _described(reader: Any, plane: Any) -> dict[str, Any]:
@@ -395,7 +403,9 @@ def tile_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int, qu
     `work/<hdu>/`, built as `render_file` builds them (the same scaling gives the same pixels). Returns,
     plane by plane, `hdu`, `width` and `height`: the pipeline checks that they are still those it
     catalogued. `scaling["measured"]`, by HDU: the manual scaling each plane's harvest measured (its
-    limits, and a stretch that needs nothing else), applied without measuring it again."""
+    limits, and a stretch that needs nothing else), applied without measuring it again. A plane without
+    one (catalogued from its header alone: app/ingest/catalogue.py) is measured as `render_file` measures
+    it, and its `display` record returned too."""
     measured = scaling.get("measured") or {}
     out: list[dict[str, Any]] = []
     # the sky was catalogued by the harvest
@@ -404,6 +414,9 @@ def tile_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int, qu
         for plane in planes:
             fixed = measured.get(str(plane.hdu))
             shown = Scaling.from_dict(fixed) if fixed else _shown(plane, chosen)
-            _built(_render_plane, reader, plane, shown, work, quality, measure=not fixed)
+            levels, applied, counted = _built(_render_plane, reader, plane, shown, work, quality,
+                                              measure=not fixed)
             out.append({"hdu": plane.hdu, "width": plane.width, "height": plane.height})
+            if counted is not None:
+                out[-1]["display"] = _display_record(plane, scaling, shown, chosen, applied, counted, levels)
     return out
