@@ -160,6 +160,11 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
         await _settled(early)
         early = None
         await asyncio.to_thread(shutil.rmtree, work, True)
+    # catalogued by this job's first pass, whose runner stopped before it said so: on to the second phase
+    own = [image.id for image in mine
+           if image.job_id == job.id and isinstance(image.display.get("tiling"), dict)]
+    if own:
+        return await _tile(archive, dataclasses.replace(job, image_ids=own), path, work)
     if mine:
         return await _duplicate(archive, job, mine)
     if existing:

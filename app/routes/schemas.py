@@ -56,8 +56,10 @@ _IMAGE = obj({
     "tiling": {**nullable(obj({"state": one_of("pending", "reading", "failed"), "error": STRING})),
                "description": "null once the image's pyramids are built; while a two-phase ingest has "
                               "catalogued it and they are still to come, pending (dzi_url is then the "
-                              "dynamic tiles of its own display, drawn from the original), or failed with "
-                              "the reason (dzi_url and display_url null)"},
+                              "dynamic tiles of its own display, drawn from the original); reading while "
+                              "it is catalogued from its header alone (no thumbnail, no tiles yet: "
+                              "thumbnail_url, dzi_url and display_url null); or failed with the reason "
+                              "(dzi_url and display_url null)"},
 }, optional=("path", "permissions"))
 IMAGE = named("Image", _IMAGE)
 IMAGE_DETAIL = named("ImageDetail", _extended(_IMAGE, {"header": mapping(HEADER_VALUE),

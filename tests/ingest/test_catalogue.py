@@ -9,16 +9,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from app.hips.live import member
 from app.ingest import catalogue
 from app.ingest.catalogue import catalogue_first
 from app.ingest.jobs import JobRunner
+from app.ingest.pipeline import catalog_record
 from app.ingest.scan import job_for
-from app.ingest.tiling import render_file
+from app.ingest.tiling import catalogue_files, render_file
 from app.settings import Settings
 from app.store.base import Compare, Cone, JobRecord
+from tests.clock import Clock
 from tests.routes.pages import text_of
 
 SIZE = 300
@@ -73,6 +76,10 @@ async def test_a_batch_is_found_by_its_headers_before_any_pixel_is_read(archive,
     assert member(archive, first) is None, "in no HiPS survey before its pixels are read"
 
     summary = await (await client.get(f"/api/images/{first.id}")).get_json()
+    spec = await (await client.get("/api/openapi.json")).get_json()
+    declared = spec["paths"]["/api/images/{image_id}"]["get"]["responses"]["200"]["content"]
+    jsonschema.Draft202012Validator({**declared["application/json"]["schema"],
+                                     "components": spec["components"]}).validate(summary)
     assert summary["tiling"] == {"state": "reading", "error": ""}
     assert (summary["thumbnail_url"], summary["dzi_url"], summary["display_url"]) == (None, None, None)
     page = await text_of(await client.get(f"/images/{first.id}"))
@@ -198,4 +205,33 @@ async def test_a_file_removed_before_it_is_read_fails_its_job_and_keeps_its_reco
     assert (retried.state, retried.image_ids) == ("done", [image_id])
     summary = await (await client.get(f"/api/images/{image_id}")).get_json()
     assert summary["tiling"] is None and (await client.get(summary["dzi_url"])).status_code == 200
+    assert len(await archive.store.find_images()) == 3
+
+
+async def test_a_first_pass_stopped_before_it_recorded_its_jobs_is_finished_by_the_next_runner(archive,
+                                                                                             write_fits):
+    """A runner killed between cataloguing a chunk and leaving its jobs harvested: once its lease has run
+    out, the next runner takes each job again and builds the pyramids of the images it finds catalogued
+    by that job (not "already in the archive" for ever untiled)."""
+    archive.store.use_clock(clock := Clock())
+    paths = [write_fits(f"k{n}.fits", size=64, EXPNUM=n) for n in range(3)]
+    jobs = await queued(archive, paths)
+    # the first pass's steps, up to the write of its images (app/ingest/catalogue.py)
+    assert await archive.store.claim_jobs([job.id for job in jobs], "killed", 30) == [job.id for job in jobs]
+    read = catalogue_files([job.path for job in jobs], archive.settings.max_pixels, catalogue.LARGEST)
+    records = []
+    for job, found in zip(jobs, read, strict=True):
+        [plane] = found["planes"]
+        plane["display"] = {"tiling": {"scaling": {}, "reading": True}}
+        records.append(catalog_record(job, Path(job.path), plane, found["sha256"], found["size"]))
+    await archive.store.add_images(records)
+    clock.advance(31)
+    await run_queue(archive)
+    ended = await archive.store.get_jobs([job.id for job in jobs])
+    assert [(job.state, job.image_ids, job.note) for job in ended] == [
+        ("done", [record.id], "") for record in records]
+    for record in records:
+        image = await archive.store.get_image(record.id)
+        assert "tiling" not in image.display and image.display["interval"] == "zscale"
+        assert (archive.tile_folder(record.id) / "image.dzi").is_file()
     assert len(await archive.store.find_images()) == 3
