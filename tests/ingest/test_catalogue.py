@@ -227,8 +227,8 @@ async def test_a_first_pass_stopped_before_it_recorded_its_jobs_is_finished_by_t
     await archive.store.add_images(records)
     clock.advance(31)
     await run_queue(archive)
-    ended = await archive.store.get_jobs([job.id for job in jobs])
-    assert [(job.state, job.image_ids, job.note) for job in ended] == [
+    ended = {job.id: job for job in await archive.store.get_jobs([job.id for job in jobs])}
+    assert [(ended[job.id].state, ended[job.id].image_ids, ended[job.id].note) for job in jobs] == [
         ("done", [record.id], "") for record in records]
     for record in records:
         image = await archive.store.get_image(record.id)
