@@ -165,7 +165,8 @@ SETTINGS: tuple[Setting, ...] = (
             "ingested in two phases: catalogued first (found by searches, shown with a thumbnail), their "
             "pyramids built next. Smaller files are tiled in the same step, which costs less in all. 0: "
             "every file in two phases.", _non_negative_int),
-    Setting("catalogue_first_from", 64, "A batch (`imagex ingest`) with at least this many plain FITS files "
+    Setting("catalogue_first_from", 64, "A batch (`imagex ingest`, or the files a folder watcher finds "
+            "waiting as it starts) with at least this many plain FITS files "
             "of at most 16 MiB catalogues them from their headers first: every one is found by searches "
             "(keywords, dates, cone) before any is read whole; thumbnails and pyramids follow, the image "
             "somebody opens first. 0: never.", _non_negative_int),

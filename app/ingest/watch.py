@@ -23,8 +23,10 @@ from watchfiles import Change, awatch
 
 from app.exceptions import ImageXError
 from app.formats import is_candidate
+from app.ingest.catalogue import catalogue_first
+from app.ingest.jobs import worker_name
 from app.ingest.scan import IMAGE_SUFFIXES, is_hidden_or_partial, job_for, stays_inside, walk
-from app.store.base import NewJob
+from app.store.base import JobRecord, NewJob
 
 if TYPE_CHECKING:
     from app.archive import Archive
@@ -106,6 +108,7 @@ class FolderWatcher:
         self.last_error = ""
         self._owners_checked = False
         self._timers: dict[Path, asyncio.Task[None]] = {}
+        self.worker = worker_name("watch")  # the claimant of the jobs it catalogues from their headers
 
     @classmethod
     def from_settings(cls, archive: Archive, folders: Sequence[Path] | None = None) -> FolderWatcher:
@@ -249,7 +252,9 @@ class FolderWatcher:
 
         older, recent = await asyncio.to_thread(look)
         # a failed version is not retried at every start; changing the file (or Retry) queues it again
-        await self._queue(older, retry_failed=False)
+        fresh = await self._queue(older, retry_failed=False)
+        # a folder full already: its FITS files found by searches before any is read whole
+        await catalogue_first(self.archive, fresh, self.worker)
         for path in recent:
             self._notice(path, folder)
 
@@ -302,7 +307,8 @@ class FolderWatcher:
             if self._timers.get(path) is asyncio.current_task():
                 del self._timers[path]
 
-    async def _queue(self, paths: Iterable[Path], *, retry_failed: bool) -> None:
+    async def _queue(self, paths: Iterable[Path], *, retry_failed: bool) -> list[JobRecord]:
+        """Queue the files; the jobs queued now (not those queued or done before)."""
         def jobs() -> list[NewJob]:
             made = []
             for path in paths:
@@ -314,13 +320,14 @@ class FolderWatcher:
 
         new_jobs = await asyncio.to_thread(jobs)
         if not new_jobs:
-            return
+            return []
         started = time.time()
         queued = await self.archive.store.enqueue(new_jobs, retry_failed=retry_failed)
         fresh = list({job.id: job for job in queued if job.created >= started}.values())
         self.queued += len(fresh)
         for job in fresh:
             log.info("queued %s (owner %s)", job.path, job.owner or "the site")
+        return fresh
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

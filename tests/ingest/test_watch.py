@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import os
 import shutil
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from app import create_app
+from app.archive import Archive
 from app.exceptions import ImageXError, SettingError
 from app.ingest.jobs import JobRunner
 from app.ingest.watch import FolderWatcher
@@ -170,6 +172,35 @@ async def test_at_start_it_catches_up_with_files_that_arrived_while_it_was_down(
         assert watcher.queued == 1
     assert sorted(job.path for job in jobs) == sorted([str(old), str(fresh)])
     assert len(await archive.store.find_images()) == 2
+
+
+async def test_a_folder_full_at_start_is_found_by_its_headers_before_it_is_read(settings, pool, inbox):
+    """IMAGEX_CATALOGUE_FIRST_FROM lowered to 3: the FITS files waiting in the folder when the watch
+    begins are catalogued from their headers as it catches up (app/ingest/catalogue.py); the queue then
+    reads them."""
+    past = time.time() - 3600
+    for seed in range(4):
+        path = inbox / f"night{seed}.fits"
+        path.write_bytes(fits_bytes(10 + seed, EXPTIME=float(seed)))
+        os.utime(path, (past, past))
+    archive = Archive(dataclasses.replace(settings, catalogue_first_from=3), pool=pool)
+    await archive.startup()
+    try:
+        async with watching(archive, inbox, run_jobs=False) as watcher:
+            jobs = await all_jobs(archive)
+            assert sorted((job.state, job.provenance) for job in jobs) == [("harvested", "watch")] * 4
+            assert all(job.worker == watcher.worker for job in jobs)
+            images = await archive.store.find_images()
+            assert sorted(image.header["EXPTIME"] for image in images) == [0.0, 1.0, 2.0, 3.0]
+            assert all(image.display["tiling"]["reading"] for image in images)
+            assert {image.provenance for image in images} == {"watch"}
+        runner = JobRunner(archive, concurrency=1, role="test")
+        while await runner.run_one():
+            pass
+        assert [job.state for job in await all_jobs(archive)] == ["done"] * 4
+        assert all("tiling" not in image.display for image in await archive.store.find_images())
+    finally:
+        await archive.close()
 
 
 async def test_a_file_still_being_copied_at_start_settles_first(archive, inbox):
