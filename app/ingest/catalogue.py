@@ -80,14 +80,18 @@ async def _chunk(archive: Archive, chunk: list[JobRecord], worker: str, seen: se
             log.warning("a batch's headers could not be read in the pool (%s); the queue reads its files",
                         error)
             return 0
-        catalogued = await _catalogued(archive, mine, read, seen)
+        try:
+            catalogued = await _catalogued(archive, mine, read, seen)
+        except Exception as error:  # the catalog busy, say: the queue reads these files
+            log.warning("a batch's headers could not be catalogued (%s); the queue reads its files", error)
+            return 0
         for job, records in catalogued:
-            if await archive.store.finish_job(job.id, worker, state="harvested",
-                                              image_ids=[record.id for record in records]):
-                back.pop(job.id)
-            else:  # its lease ran out and another runner took it: its images are that runner's to find
+            back.pop(job.id)
+            if not await archive.store.finish_job(job.id, worker, state="harvested",
+                                                  image_ids=[record.id for record in records]):
+                # its lease ran out and another runner took it: that runner finds the images this job
+                # catalogued and builds their pyramids (app/ingest/pipeline.py)
                 log.warning("job %s was taken by another worker while it was catalogued", job.id)
-                back.pop(job.id)
         return len(catalogued)
     finally:
         await asyncio.shield(asyncio.gather(*(archive.store.release_job(job_id, worker) for job_id in back)))

@@ -273,8 +273,8 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
     finished: list[ImageRecord] = []
     for image in images:
         root = archive.tile_root(image.id)
-        if reading:  # its first generation
-            await asyncio.to_thread(pyramid.publish, work / str(image.hdu), root)
+        if reading:  # its first generation (one left by an attempt cut short before it said so, replaced)
+            await asyncio.to_thread(_republish, work / str(image.hdu), root)
             display = planes[image.hdu]["display"]
         else:
             if await asyncio.to_thread(pyramid.complete, work / str(image.hdu), root) is None:
@@ -286,6 +286,15 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
             await asyncio.to_thread(pyramid.discard, root)
     archive.hips.refresh(finished)  # HiPS: queue the update of the tiles these images touch
     return Outcome("done", note=job.note, image_ids=list(job.image_ids))
+
+
+def _republish(work: Path, root: Path) -> None:
+    """Publish the first generation of an image that has no tiles but what an earlier attempt at the same
+    job may have published before it was stopped (no link to it was ever given: it is removed)."""
+    left = pyramid.current(root)
+    if left is not None:
+        pyramid.discard(left)
+    pyramid.publish(work, root)
 
 
 def _measured(display: dict[str, Any]) -> dict[str, Any] | None:
@@ -308,7 +317,7 @@ async def _tiling_failed(archive: Archive, images: list[ImageRecord], error: str
 
 
 def catalog_record(job: JobRecord, path: Path, plane: dict[str, Any], checksum: str, size: int,
-            image_id: str | None = None) -> ImageRecord:
+                   image_id: str | None = None) -> ImageRecord:
     """The catalog record of one plane that `render_file` (or `harvest_file`, `catalogue_files`) returned."""
     return ImageRecord(
         id=image_id or new_id(), sha256=checksum, hdu=plane["hdu"], path=str(path), name=plane["name"],

@@ -21,6 +21,7 @@ from app.ingest.scan import job_for
 from app.ingest.tiling import catalogue_files, render_file
 from app.settings import Settings
 from app.store.base import Compare, Cone, JobRecord
+from app.tiles import pyramid
 from tests.clock import Clock
 from tests.routes.pages import text_of
 
@@ -225,6 +226,11 @@ async def test_a_first_pass_stopped_before_it_recorded_its_jobs_is_finished_by_t
         plane["display"] = {"tiling": {"scaling": {}, "reading": True}}
         records.append(catalog_record(job, Path(job.path), plane, found["sha256"], found["size"]))
     await archive.store.add_images(records)
+    # and one of them killed again in its second phase, after it published a pyramid, before it said so
+    leftover = archive.settings.data / "leftover"
+    leftover.mkdir()
+    (leftover / "half.jpeg").write_bytes(b"half a pyramid")
+    pyramid.publish(leftover, archive.tile_root(records[0].id))
     clock.advance(31)
     await run_queue(archive)
     ended = {job.id: job for job in await archive.store.get_jobs([job.id for job in jobs])}
@@ -234,4 +240,6 @@ async def test_a_first_pass_stopped_before_it_recorded_its_jobs_is_finished_by_t
         image = await archive.store.get_image(record.id)
         assert "tiling" not in image.display and image.display["interval"] == "zscale"
         assert (archive.tile_folder(record.id) / "image.dzi").is_file()
+        assert len(list(archive.tile_root(record.id).iterdir())) == 1, "one generation"
+    assert not (archive.tile_folder(records[0].id) / "half.jpeg").exists()
     assert len(await archive.store.find_images()) == 3
