@@ -12,6 +12,7 @@ from typing import Any
 from astropy.io import fits
 
 from app.archive import Archive
+from app.ingest.catalogue import catalogue_first
 from app.ingest.jobs import JobRunner
 from app.ingest.pipeline import run_job
 from app.ingest.scan import job_for
@@ -84,6 +85,59 @@ async def test_the_page_of_an_image_being_tiled_shows_the_viewer_once_it_is_tile
             recorder = Recorder(page)
             await page.reload()
             await page.wait_for_function(FULLY_LOADED, timeout=30_000)
+            tiles = [url for url, status in recorder.tiles() if "image_files" in url]
+            assert tiles and not any("/display/" in url for url in tiles), "the static pyramid"
+            assert recorder.errors == [] and all(status == 200 for _, status in recorder.tiles())
+    finally:
+        await archive.close()
+
+
+async def test_the_page_of_an_image_read_from_its_header_loads_itself_again_once_it_is_read(
+        tmp_path: Path, pool: Any, page: Any) -> None:
+    """An image catalogued from its header alone (a large batch's first pass, app/ingest/catalogue.py): its
+    page says its pixels are being read and shows no viewer; once its job has read and tiled it, the page
+    loads itself again (htmx's HX-Refresh) and shows it from its pyramid."""
+    data = tmp_path / "var"
+    wcs = celestial_wcs(FIELD_RA, FIELD_DEC, SIZE, SIZE)
+    path = tmp_path / "field.fits"
+    fits.PrimaryHDU(star_field(wcs, SIZE, SIZE), wcs.to_header()).writeto(path)
+    archive = Archive(Settings.load(environ={}, data=str(data), workers=1, hips=False,
+                                    catalogue_first_from=1), pool=pool)
+    await archive.startup()
+    try:
+        new = job_for(path)
+        new.options["visibility"] = "public"
+        queued = await archive.store.enqueue([new])
+        assert await catalogue_first(archive, queued, HOLDER) == 1
+        # its reading is this test's to do: claimed (with a long lease) before the server starts
+        job = await archive.store.claim_job(HOLDER, 600)
+        assert job is not None and job.id == queued[0].id and job.image_ids
+        [image_id] = job.image_ids
+
+        env = {**os.environ, "IMAGEX_DATA": str(data), "IMAGEX_WORKERS": "1", "IMAGEX_PORT": str(free_port()),
+               "IMAGEX_HOST": "127.0.0.1", "IMAGEX_HIPS": "false"}
+        env.pop("IMAGEX_SAMPLES", None)
+        with imagex_serve(env, tmp_path / "serve.log") as url:
+            recorder = Recorder(page)
+            await page.add_init_script(WATCH_VIEWER)
+            response = await page.goto(f"{url}/images/{image_id}")
+            assert response is not None and response.status == 200
+            notice = page.locator("#tiling")
+            assert "its pixels are being read" in await notice.inner_text()
+            assert await page.locator("#viewer").count() == 0
+            listing = await page.context.new_page()
+            await listing.goto(f"{url}/")
+            assert "its pixels are being read" in await listing.locator(".card").first.inner_text()
+            await listing.close()
+
+            outcome = await run_job(archive, job)
+            assert outcome.state == "done", outcome.error
+            assert await archive.store.finish_job(job.id, HOLDER, state="done", note=outcome.note,
+                                                  image_ids=outcome.image_ids)
+            # the page asks every 2 s, and is loaded again once the image can be shown
+            await page.wait_for_selector("#viewer", timeout=20_000)
+            await page.wait_for_function(FULLY_LOADED, timeout=30_000)
+            assert await page.locator("#tiling").count() == 0
             tiles = [url for url, status in recorder.tiles() if "image_files" in url]
             assert tiles and not any("/display/" in url for url in tiles), "the static pyramid"
             assert recorder.errors == [] and all(status == 200 for _, status in recorder.tiles())
