@@ -2,11 +2,13 @@
 `imagex ingest` run as a subprocess, against bare astropy header reads (`fits.getheader`) of the same
 files in the same run: the floor for any tool that has to open every file.
 
-    .venv/bin/python bench/batch.py [--files 2000] [--size 256] [--workers N] [--two-phase-above 0] [--keep]
+    .venv/bin/python bench/batch.py [--files 2000] [--size 256] [--workers N] [--two-phase-above 0]
+        [--catalogue-first-from 0] [--keep]
 
 Prints files/s for both and the ratio. The ImageX figure is measured three times: until every file is
-searchable (the catalog, read every 0.1 s while the command runs, holds an image for each: the first
-phase of the two-phase ingest, app/ingest/pipeline.py), the whole command (process start, catalog, pool
+searchable (the catalog, read every 0.1 s while the command runs, holds an image for each: a batch of at
+least IMAGEX_CATALOGUE_FIRST_FROM FITS files is catalogued from its headers first, app/ingest/catalogue.py;
+`--catalogue-first-from 0` measures without), the whole command (process start, catalog, pool
 start, queueing, every job and its pyramids, summary), and the queue alone (the time the command's own
 summary line reports).
 """
@@ -64,7 +66,8 @@ def header_reads(paths: list[Path]) -> float:
 
 
 def run_ingest(files: Path, data: Path, workers: int, hips: bool, count: int,
-               two_phase_above: int | None = None) -> tuple[float, float, float | None, str]:
+               two_phase_above: int | None = None,
+               catalogue_first_from: int | None = None) -> tuple[float, float, float | None, str]:
     """Seconds for the whole `imagex ingest` command, for its queue (from its summary line), and until
     the catalog held `count` images (None if it never did while the command ran)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGEX_")}
@@ -72,6 +75,8 @@ def run_ingest(files: Path, data: Path, workers: int, hips: bool, count: int,
     env["IMAGEX_HIPS"] = "true" if hips else "false"
     if two_phase_above is not None:
         env["IMAGEX_TWO_PHASE_ABOVE"] = str(two_phase_above)
+    if catalogue_first_from is not None:
+        env["IMAGEX_CATALOGUE_FIRST_FROM"] = str(catalogue_first_from)
     start = time.perf_counter()
     searchable: float | None = None
     with subprocess.Popen([str(IMAGEX), "ingest", str(files), "--workers", str(workers), "--no-progress"],
@@ -115,6 +120,9 @@ def main() -> None:
     parser.add_argument("--two-phase-above", type=int, default=None, metavar="PIXELS",
                         help="IMAGEX_TWO_PHASE_ABOVE for the run (0: every file in two phases: catalogued "
                         "first, tiled next); default: the setting's default")
+    parser.add_argument("--catalogue-first-from", type=int, default=None, metavar="FILES",
+                        help="IMAGEX_CATALOGUE_FIRST_FROM for the run (0: no batch is catalogued from its "
+                        "headers first); default: the setting's default")
     args = parser.parse_args()
     if args.files < 1 or args.size < 8 or args.workers < 1:
         parser.error("--files and --workers must be at least 1, --size at least 8")
@@ -134,7 +142,7 @@ def main() -> None:
         print(f"running imagex ingest --workers {args.workers} (HiPS survey {survey}) ...", flush=True)
         count = len(paths)
         wall, queue, searchable, line = run_ingest(files, root / "var", args.workers, args.hips, count,
-                                                   args.two_phase_above)
+                                                   args.two_phase_above, args.catalogue_first_from)
         print(f"  {line}")
 
         floor_rate, wall_rate, queue_rate = count / floor, count / wall, count / queue
