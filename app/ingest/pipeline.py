@@ -246,6 +246,7 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
                        image_ids=list(job.image_ids))
     scaling = dict(images[0].display["tiling"].get("scaling") or {})
     reading = bool(images[0].display["tiling"].get("reading"))
+    scaling["sky"] = reading  # its coverage, left to this phase
     # each plane's scaling as its harvest measured it, applied again without measuring
     scaling["measured"] = {str(image.hdu): fixed for image in images
                            if (fixed := _measured(image.display)) is not None}
@@ -254,7 +255,7 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
         if stat.st_size != images[0].size:
             raise ImageXError(f"the file changed after it was catalogued ({images[0].size:,} bytes then, "
                               f"{stat.st_size:,} now): its pyramids were not built; ingest it again")
-        # measured now when it was catalogued from its header alone (its sky was, from the same header)
+        # measured now when it was catalogued from its header alone, and its coverage found
         built = await _in_pool(archive, path, work, tile_file, scaling)
         planes = {plane["hdu"]: plane for plane in built}
         for image in images:
@@ -276,6 +277,7 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
         if reading:  # its first generation (one left by an attempt cut short before it said so, replaced)
             await asyncio.to_thread(_republish, work / str(image.hdu), root)
             display = planes[image.hdu]["display"]
+            await archive.store.set_sky(image.id, planes[image.hdu]["sky"])
         else:
             if await asyncio.to_thread(pyramid.complete, work / str(image.hdu), root) is None:
                 continue  # deleted meanwhile

@@ -281,22 +281,29 @@ def _display_record(plane: Any, scaling: dict[str, Any], shown: Scaling, chosen:
     return record
 
 
-def _described(reader: Any, plane: Any) -> dict[str, Any]:
+def _described(reader: Any, plane: Any, *, coverage: bool = True) -> dict[str, Any]:
     """A plane's catalog data but its display: its fields (but for the reader's WCS), its format, and its
-    sky with the coverage."""
+    sky with the coverage (`coverage=False`: its corners alone)."""
     entry = {item.name: getattr(plane, item.name) for item in fields(plane) if item.name != "celestial"}
-    if plane.sky is not None or any(str(key).startswith("CTYPE") for key in plane.header):
-        # the footprint from the pixels through the WCS (app/sky/coverage.py): a MOC, for cone search;
-        # computed here, in the same pool call as the pixels
-        entry["sky"] = with_coverage(plane.sky, plane.header, plane.width, plane.height, plane.celestial)
+    if coverage:
+        entry["sky"] = _covered(plane)
     entry["format"] = reader.format
     return entry
+
+
+def _covered(plane: Any) -> dict[str, Any] | None:
+    """A plane's sky with its coverage: the footprint from the pixels through the WCS (app/sky/coverage.py),
+    a MOC, for cone search; computed in the same pool call as the pixels."""
+    if plane.sky is not None or any(str(key).startswith("CTYPE") for key in plane.header):
+        return with_coverage(plane.sky, plane.header, plane.width, plane.height, plane.celestial)
+    return plane.sky
 
 
 def catalogue_files(paths: list[str], max_pixels: int, largest: int) -> list[dict[str, Any] | None]:
     """In a pool process, the first phase of a batch catalogued from its headers (app/ingest/catalogue.py):
     for each plain FITS file of at most `largest` bytes, its SHA-256, its size and every plane's catalog
-    data without its display (`_described`: headers, sky and coverage); no pixel is read. None for a file
+    data without its display (`_described`: headers and sky, its coverage left to `tile_file`, which
+    costs a third of this); no pixel is read. None for a file
     that is anything else, or that cannot be read this way (the queue reads it as any other file and says
     what is wrong with it)."""
     from app.formats.fits import FitsReader
@@ -310,7 +317,7 @@ def catalogue_files(paths: list[str], max_pixels: int, largest: int) -> list[dic
                 out.append(None)
                 continue
             with FitsReader(Path(path), max_pixels=max_pixels) as reader:
-                planes = [_described(reader, plane) for plane in reader.planes()]
+                planes = [_described(reader, plane, coverage=False) for plane in reader.planes()]
             checksum = hashlib.sha256(content).hexdigest()
             out.append({"sha256": checksum, "size": len(content), "planes": planes})
         except Exception:  # anything at all: the file is read again by its job, which says what is wrong
@@ -405,11 +412,11 @@ def tile_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int, qu
     catalogued. `scaling["measured"]`, by HDU: the manual scaling each plane's harvest measured (its
     limits, and a stretch that needs nothing else), applied without measuring it again. A plane without
     one (catalogued from its header alone: app/ingest/catalogue.py) is measured as `render_file` measures
-    it, and its `display` record returned too."""
+    it, and its `display` record returned too; with `scaling["sky"]`, its `sky` with its coverage too."""
     measured = scaling.get("measured") or {}
+    sky = bool(scaling.get("sky"))  # else the sky was catalogued by the harvest
     out: list[dict[str, Any]] = []
-    # the sky was catalogued by the harvest
-    with _opened(path, work, scaling, max_pixels, options, with_sky=False) as (reader, planes, chosen):
+    with _opened(path, work, scaling, max_pixels, options, with_sky=sky) as (reader, planes, chosen):
         _readied(reader, planes, work, chosen.stretch == "ahisteq")
         for plane in planes:
             fixed = measured.get(str(plane.hdu))
@@ -419,4 +426,6 @@ def tile_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int, qu
             out.append({"hdu": plane.hdu, "width": plane.width, "height": plane.height})
             if counted is not None:
                 out[-1]["display"] = _display_record(plane, scaling, shown, chosen, applied, counted, levels)
+            if sky:
+                out[-1]["sky"] = _covered(plane)
     return out

@@ -288,6 +288,11 @@ class Store(ABC):
     async def set_visibility(self, image_ids: Sequence[str], visibility: str) -> None: ...
 
     @abstractmethod
+    async def set_sky(self, image_id: str, sky: dict[str, Any] | None) -> bool:
+        """Replace an image's sky record, its footprint's index with it (its coverage was computed after it
+        was catalogued from its header); False when there is no such image."""
+
+    @abstractmethod
     async def set_display(self, image_id: str, display: dict[str, Any]) -> bool:
         """Replace an image's display record (its pyramids were built after it was catalogued); False
         when there is no such image."""

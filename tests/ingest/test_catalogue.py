@@ -62,13 +62,16 @@ async def test_a_batch_is_found_by_its_headers_before_any_pixel_is_read(archive,
     assert [(job.state, len(job.image_ids), job.attempts) for job in states] == [("harvested", 1, 1)] * 5
     images = {image.path: image for image in await archive.store.find_images()}
     assert sorted(images) == sorted(map(str, paths))
-    # found by its header cards and by a cone, its footprint (and coverage) catalogued
+    # found by its header cards and by a cone: its footprint's corners catalogued (its coverage follows)
     found = await archive.store.find_images(Compare("EXPTIME", "ge", 40.0))
     assert sorted(image.path for image in found) == sorted(map(str, paths[3:]))
     first = images[str(paths[0])]
-    assert first.sky is not None and first.sky["moc"]
+    assert first.sky is not None and len(first.sky["corners"]) == 4 and "moc" not in first.sky
     cone = Cone(first.sky["center_ra"], first.sky["center_dec"], 0.001, "contains")
     assert first.id in [image.id for image in await archive.store.find_images(cone)]
+    ra, dec = first.sky["corners"][0]
+    away = Cone(ra + 0.2, dec, 0.01)  # off every field
+    assert await archive.store.count_images(away) == 0
     assert (first.width, first.height, first.bitpix, first.format) == (SIZE, SIZE, -32, "fits")
     assert first.sha256 and first.size == paths[0].stat().st_size
     # no pixel read: no tiles at all, not even a thumbnail; the display says it is being read
@@ -128,6 +131,9 @@ async def test_a_batch_is_found_by_its_headers_before_any_pixel_is_read(archive,
     assert summary["tiling"] is None and summary["dzi_url"] and summary["thumbnail_url"]
     assert (await client.get(summary["thumbnail_url"])).status_code == 200
     assert member(archive, await archive.store.get_image(first.id)) is not None
+    read = await archive.store.get_image(first.id)
+    assert read.sky is not None and read.sky["moc"], "its coverage, found as its pixels were read"
+    assert first.id in [image.id for image in await archive.store.find_images(cone)]
     assert list((archive.settings.tiles_dir / ".work").glob("*")) == []
 
 

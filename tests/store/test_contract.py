@@ -321,6 +321,23 @@ async def test_cone_search_uses_the_exact_footprint(any_store):
     assert await any_store.count_images(And((near, FieldIn("owner", ("x",))))) == 0
 
 
+async def test_a_new_sky_moves_the_image_in_cone_searches(any_store):
+    """An image catalogued from its header gets its coverage later (app/ingest/catalogue.py): its sky
+    record and the index of its footprint change together."""
+    moved = image("moved", sky=sky_at(150.0, 2.0))
+    await any_store.add_images([moved, image("stays", sky=sky_at(30.0, -40.0))])
+    assert names(await any_store.find_images(Cone(150.0, 2.0, 0.01))) == ["moved"]
+    assert await any_store.set_sky(moved.id, sky_at(210.0, 54.0))
+    assert await any_store.count_images(Cone(150.0, 2.0, 0.01)) == 0
+    assert names(await any_store.find_images(Cone(210.0, 54.0, 0.01))) == ["moved"]
+    assert (await any_store.get_image(moved.id)).sky == sky_at(210.0, 54.0)
+    assert names(await any_store.find_images(Cone(30.0, -40.0, 0.01))) == ["stays"]
+    assert await any_store.set_sky(moved.id, None)
+    assert await any_store.count_images(Cone(210.0, 54.0, 1.0)) == 0
+    assert (await any_store.get_image(moved.id)).sky is None
+    assert not await any_store.set_sky("missing", sky_at(1.0, 1.0))
+
+
 async def test_replacing_an_image_follows_its_header_and_refuses_a_stale_series(any_store):
     """A DICOM series' record is replaced as slices join it: its dates, keywords and footprint follow
     the new header, its locations stay, and a replacement made from a series another process has changed

@@ -266,6 +266,20 @@ class SQLiteCatalog(SQLiteBase):
         await self._write_many("UPDATE images SET visibility = ? WHERE id = ?",
                                [(visibility, image_id) for image_id in image_ids])
 
+    async def set_sky(self, image_id: str, sky: dict[str, Any] | None) -> bool:
+        def write() -> bool:
+            with transaction(self.db) as db:
+                center = (None, None) if sky is None else (sky.get("center_ra"), sky.get("center_dec"))
+                changed = db.execute("UPDATE images SET sky = ?, center_ra = ?, center_dec = ? WHERE id = ?",
+                                     (None if sky is None else dumps(sky), *center, image_id)).rowcount
+                if changed:
+                    db.execute("DELETE FROM image_cells WHERE image_id = ?", (image_id,))
+                    db.executemany("INSERT INTO image_cells (cell, image_id) VALUES (?, ?)",
+                                   [(cell, image_id) for cell in footprint_cells(sky)])
+                return changed == 1
+
+        return await self._run(write)
+
     async def set_display(self, image_id: str, display: dict[str, Any]) -> bool:
         return await self._write("UPDATE images SET display = ? WHERE id = ?",
                                  (dumps(display), image_id)) == 1
