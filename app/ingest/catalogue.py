@@ -2,7 +2,8 @@
 found by every search (keywords, dates, cone), before any of its pixels is read.
 
 The batch's queued jobs are claimed a chunk at a time and their files read in the pool, headers only
-(`catalogue_files`: checksum, header cards, sky and coverage). Each chunk's images are catalogued in one
+(`catalogue_files`: checksum, header cards, and the sky's centre and corners; the coverage follows with the
+pyramids). Each chunk's images are catalogued in one
 write, and each job is left harvested, its images "reading" (`display.tiling.reading`): no thumbnail, no
 tiles yet. The queue then builds them as any harvested job's (app/ingest/pipeline.py, `_tile`), reading
 each file once, in one phase, with the same scaling as a job read whole.
