@@ -2,11 +2,11 @@
 found by every search (keywords, dates, cone), before any of its pixels is read.
 
 The batch's queued jobs are claimed a chunk at a time and their files read in the pool, headers only
-(`catalogue_files`: checksum, header cards, and the sky's centre and corners; the coverage follows with the
-pyramids). Each chunk's images are catalogued in one
-write, and each job is left harvested, its images "reading" (`display.tiling.reading`): no thumbnail, no
-tiles yet. The queue then builds them as any harvested job's (app/ingest/pipeline.py, `_tile`), reading
-each file once, in one phase, with the same scaling as a job read whole.
+(`catalogue_files`: checksum, header cards, and the sky's centre and corners; the coverage follows with
+the pyramids). Each chunk's images are catalogued in one write, and each job is left harvested, its
+images "reading" (`display.tiling.reading`): no thumbnail, no tiles yet. The queue then builds them as
+any harvested job's (app/ingest/pipeline.py, `_tile`), reading each file once, in one phase, with the
+same scaling as a job read whole.
 
 A file this first pass cannot take is handed back to the queue untouched and read there as any other, so
 that its job says what is wrong with it, or finds its content already catalogued: a file that is not

@@ -302,10 +302,9 @@ def _covered(plane: Any) -> dict[str, Any] | None:
 def catalogue_files(paths: list[str], max_pixels: int, largest: int) -> list[dict[str, Any] | None]:
     """In a pool process, the first phase of a batch catalogued from its headers (app/ingest/catalogue.py):
     for each plain FITS file of at most `largest` bytes, its SHA-256, its size and every plane's catalog
-    data without its display (`_described`: headers and sky, its coverage left to `tile_file`, which
-    costs a third of this); no pixel is read. None for a file
-    that is anything else, or that cannot be read this way (the queue reads it as any other file and says
-    what is wrong with it)."""
+    data without its display (`_described`: headers and sky, its coverage left to `tile_file`: it would
+    cost a third more); no pixel is read. None for a file that is anything else, or that cannot be read
+    this way (the queue reads it as any other file and says what is wrong with it)."""
     from app.formats.fits import FitsReader
 
     out: list[dict[str, Any] | None] = []
