@@ -67,7 +67,11 @@ async def catalogue_first(archive: Archive, jobs: Sequence[JobRecord], worker: s
 
 async def _chunk(archive: Archive, chunk: list[JobRecord], worker: str, seen: set[str]) -> int:
     settings = archive.settings
-    taken = set(await archive.store.claim_jobs([job.id for job in chunk], worker, settings.job_lease))
+    try:
+        taken = set(await archive.store.claim_jobs([job.id for job in chunk], worker, settings.job_lease))
+    except Exception as error:  # the catalog busy, say: the queue reads these files
+        log.warning("a batch's jobs could not be claimed (%s); the queue reads its files", error)
+        return 0
     mine = [job for job in chunk if job.id in taken]
     if not mine:
         return 0
@@ -95,7 +99,11 @@ async def _chunk(archive: Archive, chunk: list[JobRecord], worker: str, seen: se
                 log.warning("job %s was taken by another worker while it was catalogued", job.id)
         return len(catalogued)
     finally:
-        await asyncio.shield(asyncio.gather(*(archive.store.release_job(job_id, worker) for job_id in back)))
+        # a job that cannot be given back (the catalog busy) is taken again when its lease runs out
+        given = await asyncio.shield(asyncio.gather(
+            *(archive.store.release_job(job_id, worker) for job_id in back), return_exceptions=True))
+        for failure in (item for item in given if isinstance(item, BaseException)):
+            log.warning("a job could not be handed back to the queue (%s); its lease will end", failure)
 
 
 async def _catalogued(archive: Archive, jobs: list[JobRecord], read: list[dict[str, Any] | None],
