@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.ingest.pipeline import PUBLISHING, Outcome, run_job
+from app.ingest.outcome import PUBLISHING, Outcome
+from app.ingest.pipeline import run_job
 from app.store.base import JobRecord, JobState, new_id
 
 if TYPE_CHECKING:

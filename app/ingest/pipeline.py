@@ -8,7 +8,7 @@ The same content (SHA-256) is catalogued once per owner. Met again by the same o
 it is "already in the archive" and that path is recorded as another location of the image. Met by another
 owner, it becomes that owner's own image record, sharing the files on disk (the pyramids as hard links;
 an uploaded original as a hard link to the one ImageX keeps already) and charged to them: nothing in the
-job, its note or its images tells that anyone else has the same content.
+job, its note or its images tells that anyone else has the same content (app/ingest/known.py).
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ import asyncio
 import dataclasses
 import hashlib
 import hmac
-import json
 import logging
 import math
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.exceptions import Conflict, FormatError, ImageXError
 from app.ingest import series
-from app.ingest.removal import UPLOADS, is_upload
+from app.ingest.known import duplicate, owned, removed_upload, share
+from app.ingest.outcome import Outcome, note_publishing, notes_of
+from app.ingest.removal import UPLOADS
 from app.ingest.tiling import harvest_file, render_file, tile_file
 from app.names import EQUALISED
 from app.site_policy import Site
@@ -40,21 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
-PUBLISHING = "publishing.json"  # in a work folder: the ids its pyramids are published under
 # a file larger than this is harvested while its SHA-256 is computed (content already catalogued is then
 # found after a harvest in vain); a smaller one is checked first
 HARVEST_WITH_CHECKSUM_ABOVE = 64 << 20
-
-
-def note_publishing(work: Path, image_ids: list[str]) -> None:
-    """Write down, in the attempt's work folder, the image ids its pyramids are about to be published
-    under. A process killed between publishing a pyramid and cataloguing its image leaves this note
-    behind, and whoever next claims the job (or cleans up after dead runners) removes those tile folders
-    unless their images were catalogued (app/ingest/jobs.py, `clear_attempts`)."""
-    work.mkdir(parents=True, exist_ok=True)
-    temporary = work / f".{PUBLISHING}.part"
-    temporary.write_text(json.dumps(image_ids))
-    os.replace(temporary, work / PUBLISHING)  # never a half-written note
 
 
 def sha256_of(path: Path) -> tuple[str, int]:
@@ -66,16 +54,6 @@ def sha256_of(path: Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
-
-
-class Outcome:
-    """What happened to one job, as recorded in the store."""
-
-    def __init__(self, state: str, *, error: str = "", note: str = "", image_ids: list[str] | None = None):
-        self.state = state
-        self.error = error
-        self.note = note
-        self.image_ids = image_ids or []
 
 
 async def run_job(archive: Archive, job: JobRecord) -> Outcome:
@@ -166,9 +144,9 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
     if own:
         return await _tile(archive, dataclasses.replace(job, image_ids=own), path, work)
     if mine:
-        return await _duplicate(archive, job, mine)
+        return await duplicate(archive, job, mine)
     if existing:
-        shared = await _share(archive, job, path, existing, work)
+        shared = await share(archive, job, path, existing, work)
         if shared is not None:
             return shared
     if harvest:
@@ -215,20 +193,14 @@ async def _catalog(archive: Archive, job: JobRecord, path: Path, work: Path, pla
         # the same content was catalogued for the same owner by another runner a moment ago
         for folder in published:
             await asyncio.to_thread(pyramid.discard, folder)
-        return await _duplicate(archive, job, await _owned(archive, checksum, job.owner))
+        return await duplicate(archive, job, await owned(archive, checksum, job.owner))
     except BaseException:
         for folder in published:
             await asyncio.to_thread(pyramid.discard, folder)
         raise
     if state == "done":
         archive.hips.refresh(records)  # HiPS: queue the update of the tiles these images touch
-    return Outcome(state, note=_notes(records), image_ids=[r.id for r in records])
-
-
-def _notes(records: list[ImageRecord]) -> str:
-    # FITS HDUs and a file's several images are named; a file of one image needs no name for it
-    named = len(records) > 1 or any(r.format == "fits" for r in records)
-    return "; ".join(f"HDU {r.hdu}: {r.note}" if named else r.note for r in records if r.note)
+    return Outcome(state, note=notes_of(records), image_ids=[r.id for r in records])
 
 
 async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Outcome:
@@ -342,7 +314,7 @@ async def _join_series(archive: Archive, job: JobRecord, path: Path, work: Path,
                                               f"its slices are not {record.width}x{record.height} pixels"]))
         return None
     if joined.duplicate:
-        if not _removed_upload(job):
+        if not removed_upload(job):
             await archive.store.add_locations([ImageLocation(joined.image_id, str(path), now())])
         return Outcome("done", note=f"already in the archive (same SHA-256) as slice {joined.plane + 1} of "
                                     f"{joined.count} of series image {joined.image_id}",
@@ -408,116 +380,3 @@ async def _checksum(job: JobRecord, path: Path) -> tuple[str, int]:
         if (await asyncio.to_thread(path.stat)).st_size == size:
             return str(known), size
     return await asyncio.to_thread(sha256_of, path)
-
-
-async def _owned(archive: Archive, checksum: str, owner: str) -> list[ImageRecord]:
-    return [image for image in await archive.store.images_with_checksum(checksum) if image.owner == owner]
-
-
-async def _duplicate(archive: Archive, job: JobRecord, mine: list[ImageRecord]) -> Outcome:
-    """The job's owner has this content catalogued already: say so (naming their own image, by file name
-    and id: full server paths are for administrators) and record the job's path as another location of
-    it, unless it is an upload that is about to be removed."""
-    if not mine:  # a Conflict for another owner's content: cannot happen with the store's contract
-        return Outcome("failed", error=f"{Path(job.path).name}: could not be catalogued; try again")
-    first = mine[0]
-    if not _removed_upload(job):
-        await archive.store.add_locations([ImageLocation(image.id, job.path, now()) for image in mine])
-    return Outcome("done", note=f"already in the archive (same SHA-256) as {Path(first.path).name} "
-                                f"(image {first.id})", image_ids=[image.id for image in mine])
-
-
-def _removed_upload(job: JobRecord) -> bool:
-    """An upload whose copy _settle_upload removes when its content is catalogued already."""
-    return job.provenance == "upload" and bool(job.options.get("client_name")) \
-        and bool(job.options.get("sha256"))
-
-
-async def _share(archive: Archive, job: JobRecord, path: Path, existing: list[ImageRecord],
-                 work: Path) -> Outcome | None:
-    """Catalog content that another owner has catalogued already as the job owner's own images, sharing
-    their files on disk. None when they cannot be shared (another scaling was asked for, or their tiles
-    are gone): the file is then read and tiled as any other."""
-    if any(image.series for image in existing):
-        return None  # a slice of another owner's series: read, and joined to this owner's own series
-    if any("tiling" in image.display for image in existing):
-        return None  # their pyramids are still to be built: this owner's are built as any other
-    theirs = [image for image in existing if image.owner == existing[0].owner]
-    jobs = {source.id: source for source in await archive.store.get_jobs(
-        sorted({image.job_id for image in theirs}))}
-    wanted = job.options.get("scaling") or {}
-    if any(image.job_id not in jobs or (jobs[image.job_id].options.get("scaling") or {}) != wanted
-           for image in theirs):
-        return None
-    own_name = str(job.options.get("client_name") or path.name)
-    records = [
-        ImageRecord(
-            id=new_id(), sha256=image.sha256, hdu=image.hdu, path=str(path), name=_own_name(image, own_name),
-            size=image.size, owner=job.owner, provenance=job.provenance, format=image.format,
-            width=image.width, height=image.height, bitpix=image.bitpix, header=dict(image.header),
-            comments=dict(image.comments), sky=image.sky, display=dict(image.display), note=image.note,
-            planes=dict(image.planes),
-            job_id=job.id, visibility=job.options.get("visibility", "private"))
-        for image in theirs
-    ]
-
-    def link_pyramids() -> bool:
-        for image, record in zip(theirs, records, strict=True):
-            source = pyramid.current(archive.tile_root(image.id))
-            if source is None:
-                return False
-            try:
-                pyramid.share(source, work / str(record.hdu))
-            except (OSError, shutil.Error):  # revoked or deleted meanwhile: tile anew
-                return False
-        return True
-
-    if not await asyncio.to_thread(link_pyramids):
-        await asyncio.to_thread(shutil.rmtree, work, True)
-        return None
-    await asyncio.to_thread(note_publishing, work, [record.id for record in records])
-    published: list[Path] = []
-    try:
-        for record in records:
-            root = archive.tile_root(record.id)
-            await asyncio.to_thread(pyramid.publish, work / str(record.hdu), root)
-            published.append(root)
-        await archive.store.add_images(records)
-    except Conflict:  # the owner's own copy was catalogued by another runner a moment ago
-        for folder in published:
-            await asyncio.to_thread(pyramid.discard, folder)
-        return await _duplicate(archive, job, await _owned(archive, theirs[0].sha256, job.owner))
-    except BaseException:
-        for folder in published:
-            await asyncio.to_thread(pyramid.discard, folder)
-        raise
-    archive.hips.refresh(records)  # HiPS: queue the update of the tiles these images touch
-    if job.provenance == "upload" and is_upload(archive, records[0]) and is_upload(archive, theirs[0]):
-        await asyncio.to_thread(_link_original, Path(theirs[0].path), path)
-    return Outcome("done", note=_notes(records), image_ids=[r.id for r in records])
-
-
-def _own_name(image: ImageRecord, own_file: str) -> str:
-    """The name the reader would have given this plane in the job's own file: OBJECT, or the file's own
-    name (never the other owner's file name), with the extension's label."""
-    obj = str(image.header.get("OBJECT") or "").strip() if image.format == "fits" else ""
-    suffix = ""
-    if obj and image.name.startswith(obj):
-        suffix = image.name[len(obj):]
-    elif image.format == "fits" and image.hdu > 0 and image.name.endswith("]") and " [" in image.name:
-        suffix = " [" + image.name.rsplit(" [", 1)[1]
-    return (obj or own_file) + suffix
-
-
-def _link_original(theirs: Path, mine: Path) -> None:
-    """Two uploads of the same content: keep one copy on disk. The uploader's file becomes a hard link to
-    the original ImageX keeps already (a file of its own name, so deleting either image leaves the other's
-    in place). Nothing changes when links cannot be made."""
-    try:
-        if theirs.stat().st_size != mine.stat().st_size:
-            return
-        temporary = mine.with_name(f".{mine.name}.{new_id()}.link")
-        os.link(theirs, temporary)
-        os.replace(temporary, mine)
-    except OSError:
-        log.info("could not share the original %s with %s; both copies kept", theirs, mine)

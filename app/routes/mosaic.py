@@ -22,6 +22,7 @@ from app.identity import current_site
 from app.openapi import ERROR, STRING, Param, check_query, described, one_of, whole
 from app.permissions import effective_visibility
 from app.routes import schemas
+from app.routes.readiness import tiling_state, unviewable
 from app.routes.views import (
     check_plane,
     go_to_on,
@@ -29,8 +30,6 @@ from app.routes.views import (
     load_image,
     plane_count,
     plane_science,
-    tiling_state,
-    unviewable,
     visible_images,
 )
 from app.sky.frame import Frame, TooFarApart, north_up

@@ -34,7 +34,7 @@ from werkzeug.exceptions import Forbidden, Gone, NotFound
 from app import tokens
 from app.archive import Archive, get_archive
 from app.exceptions import ImageXError
-from app.routes.views import refuse_unviewable, tiling_state
+from app.routes.readiness import refuse_unviewable, tiling_state
 from app.sky.mosaic import Sheet
 from app.sky.warp import load_frame
 from app.tiles import display_cache, pyramid, render, science, warped

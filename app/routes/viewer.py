@@ -14,6 +14,7 @@ from app.archive import get_archive
 from app.headers import content_disposition
 from app.identity import current_user
 from app.openapi import Param, check_query, whole
+from app.routes.readiness import is_reading, tiling_state
 from app.routes.views import (
     AUDIENCES,
     access_fragment,
@@ -22,11 +23,9 @@ from app.routes.views import (
     header_rows,
     htmx,
     image_detail,
-    is_reading,
     load_image,
     remove,
     shown_path,
-    tiling_state,
 )
 from app.routes.zipstream import zip_stream
 from app.store.base import ImageRecord

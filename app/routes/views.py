@@ -25,11 +25,12 @@ from werkzeug.exceptions import (
 
 from app import identity as accounts
 from app.archive import Archive
-from app.exceptions import ImageXError, TilingFailed
+from app.exceptions import ImageXError
 from app.identity import current_site, current_user
 from app.ingest.removal import Removal, delete_image
 from app.monitor import ingest_rate
 from app.permissions import Action, effective_visibility, may, visible
+from app.routes.readiness import is_reading, refuse_unviewable, tiling_state
 from app.search.positions import parse_position
 from app.site_policy import VISIBILITIES, Site
 from app.sky.readout import OffImage, locate, sky_readout
@@ -111,48 +112,6 @@ def image_summary(archive: Archive, image: ImageRecord) -> dict[str, Any]:
             # the original (through a science pyramid built from it once)
             summary["dzi_url"] = f"{summary['display_url']}{summary['display_default']}/image.dzi"
     return summary
-
-
-def tiling_state(image: ImageRecord) -> dict[str, str] | None:
-    """None once the image's pyramids are built; while a two-phase ingest has catalogued it and its
-    pyramids are still to come, `{"state": "pending"}` (or `"reading"`: catalogued from its header
-    alone, app/ingest/catalogue.py, its pixels not read yet), or `{"state": "failed", "error": why}`."""
-    tiling = image.display.get("tiling")
-    if not isinstance(tiling, dict):
-        return None
-    error = str(tiling.get("error") or "")
-    if error:
-        return {"state": "failed", "error": error}
-    return {"state": "reading" if tiling.get("reading") else "pending", "error": ""}
-
-
-def is_reading(image: ImageRecord) -> bool:
-    """Catalogued from its header alone: no thumbnail, no tile and no value until its job reads it (and
-    none after, when that failed)."""
-    tiling = image.display.get("tiling")
-    return isinstance(tiling, dict) and bool(tiling.get("reading"))
-
-
-def unviewable(image: ImageRecord) -> str | None:
-    """Why the image cannot be shown (its pyramids could not be built, or its pixels are still being
-    read), or None: it can, from its pyramids or, while they are built, from its original."""
-    state = tiling_state(image)
-    if state is not None and state["error"]:
-        return "its pyramids could not be built"
-    if state is not None and state["state"] == "reading":
-        return "it was catalogued from its header a moment ago, and its pixels are still being read"
-    return None
-
-
-def refuse_unviewable(image: ImageRecord) -> None:
-    """Refuse what needs an image's pixels when they cannot be had: 409, saying why. (While its pyramids
-    are still to come, its values are read from the original: `plane_science`.)"""
-    state = tiling_state(image)
-    if state is not None and state["error"]:
-        raise TilingFailed(f"the pyramids of image {image.id} could not be built: {state['error']}")
-    if state is not None and state["state"] == "reading":
-        raise TilingFailed(f"image {image.id} was catalogued from its header a moment ago and its pixels "
-                           "are still being read: try again in a few seconds")
 
 
 def job_summary(job: JobRecord) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """The contract of the `Store` interface (app/store/base.py), run on every adapter: SQLite always, MongoDB
 when IMAGEX_TEST_MONGODB_URL is set (see conftest.py). Every method of the interface is exercised, here and
-in test_contract_jobs.py and test_contract_accounts.py, with the same expectations on each adapter;
-adapter-specific details stay in their own test files. This file: opening, images, the neutral query form,
-named scalings, visibility and removal, search elements, copying a catalog."""
+in test_contract_jobs.py, test_contract_accounts.py and test_contract_sky.py, with the same expectations on
+each adapter; adapter-specific details stay in their own test files. This file: opening, images, the
+neutral query form, named scalings, visibility and removal, search elements, copying a catalog."""
 
 from __future__ import annotations
 
@@ -294,50 +294,6 @@ async def test_date_ranges_over_alternate_keywords(any_store):
     assert await any_store.count_images(DateRange(("EXPTIME",))) == 0
 
 
-async def test_cone_search_uses_the_exact_footprint(any_store):
-    # a 10-arcmin square at (150, 2), one rotated 45 degrees nearby, one far away, one without WCS
-    await any_store.add_images([
-        image("square", sky=sky_at(150.0, 2.0), created=4.0, EXPTIME=10),
-        image("diamond", sky=sky_at(150.3, 2.0, rotation_deg=45.0), created=3.0, EXPTIME=20),
-        image("far", sky=sky_at(30.0, -40.0), created=2.0, EXPTIME=10),
-        image("nowcs", created=1.0, EXPTIME=10),
-    ])
-    assert names(await any_store.find_images(Cone(150.0, 2.0, 0.01))) == ["square"]
-    # just outside the square's corner (0.0833 deg half-width): a cone of 0.02 deg misses it ...
-    corner = Cone(150.0 + 0.0833 + 0.03, 2.0 + 0.0833 + 0.03, 0.02)
-    assert await any_store.count_images(corner) == 0
-    # ... one of 0.05 deg reaches it
-    assert names(await any_store.find_images(Cone(corner.ra, corner.dec, 0.05))) == ["square"]
-    assert names(await any_store.find_images(Cone(150.3, 2.0, 0.0, mode="contains"))) == ["diamond"]
-    # the rotated footprint's bounding box holds this point, the footprint does not
-    assert await any_store.count_images(Cone(150.3 + 0.11, 2.0 + 0.11, 0.0, mode="contains")) == 0
-    assert names(await any_store.find_images(Cone(150.15, 2.0, 1.0))) == ["square", "diamond"]
-    assert names(await any_store.find_images(Cone(0.0, 0.0, 180.0))) == ["square", "diamond", "far"]
-    # combined with other conditions, both ways
-    near = Cone(150.15, 2.0, 1.0)
-    assert names(await any_store.find_images(And((near, Compare("EXPTIME", "eq", 20))))) == ["diamond"]
-    either = Or((Cone(30.0, -40.0, 0.1), Compare("EXPTIME", "eq", 20)))
-    assert names(await any_store.find_images(either)) == ["diamond", "far"]
-    assert await any_store.count_images(And((near, FieldIn("owner", ("x",))))) == 0
-
-
-async def test_a_new_sky_moves_the_image_in_cone_searches(any_store):
-    """An image catalogued from its header gets its coverage later (app/ingest/catalogue.py): its sky
-    record and the index of its footprint change together."""
-    moved = image("moved", sky=sky_at(150.0, 2.0))
-    await any_store.add_images([moved, image("stays", sky=sky_at(30.0, -40.0))])
-    assert names(await any_store.find_images(Cone(150.0, 2.0, 0.01))) == ["moved"]
-    assert await any_store.set_sky(moved.id, sky_at(210.0, 54.0))
-    assert await any_store.count_images(Cone(150.0, 2.0, 0.01)) == 0
-    assert names(await any_store.find_images(Cone(210.0, 54.0, 0.01))) == ["moved"]
-    assert (await any_store.get_image(moved.id)).sky == sky_at(210.0, 54.0)
-    assert names(await any_store.find_images(Cone(30.0, -40.0, 0.01))) == ["stays"]
-    assert await any_store.set_sky(moved.id, None)
-    assert await any_store.count_images(Cone(210.0, 54.0, 1.0)) == 0
-    assert (await any_store.get_image(moved.id)).sky is None
-    assert not await any_store.set_sky("missing", sky_at(1.0, 1.0))
-
-
 async def test_replacing_an_image_follows_its_header_and_refuses_a_stale_series(any_store):
     """A DICOM series' record is replaced as slices join it: its dates, keywords and footprint follow
     the new header, its locations stay, and a replacement made from a series another process has changed
@@ -526,7 +482,7 @@ async def test_a_catalog_knows_where_it_is(any_store, adapter_url):
 async def test_every_method_of_the_interface_is_exercised():
     """The suite names every abstract method of Store: a new method needs a contract test."""
     files = sorted(Path(__file__).parent.glob("test_contract*.py"))
-    assert len(files) == 3
+    assert len(files) == 4
     source = "".join(path.read_text(encoding="utf-8") for path in files)
     # the adapters' primitives (leading underscore) are exercised through the public methods built on them
     public = [name for name in sorted(Store.__abstractmethods__) if not name.startswith("_")]
