@@ -87,6 +87,20 @@ async def share(archive: Archive, job: JobRecord, path: Path, existing: list[Ima
     if not await asyncio.to_thread(link_pyramids):
         await asyncio.to_thread(shutil.rmtree, work, True)
         return None
+    if (known := await publish_and_catalog(archive, job, work, records)) is not None:
+        return known
+    archive.hips.refresh(records)  # HiPS: queue the update of the tiles these images touch
+    if job.provenance == "upload" and is_upload(archive, records[0]) and is_upload(archive, theirs[0]):
+        await asyncio.to_thread(_link_original, Path(theirs[0].path), path)
+    return Outcome("done", note=notes_of(records), image_ids=[r.id for r in records])
+
+
+async def publish_and_catalog(archive: Archive, job: JobRecord, work: Path,
+                             records: list[ImageRecord]) -> Outcome | None:
+    """Move the records' pyramids from `work` into place and catalog the records in one write (a note in
+    `work` says where the pyramids went, for a process killed in between). None when done; the job's
+    outcome when the owner's own copy was catalogued by another runner a moment ago (the pyramids taken
+    away again)."""
     await asyncio.to_thread(note_publishing, work, [record.id for record in records])
     published: list[Path] = []
     try:
@@ -95,18 +109,15 @@ async def share(archive: Archive, job: JobRecord, path: Path, existing: list[Ima
             await asyncio.to_thread(pyramid.publish, work / str(record.hdu), root)
             published.append(root)
         await archive.store.add_images(records)
-    except Conflict:  # the owner's own copy was catalogued by another runner a moment ago
+    except Conflict:
         for folder in published:
             await asyncio.to_thread(pyramid.discard, folder)
-        return await duplicate(archive, job, await owned(archive, theirs[0].sha256, job.owner))
+        return await duplicate(archive, job, await owned(archive, records[0].sha256, job.owner))
     except BaseException:
         for folder in published:
             await asyncio.to_thread(pyramid.discard, folder)
         raise
-    archive.hips.refresh(records)  # HiPS: queue the update of the tiles these images touch
-    if job.provenance == "upload" and is_upload(archive, records[0]) and is_upload(archive, theirs[0]):
-        await asyncio.to_thread(_link_original, Path(theirs[0].path), path)
-    return Outcome("done", note=notes_of(records), image_ids=[r.id for r in records])
+    return None
 
 
 def _own_name(image: ImageRecord, own_file: str) -> str:

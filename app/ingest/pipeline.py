@@ -23,9 +23,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.exceptions import Conflict, FormatError, ImageXError
+from app.exceptions import FormatError, ImageXError
 from app.ingest import series
-from app.ingest.known import duplicate, owned, removed_upload, share
+from app.ingest.known import duplicate, publish_and_catalog, removed_upload, share
 from app.ingest.outcome import Outcome, note_publishing, notes_of
 from app.ingest.removal import UPLOADS
 from app.ingest.tiling import harvest_file, render_file, tile_file
@@ -181,23 +181,8 @@ async def _catalog(archive: Archive, job: JobRecord, path: Path, work: Path, pla
         joined = await _join_series(archive, job, path, work, records[0], planes[0]["series"])
         if joined is not None:
             return joined
-    await asyncio.to_thread(note_publishing, work, [record.id for record in records])
-    published: list[Path] = []
-    try:
-        for record in records:
-            root = archive.tile_root(record.id)
-            await asyncio.to_thread(pyramid.publish, work / str(record.hdu), root)
-            published.append(root)
-        await archive.store.add_images(records)
-    except Conflict:
-        # the same content was catalogued for the same owner by another runner a moment ago
-        for folder in published:
-            await asyncio.to_thread(pyramid.discard, folder)
-        return await duplicate(archive, job, await owned(archive, checksum, job.owner))
-    except BaseException:
-        for folder in published:
-            await asyncio.to_thread(pyramid.discard, folder)
-        raise
+    if (known := await publish_and_catalog(archive, job, work, records)) is not None:
+        return known
     if state == "done":
         archive.hips.refresh(records)  # HiPS: queue the update of the tiles these images touch
     return Outcome(state, note=notes_of(records), image_ids=[r.id for r in records])

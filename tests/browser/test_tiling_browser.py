@@ -27,6 +27,23 @@ SIZE = 600
 HOLDER = "test-holder"  # the name this test claims the job under, so that the server leaves it
 
 
+def serving(data: Path, **settings: str) -> dict[str, str]:
+    """The environment of an `imagex serve` of `data` on a free port, one pool process, no survey."""
+    env = {**os.environ, "IMAGEX_DATA": str(data), "IMAGEX_WORKERS": "1", "IMAGEX_PORT": str(free_port()),
+           "IMAGEX_HOST": "127.0.0.1", "IMAGEX_HIPS": "false", **settings}
+    env.pop("IMAGEX_SAMPLES", None)
+    return env
+
+
+async def opened(page: Any, url: str) -> tuple[Recorder, Any]:
+    """The image page at `url` opened, its viewer watched: what it loads, and its tiling notice."""
+    recorder = Recorder(page)
+    await page.add_init_script(WATCH_VIEWER)
+    response = await page.goto(url)
+    assert response is not None and response.status == 200
+    return recorder, page.locator("#tiling")
+
+
 async def test_the_page_of_an_image_being_tiled_shows_the_viewer_once_it_is_tiled(tmp_path: Path, pool: Any,
                                                                                    page: Any) -> None:
     data = tmp_path / "var"
@@ -46,15 +63,8 @@ async def test_the_page_of_an_image_being_tiled_shows_the_viewer_once_it_is_tile
         assert job is not None and job.id == queued.id and job.image_ids
         [image_id] = job.image_ids
 
-        env = {**os.environ, "IMAGEX_DATA": str(data), "IMAGEX_WORKERS": "1", "IMAGEX_PORT": str(free_port()),
-               "IMAGEX_HOST": "127.0.0.1", "IMAGEX_HIPS": "false", "IMAGEX_TWO_PHASE_ABOVE": "0"}
-        env.pop("IMAGEX_SAMPLES", None)
-        with imagex_serve(env, tmp_path / "serve.log") as url:
-            recorder = Recorder(page)
-            await page.add_init_script(WATCH_VIEWER)
-            response = await page.goto(f"{url}/images/{image_id}")
-            assert response is not None and response.status == 200
-            notice = page.locator("#tiling")
+        with imagex_serve(serving(data, IMAGEX_TWO_PHASE_ABOVE="0"), tmp_path / "serve.log") as url:
+            recorder, notice = await opened(page, f"{url}/images/{image_id}")
             assert "its pyramids are being built" in await notice.inner_text()
             await page.wait_for_function(FULLY_LOADED, timeout=30_000)
             tiles = [url for url, status in recorder.tiles() if "image_files" in url]
@@ -114,15 +124,8 @@ async def test_the_page_of_an_image_read_from_its_header_loads_itself_again_once
         assert job is not None and job.id == queued[0].id and job.image_ids
         [image_id] = job.image_ids
 
-        env = {**os.environ, "IMAGEX_DATA": str(data), "IMAGEX_WORKERS": "1", "IMAGEX_PORT": str(free_port()),
-               "IMAGEX_HOST": "127.0.0.1", "IMAGEX_HIPS": "false"}
-        env.pop("IMAGEX_SAMPLES", None)
-        with imagex_serve(env, tmp_path / "serve.log") as url:
-            recorder = Recorder(page)
-            await page.add_init_script(WATCH_VIEWER)
-            response = await page.goto(f"{url}/images/{image_id}")
-            assert response is not None and response.status == 200
-            notice = page.locator("#tiling")
+        with imagex_serve(serving(data), tmp_path / "serve.log") as url:
+            recorder, notice = await opened(page, f"{url}/images/{image_id}")
             assert "its pixels are being read" in await notice.inner_text()
             assert await page.locator("#viewer").count() == 0
             listing = await page.context.new_page()
