@@ -453,15 +453,21 @@ def _sky(header: Any, width: int, height: int) -> tuple[dict[str, Any] | None, A
     }, celestial
 
 
+def icrs_equatorial(wcs: Any) -> bool:
+    """Whether a celestial WCS's world coordinates are ICRS right ascension and declination already: what
+    astropy's frame machinery would give back unchanged, known without asking it (which costs more)."""
+    if wcs.wcs.lng < 0 or wcs.wcs.lat < 0:
+        return False
+    lng, lat = (str(wcs.wcs.ctype[axis])[:4].upper() for axis in (wcs.wcs.lng, wcs.wcs.lat))
+    return (lng, lat) == ("RA--", "DEC-") and str(wcs.wcs.radesys).strip().upper() == "ICRS"
+
+
 def _icrs(celestial: Any, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ICRS right ascension and declination (degrees) of 0-based pixel positions: the WCS's own world
-    coordinates when they are ICRS RA and Dec (what astropy's frame machinery would give back unchanged,
-    at a tenth of its cost), else through that machinery."""
-    radesys = str(celestial.wcs.radesys).strip().upper()
-    lng, lat = (str(ctype)[:4].upper() for ctype in celestial.wcs.ctype)
-    if radesys == "ICRS" and (lng, lat) == ("RA--", "DEC-"):
+    coordinates when they are ICRS (`icrs_equatorial`), else through astropy's frame machinery."""
+    if icrs_equatorial(celestial):
         world = celestial.all_pix2world(xs, ys, 0)
-        return np.mod(world[0], 360.0), world[1]
+        return np.mod(world[celestial.wcs.lng], 360.0), world[celestial.wcs.lat]
     coords = celestial.pixel_to_world(xs, ys).icrs
     return coords.ra.deg, coords.dec.deg
 

@@ -72,8 +72,7 @@ def member(archive: Archive, image: ImageRecord) -> Member | None:
     coverage (an all-sky map's corners lie off the projection; it has a coverage all the same). An image
     catalogued from its header alone is no member until its pixels are read (its job refreshes the
     survey then)."""
-    tiling = image.display.get("tiling")
-    if isinstance(tiling, dict) and tiling.get("reading"):
+    if image.is_reading():
         return None
     sky = image.sky or {}
     scale = sky.get("pixel_scale_arcsec")

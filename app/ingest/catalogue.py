@@ -17,6 +17,7 @@ content is catalogued already (for anyone), or met twice in the batch.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,17 +56,19 @@ async def catalogue_first(archive: Archive, jobs: Sequence[JobRecord], worker: s
     if not least or len(chosen) < least:
         return 0
     seen: set[str] = set()  # checksums catalogued by this batch
+    scalings: dict[str, dict[str, Any]] = {}  # each scaling the batch asks for, with the site's stretch
     chunks = [chosen[start:start + CHUNK] for start in range(0, len(chosen), CHUNK)]
     running = asyncio.Semaphore(2 * archive.pool.size)  # one chunk read while the other is catalogued
 
     async def one(chunk: list[JobRecord]) -> int:
         async with running:
-            return await _chunk(archive, chunk, worker, seen)
+            return await _chunk(archive, chunk, worker, seen, scalings)
 
     return sum(await asyncio.gather(*(one(chunk) for chunk in chunks)))
 
 
-async def _chunk(archive: Archive, chunk: list[JobRecord], worker: str, seen: set[str]) -> int:
+async def _chunk(archive: Archive, chunk: list[JobRecord], worker: str, seen: set[str],
+                 scalings: dict[str, dict[str, Any]]) -> int:
     settings = archive.settings
     try:
         taken = set(await archive.store.claim_jobs([job.id for job in chunk], worker, settings.job_lease))
@@ -86,7 +89,7 @@ async def _chunk(archive: Archive, chunk: list[JobRecord], worker: str, seen: se
                         error)
             return 0
         try:
-            catalogued = await _catalogued(archive, mine, read, seen)
+            catalogued = await _catalogued(archive, mine, read, seen, scalings)
         except Exception as error:  # the catalog busy, say: the queue reads these files
             log.warning("a batch's headers could not be catalogued (%s); the queue reads its files", error)
             return 0
@@ -107,9 +110,11 @@ async def _chunk(archive: Archive, chunk: list[JobRecord], worker: str, seen: se
 
 
 async def _catalogued(archive: Archive, jobs: list[JobRecord], read: list[dict[str, Any] | None],
-                      seen: set[str]) -> list[tuple[JobRecord, list[ImageRecord]]]:
+                      seen: set[str], scalings: dict[str, dict[str, Any]],
+                      ) -> list[tuple[JobRecord, list[ImageRecord]]]:
     """The chunk's images catalogued in one write (one at a time when that write finds a copy catalogued
-    meanwhile); the jobs catalogued, each with its images."""
+    meanwhile); the jobs catalogued, each with its images. The site's default stretch is read once for
+    the batch (`scalings`, by the scaling a job asks for), not once a file."""
     wanted: list[tuple[JobRecord, list[ImageRecord]]] = []
     for job, found in zip(jobs, read, strict=True):
         if found is None or found["sha256"] in seen:
@@ -117,7 +122,10 @@ async def _catalogued(archive: Archive, jobs: list[JobRecord], read: list[dict[s
         if await archive.store.images_with_checksum(found["sha256"]):
             continue  # its job says where it is catalogued, or shares its files
         seen.add(found["sha256"])
-        scaling = await job_scaling(archive, job)  # the site's default stretch, read now
+        asked = json.dumps(job.options.get("scaling") or {}, sort_keys=True)
+        if asked not in scalings:
+            scalings[asked] = await job_scaling(archive, job)
+        scaling = scalings[asked]
         records = []
         for plane in found["planes"]:
             plane["display"] = {"tiling": {"scaling": scaling, "reading": True}}

@@ -202,7 +202,7 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
         return Outcome("done", note=job.note or "its images were deleted before their pyramids were built",
                        image_ids=list(job.image_ids))
     scaling = dict(images[0].display["tiling"].get("scaling") or {})
-    reading = bool(images[0].display["tiling"].get("reading"))
+    reading = images[0].is_reading()
     scaling["sky"] = reading  # its coverage, left to this phase
     # each plane's scaling as its harvest measured it, applied again without measuring
     scaling["measured"] = {str(image.hdu): fixed for image in images

@@ -18,14 +18,7 @@ def tiling_state(image: ImageRecord) -> dict[str, str] | None:
     error = str(tiling.get("error") or "")
     if error:
         return {"state": "failed", "error": error}
-    return {"state": "reading" if tiling.get("reading") else "pending", "error": ""}
-
-
-def is_reading(image: ImageRecord) -> bool:
-    """Catalogued from its header alone: no thumbnail, no tile and no value until its job reads it (and
-    none after, when that failed)."""
-    tiling = image.display.get("tiling")
-    return isinstance(tiling, dict) and bool(tiling.get("reading"))
+    return {"state": "reading" if image.is_reading() else "pending", "error": ""}
 
 
 def unviewable(image: ImageRecord) -> str | None:

@@ -14,7 +14,7 @@ from app.archive import get_archive
 from app.headers import content_disposition
 from app.identity import current_user
 from app.openapi import Param, check_query, whole
-from app.routes.readiness import is_reading, tiling_state
+from app.routes.readiness import tiling_state
 from app.routes.views import (
     AUDIENCES,
     access_fragment,
@@ -53,7 +53,7 @@ async def tiling(image_id: str) -> Any:
     image's pixels were still being read (`reading`, it has no view) is loaded again once they are."""
     archive = get_archive()
     image = await load_image(archive, image_id)
-    if request.args.get("reading") and not is_reading(image):
+    if request.args.get("reading") and not image.is_reading():
         response = Response("", status=200, content_type="text/html; charset=utf-8")
         response.headers["HX-Refresh"] = "true"
         return response

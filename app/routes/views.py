@@ -30,7 +30,7 @@ from app.identity import current_site, current_user
 from app.ingest.removal import Removal, delete_image
 from app.monitor import ingest_rate
 from app.permissions import Action, effective_visibility, may, visible
-from app.routes.readiness import is_reading, refuse_unviewable, tiling_state
+from app.routes.readiness import refuse_unviewable, tiling_state
 from app.search.positions import parse_position
 from app.site_policy import VISIBILITIES, Site
 from app.sky.readout import OffImage, locate, sky_readout
@@ -98,7 +98,7 @@ def image_summary(archive: Archive, image: ImageRecord) -> dict[str, Any]:
         "display_default": default_spec(image.display).text,
         "original_url": f"/images/{image.id}/original",
     }
-    if permissions["view"] and not is_reading(image):  # else it has no tiles yet, not even a thumbnail
+    if permissions["view"] and not image.is_reading():  # else it has no tiles yet, not even a thumbnail
         token = archive.tile_token(image.id)
         summary["thumbnail_url"] = f"/tiles/{image.id}/{token}/thumb.jpeg"
         tiling = summary["tiling"]

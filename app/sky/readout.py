@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from app.formats.fits import icrs_equatorial
 from app.sky.geographic import geographic_readout
 from app.sky.grid import fit_grid, separation_arcsec
 from app.sky.wcs import celestial_wcs
@@ -69,8 +70,7 @@ def _to_icrs(wcs: Any) -> np.ndarray | None:
 
     if wcs.naxis != 2 or wcs.wcs.lng < 0 or wcs.wcs.lat < 0:
         return None
-    lng, lat = (str(wcs.wcs.ctype[axis])[:4].upper() for axis in (wcs.wcs.lng, wcs.wcs.lat))
-    if (lng, lat) == ("RA--", "DEC-") and str(wcs.wcs.radesys).strip().upper() == "ICRS":
+    if icrs_equatorial(wcs):
         return _IDENTITY  # what astropy finds the frame to be, without the cost of asking it each time
     try:
         frame = wcs_to_celestial_frame(wcs)

@@ -62,6 +62,12 @@ class ImageRecord:
     # `public`); the record's own sha256, path and header are those of plane 0's file. Else empty.
     series: list[dict[str, Any]] = field(default_factory=list)
 
+    def is_reading(self) -> bool:
+        """Catalogued from its header alone (app/ingest/catalogue.py): no thumbnail, no tile and no value
+        until its job reads its pixels (and none after, when that failed)."""
+        tiling = self.display.get("tiling")
+        return isinstance(tiling, dict) and bool(tiling.get("reading"))
+
     def plane_source(self, index: int) -> tuple[str, int]:
         """The file that holds plane `index` and the plane's index within that file."""
         if self.series:
