@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import math
 import re
@@ -18,32 +17,27 @@ import pyvips
 
 from app.exceptions import FormatError
 from app.formats.base import Plane, Reader, check_size
+from app.formats.fits_header import LIST_KEYWORDS, harvest, plain_cards, plain_wcs
 from app.formats.fits_structure import BLOCK, Hdu, printable, walk
-from app.store.base import HeaderValue
 
 # a gzipped file whose images take more bytes than this is decompressed to disk and streamed from there
 UNZIP_ABOVE = 32 << 20
 # Structural keywords of one HDU that make no sense when copied onto another.
 _STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "NEXTEND", "END", "CHECKSUM",
                "DATASUM", "BSCALE", "BZERO", "BLANK"}
-_LIST_KEYWORDS = {"COMMENT", "HISTORY"}
-# where the text of cards with a blank keyword (commentary, FITS 4.4.2.4) is kept: not a keyword FITS
-# allows, so it can never meet a real card of that name
-BLANK_CARDS = "(blank)"
 # World coordinate cards (WCS paper I-III, SIP, TPV): never inherited, so that the WCS rebuilt from a
 # catalog record (readout, mosaics) is the extension's own, as the sky position recorded at ingest is
 _WCS_KEYWORD = re.compile(r"(WCSAXES|CTYPE|CRVAL|CRPIX|CDELT|CUNIT|CROTA|CRDER|CSYER|CNAME)\d*[A-Z]?"
                           r"|(CD|PC|PV|PS)\d+_\d+[A-Z]?|(A|B|AP|BP)_(ORDER|\d+_\d+|DMAX)"
                           r"|RADESYS[A-Z]?|RADECSYS|EQUINOX[A-Z]?|EPOCH|LONPOLE[A-Z]?|LATPOLE[A-Z]?"
                           r"|MJDREF|WCSNAME[A-Z]?")
-_KEYWORD = re.compile(r"[!-~][ -~]*")  # printable ASCII (HIERARCH keywords hold spaces)
 _VIPS_FORMATS = {"uint8": "uchar", "int8": "char", "uint16": "ushort", "int16": "short", "uint32": "uint",
                  "int32": "int", "float32": "float", "float64": "double"}
 
 
 def _inherited(keyword: str) -> bool:
     """May an extension saying INHERIT = T take this primary card? Not its structure, list cards or WCS."""
-    return not (_is_structural(keyword) or keyword in _LIST_KEYWORDS or _WCS_KEYWORD.fullmatch(keyword))
+    return not (_is_structural(keyword) or keyword in LIST_KEYWORDS or _WCS_KEYWORD.fullmatch(keyword))
 
 
 def _is_structural(keyword: str) -> bool:
@@ -158,15 +152,21 @@ class FitsReader(Reader):
                 continue  # no data, or a 1-D spectrum: nothing to show as an image
             width, height = shape[0], shape[1]
             check_size(self.path, where, width, height, self.max_pixels)
-            merged = header.copy()
+            merged = header
             if index > 0 and header.get("INHERIT") is True:
                 # the FITS convention: an extension saying INHERIT = T takes the primary's cards it lacks
                 # (not its structure); without it, its header is its own, as astropy and every reader see it
+                merged = header.copy()
                 for card in primary.cards:
                     if card.keyword and card.keyword not in merged and _inherited(card.keyword):
                         merged.append(card)
             repairs = _odd_cards(self.structure, index)
-            values, comments = harvest(merged, repairs)
+            # read from the file's own bytes when they are plain (app/formats/fits_header.py): the same
+            # values astropy gives, in a fraction of its time. A compressed image's header is not the
+            # one in the file (astropy makes it from the table's)
+            raw = self.structure[index].raw
+            plain = plain_cards(raw) if merged is header and not self.structure[index].compressed else None
+            values, comments = harvest(merged, repairs, plain)
             notes = []
             planes_of = _planes(header, shape) if len(shape) > 2 else {}
             if planes_of:
@@ -179,7 +179,7 @@ class FitsReader(Reader):
                 notes.append(f"{f'{extra:,} bytes' if extra > 0 else 'data'} after the last HDU "
                              f"({self.structure[-1].where}) are not a FITS extension and were ignored")
             note = "; ".join(notes)
-            sky, celestial = _sky(header, width, height) if self.with_sky else (None, None)
+            sky, celestial = _sky(header, width, height, raw, plain) if self.with_sky else (None, None)
             if repairs or len(merged) != len(header):
                 celestial = None  # the catalogued cards are not the ones it was built from
             name = str(values.get("OBJECT") or "").strip() or self.path.name
@@ -337,67 +337,6 @@ def _shape(header: Any) -> list[int]:
     return shape
 
 
-def harvest(header: Any, repairs: list[str] | None = None) -> tuple[dict[str, HeaderValue], dict[str, str]]:
-    """Every card as a typed value; COMMENT and HISTORY collected as lists, and so is the commentary of
-    cards with a blank keyword (under BLANK_CARDS); comments kept apart. A repeated keyword keeps its first
-    value under its own name (the one FITS readers honour) and each later one as `KEYWORD.2`, `KEYWORD.3`
-    (names a query can use). A card astropy cannot parse is read as fixed as it can be, else kept as its
-    text; a keyword FITS does not allow is left out. Each such repair is described in `repairs`."""
-    values: dict[str, HeaderValue] = {}
-    comments: dict[str, str] = {}
-    for card in header.cards:
-        keyword = str(card.keyword)
-        if not keyword:
-            text = str(card.value or "").rstrip() if isinstance(card.value, str) else ""
-            if text:
-                blank = values.setdefault(BLANK_CARDS, [])
-                if isinstance(blank, list):
-                    blank.append(text)
-            continue
-        if not _KEYWORD.fullmatch(keyword):
-            if repairs is not None:
-                repairs.append(f"card {printable(keyword)!r} left out (a keyword FITS does not allow)")
-            continue
-        read = _card_value(card, keyword, repairs)
-        if read is None:
-            continue
-        value, comment = read
-        if keyword in _LIST_KEYWORDS:
-            existing = values.setdefault(keyword, [])
-            if isinstance(existing, list):
-                existing.append(str(value))
-            continue
-        if keyword in values:
-            # a repeated keyword: FITS readers honour the first; the others are kept beside it
-            count = 2
-            while f"{keyword}.{count}" in values:
-                count += 1
-            keyword = f"{keyword}.{count}"
-        values[keyword] = _typed(value)
-        if comment:
-            comments[keyword] = str(comment)
-    return values, comments
-
-
-def _card_value(card: Any, keyword: str, repairs: list[str] | None) -> tuple[Any, str] | None:
-    """A card's value and comment; an unparsable card fixed the way astropy's verify('fix') does, or
-    None when even that cannot read it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with contextlib.suppress(Exception):  # astropy raises many kinds for an unparsable card
-            return card.value, card.comment
-        try:
-            card.verify("silentfix")
-            value, comment = card.value, card.comment
-        except Exception:  # beyond astropy's repair: the card is left out
-            if repairs is not None:
-                repairs.append(f"{keyword}: a value that cannot be read, left out")
-            return None
-    if repairs is not None:
-        repairs.append(f"{keyword}: not a valid FITS value, read as {printable(str(value))[:40]!r}")
-    return value, comment
-
-
 def _odd_cards(structure: list[Hdu], index: int) -> list[str]:
     odd = structure[index].odd if index < len(structure) else []
     return [f"{printable(keyword) or 'a blank card'}: characters outside printable ASCII shown as '?'"
@@ -405,24 +344,11 @@ def _odd_cards(structure: list[Hdu], index: int) -> list[str]:
 
 
 
-def _typed(value: Any) -> HeaderValue:
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        return number if math.isfinite(number) else str(number)
-    if isinstance(value, str):
-        return value.rstrip()
-    if value is None or type(value).__name__ == "Undefined":
-        return None
-    return str(value)
-
-
-def _sky(header: Any, width: int, height: int) -> tuple[dict[str, Any] | None, Any]:
+def _sky(header: Any, width: int, height: int, raw: bytes = b"",
+         plain: list[tuple[str, Any, str]] | None = None) -> tuple[dict[str, Any] | None, Any]:
     """Centre, corners (ICRS degrees) and pixel scale from a celestial WCS, or None; and that celestial
-    WCS (astropy), or None."""
+    WCS (astropy), or None. `raw` and `plain`: the header's bytes and their `plain_cards`, whose WCS
+    WCSLIB reads alone when astropy would add nothing (`plain_wcs`)."""
     from astropy.wcs import WCS
     from astropy.wcs.utils import proj_plane_pixel_scales
 
@@ -430,7 +356,9 @@ def _sky(header: Any, width: int, height: int) -> tuple[dict[str, Any] | None, A
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            wcs = WCS(header, naxis=2, fix=True)
+            wcs = plain_wcs(raw, plain) if plain is not None else None
+            if wcs is None:
+                wcs = WCS(header, naxis=2, fix=True)
             if not wcs.has_celestial:
                 return None, None
             # the two axes RA and Dec (or longitude and latitude) in that order already: `celestial` would

@@ -55,6 +55,7 @@ class Hdu:
     odd: list[str] = field(default_factory=list)  # cards with bytes FITS does not allow, for the note
     trailing: int = 0  # bytes after this, the last HDU, that are neither an extension nor zero padding
     header_bytes: int = 0  # the header's blocks, up to and including END's
+    raw: bytes = field(default=b"", repr=False)  # the header's cards before END, as the file holds them
 
 
 def walk(path: Path, *, max_pixels: int) -> list[Hdu]:
@@ -89,10 +90,10 @@ def _walk(handle: _Stream, name: str, path: Path, max_pixels: int, *, size: int 
                 hdus[-1].trailing = size - start if size is not None else -1
             break  # the end of the file, or bytes after the last HDU, which are ignored
         where = f"HDU {len(hdus)}"
-        cards, odd, header_bytes = _header(handle, first, name, where)
+        cards, odd, header_bytes, raw = _header(handle, first, name, where)
         offset = start + header_bytes
         hdu = _hdu(cards, len(hdus), name, where)
-        hdu.odd, hdu.header_bytes = odd, header_bytes
+        hdu.odd, hdu.header_bytes, hdu.raw = odd, header_bytes, raw
         if hdu.is_image and len(hdu.shape) >= 2:
             check_size(path, hdu.where, hdu.shape[0], hdu.shape[1], max_pixels)
         padded = -(-hdu.data_bytes // BLOCK) * BLOCK
@@ -129,12 +130,14 @@ def _skip(handle: _Stream, count: int) -> bool:
 
 
 def _header(handle: _Stream, first: bytes, name: str,
-            where: str) -> tuple[dict[str, str], list[str], int]:
+            where: str) -> tuple[dict[str, str], list[str], int, bytes]:
     """The cards of one header up to END (keyword -> raw value text; the first of a repeated keyword),
-    the keywords of cards holding bytes outside printable ASCII, and the header's length in bytes."""
+    the keywords of cards holding bytes outside printable ASCII, the header's length in bytes and its
+    cards before END as they are in the file."""
     cards: dict[str, str] = {}
     odd: list[str] = []
     block = first + handle.read(BLOCK - CARD)
+    blocks: list[bytes] = []
     length = 0
     while True:
         if len(block) < BLOCK:
@@ -146,11 +149,12 @@ def _header(handle: _Stream, first: bytes, name: str,
             card = block[position:position + CARD]
             keyword = card[:8].decode("latin-1").rstrip()
             if keyword == "END" and not card[8:].strip():
-                return cards, odd, length
+                return cards, odd, length, b"".join(blocks) + block[:position]
             if unusual and _UNPRINTABLE.search(card):
                 odd.append(printable(keyword))
             if keyword not in cards:  # astropy takes a value without the "= " indicator as text: so do we
                 cards[keyword] = card[10 if card[8:10] == b"= " else 8:].decode("latin-1")
+        blocks.append(block)
         block = handle.read(BLOCK)
 
 

@@ -12,7 +12,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from app.formats.fits import harvest
+from app.formats.fits_header import harvest
 from app.samples import celestial_wcs
 from app.sky.mosaic import Placement, Sheet, locate, place, placements
 

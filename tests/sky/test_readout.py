@@ -16,7 +16,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.wcs import WCS, Sip
 
-from app.formats.fits import harvest
+from app.formats.fits_header import harvest
 from app.samples import celestial_wcs
 from app.sky import readout
 from app.sky.grid import MAX_CELLS

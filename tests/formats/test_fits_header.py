@@ -1,0 +1,226 @@
+"""Plain FITS headers read without astropy's card machinery (app/formats/fits_header.py) give exactly what
+astropy gives, and anything not plain is left to astropy."""
+
+from __future__ import annotations
+
+import random
+import warnings
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from app.formats.fits_header import harvest, plain_cards, plain_wcs
+
+
+def raw_of(*cards: str) -> bytes:
+    """A header's cards (each padded to 80 characters) as a file holds them before END."""
+    return "".join(card.ljust(80)[:80] for card in cards).encode("latin-1")
+
+
+def astropy_harvest(raw: bytes) -> tuple[dict, dict]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        header = fits.Header.fromstring(raw.decode("latin-1") + "END".ljust(80))
+        return harvest(header, [])
+
+
+PLAIN = [
+    "SIMPLE  =                    T / conforms to FITS standard",
+    "BITPIX  =                  -32 / array data type",
+    "NAXIS   =                    2",
+    "NAXIS1  =                  256",
+    "EXPTIME =                 30.0 / [s] exposure time",
+    "GAIN    =              1.5E+00",
+    "RDNOISE =              2.5D-01 / Fortran exponent",
+    "SMALL   =                1e-10",
+    "NEGZERO =                 -0.0",
+    "LEADING =                +0007",
+    "HUGE    = 123456789012345678901234567890",
+    "POINT   =                   5.",
+    "FRACT   =                  .25",
+    "OVERFLOW=               1E9999 / infinite once read",
+    "OBJECT  = 'M 51    '           / trailing spaces are not kept",
+    "OBSERVER= '  leading'          / leading spaces are",
+    "EMPTY   = ''                   / an empty string",
+    "DATE-OBS= '2024-03-01T22:13:04.5'",
+    "SLASH   = 'a/b'/no space before the comment",
+    "FILTER  = 'r'",
+    "FLAG    =                    F",
+    "SET     = T",
+    "UNDEF   =                      / no value at all",
+    "NOTHING =",
+    "COMMENT   a comment card with 'quotes' and / slashes",
+    "HISTORY processed   ",
+    "          blank keyword commentary",
+    "",
+    "FILTER  = 'g'                  / repeated: kept as FILTER.2",
+    "TWOSLASH=                   12 // comment with its own slash",
+]
+
+NOT_PLAIN = [
+    "CONTINUE  'and on'",
+    "HIERARCH ESO DET CHIP = 'CCD'",
+    "QUOTE   = 'it''s'",
+    "DP1     = 'AXIS.1: 1'",
+    "CPLX    = (1.0, 2.0)",
+    "lower   =                    1",
+    "SPACED  =                1.0 E5",
+    "BAD     = 12 abc",
+    "NOINDIC   12",
+    "KEY= 5",
+]
+
+
+def test_plain_cards_are_what_astropy_reads():
+    raw = raw_of(*PLAIN)
+    plain = plain_cards(raw)
+    assert plain is not None
+    assert harvest(None, [], plain) == astropy_harvest(raw)
+    values, comments = harvest(None, [], plain)
+    assert values["EXPTIME"] == 30.0 and values["RDNOISE"] == 0.25 and values["LEADING"] == 7
+    assert values["OBJECT"] == "M 51" and values["OBSERVER"] == "  leading" and values["UNDEF"] is None
+    assert values["FILTER"] == "r" and values["FILTER.2"] == "g" and values["OVERFLOW"] == "inf"
+    assert values["SLASH"] == "a/b" and comments["TWOSLASH"] == "/ comment with its own slash"
+
+
+@pytest.mark.parametrize("card", NOT_PLAIN)
+def test_other_forms_are_left_to_astropy(card):
+    assert plain_cards(raw_of("SIMPLE  =                    T", card)) is None
+
+
+def test_a_long_string_is_left_to_astropy_and_an_ampersand_alone_is_plain():
+    long = raw_of("LONGSTR = 'start of a long string that goes on&'", "CONTINUE  'and on'")
+    assert plain_cards(long) is None
+    alone = raw_of("LONGSTR = 'start of a long string that goes on&'", "OTHER   = 'x'")
+    assert plain_cards(alone) is not None
+    assert harvest(None, [], plain_cards(alone)) == astropy_harvest(alone)
+
+
+def test_a_header_with_bytes_beyond_printable_ascii_is_left_to_astropy():
+    assert plain_cards(raw_of("SIMPLE  =                    T", "OBJECT  = 'caf\xe9'")) is None
+    assert plain_cards(raw_of("SIMPLE  =                    T", "OBJECT  = 'tab\there'")) is None
+    assert plain_cards(b"SIMPLE  =                    T") is None  # not whole cards
+
+
+def test_random_cards_read_plainly_are_read_as_astropy_reads_them():
+    """Cards made of the pieces values are made of, in any order: whatever is read plainly is read as
+    astropy reads it, and most well-formed ones are read plainly."""
+    rng = random.Random(13)
+    pieces = ["'", "''", " ", "  ", "/", "1", "23", ".", "-", "+", "E", "e", "D", "d", "5", "T", "F", "x",
+              "&", ":", "AXIS.1: ", "(", ",", ")", "0"]
+    keywords = ["KEY", "A-B", "X_1", "COMMENT", "HISTORY", "", "DATE-OBS", "CONTINUE", "NAXIS2"]
+    plain_read = 0
+    for _ in range(3000):
+        keyword = rng.choice(keywords).ljust(8)
+        value = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        card = keyword + ("= " if rng.random() < 0.9 else "  ") + value
+        raw = raw_of("SIMPLE  =                    T", card)
+        plain = plain_cards(raw)
+        if plain is not None:
+            plain_read += 1
+            assert harvest(None, [], plain) == astropy_harvest(raw), card
+    assert plain_read > 600
+
+
+def before_end(header: fits.Header) -> bytes:
+    """A header's cards before END, as a file written by astropy holds them."""
+    text = header.tostring()
+    ends = [start for start in range(0, len(text), 80) if text[start:start + 80] == "END".ljust(80)]
+    return text[:ends[0]].encode("ascii")
+
+
+def header_of(*cards: tuple[str, object]) -> fits.Header:
+    header = fits.Header()
+    for keyword, value in cards:
+        header[keyword] = value
+    return header
+
+
+TAN = (("CTYPE1", "RA---TAN"), ("CTYPE2", "DEC--TAN"), ("CRVAL1", 202.47), ("CRVAL2", 47.2),
+       ("CRPIX1", 128.5), ("CRPIX2", 128.5))
+STEPS = (("CDELT1", -2e-4), ("CDELT2", 2e-4))
+WCS_HEADERS = {
+    "tan cd": (*TAN, ("CD1_1", -1e-4), ("CD1_2", 2e-5), ("CD2_1", 2e-5), ("CD2_2", 1e-4)),
+    "tan cdelt pc date": (*TAN, *STEPS, ("PC1_1", 0.9), ("PC1_2", 0.1), ("PC2_1", -0.1), ("PC2_2", 0.9),
+                          ("DATE-OBS", "2024-03-01T22:13:04"), ("RADESYS", "FK5"), ("EQUINOX", 2000.0)),
+    "old frame cards": (*TAN, *STEPS, ("CUNIT1", "deg"), ("CUNIT2", "deg"), ("RADECSYS", "FK4"),
+                        ("EPOCH", 1950.0), ("MJD-OBS", 51000.5)),
+    "units wcslib refuses": (*TAN, *STEPS, ("CUNIT1", "DEG"), ("CUNIT2", "DEG")),
+    "dec first": (("CTYPE1", "DEC--SIN"), ("CTYPE2", "RA---SIN"), ("CRVAL1", -30.0), ("CRVAL2", 10.0),
+                  ("CRPIX1", 50.0), ("CRPIX2", 60.0), ("CDELT1", 1e-3), ("CDELT2", -1e-3)),
+    "galactic all-sky": (("CTYPE1", "GLON-AIT"), ("CTYPE2", "GLAT-AIT"), ("CRVAL1", 0.0),
+                         ("CRVAL2", 0.0), ("CRPIX1", 180.5), ("CRPIX2", 90.5), ("CDELT1", -1.0),
+                         ("CDELT2", 1.0)),
+    "cube": (("NAXIS", 3), ("NAXIS1", 64), ("NAXIS2", 48), ("NAXIS3", 24), *TAN, *STEPS,
+             ("CTYPE3", "FREQ"), ("CRVAL3", 1.4e9), ("CDELT3", 1e6), ("CRPIX3", 1.0), ("CUNIT3", "Hz")),
+    "no wcs": (("NAXIS", 2), ("NAXIS1", 10), ("NAXIS2", 20), ("OBJECT", "bench")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WCS_HEADERS))
+def test_plain_wcs_is_what_astropy_builds(name):
+    header = header_of(*WCS_HEADERS[name])
+    raw = before_end(header)
+    plain = plain_cards(raw)
+    assert plain is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            expected = WCS(header, naxis=2, fix=True)
+        except Exception as error:  # refused the same way (the reader then records no sky)
+            with pytest.raises(type(error)):
+                plain_wcs(raw, plain)
+            assert name == "units wcslib refuses"
+            return
+        built = plain_wcs(raw, plain)
+        assert built is not None
+        assert built.has_celestial == expected.has_celestial
+        assert built.to_header(relax=True) == expected.to_header(relax=True)
+        assert built._naxis == expected._naxis
+        xs, ys = np.meshgrid(np.linspace(-0.5, 300, 7), np.linspace(-0.5, 200, 5))
+        np.testing.assert_array_equal(built.all_pix2world(xs, ys, 0), expected.all_pix2world(xs, ys, 0))
+        if expected.has_celestial:
+            np.testing.assert_array_equal(built.celestial.all_pix2world(xs, ys, 0),
+                                          expected.celestial.all_pix2world(xs, ys, 0))
+
+
+@pytest.mark.parametrize("extra", [(("A_ORDER", 2), ("B_ORDER", 2), ("A_2_0", 1e-6)),
+                                   (("PV2_1", 0.0),), (("CPDIS1", "LOOKUP"),), (("D2IMDIS1", "LOOKUP"),)])
+def test_distortions_are_left_to_astropy(extra):
+    header = header_of(*TAN, ("CDELT1", -1e-4), ("CDELT2", 1e-4), *extra)
+    raw = before_end(header)
+    plain = plain_cards(raw)
+    assert plain is not None  # plain cards: only their WCS is astropy's
+    assert plain_wcs(raw, plain) is None
+    sip = header_of(*TAN, ("CDELT1", -1e-4), ("CDELT2", 1e-4))
+    sip["CTYPE1"], sip["CTYPE2"] = "RA---TAN-SIP", "DEC--TAN-SIP"
+    raw = before_end(sip)
+    assert plain_wcs(raw, plain_cards(raw) or []) is None
+
+
+def test_a_plain_file_reads_as_astropy_reads_it(tmp_path):
+    """The reader takes the plain path for an ordinary file (and SIP's for one with SIP): its cards,
+    comments and sky are those astropy's own reading gives."""
+    from app.formats.fits import FitsReader, _sky
+    from app.samples import celestial_wcs, star_field
+
+    wcs = celestial_wcs(150.1, 2.2, 96, 64)
+    for name, sip in (("plain.fits", False), ("sip.fits", True)):
+        header = wcs.to_header()
+        header["OBJECT"] = ("Field 7", "what it shows")
+        header["DATE-OBS"] = "2024-03-01T22:13:04.5"
+        header["COMMENT"] = "written by the test"
+        if sip:
+            header["CTYPE1"], header["CTYPE2"] = "RA---TAN-SIP", "DEC--TAN-SIP"
+            header.update({"A_ORDER": 2, "B_ORDER": 2, "A_2_0": 3e-6, "B_0_2": -2e-6})
+        path = tmp_path / name
+        fits.PrimaryHDU(star_field(wcs, 96, 64, seed=3), header).writeto(path)
+        with FitsReader(path, max_pixels=10**8) as reader:
+            plane = reader.planes()[0]
+            assert (plain_cards(reader.structure[0].raw) is not None) is True
+        expected_header = fits.getheader(path)
+        assert (plane.header, plane.comments) == harvest(expected_header, [])
+        assert plane.sky == _sky(expected_header, 96, 64)[0]
+        assert plane.sky is not None and plane.header["OBJECT"] == "Field 7"
