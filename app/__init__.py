@@ -7,11 +7,13 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING
 
-from quart import Quart
-
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    # the web framework is imported by `create_app` alone: a pool process or a command that imports a
+    # module of this package does not pay for it
+    from quart import Quart
+
     from app.archive import Archive
     from app.tiles.pool import Pool
 

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from quart import current_app
-
 import app.sky.coverage  # noqa: F401  (hands the store its footprint functions: cone search, backfill)
 from app import tokens
 from app.settings import Settings
@@ -195,5 +193,7 @@ class Archive:
 
 def get_archive() -> Archive:
     """The Archive of the running app (for routes)."""
+    from quart import current_app  # only in a request: commands and pool processes need no web framework
+
     archive: Archive = current_app.extensions["imagex"]
     return archive

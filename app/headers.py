@@ -9,9 +9,13 @@ route names who may frame them with `allow_framing()`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from quart import Response, g, request
+# Quart is imported where a request is at hand: the tile layer and the nginx site take `TILE_HEADERS` from
+# here, and the commands that write them (and the pool processes) need no web framework
+if TYPE_CHECKING:
+    from quart import Response
 
 # OpenSeadragon (6.x) adds this one <style> to the page when a viewer opens (no outline around the focused
 # canvas on touch screens); it is allowed by its hash instead of allowing inline styles.
@@ -53,11 +57,15 @@ def content_disposition(name: str) -> str:
 
 def allow_framing(sources: str) -> None:
     """Let the sites of `sources` (CSP frame-ancestors sources) frame this request's answer."""
+    from quart import g
+
     g.frame_ancestors = sources
 
 
 def use_sky_policy() -> None:
     """This request's answer is the sky page: the policy Aladin Lite needs (`SKY_POLICY`)."""
+    from quart import g
+
     g.policy = SKY_POLICY
 
 
@@ -75,6 +83,8 @@ TILE_HEADERS: tuple[tuple[str, str], ...] = (
 
 async def add_security_headers(response: Response) -> Response:
     """After every request (pages, JSON, errors, tiles and static files alike)."""
+    from quart import g
+
     frame_ancestors: str = g.get("frame_ancestors") or NO_FRAMING
     headers = response.headers
     headers["Content-Security-Policy"] = content_security_policy(frame_ancestors, g.get("policy") or POLICY)
@@ -99,6 +109,8 @@ async def add_cache_headers(response: Response) -> Response:
     errors) is never stored by a shared cache (a proxy_cache in front would otherwise hand one user's
     private original to the next asker) and is revalidated by the browser: `private, no-cache` (an answer
     that said `no-store` keeps it), varying on the cookie and the Authorization header."""
+    from quart import request
+
     if request.endpoint in SHARED_ENDPOINTS:
         return response
     if "no-store" not in response.headers.get("Cache-Control", ""):
