@@ -100,7 +100,8 @@ def test_watch_refuses_bad_folders_and_settings(tmp_path, args, env, message):
 AS_NOBODY = """
 import os, sys
 import anyio._backends._asyncio, app.archive, app.cli, app.ingest.jobs, app.ingest.pipeline, app.ingest.watch
-import app.store.sqlite, app.tiles.pyramid, encodings.idna
+import app.fleet, app.lifecycle, app.store.sqlite, app.tiles.pyramid, email.parser, encodings.idna
+app.fleet.version()  # reads the package metadata (importlib.metadata, the email package)
 os.setgroups([])
 os.setgid(int(sys.argv[2]))
 os.setuid(int(sys.argv[1]))

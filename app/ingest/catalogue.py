@@ -93,10 +93,13 @@ async def _chunk(archive: Archive, chunk: list[JobRecord], worker: str, seen: se
         except Exception as error:  # the catalog busy, say: the queue reads these files
             log.warning("a batch's headers could not be catalogued (%s); the queue reads its files", error)
             return 0
-        for job, records in catalogued:
+        for job, _ in catalogued:
             back.pop(job.id)
-            if not await archive.store.finish_job(job.id, worker, state="harvested",
-                                                  image_ids=[record.id for record in records]):
+        finished = await archive.store.finish_jobs(
+            {job.id: [record.id for record in records] for job, records in catalogued}, worker,
+            state="harvested")
+        for job, _ in catalogued:
+            if job.id not in finished:
                 # its lease ran out and another runner took it: that runner finds the images this job
                 # catalogued and builds their pyramids (app/ingest/pipeline.py)
                 log.warning("job %s was taken by another worker while it was catalogued", job.id)
@@ -116,11 +119,11 @@ async def _catalogued(archive: Archive, jobs: list[JobRecord], read: list[dict[s
     meanwhile); the jobs catalogued, each with its images. The site's default stretch is read once for
     the batch (`scalings`, by the scaling a job asks for), not once a file."""
     wanted: list[tuple[JobRecord, list[ImageRecord]]] = []
+    # content catalogued already: its job says where, or shares its files
+    known = await archive.store.catalogued_checksums([found["sha256"] for found in read if found])
     for job, found in zip(jobs, read, strict=True):
-        if found is None or found["sha256"] in seen:
+        if found is None or found["sha256"] in seen or found["sha256"] in known:
             continue
-        if await archive.store.images_with_checksum(found["sha256"]):
-            continue  # its job says where it is catalogued, or shares its files
         seen.add(found["sha256"])
         asked = json.dumps(job.options.get("scaling") or {}, sort_keys=True)
         if asked not in scalings:

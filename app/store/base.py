@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from app.store.query import (
@@ -178,6 +178,11 @@ class Store(ABC):
         """Every image of that content, whoever owns it (the same content is catalogued once per owner),
         in HDU order."""
 
+    @abstractmethod
+    async def catalogued_checksums(self, sha256s: Sequence[str]) -> set[str]:
+        """Those of these contents that are catalogued, whoever owns them (a batch's files checked at
+        once: app/ingest/catalogue.py)."""
+
     # where each image's content was found: `add_images` records each image's own path
     @abstractmethod
     async def add_locations(self, locations: Sequence[ImageLocation]) -> None:
@@ -241,6 +246,13 @@ class Store(ABC):
                          note: str = "", image_ids: Sequence[str] = ()) -> bool:
         """Record the outcome (done, failed, or harvested: claimed again later to build the pyramids);
         False when the job is no longer this worker's (it was taken again)."""
+
+    async def finish_jobs(self, finished: Mapping[str, Sequence[str]], worker: str, *,
+                          state: JobState) -> set[str]:
+        """`finish_job` of each of these jobs (job id -> its image ids) in `state`; the ids finished (the
+        others are no longer this worker's). An adapter may write them at once."""
+        return {job_id for job_id, image_ids in finished.items()
+                if await self.finish_job(job_id, worker, state=state, image_ids=image_ids)}
 
     @abstractmethod
     async def release_job(self, job_id: str, worker: str) -> bool:

@@ -82,6 +82,9 @@ async def test_a_file_with_several_hdus_is_found_by_checksum_in_hdu_order(any_st
                                 image("h1", sha256="same", hdu=1), image("other", sha256="other")])
     assert [r.hdu for r in await any_store.images_with_checksum("same")] == [0, 1, 2]
     assert await any_store.images_with_checksum("none") == []
+    many = ["none", "other", "same", "same", *(f"absent{n}" for n in range(600))]  # past SQLite's 500
+    assert await any_store.catalogued_checksums(many) == {"same", "other"}
+    assert await any_store.catalogued_checksums([]) == set()
 
 
 async def test_add_images_is_all_or_nothing(any_store):

@@ -94,6 +94,23 @@ async def test_claiming_named_jobs_takes_those_still_queued_and_no_other(any_sto
     assert await any_store.claim_job("w3", 60) is None
 
 
+async def test_jobs_finished_at_once_are_those_still_the_workers(any_store):
+    any_store.use_clock(clock := Clock())
+    [a, b, c, d] = await any_store.enqueue([job("a"), job("b"), job("c"), job("d")])
+    assert await any_store.claim_jobs([a.id, b.id, c.id], "w", 30) == [a.id, b.id, c.id]
+    assert await any_store.release_job(c.id, "w")  # back in the queue: no longer w's
+    clock.advance(5)
+    finished = await any_store.finish_jobs({a.id: ["i1", "i2"], b.id: [], c.id: ["i3"], d.id: ["i4"],
+                                            "missing": []}, "w", state="harvested")
+    assert finished == {a.id, b.id}
+    jobs = {j.id: j for j in await any_store.get_jobs([a.id, b.id, c.id, d.id])}
+    assert [(jobs[j].state, jobs[j].image_ids, jobs[j].lease_until) for j in (a.id, b.id)] == [
+        ("harvested", ["i1", "i2"], 0), ("harvested", [], 0)]
+    assert jobs[a.id].updated == clock()
+    assert [(jobs[j].state, jobs[j].image_ids) for j in (c.id, d.id)] == [("queued", []), ("queued", [])]
+    assert await any_store.finish_jobs({}, "w", state="harvested") == set()
+
+
 async def test_list_jobs_and_counts_by_state_and_owner(any_store):
     any_store.use_clock(clock := Clock())
     jobs = await any_store.enqueue([job("a", owner="u1"), job("b", owner="u2"), job("c", owner="u1")])

@@ -153,6 +153,9 @@ class MongoCatalog(MongoBase):
             [("hdu", 1), ("_id", 1)]).to_list()
         return [image_from_doc(doc) for doc in docs]
 
+    async def catalogued_checksums(self, sha256s: Sequence[str]) -> set[str]:
+        return set(await self.images.distinct("sha256", {"sha256": {"$in": list(dict.fromkeys(sha256s))}}))
+
     async def find_images(self, query: Query | None = None, *, offset: int = 0,
                           limit: int = 50, order: Order | None = None) -> list[ImageRecord]:
         if limit <= 0:

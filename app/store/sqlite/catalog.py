@@ -161,6 +161,11 @@ class SQLiteCatalog(SQLiteBase):
     async def images_with_checksum(self, sha256: str) -> list[ImageRecord]:
         return await self._select_images("sha256 = ?", [sha256], 0, 10_000, order="hdu")
 
+    async def catalogued_checksums(self, sha256s: Sequence[str]) -> set[str]:
+        rows = await self._select_in("SELECT DISTINCT sha256 FROM images WHERE sha256 IN ({marks})",
+                                     list(dict.fromkeys(sha256s)))
+        return {row[0] for row in rows}
+
     async def add_locations(self, locations: Sequence[ImageLocation]) -> None:
         def insert() -> None:
             with transaction(self.db) as db:

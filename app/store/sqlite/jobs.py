@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from app.store.base import (
@@ -110,6 +110,21 @@ class SQLiteJobs(SQLiteBase):
                 return cursor.rowcount == 1
 
         return await self._run(finish)
+
+    async def finish_jobs(self, finished: Mapping[str, Sequence[str]], worker: str, *,
+                          state: JobState) -> set[str]:
+        def finish() -> set[str]:
+            stamp = self.now()
+            done: set[str] = set()
+            with transaction(self.db) as db:
+                for job_id, image_ids in finished.items():
+                    done.update(row[0] for row in db.execute(
+                        "UPDATE jobs SET state = ?, error = '', note = '', image_ids = ?, lease_until = 0, "
+                        "updated = ? WHERE id = ? AND worker = ? AND state = 'running' RETURNING id",
+                        (state, dumps(list(image_ids)), stamp, job_id, worker)))
+            return done
+
+        return await self._run(finish) if finished else set()
 
     async def release_job(self, job_id: str, worker: str) -> bool:
         def release() -> bool:
