@@ -234,6 +234,8 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
         return await _dry_run(settings, paths, owner=owner, fixed_scaling=fixed_scaling,
                               scaling_name=scaling_name, chosen=chosen)
     async with running(Archive(settings), "ingest") as archive:
+        # the pool's processes start, and import what reading files takes, while the folders are walked
+        archive.pool.warm("app.ingest.tiling", "astropy.io.fits", "astropy.wcs")
         owner = await _stored_owner(archive.store, owner)
         files = await asyncio.to_thread(lambda: list(walk(paths, follow_links=settings.follow_links)))
         if not files:

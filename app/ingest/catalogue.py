@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from app.exceptions import Conflict
 from app.ingest.pipeline import catalog_record, job_scaling
 from app.ingest.tiling import catalogue_files
+from app.store import footprint
 from app.store.base import ImageRecord, JobRecord
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ async def catalogue_first(archive: Archive, jobs: Sequence[JobRecord], worker: s
     least = archive.settings.catalogue_first_from
     if not least or len(chosen) < least:
         return 0
+    # the catalog's cone-search cells need astropy, imported meanwhile rather than in the first write
+    preparing = asyncio.create_task(asyncio.to_thread(footprint.prepare))
     seen: set[str] = set()  # checksums catalogued by this batch
     scalings: dict[str, dict[str, Any]] = {}  # each scaling the batch asks for, with the site's stretch
     chunks = [chosen[start:start + CHUNK] for start in range(0, len(chosen), CHUNK)]
@@ -64,7 +67,10 @@ async def catalogue_first(archive: Archive, jobs: Sequence[JobRecord], worker: s
         async with running:
             return await _chunk(archive, chunk, worker, seen, scalings)
 
-    return sum(await asyncio.gather(*(one(chunk) for chunk in chunks)))
+    try:
+        return sum(await asyncio.gather(*(one(chunk) for chunk in chunks)))
+    finally:
+        await preparing
 
 
 async def _chunk(archive: Archive, chunk: list[JobRecord], worker: str, seen: set[str],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import importlib
 import multiprocessing
 import os
 import resource
@@ -133,6 +134,12 @@ def _initialise_worker(parent: int | None = None) -> None:
     pyvips.cache_set_max(0)
 
 
+def _import(names: tuple[str, ...]) -> None:
+    """In a pool process: import these modules (`Pool.warm`)."""
+    for name in names:
+        importlib.import_module(name)
+
+
 class Pool:
     """A `ProcessPoolExecutor` of `size` processes, started on first use and rebuilt if a worker dies."""
 
@@ -156,6 +163,12 @@ class Pool:
         self._unfinished.add(work)
         work.add_done_callback(self._unfinished.discard)
         return asyncio.wrap_future(work)
+
+    def warm(self, *modules: str) -> None:
+        """Start every process now, each importing `modules`, while the caller goes on with other work:
+        the first files of a batch then wait for neither (about half a second on two cores)."""
+        for _ in range(self.size):
+            self._get().submit(_import, modules)
 
     @property
     def busy(self) -> bool:
