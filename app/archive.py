@@ -166,7 +166,7 @@ class Archive:
 
     async def revoke_owner_tiles(self, username: str) -> int:
         """Revoke the tile URLs of every image `username` owns (their account was disabled); how many."""
-        from app.store.base import FieldIn
+        from app.store.query import FieldIn
 
         done = 0
         while batch := await self.store.find_images(FieldIn("owner", (username,)), offset=done,

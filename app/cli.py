@@ -18,7 +18,7 @@ from app.names import MEASURED_INTERVALS, STRETCHES
 from app.nginx import JS_NAME, SITE_NAME
 from app.settings import SETTINGS, Settings, markdown_table
 from app.site_policy import VISIBILITIES
-from app.store.base import JobRecord
+from app.store.records import JobRecord
 
 log = logging.getLogger("imagex")
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from app.store.base import ProcessRecord
+from app.store.records import ProcessRecord
 
 if TYPE_CHECKING:
     from app.archive import Archive

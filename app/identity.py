@@ -19,7 +19,7 @@ from werkzeug.sansio.response import Response
 from app.archive import Archive, get_archive
 from app.exceptions import DiskFull
 from app.site_policy import Site
-from app.store.base import LoginFailures, User, new_id
+from app.store.records import LoginFailures, User, new_id
 
 SESSION_COOKIE = "imagex_session"
 VISITOR_COOKIE = "imagex_visitor"

@@ -15,7 +15,7 @@ from typing import Any
 from app.archive import Archive
 from app.fleet import fleet_facts
 from app.ingest.watch import TASK_NAME
-from app.store.base import JobRecord
+from app.store.records import JobRecord
 
 # Seconds a measurement that reads a whole folder or table is reused: the monitor refreshes every few
 # seconds, and the catalog has one writer thread that a full scan would hold up.

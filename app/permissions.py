@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Literal
 
 from app.site_policy import Site
-from app.store.base import And, FieldIn, ImageRecord, JobRecord, Or, Query, User
+from app.store.query import And, FieldIn, Or, Query
+from app.store.records import ImageRecord, JobRecord, User
 
 Action = Literal["view", "download", "change", "delete"]
 NOTHING: Query = FieldIn("id", ())

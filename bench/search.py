@@ -46,8 +46,9 @@ from app.search.compile import compile_search
 from app.search.elements import element_from
 from app.site_policy import Site
 from app.store import sqlsearch
-from app.store.base import And, Compare, Cone, DateRange, FieldIn, ImageRecord, Or, Query, User
 from app.store.footprint import sky_matches_json
+from app.store.query import And, Compare, Cone, DateRange, FieldIn, Or, Query
+from app.store.records import ImageRecord, User
 from app.store.sqlite import SQLiteStore
 
 # bump whenever the generated catalog changes: cached files of other versions are not reused

@@ -18,7 +18,7 @@ from app.archive import Archive
 from app.identity import hash_password
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.settings import Settings
-from app.store.base import User, new_id
+from app.store.records import User, new_id
 from app.store.sqlite import SQLiteStore
 from app.tiles.pool import Pool
 from tests.helpers import PASSWORD

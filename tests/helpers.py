@@ -11,7 +11,7 @@ from typing import Any
 from app.archive import Archive
 from app.ingest.jobs import JobRunner
 from app.ingest.scan import job_for, walk
-from app.store.base import JobRecord
+from app.store.records import JobRecord
 
 PASSWORD = "correct horse battery"
 

@@ -15,7 +15,7 @@ from argon2 import PasswordHasher
 from app import create_app, create_first_admin
 from app import identity as accounts
 from app.archive import Archive
-from app.store.base import LoginFailures
+from app.store.records import LoginFailures
 from tests.helpers import PASSWORD, csrf_of, log_in
 
 

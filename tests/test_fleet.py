@@ -179,7 +179,7 @@ async def test_join_registers_at_once_and_close_removes_the_entry(settings, pool
 
 async def test_joining_forgets_processes_lost_for_a_day(archive):
     from app.fleet import FORGET_AFTER, join_fleet
-    from app.store.base import ProcessRecord
+    from app.store.records import ProcessRecord
 
     def old(name: str, seen: float) -> ProcessRecord:
         return ProcessRecord(id=name, role="worker", host="elsewhere", pid=1, version="0", started=seen,

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from app.ingest.spool import holder_dead, process_started
-from app.store.base import UploadHolder
+from app.store.records import UploadHolder
 from app.tiles.pyramid import DZI_NAME, current, image_root, max_level, one_tile_level
 from tests.cli_helpers import (
     IMAGEX,

@@ -11,7 +11,7 @@ import pytest
 
 from app.permissions import effective_visibility, may, may_see_job, visible
 from app.site_policy import Site
-from app.store.base import ImageRecord, JobRecord, User, new_id
+from app.store.records import ImageRecord, JobRecord, User, new_id
 
 ACTIONS = ("view", "download", "change", "delete")
 ALL = "view download change delete"

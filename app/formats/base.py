@@ -9,7 +9,7 @@ from typing import Any
 
 import pyvips
 
-from app.store.base import HeaderValue
+from app.store.records import HeaderValue
 
 
 @dataclass

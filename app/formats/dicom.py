@@ -24,7 +24,7 @@ import pyvips
 from app.exceptions import FormatError
 from app.formats.base import Plane, Reader, check_size
 from app.formats.dicom_confidentiality import is_instance_uid, is_patient_data, pseudonym
-from app.store.base import HeaderValue
+from app.store.records import HeaderValue
 
 MAGIC = b"DICM"
 MAGIC_OFFSET = 128

@@ -28,7 +28,7 @@ import pyvips
 
 from app.exceptions import FormatError
 from app.formats.base import Plane, Reader, check_size
-from app.store.base import HeaderValue
+from app.store.records import HeaderValue
 
 # DM image DataType -> numpy type (packed complex FFT data, 5, 27 and 28, is not read)
 _DTYPES = {1: "i2", 2: "f4", 3: "c8", 6: "u1", 7: "i4", 9: "i1", 10: "u2", 11: "u4", 12: "f8", 13: "c16",

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from app.formats.fits_structure import printable
-from app.store.base import HeaderValue
+from app.store.records import HeaderValue
 
 CARD = 80
 LIST_KEYWORDS = {"COMMENT", "HISTORY"}

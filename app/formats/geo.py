@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.store.base import HeaderValue
+from app.store.records import HeaderValue
 
 USER_DEFINED = 32767
 WKT_CAP = 4000

@@ -15,7 +15,7 @@ from app.exceptions import FormatError
 from app.formats.base import Plane, Reader, check_size
 from app.formats.geo import USER_DEFINED, WKT_CAP, GeoGrid, footprint, geo_grid, metres_per_pixel
 from app.formats.tiff import TEXT_CAP, bitpix, kind, lazy_page, open_tiff, reason, shown_bands, tag_header
-from app.store.base import HeaderValue
+from app.store.records import HeaderValue
 
 NODATA_TAG = 42113  # GDAL_NODATA: the value of pixels that hold no data, as ASCII text
 _MODEL_TAGS = {"ModelPixelScale": 16, "ModelTiepoint": 60, "ModelTransformation": 16}

@@ -9,7 +9,7 @@ import pyvips
 
 from app.exceptions import FormatError
 from app.formats.base import Plane, Reader, check_size
-from app.store.base import HeaderValue
+from app.store.records import HeaderValue
 
 _SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _BITPIX = {"uchar": 8, "char": 8, "ushort": 16, "short": 16, "uint": 32, "int": 32, "float": -32,

@@ -19,7 +19,7 @@ import pyvips
 
 from app.exceptions import FormatError
 from app.formats.base import Plane, Reader, check_size
-from app.store.base import HeaderValue
+from app.store.records import HeaderValue
 
 SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 GEO_TAGS = (33550, 33922, 34264, 34735)  # ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeys

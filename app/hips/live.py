@@ -37,7 +37,8 @@ from app.hips.projection import Member
 from app.hips.survey import Identity, Survey, hips_root, locked
 from app.permissions import effective_visibility
 from app.site_policy import Site
-from app.store.base import FieldIn, ImageRecord, Query
+from app.store.query import FieldIn, Query
+from app.store.records import ImageRecord
 
 if TYPE_CHECKING:
     from app.archive import Archive

@@ -27,7 +27,7 @@ from app.exceptions import Conflict
 from app.ingest.pipeline import catalog_record, job_scaling
 from app.ingest.tiling import catalogue_files
 from app.store import footprint
-from app.store.base import ImageRecord, JobRecord
+from app.store.records import ImageRecord, JobRecord
 
 if TYPE_CHECKING:
     from app.archive import Archive

@@ -21,7 +21,8 @@ import numpy as np
 
 from app.exceptions import Conflict, ImageXError
 from app.ingest.tiling import unzip, unzipping
-from app.store.base import NamedScaling, Store, new_id
+from app.store.base import Store
+from app.store.records import NamedScaling, new_id
 from app.tiles.scaling import Scaling, freeze, freeze_sample, sample_step
 from app.tiles.stream import FitsStrips
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.ingest.outcome import PUBLISHING, Outcome
 from app.ingest.pipeline import run_job
-from app.store.base import JobRecord, JobState, new_id
+from app.store.records import JobRecord, JobState, new_id
 
 if TYPE_CHECKING:
     from app.archive import Archive

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from app.exceptions import Conflict
 from app.ingest.outcome import Outcome, note_publishing, notes_of
 from app.ingest.removal import is_upload
-from app.store.base import ImageLocation, ImageRecord, JobRecord, new_id, now
+from app.store.records import ImageLocation, ImageRecord, JobRecord, new_id, now
 from app.tiles import pyramid
 
 if TYPE_CHECKING:

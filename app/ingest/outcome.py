@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from app.store.base import ImageRecord
+from app.store.records import ImageRecord
 
 PUBLISHING = "publishing.json"  # in a work folder: the ids its pyramids are published under
 

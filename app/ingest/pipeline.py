@@ -31,7 +31,7 @@ from app.ingest.removal import UPLOADS
 from app.ingest.tiling import harvest_file, render_file, tile_file
 from app.names import EQUALISED
 from app.site_policy import Site
-from app.store.base import ImageLocation, ImageRecord, JobRecord, new_id, now
+from app.store.records import ImageLocation, ImageRecord, JobRecord, new_id, now
 from app.tiles import pyramid
 from app.tiles.pool import WorkerDied
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.store.base import ImageRecord
+from app.store.records import ImageRecord
 
 if TYPE_CHECKING:
     from app.archive import Archive

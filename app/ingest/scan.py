@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from app.formats import is_candidate
-from app.store.base import NewJob
+from app.store.records import NewJob
 
 # Names that say "image" even when the content turns out not to be one: such files are queued so that
 # their job fails with a message instead of being skipped in silence.

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.exceptions import Conflict, ImageXError
-from app.store.base import ImageRecord
+from app.store.records import ImageRecord
 from app.tiles import pyramid, render, science
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from app.exceptions import FormatError, ImageXError, StorageError
 from app.formats import HEAD_BYTES, KNOWN_FORMATS, READERS, looks_like, sniff
 from app.ingest.removal import UPLOADS
 from app.site_policy import Site
-from app.store.base import JobRecord, NewJob, QuotaCheck, UploadHolder, User, new_id
+from app.store.records import JobRecord, NewJob, QuotaCheck, UploadHolder, User, new_id
 
 if TYPE_CHECKING:
     from app.archive import Archive

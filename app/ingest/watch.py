@@ -26,7 +26,7 @@ from app.formats import is_candidate
 from app.ingest.catalogue import catalogue_first
 from app.ingest.jobs import worker_name
 from app.ingest.scan import IMAGE_SUFFIXES, is_hidden_or_partial, job_for, stays_inside, walk
-from app.store.base import JobRecord, NewJob
+from app.store.records import JobRecord, NewJob
 
 if TYPE_CHECKING:
     from app.archive import Archive

@@ -22,7 +22,7 @@ from app.openapi import BOOLEAN, ERROR, INTEGER, STRING, Param, RequestBody, arr
 from app.routes import schemas
 from app.routes.views import htmx, own_images, storage
 from app.site_policy import Site, clean_email
-from app.store.base import ApiToken, User, new_id
+from app.store.records import ApiToken, User, new_id
 
 bp = Blueprint("accounts", __name__)
 

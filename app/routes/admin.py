@@ -21,7 +21,7 @@ from app.openapi import described
 from app.routes import schemas
 from app.routes.views import htmx, require_admin
 from app.site_policy import SITE_BY_NAME, SITE_SETTINGS, Site, parse_bytes, validate_form
-from app.store.base import Invitation, Usage, User, new_id
+from app.store.records import Invitation, Usage, User, new_id
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 # the JSON twins of the admin pages, under /api/admin, guarded the same way

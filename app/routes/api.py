@@ -40,17 +40,8 @@ from app.search.dates import date_range
 from app.search.numbers import NotFinite, finite_number, number_of
 from app.search.positions import parse_cone
 from app.sky.readout import OffImage, position_at
-from app.store.base import (
-    JOB_STATES,
-    And,
-    Compare,
-    Cone,
-    FieldIn,
-    Query,
-    Scalar,
-    check_keyword,
-    keyword_range,
-)
+from app.store.query import And, Compare, Cone, FieldIn, Query, Scalar, check_keyword, keyword_range
+from app.store.records import JOB_STATES
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

@@ -19,7 +19,7 @@ from app.routes import schemas
 from app.routes.views import htmx, require_admin
 from app.search.compile import element_summary
 from app.search.elements import TYPE_NAMES, ElementError, element_from, missing_keywords
-from app.store.base import ELEMENT_TYPES, SearchElement
+from app.store.records import ELEMENT_TYPES, SearchElement
 
 bp = Blueprint("builder", __name__, url_prefix="/admin/search")
 # the builder's JSON API, under /api/admin/search-elements, guarded the same way

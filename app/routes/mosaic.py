@@ -36,7 +36,8 @@ from app.sky.frame import Frame, TooFarApart, north_up
 from app.sky.mosaic import Sheet, placements
 from app.sky.readout import sky_readout
 from app.sky.warp import save_frame
-from app.store.base import FieldIn, ImageRecord
+from app.store.query import FieldIn
+from app.store.records import ImageRecord
 from app.tiles import colormaps, render
 from app.tiles.pyramid import OVERLAP, TILE_SIZE
 

@@ -5,7 +5,7 @@ header alone: app/ingest/catalogue.py). What every page, tile route and JSON ans
 from __future__ import annotations
 
 from app.exceptions import TilingFailed
-from app.store.base import ImageRecord
+from app.store.records import ImageRecord
 
 
 def tiling_state(image: ImageRecord) -> dict[str, str] | None:

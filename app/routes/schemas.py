@@ -23,7 +23,7 @@ from app.openapi import (
     whole,
 )
 from app.routes.views import MAX_PAGE, MAX_PER_PAGE
-from app.store.base import ELEMENT_TYPES, JOB_STATES
+from app.store.records import ELEMENT_TYPES, JOB_STATES
 
 VISIBILITY = one_of("private", "registered", "public")
 HEADER_VALUE: Schema = {"anyOf": [SCALAR, {"type": "null"}, array(STRING)]}

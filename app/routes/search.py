@@ -24,18 +24,9 @@ from app.routes.views import htmx, image_summary, page_args, visible_images
 from app.routes.zipstream import zip_stream
 from app.search.compile import SORTABLE, Search, compile_search, element_summary, parameters
 from app.search.elements import MAX_CHOICES
-from app.store.base import (
-    MAX_TEXT,
-    MICROS_PER_DAY,
-    MJD_EPOCH,
-    And,
-    Cone,
-    ImageRecord,
-    Query,
-    Scalar,
-    SearchElement,
-)
 from app.store.dates import header_dates
+from app.store.query import MAX_TEXT, MICROS_PER_DAY, MJD_EPOCH, And, Cone, Query, Scalar
+from app.store.records import ImageRecord, SearchElement
 
 bp = Blueprint("search", __name__)
 

@@ -33,7 +33,7 @@ from app.permissions import may, may_see_job, upload_refusal
 from app.routes import schemas
 from app.routes.views import image_summary, job_fields, parse_visibility, storage
 from app.site_policy import Site
-from app.store.base import JobRecord, User
+from app.store.records import JobRecord, User
 
 bp = Blueprint("upload", __name__)
 

@@ -28,7 +28,7 @@ from app.routes.views import (
     shown_path,
 )
 from app.routes.zipstream import zip_stream
-from app.store.base import ImageRecord
+from app.store.records import ImageRecord
 from app.tiles.render import display_names
 
 bp = Blueprint("viewer", __name__)

@@ -34,18 +34,8 @@ from app.routes.readiness import refuse_unviewable, tiling_state
 from app.search.positions import parse_position
 from app.site_policy import VISIBILITIES, Site
 from app.sky.readout import OffImage, locate, sky_readout
-from app.store.base import (
-    JOB_STATES,
-    MAX_TEXT,
-    And,
-    FieldIn,
-    ImageRecord,
-    JobRecord,
-    Or,
-    Query,
-    TextMatch,
-    User,
-)
+from app.store.query import MAX_TEXT, And, FieldIn, Or, Query, TextMatch
+from app.store.records import JOB_STATES, ImageRecord, JobRecord, User
 from app.tiles import display_cache, histogram, render, science
 from app.tiles.pyramid import DZI_NAME
 from app.tiles.render import default_spec

@@ -21,7 +21,7 @@ from app.search.dates import date_bounds
 from app.search.elements import RESERVED, TYPE_NAMES
 from app.search.numbers import NotFinite, number_of
 from app.search.positions import parse_cone
-from app.store.base import (
+from app.store.query import (
     MAX_TEXT,
     ORDER_FIELDS,
     And,
@@ -32,11 +32,11 @@ from app.store.base import (
     Order,
     Query,
     Scalar,
-    SearchElement,
     TextMatch,
     TextMode,
     any_in_range,
 )
+from app.store.records import SearchElement
 
 SUFFIXES = {"text": ("",), "select": ("",), "number": ("_min", "_max"), "date": ("_from", "_to"),
             "cone": ("_ra", "_dec", "_radius", "_frame", "_mode")}

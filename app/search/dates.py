@@ -3,8 +3,8 @@ a calendar date is its whole day in UTC, a date-time that moment."""
 
 from __future__ import annotations
 
-from app.store.base import MAX_DATE_KEYWORDS, MICROS_PER_DAY, DateRange, check_keyword, mjd_from_micros
 from app.store.dates import parse_moment
+from app.store.query import MAX_DATE_KEYWORDS, MICROS_PER_DAY, DateRange, check_keyword, mjd_from_micros
 
 _END_OF_DAY = MICROS_PER_DAY - 1
 

@@ -23,8 +23,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.search.positions import parse_radius
-from app.store.base import ELEMENT_TYPES, MAX_DATE_KEYWORDS, TEXT_MODES, SearchElement, check_keyword
 from app.store.footprint import CONE_MODES
+from app.store.query import MAX_DATE_KEYWORDS, TEXT_MODES, check_keyword
+from app.store.records import ELEMENT_TYPES, SearchElement
 
 ELEMENT_ID = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # Query parameters of the search page itself: no element may take these names.

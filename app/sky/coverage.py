@@ -30,8 +30,8 @@ import numpy as np
 from app.sky.readout import sky_vectors
 from app.sky.wcs import celestial_wcs
 from app.store import footprint
-from app.store.base import HeaderValue
 from app.store.footprint import has_coverage as has_coverage  # where callers have found it
+from app.store.records import HeaderValue
 
 # the deepest order a footprint is recorded at (order 16: cells of 3.2 arcsec)
 MAX_ORDER = 16

@@ -21,7 +21,7 @@ import numpy as np
 
 from app.formats.geo import GeoGrid, geo_grid
 from app.sky.grid import fit_grid, unit_vectors
-from app.store.base import HeaderValue
+from app.store.records import HeaderValue
 
 TOLERANCE_DEGREES = 1e-7  # about a centimetre on the ground; the page shows 1e-6 degrees
 _UNIT_SYMBOLS = {"metre": "m", "meter": "m", "kilometre": "km", "foot": "ft", "us survey foot": "ftUS"}

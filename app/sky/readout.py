@@ -24,7 +24,7 @@ from app.formats.fits import icrs_equatorial
 from app.sky.geographic import geographic_readout
 from app.sky.grid import fit_grid, separation_arcsec
 from app.sky.wcs import celestial_wcs
-from app.store.base import HeaderValue
+from app.store.records import HeaderValue
 
 TOLERANCE_ARCSEC = 0.02
 # Keywords that give a physical pixel size in micrometres (microscopy, detectors).

@@ -6,7 +6,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from app.store.base import HeaderValue
+from app.store.records import HeaderValue
 
 _SKIPPED = {"COMMENT", "HISTORY", ""}
 

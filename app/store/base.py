@@ -1,5 +1,5 @@
 """What the rest of ImageX may ask of a catalog (`Store`). The records it holds are in `app.store.records`
-and the neutral query form in `app.store.query`; both are named here too, as before the split."""
+and the neutral query form in `app.store.query`."""
 
 from __future__ import annotations
 
@@ -8,44 +8,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from app.store.query import (
-    COMPARE_OPS,
-    CONE_MODES,
-    MAX_DATE_KEYWORDS,
-    MAX_TEXT,
-    MICROS_PER_DAY,
-    MJD_EPOCH,
-    ORDER_FIELDS,
-    RECORD_FIELDS,
-    TEXT_MODES,
-    And,
-    Compare,
-    CompareOp,
-    Cone,
-    ConeMode,
-    DateRange,
-    FieldIn,
-    Or,
-    Order,
-    Query,
-    Scalar,
-    TextMatch,
-    TextMode,
-    any_compare,
-    any_in_range,
-    check_keyword,
-    keyword_range,
-    mjd_from_micros,
-    mjd_of,
-)
+from app.store.query import Order, Query, Scalar
 from app.store.records import (
-    ELEMENT_TYPES,
-    INDEX_PREFIX,
-    INDEXED_TYPES,
-    JOB_STATES,
     ApiToken,
-    ElementType,
-    HeaderValue,
     ImageLocation,
     ImageRecord,
     Invitation,
@@ -61,73 +26,7 @@ from app.store.records import (
     UploadHolder,
     Usage,
     User,
-    index_name,
-    indexed_keywords,
-    keyword_of_index,
-    new_id,
-    now,
 )
-
-# named here for the modules that import them from base, as before records and query had modules
-__all__ = [
-    "COMPARE_OPS",
-    "CONE_MODES",
-    "ELEMENT_TYPES",
-    "INDEXED_TYPES",
-    "INDEX_PREFIX",
-    "JOB_STATES",
-    "MAX_DATE_KEYWORDS",
-    "MAX_TEXT",
-    "MICROS_PER_DAY",
-    "MJD_EPOCH",
-    "ORDER_FIELDS",
-    "RECORD_FIELDS",
-    "TEXT_MODES",
-    "And",
-    "ApiToken",
-    "Compare",
-    "CompareOp",
-    "Cone",
-    "ConeMode",
-    "DateRange",
-    "ElementType",
-    "FieldIn",
-    "HeaderValue",
-    "ImageLocation",
-    "ImageRecord",
-    "Invitation",
-    "JobRecord",
-    "JobState",
-    "LoginFailures",
-    "NamedScaling",
-    "NewJob",
-    "Or",
-    "Order",
-    "ProcessRecord",
-    "Query",
-    "QuotaCheck",
-    "Reservation",
-    "Scalar",
-    "SearchElement",
-    "Store",
-    "TextMatch",
-    "TextMode",
-    "UploadHolder",
-    "Usage",
-    "User",
-    "any_compare",
-    "any_in_range",
-    "check_keyword",
-    "index_name",
-    "indexed_keywords",
-    "keyword_of_index",
-    "keyword_range",
-    "mjd_from_micros",
-    "mjd_of",
-    "new_id",
-    "now",
-]
-
 
 # what `Store.update_user` may change; the rest of a user (id, username, created) stays as it was made
 USER_FIELDS = frozenset({"email", "display_name", "role", "password_hash", "quota", "disabled", "last_login"})

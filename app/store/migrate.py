@@ -23,7 +23,8 @@ from typing import Any
 
 from app.exceptions import Conflict, StoreError
 from app.store import open_store
-from app.store.base import ImageRecord, Store
+from app.store.base import Store
+from app.store.records import ImageRecord
 
 KINDS = ("images", "locations", "jobs", "users", "tokens", "invitations", "settings", "scalings", "elements",
          "charges")

@@ -21,22 +21,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from app.store.base import (
-    And,
-    Compare,
-    Cone,
-    DateRange,
-    FieldIn,
-    Or,
-    Order,
-    Query,
-    SearchElement,
-    TextMatch,
-    check_keyword,
-    indexed_keywords,
-    keyword_of_index,
-)
 from app.store.footprint import cone_ranges
+from app.store.query import And, Compare, Cone, DateRange, FieldIn, Or, Order, Query, TextMatch, check_keyword
+from app.store.records import SearchElement, indexed_keywords, keyword_of_index
 
 Filter = dict[str, Any]
 _OPS = {"eq": "$eq", "ne": "$ne", "lt": "$lt", "le": "$lte", "gt": "$gt", "ge": "$gte"}

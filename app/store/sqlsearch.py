@@ -13,7 +13,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from app.store.base import (
+from app.store.footprint import cone_ranges
+from app.store.query import (
     And,
     Compare,
     Cone,
@@ -23,14 +24,10 @@ from app.store.base import (
     Order,
     Query,
     Scalar,
-    SearchElement,
     TextMatch,
     check_keyword,
-    index_name,
-    indexed_keywords,
-    keyword_of_index,
 )
-from app.store.footprint import cone_ranges
+from app.store.records import SearchElement, index_name, indexed_keywords, keyword_of_index
 
 _OPS = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 _BROAD_FIELDS = ("owner", "visibility")

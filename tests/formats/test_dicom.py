@@ -23,7 +23,7 @@ from app.formats import is_candidate
 from app.formats.dicom import DicomReader
 from app.formats.dicom_confidentiality import PATIENT_ATTRIBUTES
 from app.site_policy import SITE_SETTINGS, Site
-from app.store.base import DateRange
+from app.store.query import DateRange
 from tests.formats.conftest import full_picture
 from tests.helpers import csrf_of, ingest, log_in
 

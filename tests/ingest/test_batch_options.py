@@ -16,7 +16,7 @@ from astropy.io import fits
 from app.exceptions import Conflict, ImageXError
 from app.ingest import fixed_scaling as fixed
 from app.ingest.scan import job_for
-from app.store.base import NamedScaling
+from app.store.records import NamedScaling
 from app.tiles.scaling import Scaling, display, freeze
 from tests.helpers import ingest
 from tests.ingest.ingest_helpers import PATCH, PATCH_VALUE, sky, write

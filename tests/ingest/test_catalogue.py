@@ -20,7 +20,8 @@ from app.ingest.pipeline import catalog_record
 from app.ingest.scan import job_for
 from app.ingest.tiling import catalogue_files, render_file
 from app.settings import Settings
-from app.store.base import Compare, Cone, JobRecord
+from app.store.query import Compare, Cone
+from app.store.records import JobRecord
 from app.tiles import pyramid
 from tests.clock import Clock
 from tests.routes.pages import text_of

@@ -17,7 +17,7 @@ from app.archive import Archive
 from app.ingest.jobs import JobRunner, wait_for, worker_name
 from app.ingest.scan import job_for
 from app.settings import Settings
-from app.store.base import JOB_STATES, NewJob
+from app.store.records import JOB_STATES, NewJob
 from app.store.sqlite import SQLiteStore
 from tests.clock import Clock
 

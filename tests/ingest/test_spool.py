@@ -26,7 +26,7 @@ from app.ingest.spool import (
     clean_spool,
     user_folder,
 )
-from app.store.base import NewJob, User
+from app.store.records import NewJob, User
 
 NAMES = [
     ("m31.fits", "m31.fits"),

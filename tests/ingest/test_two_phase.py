@@ -19,7 +19,8 @@ from app.ingest.removal import delete_image
 from app.ingest.scan import job_for
 from app.ingest.tiling import render_file
 from app.settings import Settings
-from app.store.base import Cone, ImageRecord, JobRecord
+from app.store.query import Cone
+from app.store.records import ImageRecord, JobRecord
 from app.tiles import pyramid
 from tests.clock import Clock
 from tests.helpers import ingest

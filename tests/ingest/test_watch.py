@@ -22,7 +22,7 @@ from app.exceptions import ImageXError, SettingError
 from app.ingest.jobs import JobRunner
 from app.ingest.watch import FolderWatcher
 from app.settings import Settings
-from app.store.base import JobRecord
+from app.store.records import JobRecord
 from tests.helpers import log_in
 from tests.ingest.ingest_helpers import fits_bytes
 

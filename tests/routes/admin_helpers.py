@@ -11,7 +11,7 @@ from typing import Any
 
 from app.identity import SESSION_COOKIE, digest
 from app.site_policy import SITE_SETTINGS, Site
-from app.store.base import NewJob, User
+from app.store.records import NewJob, User
 from tests.helpers import csrf_of
 
 PAGES = ["/admin", "/admin/users", "/admin/invitations", "/admin/monitor"]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from app.archive import Archive
-from app.store.base import ImageRecord
+from app.store.records import ImageRecord
 from tests.helpers import csrf_of, ingest, log_in
 from tests.routes.actor_helpers import ROLES, Actor
 from tests.routes.pages import Ingested

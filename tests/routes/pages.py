@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from html import unescape
 from typing import Any
 
-from app.store.base import ImageRecord
+from app.store.records import ImageRecord
 
 Ingested = Callable[..., Awaitable[ImageRecord]]  # the `add_image` fixture (tests/routes/conftest.py)
 

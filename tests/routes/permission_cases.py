@@ -22,7 +22,7 @@ from app.archive import Archive
 from app.identity import new_user
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.settings import Settings
-from app.store.base import ImageRecord, SearchElement
+from app.store.records import ImageRecord, SearchElement
 from app.tiles.pool import Pool
 from tests.helpers import PASSWORD, csrf_of, ingest, log_in
 

@@ -12,7 +12,7 @@ import pytest
 from app import create_app
 from app import identity as accounts
 from app.settings import Settings
-from app.store.base import ImageRecord, new_id
+from app.store.records import ImageRecord, new_id
 from tests.helpers import PASSWORD, csrf_from, csrf_of, log_in
 from tests.routes.accounts_helpers import NEW_PASSWORD, _token, cookie, me, set_site
 from tests.routes.pages import text_of
@@ -370,6 +370,6 @@ async def test_every_form_needs_the_right_csrf_token(archive, client, make_user,
 
 
 def _api_token(user_id: str) -> Any:
-    from app.store.base import ApiToken
+    from app.store.records import ApiToken
 
     return ApiToken(id=new_id(), user_id=user_id, name="kept", token_hash=accounts.digest(new_id()))

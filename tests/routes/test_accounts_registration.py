@@ -10,7 +10,7 @@ import pytest
 
 from app import create_app
 from app import identity as accounts
-from app.store.base import Invitation, new_id
+from app.store.records import Invitation, new_id
 from tests.helpers import PASSWORD, csrf_from, csrf_of, log_in
 from tests.routes.accounts_helpers import me, set_site
 from tests.routes.pages import text_of

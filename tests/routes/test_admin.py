@@ -10,7 +10,7 @@ import pytest
 
 from app.identity import digest
 from app.site_policy import SITE_SETTINGS, Site
-from app.store.base import ApiToken, new_id
+from app.store.records import ApiToken, new_id
 from tests.routes.admin_helpers import (
     HTMX,
     PAGES,

@@ -12,7 +12,7 @@ import pytest
 
 from app.identity import digest
 from app.site_policy import SITE_SETTINGS
-from app.store.base import Invitation
+from app.store.records import Invitation
 from tests.helpers import csrf_of, ingest, log_in
 from tests.routes.admin_helpers import (
     HTMX,

@@ -17,7 +17,7 @@ from app.identity import digest
 from app.ingest.jobs import JobRunner
 from app.ingest.scan import job_for
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
-from app.store.base import ApiToken, ImageRecord, new_id
+from app.store.records import ApiToken, ImageRecord, new_id
 from tests.helpers import ingest
 from tests.routes.actor_helpers import Actor
 from tests.routes.pages import text_of

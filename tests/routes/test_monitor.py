@@ -167,7 +167,7 @@ async def test_originals_are_counted_again_only_after_a_while(archive, client, a
 async def test_the_fleet_lists_this_process_and_shows_a_silent_one_lost(archive, client, account):
     import time
 
-    from app.store.base import ProcessRecord
+    from app.store.records import ProcessRecord
 
     await admin_client(client, account)
     silent = ProcessRecord(id="node9:77:worker:abcdef", role="worker", host="node9", pid=77, version="0.1.0",

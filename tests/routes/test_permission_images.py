@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from app.store.base import ImageRecord
+from app.store.records import ImageRecord
 from tests.helpers import ingest
 from tests.routes.pages import attribute
 from tests.routes.permission_cases import (

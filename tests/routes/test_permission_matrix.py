@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 
 from app.samples import FIELD_DEC, FIELD_RA
-from app.store.base import ImageRecord
+from app.store.records import ImageRecord
 from tests.routes.permission_cases import (
     ACTORS,
     CARD_LINK,

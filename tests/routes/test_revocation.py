@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from app.archive import Archive
-from app.store.base import ImageRecord
+from app.store.records import ImageRecord
 from app.tiles import pyramid, render, science
 from app.tokens import GEN
 from tests.routes.pages import Ingested, text_of

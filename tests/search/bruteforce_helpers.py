@@ -22,7 +22,7 @@ from astropy.coordinates import SkyCoord
 from app.formats.fits import _sky
 from app.samples import celestial_wcs
 from app.search.compile import Search
-from app.store.base import ImageRecord, SearchElement, new_id
+from app.store.records import ImageRecord, SearchElement, new_id
 from app.store.sqlite import SQLiteStore
 
 MICROS_PER_DAY = 86_400_000_000

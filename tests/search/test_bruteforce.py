@@ -19,7 +19,7 @@ import pytest
 from app.search.compile import Search, compile_search
 from app.search.elements import element_from
 from app.store import sqlsearch
-from app.store.base import ImageRecord, SearchElement, index_name, new_id
+from app.store.records import ImageRecord, SearchElement, index_name, new_id
 from app.store.sqlite import SQLiteStore
 from tests.search.bruteforce_helpers import (
     DATE_KEYWORDS,

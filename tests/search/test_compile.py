@@ -8,7 +8,7 @@ import pytest
 
 from app.search.compile import compile_search
 from app.search.elements import element_from
-from app.store.base import And, Compare, Cone, DateRange, Or, Order, TextMatch, mjd_of
+from app.store.query import And, Compare, Cone, DateRange, Or, Order, TextMatch, mjd_of
 
 ELEMENTS = [
     element_from(

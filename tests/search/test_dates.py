@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from app.search.dates import date_range, parse_bound
-from app.store.base import DateRange, mjd_of
 from app.store.dates import header_dates, parse_date, parse_day_number, parse_time
+from app.store.query import DateRange, mjd_of
 
 MJD_2026_03_14 = 61113.0  # 2026-03-14 00:00 UTC
 SECOND = 1 / 86400

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from app.search.positions import parse_cone, parse_position, parse_radius
-from app.store.base import And, Cone, FieldIn, ImageRecord, new_id
 from app.store.footprint import footprint_cells, sky_matches
+from app.store.query import And, Cone, FieldIn
+from app.store.records import ImageRecord, new_id
 from app.store.sqlite import SQLiteStore
 from tests.search.bruteforce_helpers import footprint
 

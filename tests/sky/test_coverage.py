@@ -32,8 +32,9 @@ from astropy.wcs import WCS
 from app.formats.fits import FitsReader
 from app.sky.coverage import MOST_MOC_TEXT, with_coverage
 from app.sky.readout import sky_vectors
-from app.store.base import Cone, ImageRecord, new_id
 from app.store.footprint import footprint_cells
+from app.store.query import Cone
+from app.store.records import ImageRecord, new_id
 from app.store.sqlite import SQLiteStore
 
 

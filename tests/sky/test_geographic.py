@@ -22,7 +22,7 @@ from app.formats.geo import geo_grid
 from app.sky.geographic import TOLERANCE_DEGREES, geographic_readout, lonlat_vectors, projected_axes
 from app.sky.grid import MAX_CELLS, Grid, separation_arcsec, unit_vectors
 from app.sky.readout import sky_readout
-from app.store.base import HeaderValue
+from app.store.records import HeaderValue
 
 SKY_JS = Path(__file__).resolve().parents[2] / "app" / "static" / "sky.js"
 DATA = Path(__file__).resolve().parents[1] / "data" / "geotiff"

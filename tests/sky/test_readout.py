@@ -21,7 +21,7 @@ from app.samples import celestial_wcs
 from app.sky import readout
 from app.sky.grid import MAX_CELLS
 from app.sky.readout import OffImage, locate, physical_scale, sky_readout
-from app.store.base import HeaderValue
+from app.store.records import HeaderValue
 
 SKY_JS = Path(__file__).resolve().parents[2] / "app" / "static" / "sky.js"
 NODE = shutil.which("node")

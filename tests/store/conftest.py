@@ -11,7 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from app.store import open_store
-from app.store.base import Store, new_id
+from app.store.base import Store
+from app.store.records import new_id
 
 MONGODB_ENV = "IMAGEX_TEST_MONGODB_URL"
 ADAPTERS = ["sqlite", pytest.param("mongodb", marks=pytest.mark.skipif(

@@ -7,13 +7,7 @@ from typing import Any
 
 from app.formats.fits import _sky
 from app.samples import celestial_wcs
-from app.store.base import (
-    ImageRecord,
-    NewJob,
-    ProcessRecord,
-    User,
-    new_id,
-)
+from app.store.records import ImageRecord, NewJob, ProcessRecord, User, new_id
 
 
 def image(name: str, *, sha256: str = "", hdu: int = 0, created: float = 1000.0, owner: str = "",

@@ -14,22 +14,20 @@ import pytest
 
 from app.exceptions import Conflict
 from app.store import open_store
-from app.store.base import (
+from app.store.base import Store
+from app.store.query import (
     And,
     Compare,
     Cone,
     DateRange,
     FieldIn,
-    ImageLocation,
-    NamedScaling,
     Or,
     Order,
-    SearchElement,
-    Store,
     TextMatch,
     any_compare,
     any_in_range,
 )
+from app.store.records import ImageLocation, NamedScaling, SearchElement
 from tests.store.examples import image, job, names, sky_at
 
 # opening and closing ---------------------------------------------------------------------------------

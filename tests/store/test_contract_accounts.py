@@ -8,14 +8,7 @@ import asyncio
 import pytest
 
 from app.exceptions import Conflict
-from app.store.base import (
-    ApiToken,
-    Invitation,
-    LoginFailures,
-    UploadHolder,
-    new_id,
-    now,
-)
+from app.store.records import ApiToken, Invitation, LoginFailures, UploadHolder, new_id, now
 from tests.clock import Clock
 from tests.store.examples import image, job, user
 

@@ -3,7 +3,7 @@ images' sky footprints, and a footprint replaced after the image was catalogued.
 
 from __future__ import annotations
 
-from app.store.base import And, Compare, Cone, FieldIn, Or
+from app.store.query import And, Compare, Cone, FieldIn, Or
 from tests.store.examples import image, names, sky_at
 
 

@@ -14,18 +14,9 @@ from typing import Any
 import pytest
 
 from app.archive import Archive
-from app.store.base import (
-    And,
-    DateRange,
-    FieldIn,
-    ImageRecord,
-    Query,
-    any_compare,
-    any_in_range,
-    mjd_of,
-    new_id,
-)
 from app.store.dates import header_dates
+from app.store.query import And, DateRange, FieldIn, Query, any_compare, any_in_range, mjd_of
+from app.store.records import ImageRecord, new_id
 from app.store.sqlite import MIGRATIONS, SQLiteStore
 from app.store.sqlite.connection import _statements
 from tests.helpers import ingest

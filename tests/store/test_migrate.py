@@ -10,22 +10,20 @@ import pytest
 from app.cli import main
 from app.exceptions import StoreError
 from app.store import open_store
-from app.store.base import (
+from app.store.base import Store
+from app.store.migrate import KINDS, migrate_store
+from app.store.query import Cone, DateRange, TextMatch
+from app.store.records import (
     ApiToken,
-    Cone,
-    DateRange,
     ImageLocation,
     Invitation,
     NamedScaling,
     NewJob,
     SearchElement,
-    Store,
-    TextMatch,
     User,
     new_id,
     now,
 )
-from app.store.migrate import KINDS, migrate_store
 from tests.store.conftest import MONGODB_ENV, store_url
 from tests.store.examples import image, sky_at
 

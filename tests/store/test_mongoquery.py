@@ -10,8 +10,8 @@ import pytest
 from astropy_healpix import HEALPix
 
 from app.store import mongoquery as mq
-from app.store.base import (
-    INDEX_PREFIX,
+from app.store.footprint import HEALPIX_ORDER
+from app.store.query import (
     And,
     Compare,
     Cone,
@@ -19,14 +19,11 @@ from app.store.base import (
     FieldIn,
     Or,
     Order,
-    SearchElement,
     TextMatch,
     any_compare,
     any_in_range,
-    index_name,
-    keyword_of_index,
 )
-from app.store.footprint import HEALPIX_ORDER
+from app.store.records import INDEX_PREFIX, SearchElement, index_name, keyword_of_index
 
 NUMBER = {"$type": "number"}
 TEXT = {"$type": "string", "$not": {"$type": "array"}}  # a text value, not a list (COMMENT, HISTORY)
@@ -212,8 +209,8 @@ def test_image_documents_survive_bson_with_any_keyword():
 
     from app.formats.fits import _sky
     from app.samples import celestial_wcs
-    from app.store.base import ImageRecord
     from app.store.mongo import image_doc, image_from_doc
+    from app.store.records import ImageRecord
 
     header = {"SIMPLE": True, "BITPIX": -32, "EXPTIME": 30.5, "OBJECT": "M31", "BLANK": None,
               "DATE-OBS": "2024-03-01T12:00:00", "COMMENT": ["a", "b"], "HIERARCH ESO.DET DIT": 2.5,

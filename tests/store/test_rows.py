@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from app.store import rows
-from app.store.base import (
+from app.store.records import (
     ApiToken,
     ImageRecord,
     Invitation,

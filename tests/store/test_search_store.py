@@ -12,7 +12,8 @@ import pytest
 from app.exceptions import Conflict
 from app.search.elements import element_from
 from app.store import sqlsearch
-from app.store.base import And, Compare, FieldIn, ImageRecord, Order, TextMatch, new_id
+from app.store.query import And, Compare, FieldIn, Order, TextMatch
+from app.store.records import ImageRecord, new_id
 from app.store.sqlite import MIGRATIONS, SQLiteStore
 from app.store.sqlite.connection import _statements
 

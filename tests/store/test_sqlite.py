@@ -12,7 +12,8 @@ import pytest
 
 from app.exceptions import Conflict, StoreError
 from app.store import open_store
-from app.store.base import And, Compare, ImageRecord, Or, Query, keyword_range, new_id
+from app.store.query import And, Compare, Or, Query, keyword_range
+from app.store.records import ImageRecord, new_id
 from app.store.sqlite import MIGRATIONS, SQLiteStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,8 +55,9 @@ async def test_a_catalog_of_migration_13_is_rebuilt_whole(tmp_path, monkeypatch)
     """0014 rebuilds the images table (the same content once per owner): every record, its dates, cells
     and keyword counts survive, the search indexes come back, and each image's path is its first
     location."""
-    from app.store.base import Cone, DateRange, FieldIn, ImageLocation, SearchElement
     from app.store.footprint import footprint_cells
+    from app.store.query import Cone, DateRange, FieldIn
+    from app.store.records import ImageLocation, SearchElement
     from app.store.sqlite import connection as adapter
     from tests.store.examples import sky_at
 
@@ -146,7 +148,7 @@ async def test_catalog_is_in_wal_mode(store):
 OPENER = """
 import asyncio, sys, time
 from pathlib import Path
-from app.store.base import NewJob
+from app.store.records import NewJob
 from app.store.sqlite import SQLiteStore
 
 async def main(folder, name, files):

@@ -9,13 +9,8 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from app.exceptions import Conflict
-from app.store.base import (
-    ApiToken,
-    Invitation,
-    LoginFailures,
-    User,
-)
 from app.store.mongo.connection import MongoBase, username_key
+from app.store.records import ApiToken, Invitation, LoginFailures, User
 from app.store.rows import from_doc, to_doc
 
 

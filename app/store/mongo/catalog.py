@@ -12,19 +12,6 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from app.exceptions import Conflict, StoreError
 from app.store import mongoquery
-from app.store.base import (
-    Cone,
-    ImageLocation,
-    ImageRecord,
-    NamedScaling,
-    Order,
-    Query,
-    Scalar,
-    SearchElement,
-    Usage,
-    index_name,
-    keyword_of_index,
-)
 from app.store.dates import DATES_VERSION
 from app.store.footprint import CELLS_VERSION, covered, footprint_cells, sky_matches
 from app.store.mongo.connection import CHUNK, Doc, MongoBase, log
@@ -36,6 +23,16 @@ from app.store.mongo.documents import (
     image_from_doc,
 )
 from app.store.mongoquery import Filter
+from app.store.query import Cone, Order, Query, Scalar
+from app.store.records import (
+    ImageLocation,
+    ImageRecord,
+    NamedScaling,
+    SearchElement,
+    Usage,
+    index_name,
+    keyword_of_index,
+)
 from app.store.rows import from_doc, to_doc
 
 _IMAGE_PROJECTION = {"dates": 0, "cells": 0, "cells_version": 0, "dates_version": 0, "folded": 0}

@@ -36,9 +36,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
 from app.exceptions import StoreError
-from app.store.base import (
-    Store,
-)
+from app.store.base import Store
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations" / "mongo"
 log = logging.getLogger(__name__)

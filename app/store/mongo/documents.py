@@ -8,13 +8,11 @@ from typing import Any
 from pymongo.errors import BulkWriteError
 
 from app.store import mongoquery
-from app.store.base import (
-    ImageRecord,
-)
 from app.store.dates import DATES_VERSION, header_dates
 from app.store.footprint import CELLS_VERSION, footprint_cells
 from app.store.mongo.connection import Doc
 from app.store.mongoquery import field_name, keyword_of_field
+from app.store.records import ImageRecord
 from app.store.rows import from_doc, to_doc
 
 

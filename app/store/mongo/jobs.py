@@ -9,18 +9,11 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from app.exceptions import StoreError
-from app.store.base import (
-    JOB_STATES,
-    JobRecord,
-    JobState,
-    NewJob,
-    ProcessRecord,
-    new_id,
-)
 from app.store.mongo.connection import CHUNK, Doc, MongoBase
 from app.store.mongo.documents import (
     _first_error,
 )
+from app.store.records import JOB_STATES, JobRecord, JobState, NewJob, ProcessRecord, new_id
 from app.store.rows import from_doc, to_doc
 
 

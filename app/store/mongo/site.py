@@ -12,16 +12,11 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from app.exceptions import StoreError
-from app.store.base import (
-    QuotaCheck,
-    Reservation,
-    UploadHolder,
-    new_id,
-)
 from app.store.mongo.connection import Doc, MongoBase
 from app.store.mongo.documents import (
     _charged,
 )
+from app.store.records import QuotaCheck, Reservation, UploadHolder, new_id
 from app.store.rows import dumps
 
 # how long one reservation may hold an owner's lock before another process may take it over (seconds)

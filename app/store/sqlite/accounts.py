@@ -7,12 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.exceptions import Conflict
-from app.store.base import (
-    ApiToken,
-    Invitation,
-    LoginFailures,
-    User,
-)
+from app.store.records import ApiToken, Invitation, LoginFailures, User
 from app.store.rows import from_row, insert_sql, names, to_row
 from app.store.sqlite.connection import SQLiteBase, disk_full, transaction
 

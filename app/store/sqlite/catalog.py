@@ -11,18 +11,10 @@ from typing import Any
 
 from app.exceptions import Conflict
 from app.store import sqlsearch
-from app.store.base import (
-    ImageLocation,
-    ImageRecord,
-    NamedScaling,
-    Order,
-    Query,
-    Scalar,
-    SearchElement,
-    Usage,
-)
 from app.store.dates import DATES_VERSION, header_dates
 from app.store.footprint import covered, footprint_cells
+from app.store.query import Order, Query, Scalar
+from app.store.records import ImageLocation, ImageRecord, NamedScaling, SearchElement, Usage
 from app.store.rows import dumps, from_row, insert_sql, names, to_row
 from app.store.sqlite.connection import SQLiteBase, transaction
 

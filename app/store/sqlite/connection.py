@@ -14,9 +14,7 @@ from typing import Any, TypeVar
 
 from app.exceptions import DiskFull, StoreError
 from app.store import sqlsearch
-from app.store.base import (
-    Store,
-)
+from app.store.base import Store
 from app.store.footprint import sky_matches_json
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"

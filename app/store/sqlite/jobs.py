@@ -5,14 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from app.store.base import (
-    JOB_STATES,
-    JobRecord,
-    JobState,
-    NewJob,
-    ProcessRecord,
-    new_id,
-)
+from app.store.records import JOB_STATES, JobRecord, JobState, NewJob, ProcessRecord, new_id
 from app.store.rows import dumps, from_row, insert_sql, names, to_row
 from app.store.sqlite.connection import SQLiteBase, transaction
 

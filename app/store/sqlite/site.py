@@ -5,11 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app.store.base import (
-    QuotaCheck,
-    Reservation,
-    UploadHolder,
-)
+from app.store.records import QuotaCheck, Reservation, UploadHolder
 from app.store.rows import dumps
 from app.store.sqlite.connection import SQLiteBase, transaction
 
