@@ -9,6 +9,7 @@ import shutil
 import warnings
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -76,22 +77,37 @@ class FitsReader(Reader):
                 return False
         return head.startswith(b"SIMPLE  =")
 
-    def __init__(self, path: Path, *, max_pixels: int) -> None:
+    def __init__(self, path: Path, *, max_pixels: int, deferred: bool = False) -> None:
+        """`deferred`: astropy opens the file only when something needs it (pixels, or a header that is not
+        plain: app/formats/fits_header.py): a batch catalogued from its headers reads most files without
+        it. Otherwise it opens the file now, and a file it cannot read fails here."""
         super().__init__(path, max_pixels=max_pixels)
 
         self._gzipped = _is_gzip(path)
         self._source = path  # where the bytes are read: the file, or its decompressed copy (`unzip`)
         self.structure = walk(path, max_pixels=max_pixels)  # precise messages for broken structure first
+        self._opened: Any = None
+        if not deferred:
+            self._opened = self._open_checked()
+
+    @property
+    def _hdul(self) -> Any:
+        """astropy's HDU list of the file, opened on first use."""
+        if self._opened is None:
+            self._opened = self._open_checked()
+        return self._opened
+
+    def _open_checked(self) -> Any:
         last = self.structure[-1]
         try:
-            self._hdul = self._open()
+            return self._open()
         except Exception as error:  # astropy raises many kinds for what the walk lets through
             if last.trailing:
                 extra = f"{last.trailing:,} bytes" if last.trailing > 0 else "the data"
-                raise FormatError(f"{path.name}: {extra} after {last.where} are neither a FITS extension "
-                                  f"nor padding (does the header of {last.where} declare its data's true "
-                                  "size?)") from None
-            raise FormatError(f"{path.name}: not a readable FITS file: {_reason(error)}") from None
+                raise FormatError(f"{self.path.name}: {extra} after {last.where} are neither a FITS "
+                                  f"extension nor padding (does the header of {last.where} declare its "
+                                  "data's true size?)") from None
+            raise FormatError(f"{self.path.name}: not a readable FITS file: {_reason(error)}") from None
 
     def _open(self) -> Any:
         from astropy.io import fits
@@ -126,27 +142,49 @@ class FitsReader(Reader):
         except BaseException:
             copy.unlink(missing_ok=True)
             raise
-        self._hdul.close()
+        if self._opened is not None:
+            self._opened.close()
         self._gzipped, self._source = False, copy
-        self._hdul = self._open()
+        self._opened = self._open()
 
     def close(self) -> None:
-        self._hdul.close()
+        if self._opened is not None:
+            self._opened.close()
 
     def planes(self) -> list[Plane]:
         from astropy.io import fits
 
         planes: list[Plane] = []
-        hdus = [self._hdu(index) for index in range(len(self.structure))]
-        primary = hdus[0].header
-        for index, hdu in enumerate(hdus):
-            where = self.structure[index].where
-            if self.structure[index].compressed and not isinstance(hdu, fits.CompImageHDU):
-                raise FormatError(f"{self.path.name}: {where}: a tile-compressed image (ZIMAGE = T) whose "
-                                  "compression cards do not fit its table, so it cannot be decompressed")
-            if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
-                continue
-            header = hdu.header
+        if self._opened is not None:  # every HDU read first, as astropy reads it: its errors come first
+            for index in range(len(self.structure)):
+                self._hdu(index)
+        names: dict[int, str] = {}
+        for index, info in enumerate(self.structure):
+            where = info.where
+            # read from the file's own bytes when they are plain (app/formats/fits_header.py): the same
+            # values astropy gives, in a fraction of its time. A compressed image's header is not the
+            # one in the file (astropy makes it from the table's)
+            raw = info.raw
+            plain = plain_cards(raw) if not info.compressed else None
+            header: Any
+            if plain is not None and self._opened is None and not (index > 0 and _inherits(plain)):
+                # astropy not opened (`deferred`): its header's answers (the first of each keyword)
+                header = {}
+                for keyword, value, _ in plain:
+                    header.setdefault(keyword, value)
+                names[index] = str(header.get("EXTNAME", "PRIMARY" if index == 0 else ""))
+                if not info.is_image:
+                    continue
+            else:
+                hdu = self._hdu(index)
+                if info.compressed and not isinstance(hdu, fits.CompImageHDU):
+                    raise FormatError(f"{self.path.name}: {where}: a tile-compressed image (ZIMAGE = T) "
+                                      "whose compression cards do not fit its table, so it cannot be "
+                                      "decompressed")
+                names[index] = hdu.name
+                if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
+                    continue
+                header = hdu.header
             shape = _shape(header)
             if len(shape) < 2:
                 continue  # no data, or a 1-D spectrum: nothing to show as an image
@@ -157,18 +195,14 @@ class FitsReader(Reader):
                 # the FITS convention: an extension saying INHERIT = T takes the primary's cards it lacks
                 # (not its structure); without it, its header is its own, as astropy and every reader see it
                 merged = header.copy()
-                for card in primary.cards:
+                for card in self._hdu(0).header.cards:
                     if card.keyword and card.keyword not in merged and _inherited(card.keyword):
                         merged.append(card)
             repairs = _odd_cards(self.structure, index)
-            # read from the file's own bytes when they are plain (app/formats/fits_header.py): the same
-            # values astropy gives, in a fraction of its time. A compressed image's header is not the
-            # one in the file (astropy makes it from the table's)
-            raw = self.structure[index].raw
-            plain = plain_cards(raw) if merged is header and not self.structure[index].compressed else None
-            values, comments = harvest(merged, repairs, plain)
+            values, comments = harvest(merged, repairs, plain if merged is header else None)
             notes = []
-            planes_of = _planes(header, shape) if len(shape) > 2 else {}
+            # a cube's third axis is placed by astropy's WCS, from astropy's header
+            planes_of = _planes(self._hdu(index).header, shape) if len(shape) > 2 else {}
             if planes_of:
                 notes.append(f"{len(shape)}-D data {'x'.join(map(str, shape))}: {planes_of['count']} planes"
                              + (f" along {planes_of['axis']}" if planes_of.get("axis") else ""))
@@ -179,17 +213,19 @@ class FitsReader(Reader):
                 notes.append(f"{f'{extra:,} bytes' if extra > 0 else 'data'} after the last HDU "
                              f"({self.structure[-1].where}) are not a FITS extension and were ignored")
             note = "; ".join(notes)
-            sky, celestial = _sky(header, width, height, raw, plain) if self.with_sky else (None, None)
+            astropy_header = header if not isinstance(header, dict) else partial(self._header, index)
+            sky, celestial = (_sky(astropy_header, width, height, raw, plain) if self.with_sky
+                              else (None, None))
             if repairs or len(merged) != len(header):
                 celestial = None  # the catalogued cards are not the ones it was built from
             name = str(values.get("OBJECT") or "").strip() or self.path.name
-            name += f" [{hdu.name or index}]" if index > 0 else ""
+            name += f" [{names[index] or index}]" if index > 0 else ""
             planes.append(Plane(hdu=index, name=name, width=width, height=height,
                                 bitpix=int(header.get("BITPIX", 0)) or None, header=values,
                                 comments=comments, sky=sky, note=note, planes=planes_of,
                                 celestial=celestial))
         if len(planes) == 1:
-            planes[0].name = planes[0].name.removesuffix(f" [{self._hdul[planes[0].hdu].name}]")
+            planes[0].name = planes[0].name.removesuffix(f" [{names[planes[0].hdu]}]")
         if not planes:
             raise FormatError(f"{self.path.name}: FITS file with no 2-D image data "
                               f"({len(self.structure)} HDU(s), none with NAXIS >= 2)")
@@ -197,6 +233,9 @@ class FitsReader(Reader):
 
     def pixel_bytes(self) -> int:
         return sum(hdu.image_bytes for hdu in self.structure if hdu.is_image)
+
+    def _header(self, index: int) -> Any:
+        return self._hdu(index).header
 
     def _hdu(self, index: int) -> Any:
         """HDU `index`, read now (lazily opened); a precise message when astropy cannot read it."""
@@ -337,6 +376,11 @@ def _shape(header: Any) -> list[int]:
     return shape
 
 
+def _inherits(plain: list[tuple[str, Any, str]]) -> bool:
+    """Whether a header's cards say INHERIT = T (its first INHERIT card, as astropy reads it)."""
+    return next((value for keyword, value, _ in plain if keyword == "INHERIT"), None) is True
+
+
 def _odd_cards(structure: list[Hdu], index: int) -> list[str]:
     odd = structure[index].odd if index < len(structure) else []
     return [f"{printable(keyword) or 'a blank card'}: characters outside printable ASCII shown as '?'"
@@ -348,7 +392,8 @@ def _sky(header: Any, width: int, height: int, raw: bytes = b"",
          plain: list[tuple[str, Any, str]] | None = None) -> tuple[dict[str, Any] | None, Any]:
     """Centre, corners (ICRS degrees) and pixel scale from a celestial WCS, or None; and that celestial
     WCS (astropy), or None. `raw` and `plain`: the header's bytes and their `plain_cards`, whose WCS
-    WCSLIB reads alone when astropy would add nothing (`plain_wcs`)."""
+    WCSLIB reads alone when astropy would add nothing (`plain_wcs`); `header`, astropy's header, or what
+    gives it when it is needed."""
     from astropy.wcs import WCS
     from astropy.wcs.utils import proj_plane_pixel_scales
 
@@ -358,7 +403,7 @@ def _sky(header: Any, width: int, height: int, raw: bytes = b"",
             warnings.simplefilter("ignore")
             wcs = plain_wcs(raw, plain) if plain is not None else None
             if wcs is None:
-                wcs = WCS(header, naxis=2, fix=True)
+                wcs = WCS(header() if callable(header) else header, naxis=2, fix=True)
             if not wcs.has_celestial:
                 return None, None
             # the two axes RA and Dec (or longitude and latitude) in that order already: `celestial` would

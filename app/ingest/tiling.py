@@ -315,7 +315,7 @@ def catalogue_files(paths: list[str], max_pixels: int, largest: int) -> list[dic
             if len(content) > largest or not content.startswith(b"SIMPLE  ="):  # gzipped, or not FITS
                 out.append(None)
                 continue
-            with FitsReader(Path(path), max_pixels=max_pixels) as reader:
+            with FitsReader(Path(path), max_pixels=max_pixels, deferred=True) as reader:
                 planes = [_described(reader, plane, coverage=False) for plane in reader.planes()]
             checksum = hashlib.sha256(content).hexdigest()
             out.append({"sha256": checksum, "size": len(content), "planes": planes})

@@ -224,3 +224,55 @@ def test_a_plain_file_reads_as_astropy_reads_it(tmp_path):
         assert (plane.header, plane.comments) == harvest(expected_header, [])
         assert plane.sky == _sky(expected_header, 96, 64)[0]
         assert plane.sky is not None and plane.header["OBJECT"] == "Field 7"
+
+
+def planes_of(path, deferred: bool) -> list:
+    from dataclasses import asdict
+
+    from app.formats.fits import FitsReader
+
+    with FitsReader(path, max_pixels=10**9, deferred=deferred) as reader:
+        found = [asdict(plane) for plane in reader.planes()]
+        opened = reader._opened is not None
+    for plane in found:
+        wcs = plane.pop("celestial")
+        plane["celestial"] = None if wcs is None else wcs.to_header(relax=True).tostring()
+    return [found, opened]
+
+
+def test_a_reader_that_defers_astropy_reads_the_same_planes(tmp_path):
+    """The first pass of a batch (app/ingest/catalogue.py) reads plain files without opening them with
+    astropy: every plane it reads is the plane astropy's reading gives, for the samples and for extensions
+    that inherit, follow a table or carry names, or need astropy (SIP, a cube's third axis, a compressed
+    image)."""
+    from app.samples import celestial_wcs, star_field, write_samples
+
+    paths = [path for path in write_samples(tmp_path / "samples", size=64) if ".fit" in path.name]
+    wcs = celestial_wcs(150.1, 2.2, 32, 24)
+    primary = fits.PrimaryHDU(header=fits.Header([("OBJECT", "Shared field"), ("TELESCOP", "T1"),
+                                                  ("EXPTIME", 12.5)]))
+    science = fits.ImageHDU(star_field(wcs, 32, 24, seed=1), wcs.to_header(), name="SCI")
+    inheriting = fits.ImageHDU(star_field(wcs, 32, 24, seed=2), wcs.to_header(), name="WHT")
+    inheriting.header["INHERIT"] = True
+    unnamed = fits.ImageHDU(np.zeros((24, 32), np.float32))
+    table = fits.BinTableHDU.from_columns([fits.Column(name="flux", format="E", array=np.ones(3))])
+    mef = tmp_path / "mef.fits"
+    fits.HDUList([primary, science, inheriting, table, unnamed]).writeto(mef)
+    sip_header = wcs.to_header()
+    sip_header["CTYPE1"], sip_header["CTYPE2"] = "RA---TAN-SIP", "DEC--TAN-SIP"
+    sip_header.update({"A_ORDER": 2, "B_ORDER": 2, "A_2_0": 3e-6, "B_0_2": -2e-6})
+    sip = tmp_path / "sip.fits"
+    fits.PrimaryHDU(star_field(wcs, 32, 24, seed=3), sip_header).writeto(sip)
+    single = tmp_path / "single_extension.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((8, 8), np.float32), name="ONLY")]).writeto(single)
+    for path in [*paths, mef, sip, single]:
+        eager, opened_eagerly = planes_of(path, deferred=False)
+        deferred, opened = planes_of(path, deferred=True)
+        assert deferred == eager, path.name
+        assert opened_eagerly
+        # astropy opened only for what needs it: an inheriting extension, a SIP WCS, a cube's third axis,
+        # a compressed image
+        needs = path in (mef, sip) or path.stem in ("multi_extension", "hi_cube") or path.suffix == ".fz"
+        assert opened == needs, path.name
+    names = [plane["name"] for plane in planes_of(mef, deferred=True)[0]]
+    assert names == ["mef.fits [SCI]", "Shared field [WHT]", "mef.fits [4]"]  # only WHT inherits OBJECT
