@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from app.exceptions import Conflict
 from app.ingest.pipeline import catalog_record, job_scaling
 from app.ingest.tiling import catalogue_files
-from app.store import footprint
 from app.store.records import ImageRecord, JobRecord
 
 if TYPE_CHECKING:
@@ -56,8 +55,6 @@ async def catalogue_first(archive: Archive, jobs: Sequence[JobRecord], worker: s
     least = archive.settings.catalogue_first_from
     if not least or len(chosen) < least:
         return 0
-    # the catalog's cone-search cells need astropy, imported meanwhile rather than in the first write
-    preparing = asyncio.create_task(asyncio.to_thread(footprint.prepare))
     seen: set[str] = set()  # checksums catalogued by this batch
     scalings: dict[str, dict[str, Any]] = {}  # each scaling the batch asks for, with the site's stretch
     chunks = [chosen[start:start + CHUNK] for start in range(0, len(chosen), CHUNK)]
@@ -67,10 +64,7 @@ async def catalogue_first(archive: Archive, jobs: Sequence[JobRecord], worker: s
         async with running:
             return await _chunk(archive, chunk, worker, seen, scalings)
 
-    try:
-        return sum(await asyncio.gather(*(one(chunk) for chunk in chunks)))
-    finally:
-        await preparing
+    return sum(await asyncio.gather(*(one(chunk) for chunk in chunks)))
 
 
 async def _chunk(archive: Archive, chunk: list[JobRecord], worker: str, seen: set[str],
@@ -125,6 +119,7 @@ async def _catalogued(archive: Archive, jobs: list[JobRecord], read: list[dict[s
     meanwhile); the jobs catalogued, each with its images. The site's default stretch is read once for
     the batch (`scalings`, by the scaling a job asks for), not once a file."""
     wanted: list[tuple[JobRecord, list[ImageRecord]]] = []
+    cells: dict[str, list[int]] = {}  # each image's cone-search cells, found in the pool
     # content catalogued already: its job says where, or shares its files
     known = await archive.store.catalogued_checksums([found["sha256"] for found in read if found])
     for job, found in zip(jobs, read, strict=True):
@@ -136,19 +131,20 @@ async def _catalogued(archive: Archive, jobs: list[JobRecord], read: list[dict[s
             scalings[asked] = await job_scaling(archive, job)
         scaling = scalings[asked]
         records = []
-        for plane in found["planes"]:
+        for plane, found_cells in zip(found["planes"], found["cells"], strict=True):
             plane["display"] = {"tiling": {"scaling": scaling, "reading": True}}
             records.append(catalog_record(job, Path(job.path), plane, found["sha256"], found["size"]))
+            cells[records[-1].id] = found_cells
         wanted.append((job, records))
     try:
-        await archive.store.add_images([record for _, records in wanted for record in records])
+        await archive.store.add_images([record for _, records in wanted for record in records], cells=cells)
         return wanted
     except Conflict:  # a copy catalogued by another runner meanwhile: the others one at a time
         pass
     catalogued = []
     for job, records in wanted:
         try:
-            await archive.store.add_images(records)
+            await archive.store.add_images(records, cells=cells)
             catalogued.append((job, records))
         except Conflict:
             continue

@@ -301,11 +301,14 @@ def _covered(plane: Any) -> dict[str, Any] | None:
 
 def catalogue_files(paths: list[str], max_pixels: int, largest: int) -> list[dict[str, Any] | None]:
     """In a pool process, the first phase of a batch catalogued from its headers (app/ingest/catalogue.py):
-    for each plain FITS file of at most `largest` bytes, its SHA-256, its size and every plane's catalog
+    for each plain FITS file of at most `largest` bytes, its SHA-256, its size, every plane's catalog
     data without its display (`_described`: headers and sky, its coverage left to `tile_file`: it would
-    cost a third more); no pixel is read. None for a file that is anything else, or that cannot be read
-    this way (the queue reads it as any other file and says what is wrong with it)."""
+    cost a third more) and, under `cells`, each plane's cone-search cells (found here, where astropy is
+    loaded already: the command need not import it); no pixel is read. None for a file that is anything
+    else, or that cannot be read this way (the queue reads it as any other file and says what is wrong
+    with it)."""
     from app.formats.fits import FitsReader
+    from app.store.footprint import footprint_cells
 
     out: list[dict[str, Any] | None] = []
     for path in paths:
@@ -318,7 +321,8 @@ def catalogue_files(paths: list[str], max_pixels: int, largest: int) -> list[dic
             with FitsReader(Path(path), max_pixels=max_pixels, deferred=True) as reader:
                 planes = [_described(reader, plane, coverage=False) for plane in reader.planes()]
             checksum = hashlib.sha256(content).hexdigest()
-            out.append({"sha256": checksum, "size": len(content), "planes": planes})
+            out.append({"sha256": checksum, "size": len(content), "planes": planes,
+                        "cells": [footprint_cells(plane["sky"]) for plane in planes]})
         except Exception:  # anything at all: the file is read again by its job, which says what is wrong
             out.append(None)
     return out

@@ -60,8 +60,11 @@ class Store(ABC):
 
     # images
     @abstractmethod
-    async def add_images(self, images: Sequence[ImageRecord]) -> None:
-        """Insert all of them or none (one file's HDUs arrive together)."""
+    async def add_images(self, images: Sequence[ImageRecord], *,
+                         cells: Mapping[str, Sequence[int]] | None = None) -> None:
+        """Insert all of them or none (one file's HDUs arrive together). `cells`, by image id: an image's
+        cone-search cells (`footprint.footprint_cells` of its sky) when the caller found them already (a
+        batch's first pass finds them in the pool, where astropy is loaded); the others are found here."""
 
     @abstractmethod
     async def get_image(self, image_id: str) -> ImageRecord | None: ...

@@ -167,13 +167,6 @@ def sky_matches_json(sky: str | None, ra: float, dec: float, radius: float, mode
     return int(sky_matches(json.loads(sky), ra, dec, radius, mode_))
 
 
-def prepare() -> None:
-    """Import what finding cells takes (astropy's units and HEALPix, 0.3 s of imports), e.g. in a thread
-    while the pool reads a batch's first files, rather than in the first catalog write."""
-    import astropy.units  # noqa: F401
-    import astropy_healpix  # noqa: F401
-
-
 def _cells(ra: float, dec: float, radius: float, order: int = HEALPIX_ORDER) -> list[int]:
     import astropy.units as u
     from astropy_healpix import HEALPix

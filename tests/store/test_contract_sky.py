@@ -49,3 +49,20 @@ async def test_a_new_sky_moves_the_image_in_cone_searches(any_store):
     assert await any_store.count_images(Cone(210.0, 54.0, 1.0)) == 0
     assert (await any_store.get_image(moved.id)).sky is None
     assert not await any_store.set_sky("missing", sky_at(1.0, 1.0))
+
+
+async def test_cells_found_by_the_caller_are_the_ones_indexed(any_store):
+    """A batch's first pass finds each image's cone-search cells in the pool (app/ingest/catalogue.py):
+    the catalog indexes those it is given, and finds the others itself."""
+    from app.store.footprint import footprint_cells
+
+    given = image("given", sky=sky_at(150.0, 2.0))
+    found = image("found", sky=sky_at(150.0, 2.0))
+    unindexed = image("unindexed", sky=sky_at(150.0, 2.0))
+    await any_store.add_images([given, found, unindexed],
+                               cells={given.id: footprint_cells(given.sky), unindexed.id: []})
+    # the same cells as found here: found by the same searches; none given: never found by a cone
+    assert sorted(names(await any_store.find_images(Cone(150.0, 2.0, 0.01)))) == ["found", "given"]
+    assert sorted(names(await any_store.find_images(Cone(150.1, 2.1, 0.1)))) == ["found", "given"]
+    assert await any_store.count_images(Cone(150.0, 2.2, 0.05)) == 0
+    assert await any_store.count_images() == 3

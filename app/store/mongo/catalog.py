@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pymongo import UpdateOne
@@ -86,8 +86,9 @@ class MongoCatalog(MongoBase):
 
 
     # images -----------------------------------------------------------------------------------------
-    async def add_images(self, images: Sequence[ImageRecord]) -> None:
-        docs = [image_doc(image) for image in images]
+    async def add_images(self, images: Sequence[ImageRecord], *,
+                         cells: Mapping[str, Sequence[int]] | None = None) -> None:
+        docs = [image_doc(image, (cells or {}).get(image.id)) for image in images]
         if not docs:
             return
         try:

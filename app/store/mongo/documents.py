@@ -3,6 +3,7 @@ dates, footprint cells and folded texts beside them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pymongo.errors import BulkWriteError
@@ -44,10 +45,12 @@ def _dates(header: dict[str, Any]) -> list[Doc]:
     return [{"k": keyword, "mjd": mjd} for keyword, mjd in header_dates(header).items()]
 
 
-def image_doc(image: ImageRecord) -> Doc:
+def image_doc(image: ImageRecord, cells: Sequence[int] | None = None) -> Doc:
+    """An image's document; `cells`, its cone-search cells when they were found already."""
     return {**to_doc(image), "header": _encode_keys(image.header), "comments": _encode_keys(image.comments),
             "folded": mongoquery.folded_texts(image.header), "dates": _dates(image.header),
-            "cells": footprint_cells(image.sky), "cells_version": CELLS_VERSION,
+            "cells": list(cells) if cells is not None else footprint_cells(image.sky),
+            "cells_version": CELLS_VERSION,
             "dates_version": DATES_VERSION}
 
 

@@ -6,7 +6,7 @@ import json
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from app.exceptions import Conflict
@@ -94,14 +94,16 @@ class SQLiteCatalog(SQLiteBase):
         return done
 
     # images -----------------------------------------------------------------------------------------
-    async def add_images(self, images: Sequence[ImageRecord]) -> None:
-        await self._run(self._add_images_sync, list(images))
+    async def add_images(self, images: Sequence[ImageRecord], *,
+                         cells: Mapping[str, Sequence[int]] | None = None) -> None:
+        await self._run(self._add_images_sync, list(images), cells or {})
 
-    def _add_images_sync(self, images: list[ImageRecord]) -> None:
+    def _add_images_sync(self, images: list[ImageRecord], found: Mapping[str, Sequence[int]]) -> None:
         rows = [{**to_row(i), "center_ra": None if i.sky is None else i.sky.get("center_ra"),
                  "center_dec": None if i.sky is None else i.sky.get("center_dec")} for i in images]
         dates = [(i.id, keyword, mjd) for i in images for keyword, mjd in header_dates(i.header).items()]
-        cells = [(cell, i.id) for i in images for cell in footprint_cells(i.sky)]
+        cells = [(cell, i.id) for i in images
+                 for cell in (found[i.id] if i.id in found else footprint_cells(i.sky))]
         try:
             self._insert_images(rows, dates, cells, sqlsearch.count_keywords(i.header for i in images))
         except sqlite3.IntegrityError as error:
