@@ -14,6 +14,7 @@ index rows. Nested numbering keeps a cone's cells in few contiguous runs, which 
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -119,6 +120,7 @@ class Coverage(Protocol):
 
 
 _coverage: list[Coverage] = []
+_coverage_module: list[str] = []
 
 
 def use_coverage(functions: Coverage) -> None:
@@ -126,7 +128,15 @@ def use_coverage(functions: Coverage) -> None:
     _coverage[:] = [functions]
 
 
+def coverage_from(module: str) -> None:
+    """Name the module that hands the store its coverage functions when imported (`app.archive` names
+    `app.sky.coverage`): it is imported when a footprint first needs it, not when the process starts."""
+    _coverage_module[:] = [module]
+
+
 def _functions() -> Coverage:
+    if not _coverage and _coverage_module:
+        importlib.import_module(_coverage_module[0])
     if not _coverage:
         raise RuntimeError("the sky coverage functions are not loaded: import app.sky.coverage before the "
                            "catalog searches or backfills footprints (app.archive does)")
