@@ -265,7 +265,11 @@ def test_a_reader_that_defers_astropy_reads_the_same_planes(tmp_path):
     fits.PrimaryHDU(star_field(wcs, 32, 24, seed=3), sip_header).writeto(sip)
     single = tmp_path / "single_extension.fits"
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((8, 8), np.float32), name="ONLY")]).writeto(single)
-    for path in [*paths, mef, sip, single]:
+    unnamed = tmp_path / "unnamed.fits"
+    late = fits.ImageHDU(np.zeros((4, 6), np.int16), fits.Header([("EXTNAME", "late  ")]))
+    plain_image = fits.ImageHDU(np.ones((8, 8), np.float32))
+    fits.HDUList([primary.copy(), plain_image, table.copy(), late]).writeto(unnamed)
+    for path in [*paths, mef, sip, single, unnamed]:
         eager, opened_eagerly = planes_of(path, deferred=False)
         deferred, opened = planes_of(path, deferred=True)
         assert deferred == eager, path.name
@@ -276,3 +280,5 @@ def test_a_reader_that_defers_astropy_reads_the_same_planes(tmp_path):
         assert opened == needs, path.name
     names = [plane["name"] for plane in planes_of(mef, deferred=True)[0]]
     assert names == ["mef.fits [SCI]", "Shared field [WHT]", "mef.fits [4]"]  # only WHT inherits OBJECT
+    assert [plane["name"] for plane in planes_of(unnamed, deferred=True)[0]] == [
+        "unnamed.fits [1]", "unnamed.fits [late]"]
