@@ -234,13 +234,13 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
         return await _dry_run(settings, paths, owner=owner, fixed_scaling=fixed_scaling,
                               scaling_name=scaling_name, chosen=chosen)
     async with running(Archive(settings), "ingest") as archive:
-        # the pool's processes start, and import what reading files takes, while the folders are walked
-        archive.pool.warm("app.ingest.tiling", "astropy.io.fits", "astropy.wcs")
         owner = await _stored_owner(archive.store, owner)
         files = await asyncio.to_thread(lambda: list(walk(paths, follow_links=settings.follow_links)))
         if not files:
             print("No image files found.")
             return 0
+        # the pool's processes start, and import what reading files takes, while the jobs are queued
+        archive.pool.warm("app.ingest.tiling", "astropy.io.fits", "astropy.wcs", processes=len(files))
         options: dict[str, Any] = {"visibility": visibility}
         if fixed_scaling == fixed.FIRST:
             measured = await fixed.measure(archive, files, chosen, settings.max_pixels)

@@ -164,10 +164,11 @@ class Pool:
         work.add_done_callback(self._unfinished.discard)
         return asyncio.wrap_future(work)
 
-    def warm(self, *modules: str) -> None:
-        """Start every process now, each importing `modules`, while the caller goes on with other work:
-        the first files of a batch then wait for neither (about half a second on two cores)."""
-        for _ in range(self.size):
+    def warm(self, *modules: str, processes: int | None = None) -> None:
+        """Start the processes now (all, or as many as `processes`: a command with one file to read needs
+        one), each importing `modules`, while the caller goes on with other work: the first files of a batch
+        then wait for neither (about half a second on two cores)."""
+        for _ in range(min(self.size, self.size if processes is None else processes)):
             self._get().submit(_import, modules)
 
     @property
