@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
     from app.proxy import behind_proxy
     from app.routes import register
     from app.routes.upload import ClientNameConverter, StreamingQuart
+    from app.sky import coverage  # noqa: F401  (the store's cone test: loaded at start, not in a first search)
     from app.tiles.server import TileServer
 
     settings = settings or Settings.load()

@@ -87,6 +87,9 @@ async def test_an_embed_on_another_origin_shows_the_image_and_not_the_private_on
         assert await private_frame.locator("#mosaic-viewer").count() == 0
         assert not [url for url, _ in tiles if served.private["id"] in url]
 
+        # the mosaic's frame loads last (it is further down the page): found once its viewer is there
+        mosaic_frame = page.frame_locator("#before-mosaic + script + iframe")
+        await mosaic_frame.locator("#mosaic-viewer").wait_for(state="attached", timeout=60_000)
         mosaic = next(f for f in page.frames if "/embed/mosaic?" in f.url)
         await mosaic.wait_for_function(FRAME_LOADED, timeout=60_000)
         assert await mosaic.evaluate("() => window.imagexMosaic.layers.length") == 3
