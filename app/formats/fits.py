@@ -18,7 +18,7 @@ import pyvips
 
 from app.exceptions import FormatError
 from app.formats.base import Plane, Reader, check_size
-from app.formats.fits_header import LIST_KEYWORDS, harvest, plain_cards, plain_wcs
+from app.formats.fits_header import LIST_KEYWORDS, first_values, harvest, plain_cards, plain_wcs
 from app.formats.fits_structure import BLOCK, Hdu, printable, walk
 
 # a gzipped file whose images take more bytes than this is decompressed to disk and streamed from there
@@ -166,12 +166,9 @@ class FitsReader(Reader):
             # one in the file (astropy makes it from the table's)
             raw = info.raw
             plain = plain_cards(raw) if not info.compressed else None
-            header: Any
-            if plain is not None and self._opened is None and not (index > 0 and _inherits(plain)):
-                # astropy not opened (`deferred`): its header's answers (the first of each keyword)
-                header = {}
-                for keyword, value, _ in plain:
-                    header.setdefault(keyword, value)
+            header: Any = first_values(plain) if plain is not None and self._opened is None else None
+            if header is not None and not (index > 0 and header.get("INHERIT") is True):
+                # astropy not opened (`deferred`): its header's answers
                 names[index] = str(header.get("EXTNAME", "PRIMARY" if index == 0 else ""))
                 if not info.is_image:
                     continue
@@ -374,11 +371,6 @@ def _shape(header: Any) -> list[int]:
     while len(shape) > 2 and shape[-1] == 1:
         shape.pop()
     return shape
-
-
-def _inherits(plain: list[tuple[str, Any, str]]) -> bool:
-    """Whether a header's cards say INHERIT = T (its first INHERIT card, as astropy reads it)."""
-    return next((value for keyword, value, _ in plain if keyword == "INHERIT"), None) is True
 
 
 def _odd_cards(structure: list[Hdu], index: int) -> list[str]:

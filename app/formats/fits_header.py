@@ -93,6 +93,14 @@ def plain_cards(raw: bytes) -> list[tuple[str, Any, str]] | None:
     return cards
 
 
+def first_values(cards: list[tuple[str, Any, str]]) -> dict[str, Any]:
+    """Each keyword's value as astropy's header answers for it: its first card's."""
+    values: dict[str, Any] = {}
+    for keyword, value, _ in cards:
+        values.setdefault(keyword, value)
+    return values
+
+
 def plain_wcs(raw: bytes, cards: list[tuple[str, Any, str]], naxis: int = 2) -> Any | None:
     """The WCS `astropy.wcs.WCS(header, naxis=naxis, fix=True)` builds from the header of these cards
     (`plain_cards` of `raw`), read by WCSLIB alone; None when the header holds a distortion astropy
@@ -117,10 +125,7 @@ def plain_wcs(raw: bytes, cards: list[tuple[str, Any, str]], naxis: int = 2) -> 
         wcs.fix(translate_units="")
         wcs.wcs.set()
         # the image's axis lengths, as astropy takes them from the header
-        lengths: dict[str, Any] = {}
-        for keyword, value, _ in cards:
-            if keyword.startswith("NAXIS"):
-                lengths.setdefault(keyword, value)
+        lengths = first_values(cards)
         shape: list[Any] = []
         while f"NAXIS{len(shape) + 1}" in lengths:
             shape.append(lengths[f"NAXIS{len(shape) + 1}"])

@@ -139,8 +139,7 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
         early = None
         await asyncio.to_thread(shutil.rmtree, work, True)
     # catalogued by this job's first pass, whose runner stopped before it said so: on to the second phase
-    own = [image.id for image in mine
-           if image.job_id == job.id and isinstance(image.display.get("tiling"), dict)]
+    own = [image.id for image in mine if _awaits_pyramids(image, job)]
     if own:
         return await _tile(archive, dataclasses.replace(job, image_ids=own), path, work)
     if mine:
@@ -196,8 +195,7 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
     published and display recorded. When this fails, the images stay catalogued and say why they have no
     pyramids (`display.tiling.error`); a retry of the job tries again."""
     found = [await archive.store.get_image(image_id) for image_id in job.image_ids]
-    images = [image for image in found if image is not None and image.job_id == job.id
-              and isinstance(image.display.get("tiling"), dict)]
+    images = [image for image in found if image is not None and _awaits_pyramids(image, job)]
     if not images:
         return Outcome("done", note=job.note or "its images were deleted before their pyramids were built",
                        image_ids=list(job.image_ids))
@@ -245,6 +243,11 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
             await asyncio.to_thread(pyramid.discard, root)
     archive.hips.refresh(finished)  # HiPS: queue the update of the tiles these images touch
     return Outcome("done", note=job.note, image_ids=list(job.image_ids))
+
+
+def _awaits_pyramids(image: ImageRecord, job: JobRecord) -> bool:
+    """Whether this job catalogued the image and its pyramids are still to be built (`display.tiling`)."""
+    return image.job_id == job.id and isinstance(image.display.get("tiling"), dict)
 
 
 def _republish(work: Path, root: Path) -> None:

@@ -168,7 +168,7 @@ class Pool:
         """Start the processes now (all, or as many as `processes`: a command with one file to read needs
         one), each importing `modules`, while the caller goes on with other work: the first files of a batch
         then wait for neither (about half a second on two cores)."""
-        for _ in range(min(self.size, self.size if processes is None else processes)):
+        for _ in range(self.size if processes is None else min(self.size, processes)):
             self._get().submit(_import, modules)
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -96,11 +97,7 @@ class SQLiteJobs(SQLiteBase):
                          note: str = "", image_ids: Sequence[str] = ()) -> bool:
         def finish() -> bool:
             with transaction(self.db) as db:
-                cursor = db.execute(
-                    "UPDATE jobs SET state = ?, error = ?, note = ?, image_ids = ?, lease_until = 0, "
-                    "updated = ? WHERE id = ? AND worker = ? AND state = 'running'",
-                    (state, error, note, dumps(list(image_ids)), self.now(), job_id, worker))
-                return cursor.rowcount == 1
+                return _finish(db, job_id, worker, state, error, note, image_ids, self.now())
 
         return await self._run(finish)
 
@@ -108,14 +105,9 @@ class SQLiteJobs(SQLiteBase):
                           state: JobState) -> set[str]:
         def finish() -> set[str]:
             stamp = self.now()
-            done: set[str] = set()
             with transaction(self.db) as db:
-                for job_id, image_ids in finished.items():
-                    done.update(row[0] for row in db.execute(
-                        "UPDATE jobs SET state = ?, error = '', note = '', image_ids = ?, lease_until = 0, "
-                        "updated = ? WHERE id = ? AND worker = ? AND state = 'running' RETURNING id",
-                        (state, dumps(list(image_ids)), stamp, job_id, worker)))
-            return done
+                return {job_id for job_id, image_ids in finished.items()
+                        if _finish(db, job_id, worker, state, "", "", image_ids, stamp)}
 
         return await self._run(finish) if finished else set()
 
@@ -221,3 +213,12 @@ class SQLiteJobs(SQLiteBase):
                 return db.total_changes - before
 
         return await self._run(write)
+
+
+def _finish(db: sqlite3.Connection, job_id: str, worker: str, state: JobState, error: str, note: str,
+            image_ids: Sequence[str], stamp: float) -> bool:
+    """Record a job's outcome, if it is still this worker's (in a transaction the caller holds)."""
+    return db.execute(
+        "UPDATE jobs SET state = ?, error = ?, note = ?, image_ids = ?, lease_until = 0, updated = ? "
+        "WHERE id = ? AND worker = ? AND state = 'running'",
+        (state, error, note, dumps(list(image_ids)), stamp, job_id, worker)).rowcount == 1
