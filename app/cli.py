@@ -8,6 +8,7 @@ import asyncio
 import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from app.names import MEASURED_INTERVALS, STRETCHES
 from app.nginx import JS_NAME, SITE_NAME
 from app.settings import SETTINGS, Settings, markdown_table
 from app.site_policy import VISIBILITIES
-from app.store.records import JobRecord
+from app.store.records import JobRecord, JobState
 
 log = logging.getLogger("imagex")
 
@@ -267,13 +268,13 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
         searchable: float | None = None
         phased = False  # a file seen between its two phases
 
-        def report(current: list[JobRecord]) -> None:
+        def report(current: dict[str, tuple[JobState, bool]]) -> None:
             nonlocal finished, searchable, phased
-            done = sum(job.state == "done" for job in current)
-            failed = sum(job.state == "failed" for job in current)
+            states = Counter(state for state, _ in current.values())
+            done, failed = states["done"], states["failed"]
             # harvested: catalogued and found by searches, their pyramids still to come (or being built)
-            found = sum(job.state == "harvested" or (job.state == "running" and bool(job.image_ids))
-                        for job in current)
+            found = states["harvested"] + sum(state == "running" and catalogued
+                                              for state, catalogued in current.values())
             bar.set_postfix(found=found + done, done=done, failed=failed, refresh=False)
             bar.update(done + failed - finished)
             finished = done + failed

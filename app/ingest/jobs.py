@@ -30,6 +30,7 @@ POLL_PER_JOB = 1e-4
 # and a batch harvested within that time is still searchable whole before any pyramid is built
 TILING_TURN = 8
 TILING_PATIENCE = 60.0
+FINISHED = ("done", "failed")
 
 
 def worker_name(role: str) -> str:
@@ -216,21 +217,23 @@ async def remove_abandoned_work(archive: Archive) -> int:
 
 
 async def wait_for(archive: Archive, job_ids: Sequence[str], stop: asyncio.Event,
-                   progress: Callable[[list[JobRecord]], None], poll: float = 0.5) -> list[JobRecord]:
-    """Poll until every job in `job_ids` is done or failed (whoever ran it); report progress each poll.
-    Each poll reads only the jobs still unfinished, and the next one waits longer the more there are
-    (`POLL_PER_JOB`): a batch of thousands (harvested early, unfinished until their pyramids are built) does
-    not keep the catalog or a core busy, and a small one ends as soon as its jobs do."""
+                   progress: Callable[[dict[str, tuple[JobState, bool]]], None],
+                   poll: float = 0.5) -> list[JobRecord]:
+    """Poll until every job in `job_ids` is done or failed (whoever ran it); report progress each poll
+    (every job's state and whether it has catalogued images: `Store.job_states`), and return the jobs'
+    records once all have finished. Each poll reads only the jobs still unfinished, and the next one
+    waits longer the more there are (`POLL_PER_JOB`): a batch of thousands (harvested early, unfinished
+    until their pyramids are built) does not keep the catalog or a core busy, and a small one ends as soon
+    as its jobs do."""
     wanted = list(dict.fromkeys(job_ids))
-    current: dict[str, JobRecord] = {}
+    states: dict[str, tuple[JobState, bool]] = {}
     pending = wanted
     while True:
-        for job in await archive.store.get_jobs(pending):
-            current[job.id] = job
-        jobs = [current[job_id] for job_id in wanted if job_id in current]
-        progress(jobs)
-        pending = [job.id for job in jobs if job.state not in ("done", "failed")]
+        states.update(await archive.store.job_states(pending))
+        progress({job_id: states[job_id] for job_id in wanted if job_id in states})
+        pending = [job_id for job_id in wanted if job_id in states and states[job_id][0] not in FINISHED]
         if not pending:
             stop.set()
-            return jobs
+            found = {job.id: job for job in await archive.store.get_jobs(wanted)}
+            return [found[job_id] for job_id in wanted if job_id in found]
         await asyncio.sleep(max(poll, POLL_PER_JOB * len(pending)))

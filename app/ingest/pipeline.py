@@ -231,8 +231,9 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
         root = archive.tile_root(image.id)
         if reading:  # its first generation (one left by an attempt cut short before it said so, replaced)
             await asyncio.to_thread(_republish, work / str(image.hdu), root)
-            display = planes[image.hdu]["display"]
-            await archive.store.set_sky(image.id, planes[image.hdu]["sky"])
+            plane = planes[image.hdu]
+            display = plane["display"]
+            await archive.store.set_sky(image.id, plane["sky"], cells=plane["cells"])
         else:
             if await asyncio.to_thread(pyramid.complete, work / str(image.hdu), root) is None:
                 continue  # deleted meanwhile

@@ -415,7 +415,10 @@ def tile_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int, qu
     catalogued. `scaling["measured"]`, by HDU: the manual scaling each plane's harvest measured (its
     limits, and a stretch that needs nothing else), applied without measuring it again. A plane without
     one (catalogued from its header alone: app/ingest/catalogue.py) is measured as `render_file` measures
-    it, and its `display` record returned too; with `scaling["sky"]`, its `sky` with its coverage too."""
+    it, and its `display` record returned too; with `scaling["sky"]`, its `sky` with its coverage too, and
+    that sky's cone-search `cells`."""
+    from app.store.footprint import footprint_cells
+
     measured = scaling.get("measured") or {}
     sky = bool(scaling.get("sky"))  # else the sky was catalogued by the harvest
     out: list[dict[str, Any]] = []
@@ -431,4 +434,5 @@ def tile_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int, qu
                 out[-1]["display"] = _display_record(plane, scaling, shown, chosen, applied, counted, levels)
             if sky:
                 out[-1]["sky"] = _covered(plane)
+                out[-1]["cells"] = footprint_cells(out[-1]["sky"])  # found here, where astropy is loaded
     return out

@@ -145,7 +145,12 @@ def _fewest(ring: np.ndarray, tolerance: float) -> np.ndarray:
 
 
 def wcs_cards(wcs: Any) -> dict[str, HeaderValue]:
-    """The celestial WCS as header cards (SIP and TPV included) that `app.sky.wcs.celestial_wcs` rebuilds."""
+    """The celestial WCS as header cards (SIP and TPV included) that `app.sky.wcs.celestial_wcs` rebuilds.
+    WCSLIB's own cards, when they all have a plain form (`fits_header.plain_cards`) and there is no SIP
+    (which astropy adds itself), are typed as astropy's header would type them, without building one."""
+    plain = _plain_wcs_cards(wcs)
+    if plain is not None:
+        return plain
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         header = wcs.to_header(relax=True)
@@ -154,6 +159,31 @@ def wcs_cards(wcs: Any) -> dict[str, HeaderValue]:
         if keyword in {"COMMENT", "HISTORY", ""}:
             continue
         cards[keyword] = value if isinstance(value, bool | int | float | str) else str(value)
+    return cards
+
+
+def _plain_wcs_cards(wcs: Any) -> dict[str, HeaderValue] | None:
+    """`wcs_cards` read straight from WCSLIB's header text (what astropy's `to_header(relax=True)` parses
+    into its header when there is no SIP), or None when a card of it is not plain."""
+    from astropy.wcs import _wcs
+
+    from app.formats.fits_header import plain_cards
+
+    if getattr(wcs, "sip", None) is not None or getattr(wcs, "wcs", None) is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text = wcs.wcs.to_header(_wcs.WCSHDO_P14 | _wcs.WCSHDO_all)
+    parsed = plain_cards(text.encode("ascii", "replace"))
+    if parsed is None:
+        return None
+    cards: dict[str, HeaderValue] = {}
+    for keyword, value, _ in parsed:
+        if keyword in {"COMMENT", "HISTORY", ""}:
+            continue
+        if value is None:  # a card without a value: astropy's own reading says what it is
+            return None
+        cards[keyword] = value
     return cards
 
 

@@ -164,6 +164,12 @@ class Store(ABC):
     async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]: ...
 
     @abstractmethod
+    async def job_states(self, job_ids: Sequence[str]) -> dict[str, tuple[JobState, bool]]:
+        """By id, each of those jobs' state and whether it has catalogued images (a harvested job's, or
+        one's whose pyramids are being built): what a progress poll reads, without whole records. Jobs
+        that do not exist are left out."""
+
+    @abstractmethod
     async def list_jobs(self, state: JobState | None = None, *, offset: int = 0, limit: int = 50,
                         owner: str | None = None) -> list[JobRecord]:
         """Most recently updated first; only `owner`'s jobs when given."""
@@ -202,9 +208,11 @@ class Store(ABC):
     async def set_visibility(self, image_ids: Sequence[str], visibility: str) -> None: ...
 
     @abstractmethod
-    async def set_sky(self, image_id: str, sky: dict[str, Any] | None) -> bool:
+    async def set_sky(self, image_id: str, sky: dict[str, Any] | None, *,
+                      cells: Sequence[int] | None = None) -> bool:
         """Replace an image's sky record, its footprint's index with it (its coverage was computed after it
-        was catalogued from its header); False when there is no such image."""
+        was catalogued from its header); False when there is no such image. `cells`: the footprint's
+        cone-search cells when the caller found them already (in the pool, as `add_images` takes them)."""
 
     @abstractmethod
     async def set_display(self, image_id: str, display: dict[str, Any]) -> bool:

@@ -379,3 +379,55 @@ def test_every_point_of_every_pixel_lies_in_the_coverage(
         ra, dec = (np.array(values) for values in zip(*(radec(point) for point in points), strict=True))
         inside = moc.contains_lonlat(ra * u.deg, dec * u.deg)
         assert inside.all(), f"{name}: {np.count_nonzero(~inside)} of {len(inside)} points outside"
+
+
+def _astropy_cards(wcs: WCS) -> dict[str, Any]:
+    """The cards of astropy's own header of the WCS, typed as its cards give them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        header = wcs.to_header(relax=True)
+    return {keyword: value for keyword, value in header.items() if keyword not in ("COMMENT", "HISTORY", "")}
+
+
+@pytest.mark.parametrize("projection", ["TAN", "SIN", "AIT", "CAR", "ZEA", "TPV", "ZPN", "HPX", "COE"])
+@pytest.mark.parametrize("axes", [("RA---", "DEC--"), ("GLON-", "GLAT-")])
+def test_the_coverage_records_the_cards_astropy_writes(projection, axes):
+    """The coverage's WCS cards (read from WCSLIB's own text when they are plain) are those of astropy's
+    header of the same WCS: the same keywords in the same order, the same values of the same types; a
+    viewer or mosaic rebuilds the same WCS from them."""
+    from app.sky.coverage import _plain_wcs_cards, wcs_cards
+    from app.sky.wcs import celestial_wcs
+
+    header = fits.Header({"NAXIS": 2, "NAXIS1": 120, "NAXIS2": 80, "CTYPE1": axes[0] + projection,
+                          "CTYPE2": axes[1] + projection, "CRVAL1": 37.25, "CRVAL2": -12.5, "CRPIX1": 60.5,
+                          "CRPIX2": 40.5, "CD1_1": -2e-4, "CD1_2": 1e-6, "CD2_1": 3e-6, "CD2_2": 2e-4,
+                          "EQUINOX": 2000.0, "DATE-OBS": "2021-03-04T05:06:07", "MJD-OBS": 59277.2})
+    header.update({"TPV": {"PV1_1": 1.0, "PV2_1": 1.0, "PV1_4": 1e-3}, "ZPN": {"PV2_1": 1.0, "PV2_3": 0.05},
+                   "COE": {"PV2_1": 45.0}}.get(projection, {}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wcs = WCS(header).celestial
+    assert _plain_wcs_cards(wcs) is not None  # read the quick way
+    cards, expected = wcs_cards(wcs), _astropy_cards(wcs)
+    assert list(cards) == list(expected)
+    assert [(value, type(value)) for value in cards.values()] == \
+        [(value, type(value)) for value in expected.values()]
+    rebuilt = celestial_wcs(cards)
+    pixels = np.array([[0.0, 0.0], [119.0, 79.0], [60.0, 40.0]])
+    assert np.allclose(rebuilt.all_pix2world(pixels, 0), wcs.all_pix2world(pixels, 0), equal_nan=True)
+
+
+def test_a_sip_coverage_records_astropy_s_cards():
+    """SIP terms are not in WCSLIB's text (astropy adds them): such a WCS's cards are astropy's header's,
+    the SIP terms with them."""
+    from app.sky.coverage import _plain_wcs_cards, wcs_cards
+
+    header = fits.Header({"NAXIS": 2, "NAXIS1": 100, "NAXIS2": 80, "CTYPE1": "RA---TAN-SIP",
+                          "CTYPE2": "DEC--TAN-SIP", "CRVAL1": 10.0, "CRVAL2": 20.0, "CRPIX1": 50.0,
+                          "CRPIX2": 40.0, "CD1_1": -1e-4, "CD1_2": 0.0, "CD2_1": 0.0, "CD2_2": 1e-4,
+                          "A_ORDER": 2, "B_ORDER": 2, "A_2_0": 1e-5, "B_0_2": 2e-5})
+    wcs = WCS(header)
+    assert _plain_wcs_cards(wcs) is None
+    cards = wcs_cards(wcs)
+    assert cards == _astropy_cards(wcs)
+    assert cards["A_2_0"] == 1e-5 and cards["B_0_2"] == 2e-5 and cards["CTYPE1"] == "RA---TAN-SIP"

@@ -111,6 +111,23 @@ async def test_jobs_finished_at_once_are_those_still_the_workers(any_store):
     assert await any_store.finish_jobs({}, "w", state="harvested") == set()
 
 
+async def test_job_states_say_each_job_s_state_and_whether_it_has_images(any_store):
+    """What a progress poll reads (`imagex ingest`): the state of each job asked for, and whether it has
+    catalogued images (harvested, or its pyramids being built); unknown ids are left out."""
+    [a, b, c, d] = await any_store.enqueue([job("a"), job("b"), job("c"), job("d")])
+    assert await any_store.job_states([a.id, b.id, "missing"]) == {a.id: ("queued", False),
+                                                                   b.id: ("queued", False)}
+    assert await any_store.claim_jobs([a.id, b.id, c.id], "w", 30) == [a.id, b.id, c.id]
+    await any_store.finish_job(a.id, "w", state="harvested", image_ids=["i1"])
+    await any_store.finish_job(b.id, "w", state="done", image_ids=["i2", "i3"])
+    await any_store.finish_job(c.id, "w", state="failed", error="broken")
+    assert (await any_store.claim_job("w", 30)).id == d.id  # the queue first
+    assert (await any_store.claim_job("w", 30)).id == a.id  # then the harvested job's second phase
+    assert await any_store.job_states([a.id, b.id, c.id, d.id]) == {
+        a.id: ("running", True), b.id: ("done", True), c.id: ("failed", False), d.id: ("running", False)}
+    assert await any_store.job_states([]) == {}
+
+
 async def test_list_jobs_and_counts_by_state_and_owner(any_store):
     any_store.use_clock(clock := Clock())
     jobs = await any_store.enqueue([job("a", owner="u1"), job("b", owner="u2"), job("c", owner="u1")])

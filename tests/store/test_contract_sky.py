@@ -66,3 +66,20 @@ async def test_cells_found_by_the_caller_are_the_ones_indexed(any_store):
     assert sorted(names(await any_store.find_images(Cone(150.1, 2.1, 0.1)))) == ["found", "given"]
     assert await any_store.count_images(Cone(150.0, 2.2, 0.05)) == 0
     assert await any_store.count_images() == 3
+
+
+async def test_set_sky_indexes_the_cells_it_is_given(any_store):
+    """A harvested image's coverage and its cone-search cells are found in the pool (`tile_file`): the
+    catalog indexes the cells it is given with the new sky, and finds them itself when given none."""
+    from app.store.footprint import footprint_cells
+
+    given, found = image("given", sky=None), image("found", sky=None)
+    await any_store.add_images([given, found])
+    assert await any_store.set_sky(given.id, sky_at(150.0, 2.0), cells=footprint_cells(sky_at(150.0, 2.0)))
+    assert await any_store.set_sky(found.id, sky_at(150.0, 2.0))
+    assert sorted(names(await any_store.find_images(Cone(150.0, 2.0, 0.01)))) == ["found", "given"]
+    assert (await any_store.get_image(given.id)).sky == sky_at(150.0, 2.0)
+    # the cells given are the ones indexed: none given, the image is never found by a cone
+    assert await any_store.set_sky(given.id, sky_at(150.0, 2.0), cells=[])
+    assert names(await any_store.find_images(Cone(150.0, 2.0, 0.01))) == ["found"]
+    assert not await any_store.set_sky("missing", sky_at(1.0, 1.0), cells=[1])

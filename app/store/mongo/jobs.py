@@ -114,6 +114,15 @@ class MongoJobs(MongoBase):
     async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
         return await self._jobs_where_in("_id", list(job_ids))
 
+    async def job_states(self, job_ids: Sequence[str]) -> dict[str, tuple[JobState, bool]]:
+        listed = list(job_ids)
+        out: dict[str, tuple[JobState, bool]] = {}
+        for start in range(0, len(listed), CHUNK):
+            chunk = listed[start:start + CHUNK]
+            found = self.jobs.find({"_id": {"$in": chunk}}, {"state": 1, "image_ids": 1})
+            out.update({doc["_id"]: (doc["state"], bool(doc.get("image_ids"))) async for doc in found})
+        return out
+
     async def _jobs_where_in(self, field: str, values: list[str]) -> list[JobRecord]:
         out: list[JobRecord] = []
         for start in range(0, len(values), CHUNK):

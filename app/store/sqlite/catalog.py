@@ -265,8 +265,10 @@ class SQLiteCatalog(SQLiteBase):
         await self._write_many("UPDATE images SET visibility = ? WHERE id = ?",
                                [(visibility, image_id) for image_id in image_ids])
 
-    async def set_sky(self, image_id: str, sky: dict[str, Any] | None) -> bool:
+    async def set_sky(self, image_id: str, sky: dict[str, Any] | None, *,
+                      cells: Sequence[int] | None = None) -> bool:
         def write() -> bool:
+            found = list(cells) if cells is not None else footprint_cells(sky)
             with transaction(self.db) as db:
                 center = (None, None) if sky is None else (sky.get("center_ra"), sky.get("center_dec"))
                 changed = db.execute("UPDATE images SET sky = ?, center_ra = ?, center_dec = ? WHERE id = ?",
@@ -274,7 +276,7 @@ class SQLiteCatalog(SQLiteBase):
                 if changed:
                     db.execute("DELETE FROM image_cells WHERE image_id = ?", (image_id,))
                     db.executemany("INSERT INTO image_cells (cell, image_id) VALUES (?, ?)",
-                                   [(cell, image_id) for cell in footprint_cells(sky)])
+                                   [(cell, image_id) for cell in found])
                 return changed == 1
 
         return await self._run(write)

@@ -124,6 +124,11 @@ class SQLiteJobs(SQLiteBase):
     async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
         return await self._jobs_where_in("id", list(job_ids))
 
+    async def job_states(self, job_ids: Sequence[str]) -> dict[str, tuple[JobState, bool]]:
+        rows = await self._select_in("SELECT id, state, image_ids != '[]' AS catalogued FROM jobs "
+                                     "WHERE id IN ({marks})", list(job_ids))
+        return {row["id"]: (row["state"], bool(row["catalogued"])) for row in rows}
+
     async def _jobs_where_in(self, column: str, values: list[str]) -> list[JobRecord]:
         """Jobs whose `column` (id or key) is one of `values`."""
         rows = await self._select_in(f"SELECT * FROM jobs WHERE {column} IN ({{marks}})", values)
