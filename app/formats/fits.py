@@ -46,6 +46,10 @@ def _is_structural(keyword: str) -> bool:
                                       or keyword == "NAXIS")
 
 
+# the type of the values FITS stores for each BITPIX, as they lie in the file (big-endian)
+RAW_TYPES = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+
+
 @dataclass(frozen=True)
 class PixelPlace:
     """Where one plane's pixels lie in a FITS file and how its values are read: BITPIX, BSCALE/BZERO and
@@ -67,6 +71,7 @@ class PixelPlace:
 
 class FitsReader(Reader):
     format = "fits"
+    OPTIONS = ("deferred",)
 
     @classmethod
     def sniff(cls, head: bytes) -> bool:
@@ -246,7 +251,9 @@ class FitsReader(Reader):
 
     def pixels(self, plane: Plane, index: int = 0) -> pyvips.Image:
         try:
-            array = self._plane(self._hdul[plane.hdu], index)
+            array = self._mapped(plane, index)
+            if array is None:
+                array = self._plane(self._hdul[plane.hdu], index)
         except ValueError as error:
             if "memmap" not in str(error):
                 raise FormatError(f"{self.path.name}: HDU {plane.hdu}: pixel data cannot be read: "
@@ -304,10 +311,21 @@ class FitsReader(Reader):
         if not isinstance(bscale, numbers) or not isinstance(bzero, numbers) or isinstance(bscale, bool) \
                 or isinstance(bzero, bool) or not (blank is None or type(blank) is int):
             return None  # odd scaling cards: astropy's own reading decides what they mean
-        start = int(self._hdu(plane.hdu).fileinfo()["datLoc"])
-        return PixelPlace(self._source, plane.hdu, start + index * width * height * abs(hdu.bitpix) // 8,
-                          width, height, hdu.bitpix, float(bscale), float(bzero),
-                          blank if hdu.bitpix > 0 else None)
+        start = hdu.data_start + index * width * height * abs(hdu.bitpix) // 8
+        return PixelPlace(self._source, plane.hdu, start, width, height, hdu.bitpix, float(bscale),
+                          float(bzero), blank if hdu.bitpix > 0 else None)
+
+    def _mapped(self, plane: Plane, index: int) -> np.ndarray | None:
+        """Plane `index` of `plane` mapped from the file without astropy, when astropy is not open
+        (`deferred`) and the plane's values are its bytes' own: a plain, uncompressed HDU without BSCALE,
+        BZERO or BLANK, whose `data` astropy would map just so. None otherwise."""
+        if self._opened is not None:
+            return None
+        place = self.strips(plane, index)
+        if place is None or place.compressed or (place.bscale, place.bzero, place.blank) != (1.0, 0.0, None):
+            return None
+        return np.memmap(place.path, dtype=RAW_TYPES[place.bitpix], mode="r", offset=place.offset,
+                         shape=(place.height, place.width))
 
     @staticmethod
     def _plane(hdu: Any, index: int) -> np.ndarray:

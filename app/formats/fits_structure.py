@@ -56,6 +56,7 @@ class Hdu:
     trailing: int = 0  # bytes after this, the last HDU, that are neither an extension nor zero padding
     header_bytes: int = 0  # the header's blocks, up to and including END's
     raw: bytes = field(default=b"", repr=False)  # the header's cards before END, as the file holds them
+    data_start: int = 0  # where its data begins in the file (decompressed, for a gzipped file)
 
 
 def walk(path: Path, *, max_pixels: int) -> list[Hdu]:
@@ -93,7 +94,7 @@ def _walk(handle: _Stream, name: str, path: Path, max_pixels: int, *, size: int 
         cards, odd, header_bytes, raw = _header(handle, first, name, where)
         offset = start + header_bytes
         hdu = _hdu(cards, len(hdus), name, where)
-        hdu.odd, hdu.header_bytes, hdu.raw = odd, header_bytes, raw
+        hdu.odd, hdu.header_bytes, hdu.raw, hdu.data_start = odd, header_bytes, raw, offset
         if hdu.is_image and len(hdu.shape) >= 2:
             check_size(path, hdu.where, hdu.shape[0], hdu.shape[1], max_pixels)
         padded = -(-hdu.data_bytes // BLOCK) * BLOCK

@@ -216,7 +216,9 @@ def _opened(path: str, work: str, scaling: dict[str, Any], max_pixels: int, opti
         chosen = Scaling.from_dict(scaling)
     except (TypeError, ValueError) as error:
         raise ImageXError(f"the scaling chosen for this job cannot be used: {error}") from None
-    taken = {name: value for name, value in (options or {}).items() if name in reader_class.OPTIONS}
+    # a FITS file is read without astropy where its headers and pixels are plain (`FitsReader(deferred)`)
+    given = {"deferred": True, **(options or {})}
+    taken = {name: value for name, value in given.items() if name in reader_class.OPTIONS}
     with reader_class(Path(path), max_pixels=max_pixels, **taken) as reader, unzipping(reader, Path(work)):
         reader.with_sky = with_sky
         yield reader, list(reader.planes()), chosen

@@ -33,7 +33,7 @@ import numpy as np
 import pyvips
 
 from app.exceptions import FormatError
-from app.formats.fits import PixelPlace, compressed_unreadable
+from app.formats.fits import RAW_TYPES, PixelPlace, compressed_unreadable
 
 _STRIP_BYTES = 2 * 1024 * 1024
 REDUCED_ROWS = 4  # rows read for each row of a reduced plane (`FitsStrips.reduced`)
@@ -67,7 +67,7 @@ class FitsStrips(PixelPlace):
 
     @property
     def raw_dtype(self) -> np.dtype[Any]:
-        return np.dtype({8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}[self.bitpix])
+        return np.dtype(RAW_TYPES[self.bitpix])
 
     @property
     def dtype(self) -> np.dtype[Any]:
