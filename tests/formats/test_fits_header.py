@@ -282,3 +282,67 @@ def test_a_reader_that_defers_astropy_reads_the_same_planes(tmp_path):
     assert names == ["mef.fits [SCI]", "Shared field [WHT]", "mef.fits [4]"]  # only WHT inherits OBJECT
     assert [plane["name"] for plane in planes_of(unnamed, deferred=True)[0]] == [
         "unnamed.fits [1]", "unnamed.fits [late]"]
+
+
+def pixels_of(path, deferred: bool) -> tuple[list, bool]:
+    """Every plane's pixels as the reader gives them (and each cube plane's), and whether it opened the
+    file with astropy."""
+    from app.formats.fits import FitsReader
+
+    with FitsReader(path, max_pixels=10**9, deferred=deferred) as reader:
+        out = []
+        for plane in reader.planes():
+            for index in range(max(1, (plane.planes or {}).get("count", 1))):
+                image = reader.pixels(plane, index)
+                out.append((plane.hdu, index, image.format, image.numpy().tolist()))
+        return out, reader._opened is not None
+
+
+@pytest.mark.parametrize("data", [np.arange(-20, 28, dtype=np.float32).reshape(6, 8) / 3,
+                                  np.arange(48, dtype=np.float64).reshape(6, 8) * -1.5,
+                                  np.arange(48, dtype=np.uint8).reshape(6, 8) * 5,
+                                  np.arange(-24, 24, dtype=np.int16).reshape(6, 8) * 1000,
+                                  np.arange(-24, 24, dtype=np.int32).reshape(6, 8) * 70000,
+                                  np.arange(-24, 24, dtype=np.int64).reshape(6, 8) * 2**40,
+                                  np.arange(96, dtype=np.float32).reshape(2, 6, 8)],
+                         ids=["f32", "f64", "u8", "i16", "i32", "i64", "cube"])
+def test_a_reader_that_defers_astropy_maps_plain_pixels_from_the_file(tmp_path, data):
+    """The pool reads a plain plane whose values are its bytes' own straight from the file, astropy never
+    opened: the pixels are astropy's, whatever the type, for a primary HDU, an extension after a table and
+    every plane of a cube."""
+    path = tmp_path / "plain.fits"
+    table = fits.BinTableHDU.from_columns([fits.Column(name="flux", format="E", array=np.ones(5))])
+    fits.HDUList([fits.PrimaryHDU(data), table, fits.ImageHDU(data[..., ::-1] if data.ndim == 2 else data[0],
+                                                              name="SCI")]).writeto(path)
+    eager, _ = pixels_of(path, deferred=False)
+    deferred, opened = pixels_of(path, deferred=True)
+    assert deferred == eager
+    assert len(deferred) == (3 if data.ndim == 3 else 2)
+    assert opened == (data.ndim == 3)  # a cube's third axis is astropy's to place
+
+
+@pytest.mark.parametrize("cards", [{"BSCALE": 2.0}, {"BZERO": 32768}, {"BLANK": -1}, {"BZERO": 0.5}])
+def test_scaled_pixels_are_left_to_astropy(tmp_path, cards):
+    """BSCALE, BZERO or BLANK: astropy's reading of the values (unsigned integers, NaN for BLANK) stays
+    the one the pool uses."""
+    path = tmp_path / "scaled.fits"
+    hdu = fits.PrimaryHDU(np.arange(-24, 24, dtype=np.int16).reshape(6, 8))
+    hdu.header.update(cards)
+    hdu.writeto(path)
+    eager, _ = pixels_of(path, deferred=False)
+    deferred, opened = pixels_of(path, deferred=True)
+    assert opened
+    assert np.array_equal(np.array(deferred[0][3]), np.array(eager[0][3]), equal_nan=True)
+
+
+def test_the_walk_places_each_hdu_s_data_where_astropy_does(tmp_path):
+    from app.formats.fits_structure import walk
+
+    path = tmp_path / "mef.fits"
+    header = fits.Header([(f"KEY{i}", i, "a comment to fill the header") for i in range(60)])
+    fits.HDUList([fits.PrimaryHDU(np.ones((3, 5), np.float32), header),
+                  fits.BinTableHDU.from_columns([fits.Column(name="x", format="D", array=np.ones(7))]),
+                  fits.ImageHDU(np.ones((4, 9), np.int16)), fits.ImageHDU()]).writeto(path)
+    with fits.open(path) as hdul:
+        expected = [hdu.fileinfo()["datLoc"] for hdu in hdul]
+    assert [hdu.data_start for hdu in walk(path, max_pixels=10**9)] == expected
