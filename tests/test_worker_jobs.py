@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from app.ingest.jobs import JobRunner, remove_abandoned_work, remove_work
+from app.ingest.jobs import JobRunner, clear_attempts, remove_abandoned_work
 from app.ingest.scan import job_for
 
 
@@ -42,13 +42,15 @@ async def test_work_of_jobs_nobody_runs_is_removed_and_a_running_jobs_is_kept(ar
     assert await remove_abandoned_work(archive) == 0
 
 
-def test_claiming_again_removes_only_that_jobs_earlier_attempts(tmp_path):
-    tiles = tmp_path / "tiles"
+async def test_claiming_again_removes_only_that_jobs_earlier_attempts(archive):
+    work = archive.settings.tiles_dir / ".work"
+    assert await clear_attempts(archive, ["JobA"]) == 0  # no work folder yet
     for name in ("JobA-first", "JobA-second", "JobAB-other", "JobB-first"):
-        (tiles / ".work" / name / "0").mkdir(parents=True)
-    assert remove_work(tiles, "JobA") == 2
-    assert sorted(p.name for p in (tiles / ".work").iterdir()) == ["JobAB-other", "JobB-first"]
-    assert remove_work(tmp_path / "nothing", "JobA") == 0
+        (work / name / "0").mkdir(parents=True)
+    assert await clear_attempts(archive, ["JobA"]) == 2
+    assert sorted(p.name for p in work.iterdir()) == ["JobAB-other", "JobB-first"]
+    assert await clear_attempts(archive, ["JobA", "JobB"]) == 1
+    assert [p.name for p in work.iterdir()] == ["JobAB-other"]
 
 
 async def test_a_hurried_drain_gives_the_running_job_back_at_once(archive, write_fits):

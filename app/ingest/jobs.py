@@ -147,18 +147,6 @@ class JobRunner:
 WORK = ".work"
 
 
-def remove_work(tiles_dir: Path, job_id: str) -> int:
-    """Remove the work folders (`<tiles>/.work/<job id>-<attempt>`) of a job; returns how many there were.
-    Only the runner holding the job's lease may call this: a work folder is private to one attempt."""
-    work = tiles_dir / WORK
-    if not work.is_dir():
-        return 0
-    folders = list(work.glob(f"{job_id}-*"))
-    for folder in folders:
-        shutil.rmtree(folder, ignore_errors=True)
-    return len(folders)
-
-
 def _published_ids(folders: Sequence[Path]) -> list[str]:
     """The image ids that these attempts' notes say they were publishing pyramids under."""
     ids: list[str] = []
@@ -185,14 +173,27 @@ async def clear_attempts(archive: Archive, job_ids: Sequence[str]) -> int:
     """Remove what earlier attempts of these jobs left: their work folders, and the tile folders they
     published but did not catalogue. Only the runner holding the jobs' leases (or giving them back) may
     call this. Returns how many work folders there were."""
-    tiles_dir = archive.settings.tiles_dir
-    work = tiles_dir / WORK
-    folders = await asyncio.to_thread(
-        lambda: [path for job_id in job_ids for path in work.glob(f"{job_id}-*")] if work.is_dir() else [])
-    await _remove_uncatalogued(archive, folders)
-    for job_id in job_ids:
-        await asyncio.to_thread(remove_work, tiles_dir, job_id)
+    folders = await asyncio.to_thread(_attempts, archive.settings.tiles_dir / WORK, job_ids)
+    if folders:
+        await _remove_uncatalogued(archive, folders)
+        await asyncio.to_thread(_remove, folders)
     return len(folders)
+
+
+def _remove(folders: Sequence[Path]) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _attempts(work: Path, job_ids: Sequence[str]) -> list[Path]:
+    """The work folders of these jobs' attempts (`<job id>-<attempt>`)."""
+    prefixes = tuple(f"{job_id}-" for job_id in job_ids)
+    try:
+        with os.scandir(work) as entries:
+            return [Path(entry.path) for entry in entries
+                    if entry.name.startswith(prefixes) and entry.is_dir()]
+    except FileNotFoundError:
+        return []
 
 
 async def remove_abandoned_work(archive: Archive) -> int:

@@ -224,21 +224,23 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
     except Exception as error:
         await _tiling_failed(archive, images, str(error))
         raise
-    if reading:
-        await asyncio.to_thread(note_publishing, work, [image.id for image in images])
+    if reading:  # their first generations (one left by an attempt cut short before it said so, replaced)
+        folders = {image.id: (work / str(image.hdu), archive.tile_root(image.id)) for image in images}
+        await asyncio.to_thread(_republish, work, folders)
     finished: list[ImageRecord] = []
     for image in images:
         root = archive.tile_root(image.id)
-        if reading:  # its first generation (one left by an attempt cut short before it said so, replaced)
-            await asyncio.to_thread(_republish, work / str(image.hdu), root)
+        if reading:  # its coverage and display in one write
             plane = planes[image.hdu]
             display = plane["display"]
-            await archive.store.set_sky(image.id, plane["sky"], cells=plane["cells"])
+            recorded = await archive.store.set_sky(image.id, plane["sky"], cells=plane["cells"],
+                                                   display=display)
         else:
             if await asyncio.to_thread(pyramid.complete, work / str(image.hdu), root) is None:
                 continue  # deleted meanwhile
             display = {key: value for key, value in image.display.items() if key != "tiling"}
-        if await archive.store.set_display(image.id, display):
+            recorded = await archive.store.set_display(image.id, display)
+        if recorded:
             finished.append(dataclasses.replace(image, display=display))
         elif reading:  # deleted meanwhile: its pyramids with it
             await asyncio.to_thread(pyramid.discard, root)
@@ -251,13 +253,16 @@ def _awaits_pyramids(image: ImageRecord, job: JobRecord) -> bool:
     return image.job_id == job.id and isinstance(image.display.get("tiling"), dict)
 
 
-def _republish(work: Path, root: Path) -> None:
-    """Publish the first generation of an image that has no tiles but what an earlier attempt at the same
-    job may have published before it was stopped (no link to it was ever given: it is removed)."""
-    left = pyramid.current(root)
-    if left is not None:
-        pyramid.discard(left)
-    pyramid.publish(work, root)
+def _republish(work: Path, folders: dict[str, tuple[Path, Path]]) -> None:
+    """Publish the first generation of images (by id, their work folder and tile root) that have no tiles
+    but what an earlier attempt at the same job may have published before it was stopped (no link to it
+    was ever given: it is removed). The ids are noted in the work folder first (`note_publishing`)."""
+    note_publishing(work, list(folders))
+    for built, root in folders.values():
+        left = pyramid.current(root)
+        if left is not None:
+            pyramid.discard(left)
+        pyramid.publish(built, root)
 
 
 def _measured(display: dict[str, Any]) -> dict[str, Any] | None:

@@ -208,11 +208,12 @@ class Store(ABC):
     async def set_visibility(self, image_ids: Sequence[str], visibility: str) -> None: ...
 
     @abstractmethod
-    async def set_sky(self, image_id: str, sky: dict[str, Any] | None, *,
-                      cells: Sequence[int] | None = None) -> bool:
+    async def set_sky(self, image_id: str, sky: dict[str, Any] | None, *, cells: Sequence[int] | None = None,
+                      display: dict[str, Any] | None = None) -> bool:
         """Replace an image's sky record, its footprint's index with it (its coverage was computed after it
         was catalogued from its header); False when there is no such image. `cells`: the footprint's
-        cone-search cells when the caller found them already (in the pool, as `add_images` takes them)."""
+        cone-search cells when the caller found them already (in the pool, as `add_images` takes them).
+        `display`: its display record too, in the same write (its pyramids were built with its coverage)."""
 
     @abstractmethod
     async def set_display(self, image_id: str, display: dict[str, Any]) -> bool:

@@ -83,3 +83,19 @@ async def test_set_sky_indexes_the_cells_it_is_given(any_store):
     assert await any_store.set_sky(given.id, sky_at(150.0, 2.0), cells=[])
     assert names(await any_store.find_images(Cone(150.0, 2.0, 0.01))) == ["found"]
     assert not await any_store.set_sky("missing", sky_at(1.0, 1.0), cells=[1])
+
+
+async def test_set_sky_records_the_display_given_in_the_same_write(any_store):
+    """An image catalogued from its header gets its coverage and its display record (its pyramids built)
+    together; without a display, the one it has is kept."""
+    shown = image("shown", sky=None)
+    await any_store.add_images([shown])
+    kept = (await any_store.get_image(shown.id)).display
+    assert await any_store.set_sky(shown.id, sky_at(150.0, 2.0))
+    assert (await any_store.get_image(shown.id)).display == kept
+    display = {"interval": "zscale", "stretch": "linear", "low": 1.5, "high": 9.0, "levels": 9}
+    assert await any_store.set_sky(shown.id, sky_at(10.0, -5.0), display=display)
+    found = await any_store.get_image(shown.id)
+    assert (found.sky, found.display) == (sky_at(10.0, -5.0), display)
+    assert names(await any_store.find_images(Cone(10.0, -5.0, 0.01))) == ["shown"]
+    assert not await any_store.set_sky("missing", None, display=display)

@@ -217,11 +217,12 @@ class MongoCatalog(MongoBase):
             await self.images.update_many({"_id": {"$in": ids[start:start + CHUNK]}},
                                           {"$set": {"visibility": visibility}})
 
-    async def set_sky(self, image_id: str, sky: dict[str, Any] | None, *,
-                      cells: Sequence[int] | None = None) -> bool:
+    async def set_sky(self, image_id: str, sky: dict[str, Any] | None, *, cells: Sequence[int] | None = None,
+                      display: dict[str, Any] | None = None) -> bool:
         found = list(cells) if cells is not None else footprint_cells(sky)
+        shown = {"display": display} if display is not None else {}
         result = await self.images.update_one({"_id": image_id}, {"$set": {
-            "sky": sky, "cells": found, "cells_version": CELLS_VERSION}})
+            "sky": sky, "cells": found, "cells_version": CELLS_VERSION, **shown}})
         return result.matched_count == 1
 
     async def set_display(self, image_id: str, display: dict[str, Any]) -> bool:

@@ -265,14 +265,17 @@ class SQLiteCatalog(SQLiteBase):
         await self._write_many("UPDATE images SET visibility = ? WHERE id = ?",
                                [(visibility, image_id) for image_id in image_ids])
 
-    async def set_sky(self, image_id: str, sky: dict[str, Any] | None, *,
-                      cells: Sequence[int] | None = None) -> bool:
+    async def set_sky(self, image_id: str, sky: dict[str, Any] | None, *, cells: Sequence[int] | None = None,
+                      display: dict[str, Any] | None = None) -> bool:
         def write() -> bool:
             found = list(cells) if cells is not None else footprint_cells(sky)
             with transaction(self.db) as db:
                 center = (None, None) if sky is None else (sky.get("center_ra"), sky.get("center_dec"))
-                changed = db.execute("UPDATE images SET sky = ?, center_ra = ?, center_dec = ? WHERE id = ?",
-                                     (None if sky is None else dumps(sky), *center, image_id)).rowcount
+                shown = None if display is None else dumps(display)
+                changed = db.execute(
+                    "UPDATE images SET sky = ?, center_ra = ?, center_dec = ?, "
+                    "display = coalesce(?, display) WHERE id = ?",
+                    (None if sky is None else dumps(sky), *center, shown, image_id)).rowcount
                 if changed:
                     db.execute("DELETE FROM image_cells WHERE image_id = ?", (image_id,))
                     db.executemany("INSERT INTO image_cells (cell, image_id) VALUES (?, ?)",
