@@ -56,7 +56,9 @@ def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path, qualit
     # the values the science pyramid keeps (a colour raster's grey levels), sampled once for both
     values = sample(science.values(pixels) if pixels.bands > 1 else pixels) if measure else None
     shown = science.values(pixels) if chosen.stretch == "ahisteq" and pixels.bands > 1 else pixels
-    picture, applied = display(shown, chosen, values if shown.bands == 1 else None)
+    # a sample of every pixel, all finite (`sample` keeps only those): no value needs masking
+    finite = shown is pixels and values is not None and values.size == pixels.width * pixels.height
+    picture, applied = display(shown, chosen, values if shown.bands == 1 else None, finite=finite)
     folder.mkdir(parents=True, exist_ok=True)
     scratch = folder / AHE_SCRATCH
     # the original values beside the DZI, for dynamic tiles and the pixel readout: written by a second

@@ -205,11 +205,12 @@ def freeze_sample(values: np.ndarray, eight_bit: bool, scaling: Scaling) -> tupl
     return Scaling(interval="manual", stretch=stretch, low=low, high=high, curve=curve), interval
 
 
-def display(image: pyvips.Image, scaling: Scaling,
-            values: np.ndarray | None = None) -> tuple[pyvips.Image, Applied]:
+def display(image: pyvips.Image, scaling: Scaling, values: np.ndarray | None = None, *,
+            finite: bool = False) -> tuple[pyvips.Image, Applied]:
     """The 8-bit picture of `image` (lazy). NaN and infinities render black. `values`: the image's
     `sample`, when it was taken already. For `ahisteq` it is the globally equalised picture, equalised with
-    `curve` as dynamic tiles are (the cells are the caller's: `adaptive.equalised_picture`)."""
+    `curve` as dynamic tiles are (the cells are the caller's: `adaptive.equalised_picture`). `finite`: the
+    caller knows every value of `image` is finite (its sample held every pixel), so none is masked."""
     eight_bit = str(image.format) == "uchar"
     interval = scaling.interval
     stretch = scaling.stretch
@@ -240,7 +241,7 @@ def display(image: pyvips.Image, scaling: Scaling,
     lut_image = pyvips.Image.new_from_memory(lut.data, LUT_SIZE, 1, 1, "uchar")
     # the cast to ushort clips to 0..65535, so values outside the interval saturate
     index = image.linear(factor, -low * factor).cast("ushort")
-    if str(image.format) in ("float", "double", "complex", "dpcomplex"):
-        finite = image.abs() < _FLOAT_MAX
-        index = finite.ifthenelse(index, 0)
+    if str(image.format) in ("float", "double", "complex", "dpcomplex") and not finite:
+        defined = image.abs() < _FLOAT_MAX
+        index = defined.ifthenelse(index, 0)
     return index.maplut(lut_image), Applied(interval, stretch, low, high)

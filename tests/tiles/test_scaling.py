@@ -60,6 +60,36 @@ def test_an_image_of_only_nan_renders_black_without_error():
     assert applied.low < applied.high
 
 
+def test_a_picture_known_to_be_finite_is_the_one_masking_gives():
+    """The ingest skips the bad-pixel mask when its sample held every pixel, all finite: the same picture."""
+    data = sky_noise()
+    values = sample(vips(data))
+    assert values.size == data.size
+    for stretch in STRETCHES:
+        masked, _ = display(vips(data), Scaling(stretch=stretch), values)
+        trusted, _ = display(vips(data), Scaling(stretch=stretch), values, finite=True)
+        assert np.array_equal(trusted.numpy(), masked.numpy())
+
+
+def test_an_ingested_plane_with_bad_pixels_is_masked(tmp_path):
+    """A plane whose sample is short of its pixels (NaN, infinities) keeps the mask: they render black."""
+    from astropy.io import fits
+
+    from app.ingest.tiling import render_file
+
+    data = sky_noise() + 50.0
+    data[10, 20], data[30, 40] = np.nan, np.inf
+    path = tmp_path / "bad.fits"
+    fits.PrimaryHDU(data).writeto(path)
+    render_file(str(path), str(tmp_path / "work"), {}, 10**9, 95)
+    [top] = sorted((tmp_path / "work" / "0" / "image_files").iterdir(), key=lambda p: -int(p.name)
+                   if p.name.isdigit() else 0)[:1]
+    shown = pyvips.Image.new_from_file(str(top / "0_0.jpeg")).numpy()
+    # FITS keeps the bottom row first: the picture shows it last
+    assert shown[data.shape[0] - 1 - 10, 20] < 40 and shown[data.shape[0] - 1 - 30, 40] < 40
+    assert np.median(shown) > 60
+
+
 # --- intervals --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("low_percent", "high_percent"), [(0.5, 99.5), (5.0, 95.0), (0.0, 100.0), (25, 75)])
