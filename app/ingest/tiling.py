@@ -30,6 +30,8 @@ THUMBNAIL_BYTES = 1 << 16
 # smaller one is read whole through astropy's memory map, which costs a small file less (two libvips
 # sources and their reading threads cost about 8 ms a plane)
 STREAM_ABOVE = 16 << 20
+# planes of at most this many pixels are written by libvips with one thread (`_threads_for`)
+SINGLE_THREADED_UP_TO = 1 << 20
 AHE_SCRATCH = ".ahisteq.raw"  # in a plane's work folder while its adaptively equalised picture is tiled
 
 
@@ -63,7 +65,7 @@ def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path, qualit
     scratch = folder / AHE_SCRATCH
     # the original values beside the DZI, for dynamic tiles and the pixel readout: written by a second
     # thread while this one writes the DZI (libvips releases the GIL), which hides most of its cost
-    with ThreadPoolExecutor(1) as writer:
+    with _threads_for(pixels.width * pixels.height), ThreadPoolExecutor(1) as writer:
         written = writer.submit(science.write, pixels, folder)
         try:
             if applied.stretch == "ahisteq":
@@ -79,6 +81,24 @@ def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path, qualit
             del picture  # the scratch file's mapping is closed with it
             scratch.unlink(missing_ok=True)
     return levels, applied, histogram.of(values) if values is not None else None
+
+
+@contextmanager
+def _threads_for(pixels: int) -> Iterator[None]:
+    """libvips writes the pyramids of a plane of at most SINGLE_THREADED_UP_TO pixels with one thread
+    each: its thread pools cost such a plane more CPU than they save (the pool's other processes keep the
+    other cores busy); a larger one keeps libvips' own threads. A pool process runs one call at a time."""
+    import pyvips
+
+    if pixels > SINGLE_THREADED_UP_TO:
+        yield
+        return
+    threads = pyvips.concurrency_get()
+    pyvips.concurrency_set(1)
+    try:
+        yield
+    finally:
+        pyvips.concurrency_set(threads)
 
 
 def _render_streamed(strips: FitsStrips, chosen: Scaling, folder: Path, quality: int,

@@ -102,3 +102,19 @@ def test_a_pyramid_built_later_joins_the_generation_that_holds_the_thumbnail(tmp
     (other / pyramid.THUMBNAIL).write_bytes(b"x")
     assert pyramid.complete(other, tmp_path / "gone" / "image") is None
     assert not (tmp_path / "gone").exists()
+
+
+def test_a_small_plane_is_written_by_one_libvips_thread_and_the_setting_comes_back():
+    """The pool's processes all work at once on a batch of small files: libvips' own thread pools would
+    only cost them CPU. A larger plane keeps them, and the setting is restored whatever happens."""
+    from app.ingest.tiling import SINGLE_THREADED_UP_TO, _threads_for
+
+    before = pyvips.concurrency_get()
+    with _threads_for(SINGLE_THREADED_UP_TO):
+        assert pyvips.concurrency_get() == 1
+    assert pyvips.concurrency_get() == before
+    with _threads_for(SINGLE_THREADED_UP_TO + 1):
+        assert pyvips.concurrency_get() == before
+    with pytest.raises(RuntimeError), _threads_for(16):
+        raise RuntimeError("a failed write")
+    assert pyvips.concurrency_get() == before
