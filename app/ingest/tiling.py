@@ -58,9 +58,9 @@ def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path, qualit
     # the values the science pyramid keeps (a colour raster's grey levels), sampled once for both
     values = sample(science.values(pixels) if pixels.bands > 1 else pixels) if measure else None
     shown = science.values(pixels) if chosen.stretch == "ahisteq" and pixels.bands > 1 else pixels
-    # a sample of every pixel, all finite (`sample` keeps only those): no value needs masking
-    finite = shown is pixels and values is not None and values.size == pixels.width * pixels.height
-    picture, applied = display(shown, chosen, values if shown.bands == 1 else None, finite=finite)
+    # a small plane's sample is every pixel: when all are finite, none needs the bad-pixel mask
+    whole = shown is pixels and sample_step(pixels.width, pixels.height) == 1
+    picture, applied = display(shown, chosen, values if shown.bands == 1 else None, whole=whole)
     folder.mkdir(parents=True, exist_ok=True)
     scratch = folder / AHE_SCRATCH
     # the original values beside the DZI, for dynamic tiles and the pixel readout: written by a second

@@ -165,7 +165,7 @@ def wcs_cards(wcs: Any) -> dict[str, HeaderValue]:
 def _plain_wcs_cards(wcs: Any) -> dict[str, HeaderValue] | None:
     """`wcs_cards` read straight from WCSLIB's header text (what astropy's `to_header(relax=True)` parses
     into its header when there is no SIP), or None when a card of it is not plain."""
-    from astropy.wcs import _wcs
+    from astropy.wcs import WCSHDO_P14, WCSHDO_all
 
     from app.formats.fits_header import plain_cards
 
@@ -173,7 +173,7 @@ def _plain_wcs_cards(wcs: Any) -> dict[str, HeaderValue] | None:
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        text = wcs.wcs.to_header(_wcs.WCSHDO_P14 | _wcs.WCSHDO_all)
+        text = wcs.wcs.to_header(WCSHDO_P14 | WCSHDO_all)
     parsed = plain_cards(text.encode("ascii", "replace"))
     if parsed is None:
         return None

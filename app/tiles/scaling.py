@@ -205,12 +205,21 @@ def freeze_sample(values: np.ndarray, eight_bit: bool, scaling: Scaling) -> tupl
     return Scaling(interval="manual", stretch=stretch, low=low, high=high, curve=curve), interval
 
 
+def _all_shown(image: pyvips.Image, values: np.ndarray | None, whole: bool) -> bool:
+    """Whether no pixel of a single-band `image` needs the bad-pixel mask: `values`, the sample of every
+    pixel of it (`whole`), kept them all (`sample` leaves out NaN and infinities) and all within what
+    the mask lets through."""
+    if not whole or values is None or image.bands != 1 or values.size != image.width * image.height:
+        return False
+    return values.size == 0 or float(np.abs(values).max()) < _FLOAT_MAX
+
+
 def display(image: pyvips.Image, scaling: Scaling, values: np.ndarray | None = None, *,
-            finite: bool = False) -> tuple[pyvips.Image, Applied]:
+            whole: bool = False) -> tuple[pyvips.Image, Applied]:
     """The 8-bit picture of `image` (lazy). NaN and infinities render black. `values`: the image's
     `sample`, when it was taken already. For `ahisteq` it is the globally equalised picture, equalised with
-    `curve` as dynamic tiles are (the cells are the caller's: `adaptive.equalised_picture`). `finite`: the
-    caller knows every value of `image` is finite (its sample held every pixel), so none is masked."""
+    `curve` as dynamic tiles are (the cells are the caller's: `adaptive.equalised_picture`). `whole`: that
+    sample is of every pixel of `image` (a small one's): when it holds them all, none is masked."""
     eight_bit = str(image.format) == "uchar"
     interval = scaling.interval
     stretch = scaling.stretch
@@ -241,7 +250,8 @@ def display(image: pyvips.Image, scaling: Scaling, values: np.ndarray | None = N
     lut_image = pyvips.Image.new_from_memory(lut.data, LUT_SIZE, 1, 1, "uchar")
     # the cast to ushort clips to 0..65535, so values outside the interval saturate
     index = image.linear(factor, -low * factor).cast("ushort")
-    if str(image.format) in ("float", "double", "complex", "dpcomplex") and not finite:
+    floating = str(image.format) in ("float", "double", "complex", "dpcomplex")
+    if floating and not _all_shown(image, values, whole):
         defined = image.abs() < _FLOAT_MAX
         index = defined.ifthenelse(index, 0)
     return index.maplut(lut_image), Applied(interval, stretch, low, high)
