@@ -10,7 +10,8 @@ searchable (the catalog, read every 0.1 s while the command runs, holds an image
 least IMAGEX_CATALOGUE_FIRST_FROM FITS files is catalogued from its headers first, app/ingest/catalogue.py;
 `--catalogue-first-from 0` measures without), the whole command (process start, catalog, pool
 start, queueing, every job and its pyramids, summary), and the queue alone (the time the command's own
-summary line reports).
+summary line reports). It also prints the CPU time of the command and its pool processes, a file's share:
+on a machine shared with other work it moves far less than the wall time.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -67,9 +69,11 @@ def header_reads(paths: list[Path]) -> float:
 
 def run_ingest(files: Path, data: Path, workers: int, hips: bool, count: int,
                two_phase_above: int | None = None,
-               catalogue_first_from: int | None = None) -> tuple[float, float, float | None, str]:
-    """Seconds for the whole `imagex ingest` command, for its queue (from its summary line), and until
-    the catalog held `count` images (None if it never did while the command ran)."""
+               catalogue_first_from: int | None = None,
+               ) -> tuple[float, float, float | None, str, float, float]:
+    """Seconds for the whole `imagex ingest` command, for its queue (from its summary line), until the
+    catalog held `count` images (None if it never did while the command ran), and the CPU seconds (user,
+    system) of the command and its pool processes together."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGEX_")}
     env["IMAGEX_DATA"] = str(data)
     env["IMAGEX_HIPS"] = "true" if hips else "false"
@@ -77,6 +81,7 @@ def run_ingest(files: Path, data: Path, workers: int, hips: bool, count: int,
         env["IMAGEX_TWO_PHASE_ABOVE"] = str(two_phase_above)
     if catalogue_first_from is not None:
         env["IMAGEX_CATALOGUE_FIRST_FROM"] = str(catalogue_first_from)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     searchable: float | None = None
     with subprocess.Popen([str(IMAGEX), "ingest", str(files), "--workers", str(workers), "--no-progress"],
@@ -87,12 +92,15 @@ def run_ingest(files: Path, data: Path, workers: int, hips: bool, count: int,
             time.sleep(0.1)
         stdout, stderr = process.communicate()
     wall = time.perf_counter() - start
+    # the command waited for its pool processes, and this process for the command: both counted here
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     match = SUMMARY.search(stdout)
     if process.returncode != 0 or match is None:
         raise SystemExit(f"imagex ingest failed ({process.returncode}):\n{stdout}\n{stderr}")
     if int(match.group(4)):
         raise SystemExit(f"imagex ingest reported failures:\n{stdout}")
-    return wall, float(match.group(2)), searchable, match.group(0)
+    return (wall, float(match.group(2)), searchable, match.group(0), after.ru_utime - before.ru_utime,
+            after.ru_stime - before.ru_stime)
 
 
 def catalogued(data: Path) -> int:
@@ -141,8 +149,9 @@ def main() -> None:
         survey = "on" if args.hips else "off"
         print(f"running imagex ingest --workers {args.workers} (HiPS survey {survey}) ...", flush=True)
         count = len(paths)
-        wall, queue, searchable, line = run_ingest(files, root / "var", args.workers, args.hips, count,
-                                                   args.two_phase_above, args.catalogue_first_from)
+        wall, queue, searchable, line, user, system = run_ingest(
+            files, root / "var", args.workers, args.hips, count, args.two_phase_above,
+            args.catalogue_first_from)
         print(f"  {line}")
 
         floor_rate, wall_rate, queue_rate = count / floor, count / wall, count / queue
@@ -152,6 +161,8 @@ def main() -> None:
                   f"({searchable:.1f} s)  ratio {searchable / floor:.1f}x")
         print(f"imagex ingest, whole command       : {wall_rate:9.1f} files/s  ({wall:.1f} s)")
         print(f"imagex ingest, queue (its summary) : {queue_rate:9.1f} files/s  ({queue:.1f} s)")
+        print(f"imagex ingest, CPU of its processes: {(user + system) / count * 1e3:9.1f} ms a file  "
+              f"({user:.1f} s user, {system:.1f} s system: steadier than the wall time on a shared machine)")
         print(f"ratio header reads / whole command : {floor_rate / wall_rate:9.1f}x")
         print(f"ratio header reads / queue         : {floor_rate / queue_rate:9.1f}x")
     finally:
