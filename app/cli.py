@@ -22,6 +22,8 @@ from app.site_policy import VISIBILITIES
 from app.store.records import JobRecord, JobState
 
 log = logging.getLogger("imagex")
+# what a pool process imports before `imagex ingest` gives it files to read (`Pool.warm`)
+READING = ("app.ingest.tiling", "astropy.io.fits", "astropy.wcs")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -217,14 +219,7 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
     failed, and report. Returns the exit status: 0 when nothing failed. `fixed_scaling` "first" measures
     one scaling on the first image and applies it to all (stored as `scaling_name`); another value names a
     stored scaling to apply. `dry_run` lists what would be queued and changes nothing."""
-    from tqdm import tqdm
-
     from app.archive import Archive
-    from app.ingest import fixed_scaling as fixed
-    from app.ingest.catalogue import catalogue_first
-    from app.ingest.jobs import wait_for
-    from app.ingest.scan import job_for, walk
-    from app.lifecycle import running
 
     _check_scaling_options(fixed_scaling, scaling_name, interval, stretch)
     missing = [str(p) for p in paths if not p.exists()]
@@ -234,14 +229,26 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
     if dry_run:
         return await _dry_run(settings, paths, owner=owner, fixed_scaling=fixed_scaling,
                               scaling_name=scaling_name, chosen=chosen)
-    async with running(Archive(settings), "ingest") as archive:
+    archive = Archive(settings)
+    # a pool process starts at once, and imports what reading files takes, while this one loads the rest of
+    # the command, opens the catalog and walks the folders (the others once there are files for them)
+    archive.pool.warm(*READING, processes=1)
+    from tqdm import tqdm
+
+    from app.ingest import fixed_scaling as fixed
+    from app.ingest.catalogue import catalogue_first
+    from app.ingest.jobs import wait_for
+    from app.ingest.scan import job_for, walk
+    from app.lifecycle import running
+
+    async with running(archive, "ingest") as archive:
         owner = await _stored_owner(archive.store, owner)
         files = await asyncio.to_thread(lambda: list(walk(paths, follow_links=settings.follow_links)))
         if not files:
             print("No image files found.")
             return 0
-        # the pool's processes start, and import what reading files takes, while the jobs are queued
-        archive.pool.warm("app.ingest.tiling", "astropy.io.fits", "astropy.wcs", processes=len(files))
+        # the pool's other processes start while the jobs are queued (none more for a single file)
+        archive.pool.warm(*READING, processes=len(files) - 1)
         options: dict[str, Any] = {"visibility": visibility}
         if fixed_scaling == fixed.FIRST:
             measured = await fixed.measure(archive, files, chosen, settings.max_pixels)

@@ -80,3 +80,31 @@ async def test_closing_an_archive_does_not_wait_for_pool_work_of_its_cancelled_t
     pid = await started(pid_file)
     await asyncio.wait_for(archive.close(survey_wait=0), 60)
     assert await gone(pid)
+
+
+def pool_processes() -> int:
+    """This process's pool workers (multiprocessing's spawned processes, not its resource tracker)."""
+    from tests.processes import children_of
+
+    count = 0
+    for pid in children_of(os.getpid()):
+        try:
+            count += b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+    return count
+
+
+async def test_warming_starts_only_the_processes_asked_for():
+    """`imagex ingest` starts one pool process before it walks the folders, then as many more as it has
+    files to read, up to the pool's size: a single file needs one process, a batch all of them."""
+    pool = Pool(2)
+    try:
+        pool.warm("json", processes=1)
+        pool.warm("json", processes=0)  # a single file: no other
+        assert pool_processes() == 1
+        assert await pool.run(sum, [1, 2]) == 3
+        pool.warm("json", processes=1999)  # a batch
+        assert pool_processes() == 2
+    finally:
+        pool.close()
