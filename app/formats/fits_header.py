@@ -37,7 +37,8 @@ BLANK_CARDS = "(blank)"
 _ALLOWED = re.compile(r"[!-~][ -~]*")  # a keyword kept: printable ASCII (HIERARCH keywords hold spaces)
 # the keyword field of a plain card: a standard keyword, left-justified
 _KEYWORD = re.compile(r"([A-Z0-9_-]{1,8}) *")
-_COMMENTARY = {"", "COMMENT", "HISTORY"}
+# the keywords of commentary cards, which have no value
+COMMENTARY = {"", "COMMENT", "HISTORY"}
 _VALUE = re.compile(
     r" *(?:'(?P<string>[ -&(-~]*)' *|(?P<logical>[TF]) *|(?P<integer>[+-]?\d+) *"
     r"|(?P<real>[+-]?(?:\d+\.?\d*|\.\d+)(?:[EeDd][+-]?\d+)?) *)?(?:/ *(?P<comment>.*))?")
@@ -68,7 +69,7 @@ def plain_cards(raw: bytes) -> list[tuple[str, Any, str]] | None:
             keyword = named[1]
         else:
             keyword = ""
-        if keyword in _COMMENTARY:
+        if keyword in COMMENTARY:
             cards.append((keyword, card[8:].rstrip(), ""))
             continue
         if card[8:10] != "= " or keyword in ("CONTINUE", "HIERARCH"):

@@ -212,8 +212,7 @@ async def remove_abandoned_work(archive: Archive) -> int:
     running = {job.id for job in await archive.store.get_jobs(ids) if job.state == "running"}
     abandoned = [folder for folder in folders if folder.name.split("-", 1)[0] not in running]
     await _remove_uncatalogued(archive, abandoned)
-    for folder in abandoned:
-        await asyncio.to_thread(shutil.rmtree, folder, True)
+    await asyncio.to_thread(_remove, abandoned)
     return len(abandoned)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from app.formats.fits_header import COMMENTARY
 from app.sky.readout import sky_vectors
 from app.sky.wcs import celestial_wcs
 from app.store import footprint
@@ -156,7 +157,7 @@ def wcs_cards(wcs: Any) -> dict[str, HeaderValue]:
         header = wcs.to_header(relax=True)
     cards: dict[str, HeaderValue] = {}
     for keyword, value in header.items():
-        if keyword in {"COMMENT", "HISTORY", ""}:
+        if keyword in COMMENTARY:  # no part of the WCS
             continue
         cards[keyword] = value if isinstance(value, bool | int | float | str) else str(value)
     return cards
@@ -179,7 +180,7 @@ def _plain_wcs_cards(wcs: Any) -> dict[str, HeaderValue] | None:
         return None
     cards: dict[str, HeaderValue] = {}
     for keyword, value, _ in parsed:
-        if keyword in {"COMMENT", "HISTORY", ""}:
+        if keyword in COMMENTARY:  # no part of the WCS
             continue
         if value is None:  # a card without a value: astropy's own reading says what it is
             return None
