@@ -309,6 +309,8 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
 def _check_scaling_options(fixed_scaling: str | None, scaling_name: str | None, interval: str | None,
                            stretch: str | None) -> None:
     """Refuse combinations of the scaling options that cannot be meant, before anything is written."""
+    if fixed_scaling is None and scaling_name is None:
+        return  # nothing to check (nor to import: a batch's pool starts as early as it can)
     from app.ingest.fixed_scaling import FIRST, check_name
 
     if fixed_scaling is not None and fixed_scaling != FIRST:

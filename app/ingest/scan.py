@@ -39,21 +39,43 @@ def walk(paths: Iterable[Path], *, follow_links: bool = False) -> Iterator[Path]
     (IMAGEX_FOLLOW_LINKS); links to folders are never descended into (a loop could never end)."""
     for path in paths:
         if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
-                    if is_hidden_or_partial(name):
-                        continue
-                    candidate = Path(root) / name
-                    if not follow_links and candidate.is_symlink() and not stays_inside(candidate, path):
-                        log.warning("%s is a link to a file outside %s; skipped (IMAGEX_FOLLOW_LINKS=true "
-                                    "follows such links)", candidate, path)
-                        continue
-                    if candidate.is_file() and (name.lower().endswith(IMAGE_SUFFIXES)
-                                                or is_candidate(candidate)):
-                        yield candidate.resolve()
+            yield from _under(path.resolve(), follow_links)
         else:
             yield path.resolve()
+
+
+def _under(folder: Path, follow_links: bool, root: Path | None = None) -> Iterator[Path]:
+    """`walk` of the resolved `folder` inside the resolved `root` (the folder named, when not given): its
+    files, then each of its folders'. A file that is no link is its own resolved path, as the folders
+    descended into are no links either: only links are resolved, one at a time."""
+    root = root or folder
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted((entry for entry in listing if not entry.name.startswith(".")),
+                             key=lambda entry: entry.name)
+    except OSError as error:  # unreadable, or gone meanwhile
+        log.warning("%s cannot be read (%s); skipped", folder, error.strerror or error)
+        return
+    folders = []
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(entry.name)
+                continue
+            link = entry.is_symlink()
+            if is_hidden_or_partial(entry.name) or (link and entry.is_dir()):
+                continue
+            candidate = folder / entry.name
+            if link and not follow_links and not stays_inside(candidate, root):
+                log.warning("%s is a link to a file outside %s; skipped (IMAGEX_FOLLOW_LINKS=true "
+                            "follows such links)", candidate, root)
+                continue
+            if entry.is_file() and (entry.name.lower().endswith(IMAGE_SUFFIXES) or is_candidate(candidate)):
+                yield candidate.resolve() if link else candidate
+        except OSError:  # gone meanwhile
+            continue
+    for name in folders:
+        yield from _under(folder / name, follow_links, root)
 
 
 def job_for(path: Path, *, owner: str = "", provenance: str = "batch") -> NewJob:

@@ -91,6 +91,19 @@ def test_several_paths_mixed_and_relative(tree, monkeypatch):
                                tree / "sub/deeper/still/e.fits"}
 
 
+def test_a_folder_named_through_a_link_or_dots_yields_the_files_real_paths(tree, monkeypatch):
+    """Files are named by their real path (a job's key), however the folder was named: resolved once for
+    the folder, not file by file."""
+    via = tree.parent / "via"
+    via.symlink_to(tree, target_is_directory=True)
+    monkeypatch.chdir(tree / "sub")
+    real = list(walk([tree]))
+    assert list(walk([via])) == real
+    assert list(walk([Path("..") / ".." / "via" / "sub"])) == [path for path in real
+                                                            if path.is_relative_to(tree / "sub")]
+    assert all(path == path.resolve() for path in real)
+
+
 def test_an_empty_folder_yields_nothing(tmp_path):
     assert list(walk([tmp_path])) == []
 
