@@ -8,6 +8,7 @@ import errno
 import gc
 import hashlib
 import math
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -338,9 +339,11 @@ def catalogue_files(paths: list[str], max_pixels: int, largest: int) -> list[dic
     for path in paths:
         try:
             with open(path, "rb") as handle:
-                content = handle.read(largest + 1)
-            if len(content) > largest or not content.startswith(b"SIMPLE  ="):  # gzipped, or not FITS
-                out.append(None)
+                size = os.fstat(handle.fileno()).st_size
+                # read at its size (a buffer of `largest` bytes would cost more than the reading)
+                content = handle.read(size + 1) if size <= largest else b""
+            if len(content) != size or not content.startswith(b"SIMPLE  ="):
+                out.append(None)  # larger than `largest`, changed as it was read, gzipped, or not FITS
                 continue
             with FitsReader(Path(path), max_pixels=max_pixels, deferred=True) as reader:
                 planes = [_described(reader, plane, coverage=False) for plane in reader.planes()]

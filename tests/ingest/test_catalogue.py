@@ -5,6 +5,8 @@ queue, a real SQLite catalog, real pool processes and libvips, and the app's rou
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -250,3 +252,17 @@ async def test_a_first_pass_stopped_before_it_recorded_its_jobs_is_finished_by_t
         assert len(list(archive.tile_root(record.id).iterdir())) == 1, "one generation"
     assert not (archive.tile_folder(records[0].id) / "half.jpeg").exists()
     assert len(await archive.store.find_images()) == 3
+
+
+def test_the_first_pass_reads_files_up_to_its_size_limit_and_hands_back_larger_ones(write_fits):
+    """A file of at most `largest` bytes is read whole (its checksum is that of every byte); a larger one
+    is left to its job, as is a gzipped one."""
+    path = write_fits("sized.fits", size=64, EXPNUM=1)
+    size = path.stat().st_size
+    gzipped = path.with_name("sized.fits.gz")
+    gzipped.write_bytes(gzip.compress(path.read_bytes()))
+    [exact, over, packed] = [catalogue_files([str(file)], 10**9, largest)[0]
+                             for file, largest in ((path, size), (path, size - 1), (gzipped, 10**9))]
+    assert exact is not None
+    assert (exact["size"], exact["sha256"]) == (size, hashlib.sha256(path.read_bytes()).hexdigest())
+    assert over is None and packed is None
