@@ -50,14 +50,14 @@ class Archive:
     """Everything long-lived. `startup()` opens it, `close()` (idempotent) releases it."""
 
     def __init__(self, settings: Settings, *, pool: Pool | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, preload: tuple[str, ...] = ()) -> None:
         """`pool` lets several archives (tests, benchmarks) share one set of worker processes; an
-        archive closes only a pool it made. `clock` is what login throttling reads the time from (tests
-        move it instead of sleeping)."""
+        archive closes only a pool it made, with `preload` (`Pool`). `clock` is what login throttling
+        reads the time from (tests move it instead of sleeping)."""
         self.settings = settings
         self.clock = clock
         self.store: Store = open_store(settings.store_url)
-        self.pool = pool or Pool(settings.pool_size)
+        self.pool = pool or Pool(settings.pool_size, preload=preload)
         self._own_pool = pool is None
         self.secret = b""
         self.started = 0.0

@@ -22,7 +22,7 @@ from app.site_policy import VISIBILITIES
 from app.store.records import JobRecord, JobState
 
 log = logging.getLogger("imagex")
-# what a pool process imports before `imagex ingest` gives it files to read (`Pool.warm`)
+# what a pool process imports before `imagex ingest` gives it files to read (`Pool(preload=...)`)
 READING = ("app.ingest.tiling", "astropy.io.fits", "astropy.wcs")
 
 
@@ -229,9 +229,9 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
     if dry_run:
         return await _dry_run(settings, paths, owner=owner, fixed_scaling=fixed_scaling,
                               scaling_name=scaling_name, chosen=chosen)
-    archive = Archive(settings)
-    # a pool process starts at once, and imports what reading files takes, while this one loads the rest of
-    # the command, opens the catalog and walks the folders (the others once there are files for them)
+    # the pool's fork server starts at once and imports what reading files takes, while this process loads
+    # the rest of the command, opens the catalog and walks the folders; its processes are forked from it
+    archive = Archive(settings, preload=READING)
     archive.pool.warm(*READING, processes=1)
     from tqdm import tqdm
 

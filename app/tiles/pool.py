@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import importlib
 import multiprocessing
+import multiprocessing.connection
 import os
 import resource
 import signal
@@ -102,7 +103,12 @@ class JobTimeout(ImageXError):
 
 
 def _watch_parent(parent: int) -> None:
-    """Exit as soon as the parent is gone (this process was given to another parent)."""
+    """Exit as soon as the parent is gone: at once when multiprocessing started this process, whose pipe
+    from the parent then closes; otherwise when this process is given to another parent."""
+    started_by = multiprocessing.parent_process()
+    if started_by is not None and started_by.pid == parent and started_by.sentinel is not None:
+        multiprocessing.connection.wait([started_by.sentinel])
+        os._exit(1)
     while os.getppid() == parent:
         time.sleep(PARENT_POLL)
     os._exit(1)
@@ -114,7 +120,9 @@ def _die_with_parent(parent: int) -> None:
     that another worker has taken over. PR_SET_PDEATHSIG on Linux; everywhere (and should the signal be
     missed), a watchdog thread that exits within PARENT_POLL seconds of the parent's death."""
     threading.Thread(target=_watch_parent, args=(parent,), name="parent-watchdog", daemon=True).start()
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or os.getppid() != parent:
+        # forked by multiprocessing's fork server (`Pool(preload=...)`), which outlives its clients'
+        # processes: the watchdog alone, woken by the parent's pipe (or the parent is gone already)
         return
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -141,20 +149,33 @@ def _import(names: tuple[str, ...]) -> None:
 
 
 class Pool:
-    """A `ProcessPoolExecutor` of `size` processes, started on first use and rebuilt if a worker dies."""
+    """A `ProcessPoolExecutor` of `size` processes, started on first use and rebuilt if a worker dies.
 
-    def __init__(self, size: int) -> None:
+    `preload`: modules that every process needs (a command's, `imagex ingest`'s). The processes are then
+    forked from multiprocessing's fork server, which imports them once, instead of each importing them
+    itself: on two cores the second process no longer delays the first, and a process that replaces one
+    starts at once. The server starts at the pool's first use, with the environment of that moment, and
+    stops with `finish`; a process runs one such pool at a time."""
+
+    def __init__(self, size: int, *, preload: tuple[str, ...] = ()) -> None:
         self.size = size
+        self.preload = preload
         self._executor: ProcessPoolExecutor | None = None
+        self._starting: threading.Thread | None = None  # `warm` starting the processes of a `preload` pool
         # what the processes were given and have not finished, whether or not anyone still awaits it (a
         # cancelled await leaves its work running in the process)
         self._unfinished: set[Future[Any]] = set()
 
     def _get(self) -> ProcessPoolExecutor:
         if self._executor is None:
-            # spawn, not fork: the parent runs threads (SQLite, asyncio) that must not be forked mid-flight
+            # spawn or the fork server, never fork: the parent runs threads (SQLite, asyncio) that must not
+            # be forked mid-flight (the server is a process of its own, forked from nothing but itself)
+            context = multiprocessing.get_context("forkserver" if self.preload else "spawn")
+            if self.preload:
+                # "__main__": the command's own script, which each process would otherwise run again
+                context.set_forkserver_preload(["__main__", *self.preload])
             self._executor = ProcessPoolExecutor(
-                max_workers=self.size, mp_context=multiprocessing.get_context("spawn"),
+                max_workers=self.size, mp_context=context,
                 initializer=_initialise_worker, initargs=(os.getpid(),))
         return self._executor
 
@@ -167,9 +188,33 @@ class Pool:
     def warm(self, *modules: str, processes: int | None = None) -> None:
         """Start the processes now (all, or as many as `processes`: a command with one file to read needs
         one), each importing `modules`, while the caller goes on with other work: the first files of a batch
-        then wait for neither (about half a second on two cores)."""
-        for _ in range(self.size if processes is None else min(self.size, processes)):
+        then wait for neither (about half a second on two cores). A `preload` pool's processes are started
+        in a thread of their own: each waits for the fork server to have imported them."""
+        count = self.size if processes is None else min(self.size, processes)
+        if not self.preload:
+            self._start(modules, count)
+            return
+        # after the threads of earlier calls: the executor is not to be started twice at once
+        self._starting = threading.Thread(target=self._start, args=(modules, count, self._starting),
+                                          name="pool-start", daemon=True)
+        self._starting.start()
+
+    def _start(self, modules: tuple[str, ...], count: int, after: threading.Thread | None = None) -> None:
+        if after is not None:
+            after.join()
+        for _ in range(count):
             self._get().submit(_import, modules)
+
+    def _started(self) -> None:
+        """Wait for `warm`'s thread, if it is still starting processes."""
+        starting, self._starting = self._starting, None
+        if starting is not None:
+            starting.join()
+
+    async def _ready(self) -> None:
+        """`_started` without holding up the event loop."""
+        if self._starting is not None:
+            await asyncio.to_thread(self._started)
 
     @property
     def busy(self) -> bool:
@@ -178,6 +223,7 @@ class Pool:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` in a pool process and await its result."""
+        await self._ready()
         try:
             return await self._submit(fn, *args)
         except BrokenProcessPool:
@@ -188,6 +234,7 @@ class Pool:
                           grace: float = KILL_GRACE) -> T:
         """`run`, stopped with JobTimeout after `seconds` and failed with JobOutOfMemory past `memory`
         bytes (0: no limit)."""
+        await self._ready()
         started = time.monotonic()
         try:
             return await self._submit(run_limited, seconds, grace, memory, fn, *args)
@@ -205,6 +252,7 @@ class Pool:
     def terminate(self) -> None:
         """Stop the worker processes now, abandoning what they are doing (a job given back to the queue
         must not go on writing); the next `run` starts new ones."""
+        self._started()
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -223,9 +271,24 @@ class Pool:
             self.terminate()
         else:
             self.close()
+        if self.preload:
+            _stop_fork_server()
 
     def close(self) -> None:
         """Stop the worker processes; safe to call twice."""
+        self._started()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+
+def _stop_fork_server() -> None:
+    """Stop multiprocessing's fork server once its processes have ended, and wait for it: its work is
+    then counted as this process's children's (the CPU time a benchmark reads), and no server is left
+    behind by a process that goes on. Python has no public call for it (`_stop` is its tests' own)."""
+    from multiprocessing import forkserver
+
+    stop = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)
+    if stop is not None:
+        with contextlib.suppress(OSError, ChildProcessError):
+            stop()

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from pathlib import Path
 
 from app.archive import Archive
 from app.settings import Settings
 from app.tiles.pool import Pool
+from tests.processes import children_of
 
 
 def long_work(pid_file: str, seconds: float) -> int:
@@ -85,8 +87,6 @@ async def test_closing_an_archive_does_not_wait_for_pool_work_of_its_cancelled_t
 def spawned() -> set[int]:
     """This process's pool workers, of every pool (multiprocessing's spawned processes, not its resource
     tracker)."""
-    from tests.processes import children_of
-
     found = set()
     for pid in children_of(os.getpid()):
         try:
@@ -112,3 +112,29 @@ async def test_warming_starts_only_the_processes_asked_for():
         assert len(spawned() - before) == 2
     finally:
         pool.close()
+
+
+def imported_before(module: str) -> tuple[bool, int, int]:
+    """In a pool process: whether `module` was imported before this call, and the process's parent and
+    its own id."""
+    return module in sys.modules, os.getppid(), os.getpid()
+
+
+async def test_a_preloading_pool_forks_its_processes_from_one_server_that_imported_their_modules():
+    """`imagex ingest`'s pool: its processes come from multiprocessing's fork server, which imported the
+    modules they need once, and `finish` ends them and the server."""
+    assert "colorsys" not in sys.modules, "the test needs a module this process has not imported"
+    before = children_of(os.getpid())
+    pool = Pool(2, preload=("colorsys",))
+    try:
+        pool.warm("json", processes=2)
+        answers = [await pool.run(imported_before, "colorsys") for _ in range(4)]
+        assert all(imported for imported, _, _ in answers)
+        [server] = {parent for _, parent, _ in answers}
+        assert server != os.getpid() and server in children_of(os.getpid()) - before
+        processes = {pid for _, _, pid in answers}
+        assert processes <= children_of(server)
+    finally:
+        await asyncio.to_thread(pool.finish)
+    assert [await gone(pid) for pid in (server, *processes)] == [True] * (1 + len(processes))
+    assert "colorsys" not in sys.modules
