@@ -236,7 +236,7 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
     from tqdm import tqdm
 
     from app.ingest import fixed_scaling as fixed
-    from app.ingest.catalogue import catalogue_first
+    from app.ingest.catalogue import catalogue_first, tile_catalogued
     from app.ingest.jobs import wait_for
     from app.ingest.scan import job_for, walk
     from app.lifecycle import running
@@ -295,13 +295,24 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
         stop = asyncio.Event()
         started = time.monotonic()
         # a large batch's FITS files are all found by searches before any of them is read whole
-        await catalogue_first(archive, jobs, runner.worker)
-        jobs_running = asyncio.create_task(runner.run(stop))
+        catalogued = await catalogue_first(archive, jobs, runner.worker)
+        # then their pyramids, a few files to a pool call; the queue takes the batch's other files meanwhile,
+        # or afterwards whatever those calls left to it
+        queue_now = bool(set(ids) - set(catalogued) - known)
+
+        async def pyramids_then_queue() -> None:
+            await tile_catalogued(archive, catalogued, runner.worker, stop)
+            if not queue_now:
+                await runner.run(stop)
+
+        jobs_running = [asyncio.create_task(pyramids_then_queue())]
+        if queue_now:
+            jobs_running.append(asyncio.create_task(runner.run(stop)))
         try:
             final = await wait_for(archive, ids, stop, report)
         finally:
             stop.set()
-            await jobs_running
+            await asyncio.gather(*jobs_running)
             bar.close()
         return _summary(final, known, time.monotonic() - started, runner.worker, searchable)
 

@@ -120,6 +120,26 @@ def test_a_large_batch_is_found_by_its_headers_first_and_ends_as_one_read_whole(
         assert (image_folder(data, row["id"]) / "thumb.jpeg").is_file()
 
 
+def test_a_batch_of_fits_files_alone_gets_its_pyramids_a_few_files_at_a_time(tmp_path):
+    """Every file of the batch catalogued from its header: their pyramids are built by the batch's own
+    second phase (`tile_catalogued`), each job in its one attempt, before the queue is run for the rest
+    (here nothing)."""
+    files = write_tree(tmp_path / "tree", 6)
+    data = tmp_path / "var"
+    result = imagex(data, "ingest", str(tmp_path / "tree"), "--workers", "2", "--no-progress",
+                    IMAGEX_CATALOGUE_FIRST_FROM="4")
+    assert result.returncode == 0, result.stderr
+    assert summary(result.stdout) == {"files": 6, "ingested": 6, "images": 6, "by_others": 0,
+                                     "known": 0, "failed": 0}
+    with catalog(data) as db:
+        attempts = dict(db.execute("SELECT path, attempts FROM jobs").fetchall())
+        images = db.execute("SELECT id, display FROM images").fetchall()
+    assert attempts == {str(path.resolve()): 1 for path in files}
+    assert all("tiling" not in json.loads(row["display"]) for row in images)
+    assert tile_folders(data) == sorted(row["id"] for row in images)
+    assert not list((data / "tiles" / ".work").glob("*"))
+
+
 def test_an_empty_folder_has_nothing_to_ingest(tmp_path):
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "empty" / "sub" / "notes.txt").write_text("no images here\n")

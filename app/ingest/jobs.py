@@ -176,11 +176,11 @@ async def clear_attempts(archive: Archive, job_ids: Sequence[str]) -> int:
     folders = await asyncio.to_thread(_attempts, archive.settings.tiles_dir / WORK, job_ids)
     if folders:
         await _remove_uncatalogued(archive, folders)
-        await asyncio.to_thread(_remove, folders)
+        await asyncio.to_thread(remove_folders, folders)
     return len(folders)
 
 
-def _remove(folders: Sequence[Path]) -> None:
+def remove_folders(folders: Sequence[Path]) -> None:
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -212,7 +212,7 @@ async def remove_abandoned_work(archive: Archive) -> int:
     running = {job.id for job in await archive.store.get_jobs(ids) if job.state == "running"}
     abandoned = [folder for folder in folders if folder.name.split("-", 1)[0] not in running]
     await _remove_uncatalogued(archive, abandoned)
-    await asyncio.to_thread(_remove, abandoned)
+    await asyncio.to_thread(remove_folders, abandoned)
     return len(abandoned)
 
 

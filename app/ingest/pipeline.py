@@ -139,7 +139,7 @@ async def _ingest(archive: Archive, job: JobRecord, path: Path, work: Path) -> O
         early = None
         await asyncio.to_thread(shutil.rmtree, work, True)
     # catalogued by this job's first pass, whose runner stopped before it said so: on to the second phase
-    own = [image.id for image in mine if _awaits_pyramids(image, job)]
+    own = [image.id for image in mine if awaits_pyramids(image, job)]
     if own:
         return await _tile(archive, dataclasses.replace(job, image_ids=own), path, work)
     if mine:
@@ -195,16 +195,12 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
     published and display recorded. When this fails, the images stay catalogued and say why they have no
     pyramids (`display.tiling.error`); a retry of the job tries again."""
     found = [await archive.store.get_image(image_id) for image_id in job.image_ids]
-    images = [image for image in found if image is not None and _awaits_pyramids(image, job)]
+    images = [image for image in found if image is not None and awaits_pyramids(image, job)]
     if not images:
         return Outcome("done", note=job.note or "its images were deleted before their pyramids were built",
                        image_ids=list(job.image_ids))
-    scaling = dict(images[0].display["tiling"].get("scaling") or {})
+    scaling = tiling_scaling(images)
     reading = images[0].is_reading()
-    scaling["sky"] = reading  # its coverage, left to this phase
-    # each plane's scaling as its harvest measured it, applied again without measuring
-    scaling["measured"] = {str(image.hdu): fixed for image in images
-                           if (fixed := _measured(image.display)) is not None}
     try:
         stat = await asyncio.to_thread(path.stat)
         if stat.st_size != images[0].size:
@@ -226,7 +222,7 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
         raise
     if reading:  # their first generations (one left by an attempt cut short before it said so, replaced)
         folders = {image.id: (work / str(image.hdu), archive.tile_root(image.id)) for image in images}
-        await asyncio.to_thread(_republish, work, folders)
+        await asyncio.to_thread(republish, work, folders)
     finished: list[ImageRecord] = []
     for image in images:
         root = archive.tile_root(image.id)
@@ -248,12 +244,23 @@ async def _tile(archive: Archive, job: JobRecord, path: Path, work: Path) -> Out
     return Outcome("done", note=job.note, image_ids=list(job.image_ids))
 
 
-def _awaits_pyramids(image: ImageRecord, job: JobRecord) -> bool:
+def tiling_scaling(images: list[ImageRecord]) -> dict[str, Any]:
+    """What `tile_file` is given to build the pyramids of a file's harvested images: the scaling its job
+    asked for; `sky`, whether their coverage is still to be found (catalogued from their headers alone);
+    `measured`, each plane's scaling as its harvest measured it, applied again without measuring."""
+    scaling = dict(images[0].display["tiling"].get("scaling") or {})
+    scaling["sky"] = images[0].is_reading()
+    scaling["measured"] = {str(image.hdu): fixed for image in images
+                           if (fixed := _measured(image.display)) is not None}
+    return scaling
+
+
+def awaits_pyramids(image: ImageRecord, job: JobRecord) -> bool:
     """Whether this job catalogued the image and its pyramids are still to be built (`display.tiling`)."""
     return image.job_id == job.id and isinstance(image.display.get("tiling"), dict)
 
 
-def _republish(work: Path, folders: dict[str, tuple[Path, Path]]) -> None:
+def republish(work: Path, folders: dict[str, tuple[Path, Path]]) -> None:
     """Publish the first generation of images (by id, their work folder and tile root) that have no tiles
     but what an earlier attempt at the same job may have published before it was stopped (no link to it
     was ever given: it is removed). The ids are noted in the work folder first (`note_publishing`)."""

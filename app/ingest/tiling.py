@@ -463,3 +463,21 @@ def tile_file(path: str, work: str, scaling: dict[str, Any], max_pixels: int, qu
                 out[-1]["sky"] = _covered(plane)
                 out[-1]["cells"] = footprint_cells(out[-1]["sky"])  # found here, where astropy is loaded
     return out
+
+
+def tile_files(items: list[tuple[str, str, dict[str, Any], int]], max_pixels: int, quality: int,
+               options: dict[str, Any] | None = None) -> list[list[dict[str, Any]] | None]:
+    """In a pool process, the second phase of several files catalogued from their headers
+    (app/ingest/catalogue.py, `tile_catalogued`): `tile_file` of each (path, work folder, scaling) whose
+    size is still the one given. None for a file that changed or failed (its work folder removed): its
+    job builds its pyramids alone, and says what is wrong."""
+    out: list[list[dict[str, Any]] | None] = []
+    for path, work, scaling, size in items:
+        try:
+            if os.stat(path).st_size != size:
+                raise ValueError("changed since it was catalogued")
+            out.append(tile_file(path, work, scaling, max_pixels, quality, options))
+        except Exception:  # anything at all: the job alone says what
+            shutil.rmtree(work, ignore_errors=True)
+            out.append(None)
+    return out

@@ -130,9 +130,11 @@ class Store(ABC):
         every pyramid waiting (the runner's turns: app/ingest/jobs.py)."""
 
     @abstractmethod
-    async def claim_jobs(self, job_ids: Sequence[str], worker: str, lease: float) -> list[str]:
+    async def claim_jobs(self, job_ids: Sequence[str], worker: str, lease: float, *,
+                         harvested: bool = False) -> list[str]:
         """Atomically take each of these jobs that is still queued (a batch catalogued from its headers
-        first: app/ingest/catalogue.py); the ids taken, in the order given."""
+        first: app/ingest/catalogue.py), or with `harvested` still harvested (their pyramids built in
+        batches: the same attempt, in its second phase); the ids taken, in the order given."""
 
     @abstractmethod
     async def prioritize_job(self, job_id: str) -> bool:

@@ -118,7 +118,7 @@ async def test_the_page_of_an_image_read_from_its_header_loads_itself_again_once
         new = job_for(path)
         new.options["visibility"] = "public"
         queued = await archive.store.enqueue([new])
-        assert await catalogue_first(archive, queued, HOLDER) == 1
+        assert len(await catalogue_first(archive, queued, HOLDER)) == 1
         # its reading is this test's to do: claimed (with a long lease) before the server starts
         job = await archive.store.claim_job(HOLDER, 600)
         assert job is not None and job.id == queued[0].id and job.image_ids

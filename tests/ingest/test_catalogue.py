@@ -5,6 +5,7 @@ queue, a real SQLite catalog, real pool processes and libvips, and the app's rou
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import shutil
@@ -60,7 +61,7 @@ async def run_queue(archive: Any) -> None:
 async def test_a_batch_is_found_by_its_headers_before_any_pixel_is_read(archive, client, write_fits):
     paths = [write_fits(f"f{n}.fits", size=SIZE, EXPTIME=10.0 * (n + 1), rotation=5.0 * n) for n in range(5)]
     jobs = await queued(archive, paths)
-    assert await catalogue_first(archive, jobs, WORKER) == 5
+    assert len(await catalogue_first(archive, jobs, WORKER)) == 5
     states = await archive.store.get_jobs([job.id for job in jobs])
     assert [(job.state, len(job.image_ids), job.attempts) for job in states] == [("harvested", 1, 1)] * 5
     images = {image.path: image for image in await archive.store.find_images()}
@@ -154,7 +155,7 @@ async def test_what_the_first_pass_cannot_take_goes_through_the_queue(archive, w
     not_fits = good[0].with_name("picture.fits")
     not_fits.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
     jobs = await queued(archive, [*good, twin, again, broken, not_fits])
-    assert await catalogue_first(archive, jobs, WORKER) == 3
+    assert len(await catalogue_first(archive, jobs, WORKER)) == 3
     states = {job.path: job for job in await archive.store.get_jobs([job.id for job in jobs])}
     # of the same content twice, one file is catalogued (whichever chunk came first), the other queued
     first, second = (good[0], twin) if states[str(good[0])].state == "harvested" else (twin, good[0])
@@ -178,12 +179,12 @@ async def test_what_the_first_pass_cannot_take_goes_through_the_queue(archive, w
 async def test_a_small_batch_and_jobs_taken_by_another_runner_are_left_to_the_queue(archive, write_fits):
     paths = [write_fits(f"s{n}.fits", size=64, EXPNUM=n) for n in range(2)]
     jobs = await queued(archive, paths)
-    assert await catalogue_first(archive, jobs, WORKER) == 0, "fewer than CATALOGUE_FIRST_FROM: read whole"
+    assert await catalogue_first(archive, jobs, WORKER) == [], "fewer than CATALOGUE_FIRST_FROM: read whole"
     assert [job.state for job in await archive.store.get_jobs([job.id for job in jobs])] == ["queued"] * 2
     more = await queued(archive, [write_fits(f"m{n}.fits", size=64, EXPNUM=10 + n) for n in range(2)])
     taken = await archive.store.claim_job("another-runner", 60)
     assert taken is not None and taken.id == jobs[0].id
-    assert await catalogue_first(archive, [*jobs, *more], WORKER) == 3
+    assert len(await catalogue_first(archive, [*jobs, *more], WORKER)) == 3
     [still] = await archive.store.get_jobs([taken.id])
     assert (still.state, still.worker, still.image_ids) == ("running", "another-runner", [])
 
@@ -192,7 +193,7 @@ async def test_a_file_removed_before_it_is_read_fails_its_job_and_keeps_its_reco
                                                                                  write_fits):
     paths = [write_fits(f"r{n}.fits", size=64, EXPNUM=n) for n in range(3)]
     jobs = await queued(archive, paths)
-    assert await catalogue_first(archive, jobs, WORKER) == 3
+    assert len(await catalogue_first(archive, jobs, WORKER)) == 3
     paths[1].unlink()
     await run_queue(archive)
     [failed] = await archive.store.get_jobs([jobs[1].id])
@@ -266,3 +267,72 @@ def test_the_first_pass_reads_files_up_to_its_size_limit_and_hands_back_larger_o
     assert exact is not None
     assert (exact["size"], exact["sha256"]) == (size, hashlib.sha256(path.read_bytes()).hexdigest())
     assert over is None and packed is None
+
+
+async def test_a_catalogued_batch_gets_its_pyramids_a_few_files_to_a_pool_call(archive, write_fits,
+                                                                              monkeypatch):
+    """`imagex ingest`'s second phase for files catalogued from their headers (`tile_catalogued`): the
+    same pyramids, display, coverage and cone cells as one phase gives each file, several files to a pool
+    call, each job done in its first attempt, nothing left in the work folder."""
+    monkeypatch.setattr(catalogue, "TILE_CHUNK", 2)
+    paths = [write_fits(f"t{n}.fits", size=SIZE, EXPTIME=5.0 * (n + 1), rotation=7.0 * n) for n in range(5)]
+    jobs = await queued(archive, paths)
+    catalogued = await catalogue_first(archive, jobs, WORKER)
+    assert await catalogue.tile_catalogued(archive, catalogued, WORKER, asyncio.Event()) == 5
+    ended = await archive.store.get_jobs([job.id for job in jobs])
+    assert [(job.state, job.attempts, job.worker) for job in ended] == [("done", 1, WORKER)] * 5
+    assert sorted(job.path for job in ended) == sorted(map(str, paths))
+    for job in ended:
+        path = Path(job.path)
+        [image] = [await archive.store.get_image(image_id) for image_id in job.image_ids]
+        work = Path(archive.settings.data) / "once" / path.stem
+        [once] = render_file(str(path), str(work), {}, archive.settings.max_pixels,
+                             archive.settings.jpeg_quality, {})
+        assert image.display == once["display"], "as one phase would have catalogued it"
+        assert image.sky == once["sky"] and image.sky["moc"]
+        folder = archive.tile_folder(image.id)
+        for name in ("image.dzi", "thumb.jpeg", "image_files/9/1_1.jpeg", "image_files/8/0_0.jpeg"):
+            assert (folder / name).read_bytes() == (work / "0" / name).read_bytes(), name
+        assert len(list(archive.tile_root(image.id).iterdir())) == 1, "one generation"
+        cone = Cone(image.sky["center_ra"], image.sky["center_dec"], 0.001, "contains")
+        assert image.id in [found.id for found in await archive.store.find_images(cone)]
+        shutil.rmtree(work)
+    assert list((archive.settings.tiles_dir / ".work").glob("*")) == []
+
+
+async def test_what_the_batched_second_phase_cannot_build_is_left_to_the_queue(archive, client, write_fits,
+                                                                               monkeypatch):
+    """A file changed or removed after it was catalogued, a job another runner holds, a job whose image was
+    deleted meanwhile, and chunks not reached before a stop: each job is left as it was (harvested, for the
+    queue, which says what is wrong), and nothing is published for the deleted image."""
+    monkeypatch.setattr(catalogue, "TILE_CHUNK", 2)
+    paths = [write_fits(f"s{n}.fits", size=64, EXPNUM=n) for n in range(8)]
+    jobs = await queued(archive, paths)
+    catalogued = await catalogue_first(archive, jobs, WORKER)
+    assert len(catalogued) == 8
+    by_path = {job.path: job for job in await archive.store.get_jobs(catalogued)}
+    changed, removed, held, deleted, *good = (by_path[str(path)].id for path in paths)
+    write_fits("s0.fits", size=80, EXPNUM=0)  # another size now
+    paths[1].unlink()
+    assert await archive.store.claim_jobs([held], "other", 30, harvested=True) == [held]
+    [lost] = by_path[str(paths[3])].image_ids
+    await archive.store.delete_images([lost])
+    reached, later = [changed, removed, held, deleted, *good[:2]], good[2:]
+    assert await catalogue.tile_catalogued(archive, reached, WORKER, asyncio.Event()) == 2
+    stopped = asyncio.Event()
+    stopped.set()
+    assert await catalogue.tile_catalogued(archive, later, WORKER, stopped) == 0
+    ended = {job.id: job for job in await archive.store.get_jobs(catalogued)}
+    assert [ended[job_id].state for job_id in (changed, removed, deleted, *later)] == ["harvested"] * 5
+    assert (ended[held].state, ended[held].worker) == ("running", "other")
+    assert not archive.tile_root(lost).exists(), "no pyramid for a deleted image"
+    assert [ended[job_id].state for job_id in good[:2]] == ["done"] * 2
+    assert list((archive.settings.tiles_dir / ".work").glob("*")) == []
+    # the queue takes what was left, and says what is wrong with it
+    await archive.store.release_job(held, "other")
+    await run_queue(archive)
+    ended = {job.id: job for job in await archive.store.get_jobs(catalogued)}
+    assert "the file changed after it was catalogued" in ended[changed].error
+    assert ended[removed].error.endswith("the file was removed before its pyramids were built")
+    assert [ended[job_id].state for job_id in (held, *later)] == ["done"] * 3
+    assert ended[deleted].state == "done" and "deleted before their pyramids" in ended[deleted].note

@@ -94,6 +94,25 @@ async def test_claiming_named_jobs_takes_those_still_queued_and_no_other(any_sto
     assert await any_store.claim_job("w3", 60) is None
 
 
+async def test_claiming_named_harvested_jobs_takes_those_still_harvested_as_the_same_attempt(any_store):
+    """The second phase of a batch catalogued from its headers, a few files at a time."""
+    any_store.use_clock(clock := Clock())
+    [a, b, c] = await any_store.enqueue([job("a"), job("b"), job("c")])
+    assert await any_store.claim_jobs([a.id, b.id, c.id], "w", 30) == [a.id, b.id, c.id]
+    assert await any_store.finish_jobs({a.id: ["ia"], b.id: ["ib"]}, "w", state="harvested") == {a.id, b.id}
+    assert await any_store.claim_jobs([a.id, b.id, c.id], "w2", 30) == []  # not queued
+    clock.advance(5)
+    assert await any_store.claim_jobs([c.id, b.id, a.id], "w2", 30, harvested=True) == [b.id, a.id]
+    taken = {j.id: j for j in await any_store.get_jobs([a.id, b.id, c.id])}
+    assert [(taken[j].state, taken[j].worker, taken[j].attempts, taken[j].image_ids) for j in (a.id, b.id)] \
+        == [("running", "w2", 1, ["ia"]), ("running", "w2", 1, ["ib"])]
+    assert taken[a.id].lease_until == clock() + 30
+    assert (taken[c.id].state, taken[c.id].worker) == ("running", "w")  # still the first claimer's
+    assert await any_store.claim_jobs([a.id, b.id], "w3", 30, harvested=True) == []  # taken already
+    assert await any_store.finish_jobs({a.id: ["ia"]}, "w2", state="done") == {a.id}
+    assert [j.state for j in await any_store.get_jobs([a.id])] == ["done"]
+
+
 async def test_jobs_finished_at_once_are_those_still_the_workers(any_store):
     any_store.use_clock(clock := Clock())
     [a, b, c, d] = await any_store.enqueue([job("a"), job("b"), job("c"), job("d")])

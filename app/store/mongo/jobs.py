@@ -73,15 +73,18 @@ class MongoJobs(MongoBase):
                 return from_doc(JobRecord, doc)
         return None
 
-    async def claim_jobs(self, job_ids: Sequence[str], worker: str, lease: float) -> list[str]:
+    async def claim_jobs(self, job_ids: Sequence[str], worker: str, lease: float, *,
+                         harvested: bool = False) -> list[str]:
         if not job_ids:
             return []
         stamp = self.now()
         # the worker and its lease expiry, unique to this claim, tell the documents it took
         claim = {"state": "running", "worker": worker, "lease_until": stamp + lease, "priority": 0.0,
                  "updated": stamp}
-        await self.jobs.update_many({"_id": {"$in": list(job_ids)}, "state": "queued"},
-                                    {"$set": claim, "$inc": {"attempts": 1}})
+        # a harvested job claimed for its pyramids is the same attempt, in its second phase
+        await self.jobs.update_many(
+            {"_id": {"$in": list(job_ids)}, "state": "harvested" if harvested else "queued"},
+            {"$set": claim, "$inc": {"attempts": 0 if harvested else 1}})
         taken = {doc["_id"] async for doc in self.jobs.find(
             {"_id": {"$in": list(job_ids)}, "state": "running", "worker": worker, "updated": stamp},
             {"_id": 1})}

@@ -67,15 +67,17 @@ class SQLiteJobs(SQLiteBase):
                        (worker, stamp + lease, stamp, row["id"]))
             return from_row(JobRecord, db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
 
-    async def claim_jobs(self, job_ids: Sequence[str], worker: str, lease: float) -> list[str]:
+    async def claim_jobs(self, job_ids: Sequence[str], worker: str, lease: float, *,
+                         harvested: bool = False) -> list[str]:
         def claim() -> list[str]:
             stamp = self.now()
             with transaction(self.db) as db:
                 taken = {row[0] for row in db.execute(
                     f"UPDATE jobs SET state = 'running', worker = ?, lease_until = ?, priority = 0, "
-                    f"attempts = attempts + 1, updated = ? WHERE state = 'queued' "
+                    f"attempts = attempts + ?, updated = ? WHERE state = ? "
                     f"AND id IN ({', '.join('?' * len(job_ids))}) RETURNING id",
-                    (worker, stamp + lease, stamp, *job_ids))}
+                    (worker, stamp + lease, 0 if harvested else 1, stamp,
+                     "harvested" if harvested else "queued", *job_ids))}
             return [job_id for job_id in dict.fromkeys(job_ids) if job_id in taken]
 
         return await self._run(claim) if job_ids else []
