@@ -179,7 +179,13 @@ async def tile_catalogued(archive: Archive, job_ids: Sequence[str], worker: str,
 
     async def one(chunk: list[str]) -> int:
         async with running:
-            return 0 if stop.is_set() else await _tile_chunk(archive, chunk, worker)
+            if stop.is_set():
+                return 0
+            try:
+                return await _tile_chunk(archive, chunk, worker)
+            except Exception as error:  # the catalog busy, say: its jobs were given back to the queue
+                log.warning("a batch's pyramids could not be recorded (%s); the queue builds them", error)
+                return 0
 
     return sum(await asyncio.gather(*(one(chunk) for chunk in chunks)))
 
@@ -194,13 +200,15 @@ async def _tile_chunk(archive: Archive, job_ids: list[str], worker: str) -> int:
         return 0
     if not taken:
         return 0
-    back = {job.id: job for job in await archive.store.get_jobs(taken)}  # given back unless done
+    # given back unless done (should the catalog be too busy to say which, their leases end)
+    back = {job.id: job for job in await archive.store.get_jobs(taken)}
     works: list[Path] = []
     try:
         # what earlier attempts of these jobs left (a runner killed half-way): ours now, we hold the leases
         await clear_attempts(archive, taken)
-        found = {image.id: image for image in await archive.store.find_images(
-            FieldIn("id", tuple(i for job in back.values() for i in job.image_ids)), limit=10 * len(taken))}
+        ids = tuple(image_id for job in back.values() for image_id in job.image_ids)
+        found = {image.id: image for image in await archive.store.find_images(FieldIn("id", ids),
+                                                                               limit=len(ids))}
         items, chosen = [], []
         for job in back.values():
             images = [found[i] for i in job.image_ids if i in found and awaits_pyramids(found[i], job)]
