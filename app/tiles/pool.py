@@ -117,8 +117,9 @@ def _watch_parent(parent: int) -> None:
 def _die_with_parent(parent: int) -> None:
     """Ask the kernel to kill this process when the process that started it dies (say `imagex serve` or a
     worker killed with SIGKILL): an orphan would otherwise wait for work forever, or go on writing a job
-    that another worker has taken over. PR_SET_PDEATHSIG on Linux; everywhere (and should the signal be
-    missed), a watchdog thread that exits within PARENT_POLL seconds of the parent's death."""
+    that another worker has taken over. PR_SET_PDEATHSIG on Linux for a process the parent started itself;
+    everywhere, and for a process forked by multiprocessing's fork server (should the signal not apply or
+    be missed), a watchdog thread that exits when the parent's pipe closes (`_watch_parent`)."""
     threading.Thread(target=_watch_parent, args=(parent,), name="parent-watchdog", daemon=True).start()
     if not sys.platform.startswith("linux") or os.getppid() != parent:
         # forked by multiprocessing's fork server (`Pool(preload=...)`), which outlives its clients'
