@@ -160,7 +160,7 @@ def _watcher(archive: Archive) -> dict[str, Any]:
     watcher = archive.watcher
     if watcher is None:
         return {"present": False, "alive": False, "state": "not configured (set IMAGEX_WATCH_DIRS)",
-                "settle": 0.0, "folders": [], "waiting": 0, "queued": 0, "last_error": ""}
+                "settle": 0.0, "folders": [], "waiting": 0, "building": 0, "queued": 0, "last_error": ""}
     facts = watcher.facts()
     task = archive.tasks.get(TASK_NAME)
     if task is not None and task.state == "failed":

@@ -8,7 +8,8 @@ images "reading" (`display.tiling.reading`): no thumbnail, no tiles yet. The que
 any harvested job's (app/ingest/pipeline.py, `_tile`), reading each file once, in one phase, with the
 same scaling as a job read whole.
 
-Their pyramids are then built a few files to a pool call (`tile_catalogued`), each file's as its job
+Their pyramids are then built a few files to a pool call (`tile_catalogued`: `imagex ingest`, and the
+folder watcher for the files it catches up with), each file's as its job
 would build them (app/ingest/pipeline.py, `_tile`), with one claim, one publication and one record of the
 jobs for the few: a job's own steps cost the command about a fifth of a small file's time. A file that
 fails there is left to its job, which says why.
@@ -169,13 +170,14 @@ async def _catalogued(archive: Archive, jobs: list[JobRecord], read: list[dict[s
     return catalogued
 
 
-async def tile_catalogued(archive: Archive, job_ids: Sequence[str], worker: str, stop: asyncio.Event) -> int:
-    """Build the pyramids of jobs `catalogue_first` catalogued, TILE_CHUNK files to a pool call (two calls
-    a pool process at a time: one built while the other is recorded), until `stop` is set; the number of
-    jobs done. A job that another runner took meanwhile, or whose file changed or fails, is left to the
-    queue, as are those not reached."""
+async def tile_catalogued(archive: Archive, job_ids: Sequence[str], worker: str, stop: asyncio.Event, *,
+                          per_process: int = 2) -> int:
+    """Build the pyramids of jobs `catalogue_first` catalogued, TILE_CHUNK files to a pool call
+    (`per_process` calls a pool process at a time: with two, one is built while the other is recorded),
+    until `stop` is set; the number of jobs done. A job that another runner took meanwhile, or whose file
+    changed or fails, is left to the queue, as are those not reached."""
     chunks = [list(job_ids[start:start + TILE_CHUNK]) for start in range(0, len(job_ids), TILE_CHUNK)]
-    running = asyncio.Semaphore(2 * archive.pool.size)
+    running = asyncio.Semaphore(per_process * archive.pool.size)
 
     async def one(chunk: list[str]) -> int:
         async with running:

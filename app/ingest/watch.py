@@ -3,7 +3,9 @@ changing (same size and modification time for `settle` seconds), so nothing is i
 
 Each folder is followed by its own watchfiles watcher. A folder that disappears is reported and waited
 for; when it comes back it is watched again and caught up with. At start, files that arrived while no
-watcher ran are caught up with too (enqueue is idempotent by key, so known versions are not queued again).
+watcher ran are caught up with too (enqueue is idempotent by key, so known versions are not queued again):
+a folder full of FITS files is catalogued from their headers first and its pyramids built a few files to a
+pool call (app/ingest/catalogue.py), as `imagex ingest` does a batch.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from watchfiles import Change, awatch
 
 from app.exceptions import ImageXError
 from app.formats import is_candidate
-from app.ingest.catalogue import catalogue_first
+from app.ingest.catalogue import catalogue_first, tile_catalogued
 from app.ingest.jobs import worker_name
 from app.ingest.scan import IMAGE_SUFFIXES, is_hidden_or_partial, job_for, stays_inside, walk
 from app.store.records import JobRecord, NewJob
@@ -109,6 +111,7 @@ class FolderWatcher:
         self._owners_checked = False
         self._timers: dict[Path, asyncio.Task[None]] = {}
         self.worker = worker_name("watch")  # the claimant of the jobs it catalogues from their headers
+        self._tiling: set[asyncio.Task[int]] = set()  # their pyramids, built by the batch (`_catch_up`)
 
     @classmethod
     def from_settings(cls, archive: Archive, folders: Sequence[Path] | None = None) -> FolderWatcher:
@@ -123,6 +126,11 @@ class FolderWatcher:
     def waiting(self) -> int:
         """Files noticed and waiting to settle."""
         return len(self._timers)
+
+    @property
+    def building(self) -> int:
+        """Caught-up batches whose pyramids the watcher is building (`_catch_up`)."""
+        return len(self._tiling)
 
     async def check_owners(self) -> None:
         """Every owner must be an account (recorded in its stored spelling), and every owned folder must be
@@ -166,6 +174,8 @@ class FolderWatcher:
             # files still settling are caught up with at the next start
             await asyncio.gather(*timers, return_exceptions=True)
             self._timers.clear()
+            # a catch-up's pyramids stop at the next chunk (`stop` is set); the queue builds the rest
+            await asyncio.gather(*self._tiling, return_exceptions=True)
 
     def facts(self) -> dict[str, Any]:
         """What the system monitor shows of the watcher."""
@@ -180,7 +190,8 @@ class FolderWatcher:
         folders = [{**folder.public(), "owner": self.owner_of(folder.path)} for folder in self.folders]
         return {"present": True, "alive": self.running, "state": state, "settle": self.settle,
                 "folders": folders,
-                "waiting": self.waiting, "queued": self.queued, "last_error": self.last_error}
+                "waiting": self.waiting, "building": self.building, "queued": self.queued,
+                "last_error": self.last_error}
 
     # one folder --------------------------------------------------------------------------------------
 
@@ -213,7 +224,7 @@ class FolderWatcher:
             async for batch in changes:
                 if not folder.caught_up:
                     # the watch is in place now: whatever arrived before it is found by the walk
-                    await self._catch_up(folder, began)
+                    await self._catch_up(folder, began, stop)
                     folder.caught_up = True
                 for change, name in batch:
                     self._notice(Path(name), folder, expand=change == Change.added)
@@ -235,10 +246,13 @@ class FolderWatcher:
         log.warning("folder watcher: %s", problem)
         self.last_error = problem
 
-    async def _catch_up(self, folder: WatchedFolder, began: float) -> None:
+    async def _catch_up(self, folder: WatchedFolder, began: float, stop: asyncio.Event) -> None:
         """Queue the files that arrived while nobody watched. Only a file unchanged for `settle` seconds
         before the watch began is known to be complete (a later change raises an event); the others
-        settle first."""
+        settle first. The FITS files of a folder full already are catalogued from their headers, and their
+        pyramids then built a few files to a pool call, as `imagex ingest` builds a batch's, one pool call
+        a process at a time (the pool's other turns stay with the pages and the job runner, which takes
+        any of these jobs too)."""
         def look() -> tuple[list[Path], list[Path]]:
             older: list[Path] = []
             recent: list[Path] = []
@@ -254,7 +268,12 @@ class FolderWatcher:
         # a failed version is not retried at every start; changing the file (or Retry) queues it again
         fresh = await self._queue(older, retry_failed=False)
         # a folder full already: its FITS files found by searches before any is read whole
-        await catalogue_first(self.archive, fresh, self.worker)
+        catalogued = await catalogue_first(self.archive, fresh, self.worker)
+        if catalogued:
+            tiling = asyncio.create_task(tile_catalogued(self.archive, catalogued, self.worker, stop,
+                                                         per_process=1), name=f"pyramids of {folder.path}")
+            self._tiling.add(tiling)
+            tiling.add_done_callback(self._tiling.discard)
         for path in recent:
             self._notice(path, folder)
 

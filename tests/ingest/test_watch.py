@@ -23,6 +23,7 @@ from app.ingest.jobs import JobRunner
 from app.ingest.watch import FolderWatcher
 from app.settings import Settings
 from app.store.records import JobRecord
+from app.tiles import pyramid
 from tests.helpers import log_in
 from tests.ingest.ingest_helpers import fits_bytes
 
@@ -174,12 +175,12 @@ async def test_at_start_it_catches_up_with_files_that_arrived_while_it_was_down(
     assert len(await archive.store.find_images()) == 2
 
 
-async def test_a_folder_full_at_start_is_found_by_its_headers_before_it_is_read(settings, pool, inbox):
+async def test_a_folder_full_at_start_is_catalogued_then_tiled_by_the_watcher(settings, pool, inbox):
     """IMAGEX_CATALOGUE_FIRST_FROM lowered to 3: the FITS files waiting in the folder when the watch
-    begins are catalogued from their headers as it catches up (app/ingest/catalogue.py); the queue then
-    reads them."""
+    begins are catalogued from their headers as it catches up (app/ingest/catalogue.py), and the watcher
+    builds their pyramids itself, a few files to a pool call: no job runner runs here."""
     past = time.time() - 3600
-    for seed in range(4):
+    for seed in range(10):
         path = inbox / f"night{seed}.fits"
         path.write_bytes(fits_bytes(10 + seed, EXPTIME=float(seed)))
         os.utime(path, (past, past))
@@ -187,17 +188,44 @@ async def test_a_folder_full_at_start_is_found_by_its_headers_before_it_is_read(
     await archive.startup()
     try:
         async with watching(archive, inbox, run_jobs=False) as watcher:
+            await eventually(lambda: watcher.building == 0, what="the watcher to build the pyramids")
             jobs = await all_jobs(archive)
-            assert sorted((job.state, job.provenance) for job in jobs) == [("harvested", "watch")] * 4
+            assert [(job.state, job.provenance, job.attempts) for job in jobs] == [("done", "watch", 1)] * 10
             assert all(job.worker == watcher.worker for job in jobs)
             images = await archive.store.find_images()
-            assert sorted(image.header["EXPTIME"] for image in images) == [0.0, 1.0, 2.0, 3.0]
-            assert all(image.display["tiling"]["reading"] for image in images)
+            assert sorted(image.header["EXPTIME"] for image in images) == [float(seed) for seed in range(10)]
             assert {image.provenance for image in images} == {"watch"}
+            assert all("tiling" not in image.display and image.sky is not None for image in images)
+            for image in images:
+                tiles = pyramid.current(archive.tile_root(image.id))
+                assert tiles is not None
+                assert (tiles / "image.dzi").is_file() and (tiles / "thumb.jpeg").is_file()
+    finally:
+        await archive.close()
+
+
+async def test_a_catch_up_stopped_leaves_its_pyramids_to_the_queue(settings, pool, inbox):
+    """The watcher stopped as soon as it has caught up: the files catalogued from their headers whose
+    pyramids it had not built are left harvested, and a job runner builds them."""
+    past = time.time() - 3600
+    for seed in range(40):
+        path = inbox / f"night{seed}.fits"
+        path.write_bytes(fits_bytes(10 + seed, EXPTIME=float(seed)))
+        os.utime(path, (past, past))
+    archive = Archive(dataclasses.replace(settings, catalogue_first_from=3), pool=pool)
+    await archive.startup()
+    try:
+        async with watching(archive, inbox, run_jobs=False):
+            pass
+        jobs = await all_jobs(archive)
+        left = {job.id for job in jobs if job.state == "harvested"}
+        assert len(jobs) == 40 and {job.state for job in jobs} <= {"harvested", "done"} and left
+        for image in await archive.store.find_images():
+            assert ("tiling" in image.display) == (image.job_id in left)
         runner = JobRunner(archive, concurrency=1, role="test")
         while await runner.run_one():
             pass
-        assert [job.state for job in await all_jobs(archive)] == ["done"] * 4
+        assert [job.state for job in await all_jobs(archive)] == ["done"] * 40
         assert all("tiling" not in image.display for image in await archive.store.find_images())
     finally:
         await archive.close()
@@ -469,6 +497,7 @@ async def test_the_app_runs_the_watcher_and_the_monitor_shows_it(tmp_path, pool)
         await eventually(lambda: served.watcher.waiting == 1, what="the file to be noticed")
         facts = (await (await client.get("/api/admin/monitor")).get_json())["background"]["watcher"]
         assert facts["present"] and facts["alive"] and facts["waiting"] == 1 and facts["settle"] == 0.5
+        assert facts["building"] == 0
         assert facts["state"] == f"watching 1 of 2 folders; missing: {missing}"
         assert [(f["path"], f["present"]) for f in facts["folders"]] == [(str(inbox), True),
                                                                         (str(missing), False)]

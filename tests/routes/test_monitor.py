@@ -94,7 +94,8 @@ async def test_background_parts(archive, client, account):
     assert not background["job_runner"]["present"]  # the test app runs no job runner
     assert background["watcher"] == {"present": False, "alive": False,
                                      "state": "not configured (set IMAGEX_WATCH_DIRS)", "settle": 0.0,
-                                     "folders": [], "waiting": 0, "queued": 0, "last_error": ""}
+                                     "folders": [], "waiting": 0, "building": 0, "queued": 0,
+                                     "last_error": ""}
     assert background["pool"]["size"] == served.pool.size
     assert facts["background_errors"] == []
 
