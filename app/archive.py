@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 # and the WCS machinery cost a fifth of a second: a command need not wait for them at start)
 footprint.coverage_from("app.sky.coverage")
 STALE_WORK = 24 * 3600
+# what the pool processes of the long-running commands import once, in multiprocessing's fork server, before
+# each of them is forked from it (`Pool(preload=...)`): reading files, and for `serve` rendering tiles too
+READING = ("app.ingest.tiling", "astropy.io.fits", "astropy.wcs")
+SERVING = (*READING, "app.tiles.render")
 _REVOKE_BATCH = 500
 
 

@@ -22,8 +22,6 @@ from app.site_policy import VISIBILITIES
 from app.store.records import JobRecord, JobState
 
 log = logging.getLogger("imagex")
-# what a pool process imports before `imagex ingest` gives it files to read (`Pool(preload=...)`)
-READING = ("app.ingest.tiling", "astropy.io.fits", "astropy.wcs")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -163,9 +161,10 @@ async def serve(settings: Settings) -> int:
     from hypercorn.config import Config
 
     from app import create_app
+    from app.archive import SERVING
     from app.lifecycle import Signals
 
-    app = create_app(settings)
+    app = create_app(settings, preload=SERVING)
     config = Config()
     config.bind = [f"{settings.host}:{settings.port}"]
     config.accesslog = None
@@ -219,7 +218,7 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
     failed, and report. Returns the exit status: 0 when nothing failed. `fixed_scaling` "first" measures
     one scaling on the first image and applies it to all (stored as `scaling_name`); another value names a
     stored scaling to apply. `dry_run` lists what would be queued and changes nothing."""
-    from app.archive import Archive
+    from app.archive import READING, Archive
 
     _check_scaling_options(fixed_scaling, scaling_name, interval, stretch)
     missing = [str(p) for p in paths if not p.exists()]
@@ -412,7 +411,7 @@ async def _dry_run(settings: Settings, paths: Sequence[Path], *, owner: str, fix
 async def watch(settings: Settings, folders: Sequence[Path]) -> int:
     """Run the folder watcher and a job runner until SIGINT or SIGTERM; files still settling then are
     caught up with at the next start, and a job in progress is handed back to the queue."""
-    from app.archive import Archive
+    from app.archive import READING, Archive
     from app.lifecycle import Signals, running
 
     folders = list(folders) or list(settings.watch_folders)
@@ -422,7 +421,7 @@ async def watch(settings: Settings, folders: Sequence[Path]) -> int:
     if not_folders:
         raise ImageXError(f"watch: no such folder: {', '.join(not_folders)}")
     signals = Signals().install()
-    async with running(Archive(settings), "watch", folders=folders) as archive:
+    async with running(Archive(settings, preload=READING), "watch", folders=folders) as archive:
         watcher, runner, stop = archive.watcher, archive.runner, signals.stop
         assert watcher is not None and runner is not None
         watching = asyncio.create_task(watcher.run(stop))

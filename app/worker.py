@@ -15,7 +15,7 @@ import importlib
 import logging
 import time
 
-from app.archive import Archive
+from app.archive import READING, Archive
 from app.ingest.jobs import remove_abandoned_work
 from app.lifecycle import Signals, running
 from app.settings import Settings
@@ -58,7 +58,7 @@ class Worker:
         settings = self.settings
         self.signals.install()
         began = time.monotonic()
-        async with running(Archive(settings), "worker", prepare=_prepare) as archive:
+        async with running(Archive(settings, preload=READING), "worker", prepare=_prepare) as archive:
             runner = archive.runner
             assert runner is not None
             print(f"ImageX worker {runner.worker} ready in {time.monotonic() - began:.1f} s: "

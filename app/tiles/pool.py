@@ -287,8 +287,7 @@ def _stop_fork_server() -> None:
     """Stop multiprocessing's fork server once its processes have ended, and wait for it: its work is
     then counted as this process's children's (the CPU time a benchmark reads), and no server is left
     behind by a process that goes on. Python has no public call for it (`_stop` is its tests' own)."""
-    from multiprocessing import forkserver
-
+    forkserver = sys.modules.get("multiprocessing.forkserver")  # not imported: no server was started
     stop = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)
     if stop is not None:
         with contextlib.suppress(OSError, ChildProcessError):
