@@ -40,7 +40,7 @@ from app.search.dates import date_range
 from app.search.numbers import NotFinite, finite_number, number_of
 from app.search.positions import parse_cone
 from app.sky.readout import OffImage, position_at
-from app.store.query import And, Compare, Cone, FieldIn, Query, Scalar, check_keyword, keyword_range
+from app.store.query import And, Compare, Cone, FieldIn, Or, Query, Scalar, check_keyword, keyword_range
 from app.store.records import JOB_STATES
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -61,7 +61,8 @@ def parse_value(text: str, name: str) -> Scalar:
 
 
 def keyword_query() -> Query | None:
-    """`keyword=NAME` with `eq=VALUE`, or with `min=` and/or `max=` for a range."""
+    """`keyword=NAME` with `eq=VALUE` (a number matches the number and the same text), or with `min=`
+    and/or `max=` for a range."""
     keyword = request.args.get("keyword")
     filtering = keyword is not None or any(name in request.args for name in ("eq", "min", "max"))
     if filtering and current_user() is None and not current_site().guest_search:
@@ -79,7 +80,12 @@ def keyword_query() -> Query | None:
     if eq is not None:
         if low is not None or high is not None:
             raise BadRequest("use either eq or min/max, not both")
-        return Compare(keyword, "eq", parse_value(eq, "eq"))
+        value = parse_value(eq, "eq")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            # the number, or the same characters as text: an identifier a header holds as a string
+            # (DICOM's code values and accession numbers, a FITS OBSID = '12345')
+            return Or((Compare(keyword, "eq", value), Compare(keyword, "eq", eq)))
+        return Compare(keyword, "eq", value)
     if low is None and high is None:
         raise BadRequest("keyword needs eq=VALUE or min=/max= bounds")
     low_value = None if low is None else parse_value(low, "min")
@@ -135,8 +141,10 @@ def cone_query() -> Query | None:
 @bp.get("/images")
 @described("Images the asker may see, newest first, with optional filters", params=(
     *schemas.PAGING,
-    Param("keyword", STRING, "a header keyword to filter on, with eq= or min=/max="),
-    Param("eq", STRING, "the keyword's value (numbers compare as numbers; T/F are FITS booleans)"),
+    Param("keyword", STRING, "a header keyword to filter on, with eq= or min=/max= (letters, digits, - _ . "
+          "and the [n] of a DICOM sequence item: ReferencedImageSequence[0].ReferencedSOPClassUID)"),
+    Param("eq", STRING, "the keyword's value (a number matches the number and the same text; T/F are FITS "
+          "booleans)"),
     Param("min", STRING, "the lowest value of the keyword (a finite number, or text)"),
     Param("max", STRING, "the highest value of the keyword (a finite number, or text)"),
     Param("date_keywords", STRING, "date keywords, any of which may match: DATE-OBS,DATE,MJD-OBS"),

@@ -72,7 +72,7 @@ def parse_keywords(value: object, *, present: Mapping[str, int] | None = None) -
             check_keyword(item)
         except ValueError:
             raise ElementError("keywords",
-                               f"{item!r} is not a header keyword (letters, digits, - _ .)") from None
+                               f"{item!r} is not a header keyword (letters, digits, - _ . [ ])") from None
         if present is not None and item not in present and item.upper() in present:
             item = item.upper()
         if item not in keywords:

@@ -15,11 +15,13 @@ from typing import Literal
 CompareOp = Literal["eq", "ne", "lt", "le", "gt", "ge"]
 COMPARE_OPS: tuple[CompareOp, ...] = ("eq", "ne", "lt", "le", "gt", "ge")
 Scalar = str | int | float | bool
-_KEYWORD = re.compile(r"^[A-Za-z0-9_\-. ]{1,70}$")
+# FITS names, HIERARCH names (spaces, dots) and DICOM sequence items (`Sequence[0].Keyword`, nested too);
+# never a quote, `$` or backslash, so that an adapter can write a checked keyword into its own path syntax
+_KEYWORD = re.compile(r"^[A-Za-z0-9_\-. \[\]]{1,128}$")
 
 
 def check_keyword(keyword: str) -> str:
-    """Header keywords in queries: FITS names and HIERARCH names (letters, digits, `_-. `)."""
+    """Header keywords in queries: letters, digits, `_-. []`, at most 128 of them."""
     if not _KEYWORD.fullmatch(keyword):
         raise ValueError(f"not a header keyword: {keyword!r}")
     return keyword

@@ -22,6 +22,8 @@ from app.exceptions import FormatError
 from app.formats import is_candidate
 from app.formats.dicom import DicomReader
 from app.formats.dicom_confidentiality import PATIENT_ATTRIBUTES
+from app.search.compile import compile_search
+from app.search.elements import element_from
 from app.site_policy import SITE_SETTINGS, Site
 from app.store.query import DateRange
 from tests.formats.conftest import full_picture
@@ -274,6 +276,31 @@ async def test_patient_data_is_left_out_and_uids_are_pseudonyms(archive, client,
     assert other.id != first.id and other.header["SeriesInstanceUID"] != first.header["SeriesInstanceUID"]
     assert other.header["StudyInstanceUID"] == first.header["StudyInstanceUID"]
     assert other.header["SOPInstanceUID"] != first.header["SOPInstanceUID"]
+
+
+async def test_an_element_inside_a_sequence_is_found_by_its_flattened_keyword(archive, client, tmp_path):
+    """`DerivationCodeSequence[0].CodeValue`: what the catalog shows of a sequence item is searchable, by the
+    API's keyword filter and by a search element of the builder."""
+    code = pydicom.Dataset()
+    code.CodeValue, code.CodeMeaning = "113072", "Multiplanar reformatting"
+    reformatted = await ingest_one(archive, edited("MR_small.dcm", tmp_path / "in", "reformatted.dcm",
+                                                   DerivationCodeSequence=pydicom.Sequence([code])))
+    await ingest_one(archive, edited("MR_small.dcm", tmp_path / "in", "plain.dcm"))
+    keyword = "DerivationCodeSequence[0].CodeValue"
+    assert reformatted.header[keyword] == "113072"
+
+    meaning = "DerivationCodeSequence[0].CodeMeaning"
+    cases = ((keyword, "113072", [reformatted.id]), (keyword, "113073", []),
+             (meaning, "Multiplanar reformatting", [reformatted.id]), (meaning, "Other", []))
+    for name, value, hits in cases:
+        response = await client.get("/api/images", query_string={"keyword": name, "eq": value})
+        assert response.status_code == 200
+        assert [hit["id"] for hit in (await response.get_json())["images"]] == hits, (name, value)
+
+    element = element_from({"type": "text", "label": "Derivation", "keywords": [keyword]})
+    search = compile_search([element], {element.id: "113072"})
+    assert search.errors == {} and search.query is not None
+    assert [hit.id for hit in await archive.store.find_images(search.query)] == [reformatted.id]
 
 
 def settings_form(site: Site, **changes: Any) -> dict[str, str]:
