@@ -7,7 +7,8 @@ FITS row: FITS stores the bottom row first) followed by the FITS pixel bytes, re
 `seek` and `read` as libvips asks for them (never memory-mapped: file-backed pages would count in the
 process's memory). Values the TIFF cannot hold as the file has them (BSCALE/BZERO/BLANK, 64-bit types) are
 converted per strip as astropy converts them. Loaded with `access="sequential"`, the image streams into
-`dzsave` and into the pyramidal `tiffsave` of the science pyramid; each of them gets its own source.
+`dzsave`. The science pyramid is written from the same rows by NumPy (app/tiles/science_tiff.py: the file
+libvips' pyramidal `tiffsave` writes, without a second pass of libvips' TIFF loader).
 
 The sample that the interval and histogram are measured on (`scaling.sample`: every step-th pixel of
 every step-th row) is read row by row, and the exact 64-bit copy (`science.EXACT_NAME`) strip by strip.
@@ -195,16 +196,19 @@ class FitsStrips(PixelPlace):
         return self.dtype.name not in ("uint8", "int8", "uint16", "int16", "float32")
 
     def write_science(self, folder: Path) -> None:
-        """`science.write` of the plane into `folder`, and its exact copy when it needs one, streamed."""
-        from app.tiles import science
+        """`science.write` of the plane into `folder`, and its exact copy when it needs one, streamed: the
+        pyramid written from the rows by NumPy (app/tiles/science_tiff.py), the same file libvips writes."""
+        from app.tiles import science, science_tiff
 
-        picture, source = self.image()
-        try:
-            with source.reading():
-                science.write(picture, folder, exact=False)
-        finally:
-            del picture
-            source.close()
+        with self.path.open("rb") as handle:
+            def shown(top: int, count: int) -> np.ndarray:  # display rows: FITS stores the bottom row first
+                return self.rows(handle, self.height - top - count, count)[::-1]
+
+            try:
+                science_tiff.write(folder, self.width, self.height, shown,
+                                   strip_rows=max(1, _STRIP_BYTES // (8 * self.width)))
+            finally:
+                self.release(handle)
         if self.needs_exact:
             self.write_exact(folder / science.EXACT_NAME)
 
