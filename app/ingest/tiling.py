@@ -67,7 +67,9 @@ def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path, qualit
     # the original values beside the DZI, for dynamic tiles and the pixel readout: written by a second
     # thread while this one writes the DZI (libvips releases the GIL), which hides most of its cost
     with _threads_for(pixels.width * pixels.height), ThreadPoolExecutor(1) as writer:
-        written = writer.submit(science.write, pixels, folder)
+        # a plain FITS plane's from its rows, as a streamed plane's (the same file, without libvips)
+        written = writer.submit(strips.write_science, folder) if strips is not None and pixels.bands == 1 \
+            else writer.submit(science.write, pixels, folder)
         try:
             if applied.stretch == "ahisteq":
                 picture = adaptive.equalised_picture(picture, sample_step(picture.width, picture.height),
