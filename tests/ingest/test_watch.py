@@ -175,17 +175,24 @@ async def test_at_start_it_catches_up_with_files_that_arrived_while_it_was_down(
     assert len(await archive.store.find_images()) == 2
 
 
-async def test_a_folder_full_at_start_is_catalogued_then_tiled_by_the_watcher(settings, pool, inbox):
-    """IMAGEX_CATALOGUE_FIRST_FROM lowered to 3: the FITS files waiting in the folder when the watch
-    begins are catalogued from their headers as it catches up (app/ingest/catalogue.py), and the watcher
-    builds their pyramids itself, a few files to a pool call: no job runner runs here."""
+async def full_folder_archive(settings: Settings, pool: Any, inbox: Path, count: int) -> Archive:
+    """`count` FITS files settled an hour ago in `inbox` (EXPTIME 0, 1, ...), and a started archive that
+    catalogues a folder of 3 or more from their headers first (IMAGEX_CATALOGUE_FIRST_FROM=3)."""
     past = time.time() - 3600
-    for seed in range(10):
+    for seed in range(count):
         path = inbox / f"night{seed}.fits"
         path.write_bytes(fits_bytes(10 + seed, EXPTIME=float(seed)))
         os.utime(path, (past, past))
     archive = Archive(dataclasses.replace(settings, catalogue_first_from=3), pool=pool)
     await archive.startup()
+    return archive
+
+
+async def test_a_folder_full_at_start_is_catalogued_then_tiled_by_the_watcher(settings, pool, inbox):
+    """IMAGEX_CATALOGUE_FIRST_FROM lowered to 3: the FITS files waiting in the folder when the watch
+    begins are catalogued from their headers as it catches up (app/ingest/catalogue.py), and the watcher
+    builds their pyramids itself, a few files to a pool call: no job runner runs here."""
+    archive = await full_folder_archive(settings, pool, inbox, 10)
     try:
         async with watching(archive, inbox, run_jobs=False) as watcher:
             await eventually(lambda: watcher.building == 0, what="the watcher to build the pyramids")
@@ -207,13 +214,7 @@ async def test_a_folder_full_at_start_is_catalogued_then_tiled_by_the_watcher(se
 async def test_a_catch_up_stopped_leaves_its_pyramids_to_the_queue(settings, pool, inbox):
     """The watcher stopped as soon as it has caught up: the files catalogued from their headers whose
     pyramids it had not built are left harvested, and a job runner builds them."""
-    past = time.time() - 3600
-    for seed in range(40):
-        path = inbox / f"night{seed}.fits"
-        path.write_bytes(fits_bytes(10 + seed, EXPTIME=float(seed)))
-        os.utime(path, (past, past))
-    archive = Archive(dataclasses.replace(settings, catalogue_first_from=3), pool=pool)
-    await archive.startup()
+    archive = await full_folder_archive(settings, pool, inbox, 40)
     try:
         async with watching(archive, inbox, run_jobs=False):
             pass
