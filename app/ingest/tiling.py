@@ -14,13 +14,16 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+
+import numpy as np
 
 from app.exceptions import DiskFull, FormatError, ImageXError
 from app.sky.coverage import with_coverage
 from app.tiles import adaptive, histogram, pyramid, science
-from app.tiles.scaling import Scaling, display, sample, sample_step
+from app.tiles.scaling import Applied, Scaling, display, mapping, sample, sample_step, shown_as_is
 from app.tiles.stream import FitsStrips
 
 # room left beside a file's pyramids (the catalog, thumbnails, other jobs' small writes)
@@ -112,10 +115,9 @@ def _render_streamed(strips: FitsStrips, chosen: Scaling, folder: Path, quality:
     keeps the whole-image path.)"""
 
     values = strips.sample(sample_step(strips.width, strips.height)) if measure else None
-    shown, source = strips.image()
+    picture, source, applied = streamed_picture(strips, chosen, values)
     try:
         with source.reading():
-            picture, applied = display(shown, chosen, values)
             folder.mkdir(parents=True, exist_ok=True)
             with ThreadPoolExecutor(1) as writer:
                 written = writer.submit(strips.write_science, folder)
@@ -126,9 +128,25 @@ def _render_streamed(strips: FitsStrips, chosen: Scaling, folder: Path, quality:
                     raise
                 written.result()
     finally:
-        del shown
+        del picture
         source.close()
     return levels, applied, histogram.of(values) if values is not None else None
+
+
+def streamed_picture(strips: FitsStrips, chosen: Scaling, values: np.ndarray | None
+                     ) -> tuple[Any, Any, Applied]:
+    """The 8-bit picture `display` makes of a streamed plane (lazy, sequential), the source it reads
+    (`VirtualTiff`) and what was applied. `values`: the plane's sample, when it was taken already. NumPy
+    makes the grey levels as the rows are read, the very ones libvips' scaling gives (`Mapping.rows`): its
+    TIFF loader then reads a byte a pixel, not four, and applies no scaling of its own."""
+    eight_bit = strips.served == np.dtype(np.uint8)
+    if shown_as_is(eight_bit, chosen):
+        picture, source = strips.image()
+        return picture, source, Applied("none", "none", None, None)
+    step = sample_step(strips.width, strips.height)
+    chosen_map = mapping(chosen, values, lambda: strips.sample(step), eight_bit=eight_bit)
+    picture, source = strips.image(partial(chosen_map.rows, mask=strips.served.kind == "f"))
+    return picture, source, chosen_map.applied
 
 
 def pyramid_bytes(width: int, height: int, exact: bool = False) -> int:

@@ -141,6 +141,23 @@ def _initialise_worker(parent: int | None = None) -> None:
 
     # Each job reads a file once; libvips' operation cache would only hold memory.
     pyvips.cache_set_max(0)
+    _reuse_freed_buffers()
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+BUFFERS_FROM_HEAP = 32 * 1024 * 1024
+
+
+def _reuse_freed_buffers() -> None:
+    """Let glibc serve buffers of up to 32 MiB from memory freed before, instead of mapping fresh pages
+    for each: a streamed plane reads, converts and writes its rows in buffers of a few megabytes, and each
+    fresh mapping is faulted in page by page (1.9 M page faults and 5 s of system time for the science
+    pyramid of a 32768^2 plane; with this, 5 thousand and 1 s). glibc raises its threshold itself after
+    freeing a larger buffer, which a job may never do. Freed memory over 64 MiB is still given back."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, BUFFERS_FROM_HEAP)
+        libc.mallopt(M_TRIM_THRESHOLD, 2 * BUFFERS_FROM_HEAP)
 
 
 def _import(names: tuple[str, ...]) -> None:

@@ -12,6 +12,7 @@ batch (a mosaic) can be shown with exactly the same mapping from data values to 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -221,10 +222,67 @@ def display(image: pyvips.Image, scaling: Scaling, values: np.ndarray | None = N
     `curve` as dynamic tiles are (the cells are the caller's: `adaptive.equalised_picture`). `whole`: that
     sample is of every pixel of `image` (a small one's): when it holds them all, none is masked."""
     eight_bit = str(image.format) == "uchar"
+    if shown_as_is(eight_bit, scaling):
+        return image, Applied("none", "none", None, None)
+    taken: list[np.ndarray] = []
+
+    def measured() -> np.ndarray:
+        taken.append(sample(image))
+        return taken[0]
+
+    chosen = mapping(scaling, values, measured, eight_bit=eight_bit)
+    values = values if values is not None else (taken[0] if taken else None)
+    floating = str(image.format) in ("float", "double", "complex", "dpcomplex")
+    return chosen.picture(image, floating and not _all_shown(image, values, whole)), chosen.applied
+
+
+def shown_as_is(eight_bit: bool, scaling: Scaling) -> bool:
+    """Whether `display` leaves an image as it is: an 8-bit raster with the automatic interval, linear."""
+    return eight_bit and scaling.interval == "auto" and scaling.stretch in ("auto", "linear")
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """What `display` does to each pixel: a linear map to 16 bits (`factor`, `offset`), clipped, then the
+    stretch's lookup table (`lut`); and what was applied."""
+
+    factor: float
+    offset: float
+    lut: np.ndarray
+    applied: Applied
+
+    def picture(self, image: pyvips.Image, mask: bool) -> pyvips.Image:
+        """The 8-bit picture of `image` (lazy); `mask`: NaN and infinities render black."""
+        lut_image = pyvips.Image.new_from_memory(self.lut.data, LUT_SIZE, 1, 1, "uchar")
+        # the cast to ushort clips to 0..65535, so values outside the interval saturate
+        index = image.linear(self.factor, self.offset).cast("ushort")
+        if mask:
+            defined = image.abs() < _FLOAT_MAX
+            index = defined.ifthenelse(index, 0)
+        return index.maplut(lut_image)
+
+    def rows(self, values: np.ndarray, mask: bool) -> np.ndarray:
+        """`picture` of a one-band image's values (rows of any real type libvips takes) in NumPy, the same
+        grey levels bit for bit: libvips computes the linear map in float32 on values converted to float32,
+        and its cast to ushort clips, then truncates."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            index = np.multiply(values, np.float32(self.factor), dtype=np.float32)
+            index += np.float32(self.offset)
+            np.clip(index, 0, LUT_SIZE - 1, out=index)
+            levels = index.astype(np.uint16)
+        if mask:
+            levels[~(np.abs(values) < _FLOAT_MAX)] = 0
+        picture: np.ndarray = np.take(self.lut, levels)  # as fast again as `self.lut[levels]`
+        return picture
+
+
+def mapping(scaling: Scaling, values: np.ndarray | None, measure: Callable[[], np.ndarray], *,
+            eight_bit: bool = False) -> Mapping:
+    """The `Mapping` that `display` applies for `scaling`: `values`, the image's `sample` when it was taken
+    already, else `measure()` takes it when the interval or equalisation needs it; `eight_bit`: the image
+    is an 8-bit raster (its `auto` interval is its minimum and maximum)."""
     interval = scaling.interval
     stretch = scaling.stretch
-    if eight_bit and interval == "auto" and stretch in ("auto", "linear"):
-        return image, Applied("none", "none", None, None)
     if interval == "auto":
         interval = "minmax" if eight_bit else "zscale"
     if stretch == "auto":
@@ -233,10 +291,10 @@ def display(image: pyvips.Image, scaling: Scaling, values: np.ndarray | None = N
     if interval == "manual" and scaling.low is not None and scaling.high is not None:
         low, high = float(scaling.low), float(scaling.high)
         if stretch in EQUALISED and not scaling.curve:
-            values = sample(image) if values is None else values
+            values = measure() if values is None else values
             normalised = (values - low) / (high - low)
     else:
-        values = sample(image) if values is None else values
+        values = measure() if values is None else values
         low, high = limits(values, interval, scaling)
         if stretch in EQUALISED:
             normalised = (values - low) / (high - low)
@@ -247,11 +305,4 @@ def display(image: pyvips.Image, scaling: Scaling, values: np.ndarray | None = N
         lut = stretch_lut("histeq", None, curve)
     else:
         lut = stretch_lut(stretch, normalised, scaling.curve)
-    lut_image = pyvips.Image.new_from_memory(lut.data, LUT_SIZE, 1, 1, "uchar")
-    # the cast to ushort clips to 0..65535, so values outside the interval saturate
-    index = image.linear(factor, -low * factor).cast("ushort")
-    floating = str(image.format) in ("float", "double", "complex", "dpcomplex")
-    if floating and not _all_shown(image, values, whole):
-        defined = image.abs() < _FLOAT_MAX
-        index = defined.ifthenelse(index, 0)
-    return index.maplut(lut_image), Applied(interval, stretch, low, high)
+    return Mapping(factor, -low * factor, lut, Applied(interval, stretch, low, high))

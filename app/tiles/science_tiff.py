@@ -13,7 +13,9 @@ its TIFF loader cost about as much again as writing the pyramid.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +28,8 @@ from app.tiles.science import NAME, TIFF_TILE
 _SHORT, _LONG, _LONG8 = 3, 4, 16
 _FLOAT = np.dtype("<f4")
 _TILE_BYTES = TIFF_TILE * TIFF_TILE * _FLOAT.itemsize
+_ALIGN = 4096  # where a direct write's offsets, lengths and memory start
+DIRECT_FROM = 64 * 1024 * 1024  # bytes of a plane's values from which its pyramid is written direct
 
 
 def shrunk(rows: np.ndarray) -> np.ndarray:
@@ -41,13 +45,15 @@ def shrunk(rows: np.ndarray) -> np.ndarray:
 
 
 class _Page:
-    """One page of the pyramid being written: its tile row being filled, and where its tiles went."""
+    """One page of the pyramid being written: its tile row being filled (tile by tile, as the file holds
+    it), and where its tiles went."""
 
-    def __init__(self, out: BinaryIO, width: int, height: int) -> None:
+    def __init__(self, out: _Output, width: int, height: int) -> None:
         self.out, self.width, self.height = out, width, height
         self.across, self.down = math.ceil(width / TIFF_TILE), math.ceil(height / TIFF_TILE)
         self.offsets = np.zeros(self.across * self.down, dtype=np.uint64)
-        self.band = np.zeros((TIFF_TILE, self.across * TIFF_TILE), dtype=_FLOAT)
+        self.band = _aligned_zeros((self.across, TIFF_TILE, TIFF_TILE))
+        self.whole = width // TIFF_TILE  # tiles filled across; a last one in part
         self.filled = 0  # rows of `band` filled
         self.written = 0  # tile rows written
         self.odd: np.ndarray | None = None  # a row waiting for its pair, for the next page
@@ -57,10 +63,14 @@ class _Page:
 
     def add(self, rows: np.ndarray) -> None:
         """The next rows of this page (float32, `width` wide)."""
-        start = 0
+        start, whole = 0, self.whole
         while start < len(rows):
             take = min(TIFF_TILE - self.filled, len(rows) - start)
-            self.band[self.filled:self.filled + take, :self.width] = rows[start:start + take]
+            part, band = rows[start:start + take], self.band
+            rows_at = slice(self.filled, self.filled + take)
+            band[:whole, rows_at] = part[:, :whole * TIFF_TILE].reshape(take, whole, TIFF_TILE).swapaxes(0, 1)
+            if whole < self.across:
+                band[whole, rows_at, :self.width - whole * TIFF_TILE] = part[:, whole * TIFF_TILE:]
             self.filled += take
             start += take
             if self.filled == TIFF_TILE:
@@ -77,15 +87,13 @@ class _Page:
         """Write what is left of this page and the ones after it (an odd last row is left out, as the
         next page's height is rounded down)."""
         if self.filled:
-            self.band[self.filled:] = 0
+            self.band[:, self.filled:] = 0
             self._write_band()
         if self.next is not None:
             self.next.finish()
 
     def _write_band(self) -> None:
-        tiles = np.ascontiguousarray(self.band.reshape(TIFF_TILE, self.across, TIFF_TILE).swapaxes(0, 1))
-        at = self.out.tell()
-        self.out.write(tiles.data)
+        at = self.out.append(self.band)
         first = self.written * self.across
         self.offsets[first:first + self.across] = at + np.arange(self.across, dtype=np.uint64) * _TILE_BYTES
         self.written += 1
@@ -93,6 +101,47 @@ class _Page:
 
     def pages(self) -> list[_Page]:
         return [self, *(self.next.pages() if self.next is not None else [])]
+
+
+def _aligned_zeros(shape: tuple[int, int, int]) -> np.ndarray:
+    """Float32 zeros whose memory starts on an `_ALIGN` boundary (as a direct write needs)."""
+    size = math.prod(shape) * _FLOAT.itemsize
+    raw = np.zeros(size + _ALIGN, dtype=np.uint8)
+    skip = -raw.ctypes.data % _ALIGN
+    return raw[skip:skip + size].view(_FLOAT).reshape(shape)
+
+
+class _Output:
+    """The file the tiles are appended to, from `_ALIGN` on (the header is written last, in front). A
+    large pyramid is written with O_DIRECT where the file system allows it: its gigabytes then go straight
+    to the disk, where through the page cache the kernel's copying of them cost more CPU than all the rest
+    of the writing (11.5 s of system time for 5 GB here, 0.7 s direct)."""
+
+    def __init__(self, target: Path, direct: bool) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+        self.fd = -1
+        if direct and hasattr(os, "O_DIRECT"):
+            try:
+                self.fd = os.open(target, flags | os.O_DIRECT, 0o644)
+            except OSError as error:
+                if error.errno != errno.EINVAL:  # a file system without direct I/O: written as usual
+                    raise
+        if self.fd < 0:
+            self.fd = os.open(target, flags, 0o644)
+        self.position = _ALIGN
+
+    def append(self, tiles: np.ndarray) -> int:
+        """Write `tiles` (whole tiles, from memory on an `_ALIGN` boundary) at the end; where they went."""
+        at = self.position
+        data = tiles.data.cast("B")
+        done = 0
+        while done < len(data):
+            done += os.pwrite(self.fd, data[done:], at + done)
+        self.position += len(data)
+        return at
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _directories(out: BinaryIO, pages: list[_Page]) -> None:
@@ -126,15 +175,22 @@ def _directories(out: BinaryIO, pages: list[_Page]) -> None:
 
 
 def write(folder: Path, width: int, height: int, rows: Callable[[int, int], np.ndarray],
-          strip_rows: int = TIFF_TILE) -> Path:
+          strip_rows: int = TIFF_TILE, direct: bool | None = None) -> Path:
     """Write `folder/science.tif` of a plane `width` x `height` whose display rows `rows(top, count)` gives
-    (any numeric type: cast to float32, as `science.values` casts), `strip_rows` at a time."""
+    (any numeric type: cast to float32, as `science.values` casts), `strip_rows` at a time. `direct`:
+    whether the tiles go to the disk with direct I/O (`_Output`); by default a plane of more than
+    DIRECT_FROM bytes does."""
     target = folder / NAME
-    with target.open("wb") as out:
-        out.write(b"II" + struct.pack("<HHHQ", 43, 8, 0, 0))
-        top = _Page(out, width, height)
+    output = _Output(target, width * height * _FLOAT.itemsize > DIRECT_FROM if direct is None else direct)
+    try:
+        top = _Page(output, width, height)
         for first in range(0, height, strip_rows):
             top.add(np.asarray(rows(first, min(strip_rows, height - first)), dtype=_FLOAT))
         top.finish()
+    finally:
+        output.close()
+    with target.open("r+b") as out:
+        out.write(b"II" + struct.pack("<HHHQ", 43, 8, 0, 0))
+        out.seek(0, os.SEEK_END)
         _directories(out, top.pages())
     return target

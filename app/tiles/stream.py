@@ -25,7 +25,7 @@ import os
 import struct
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -212,10 +212,12 @@ class FitsStrips(PixelPlace):
         if self.needs_exact:
             self.write_exact(folder / science.EXACT_NAME)
 
-    def image(self) -> tuple[pyvips.Image, VirtualTiff]:
+    def image(self, scaled: Callable[[np.ndarray], np.ndarray] | None = None
+              ) -> tuple[pyvips.Image, VirtualTiff]:
         """The plane as a lazy, sequential libvips image (display orientation) and the source it reads
-        from (whose `failure` says why a read failed). Each call opens a source of its own."""
-        source = VirtualTiff(self)
+        from (whose `failure` says why a read failed). Each call opens a source of its own. `scaled`: the
+        image is the 8-bit picture that function makes of rows of values (`served`, in native order)."""
+        source = VirtualTiff(self, scaled)
         picture = pyvips.Image.tiffload_source(source.source, access="sequential")
         return picture, source
 
@@ -409,10 +411,16 @@ class VirtualTiff:
     while it was read) ends the stream and is kept in `failure`, which the caller raises in place of
     libvips' own message."""
 
-    def __init__(self, strips: FitsStrips) -> None:
+    def __init__(self, strips: FitsStrips, scaled: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.strips = strips
-        self.head = tiff_header(strips.width, strips.height, strips.served)
-        self.row_bytes = strips.width * strips.served.itemsize
+        self.scaled = scaled
+        served = np.dtype(np.uint8) if scaled is not None else strips.served
+        self.head = tiff_header(strips.width, strips.height, served)
+        self.row_bytes = strips.width * served.itemsize
+        # converted rows, made a block at a time: libvips asks for a row at a time, bottom (FITS) row last
+        self.block_rows = max(1, _STRIP_BYTES // (strips.width * strips.raw_dtype.itemsize))
+        self.block_first = 0
+        self.block = b""
         self.size = len(self.head) + strips.height * self.row_bytes
         self.position = 0
         self.failure: FormatError | None = None
@@ -456,13 +464,23 @@ class VirtualTiff:
 
     def _pixels(self, at: int, size: int) -> bytes:
         strips = self.strips
-        if not strips.converted:
+        if self.scaled is None and not strips.converted:
             self.file.seek(strips.offset + at)
             data = self.file.read(size)
             if len(data) < size:
                 raise strips.truncated(self.file)
             return data
         first, last = at // self.row_bytes, (at + size - 1) // self.row_bytes
-        rows = strips.rows(self.file, first, last - first + 1).astype(strips.served)
-        skip = at - first * self.row_bytes
-        return rows.tobytes()[skip:skip + size]
+        start = self.block_first * self.row_bytes
+        if at < start or at + size > start + len(self.block):
+            # this row and the block below it in the file: the next ones libvips reads
+            count = max(last - first + 1, self.block_rows)
+            self.block_first = max(0, last + 1 - count)
+            rows = strips.rows(self.file, self.block_first, last + 1 - self.block_first)
+            if self.scaled is not None:
+                rows = self.scaled(rows.astype(strips.served.newbyteorder("="), copy=False))
+            else:
+                rows = rows.astype(strips.served)
+            self.block = rows.tobytes()
+            start = self.block_first * self.row_bytes
+        return self.block[at - start:at - start + size]

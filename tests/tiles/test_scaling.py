@@ -9,7 +9,7 @@ import pytest
 import pyvips
 from astropy.visualization import ZScaleInterval
 
-from app.tiles.scaling import Scaling, display, limits, sample, stretch_lut
+from app.tiles.scaling import Scaling, display, limits, mapping, sample, stretch_lut
 
 STRETCHES = ("linear", "sqrt", "log", "asinh", "histeq")
 INTERVALS = ("zscale", "percentile", "minmax")
@@ -242,3 +242,33 @@ def test_invalid_scaling_raises_a_clear_value_error(values, message):
 def test_from_dict_round_trips_and_ignores_unrelated_keys():
     scaling = Scaling(interval="percentile", stretch="asinh", low_percent=1.0, high_percent=99.0)
     assert Scaling.from_dict({**scaling.to_dict(), "colormap": "viridis"}) == scaling
+
+
+@pytest.mark.parametrize("stretch", STRETCHES)
+@pytest.mark.parametrize("kind", ["float32", "int8", "uint8", "int16", "uint16", "int32", "uint32"])
+def test_numpy_makes_the_grey_levels_libvips_makes(kind, stretch):
+    """A streamed plane's picture is made by NumPy as its rows are read (`Mapping.rows`): the same grey
+    levels as libvips' own scaling of the same values (`Mapping.picture`), bit for bit, values outside the
+    interval, on its edges and (floats) NaN, infinities and the largest floats among them."""
+    rng = np.random.default_rng(11)
+    if kind == "float32":
+        values = np.concatenate([[np.nan, np.inf, -np.inf, 3.4028235e38, -3.4028235e38, 1e-45, -0.0],
+                                 rng.normal(100.0, 20.0, 200_000), rng.uniform(-1e7, 1e7, 20_000)])
+    else:
+        info = np.iinfo(kind)
+        values = np.concatenate([[info.min, info.max, 0], rng.integers(info.min, info.max, 200_000,
+                                                                        endpoint=True)])
+    values = values.astype(kind)
+    finite = values[np.isfinite(values)].astype(np.float64)
+    sample_values = finite[::7]
+    low, high = np.percentile(finite, [5.0, 95.0])
+    for chosen in (Scaling(stretch=stretch), Scaling(interval="manual", stretch=stretch, low=low, high=high)):
+        made = mapping(chosen, sample_values, lambda: pytest.fail("the sample was given"),
+                       eight_bit=kind == "uint8")
+        rows = values[:values.size // 300 * 300].reshape(-1, 300)  # the special values first
+        image = pyvips.Image.new_from_array(np.ascontiguousarray(rows))
+        floating = kind == "float32"
+        expected = made.picture(image, mask=floating).numpy()
+        np.testing.assert_array_equal(made.rows(rows, mask=floating), expected)
+        # and the same as the picture `display` makes of that image
+        np.testing.assert_array_equal(display(image, chosen, sample_values)[0].numpy(), expected)

@@ -29,8 +29,8 @@ def pages(path: Path) -> list[np.ndarray]:
 
 @pytest.mark.parametrize(("width", "height"), [(1000, 700), (257, 300), (3000, 513), (256, 256), (200, 1000),
                                                (1025, 1031), (1000, 1), (600, 3)])
-@pytest.mark.parametrize("strip_rows", [256, 7])
-def test_the_pyramid_is_the_one_libvips_writes(tmp_path, width, height, strip_rows):
+@pytest.mark.parametrize(("strip_rows", "direct"), [(256, False), (7, False), (256, True)])
+def test_the_pyramid_is_the_one_libvips_writes(tmp_path, width, height, strip_rows, direct):
     data = values(width, height, seed=width * height)
     (tmp_path / "libvips").mkdir()
     (tmp_path / "numpy").mkdir()
@@ -43,7 +43,8 @@ def test_the_pyramid_is_the_one_libvips_writes(tmp_path, width, height, strip_ro
         asked.append((top, count))
         return data[top:top + count]
 
-    written = science_tiff.write(tmp_path / "numpy", width, height, rows, strip_rows=strip_rows)
+    written = science_tiff.write(tmp_path / "numpy", width, height, rows, strip_rows=strip_rows,
+                                 direct=direct)
     assert written == tmp_path / "numpy" / science.NAME
     assert sum(count for _, count in asked) == height and asked[0] == (0, min(strip_rows, height))
     ours, theirs = pages(written), pages(tmp_path / "libvips" / science.NAME)

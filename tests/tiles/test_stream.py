@@ -112,10 +112,12 @@ def test_streamed_ingest_matches_the_whole_image_path(tmp_path, name, hdu, plane
     with FitsReader(plain, max_pixels=10**8) as reader, FitsReader(zipped, max_pixels=10**8) as other:
         strips = FitsStrips.of(reader, reader.planes()[0])
         assert strips is not None
-        streamed_image, source = strips.image()
         values = strips.sample(sample_step(strips.width, strips.height))
-        picture = display(streamed_image, Scaling(), values)[0].numpy().astype(int)
+        streamed_image, source, applied = tiling.streamed_picture(strips, Scaling(), values)
+        picture = streamed_image.numpy().astype(int)
         source.close()
+        recorded = {key: entry["display"][key] for key in ("interval", "stretch", "low", "high")}
+        assert applied.to_dict() == recorded
         whole_picture = display(other.pixels(other.planes()[0]), Scaling())[0].numpy().astype(int)
     assert np.abs(picture - whole_picture).max() <= (1 if "32" in name or "64" in name else 0)
     streamed_tiles, whole_tiles = level_pixels(folder), level_pixels(whole_folder)
