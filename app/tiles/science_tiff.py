@@ -8,7 +8,8 @@ so that each value is bit for bit libvips' own), which is tiled in turn. A page 
 before is wider or taller than a tile (each half the size, rounded down). The page directories are written
 last (a little-endian BigTIFF; a tile's offset may be anywhere in the file), so memory holds a tile row of
 each page, whatever the plane's size, and the file's pixels are read once: libvips reading them through
-its TIFF loader cost about as much again as writing the pyramid.
+its TIFF loader cost about as much again as writing the pyramid. The tiles of a large plane go to the disk
+with direct I/O (`_Output`), each tile row filled tile by tile in memory laid out as the file holds it.
 """
 
 from __future__ import annotations

@@ -6,9 +6,12 @@ built here (one strip a row, the strips' offsets in reverse order, so that the t
 FITS row: FITS stores the bottom row first) followed by the FITS pixel bytes, read from the file with
 `seek` and `read` as libvips asks for them (never memory-mapped: file-backed pages would count in the
 process's memory). Values the TIFF cannot hold as the file has them (BSCALE/BZERO/BLANK, 64-bit types) are
-converted per strip as astropy converts them. Loaded with `access="sequential"`, the image streams into
-`dzsave`. The science pyramid is written from the same rows by NumPy (app/tiles/science_tiff.py: the file
-libvips' pyramidal `tiffsave` writes, without a second pass of libvips' TIFF loader).
+converted per strip as astropy converts them. The display pyramid's source serves the 8-bit picture
+itself, made by NumPy from blocks of rows with the very grey levels libvips' scaling gives
+(`scaling.Mapping.rows`): libtiff then reads a byte a pixel, not four. Loaded with `access="sequential"`,
+the image streams into `dzsave`. The science pyramid is written from the same rows by NumPy
+(app/tiles/science_tiff.py: the file libvips' pyramidal `tiffsave` writes, without a second pass of
+libvips' TIFF loader).
 
 The sample that the interval and histogram are measured on (`scaling.sample`: every step-th pixel of
 every step-th row) is read row by row, and the exact 64-bit copy (`science.EXACT_NAME`) strip by strip.
