@@ -70,3 +70,24 @@ def test_a_failed_read_raises_through_and_is_not_hidden(tmp_path):
 
     with pytest.raises(ValueError, match="the file ends"):
         science_tiff.write(tmp_path, 600, 1000, rows)
+
+
+def test_tiles_a_direct_write_is_refused_for_are_written_as_usual(tmp_path):
+    """Direct I/O refuses memory not aligned as the device needs (EINVAL): the tiles are written through
+    the page cache instead, the same bytes where the directories say they are."""
+    raw = np.zeros(2 * science.TIFF_TILE ** 2 * 4 + 64, np.uint8)
+    tiles = raw[4:4 + 2 * science.TIFF_TILE ** 2 * 4].view(np.float32).reshape(2, science.TIFF_TILE, -1)
+    tiles[:] = np.arange(tiles.size, dtype=np.float32).reshape(tiles.shape)
+    output = science_tiff._Output(tmp_path / "tiles", direct=True)
+    if not output.direct:
+        output.close()
+        pytest.skip("the temporary folder's file system takes no direct I/O")
+    try:
+        at = output.append(tiles)
+        assert not output.direct  # refused for this memory: written as usual
+        second = output.append(science_tiff._aligned_zeros((1, science.TIFF_TILE, science.TIFF_TILE)) + 7)
+    finally:
+        output.close()
+    written = np.fromfile(tmp_path / "tiles", dtype=np.float32, offset=at)
+    np.testing.assert_array_equal(written[:tiles.size], tiles.ravel())
+    assert second == at + tiles.nbytes and np.all(written[tiles.size:] == 7)
