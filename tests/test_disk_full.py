@@ -188,3 +188,19 @@ def fits_bytes_small() -> bytes:
     from tests.routes.upload_helpers import fits_bytes
 
     return fits_bytes(32)
+
+
+def test_a_science_pyramid_written_direct_runs_out_of_room_as_a_full_disk(disk):
+    """A large plane's science pyramid goes to the disk with direct I/O (app/tiles/science_tiff.py): when
+    the disk fills, the error is the one ingest reports as a full disk (ENOSPC), not a failure of its own,
+    and the file it leaves is in the job's work folder, which the job removes."""
+    from app.ingest.tiling import _no_space
+    from app.tiles import science_tiff
+
+    folder = disk / "work"
+    folder.mkdir()
+    with pytest.raises(OSError) as raised:
+        science_tiff.write(folder, 2048, 2048, lambda top, count: np.ones((count, 2048), np.float32),
+                           direct=True)
+    assert _no_space(raised.value)
+    assert [path.name for path in folder.iterdir()] == ["science.tif"]
