@@ -38,8 +38,17 @@ def levels_in(folder: Path) -> list[int]:
     return sorted(int(name) for name in os.listdir(folder / "image_files") if name.isdigit())
 
 
+@pytest.fixture(params=["tiled here", "by dzsave"])
+def tiler(request, monkeypatch) -> str:
+    """`build` tiles a small picture itself and a larger one with libvips' dzsave: each test that takes
+    this runs both ways (a limit of 0 sends every picture to dzsave)."""
+    if request.param == "by dzsave":
+        monkeypatch.setattr(pyramid, "SMALL_PICTURE", 0)
+    return str(request.param)
+
+
 @pytest.mark.parametrize(("width", "height"), SIZES)
-def test_built_and_made_levels_match_libvips_down_to_one_pixel(tmp_path, width, height):
+def test_built_and_made_levels_match_libvips_down_to_one_pixel(tmp_path, width, height, tiler):
     image = picture(width, height)
     reference = tmp_path / "reference"
     reference.mkdir()
@@ -53,6 +62,7 @@ def test_built_and_made_levels_match_libvips_down_to_one_pixel(tmp_path, width, 
     assert levels_in(ours) == list(range(lowest, top + 1))
     thumbnail = ours / "image_files" / str(lowest) / "0_0.jpeg"
     assert (ours / pyramid.THUMBNAIL).read_bytes() == thumbnail.read_bytes()
+    assert (ours / "image.dzi").read_text() == (reference / "image.dzi").read_text()
     for level in range(top + 1):
         if level < lowest:
             assert pyramid.low_tile(ours, level, 90) == ours / "image_files" / str(level) / "0_0.jpeg"
@@ -67,6 +77,39 @@ def test_built_and_made_levels_match_libvips_down_to_one_pixel(tmp_path, width, 
                 theirs = shrunk(image, *pyramid.level_size(width, height, level))
             assert np.abs(mine.astype(int) - theirs.astype(int)).mean() < 6, (level, name)
     assert levels_in(ours) == list(range(top + 1))
+
+
+def decoded(path: Path) -> np.ndarray:
+    import imagecodecs
+
+    return np.asarray(imagecodecs.jpeg8_decode(path.read_bytes()))
+
+
+@pytest.mark.parametrize("bands", [1, 3])
+@pytest.mark.parametrize("quality", [80, 95])
+def test_a_small_picture_is_tiled_into_the_very_pixels_dzsave_writes(tmp_path, bands, quality):
+    """Tiled here (`build_array`), a grey or colour picture gets dzsave's tiles to the pixel once decoded:
+    the same levels (each 2x2 block's mean), overlaps and JPEG settings (colour subsampled below 90)."""
+    grey_picture = picture(1001, 777)
+    image = grey_picture if bands == 1 else grey_picture.bandjoin(
+        [grey_picture.invert(), grey_picture.flip("horizontal")]).copy(interpretation="srgb")
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    image.dzsave(str(reference / "image"), tile_size=pyramid.TILE_SIZE, overlap=pyramid.OVERLAP,
+                 depth="onetile", suffix=f".jpeg[Q={quality},strip]", layout="dz")
+    ours = tmp_path / "ours"
+    pyramid.build(image, ours, quality=quality)
+    assert not (ours / "image_files" / "vips-properties.xml").exists()  # dzsave's, which nothing reads
+    compared = 0
+    for theirs_level, level in ((0, 8), (1, 9), (2, 10)):  # dzsave counts from the one-tile level
+        names = sorted(os.listdir(reference / "image_files" / str(theirs_level)))
+        assert sorted(os.listdir(ours / "image_files" / str(level))) == names
+        for name in names:
+            theirs = decoded(reference / "image_files" / str(theirs_level) / name)
+            mine = decoded(ours / "image_files" / str(level) / name)
+            assert mine.shape == theirs.shape and np.array_equal(mine, theirs), (level, name)
+            compared += 1
+    assert compared == 1 + 2 * 2 + 4 * 4
 
 
 def test_low_tile_declines_what_is_not_a_level_below_the_written_ones(tmp_path):
