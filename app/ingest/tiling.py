@@ -56,8 +56,11 @@ def _render_plane(reader: Any, plane: Any, chosen: Scaling, folder: Path, qualit
     pyramid keeps, with the same cells (app/tiles/adaptive.py). `measure=False`: the scaling is manual
     and measured already (a harvested image's); no sample is taken and no histogram counted (None)."""
     strips = FitsStrips.of(reader, plane)
-    if strips is not None and chosen.stretch != "ahisteq" and strips.raw_bytes > STREAM_ABOVE:
-        return _render_streamed(strips, chosen, folder, quality, measure)
+    if strips is not None and chosen.stretch != "ahisteq":
+        if strips.raw_bytes > STREAM_ABOVE:
+            return _render_streamed(strips, chosen, folder, quality, measure)
+        if not (strips.dtype.kind in "iu" and strips.dtype.itemsize == 8):  # libvips takes no 64-bit integers
+            return _render_read(strips, chosen, folder, quality, measure)
     pixels = reader.pixels(plane)
     # the values the science pyramid keeps (a colour raster's grey levels), sampled once for both
     values = sample(science.values(pixels) if pixels.bands > 1 else pixels) if measure else None
@@ -130,6 +133,31 @@ def _render_streamed(strips: FitsStrips, chosen: Scaling, folder: Path, quality:
     finally:
         del picture
         source.close()
+    return levels, applied, histogram.of(values) if values is not None else None
+
+
+def _render_read(strips: FitsStrips, chosen: Scaling, folder: Path, quality: int,
+                 measure: bool = True) -> tuple[dict[str, Any], Any, dict[str, Any] | None]:
+    """`_render_plane` of a small plain FITS plane by NumPy alone: its rows read at once, the sample taken
+    from them, the 8-bit picture made of them as `display` makes it (`Mapping.rows`: the same grey levels),
+    tiled by `pyramid.build_array`, and the science pyramid written from the same rows. libvips' pipelines
+    and threads cost a small plane more than its work."""
+    data = strips.whole()
+    step = sample_step(strips.width, strips.height)
+
+    def sampled() -> np.ndarray:  # `scaling.sample`
+        values = data[::step, ::step].astype(np.float64).ravel()
+        return values[np.isfinite(values)]
+
+    values = sampled() if measure else None
+    eight_bit = data.dtype == np.uint8
+    if shown_as_is(eight_bit, chosen):
+        picture, applied = data, Applied("none", "none", None, None)
+    else:
+        chosen_map = mapping(chosen, values, sampled, eight_bit=eight_bit)
+        picture, applied = chosen_map.rows(data, mask=data.dtype.kind == "f"), chosen_map.applied
+    levels = pyramid.build_array(picture, folder, quality=quality)
+    strips.write_science(folder, data)
     return levels, applied, histogram.of(values) if values is not None else None
 
 

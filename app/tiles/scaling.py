@@ -263,11 +263,12 @@ class Mapping:
 
     def rows(self, values: np.ndarray, mask: bool) -> np.ndarray:
         """`picture` of a one-band image's values (rows of any real type libvips takes) in NumPy, the same
-        grey levels bit for bit: libvips computes the linear map in float32 on values converted to float32,
-        and its cast to ushort clips, then truncates."""
+        grey levels bit for bit: libvips computes the linear map in float32 on values converted to float32
+        (in double on doubles), and its cast to ushort clips, then truncates."""
+        kind = np.float64 if values.dtype == np.float64 else np.float32
         with np.errstate(over="ignore", invalid="ignore"):
-            index = np.multiply(values, np.float32(self.factor), dtype=np.float32)
-            index += np.float32(self.offset)
+            index = np.multiply(values, kind(self.factor), dtype=kind)
+            index += kind(self.offset)
             np.clip(index, 0, LUT_SIZE - 1, out=index)
             levels = index.astype(np.uint16)
         if mask:

@@ -137,6 +137,15 @@ class FitsStrips(PixelPlace):
                            f"{row + 1:,} of {self.height:,} ({size:,} bytes): truncated or changed while it "
                            "was read")
 
+    def whole(self) -> np.ndarray:
+        """Every row of the plane at once (display orientation: top row first), as `dtype`: for a small
+        plane, read in one go."""
+        with self.path.open("rb") as handle:
+            try:
+                return self.rows(handle, 0, self.height)[::-1]
+            finally:
+                self.release(handle)
+
     def sample(self, step: int) -> np.ndarray:
         """`scaling.sample` of the image: the finite values of every step-th pixel of every step-th row
         (display orientation: top row first), read row by row."""
@@ -198,11 +207,17 @@ class FitsStrips(PixelPlace):
         """Whether float32 rounds some of the values (as `science.write` decides for a whole image)."""
         return self.dtype.name not in ("uint8", "int8", "uint16", "int16", "float32")
 
-    def write_science(self, folder: Path) -> None:
+    def write_science(self, folder: Path, whole: np.ndarray | None = None) -> None:
         """`science.write` of the plane into `folder`, and its exact copy when it needs one, streamed: the
-        pyramid written from the rows by NumPy (app/tiles/science_tiff.py), the same file libvips writes."""
+        pyramid written from the rows by NumPy (app/tiles/science_tiff.py), the same file libvips writes.
+        `whole`: the plane's rows, read already (`whole()`)."""
         from app.tiles import science, science_tiff
 
+        if whole is not None:
+            science_tiff.write(folder, self.width, self.height, lambda top, count: whole[top:top + count])
+            if self.needs_exact:
+                np.save(folder / science.EXACT_NAME, np.ascontiguousarray(whole, dtype="<f8"))
+            return
         with self.path.open("rb") as handle:
             def shown(top: int, count: int) -> np.ndarray:  # display rows: FITS stores the bottom row first
                 return self.rows(handle, self.height - top - count, count)[::-1]

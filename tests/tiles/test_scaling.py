@@ -245,14 +245,17 @@ def test_from_dict_round_trips_and_ignores_unrelated_keys():
 
 
 @pytest.mark.parametrize("stretch", STRETCHES)
-@pytest.mark.parametrize("kind", ["float32", "int8", "uint8", "int16", "uint16", "int32", "uint32"])
+@pytest.mark.parametrize("kind", ["float32", "float64", "int8", "uint8", "int16", "uint16", "int32",
+                                  "uint32"])
 def test_numpy_makes_the_grey_levels_libvips_makes(kind, stretch):
     """A streamed plane's picture is made by NumPy as its rows are read (`Mapping.rows`): the same grey
     levels as libvips' own scaling of the same values (`Mapping.picture`), bit for bit, values outside the
     interval, on its edges and (floats) NaN, infinities and the largest floats among them."""
     rng = np.random.default_rng(11)
-    if kind == "float32":
+    floating = kind.startswith("float")
+    if floating:
         values = np.concatenate([[np.nan, np.inf, -np.inf, 3.4028235e38, -3.4028235e38, 1e-45, -0.0],
+                                 [1e300, -1e300, 3.5e38] if kind == "float64" else [],
                                  rng.normal(100.0, 20.0, 200_000), rng.uniform(-1e7, 1e7, 20_000)])
     else:
         info = np.iinfo(kind)
@@ -267,7 +270,6 @@ def test_numpy_makes_the_grey_levels_libvips_makes(kind, stretch):
                        eight_bit=kind == "uint8")
         rows = values[:values.size // 300 * 300].reshape(-1, 300)  # the special values first
         image = pyvips.Image.new_from_array(np.ascontiguousarray(rows))
-        floating = kind == "float32"
         expected = made.picture(image, mask=floating).numpy()
         np.testing.assert_array_equal(made.rows(rows, mask=floating), expected)
         # and the same as the picture `display` makes of that image

@@ -136,6 +136,34 @@ def test_streamed_ingest_matches_the_whole_image_path(tmp_path, name, hdu, plane
             np.testing.assert_array_equal(exact, np.asarray(opened[0].data, dtype=np.float64)[::-1])
 
 
+@pytest.mark.parametrize("name, hdu, plane", cases()[:-1], ids=[case[0] for case in cases()[:-1]])
+def test_a_small_plane_read_at_once_matches_the_whole_image_path(tmp_path, monkeypatch, name, hdu, plane):
+    """A small plain FITS plane (`tiling.STREAM_ABOVE`) is read in one go and made into its pictures by
+    NumPy alone (`tiling._render_read`): the very display record, display tiles, thumbnail, science values
+    and exact copy that libvips' whole-image path makes of the same file gzipped."""
+    monkeypatch.setattr(tiling, "STREAM_ABOVE", 16 << 20)
+    plain = tmp_path / "plain.fits"
+    hdu.writeto(plain)
+    zipped = tmp_path / "zipped.fits.gz"
+    zipped.write_bytes(gzip.compress(plain.read_bytes()))
+    (entry, folder), (whole_entry, whole_folder) = (
+        (render_file(str(source), str(tmp_path / f"work-{source.name}"), {}, 10**8, 85)[0],
+         tmp_path / f"work-{source.name}" / "0") for source in (plain, zipped))
+    assert entry["display"] == whole_entry["display"]  # interval, stretch, limits, histogram
+    pictures, whole_pictures = (sorted(path.relative_to(where) for path in where.rglob("*")
+                                       if path.suffix in (".jpeg", ".dzi"))
+                                for where in (folder, whole_folder))
+    assert pictures == whole_pictures
+    assert len(pictures) == 7  # the descriptor, two levels (four tiles and one), the thumbnail
+    for path in pictures:
+        assert (folder / path).read_bytes() == (whole_folder / path).read_bytes(), path
+    same_science(folder, whole_folder)
+    assert (folder / science.EXACT_NAME).exists() == (whole_folder / science.EXACT_NAME).exists()
+    if (folder / science.EXACT_NAME).exists():
+        np.testing.assert_array_equal(np.load(folder / science.EXACT_NAME),
+                                      np.load(whole_folder / science.EXACT_NAME))
+
+
 @pytest.mark.parametrize("name", ["uint8", "int16 BSCALE BZERO BLANK", "float32 NaN", "float64 NaN"])
 def test_a_harvest_reads_a_sample_of_rows_for_the_thumbnail(tmp_path, name):
     """The first phase of a two-phase ingest of a streamed plane: the display record of a one-phase ingest
