@@ -220,7 +220,10 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
     stored scaling to apply. `dry_run` lists what would be queued and changes nothing."""
     from app.archive import READING, Archive
 
-    _check_scaling_options(fixed_scaling, scaling_name, interval, stretch)
+    if fixed_scaling is not None or scaling_name is not None:  # else nothing to import: the pool starts now
+        from app.ingest.fixed_scaling import check_options
+
+        check_options(fixed_scaling, scaling_name, interval, stretch)
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise ImageXError(f"no such file or folder: {', '.join(missing)}")
@@ -314,34 +317,6 @@ async def ingest(settings: Settings, paths: Sequence[Path], *, owner: str = "", 
             await asyncio.gather(*jobs_running)
             bar.close()
         return _summary(final, known, time.monotonic() - started, runner.worker, searchable)
-
-
-def _check_scaling_options(fixed_scaling: str | None, scaling_name: str | None, interval: str | None,
-                           stretch: str | None) -> None:
-    """Refuse combinations of the scaling options that cannot be meant, before anything is written."""
-    if fixed_scaling is None and scaling_name is None:
-        return  # nothing to check (nor to import: a batch's pool starts as early as it can)
-    from app.ingest.fixed_scaling import FIRST, check_name
-
-    if fixed_scaling is not None and fixed_scaling != FIRST:
-        if not fixed_scaling.strip():
-            raise ImageXError("--fixed-scaling: give 'first' (measure it on the first image) or the name of "
-                              "a stored scaling")
-        try:
-            check_name(fixed_scaling)
-        except ValueError as error:
-            raise ImageXError(f"--fixed-scaling: {error}") from None
-        if interval or stretch:
-            raise ImageXError(f"--fixed-scaling {fixed_scaling} applies a stored scaling with its own "
-                              "interval and stretch: leave out --interval and --stretch")
-    if scaling_name is not None:
-        if fixed_scaling != FIRST:
-            raise ImageXError("--scaling-name names the scaling that --fixed-scaling first stores: use them "
-                              "together")
-        try:
-            check_name(scaling_name)
-        except ValueError as error:
-            raise ImageXError(f"--scaling-name: {error}") from None
 
 
 async def _stored_owner(store: Any, owner: str) -> str:
@@ -457,8 +432,6 @@ def _summary(jobs: list[JobRecord], known: set[str], seconds: float, worker: str
     for job in failed:
         print(f"  FAILED {job.path}: {job.error}")
     return 1 if failed else 0
-
-
 
 
 def _migrate_store_parser(commands: Any, common: argparse.ArgumentParser) -> None:

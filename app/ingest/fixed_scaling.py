@@ -33,6 +33,31 @@ FIRST = "first"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
+def check_options(fixed_scaling: str | None, scaling_name: str | None, interval: str | None,
+                  stretch: str | None) -> None:
+    """`imagex ingest`'s scaling options: refuse combinations that cannot be meant, before anything is
+    written."""
+    if fixed_scaling is not None and fixed_scaling != FIRST:
+        if not fixed_scaling.strip():
+            raise ImageXError("--fixed-scaling: give 'first' (measure it on the first image) or the name of "
+                              "a stored scaling")
+        try:
+            check_name(fixed_scaling)
+        except ValueError as error:
+            raise ImageXError(f"--fixed-scaling: {error}") from None
+        if interval or stretch:
+            raise ImageXError(f"--fixed-scaling {fixed_scaling} applies a stored scaling with its own "
+                              "interval and stretch: leave out --interval and --stretch")
+    if scaling_name is not None:
+        if fixed_scaling != FIRST:
+            raise ImageXError("--scaling-name names the scaling that --fixed-scaling first stores: use them "
+                              "together")
+        try:
+            check_name(scaling_name)
+        except ValueError as error:
+            raise ImageXError(f"--scaling-name: {error}") from None
+
+
 def check_name(name: str) -> str:
     """A scaling name: 1-64 letters, digits, `.`, `_` or `-`, starting with a letter or digit; not `first`."""
     if name == FIRST:

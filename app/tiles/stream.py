@@ -1,20 +1,21 @@
 """The pixels of a plain (uncompressed, not gzipped) FITS image read strip by strip, so that ingest holds a
 fixed working set whatever the image's size.
 
-libvips pulls them through a `pyvips.SourceCustom` that serves a virtual big-endian BigTIFF: a header
-built here (one strip a row, the strips' offsets in reverse order, so that the top display row is the last
-FITS row: FITS stores the bottom row first) followed by the FITS pixel bytes, read from the file with
-`seek` and `read` as libvips asks for them (never memory-mapped: file-backed pages would count in the
-process's memory). Values the TIFF cannot hold as the file has them (BSCALE/BZERO/BLANK, 64-bit types) are
-converted per strip as astropy converts them. The display pyramid's source serves the 8-bit picture
-itself, made by NumPy from blocks of rows with the very grey levels libvips' scaling gives
-(`scaling.Mapping.rows`): libtiff then reads a byte a pixel, not four. Loaded with `access="sequential"`,
-the image streams into `dzsave`. The science pyramid is written from the same rows by NumPy
-(app/tiles/science_tiff.py: the file libvips' pyramidal `tiffsave` writes, without a second pass of
-libvips' TIFF loader).
+libvips pulls them through a `pyvips.SourceCustom` that serves a virtual big-endian BigTIFF
+(app/tiles/virtual_tiff.py): a header (one strip a row, the strips' offsets in reverse order, so that the
+top display row is the last FITS row: FITS stores the bottom row first) followed by the FITS pixel bytes,
+read from the file with `seek` and `read` as libvips asks for them (never memory-mapped: file-backed
+pages would count in the process's memory). Values the TIFF cannot hold as the file has them
+(BSCALE/BZERO/BLANK, 64-bit types) are converted per strip as astropy converts them. The display
+pyramid's source serves the 8-bit picture itself, made by NumPy from blocks of rows with the very grey
+levels libvips' scaling gives (`scaling.Mapping.rows`): libtiff then reads a byte a pixel, not four.
+Loaded with `access="sequential"`, the image streams into `dzsave`. The science pyramid is written from
+the same rows by NumPy (app/tiles/science_tiff.py: the file libvips' pyramidal `tiffsave` writes, without
+a second pass of libvips' TIFF loader).
 
 The sample that the interval and histogram are measured on (`scaling.sample`: every step-th pixel of
 every step-th row) is read row by row, and the exact 64-bit copy (`science.EXACT_NAME`) strip by strip.
+A small plane is read at once instead (`FitsStrips.whole`, for app/ingest/tiling.py `_render_read`).
 
 A tile-compressed plane (`.fz`: `CompressedStrips`) is served the same way, its rows decompressed by
 astropy's section reads one band of tiles at a time (the last few bands kept for the next rows), through
@@ -25,13 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import struct
 import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import pyvips
@@ -39,11 +39,11 @@ import pyvips
 from app.exceptions import FormatError
 from app.formats.fits import RAW_TYPES, PixelPlace, compressed_unreadable
 
-_STRIP_BYTES = 2 * 1024 * 1024
+if TYPE_CHECKING:
+    from app.tiles.virtual_tiff import VirtualTiff
+
+STRIP_BYTES = 2 * 1024 * 1024
 REDUCED_ROWS = 4  # rows read for each row of a reduced plane (`FitsStrips.reduced`)
-# TIFF SampleFormat: 1 unsigned, 2 signed, 3 IEEE float
-_SAMPLE_FORMATS = {"u": 1, "i": 2, "f": 3}
-_SHORT, _LONG, _LONG8 = 3, 4, 16
 # astropy's decompression (cfitsio's HCOMPRESS among them) keeps state of its own between calls: two threads
 # decompressing at once (the display and science pyramids of one plane) garble each other's pixels
 _DECOMPRESSING = threading.Lock()
@@ -187,7 +187,7 @@ class FitsStrips(PixelPlace):
 
     def write_exact(self, target: Path) -> None:
         """The values as 64-bit floats in a NumPy file (display orientation), written strip by strip."""
-        rows = max(1, _STRIP_BYTES // (8 * self.width))
+        rows = max(1, STRIP_BYTES // (8 * self.width))
         with self.path.open("rb") as handle, target.open("wb") as out:
             np.lib.format.write_array_header_1_0(out, {"descr": "<f8", "fortran_order": False,
                                                        "shape": (self.height, self.width)})
@@ -224,7 +224,7 @@ class FitsStrips(PixelPlace):
 
             try:
                 science_tiff.write(folder, self.width, self.height, shown,
-                                   strip_rows=max(1, _STRIP_BYTES // (8 * self.width)))
+                                   strip_rows=max(1, STRIP_BYTES // (8 * self.width)))
             finally:
                 self.release(handle)
         if self.needs_exact:
@@ -235,6 +235,8 @@ class FitsStrips(PixelPlace):
         """The plane as a lazy, sequential libvips image (display orientation) and the source it reads
         from (whose `failure` says why a read failed). Each call opens a source of its own. `scaled`: the
         image is the 8-bit picture that function makes of rows of values (`served`, in native order)."""
+        from app.tiles.virtual_tiff import VirtualTiff
+
         source = VirtualTiff(self, scaled)
         picture = pyvips.Image.tiffload_source(source.source, access="sequential")
         return picture, source
@@ -315,7 +317,7 @@ class CompressedStrips(FitsStrips):
         hdu = self._hdu()
         # whole tiles, about a strip's bytes of them: astropy spends time on each tile and each read
         tile_rows = max(1, int(hdu.tile_shape[-2]))
-        band = tile_rows * max(1, _STRIP_BYTES // (8 * self.width * tile_rows))
+        band = tile_rows * max(1, STRIP_BYTES // (8 * self.width * tile_rows))
         first = start - start % band
         kept = state["bands"].get(first)
         if kept is None:
@@ -352,7 +354,7 @@ class CompressedStrips(FitsStrips):
             if tile_rows == 1:  # a tile a row (fpack's way): only the rows sampled are decompressed
                 return self._sample_rows(step)
         parts = []
-        rows = max(1, _STRIP_BYTES // (8 * self.width))
+        rows = max(1, STRIP_BYTES // (8 * self.width))
         for top in range(0, self.height, rows):  # whole strips: a band is decompressed once
             count = min(rows, self.height - top)
             strip = self.rows(None, self.height - top - count, count)[::-1]  # type: ignore[arg-type]
@@ -396,109 +398,3 @@ class CompressedStrips(FitsStrips):
             raise self._unreadable(error) from None
         values = np.concatenate(parts) if parts else np.zeros(0)
         return values[np.isfinite(values)]
-
-
-def tiff_header(width: int, height: int, served: np.dtype[Any]) -> bytes:
-    """A big-endian BigTIFF header and IFD for a one-band image of one row a strip whose pixel bytes
-    follow the header in FITS order (bottom row first): strip i (display row i) is FITS row height-1-i."""
-    bits = served.itemsize * 8
-    row_bytes = width * served.itemsize
-    ifd_at = 16
-    count = 11
-    offsets_at = ifd_at + 8 + count * 20 + 8
-    counts_at = offsets_at + 8 * height
-    start = counts_at + 8 * height
-
-    def entry(tag: int, kind: int, number: int, value: int) -> bytes:
-        packed = {_SHORT: ">H", _LONG: ">I", _LONG8: ">Q"}[kind]
-        return struct.pack(">HHQ", tag, kind, number) + struct.pack(packed, value).ljust(8, b"\0")
-
-    entries = [entry(256, _LONG, 1, width), entry(257, _LONG, 1, height), entry(258, _SHORT, 1, bits),
-               entry(259, _SHORT, 1, 1), entry(262, _SHORT, 1, 1), entry(273, _LONG8, height, offsets_at),
-               entry(277, _SHORT, 1, 1), entry(278, _LONG, 1, 1), entry(279, _LONG8, height, counts_at),
-               entry(284, _SHORT, 1, 1), entry(339, _SHORT, 1, _SAMPLE_FORMATS[served.kind])]
-    head = b"MM" + struct.pack(">HHHQ", 43, 8, 0, ifd_at) + struct.pack(">Q", count) + b"".join(entries)
-    head += struct.pack(">Q", 0)
-    offsets = start + (height - 1 - np.arange(height, dtype=np.uint64)) * np.uint64(row_bytes)
-    head += offsets.astype(">u8").tobytes() + np.full(height, row_bytes, dtype=">u8").tobytes()
-    return head
-
-
-class VirtualTiff:
-    """The `pyvips.SourceCustom` of one `FitsStrips` (see the module). A failed read (the file cut short
-    while it was read) ends the stream and is kept in `failure`, which the caller raises in place of
-    libvips' own message."""
-
-    def __init__(self, strips: FitsStrips, scaled: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
-        self.strips = strips
-        self.scaled = scaled
-        served = np.dtype(np.uint8) if scaled is not None else strips.served
-        self.head = tiff_header(strips.width, strips.height, served)
-        self.row_bytes = strips.width * served.itemsize
-        # converted rows, made a block at a time: libvips asks for a row at a time, bottom (FITS) row last
-        self.block_rows = max(1, _STRIP_BYTES // (strips.width * strips.raw_dtype.itemsize))
-        self.block_first = 0
-        self.block = b""
-        self.size = len(self.head) + strips.height * self.row_bytes
-        self.position = 0
-        self.failure: FormatError | None = None
-        self.file = strips.path.open("rb", buffering=0)
-        self.source = pyvips.SourceCustom()
-        self.source.on_read(self._read)
-        self.source.on_seek(self._seek)
-
-    def close(self) -> None:
-        self.strips.release(self.file)
-        self.file.close()
-
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[None]:
-        """libvips' error for a read this source failed is raised as the source's own precise message."""
-        try:
-            yield
-        except pyvips.Error:
-            if self.failure is not None:
-                raise self.failure from None
-            raise
-
-    def _seek(self, offset: int, whence: int) -> int:
-        self.position = {0: offset, 1: self.position + offset, 2: self.size + offset}[whence]
-        return self.position
-
-    def _read(self, size: int) -> bytes:
-        size = min(size, self.size - self.position)
-        if size <= 0 or self.failure is not None:
-            return b""
-        if self.position < len(self.head):
-            data = self.head[self.position:self.position + size]
-        else:
-            try:
-                data = self._pixels(self.position - len(self.head), size)
-            except FormatError as error:
-                self.failure = error
-                return b""
-        self.position += len(data)
-        return data
-
-    def _pixels(self, at: int, size: int) -> bytes:
-        strips = self.strips
-        if self.scaled is None and not strips.converted:
-            self.file.seek(strips.offset + at)
-            data = self.file.read(size)
-            if len(data) < size:
-                raise strips.truncated(self.file)
-            return data
-        first, last = at // self.row_bytes, (at + size - 1) // self.row_bytes
-        start = self.block_first * self.row_bytes
-        if at < start or at + size > start + len(self.block):
-            # this row and the block below it in the file: the next ones libvips reads
-            count = max(last - first + 1, self.block_rows)
-            self.block_first = max(0, last + 1 - count)
-            rows = strips.rows(self.file, self.block_first, last + 1 - self.block_first)
-            if self.scaled is not None:
-                rows = self.scaled(rows.astype(strips.served.newbyteorder("="), copy=False))
-            else:
-                rows = rows.astype(strips.served)
-            self.block = rows.tobytes()
-            start = self.block_first * self.row_bytes
-        return self.block[at - start:at - start + size]

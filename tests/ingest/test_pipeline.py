@@ -392,7 +392,7 @@ async def test_another_owners_copy_with_another_scaling_is_tiled_anew(archive, w
 async def test_the_room_a_job_asks_for_covers_what_its_pyramids_take(archive, write_fits, size):
     """A job checks the disk has room for its pyramids before writing (app/ingest/pipeline.py
     `check_room`): the estimate is an upper bound of what noisy float data really takes."""
-    from app.ingest.tiling import pyramid_bytes
+    from app.ingest.room import pyramid_bytes
 
     data = np.random.default_rng(size).normal(100, 10, (size, size)).astype(np.float32)
     [job] = await ingest(archive, write_fits(f"noisy{size}.fits", data=data))
