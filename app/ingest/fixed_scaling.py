@@ -37,14 +37,17 @@ def check_options(fixed_scaling: str | None, scaling_name: str | None, interval:
                   stretch: str | None) -> None:
     """`imagex ingest`'s scaling options: refuse combinations that cannot be meant, before anything is
     written."""
+    def named(option: str, name: str) -> None:
+        try:
+            check_name(name)
+        except ValueError as error:
+            raise ImageXError(f"{option}: {error}") from None
+
     if fixed_scaling is not None and fixed_scaling != FIRST:
         if not fixed_scaling.strip():
             raise ImageXError("--fixed-scaling: give 'first' (measure it on the first image) or the name of "
                               "a stored scaling")
-        try:
-            check_name(fixed_scaling)
-        except ValueError as error:
-            raise ImageXError(f"--fixed-scaling: {error}") from None
+        named("--fixed-scaling", fixed_scaling)
         if interval or stretch:
             raise ImageXError(f"--fixed-scaling {fixed_scaling} applies a stored scaling with its own "
                               "interval and stretch: leave out --interval and --stretch")
@@ -52,10 +55,7 @@ def check_options(fixed_scaling: str | None, scaling_name: str | None, interval:
         if fixed_scaling != FIRST:
             raise ImageXError("--scaling-name names the scaling that --fixed-scaling first stores: use them "
                               "together")
-        try:
-            check_name(scaling_name)
-        except ValueError as error:
-            raise ImageXError(f"--scaling-name: {error}") from None
+        named("--scaling-name", scaling_name)
 
 
 def check_name(name: str) -> str:
