@@ -1,5 +1,6 @@
-"""Deep Zoom pyramids written by libvips, built aside and moved into place only when complete; where an
-image's tile files live, and how their links are revoked.
+"""Deep Zoom pyramids (written by libvips' dzsave, or by NumPy and libjpeg for a small picture), built
+aside and moved into place only when complete; where an image's tile files live, and how their links are
+revoked.
 
 An image's files (the DZI and its tiles, the thumbnail, the science pyramid, the display cache) live in
 `<tiles>/<id[:2]>/<id>/<gen>/`, where `gen` is 16 random hex characters. A tile URL's signed token names
