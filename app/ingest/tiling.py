@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import fields
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +22,7 @@ from app.exceptions import DiskFull, FormatError, ImageXError
 from app.ingest.room import check_room
 from app.sky.coverage import with_coverage
 from app.tiles import adaptive, histogram, pyramid, science
-from app.tiles.scaling import Applied, Scaling, display, mapping, sample, sample_step, shown_as_is
+from app.tiles.scaling import Applied, Scaling, display, finite_values, row_scaling, sample, sample_step
 from app.tiles.stream import FitsStrips
 
 # a FITS plane whose pixels take more bytes than this in the file is streamed (app/tiles/stream.py); a
@@ -142,16 +141,11 @@ def _render_read(strips: FitsStrips, chosen: Scaling, folder: Path, quality: int
     step = sample_step(strips.width, strips.height)
 
     def sampled() -> np.ndarray:  # `scaling.sample`
-        values = data[::step, ::step].astype(np.float64).ravel()
-        return values[np.isfinite(values)]
+        return finite_values(data[::step, ::step])
 
     values = sampled() if measure else None
-    eight_bit = data.dtype == np.uint8
-    if shown_as_is(eight_bit, chosen):
-        picture, applied = data, Applied("none", "none", None, None)
-    else:
-        chosen_map = mapping(chosen, values, sampled, eight_bit=eight_bit)
-        picture, applied = chosen_map.rows(data, mask=data.dtype.kind == "f"), chosen_map.applied
+    scaled, applied = row_scaling(data.dtype, chosen, values, sampled)
+    picture = data if scaled is None else scaled(data)
     levels = pyramid.build_array(picture, folder, quality=quality)
     strips.write_science(folder, data)
     return levels, applied, histogram.of(values) if values is not None else None
@@ -163,14 +157,10 @@ def streamed_picture(strips: FitsStrips, chosen: Scaling, values: np.ndarray | N
     (`VirtualTiff`) and what was applied. `values`: the plane's sample, when it was taken already. NumPy
     makes the grey levels as the rows are read, the very ones libvips' scaling gives (`Mapping.rows`): its
     TIFF loader then reads a byte a pixel, not four, and applies no scaling of its own."""
-    eight_bit = strips.served == np.dtype(np.uint8)
-    if shown_as_is(eight_bit, chosen):
-        picture, source = strips.image()
-        return picture, source, Applied("none", "none", None, None)
     step = sample_step(strips.width, strips.height)
-    chosen_map = mapping(chosen, values, lambda: strips.sample(step), eight_bit=eight_bit)
-    picture, source = strips.image(partial(chosen_map.rows, mask=strips.served.kind == "f"))
-    return picture, source, chosen_map.applied
+    scaled, applied = row_scaling(strips.served, chosen, values, lambda: strips.sample(step))
+    picture, source = strips.image(scaled)
+    return picture, source, applied
 
 
 _T = TypeVar("_T")

@@ -108,7 +108,12 @@ def sample(image: pyvips.Image) -> np.ndarray:
     step = sample_step(image.width, image.height)
     if step > 1:
         image = image.subsample(step, step)
-    values = np.asarray(image.numpy(), dtype=np.float64).ravel()
+    return finite_values(image.numpy())
+
+
+def finite_values(pixels: np.ndarray) -> np.ndarray:
+    """The finite values of `pixels`, as 64-bit floats in one row (the form `sample` gives)."""
+    values = np.asarray(pixels, dtype=np.float64).ravel()
     return values[np.isfinite(values)]
 
 
@@ -275,6 +280,21 @@ class Mapping:
             levels[~(np.abs(values) < _FLOAT_MAX)] = 0
         picture: np.ndarray = np.take(self.lut, levels)  # as fast again as `self.lut[levels]`
         return picture
+
+
+RowScaling = Callable[[np.ndarray], np.ndarray]
+
+
+def row_scaling(kind: np.dtype[Any], scaling: Scaling, values: np.ndarray | None,
+                measure: Callable[[], np.ndarray]) -> tuple[RowScaling | None, Applied]:
+    """`display` for rows of values of type `kind` in NumPy (`Mapping.rows`): the function that makes their
+    8-bit picture (None when they are shown as they are: `shown_as_is`) and what was applied. `values` and
+    `measure` as `mapping` takes them."""
+    eight_bit = kind == np.dtype(np.uint8)
+    if shown_as_is(eight_bit, scaling):
+        return None, Applied("none", "none", None, None)
+    chosen = mapping(scaling, values, measure, eight_bit=eight_bit)
+    return functools.partial(chosen.rows, mask=kind.kind == "f"), chosen.applied
 
 
 def mapping(scaling: Scaling, values: np.ndarray | None, measure: Callable[[], np.ndarray], *,
