@@ -53,11 +53,17 @@ def names(cls: type, *, skip: Iterable[str] = ()) -> list[str]:
 def to_row(record: Any, *, skip: Iterable[str] = ()) -> dict[str, Any]:
     """The record as SQL parameters by field name: structured fields as JSON text, booleans as 0/1."""
     left_out = set(skip)
+    return column_values(type(record), {name: getattr(record, name) for name in names(type(record))
+                                        if name not in left_out})
+
+
+def column_values(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Values of fields of the record class `cls` as SQL parameters (structured as JSON text, booleans as
+    0/1)."""
+    kinds = dict(columns(cls))
     row: dict[str, Any] = {}
-    for name, kind in columns(type(record)):
-        if name in left_out:
-            continue
-        value = getattr(record, name)
+    for name, value in values.items():
+        kind = kinds[name]
         if kind == "json":
             row[name] = None if value is None else dumps(list(value) if isinstance(value, tuple) else value)
         elif kind == "bool":
@@ -81,16 +87,18 @@ def from_row(cls: type[R], row: Mapping[str, Any] | sqlite3.Row) -> R:
     return cls(**values)
 
 
-def to_doc(record: Any, *, key: str = "id") -> dict[str, Any]:
-    """The record as a MongoDB document: its `key` field as `_id`, the others as they are."""
+def to_doc(record: Any, *, key: str | None = "id") -> dict[str, Any]:
+    """The record as a MongoDB document: its `key` field as `_id` (none: MongoDB gives it one), the others as
+    they are."""
     doc = {name: getattr(record, name) for name, _ in columns(type(record)) if name != key}
-    return {"_id": getattr(record, key), **doc}
+    return doc if key is None else {"_id": getattr(record, key), **doc}
 
 
-def from_doc(cls: type[R], doc: Mapping[str, Any], *, key: str = "id") -> R:
+def from_doc(cls: type[R], doc: Mapping[str, Any], *, key: str | None = "id") -> R:
     """The record of class `cls` from a document made by `to_doc` (fields it lacks take their defaults)."""
     values = {name: doc[name] for name, _ in columns(cls) if name != key and name in doc}
-    values[key] = doc["_id"]
+    if key is not None:
+        values[key] = doc["_id"]
     return cls(**values)
 
 

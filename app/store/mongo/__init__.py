@@ -1,9 +1,10 @@
-"""The catalog on MongoDB, its parts by noun (connection and migrations, catalog, job queue, accounts, site
-state) put together here; the collections and their documents are described in `connection`."""
+"""The catalog on MongoDB, its parts by noun (connection, migrations and the plain tables' primitives;
+catalog; job queue; upload reservations) put together here; the collections and their documents are
+described in `connection`. Accounts, the fleet and what is saved by name are written once above the adapters
+(`app.store.tables`)."""
 
 from __future__ import annotations
 
-from app.store.mongo.accounts import MongoAccounts
 from app.store.mongo.catalog import MongoCatalog
 from app.store.mongo.connection import MIGRATIONS, MIN_SERVER, redacted, server_version, username_key
 from app.store.mongo.documents import image_doc, image_from_doc
@@ -11,7 +12,7 @@ from app.store.mongo.jobs import MongoJobs
 from app.store.mongo.site import MongoSite
 
 
-class MongoStore(MongoCatalog, MongoJobs, MongoAccounts, MongoSite):
+class MongoStore(MongoCatalog, MongoJobs, MongoSite):
     """`mongodb://[user:password@]host[:port]/dbname[?options]` (database `imagex` when none is named)."""
 
 

@@ -27,7 +27,6 @@ from app.store.query import Cone, Order, Query, Scalar
 from app.store.records import (
     ImageLocation,
     ImageRecord,
-    NamedScaling,
     SearchElement,
     Usage,
     index_name,
@@ -194,21 +193,6 @@ class MongoCatalog(MongoBase):
                 (accepted if passed else rejected).append(doc["_id"])
             exact[cone] = mongoquery.exact_cone(cone, accepted, rejected)
         return mongoquery.compile_query(query, exact)
-
-    # named scalings --------------------------------------------------------------------------------
-    async def save_scaling(self, scaling: NamedScaling) -> None:
-        try:
-            await self._c("scalings").insert_one(to_doc(scaling, key="name"))
-        except DuplicateKeyError:
-            raise Conflict(f"a scaling named {scaling.name!r} exists already") from None
-
-    async def get_scaling(self, name: str) -> NamedScaling | None:
-        doc = await self._c("scalings").find_one({"_id": name})
-        return None if doc is None else from_doc(NamedScaling, doc, key="name")
-
-    async def list_scalings(self) -> list[NamedScaling]:
-        return [from_doc(NamedScaling, doc, key="name")
-                async for doc in self._c("scalings").find().sort("_id", 1)]
 
     # images: permissions and removal -------------------------------------------------------------
     async def set_visibility(self, image_ids: Sequence[str], visibility: str) -> None:

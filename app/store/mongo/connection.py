@@ -26,23 +26,26 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, ReplaceOne, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
-from app.exceptions import StoreError
+from app.exceptions import Conflict, StoreError
 from app.store.base import Store
+from app.store.rows import columns, from_doc, to_doc
+from app.store.tables import USERS, Change, Cond, Table, Where
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations" / "mongo"
 log = logging.getLogger(__name__)
 # ids asked for in one $in
 CHUNK = 1000
 Doc = dict[str, Any]
+R = TypeVar("R")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 # sort stages use $ifNull with several expressions (5.0)
 MIN_SERVER = (5, 0)
@@ -72,6 +75,52 @@ def username_key(username: str) -> str:
 def redacted(url: str) -> str:
     """The URL without its password, for messages and logs."""
     return re.sub(r"(mongodb(?:\+srv)?://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+# plain tables whose collection has another name (failed_logins: one document per failure since 0012)
+_COLLECTIONS = {"login_failures": "failed_logins"}
+_OPERATORS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte", "in": "$in"}
+
+
+def _field(table: Table[Any], name: str) -> str:
+    """The document field of a record field: the key is `_id`, a username is compared by its key."""
+    if name == table.key:
+        return "_id"
+    return "username_key" if table is USERS and name == "username" else name
+
+
+def _document(table: Table[Any], record: Any) -> Doc:
+    doc = to_doc(record, key=table.key)
+    if table is USERS:
+        doc["username_key"] = username_key(record.username)
+    return doc
+
+
+def _sort(table: Table[Any], order: Sequence[str]) -> list[tuple[str, int]]:
+    sort = [(_field(table, name.lstrip("-")), -1 if name.startswith("-") else 1) for name in order]
+    return sort if ("_id", 1) in sort or ("_id", -1) in sort else [*sort, ("_id", 1)]
+
+
+def _update(table: Table[Any], change: Change) -> Doc:
+    kinds = dict(columns(table.record))
+    values = {_field(table, name): bool(value) if kinds[name] == "bool" else value
+              for name, value in change.values.items()}
+    return {"$set": values, **({"$inc": dict(change.add)} if change.add else {})}
+
+
+def _filter(table: Table[Any], where: Where) -> Doc:
+    found: Doc = {}
+    for name, condition in where.items():
+        field = _field(table, name)
+        if field == "username_key":
+            found[field] = username_key(condition)
+        elif not isinstance(condition, Cond):
+            found[field] = condition
+        elif condition.op == "prefix":
+            found[field] = {"$regex": "^" + re.escape(condition.value)}
+        else:
+            found[field] = {_OPERATORS[condition.op]: condition.value}
+    return found
 
 
 class MongoBase(Store):
@@ -174,6 +223,58 @@ class MongoBase(Store):
         client, self._client, self._db = self._client, None, None
         if client is not None:
             await client.close()
+
+    # plain tables (app.store.tables) ---------------------------------------------------------------
+    def _collection(self, table: Table[Any]) -> AsyncCollection[Doc]:
+        return self._c(_COLLECTIONS.get(table.name, table.name))
+
+    async def _insert(self, table: Table[R], records: Sequence[R], *, replace: bool = False,
+                      skip_taken: bool = False, taken: str = "") -> int:
+        docs = [_document(table, record) for record in records]
+        collection = self._collection(table)
+        if not docs:
+            return 0
+        try:
+            if replace:
+                await collection.bulk_write([ReplaceOne({"_id": doc["_id"]}, doc, upsert=True)
+                                             for doc in docs])
+            else:
+                await collection.insert_many(docs, ordered=not skip_taken)
+            return len(docs)
+        except BulkWriteError as error:
+            errors = error.details.get("writeErrors", [])
+            if {item.get("code") for item in errors} != {11000}:  # not only keys taken
+                first = errors[0].get("errmsg") if errors else error
+                raise StoreError(f"cannot write the {table.name}: {first}") from None
+            if not skip_taken:
+                raise Conflict(taken or f"that {table.name} record exists already") from None
+            return len(docs) - len(errors)
+
+    async def _select(self, table: Table[R], where: Where, *, order: Sequence[str] = (), offset: int = 0,
+                      limit: int | None = None) -> list[R]:
+        found = self._collection(table).find(_filter(table, where)).sort(_sort(table, order)).skip(offset)
+        docs = await (found if limit is None else found.limit(limit)).to_list()
+        return [from_doc(table.record, doc, key=table.key) for doc in docs]
+
+    async def _apply(self, table: Table[Any], changes: Sequence[Change]) -> list[int]:
+        collection = self._collection(table)
+        return [int((await collection.update_many(_filter(table, change.where), _update(table, change))
+                     ).matched_count) for change in changes]
+
+    async def _claim(self, table: Table[R], where: Where, order: Sequence[str], change: Change) -> R | None:
+        doc = await self._collection(table).find_one_and_update(
+            _filter(table, where), _update(table, change), sort=_sort(table, order),
+            return_document=ReturnDocument.AFTER)
+        return None if doc is None else from_doc(table.record, doc, key=table.key)
+
+    async def _count(self, table: Table[Any], where: Where, *, by: str) -> dict[Any, int]:
+        group = {"_id": "$" + _field(table, by), "n": {"$sum": 1}}
+        match = {"$match": _filter(table, where)}
+        groups = await self._collection(table).aggregate([match, {"$group": group}])
+        return {doc["_id"]: int(doc["n"]) async for doc in groups}
+
+    async def _delete(self, table: Table[Any], where: Where) -> int:
+        return int((await self._collection(table).delete_many(_filter(table, where))).deleted_count)
 
     # where the catalog is ---------------------------------------------------------------------------
     def location(self) -> str:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from typing import Any
 
-from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
@@ -17,7 +14,6 @@ from app.store.mongo.documents import (
     _charged,
 )
 from app.store.records import QuotaCheck, Reservation, UploadHolder, new_id
-from app.store.rows import dumps
 
 # how long one reservation may hold an owner's lock before another process may take it over (seconds)
 _LOCK_LEASE = 30.0
@@ -25,16 +21,6 @@ _LOCK_WAIT = 30.0
 
 
 class MongoSite(MongoBase):
-    # site settings ---------------------------------------------------------------------------------
-    async def site_settings(self) -> dict[str, Any]:
-        return {doc["_id"]: json.loads(doc["value"]) async for doc in self._c("site_settings").find()}
-
-    async def save_site_settings(self, values: dict[str, Any]) -> None:
-        if values:
-            await self._c("site_settings").bulk_write(
-                [UpdateOne({"_id": name}, {"$set": {"value": dumps(value)}}, upsert=True)
-                 for name, value in values.items()], ordered=True)
-
     # upload reservations ---------------------------------------------------------------------------
     async def reserve_upload(self, reservation_id: str, owner: str, size: int, quota: int,
                              ttl: float, *, used: int | None = None,

@@ -14,7 +14,7 @@ from app.store import sqlsearch
 from app.store.dates import DATES_VERSION, header_dates
 from app.store.footprint import covered, footprint_cells
 from app.store.query import Order, Query, Scalar
-from app.store.records import ImageLocation, ImageRecord, NamedScaling, SearchElement, Usage
+from app.store.records import ImageLocation, ImageRecord, SearchElement, Usage
 from app.store.rows import dumps, from_row, insert_sql, names, to_row
 from app.store.sqlite.connection import SQLiteBase, transaction
 
@@ -156,7 +156,7 @@ class SQLiteCatalog(SQLiteBase):
         return await self._select_images("sha256 = ?", [sha256], 0, 10_000, order="hdu")
 
     async def catalogued_checksums(self, sha256s: Sequence[str]) -> set[str]:
-        rows = await self._select_in("SELECT DISTINCT sha256 FROM images WHERE sha256 IN ({marks})",
+        rows = await self._rows_in("SELECT DISTINCT sha256 FROM images WHERE sha256 IN ({marks})",
                                      list(dict.fromkeys(sha256s)))
         return {row[0] for row in rows}
 
@@ -171,7 +171,7 @@ class SQLiteCatalog(SQLiteBase):
         await self._run(insert)
 
     async def image_locations(self, image_ids: Sequence[str]) -> list[ImageLocation]:
-        rows = await self._select_in("SELECT image_id, path, recorded FROM image_locations "
+        rows = await self._rows_in("SELECT image_id, path, recorded FROM image_locations "
                                      "WHERE image_id IN ({marks})", list(dict.fromkeys(image_ids)))
         found = [ImageLocation(row[0], row[1], row[2]) for row in rows]
         return sorted(found, key=lambda location: (location.image_id, location.recorded, location.path))
@@ -236,27 +236,6 @@ class SQLiteCatalog(SQLiteBase):
             finally:
                 db.execute("COMMIT")
             return [from_row(ImageRecord, found[rowid]) for rowid in rowids]
-
-        return await self._run(select)
-
-    # named scalings --------------------------------------------------------------------------------
-    async def save_scaling(self, scaling: NamedScaling) -> None:
-        try:
-            await self._write(insert_sql("scalings", names(NamedScaling)), to_row(scaling))
-        except sqlite3.IntegrityError:
-            raise Conflict(f"a scaling named {scaling.name!r} exists already") from None
-
-    async def get_scaling(self, name: str) -> NamedScaling | None:
-        def select() -> NamedScaling | None:
-            row = self.db.execute("SELECT * FROM scalings WHERE name = ?", (name,)).fetchone()
-            return None if row is None else from_row(NamedScaling, row)
-
-        return await self._run(select)
-
-    async def list_scalings(self) -> list[NamedScaling]:
-        def select() -> list[NamedScaling]:
-            rows = self.db.execute("SELECT * FROM scalings ORDER BY name")
-            return [from_row(NamedScaling, row) for row in rows]
 
         return await self._run(select)
 
@@ -398,7 +377,7 @@ class SQLiteCatalog(SQLiteBase):
 
     async def existing_ids(self, kind: str, ids: Sequence[str]) -> set[str]:
         table = {"images": "images", "jobs": "jobs"}[kind]
-        rows = await self._select_in(f"SELECT id FROM {table} WHERE id IN ({{marks}})", ids)
+        rows = await self._rows_in(f"SELECT id FROM {table} WHERE id IN ({{marks}})", ids)
         return {row[0] for row in rows}
 
 

@@ -12,14 +12,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from app.exceptions import DiskFull, StoreError
+from app.exceptions import Conflict, DiskFull, StoreError
 from app.store import sqlsearch
 from app.store.base import Store
 from app.store.footprint import sky_matches_json
+from app.store.rows import column_values, from_row, insert_sql, names, to_row
+from app.store.tables import Change, Cond, Table, Where
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def disk_full(error: sqlite3.Error) -> bool:
@@ -167,7 +170,7 @@ class SQLiteBase(Store):
         return isinstance(other, SQLiteBase) and other.path.resolve() == self.path.resolve()
 
     # helpers ---------------------------------------------------------------------------------------
-    async def _select_in(self, sql: str, values: Sequence[Any]) -> list[sqlite3.Row]:
+    async def _rows_in(self, sql: str, values: Sequence[Any]) -> list[sqlite3.Row]:
         """The rows of `sql` (a query with one `IN ({marks})`) for every value, asked in chunks of 500
         parameters (SQLite's limit on parameters is not to be met by a long list)."""
         listed = list(values)
@@ -188,12 +191,111 @@ class SQLiteBase(Store):
 
         return await self._run(write)
 
+    # plain tables (app.store.tables) ---------------------------------------------------------------
+    async def _insert(self, table: Table[R], records: Sequence[R], *, replace: bool = False,
+                      skip_taken: bool = False, taken: str = "") -> int:
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE" if skip_taken else "INSERT"
+        sql = insert_sql(table.name, names(table.record), verb=verb)
+
+        def write() -> int:
+            with transaction(self.db) as db:
+                before = db.total_changes
+                db.executemany(sql, [to_row(record) for record in records])
+                return db.total_changes - before
+
+        try:
+            return await self._run(write)
+        except sqlite3.IntegrityError:
+            raise Conflict(taken or f"that {table.name} record exists already") from None
+
+    async def _select(self, table: Table[R], where: Where, *, order: Sequence[str] = (), offset: int = 0,
+                      limit: int | None = None) -> list[R]:
+        clause, params = _where_sql(table, where)
+        sql = f"SELECT * FROM {table.name}{clause}{_order_sql(table, order)}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
+
+        def select() -> list[R]:
+            return [from_row(table.record, row) for row in self.db.execute(sql, params)]
+
+        return await self._run(select)
+
+    async def _apply(self, table: Table[Any], changes: Sequence[Change]) -> list[int]:
+        def write() -> list[int]:
+            with transaction(self.db) as db:
+                return [db.execute(*_update_sql(table, change)).rowcount for change in changes]
+
+        return await self._run(write) if changes else []
+
+    async def _claim(self, table: Table[R], where: Where, order: Sequence[str], change: Change) -> R | None:
+        clause, params = _where_sql(table, where)
+        sql, values = _update_sql(table, change)
+        sql += f" WHERE rowid = (SELECT rowid FROM {table.name}{clause}{_order_sql(table, order)} LIMIT 1)"
+
+        def claim() -> R | None:
+            with transaction(self.db) as db:
+                row = db.execute(sql + " RETURNING *", [*values, *params]).fetchone()
+            return None if row is None else from_row(table.record, row)
+
+        return await self._run(claim)
+
+    async def _count(self, table: Table[Any], where: Where, *, by: str) -> dict[Any, int]:
+        clause, params = _where_sql(table, where)
+
+        def count() -> dict[Any, int]:
+            return {row[0]: int(row[1]) for row in self.db.execute(
+                f"SELECT {by}, count(*) FROM {table.name}{clause} GROUP BY {by}", params)}
+
+        return await self._run(count)
+
+    async def _delete(self, table: Table[Any], where: Where) -> int:
+        clause, params = _where_sql(table, where)
+        return await self._write(f"DELETE FROM {table.name}{clause}", params)
+
     async def _write_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         def write() -> None:
             with transaction(self.db) as db:
                 db.executemany(sql, rows)
 
         await self._run(write)
+
+
+def _where_sql(table: Table[Any], where: Where) -> tuple[str, list[Any]]:
+    """` WHERE ...` (or nothing) and its parameters for plain-table conditions."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for name, condition in where.items():
+        if condition is None:
+            parts.append(f"{name} IS NULL")
+        elif not isinstance(condition, Cond):
+            parts.append(f"{name} = ?")
+            params.extend(column_values(table.record, {name: condition}).values())
+        elif condition.op == "in":
+            parts.append(f"{name} IN ({', '.join('?' * len(condition.value))})")
+            params.extend(condition.value)
+        elif condition.op == "prefix":
+            parts.append(f"substr({name}, 1, ?) = ?")
+            params.extend((len(condition.value), condition.value))
+        else:
+            parts.append(f"{name} {condition.op} ?")
+            params.append(condition.value)
+    return (" WHERE " + " AND ".join(parts) if parts else ""), params
+
+
+def _order_sql(table: Table[Any], order: Sequence[str]) -> str:
+    ordering = [f"{name[1:]} DESC" if name.startswith("-") else name for name in order]
+    ordering += [table.key] if table.key and table.key not in [name.lstrip("-") for name in order] else []
+    return f" ORDER BY {', '.join(ordering)}" if ordering else ""
+
+
+def _update_sql(table: Table[Any], change: Change) -> tuple[str, list[Any]]:
+    """`UPDATE table SET ... WHERE ...` and its parameters (the WHERE left out when `change.where` is
+    empty)."""
+    values = column_values(table.record, change.values)
+    assignments = [f"{name} = ?" for name in values] + [f"{name} = {name} + ?" for name in change.add]
+    clause, params = _where_sql(table, change.where)
+    return (f"UPDATE {table.name} SET {', '.join(assignments)}{clause}",
+            [*values.values(), *change.add.values(), *params])
 
 
 def _use_wal(db: sqlite3.Connection, wait: float = 30.0) -> None:

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from app.store.records import QuotaCheck, Reservation, UploadHolder
-from app.store.rows import dumps
 from app.store.sqlite.connection import SQLiteBase, transaction
 
 
 class SQLiteSite(SQLiteBase):
-    # site settings ---------------------------------------------------------------------------------
-    async def site_settings(self) -> dict[str, Any]:
-        def select() -> dict[str, Any]:
-            return {row["name"]: json.loads(row["value"])
-                    for row in self.db.execute("SELECT name, value FROM site_settings")}
-
-        return await self._run(select)
-
-    async def save_site_settings(self, values: dict[str, Any]) -> None:
-        await self._write_many(
-            "INSERT INTO site_settings (name, value) VALUES (?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            [(name, dumps(value)) for name, value in values.items()])
-
     # upload reservations ---------------------------------------------------------------------------
     async def reserve_upload(self, reservation_id: str, owner: str, size: int, quota: int,
                              ttl: float, *, used: int | None = None,

@@ -1,0 +1,171 @@
+"""The plain tables of a catalog and the four primitives every adapter supplies for them.
+
+A plain table holds records of one dataclass, a row (SQLite) or document (MongoDB) each, mapped from the
+dataclass's fields (`app.store.rows`); its `key` field is the primary key (MongoDB's `_id`). The nouns built
+on these primitives (accounts, the fleet, what is saved by name) are written once, above the adapters;
+the catalog of images and the job queue, whose queries each database answers in its own way, are not
+plain tables.
+
+Conditions (`Where`) name fields: a value (None for null) must be equal; a `Cond` compares.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from app.store.records import ApiToken, Invitation, JobRecord, NamedScaling, ProcessRecord, User
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Table(Generic[R]):
+    name: str
+    record: type[R]
+    key: str | None  # None: rows without a key of their own
+
+
+@dataclass(frozen=True)
+class Session:
+    key_hash: str  # SHA-256 of the cookie's session key
+    user_id: str
+    created: float
+    expires: float
+
+
+@dataclass(frozen=True)
+class LoginFailure:
+    key: str  # the throttle key ("addr:<address>", "user:<name>@<address>")
+    at: float
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    value: str  # JSON
+
+
+USERS = Table("users", User, "id")
+SESSIONS = Table("sessions", Session, "key_hash")
+TOKENS = Table("api_tokens", ApiToken, "id")
+INVITATIONS = Table("invitations", Invitation, "id")
+LOGIN_FAILURES = Table("login_failures", LoginFailure, None)
+SETTINGS = Table("site_settings", Setting, "name")
+SCALINGS = Table("scalings", NamedScaling, "name")
+PROCESSES = Table("processes", ProcessRecord, "id")
+JOBS = Table("jobs", JobRecord, "id")
+
+
+@dataclass(frozen=True)
+class Cond:
+    op: str  # "<", "<=", ">", ">=", "in", "prefix"
+    value: Any
+
+
+def below(value: Any) -> Cond:
+    return Cond("<", value)
+
+
+def at_most(value: Any) -> Cond:
+    return Cond("<=", value)
+
+
+def above(value: Any) -> Cond:
+    return Cond(">", value)
+
+
+def at_least(value: Any) -> Cond:
+    return Cond(">=", value)
+
+
+def one_of(values: Sequence[Any]) -> Cond:
+    return Cond("in", list(values))
+
+
+def starting(prefix: str) -> Cond:
+    return Cond("prefix", prefix)
+
+
+Where = Mapping[str, Any]
+# ids asked for in one condition
+CHUNK = 500
+
+
+def chunks(values: Sequence[Any]) -> list[list[Any]]:
+    """The distinct values, in order, in lists of at most CHUNK (for `one_of`)."""
+    listed = list(dict.fromkeys(values))
+    return [listed[start:start + CHUNK] for start in range(0, len(listed), CHUNK)]
+
+
+@dataclass(frozen=True)
+class Change:
+    """Set `values` and add `add` to numeric fields of the records matching `where`."""
+
+    where: Where
+    values: Mapping[str, Any]
+    add: Mapping[str, int] = field(default_factory=dict)
+
+
+class Tables(ABC):
+    """The clock and the primitives. Times the store stamps itself (job leases and updates, session and
+    reservation expiry, lock leases) come from its clock: the wall clock unless `use_clock` gave it another
+    (tests move time on by hand)."""
+
+    _clock: Callable[[], float] | None = None
+
+    def use_clock(self, clock: Callable[[], float] | None) -> None:
+        self._clock = clock
+
+    def now(self) -> float:
+        return time.time() if self._clock is None else self._clock()
+
+    @abstractmethod
+    async def _insert(self, table: Table[R], records: Sequence[R], *, replace: bool = False,
+                      skip_taken: bool = False, taken: str = "") -> int:
+        """Add the records; how many were added. With `replace` a record replaces the one with its key;
+        with `skip_taken` one whose key or unique field is taken is passed over; otherwise that raises
+        Conflict(`taken`)."""
+
+    @abstractmethod
+    async def _select(self, table: Table[R], where: Where, *, order: Sequence[str] = (), offset: int = 0,
+                      limit: int | None = None) -> list[R]:
+        """The records matching `where`, ordered by the fields named (descending with a leading "-"),
+        then by key; `limit` of them from `offset` on."""
+
+    @abstractmethod
+    async def _apply(self, table: Table[Any], changes: Sequence[Change]) -> list[int]:
+        """Make each change (atomically for each record it matches; SQLite makes them all in one
+        transaction); how many records each matched."""
+
+    @abstractmethod
+    async def _claim(self, table: Table[R], where: Where, order: Sequence[str], change: Change) -> R | None:
+        """Atomically make `change` (its `where` is not read) to the first record matching `where` in
+        `order`; that record as changed, or None when none matched."""
+
+    @abstractmethod
+    async def _count(self, table: Table[Any], where: Where, *, by: str) -> dict[Any, int]:
+        """How many records match `where`, by the value of the field `by`."""
+
+    @abstractmethod
+    async def _delete(self, table: Table[Any], where: Where) -> int:
+        """Remove the records matching `where`; how many there were."""
+
+    async def _update(self, table: Table[Any], where: Where, values: Mapping[str, Any],
+                      add: Mapping[str, int] | None = None) -> int:
+        return (await self._apply(table, [Change(where, values, add or {})]))[0]
+
+    async def _one(self, table: Table[R], where: Where) -> R | None:
+        found = await self._select(table, where, limit=1)
+        return found[0] if found else None
+
+    async def _select_in(self, table: Table[R], name: str, values: Sequence[Any],
+                         where: Where | None = None) -> list[R]:
+        """The records whose field `name` is one of `values` (asked in chunks) and that match `where`."""
+        found: list[R] = []
+        for chunk in chunks(values):
+            found += await self._select(table, {**(where or {}), name: one_of(chunk)})
+        return found
