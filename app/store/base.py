@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from app.store.accounts import Accounts
+from app.store.elements import SearchElements
 from app.store.fleet import Fleet
 from app.store.named import Named
 from app.store.query import Order, Query, Scalar
@@ -18,16 +19,16 @@ from app.store.records import (
     JobState,
     QuotaCheck,
     Reservation,
-    SearchElement,
     UploadHolder,
     Usage,
 )
+from app.store.tables import IMAGES, Change, above, chunks, one_of
 
 
-class Store(Accounts, Named, Fleet, JobQueue):
-    """A catalog of images, with the job queue, the accounts, what is saved by name and the fleet (those
-    four written once over the adapters' plain-table primitives, `app.store.tables`). Every method is a
-    coroutine and never blocks the loop."""
+class Store(Accounts, Named, Fleet, JobQueue, SearchElements):
+    """A catalog of images, with the job queue, the accounts, what is saved by name, the fleet and the search
+    elements (those five written once over the adapters' plain-table primitives, `app.store.tables`). Every
+    method is a coroutine and never blocks the loop."""
 
     @abstractmethod
     async def open(self) -> None:
@@ -49,8 +50,8 @@ class Store(Accounts, Named, Fleet, JobQueue):
         cone-search cells (`footprint.footprint_cells` of its sky) when the caller found them already (a
         batch's first pass finds them in the pool, where astropy is loaded); the others are found here."""
 
-    @abstractmethod
-    async def get_image(self, image_id: str) -> ImageRecord | None: ...
+    async def get_image(self, image_id: str) -> ImageRecord | None:
+        return await self._one(IMAGES, {"id": image_id})
 
     @abstractmethod
     async def replace_image(self, image: ImageRecord, series: Sequence[dict[str, Any]]) -> bool:
@@ -58,10 +59,10 @@ class Store(Accounts, Named, Fleet, JobQueue):
         footprint with it; its locations kept), if its `series` is still `series` (another process may have
         joined a slice meanwhile). False when it is not, or the image is gone."""
 
-    @abstractmethod
     async def images_with_checksum(self, sha256: str) -> list[ImageRecord]:
         """Every image of that content, whoever owns it (the same content is catalogued once per owner),
         in HDU order."""
+        return await self._select(IMAGES, {"sha256": sha256}, order=["hdu"])
 
     @abstractmethod
     async def catalogued_checksums(self, sha256s: Sequence[str]) -> set[str]:
@@ -105,8 +106,9 @@ class Store(Accounts, Named, Fleet, JobQueue):
         that do not exist are left out."""
 
     # images: permissions and removal
-    @abstractmethod
-    async def set_visibility(self, image_ids: Sequence[str], visibility: str) -> None: ...
+    async def set_visibility(self, image_ids: Sequence[str], visibility: str) -> None:
+        await self._apply(IMAGES, [Change({"id": one_of(ids)}, {"visibility": visibility})
+                                   for ids in chunks(image_ids)])
 
     @abstractmethod
     async def set_sky(self, image_id: str, sky: dict[str, Any] | None, *, cells: Sequence[int] | None = None,
@@ -116,10 +118,10 @@ class Store(Accounts, Named, Fleet, JobQueue):
         cone-search cells when the caller found them already (in the pool, as `add_images` takes them).
         `display`: its display record too, in the same write (its pyramids were built with its coverage)."""
 
-    @abstractmethod
     async def set_display(self, image_id: str, display: dict[str, Any]) -> bool:
         """Replace an image's display record (its pyramids were built after it was catalogued); False
         when there is no such image."""
+        return await self._update(IMAGES, {"id": image_id}, {"display": display}) == 1
 
     @abstractmethod
     async def delete_images(self, image_ids: Sequence[str]) -> None: ...
@@ -129,37 +131,6 @@ class Store(Accounts, Named, Fleet, JobQueue):
         """Images and bytes (each file counted once) per owner."""
 
     # search elements (the admin's search builder) and what they need
-    @abstractmethod
-    async def list_elements(self) -> list[SearchElement]:
-        """Every search element, in form order."""
-
-    @abstractmethod
-    async def add_element(self, element: SearchElement) -> None:
-        """Add at the end of the form; raises Conflict when the id is taken. Creates the indexes its
-        keywords need."""
-
-    @abstractmethod
-    async def update_element(self, element: SearchElement) -> bool:
-        """Replace an element's definition (not its position); False when there is none with that id.
-        Indexes follow the change."""
-
-    @abstractmethod
-    async def delete_element(self, element_id: str) -> bool:
-        """False when there is none; drops indexes no other element needs."""
-
-    async def order_elements(self, element_ids: Sequence[str]) -> None:
-        """Put the elements in this order (unknown ids are ignored; ids not listed keep their relative order
-        after them)."""
-        current = [element.id for element in await self.list_elements()]
-        listed = [element_id for element_id in dict.fromkeys(element_ids) if element_id in current]
-        ordered = listed + [element_id for element_id in current if element_id not in listed]
-        if ordered:
-            await self._set_element_positions(ordered)
-
-    @abstractmethod
-    async def _set_element_positions(self, ordered: Sequence[str]) -> None:
-        """Give these elements the positions 0, 1, 2, ... in this order."""
-
     @abstractmethod
     async def indexed_keywords(self) -> list[str]:
         """The header keywords that have a search index now."""
@@ -215,9 +186,9 @@ class Store(Accounts, Named, Fleet, JobQueue):
     def location(self) -> str:
         """Where the catalog is, for messages and logs (no password in it)."""
 
-    @abstractmethod
     async def scan_images(self, after: str, limit: int) -> list[ImageRecord]:
         """Up to `limit` images whose id sorts after `after`, in id order."""
+        return await self._select(IMAGES, {"id": above(after)}, order=["id"], limit=limit)
 
     @abstractmethod
     async def existing_ids(self, kind: str, ids: Sequence[str]) -> set[str]:

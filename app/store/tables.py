@@ -17,7 +17,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from app.store.records import ApiToken, Invitation, JobRecord, NamedScaling, ProcessRecord, User
+from app.store.records import (
+    ApiToken,
+    ImageRecord,
+    Invitation,
+    JobRecord,
+    NamedScaling,
+    ProcessRecord,
+    SearchElement,
+    User,
+)
 
 R = TypeVar("R")
 
@@ -58,6 +67,9 @@ SETTINGS = Table("site_settings", Setting, "name")
 SCALINGS = Table("scalings", NamedScaling, "name")
 PROCESSES = Table("processes", ProcessRecord, "id")
 JOBS = Table("jobs", JobRecord, "id")
+ELEMENTS = Table("search_elements", SearchElement, "id")
+# read and changed field by field here; added, replaced and searched by each adapter
+IMAGES = Table("images", ImageRecord, "id")
 
 
 @dataclass(frozen=True)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, OperationFailure
 
 from app.exceptions import Conflict, StoreError
 from app.store import mongoquery
 from app.store.dates import DATES_VERSION
 from app.store.footprint import CELLS_VERSION, covered, footprint_cells, sky_matches
-from app.store.mongo.connection import CHUNK, Doc, MongoBase, log
+from app.store.mongo.connection import Doc, MongoBase, log
 from app.store.mongo.documents import (
     _dates,
     _decode_keys,
@@ -27,13 +27,13 @@ from app.store.query import Cone, Order, Query, Scalar
 from app.store.records import (
     ImageLocation,
     ImageRecord,
-    SearchElement,
     Usage,
     index_name,
     keyword_of_index,
 )
-from app.store.rows import from_doc, to_doc
+from app.store.tables import IMAGES, Table
 
+R = TypeVar("R")
 _IMAGE_PROJECTION = {"dates": 0, "cells": 0, "cells_version": 0, "dates_version": 0, "folded": 0}
 
 
@@ -85,6 +85,12 @@ class MongoCatalog(MongoBase):
 
 
     # images -----------------------------------------------------------------------------------------
+    def _projection(self, table: Table[Any]) -> Doc | None:
+        return _IMAGE_PROJECTION if table is IMAGES else None
+
+    def _record(self, table: Table[R], doc: Doc) -> R:
+        return cast(R, image_from_doc(doc)) if table is IMAGES else super()._record(table, doc)
+
     async def add_images(self, images: Sequence[ImageRecord], *,
                          cells: Mapping[str, Sequence[int]] | None = None) -> None:
         docs = [image_doc(image, (cells or {}).get(image.id)) for image in images]
@@ -141,15 +147,6 @@ class MongoCatalog(MongoBase):
         if sign < 0:
             await self._c("header_keywords").delete_many({"images": {"$lte": 0}})
 
-    async def get_image(self, image_id: str) -> ImageRecord | None:
-        doc = await self.images.find_one({"_id": image_id}, _IMAGE_PROJECTION)
-        return None if doc is None else image_from_doc(doc)
-
-    async def images_with_checksum(self, sha256: str) -> list[ImageRecord]:
-        docs = await self.images.find({"sha256": sha256}, _IMAGE_PROJECTION).sort(
-            [("hdu", 1), ("_id", 1)]).to_list()
-        return [image_from_doc(doc) for doc in docs]
-
     async def catalogued_checksums(self, sha256s: Sequence[str]) -> set[str]:
         return set(await self.images.distinct("sha256", {"sha256": {"$in": list(dict.fromkeys(sha256s))}}))
 
@@ -195,22 +192,12 @@ class MongoCatalog(MongoBase):
         return mongoquery.compile_query(query, exact)
 
     # images: permissions and removal -------------------------------------------------------------
-    async def set_visibility(self, image_ids: Sequence[str], visibility: str) -> None:
-        ids = list(image_ids)
-        for start in range(0, len(ids), CHUNK):
-            await self.images.update_many({"_id": {"$in": ids[start:start + CHUNK]}},
-                                          {"$set": {"visibility": visibility}})
-
     async def set_sky(self, image_id: str, sky: dict[str, Any] | None, *, cells: Sequence[int] | None = None,
                       display: dict[str, Any] | None = None) -> bool:
         found = list(cells) if cells is not None else footprint_cells(sky)
         shown = {"display": display} if display is not None else {}
         result = await self.images.update_one({"_id": image_id}, {"$set": {
             "sky": sky, "cells": found, "cells_version": CELLS_VERSION, **shown}})
-        return result.matched_count == 1
-
-    async def set_display(self, image_id: str, display: dict[str, Any]) -> bool:
-        result = await self.images.update_one({"_id": image_id}, {"$set": {"display": display}})
         return result.matched_count == 1
 
     async def delete_images(self, image_ids: Sequence[str]) -> None:
@@ -237,42 +224,10 @@ class MongoCatalog(MongoBase):
                 async for doc in await self.images.aggregate(pipeline)}
 
     # search elements ---------------------------------------------------------------------------------
-    async def list_elements(self) -> list[SearchElement]:
-        return [from_doc(SearchElement, doc) async for doc in self._c("search_elements").find().sort(
-            [("position", 1), ("_id", 1)])]
-
-    async def add_element(self, element: SearchElement) -> None:
-        last = await self._c("search_elements").find_one({}, {"position": 1}, sort=[("position", -1)])
-        element.position = 0 if last is None else int(last["position"]) + 1
-        try:
-            await self._c("search_elements").insert_one(to_doc(element))
-        except DuplicateKeyError:
-            raise Conflict(f"there is already a search element {element.id!r}") from None
-        await self._sync_indexes()
-
-    async def update_element(self, element: SearchElement) -> bool:
-        doc = to_doc(element)
-        del doc["_id"], doc["position"], doc["created"]
-        result = await self._c("search_elements").update_one({"_id": element.id}, {"$set": doc})
-        if result.matched_count:
-            await self._sync_indexes()
-        return bool(result.matched_count)
-
-    async def delete_element(self, element_id: str) -> bool:
-        result = await self._c("search_elements").delete_one({"_id": element_id})
-        if result.deleted_count:
-            await self._sync_indexes()
-        return bool(result.deleted_count)
-
-    async def _set_element_positions(self, ordered: Sequence[str]) -> None:
-        await self._c("search_elements").bulk_write(
-            [UpdateOne({"_id": element_id}, {"$set": {"position": position}})
-             for position, element_id in enumerate(ordered)], ordered=False)
-
     async def _index_names(self) -> list[str]:
         return [str(index["name"]) async for index in await self.images.list_indexes()]
 
-    async def _sync_indexes(self) -> None:
+    async def _elements_changed(self) -> None:
         """Create the header indexes the elements' keywords need and drop those no element needs."""
         created, dropped = mongoquery.index_changes(await self.list_elements(), await self._index_names())
         for keyword in created:
@@ -308,11 +263,6 @@ class MongoCatalog(MongoBase):
         return ranked[:limit]
 
     # copying a whole catalog ----------------------------------------------------------------------
-    async def scan_images(self, after: str, limit: int) -> list[ImageRecord]:
-        docs = await self.images.find({"_id": {"$gt": after}}, _IMAGE_PROJECTION).sort("_id", 1).limit(
-            limit).to_list()
-        return [image_from_doc(doc) for doc in docs]
-
     async def existing_ids(self, kind: str, ids: Sequence[str]) -> set[str]:
         collection = {"images": "images", "jobs": "jobs"}[kind]
         return {doc["_id"] async for doc in self._c(collection).find({"_id": {"$in": list(ids)}}, {"_id": 1})}

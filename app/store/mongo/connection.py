@@ -252,9 +252,17 @@ class MongoBase(Store):
 
     async def _select(self, table: Table[R], where: Where, *, order: Sequence[str] = (), offset: int = 0,
                       limit: int | None = None) -> list[R]:
-        found = self._collection(table).find(_filter(table, where)).sort(_sort(table, order)).skip(offset)
+        found = self._collection(table).find(_filter(table, where), self._projection(table))
+        found = found.sort(_sort(table, order)).skip(offset)
         docs = await (found if limit is None else found.limit(limit)).to_list()
-        return [from_doc(table.record, doc, key=table.key) for doc in docs]
+        return [self._record(table, doc) for doc in docs]
+
+    def _projection(self, table: Table[Any]) -> Doc | None:
+        """The fields of a table's documents that its records are not made of (None: every field)."""
+        return None
+
+    def _record(self, table: Table[R], doc: Doc) -> R:
+        return from_doc(table.record, doc, key=table.key)
 
     async def _apply(self, table: Table[Any], changes: Sequence[Change]) -> list[int]:
         collection = self._collection(table)
@@ -265,7 +273,7 @@ class MongoBase(Store):
         doc = await self._collection(table).find_one_and_update(
             _filter(table, where), _update(table, change), sort=_sort(table, order),
             return_document=ReturnDocument.AFTER)
-        return None if doc is None else from_doc(table.record, doc, key=table.key)
+        return None if doc is None else self._record(table, doc)
 
     async def _count(self, table: Table[Any], where: Where, *, by: str) -> dict[Any, int]:
         group = {"_id": "$" + _field(table, by), "n": {"$sum": 1}}

@@ -123,10 +123,6 @@ class SQLiteCatalog(SQLiteBase):
             db.executemany("INSERT OR IGNORE INTO image_locations (image_id, path, recorded) "
                            "VALUES (?, ?, ?)", [(row["id"], row["path"], row["created"]) for row in rows])
 
-    async def get_image(self, image_id: str) -> ImageRecord | None:
-        rows = await self._select_images("id = ?", [image_id], 0, 1)
-        return rows[0] if rows else None
-
     async def replace_image(self, image: ImageRecord, series: Sequence[dict[str, Any]]) -> bool:
         expected = to_row(ImageRecord(**{**vars(image), "series": list(series)}))["series"]
         row = {**to_row(image), "center_ra": None if image.sky is None else image.sky.get("center_ra"),
@@ -151,9 +147,6 @@ class SQLiteCatalog(SQLiteBase):
                 return True
 
         return await self._run(replace)
-
-    async def images_with_checksum(self, sha256: str) -> list[ImageRecord]:
-        return await self._select_images("sha256 = ?", [sha256], 0, 10_000, order="hdu")
 
     async def catalogued_checksums(self, sha256s: Sequence[str]) -> set[str]:
         rows = await self._rows_in("SELECT DISTINCT sha256 FROM images WHERE sha256 IN ({marks})",
@@ -240,10 +233,6 @@ class SQLiteCatalog(SQLiteBase):
         return await self._run(select)
 
     # images: permissions and removal -------------------------------------------------------------
-    async def set_visibility(self, image_ids: Sequence[str], visibility: str) -> None:
-        await self._write_many("UPDATE images SET visibility = ? WHERE id = ?",
-                               [(visibility, image_id) for image_id in image_ids])
-
     async def set_sky(self, image_id: str, sky: dict[str, Any] | None, *, cells: Sequence[int] | None = None,
                       display: dict[str, Any] | None = None) -> bool:
         def write() -> bool:
@@ -262,10 +251,6 @@ class SQLiteCatalog(SQLiteBase):
                 return changed == 1
 
         return await self._run(write)
-
-    async def set_display(self, image_id: str, display: dict[str, Any]) -> bool:
-        return await self._write("UPDATE images SET display = ? WHERE id = ?",
-                                 (dumps(display), image_id)) == 1
 
     async def delete_images(self, image_ids: Sequence[str]) -> None:
         def delete() -> None:
@@ -287,59 +272,16 @@ class SQLiteCatalog(SQLiteBase):
         return await self._run(usage)
 
     # search elements ---------------------------------------------------------------------------------
-    async def list_elements(self) -> list[SearchElement]:
-        def select() -> list[SearchElement]:
-            return self._elements_sync(self.db)
-
-        return await self._run(select)
-
-    @staticmethod
-    def _elements_sync(db: sqlite3.Connection) -> list[SearchElement]:
-        rows = db.execute("SELECT * FROM search_elements ORDER BY position, id")
-        return [from_row(SearchElement, row) for row in rows]
-
-    async def add_element(self, element: SearchElement) -> None:
-        def add() -> None:
+    async def _elements_changed(self) -> None:
+        def sync() -> None:
             with transaction(self.db) as db:
-                last = db.execute("SELECT coalesce(max(position), -1) FROM search_elements").fetchone()[0]
-                element.position = last + 1
-                try:
-                    db.execute(insert_sql("search_elements", names(SearchElement)), to_row(element))
-                except sqlite3.IntegrityError:
-                    raise Conflict(f"there is already a search element {element.id!r}") from None
                 self._after_elements_change(db)
 
-        await self._run(add)
-
-    async def update_element(self, element: SearchElement) -> bool:
-        def update() -> bool:
-            with transaction(self.db) as db:
-                changed = db.execute(
-                    "UPDATE search_elements SET type = :type, label = :label, keywords = :keywords, "
-                    "help = :help, enabled = :enabled, options = :options WHERE id = :id",
-                    to_row(element)).rowcount
-                if changed:
-                    self._after_elements_change(db)
-                return bool(changed)
-
-        return await self._run(update)
-
-    async def delete_element(self, element_id: str) -> bool:
-        def delete() -> bool:
-            with transaction(self.db) as db:
-                changed = db.execute("DELETE FROM search_elements WHERE id = ?", (element_id,)).rowcount
-                if changed:
-                    self._after_elements_change(db)
-                return bool(changed)
-
-        return await self._run(delete)
-
-    async def _set_element_positions(self, ordered: Sequence[str]) -> None:
-        await self._write_many("UPDATE search_elements SET position = ? WHERE id = ?",
-                               [(position, element_id) for position, element_id in enumerate(ordered)])
+        await self._run(sync)
 
     def _after_elements_change(self, db: sqlite3.Connection) -> None:
-        created, dropped = sqlsearch.sync_indexes(db, self._elements_sync(db))
+        elements = [from_row(SearchElement, row) for row in db.execute("SELECT * FROM search_elements")]
+        created, dropped = sqlsearch.sync_indexes(db, elements)
         if created or dropped:
             log.info("search indexes created for %s, dropped for %s", created or "none", dropped or "none")
             if created:
@@ -372,9 +314,6 @@ class SQLiteCatalog(SQLiteBase):
         return await self._run(select)
 
     # copying a whole catalog ----------------------------------------------------------------------
-    async def scan_images(self, after: str, limit: int) -> list[ImageRecord]:
-        return await self._select_images("id > ?", [after], 0, limit, order="id")
-
     async def existing_ids(self, kind: str, ids: Sequence[str]) -> set[str]:
         table = {"images": "images", "jobs": "jobs"}[kind]
         rows = await self._rows_in(f"SELECT id FROM {table} WHERE id IN ({{marks}})", ids)
