@@ -22,7 +22,7 @@ from app.store.records import (
     UploadHolder,
     Usage,
 )
-from app.store.tables import IMAGES, Change, above, chunks, one_of
+from app.store.tables import IMAGES, LOCATIONS, Change, above, chunks, one_of
 
 
 class Store(Accounts, Named, Fleet, JobQueue, SearchElements):
@@ -75,10 +75,11 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements):
         """Record more places where images' content was found; a place recorded already keeps its first
         time. Locations of images not in the catalog are ignored."""
 
-    @abstractmethod
     async def image_locations(self, image_ids: Sequence[str]) -> list[ImageLocation]:
         """The recorded locations of those images, by image id, then time, then path. Deleting an image
         deletes its locations."""
+        found = await self._select_in(LOCATIONS, "image_id", image_ids)
+        return sorted(found, key=lambda location: (location.image_id, location.recorded, location.path))
 
     @abstractmethod
     async def find_images(self, query: Query | None = None, *, offset: int = 0,

@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from app.store.records import (
     ApiToken,
+    ImageLocation,
     ImageRecord,
     Invitation,
     JobRecord,
@@ -70,6 +71,7 @@ JOBS = Table("jobs", JobRecord, "id")
 ELEMENTS = Table("search_elements", SearchElement, "id")
 # read and changed field by field here; added, replaced and searched by each adapter
 IMAGES = Table("images", ImageRecord, "id")
+LOCATIONS = Table("image_locations", ImageLocation, None)
 
 
 @dataclass(frozen=True)

@@ -131,13 +131,6 @@ class MongoCatalog(MongoBase):
         present = {doc["_id"] async for doc in self.images.find({"_id": {"$in": ids}}, {"_id": 1})}
         await self._put_locations([location for location in locations if location.image_id in present])
 
-    async def image_locations(self, image_ids: Sequence[str]) -> list[ImageLocation]:
-        docs = await self._c("image_locations").find(
-            {"image_id": {"$in": list(dict.fromkeys(image_ids))}}).to_list()
-        found = [ImageLocation(str(doc["image_id"]), str(doc["path"]), float(doc["recorded"]))
-                 for doc in docs]
-        return sorted(found, key=lambda location: (location.image_id, location.recorded, location.path))
-
     async def _bump_keywords(self, counts: Counter[str], sign: int) -> None:
         if not counts:
             return

@@ -163,12 +163,6 @@ class SQLiteCatalog(SQLiteBase):
 
         await self._run(insert)
 
-    async def image_locations(self, image_ids: Sequence[str]) -> list[ImageLocation]:
-        rows = await self._rows_in("SELECT image_id, path, recorded FROM image_locations "
-                                     "WHERE image_id IN ({marks})", list(dict.fromkeys(image_ids)))
-        found = [ImageLocation(row[0], row[1], row[2]) for row in rows]
-        return sorted(found, key=lambda location: (location.image_id, location.recorded, location.path))
-
     async def find_images(self, query: Query | None = None, *, offset: int = 0,
                           limit: int = 50, order: Order | None = None) -> list[ImageRecord]:
         where, params = compile_query(query) if query is not None else ("1", [])
