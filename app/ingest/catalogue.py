@@ -247,6 +247,9 @@ async def _tile_chunk(archive: Archive, job_ids: list[str], worker: str) -> int:
                     finished.append(dataclasses.replace(image, display=plane["display"]))
                 else:  # deleted meanwhile: its pyramids with it
                     await asyncio.to_thread(pyramid.discard, archive.tile_root(image.id))
+        # their work folders go before the jobs are done: a runner killed in between leaves the jobs
+        # running, so whoever takes them next clears what is left; a done job's folder would stay forever
+        await asyncio.to_thread(remove_folders, [work for _, _, _, work in ready])
         done = await archive.store.finish_jobs({job.id: list(job.image_ids) for job, _, _, _ in ready},
                                                worker, state="done")
         for job_id in done:

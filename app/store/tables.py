@@ -1,10 +1,11 @@
-"""The plain tables of a catalog and the four primitives every adapter supplies for them.
+"""The plain tables of a catalog and the six primitives every adapter supplies for them.
 
 A plain table holds records of one dataclass, a row (SQLite) or document (MongoDB) each, mapped from the
 dataclass's fields (`app.store.rows`); its `key` field is the primary key (MongoDB's `_id`). The nouns built
-on these primitives (accounts, the fleet, what is saved by name) are written once, above the adapters;
-the catalog of images and the job queue, whose queries each database answers in its own way, are not
-plain tables.
+on these primitives (accounts, the job queue, search elements, the fleet, what is saved by name) are written
+once, above the adapters. Images are read and changed field by field through them too, but each adapter
+adds, replaces, searches and removes them itself (their dates, cells and keyword counts are kept beside
+them in each database's own way), as it answers upload reservations' sums.
 
 Conditions (`Where`) name fields: a value (None for null) must be equal; a `Cond` compares.
 """
