@@ -22,7 +22,7 @@ from app.store.records import (
     UploadHolder,
     Usage,
 )
-from app.store.tables import IMAGES, LOCATIONS, Change, above, chunks, one_of
+from app.store.tables import IMAGES, KEYWORDS, LOCATIONS, Change, above, chunks, one_of
 
 
 class Store(Accounts, Named, Fleet, JobQueue, SearchElements):
@@ -136,9 +136,10 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements):
     async def indexed_keywords(self) -> list[str]:
         """The header keywords that have a search index now."""
 
-    @abstractmethod
     async def keyword_counts(self) -> dict[str, int]:
         """Every header keyword present in the catalog and how many images have it."""
+        counts = await self._select(KEYWORDS, {"images": above(0)}, order=["keyword"])
+        return {count.keyword: count.images for count in counts}
 
     @abstractmethod
     async def distinct_values(self, keywords: Sequence[str], query: Query | None = None, *,

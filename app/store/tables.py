@@ -55,6 +55,12 @@ class LoginFailure:
 
 
 @dataclass(frozen=True)
+class KeywordCount:
+    keyword: str
+    images: int  # how many catalogued images have it (kept by each adapter as images come and go)
+
+
+@dataclass(frozen=True)
 class Setting:
     name: str
     value: str  # JSON
@@ -73,6 +79,7 @@ ELEMENTS = Table("search_elements", SearchElement, "id")
 # read and changed field by field here; added, replaced and searched by each adapter
 IMAGES = Table("images", ImageRecord, "id")
 LOCATIONS = Table("image_locations", ImageLocation, None)
+KEYWORDS = Table("header_keywords", KeywordCount, "keyword")
 
 
 @dataclass(frozen=True)

@@ -239,10 +239,6 @@ class MongoCatalog(MongoBase):
         return sorted(keyword for keyword in map(keyword_of_index, await self._index_names())
                       if keyword is not None)
 
-    async def keyword_counts(self) -> dict[str, int]:
-        return {doc["_id"]: int(doc["images"]) async for doc in
-                self._c("header_keywords").find({"images": {"$gt": 0}}).sort("_id", 1)}
-
     async def distinct_values(self, keywords: Sequence[str], query: Query | None = None, *,
                               prefix: str = "", anywhere: bool = False,
                               limit: int = 20) -> list[tuple[Scalar, int]]:

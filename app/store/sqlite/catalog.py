@@ -288,14 +288,6 @@ class SQLiteCatalog(SQLiteBase):
 
         return await self._run(select)
 
-    async def keyword_counts(self) -> dict[str, int]:
-        def select() -> dict[str, int]:
-            rows = self.db.execute("SELECT keyword, images FROM header_keywords WHERE images > 0 "
-                                   "ORDER BY keyword")
-            return {row[0]: row[1] for row in rows}
-
-        return await self._run(select)
-
     async def distinct_values(self, keywords: Sequence[str], query: Query | None = None, *,
                               prefix: str = "", anywhere: bool = False,
                               limit: int = 20) -> list[tuple[Scalar, int]]:
