@@ -22,7 +22,7 @@ from app.store.records import (
     UploadHolder,
     Usage,
 )
-from app.store.tables import IMAGES, KEYWORDS, LOCATIONS, Change, above, chunks, one_of
+from app.store.tables import IMAGES, JOBS, KEYWORDS, LOCATIONS, Change, Table, above, chunks, one_of
 
 
 class Store(Accounts, Named, Fleet, JobQueue, SearchElements):
@@ -64,10 +64,10 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements):
         in HDU order."""
         return await self._select(IMAGES, {"sha256": sha256}, order=["hdu"])
 
-    @abstractmethod
     async def catalogued_checksums(self, sha256s: Sequence[str]) -> set[str]:
         """Those of these contents that are catalogued, whoever owns them (a batch's files checked at
         once: app/ingest/catalogue.py)."""
+        return {sha256 for sha256, in await self._plucked_in(IMAGES, ["sha256"], "sha256", sha256s)}
 
     # where each image's content was found: `add_images` records each image's own path
     @abstractmethod
@@ -100,11 +100,12 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements):
         "at least that many"), which bounds the cost of counting a broad search in a large catalog."""
 
     # jobs (the queue itself: app.store.queue)
-    @abstractmethod
     async def job_states(self, job_ids: Sequence[str]) -> dict[str, tuple[JobState, bool]]:
         """By id, each of those jobs' state and whether it has catalogued images (a harvested job's, or
         one's whose pyramids are being built): what a progress poll reads, without whole records. Jobs
         that do not exist are left out."""
+        found = await self._plucked_in(JOBS, ["id", "state", "image_ids"], "id", job_ids)
+        return {job_id: (state, bool(image_ids)) for job_id, state, image_ids in found}
 
     # images: permissions and removal
     async def set_visibility(self, image_ids: Sequence[str], visibility: str) -> None:
@@ -192,7 +193,10 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements):
         """Up to `limit` images whose id sorts after `after`, in id order."""
         return await self._select(IMAGES, {"id": above(after)}, order=["id"], limit=limit)
 
-    @abstractmethod
     async def existing_ids(self, kind: str, ids: Sequence[str]) -> set[str]:
         """Which of `ids` the catalog holds among its "images" or "jobs"."""
+        if kind not in ("images", "jobs"):
+            raise ValueError(f"no such kind of record: {kind!r}")
+        table: Table[Any] = IMAGES if kind == "images" else JOBS
+        return {found for found, in await self._plucked_in(table, ["id"], "id", ids)}
 

@@ -159,6 +159,10 @@ class Tables(ABC):
         then by key; `limit` of them from `offset` on."""
 
     @abstractmethod
+    async def _pluck(self, table: Table[Any], names: Sequence[str], where: Where) -> list[tuple[Any, ...]]:
+        """The values of the fields `names` of each record matching `where` (no whole records read)."""
+
+    @abstractmethod
     async def _apply(self, table: Table[Any], changes: Sequence[Change]) -> list[int]:
         """Make each change (atomically for each record it matches; SQLite makes them all in one
         transaction); how many records each matched."""
@@ -179,6 +183,14 @@ class Tables(ABC):
     async def _update(self, table: Table[Any], where: Where, values: Mapping[str, Any],
                       add: Mapping[str, int] | None = None) -> int:
         return (await self._apply(table, [Change(where, values, add or {})]))[0]
+
+    async def _plucked_in(self, table: Table[Any], names: Sequence[str], name: str,
+                          values: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """`_pluck` of the records whose field `name` is one of `values` (asked in chunks)."""
+        found: list[tuple[Any, ...]] = []
+        for chunk in chunks(values):
+            found += await self._pluck(table, names, {name: one_of(chunk)})
+        return found
 
     async def _one(self, table: Table[R], where: Where) -> R | None:
         found = await self._select(table, where, limit=1)

@@ -1,5 +1,5 @@
 """The catalog on MongoDB, its parts by noun (connection, migrations and the plain tables' primitives;
-catalog; job queue; upload reservations) put together here; the collections and their documents are
+catalog; upload reservations) put together here; the collections and their documents are
 described in `connection`. Accounts, the fleet and what is saved by name are written once above the adapters
 (`app.store.tables`)."""
 
@@ -8,11 +8,10 @@ from __future__ import annotations
 from app.store.mongo.catalog import MongoCatalog
 from app.store.mongo.connection import MIGRATIONS, MIN_SERVER, redacted, server_version, username_key
 from app.store.mongo.documents import image_doc, image_from_doc
-from app.store.mongo.jobs import MongoJobs
 from app.store.mongo.site import MongoSite
 
 
-class MongoStore(MongoCatalog, MongoJobs, MongoSite):
+class MongoStore(MongoCatalog, MongoSite):
     """`mongodb://[user:password@]host[:port]/dbname[?options]` (database `imagex` when none is named)."""
 
 

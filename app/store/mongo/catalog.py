@@ -140,9 +140,6 @@ class MongoCatalog(MongoBase):
         if sign < 0:
             await self._c("header_keywords").delete_many({"images": {"$lte": 0}})
 
-    async def catalogued_checksums(self, sha256s: Sequence[str]) -> set[str]:
-        return set(await self.images.distinct("sha256", {"sha256": {"$in": list(dict.fromkeys(sha256s))}}))
-
     async def find_images(self, query: Query | None = None, *, offset: int = 0,
                           limit: int = 50, order: Order | None = None) -> list[ImageRecord]:
         if limit <= 0:
@@ -250,11 +247,3 @@ class MongoCatalog(MongoBase):
                 counts[doc["_id"]] += int(doc["n"])
         ranked = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
         return ranked[:limit]
-
-    # copying a whole catalog ----------------------------------------------------------------------
-    async def existing_ids(self, kind: str, ids: Sequence[str]) -> set[str]:
-        collection = {"images": "images", "jobs": "jobs"}[kind]
-        return {doc["_id"] async for doc in self._c(collection).find({"_id": {"$in": list(ids)}}, {"_id": 1})}
-
-    async def count(self, collection: str) -> int:
-        return await self._c(collection).count_documents({})

@@ -264,6 +264,11 @@ class MongoBase(Store):
     def _record(self, table: Table[R], doc: Doc) -> R:
         return from_doc(table.record, doc, key=table.key)
 
+    async def _pluck(self, table: Table[Any], names: Sequence[str], where: Where) -> list[tuple[Any, ...]]:
+        fields = [_field(table, name) for name in names]
+        found = self._collection(table).find(_filter(table, where), {field: 1 for field in fields})
+        return [tuple(doc.get(field) for field in fields) async for doc in found]
+
     async def _apply(self, table: Table[Any], changes: Sequence[Change]) -> list[int]:
         collection = self._collection(table)
         return [int((await collection.update_many(_filter(table, change.where), _update(table, change))

@@ -1,16 +1,15 @@
 """The embedded catalog: one SQLite file, its parts by noun (connection, migrations and the plain tables'
-primitives; catalog; job queue; upload reservations), put together here. Accounts, the fleet and what is
+primitives; catalog; upload reservations), put together here. Accounts, the fleet and what is
 saved by name are written once above the adapters (`app.store.tables`)."""
 
 from __future__ import annotations
 
 from app.store.sqlite.catalog import SQLiteCatalog
 from app.store.sqlite.connection import MIGRATIONS, disk_full
-from app.store.sqlite.jobs import SQLiteJobs
 from app.store.sqlite.site import SQLiteSite
 
 
-class SQLiteStore(SQLiteCatalog, SQLiteJobs, SQLiteSite):
+class SQLiteStore(SQLiteCatalog, SQLiteSite):
     """`sqlite:///path/to/catalog.sqlite`."""
 
 

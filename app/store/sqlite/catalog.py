@@ -148,11 +148,6 @@ class SQLiteCatalog(SQLiteBase):
 
         return await self._run(replace)
 
-    async def catalogued_checksums(self, sha256s: Sequence[str]) -> set[str]:
-        rows = await self._rows_in("SELECT DISTINCT sha256 FROM images WHERE sha256 IN ({marks})",
-                                     list(dict.fromkeys(sha256s)))
-        return {row[0] for row in rows}
-
     async def add_locations(self, locations: Sequence[ImageLocation]) -> None:
         def insert() -> None:
             with transaction(self.db) as db:
@@ -298,12 +293,6 @@ class SQLiteCatalog(SQLiteBase):
                                              anywhere=anywhere)
 
         return await self._run(select)
-
-    # copying a whole catalog ----------------------------------------------------------------------
-    async def existing_ids(self, kind: str, ids: Sequence[str]) -> set[str]:
-        table = {"images": "images", "jobs": "jobs"}[kind]
-        rows = await self._rows_in(f"SELECT id FROM {table} WHERE id IN ({{marks}})", ids)
-        return {row[0] for row in rows}
 
 
 def _newest_first(order: Order | None) -> bool:

@@ -4,6 +4,7 @@ its migrations, and the transaction every write runs in."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import time
@@ -16,7 +17,7 @@ from app.exceptions import Conflict, DiskFull, StoreError
 from app.store import sqlsearch
 from app.store.base import Store
 from app.store.footprint import sky_matches_json
-from app.store.rows import column_values, from_row, insert_sql, names, to_row
+from app.store.rows import column_values, columns, from_row, insert_sql, names, to_row
 from app.store.tables import Change, Cond, Table, Where
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
@@ -217,6 +218,20 @@ class SQLiteBase(Store):
 
         def select() -> list[R]:
             return [from_row(table.record, row) for row in self.db.execute(sql, params)]
+
+        return await self._run(select)
+
+    async def _pluck(self, table: Table[Any], names: Sequence[str], where: Where) -> list[tuple[Any, ...]]:
+        clause, params = _where_sql(table, where)
+        kinds = dict(columns(table.record))
+        sql = f"SELECT {', '.join(names)} FROM {table.name}{clause}"
+
+        def value(name: str, stored: Any) -> Any:
+            return json.loads(stored) if kinds[name] == "json" and stored is not None else stored
+
+        def select() -> list[tuple[Any, ...]]:
+            return [tuple(value(name, stored) for name, stored in zip(names, row, strict=True))
+                    for row in self.db.execute(sql, params)]
 
         return await self._run(select)
 
