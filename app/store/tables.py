@@ -1,4 +1,4 @@
-"""The plain tables of a catalog and the six primitives every adapter supplies for them.
+"""The plain tables of a catalog and the primitives every adapter supplies for them.
 
 A plain table holds records of one dataclass, a row (SQLite) or document (MongoDB) each, mapped from the
 dataclass's fields (`app.store.rows`); its `key` field is the primary key (MongoDB's `_id`). The nouns built
