@@ -17,18 +17,17 @@ from app.store.records import (
     ImageLocation,
     ImageRecord,
     JobState,
-    QuotaCheck,
-    Reservation,
-    UploadHolder,
     Usage,
 )
 from app.store.tables import IMAGES, JOBS, KEYWORDS, LOCATIONS, Change, Table, above, chunks, one_of
+from app.store.uploads import Uploads
 
 
-class Store(Accounts, Named, Fleet, JobQueue, SearchElements):
-    """A catalog of images, with the job queue, the accounts, what is saved by name, the fleet and the search
-    elements (those five written once over the adapters' plain-table primitives, `app.store.tables`). Every
-    method is a coroutine and never blocks the loop."""
+class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
+    """A catalog of images, with the job queue, the accounts, what is saved by name, the fleet, the search
+    elements and upload reservations (written once over the adapters' plain-table primitives,
+    `app.store.tables`, but for the quota decision). Every method is a coroutine and never blocks the
+    loop."""
 
     @abstractmethod
     async def open(self) -> None:
@@ -148,33 +147,6 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements):
                               limit: int = 20) -> list[tuple[Scalar, int]]:
         """The values of any of `keywords` among the images matching `query` (starting with `prefix`, or
         holding it anywhere with `anywhere`, ignoring case), most frequent first, with their counts."""
-
-    # upload reservations
-    @abstractmethod
-    async def reserve_upload(self, reservation_id: str, owner: str, size: int, quota: int,
-                             ttl: float, *, used: int | None = None,
-                             holder: UploadHolder | None = None) -> QuotaCheck:
-        """Atomically (across processes) hold bytes for one upload of `owner` that has received `used`
-        bytes (default: `size`) and asks for `size`, replacing what this reservation held before, as
-        `QuotaCheck.decide` rules over the owner's catalogued bytes, their queued and running upload jobs
-        (options `size`) and their other unexpired reservations; the hold expires after `ttl` seconds
-        unless reserved again. `holder` is the process streaming the upload."""
-
-    @abstractmethod
-    async def release_upload(self, reservation_id: str) -> None: ...
-
-    @abstractmethod
-    async def charge_content(self, owner: str, sha256: str, size: int) -> None:
-        """Count content `sha256` as at least `size` bytes in `owner`'s quota (what a compressed upload
-        unfolds into) for as long as they hold an image of it; the larger of two charges stands."""
-
-    @abstractmethod
-    async def content_charges(self) -> list[tuple[str, str, int]]:
-        """Every charge as (owner, sha256, bytes), for `imagex migrate-store`."""
-
-    @abstractmethod
-    async def upload_reservations(self, owner: str | None = None) -> list[Reservation]:
-        """The unexpired reservations (of `owner`, or of everyone), oldest expiry first."""
 
     # copying a whole catalog (`imagex migrate-store`): records in id order, jobs written as they are
     def exists(self) -> bool:

@@ -55,6 +55,30 @@ class LoginFailure:
 
 
 @dataclass(frozen=True)
+class Charge:
+    """What a compressed upload unfolds into, charged to its owner while they hold an image of it."""
+
+    owner: str
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Held:
+    """An upload reservation as stored (`Reservation` is what the rest of ImageX reads)."""
+
+    id: str
+    owner: str
+    bytes: int
+    expires: float
+    used: int | None = None  # None: a reservation made before it was recorded (MongoDB)
+    host: str = ""
+    pid: int = 0
+    started: str = ""
+    created: float = 0.0
+
+
+@dataclass(frozen=True)
 class KeywordCount:
     keyword: str
     images: int  # how many catalogued images have it (kept by each adapter as images come and go)
@@ -80,6 +104,8 @@ ELEMENTS = Table("search_elements", SearchElement, "id")
 IMAGES = Table("images", ImageRecord, "id")
 LOCATIONS = Table("image_locations", ImageLocation, None)
 KEYWORDS = Table("header_keywords", KeywordCount, "keyword")
+CHARGES = Table("upload_charges", Charge, None)
+RESERVATIONS = Table("upload_reservations", Held, "id")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from app.store.mongo.connection import Doc, MongoBase
 from app.store.mongo.documents import (
     _charged,
 )
-from app.store.records import QuotaCheck, Reservation, UploadHolder, new_id
+from app.store.records import QuotaCheck, UploadHolder, new_id
 
 # how long one reservation may hold an owner's lock before another process may take it over (seconds)
 _LOCK_LEASE = 30.0
@@ -87,26 +87,3 @@ class MongoSite(MongoBase):
                     raise StoreError(f"the catalog lock {name!r} stayed busy for {_LOCK_WAIT:.0f} s"
                                      ) from None
                 await asyncio.sleep(0.005)
-
-    async def release_upload(self, reservation_id: str) -> None:
-        await self._c("upload_reservations").delete_one({"_id": reservation_id})
-
-    async def charge_content(self, owner: str, sha256: str, size: int) -> None:
-        await self._c("upload_charges").update_one({"owner": owner, "sha256": sha256},
-                                                   {"$max": {"bytes": size}}, upsert=True)
-
-    async def content_charges(self) -> list[tuple[str, str, int]]:
-        found = self._c("upload_charges").find({}, {"_id": 0}).sort([("owner", 1), ("sha256", 1)])
-        return [(doc["owner"], doc["sha256"], int(doc["bytes"])) async for doc in found]
-
-    async def upload_reservations(self, owner: str | None = None) -> list[Reservation]:
-        match: Doc = {"expires": {"$gte": self.now()}}
-        if owner is not None:
-            match["owner"] = owner
-        found = self._c("upload_reservations").find(match).sort([("expires", 1), ("_id", 1)])
-        return [Reservation(doc["_id"], doc["owner"], int(doc["bytes"]), int(doc.get("used") or doc["bytes"]),
-                            float(doc["expires"]), UploadHolder(str(doc.get("host", "")),
-                                                                int(doc.get("pid", 0)),
-                                                                str(doc.get("started", ""))),
-                            float(doc.get("created", 0.0)))
-                async for doc in found]

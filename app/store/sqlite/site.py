@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from app.store.records import QuotaCheck, Reservation, UploadHolder
+from app.store.records import QuotaCheck, UploadHolder
 from app.store.sqlite.connection import SQLiteBase, transaction
 
 
@@ -54,32 +52,3 @@ class SQLiteSite(SQLiteBase):
                 return check
 
         return await self._run(reserve)
-
-    async def release_upload(self, reservation_id: str) -> None:
-        await self._write("DELETE FROM upload_reservations WHERE id = ?", (reservation_id,))
-
-    async def charge_content(self, owner: str, sha256: str, size: int) -> None:
-        await self._write("INSERT INTO upload_charges (owner, sha256, bytes) VALUES (?, ?, ?) ON CONFLICT "
-                          "(owner, sha256) DO UPDATE SET bytes = max(bytes, excluded.bytes)",
-                          (owner, sha256, size))
-
-    async def content_charges(self) -> list[tuple[str, str, int]]:
-        def select() -> list[tuple[str, str, int]]:
-            rows = self.db.execute("SELECT owner, sha256, bytes FROM upload_charges ORDER BY owner, sha256")
-            return [(row["owner"], row["sha256"], int(row["bytes"])) for row in rows]
-
-        return await self._run(select)
-
-    async def upload_reservations(self, owner: str | None = None) -> list[Reservation]:
-        def select() -> list[Reservation]:
-            where = "expires >= ?"
-            args: list[Any] = [self.now()]
-            if owner is not None:
-                where += " AND owner = ?"
-                args.append(owner)
-            return [Reservation(row["id"], row["owner"], row["bytes"], row["used"], row["expires"],
-                                UploadHolder(row["host"], row["pid"], row["started"]), row["created"])
-                    for row in self.db.execute(f"SELECT * FROM upload_reservations WHERE {where} "
-                                               "ORDER BY expires, id", args)]
-
-        return await self._run(select)
