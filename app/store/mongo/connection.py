@@ -42,8 +42,6 @@ from app.store.tables import USERS, Change, Cond, Table, Where
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations" / "mongo"
 log = logging.getLogger(__name__)
-# ids asked for in one $in
-CHUNK = 1000
 Doc = dict[str, Any]
 R = TypeVar("R")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")

@@ -171,20 +171,6 @@ class SQLiteBase(Store):
         return isinstance(other, SQLiteBase) and other.path.resolve() == self.path.resolve()
 
     # helpers ---------------------------------------------------------------------------------------
-    async def _rows_in(self, sql: str, values: Sequence[Any]) -> list[sqlite3.Row]:
-        """The rows of `sql` (a query with one `IN ({marks})`) for every value, asked in chunks of 500
-        parameters (SQLite's limit on parameters is not to be met by a long list)."""
-        listed = list(values)
-
-        def select() -> list[sqlite3.Row]:
-            rows: list[sqlite3.Row] = []
-            for start in range(0, len(listed), 500):
-                chunk = listed[start:start + 500]
-                rows.extend(self.db.execute(sql.format(marks=", ".join("?" * len(chunk))), chunk))
-            return rows
-
-        return await self._run(select)
-
     async def _write(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> int:
         def write() -> int:
             with transaction(self.db) as db:
@@ -266,13 +252,6 @@ class SQLiteBase(Store):
     async def _delete(self, table: Table[Any], where: Where) -> int:
         clause, params = _where_sql(table, where)
         return await self._write(f"DELETE FROM {table.name}{clause}", params)
-
-    async def _write_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        def write() -> None:
-            with transaction(self.db) as db:
-                db.executemany(sql, rows)
-
-        await self._run(write)
 
 
 def _where_sql(table: Table[Any], where: Where) -> tuple[str, list[Any]]:
