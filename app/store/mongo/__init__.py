@@ -1,7 +1,6 @@
-"""The catalog on MongoDB, its parts by noun (connection, migrations and the plain tables' primitives;
-catalog; upload reservations) put together here; the collections and their documents are
-described in `connection`. Accounts, the fleet and what is saved by name are written once above the adapters
-(`app.store.tables`)."""
+"""The catalog on MongoDB, its parts (connection, migrations and the plain tables' primitives; the images;
+the quota decision of upload reservations) put together here; the collections and their documents are
+described in `connection`. Everything else is written once above the adapters (`app.store.tables`)."""
 
 from __future__ import annotations
 

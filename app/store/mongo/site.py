@@ -1,4 +1,5 @@
-"""The MongoDB catalog's site-wide state: the settings an administrator chose, and upload reservations."""
+"""The MongoDB catalog's quota decision for an upload, under a lock shared by every process (the rest of
+reservations: app/store/uploads.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The embedded catalog: one SQLite file, its parts by noun (connection, migrations and the plain tables'
-primitives; catalog; upload reservations), put together here. Accounts, the fleet and what is
-saved by name are written once above the adapters (`app.store.tables`)."""
+"""The embedded catalog: one SQLite file, its parts (connection, migrations and the plain tables' primitives;
+the images; the quota decision of upload reservations) put together here. Everything else is written once
+above the adapters (`app.store.tables`)."""
 
 from __future__ import annotations
 

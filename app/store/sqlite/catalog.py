@@ -1,4 +1,5 @@
-"""The SQLite catalog's images, named scalings and search elements (with the indexes that follow them)."""
+"""The SQLite catalog's images (their dates, cells and keyword counts beside them) and the indexes that follow
+the search elements."""
 
 from __future__ import annotations
 

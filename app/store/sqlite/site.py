@@ -1,4 +1,4 @@
-"""The SQLite catalog's site-wide state: the settings an administrator chose, and upload reservations."""
+"""The SQLite catalog's quota decision for an upload (the rest of reservations: app/store/uploads.py)."""
 
 from __future__ import annotations
 
