@@ -7,6 +7,7 @@ from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from app.exceptions import Conflict
 from app.store.accounts import Accounts
 from app.store.elements import SearchElements
 from app.store.fleet import Fleet
@@ -69,10 +70,17 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
         return {sha256 for sha256, in await self._plucked_in(IMAGES, ["sha256"], "sha256", sha256s)}
 
     # where each image's content was found: `add_images` records each image's own path
-    @abstractmethod
     async def add_locations(self, locations: Sequence[ImageLocation]) -> None:
         """Record more places where images' content was found; a place recorded already keeps its first
         time. Locations of images not in the catalog are ignored."""
+        try:
+            await self._insert(LOCATIONS, await self._catalogued(locations), skip_taken=True)
+        except Conflict:  # an image deleted meanwhile (SQLite's foreign key refused its location)
+            await self._insert(LOCATIONS, await self._catalogued(locations), skip_taken=True)
+
+    async def _catalogued(self, locations: Sequence[ImageLocation]) -> list[ImageLocation]:
+        present = await self.existing_ids("images", [location.image_id for location in locations])
+        return [location for location in locations if location.image_id in present]
 
     async def image_locations(self, image_ids: Sequence[str]) -> list[ImageLocation]:
         """The recorded locations of those images, by image id, then time, then path. Deleting an image

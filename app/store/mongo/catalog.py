@@ -32,7 +32,7 @@ from app.store.records import (
     index_name,
     keyword_of_index,
 )
-from app.store.tables import IMAGES, Table
+from app.store.tables import IMAGES, LOCATIONS, Table
 
 R = TypeVar("R")
 _IMAGE_PROJECTION = {"dates": 0, "cells": 0, "cells_version": 0, "dates_version": 0, "folded": 0}
@@ -108,7 +108,8 @@ class MongoCatalog(MongoBase):
                 raise Conflict(f"image already catalogued: {_first_error(error)}") from None
             raise StoreError(f"cannot catalog the images: {_first_error(error)}") from None
         await self._bump_keywords(Counter(key for image in images for key in image.header), 1)
-        await self._put_locations([ImageLocation(image.id, image.path, image.created) for image in images])
+        own = [ImageLocation(image.id, image.path, image.created) for image in images]
+        await self._insert(LOCATIONS, own, skip_taken=True)
 
     async def replace_image(self, image: ImageRecord, series: Sequence[dict[str, Any]]) -> bool:
         doc = image_doc(image)
@@ -119,18 +120,6 @@ class MongoCatalog(MongoBase):
         await self._bump_keywords(Counter(_decode_keys(old.get("header") or {}).keys()), -1)
         await self._bump_keywords(Counter(image.header), 1)
         return True
-
-    async def _put_locations(self, locations: Sequence[ImageLocation]) -> None:
-        if locations:
-            await self._c("image_locations").bulk_write([
-                UpdateOne({"image_id": location.image_id, "path": location.path},
-                          {"$setOnInsert": {"recorded": location.recorded}}, upsert=True)
-                for location in locations], ordered=False)
-
-    async def add_locations(self, locations: Sequence[ImageLocation]) -> None:
-        ids = list({location.image_id for location in locations})
-        present = {doc["_id"] async for doc in self.images.find({"_id": {"$in": ids}}, {"_id": 1})}
-        await self._put_locations([location for location in locations if location.image_id in present])
 
     async def _bump_keywords(self, counts: Counter[str], sign: int) -> None:
         if not counts:

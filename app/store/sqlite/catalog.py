@@ -15,7 +15,7 @@ from app.store import sqlsearch
 from app.store.dates import DATES_VERSION, header_dates
 from app.store.footprint import covered, footprint_cells
 from app.store.query import Order, Query, Scalar
-from app.store.records import ImageLocation, ImageRecord, SearchElement, Usage
+from app.store.records import ImageRecord, SearchElement, Usage
 from app.store.rows import dumps, from_row, insert_sql, names, to_row
 from app.store.sqlite.connection import SQLiteBase, transaction
 
@@ -148,16 +148,6 @@ class SQLiteCatalog(SQLiteBase):
                 return True
 
         return await self._run(replace)
-
-    async def add_locations(self, locations: Sequence[ImageLocation]) -> None:
-        def insert() -> None:
-            with transaction(self.db) as db:
-                db.executemany(
-                    "INSERT OR IGNORE INTO image_locations (image_id, path, recorded) "
-                    "SELECT id, ?, ? FROM images WHERE id = ?",
-                    [(location.path, location.recorded, location.image_id) for location in locations])
-
-        await self._run(insert)
 
     async def find_images(self, query: Query | None = None, *, offset: int = 0,
                           limit: int = 50, order: Order | None = None) -> list[ImageRecord]:
