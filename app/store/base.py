@@ -20,7 +20,18 @@ from app.store.records import (
     JobState,
     Usage,
 )
-from app.store.tables import IMAGES, JOBS, KEYWORDS, LOCATIONS, Change, Table, above, chunks, one_of
+from app.store.tables import (
+    APPLIED,
+    IMAGES,
+    JOBS,
+    KEYWORDS,
+    LOCATIONS,
+    Change,
+    Table,
+    above,
+    chunks,
+    one_of,
+)
 from app.store.uploads import Uploads
 
 
@@ -38,9 +49,10 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
     async def close(self) -> None:
         """Release connections; safe to call twice."""
 
-    @abstractmethod
     async def migration_version(self) -> int | None:
         """The newest migration applied to this catalog (None before any)."""
+        newest = await self._select(APPLIED, {}, order=["-version"], limit=1)
+        return newest[0].version if newest else None
 
     # images
     @abstractmethod

@@ -79,6 +79,13 @@ class Held:
 
 
 @dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    applied: float
+
+
+@dataclass(frozen=True)
 class KeywordCount:
     keyword: str
     images: int  # how many catalogued images have it (kept by each adapter as images come and go)
@@ -106,6 +113,7 @@ LOCATIONS = Table("image_locations", ImageLocation, None)
 KEYWORDS = Table("header_keywords", KeywordCount, "keyword")
 CHARGES = Table("upload_charges", Charge, None)
 RESERVATIONS = Table("upload_reservations", Held, "id")
+APPLIED = Table("schema_migrations", Migration, "version")
 
 
 @dataclass(frozen=True)

@@ -177,10 +177,6 @@ class MongoBase(Store):
             await client.close()
             raise
 
-    async def migration_version(self) -> int | None:
-        newest = await self._c("schema_migrations").find_one({}, {"_id": 1}, sort=[("_id", -1)])
-        return None if newest is None else int(newest["_id"])
-
     async def _migrate(self) -> None:
         done = {doc["_id"] async for doc in self._c("schema_migrations").find({}, {"_id": 1})}
         for script in sorted(MIGRATIONS.glob("[0-9]*.json")):

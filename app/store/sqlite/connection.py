@@ -153,13 +153,6 @@ class SQLiteBase(Store):
             self._db.close()
             self._db = None
 
-    async def migration_version(self) -> int | None:
-        def select() -> int | None:
-            row = self.db.execute("SELECT max(version) FROM schema_migrations").fetchone()
-            return None if row is None or row[0] is None else int(row[0])
-
-        return await self._run(select)
-
     # where the catalog is ---------------------------------------------------------------------------
     def exists(self) -> bool:
         return self.path.is_file()
