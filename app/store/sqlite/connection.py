@@ -224,7 +224,8 @@ class SQLiteBase(Store):
     async def _claim(self, table: Table[R], where: Where, order: Sequence[str], change: Change) -> R | None:
         clause, params = _where_sql(table, where)
         sql, values = _update_sql(table, change)
-        sql += f" WHERE rowid = (SELECT rowid FROM {table.name}{clause}{_order_sql(table, order)} LIMIT 1)"
+        row = table.key or "rowid"  # a table without a key of its own has a rowid
+        sql += f" WHERE {row} = (SELECT {row} FROM {table.name}{clause}{_order_sql(table, order)} LIMIT 1)"
 
         def claim() -> R | None:
             with transaction(self.db) as db:
