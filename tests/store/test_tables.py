@@ -62,6 +62,7 @@ async def test_conditions_order_and_pages(any_store):
     assert await keys({"key": starting("user:a")}, order=["-at"]) == [
         "user:ab@1", "user:a%_(x)*@2", "user:a%_(x)*@1"]
     assert await keys({}, order=["-at"], offset=1, limit=2) == ["user:ab@1", "user:a%_(x)*@2"]
+    assert await keys({}, order=["at"], offset=3) == ["addr:1"]
     assert await keys({"key": "addr:1", "at": 4.0}) == ["addr:1"]
     assert await store._count(LOGIN_FAILURES, {"at": above(1.0)}, by="key") == {
         "user:a%_(x)*@2": 1, "user:ab@1": 1, "addr:1": 1}

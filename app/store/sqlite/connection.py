@@ -174,6 +174,8 @@ class SQLiteBase(Store):
     # plain tables (app.store.tables) ---------------------------------------------------------------
     async def _insert(self, table: Table[R], records: Sequence[R], *, replace: bool = False,
                       skip_taken: bool = False, taken: str = "") -> int:
+        if not records:
+            return 0
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE" if skip_taken else "INSERT"
         sql = insert_sql(table.name, names(table.record), verb=verb)
 
@@ -192,8 +194,8 @@ class SQLiteBase(Store):
                       limit: int | None = None) -> list[R]:
         clause, params = _where_sql(table, where)
         sql = f"SELECT * FROM {table.name}{clause}{_order_sql(table, order)}"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
+        if limit is not None or offset:
+            sql += f" LIMIT {-1 if limit is None else int(limit)} OFFSET {int(offset)}"
 
         def select() -> list[R]:
             return [from_row(table.record, row) for row in self.db.execute(sql, params)]
@@ -224,8 +226,8 @@ class SQLiteBase(Store):
     async def _claim(self, table: Table[R], where: Where, order: Sequence[str], change: Change) -> R | None:
         clause, params = _where_sql(table, where)
         sql, values = _update_sql(table, change)
-        row = table.key or "rowid"  # a table without a key of its own has a rowid
-        sql += f" WHERE {row} = (SELECT {row} FROM {table.name}{clause}{_order_sql(table, order)} LIMIT 1)"
+        pick = table.key or "rowid"  # a table without a key of its own has a rowid
+        sql += f" WHERE {pick} = (SELECT {pick} FROM {table.name}{clause}{_order_sql(table, order)} LIMIT 1)"
 
         def claim() -> R | None:
             with transaction(self.db) as db:
