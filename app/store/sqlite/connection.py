@@ -230,6 +230,9 @@ class SQLiteBase(Store):
         sql += f" WHERE {pick} = (SELECT {pick} FROM {table.name}{clause}{_order_sql(table, order)} LIMIT 1)"
 
         def claim() -> R | None:
+            # nothing to take (an idle runner's poll): answered by a read, without the write lock
+            if self.db.execute(f"SELECT 1 FROM {table.name}{clause} LIMIT 1", params).fetchone() is None:
+                return None
             with transaction(self.db) as db:
                 row = db.execute(sql + " RETURNING *", [*values, *params]).fetchone()
             return None if row is None else from_row(table.record, row)
