@@ -55,11 +55,14 @@ class JobRunner:
         self.claims = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Claim and run jobs until `stop` is set; an empty queue is polled every second."""
+        """Claim and run jobs until `stop` is set. An empty queue is polled every second for other
+        processes' jobs; a job queued (or given back) through this process's store is taken at once."""
         await asyncio.gather(*(self._loop(stop) for _ in range(self.concurrency)))
 
     async def _loop(self, stop: asyncio.Event) -> None:
+        store = self.archive.store
         while not stop.is_set():
+            seen = store.queue_version()
             try:
                 ran = await self.run_one()
             except Exception as error:  # the store is unreachable, say; keep serving and retry
@@ -67,8 +70,13 @@ class JobRunner:
                 log.exception("job runner: claiming a job failed")
                 ran = False
             if not ran:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), IDLE_POLL)
+                waits = [asyncio.ensure_future(stop.wait()),
+                         asyncio.ensure_future(store.queue_changed(seen, IDLE_POLL))]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for wait in waits:
+                        wait.cancel()
 
     async def run_one(self) -> bool:
         """Claim one job and run it; False when the queue had nothing to take."""

@@ -4,6 +4,7 @@ the same job (the runner: app/ingest/jobs.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -15,6 +16,41 @@ _QUEUED = {"state": "queued", "worker": "", "lease_until": 0.0}
 
 
 class JobQueue(Tables):
+    """The queue; besides, a signal within this process: runners and waiters here hear at once of a job
+    queued, given back, asked for or finished through this store (other processes' changes are polled)."""
+
+    _queue_changes = 0
+    _queue_waiters: set[asyncio.Future[None]] | None = None
+
+    def queue_version(self) -> int:
+        """How many changes to the queue this store has made (what `queue_changed` waits beyond)."""
+        return self._queue_changes
+
+    async def queue_changed(self, since: int, timeout: float) -> bool:
+        """Wait until this store has changed the queue after `queue_version()` was `since`, at most `timeout`
+        seconds; whether it did."""
+        if self._queue_changes != since:
+            return True
+        if self._queue_waiters is None:
+            self._queue_waiters = set()
+        waiter = asyncio.get_running_loop().create_future()
+        self._queue_waiters.add(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._queue_waiters.discard(waiter)
+
+    def _queue_touched(self, changed: bool = True) -> None:
+        if not changed:
+            return
+        self._queue_changes += 1
+        for waiter in self._queue_waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
     async def enqueue(self, jobs: Iterable[NewJob], *, retry_failed: bool = True) -> list[JobRecord]:
         """Queue each job unless one with the same key exists; return the job for every key, new or old.
         A failed job for the same key is queued again when `retry_failed`."""
@@ -30,6 +66,7 @@ class JobQueue(Tables):
                                             {**_QUEUED, "error": "", "updated": stamp})
                                      for keys in chunks([job.key for job in listed])])
         found = {job.key: job for job in await self.jobs_with_keys([job.key for job in listed])}
+        self._queue_touched(bool(listed))
         return [found[job.key] for job in listed]
 
     async def claim_job(self, worker: str, lease: float, *,
@@ -73,7 +110,8 @@ class JobQueue(Tables):
     async def prioritize_job(self, job_id: str) -> bool:
         """Put a harvested job before every other (its image was opened while its pyramids were still to
         be built); False when it is not harvested (built already, running, or gone)."""
-        return await self._update(JOBS, {"id": job_id, "state": "harvested"}, {"priority": self.now()}) == 1
+        return self._told(await self._update(JOBS, {"id": job_id, "state": "harvested"},
+                                             {"priority": self.now()}))
 
     async def renew_lease(self, job_id: str, worker: str, lease: float) -> bool:
         """Extend the lease; False when the job is no longer this worker's."""
@@ -83,8 +121,8 @@ class JobQueue(Tables):
                          note: str = "", image_ids: Sequence[str] = ()) -> bool:
         """Record the outcome (done, failed, or harvested: claimed again later to build the pyramids);
         False when the job is no longer this worker's (it was taken again)."""
-        return await self._update(JOBS, _running(job_id, worker), _finished(state, error, note, image_ids,
-                                                                            self.now())) == 1
+        return self._told(await self._update(JOBS, _running(job_id, worker),
+                                             _finished(state, error, note, image_ids, self.now())))
 
     async def finish_jobs(self, finished: Mapping[str, Sequence[str]], worker: str, *,
                           state: JobState) -> set[str]:
@@ -94,16 +132,22 @@ class JobQueue(Tables):
         matched = await self._apply(JOBS, [Change(_running(job_id, worker),
                                                   _finished(state, "", "", image_ids, stamp))
                                            for job_id, image_ids in finished.items()])
+        self._queue_touched(any(matched))
         return {job_id for job_id, count in zip(finished, matched, strict=True) if count == 1}
 
     async def release_job(self, job_id: str, worker: str) -> bool:
         """Give a running job back to the queue (its claimer is stopping); False if it was not ours."""
-        return await self._update(JOBS, _running(job_id, worker), {**_QUEUED, "updated": self.now()}) == 1
+        return self._told(await self._update(JOBS, _running(job_id, worker),
+                                             {**_QUEUED, "updated": self.now()}))
 
     async def requeue_job(self, job_id: str) -> bool:
         """Queue a failed job again (the monitor's retry button); False unless it had failed."""
-        return await self._update(JOBS, {"id": job_id, "state": "failed"},
-                                  {**_QUEUED, "error": "", "updated": self.now()}) == 1
+        return self._told(await self._update(JOBS, {"id": job_id, "state": "failed"},
+                                             {**_QUEUED, "error": "", "updated": self.now()}))
+
+    def _told(self, changed: int) -> bool:
+        self._queue_touched(changed == 1)
+        return changed == 1
 
     async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
         return await self._select_in(JOBS, "id", job_ids)

@@ -303,6 +303,51 @@ async def test_runner_runs_good_and_bad_files_to_an_outcome(archive, write_fits,
     assert stop.is_set()
 
 
+async def test_the_queue_tells_this_process_of_its_changes(store):
+    """What an idle runner waits on: every job queued, asked for, given back or finished through this store
+    moves the queue's version on and wakes whoever waits beyond the version they saw."""
+    seen = store.queue_version()
+    assert await store.queue_changed(seen, 0.01) is False  # nothing happened: the wait runs out
+    waiting = asyncio.create_task(store.queue_changed(seen, 600))
+    await asyncio.sleep(0)
+    [job] = await store.enqueue(new_jobs(1))
+    assert await asyncio.wait_for(waiting, 10) is True
+    after_enqueue = store.queue_version()
+    assert after_enqueue != seen and await store.queue_changed(seen, 600) is True  # no wait: changed already
+    claimed = await store.claim_job("w", 60)
+    assert claimed is not None and store.queue_version() == after_enqueue  # a claim is nothing to take
+    assert await store.release_job(job.id, "w")
+    released = store.queue_version()
+    assert released != after_enqueue
+    assert not await store.release_job(job.id, "w") and store.queue_version() == released  # nothing changed
+    await claim_and_finish(store, "w", "failed", "bad")
+    assert store.queue_version() != released
+    finished = store.queue_version()
+    assert await store.requeue_job(job.id) and store.queue_version() != finished
+
+
+async def test_an_idle_runner_takes_a_job_queued_in_its_process_at_once(archive, write_fits, monkeypatch):
+    """Queued through the same store (an upload, the watcher), a job is taken without waiting for the idle
+    poll, which only looks for other processes' jobs."""
+    monkeypatch.setattr("app.ingest.jobs.IDLE_POLL", 3600.0)
+    runner = JobRunner(archive, concurrency=2, role="test")
+    stop = asyncio.Event()
+    running = asyncio.create_task(runner.run(stop))
+    try:
+        while runner.claims < 2:  # both loops found the queue empty and went idle
+            await asyncio.sleep(0.01)
+        [job] = await archive.store.enqueue([job_for(write_fits("late.fits", size=64))])
+        deadline = time.monotonic() + 120  # the idle poll would take an hour
+        while (await archive.store.get_jobs([job.id]))[0].state not in ("done", "failed"):
+            assert not running.done() and time.monotonic() < deadline, "the runner did not wake"
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 30)
+    [final] = await archive.store.get_jobs([job.id])
+    assert final.state == "done", final.error
+
+
 async def test_runner_renews_its_lease_while_the_job_waits(tmp_path, pool, write_fits):
     """A job that takes several lease periods (here it waits for a busy pool) stays with its runner."""
     settings = Settings.load(environ={}, hips=False, data=str(tmp_path / "var"), workers=2, job_lease=0.3)
