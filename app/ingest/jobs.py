@@ -236,7 +236,9 @@ async def wait_for(archive: Archive, job_ids: Sequence[str], stop: asyncio.Event
     wanted = list(dict.fromkeys(job_ids))
     states: dict[str, tuple[JobState, bool]] = {}
     pending = wanted
+    loop = asyncio.get_running_loop()
     while True:
+        seen = archive.store.queue_version()
         states.update(await archive.store.job_states(pending))
         progress({job_id: states[job_id] for job_id in wanted if job_id in states})
         pending = [job_id for job_id in wanted if job_id in states and states[job_id][0] not in FINISHED]
@@ -244,4 +246,9 @@ async def wait_for(archive: Archive, job_ids: Sequence[str], stop: asyncio.Event
             stop.set()
             found = {job.id: job for job in await archive.store.get_jobs(wanted)}
             return [found[job_id] for job_id in wanted if job_id in found]
-        await asyncio.sleep(max(poll, POLL_PER_JOB * len(pending)))
+        # a job finished by this process's runners is seen at once, yet the reads (each of every job still
+        # pending) come no oftener than `POLL_PER_JOB` a job apart
+        spacing = POLL_PER_JOB * len(pending)
+        started = loop.time()
+        if await archive.store.queue_changed(seen, max(poll, spacing)):
+            await asyncio.sleep(max(0.0, spacing - (loop.time() - started)))

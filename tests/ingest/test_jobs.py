@@ -348,6 +348,18 @@ async def test_an_idle_runner_takes_a_job_queued_in_its_process_at_once(archive,
     assert final.state == "done", final.error
 
 
+async def test_waiting_for_jobs_run_in_this_process_ends_when_they_do(archive, write_fits):
+    """`imagex ingest` waits for its jobs: those its own runner finishes are seen at once, not at the next
+    poll (here an hour away)."""
+    jobs = await archive.store.enqueue([job_for(write_fits(f"f{n}.fits", size=64)) for n in range(2)])
+    stop = asyncio.Event()
+    running = asyncio.create_task(JobRunner(archive, concurrency=2, role="test").run(stop))
+    final = await asyncio.wait_for(wait_for(archive, [job.id for job in jobs], stop, lambda now: None,
+                                            poll=3600), 120)
+    await asyncio.wait_for(running, 30)
+    assert [job.state for job in final] == ["done", "done"], [job.error for job in final]
+
+
 async def test_runner_renews_its_lease_while_the_job_waits(tmp_path, pool, write_fits):
     """A job that takes several lease periods (here it waits for a busy pool) stays with its runner."""
     settings = Settings.load(environ={}, hips=False, data=str(tmp_path / "var"), workers=2, job_lease=0.3)
