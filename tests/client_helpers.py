@@ -16,7 +16,7 @@ from astropy.wcs import WCS
 from app.archive import Archive
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.settings import Settings
-from tests.browser.conftest import imagex_serve
+from tests.browser.server_helpers import imagex_serve
 from tests.processes import free_port
 
 SIZE = 64

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.healthcheck import health_url
-from tests.browser.conftest import imagex_serve
+from tests.browser.server_helpers import imagex_serve
 from tests.processes import free_port
 
 

@@ -86,3 +86,17 @@ def test_a_page_routes_import_no_other_page_routes():
         if others:
             wrong[path.name] = sorted(others)
     assert wrong == {}
+
+
+def test_tests_take_their_helpers_from_modules_not_from_conftests():
+    """pytest loads a conftest by itself (and may load it under another name): a helper a test module
+    imports lives in a helpers module beside it, the conftest holding only fixtures and hooks."""
+    tests = Path(__file__).resolve().parent
+    importers = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            modules = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                       else [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            if any(module.split(".")[-1] == "conftest" for module in modules):
+                importers.append(str(path.relative_to(tests)))
+    assert importers == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.browser.conftest import Server
+from tests.browser.server_helpers import Server
 
 
 def admin_password(server: Server) -> str:

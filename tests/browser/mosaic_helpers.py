@@ -19,7 +19,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
-from tests.browser.conftest import BIN, imagex_serve
+from tests.browser.server_helpers import BIN, imagex_serve
 from tests.processes import free_port
 
 STAR = SkyCoord(FIELD_RA + 0.010, FIELD_DEC + 0.008, unit="deg")  # in all three images

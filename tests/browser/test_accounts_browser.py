@@ -12,7 +12,7 @@ from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from tests.browser.accounts_helpers import admin_password, log_in
-from tests.browser.conftest import BIN, Server
+from tests.browser.server_helpers import BIN, Server
 
 pytestmark = pytest.mark.browser
 NEWCOMER_PASSWORD = "a long new password"

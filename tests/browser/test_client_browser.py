@@ -12,8 +12,8 @@ import pytest
 
 from app.client import Client
 from app.notebook import show
-from tests.browser.conftest import screenshot
 from tests.browser.embed_helpers import FRAME_LOADED, notebook_page, other_site
+from tests.browser.server_helpers import screenshot
 from tests.browser.viewer_helpers import Recorder
 from tests.client_helpers import Served, field, serving
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import SIZE, Server
+from tests.browser.server_helpers import SIZE, Server
 from tests.browser.viewer_helpers import FULLY_LOADED, open_viewer
 
 pytestmark = pytest.mark.browser

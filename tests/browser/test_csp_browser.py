@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.browser.accounts_helpers import admin_password, log_in
-from tests.browser.conftest import Server
+from tests.browser.server_helpers import Server
 
 pytestmark = pytest.mark.browser
 

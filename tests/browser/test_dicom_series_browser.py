@@ -11,8 +11,8 @@ import pydicom
 import pytest
 
 from app.samples_fields import ct_series
-from tests.browser.conftest import Server, ingest_and_serve, screenshot
 from tests.browser.planes_helpers import ITEM_RECT, shows
+from tests.browser.server_helpers import Server, ingest_and_serve, screenshot
 from tests.browser.viewer_helpers import FULLY_LOADED, Recorder
 from tests.ingest.ingest_helpers import value_at
 

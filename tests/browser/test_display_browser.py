@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.browser.conftest import Server, screenshot
 from tests.browser.display_helpers import LOW_FILLED, controls, display_specs, query, shows
+from tests.browser.server_helpers import Server, screenshot
 from tests.browser.viewer_helpers import Recorder, assert_tiles_ok, open_viewer, viewer_pixels
 
 pytestmark = pytest.mark.browser

@@ -10,10 +10,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.browser.conftest import Server, ingest_and_serve, screenshot
 from tests.browser.embed_helpers import FRAME_LOADED, other_site
 from tests.browser.mosaic_helpers import FIELDS, Served, serving
 from tests.browser.planes_helpers import PLANES, bright_quarter, play_until, shows, write_cube
+from tests.browser.server_helpers import Server, ingest_and_serve, screenshot
 from tests.browser.viewer_helpers import Recorder
 
 pytestmark = pytest.mark.browser

@@ -18,7 +18,7 @@ import pytest
 from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
-from tests.browser.conftest import BIN, imagex_serve
+from tests.browser.server_helpers import BIN, imagex_serve
 from tests.processes import free_port
 
 pytestmark = pytest.mark.browser

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from pyproj import Transformer
 
-from tests.browser.conftest import ingest_and_serve, screenshot
+from tests.browser.server_helpers import ingest_and_serve, screenshot
 from tests.browser.viewer_helpers import FULLY_LOADED, Recorder, move_to_image_pixel
 
 pytestmark = pytest.mark.browser

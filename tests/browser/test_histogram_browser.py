@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.browser.conftest import Server
 from tests.browser.display_helpers import LOW_FILLED, controls, display_specs, query, shows
+from tests.browser.server_helpers import Server
 from tests.browser.viewer_helpers import assert_tiles_ok, open_viewer, viewer_pixels
 
 pytestmark = pytest.mark.browser

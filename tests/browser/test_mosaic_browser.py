@@ -19,8 +19,8 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
-from tests.browser.conftest import BIN, imagex_serve, screenshot
 from tests.browser.mosaic_helpers import ALL_LOADED, FIELDS, STAR, Served, brightest, ingest_files, serving
+from tests.browser.server_helpers import BIN, imagex_serve, screenshot
 from tests.browser.viewer_helpers import SKY_TEXT, sky_text
 from tests.processes import free_port
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.browser.conftest import imagex_serve
 from tests.browser.mosaic_helpers import ALL_LOADED, brightest, ingest_files
+from tests.browser.server_helpers import imagex_serve
 from tests.processes import free_port
 from tests.routes.mosaic_helpers import drizzled_header, flt_header, star_positions, write
 

@@ -15,7 +15,7 @@ import pytest
 from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
-from tests.browser.conftest import Server, ingest_and_serve
+from tests.browser.server_helpers import Server, ingest_and_serve
 from tests.browser.viewer_helpers import FULLY_LOADED
 
 pytestmark = pytest.mark.browser

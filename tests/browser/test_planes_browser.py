@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.browser.conftest import Server, ingest_and_serve, screenshot
 from tests.browser.planes_helpers import ITEM_RECT, PLANES, bright_quarter, play_until, shows, write_cube
+from tests.browser.server_helpers import Server, ingest_and_serve, screenshot
 from tests.browser.viewer_helpers import FULLY_LOADED, Recorder
 
 pytestmark = pytest.mark.browser

@@ -18,7 +18,7 @@ from astropy.io import fits
 from astropy.wcs import WCS, Sip
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
-from tests.browser.conftest import SIZE, Server, ingest_and_serve, screenshot
+from tests.browser.server_helpers import SIZE, Server, ingest_and_serve, screenshot
 from tests.browser.viewer_helpers import (
     FULLY_LOADED,
     SKY_TEXT,

@@ -12,7 +12,7 @@ from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from tests.browser.accounts_helpers import admin_password, log_in
-from tests.browser.conftest import BIN, Server, screenshot
+from tests.browser.server_helpers import BIN, Server, screenshot
 
 pytestmark = pytest.mark.browser
 DATED = {"a.fits": {"DATE-OBS": "2026-01-05T03:00:00", "OBJECT": "Alpha"},

@@ -18,7 +18,7 @@ from astropy.io import fits
 from app.samples import celestial_wcs
 from app.search.elements import element_from
 from app.store import open_store
-from tests.browser.conftest import Server, ingest_and_serve, screenshot
+from tests.browser.server_helpers import Server, ingest_and_serve, screenshot
 
 pytestmark = pytest.mark.browser
 

@@ -18,8 +18,8 @@ from app.ingest.pipeline import run_job
 from app.ingest.scan import job_for
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.settings import Settings
-from tests.browser.conftest import imagex_serve
 from tests.browser.mosaic_helpers import ALL_LOADED
+from tests.browser.server_helpers import imagex_serve
 from tests.browser.viewer_helpers import FULLY_LOADED, WATCH_VIEWER, Recorder
 from tests.processes import free_port
 

@@ -12,7 +12,7 @@ from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from tests.browser.accounts_helpers import admin_password, log_in
-from tests.browser.conftest import Server
+from tests.browser.server_helpers import Server
 from tests.browser.viewer_helpers import FULLY_LOADED
 
 pytestmark = pytest.mark.browser

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from tests.browser.conftest import SIZE, Server
+from tests.browser.server_helpers import SIZE, Server
 from tests.browser.viewer_helpers import (
     FULLY_LOADED,
     assert_tiles_ok,

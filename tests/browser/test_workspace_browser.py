@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.browser.conftest import Server, ingest_and_serve, screenshot
 from tests.browser.planes_helpers import write_cube
+from tests.browser.server_helpers import Server, ingest_and_serve, screenshot
 from tests.browser.viewer_helpers import FULLY_LOADED
 
 pytestmark = pytest.mark.browser

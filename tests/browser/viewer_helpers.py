@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pyvips
 
-from tests.browser.conftest import SIZE, Server
+from tests.browser.server_helpers import SIZE, Server
 from tests.cli_helpers import image_folder
 
 TILE = re.compile(r"/tiles/(?P<id>[A-Za-z0-9]+)/(?P<token>[^/]+)/image_files/(?P<level>\d+)/\d+_\d+\.jpeg$")

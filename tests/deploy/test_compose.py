@@ -26,18 +26,16 @@ import pytest
 from astropy.io import fits
 
 from app.samples import celestial_wcs
-from tests.deploy.conftest import (
+from tests.deploy.deploy_helpers import (
     FIGURES,
     REPO,
     RUN,
-    Bases,
     Container,
-    Engine,
     first_admin_password,
     json_of,
     log_in,
 )
-from tests.deploy.engine import compose_command
+from tests.deploy.engine import Bases, Engine, compose_command
 from tests.processes import free_port
 
 pytestmark = pytest.mark.docker

@@ -13,16 +13,16 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.conftest import (
+from tests.deploy.deploy_helpers import (
     FIGURES,
     RUN,
     Container,
-    Engine,
     first_admin_password,
     json_of,
     log_in,
     run_container,
 )
+from tests.deploy.engine import Engine
 
 pytestmark = pytest.mark.docker
 VOLUME = f"imagex-test-data-{RUN}"

@@ -26,7 +26,7 @@ from app.archive import Archive
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.settings import Settings
 from app.tiles import pyramid
-from tests.browser.conftest import imagex_serve
+from tests.browser.server_helpers import imagex_serve
 from tests.deploy import nginx
 from tests.processes import free_port
 

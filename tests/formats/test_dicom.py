@@ -26,7 +26,7 @@ from app.search.compile import compile_search
 from app.search.elements import element_from
 from app.site_policy import SITE_SETTINGS, Site
 from app.store.query import DateRange
-from tests.formats.conftest import full_picture
+from tests.formats.format_helpers import full_picture
 from tests.helpers import csrf_of, ingest, log_in
 
 

@@ -21,7 +21,7 @@ from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.sky.wcs import celestial_wcs as stored_wcs
 from app.store.query import Compare
 from app.tiles import pyramid
-from tests.formats.conftest import deepest_level, full_picture
+from tests.formats.format_helpers import deepest_level, full_picture
 from tests.helpers import ingest
 
 ABSENT = object()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from app.formats import RasterReader
-from tests.formats.conftest import full_picture, gradient_rgb
+from tests.formats.format_helpers import full_picture, gradient_rgb
 from tests.helpers import ingest
 
 RAMP16 = np.tile(np.linspace(0, 60000, 120).astype(np.uint16), (80, 1))  # dark left, bright right

@@ -14,7 +14,7 @@ import pytest
 
 from app.exceptions import FormatError, UnsupportedFormat
 from app.formats import FitsReader, RasterReader, is_candidate, sniff
-from tests.formats.conftest import gradient_rgb
+from tests.formats.format_helpers import gradient_rgb
 from tests.helpers import ingest
 
 GREY16 = (np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) * 12)

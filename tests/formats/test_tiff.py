@@ -23,7 +23,7 @@ from app.sky.geographic import TOLERANCE_DEGREES
 from app.sky.grid import Grid, separation_arcsec, unit_vectors
 from app.tiles.pyramid import max_level
 from app.tiles.render import default_spec
-from tests.formats.conftest import full_picture
+from tests.formats.format_helpers import full_picture
 from tests.formats.tiff_files import DATA, UTM, ingest_one, physical, pixel_value, write_geotiff
 from tests.helpers import ingest
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.hips import geometry
-from tests.hips.conftest import SCALE
+from tests.hips.hips_helpers import SCALE
 
 ORDER = geometry.order_for_scale(SCALE)
 

@@ -16,7 +16,7 @@ from app.archive import Archive
 from app.hips.live import PUBLIC, REGISTERED, user_survey
 from app.site_policy import SITE_SETTINGS, Site
 from tests.helpers import csrf_of, ingest, log_in
-from tests.hips.conftest import survey_values, write_field
+from tests.hips.hips_helpers import survey_values, write_field
 
 PRIVATE_AT = (210.0, -30.0)
 PUBLIC_AT = (150.0, 2.0)

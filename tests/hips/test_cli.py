@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.hips.conftest import write_field
+from tests.hips.hips_helpers import write_field
 
 IMAGEX = Path(sys.executable).parent / "imagex"
 

@@ -18,7 +18,7 @@ from app.hips.projection import Positions, footprint_tiles, project, project_til
 from app.hips.survey import Sources
 from app.settings import Settings
 from tests.helpers import ingest
-from tests.hips.conftest import write_field
+from tests.hips.hips_helpers import write_field
 from tests.hips.survey_helpers import FIELDS, ORDER
 
 

@@ -15,7 +15,7 @@ from reproject.hips import hips_as_dask_array
 from app.archive import Archive
 from app.hips import geometry
 from tests.helpers import ingest
-from tests.hips.conftest import SCALE, SIZE, write_field
+from tests.hips.hips_helpers import SCALE, SIZE, write_field
 
 FIELDS = [(0.02, 0.0, 0.0), (10.0, 89.8, 0.0), (200.0, -60.0, -35.0)]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from app.archive import Archive
 from tests.helpers import ingest
-from tests.hips.conftest import write_field
+from tests.hips.hips_helpers import write_field
 
 
 async def test_public_survey_is_served_to_any_site(client: Any, tmp_path: Path) -> None:

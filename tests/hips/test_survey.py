@@ -19,7 +19,7 @@ from app.archive import Archive
 from app.hips import geometry
 from app.samples import celestial_wcs
 from tests.helpers import ingest
-from tests.hips.conftest import SCALE, SIZE, point_sources, survey_values, write_field
+from tests.hips.hips_helpers import SCALE, SIZE, point_sources, survey_values, write_field
 from tests.hips.survey_helpers import FIELDS, ORDER
 
 # the HiPS 1.0 keys a survey must have (section 4.4.1), and those the issue asks for

@@ -39,7 +39,7 @@ from app import create_app
 from app.openapi import document
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.settings import Settings
-from tests.browser.conftest import BIN, imagex_serve
+from tests.browser.server_helpers import BIN, imagex_serve
 from tests.processes import free_port
 
 EXAMPLES = 12  # per operation (~25 operations), each sent in 3 roles

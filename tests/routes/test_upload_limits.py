@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import BIN, answers, free_port
+from tests.browser.server_helpers import BIN, answers, free_port
 from tests.helpers import csrf_of, ingest, log_in
 from tests.processes import stop
 from tests.routes.pages import text_of

@@ -6,23 +6,13 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from app.store import open_store
 from app.store.base import Store
 from app.store.records import new_id
-
-MONGODB_ENV = "IMAGEX_TEST_MONGODB_URL"
-ADAPTERS = ["sqlite", pytest.param("mongodb", marks=pytest.mark.skipif(
-    not os.environ.get(MONGODB_ENV), reason=f"set {MONGODB_ENV}=mongodb://host:port to test on MongoDB"))]
-
-
-def database_url(base: str, name: str) -> str:
-    """`base` with its database replaced by `name` (the options kept)."""
-    parts = urlsplit(base)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+from tests.store.store_helpers import ADAPTERS, MONGODB_ENV, database_url, store_url
 
 
 @pytest.fixture
@@ -37,12 +27,6 @@ def mongo_url() -> Iterator[str]:
     yield database_url(base, name)
     with MongoClient(base) as client:
         client.drop_database(name)
-
-
-def store_url(adapter: str, tmp_path: Path, request: pytest.FixtureRequest, name: str = "catalog") -> str:
-    if adapter == "sqlite":
-        return f"sqlite:///{tmp_path / (name + '.sqlite')}"
-    return str(request.getfixturevalue("mongo_url"))
 
 
 @pytest.fixture(params=ADAPTERS)

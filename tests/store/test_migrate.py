@@ -24,8 +24,8 @@ from app.store.records import (
     new_id,
     now,
 )
-from tests.store.conftest import MONGODB_ENV, store_url
 from tests.store.examples import image, sky_at
+from tests.store.store_helpers import MONGODB_ENV, store_url
 
 PAIRS = [("sqlite", "sqlite"),
          pytest.param("sqlite", "mongodb", marks=pytest.mark.skipif(
