@@ -9,9 +9,11 @@ import os
 import subprocess
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
@@ -46,17 +48,38 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield Server(url=url, data=data, image=image, log=log)
 
 
-@pytest.fixture
-async def page() -> AsyncIterator[Any]:
-    """A fresh page in headless Chromium (no network beyond the local server)."""
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The asynchronous tests of each browser test module run in one event loop, the module's, where the
+    module's one Chromium lives (`chromium`)."""
+    here = Path(__file__).resolve().parent
+    in_module_loop = pytest.mark.asyncio(loop_scope="module")
+    for item in items:
+        if pytest_asyncio.is_async_test(item) and Path(str(item.path)).resolve().parent == here:
+            item.add_marker(in_module_loop, append=False)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def chromium() -> AsyncIterator[Any]:
+    """Headless Chromium for a test module: launched once, each test's page in a context of its own."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
                                                    headless=True)
         try:
-            context = await browser.new_context(viewport={"width": 1000, "height": 800})
-            yield await context.new_page()
+            yield browser
         finally:
             with contextlib.suppress(Exception):
                 await browser.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(chromium: Any) -> AsyncIterator[Any]:
+    """A fresh page in a fresh browser context (no cookies, storage or cache from another test; no network
+    beyond the local server)."""
+    context = await chromium.new_context(viewport={"width": 1000, "height": 800})
+    try:
+        yield await context.new_page()
+    finally:
+        with contextlib.suppress(Exception):
+            await context.close()
