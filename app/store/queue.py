@@ -43,7 +43,7 @@ class JobQueue(Tables):
         finally:
             self._queue_waiters.discard(waiter)
 
-    def _queue_touched(self, changed: bool = True) -> None:
+    def _queue_touched(self, changed: bool) -> None:
         if not changed:
             return
         self._queue_changes += 1

@@ -8,7 +8,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -163,14 +163,6 @@ class SQLiteBase(Store):
     def same_place(self, other: Store) -> bool:
         return isinstance(other, SQLiteBase) and other.path.resolve() == self.path.resolve()
 
-    # helpers ---------------------------------------------------------------------------------------
-    async def _write(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> int:
-        def write() -> int:
-            with transaction(self.db) as db:
-                return db.execute(sql, params).rowcount
-
-        return await self._run(write)
-
     # plain tables (app.store.tables) ---------------------------------------------------------------
     async def _insert(self, table: Table[R], records: Sequence[R], *, replace: bool = False,
                       skip_taken: bool = False, taken: str = "") -> int:
@@ -250,7 +242,12 @@ class SQLiteBase(Store):
 
     async def _delete(self, table: Table[Any], where: Where) -> int:
         clause, params = _where_sql(table, where)
-        return await self._write(f"DELETE FROM {table.name}{clause}", params)
+
+        def delete() -> int:
+            with transaction(self.db) as db:
+                return db.execute(f"DELETE FROM {table.name}{clause}", params).rowcount
+
+        return await self._run(delete)
 
 
 def _where_sql(table: Table[Any], where: Where) -> tuple[str, list[Any]]:
