@@ -18,7 +18,6 @@ from app.store.records import (
     ImageLocation,
     ImageRecord,
     JobState,
-    Usage,
 )
 from app.store.tables import (
     APPLIED,
@@ -38,8 +37,7 @@ from app.store.uploads import Uploads
 class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
     """A catalog of images, with the job queue, the accounts, what is saved by name, the fleet, the search
     elements and upload reservations (written once over the adapters' plain-table primitives,
-    `app.store.tables`, but for the quota decision). Every method is a coroutine and never blocks the
-    loop."""
+    `app.store.tables`). Every method is a coroutine and never blocks the loop."""
 
     @abstractmethod
     async def open(self) -> None:
@@ -146,10 +144,6 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
 
     @abstractmethod
     async def delete_images(self, image_ids: Sequence[str]) -> None: ...
-
-    @abstractmethod
-    async def usage(self) -> dict[str, Usage]:
-        """Images and bytes (each file counted once) per owner."""
 
     # search elements (the admin's search builder) and what they need
     @abstractmethod

@@ -5,19 +5,22 @@ dataclass's fields (`app.store.rows`); its `key` field is the primary key (Mongo
 on these primitives (accounts, the job queue, search elements, the fleet, what is saved by name) are written
 once, above the adapters. Images are read and changed field by field through them too, but each adapter
 adds, replaces, searches and removes them itself (their dates, cells and keyword counts are kept beside
-them in each database's own way), as it answers upload reservations' sums.
+them in each database's own way), and sums what each owner's images take.
 
 Conditions (`Where`) name fields: a value (None for null) must be equal; a `Cond` compares.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from app.exceptions import StoreError
 from app.store.records import (
     ApiToken,
     ImageLocation,
@@ -28,6 +31,7 @@ from app.store.records import (
     ProcessRecord,
     SearchElement,
     User,
+    new_id,
 )
 
 R = TypeVar("R")
@@ -79,6 +83,15 @@ class Held:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """A lock shared by every process on the catalog (`Tables._locked`), held by `holder` until `until`."""
+
+    name: str
+    until: float
+    holder: str
+
+
+@dataclass(frozen=True)
 class Migration:
     version: int
     name: str
@@ -114,6 +127,11 @@ KEYWORDS = Table("header_keywords", KeywordCount, "keyword")
 CHARGES = Table("upload_charges", Charge, None)
 RESERVATIONS = Table("upload_reservations", Held, "id")
 APPLIED = Table("schema_migrations", Migration, "version")
+LOCKS = Table("locks", Lease, "name")
+# how long a lock may be held before another process may take it over (its holder died), and how long
+# a process waits for one (seconds)
+LOCK_LEASE = 30.0
+LOCK_WAIT = 30.0
 
 
 @dataclass(frozen=True)
@@ -213,6 +231,26 @@ class Tables(ABC):
     @abstractmethod
     async def _delete(self, table: Table[Any], where: Where) -> int:
         """Remove the records matching `where`; how many there were."""
+
+    @asynccontextmanager
+    async def _locked(self, name: str) -> AsyncIterator[None]:
+        """Hold the lock `name` (shared by every process on this catalog) for the body. A lease whose
+        holder died runs out after `LOCK_LEASE` seconds; StoreError after waiting `LOCK_WAIT` for it."""
+        token = new_id()
+        deadline = self.now() + LOCK_WAIT
+        while True:
+            stamp = self.now()
+            # only a lease that ran out is removed; inserting the name is atomic in both databases
+            await self._delete(LOCKS, {"name": name, "until": below(stamp)})
+            if await self._insert(LOCKS, [Lease(name, stamp + LOCK_LEASE, token)], skip_taken=True):
+                break
+            if stamp > deadline:
+                raise StoreError(f"the catalog lock {name!r} stayed busy for {LOCK_WAIT:g} s")
+            await asyncio.sleep(0.005)
+        try:
+            yield
+        finally:
+            await self._delete(LOCKS, {"name": name, "holder": token})
 
     async def _update(self, table: Table[Any], where: Where, values: Mapping[str, Any],
                       add: Mapping[str, int] | None = None) -> int:

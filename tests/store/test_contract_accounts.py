@@ -208,6 +208,7 @@ async def test_content_charges_count_while_the_owner_holds_the_content(any_store
     assert (check.stored, check.pending) == (5000, 900)
     usage = await any_store.usage()
     assert (usage["u"].images, usage["u"].bytes) == (2, 5000)
+    assert await any_store.usage("u") == {"u": usage["u"]}
     assert (usage["v"].images, usage["v"].bytes) == (1, 100)  # another owner's image of it is not charged
     await any_store.delete_images([img.id for img in await any_store.find_images() if img.owner == "u"])
     assert "u" not in await any_store.usage()

@@ -4,15 +4,21 @@ saved by name are written once over them, so each adapter must answer them alike
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from app.exceptions import Conflict
+from app.exceptions import Conflict, StoreError
+from app.store import tables
 from app.store.records import ProcessRecord
 from app.store.tables import (
+    LOCK_LEASE,
+    LOCKS,
     LOGIN_FAILURES,
     PROCESSES,
     SETTINGS,
     Change,
+    Lease,
     LoginFailure,
     Setting,
     above,
@@ -22,6 +28,7 @@ from app.store.tables import (
     one_of,
     starting,
 )
+from tests.clock import Clock
 
 
 def process(name: str, role: str, started: float, *, done: int = 0) -> ProcessRecord:
@@ -96,3 +103,29 @@ async def test_changes_count_what_they_matched_and_a_claim_takes_the_first_in_or
                               Change({}, {"pool_size": 8})) is None
     assert await store._count(PROCESSES, {}, by="role") == {"worker": 2, "serve": 1}
     assert await store._delete(PROCESSES, {"id": "missing"}) == 0
+
+
+async def test_a_lock_is_held_by_one_at_a_time_and_a_dead_holders_lease_runs_out(any_store, monkeypatch):
+    store = any_store
+    store.use_clock(clock := Clock())
+    monkeypatch.setattr(tables, "LOCK_WAIT", LOCK_LEASE / 3)
+
+    async def take(name: str) -> None:
+        async with store._locked(name):
+            pass
+
+    async with store._locked("upload:u"):
+        waiter = asyncio.ensure_future(take("upload:u"))
+        await asyncio.sleep(0)  # it has started waiting
+        await take("upload:v")  # another name is another lock
+        clock.advance(LOCK_LEASE / 2)  # past the wait, within the holder's lease
+        with pytest.raises(StoreError, match=r"lock 'upload:u' stayed busy for 10 s"):
+            await asyncio.wait_for(waiter, 30)
+    assert await store._select(LOCKS, {}) == []  # given back
+    await take("upload:u")
+    # a process that died holding the lock left its lease: it is taken over once the lease runs out
+    await store._insert(LOCKS, [Lease("upload:u", clock() + LOCK_LEASE, "dead")])
+    clock.advance(LOCK_LEASE + 1)
+    async with store._locked("upload:u"):
+        assert [lease.holder for lease in await store._select(LOCKS, {})] != ["dead"]
+    assert await store._select(LOCKS, {}) == []

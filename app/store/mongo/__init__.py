@@ -1,5 +1,5 @@
-"""The catalog on MongoDB, its parts (connection, migrations and the plain tables' primitives; the images;
-the quota decision of upload reservations) put together here; the collections and their documents are
+"""The catalog on MongoDB, its parts (connection, migrations and the plain tables' primitives; the images)
+put together here; the collections and their documents are
 described in `connection`. Everything else is written once above the adapters (`app.store.tables`)."""
 
 from __future__ import annotations
@@ -7,10 +7,9 @@ from __future__ import annotations
 from app.store.mongo.catalog import MongoCatalog
 from app.store.mongo.connection import MIGRATIONS, MIN_SERVER, redacted, server_version, username_key
 from app.store.mongo.documents import image_doc, image_from_doc
-from app.store.mongo.site import MongoSite
 
 
-class MongoStore(MongoCatalog, MongoSite):
+class MongoStore(MongoCatalog):
     """`mongodb://[user:password@]host[:port]/dbname[?options]` (database `imagex` when none is named)."""
 
 

@@ -190,8 +190,9 @@ class MongoCatalog(MongoBase):
         await self._bump_keywords(removed, -1)
         await self._c("image_locations").delete_many({"image_id": {"$in": list(image_ids)}})
 
-    async def usage(self) -> dict[str, Usage]:
+    async def usage(self, owner: str | None = None) -> dict[str, Usage]:
         pipeline: list[Doc] = [
+            *([] if owner is None else [{"$match": {"owner": owner}}]),
             {"$group": {"_id": {"owner": "$owner", "sha256": "$sha256"}, "images": {"$sum": 1},
                         "size": {"$max": "$size"}}},
             {"$lookup": {"from": "upload_charges", "let": {"owner": "$_id.owner", "sha256": "$_id.sha256"},

@@ -26,17 +26,6 @@ def _encode_keys(values: dict[str, Any]) -> Doc:
     return {field_name(key): value for key, value in values.items()}
 
 
-def _charged(owner: str) -> list[Doc]:
-    """Stages after grouping `owner`'s images by content (`_id` the SHA-256, `size` the file's): each
-    content's size becomes the larger of its file size and what its upload was charged."""
-    return [
-        {"$lookup": {"from": "upload_charges", "let": {"sha256": "$_id"},
-                     "pipeline": [{"$match": {"$expr": {"$and": [{"$eq": ["$owner", owner]},
-                                                                 {"$eq": ["$sha256", "$$sha256"]}]}}}],
-                     "as": "charge"}},
-        {"$set": {"size": {"$max": ["$size", {"$ifNull": [{"$max": "$charge.bytes"}, 0]}]}}}]
-
-
 def _decode_keys(values: Doc) -> dict[str, Any]:
     return {keyword_of_field(key): value for key, value in values.items()}
 

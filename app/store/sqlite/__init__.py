@@ -1,15 +1,13 @@
 """The embedded catalog: one SQLite file, its parts (connection, migrations and the plain tables' primitives;
-the images; the quota decision of upload reservations) put together here. Everything else is written once
-above the adapters (`app.store.tables`)."""
+the images) put together here. Everything else is written once above the adapters (`app.store.tables`)."""
 
 from __future__ import annotations
 
 from app.store.sqlite.catalog import SQLiteCatalog
 from app.store.sqlite.connection import MIGRATIONS, disk_full
-from app.store.sqlite.site import SQLiteSite
 
 
-class SQLiteStore(SQLiteCatalog, SQLiteSite):
+class SQLiteStore(SQLiteCatalog):
     """`sqlite:///path/to/catalog.sqlite`."""
 
 
