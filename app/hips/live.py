@@ -11,7 +11,9 @@ Images of disabled accounts are in no survey; re-enabling the account puts them 
 
 When an image is catalogued, deleted, or its visibility changes, `Surveys.refresh` queues an update of the
 tiles its footprint touches in every survey it was or is in; updates run one at a time, in the process
-pool, in the order they were queued (the survey's file lock also keeps other processes' updates apart). A
+pool (the survey's file lock also keeps other processes' updates apart), and an update takes every change
+queued while the one before it ran (each image as it was last changed): a batch of files ingested at once
+updates each survey a few times, not once per file. A
 survey that was never built is built from the whole catalog by its first update. `settle()` waits for the
 queue to empty; the archive calls it before closing, so a command that ingests files leaves the surveys up
 to date. A failed update is kept as the archive's background task `hips survey updates` (the monitor,
@@ -134,6 +136,8 @@ class Surveys:
         self.archive = archive
         self._lock = asyncio.Lock()
         self._pending: set[asyncio.Task[None]] = set()
+        # changes not yet applied, in the order they were made: (images in or changed, images deleted)
+        self._changes: list[tuple[list[ImageRecord], list[ImageRecord]]] = []
         self.last_error = ""
 
     @property
@@ -232,7 +236,8 @@ class Surveys:
         IMAGEX_HIPS is off)."""
         if not self.archive.settings.hips:
             return
-        self._queue(self._refresh(list(images), list(removed)))
+        self._changes.append((list(images), list(removed)))
+        self._queue(self._refresh())
 
     def owner_changed(self, username: str) -> None:
         """Queue the update of every survey for the images `username` owns (their account was disabled or
@@ -277,21 +282,32 @@ class Surveys:
             while batch := await self.archive.store.find_images(FieldIn("owner", (username,)), offset=done,
                                                                 limit=_BATCH):
                 done += len(batch)
-                await self._refresh(batch, [])
+                self._changes.append((batch, []))
+                await self._refresh()
             if username in await self._disabled():
                 await self._drop(user_survey(username))
         except Exception as error:
             self._failed(error, "updating the HiPS surveys")
 
-    async def _refresh(self, images: list[ImageRecord], removed: list[ImageRecord]) -> None:
+    async def _refresh(self) -> None:
+        """Apply every change queued so far (none when an update before this one took them)."""
         try:
-            site = await self._site()
-            disabled = await self._disabled() if any(image.owner for image in images) else set()
-            now = {image.id: surveys_of(image, site, image.owner in disabled) for image in images}
-            # every survey an image may have been in: the shared ones and its owner's
-            names = list(SHARED) + sorted({user_survey(image.owner) for image in [*images, *removed]
-                                           if image.owner})
             async with self._lock:
+                latest: dict[str, tuple[ImageRecord, bool]] = {}
+                for changed, deleted in self._changes:
+                    latest.update({image.id: (image, False) for image in changed})
+                    latest.update({image.id: (image, True) for image in deleted})
+                self._changes.clear()
+                if not latest:
+                    return
+                images = [image for image, gone in latest.values() if not gone]
+                removed = [image for image, gone in latest.values() if gone]
+                site = await self._site()
+                disabled = await self._disabled() if any(image.owner for image in images) else set()
+                now = {image.id: surveys_of(image, site, image.owner in disabled) for image in images}
+                # every survey an image may have been in: the shared ones and its owner's
+                names = list(SHARED) + sorted({user_survey(image.owner) for image in [*images, *removed]
+                                               if image.owner})
                 for name in names:
                     out = [image.id for image in [*removed, *images]
                            if image.sky and name not in now.get(image.id, ())]
@@ -306,6 +322,7 @@ class Surveys:
         changed = [m for image in images if (m := member(self.archive, image)) is not None]
         if not changed and not out:
             return
+        log.debug("HiPS survey %s: %d image(s) in or changed, %d out", name, len(changed), len(out))
         settings = self.archive.settings
         outcome = await self.archive.run_in_pool(
             _update, str(self.folder(name)), name, settings.max_pixels, settings.hips_overlap,

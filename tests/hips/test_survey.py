@@ -3,6 +3,7 @@ sky; overlaps, visibility changes, deletions; live updates give the tiles a rebu
 
 from __future__ import annotations
 
+import logging
 import shutil
 import warnings
 from pathlib import Path
@@ -201,6 +202,37 @@ async def test_live_updates_give_what_a_rebuild_gives(archive: Archive, tmp_path
     await archive.hips.settle()
     await compare()
     assert 100 < survey_values(folder, ORDER, ra, dec)[0] < 170  # a, the only public one left
+
+
+async def test_changes_queued_together_make_one_update_with_each_images_last_state(
+        archive: Archive, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Changes queued while no update runs (a batch of files finishing together) are applied by one update
+    of each survey, with each image as it was last changed; the survey then equals a rebuilt one."""
+    paths = [write_field(tmp_path / f"{name}.fits", 150.0 + shift, 2.0, level=level, seed=seed)
+             for name, shift, level, seed in (("a", 0.0, 100.0, 1), ("b", 0.3, 300.0, 2))]
+    jobs = await ingest(archive, *paths, visibility="public")
+    await archive.hips.settle()
+    a, b = [await archive.store.get_image(job.image_ids[0]) for job in sorted(jobs, key=lambda job: job.path)]
+    assert a is not None and b is not None
+    await archive.store.set_visibility([b.id], "private")
+    hidden = await archive.store.get_image(b.id)
+    caplog.set_level(logging.DEBUG, logger="app.hips.live")
+    archive.hips.refresh([a])
+    archive.hips.refresh([b])  # queued public, then private: the last state stands
+    archive.hips.refresh([hidden])
+    await archive.hips.settle()
+    assert [record.getMessage() for record in caplog.records if "HiPS survey" in record.getMessage()] == [
+        "HiPS survey public: 1 image(s) in or changed, 1 out",
+        "HiPS survey registered: 1 image(s) in or changed, 1 out"]
+    folder = survey(archive)
+    b_only = celestial_wcs(150.3, 2.0, SIZE, SIZE, scale_arcsec=SCALE).pixel_to_world(60, 60)
+    b_value = survey_values(folder, ORDER, np.array([b_only.ra.deg]), np.array([b_only.dec.deg]))[0]
+    assert not np.isfinite(b_value)  # b, private now, is out of the public survey
+    assert 80 < survey_values(folder, ORDER, np.array([150.0]), np.array([2.0]))[0] < 170
+    copy = tmp_path / "live"
+    shutil.copytree(folder, copy)
+    await archive.hips.rebuild()
+    same(grab(copy), grab(folder))
 
 
 async def test_hidden_and_deleted_images_leave_no_pixels(archive: Archive, tmp_path: Path) -> None:
