@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from quart import Quart
 
     from app.archive import Archive
+    from app.passwords import Passwords
     from app.tiles.pool import Pool
 
 FIRST_ADMIN = "admin"
@@ -22,13 +23,16 @@ FIRST_ADMIN = "admin"
 
 def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
                first_admin: bool | None = None, clock: Callable[[], float] = time.time,
-               pool: Pool | None = None, preload: tuple[str, ...] = ()) -> Quart:
+               pool: Pool | None = None, preload: tuple[str, ...] = (),
+               passwords: Passwords | None = None) -> Quart:
     """The web application. `run_jobs` starts the background job runner while serving; `first_admin`
     (default: as `run_jobs`) creates an administrator at start when the catalog has none and prints its
     password once. When the settings name watch folders (IMAGEX_WATCH_DIRS), the folder watcher runs too.
     `clock` gives login throttling its time (tests pass one they move); `pool` is a process pool to share
     (tests, benchmarks), which the app then leaves open when it stops; else its own pool's processes are
-    forked from a fork server that imports `preload` once (`imagex serve`: app.archive.SERVING)."""
+    forked from a fork server that imports `preload` once (`imagex serve`: app.archive.SERVING). `passwords`
+    hashes and checks account passwords (default: argon2id's recommended parameters; tests pass cheaper
+    ones)."""
     from app.archive import Archive
     from app.formatting import register_filters
     from app.headers import add_cache_headers, add_security_headers
@@ -44,7 +48,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
     app = StreamingQuart(__name__)
     app.url_map.converters["client_name"] = ClientNameConverter
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
-    archive = Archive(settings, clock=clock, pool=pool, preload=preload)
+    archive = Archive(settings, clock=clock, pool=pool, preload=preload, passwords=passwords)
     app.extensions["imagex"] = archive
     register(app)
     register_filters(app)

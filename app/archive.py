@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from app import tokens
+from app.passwords import Passwords
 from app.settings import Settings
 from app.store import Store, footprint, open_store
 from app.tiles import pyramid
@@ -54,12 +55,15 @@ class Archive:
     """Everything long-lived. `startup()` opens it, `close()` (idempotent) releases it."""
 
     def __init__(self, settings: Settings, *, pool: Pool | None = None,
-                 clock: Callable[[], float] = time.time, preload: tuple[str, ...] = ()) -> None:
+                 clock: Callable[[], float] = time.time, preload: tuple[str, ...] = (),
+                 passwords: Passwords | None = None) -> None:
         """`pool` lets several archives (tests, benchmarks) share one set of worker processes; an
         archive closes only a pool it made, with `preload` (`Pool`). `clock` is what login throttling
-        reads the time from (tests move it instead of sleeping)."""
+        reads the time from (tests move it instead of sleeping); `passwords` hashes and checks account
+        passwords (default: argon2id's recommended parameters)."""
         self.settings = settings
         self.clock = clock
+        self.passwords = passwords or Passwords()
         self.store: Store = open_store(settings.store_url)
         self.pool = pool or Pool(settings.pool_size, preload=preload)
         self._own_pool = pool is None

@@ -92,7 +92,7 @@ async def _user_passwd(archive: Any, args: argparse.Namespace) -> int:
         accounts.check_new_password(password, user.username)
     except ValueError as error:
         raise ImageXError(str(error)) from None
-    await archive.store.update_user(user.id, password_hash=await accounts.hash_password(password))
+    await archive.store.update_user(user.id, password_hash=await accounts.hash_password(archive, password))
     await archive.store.delete_user_sessions(user.id)
     await archive.store.clear_login_failures(prefix=accounts.account_prefix(user.username))
     ended = "; its sessions were logged out"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -10,8 +9,6 @@ import secrets
 import time
 from typing import Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from quart import g, request
 from werkzeug.exceptions import Forbidden
 from werkzeug.sansio.response import Response
@@ -35,10 +32,6 @@ FREE_ADDRESS_FAILURES = 20
 MAX_LOCK = 15 * 60.0
 FAILURE_WINDOW = 60 * 60.0
 MIN_PASSWORD = 10
-_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-# A hash of a random password, checked when the username is unknown so that timing does not tell
-# which usernames exist.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
 def digest(secret_value: str) -> str:
@@ -46,8 +39,8 @@ def digest(secret_value: str) -> str:
     return hashlib.sha256(secret_value.encode()).hexdigest()
 
 
-async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_hasher.hash, password)
+async def hash_password(archive: Archive, password: str) -> str:
+    return await archive.passwords.hash(password)
 
 
 def check_username(username: str) -> str:
@@ -75,17 +68,10 @@ def generated_password() -> str:
 
 async def verify_password(archive: Archive, user: User | None, password: str) -> bool:
     """Check a password (argon2id, in a thread); rehash it when the hasher's parameters changed."""
-
-    def verify(stored: str) -> bool:
-        try:
-            return _hasher.verify(stored, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
-
-    ok = await asyncio.to_thread(verify, user.password_hash if user else _DUMMY_HASH)
-    if ok and user is not None and _hasher.check_needs_rehash(user.password_hash):
-        await archive.store.update_user(user.id, password_hash=await hash_password(password))
-    return ok and user is not None
+    ok = await archive.passwords.check(user.password_hash if user else None, password)
+    if ok and user is not None and archive.passwords.outdated(user.password_hash):
+        await archive.store.update_user(user.id, password_hash=await hash_password(archive, password))
+    return ok
 
 
 async def new_user(archive: Archive, username: str, password: str, *, role: str = "user", email: str = "",
@@ -93,7 +79,8 @@ async def new_user(archive: Archive, username: str, password: str, *, role: str 
     """Create an account (raises ValueError for a bad name or password, Conflict when the name is taken)."""
     username = check_username(username)
     check_new_password(password, username)
-    user = User(id=new_id(), username=username, role=role, password_hash=await hash_password(password),
+    hashed = await hash_password(archive, password)
+    user = User(id=new_id(), username=username, role=role, password_hash=hashed,
                 email=email.strip(), display_name=display_name.strip() or username)
     await archive.store.add_user(user)
     return user

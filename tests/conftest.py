@@ -21,7 +21,7 @@ from app.settings import Settings
 from app.store.records import User, new_id
 from app.store.sqlite import SQLiteStore
 from app.tiles.pool import Pool
-from tests.helpers import PASSWORD
+from tests.helpers import PASSWORD, QUICK_PASSWORDS
 
 # The processes the tests start (imagex serve, ingest, worker) keep no HiPS survey, whose live updates would
 # make every ingest of a celestial image slower, unless a test asks for one (tests/hips/, the sky page's
@@ -82,7 +82,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def archive(settings: Settings, pool: Pool) -> AsyncIterator[Archive]:
-    archive = Archive(settings, pool=pool)
+    archive = Archive(settings, pool=pool, passwords=QUICK_PASSWORDS)
     await archive.startup()
     yield archive
     await archive.close()
@@ -91,7 +91,7 @@ async def archive(settings: Settings, pool: Pool) -> AsyncIterator[Archive]:
 @pytest.fixture
 async def client(settings: Settings, pool: Pool) -> AsyncIterator[Any]:
     """The in-process test client of an app on the same data folder (no background job runner)."""
-    app = create_app(settings, run_jobs=False, pool=pool)
+    app = create_app(settings, run_jobs=False, pool=pool, passwords=QUICK_PASSWORDS)
     async with app.test_app() as test_app:
         yield test_app.test_client()
 
@@ -118,21 +118,16 @@ def write_fits(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture
 def account(archive: Archive) -> Callable[..., Awaitable[User]]:
-    """`await account("alice", role="user")`: a real account with the password PASSWORD. Its argon2 hash is
-    made once per run with the real hasher (argon2id is slow by design)."""
+    """`await account("alice", role="user")`: a real account with the password PASSWORD."""
 
     async def make(username: str, *, role: str = "user", **fields: Any) -> User:
-        if not _HASH:
-            _HASH.append(await hash_password(PASSWORD))
-        user = User(id=new_id(), username=username, role=role, password_hash=_HASH[0],
-                    display_name=username, **fields)
+        hashed = await hash_password(archive, PASSWORD)
+        user = User(id=new_id(), username=username, role=role, password_hash=hashed, display_name=username,
+                    **fields)
         await archive.store.add_user(user)
         return user
 
     return make
-
-
-_HASH: list[str] = []
 
 
 @pytest.fixture

@@ -8,12 +8,20 @@ import re
 from pathlib import Path
 from typing import Any
 
+from argon2 import PasswordHasher, profiles
+
 from app.archive import Archive
 from app.ingest.jobs import JobRunner
 from app.ingest.scan import job_for, walk
+from app.passwords import Passwords
 from app.store.records import JobRecord
 
 PASSWORD = "correct horse battery"
+# The archives tests build in their own process hash and check passwords with argon2's cheapest parameters:
+# they make and check hundreds (the real parameters cost about a quarter of a second of CPU each). The
+# servers and commands the browser, CLI and deployment tests start keep the real ones
+# (tests/test_accounts.py checks what those are).
+QUICK_PASSWORDS = Passwords(PasswordHasher.from_parameters(profiles.CHEAPEST))
 
 
 async def ingest(archive: Archive, *paths: Path, owner: str = "", scaling: dict[str, Any] | None = None,

@@ -16,7 +16,7 @@ from app import create_app, create_first_admin
 from app import identity as accounts
 from app.archive import Archive
 from app.store.records import LoginFailures
-from tests.helpers import PASSWORD, csrf_of, log_in
+from tests.helpers import PASSWORD, QUICK_PASSWORDS, csrf_of, log_in
 
 
 async def attempt(client: Any, username: str, password: str, address: str) -> Any:
@@ -49,7 +49,7 @@ def clock() -> Clock:
 @pytest.fixture
 async def clocked(settings, pool, clock) -> AsyncIterator[Any]:
     """A test client of an app whose throttle reads `clock`."""
-    app = create_app(settings, run_jobs=False, clock=clock, pool=pool)
+    app = create_app(settings, run_jobs=False, clock=clock, pool=pool, passwords=QUICK_PASSWORDS)
     async with app.test_app() as test_app:
         yield test_app.test_client()
 
@@ -164,20 +164,25 @@ async def test_unknown_and_disabled_accounts_are_refused(archive, client, make_u
 
 
 # argon2id -------------------------------------------------------------------------------------------
-async def test_a_hash_with_old_parameters_is_replaced_at_login(archive, client, make_user):
+async def test_a_hash_with_old_parameters_is_replaced_at_login(settings, pool, archive, make_user):
+    """A site's passwords are hashed with argon2id and RFC 9106's low-memory parameters (64 MiB, 3 passes, 4
+    lanes: argon2-cffi's default); a hash made with others (here the tests' cheap ones) is replaced at the
+    next successful login."""
     user = await make_user("erin")
-    old = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
-    await archive.store.update_user(user.id, password_hash=old)
-    assert (await log_in(client, "erin", PASSWORD + "x")).status_code == 401
-    assert (await archive.store.get_user(user.id)).password_hash == old  # a wrong password changes nothing
-    assert (await log_in(client, "erin")).status_code == 302
-    new = (await archive.store.get_user(user.id)).password_hash
-    current = PasswordHasher()
-    assert new != old and new.startswith("$argon2id$")
-    assert current.verify(new, PASSWORD) and not current.check_needs_rehash(new)
-    assert f"m={current.memory_cost},t={current.time_cost},p={current.parallelism}" in new
-    fresh = client.app.test_client()
-    assert (await log_in(fresh, "erin")).status_code == 302
+    old = user.password_hash
+    assert old.startswith("$argon2id$v=19$m=8,t=1,p=1$")
+    app = create_app(settings, run_jobs=False, pool=pool)  # the site's own hasher
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        assert (await log_in(client, "erin", PASSWORD + "x")).status_code == 401
+        assert (await archive.store.get_user(user.id)).password_hash == old  # a wrong one changes nothing
+        assert (await log_in(client, "erin")).status_code == 302
+        new = (await archive.store.get_user(user.id)).password_hash
+        assert new.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+        current = PasswordHasher()
+        assert current.verify(new, PASSWORD) and not current.check_needs_rehash(new)
+        assert (await log_in(test_app.test_client(), "erin")).status_code == 302
+        assert (await archive.store.get_user(user.id)).password_hash == new  # up to date: kept
 
 
 async def test_passwords_are_stored_as_argon2id_only(archive, make_user):
@@ -203,7 +208,7 @@ async def test_no_first_admin_when_there_is_an_administrator(archive, make_user)
 
 
 async def test_processes_starting_at_once_make_one_admin(settings, pool):
-    archives = [Archive(settings, pool=pool) for _ in range(4)]
+    archives = [Archive(settings, pool=pool, passwords=QUICK_PASSWORDS) for _ in range(4)]
     for archive in archives:
         await archive.startup()
     try:
@@ -227,7 +232,8 @@ async def test_the_name_admin_taken_by_a_user_is_left_alone(archive, make_user, 
 @pytest.mark.parametrize("first_admin", [None, True])
 async def test_the_app_prints_the_first_admin_password_once(settings, pool, capsys, caplog, first_admin):
     async def start() -> str:
-        app = create_app(settings, run_jobs=False, first_admin=first_admin, pool=pool)
+        app = create_app(settings, run_jobs=False, first_admin=first_admin, pool=pool,
+                         passwords=QUICK_PASSWORDS)
         with caplog.at_level(logging.DEBUG):
             async with app.test_app():
                 pass

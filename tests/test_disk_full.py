@@ -20,7 +20,7 @@ from astropy.io import fits
 from app.archive import Archive
 from app.exceptions import DiskFull
 from app.settings import Settings
-from tests.helpers import PASSWORD, csrf_from, ingest, log_in
+from tests.helpers import PASSWORD, QUICK_PASSWORDS, csrf_from, ingest, log_in
 from tests.routes.upload_helpers import put, spooled, token_for, uploaded
 
 
@@ -76,7 +76,7 @@ def held_deleted(folder: Path) -> list[str]:
 async def test_a_tiling_job_out_of_room_fails_with_a_message_and_leaves_nothing(tmp_path, disk, pool):
     settings = Settings.load(environ={}, hips=False, data=str(disk / "var"), workers=2, job_lease=30.0,
                              store=f"sqlite:///{tmp_path / 'catalog.sqlite'}")
-    archive = Archive(settings, pool=pool)
+    archive = Archive(settings, pool=pool, passwords=QUICK_PASSWORDS)
     await archive.startup()
     try:
         source = big_fits(tmp_path / "in")  # 4 MB of float32: its pyramids need more than is left
@@ -105,7 +105,7 @@ async def test_a_large_gzipped_file_asks_room_for_its_decompressed_copy_too(tmp_
     counts that copy, names it, and nothing is written."""
     settings = Settings.load(environ={}, hips=False, data=str(disk / "var"), workers=2, job_lease=30.0,
                              store=f"sqlite:///{tmp_path / 'catalog.sqlite'}")
-    archive = Archive(settings, pool=pool)
+    archive = Archive(settings, pool=pool, passwords=QUICK_PASSWORDS)
     await archive.startup()
     try:
         plain = tmp_path / "in" / "flat.fits"
@@ -144,7 +144,7 @@ async def use_up(archive: Archive, disk: Path) -> None:
 async def test_with_the_catalog_on_a_full_disk_reads_go_on_and_writes_get_507(full_settings, disk, pool):
     from app import create_app
 
-    app = create_app(full_settings, run_jobs=False, pool=pool)
+    app = create_app(full_settings, run_jobs=False, pool=pool, passwords=QUICK_PASSWORDS)
     async with app.test_app() as test_app:
         client = test_app.test_client()
         archive = app.extensions["imagex"]

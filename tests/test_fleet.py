@@ -21,7 +21,7 @@ from astropy.io import fits
 
 from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs
 from tests.cli_helpers import running, wait_until
-from tests.helpers import csrf_from
+from tests.helpers import QUICK_PASSWORDS, csrf_from
 from tests.processes import answers, free_port, stop
 from tests.worker_helpers import BIG, READY, jobs_of, queue, rendering, worker_env
 
@@ -157,7 +157,7 @@ async def test_join_registers_at_once_and_close_removes_the_entry(settings, pool
     from app.archive import Archive
     from app.fleet import join_fleet
 
-    archive = Archive(settings, pool=pool)
+    archive = Archive(settings, pool=pool, passwords=QUICK_PASSWORDS)
     await archive.startup()
     ticks = iter([500.0, 510.0, 520.0])
     heartbeat = await join_fleet(archive, "ingest", clock=lambda: next(ticks))

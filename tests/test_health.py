@@ -14,6 +14,7 @@ from app.ingest.jobs import JobRunner
 from app.settings import Settings
 from app.store.sqlite import MIGRATIONS
 from app.tiles.pool import Pool
+from tests.helpers import QUICK_PASSWORDS
 
 NEWEST_MIGRATION = max(int(script.name.split("_", 1)[0]) for script in MIGRATIONS.glob("[0-9]*.sql"))
 
@@ -90,7 +91,7 @@ async def serving(tmp_path: Path, pool: Pool) -> Any:
     inbox.mkdir()
     settings = Settings.load(environ={}, hips=False,
                              data=str(tmp_path / "var"), workers=2, watch_dirs=str(inbox))
-    app = create_app(settings, first_admin=False, pool=pool)
+    app = create_app(settings, first_admin=False, pool=pool, passwords=QUICK_PASSWORDS)
     async with app.test_app() as test_app:
         yield test_app.test_client()
 

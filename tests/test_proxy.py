@@ -20,7 +20,7 @@ from app.exceptions import SettingError
 from app.identity import new_user
 from app.settings import Settings
 from app.tiles.pool import Pool
-from tests.helpers import PASSWORD, csrf_from
+from tests.helpers import PASSWORD, QUICK_PASSWORDS, csrf_from
 
 FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example",
              "X-Forwarded-For": "203.0.113.7"}
@@ -29,11 +29,11 @@ FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example",
 async def app_client(tmp_path: Path, pool: Pool, clock: Callable[[], float] = time.time,
                      **settings: Any) -> AsyncIterator[Any]:
     config = Settings.load(environ={}, hips=False, data=str(tmp_path / "var"), workers=2, **settings)
-    archive = Archive(config, pool=pool)
+    archive = Archive(config, pool=pool, passwords=QUICK_PASSWORDS)
     await archive.startup()
     await new_user(archive, "root", PASSWORD, role="admin")
     await archive.close()
-    app = create_app(config, run_jobs=False, clock=clock, pool=pool)
+    app = create_app(config, run_jobs=False, clock=clock, pool=pool, passwords=QUICK_PASSWORDS)
     async with app.test_app() as test_app:
         yield test_app.test_client()
 

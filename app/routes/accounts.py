@@ -343,7 +343,7 @@ async def change_password(archive: Archive, user: User, current: str, new: str, 
         accounts.check_new_password(new, user.username)
     except ValueError as error:
         raise PasswordRefused(_sentence(str(error))) from None
-    await archive.store.update_user(user.id, password_hash=await accounts.hash_password(new))
+    await archive.store.update_user(user.id, password_hash=await accounts.hash_password(archive, new))
     await archive.store.delete_user_sessions(user.id)
     revoked = await archive.store.delete_user_tokens(user.id) if revoke_tokens else 0
     log.info("password of %r changed; its sessions were ended%s", user.username,

@@ -19,7 +19,7 @@ from astropy_healpix import HEALPix
 from app.archive import Archive
 from app.hips import geometry
 from app.samples import celestial_wcs
-from tests.helpers import ingest
+from tests.helpers import QUICK_PASSWORDS, ingest
 from tests.hips.hips_helpers import SCALE, SIZE, point_sources, survey_values, write_field
 from tests.hips.survey_helpers import FIELDS, ORDER
 
@@ -380,7 +380,7 @@ async def test_overlaps_can_be_averaged(settings, pool, tmp_path: Path) -> None:
         assert "mean" in read_properties(folder)["obs_description"]
     finally:
         await averaged.close()
-    top = Archive(settings, pool=pool)
+    top = Archive(settings, pool=pool, passwords=QUICK_PASSWORDS)
     await top.startup()
     try:
         await ingest(top, write_field(tmp_path / "c.fits", 160.0, 2.0), visibility="public")

@@ -20,6 +20,7 @@ from app.settings import Settings
 from app.store.records import JOB_STATES, NewJob
 from app.store.sqlite import SQLiteStore
 from tests.clock import Clock
+from tests.helpers import QUICK_PASSWORDS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -363,7 +364,7 @@ async def test_waiting_for_jobs_run_in_this_process_ends_when_they_do(archive, w
 async def test_runner_renews_its_lease_while_the_job_waits(tmp_path, pool, write_fits):
     """A job that takes several lease periods (here it waits for a busy pool) stays with its runner."""
     settings = Settings.load(environ={}, hips=False, data=str(tmp_path / "var"), workers=2, job_lease=0.3)
-    archive = Archive(settings, pool=pool)
+    archive = Archive(settings, pool=pool, passwords=QUICK_PASSWORDS)
     await archive.startup()
     try:
         path = write_fits("slow.fits", size=64)
@@ -392,7 +393,7 @@ async def test_runner_renews_its_lease_while_the_job_waits(tmp_path, pool, write
 
 async def test_a_stopped_runner_hands_its_job_back_to_the_queue(tmp_path, pool, write_fits):
     settings = Settings.load(environ={}, hips=False, data=str(tmp_path / "var"), workers=2, job_lease=600)
-    archive = Archive(settings, pool=pool)
+    archive = Archive(settings, pool=pool, passwords=QUICK_PASSWORDS)
     await archive.startup()
     try:
         [job] = await archive.store.enqueue([job_for(write_fits("stopped.fits", size=64))])

@@ -27,6 +27,7 @@ from app.ingest.spool import (
     user_folder,
 )
 from app.store.records import NewJob, User
+from tests.helpers import QUICK_PASSWORDS
 
 NAMES = [
     ("m31.fits", "m31.fits"),
@@ -258,7 +259,7 @@ async def test_the_archive_cleans_the_spool_at_start(settings, pool):
     leftover = settings.data / SPOOL / "alice" / "abc.part"
     leftover.parent.mkdir(parents=True)
     leftover.write_bytes(b"half a file")
-    archive = Archive(settings, pool=pool)
+    archive = Archive(settings, pool=pool, passwords=QUICK_PASSWORDS)
     await archive.startup()
     try:
         assert not leftover.exists()

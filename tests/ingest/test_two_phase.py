@@ -23,7 +23,7 @@ from app.store.query import Cone
 from app.store.records import ImageRecord, JobRecord
 from app.tiles import pyramid
 from tests.clock import Clock
-from tests.helpers import ingest
+from tests.helpers import QUICK_PASSWORDS, ingest
 from tests.routes.pages import dzi_facts, text_of
 
 SIZE = 300  # levels 0-9; the deepest has 2x2 tiles, the one-tile level (8 -> 150 px) is the thumbnail
@@ -290,7 +290,7 @@ async def test_by_default_only_files_past_the_threshold_take_two_phases(tmp_path
 
     settings = Settings.load(environ={}, data=str(tmp_path / "var"), workers=2, hips=False,
                              two_phase_above=SIZE * SIZE)
-    archive = Archive(settings, pool=pool)
+    archive = Archive(settings, pool=pool, passwords=QUICK_PASSWORDS)
     await archive.startup()
     try:
         small = job_for(write_fits("small.fits", size=SIZE))

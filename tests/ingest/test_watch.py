@@ -24,7 +24,7 @@ from app.ingest.watch import FolderWatcher
 from app.settings import Settings
 from app.store.records import JobRecord
 from app.tiles import pyramid
-from tests.helpers import log_in
+from tests.helpers import QUICK_PASSWORDS, log_in
 from tests.ingest.ingest_helpers import fits_bytes
 
 SETTLE = 0.5
@@ -183,7 +183,8 @@ async def full_folder_archive(settings: Settings, pool: Any, inbox: Path, count:
         path = inbox / f"night{seed}.fits"
         path.write_bytes(fits_bytes(10 + seed, EXPTIME=float(seed)))
         os.utime(path, (past, past))
-    archive = Archive(dataclasses.replace(settings, catalogue_first_from=3), pool=pool)
+    archive = Archive(dataclasses.replace(settings, catalogue_first_from=3), pool=pool,
+                      passwords=QUICK_PASSWORDS)
     await archive.startup()
     return archive
 
@@ -487,7 +488,7 @@ async def test_the_app_runs_the_watcher_and_the_monitor_shows_it(tmp_path, pool)
     inbox.mkdir()
     settings = Settings.load(environ={}, hips=False, data=str(tmp_path / "var"), workers=2,
                              watch_dirs=f"{inbox}{os.pathsep}{missing}", watch_settle="0.5")
-    app = create_app(settings, run_jobs=False, pool=pool)
+    app = create_app(settings, run_jobs=False, pool=pool, passwords=QUICK_PASSWORDS)
     served = app.extensions["imagex"]
     async with app.test_app() as test_app:
         client = test_app.test_client()

@@ -24,7 +24,7 @@ from app.samples import FIELD_DEC, FIELD_RA, celestial_wcs, star_field
 from app.settings import Settings
 from app.store.records import ImageRecord, SearchElement
 from app.tiles.pool import Pool
-from tests.helpers import PASSWORD, csrf_of, ingest, log_in
+from tests.helpers import PASSWORD, QUICK_PASSWORDS, csrf_of, ingest, log_in
 
 ACTORS = ("owner", "other", "guest", "admin")
 VISIBILITIES = ("private", "registered", "public")
@@ -81,7 +81,7 @@ async def open_world(tmp_path_factory: pytest.TempPathFactory, pool: Pool) -> As
     folder = root / "in"
     folder.mkdir()
     settings = Settings.load(environ={}, hips=False, data=str(root / "var"), workers=2, job_lease=5.0)
-    app = create_app(settings, run_jobs=False, pool=pool)
+    app = create_app(settings, run_jobs=False, pool=pool, passwords=QUICK_PASSWORDS)
     archive: Archive = app.extensions["imagex"]
     async with app.test_app() as running:
         for actor, username in LOGINS.items():

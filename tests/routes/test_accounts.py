@@ -13,7 +13,7 @@ from app import create_app
 from app import identity as accounts
 from app.settings import Settings
 from app.store.records import ImageRecord, new_id
-from tests.helpers import PASSWORD, csrf_from, csrf_of, log_in
+from tests.helpers import PASSWORD, QUICK_PASSWORDS, csrf_from, csrf_of, log_in
 from tests.routes.accounts_helpers import NEW_PASSWORD, _token, cookie, me, set_site
 from tests.routes.pages import text_of
 
@@ -291,7 +291,7 @@ async def test_session_cookies_are_http_only_and_lax_and_secure_over_https(archi
 
 async def test_secure_cookies_setting_marks_them_secure_over_http(tmp_path: Path, pool):
     settings = Settings.load(environ={}, hips=False, data=str(tmp_path / "secure"), secure_cookies="true")
-    app = create_app(settings, run_jobs=False, pool=pool)
+    app = create_app(settings, run_jobs=False, pool=pool, passwords=QUICK_PASSWORDS)
     async with app.test_app() as test_app:
         await accounts.new_user(app.extensions["imagex"], "alice", PASSWORD)
         browser = test_app.test_client()

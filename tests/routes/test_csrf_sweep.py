@@ -11,7 +11,7 @@ import pytest
 
 from app import create_app
 from app.routes import _BARE_ENDPOINTS
-from tests.helpers import csrf_of, log_in
+from tests.helpers import QUICK_PASSWORDS, csrf_of, log_in
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 REFUSAL = "security token is missing or out of date"
@@ -60,6 +60,6 @@ async def test_every_unsafe_route_refuses_a_missing_wrong_or_foreign_token(admin
 @pytest.fixture
 async def other(settings, pool):
     """Another browser on the same site."""
-    app = create_app(settings, run_jobs=False, pool=pool)
+    app = create_app(settings, run_jobs=False, pool=pool, passwords=QUICK_PASSWORDS)
     async with app.test_app() as test_app:
         yield test_app.test_client()

@@ -14,7 +14,7 @@ import pytest
 from app import create_app
 from app.exceptions import SettingError
 from app.settings import Settings
-from tests.helpers import log_in
+from tests.helpers import QUICK_PASSWORDS, log_in
 from tests.routes.pages import directives, text_of
 
 UNUSED_ID = "Zz9Zz9Zz9Zz9"
@@ -143,7 +143,7 @@ async def test_the_frame_ancestors_setting_is_used_for_public_images(tmp_path: P
     settings = Settings.load(environ={"IMAGEX_FRAME_ANCESTORS": "'self'  https://blog.example.org"},
                              data=str(tmp_path / "var"), workers=2)
     image = await add_image("a.fits", size=80)
-    app = create_app(settings, run_jobs=False, pool=pool)
+    app = create_app(settings, run_jobs=False, pool=pool, passwords=QUICK_PASSWORDS)
     async with app.test_app() as test_app:
         client = test_app.test_client()
         response = await client.get(f"/embed/images/{image.id}")

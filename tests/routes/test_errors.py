@@ -3,7 +3,7 @@ carry their HTTP status and one handler answers with it: a catalog that cannot a
 later), never a 400 that blames the request."""
 
 from app import create_app
-from tests.helpers import csrf_of
+from tests.helpers import QUICK_PASSWORDS, csrf_of
 from tests.routes.pages import text_of
 
 
@@ -31,7 +31,7 @@ async def test_every_page_has_the_alert_area(client):
 
 
 async def test_a_catalog_that_cannot_answer_is_a_503_in_every_form(settings, pool):
-    app = create_app(settings, run_jobs=False, pool=pool)
+    app = create_app(settings, run_jobs=False, pool=pool, passwords=QUICK_PASSWORDS)
     async with app.test_app() as test_app:
         client = test_app.test_client()
         assert (await client.get("/api/images")).status_code == 200

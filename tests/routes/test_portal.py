@@ -10,7 +10,7 @@ import pytest
 
 from app.formatting import human_bytes, human_time
 from app.ingest.scan import job_for
-from tests.helpers import ingest
+from tests.helpers import QUICK_PASSWORDS, ingest
 from tests.routes.pages import text_of
 
 CARD = re.compile(r'<li class="card">(.*?)</li>', re.S)
@@ -84,7 +84,7 @@ async def test_the_inbox_is_named_where_a_watcher_runs(tmp_path, pool, make_user
     inbox.mkdir()
     settings = Settings.load(environ={}, hips=False,
                              data=str(tmp_path / "watched"), workers=2, watch_dirs=str(inbox))
-    app = create_app(settings, first_admin=False, pool=pool)
+    app = create_app(settings, first_admin=False, pool=pool, passwords=QUICK_PASSWORDS)
     async with app.test_app() as test_app:
         client = test_app.test_client()
         from app.identity import new_user

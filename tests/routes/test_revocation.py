@@ -15,6 +15,7 @@ from app.archive import Archive
 from app.store.records import ImageRecord
 from app.tiles import pyramid, render, science
 from app.tokens import GEN
+from tests.helpers import QUICK_PASSWORDS
 from tests.routes.pages import Ingested, text_of
 
 SPEC = "zscale~sqrt~viridis"
@@ -148,7 +149,7 @@ async def test_startup_moves_every_old_layout_folder_once(settings, pool, archiv
     mark = settings.tiles_dir / pyramid.LAYOUT_MARK
     assert mark.is_file()  # written by the first start
     mark.unlink()
-    again = Archive(settings, pool=pool)
+    again = Archive(settings, pool=pool, passwords=QUICK_PASSWORDS)
     await again.startup()
     try:
         for root in roots:

@@ -9,6 +9,7 @@ import pytest
 
 from app.formatting import human_bytes
 from app.settings import Settings
+from tests.helpers import QUICK_PASSWORDS
 from tests.routes.pages import text_of
 from tests.routes.upload_helpers import (
     HTML_NAME,
@@ -242,7 +243,7 @@ async def test_a_silent_client_is_cut_off(tmp_path, pool, make_user, archive, al
 
     settings = Settings.load(environ={}, hips=False,
                              data=str(archive.settings.data), workers=2, upload_timeout=0.3)
-    app = create_app(settings, run_jobs=False, pool=pool)
+    app = create_app(settings, run_jobs=False, pool=pool, passwords=QUICK_PASSWORDS)
     async with app.test_app() as test_app:
         response = await stream(test_app.test_client(), "slow.fits", [fits_bytes(32)[:4000]],
                                 {**alice_token, "Content-Length": "100000"},
