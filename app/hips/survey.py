@@ -38,11 +38,9 @@ from app.hips import geometry
 from app.hips.projection import (
     Member,
     Placed,
-    Positions,
     Scaled,
     footprint_tiles,
     grey,
-    project,
     project_tile,
     scaled,
     science_path,
@@ -226,9 +224,8 @@ OVERLAPS = ("top", "mean")
 def deepest_tile(order: int, npix: int, members: Iterable[Member], sources: Sources,
                  overlap: str = "top") -> Tile:
     """The tile from the members that may touch it, combined by `overlap`: the most recent on top, or the
-    mean."""
+    mean. Each member is projected onto the part of the tile it reaches (`project_tile`)."""
     tile = Tile.blank()
-    positions = Positions.of(*geometry.tile_lonlat(order, npix))
     width = geometry.WIDTH
     total = np.zeros((width, width), np.float64)
     grey_total = np.zeros((width, width), np.float64)
@@ -237,7 +234,7 @@ def deepest_tile(order: int, npix: int, members: Iterable[Member], sources: Sour
         found = sources.of(member)
         if found is None:
             continue
-        values = project(found[0], found[1], positions)
+        values = project_tile(found[0], found[1], order, npix)
         covered = np.isfinite(values)
         if not covered.any():
             continue
