@@ -10,14 +10,13 @@ its viewer may not see.
 Images of disabled accounts are in no survey; re-enabling the account puts them back.
 
 When an image is catalogued, deleted, or its visibility changes, `Surveys.refresh` queues an update of the
-tiles its footprint touches in every survey it was or is in; updates run one at a time, in the process
-pool (the survey's file lock also keeps other processes' updates apart), and an update takes every change
-queued while the one before it ran (each image as it was last changed): a batch of files ingested at once
-updates each survey a few times, not once per file. A
-survey that was never built is built from the whole catalog by its first update. `settle()` waits for the
-queue to empty; the archive calls it before closing, so a command that ingests files leaves the surveys up
-to date. A failed update is kept as the archive's background task `hips survey updates` (the monitor,
-/healthz) until an update succeeds.
+tiles its footprint touches in every survey it was or is in; updates run one at a time, in the process pool
+(the survey's file lock also keeps other processes' updates apart), and an update takes every change queued
+while the one before it ran (each image as it was last changed): a batch of files ingested at once updates
+each survey a few times, not once per file. A survey that was never built is built from the whole catalog by
+its first update. `settle()` waits for the queue to empty; the archive calls it before closing, so a command
+that ingests files leaves the surveys up to date. A failed update is kept as the archive's background task
+`hips survey updates` (the monitor, /healthz) until an update succeeds.
 
 The queue lives in the process that made the change (it is not a job in the store): a process killed
 between a change and its update leaves the survey behind until the next change nearby or `imagex hips
