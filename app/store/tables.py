@@ -238,15 +238,14 @@ class Tables(ABC):
         holder died runs out after `LOCK_LEASE` seconds; StoreError after waiting `LOCK_WAIT` for it."""
         token = new_id()
         deadline = self.now() + LOCK_WAIT
-        while True:
-            stamp = self.now()
-            # only a lease that ran out is removed; inserting the name is atomic in both databases
-            await self._delete(LOCKS, {"name": name, "until": below(stamp)})
-            if await self._insert(LOCKS, [Lease(name, stamp + LOCK_LEASE, token)], skip_taken=True):
-                break
+        # inserting the name is atomic in both databases; only when it is taken is a lease that ran out
+        # removed (the lock free, taking it is one write)
+        while not await self._insert(LOCKS, [Lease(name, (stamp := self.now()) + LOCK_LEASE, token)],
+                                     skip_taken=True):
             if stamp > deadline:
                 raise StoreError(f"the catalog lock {name!r} stayed busy for {LOCK_WAIT:g} s")
-            await asyncio.sleep(0.005)
+            if not await self._delete(LOCKS, {"name": name, "until": below(stamp)}):
+                await asyncio.sleep(0.005)
         try:
             yield
         finally:
