@@ -100,14 +100,27 @@ class Archive:
     async def close(self, *, survey_wait: float | None = None) -> None:
         """`survey_wait`: how long queued HiPS survey updates may hold the close (None: until done); the
         ones still queued then are cancelled and the surveys rebuilt at the next start."""
+        interrupted = False
         if self._open:  # HiPS: queued survey updates finish before the pool closes
-            await self.hips.settle(survey_wait)
+            try:
+                await self.hips.settle(survey_wait)
+            except asyncio.CancelledError:  # Ctrl-C: the updates left are made at the next start
+                interrupted = True
+        # the rest is not cut short by a cancellation (a Ctrl-C while closing), which is passed on after it
+        ending = asyncio.ensure_future(self._end_parts())
+        try:
+            await asyncio.shield(ending)
+        except asyncio.CancelledError:
+            interrupted = True
+            await ending
+        if interrupted:
+            raise asyncio.CancelledError
+
+    async def _end_parts(self) -> None:
         self._stop.set()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await asyncio.gather(*self._tasks, return_exceptions=True)  # their failures are logged (`guarded`)
         self._tasks.clear()
         if self._own_pool:  # work still running in it was for the tasks just cancelled: abandoned
             await asyncio.to_thread(self.pool.finish)

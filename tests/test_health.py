@@ -3,7 +3,10 @@ pool, the job runner and the watcher; 503 when the store does not answer; nothin
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +109,19 @@ async def test_the_runner_and_watcher_of_a_serving_process_are_reported(serving)
     archive.task_failed("job runner", RuntimeError("boom"))
     _, facts = await health(serving)
     assert facts["status"] == "degraded" and facts["runner"]["alive"] is False
+
+
+async def test_a_watched_folder_is_missing_once_found_missing(tmp_path: Path, pool: Pool) -> None:
+    inbox, unplugged = tmp_path / "inbox", tmp_path / "unplugged"
+    inbox.mkdir()
+    settings = Settings.load(environ={}, hips=False, data=str(tmp_path / "var"), workers=1,
+                             watch_dirs=f"{inbox}{os.pathsep}{unplugged}")
+    app = create_app(settings, first_admin=False, pool=pool, passwords=QUICK_PASSWORDS)
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        watcher = app.extensions["imagex"].watcher
+        deadline = time.monotonic() + 30
+        while not watcher.missing and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        _, facts = await health(client)
+    assert facts["watcher"]["folders"] == 2 and facts["watcher"]["missing"] == 1

@@ -363,19 +363,27 @@ class Surveys:
         a stopping server must not outlast its grace time, and no change may be lost. True when done."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while self._pending:
-            left = None if deadline is None else deadline - loop.time()
-            if left is not None and left <= 0:
-                break
-            await asyncio.wait(list(self._pending), timeout=left)
+        try:
+            while self._pending:
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    break
+                await asyncio.wait(list(self._pending), timeout=left)
+        except asyncio.CancelledError:  # Ctrl-C while waiting: no change may be lost either
+            await self._abandon()
+            raise
         if not self._pending:
             return True
+        await self._abandon()
+        return False
+
+    async def _abandon(self) -> None:
+        """Cancel the updates still queued; the surveys are rebuilt at the next start."""
         await asyncio.to_thread(self._mark_stale)
         for task in list(self._pending):
             task.cancel()
         await asyncio.gather(*list(self._pending), return_exceptions=True)
         log.warning("stopped before the HiPS surveys were up to date: they are rebuilt at the next start")
-        return False
 
     def _mark_stale(self) -> None:
         root = hips_root(self.archive.settings.data)

@@ -177,9 +177,14 @@ class FolderWatcher:
             # a catch-up's pyramids stop at the next chunk (`stop` is set); the queue builds the rest
             await asyncio.gather(*self._tiling, return_exceptions=True)
 
+    @property
+    def missing(self) -> list[WatchedFolder]:
+        """The folders found missing (one not looked at yet, as at the start, is not)."""
+        return [folder for folder in self.folders if folder.missing_since is not None]
+
     def facts(self) -> dict[str, Any]:
         """What the system monitor shows of the watcher."""
-        missing = [folder for folder in self.folders if not folder.present]
+        missing = self.missing
         if not self.running:
             state = "stopped"
         elif missing:

@@ -148,4 +148,4 @@ def _watcher_state(archive: Archive) -> dict[str, Any]:
         return {"present": False, "alive": False, "folders": 0, "missing": 0, "waiting": 0}
     failed = archive.failed(TASK_NAME)
     return {"present": True, "alive": watcher.running and not failed, "folders": len(watcher.folders),
-            "missing": sum(not folder.present for folder in watcher.folders), "waiting": watcher.waiting}
+            "missing": len(watcher.missing), "waiting": watcher.waiting}

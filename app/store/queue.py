@@ -36,10 +36,10 @@ class JobQueue(Tables):
         waiter = asyncio.get_running_loop().create_future()
         self._queue_waiters.add(waiter)
         try:
-            await asyncio.wait_for(waiter, timeout)
-            return True
-        except TimeoutError:
-            return False
+            # not asyncio.wait_for: on Python 3.11 it swallows a cancellation (Ctrl-C) that comes as the
+            # waiter is woken, and an interrupted `imagex ingest` would go on to the end
+            done, _ = await asyncio.wait({waiter}, timeout=timeout)
+            return bool(done)
         finally:
             self._queue_waiters.discard(waiter)
 

@@ -3,6 +3,7 @@ sky; overlaps, visibility changes, deletions; live updates give the tiles a rebu
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import warnings
@@ -425,10 +426,13 @@ async def test_an_update_cut_short_is_finished_by_the_next(archive: Archive, tmp
     same(grab(copy), grab(folder))
 
 
+@pytest.mark.parametrize("stop", ["grace time", "Ctrl-C"])
 async def test_a_stop_that_cannot_wait_cancels_updates_and_the_next_start_rebuilds(archive: Archive,
-                                                                                 tmp_path: Path) -> None:
-    """A server stopping within its grace time cancels the survey updates still queued; the deleted image
-    they would have taken out is taken out by the rebuild the next start makes."""
+                                                                                 tmp_path: Path,
+                                                                                 stop: str) -> None:
+    """A server stopping within its grace time, or an ingest interrupted while it waits for the surveys,
+    cancels the survey updates still queued; the deleted image they would have taken out is taken out by
+    the rebuild the next start makes."""
     from app.hips.live import STALE
     from app.ingest.removal import delete_image
 
@@ -445,7 +449,14 @@ async def test_a_stop_that_cannot_wait_cancels_updates_and_the_next_start_rebuil
     image = await archive.store.get_image(jobs[0].image_ids[0])
     assert image is not None
     await delete_image(archive, image)  # queues the update that takes its pixels out
-    assert await archive.hips.settle(timeout=0) is False
+    if stop == "grace time":
+        assert await archive.hips.settle(timeout=0) is False
+    else:
+        waiting = asyncio.create_task(archive.hips.settle())
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
     marker = folder.parent / STALE
     assert marker.is_file() and brightest() > 7000  # the update was cancelled: the survey is behind
     await archive.hips.ensure()  # what the next start does

@@ -327,6 +327,18 @@ async def test_the_queue_tells_this_process_of_its_changes(store):
     assert await store.requeue_job(job.id) and store.queue_version() != finished
 
 
+async def test_a_wait_on_the_queue_cancelled_as_the_queue_changes_is_cancelled(store):
+    """Ctrl-C reaches `imagex ingest` as a cancellation of what it waits on, often the moment a job ends:
+    the wait must end cancelled, not report the change (the command would run on to the end)."""
+    seen = store.queue_version()
+    waiting = asyncio.create_task(store.queue_changed(seen, 600))
+    await asyncio.sleep(0)
+    await store.enqueue(new_jobs(1))  # wakes the wait...
+    waiting.cancel()  # ...and Ctrl-C comes before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+
 async def test_an_idle_runner_takes_a_job_queued_in_its_process_at_once(archive, write_fits, monkeypatch):
     """Queued through the same store (an upload, the watcher), a job is taken without waiting for the idle
     poll, which only looks for other processes' jobs."""

@@ -351,11 +351,13 @@ async def _done_named(archive: Any, name: str) -> JobRecord | None:
 async def test_a_folder_missing_at_start_is_watched_once_it_appears(archive, tmp_path):
     later = tmp_path / "mounted-later"
     watcher = FolderWatcher(archive, [later], settle=SETTLE)
+    assert watcher.missing == []  # not looked at yet: /healthz must not call it missing
     stop = asyncio.Event()
     task = asyncio.create_task(watcher.run(stop))
     try:
         await eventually(lambda: watcher.last_error, what="the missing folder to be reported")
         assert "is missing" in watcher.last_error and watcher.running
+        assert [folder.path for folder in watcher.missing] == [later]
         later.mkdir()
         (later / "first.fits").write_bytes(fits_bytes(70))
         await eventually(lambda: watcher.queued == 1, what="first.fits to be queued")

@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from app.archive import Archive
+from app.exceptions import StoreError
 from app.settings import Settings
 from app.tiles.pool import Pool
 from tests.processes import children_of
@@ -82,6 +85,32 @@ async def test_closing_an_archive_does_not_wait_for_pool_work_of_its_cancelled_t
     pid = await started(pid_file)
     await asyncio.wait_for(archive.close(survey_wait=0), 60)
     assert await gone(pid)
+
+
+async def test_ctrl_c_while_an_archive_closes_ends_the_close_and_is_passed_on(settings: Settings):
+    """Ctrl-C reaches `imagex ingest` as a cancellation, perhaps while its archive closes: the close still
+    ends (its tasks, pool and catalog closed) and the command is interrupted, not reported finished."""
+    archive = Archive(settings)
+    await archive.startup()
+    ended = asyncio.Event()
+
+    async def background(stop: asyncio.Event) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0.3)  # a task that takes a while to end once cancelled
+            ended.set()
+
+    archive.start_background("slow to end", background)
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(archive.close(survey_wait=0))
+    await asyncio.sleep(0.1)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert ended.is_set()
+    with pytest.raises(StoreError, match="not open"):
+        await archive.store.site_settings()
 
 
 def spawned() -> set[int]:
