@@ -3,14 +3,19 @@ and the neutral query form in `app.store.query`."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from app.exceptions import Conflict
 from app.store.accounts import Accounts
+from app.store.dates import header_dates
 from app.store.elements import SearchElements
 from app.store.fleet import Fleet
+from app.store.footprint import covered
 from app.store.named import Named
 from app.store.query import Order, Query, Scalar
 from app.store.queue import JobQueue
@@ -33,6 +38,19 @@ from app.store.tables import (
 )
 from app.store.uploads import Uploads
 
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outdated:
+    """What bringing an image's dates or coverage up to date reads of it (`Store._bring_up_to_date`): only
+    columns every migration had (the sky, header and size came with the first)."""
+
+    id: str
+    header: dict[str, Any]
+    sky: dict[str, Any] | None
+    width: int
+    height: int
 
 class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
     """A catalog of images, with the job queue, the accounts, what is saved by name, the fleet, the search
@@ -46,6 +64,33 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
     @abstractmethod
     async def close(self) -> None:
         """Release connections; safe to call twice."""
+
+    async def _bring_up_to_date(self) -> None:
+        """At each open, after the migrations: read the typed dates of images catalogued under older date
+        rules again (app/store/dates.py), and give images catalogued before coverages one computed from
+        their stored header cards where they build a WCS (app/sky/coverage.py), a chunk at a time (a
+        coverage takes up to a fraction of a second: small chunks keep each write short); idempotent."""
+        done = 0
+        while images := await self._outdated("dates", 2000):
+            await self._set_dates({image.id: header_dates(image.header) for image in images})
+            done += len(images)
+        if done:
+            log.info("read the dates of %d catalogued images", done)
+        done = 0
+        while images := await self._outdated("sky", 20):
+            for image in images:  # astropy and numpy work: off the event loop
+                sky = await asyncio.to_thread(covered, image.sky, image.header, image.width, image.height)
+                await self.set_sky(image.id, sky)  # which marks its coverage current
+            done += len(images)
+            log.info("footprints: %d catalogued images indexed", done)
+
+    @abstractmethod
+    async def _outdated(self, kind: Literal["dates", "sky"], limit: int) -> list[Outdated]:
+        """Up to `limit` images whose typed dates or coverage (`kind`) were made under older rules."""
+
+    @abstractmethod
+    async def _set_dates(self, dates: Mapping[str, Mapping[str, float]]) -> None:
+        """Replace those images' typed dates (by image id), made under the current rules."""
 
     async def migration_version(self) -> int | None:
         """The newest migration applied to this catalog (None before any)."""

@@ -231,7 +231,7 @@ async def test_images_catalogued_before_typed_dates_are_read_at_startup(tmp_path
         january = DateRange(("DATE-OBS",), datetime(2025, 1, 1), datetime(2025, 2, 1))
         assert await store.count_images(january) == 2800
         # idempotent: nothing is left to read, and reading again changes nothing
-        assert await store._run(store._backfill_dates_sync) == 0
+        assert await store._outdated("dates", 10) == []
     finally:
         await store.close()
     with sqlite3.connect(path) as db:

@@ -3,23 +3,23 @@ follow the search elements."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, OperationFailure
 
 from app.exceptions import Conflict, StoreError
 from app.store import mongoquery
+from app.store.base import Outdated
 from app.store.dates import DATES_VERSION
-from app.store.footprint import CELLS_VERSION, covered, footprint_cells, sky_matches
+from app.store.footprint import CELLS_VERSION, footprint_cells, sky_matches
 from app.store.mongo.connection import Doc, MongoBase, log
 from app.store.mongo.documents import (
-    _dates,
     _decode_keys,
     _first_error,
+    dates_doc,
     image_doc,
     image_from_doc,
 )
@@ -32,6 +32,7 @@ from app.store.records import (
     index_name,
     keyword_of_index,
 )
+from app.store.rows import from_doc, names
 from app.store.tables import IMAGES, LOCATIONS, Table
 
 R = TypeVar("R")
@@ -39,51 +40,17 @@ _IMAGE_PROJECTION = {"dates": 0, "cells": 0, "cells_version": 0, "dates_version"
 
 
 class MongoCatalog(MongoBase):
-    async def _after_migrations(self) -> None:
-        await self._backfill_cells()
-        await self._backfill_dates()
+    async def _outdated(self, kind: Literal["dates", "sky"], limit: int) -> list[Outdated]:
+        match: Doc = {"dates_version": {"$lt": DATES_VERSION}} if kind == "dates" else {
+            "cells_version": {"$ne": CELLS_VERSION},
+            "$or": [{"sky": {"$ne": None}}, {f"header.{mongoquery.field_name('CTYPE1')}": {"$exists": True}}]}
+        found = await self.images.find(match, dict.fromkeys(names(Outdated), 1)).limit(limit).to_list()
+        return [from_doc(Outdated, {**doc, "header": _decode_keys(doc["header"])}) for doc in found]
 
-    async def _backfill_cells(self, chunk: int = 20) -> int:
-        """Give images catalogued before coverages one, computed from their stored header cards where they
-        build a WCS (app/sky/coverage.py), and their cells from it; idempotent."""
-        done = 0
-        while True:
-            docs = await self.images.find(
-                {"cells_version": {"$ne": CELLS_VERSION},
-                 "$or": [{"sky": {"$ne": None}},
-                         {f"header.{mongoquery.field_name('CTYPE1')}": {"$exists": True}}]},
-                {"sky": 1, "header": 1, "width": 1, "height": 1}).limit(chunk).to_list()
-            if not docs:
-                break
-            updates = []
-            for doc in docs:
-                # astropy and numpy work: off the event loop
-                sky = await asyncio.to_thread(covered, doc.get("sky"), _decode_keys(doc.get("header") or {}),
-                                              int(doc["width"]), int(doc["height"]))
-                updates.append(UpdateOne({"_id": doc["_id"]}, {"$set": {
-                    "sky": sky, "cells": footprint_cells(sky), "cells_version": CELLS_VERSION}}))
-            await self.images.bulk_write(updates, ordered=False)
-            done += len(docs)
-            log.info("footprints: %d catalogued images indexed", done)
-        return done
-
-    async def _backfill_dates(self, chunk: int = 2000) -> int:
-        """Read the dates of images catalogued under older date rules again; idempotent."""
-        done = 0
-        while True:
-            docs = await self.images.find({"dates_version": {"$lt": DATES_VERSION}},
-                                          {"header": 1}).limit(chunk).to_list()
-            if not docs:
-                break
-            await self.images.bulk_write([
-                UpdateOne({"_id": doc["_id"]},
-                          {"$set": {"dates": _dates(_decode_keys(doc.get("header") or {})),
-                                    "dates_version": DATES_VERSION}}) for doc in docs], ordered=False)
-            done += len(docs)
-        if done:
-            log.info("read the dates of %d catalogued images", done)
-        return done
-
+    async def _set_dates(self, dates: Mapping[str, Mapping[str, float]]) -> None:
+        await self.images.bulk_write([UpdateOne({"_id": image_id}, {"$set": {
+            "dates": dates_doc(found), "dates_version": DATES_VERSION}}) for image_id, found in dates.items()
+        ], ordered=False)
 
     # images -----------------------------------------------------------------------------------------
     def _projection(self, table: Table[Any]) -> Doc | None:

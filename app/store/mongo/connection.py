@@ -165,7 +165,7 @@ class MongoBase(Store):
                                  f"newer; {redacted(self.url)} runs {running}")
             self._client = client
             await self._migrate()
-            await self._after_migrations()
+            await self._bring_up_to_date()
         except PyMongoError as error:
             self._client = None
             self._db = None
@@ -209,9 +209,6 @@ class MongoBase(Store):
                     raise
         else:
             raise StoreError(f"unknown MongoDB migration step {step!r}")
-
-    async def _after_migrations(self) -> None:
-        """Bring derived data up to date after the migrations (the catalog's part overrides it)."""
 
     async def close(self) -> None:
         client, self._client, self._db = self._client, None, None

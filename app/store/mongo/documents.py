@@ -3,7 +3,7 @@ dates, footprint cells and folded texts beside them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pymongo.errors import BulkWriteError
@@ -30,14 +30,14 @@ def _decode_keys(values: Doc) -> dict[str, Any]:
     return {keyword_of_field(key): value for key, value in values.items()}
 
 
-def _dates(header: dict[str, Any]) -> list[Doc]:
-    return [{"k": keyword, "mjd": mjd} for keyword, mjd in header_dates(header).items()]
+def dates_doc(dates: Mapping[str, float]) -> list[Doc]:
+    return [{"k": keyword, "mjd": mjd} for keyword, mjd in dates.items()]
 
 
 def image_doc(image: ImageRecord, cells: Sequence[int] | None = None) -> Doc:
     """An image's document; `cells`, its cone-search cells when they were found already."""
     return {**to_doc(image), "header": _encode_keys(image.header), "comments": _encode_keys(image.comments),
-            "folded": mongoquery.folded_texts(image.header), "dates": _dates(image.header),
+            "folded": mongoquery.folded_texts(image.header), "dates": dates_doc(header_dates(image.header)),
             "cells": list(cells) if cells is not None else footprint_cells(image.sky),
             "cells_version": CELLS_VERSION,
             "dates_version": DATES_VERSION}

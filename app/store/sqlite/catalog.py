@@ -8,12 +8,13 @@ import logging
 import sqlite3
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from app.exceptions import Conflict
 from app.store import sqlsearch
+from app.store.base import Outdated
 from app.store.dates import DATES_VERSION, header_dates
-from app.store.footprint import covered, footprint_cells
+from app.store.footprint import footprint_cells
 from app.store.query import Order, Query, Scalar
 from app.store.records import ImageRecord, SearchElement, Usage
 from app.store.rows import dumps, from_row, insert_sql, names, to_row
@@ -34,65 +35,30 @@ log = logging.getLogger(__name__)
 
 class SQLiteCatalog(SQLiteBase):
     def _after_migrations(self, applied: int) -> None:
-        self._backfill_cells_sync()
-        self._backfill_dates_sync()
         db = self.db
         if applied or sqlsearch.existing_indexes(db) != sqlsearch.existing_indexes(db, current=True):
             # search indexes built on an older expression, or lost with a rebuilt table: built again
             with transaction(db):
                 self._after_elements_change(db)
 
-    def _backfill_dates_sync(self, chunk: int = 2000) -> int:
-        """Read the dates of images catalogued before typed dates (or under older date rules), a chunk per
-        transaction so other writers are not held up; idempotent. Returns how many images were read."""
-        done = 0
-        while True:
+    async def _outdated(self, kind: Literal["dates", "sky"], limit: int) -> list[Outdated]:
+        # the migrations list the images catalogued before coverages in image_cells_pending
+        where = "dates_version < ?" if kind == "dates" else "id IN (SELECT image_id FROM image_cells_pending)"
+        sql = f"SELECT {', '.join(names(Outdated))} FROM images WHERE {where} LIMIT ?"
+        params = (DATES_VERSION, limit) if kind == "dates" else (limit,)
+        return await self._run(lambda: [from_row(Outdated, row) for row in self.db.execute(sql, params)])
+
+    async def _set_dates(self, dates: Mapping[str, Mapping[str, float]]) -> None:
+        def write() -> None:
             with transaction(self.db) as db:
-                rows = db.execute("SELECT id, header FROM images WHERE dates_version < ? LIMIT ?",
-                                  (DATES_VERSION, chunk)).fetchall()
-                if not rows:
-                    break
-                ids = [(row["id"],) for row in rows]
+                ids = [(image_id,) for image_id in dates]
                 db.executemany("DELETE FROM image_dates WHERE image_id = ?", ids)
                 db.executemany("INSERT INTO image_dates (image_id, keyword, mjd) VALUES (?, ?, ?)",
-                               [(row["id"], keyword, mjd) for row in rows
-                                for keyword, mjd in header_dates(json.loads(row["header"])).items()])
+                               [(image_id, keyword, mjd) for image_id, found in dates.items()
+                                for keyword, mjd in found.items()])
                 db.executemany(f"UPDATE images SET dates_version = {DATES_VERSION} WHERE id = ?", ids)
-            done += len(rows)
-        if done:
-            log.info("read the dates of %d catalogued images", done)
-        return done
 
-    def _backfill_cells_sync(self, chunk: int = 20) -> int:
-        """Give the images listed by the migrations (catalogued before cone search, or before coverages) a
-        coverage computed from their stored header cards where they build a WCS, and index their
-        footprints, a chunk per transaction (a coverage takes up to a fraction of a second: small chunks keep
-        the write lock short); idempotent. Returns how many images were indexed."""
-        done = 0
-        while True:
-            with transaction(self.db) as db:
-                rows = db.execute("SELECT p.image_id AS id, i.sky AS sky, i.header AS header, "
-                                  "i.width AS width, i.height AS height FROM image_cells_pending p "
-                                  "JOIN images i ON i.id = p.image_id LIMIT ?", (chunk,)).fetchall()
-                if not rows:
-                    db.execute("DELETE FROM image_cells_pending")
-                    break
-                skies = [covered(None if row["sky"] is None else json.loads(row["sky"]),
-                                 json.loads(row["header"]), row["width"], row["height"]) for row in rows]
-                db.executemany("UPDATE images SET sky = ?, center_ra = ?, center_dec = ? WHERE id = ?",
-                               [(None if sky is None else json.dumps(sky),
-                                 None if sky is None else sky.get("center_ra"),
-                                 None if sky is None else sky.get("center_dec"), row["id"])
-                                for row, sky in zip(rows, skies, strict=True)])
-                db.executemany("DELETE FROM image_cells WHERE image_id = ?", [(row["id"],) for row in rows])
-                db.executemany("INSERT OR IGNORE INTO image_cells (cell, image_id) VALUES (?, ?)",
-                               [(cell, row["id"]) for row, sky in zip(rows, skies, strict=True)
-                                for cell in footprint_cells(sky)])
-                db.executemany("DELETE FROM image_cells_pending WHERE image_id = ?",
-                               [(row["id"],) for row in rows])
-            done += len(rows)
-            log.info("footprints: %d catalogued images indexed", done)
-        return done
+        await self._run(write)
 
     # images -----------------------------------------------------------------------------------------
     async def add_images(self, images: Sequence[ImageRecord], *,
@@ -225,6 +191,7 @@ class SQLiteCatalog(SQLiteBase):
                     "display = coalesce(?, display) WHERE id = ?",
                     (None if sky is None else dumps(sky), *center, shown, image_id)).rowcount
                 if changed:
+                    db.execute("DELETE FROM image_cells_pending WHERE image_id = ?", (image_id,))
                     db.execute("DELETE FROM image_cells WHERE image_id = ?", (image_id,))
                     db.executemany("INSERT INTO image_cells (cell, image_id) VALUES (?, ?)",
                                    [(cell, image_id) for cell in found])

@@ -66,6 +66,7 @@ class SQLiteBase(Store):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         try:
             await self._run(self._open_sync)
+            await self._bring_up_to_date()
         except BaseException:
             self._executor.shutdown(wait=False)
             self._executor = None
