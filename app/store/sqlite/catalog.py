@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -51,12 +50,9 @@ class SQLiteCatalog(SQLiteBase):
     async def _set_dates(self, dates: Mapping[str, Mapping[str, float]]) -> None:
         def write() -> None:
             with transaction(self.db) as db:
-                ids = [(image_id,) for image_id in dates]
-                db.executemany("DELETE FROM image_dates WHERE image_id = ?", ids)
-                db.executemany("INSERT INTO image_dates (image_id, keyword, mjd) VALUES (?, ?, ?)",
-                               [(image_id, keyword, mjd) for image_id, found in dates.items()
-                                for keyword, mjd in found.items()])
-                db.executemany(f"UPDATE images SET dates_version = {DATES_VERSION} WHERE id = ?", ids)
+                _write_dates(db, dates)
+                db.executemany(f"UPDATE images SET dates_version = {DATES_VERSION} WHERE id = ?",
+                               [(image_id,) for image_id in dates])
 
         await self._run(write)
 
@@ -66,35 +62,25 @@ class SQLiteCatalog(SQLiteBase):
         await self._run(self._add_images_sync, list(images), cells or {})
 
     def _add_images_sync(self, images: list[ImageRecord], found: Mapping[str, Sequence[int]]) -> None:
-        rows = [{**to_row(i), "center_ra": None if i.sky is None else i.sky.get("center_ra"),
-                 "center_dec": None if i.sky is None else i.sky.get("center_dec")} for i in images]
-        dates = [(i.id, keyword, mjd) for i in images for keyword, mjd in header_dates(i.header).items()]
-        cells = [(cell, i.id) for i in images
-                 for cell in (found[i.id] if i.id in found else footprint_cells(i.sky))]
+        rows = [_row(i) for i in images]
+        dates = {i.id: header_dates(i.header) for i in images}
+        cells = {i.id: found[i.id] if i.id in found else footprint_cells(i.sky) for i in images}
+        keywords = sqlsearch.count_keywords(i.header for i in images)
         try:
-            self._insert_images(rows, dates, cells, sqlsearch.count_keywords(i.header for i in images))
+            with transaction(self.db) as db:
+                db.executemany(_IMAGE_INSERT, rows)
+                _write_dates(db, dates)  # typed dates beside the raw header, in the same transaction
+                _write_cells(db, cells)  # the footprint's HEALPix cells, for cone search
+                sqlsearch.add_keyword_counts(db, keywords)  # which keywords there are, for the search builder
+                # the first location of each image's content: its own path
+                db.executemany("INSERT OR IGNORE INTO image_locations (image_id, path, recorded) "
+                               "VALUES (?, ?, ?)", [(i.id, i.path, i.created) for i in images])
         except sqlite3.IntegrityError as error:
             raise Conflict(f"image already catalogued: {error}") from None
 
-    def _insert_images(self, rows: list[dict[str, Any]], dates: list[tuple[str, str, float]],
-                       cells: list[tuple[int, str]], keywords: Counter[str]) -> None:
-        with transaction(self.db) as db:
-            db.executemany(_IMAGE_INSERT, [{**row, "dates_version": DATES_VERSION} for row in rows])
-            # typed dates beside the raw header, in the same transaction
-            db.executemany("INSERT INTO image_dates (image_id, keyword, mjd) VALUES (?, ?, ?)", dates)
-            # the footprint's HEALPix cells, for cone search
-            db.executemany("INSERT INTO image_cells (cell, image_id) VALUES (?, ?)", cells)
-            # which keywords the catalog holds, for the search builder
-            sqlsearch.add_keyword_counts(db, keywords)
-            # the first location of each image's content: its own path
-            db.executemany("INSERT OR IGNORE INTO image_locations (image_id, path, recorded) "
-                           "VALUES (?, ?, ?)", [(row["id"], row["path"], row["created"]) for row in rows])
-
     async def replace_image(self, image: ImageRecord, series: Sequence[dict[str, Any]]) -> bool:
         expected = to_row(ImageRecord(**{**vars(image), "series": list(series)}))["series"]
-        row = {**to_row(image), "center_ra": None if image.sky is None else image.sky.get("center_ra"),
-               "center_dec": None if image.sky is None else image.sky.get("center_dec"),
-               "dates_version": DATES_VERSION}
+        row, dates, cells = _row(image), header_dates(image.header), footprint_cells(image.sky)
 
         def replace() -> bool:
             with transaction(self.db) as db:
@@ -102,14 +88,9 @@ class SQLiteCatalog(SQLiteBase):
                 if found is None or found["series"] != expected:
                     return False
                 sqlsearch.remove_keyword_counts(db, [image.id])
-                db.execute("DELETE FROM image_dates WHERE image_id = ?", (image.id,))
-                db.execute("DELETE FROM image_cells WHERE image_id = ?", (image.id,))
                 db.execute(_IMAGE_UPDATE, row)
-                dates = header_dates(image.header).items()
-                db.executemany("INSERT INTO image_dates (image_id, keyword, mjd) VALUES (?, ?, ?)",
-                               [(image.id, keyword, mjd) for keyword, mjd in dates])
-                db.executemany("INSERT INTO image_cells (cell, image_id) VALUES (?, ?)",
-                               [(cell, image.id) for cell in footprint_cells(image.sky)])
+                _write_dates(db, {image.id: dates})
+                _write_cells(db, {image.id: cells})
                 sqlsearch.add_keyword_counts(db, sqlsearch.count_keywords([image.header]))
                 return True
 
@@ -184,17 +165,14 @@ class SQLiteCatalog(SQLiteBase):
         def write() -> bool:
             found = list(cells) if cells is not None else footprint_cells(sky)
             with transaction(self.db) as db:
-                center = (None, None) if sky is None else (sky.get("center_ra"), sky.get("center_dec"))
-                shown = None if display is None else dumps(display)
                 changed = db.execute(
                     "UPDATE images SET sky = ?, center_ra = ?, center_dec = ?, "
                     "display = coalesce(?, display) WHERE id = ?",
-                    (None if sky is None else dumps(sky), *center, shown, image_id)).rowcount
+                    (None if sky is None else dumps(sky), *_center(sky),
+                     None if display is None else dumps(display), image_id)).rowcount
                 if changed:
                     db.execute("DELETE FROM image_cells_pending WHERE image_id = ?", (image_id,))
-                    db.execute("DELETE FROM image_cells WHERE image_id = ?", (image_id,))
-                    db.executemany("INSERT INTO image_cells (cell, image_id) VALUES (?, ?)",
-                                   [(cell, image_id) for cell in found])
+                    _write_cells(db, {image_id: found})
                 return changed == 1
 
         return await self._run(write)
@@ -258,6 +236,32 @@ class SQLiteCatalog(SQLiteBase):
                                              anywhere=anywhere)
 
         return await self._run(select)
+
+
+def _center(sky: dict[str, Any] | None) -> tuple[float | None, float | None]:
+    """The centre the cone search starts from (none without a sky)."""
+    return (None, None) if sky is None else (sky.get("center_ra"), sky.get("center_dec"))
+
+
+def _row(image: ImageRecord) -> dict[str, Any]:
+    """An image's row: its record's columns, its centre, and which date rules its typed dates follow."""
+    center_ra, center_dec = _center(image.sky)
+    return {**to_row(image), "center_ra": center_ra, "center_dec": center_dec, "dates_version": DATES_VERSION}
+
+
+def _write_dates(db: sqlite3.Connection, dates: Mapping[str, Mapping[str, float]]) -> None:
+    """Replace each image's typed dates (by image id)."""
+    db.executemany("DELETE FROM image_dates WHERE image_id = ?", [(image_id,) for image_id in dates])
+    db.executemany("INSERT INTO image_dates (image_id, keyword, mjd) VALUES (?, ?, ?)",
+                   [(image_id, keyword, mjd) for image_id, typed in dates.items()
+                    for keyword, mjd in typed.items()])
+
+
+def _write_cells(db: sqlite3.Connection, cells: Mapping[str, Sequence[int]]) -> None:
+    """Replace each image's cone-search cells (by image id)."""
+    db.executemany("DELETE FROM image_cells WHERE image_id = ?", [(image_id,) for image_id in cells])
+    db.executemany("INSERT INTO image_cells (cell, image_id) VALUES (?, ?)",
+                   [(cell, image_id) for image_id, found in cells.items() for cell in found])
 
 
 def _newest_first(order: Order | None) -> bool:
