@@ -100,8 +100,7 @@ class JobRunner:
             raise
         finally:
             renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            await asyncio.gather(renewer, return_exceptions=True)  # a cancellation of ours is not swallowed
             self.active -= 1
             self.current.pop(job.id, None)
         if outcome.state != "harvested":
