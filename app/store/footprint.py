@@ -2,7 +2,7 @@
 
 An image's footprint is its coverage (app/sky/coverage.py): a MOC of the cells its pixels touch, computed
 through its WCS at ingest, and the WCS cards that let a cone be tested against the pixels themselves. A
-record made before coverages (and not yet given one, see the stores' backfill) keeps the old footprint:
+record made before coverages (and not yet given one: `Store._bring_up_to_date`) keeps the old footprint:
 the spherical quadrilateral whose vertices are the four outer pixel corners (ICRS degrees, as
 `formats.fits._sky` records them) joined by great-circle arcs, exact for TAN fields of ordinary size.
 
