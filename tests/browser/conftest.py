@@ -58,26 +58,41 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(in_module_loop, append=False)
 
 
+class Chromium:
+    """A test module's headless Chromium, launched at first use and again should it have crashed: a crash
+    fails the test it happened in, not every test after it in the module."""
+
+    def __init__(self, playwright: Any) -> None:
+        self.playwright = playwright
+        self.browser: Any = None
+
+    async def get(self) -> Any:
+        if self.browser is None or not self.browser.is_connected():
+            self.browser = await self.playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                                                 headless=True)
+        return self.browser
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def chromium() -> AsyncIterator[Any]:
+async def chromium() -> AsyncIterator[Chromium]:
     """Headless Chromium for a test module: launched once, each test's page in a context of its own."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                                   headless=True)
+        browsers = Chromium(playwright)
         try:
-            yield browser
+            yield browsers
         finally:
-            with contextlib.suppress(Exception):
-                await browser.close()
+            if browsers.browser is not None:
+                with contextlib.suppress(Exception):
+                    await browsers.browser.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def page(chromium: Any) -> AsyncIterator[Any]:
+async def page(chromium: Chromium) -> AsyncIterator[Any]:
     """A fresh page in a fresh browser context (no cookies, storage or cache from another test; no network
     beyond the local server)."""
-    context = await chromium.new_context(viewport={"width": 1000, "height": 800})
+    context = await (await chromium.get()).new_context(viewport={"width": 1000, "height": 800})
     try:
         yield await context.new_page()
     finally:
