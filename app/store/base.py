@@ -52,6 +52,7 @@ class Outdated:
     width: int
     height: int
 
+
 class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
     """A catalog of images, with the job queue, the accounts, what is saved by name, the fleet, the search
     elements and upload reservations (written once over the adapters' plain-table primitives,
