@@ -10,17 +10,22 @@ from urllib.parse import parse_qs, urlsplit
 from tests.browser.viewer_helpers import FULLY_LOADED
 
 DISPLAY_TILE = re.compile(r"/display/(?P<spec>[^/]+)/image_files/\d+/\d+_\d+\.jpeg$")
-SHOWN = "() => window.imagexViewer.world.getItemAt(0).source.tilesUrl"
+# the shown pyramid's address; null while the page has no viewer or the viewer no image yet (just after a
+# navigation: a predicate that throws ends the wait at once instead of waiting)
+SHOWN = ("() => { const v = window.imagexViewer, item = v && v.world.getItemAt(0); "
+         "return item ? item.source.tilesUrl : null; }")
 LOW_FILLED = "() => document.getElementById('display-controls').elements.low.value !== ''"
 
 
 async def shows(page: Any, spec: str | None) -> None:
     """Wait until the viewer shows `spec`'s dynamic pyramid (None: the static one), fully loaded."""
     if spec is None:
-        await page.wait_for_function(f"() => !({SHOWN})().includes('/display/')", timeout=30_000)
+        await page.wait_for_function(f"() => {{ const url = ({SHOWN})(); "
+                                     "return url !== null && !url.includes('/display/'); }", timeout=30_000)
     else:
-        await page.wait_for_function(f"(spec) => ({SHOWN})().includes('/display/' + spec + '/')", arg=spec,
-                                     timeout=30_000)
+        await page.wait_for_function(f"(spec) => {{ const url = ({SHOWN})(); "
+                                     "return url !== null && url.includes('/display/' + spec + '/'); }",
+                                     arg=spec, timeout=30_000)
     await page.wait_for_timeout(100)
     await page.wait_for_function(FULLY_LOADED, timeout=30_000)
 

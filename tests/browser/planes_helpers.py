@@ -16,7 +16,8 @@ from tests.browser.viewer_helpers import viewer_pixels
 SIZE = 240
 PLANES = 4
 # the one pyramid shown once a switch is complete (the old one removed)
-ONLY = ("(part) => { const w = window.imagexViewer.world; return w.getItemCount() === 1 && "
+ONLY = ("(part) => { const v = window.imagexViewer, w = v && v.world; "
+        "return !!w && w.getItemCount() === 1 && "
         "w.getItemAt(0).source.tilesUrl.includes(part) && w.getItemAt(0).getFullyLoaded(); }")
 
 
