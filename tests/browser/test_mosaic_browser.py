@@ -227,7 +227,8 @@ async def test_five_hundred_images_stay_light(page, many):
     assert not [request for request in asked if request.endswith(".dzi")]
 
     await page.wait_for_function(
-        "() => window.imagexMosaic.layers.every(layer => layer.items[0].getFullyLoaded())", timeout=120_000)
+        "() => window.imagexMosaic.layers.every(layer => layer.items.length > 0 && "
+        "layer.items[0].getFullyLoaded())", timeout=120_000)
     await page.wait_for_timeout(500)
     asked.clear()
     await page.evaluate("""() => {
