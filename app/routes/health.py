@@ -146,6 +146,7 @@ def _watcher_state(archive: Archive) -> dict[str, Any]:
     watcher = archive.watcher
     if watcher is None:
         return {"present": False, "alive": False, "folders": 0, "missing": 0, "waiting": 0}
-    failed = archive.failed(TASK_NAME)
-    return {"present": True, "alive": watcher.running and not failed, "folders": len(watcher.folders),
+    task = archive.tasks.get(TASK_NAME)  # alive from its start (its first look at the folders may be pending)
+    return {"present": True, "alive": task is not None and task.state == "running",
+            "folders": len(watcher.folders),
             "missing": len(watcher.missing), "waiting": watcher.waiting}
