@@ -7,7 +7,6 @@ import asyncio
 import logging
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from app.exceptions import Conflict
@@ -23,6 +22,7 @@ from app.store.records import (
     ImageLocation,
     ImageRecord,
     JobState,
+    Outdated,
 )
 from app.store.tables import (
     APPLIED,
@@ -39,18 +39,6 @@ from app.store.tables import (
 from app.store.uploads import Uploads
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Outdated:
-    """What bringing an image's dates or coverage up to date reads of it (`Store._bring_up_to_date`): only
-    columns every migration had (the sky, header and size came with the first)."""
-
-    id: str
-    header: dict[str, Any]
-    sky: dict[str, Any] | None
-    width: int
-    height: int
 
 
 class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):

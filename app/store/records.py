@@ -89,6 +89,18 @@ class ImageRecord:
         }
 
 
+@dataclass
+class Outdated:
+    """What bringing an image's dates or coverage up to date reads of it (`Store._bring_up_to_date` in
+    `app.store.base`): only columns every migration had (the sky, header and size came with the first)."""
+
+    id: str
+    header: dict[str, Any]
+    sky: dict[str, Any] | None
+    width: int
+    height: int
+
+
 @dataclass(frozen=True)
 class ImageLocation:
     """One place where an image's content was found: its own path (recorded with the image) or a copy

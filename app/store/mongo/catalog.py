@@ -12,7 +12,6 @@ from pymongo.errors import BulkWriteError, OperationFailure
 
 from app.exceptions import Conflict, StoreError
 from app.store import mongoquery
-from app.store.base import Outdated
 from app.store.dates import DATES_VERSION
 from app.store.footprint import CELLS_VERSION, footprint_cells, sky_matches
 from app.store.mongo.connection import Doc, MongoBase, log
@@ -28,6 +27,7 @@ from app.store.query import Cone, Order, Query, Scalar
 from app.store.records import (
     ImageLocation,
     ImageRecord,
+    Outdated,
     Usage,
     index_name,
     keyword_of_index,

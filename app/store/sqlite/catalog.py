@@ -11,11 +11,10 @@ from typing import Any, Literal
 
 from app.exceptions import Conflict
 from app.store import sqlsearch
-from app.store.base import Outdated
 from app.store.dates import DATES_VERSION, header_dates
 from app.store.footprint import footprint_cells
 from app.store.query import Order, Query, Scalar
-from app.store.records import ImageRecord, SearchElement, Usage
+from app.store.records import ImageRecord, Outdated, SearchElement, Usage
 from app.store.rows import dumps, from_row, insert_sql, names, to_row
 from app.store.sqlite.connection import SQLiteBase, transaction
 
