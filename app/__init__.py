@@ -74,6 +74,10 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True,
 
     @app.while_serving
     async def lifespan() -> AsyncGenerator[None, None]:
+        if preload and pool is None:
+            # a pool process is started now, not by the first request that needs one (a viewer's cursor
+            # readout, a histogram): that request would wait for the fork server to import `preload`
+            archive.pool.warm(*preload, processes=1)
         async with running(archive, "serve", jobs=run_jobs, folders=settings.watch_folders, background=True,
                            prepare=prepare):
             yield

@@ -22,7 +22,7 @@ document.addEventListener("securitypolicyviolation", function (event) {
                            event.lineNumber);
 });
 """
-IDLE = 15_000
+IDLE = 30_000  # a loaded machine (CI) once took over 15 s to settle the viewer page
 
 
 class Violations:

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from app import create_app
 from app.archive import Archive
 from app.exceptions import StoreError
 from app.settings import Settings
 from app.tiles.pool import Pool
+from tests.helpers import QUICK_PASSWORDS
 from tests.processes import children_of
 
 
@@ -164,4 +166,23 @@ async def test_a_preloading_pool_forks_its_processes_from_one_server_that_import
         assert processes <= children_of(server)
     finally:
         await asyncio.to_thread(pool.finish)
+    assert [await gone(pid) for pid in (server, *processes)] == [True] * (1 + len(processes))
+
+
+async def test_a_server_starts_a_pool_process_with_it_not_at_its_first_request(settings: Settings):
+    """`imagex serve`: its pool's fork server and one process start with the server, so the first viewer's
+    cursor readout or histogram does not wait for them to import what they need (a fresh server's first
+    image page used to); they end with it."""
+    before = children_of(os.getpid())
+    app = create_app(settings, first_admin=False, preload=("colorsys",), passwords=QUICK_PASSWORDS)
+    async with app.test_app():  # no request is made
+        deadline = time.monotonic() + 60
+        while not (workers := {pid for server in children_of(os.getpid()) - before
+                               for pid in children_of(server)}):
+            assert time.monotonic() < deadline, "no pool process was started"
+            await asyncio.sleep(0.05)
+        [imported], server, worker = await app.extensions["imagex"].pool.run(imported_before, ("colorsys",))
+        assert imported and server in children_of(os.getpid()) - before  # forked from the fork server
+        processes = children_of(server)
+        assert workers <= processes and worker in processes
     assert [await gone(pid) for pid in (server, *processes)] == [True] * (1 + len(processes))
