@@ -26,7 +26,7 @@ async def play_until(page, label: str) -> Any:
     play = page.locator("#plane-controls button[name=play]")
     await play.click()
     await page.wait_for_function("(label) => document.getElementById('plane-label').textContent"
-                                 ".startsWith(label)", arg=label, timeout=10_000)
+                                 ".startsWith(label)", arg=label, timeout=30_000)
     await play.click()
     assert await play.text_content() == "Play"
     return play

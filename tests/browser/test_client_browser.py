@@ -69,7 +69,7 @@ async def test_the_html_of_show_displays_the_latest_version_and_a_private_image(
         assert np.ptp(pyvips.Image.new_from_buffer(shot, "").colourspace("b-w")[0].numpy()) > 50
 
         secret = page.frame_locator("#out2 iframe")
-        await secret.locator("text=This view is not available.").wait_for(timeout=20_000)
+        await secret.locator("text=This view is not available.").wait_for(timeout=30_000)
         assert await secret.locator("#mosaic-viewer").count() == 0
         await screenshot(page, "notebook-show.png")
     assert recorder.errors == []

@@ -39,7 +39,7 @@ async def readout(page: Any) -> tuple[bool, int, int]:
 
 async def settled_value(page: Any) -> str:
     await page.wait_for_function("() => /^value -?[0-9]/.test(document.getElementById('readout-value')"
-                                 ".textContent)", timeout=10_000)
+                                 ".textContent)", timeout=30_000)
     return (await page.locator("#readout-value").text_content() or "").removeprefix("value ")
 
 
@@ -60,7 +60,7 @@ async def test_a_click_locks_the_readout_and_the_pixel_table_shows_the_values_ar
     # the table: 5 columns and rows named in FITS pixels, the locked pixel in the middle with its value
     table = page.locator("#pixel-table")
     await page.wait_for_function("() => document.querySelectorAll('#pixel-table td').length === 25",
-                                 timeout=10_000)
+                                 timeout=30_000)
     headers = await table.locator("tr").first.locator("th").all_text_contents()
     assert headers[1:] == [f"x {fits_x + d}" for d in range(-2, 3)]
     rows = await table.locator("tr th[scope=row]").all_text_contents()
@@ -79,13 +79,13 @@ async def test_a_click_locks_the_readout_and_the_pixel_table_shows_the_values_ar
     assert await readout(page) == (True, fits_x + 1, fits_y + 1)
     first_column = "document.querySelector('#pixel-table tr th + th')"
     await page.wait_for_function(f"(want) => {first_column} && {first_column}.textContent === want",
-                                 arg=f"x {fits_x - 1}", timeout=10_000)
+                                 arg=f"x {fits_x - 1}", timeout=30_000)
 
     # Escape unlocks: the readout follows the cursor again
     await page.keyboard.press("Escape")
     assert await page.locator("#crosshair").count() == 0
     await page.mouse.move(elsewhere[0] + 3, elsewhere[1] + 3)
     await page.wait_for_function("() => !document.getElementById('readout').textContent.startsWith('locked')",
-                                 timeout=5_000)
+                                 timeout=30_000)
     locked, other_x, other_y = await readout(page)
     assert not locked and (other_x, other_y) != (fits_x + 1, fits_y + 1)

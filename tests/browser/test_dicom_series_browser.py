@@ -46,7 +46,7 @@ async def readout_at(page, x: int, y: int, plane: int) -> float:
             "([where, plane]) => document.getElementById('readout').textContent === where && "
             "/^value -?[0-9]/.test(document.getElementById('readout-value').textContent) && "
             "document.getElementById('readout-value').textContent.includes('(plane ' + plane + ' of')",
-            arg=[f"x {u}, y {v}", plane], timeout=10_000)
+            arg=[f"x {u}, y {v}", plane], timeout=30_000)
     text = await page.locator("#readout-value").text_content()
     match = re.match(r"value (-?[0-9.]+)", text or "")
     assert match, text

@@ -83,7 +83,7 @@ async def test_an_embed_on_another_origin_shows_the_image_and_not_the_private_on
         assert np.ptp(grey) > 50
 
         private_frame = page.frame_locator("#before-private + script + iframe")
-        await private_frame.locator("text=This view is not available.").wait_for(timeout=20_000)
+        await private_frame.locator("text=This view is not available.").wait_for(timeout=30_000)
         assert await private_frame.locator("#mosaic-viewer").count() == 0
         assert not [url for url, _ in tiles if served.private["id"] in url]
 
@@ -105,7 +105,7 @@ async def test_a_page_other_than_an_embed_refuses_to_be_framed_by_another_origin
     with other_site(tmp_path) as blog:
         await page.goto(f"{blog}/frame.html")
         embed = page.frame_locator("#embed")
-        await embed.locator("#mosaic-viewer").wait_for(timeout=20_000)
+        await embed.locator("#mosaic-viewer").wait_for(timeout=30_000)
         await page.wait_for_timeout(1000)
         framed = next((f for f in page.frames if f.url.endswith(f"/images/{public['id']}")
                        and "/embed/" not in f.url), None)
@@ -210,7 +210,7 @@ async def test_embed_js_data_plane_opens_another_sites_frame_at_that_plane(page,
         frame = page.locator("#before + script + iframe")
         assert await frame.get_attribute("src") == f"{cube_server.url}/embed/images/{cube['id']}?plane=3"
         inside = page.frame_locator("#before + script + iframe")
-        await inside.locator("#plane-label").wait_for(timeout=20_000)
+        await inside.locator("#plane-label").wait_for(timeout=30_000)
         embedded = next(f for f in page.frames if "/embed/images/" in f.url)
         await embedded.wait_for_function(FRAME_LOADED, timeout=30_000)
         assert await inside.locator("#plane-label").text_content() == "3 of 4: FREQ 1.4209 GHz"

@@ -48,7 +48,7 @@ async def open_map(page: Any, url: str, image: dict[str, Any]) -> Recorder:
     response = await page.goto(url + image["url"])
     assert response is not None and response.status == 200
     await page.wait_for_function(FULLY_LOADED, timeout=30_000)
-    await page.wait_for_function(DESCRIBED, timeout=10_000)
+    await page.wait_for_function(DESCRIBED, timeout=30_000)
     return recorder
 
 
@@ -56,10 +56,10 @@ async def map_text_at(page: Any, column: int, row: int) -> re.Match[str]:
     """Hover image pixel (column, row) and read the map position the page shows for it."""
     await move_to_image_pixel(page, column + 0.5, row + 0.5)
     await page.wait_for_function("(text) => document.getElementById('readout').textContent === text",
-                                 arg=f"x {column}, y {row}", timeout=5_000)
+                                 arg=f"x {column}, y {row}", timeout=30_000)
     await page.wait_for_function("(source) => new RegExp(source).test("
                                  "document.getElementById('readout-sky').textContent)",
-                                 arg=MAP_TEXT.pattern.replace("(?P<", "(?<"), timeout=5_000)
+                                 arg=MAP_TEXT.pattern.replace("(?P<", "(?<"), timeout=30_000)
     shown = str(await page.text_content("#readout-sky"))
     match = MAP_TEXT.fullmatch(shown)
     assert match, shown

@@ -96,7 +96,7 @@ async def test_dragging_the_high_cut_shows_the_manual_display(page, server: Serv
     await page.mouse.up()
 
     await page.wait_for_function("() => /^m/.test(document.getElementById('display-controls').dataset.spec)",
-                                 timeout=10_000)
+                                 timeout=30_000)
     shown = await histogram_shown(page)
     match = MANUAL.fullmatch(shown["spec"])
     assert match, shown["spec"]
@@ -119,7 +119,7 @@ async def test_dragging_the_high_cut_shows_the_manual_display(page, server: Serv
     await page.keyboard.press("ArrowRight")
     await page.wait_for_function(
         "(spec) => { const now = document.getElementById('display-controls').dataset.spec;"
-        " return now !== spec && /^m/.test(now); }", arg=shown["spec"], timeout=10_000)
+        " return now !== spec && /^m/.test(now); }", arg=shown["spec"], timeout=30_000)
     moved = MANUAL.fullmatch(await page.evaluate("document.getElementById('display-controls').dataset.spec"))
     assert moved and float(moved["high"]) == high
     bin_width = (expected["hi"] - expected["lo"]) / len(expected["counts"])

@@ -160,7 +160,7 @@ async def test_a_colormap_asks_for_the_display_tiles_and_keeps_the_image_when_th
     await open_mosaic(page, served)
     layer_id = served.images["Turned"]["id"]
     await page.locator("#mosaic-layers li").nth(1).locator("select").select_option("viridis_r")
-    await page.wait_for_function("() => window.imagexMosaic.layers[1].pending === 0", timeout=20_000)
+    await page.wait_for_function("() => window.imagexMosaic.layers[1].pending === 0", timeout=30_000)
     wanted = [(url, status) for url, status in asked if "/display/" in url]
     assert wanted and wanted[0][0].startswith(f"{served.url}/tiles/{layer_id}/")
     assert wanted[0][0].endswith("/display/minmax~asinh~viridis_r/image.dzi")

@@ -44,7 +44,7 @@ async def sky_at(page: Any, x: float, y: float) -> tuple[float, float]:
     """RA and Dec (degrees) the readout shows with the cursor at page position (x, y)."""
     await page.mouse.move(x, y)
     await page.wait_for_function("() => /°\\)/.test(document.getElementById('readout-sky').textContent)",
-                                 timeout=10_000)
+                                 timeout=30_000)
     text = await page.locator("#readout-sky").text_content() or ""
     match = SKY.search(text)
     assert match, text

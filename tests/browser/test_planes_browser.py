@@ -50,7 +50,7 @@ async def test_the_plane_slider_shows_each_plane_with_its_coordinate_and_values(
     await page.mouse.move(x, y)
     value = page.locator("#readout-value")
     await page.wait_for_function("() => /value 100[0-9]\\.\\d*/.test(document.getElementById('readout-value')"
-                                 ".textContent)", timeout=10_000)
+                                 ".textContent)", timeout=30_000)
     text = await value.text_content()
     assert text is not None and "plane 3 of 4" in text and 1000 < float(text.split()[1]) < 1006
 

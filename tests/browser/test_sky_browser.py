@@ -101,7 +101,7 @@ async def test_the_sky_outlines_names_and_opens_the_images(page, sky_server: Ser
     await page.mouse.move(x + 3, y + 3)
     await page.mouse.move(x, y)
     await page.wait_for_function("() => document.getElementById('sky-hover').textContent === 'NGC 1'",
-                                 timeout=10_000)
+                                 timeout=30_000)
     await screenshot(page, "sky.png")
     # beneath the outlines, the archive's own survey of its public images (built by imagex serve)
     await page.wait_for_function("() => true")
@@ -142,7 +142,7 @@ async def test_bad_search_parameters_are_said_on_the_page(page, sky_server: Serv
     response = await page.goto(sky_server.url + "/sky?sky_ra=nowhere&sky_dec=1")
     assert response is not None and response.status == 200
     await page.wait_for_function("() => document.getElementById('sky-status').textContent.startsWith("
-                                 "'The images cannot be shown')", timeout=10_000)
+                                 "'The images cannot be shown')", timeout=30_000)
     assert "Sky position: RA 'nowhere' is not a coordinate" in (await page.text_content("#sky-status") or "")
 
 
@@ -185,7 +185,7 @@ async def test_a_notebooks_sky_view_shows_the_survey_and_opens_an_image_in_a_new
         await page.mouse.move(box["x"] + x + 3, box["y"] + y + 3)
         await page.mouse.move(box["x"] + x, box["y"] + y)
         await frame.wait_for_function("() => document.getElementById('sky-hover').textContent === 'NGC 1'",
-                                      timeout=10_000)
+                                      timeout=30_000)
         async with page.context.expect_page() as opened:
             await page.mouse.click(box["x"] + x, box["y"] + y)
         tab = await opened.value

@@ -90,7 +90,7 @@ async def test_the_page_of_an_image_being_tiled_shows_the_viewer_once_it_is_tile
             assert await archive.store.finish_job(job.id, HOLDER, state="done", note=outcome.note,
                                                   image_ids=outcome.image_ids)
             # the page asks every 2 s; htmx removes the notice once the pyramids are there
-            await notice.wait_for(state="detached", timeout=20_000)
+            await notice.wait_for(state="detached", timeout=30_000)
             assert recorder.errors == []
             recorder = Recorder(page)
             await page.reload()
@@ -138,7 +138,7 @@ async def test_the_page_of_an_image_read_from_its_header_loads_itself_again_once
             assert await archive.store.finish_job(job.id, HOLDER, state="done", note=outcome.note,
                                                   image_ids=outcome.image_ids)
             # the page asks every 2 s, and is loaded again once the image can be shown
-            await page.wait_for_selector("#viewer", timeout=20_000)
+            await page.wait_for_selector("#viewer", timeout=30_000)
             await page.wait_for_function(FULLY_LOADED, timeout=30_000)
             assert await page.locator("#tiling").count() == 0
             tiles = [url for url, status in recorder.tiles() if "image_files" in url]

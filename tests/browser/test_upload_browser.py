@@ -56,7 +56,7 @@ async def test_files_chosen_or_dropped_are_uploaded_and_end_in_the_viewer(server
     assert await good.locator(".ingest").get_attribute("data-state") == "done"
     # the page's storage line follows: the new file's bytes are counted as soon as it is catalogued
     await page.wait_for_function("(before) => document.getElementById('storage-used').innerText !== before",
-                                 arg=used_before, timeout=10_000)
+                                 arg=used_before, timeout=30_000)
     assert re.fullmatch(r"You use [\d.]+ MB of your [\d.]+ [KMGT]?B quota\.",
                         await page.locator("#storage-used").inner_text())
 

@@ -72,7 +72,7 @@ async def test_zooming_in_fetches_the_full_resolution_level(page, server):
 
 async def readout(page: Any, expected: str) -> str:
     await page.wait_for_function("(text) => document.getElementById('readout').textContent === text",
-                                 arg=expected, timeout=5_000)
+                                 arg=expected, timeout=30_000)
     return str(await page.text_content("#readout"))
 
 
@@ -83,7 +83,7 @@ async def test_mouse_over_the_viewer_shows_fits_pixel_coordinates(page, server):
     assert box is not None
     await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     await page.wait_for_function(
-        "() => /^x \\d+, y \\d+$/.test(document.getElementById('readout').textContent)", timeout=5_000)
+        "() => /^x \\d+, y \\d+$/.test(document.getElementById('readout').textContent)", timeout=30_000)
     text = await page.text_content("#readout")
     match = re.fullmatch(r"x (\d+), y (\d+)", text or "")
     assert match, text

@@ -46,7 +46,7 @@ async def test_the_tools_sit_beside_the_image_and_full_page_keeps_them(page, cub
     await page.click("#full-page")
     await page.wait_for_function("() => document.getElementById('workspace').classList.contains('full')")
     await page.wait_for_function(
-        "() => document.getElementById('viewer').getBoundingClientRect().height > 780", timeout=5_000)
+        "() => document.getElementById('viewer').getBoundingClientRect().height > 780", timeout=30_000)
     full = await page.locator("#viewer").bounding_box()
     assert full is not None and full["width"] > 900 and inside(full, 1400, 900)
     for kept in ("#readout", "#display-controls select[name=stretch]", "#plane-controls input[name=plane]"):
@@ -55,7 +55,7 @@ async def test_the_tools_sit_beside_the_image_and_full_page_keeps_them(page, cub
     # the readout still reads the image under the cursor
     await page.mouse.move(full["x"] + full["width"] / 2, full["y"] + full["height"] / 2)
     await page.wait_for_function(
-        "() => /^x \\d+, y \\d+$/.test(document.getElementById('readout').textContent)", timeout=10_000)
+        "() => /^x \\d+, y \\d+$/.test(document.getElementById('readout').textContent)", timeout=30_000)
     assert await page.get_attribute("#full-page", "aria-pressed") == "true"
 
     await page.keyboard.press("Escape")

@@ -114,7 +114,7 @@ SKY_TEXT = re.compile(r"RA (?P<ra>\d\d:\d\d:\d\d\.\d{3}), Dec (?P<dec>[+-]\d\d:\
 async def sky_text(page: Any, pattern: re.Pattern[str]) -> re.Match[str]:
     await page.wait_for_function("(source) => new RegExp(source).test("
                                  "document.getElementById('readout-sky').textContent)",
-                                 arg=pattern.pattern.replace("(?P<", "(?<"), timeout=5_000)
+                                 arg=pattern.pattern.replace("(?P<", "(?<"), timeout=30_000)
     match = pattern.fullmatch(str(await page.text_content("#readout-sky")))
     assert match, await page.text_content("#readout-sky")
     return match
