@@ -55,7 +55,7 @@ async def test_an_admin_builds_a_date_search_and_a_visitor_uses_it(server, page)
     await page.fill("input[name=observation_date_to]", "2026-01-31")
     # no button: the results follow the form
     await page.wait_for_function(
-        "() => document.querySelector('#results .count strong')?.textContent === '2'", timeout=15_000)
+        "() => document.querySelector('#results .count strong')?.textContent === '2'", timeout=30_000)
     shown = await page.locator("#results table.results tbody td:nth-child(3) a").all_inner_texts()
     await screenshot(page, "search.png")
     assert sorted(shown) == ["Alpha", "Bravo"]
@@ -81,7 +81,7 @@ async def test_an_admin_builds_a_date_search_and_a_visitor_uses_it(server, page)
     # widening the range to March brings the DATETIME image in; a bad range says why
     await page.fill("input[name=observation_date_to]", "2026-03-31")
     await page.wait_for_function(
-        "() => document.querySelector('#results .count strong')?.textContent === '3'", timeout=15_000)
+        "() => document.querySelector('#results .count strong')?.textContent === '3'", timeout=30_000)
     await page.fill("input[name=observation_date_from]", "2026-04-01")
-    await page.wait_for_selector("#results .error", timeout=15_000)
+    await page.wait_for_selector("#results .error", timeout=30_000)
     assert "is after to" in await page.locator("#results .error").inner_text()
