@@ -73,7 +73,7 @@ async def test_the_page_of_an_image_being_tiled_shows_the_viewer_once_it_is_tile
             # the readout's value, read from the original too
             await page.mouse.move(500, 400)
             await page.wait_for_function(
-                "() => /\\d/.test(document.getElementById('readout-value').textContent)", timeout=15_000)
+                "() => /\\d/.test(document.getElementById('readout-value').textContent)", timeout=30_000)
 
             # a mosaic of it draws it from its dynamic tiles too
             mosaic = await page.context.new_page()
