@@ -103,9 +103,9 @@ async def _store_state(archive: Archive) -> dict[str, Any]:
         migration = await asyncio.wait_for(_migration(archive), STORE_TIMEOUT)
     except Exception as error:  # unreachable, closed, timed out, damaged: the kind of error only
         return {"kind": kind, "reachable": False, "problem": type(error).__name__, "migration": None,
-                "migrations_known": _migrations_known(kind), "latency_ms": None}
+                "migrations_known": _migrations_known(archive), "latency_ms": None}
     return {"kind": kind, "reachable": True, "problem": "", "migration": migration,
-            "migrations_known": _migrations_known(kind),
+            "migrations_known": _migrations_known(archive),
             "latency_ms": round((time.monotonic() - started) * 1000, 1)}
 
 
@@ -114,15 +114,9 @@ async def _migration(archive: Archive) -> int | None:
     return await archive.store.migration_version()
 
 
-def _migrations_known(kind: str) -> int:
-    """The newest migration this version of ImageX ships for the kind of store (SQLite DDL in
-    `migrations/`, MongoDB indexes in `migrations/mongo/`)."""
-    from app.store.sqlite import MIGRATIONS
-
-    mongo = kind == "mongodb"
-    folder, pattern = (MIGRATIONS / "mongo", "[0-9]*.json") if mongo else (MIGRATIONS, "[0-9]*.sql")
-    versions = [int(script.name.split("_", 1)[0]) for script in folder.glob(pattern)]
-    return max(versions, default=0)
+def _migrations_known(archive: Archive) -> int:
+    """The newest migration this version of ImageX ships for the archive's kind of catalog."""
+    return max((version for version, _ in archive.store.shipped_migrations()), default=0)
 
 
 def _runner_state(archive: Archive) -> dict[str, Any]:

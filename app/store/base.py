@@ -7,7 +7,8 @@ import asyncio
 import logging
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 from app.exceptions import Conflict
 from app.store.accounts import Accounts
@@ -45,6 +46,16 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
     """A catalog of images, with the job queue, the accounts, what is saved by name, the fleet, the search
     elements and upload reservations (written once over the adapters' plain-table primitives,
     `app.store.tables`). Every method is a coroutine and never blocks the loop."""
+
+    #: this kind of catalog's migrations: their folder, and how the names of their files end
+    migrations: ClassVar[tuple[Path, str]]
+
+    @classmethod
+    def shipped_migrations(cls) -> list[tuple[int, Path]]:
+        """The migrations this version of ImageX ships for this kind of catalog, oldest first, as
+        (version, file): a file's name starts with its version (`0014_images_per_owner.sql`)."""
+        folder, ending = cls.migrations
+        return sorted((int(path.name.split("_", 1)[0]), path) for path in folder.glob(f"[0-9]*{ending}"))
 
     @abstractmethod
     async def open(self) -> None:

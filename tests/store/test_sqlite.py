@@ -77,12 +77,12 @@ async def test_a_catalog_of_migration_13_is_rebuilt_whole(tmp_path, monkeypatch)
     await fresh.add_element(SearchElement("exp", "number", "Exposure", ["EXPTIME"]))
     await fresh.close()
     path = tmp_path / "catalog.sqlite"
-    monkeypatch.setattr(adapter, "MIGRATIONS", old)
+    monkeypatch.setattr(SQLiteStore, "migrations", (old, ".sql"))
     store = SQLiteStore(path)
     await store.open()
     assert await store.migration_version() == 13
     await store.close()
-    monkeypatch.setattr(adapter, "MIGRATIONS", MIGRATIONS)
+    monkeypatch.undo()
     with sqlite3.connect(path) as db:
         db.execute("ATTACH ? AS fresh", (str(tmp_path / "fresh.sqlite"),))
         columns = ", ".join(row[1] for row in db.execute("PRAGMA main.table_info(images)"))

@@ -124,6 +124,8 @@ def _filter(table: Table[Any], where: Where) -> Doc:
 class MongoBase(Store):
     """What every part of the MongoDB catalog stands on: the client, the database and its migrations."""
 
+    migrations = (MIGRATIONS, ".json")
+
     def __init__(self, url: str) -> None:
         self.url = url
         self._client: AsyncMongoClient[Doc] | None = None
@@ -179,8 +181,7 @@ class MongoBase(Store):
 
     async def _migrate(self) -> None:
         done = {doc["_id"] async for doc in self._c("schema_migrations").find({}, {"_id": 1})}
-        for script in sorted(MIGRATIONS.glob("[0-9]*.json")):
-            version = int(script.name.split("_", 1)[0])
+        for version, script in self.shipped_migrations():
             if version in done:
                 continue
             for step in json.loads(script.read_text())["steps"]:

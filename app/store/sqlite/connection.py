@@ -33,6 +33,8 @@ def disk_full(error: sqlite3.Error) -> bool:
 class SQLiteBase(Store):
     """What every part of the SQLite catalog stands on: the file, its thread and its migrations."""
 
+    migrations = (MIGRATIONS, ".sql")
+
     def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
         """`busy_timeout`: seconds a write waits for another process's transaction before the catalog is
         reported busy."""
@@ -120,8 +122,7 @@ class SQLiteBase(Store):
             db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
                        "name TEXT NOT NULL, applied REAL NOT NULL)")
             done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
-            for script in sorted(MIGRATIONS.glob("[0-9]*.sql")):
-                version = int(script.name.split("_", 1)[0])
+            for version, script in self.shipped_migrations():
                 if version in done:
                     continue
                 for statement in _statements(script.read_text()):
