@@ -168,15 +168,11 @@ class MongoBase(Store):
             self._client = client
             await self._migrate()
             await self._bring_up_to_date()
-        except PyMongoError as error:
-            self._client = None
-            self._db = None
+        except BaseException as error:
+            self._client, self._db = None, None
             await client.close()
-            raise StoreError(f"cannot open the MongoDB catalog {redacted(self.url)}: {error}") from None
-        except BaseException:
-            self._client = None
-            self._db = None
-            await client.close()
+            if isinstance(error, PyMongoError):
+                raise StoreError(f"cannot open the MongoDB catalog {redacted(self.url)}: {error}") from None
             raise
 
     async def _migrate(self) -> None:

@@ -95,7 +95,6 @@ class SQLiteBase(Store):
     def _after_migrations(self, applied: int) -> None:
         """Bring derived data up to date after `applied` migrations (the catalog's part overrides it)."""
 
-
     def _analyze_sync(self) -> None:
         """Refresh the planner's statistics from a bounded sample of each index (milliseconds even for
         millions of images): without them SQLite may walk the newest-first index for a user's search
@@ -139,7 +138,6 @@ class SQLiteBase(Store):
             db.execute("ROLLBACK")
             raise
         return applied
-
 
     async def close(self) -> None:
         if self._executor is None:
