@@ -47,13 +47,12 @@ class SQLiteCatalog(SQLiteBase):
         return await self._run(lambda: [from_row(Outdated, row) for row in self.db.execute(sql, params)])
 
     async def _set_dates(self, dates: Mapping[str, Mapping[str, float]]) -> None:
-        def write() -> None:
-            with transaction(self.db) as db:
-                _write_dates(db, dates)
-                db.executemany(f"UPDATE images SET dates_version = {DATES_VERSION} WHERE id = ?",
-                               [(image_id,) for image_id in dates])
+        def write(db: sqlite3.Connection) -> None:
+            _write_dates(db, dates)
+            db.executemany(f"UPDATE images SET dates_version = {DATES_VERSION} WHERE id = ?",
+                           [(image_id,) for image_id in dates])
 
-        await self._run(write)
+        await self._write(write)
 
     # images -----------------------------------------------------------------------------------------
     async def add_images(self, images: Sequence[ImageRecord], *,
@@ -81,19 +80,18 @@ class SQLiteCatalog(SQLiteBase):
         expected = to_row(ImageRecord(**{**vars(image), "series": list(series)}))["series"]
         row, dates, cells = _row(image), header_dates(image.header), footprint_cells(image.sky)
 
-        def replace() -> bool:
-            with transaction(self.db) as db:
-                found = db.execute("SELECT series FROM images WHERE id = ?", (image.id,)).fetchone()
-                if found is None or found["series"] != expected:
-                    return False
-                sqlsearch.remove_keyword_counts(db, [image.id])
-                db.execute(_IMAGE_UPDATE, row)
-                _write_dates(db, {image.id: dates})
-                _write_cells(db, {image.id: cells})
-                sqlsearch.add_keyword_counts(db, sqlsearch.count_keywords([image.header]))
-                return True
+        def replace(db: sqlite3.Connection) -> bool:
+            found = db.execute("SELECT series FROM images WHERE id = ?", (image.id,)).fetchone()
+            if found is None or found["series"] != expected:
+                return False
+            sqlsearch.remove_keyword_counts(db, [image.id])
+            db.execute(_IMAGE_UPDATE, row)
+            _write_dates(db, {image.id: dates})
+            _write_cells(db, {image.id: cells})
+            sqlsearch.add_keyword_counts(db, sqlsearch.count_keywords([image.header]))
+            return True
 
-        return await self._run(replace)
+        return await self._write(replace)
 
     async def find_images(self, query: Query | None = None, *, offset: int = 0,
                           limit: int = 50, order: Order | None = None) -> list[ImageRecord]:
@@ -177,12 +175,11 @@ class SQLiteCatalog(SQLiteBase):
         return await self._run(write)
 
     async def delete_images(self, image_ids: Sequence[str]) -> None:
-        def delete() -> None:
-            with transaction(self.db) as db:
-                sqlsearch.remove_keyword_counts(db, image_ids)
-                db.executemany("DELETE FROM images WHERE id = ?", [(image_id,) for image_id in image_ids])
+        def delete(db: sqlite3.Connection) -> None:
+            sqlsearch.remove_keyword_counts(db, image_ids)
+            db.executemany("DELETE FROM images WHERE id = ?", [(image_id,) for image_id in image_ids])
 
-        await self._run(delete)
+        await self._write(delete)
 
     async def usage(self, owner: str | None = None) -> dict[str, Usage]:
         mine, params = ("", []) if owner is None else (" WHERE owner = ?", [owner] * 3)
@@ -204,11 +201,7 @@ class SQLiteCatalog(SQLiteBase):
 
     # search elements ---------------------------------------------------------------------------------
     async def _elements_changed(self) -> None:
-        def sync() -> None:
-            with transaction(self.db) as db:
-                self._after_elements_change(db)
-
-        await self._run(sync)
+        await self._write(self._after_elements_change)
 
     def _after_elements_change(self, db: sqlite3.Connection) -> None:
         elements = [from_row(SearchElement, row) for row in db.execute("SELECT * FROM search_elements")]

@@ -56,6 +56,14 @@ class SQLiteBase(Store):
                 raise StoreError(f"the catalog is busy ({error}): try again in a moment") from None
             raise
 
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn(db)` in one write transaction (`transaction`), in the catalog's thread."""
+        def write() -> T:
+            with transaction(self.db) as db:
+                return fn(db)
+
+        return await self._run(write)
+
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
@@ -171,14 +179,13 @@ class SQLiteBase(Store):
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE" if skip_taken else "INSERT"
         sql = insert_sql(table.name, names(table.record), verb=verb)
 
-        def write() -> int:
-            with transaction(self.db) as db:
-                before = db.total_changes
-                db.executemany(sql, [to_row(record) for record in records])
-                return db.total_changes - before
+        def write(db: sqlite3.Connection) -> int:
+            before = db.total_changes
+            db.executemany(sql, [to_row(record) for record in records])
+            return db.total_changes - before
 
         try:
-            return await self._run(write)
+            return await self._write(write)
         except sqlite3.IntegrityError:
             raise Conflict(taken or f"that {table.name} record exists already") from None
 
@@ -209,11 +216,10 @@ class SQLiteBase(Store):
         return await self._run(select)
 
     async def _apply(self, table: Table[Any], changes: Sequence[Change]) -> list[int]:
-        def write() -> list[int]:
-            with transaction(self.db) as db:
-                return [db.execute(*_update_sql(table, change)).rowcount for change in changes]
-
-        return await self._run(write) if changes else []
+        if not changes:
+            return []
+        return await self._write(lambda db: [db.execute(*_update_sql(table, change)).rowcount
+                                             for change in changes])
 
     async def _claim(self, table: Table[R], where: Where, order: Sequence[str], change: Change) -> R | None:
         clause, params = _where_sql(table, where)
@@ -242,12 +248,7 @@ class SQLiteBase(Store):
 
     async def _delete(self, table: Table[Any], where: Where) -> int:
         clause, params = _where_sql(table, where)
-
-        def delete() -> int:
-            with transaction(self.db) as db:
-                return db.execute(f"DELETE FROM {table.name}{clause}", params).rowcount
-
-        return await self._run(delete)
+        return await self._write(lambda db: db.execute(f"DELETE FROM {table.name}{clause}", params).rowcount)
 
 
 def _where_sql(table: Table[Any], where: Where) -> tuple[str, list[Any]]:
