@@ -8,13 +8,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar, cast
 
 from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError, OperationFailure
+from pymongo.errors import BulkWriteError
 
 from app.exceptions import Conflict, StoreError
 from app.store import mongoquery
 from app.store.dates import DATES_VERSION
 from app.store.footprint import CELLS_VERSION, footprint_cells, sky_matches
-from app.store.mongo.connection import Doc, MongoBase, log
+from app.store.mongo.connection import Doc, MongoBase, drop_index, log
 from app.store.mongo.documents import (
     _decode_keys,
     _first_error,
@@ -182,11 +182,7 @@ class MongoCatalog(MongoBase):
             await self.images.create_index([(mongoquery.header_path(keyword), 1)],
                                            name=index_name(keyword))
         for keyword in dropped:
-            try:
-                await self.images.drop_index(index_name(keyword))
-            except OperationFailure as error:
-                if error.code != 27:  # IndexNotFound: another process dropped it first
-                    raise
+            await drop_index(self.images, index_name(keyword))
         if created or dropped:
             log.info("search indexes created for %s, dropped for %s", created or "none", dropped or "none")
 

@@ -121,6 +121,15 @@ def _filter(table: Table[Any], where: Where) -> Doc:
     return found
 
 
+async def drop_index(collection: AsyncCollection[Doc], name: str) -> None:
+    """Drop an index, unless it is gone already (another process dropped it first)."""
+    try:
+        await collection.drop_index(name)
+    except OperationFailure as error:
+        if error.code != 27:  # IndexNotFound
+            raise
+
+
 class MongoBase(Store):
     """What every part of the MongoDB catalog stands on: the client, the database and its migrations."""
 
@@ -199,11 +208,7 @@ class MongoBase(Store):
                             "whenMatched": "keepExisting", "whenNotMatched": "insert"}}])
             await cursor.to_list()  # $merge writes as the pipeline runs; nothing comes back
         elif "drop_index" in step:
-            try:
-                await collection.drop_index(step["drop_index"])
-            except OperationFailure as error:
-                if error.code != 27:  # IndexNotFound: dropped already
-                    raise
+            await drop_index(collection, step["drop_index"])
         else:
             raise StoreError(f"unknown MongoDB migration step {step!r}")
 
