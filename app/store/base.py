@@ -90,7 +90,8 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
 
     @abstractmethod
     async def _set_dates(self, dates: Mapping[str, Mapping[str, float]]) -> None:
-        """Replace those images' typed dates (by image id), made under the current rules."""
+        """Replace those images' typed dates (by image id), made under the current rules, where the images'
+        dates are still those of older rules (one re-read meanwhile has dates from its new header)."""
 
     async def migration_version(self) -> int | None:
         """The newest migration applied to this catalog (None before any)."""

@@ -328,6 +328,20 @@ async def test_replacing_an_image_follows_its_header_and_refuses_a_stale_series(
     assert await any_store.get_image("missing") is None
 
 
+async def test_dates_read_again_at_startup_never_replace_those_of_the_current_rules(any_store):
+    """At its opening a catalog reads again the dates of images catalogued under older date rules. An image
+    re-read meanwhile (another process replaced it, or catalogued it anew) has its dates from its new header
+    under the current rules: the reading of its older header must not replace them."""
+    from app.store.dates import header_dates
+
+    current = image("current", DATE_OBS="2024-05-01")
+    await any_store.add_images([current])
+    await any_store._set_dates({current.id: header_dates({"DATE-OBS": "2020-01-01"})})
+    may = DateRange(("DATE-OBS",), datetime(2024, 5, 1), datetime(2024, 5, 2))
+    assert names(await any_store.find_images(may)) == ["current"]
+    assert await any_store.count_images(DateRange(("DATE-OBS",), end=datetime(2021, 1, 1))) == 0
+
+
 async def test_query_values_are_inert(catalog):
     hostile = "'); DROP TABLE images; --"
     assert await catalog.count_images(Compare("OBJECT", "eq", hostile)) == 0

@@ -48,7 +48,8 @@ class MongoCatalog(MongoBase):
         return [from_doc(Outdated, {**doc, "header": _decode_keys(doc["header"])}) for doc in found]
 
     async def _set_dates(self, dates: Mapping[str, Mapping[str, float]]) -> None:
-        await self.images.bulk_write([UpdateOne({"_id": image_id}, {"$set": {
+        older = {"$lt": DATES_VERSION}  # only images still under older rules
+        await self.images.bulk_write([UpdateOne({"_id": image_id, "dates_version": older}, {"$set": {
             "dates": dates_doc(found), "dates_version": DATES_VERSION}}) for image_id, found in dates.items()
         ], ordered=False)
 

@@ -47,10 +47,11 @@ class SQLiteCatalog(SQLiteBase):
         return await self._run(lambda: [from_row(Outdated, row) for row in self.db.execute(sql, params)])
 
     async def _set_dates(self, dates: Mapping[str, Mapping[str, float]]) -> None:
-        def write(db: sqlite3.Connection) -> None:
-            _write_dates(db, dates)
-            db.executemany(f"UPDATE images SET dates_version = {DATES_VERSION} WHERE id = ?",
-                           [(image_id,) for image_id in dates])
+        mark = "UPDATE images SET dates_version = ?1 WHERE id = ?2 AND dates_version < ?1"
+
+        def write(db: sqlite3.Connection) -> None:  # only images still under older rules
+            _write_dates(db, {image_id: found for image_id, found in dates.items()
+                              if db.execute(mark, (DATES_VERSION, image_id)).rowcount})
 
         await self._write(write)
 
