@@ -80,7 +80,7 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
         while images := await self._outdated("sky", 20):
             for image in images:  # astropy and numpy work: off the event loop
                 sky = await asyncio.to_thread(covered, image.sky, image.header, image.width, image.height)
-                await self.set_sky(image.id, sky)  # which marks its coverage current
+                await self.set_sky(image.id, sky, outdated_only=True)  # which marks its coverage current
             done += len(images)
             log.info("footprints: %d catalogued images indexed", done)
 
@@ -177,11 +177,13 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
 
     @abstractmethod
     async def set_sky(self, image_id: str, sky: dict[str, Any] | None, *, cells: Sequence[int] | None = None,
-                      display: dict[str, Any] | None = None) -> bool:
+                      display: dict[str, Any] | None = None, outdated_only: bool = False) -> bool:
         """Replace an image's sky record, its footprint's index with it (its coverage was computed after it
         was catalogued from its header); False when there is no such image. `cells`: the footprint's
         cone-search cells when the caller found them already (in the pool, as `add_images` takes them).
-        `display`: its display record too, in the same write (its pyramids were built with its coverage)."""
+        `display`: its display record too, in the same write (its pyramids were built with its coverage).
+        `outdated_only`: only while its coverage is still of older rules (False otherwise): at opening, an
+        image re-read meanwhile keeps its own."""
 
     async def set_display(self, image_id: str, display: dict[str, Any]) -> bool:
         """Replace an image's display record (its pyramids were built after it was catalogued); False

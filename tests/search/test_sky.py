@@ -3,6 +3,7 @@ against a brute-force filter over the same records."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sqlite3
 from pathlib import Path
@@ -245,6 +246,28 @@ async def test_images_catalogued_before_cone_search_are_indexed_at_start(tmp_pat
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM image_cells_pending").fetchone()[0] == 0
         assert db.execute("SELECT count(*) FROM image_cells").fetchone()[0] == len(footprint_cells(sky))
+
+
+async def test_an_image_replaced_while_its_coverage_is_pending_is_no_longer_pending(tmp_path: Path) -> None:
+    """Replacing an image writes its cells under the current rules: the coverage that the next opening
+    would compute from its older header (it was listed as pending) is no longer due, and not written."""
+    path = tmp_path / "catalog.sqlite"
+    _, sky = footprint(83.82, -5.39, 300, 300, 3.0, 10.0)
+    _, elsewhere = footprint(10.0, 10.0, 300, 300, 3.0, 0.0)
+    old = record(sky)
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.add_images([old])
+        with sqlite3.connect(path) as db:  # as a catalog from before migration 0006 would list it
+            db.execute("INSERT INTO image_cells_pending (image_id) VALUES (?)", (old.id,))
+        assert [image.id for image in await store._outdated("sky", 10)] == [old.id]
+        assert await store.replace_image(dataclasses.replace(old, sky=elsewhere), old.series)
+        assert await store._outdated("sky", 10) == []
+        assert await store.set_sky(old.id, sky, outdated_only=True) is False
+        assert [i.id for i in await store.find_images(Cone(10.0, 10.0, 1 / 60))] == [old.id]
+    finally:
+        await store.close()
 
 
 def test_typical_images_fall_in_few_cells() -> None:

@@ -51,6 +51,18 @@ async def test_a_new_sky_moves_the_image_in_cone_searches(any_store):
     assert not await any_store.set_sky("missing", sky_at(1.0, 1.0))
 
 
+async def test_a_coverage_computed_at_opening_never_replaces_one_of_the_current_rules(any_store):
+    """At its opening a catalog gives images catalogued before coverages one computed from their stored
+    header (`outdated_only`). An image re-read meanwhile (another process replaced it, or catalogued it
+    anew) has its coverage under the current rules: the older computation must not replace it."""
+    current = image("current", sky=sky_at(150.0, 2.0))
+    await any_store.add_images([current])
+    assert await any_store.set_sky(current.id, sky_at(30.0, -40.0), outdated_only=True) is False
+    assert (await any_store.get_image(current.id)).sky == sky_at(150.0, 2.0)
+    assert names(await any_store.find_images(Cone(150.0, 2.0, 0.01))) == ["current"]
+    assert await any_store.count_images(Cone(30.0, -40.0, 0.01)) == 0
+
+
 async def test_cells_found_by_the_caller_are_the_ones_indexed(any_store):
     """A batch's first pass finds each image's cone-search cells in the pool (app/ingest/catalogue.py):
     the catalog indexes those it is given, and finds the others itself."""

@@ -141,10 +141,11 @@ class MongoCatalog(MongoBase):
 
     # images: permissions and removal -------------------------------------------------------------
     async def set_sky(self, image_id: str, sky: dict[str, Any] | None, *, cells: Sequence[int] | None = None,
-                      display: dict[str, Any] | None = None) -> bool:
+                      display: dict[str, Any] | None = None, outdated_only: bool = False) -> bool:
         found = list(cells) if cells is not None else footprint_cells(sky)
         shown = {"display": display} if display is not None else {}
-        result = await self.images.update_one({"_id": image_id}, {"$set": {
+        older = {"cells_version": {"$ne": CELLS_VERSION}} if outdated_only else {}
+        result = await self.images.update_one({"_id": image_id, **older}, {"$set": {
             "sky": sky, "cells": found, "cells_version": CELLS_VERSION, **shown}})
         return result.matched_count == 1
 

@@ -88,7 +88,8 @@ class SQLiteCatalog(SQLiteBase):
             sqlsearch.remove_keyword_counts(db, [image.id])
             db.execute(_IMAGE_UPDATE, row)
             _write_dates(db, {image.id: dates})
-            _write_cells(db, {image.id: cells})
+            _write_cells(db, {image.id: cells})  # under the current rules: no longer pending
+            db.execute("DELETE FROM image_cells_pending WHERE image_id = ?", (image.id,))
             sqlsearch.add_keyword_counts(db, sqlsearch.count_keywords([image.header]))
             return True
 
@@ -159,13 +160,15 @@ class SQLiteCatalog(SQLiteBase):
 
     # images: permissions and removal -------------------------------------------------------------
     async def set_sky(self, image_id: str, sky: dict[str, Any] | None, *, cells: Sequence[int] | None = None,
-                      display: dict[str, Any] | None = None) -> bool:
+                      display: dict[str, Any] | None = None, outdated_only: bool = False) -> bool:
+        pending = " AND id IN (SELECT image_id FROM image_cells_pending)" if outdated_only else ""
+
         def write() -> bool:
             found = list(cells) if cells is not None else footprint_cells(sky)
             with transaction(self.db) as db:
                 changed = db.execute(
                     "UPDATE images SET sky = ?, center_ra = ?, center_dec = ?, "
-                    "display = coalesce(?, display) WHERE id = ?",
+                    f"display = coalesce(?, display) WHERE id = ?{pending}",
                     (None if sky is None else dumps(sky), *_center(sky),
                      None if display is None else dumps(display), image_id)).rowcount
                 if changed:
