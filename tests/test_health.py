@@ -15,7 +15,7 @@ import pytest
 from app import create_app
 from app.ingest.jobs import JobRunner
 from app.settings import Settings
-from app.store.sqlite import MIGRATIONS
+from app.store.sqlite.connection import MIGRATIONS
 from app.tiles.pool import Pool
 from tests.helpers import QUICK_PASSWORDS
 

@@ -51,7 +51,7 @@ async def test_reopening_keeps_records_and_closing_twice_is_safe(adapter_url):
 
 
 async def test_the_migration_version_is_the_newest_shipped(any_store, adapter_url):
-    from app.store.sqlite import MIGRATIONS
+    from app.store.sqlite.connection import MIGRATIONS
 
     folder, pattern = ((MIGRATIONS / "mongo", "[0-9]*.json") if adapter_url.startswith("mongodb")
                        else (MIGRATIONS, "[0-9]*.sql"))

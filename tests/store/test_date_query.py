@@ -17,8 +17,8 @@ from app.archive import Archive
 from app.store.dates import header_dates
 from app.store.query import And, DateRange, FieldIn, Query, any_compare, any_in_range, mjd_of
 from app.store.records import ImageRecord, new_id
-from app.store.sqlite import MIGRATIONS, SQLiteStore
-from app.store.sqlite.connection import _statements
+from app.store.sqlite import SQLiteStore
+from app.store.sqlite.connection import MIGRATIONS, _statements
 from tests.helpers import ingest
 
 DATE_KEYWORDS = ("DATE-OBS", "DATE", "DATETIME", "OBSDATE", "MJD-OBS", "MJD_OBS", "MJD", "JD")

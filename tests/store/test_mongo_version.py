@@ -1,5 +1,6 @@
-"""Which MongoDB server version the catalog sees (app/store/mongo.py `server_version`): read from buildInfo's
-`versionArray`, or from the `version` string when a server or a proxy in front of it leaves the array out."""
+"""Which MongoDB server version the catalog sees (`server_version`, app/store/mongo/connection.py): read from
+buildInfo's `versionArray`, or from the `version` string when a server or a proxy in front of it leaves the
+array out."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from app.store.mongo import MIN_SERVER, server_version
+from app.store.mongo.connection import MIN_SERVER, server_version
 
 
 @pytest.mark.parametrize(("info", "expected"), [

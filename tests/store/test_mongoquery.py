@@ -209,7 +209,7 @@ def test_image_documents_survive_bson_with_any_keyword():
 
     from app.formats.fits import _sky
     from app.samples import celestial_wcs
-    from app.store.mongo import image_doc, image_from_doc
+    from app.store.mongo.documents import image_doc, image_from_doc
     from app.store.records import ImageRecord
 
     header = {"SIMPLE": True, "BITPIX": -32, "EXPTIME": 30.5, "OBJECT": "M31", "BLANK": None,
@@ -232,7 +232,7 @@ def test_image_documents_survive_bson_with_any_keyword():
 
 
 def test_usernames_fold_ascii_only_and_urls_hide_passwords():
-    from app.store.mongo import redacted, username_key
+    from app.store.mongo.connection import redacted, username_key
 
     assert username_key("Alice") == "alice" and username_key("ÄRGER") == "Ärger"
     assert redacted("mongodb://imagex:s3cr%40t@db:27017/imagex?authSource=admin") == (
@@ -244,7 +244,7 @@ def test_usernames_fold_ascii_only_and_urls_hide_passwords():
 def test_the_index_migrations_are_well_formed():
     import json
 
-    from app.store.mongo import MIGRATIONS
+    from app.store.mongo.connection import MIGRATIONS
 
     scripts = sorted(MIGRATIONS.glob("[0-9]*.json"))
     assert scripts and scripts[0].name == "0001_indexes.json"

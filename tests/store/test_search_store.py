@@ -14,8 +14,8 @@ from app.search.elements import element_from
 from app.store import sqlsearch
 from app.store.query import And, Compare, FieldIn, Order, TextMatch
 from app.store.records import ImageRecord, new_id
-from app.store.sqlite import MIGRATIONS, SQLiteStore
-from app.store.sqlite.connection import _statements
+from app.store.sqlite import SQLiteStore
+from app.store.sqlite.connection import MIGRATIONS, _statements
 
 
 def record(header, *, owner="", created=1000.0):

@@ -14,7 +14,8 @@ from app.exceptions import Conflict, StoreError
 from app.store import open_store
 from app.store.query import And, Compare, Or, Query, keyword_range
 from app.store.records import ImageRecord, new_id
-from app.store.sqlite import MIGRATIONS, SQLiteStore
+from app.store.sqlite import SQLiteStore
+from app.store.sqlite.connection import MIGRATIONS
 
 REPO = Path(__file__).resolve().parents[2]
 

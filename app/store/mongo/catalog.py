@@ -14,14 +14,8 @@ from app.exceptions import Conflict, StoreError
 from app.store import mongoquery
 from app.store.dates import DATES_VERSION
 from app.store.footprint import CELLS_VERSION, footprint_cells, sky_matches
-from app.store.mongo.connection import Doc, MongoBase, drop_index, log
-from app.store.mongo.documents import (
-    _decode_keys,
-    _first_error,
-    dates_doc,
-    image_doc,
-    image_from_doc,
-)
+from app.store.mongo.connection import Doc, MongoBase, drop_index, first_error, log
+from app.store.mongo.documents import dates_doc, decode_keys, image_doc, image_from_doc
 from app.store.mongoquery import Filter
 from app.store.query import Cone, Order, Query, Scalar
 from app.store.records import (
@@ -33,19 +27,21 @@ from app.store.records import (
     keyword_of_index,
 )
 from app.store.rows import from_doc, names
-from app.store.tables import IMAGES, LOCATIONS, Table
+from app.store.tables import IMAGES, LOCATIONS, Table, one_of
 
 R = TypeVar("R")
 _IMAGE_PROJECTION = {"dates": 0, "cells": 0, "cells_version": 0, "dates_version": 0, "folded": 0}
 
 
-class MongoCatalog(MongoBase):
+class MongoStore(MongoBase):
+    """`mongodb://[user:password@]host[:port]/dbname[?options]` (database `imagex` when none is named)."""
+
     async def _outdated(self, kind: Literal["dates", "sky"], limit: int) -> list[Outdated]:
         match: Doc = {"dates_version": {"$lt": DATES_VERSION}} if kind == "dates" else {
             "cells_version": {"$ne": CELLS_VERSION},
             "$or": [{"sky": {"$ne": None}}, {f"header.{mongoquery.field_name('CTYPE1')}": {"$exists": True}}]}
         found = await self.images.find(match, dict.fromkeys(names(Outdated), 1)).limit(limit).to_list()
-        return [from_doc(Outdated, {**doc, "header": _decode_keys(doc["header"])}) for doc in found]
+        return [from_doc(Outdated, {**doc, "header": decode_keys(doc["header"])}) for doc in found]
 
     async def _set_dates(self, dates: Mapping[str, Mapping[str, float]]) -> None:
         older = {"$lt": DATES_VERSION}  # only images still under older rules
@@ -73,8 +69,8 @@ class MongoCatalog(MongoBase):
             if inserted:
                 await self.images.delete_many({"_id": {"$in": inserted}})
             if any(item.get("code") == 11000 for item in error.details.get("writeErrors", [])):
-                raise Conflict(f"image already catalogued: {_first_error(error)}") from None
-            raise StoreError(f"cannot catalog the images: {_first_error(error)}") from None
+                raise Conflict(f"image already catalogued: {first_error(error)}") from None
+            raise StoreError(f"cannot catalog the images: {first_error(error)}") from None
         await self._bump_keywords(Counter(key for image in images for key in image.header), 1)
         own = [ImageLocation(image.id, image.path, image.created) for image in images]
         await self._insert(LOCATIONS, own, skip_taken=True)
@@ -85,18 +81,18 @@ class MongoCatalog(MongoBase):
                                                      projection={"header": 1})
         if old is None:
             return False
-        await self._bump_keywords(Counter(_decode_keys(old.get("header") or {}).keys()), -1)
+        await self._bump_keywords(Counter(decode_keys(old.get("header") or {}).keys()), -1)
         await self._bump_keywords(Counter(image.header), 1)
         return True
 
     async def _bump_keywords(self, counts: Counter[str], sign: int) -> None:
         if not counts:
             return
-        await self._c("header_keywords").bulk_write(
+        await self.db["header_keywords"].bulk_write(
             [UpdateOne({"_id": keyword}, {"$inc": {"images": sign * n}}, upsert=True)
              for keyword, n in counts.items()], ordered=False)
         if sign < 0:
-            await self._c("header_keywords").delete_many({"images": {"$lte": 0}})
+            await self.db["header_keywords"].delete_many({"images": {"$lte": 0}})
 
     async def find_images(self, query: Query | None = None, *, offset: int = 0,
                           limit: int = 50, order: Order | None = None) -> list[ImageRecord]:
@@ -155,9 +151,9 @@ class MongoCatalog(MongoBase):
             # one at a time, so that only what this call removed comes off the keyword counts
             doc = await self.images.find_one_and_delete({"_id": image_id}, projection={"header": 1})
             if doc is not None:
-                removed.update(_decode_keys(doc.get("header") or {}).keys())
+                removed.update(decode_keys(doc.get("header") or {}).keys())
         await self._bump_keywords(removed, -1)
-        await self._c("image_locations").delete_many({"image_id": {"$in": list(image_ids)}})
+        await self._delete(LOCATIONS, {"image_id": one_of(image_ids)})
 
     async def usage(self, owner: str | None = None) -> dict[str, Usage]:
         pipeline: list[Doc] = [

@@ -121,6 +121,12 @@ def _filter(table: Table[Any], where: Where) -> Doc:
     return found
 
 
+def first_error(error: BulkWriteError) -> str:
+    """The first failed write's message."""
+    errors = error.details.get("writeErrors") or [{}]
+    return str(errors[0].get("errmsg", error))
+
+
 async def drop_index(collection: AsyncCollection[Doc], name: str) -> None:
     """Drop an index, unless it is gone already (another process dropped it first)."""
     try:
@@ -146,16 +152,9 @@ class MongoBase(Store):
             raise StoreError("the catalog is not open")
         return self._db
 
-    def _c(self, name: str) -> AsyncCollection[Doc]:
-        return self.db[name]
-
     @property
     def images(self) -> AsyncCollection[Doc]:
-        return self._c("images")
-
-    @property
-    def jobs(self) -> AsyncCollection[Doc]:
-        return self._c("jobs")
+        return self.db["images"]
 
     # opening ----------------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -185,18 +184,18 @@ class MongoBase(Store):
             raise
 
     async def _migrate(self) -> None:
-        done = {doc["_id"] async for doc in self._c("schema_migrations").find({}, {"_id": 1})}
+        done = {doc["_id"] async for doc in self.db["schema_migrations"].find({}, {"_id": 1})}
         for version, script in self.shipped_migrations():
             if version in done:
                 continue
             for step in json.loads(script.read_text())["steps"]:
                 await self._apply_step(step)
-            await self._c("schema_migrations").update_one(
+            await self.db["schema_migrations"].update_one(
                 {"_id": version}, {"$setOnInsert": {"name": script.name, "applied": self.now()}}, upsert=True)
             log.info("MongoDB catalog: applied %s", script.name)
 
     async def _apply_step(self, step: dict[str, Any]) -> None:
-        collection = self._c(step["collection"])
+        collection = self.db[step["collection"]]
         if "index" in step:
             keys = [(str(field), int(direction)) for field, direction in step["index"]]
             await collection.create_index(keys, name=step["name"], unique=bool(step.get("unique", False)))
@@ -219,7 +218,7 @@ class MongoBase(Store):
 
     # plain tables (app.store.tables) ---------------------------------------------------------------
     def _collection(self, table: Table[Any]) -> AsyncCollection[Doc]:
-        return self._c(_COLLECTIONS.get(table.name, table.name))
+        return self.db[_COLLECTIONS.get(table.name, table.name)]
 
     async def _insert(self, table: Table[R], records: Sequence[R], *, replace: bool = False,
                       skip_taken: bool = False, taken: str = "") -> int:
@@ -237,8 +236,7 @@ class MongoBase(Store):
         except BulkWriteError as error:
             errors = error.details.get("writeErrors", [])
             if {item.get("code") for item in errors} != {11000}:  # not only keys taken
-                first = errors[0].get("errmsg") if errors else error
-                raise StoreError(f"cannot write the {table.name}: {first}") from None
+                raise StoreError(f"cannot write the {table.name}: {first_error(error)}") from None
             if not skip_taken:
                 raise Conflict(taken or f"that {table.name} record exists already") from None
             return len(docs) - len(errors)

@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pymongo.errors import BulkWriteError
-
 from app.store import mongoquery
 from app.store.dates import DATES_VERSION, header_dates
 from app.store.footprint import CELLS_VERSION, footprint_cells
@@ -17,16 +15,11 @@ from app.store.records import ImageRecord
 from app.store.rows import from_doc, to_doc
 
 
-def _first_error(error: BulkWriteError) -> str:
-    errors = error.details.get("writeErrors") or [{}]
-    return str(errors[0].get("errmsg", error))
-
-
 def _encode_keys(values: dict[str, Any]) -> Doc:
     return {field_name(key): value for key, value in values.items()}
 
 
-def _decode_keys(values: Doc) -> dict[str, Any]:
+def decode_keys(values: Doc) -> dict[str, Any]:
     return {keyword_of_field(key): value for key, value in values.items()}
 
 
@@ -44,5 +37,5 @@ def image_doc(image: ImageRecord, cells: Sequence[int] | None = None) -> Doc:
 
 
 def image_from_doc(doc: Doc) -> ImageRecord:
-    return from_doc(ImageRecord, {**doc, "header": _decode_keys(doc["header"]),
-                                  "comments": _decode_keys(doc.get("comments") or {})})
+    return from_doc(ImageRecord, {**doc, "header": decode_keys(doc["header"]),
+                                  "comments": decode_keys(doc.get("comments") or {})})

@@ -31,7 +31,9 @@ _IMAGE_INSERT = insert_sql("images", [*names(ImageRecord), "center_ra", "center_
 log = logging.getLogger(__name__)
 
 
-class SQLiteCatalog(SQLiteBase):
+class SQLiteStore(SQLiteBase):
+    """`sqlite:///path/to/catalog.sqlite`."""
+
     def _after_migrations(self, applied: int) -> None:
         db = self.db
         if applied or sqlsearch.existing_indexes(db) != sqlsearch.existing_indexes(db, current=True):
