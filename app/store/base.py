@@ -15,13 +15,14 @@ from app.store.accounts import Accounts
 from app.store.dates import header_dates
 from app.store.elements import SearchElements
 from app.store.fleet import Fleet
-from app.store.footprint import covered
+from app.store.footprint import covered, footprint_cells
 from app.store.named import Named
 from app.store.query import Order, Query, Scalar
 from app.store.queue import JobQueue
 from app.store.records import (
     ImageLocation,
     ImageRecord,
+    Indexed,
     JobState,
     Outdated,
 )
@@ -99,21 +100,32 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
         return newest[0].version if newest else None
 
     # images
-    @abstractmethod
     async def add_images(self, images: Sequence[ImageRecord], *,
                          cells: Mapping[str, Sequence[int]] | None = None) -> None:
         """Insert all of them or none (one file's HDUs arrive together). `cells`, by image id: an image's
         cone-search cells (`footprint.footprint_cells` of its sky) when the caller found them already (a
         batch's first pass finds them in the pool, where astropy is loaded); the others are found here."""
+        found = cells or {}
+        if images:  # dates and cells (a coverage's take a while) read off the event loop
+            await self._add_images(await asyncio.to_thread(
+                lambda: [indexed(image, found.get(image.id)) for image in images]))
+
+    @abstractmethod
+    async def _add_images(self, images: Sequence[Indexed]) -> None:
+        """`add_images` (at least one image)."""
 
     async def get_image(self, image_id: str) -> ImageRecord | None:
         return await self._one(IMAGES, {"id": image_id})
 
-    @abstractmethod
     async def replace_image(self, image: ImageRecord, series: Sequence[dict[str, Any]]) -> bool:
         """Replace the catalogued image of `image.id` by `image` (its header's dates, keywords and its
         footprint with it; its locations kept), if its `series` is still `series` (another process may have
         joined a slice meanwhile). False when it is not, or the image is gone."""
+        return await self._replace_image(await asyncio.to_thread(indexed, image), series)
+
+    @abstractmethod
+    async def _replace_image(self, image: Indexed, series: Sequence[dict[str, Any]]) -> bool:
+        """`replace_image`."""
 
     async def images_with_checksum(self, sha256: str) -> list[ImageRecord]:
         """Every image of that content, whoever owns it (the same content is catalogued once per owner),
@@ -175,7 +187,6 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
         await self._apply(IMAGES, [Change({"id": one_of(ids)}, {"visibility": visibility})
                                    for ids in chunks(image_ids)])
 
-    @abstractmethod
     async def set_sky(self, image_id: str, sky: dict[str, Any] | None, *, cells: Sequence[int] | None = None,
                       display: dict[str, Any] | None = None, outdated_only: bool = False) -> bool:
         """Replace an image's sky record, its footprint's index with it (its coverage was computed after it
@@ -184,6 +195,13 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
         `display`: its display record too, in the same write (its pyramids were built with its coverage).
         `outdated_only`: only while its coverage is still of older rules (False otherwise): at opening, an
         image re-read meanwhile keeps its own."""
+        found = await asyncio.to_thread(cells_of, sky, cells)
+        return await self._set_sky(image_id, sky, found, display, outdated_only=outdated_only)
+
+    @abstractmethod
+    async def _set_sky(self, image_id: str, sky: dict[str, Any] | None, cells: list[int],
+                       display: dict[str, Any] | None, *, outdated_only: bool) -> bool:
+        """`set_sky`, its cells found."""
 
     async def set_display(self, image_id: str, display: dict[str, Any]) -> bool:
         """Replace an image's display record (its pyramids were built after it was catalogued); False
@@ -234,3 +252,12 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
         table: Table[Any] = IMAGES if kind == "images" else JOBS
         return {found for found, in await self._plucked_in(table, ["id"], "id", ids)}
 
+
+def indexed(image: ImageRecord, cells: Sequence[int] | None = None) -> Indexed:
+    """An image with its typed dates and its cone-search cells (`cells` when they were found already)."""
+    return Indexed(image, header_dates(image.header), cells_of(image.sky, cells))
+
+
+def cells_of(sky: dict[str, Any] | None, found: Sequence[int] | None) -> list[int]:
+    """The cone-search cells of a footprint: `found` when the caller found them already."""
+    return list(found) if found is not None else footprint_cells(sky)

@@ -102,6 +102,16 @@ class Outdated:
 
 
 @dataclass(frozen=True)
+class Indexed:
+    """An image as an adapter writes it: its record with what is kept beside it to search it by, read from
+    it once above the adapters (`Store.add_images`): its header's typed dates and its footprint's cells."""
+
+    image: ImageRecord
+    dates: dict[str, float]
+    cells: list[int]
+
+
+@dataclass(frozen=True)
 class ImageLocation:
     """One place where an image's content was found: its own path (recorded with the image) or a copy
     seen later under another path. Full server paths: administrators only."""

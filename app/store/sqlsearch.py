@@ -57,8 +57,11 @@ def fold(value: Any) -> str | None:
     return None if value is None else str(value).casefold()
 
 
-def compile_query(query: Query) -> tuple[str, list[Any]]:
-    """Translate the neutral query form into a SQL condition over `images` and its parameters."""
+def compile_query(query: Query | None) -> tuple[str, list[Any]]:
+    """Translate the neutral query form into a SQL condition over `images` and its parameters (None: every
+    image)."""
+    if query is None:
+        return "1", []
     if isinstance(query, Compare):
         return _compile_compare(query)
     if isinstance(query, TextMatch):

@@ -43,6 +43,11 @@ class Table(Generic[R]):
     record: type[R]
     key: str | None  # None: rows without a key of their own
 
+    def ordered(self, order: Sequence[str]) -> list[str]:
+        """An order's field names (`-` before one: descending), ties broken by the key."""
+        tie = [self.key] if self.key and self.key not in [name.lstrip("-") for name in order] else []
+        return [*order, *tie]
+
 
 @dataclass(frozen=True)
 class Session:

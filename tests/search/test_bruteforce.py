@@ -147,7 +147,7 @@ async def test_ascii_search_text_finds_letters_that_fold_to_ascii(store: SQLiteS
 # --- indexes follow the elements --------------------------------------------------------------------
 
 def plan_of(path: Path, search: Search) -> str:
-    where, params = sqlsearch.compile_query(search.query) if search.query else ("1", [])
+    where, params = sqlsearch.compile_query(search.query)
     with sqlite3.connect(path) as db:
         rows = db.execute(f"EXPLAIN QUERY PLAN SELECT count(*) FROM images WHERE {where}", params)
         return " | ".join(row[3] for row in rows)

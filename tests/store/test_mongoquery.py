@@ -209,6 +209,7 @@ def test_image_documents_survive_bson_with_any_keyword():
 
     from app.formats.fits import _sky
     from app.samples import celestial_wcs
+    from app.store.base import indexed
     from app.store.mongo.documents import image_doc, image_from_doc
     from app.store.records import ImageRecord
 
@@ -220,7 +221,7 @@ def test_image_documents_survive_bson_with_any_keyword():
                          provenance="batch", format="fits", width=100, height=100, bitpix=-32,
                          header=header, comments={"HIERARCH ESO.DET DIT": "seconds"},
                          sky=_sky(wcs.to_header(), 100, 100)[0], display={"levels": 3})
-    document = image_doc(record)
+    document = image_doc(indexed(record))
     assert all("." not in key and not key.startswith("$") for key in document["header"])
     assert document["header"]["HIERARCH ESO%2EDET DIT"] == 2.5
     assert document["dates"] == [{"k": "DATE-OBS", "mjd": 60370.5}]

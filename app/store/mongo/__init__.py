@@ -1,6 +1,6 @@
-"""The catalog on MongoDB, its parts (connection, migrations and the plain tables' primitives; the images)
-put together here; the collections and their documents are described in `connection`. Everything else is
-written once above the adapters (`app.store.tables`)."""
+"""The catalog on MongoDB, `MongoStore` (`connection`: the client, the migrations and the plain tables'
+primitives, and the collections and their documents described; `documents` and `catalog`: the images).
+Everything else is written once above the adapters (`app.store.tables`)."""
 
 from app.store.mongo.catalog import MongoStore
 

@@ -13,7 +13,7 @@ from pymongo.errors import BulkWriteError
 from app.exceptions import Conflict, StoreError
 from app.store import mongoquery
 from app.store.dates import DATES_VERSION
-from app.store.footprint import CELLS_VERSION, footprint_cells, sky_matches
+from app.store.footprint import CELLS_VERSION, sky_matches
 from app.store.mongo.connection import Doc, MongoBase, drop_index, first_error, log
 from app.store.mongo.documents import dates_doc, decode_keys, image_doc, image_from_doc
 from app.store.mongoquery import Filter
@@ -21,6 +21,7 @@ from app.store.query import Cone, Order, Query, Scalar
 from app.store.records import (
     ImageLocation,
     ImageRecord,
+    Indexed,
     Outdated,
     Usage,
     index_name,
@@ -56,11 +57,8 @@ class MongoStore(MongoBase):
     def _record(self, table: Table[R], doc: Doc) -> R:
         return cast(R, image_from_doc(doc)) if table is IMAGES else super()._record(table, doc)
 
-    async def add_images(self, images: Sequence[ImageRecord], *,
-                         cells: Mapping[str, Sequence[int]] | None = None) -> None:
-        docs = [image_doc(image, (cells or {}).get(image.id)) for image in images]
-        if not docs:
-            return
+    async def _add_images(self, images: Sequence[Indexed]) -> None:
+        docs = [image_doc(image) for image in images]
         try:
             await self.images.insert_many(docs, ordered=True)
         except BulkWriteError as error:
@@ -71,18 +69,18 @@ class MongoStore(MongoBase):
             if any(item.get("code") == 11000 for item in error.details.get("writeErrors", [])):
                 raise Conflict(f"image already catalogued: {first_error(error)}") from None
             raise StoreError(f"cannot catalog the images: {first_error(error)}") from None
-        await self._bump_keywords(Counter(key for image in images for key in image.header), 1)
-        own = [ImageLocation(image.id, image.path, image.created) for image in images]
+        records = [i.image for i in images]
+        await self._bump_keywords(Counter(key for image in records for key in image.header), 1)
+        own = [ImageLocation(image.id, image.path, image.created) for image in records]
         await self._insert(LOCATIONS, own, skip_taken=True)
 
-    async def replace_image(self, image: ImageRecord, series: Sequence[dict[str, Any]]) -> bool:
-        doc = image_doc(image)
-        old = await self.images.find_one_and_replace({"_id": image.id, "series": list(series)}, doc,
-                                                     projection={"header": 1})
+    async def _replace_image(self, image: Indexed, series: Sequence[dict[str, Any]]) -> bool:
+        old = await self.images.find_one_and_replace({"_id": image.image.id, "series": list(series)},
+                                                     image_doc(image), projection={"header": 1})
         if old is None:
             return False
         await self._bump_keywords(Counter(decode_keys(old.get("header") or {}).keys()), -1)
-        await self._bump_keywords(Counter(image.header), 1)
+        await self._bump_keywords(Counter(image.image.header), 1)
         return True
 
     async def _bump_keywords(self, counts: Counter[str], sign: int) -> None:
@@ -114,9 +112,8 @@ class MongoStore(MongoBase):
         return [image_from_doc(doc) for doc in docs]
 
     async def count_images(self, query: Query | None = None, *, at_most: int | None = None) -> int:
-        if at_most is not None:
-            return await self.images.count_documents(await self.filter_of(query), limit=at_most)
-        return await self.images.count_documents(await self.filter_of(query))
+        bound: Doc = {} if at_most is None else {"limit": at_most}
+        return await self.images.count_documents(await self.filter_of(query), **bound)
 
     async def filter_of(self, query: Query | None) -> Filter:
         """The filter document for `query`, its cones answered exactly: the candidates of each cone (by
@@ -136,13 +133,12 @@ class MongoStore(MongoBase):
         return mongoquery.compile_query(query, exact)
 
     # images: permissions and removal -------------------------------------------------------------
-    async def set_sky(self, image_id: str, sky: dict[str, Any] | None, *, cells: Sequence[int] | None = None,
-                      display: dict[str, Any] | None = None, outdated_only: bool = False) -> bool:
-        found = list(cells) if cells is not None else footprint_cells(sky)
+    async def _set_sky(self, image_id: str, sky: dict[str, Any] | None, cells: list[int],
+                       display: dict[str, Any] | None, *, outdated_only: bool) -> bool:
         shown = {"display": display} if display is not None else {}
         older = {"cells_version": {"$ne": CELLS_VERSION}} if outdated_only else {}
         result = await self.images.update_one({"_id": image_id, **older}, {"$set": {
-            "sky": sky, "cells": found, "cells_version": CELLS_VERSION, **shown}})
+            "sky": sky, "cells": cells, "cells_version": CELLS_VERSION, **shown}})
         return result.matched_count == 1
 
     async def delete_images(self, image_ids: Sequence[str]) -> None:

@@ -95,8 +95,8 @@ def _document(table: Table[Any], record: Any) -> Doc:
 
 
 def _sort(table: Table[Any], order: Sequence[str]) -> list[tuple[str, int]]:
-    sort = [(_field(table, name.lstrip("-")), -1 if name.startswith("-") else 1) for name in order]
-    return sort if ("_id", 1) in sort or ("_id", -1) in sort else [*sort, ("_id", 1)]
+    fields = table.ordered(order) or ["_id"]  # a table without a key: in the order written
+    return [(_field(table, name.lstrip("-")), -1 if name.startswith("-") else 1) for name in fields]
 
 
 def _update(table: Table[Any], change: Change) -> Doc:

@@ -3,15 +3,15 @@ dates, footprint cells and folded texts beside them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from app.store import mongoquery
-from app.store.dates import DATES_VERSION, header_dates
-from app.store.footprint import CELLS_VERSION, footprint_cells
+from app.store.dates import DATES_VERSION
+from app.store.footprint import CELLS_VERSION
 from app.store.mongo.connection import Doc
 from app.store.mongoquery import field_name, keyword_of_field
-from app.store.records import ImageRecord
+from app.store.records import ImageRecord, Indexed
 from app.store.rows import from_doc, to_doc
 
 
@@ -27,13 +27,12 @@ def dates_doc(dates: Mapping[str, float]) -> list[Doc]:
     return [{"k": keyword, "mjd": mjd} for keyword, mjd in dates.items()]
 
 
-def image_doc(image: ImageRecord, cells: Sequence[int] | None = None) -> Doc:
-    """An image's document; `cells`, its cone-search cells when they were found already."""
+def image_doc(indexed: Indexed) -> Doc:
+    """An image's document, with its typed dates and cone-search cells."""
+    image = indexed.image
     return {**to_doc(image), "header": _encode_keys(image.header), "comments": _encode_keys(image.comments),
-            "folded": mongoquery.folded_texts(image.header), "dates": dates_doc(header_dates(image.header)),
-            "cells": list(cells) if cells is not None else footprint_cells(image.sky),
-            "cells_version": CELLS_VERSION,
-            "dates_version": DATES_VERSION}
+            "folded": mongoquery.folded_texts(image.header), "dates": dates_doc(indexed.dates),
+            "cells": indexed.cells, "cells_version": CELLS_VERSION, "dates_version": DATES_VERSION}
 
 
 def image_from_doc(doc: Doc) -> ImageRecord:

@@ -1,5 +1,5 @@
-"""The embedded catalog: one SQLite file, its parts (connection, migrations and the plain tables' primitives;
-the images) put together here. Everything else is written once above the adapters (`app.store.tables`)."""
+"""The embedded catalog, `SQLiteStore`: one SQLite file (`connection`: the file, its migrations and the plain
+tables' primitives; `catalog`: the images). Everything else is written once above the adapters."""
 
 from app.store.sqlite.catalog import SQLiteStore
 

@@ -11,14 +11,12 @@ from typing import Any, Literal
 
 from app.exceptions import Conflict
 from app.store import sqlsearch
-from app.store.dates import DATES_VERSION, header_dates
-from app.store.footprint import footprint_cells
+from app.store.dates import DATES_VERSION
 from app.store.query import Order, Query, Scalar
-from app.store.records import ImageRecord, Outdated, SearchElement, Usage
+from app.store.records import ImageRecord, Indexed, Outdated, SearchElement, Usage
 from app.store.rows import dumps, from_row, insert_sql, names, to_row
 from app.store.sqlite.connection import SQLiteBase, transaction
 
-compile_query = sqlsearch.compile_query
 # A search matching at least this many images is read in date order from the newest (see _select_images).
 BROAD_SEARCH = 2000
 _IMAGE_COLUMNS = ", ".join(names(ImageRecord))
@@ -58,48 +56,46 @@ class SQLiteStore(SQLiteBase):
         await self._write(write)
 
     # images -----------------------------------------------------------------------------------------
-    async def add_images(self, images: Sequence[ImageRecord], *,
-                         cells: Mapping[str, Sequence[int]] | None = None) -> None:
-        await self._run(self._add_images_sync, list(images), cells or {})
+    async def _add_images(self, images: Sequence[Indexed]) -> None:
+        records = [i.image for i in images]
 
-    def _add_images_sync(self, images: list[ImageRecord], found: Mapping[str, Sequence[int]]) -> None:
-        rows = [_row(i) for i in images]
-        dates = {i.id: header_dates(i.header) for i in images}
-        cells = {i.id: found[i.id] if i.id in found else footprint_cells(i.sky) for i in images}
-        keywords = sqlsearch.count_keywords(i.header for i in images)
-        try:
+        def add() -> None:
+            rows = [_row(r) for r in records]  # made before the write lock is taken
+            keywords = sqlsearch.count_keywords(r.header for r in records)
             with transaction(self.db) as db:
                 db.executemany(_IMAGE_INSERT, rows)
-                _write_dates(db, dates)  # typed dates beside the raw header, in the same transaction
-                _write_cells(db, cells)  # the footprint's HEALPix cells, for cone search
+                _write_dates(db, {i.image.id: i.dates for i in images})  # typed dates beside the raw header
+                _write_cells(db, {i.image.id: i.cells for i in images})  # the footprint's, for cone search
                 sqlsearch.add_keyword_counts(db, keywords)  # which keywords there are, for the search builder
                 # the first location of each image's content: its own path
                 db.executemany("INSERT OR IGNORE INTO image_locations (image_id, path, recorded) "
-                               "VALUES (?, ?, ?)", [(i.id, i.path, i.created) for i in images])
+                               "VALUES (?, ?, ?)", [(r.id, r.path, r.created) for r in records])
+
+        try:
+            await self._run(add)
         except sqlite3.IntegrityError as error:
             raise Conflict(f"image already catalogued: {error}") from None
 
-    async def replace_image(self, image: ImageRecord, series: Sequence[dict[str, Any]]) -> bool:
-        expected = to_row(ImageRecord(**{**vars(image), "series": list(series)}))["series"]
-        row, dates, cells = _row(image), header_dates(image.header), footprint_cells(image.sky)
+    async def _replace_image(self, image: Indexed, series: Sequence[dict[str, Any]]) -> bool:
+        expected = to_row(ImageRecord(**{**vars(image.image), "series": list(series)}))["series"]
+        row = _row(image.image)
 
         def replace(db: sqlite3.Connection) -> bool:
-            found = db.execute("SELECT series FROM images WHERE id = ?", (image.id,)).fetchone()
+            found = db.execute("SELECT series FROM images WHERE id = ?", (row["id"],)).fetchone()
             if found is None or found["series"] != expected:
                 return False
-            sqlsearch.remove_keyword_counts(db, [image.id])
+            sqlsearch.remove_keyword_counts(db, [row["id"]])
             db.execute(_IMAGE_UPDATE, row)
-            _write_dates(db, {image.id: dates})
-            _write_cells(db, {image.id: cells})  # under the current rules: no longer pending
-            db.execute("DELETE FROM image_cells_pending WHERE image_id = ?", (image.id,))
-            sqlsearch.add_keyword_counts(db, sqlsearch.count_keywords([image.header]))
+            _write_dates(db, {row["id"]: image.dates})
+            _write_cells(db, {row["id"]: image.cells})
+            sqlsearch.add_keyword_counts(db, sqlsearch.count_keywords([image.image.header]))
             return True
 
         return await self._write(replace)
 
     async def find_images(self, query: Query | None = None, *, offset: int = 0,
                           limit: int = 50, order: Order | None = None) -> list[ImageRecord]:
-        where, params = compile_query(query) if query is not None else ("1", [])
+        where, params = sqlsearch.compile_query(query)
         by, order_params = sqlsearch.compile_order(order)
         return await self._select_images(where, [*params, *order_params], offset, limit, by,
                                          walk_created=_newest_first(order) and query is not None)
@@ -107,7 +103,7 @@ class SQLiteStore(SQLiteBase):
     async def search_images(self, query: Query | None = None, *, offset: int = 0, limit: int = 50,
                             order: Order | None = None,
                             count_at_most: int | None = None) -> tuple[int, list[ImageRecord]]:
-        where, params = compile_query(query) if query is not None else ("1", [])
+        where, params = sqlsearch.compile_query(query)
         total = await self._run(self._count_sync, where, params, count_at_most)
         by, order_params = sqlsearch.compile_order(order)
         # the count says whether the search is broad: no second probe
@@ -118,7 +114,7 @@ class SQLiteStore(SQLiteBase):
         return total, images
 
     async def count_images(self, query: Query | None = None, *, at_most: int | None = None) -> int:
-        where, params = compile_query(query) if query is not None else ("1", [])
+        where, params = sqlsearch.compile_query(query)
         return await self._run(self._count_sync, where, params, at_most)
 
     def _count_sync(self, where: str, params: list[Any], at_most: int | None) -> int:
@@ -138,7 +134,6 @@ class SQLiteStore(SQLiteBase):
         # every match (a tenth of a million images matched a number range in bench/search.py)
         walk = (f"SELECT rowid FROM images INDEXED BY images_newest WHERE {where} "
                 f"ORDER BY {order} LIMIT ? OFFSET ?")
-        probe = f"SELECT count(*) FROM (SELECT 1 FROM images WHERE {where} LIMIT ?)"
         rows = (f"SELECT rowid AS row_number, {_IMAGE_COLUMNS} FROM images "
                 f"WHERE rowid IN (SELECT value FROM json_each(?))")
 
@@ -150,7 +145,7 @@ class SQLiteStore(SQLiteBase):
                 if wide is None and walk_created:
                     # broad when the matches are dense enough that the newest images hold a page soon
                     # (a date order adds no parameters: `params` are the condition's alone)
-                    wide = db.execute(probe, [*params, BROAD_SEARCH]).fetchone()[0] >= BROAD_SEARCH
+                    wide = self._count_sync(where, params, BROAD_SEARCH) >= BROAD_SEARCH
                 chosen = walk if wide else page
                 rowids = [row[0] for row in db.execute(chosen, [*params, limit, offset])]
                 found = {row["row_number"]: row for row in db.execute(rows, [json.dumps(rowids)])}
@@ -161,24 +156,20 @@ class SQLiteStore(SQLiteBase):
         return await self._run(select)
 
     # images: permissions and removal -------------------------------------------------------------
-    async def set_sky(self, image_id: str, sky: dict[str, Any] | None, *, cells: Sequence[int] | None = None,
-                      display: dict[str, Any] | None = None, outdated_only: bool = False) -> bool:
+    async def _set_sky(self, image_id: str, sky: dict[str, Any] | None, cells: list[int],
+                       display: dict[str, Any] | None, *, outdated_only: bool) -> bool:
         pending = " AND id IN (SELECT image_id FROM image_cells_pending)" if outdated_only else ""
 
-        def write() -> bool:
-            found = list(cells) if cells is not None else footprint_cells(sky)
-            with transaction(self.db) as db:
-                changed = db.execute(
-                    "UPDATE images SET sky = ?, center_ra = ?, center_dec = ?, "
-                    f"display = coalesce(?, display) WHERE id = ?{pending}",
-                    (None if sky is None else dumps(sky), *_center(sky),
-                     None if display is None else dumps(display), image_id)).rowcount
-                if changed:
-                    db.execute("DELETE FROM image_cells_pending WHERE image_id = ?", (image_id,))
-                    _write_cells(db, {image_id: found})
-                return changed == 1
+        def write(db: sqlite3.Connection) -> bool:
+            changed = db.execute(
+                f"UPDATE images SET sky = ?, center_ra = ?, center_dec = ?, display = coalesce(?, display) "
+                f"WHERE id = ?{pending}", (None if sky is None else dumps(sky), *_center(sky),
+                                           None if display is None else dumps(display), image_id)).rowcount
+            if changed:
+                _write_cells(db, {image_id: cells})
+            return changed == 1
 
-        return await self._run(write)
+        return await self._write(write)
 
     async def delete_images(self, image_ids: Sequence[str]) -> None:
         def delete(db: sqlite3.Connection) -> None:
@@ -219,15 +210,12 @@ class SQLiteStore(SQLiteBase):
                 db.execute("ANALYZE images")
 
     async def indexed_keywords(self) -> list[str]:
-        def select() -> list[str]:
-            return sorted(sqlsearch.existing_indexes(self.db))
-
-        return await self._run(select)
+        return sorted(await self._run(sqlsearch.existing_indexes, self.db))
 
     async def distinct_values(self, keywords: Sequence[str], query: Query | None = None, *,
                               prefix: str = "", anywhere: bool = False,
                               limit: int = 20) -> list[tuple[Scalar, int]]:
-        where, params = compile_query(query) if query is not None else ("1", [])
+        where, params = sqlsearch.compile_query(query)
 
         def select() -> list[tuple[Scalar, int]]:
             return sqlsearch.distinct_values(self.db, list(keywords), where, params, prefix, limit,
@@ -256,7 +244,9 @@ def _write_dates(db: sqlite3.Connection, dates: Mapping[str, Mapping[str, float]
 
 
 def _write_cells(db: sqlite3.Connection, cells: Mapping[str, Sequence[int]]) -> None:
-    """Replace each image's cone-search cells (by image id)."""
+    """Replace each image's cone-search cells (by image id), found under the current rules: no longer
+    pending."""
+    db.executemany("DELETE FROM image_cells_pending WHERE image_id = ?", [(image_id,) for image_id in cells])
     db.executemany("DELETE FROM image_cells WHERE image_id = ?", [(image_id,) for image_id in cells])
     db.executemany("INSERT INTO image_cells (cell, image_id) VALUES (?, ?)",
                    [(cell, image_id) for image_id, found in cells.items() for cell in found])

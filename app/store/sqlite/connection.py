@@ -274,8 +274,7 @@ def _where_sql(table: Table[Any], where: Where) -> tuple[str, list[Any]]:
 
 
 def _order_sql(table: Table[Any], order: Sequence[str]) -> str:
-    ordering = [f"{name[1:]} DESC" if name.startswith("-") else name for name in order]
-    ordering += [table.key] if table.key and table.key not in [name.lstrip("-") for name in order] else []
+    ordering = [f"{name[1:]} DESC" if name.startswith("-") else name for name in table.ordered(order)]
     return f" ORDER BY {', '.join(ordering)}" if ordering else ""
 
 
