@@ -1,8 +1,9 @@
 """The contract of the `Store` interface (app/store/base.py), run on every adapter: SQLite always, MongoDB
 when IMAGEX_TEST_MONGODB_URL is set (see conftest.py). Every method of the interface is exercised, here and
-in test_contract_jobs.py, test_contract_accounts.py and test_contract_sky.py, with the same expectations on
-each adapter; adapter-specific details stay in their own test files. This file: opening, images, the
-neutral query form, named scalings, visibility and removal, search elements, copying a catalog."""
+in test_contract_jobs.py, test_contract_accounts.py, test_contract_sky.py and test_contract_elements.py,
+with the same expectations on each adapter; adapter-specific details stay in their own test files. This
+file: opening, images, the neutral query form, named scalings, visibility and removal, the values present,
+copying a catalog."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from app.store.query import (
     any_compare,
     any_in_range,
 )
-from app.store.records import ImageLocation, NamedScaling, SearchElement
+from app.store.records import ImageLocation, NamedScaling
 from tests.store.examples import image, job, names, sky_at
 
 # opening and closing ---------------------------------------------------------------------------------
@@ -403,46 +404,7 @@ async def test_visibility_deletion_keyword_counts_and_usage(any_store):
     assert {owner: (u.images, u.bytes) for owner, u in usage.items()} == {"u1": (1, 100), "u2": (1, 7)}
 
 
-# search elements ------------------------------------------------------------------------------------
-
-async def test_search_elements_and_the_indexes_that_follow_them(any_store):
-    exposure = SearchElement("exp", "number", "Exposure", ["EXPTIME", "EXPOSURE"], options={"unit": "s"})
-    when = SearchElement("when", "date", "Date", ["DATE-OBS"])
-    target = SearchElement("obj", "text", "Object", ["OBJECT"], help="the target")
-    for element in (exposure, when, target):
-        await any_store.add_element(element)
-    assert [e.id for e in await any_store.list_elements()] == ["exp", "when", "obj"]
-    assert [e.position for e in await any_store.list_elements()] == [0, 1, 2]
-    assert (await any_store.list_elements())[0] == exposure
-    assert await any_store.indexed_keywords() == ["EXPOSURE", "EXPTIME", "OBJECT"]  # not the date's
-    with pytest.raises(Conflict):
-        await any_store.add_element(SearchElement("exp", "text", "Again", ["X"]))
-
-    changed = SearchElement("obj", "select", "Filter", ["FILTER", "ESO.FILT"], enabled=False, position=99)
-    assert await any_store.update_element(changed)
-    stored = next(e for e in await any_store.list_elements() if e.id == "obj")
-    assert (stored.type, stored.label, stored.keywords, stored.enabled, stored.position) == (
-        "select", "Filter", ["FILTER", "ESO.FILT"], False, 2)  # the position is not changed by update
-    assert await any_store.indexed_keywords() == ["ESO.FILT", "EXPOSURE", "EXPTIME", "FILTER"]
-    assert not await any_store.update_element(SearchElement("missing", "text", "x", ["A"]))
-
-    await any_store.order_elements(["obj", "nope", "exp"])
-    assert [e.id for e in await any_store.list_elements()] == ["obj", "exp", "when"]
-    assert await any_store.delete_element("exp")
-    assert not await any_store.delete_element("exp")
-    assert await any_store.indexed_keywords() == ["ESO.FILT", "FILTER"]
-    await any_store.add_element(SearchElement("last", "number", "Airmass", ["AIRMASS"]))
-    assert [e.id for e in await any_store.list_elements()] == ["obj", "when", "last"]
-
-
-async def test_keyword_indexes_are_shared_between_elements(any_store):
-    await any_store.add_element(SearchElement("a", "number", "A", ["EXPTIME"]))
-    await any_store.add_element(SearchElement("b", "select", "B", ["EXPTIME"]))
-    await any_store.delete_element("a")
-    assert await any_store.indexed_keywords() == ["EXPTIME"]
-    await any_store.delete_element("b")
-    assert await any_store.indexed_keywords() == []
-
+# search elements: the values present (the elements themselves: test_contract_elements.py) -----------
 
 async def test_distinct_values(catalog):
     assert await catalog.distinct_values(["FILTER"]) == [("r", 2), (7, 1), ("R", 1), ("g", 1)]
@@ -497,7 +459,7 @@ async def test_a_catalog_knows_where_it_is(any_store, adapter_url):
 async def test_every_method_of_the_interface_is_exercised():
     """The suite names every abstract method of Store: a new method needs a contract test."""
     files = sorted(Path(__file__).parent.glob("test_contract*.py"))
-    assert len(files) == 4
+    assert len(files) == 5
     source = "".join(path.read_text(encoding="utf-8") for path in files)
     # the adapters' primitives (leading underscore) are exercised through the public methods built on them
     public = [name for name in sorted(Store.__abstractmethods__) if not name.startswith("_")]
