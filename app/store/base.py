@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from app.exceptions import Conflict
 from app.store.accounts import Accounts
@@ -41,6 +41,7 @@ from app.store.tables import (
 from app.store.uploads import Uploads
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
@@ -106,9 +107,10 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
         cone-search cells (`footprint.footprint_cells` of its sky) when the caller found them already (a
         batch's first pass finds them in the pool, where astropy is loaded); the others are found here."""
         found = cells or {}
-        if images:  # dates and cells (a coverage's take a while) read off the event loop
-            await self._add_images(await asyncio.to_thread(
-                lambda: [indexed(image, found.get(image.id)) for image in images]))
+        if images:
+            quick = all(image.id in found for image in images)
+            await self._add_images(await _reading(
+                lambda: [indexed(image, found.get(image.id)) for image in images], quick=quick))
 
     @abstractmethod
     async def _add_images(self, images: Sequence[Indexed]) -> None:
@@ -195,7 +197,7 @@ class Store(Accounts, Named, Fleet, JobQueue, SearchElements, Uploads):
         `display`: its display record too, in the same write (its pyramids were built with its coverage).
         `outdated_only`: only while its coverage is still of older rules (False otherwise): at opening, an
         image re-read meanwhile keeps its own."""
-        found = await asyncio.to_thread(cells_of, sky, cells)
+        found = await _reading(cells_of, sky, cells, quick=cells is not None)
         return await self._set_sky(image_id, sky, found, display, outdated_only=outdated_only)
 
     @abstractmethod
@@ -261,3 +263,9 @@ def indexed(image: ImageRecord, cells: Sequence[int] | None = None) -> Indexed:
 def cells_of(sky: dict[str, Any] | None, found: Sequence[int] | None) -> list[int]:
     """The cone-search cells of a footprint: `found` when the caller found them already."""
     return list(found) if found is not None else footprint_cells(sky)
+
+
+async def _reading(fn: Callable[..., T], *args: Any, quick: bool) -> T:
+    """`fn(*args)`: at once when `quick` (the cells were found already), else off the event loop (finding a
+    footprint's cells may take a while)."""
+    return fn(*args) if quick else await asyncio.to_thread(fn, *args)
