@@ -106,7 +106,7 @@ class Indexed:
     """An image as an adapter writes it: its record with what is kept beside it to search it by, read from
     it once above the adapters (`Store.add_images`): its header's typed dates and its footprint's cells."""
 
-    image: ImageRecord
+    record: ImageRecord
     dates: dict[str, float]
     cells: list[int]
 

@@ -69,18 +69,18 @@ class MongoStore(MongoBase):
             if any(item.get("code") == 11000 for item in error.details.get("writeErrors", [])):
                 raise Conflict(f"image already catalogued: {first_error(error)}") from None
             raise StoreError(f"cannot catalog the images: {first_error(error)}") from None
-        records = [i.image for i in images]
+        records = [i.record for i in images]
         await self._bump_keywords(Counter(key for image in records for key in image.header), 1)
         own = [ImageLocation(image.id, image.path, image.created) for image in records]
         await self._insert(LOCATIONS, own, skip_taken=True)
 
     async def _replace_image(self, image: Indexed, series: Sequence[dict[str, Any]]) -> bool:
-        old = await self.images.find_one_and_replace({"_id": image.image.id, "series": list(series)},
+        old = await self.images.find_one_and_replace({"_id": image.record.id, "series": list(series)},
                                                      image_doc(image), projection={"header": 1})
         if old is None:
             return False
         await self._bump_keywords(Counter(decode_keys(old.get("header") or {}).keys()), -1)
-        await self._bump_keywords(Counter(image.image.header), 1)
+        await self._bump_keywords(Counter(image.record.header), 1)
         return True
 
     async def _bump_keywords(self, counts: Counter[str], sign: int) -> None:

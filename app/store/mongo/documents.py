@@ -29,7 +29,7 @@ def dates_doc(dates: Mapping[str, float]) -> list[Doc]:
 
 def image_doc(indexed: Indexed) -> Doc:
     """An image's document, with its typed dates and cone-search cells."""
-    image = indexed.image
+    image = indexed.record
     return {**to_doc(image), "header": _encode_keys(image.header), "comments": _encode_keys(image.comments),
             "folded": mongoquery.folded_texts(image.header), "dates": dates_doc(indexed.dates),
             "cells": indexed.cells, "cells_version": CELLS_VERSION, "dates_version": DATES_VERSION}

@@ -57,15 +57,15 @@ class SQLiteStore(SQLiteBase):
 
     # images -----------------------------------------------------------------------------------------
     async def _add_images(self, images: Sequence[Indexed]) -> None:
-        records = [i.image for i in images]
+        records = [i.record for i in images]
 
         def add() -> None:
             rows = [_row(r) for r in records]  # made before the write lock is taken
             keywords = sqlsearch.count_keywords(r.header for r in records)
             with transaction(self.db) as db:
                 db.executemany(_IMAGE_INSERT, rows)
-                _write_dates(db, {i.image.id: i.dates for i in images})  # typed dates beside the raw header
-                _write_cells(db, {i.image.id: i.cells for i in images})  # the footprint's, for cone search
+                _write_dates(db, {i.record.id: i.dates for i in images})  # typed dates beside the raw header
+                _write_cells(db, {i.record.id: i.cells for i in images})  # the footprint's, for cone search
                 sqlsearch.add_keyword_counts(db, keywords)  # which keywords there are, for the search builder
                 # the first location of each image's content: its own path
                 db.executemany("INSERT OR IGNORE INTO image_locations (image_id, path, recorded) "
@@ -77,18 +77,19 @@ class SQLiteStore(SQLiteBase):
             raise Conflict(f"image already catalogued: {error}") from None
 
     async def _replace_image(self, image: Indexed, series: Sequence[dict[str, Any]]) -> bool:
-        expected = to_row(ImageRecord(**{**vars(image.image), "series": list(series)}))["series"]
-        row = _row(image.image)
+        record = image.record
+        expected = to_row(ImageRecord(**{**vars(record), "series": list(series)}))["series"]
+        row = _row(record)
 
         def replace(db: sqlite3.Connection) -> bool:
-            found = db.execute("SELECT series FROM images WHERE id = ?", (row["id"],)).fetchone()
+            found = db.execute("SELECT series FROM images WHERE id = ?", (record.id,)).fetchone()
             if found is None or found["series"] != expected:
                 return False
-            sqlsearch.remove_keyword_counts(db, [row["id"]])
+            sqlsearch.remove_keyword_counts(db, [record.id])
             db.execute(_IMAGE_UPDATE, row)
-            _write_dates(db, {row["id"]: image.dates})
-            _write_cells(db, {row["id"]: image.cells})
-            sqlsearch.add_keyword_counts(db, sqlsearch.count_keywords([image.image.header]))
+            _write_dates(db, {record.id: image.dates})
+            _write_cells(db, {record.id: image.cells})
+            sqlsearch.add_keyword_counts(db, sqlsearch.count_keywords([record.header]))
             return True
 
         return await self._write(replace)
