@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from app.permissions import visible
-from app.routes.portal import COUNT_LIMIT
+from app.routes.views import COUNT_LIMIT
 from app.search.compile import compile_search
 from app.search.elements import element_from
 from app.site_policy import Site
