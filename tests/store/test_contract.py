@@ -461,8 +461,11 @@ async def test_every_method_of_the_interface_is_exercised():
     files = sorted(Path(__file__).parent.glob("test_contract*.py"))
     assert len(files) == 5
     source = "".join(path.read_text(encoding="utf-8") for path in files)
-    # the adapters' primitives (leading underscore) are exercised through the public methods built on them
-    public = [name for name in sorted(Store.__abstractmethods__) if not name.startswith("_")]
+    # the adapters' primitives (leading underscore) are exercised through the public methods built on them;
+    # a primitive behind the public method of its name (`_add_images`) needs that method exercised
+    names = {name for name in dir(Store) if not name.startswith("_")}
+    public = sorted({name.lstrip("_") for name in Store.__abstractmethods__} & names)
+    assert {"add_images", "replace_image", "set_sky", "find_images"} <= set(public)
     missing = [name for name in public if f".{name}(" not in source]
     assert missing == []
 
